@@ -1,0 +1,1 @@
+"""Benchmarks. Run all with ``python -m bench.run``; see bench/README.md."""

@@ -1,0 +1,72 @@
+"""Run every benchmark, print one table and write JSON to bench/results/.
+
+python -m bench.run [--backend sqlite --backend postgresql] [--only NAME] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import bench_me
+from bench.harness import Result
+
+BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
+    "me": bench_me.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", action="append", choices=["sqlite", "postgresql"])
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="fewer requests: a smoke run, not for quoting")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    backends = args.backend or ["sqlite", "postgresql"]
+    results: list[Result] = []
+    for name in args.only or list(BENCHMARKS):
+        results += BENCHMARKS[name](backends, args.quick)
+
+    table = Table(title="labcloud benchmarks")
+    for col in ("benchmark", "backend", "metrics", "target", "notes"):
+        table.add_column(col)
+    for r in results:
+        metrics = "  ".join(f"{k}={v:g}" for k, v in r.metrics.items())
+        table.add_row(r.benchmark, r.backend, metrics, r.target, r.notes)
+    Console(width=160).print(table)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = {
+        "when": stamp,
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": _cpus()},
+        "quick": args.quick,
+        "results": [asdict(r) for r in results],
+    }
+    path = args.out / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    (args.out / "latest.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from labcloud import __version__
+from labcloud.api.context import AppContext
+from labcloud.api.errors import install_error_handlers
+from labcloud.api.routers import auth, health, me, users
+from labcloud.db import migrate
+from labcloud.services import users as user_service
+from labcloud.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+def prepare_database(ctx: AppContext) -> None:
+    """SQLite is migrated on start; PostgreSQL must be migrated explicitly with ``labcloud db upgrade``."""
+    if ctx.settings.is_sqlite:
+        migrate.upgrade(ctx.settings)
+    elif not migrate.is_up_to_date(ctx.settings, ctx.db.engine):
+        raise SchemaOutOfDate(
+            "The database schema is not up to date: run 'labcloud db upgrade' with the same configuration."
+        )
+    with ctx.db.session() as session:
+        admin = user_service.ensure_initial_admin(session, ctx.settings)
+    if admin is not None:
+        announce_initial_admin(admin, ctx.settings)
+
+
+def announce_initial_admin(admin: user_service.InitialAdmin, settings: Settings) -> None:
+    """Printed once, to the console and not to the log, when the first admin is created."""
+    lines = ["", "labcloud: created the first administrator account.", f"  email:    {admin.email}"]
+    if admin.password is not None:
+        lines.append(f"  password: {admin.password}")
+    else:
+        lines.append("  password: the initial_admin_password of your configuration")
+    lines += [
+        f"  log in at {settings.public_url}/docs (Authorize) or with 'labcloud login'.",
+        "  Change the password after logging in; this message is not shown again.",
+        "",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = AppContext.create(settings)
+        prepare_database(ctx)
+        app.state.ctx = ctx
+        log.info("labcloud %s ready (database: %s)", __version__, ctx.db.engine.dialect.name)
+        try:
+            yield
+        finally:
+            ctx.db.dispose()
+
+    app = FastAPI(
+        title="labcloud",
+        version=__version__,
+        description="Run a lab's analysis tools as a web service.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, auth, me, users):
+        app.include_router(module.router)
+    return app

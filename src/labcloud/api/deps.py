@@ -1,0 +1,75 @@
+"""Request dependencies: the context, a database session, and who is calling with which scopes.
+
+Dependencies that do no I/O are ``async`` so that they run on the event loop instead of taking a trip
+through the thread pool each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from labcloud.api.context import AppContext
+from labcloud.errors import Forbidden, Unauthorized
+from labcloud.security import Scope
+from labcloud.services import tokens
+from labcloud.services.tokens import Principal
+from labcloud.settings import Settings
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/login",
+    auto_error=False,
+    description="A login token from /api/v1/auth/login, or a personal API token (lc_...).",
+)
+
+
+async def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+async def get_settings(ctx: Annotated[AppContext, Depends(get_context)]) -> Settings:
+    return ctx.settings
+
+
+def get_session(ctx: Annotated[AppContext, Depends(get_context)]) -> Iterator[Session]:
+    """One transaction per request: committed when the handler succeeds, rolled back otherwise."""
+    with ctx.db.session() as session:
+        yield session
+
+
+Ctx = Annotated[AppContext, Depends(get_context)]
+DbSession = Annotated[Session, Depends(get_session)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def get_principal(
+    session: DbSession,
+    settings: AppSettings,
+    credential: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    if not credential:
+        raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
+    return tokens.authenticate_bearer(session, settings, credential)
+
+
+def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets the request through only with ``scope`` (and, for admin, an admin account)."""
+
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if scope == Scope.ADMIN and not principal.user.is_admin:
+            raise Forbidden("This needs an administrator account.")
+        if not principal.has_scope(scope):
+            raise Forbidden(f"This token lacks the '{scope.value}' scope.")
+        return principal
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]

@@ -1,0 +1,79 @@
+"""The caller's own account and personal API tokens."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Response, status
+
+from labcloud.api.deps import AppSettings, DbSession, Reader, Writer
+from labcloud.api.schemas import (
+    MeUpdate,
+    PageOut,
+    PasswordChange,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserOut,
+)
+from labcloud.services import tokens, users
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+router = APIRouter(prefix="/api/v1/me", tags=["me"])
+
+
+@router.get("", response_model=UserOut, summary="Your account")
+def read_me(principal: Reader) -> UserOut:
+    return UserOut.model_validate(principal.user)
+
+
+@router.patch("", response_model=UserOut, summary="Update your account")
+def update_me(body: MeUpdate, principal: Writer) -> UserOut:
+    return UserOut.model_validate(users.update_profile(principal.user, name=body.name))
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change your password")
+def change_password(
+    body: PasswordChange, principal: Writer, session: DbSession, settings: AppSettings
+) -> Response:
+    """Login tokens issued before the change stop working; personal API tokens stay valid."""
+    users.change_password(
+        session,
+        settings,
+        principal.user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/tokens", response_model=PageOut[TokenOut], summary="Your API tokens")
+def list_tokens(
+    principal: Reader,
+    session: DbSession,
+    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+    cursor: str | None = Query(None),
+) -> PageOut[TokenOut]:
+    page = tokens.list_api_tokens(session, principal.user, limit=limit, cursor=cursor)
+    return PageOut[TokenOut](
+        items=[TokenOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED, summary="Create an API token"
+)
+def create_token(
+    body: TokenCreate, principal: Writer, session: DbSession, settings: AppSettings
+) -> TokenCreated:
+    """The secret is in the answer and nowhere else: only its hash is stored."""
+    token, secret = tokens.create_api_token(
+        session, settings, principal.user, name=body.name, scopes=body.scopes, expires_at=body.expires_at
+    )
+    return TokenCreated.model_validate({**TokenOut.model_validate(token).model_dump(), "token": secret})
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API token")
+def revoke_token(token_id: uuid.UUID, principal: Writer, session: DbSession) -> Response:
+    tokens.revoke_api_token(session, principal.user, token_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

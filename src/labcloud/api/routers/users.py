@@ -1,0 +1,68 @@
+"""Administration of accounts."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, status
+
+from labcloud import security
+from labcloud.api.deps import Admin, AppSettings, DbSession
+from labcloud.api.schemas import PageOut, UserCreate, UserCreated, UserOut, UserUpdate
+from labcloud.services import users
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+@router.get("", response_model=PageOut[UserOut], summary="List users")
+def list_users(
+    _admin: Admin,
+    session: DbSession,
+    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+    cursor: str | None = Query(None),
+    q: str | None = Query(None, max_length=200, description="Part of an email or name."),
+) -> PageOut[UserOut]:
+    page = users.list_users(session, limit=limit, cursor=cursor, search=q)
+    return PageOut[UserOut](
+        items=[UserOut.model_validate(u) for u in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post("", response_model=UserCreated, status_code=status.HTTP_201_CREATED, summary="Invite a user")
+def create_user(body: UserCreate, _admin: Admin, session: DbSession, settings: AppSettings) -> UserCreated:
+    """Without a password one is generated and returned once, to hand to the new user."""
+    generated = security.generate_password() if body.password is None else None
+    user = users.create_user(
+        session,
+        settings,
+        email=body.email,
+        password=body.password or generated or "",
+        name=body.name,
+        is_admin=body.is_admin,
+    )
+    return UserCreated.model_validate(
+        {**UserOut.model_validate(user).model_dump(), "initial_password": generated}
+    )
+
+
+@router.get("/{user_id}", response_model=UserOut, summary="One user")
+def get_user(user_id: uuid.UUID, _admin: Admin, session: DbSession) -> UserOut:
+    return UserOut.model_validate(users.get_user(session, user_id))
+
+
+@router.patch("/{user_id}", response_model=UserOut, summary="Change, promote or deactivate a user")
+def update_user(
+    user_id: uuid.UUID, body: UserUpdate, _admin: Admin, session: DbSession, settings: AppSettings
+) -> UserOut:
+    user = users.get_user(session, user_id)
+    users.admin_update(
+        session,
+        settings,
+        user,
+        name=body.name,
+        is_admin=body.is_admin,
+        is_active=body.is_active,
+        password=body.password,
+    )
+    return UserOut.model_validate(user)

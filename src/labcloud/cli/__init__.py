@@ -1,0 +1,22 @@
+"""The ``labcloud`` command: server side (serve, db, admin, init-config) and client side."""
+
+from __future__ import annotations
+
+import typer
+
+from labcloud.cli import admin, db, server
+
+app = typer.Typer(
+    name="labcloud",
+    help="Run a lab's analysis tools as a web service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+server.register(app)
+app.add_typer(db.app, name="db")
+app.add_typer(admin.app, name="admin")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,3 @@
+from labcloud.cli import main
+
+main()

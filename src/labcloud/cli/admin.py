@@ -1,0 +1,53 @@
+"""``labcloud admin``: account administration from scripts, without the HTTP API."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from labcloud.cli.common import console, fail, load_settings
+
+app = typer.Typer(help="Administration from the server's shell.", no_args_is_help=True)
+
+
+@app.command("create-user")
+def create_user(
+    email: str = typer.Argument(..., help="The new user's email."),
+    admin: bool = typer.Option(False, "--admin", help="Make the user an administrator."),
+    name: str = typer.Option("", help="Display name."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from standard input."
+    ),
+) -> None:
+    """Create a user. Without --password-stdin, a password is asked for (or generated when not a terminal)."""
+    from labcloud import security
+    from labcloud.api.app import SchemaOutOfDate, prepare_database
+    from labcloud.api.context import AppContext
+    from labcloud.errors import LabcloudError
+    from labcloud.services import users
+
+    settings = load_settings()
+    generated = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = generated = security.generate_password()
+    ctx = AppContext.create(settings)
+    try:
+        prepare_database(ctx)
+        with ctx.db.session() as session:
+            user = users.create_user(
+                session, settings, email=email, password=password, name=name, is_admin=admin
+            )
+    except SchemaOutOfDate as exc:
+        raise fail(str(exc)) from None
+    except LabcloudError as exc:
+        raise fail(exc.detail) from None
+    finally:
+        ctx.db.dispose()
+    console.print(f"created {'admin' if admin else 'user'} {user.email}")
+    if generated:
+        typer.echo(f"password: {generated}")

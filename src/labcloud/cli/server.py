@@ -1,0 +1,72 @@
+"""``labcloud serve`` and ``labcloud init-config``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from labcloud.cli.common import console, fail, load_settings
+from labcloud.settings import config_path_from_env, render_config_file
+
+
+def serve(
+    host: str = typer.Option(None, help="Address to listen on (default from config: 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port to listen on (default from config: 8000)."),
+) -> None:
+    """Start the labcloud service."""
+    import uvicorn
+
+    from labcloud.api.app import SchemaOutOfDate, create_app, prepare_database
+    from labcloud.api.context import AppContext
+
+    settings = load_settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Check the schema (and migrate SQLite) before listening: a refusal is a clear message, not a traceback.
+    preflight = AppContext.create(settings)
+    try:
+        prepare_database(preflight)
+    except SchemaOutOfDate as exc:
+        raise fail(str(exc)) from None
+    finally:
+        preflight.db.dispose()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+
+
+def init_config(
+    path: Path = typer.Option(
+        None, help="Where to write (default: $LABCLOUD_CONFIG or $LABCLOUD_HOME/labcloud.toml)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a configuration file with freshly generated secrets (mode 0600)."""
+    target = path or config_path_from_env()
+    if target.exists() and not force:
+        raise fail(f"{target} exists; pass --force to replace it (its secrets would change).")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render_config_file())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    console.print(f"wrote {target} (mode 0600)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command("init-config")(init_config)

@@ -1,0 +1,165 @@
+"""Accounts: creation, authentication, profile and password changes, admin changes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from labcloud import security
+from labcloud.db.models import User
+from labcloud.db.types import utcnow
+from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.services.pagination import Page, paginate
+from labcloud.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def check_password_strength(password: str, settings: Settings, field: str = "password") -> None:
+    if len(password) < settings.min_password_length:
+        raise InvalidInput.field(
+            ["body", field], f"the password must have at least {settings.min_password_length} characters"
+        )
+
+
+def get_user(session: Session, user_id: uuid.UUID) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"There is no user with id {user_id}.")
+    return user
+
+
+def find_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(User.email == normalise_email(email)))
+
+
+def count_users(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def create_user(
+    session: Session,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    name: str = "",
+    is_admin: bool = False,
+) -> User:
+    check_password_strength(password, settings)
+    email = normalise_email(email)
+    if find_by_email(session, email) is not None:
+        raise Conflict(f"A user with email {email} already exists.")
+    user = User(
+        email=email, name=name.strip(), password_hash=security.hash_password(password), is_admin=is_admin
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request created the same email first
+        session.rollback()
+        raise Conflict(f"A user with email {email} already exists.") from None
+    log.info("user created: %s (admin=%s)", email, is_admin)
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The active user with these credentials, or None. Takes the same time for unknown accounts."""
+    user = find_by_email(session, email)
+    ok = security.verify_password(password, user.password_hash if user else None)
+    if not ok or user is None or not user.is_active:
+        return None
+    user.last_login_at = utcnow()
+    return user
+
+
+def update_profile(user: User, *, name: str | None) -> User:
+    if name is not None:
+        user.name = name.strip()
+    return user
+
+
+def change_password(
+    session: Session, settings: Settings, user: User, *, current_password: str, new_password: str
+) -> None:
+    if not security.verify_password(current_password, user.password_hash):
+        raise InvalidInput.field(["body", "current_password"], "the current password is not correct")
+    check_password_strength(new_password, settings, "new_password")
+    user.password_hash = security.hash_password(new_password)
+    user.token_version += 1  # login tokens issued with the old password stop working
+    log.info("password changed for %s", user.email)
+
+
+def _active_admins(session: Session) -> int:
+    stmt = select(func.count()).select_from(User).where(User.is_admin.is_(True), User.is_active.is_(True))
+    return session.scalar(stmt) or 0
+
+
+def admin_update(
+    session: Session,
+    settings: Settings,
+    user: User,
+    *,
+    name: str | None = None,
+    is_admin: bool | None = None,
+    is_active: bool | None = None,
+    password: str | None = None,
+) -> User:
+    """An admin's change to an account. The last active admin cannot be demoted or deactivated."""
+    loses_admin = user.is_admin and user.is_active and (is_admin is False or is_active is False)
+    if loses_admin and _active_admins(session) <= 1:
+        raise Conflict("This is the last active admin; promote another user first.")
+    update_profile(user, name=name)
+    if is_admin is not None:
+        user.is_admin = is_admin
+    if is_active is not None and is_active != user.is_active:
+        user.is_active = is_active
+        user.token_version += 1
+    if password is not None:
+        check_password_strength(password, settings)
+        user.password_hash = security.hash_password(password)
+        user.token_version += 1
+    log.info("user %s updated by an admin", user.email)
+    return user
+
+
+def list_users(session: Session, *, limit: int, cursor: str | None, search: str | None = None) -> Page[User]:
+    stmt = select(User)
+    if search:
+        pattern = f"%{search.strip().lower()}%"
+        stmt = stmt.where(User.email.like(pattern) | func.lower(User.name).like(pattern))
+    return paginate(session, stmt, User.id, limit=limit, cursor=cursor, newest_first=False)
+
+
+@dataclass
+class InitialAdmin:
+    email: str
+    password: str | None  # None when it came from the configuration (not ours to print)
+
+
+def ensure_initial_admin(session: Session, settings: Settings) -> InitialAdmin | None:
+    """Create the first admin when there are no users; return it so the caller can say how to log in."""
+    if count_users(session) > 0:
+        return None
+    configured = settings.initial_admin_password.get_secret_value()
+    password = configured or security.generate_password()
+    email = normalise_email(settings.initial_admin_email)
+    user = User(
+        email=email, name="Administrator", password_hash=security.hash_password(password), is_admin=True
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:  # another replica created it at the same moment
+        session.rollback()
+        return None
+    return InitialAdmin(email=email, password=None if configured else password)

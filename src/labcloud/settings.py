@@ -1,0 +1,139 @@
+"""Configuration: ``LABCLOUD_*`` environment variables over a TOML file over defaults.
+
+The TOML file is ``$LABCLOUD_CONFIG`` when set, else ``$LABCLOUD_HOME/labcloud.toml``. Reading settings never
+does network I/O; only files under the data dir are touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_HOME = Path("labcloud-data")
+CONFIG_FILE_NAME = "labcloud.toml"
+
+
+def home_from_env() -> Path:
+    return Path(os.environ.get("LABCLOUD_HOME", DEFAULT_HOME)).expanduser()
+
+
+def config_path_from_env() -> Path:
+    explicit = os.environ.get("LABCLOUD_CONFIG")
+    return Path(explicit).expanduser() if explicit else home_from_env() / CONFIG_FILE_NAME
+
+
+class Settings(BaseSettings):
+    """Every knob of a labcloud installation, documented where it is declared."""
+
+    model_config = SettingsConfigDict(env_prefix="LABCLOUD_", extra="ignore", validate_default=True)
+
+    home: Path = Field(DEFAULT_HOME, description="Data dir: database (SQLite), files, job folders, secrets.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the data dir.")
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="Signs access tokens; empty means a key generated once in the data dir."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    base_url: str = Field(
+        "", description="Public URL of the service, used in messages; default http://host:port"
+    )
+
+    access_token_minutes: int = Field(30, ge=1, description="Lifetime of tokens issued by login.")
+    api_token_max_days: int = Field(365, ge=1, description="Longest expiry a personal API token may have.")
+    open_signup: bool = Field(False, description="Anyone may register; otherwise admins invite users.")
+    min_password_length: int = Field(10, ge=6)
+
+    login_max_failures: int = Field(10, ge=1, description="Failed logins per account or address per window.")
+    login_window_seconds: int = Field(300, ge=1)
+
+    initial_admin_email: str = Field("admin@labcloud.local", description="Admin created on first start.")
+    initial_admin_password: SecretStr = Field(
+        SecretStr(""), description="Password of the first admin; empty means generate and print it once."
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path_from_env())
+        return (init_settings, env_settings, toml)
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'labcloud.sqlite3').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def public_url(self) -> str:
+        return self.base_url or f"http://{self.host}:{self.port}"
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The configured secret, or one generated once and kept (mode 0600) in the data dir."""
+        configured = self.secret_key.get_secret_value()
+        if configured:
+            return configured
+        self.ensure_home()
+        path = self.home / "secret_key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def render_config_file() -> str:
+    """A commented TOML config with fresh secrets, for ``labcloud init-config``."""
+    return f"""# labcloud configuration. Environment variables LABCLOUD_<NAME> override each value.
+# Keep this file private: it holds the key that signs access tokens.
+
+# Where the database (SQLite), uploaded files and job folders live.
+# home = "labcloud-data"
+
+# Empty: SQLite in the data dir. PostgreSQL: "postgresql+psycopg://user:password@host:5432/labcloud"
+database_url = ""
+
+secret_key = "{secrets.token_urlsafe(48)}"
+
+host = "127.0.0.1"
+port = 8000
+
+# Minutes a login token lasts; personal API tokens have their own expiry.
+access_token_minutes = 30
+
+# Anyone may create an account (otherwise admins invite users).
+open_signup = false
+
+# The first admin, created on first start when there are no users.
+initial_admin_email = "admin@labcloud.local"
+initial_admin_password = "{secrets.token_urlsafe(12)}"
+"""
