@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -68,9 +69,27 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
         initial_admin_email=ADMIN_EMAIL,
         initial_admin_password=ADMIN_PASSWORD,
         min_password_length=10,
+        local_cpus=2,
+        local_memory_mb=4096,
+        kill_grace_s=1.0,
+        scheduler_interval_s=0.5,
     )
     yield s
+    kill_processes_under(s.home)
     _empty_tables(database_url)
+
+
+def kill_processes_under(home: Path) -> None:
+    """Job supervisors outlive the server on purpose; a test must not leave its own behind."""
+    marker = str(home)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.kill()
+        except psutil.Error:
+            pass
 
 
 @pytest.fixture

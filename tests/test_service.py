@@ -31,7 +31,8 @@ def run_cli(
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
+def cli_env(tmp_path: Path, database_url: str, settings: Settings) -> Iterator[dict[str, str]]:
+    """The environment of a CLI run on the shared test database (emptied after, via ``settings``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
     env["LABCLOUD_HOME"] = str(tmp_path / "home")
     if backend() == "postgresql":

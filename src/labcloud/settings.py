@@ -64,6 +64,19 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    apps_dir: Path | None = Field(None, description="Extra app registry files; default $LABCLOUD_HOME/apps.")
+    executor: Literal["local"] = Field("local", description="Where queued jobs run.")
+    local_cpus: float = Field(0, ge=0, description="CPUs the local executor may fill; 0 means all of them.")
+    local_memory_mb: int = Field(
+        0, ge=0, description="Memory the local executor may fill; 0 means 80% of RAM."
+    )
+    sandbox: Literal["auto", "required", "off"] = Field(
+        "auto", description="Run local jobs under bubblewrap: when available, always (fail otherwise), never."
+    )
+    job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
+    kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
+    scheduler_interval_s: float = Field(1.0, gt=0, description="Longest pause between dispatch rounds.")
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
@@ -88,6 +101,18 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_apps_dir(self) -> Path:
+        return self.apps_dir or self.home / "apps"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
 
     @property
     def public_url(self) -> str:

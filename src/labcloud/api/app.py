@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from labcloud import __version__
 from labcloud.api.context import AppContext
 from labcloud.api.errors import install_error_handlers
-from labcloud.api.routers import auth, health, me, users
+from labcloud.api.routers import apps, auth, health, jobs, me, users
 from labcloud.db import migrate
 from labcloud.services import users as user_service
 from labcloud.settings import Settings
@@ -53,7 +53,7 @@ def announce_initial_admin(admin: user_service.InitialAdmin, settings: Settings)
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -61,10 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx = AppContext.create(settings)
         prepare_database(ctx)
         app.state.ctx = ctx
+        if dispatch:
+            ctx.start_dispatch()
         log.info("labcloud %s ready (database: %s)", __version__, ctx.db.engine.dialect.name)
         try:
             yield
         finally:
+            ctx.stop_dispatch()
             ctx.db.dispose()
 
     app = FastAPI(
@@ -77,6 +80,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, auth, me, users):
+    for module in (health, auth, me, users, apps, jobs):
         app.include_router(module.router)
     return app

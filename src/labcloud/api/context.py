@@ -1,11 +1,16 @@
-"""What a running server holds: settings, database, throttles. One per process, on ``app.state``."""
+"""What a running server holds: settings, database, registry, dispatcher. One per process (``app.state``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from labcloud.db.engine import Database
+from labcloud.errors import InvalidInput
+from labcloud.execution.executors.base import Executor
+from labcloud.execution.scheduler import Scheduler
 from labcloud.ratelimit import LoginThrottle
+from labcloud.registry import AppRegistry, EntrypointSpec, bundled_apps_dir
 from labcloud.settings import Settings
 
 
@@ -14,6 +19,9 @@ class AppContext:
     settings: Settings
     db: Database
     login_throttle: LoginThrottle
+    apps: AppRegistry
+    scheduler: Scheduler | None = None
+    executor: Executor | None = field(default=None)
 
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
@@ -21,4 +29,38 @@ class AppContext:
             settings=settings,
             db=Database(settings),
             login_throttle=LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
+            apps=AppRegistry([bundled_apps_dir(), settings.effective_apps_dir]),
         )
+
+    def start_dispatch(self) -> None:
+        """Run queued jobs from this process (the embedded default)."""
+        from labcloud.execution.executors.local import LocalExecutor
+
+        self.scheduler = Scheduler(self.db, interval_s=self.settings.scheduler_interval_s)
+        self.executor = LocalExecutor(self.settings, self.db, self.apps, self.scheduler.notify)
+        self.scheduler.attach(self.executor)
+        self.scheduler.start()
+
+    def stop_dispatch(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+    def notify(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.notify()
+
+    def check_resources(self, overrides: dict[str, Any], spec: EntrypointSpec) -> None:
+        """Refuse at submit a job larger than anything this installation can run."""
+        if self.executor is None:
+            return
+        wanted = spec.resources.model_dump() | overrides
+        errors = [
+            {
+                "loc": ["body", "resources", key],
+                "msg": f"needs {wanted[key]:g}; this installation offers at most {limit:g}",
+            }
+            for key, limit in self.executor.max_resources().items()
+            if float(wanted.get(key, 0) or 0) > limit
+        ]
+        if errors:
+            raise InvalidInput("The job asks for more than this installation can give.", errors=errors)

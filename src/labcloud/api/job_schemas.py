@@ -1,0 +1,91 @@
+"""Request and response bodies of the apps and jobs API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from labcloud.services.job_states import JobState
+
+
+class JobSubmit(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "app": "spikes",
+                    "params": {"threshold": 5},
+                    "inputs": {"trace": "recordings/a.csv"},
+                    "name": "a",
+                }
+            ]
+        },
+    )
+
+    app: str = Field(max_length=64, description="App name from GET /api/v1/apps.")
+    version: str | None = Field(None, max_length=64, description="Default: the latest version.")
+    entrypoint: str | None = Field(
+        None, max_length=64, description="Default: the version's only/default one."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Validated against the entrypoint's schema."
+    )
+    inputs: dict[str, str] = Field(default_factory=dict, description="Slot → path of a file in your space.")
+    env: dict[str, str] = Field(default_factory=dict, description="Only names the entrypoint allows.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Overrides of cpus, memory_mb, gpus, timeout_s."
+    )
+    name: str = Field("", max_length=200)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    app: str
+    version: str
+    entrypoint: str
+    state: JobState
+    reason: str | None = Field(description="Why it failed: app_error, timeout, out_of_memory, ...")
+    message: str = Field(description="What happened last, in words; for a queued job, why it waits.")
+    exit_code: int | None
+    progress: float | None
+    attempts: int
+    max_attempts: int
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    resources: dict[str, Any]
+    tags: dict[str, str]
+    usage: dict[str, Any]
+    spec_hash: str
+    executor: str
+    rerun_of: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobDetail(JobOut):
+    spec: dict[str, Any] = Field(description="The exact entrypoint spec this job runs with.")
+
+
+class JobEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    from_state: str | None
+    to_state: str
+    reason: str | None
+    message: str
+
+
+class OutputFile(BaseModel):
+    path: str
+    size: int

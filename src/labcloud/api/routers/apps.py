@@ -1,0 +1,29 @@
+"""The app registry: what can be run, with everything a client needs to build a form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from labcloud.api.deps import Ctx, Reader
+from labcloud.registry import app_to_public
+
+router = APIRouter(prefix="/api/v1/apps", tags=["apps"])
+
+
+@router.get("", summary="List apps")
+def list_apps(principal: Reader, ctx: Ctx) -> dict[str, Any]:
+    """Every app with its versions, entrypoints, parameter schemas and inputs. Admins also see the
+    registry files that failed to load, and why."""
+    body: dict[str, Any] = {"items": [app_to_public(app) for app in ctx.apps.apps()]}
+    if principal.user.is_admin:
+        body["problems"] = [
+            {"path": p.path, "line": p.line, "message": p.message} for p in ctx.apps.problems()
+        ]
+    return body
+
+
+@router.get("/{app}", summary="One app")
+def get_app(app: str, _principal: Reader, ctx: Ctx) -> dict[str, Any]:
+    return app_to_public(ctx.apps.get(app))

@@ -1,0 +1,247 @@
+"""Jobs: submit, list, read, cancel, rerun, delete; logs (live), history, outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from pydantic import AwareDatetime
+
+from labcloud.api.deps import Ctx, DbSession, Reader, Writer
+from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
+from labcloud.api.schemas import PageOut
+from labcloud.db.models import Job
+from labcloud.errors import InvalidInput, NotFound
+from labcloud.execution.runner import list_outputs
+from labcloud.services import jobs as job_service
+from labcloud.services.job_states import TERMINAL, JobState
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from labcloud.storage.paths import clean_path, confined
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+LOG_POLL_S = 0.1
+STATE_POLL_S = 0.5
+
+
+def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
+    model = JobDetail if detail else JobOut
+    out = model.model_validate(job)
+    if (
+        job.state == JobState.QUEUED.value
+        and ctx.executor is not None
+        and not job.message.startswith("retrying")
+    ):
+        out.message = ctx.executor.wait_reason(job.resources)
+    return out
+
+
+@router.post("", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Submit a job")
+def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
+    sub = job_service.Submission(**body.model_dump())
+    ctx.check_resources(sub.resources, ctx.apps.resolve(sub.app, sub.version, sub.entrypoint).entrypoint)
+    job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub)
+    session.commit()  # visible to the dispatcher before we wake it
+    ctx.notify()
+    return _out(job, ctx, detail=True)
+
+
+@router.get("", response_model=PageOut[JobOut], summary="List your jobs, newest first")
+def list_jobs(
+    principal: Reader,
+    session: DbSession,
+    ctx: Ctx,
+    state: list[JobState] = Query([], description="Repeat for several states."),
+    app: str | None = Query(None),
+    tag: list[str] = Query([], description="key=value; repeat to require several."),
+    created_after: AwareDatetime | None = Query(None),
+    created_before: AwareDatetime | None = Query(None),
+    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+    cursor: str | None = Query(None),
+) -> PageOut[JobOut]:
+    tags = {}
+    for i, item in enumerate(tag):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput.field(["query", "tag", i], "write tags as key=value")
+        tags[key] = value
+    flt = job_service.JobFilter(
+        states=state, app=app, tags=tags, created_after=created_after, created_before=created_before
+    )
+    page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
+    return PageOut[JobOut](items=[_out(j, ctx) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobDetail, summary="One job")
+def get_job(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> JobOut:
+    return _out(job_service.get_job(session, principal.user, job_id), ctx, detail=True)
+
+
+@router.post("/{job_id}/cancel", response_model=JobDetail, summary="Cancel a job")
+def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
+    """A queued job is cancelled at once; a running one becomes `cancelling` until its process is gone."""
+    job = job_service.cancel(session, job_service.get_job(session, principal.user, job_id))
+    session.commit()
+    if ctx.executor is not None:
+        ctx.executor.cancel(job.id)
+    return _out(job, ctx, detail=True)
+
+
+@router.post(
+    "/{job_id}/rerun", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Run again"
+)
+def rerun(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
+    job = job_service.get_job(session, principal.user, job_id)
+    new = job_service.rerun(session, ctx.settings, ctx.apps, principal.user, job)
+    session.commit()
+    ctx.notify()
+    return _out(new, ctx, detail=True)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an ended job")
+def delete(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> Response:
+    """Removes the job, its history, log and outputs. Only for jobs that have ended."""
+    job_service.delete(session, ctx.settings, job_service.get_job(session, principal.user, job_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{job_id}/events", response_model=list[JobEventOut], summary="The job's history")
+def events(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[JobEventOut]:
+    job = job_service.get_job(session, principal.user, job_id)
+    return [JobEventOut.model_validate(e) for e in job_service.events(session, job)]
+
+
+@router.get("/{job_id}/logs", summary="The job's log; ?follow=true streams it live (server-sent events)")
+async def logs(
+    job_id: uuid.UUID,
+    request: Request,
+    principal: Reader,
+    ctx: Ctx,
+    follow: bool = Query(False),
+    offset: int = Query(0, ge=0, description="Start at this byte of the log."),
+) -> Response:
+    def load() -> tuple[Path, JobState]:
+        with ctx.db.session() as session:
+            job = job_service.get_job(session, principal.user, job_id)
+            return job_service.log_path(ctx.settings, job.id), JobState(job.state)
+
+    path, state = await run_in_threadpool(load)
+    if not follow:
+        data = b""
+        if path.exists():
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        return PlainTextResponse(data.decode("utf-8", errors="replace"))
+
+    async def stream() -> AsyncIterator[str]:
+        position = offset
+        current = state
+        last_state_check = asyncio.get_running_loop().time()
+        pending = b""
+        while True:
+            chunk = b""
+            if path.exists():
+                with open(path, "rb") as fh:
+                    fh.seek(position)
+                    chunk = fh.read(1 << 20)
+            if chunk:
+                position += len(chunk)
+                pending += chunk
+                text, _, pending = pending.rpartition(b"\n")
+                if text:
+                    lines = text.decode("utf-8", errors="replace").split("\n")
+                    yield (
+                        "event: log\n" + "".join(f"data: {line}\n" for line in lines) + f"id: {position}\n\n"
+                    )
+                continue
+            if current in TERMINAL:
+                if pending:
+                    yield "event: log\n" + f"data: {pending.decode('utf-8', errors='replace')}\n\n"
+                yield f"event: end\ndata: {json.dumps({'state': current.value})}\n\n"
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(LOG_POLL_S)
+            now = asyncio.get_running_loop().time()
+            if now - last_state_check >= STATE_POLL_S:
+                last_state_check = now
+                current = (await run_in_threadpool(load))[1]
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _output_root(ctx: Ctx, session: DbSession, principal: Reader, job_id: uuid.UUID) -> Path:
+    job = job_service.get_job(session, principal.user, job_id)
+    return job_service.output_dir(ctx.settings, job.id)
+
+
+@router.get("/{job_id}/outputs", response_model=list[OutputFile], summary="The job's output files")
+def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> list[OutputFile]:
+    return [OutputFile(**o) for o in list_outputs(_output_root(ctx, session, principal, job_id))]
+
+
+@router.get("/{job_id}/outputs.zip", summary="All outputs as one zip, streamed while it is built")
+def outputs_zip(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> StreamingResponse:
+    root = _output_root(ctx, session, principal, job_id)
+    files = [root / o["path"] for o in list_outputs(root)]
+    return StreamingResponse(
+        _zip_stream(root, files),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="job-{job_id}-outputs.zip"'},
+    )
+
+
+@router.get("/{job_id}/outputs/{path:path}", summary="Download one output file")
+def output_file(
+    job_id: uuid.UUID, path: str, principal: Reader, session: DbSession, ctx: Ctx
+) -> FileResponse:
+    root = _output_root(ctx, session, principal, job_id)
+    target = confined(root, clean_path(path, ["path", "path"]))
+    if not target.is_file():
+        raise NotFound(f"Job {job_id} has no output '{path}'.")
+    return FileResponse(target, filename=target.name)
+
+
+class _Sink:
+    """A write-only file for zipfile that hands out what was written so far."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+def _zip_stream(root: Path, files: list[Path]) -> Iterator[bytes]:
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[call-overload]
+        for path in files:
+            info = zipfile.ZipInfo.from_file(path, arcname=path.relative_to(root).as_posix())
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dest:
+                while chunk := src.read(1 << 20):
+                    dest.write(chunk)
+                    yield sink.drain()
+            yield sink.drain()
+    yield sink.drain()

@@ -1,0 +1,1 @@
+"""Job execution: sandboxing, supervised processes and the job runner."""

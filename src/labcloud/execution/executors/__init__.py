@@ -1,0 +1,1 @@
+"""Executors: where a claimed job runs. One module each, behind :class:`base.Executor`."""

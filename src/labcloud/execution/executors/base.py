@@ -1,0 +1,42 @@
+"""The small interface every executor implements; the scheduler knows nothing else about them."""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from typing import Any
+
+
+class Executor(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def max_resources(self) -> dict[str, float]:
+        """The largest job this executor can ever run (cpus, memory_mb, gpus)."""
+
+    @abc.abstractmethod
+    def fits_now(self, resources: dict[str, Any]) -> bool:
+        """Whether a job with these resources could start right now."""
+
+    @abc.abstractmethod
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:
+        """Start running a job the scheduler has just claimed (state: staging)."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: uuid.UUID) -> None:
+        """Stop a job in state cancelling as soon as possible."""
+
+    @abc.abstractmethod
+    def recover(self) -> None:
+        """After a restart: re-attach to jobs still running, settle the ones that ended or were lost."""
+
+    @abc.abstractmethod
+    def running_per_owner(self) -> dict[uuid.UUID, int]:
+        """How many jobs of each user this executor holds (for fair dispatch)."""
+
+    @abc.abstractmethod
+    def wait_reason(self, resources: dict[str, Any]) -> str:
+        """Why a queued job with these resources is not running yet, in words for its owner."""
+
+    def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Stop taking work; running jobs keep running (their supervisors are detached)."""

@@ -1,0 +1,489 @@
+"""Launch, watch, cancel and re-attach to supervised job processes.
+
+Each job runs under its own small supervisor process (``supervise.py``), started detached so that the job
+survives a crash or restart of the server. The server keeps only a :class:`Handle`; with it and the
+:class:`LaunchSpec` a new server process can :func:`watch` the job again. The supervisor records the
+outcome in ``status_path``; the log file is the only channel for output, so a watcher can resume it at
+any byte offset.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, cast
+
+from labcloud.execution import supervise
+from labcloud.execution.sandbox import SandboxPolicy, wrap_command
+
+__all__ = [
+    "Handle",
+    "LaunchError",
+    "LaunchSpec",
+    "Limits",
+    "Observer",
+    "Outcome",
+    "ProcessResult",
+    "cancel",
+    "is_alive",
+    "launch",
+    "read_result",
+    "run",
+    "watch",
+]
+
+Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "lost"]
+
+SUPERVISOR_SCRIPT = Path(supervise.__file__).resolve()
+READY_TIMEOUT_S = 30.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class LaunchError(RuntimeError):
+    """The supervisor itself could not be started (a system problem, not a problem of the job)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits the supervisor enforces."""
+
+    timeout_s: float | None = None
+    memory_mb: int | None = None  # total RSS of the job's process tree (sampled every 100 ms) → SIGKILL
+    grace_s: float = 5.0  # between SIGTERM and SIGKILL on timeout and cancel
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start a job and to find its output and result again."""
+
+    argv: list[str]
+    cwd: Path  # the job folder
+    env: dict[str, str]  # the job's complete environment; nothing is inherited from the server
+    log_path: Path  # stdout and stderr of the job, appended
+    status_path: Path  # the supervisor's final JSON result (written atomically)
+    limits: Limits
+    sandbox: SandboxPolicy | None  # None: run without bwrap
+
+
+@dataclass(frozen=True)
+class Handle:
+    """What the server stores to find the supervisor again, also after a restart.
+
+    ``create_time`` is the supervisor's start in seconds since boot (exact to the clock tick and unaffected
+    by wall-clock changes) and ``boot_id`` the kernel's id of the current boot: together with ``pid`` they
+    tell the supervisor from an unrelated process that got the same pid later.
+    """
+
+    pid: int
+    create_time: float
+    boot_id: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"pid": self.pid, "create_time": self.create_time, "boot_id": self.boot_id})
+
+    @classmethod
+    def from_json(cls, s: str) -> Handle:
+        d = json.loads(s)
+        return cls(pid=int(d["pid"]), create_time=float(d["create_time"]), boot_id=str(d.get("boot_id", "")))
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a job ended, as recorded by its supervisor."""
+
+    outcome: Outcome
+    exit_code: int | None  # only for "exited"; negative = killed by that signal (unsandboxed; bwrap: 128+N)
+    wall_s: float
+    cpu_s: float  # user + system time of the whole process tree
+    peak_memory_mb: float  # peak total RSS of the tree (sampled)
+    message: str  # human readable, e.g. "command not found: foo"
+
+
+class Observer(Protocol):
+    """Receives a job's output and progress while :func:`watch` follows it."""
+
+    def on_output(self, text: str) -> None:
+        """New log text, in order; whole lines where possible (``::progress`` lines included)."""
+
+    def on_progress(self, fraction: float) -> None:
+        """A progress report in 0..1 from a log line ``::progress 0.42``."""
+
+    def should_cancel(self) -> bool:
+        """Polled while the job runs; True cancels it (once)."""
+
+
+# --- process identity ---------------------------------------------------------------------------------
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _create_time(pid: int) -> float | None:
+    info = supervise.read_stat(pid)
+    return None if info is None else info.starttime / _CLK_TCK
+
+
+def _same_process(handle: Handle, info: supervise.ProcInfo | None) -> bool:
+    if info is None:
+        return False
+    if handle.boot_id and handle.boot_id != _boot_id():
+        return False
+    return abs(info.starttime / _CLK_TCK - handle.create_time) < 0.5 / _CLK_TCK
+
+
+# Supervisors started by this server process are our children: they must be reaped, or they linger as
+# zombies. (After a server restart they are adopted by init, which reaps them.)
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
+
+
+def _reap_children() -> None:
+    with _children_lock:
+        for pid, proc in list(_children.items()):
+            if proc.poll() is not None:
+                del _children[pid]
+
+
+def is_alive(handle: Handle) -> bool:
+    """True while the supervisor of ``handle`` runs (a zombie or a reused pid counts as dead)."""
+    _reap_children()
+    info = supervise.read_stat(handle.pid)
+    return _same_process(handle, info) and info is not None and not info.dead
+
+
+class _Pidfd:
+    """A pidfd on the supervisor: wait for its exit without polling, signal it without a pid-reuse race.
+
+    Falls back to pid polling where pidfd_open is unavailable (Linux < 5.3).
+    """
+
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+        self.fd: int | None = None
+        try:
+            self.fd = os.pidfd_open(handle.pid)
+        except ProcessLookupError:
+            self.gone = True
+            return
+        except (OSError, AttributeError):
+            self.fd = None
+        # Check identity only after opening: from now on the pid cannot be reused under us.
+        self.gone = not _same_process(handle, supervise.read_stat(handle.pid))
+        if self.gone:
+            self.close()
+
+    def exited(self, timeout: float = 0.0) -> bool:
+        """True once the supervisor has exited; waits up to ``timeout`` for that."""
+        if self.gone:
+            return True
+        if self.fd is not None:
+            readable, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))
+            self.gone = bool(readable)
+        else:
+            deadline = time.monotonic() + timeout
+            while is_alive(self.handle) and time.monotonic() < deadline:
+                time.sleep(min(0.01, timeout))
+            self.gone = not is_alive(self.handle)
+        return self.gone
+
+    def send(self, sig: int) -> None:
+        if self.gone:
+            return
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, sig)
+            elif is_alive(self.handle):
+                os.kill(self.handle.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+# --- launching ----------------------------------------------------------------------------------------
+
+
+def _spec_file(status_path: Path) -> Path:
+    return status_path.with_name(f"{status_path.stem}.spec.json")
+
+
+def launch(spec: LaunchSpec) -> Handle:
+    """Start a supervisor for ``spec`` and return its handle once the job has started.
+
+    A job that cannot start (command not found, ...) is not an error here: its supervisor records
+    "start_failed". Raises LaunchError if the supervisor itself fails, SandboxUnavailable if a sandbox is
+    asked for but bwrap does not work, and OSError for unusable log/status paths.
+    """
+    if not spec.argv:
+        raise ValueError("empty command")
+    argv = wrap_command(spec.argv, spec.sandbox, spec.cwd) if spec.sandbox is not None else list(spec.argv)
+    spec.status_path.unlink(missing_ok=True)  # a stale result would end watch() at once
+    ready_r, ready_w = os.pipe()
+    spec_file = _spec_file(spec.status_path)
+    payload = {
+        "version": supervise.SPEC_VERSION,
+        "argv": argv,
+        "cwd": str(spec.cwd),
+        "env": dict(spec.env),
+        "log_path": str(spec.log_path),
+        "status_path": str(spec.status_path),
+        "timeout_s": spec.limits.timeout_s,
+        "memory_mb": spec.limits.memory_mb,
+        "grace_s": spec.limits.grace_s,
+        "sandboxed": spec.sandbox is not None,
+        "ready_fd": ready_w,
+    }
+    try:
+        # 0600: the job's environment may hold its access token.
+        fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f)
+        with open(spec.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-S", str(SUPERVISOR_SCRIPT), str(spec_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,  # the supervisor's own problems (a traceback) end up in the job log
+                stderr=log,
+                pass_fds=(ready_w,),
+                start_new_session=True,  # not in the server's process group or session: survives its death
+                cwd="/",
+                env={"PATH": os.defpath},  # nothing of the server's environment (secrets) leaks
+            )
+    except BaseException:
+        os.close(ready_r)
+        spec_file.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(ready_w)
+    with _children_lock:
+        _children[proc.pid] = proc
+    # Read the identity while the supervisor is our unreaped child: its pid cannot be reused yet.
+    handle = Handle(pid=proc.pid, create_time=_create_time(proc.pid) or 0.0, boot_id=_boot_id())
+    try:
+        ready = _await_ready(ready_r, READY_TIMEOUT_S)
+    finally:
+        os.close(ready_r)
+    if not ready:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        spec_file.unlink(missing_ok=True)
+        raise LaunchError(
+            f"job supervisor did not start (exit status {proc.returncode}); see the end of {spec.log_path}"
+        )
+    return handle
+
+
+def _await_ready(fd: int, timeout: float) -> bool:
+    """Wait for the supervisor's "ok" (sent once its signal handlers are in place and the job started)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return False
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return False  # the supervisor exited without saying ok
+        data += chunk
+    return data.startswith(b"ok")
+
+
+# --- results ------------------------------------------------------------------------------------------
+
+_OUTCOMES = frozenset(("exited", "timeout", "out_of_memory", "cancelled", "start_failed", "lost"))
+
+
+def read_result(status_path: Path) -> ProcessResult | None:
+    """The result recorded by the supervisor, or None while there is none."""
+    try:
+        with open(status_path, "rb") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None  # cannot happen with the atomic rename, but never crash a watcher over it
+    outcome = d.get("outcome")
+    if outcome not in _OUTCOMES:
+        return None
+    code = d.get("exit_code")
+    return ProcessResult(
+        outcome=cast(Outcome, outcome),
+        exit_code=None if code is None else int(code),
+        wall_s=float(d.get("wall_s", 0.0)),
+        cpu_s=float(d.get("cpu_s", 0.0)),
+        peak_memory_mb=float(d.get("peak_memory_mb", 0.0)),
+        message=str(d.get("message", "")),
+    )
+
+
+# --- watching -----------------------------------------------------------------------------------------
+
+_PROGRESS = re.compile(r"::progress\s+(\S+)")
+_MAX_PARTIAL = 64 * 1024  # emit an unterminated line once it is this long...
+_PARTIAL_WAIT_S = 1.0  # ...or this old (a prompt, a progress bar drawn with \r)
+
+
+class _LogTail:
+    """Follows the log file from a byte offset and feeds an observer."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.offset = offset
+        self.fd: int | None = None
+        self.pending = b""  # bytes after the last newline
+        self.pending_since = 0.0
+        self.line_start = True  # whether the next emitted text starts a line (progress parsing)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def _read_new(self) -> bytes:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return b""
+        chunks = []
+        while chunk := os.pread(self.fd, 1 << 20, self.offset):
+            chunks.append(chunk)
+            self.offset += len(chunk)
+        return b"".join(chunks)
+
+    def pump(self, observer: Observer, final: bool = False) -> None:
+        """Pass on new whole lines (and everything when ``final``)."""
+        new = self._read_new()
+        if new and not self.pending:
+            self.pending_since = time.monotonic()
+        data = self.pending + new
+        if final:
+            cut = len(data)
+        else:
+            cut = data.rfind(b"\n") + 1
+            stale = time.monotonic() - self.pending_since > _PARTIAL_WAIT_S
+            if len(data) - cut > _MAX_PARTIAL or (cut == 0 and data and stale):
+                cut = len(data)
+        out, self.pending = data[:cut], data[cut:]
+        if self.pending and cut:
+            self.pending_since = time.monotonic()
+        text = self.decoder.decode(out, final=final)
+        if text:
+            observer.on_output(text)
+            self._progress(text, observer)
+
+    def _progress(self, text: str, observer: Observer) -> None:
+        lines = text.split("\n")
+        complete = lines[:-1]
+        for i, line in enumerate(complete):
+            if i == 0 and not self.line_start:
+                continue  # the tail of a line whose start was emitted earlier
+            m = _PROGRESS.fullmatch(line.strip())
+            if m:
+                try:
+                    value = float(m.group(1))
+                except ValueError:
+                    continue
+                if math.isfinite(value) and 0.0 <= value <= 1.0:
+                    observer.on_progress(value)
+        self.line_start = lines[-1] == ""
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _cleanup_lost(handle: Handle) -> None:
+    """Kill what a vanished supervisor left: the processes still in its session.
+
+    Sandboxed jobs die with the supervisor (bwrap --die-with-parent); unsandboxed direct children too
+    (PR_SET_PDEATHSIG), but their own children would linger. The session id is safe to use: while any
+    process is in that session, the kernel does not give the supervisor's pid to a new process.
+    """
+    leader = supervise.read_stat(handle.pid)
+    if leader is not None and not _same_process(handle, leader):
+        return  # the pid now belongs to someone else, and so may the session
+    for info in supervise.process_table().values():
+        if info.session == handle.pid and info.pid != handle.pid and not info.dead:
+            supervise.kill(info.pid, signal.SIGKILL)
+
+
+def watch(
+    handle: Handle, spec: LaunchSpec, observer: Observer, *, log_offset: int = 0, poll_s: float = 0.05
+) -> ProcessResult:
+    """Follow a job until it ends and return its result.
+
+    Streams ``spec.log_path`` from ``log_offset`` to ``observer``, cancels the job when
+    ``observer.should_cancel()`` says so, and returns the supervisor's recorded result; "lost" if the
+    supervisor vanished without recording one. Works on a handle from an earlier server process; of
+    ``spec`` only ``log_path`` and ``status_path`` are used.
+    """
+    tail = _LogTail(spec.log_path, log_offset)
+    sup = _Pidfd(handle)
+    cancel_sent = False
+    try:
+        while True:
+            result = read_result(spec.status_path)
+            if result is not None:
+                break
+            if sup.exited():
+                # It may have written the status just before exiting.
+                result = read_result(spec.status_path)
+                if result is None:
+                    _cleanup_lost(handle)
+                    result = ProcessResult(
+                        outcome="lost",
+                        exit_code=None,
+                        wall_s=0.0,
+                        cpu_s=0.0,
+                        peak_memory_mb=0.0,
+                        message="the job's supervisor process disappeared without recording a result",
+                    )
+                break
+            tail.pump(observer)
+            if not cancel_sent and observer.should_cancel():
+                sup.send(signal.SIGTERM)
+                cancel_sent = True
+            sup.exited(poll_s)  # sleeps, but wakes up at once when the supervisor exits
+        # The status is written after the whole process tree is gone, so the log is complete now.
+        tail.pump(observer, final=True)
+        sup.exited(5.0)  # it exits right after writing the status; don't leave a zombie behind
+    finally:
+        sup.close()
+        tail.close()
+    _reap_children()
+    return result
+
+
+def cancel(handle: Handle) -> None:
+    """Ask the supervisor to stop the job (SIGTERM, grace, SIGKILL); it records "cancelled".
+
+    A no-op if the supervisor is gone already.
+    """
+    sup = _Pidfd(handle)
+    try:
+        sup.send(signal.SIGTERM)
+    finally:
+        sup.close()
+
+
+def run(spec: LaunchSpec, observer: Observer) -> ProcessResult:
+    """Launch a job and watch it to the end."""
+    return watch(launch(spec), spec, observer)

@@ -1,0 +1,589 @@
+"""Supervisor of one job: ``python -S supervise.py SPEC.json``.
+
+Started detached (own session) by :func:`labcloud.execution.process.launch`, so it outlives a crash of the
+server. It runs the job command, enforces the time and memory limits, turns SIGTERM (a cancel) into
+TERM → grace → KILL of the job's whole process tree, and finally writes the outcome atomically to the
+status file. It is a child sub-reaper, so processes the job leaves behind (double forks, ``setsid``) stay
+in its tree: they are found, killed and reaped, and their CPU time is counted. A job's processes never
+outlive the job: what is left when its main process exits is killed.
+
+Stdlib only and no labcloud imports: it runs by file path with ``-S`` to start in a few milliseconds.
+:mod:`labcloud.execution.process` imports the /proc helpers below.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+
+# No "import typing": it costs milliseconds at every job start. Type checkers treat this name as True.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+SPEC_VERSION = 1
+SAMPLE_S = 0.1  # memory sampling period with a memory limit...
+SAMPLE_IDLE_S = 0.5  # ...and without one, when only the peak is of interest
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# --- /proc helpers (shared with process.py) ---------------------------------------------------------
+
+
+class ProcInfo:
+    """The fields of /proc/PID/stat we need."""
+
+    __slots__ = ("comm", "pgrp", "pid", "ppid", "rss_bytes", "session", "starttime", "state")
+
+    def __init__(
+        self,
+        pid: int,
+        comm: str,
+        state: str,
+        ppid: int,
+        pgrp: int,
+        session: int,
+        starttime: int,
+        rss_bytes: int,
+    ) -> None:
+        self.pid = pid
+        self.comm = comm
+        self.state = state  # R, S, D, Z, ...
+        self.ppid = ppid
+        self.pgrp = pgrp
+        self.session = session
+        self.starttime = starttime  # clock ticks since boot
+        self.rss_bytes = rss_bytes
+
+    @property
+    def dead(self) -> bool:
+        """Exited: a zombie, or being reaped right now."""
+        return self.state in ("Z", "X", "x")
+
+
+def read_stat(pid: int) -> ProcInfo | None:
+    """Parse /proc/PID/stat; None if the process is gone."""
+    # os.open/os.read rather than open(): this runs for every process on the host, ten times a second.
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # comm may contain spaces and parentheses: it ends at the *last* ")".
+    lpar, rpar = data.find(b"("), data.rfind(b")")
+    fields = data[rpar + 2 :].split()
+    try:
+        return ProcInfo(
+            pid=pid,
+            comm=data[lpar + 1 : rpar].decode(errors="replace"),
+            state=fields[0].decode(),
+            ppid=int(fields[1]),
+            pgrp=int(fields[2]),
+            session=int(fields[3]),
+            starttime=int(fields[19]),
+            rss_bytes=int(fields[21]) * _PAGE,
+        )
+    except (IndexError, ValueError):
+        return None
+
+
+def process_table() -> dict[int, ProcInfo]:
+    """A snapshot of all processes (their main threads) on the host."""
+    table: dict[int, ProcInfo] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            info = read_stat(int(name))
+            if info is not None:
+                table[info.pid] = info
+    return table
+
+
+def kill(pid: int, sig: int) -> bool:
+    """Send a signal; False if the process is already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def descendants(root: int, table: dict[int, ProcInfo]) -> list[ProcInfo]:
+    """All processes below ``root`` in ``table``, parents before children."""
+    children: dict[int, list[ProcInfo]] = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info)
+    out: list[ProcInfo] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child.pid)
+    return out
+
+
+# --- the supervisor -----------------------------------------------------------------------------------
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _bwrap_start_error(first_line: str) -> str | None:
+    """Our message for a bwrap failure before the command ran, from bwrap's first stderr line."""
+    if not first_line.startswith("bwrap: "):
+        return None
+    detail = first_line[len("bwrap: ") :].strip()
+    if detail.startswith("execvp "):
+        cmd, _, reason = detail[len("execvp ") :].rpartition(": ")
+        if reason == "No such file or directory":
+            return f"command not found: {cmd}"
+        if reason == "Permission denied":
+            return f"command not executable: {cmd}"
+        return f"cannot execute {cmd}: {reason}"
+    return f"sandbox failed to start: {detail}"
+
+
+def _inner_pid(pid: int) -> int | None:
+    """The pid of a process in its own (innermost) pid namespace."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _own_peak_rss() -> int:
+    """Our VmHWM in bytes (the high-water mark of our own address space)."""
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+class Supervisor:
+    """Runs one job according to a spec dict (see process.launch for its fields)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.me = os.getpid()
+        self.timeout_s: float | None = spec.get("timeout_s")
+        self.memory_mb: int | None = spec.get("memory_mb")
+        self.grace_s: float = float(spec.get("grace_s", 5.0))
+        self.sandboxed = bool(spec.get("sandboxed"))
+        self.cancel_requested = False
+        self.reason: str | None = None  # "timeout" | "cancelled" | "out_of_memory" once we stop the job
+        self.main_pid: int | None = None
+        self.main_status: int | None = None  # raw wait status of the job's top process
+        # Sandbox only: the job's command (pid 2 in the sandbox) once found, and whether the outer bwrap
+        # is held stopped (see _hold_sandbox).
+        self.job_pidfd: int | None = None
+        self.outer_held = False
+        self.sandbox_init: int | None = None  # bwrap's pid 1, remembered: it becomes our child later
+        self.hold_pending = self.sandboxed
+        self.peak_bytes = 0
+        self.oom_usage_mb = 0.0
+        self.started_at = time.time()  # wall clock and monotonic start of the job, set again at spawn
+        self.t0 = time.monotonic()
+        # O_RDWR so that _log can peek at the last byte; O_APPEND so the job and we never overwrite.
+        self.log_fd = os.open(spec["log_path"], os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_cancel)
+        signal.signal(signal.SIGINT, self._on_cancel)
+        # A Python-level handler is what makes SIGCHLD write to the wakeup fd and interrupt select().
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def _on_cancel(self, signum: int, frame: object) -> None:
+        self.cancel_requested = True
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def _log(self, message: str) -> None:
+        """Append one line of our own to the job log, starting on a fresh line."""
+        prefix = b""
+        size = os.fstat(self.log_fd).st_size
+        if size and os.pread(self.log_fd, 1, size - 1) != b"\n":
+            prefix = b"\n"
+        os.write(self.log_fd, prefix + f"[labcloud] {message}\n".encode())
+
+    def _write_status(self, result: dict[str, Any]) -> None:
+        """Write the result JSON atomically: a reader sees the old state or the whole file."""
+        path = self.spec["status_path"]
+        directory = os.path.dirname(path) or "."
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{self.me}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, json.dumps(result).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # make the rename itself durable
+        finally:
+            os.close(dfd)
+
+    # --- process tree -----------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        """Collect every exited child (the job and adopted orphans); remember the job's status."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.main_pid:
+                self.main_status = status
+
+    def _tree(self) -> list[ProcInfo]:
+        return descendants(self.me, process_table())
+
+    def _bwrap_pids(self, tree: list[ProcInfo]) -> set[int]:
+        """The outer bwrap and the sandbox's pid 1 (also bwrap); empty without a sandbox."""
+        if not self.sandboxed or self.main_pid is None:
+            return set()
+        pids = {self.main_pid} | {i.pid for i in tree if i.ppid == self.main_pid and i.comm == "bwrap"}
+        if self.sandbox_init is not None:
+            pids.add(self.sandbox_init)
+        return pids
+
+    def _signal_job(self, sig: int) -> None:
+        """Send ``sig`` to the job's processes, but not to bwrap's.
+
+        The outer bwrap would die on SIGTERM and take the sandbox down with SIGKILL, denying the job its
+        grace period; once the job's main process is gone, bwrap exits by itself.
+        """
+        tree = self._tree()
+        spare = self._bwrap_pids(tree)
+        for info in tree:
+            if not info.dead and info.pid not in spare:
+                kill(info.pid, sig)
+        if not self.sandboxed and self.main_pid is not None and self.main_status is None:
+            # Also the job's process group, which catches a child forked after our /proc snapshot. Only
+            # while the group leader is unreaped: until then its pid (the group id) cannot be reused.
+            try:
+                os.killpg(self.main_pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return  # the group is empty
+
+    def _kill_tree(self, budget_s: float = 10.0) -> int:
+        """SIGKILL the job's processes until none is left; return how many were killed.
+
+        In the sandbox bwrap itself goes last: its pid 1 reaps the job's processes as they die, which adds
+        their CPU time to ours. Killed first, the kernel would reap them in its stead while tearing the
+        namespace down, and their CPU time would be lost. Once only bwrap is left it exits by itself.
+        """
+        killed: set[int] = set()
+        start = time.monotonic()
+        while True:
+            self._reap()
+            tree = self._tree()
+            if not tree:
+                return len(killed)
+            elapsed = time.monotonic() - start
+            bwrap = self._bwrap_pids(tree) if elapsed < 1.0 else set()
+            alive = [i for i in tree if not i.dead and i.pid not in bwrap]
+            for info in alive:
+                killed.add(info.pid)
+                kill(info.pid, signal.SIGKILL)
+            if not alive and self.outer_held and self.main_pid is not None:
+                self.outer_held = False
+                kill(self.main_pid, signal.SIGCONT)  # let it report the exit status and go
+            if elapsed > budget_s:
+                # Only a process stuck in the kernel (state D) survives SIGKILL this long.
+                self._log(f"could not kill processes {sorted(i.pid for i in tree)}; giving up")
+                return len(killed)
+            self._wait(0.005)
+
+    def _hold_sandbox(self) -> None:
+        """Stop the outer bwrap once the job runs, and watch the job's command through a pidfd instead.
+
+        When the command exits, bwrap's pid 1 reports its status to the outer bwrap, which exits at once;
+        pid 1 then dies with it (--die-with-parent) and the kernel kills and silently reaps whatever the
+        job left running, without counting its CPU time. Held, the outer bwrap cannot exit before
+        _kill_tree has killed those processes, so that pid 1 reaps (and counts) them.
+        """
+        if self.main_pid is None:
+            return
+        tree = self._tree()
+        inits = [i.pid for i in tree if i.ppid == self.main_pid and i.comm == "bwrap"]
+        if not inits:
+            return
+        self.sandbox_init = inits[0]
+        for info in tree:
+            # The command is pid 2 inside; the sandbox is fully set up once it exists.
+            if info.ppid == self.sandbox_init and _inner_pid(info.pid) == 2:
+                self.hold_pending = False
+                try:
+                    self.job_pidfd = os.pidfd_open(info.pid)
+                except OSError:
+                    return  # no pidfds (Linux < 5.3): let the job end the usual way
+                self.outer_held = kill(self.main_pid, signal.SIGSTOP)
+                return
+
+    def _job_exited(self) -> bool:
+        """Whether the job's main process is over."""
+        if self.main_status is not None:
+            return True
+        return self.job_pidfd is not None and bool(select.select([self.job_pidfd], [], [], 0)[0])
+
+    def _sample_memory(self) -> float:
+        """Total RSS of the job's tree in bytes; also tracks the peak."""
+        total = sum(info.rss_bytes for info in self._tree())
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a signal arrives (child exit, cancel) or ``timeout`` passes."""
+        if timeout > 0:
+            fds = [self.wake_r] if self.job_pidfd is None else [self.wake_r, self.job_pidfd]
+            select.select(fds, [], [], timeout)
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # --- main -------------------------------------------------------------------------------------
+
+    def _start(self) -> int | str:
+        """Start the job: its pid, or the start_failed message."""
+        argv: list[str] = self.spec["argv"]
+        if not argv:
+            return "invalid command: empty"
+        try:
+            return self._spawn_sandboxed(argv) if self.sandboxed else self._spawn_plain(argv)
+        except OSError as exc:
+            if exc.filename == self.spec["cwd"]:
+                return f"cannot use working directory {exc.filename}: {exc.strerror}"
+            if isinstance(exc, FileNotFoundError):
+                return f"command not found: {argv[0]}"
+            if isinstance(exc, PermissionError):
+                return f"command not executable: {argv[0]}"
+            return f"cannot execute {argv[0]}: {exc.strerror or exc}"
+        except (ValueError, TypeError) as exc:  # e.g. a NUL byte in an argument
+            return f"invalid command: {exc}"
+
+    def _spawn_sandboxed(self, argv: list[str]) -> int:
+        # argv[0] is the absolute path of bwrap, which does the chdir, PATH lookup and die-with-parent
+        # itself, so plain posix_spawn will do (and saves importing subprocess).
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            self.spec["env"],
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, self.log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, self.log_fd, 2),
+            ],
+            setpgroup=0,
+            # Python ignores these; an ignored signal would stay ignored in the job.
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+
+    def _spawn_plain(self, argv: list[str]) -> int:
+        import subprocess  # (lazily: the sandboxed path does not need it)
+
+        me = self.me
+
+        def die_with_supervisor() -> None:
+            # The job gets SIGKILL if we die, like bwrap --die-with-parent does for sandboxed jobs.
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != me:  # we died before prctl took effect
+                os._exit(1)
+
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.spec["cwd"],
+            env=self.spec["env"],  # Popen looks the command up in this env's PATH
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_fd,
+            stderr=self.log_fd,
+            process_group=0,
+            preexec_fn=die_with_supervisor,
+        )
+        # We reap it ourselves with waitpid(-1); tell Popen so it never waits or warns about it.
+        proc.returncode = 0
+        return proc.pid
+
+    def run(self) -> dict[str, Any]:
+        """Run the job to the end and return the result dict (also written to the status file)."""
+        # Orphans are re-parented to us instead of init, so they stay in our tree: we can kill them, reap
+        # them and count their CPU time. That covers double forks and setsid daemons of unsandboxed jobs,
+        # and bwrap's pid 1: the outer bwrap exits without reaping it.
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.started_at = time.time()
+        self.t0 = time.monotonic()
+        log_start = os.fstat(self.log_fd).st_size
+        pid = self._start()
+        if isinstance(pid, str):
+            self._log(pid)
+            return self._finish("start_failed", None, pid)
+        self.main_pid = pid
+        self._notify_ready()
+
+        deadline = self.t0 + self.timeout_s if self.timeout_s is not None else None
+        kill_at: float | None = None  # end of the grace period after SIGTERM
+        next_sample = self.t0 + 0.02  # a job that is over by then is not worth a scan of /proc
+        while True:
+            self._reap()
+            if self._job_exited():
+                break
+            now = time.monotonic()
+            if self.hold_pending and now >= next_sample:
+                self._hold_sandbox()
+            if self.reason is None and (self.cancel_requested or (deadline is not None and now >= deadline)):
+                if self.cancel_requested:
+                    self.reason, why = "cancelled", "cancel requested"
+                else:
+                    self.reason, why = "timeout", f"time limit of {self.timeout_s:g} s exceeded"
+                self._log(f"{why}; sending SIGTERM (SIGKILL in {self.grace_s:g} s)")
+                self._signal_job(signal.SIGTERM)
+                kill_at = now + self.grace_s
+            if kill_at is not None and now >= kill_at:
+                self._log(f"job still running {self.grace_s:g} s after SIGTERM; sending SIGKILL")
+                self._kill_tree()
+                continue
+            if now >= next_sample:
+                next_sample = now + (SAMPLE_S if self.memory_mb is not None else SAMPLE_IDLE_S)
+                total = self._sample_memory()
+                if self.memory_mb is not None and total > self.memory_mb * 2**20 and self.reason is None:
+                    self.reason = "out_of_memory"
+                    self.oom_usage_mb = total / 2**20
+                    self._log(f"{self._oom_message()}; killing the job")
+                    self._kill_tree()
+                    continue
+            wake = [next_sample]
+            if deadline is not None and self.reason is None:
+                wake.append(deadline)
+            if kill_at is not None:
+                wake.append(kill_at)
+            self._wait(min(wake) - now)
+
+        if self.sandboxed and not self.outer_held:
+            # The job was over before we could hold the outer bwrap (see _hold_sandbox), which exits as
+            # soon as pid 1 reports the status, without reaping it. Pid 1, now our child, then kills
+            # what the job left in the namespace and exits: let it, rather than count it as a leftover.
+            deadline = time.monotonic() + 2.0
+            while self._tree() and time.monotonic() < deadline:
+                self._wait(0.005)
+                self._reap()
+        leftovers = self._kill_tree()
+        if self.job_pidfd is not None:
+            os.close(self.job_pidfd)
+        # (No status only if _kill_tree gave up on an unkillable process.)
+        code = -signal.SIGKILL if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
+        if leftovers and self.reason is None:
+            self._log(f"killed {leftovers} process(es) the job left running")
+        return self._result(code, log_start)
+
+    def _oom_message(self) -> str:
+        return f"memory limit of {self.memory_mb} MB exceeded (using {self.oom_usage_mb:.0f} MB)"
+
+    def _result(self, code: int, log_start: int) -> dict[str, Any]:
+        if self.reason == "timeout":
+            return self._finish("timeout", None, f"time limit of {self.timeout_s:g} s exceeded")
+        if self.reason == "out_of_memory":
+            return self._finish("out_of_memory", None, self._oom_message())
+        if self.reason == "cancelled":
+            return self._finish("cancelled", None, "cancelled")
+        if self.sandboxed and code == 1:
+            # bwrap exits with 1 and a "bwrap: ..." line when it fails before the command runs (e.g.
+            # execvp: command not found). Nothing of the job can precede that line in the log.
+            first = os.pread(self.log_fd, 4096, log_start).split(b"\n", 1)[0].decode(errors="replace")
+            failure = _bwrap_start_error(first)
+            if failure is not None:
+                self._log(failure)
+                return self._finish("start_failed", None, failure)
+        msg = f"exited with code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
+        return self._finish("exited", code, msg)
+
+    def _finish(self, outcome: str, code: int | None, message: str) -> dict[str, Any]:
+        wall = time.monotonic() - self.t0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process of the job, all reaped
+        peak = self.peak_bytes
+        # Children's ru_maxrss has our own peak RSS as a floor (the exec'ing fork counts), so it says
+        # something only above that; then it catches a short peak between two samples. (Not compared with
+        # our ru_maxrss: that one includes the RSS of the server that started us, through its vfork.)
+        if children.ru_maxrss * 1024 > _own_peak_rss():
+            peak = max(peak, children.ru_maxrss * 1024)
+        result: dict[str, Any] = {
+            "version": SPEC_VERSION,
+            "outcome": outcome,
+            "exit_code": code,
+            "wall_s": round(wall, 4),
+            "cpu_s": round(children.ru_utime + children.ru_stime, 4),
+            "peak_memory_mb": round(peak / 2**20, 2),
+            "message": message,
+            "started_at": self.started_at,
+            "finished_at": self.started_at + wall,
+            "job_pid": self.main_pid,
+        }
+        self._write_status(result)
+        self._notify_ready()
+        return result
+
+    def _notify_ready(self) -> None:
+        """Tell launch() that the job started (or that its start failure is recorded)."""
+        fd = self.spec.get("ready_fd")
+        if fd is not None:
+            self.spec["ready_fd"] = None
+            try:
+                os.write(fd, b"ok\n")
+            except OSError:
+                pass  # launch() gave up waiting or the server died: nobody to tell
+            finally:
+                os.close(fd)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: supervise.py SPEC.json", file=sys.stderr)
+        return 2
+    with open(argv[1], "rb") as f:
+        spec = json.load(f)
+    os.unlink(argv[1])  # it holds the job's environment; nothing needs it any more
+    if spec.get("version") != SPEC_VERSION:
+        print(f"supervise.py: unsupported spec version {spec.get('version')}", file=sys.stderr)
+        return 2
+    if spec.get("ready_fd") is not None:
+        os.set_inheritable(spec["ready_fd"], False)  # not for the job
+    Supervisor(spec).run()
+    # The result is on disk: exit at once, the watcher is waiting for our exit (no interpreter teardown).
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

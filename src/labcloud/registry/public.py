@@ -1,0 +1,54 @@
+"""The registry as JSON for the HTTP API and the bundled demo apps folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import labcloud
+from labcloud.registry.models import AppSpec, EntrypointSpec
+
+
+def bundled_apps_dir() -> Path:
+    """The folder of the demo apps shipped inside the package (loaded before the user's apps)."""
+    return Path(labcloud.__file__).parent / "demo_apps"
+
+
+def entrypoint_to_public(entrypoint: EntrypointSpec) -> dict[str, Any]:
+    """Everything a client needs to build a submit form for one entrypoint, as plain JSON data."""
+    data = entrypoint.canonical_dict()
+    return {
+        "description": data["description"],
+        "runtime": data["runtime"],
+        "command": data["command"],
+        "parameters": data["parameters"],
+        "inputs": data["inputs"],
+        "outputs": data["outputs"],
+        "resources": data["resources"],
+        "env": data["env"],
+        "network": data["network"],
+        "labels": data["labels"],
+        "spec_hash": entrypoint.spec_hash(),
+    }
+
+
+def app_to_public(app: AppSpec) -> dict[str, Any]:
+    """An app as JSON; versions are listed newest first (``version_order`` keeps that order for clients
+    whose JSON objects do not keep key order)."""
+    order = app.sorted_versions()
+    return {
+        "name": app.name,
+        "title": app.title,
+        "description": app.description,
+        "latest_version": order[0],
+        "version_order": order,
+        "versions": {
+            version: {
+                "entrypoints": {
+                    name: entrypoint_to_public(ep) for name, ep in app.versions[version].entrypoints.items()
+                },
+                "default_entrypoint": app.versions[version].default_entrypoint_name(),
+            }
+            for version in order
+        },
+    }

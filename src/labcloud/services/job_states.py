@@ -1,0 +1,67 @@
+"""The job state machine: every state, every allowed transition, and why a job failed. Nothing else decides.
+
+queued → staging → running → finishing → succeeded
+   │        │         │          │
+   │        └─────────┴──────────┴────→ failed (reason)
+   └──→ cancelled        staging/running/finishing → cancelling → cancelled
+failed (worker_lost, retries left) → queued
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    STAGING = "staging"
+    RUNNING = "running"
+    FINISHING = "finishing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+class FailureReason(StrEnum):
+    APP_ERROR = "app_error"  # the command exited non-zero; its exit code is kept
+    TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out_of_memory"
+    STAGING_FAILED = "staging_failed"
+    WORKER_LOST = "worker_lost"
+    SYSTEM_ERROR = "system_error"
+    REJECTED = "rejected"  # refused before it ran, e.g. by a quota
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+# States in which something (a process, a worker) holds the job.
+ACTIVE = frozenset({JobState.STAGING, JobState.RUNNING, JobState.FINISHING, JobState.CANCELLING})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.STAGING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.STAGING: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLING}),
+    JobState.RUNNING: frozenset({JobState.FINISHING, JobState.FAILED, JobState.CANCELLING}),
+    JobState.FINISHING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLING}),
+    JobState.CANCELLING: frozenset({JobState.CANCELLED}),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def refusal(current: JobState, target: JobState, reason: FailureReason | None) -> str | None:
+    """Why ``current → target`` (with ``reason``) is not allowed, or None when it is."""
+    if target not in TRANSITIONS[current]:
+        return f"a {current.value} job cannot become {target.value}"
+    if target == JobState.FAILED and reason is None:
+        return "a failure needs a reason"
+    if target != JobState.FAILED and reason is not None:
+        return "only failures carry a reason"
+    if current == JobState.QUEUED and target == JobState.FAILED and reason != FailureReason.REJECTED:
+        return "a queued job can only fail by being rejected"
+    return None
+
+
+def can_retry(reason: FailureReason | None, attempts: int, max_attempts: int) -> bool:
+    """Only a lost runner earns another attempt: an app that failed would fail again."""
+    return reason == FailureReason.WORKER_LOST and attempts < max_attempts

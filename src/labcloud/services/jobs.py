@@ -1,0 +1,313 @@
+"""Jobs: submit, read, list, cancel, rerun, delete, and every state change (through one function)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.orm import Session
+
+from labcloud import registry
+from labcloud.db.models import Job, JobEvent, JobTag, User
+from labcloud.db.types import utcnow
+from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.services.job_states import TERMINAL, FailureReason, JobState, can_retry, refusal
+from labcloud.services.pagination import Page, paginate
+from labcloud.settings import Settings
+from labcloud.storage.paths import clean_path, confined
+
+log = logging.getLogger(__name__)
+
+# Called after a commit that queued a job or asked one to stop, so the dispatcher can act at once.
+Notifier = Callable[[], None]
+
+
+@dataclass
+class Submission:
+    app: str
+    version: str | None = None
+    entrypoint: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobFilter:
+    states: list[JobState] = field(default_factory=list)
+    app: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def job_dir(settings: Settings, job_id: uuid.UUID) -> Path:
+    return settings.jobs_dir / str(job_id)
+
+
+def work_dir(settings: Settings, job_id: uuid.UUID) -> Path:
+    """The only folder a running job may write: its inputs are staged here and its outputs land here."""
+    return job_dir(settings, job_id) / "work"
+
+
+def output_dir(settings: Settings, job_id: uuid.UUID) -> Path:
+    return work_dir(settings, job_id) / "output"
+
+
+def log_path(settings: Settings, job_id: uuid.UUID) -> Path:
+    return job_dir(settings, job_id) / "job.log"
+
+
+def user_space(settings: Settings, user_id: uuid.UUID) -> Path:
+    return settings.files_dir / str(user_id)
+
+
+def resolve_user_file(settings: Settings, user_id: uuid.UUID, raw: str, loc: list[str | int]) -> Path:
+    rel = clean_path(raw, loc)
+    path = confined(user_space(settings, user_id), rel)
+    if not path.exists():
+        raise InvalidInput.field(loc, f"you have no file or folder '{rel}'")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ transitions
+
+
+def transition(
+    session: Session,
+    job: Job,
+    target: JobState,
+    *,
+    reason: FailureReason | None = None,
+    message: str = "",
+    **changes: Any,
+) -> Job:
+    """Move ``job`` to ``target`` if the state machine allows it and nobody moved it first.
+
+    The update is conditional on the state we read, so two writers (the dispatcher and a cancel, say)
+    can never both win. Raises Conflict when the transition is not allowed or was lost.
+    """
+    current = JobState(job.state)
+    why_not = refusal(current, target, reason)
+    if why_not:
+        raise Conflict(f"Job {job.id} is {current.value}: {why_not}.")
+    now = utcnow()
+    values: dict[str, Any] = {
+        "state": target.value,
+        "reason": reason.value if reason else None,
+        "updated_at": now,
+        **changes,
+    }
+    if message or target in TERMINAL or target == JobState.QUEUED:
+        values["message"] = message
+    if target == JobState.RUNNING and job.started_at is None:
+        values["started_at"] = now
+    if target in TERMINAL:
+        values["finished_at"] = now
+    if target == JobState.QUEUED:
+        values.update(finished_at=None, started_at=None, progress=None, exit_code=None, executor_ref=None)
+    result = session.execute(update(Job).where(Job.id == job.id, Job.state == current.value).values(**values))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(job)
+        raise Conflict(f"Job {job.id} changed state to {job.state} meanwhile.")
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            at=now,
+            from_state=current.value,
+            to_state=target.value,
+            reason=values["reason"],
+            message=message,
+        )
+    )
+    for key, value in values.items():
+        setattr(job, key, value)
+    return job
+
+
+def fail_or_retry(session: Session, job: Job, reason: FailureReason, message: str) -> Job:
+    """Fail the job; when its runner was lost and attempts remain, queue it again."""
+    transition(session, job, JobState.FAILED, reason=reason, message=message)
+    if can_retry(reason, job.attempts, job.max_attempts):
+        transition(
+            session,
+            job,
+            JobState.QUEUED,
+            message=f"retrying after {reason.value} (attempt {job.attempts + 1} of {job.max_attempts})",
+        )
+    return job
+
+
+# ------------------------------------------------------------------------------------------- submitting
+
+
+def submit(
+    session: Session,
+    settings: Settings,
+    apps: registry.AppRegistry,
+    user: User,
+    sub: Submission,
+    *,
+    rerun_of: uuid.UUID | None = None,
+) -> Job:
+    resolved = apps.resolve(sub.app, sub.version, sub.entrypoint)
+    spec = resolved.entrypoint
+    params = registry.validate_params(spec, sub.params)
+    inputs = registry.validate_inputs(spec, sub.inputs)
+    for slot, raw in inputs.items():
+        resolve_user_file(settings, user.id, raw, ["body", "inputs", slot])
+    registry.job_environment(spec, params, {}, "", sub.env)  # checks the env allowlist
+    resources = _resources(spec, sub.resources)
+    _check_tags(sub.tags)
+    job = Job(
+        owner_id=user.id,
+        name=sub.name.strip()[:200],
+        app=resolved.app.name,
+        version=resolved.version,
+        entrypoint=resolved.entrypoint_name,
+        spec=spec.model_dump(mode="json"),
+        spec_hash=spec.spec_hash(),
+        params=params,
+        inputs=inputs,
+        env=dict(sub.env),
+        resources=resources,
+        tags=dict(sub.tags),
+        state=JobState.QUEUED.value,
+        max_attempts=settings.job_max_attempts,
+        executor=settings.executor,
+        rerun_of=rerun_of,
+        usage={},
+    )
+    session.add(job)
+    session.flush()
+    session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in sub.tags.items())
+    session.add(JobEvent(job_id=job.id, from_state=None, to_state=JobState.QUEUED.value, message="submitted"))
+    return job
+
+
+RESOURCE_LIMITS = {
+    "cpus": (0.01, 1024.0),
+    "memory_mb": (1, 16 * 1024 * 1024),
+    "gpus": (0, 64),
+    "timeout_s": (1, 30 * 86400),
+}
+
+
+def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+    resources = spec.resources.model_dump()
+    errors = []
+    for key, value in overrides.items():
+        if key not in RESOURCE_LIMITS:
+            errors.append(
+                {
+                    "loc": ["body", "resources", key],
+                    "msg": f"unknown resource; known: {', '.join(RESOURCE_LIMITS)}",
+                }
+            )
+            continue
+        low, high = RESOURCE_LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            errors.append(
+                {"loc": ["body", "resources", key], "msg": f"must be a number from {low:g} to {high:g}"}
+            )
+            continue
+        resources[key] = int(value) if key != "cpus" else float(value)
+    if errors:
+        raise InvalidInput("Some resources are not valid.", errors=errors)
+    return resources
+
+
+def _check_tags(tags: dict[str, str]) -> None:
+    errors = []
+    if len(tags) > 20:
+        errors.append({"loc": ["body", "tags"], "msg": "at most 20 tags"})
+    for key, value in tags.items():
+        if not key or len(key) > 64 or not isinstance(value, str) or len(value) > 200:
+            errors.append(
+                {"loc": ["body", "tags", key], "msg": "tag names have 1-64 characters, values at most 200"}
+            )
+    if errors:
+        raise InvalidInput("Some tags are not valid.", errors=errors)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def get_job(session: Session, user: User, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
+    """The job if ``user`` may see it (its owner or an admin); another user's job is 'not found'."""
+    job = session.get(Job, job_id)
+    if job is None or (job.owner_id != user.id and not user.is_admin):
+        raise NotFound(f"You have no job with id {job_id}.")
+    return job
+
+
+def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
+    stmt: Select[Any] = select(Job).where(Job.owner_id == user.id)
+    if flt.states:
+        stmt = stmt.where(Job.state.in_([s.value for s in flt.states]))
+    if flt.app:
+        stmt = stmt.where(Job.app == flt.app)
+    for key, value in flt.tags.items():
+        tagged = select(JobTag.job_id).where(JobTag.key == key, JobTag.value == value)
+        stmt = stmt.where(Job.id.in_(tagged))
+    if flt.created_after:
+        stmt = stmt.where(Job.created_at >= flt.created_after)
+    if flt.created_before:
+        stmt = stmt.where(Job.created_at < flt.created_before)
+    return paginate(session, stmt, Job.id, limit=limit, cursor=cursor, newest_first=True)
+
+
+def events(session: Session, job: Job) -> list[JobEvent]:
+    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)))
+
+
+# ------------------------------------------------------------------------------------------- changing
+
+
+def cancel(session: Session, job: Job) -> Job:
+    """Queued: cancelled at once. Holding a process: cancelling, and the runner finishes the job off."""
+    state = JobState(job.state)
+    if state == JobState.QUEUED:
+        return transition(session, job, JobState.CANCELLED, message="cancelled before it started")
+    if state == JobState.CANCELLING:
+        return job
+    if state in TERMINAL:
+        raise Conflict(f"Job {job.id} has already ended ({state.value}); there is nothing to cancel.")
+    return transition(session, job, JobState.CANCELLING, message="cancel requested")
+
+
+def rerun(session: Session, settings: Settings, apps: registry.AppRegistry, user: User, job: Job) -> Job:
+    """The same app version, entrypoint, parameters and inputs again, as a new job."""
+    sub = Submission(
+        app=job.app,
+        version=job.version,
+        entrypoint=job.entrypoint,
+        params=dict(job.params),
+        inputs=dict(job.inputs),
+        env=dict(job.env),
+        resources=dict(job.resources),
+        name=job.name,
+        tags=dict(job.tags),
+    )
+    return submit(session, settings, apps, user, sub, rerun_of=job.id)
+
+
+def delete(session: Session, settings: Settings, job: Job) -> None:
+    if JobState(job.state) not in TERMINAL:
+        raise Conflict(f"Job {job.id} is {job.state}; cancel it and wait for it to end before deleting it.")
+    session.delete(job)
+    session.flush()
+    shutil.rmtree(job_dir(settings, job.id), ignore_errors=True)

@@ -1,0 +1,301 @@
+"""Jobs end to end on the local executor: real processes, real sandbox, real database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Account
+from jobs_helpers import follow_log, py, wait_for_end, write_app
+from labcloud.settings import Settings
+
+
+def put_file(settings: Settings, account: Account, rel: str, data: bytes) -> None:
+    path = settings.files_dir / str(account.id) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def submit(client: TestClient, account: Account, body: dict[str, Any]) -> dict[str, Any]:
+    r = client.post("/api/v1/jobs", json=body, headers=account.headers)
+    assert r.status_code == 201, r.text
+    job: dict[str, Any] = r.json()
+    return job
+
+
+def test_apps_are_listed_with_everything_a_form_needs(client: TestClient, user: Account) -> None:
+    body = client.get("/api/v1/apps", headers=user.headers).json()
+    names = [a["name"] for a in body["items"]]
+    assert {"hello", "spikes", "lif"} <= set(names)
+    assert "problems" not in body  # only admins see registry problems
+    spikes = client.get("/api/v1/apps/spikes", headers=user.headers).json()
+    detect = spikes["versions"]["1.0"]["entrypoints"]["detect"]
+    assert detect["parameters"]["properties"]["threshold"]["default"] == 4.5
+    assert detect["inputs"]["trace"]["required"] is True
+    assert detect["resources"]["timeout_s"] == 600
+    r = client.get("/api/v1/apps/nope", headers=user.headers)
+    assert r.status_code == 404 and "spikes" in r.json()["detail"]
+
+
+def test_hello_runs_to_success_with_log_progress_history_and_outputs(
+    client: TestClient, user: Account
+) -> None:
+    job = submit(client, user, {"app": "hello", "params": {"name": "Ada", "times": 3}, "tags": {"exp": "t1"}})
+    assert job["state"] == "queued" and job["version"] == "1.0" and job["entrypoint"] == "greet"
+    assert len(job["spec_hash"]) == 64 and job["spec"]["command"][0] == "python"
+    log = follow_log(client, job["id"], user.headers)
+    done = client.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()
+    assert done["state"] == "succeeded", (done, log)
+    assert done["progress"] == 1.0 and done["exit_code"] == 0 and done["attempts"] == 1
+    assert done["usage"]["wall_s"] > 0 and done["usage"]["peak_memory_mb"] > 0
+    assert log.count("Ada") >= 3
+    history = client.get(f"/api/v1/jobs/{job['id']}/events", headers=user.headers).json()
+    assert [e["to_state"] for e in history] == ["queued", "staging", "running", "finishing", "succeeded"]
+    outputs = client.get(f"/api/v1/jobs/{job['id']}/outputs", headers=user.headers).json()
+    assert [o["path"] for o in outputs] == ["greeting.txt"]
+    text = client.get(f"/api/v1/jobs/{job['id']}/outputs/greeting.txt", headers=user.headers).text
+    assert text.count("Ada") == 3
+    plain = client.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+    assert "Ada" in plain
+
+
+def test_spike_detection_on_an_uploaded_trace(client: TestClient, settings: Settings, user: Account) -> None:
+    sample = Path(__import__("labcloud_demo").__file__).parent / "samples" / "trace.csv"
+    put_file(settings, user, "recordings/a.csv", sample.read_bytes())
+    job = submit(
+        client, user, {"app": "spikes", "params": {"threshold": 5}, "inputs": {"trace": "recordings/a.csv"}}
+    )
+    done = wait_for_end(client, job["id"], user.headers)
+    assert done["state"] == "succeeded", client.get(
+        f"/api/v1/jobs/{job['id']}/logs", headers=user.headers
+    ).text
+    assert done["params"]["threshold"] == 5 and done["params"]["polarity"] == "neg"  # defaults applied
+    r = client.get(f"/api/v1/jobs/{job['id']}/outputs.zip", headers=user.headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(r.content))
+    assert set(archive.namelist()) == {"spikes.csv", "summary.json", "spikes.png"}
+    assert archive.read("spikes.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(io.StringIO(archive.read("spikes.csv").decode())))
+    assert len(rows) == 30  # the sample trace holds 30 spikes
+
+
+def test_bad_submissions_name_what_is_wrong(client: TestClient, user: Account) -> None:
+    r = client.post(
+        "/api/v1/jobs",
+        json={
+            "app": "spikes",
+            "params": {"threshold": 0, "polarity": "up"},
+            "inputs": {"trace": "missing.csv"},
+        },
+        headers=user.headers,
+    )
+    assert r.status_code == 422
+    locs = [e["loc"] for e in r.json()["errors"]]
+    assert ["body", "params", "threshold"] in locs and ["body", "params", "polarity"] in locs
+    r = client.post(
+        "/api/v1/jobs", json={"app": "spikes", "inputs": {"trace": "missing.csv"}}, headers=user.headers
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "inputs", "trace"]
+    r = client.post(
+        "/api/v1/jobs", json={"app": "spikes", "inputs": {"trace": "../../etc/passwd"}}, headers=user.headers
+    )
+    assert r.status_code == 422
+    r = client.post("/api/v1/jobs", json={"app": "spikes", "version": "9.9"}, headers=user.headers)
+    assert r.status_code == 404 and "1.0" in r.json()["detail"]
+    r = client.post("/api/v1/jobs", json={"app": "hello", "resources": {"cpus": 4096}}, headers=user.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "resources", "cpus"]
+    r = client.post("/api/v1/jobs", json={"app": "hello", "params": {"times": "many"}}, headers=user.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "params", "times"]
+
+
+def test_failures_carry_their_reason(client: TestClient, settings: Settings, user: Account) -> None:
+    apps = settings.effective_apps_dir
+    write_app(apps, "exits3", ["sh", "-c", "echo about to fail; exit 3"])
+    write_app(apps, "sleeper", ["sleep", "30"], resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 1})
+    write_app(
+        apps,
+        "hog",
+        py("""
+        import time
+        blocks = []
+        for _ in range(100):
+            blocks.append(bytearray(20 * 2**20))
+            time.sleep(0.02)
+        time.sleep(5)
+    """),
+        resources={"cpus": 0.1, "memory_mb": 100, "timeout_s": 60},
+    )
+    write_app(
+        apps, "missing", ["no-such-command-here"], resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60}
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    results = {}
+    for name in ("exits3", "sleeper", "hog", "missing"):
+        results[name] = submit(client, user, {"app": name})
+    exits3 = wait_for_end(client, results["exits3"]["id"], user.headers)
+    assert (exits3["state"], exits3["reason"], exits3["exit_code"]) == ("failed", "app_error", 3)
+    sleeper = wait_for_end(client, results["sleeper"]["id"], user.headers)
+    assert (sleeper["state"], sleeper["reason"]) == ("failed", "timeout")
+    hog = wait_for_end(client, results["hog"]["id"], user.headers)
+    assert (hog["state"], hog["reason"]) == ("failed", "out_of_memory")
+    missing = wait_for_end(client, results["missing"]["id"], user.headers)
+    assert (missing["state"], missing["reason"]) == ("failed", "system_error")
+    log = client.get(f"/api/v1/jobs/{results['missing']['id']}/logs", headers=user.headers).text
+    assert "no-such-command-here" in log
+
+
+def test_cancel_running_and_queued_jobs(client: TestClient, settings: Settings, user: Account) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "slow",
+        [
+            *py("""
+        import pathlib, sys, time
+        out = pathlib.Path(sys.argv[1]); out.mkdir(exist_ok=True)
+        (out / "partial.txt").write_text("half done")
+        print("started", flush=True)
+        time.sleep(60)
+    """),
+            "{output}",
+        ],
+        resources={"cpus": settings.local_cpus or 2, "memory_mb": 128, "timeout_s": 120},
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    first = submit(client, user, {"app": "slow"})
+    second = submit(client, user, {"app": "slow"})  # no capacity left: stays queued
+    follow_log(client, first["id"], user.headers, until="started")
+    queued = client.get(f"/api/v1/jobs/{second['id']}", headers=user.headers).json()
+    assert queued["state"] == "queued" and "capacity" in queued["message"]
+    r = client.post(f"/api/v1/jobs/{second['id']}/cancel", headers=user.headers)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert client.post(f"/api/v1/jobs/{second['id']}/cancel", headers=user.headers).status_code == 409
+    r = client.post(f"/api/v1/jobs/{first['id']}/cancel", headers=user.headers)
+    assert r.json()["state"] == "cancelling"
+    done = wait_for_end(client, first["id"], user.headers)
+    assert done["state"] == "cancelled"
+    outputs = client.get(f"/api/v1/jobs/{first['id']}/outputs", headers=user.headers).json()
+    assert [o["path"] for o in outputs] == ["partial.txt"]
+    history = [
+        e["to_state"] for e in client.get(f"/api/v1/jobs/{first['id']}/events", headers=user.headers).json()
+    ]
+    assert history[-2:] == ["cancelling", "cancelled"]
+
+
+def test_another_users_job_is_not_found(client: TestClient, user: Account, make_user: Any) -> None:
+    job = submit(client, user, {"app": "hello", "params": {"times": 1}})
+    other: Account = make_user()
+    for method, suffix in [
+        ("GET", ""),
+        ("POST", "/cancel"),
+        ("GET", "/logs"),
+        ("GET", "/outputs"),
+        ("GET", "/events"),
+        ("POST", "/rerun"),
+        ("DELETE", ""),
+    ]:
+        r = client.request(method, f"/api/v1/jobs/{job['id']}{suffix}", headers=other.headers)
+        assert r.status_code == 404, (method, suffix)
+    assert client.get("/api/v1/jobs", headers=other.headers).json()["items"] == []
+    wait_for_end(client, job["id"], user.headers)
+
+
+def test_list_filters_pages_rerun_and_delete(client: TestClient, user: Account) -> None:
+    ids = [
+        submit(client, user, {"app": "hello", "params": {"times": 1}, "tags": {"batch": str(i % 2)}})["id"]
+        for i in range(5)
+    ]
+    for job_id in ids:
+        wait_for_end(client, job_id, user.headers)
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/jobs", params=params, headers=user.headers).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+    tagged = client.get("/api/v1/jobs", params={"tag": "batch=1"}, headers=user.headers).json()["items"]
+    assert [j["id"] for j in tagged] == [ids[3], ids[1]]
+    by_state = client.get("/api/v1/jobs", params={"state": ["failed", "queued"]}, headers=user.headers).json()
+    assert by_state["items"] == []
+    assert len(client.get("/api/v1/jobs", params={"app": "hello"}, headers=user.headers).json()["items"]) == 5
+    assert client.get("/api/v1/jobs", params={"state": "bogus"}, headers=user.headers).status_code == 422
+    again = client.post(f"/api/v1/jobs/{ids[0]}/rerun", headers=user.headers).json()
+    assert again["rerun_of"] == ids[0] and again["params"] == {"name": "world", "times": 1} | again["params"]
+    wait_for_end(client, again["id"], user.headers)
+    assert client.delete(f"/api/v1/jobs/{ids[0]}", headers=user.headers).status_code == 204
+    assert client.get(f"/api/v1/jobs/{ids[0]}", headers=user.headers).status_code == 404
+
+
+def test_running_job_cannot_be_deleted(client: TestClient, settings: Settings, user: Account) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "waits",
+        py("""
+        print("up", flush=True)
+        import time; time.sleep(60)
+    """),
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 120},
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    job = submit(client, user, {"app": "waits"})
+    follow_log(client, job["id"], user.headers, until="up")
+    r = client.delete(f"/api/v1/jobs/{job['id']}", headers=user.headers)
+    assert r.status_code == 409 and "cancel" in r.json()["detail"]
+    client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=user.headers)
+    assert wait_for_end(client, job["id"], user.headers)["state"] == "cancelled"
+
+
+@pytest.mark.sandbox
+def test_jobs_cannot_see_the_data_dir_or_other_jobs(
+    client: TestClient, settings: Settings, user: Account
+) -> None:
+    first = submit(client, user, {"app": "hello", "params": {"times": 1}})
+    wait_for_end(client, first["id"], user.headers)
+    secret_file = settings.files_dir / str(user.id) / "secret.txt"
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret_file.write_text("top secret")
+    targets = [
+        str(settings.home / "jobs" / first["id"] / "work" / "output" / "greeting.txt"),
+        str(secret_file),
+        str(settings.home / "secret_key"),
+    ]
+    if settings.is_sqlite:
+        targets.append(settings.effective_database_url.removeprefix("sqlite:///"))
+    outside = Path("/var/tmp") / f"labcloud-probe-{first['id']}"  # /tmp is private inside the sandbox
+    write_app(
+        settings.effective_apps_dir,
+        "snoop",
+        py(f"""
+        import pathlib
+        for t in {targets!r}:
+            try:
+                data = pathlib.Path(t).read_bytes()
+                print("READ", t, len(data))
+            except OSError as exc:
+                print("DENIED", t, type(exc).__name__)
+        for t in [{str(settings.home / "planted")!r}, {str(outside)!r}]:
+            try:
+                pathlib.Path(t).write_text("x")
+            except OSError:
+                print("NOWRITE", t)
+    """),
+        resources={"cpus": 0.1, "memory_mb": 128, "timeout_s": 60},
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    snoop = submit(client, user, {"app": "snoop"})
+    assert wait_for_end(client, snoop["id"], user.headers)["state"] == "succeeded"
+    log = client.get(f"/api/v1/jobs/{snoop['id']}/logs", headers=user.headers).text
+    printed = [line for line in log.splitlines() if not line.startswith("[labcloud]")]
+    assert not [line for line in printed if line.startswith("READ")], log
+    assert len([line for line in printed if line.startswith("DENIED")]) == len(targets)
+    assert not (settings.home / "planted").exists()  # the data dir seen inside is an empty stand-in
+    assert not outside.exists()
+    assert f"NOWRITE {outside}" in printed  # the host outside the job folder is read-only

@@ -1,0 +1,299 @@
+"""The bubblewrap sandbox really isolates jobs. Needs bwrap: these tests fail (never skip) without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labcloud.execution.process import LaunchSpec, Limits, ProcessResult, run
+from labcloud.execution.sandbox import SandboxPolicy, bwrap_path, sandbox_problem, wrap_command
+
+pytestmark = pytest.mark.sandbox
+
+PY = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def require_bwrap() -> None:
+    assert bwrap_path() is not None, f"bubblewrap is required for these tests: {sandbox_problem()}"
+
+
+@dataclass
+class Layout:
+    """A fake labcloud host: a data dir holding the database and job folders, and a config file."""
+
+    root: Path  # outside /tmp, which every sandbox replaces by its own anyway
+    data: Path
+    job: Path  # this job's folder, inside the data dir
+    other_job: Path
+    database: Path
+    config: Path  # a secret file outside the data dir
+    outside: Path  # a writable host folder that is none of the above
+
+
+@pytest.fixture
+def layout() -> Iterator[Layout]:
+    root = Path(tempfile.mkdtemp(prefix="labcloud-sandbox-test-", dir="/var/tmp"))
+    data = root / "data"
+    lay = Layout(
+        root=root,
+        data=data,
+        job=data / "jobs" / "mine",
+        other_job=data / "jobs" / "other",
+        database=data / "db.sqlite3",
+        config=root / "etc" / "labcloud.toml",
+        outside=root / "outside",
+    )
+    for d in (lay.job, lay.other_job, lay.config.parent, lay.outside):
+        d.mkdir(parents=True)
+    lay.database.write_text("SECRET-DATABASE")
+    (lay.other_job / "result.txt").write_text("SECRET-OTHER-JOB")
+    lay.config.write_text("SECRET-CONFIG")
+    yield lay
+    shutil.rmtree(root)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def on_output(self, text: str) -> None:
+        self.text += text
+
+    def on_progress(self, fraction: float) -> None:
+        pass
+
+    def should_cancel(self) -> bool:
+        return False
+
+
+def run_sandboxed(
+    lay: Layout, code: str, *, network: bool = False, hidden: tuple[Path, ...] | None = None
+) -> tuple[ProcessResult, Any]:
+    """Run a Python snippet in the job folder's sandbox; returns the result and its last JSON line."""
+    policy = SandboxPolicy(
+        writable=(lay.job,),
+        hidden=(lay.data, lay.config) if hidden is None else hidden,
+        network=network,
+    )
+    spec = LaunchSpec(
+        argv=[PY, "-c", textwrap.dedent(code)],
+        cwd=lay.job,
+        env={"PATH": os.environ.get("PATH", os.defpath)},
+        log_path=lay.job / "job.log",
+        status_path=lay.job / "status.json",
+        limits=Limits(timeout_s=30, grace_s=1),
+        sandbox=policy,
+    )
+    rec = Recorder()
+    result = run(spec, rec)
+    assert result.outcome == "exited", (result, rec.text)
+    lines = rec.text.strip().splitlines()
+    return result, json.loads(lines[-1]) if lines else None
+
+
+# A helper for the snippets: what happens when we try something.
+TRY = """
+import errno, json, os
+def attempt(fn):
+    try:
+        return repr(fn())
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+def write(path):
+    with open(path, "w") as f:
+        return f.write("x")
+def read(path):
+    with open(path) as f:
+        return f.read()
+"""
+
+
+def test_only_the_job_folder_is_writable(layout: Layout, tmp_path: Path) -> None:
+    code = f"""{TRY}
+print(json.dumps({{
+    "own": attempt(lambda: write("out.txt")),
+    "outside": attempt(lambda: write({str(layout.outside / "x.txt")!r})),
+    "etc": attempt(lambda: write("/etc/labcloud-sandbox-test")),
+    "tmp_path": attempt(lambda: write({str(tmp_path / "x.txt")!r})),
+}}))
+"""
+    _, seen = run_sandboxed(layout, code)
+    assert seen["own"] == "1"
+    assert (layout.job / "out.txt").read_text() == "x"
+    assert seen["outside"] == "EROFS"
+    assert seen["etc"] == "EROFS"
+    assert not Path("/etc/labcloud-sandbox-test").exists()
+    assert not (layout.outside / "x.txt").exists()
+    # /tmp is private to the sandbox: whatever the job does there never reaches the host.
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_hidden_data_dir_and_files_are_unreadable(layout: Layout) -> None:
+    code = f"""{TRY}
+print(json.dumps({{
+    "data_dir": sorted(os.listdir({str(layout.data)!r})),
+    "jobs_dir": sorted(os.listdir({str(layout.data / "jobs")!r})),
+    "database": attempt(lambda: read({str(layout.database)!r})),
+    "other_job": attempt(lambda: read({str(layout.other_job / "result.txt")!r})),
+    "config": attempt(lambda: read({str(layout.config)!r})),
+    "config_write": attempt(lambda: write({str(layout.config)!r})),
+    "own": attempt(lambda: write("still-writable.txt")),
+}}))
+"""
+    _, seen = run_sandboxed(layout, code)
+    # Only the mount point of the job's own folder is left of the data dir.
+    assert seen["data_dir"] == ["jobs"]
+    assert seen["jobs_dir"] == ["mine"]
+    assert seen["database"] == "ENOENT"
+    assert seen["other_job"] == "ENOENT"
+    # A hidden file is covered by /dev/null on a nodev mount: it cannot even be opened.
+    assert seen["config"] in ("EACCES", "''")
+    assert seen["config_write"] in ("EROFS", "EACCES", "EPERM")
+    assert seen["own"] == "1"
+    assert (layout.job / "still-writable.txt").exists()
+    log = (layout.job / "job.log").read_text()
+    assert "SECRET" not in log
+    # The host's files are untouched.
+    assert layout.database.read_text() == "SECRET-DATABASE"
+    assert layout.config.read_text() == "SECRET-CONFIG"
+
+
+def test_missing_hidden_paths_are_skipped(layout: Layout) -> None:
+    hidden = (layout.data, layout.root / "does-not-exist", layout.root / "nor-this.toml")
+    _, seen = run_sandboxed(layout, "print('[1]')", hidden=hidden)
+    assert seen == [1]
+
+
+def test_the_sandbox_cannot_be_undone(layout: Layout) -> None:
+    # Even a job running as root has no capabilities: no remount, no unmounting the cover of the data dir.
+    code = f"""{TRY}
+import subprocess
+caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+umount = subprocess.run(["umount", {str(layout.data)!r}], capture_output=True).returncode
+remount = subprocess.run(["mount", "-o", "remount,rw", "/"], capture_output=True).returncode
+print(json.dumps({{
+    "caps": caps, "umount": umount, "remount": remount,
+    "database": attempt(lambda: read({str(layout.database)!r})),
+    "etc": attempt(lambda: write("/etc/labcloud-sandbox-test")),
+}}))
+"""
+    _, seen = run_sandboxed(layout, code)
+    assert int(seen["caps"], 16) == 0
+    assert seen["umount"] != 0
+    assert seen["remount"] != 0
+    assert seen["database"] == "ENOENT"
+    assert seen["etc"] == "EROFS"
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[int]:
+    """A TCP server on the host's 127.0.0.1 that accepts connections; yields its port."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.05)  # so that the thread notices `stop` (close() does not interrupt accept())
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"hello")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield port
+    stop.set()
+    t.join(timeout=5)
+    srv.close()
+
+
+NET = """
+import json, socket
+try:
+    with socket.create_connection(("127.0.0.1", {port}), timeout=5) as s:
+        print(json.dumps(s.recv(5).decode()))
+except OSError as exc:
+    print(json.dumps(type(exc).__name__))
+"""
+
+
+def test_no_network_by_default(layout: Layout, tcp_server: int) -> None:
+    _, seen = run_sandboxed(layout, NET.format(port=tcp_server))
+    assert seen == "ConnectionRefusedError"  # an empty network namespace: nobody listens there
+
+
+def test_network_when_allowed(layout: Layout, tcp_server: int) -> None:
+    _, seen = run_sandboxed(layout, NET.format(port=tcp_server), network=True)
+    assert seen == "hello"
+
+
+def test_own_pid_namespace(layout: Layout) -> None:
+    code = """
+import json, os
+print(json.dumps({"pid": os.getpid(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}))
+"""
+    _, seen = run_sandboxed(layout, code)
+    # bwrap is pid 1, the job is pid 2; nothing of the host (such as this test) is visible.
+    assert seen["pid"] == 2
+    assert seen["pids"] == [1, 2]
+
+
+def test_private_tmp(layout: Layout) -> None:
+    marker = Path(tempfile.mkdtemp(prefix="labcloud-host-tmp-"))
+    try:
+        code = f"""
+import json, os
+print(json.dumps({{"host_tmp_visible": os.path.exists({str(marker)!r}), "tmp": os.listdir("/tmp")}}))
+"""
+        _, seen = run_sandboxed(layout, code)
+    finally:
+        marker.rmdir()
+    assert seen["host_tmp_visible"] is False
+    assert seen["tmp"] == []
+
+
+def test_wrap_command_mount_order(layout: Layout) -> None:
+    policy = SandboxPolicy(writable=(layout.job,), hidden=(layout.data, layout.config, layout.database))
+    argv = wrap_command(["prog", "--arg"], policy, layout.job)
+    assert argv[0] == bwrap_path()
+    assert argv[-3:] == ["--", "prog", "--arg"]
+    joined = " ".join(argv)
+    assert joined.startswith(f"{argv[0]} --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp")
+    hide = joined.index(f"--tmpfs {layout.data}")
+    assert joined.index(f"--bind {layout.job} {layout.job}") > hide  # the job folder is bound back in
+    assert f"--ro-bind /dev/null {layout.config}" in joined
+    assert str(layout.database) not in joined  # already covered by the hidden data dir
+    for flag in ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--new-session"):
+        assert flag in argv
+    assert "--die-with-parent" in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert argv[argv.index("--chdir") + 1] == str(layout.job)
+    with_net = wrap_command(["prog"], SandboxPolicy(writable=(), hidden=(), network=True), layout.job)
+    assert "--unshare-net" not in with_net
+
+
+def test_hidden_path_inside_the_job_folder_stays_hidden(layout: Layout) -> None:
+    secret = layout.job / "secrets"
+    secret.mkdir()
+    (secret / "key").write_text("SECRET-KEY")
+    code = f"""{TRY}
+print(json.dumps(attempt(lambda: read({str(secret / "key")!r}))))
+"""
+    _, seen = run_sandboxed(layout, code, hidden=(layout.data, secret))
+    assert seen == "ENOENT"
