@@ -73,6 +73,7 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
         local_memory_mb=4096,
         kill_grace_s=1.0,
         scheduler_interval_s=0.5,
+        apps_check_interval_s=0,
     )
     yield s
     kill_processes_under(s.home)

@@ -26,7 +26,7 @@ def follow_log(client: TestClient, job_id: str, headers: dict[str, str], until: 
                 event = line[len("event: ") :]
             elif line.startswith("data: ") and event == "log":
                 text.append(line[len("data: ") :])
-                if until is not None and until in text[-1]:
+                if until is not None and text[-1] == until:  # a whole line, not the echoed command
                     break
             elif line.startswith("data: ") and event == "end":
                 assert json.loads(line[len("data: ") :])["state"] in TERMINAL

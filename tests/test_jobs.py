@@ -299,3 +299,41 @@ def test_jobs_cannot_see_the_data_dir_or_other_jobs(
     assert not (settings.home / "planted").exists()  # the data dir seen inside is an empty stand-in
     assert not outside.exists()
     assert f"NOWRITE {outside}" in printed  # the host outside the job folder is read-only
+
+
+def test_files_upload_list_download_delete(client: TestClient, settings: Settings, user: Account) -> None:
+    data = b"t,v\n" + b"".join(f"{i},{i % 7}\n".encode() for i in range(5000))
+    r = client.put("/api/v1/files/recordings/day1/a.csv", content=data, headers=user.headers)
+    assert r.status_code == 201
+    assert r.json()["size"] == len(data)
+    assert r.json()["sha256"] == __import__("hashlib").sha256(data).hexdigest()
+    listing = client.get("/api/v1/files", params={"prefix": "recordings"}, headers=user.headers).json()[
+        "items"
+    ]
+    assert [(e["path"], e["type"]) for e in listing] == [("recordings/day1", "folder")]
+    got = client.get("/api/v1/files/recordings/day1/a.csv", headers={**user.headers, "Range": "bytes=0-3"})
+    assert got.status_code == 206 and got.content == b"t,v\n"
+    assert client.get("/api/v1/files/recordings/day1/a.csv", headers=user.headers).content == data
+    for bad in ("../x", "%2e%2e/x", "a/../../x"):
+        assert client.put(f"/api/v1/files/{bad}", content=b"x", headers=user.headers).status_code in (
+            404,
+            422,
+        )
+    assert not list(settings.files_dir.glob("x")) and not (settings.home / "x").exists()
+    assert client.delete("/api/v1/files/recordings", headers=user.headers).status_code == 204
+    assert client.get("/api/v1/files/recordings/day1/a.csv", headers=user.headers).status_code == 404
+
+
+def test_upload_over_the_limit_stores_nothing(client: TestClient, settings: Settings, user: Account) -> None:
+    settings.max_upload_bytes = 1000
+    r = client.put("/api/v1/files/big.bin", content=b"x" * 5000, headers=user.headers)
+    assert r.status_code == 413 and "1000" in r.json()["detail"]
+
+    def chunks() -> Any:
+        for _ in range(10):
+            yield b"y" * 300
+
+    r = client.put("/api/v1/files/big.bin", content=chunks(), headers=user.headers)  # no Content-Length
+    assert r.status_code == 413
+    assert client.get("/api/v1/files/big.bin", headers=user.headers).status_code == 404
+    assert list((settings.home / "uploads").iterdir()) == []

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     )
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
+    max_upload_bytes: int = Field(50 * 2**30, ge=1, description="Largest file one upload may store.")
+    apps_check_interval_s: float = Field(
+        1.0, ge=0, description="How often app files are checked for changes."
+    )
     scheduler_interval_s: float = Field(1.0, gt=0, description="Longest pause between dispatch rounds.")
 
     @field_validator("home", mode="after")

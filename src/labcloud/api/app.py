@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from labcloud import __version__
 from labcloud.api.context import AppContext
 from labcloud.api.errors import install_error_handlers
-from labcloud.api.routers import apps, auth, health, jobs, me, users
+from labcloud.api.routers import apps, auth, files, health, jobs, me, users
 from labcloud.db import migrate
 from labcloud.services import users as user_service
 from labcloud.settings import Settings
@@ -80,6 +80,6 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, auth, me, users, apps, jobs):
+    for module in (health, auth, me, users, apps, files, jobs):
         app.include_router(module.router)
     return app

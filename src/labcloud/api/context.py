@@ -29,7 +29,10 @@ class AppContext:
             settings=settings,
             db=Database(settings),
             login_throttle=LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
-            apps=AppRegistry([bundled_apps_dir(), settings.effective_apps_dir]),
+            apps=AppRegistry(
+                [bundled_apps_dir(), settings.effective_apps_dir],
+                min_check_interval_s=settings.apps_check_interval_s,
+            ),
         )
 
     def start_dispatch(self) -> None:

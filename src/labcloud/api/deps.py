@@ -57,15 +57,33 @@ def get_principal(
     return tokens.authenticate_bearer(session, settings, credential)
 
 
+def _check_scope(principal: Principal, scope: Scope) -> Principal:
+    if scope == Scope.ADMIN and not principal.user.is_admin:
+        raise Forbidden("This needs an administrator account.")
+    if not principal.has_scope(scope):
+        raise Forbidden(f"This token lacks the '{scope.value}' scope.")
+    return principal
+
+
 def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that lets the request through only with ``scope`` (and, for admin, an admin account)."""
 
     async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if scope == Scope.ADMIN and not principal.user.is_admin:
-            raise Forbidden("This needs an administrator account.")
-        if not principal.has_scope(scope):
-            raise Forbidden(f"This token lacks the '{scope.value}' scope.")
-        return principal
+        return _check_scope(principal, scope)
+
+    return check
+
+
+def require_detached(scope: Scope) -> Callable[..., Principal]:
+    """Like :func:`require`, for long responses (live logs): the session is closed before streaming starts,
+    so a follower holds no database connection or transaction."""
+
+    def check(ctx: Ctx, credential: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+        if not credential:
+            raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
+        with ctx.db.session() as session:
+            principal = tokens.authenticate_bearer(session, ctx.settings, credential)
+        return _check_scope(principal, scope)
 
     return check
 
@@ -73,3 +91,4 @@ def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
 Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+StreamReader = Annotated[Principal, Depends(require_detached(Scope.READ))]

@@ -1,17 +1,18 @@
 """The dispatcher: takes queued jobs, fairly across users, and hands each to the executor.
 
 Fairness: each round offers every user with queued work their oldest job, users with the fewest running
-jobs first; rounds repeat while jobs still fit. One user's thousand jobs therefore never starve another
-user's one.
+jobs first and, among those, the one served longest ago; rounds repeat while jobs still fit. One user's
+thousand jobs therefore never starve another user's one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
@@ -31,6 +32,7 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_served: dict[uuid.UUID, float] = {}
 
     def attach(self, executor: Executor) -> None:
         self.executor = executor
@@ -81,14 +83,22 @@ class Scheduler:
 
     def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         assert self.executor is not None
+        queued = Job.state == JobState.QUEUED.value
         with self.db.session() as session:
-            rows = session.execute(
-                select(Job.owner_id, func.min(Job.id))
-                .where(Job.state == JobState.QUEUED.value)
-                .group_by(Job.owner_id)
-            ).all()
+            owners = session.scalars(select(Job.owner_id).where(queued).distinct()).all()
+            # Each user's oldest queued job: one index lookup per user (PostgreSQL has no min() of uuid).
+            rows: list[tuple[uuid.UUID, uuid.UUID]] = []
+            for owner in owners:
+                oldest = select(Job.id).where(queued, Job.owner_id == owner).order_by(Job.id).limit(1)
+                job_id = session.scalar(oldest)
+                if job_id is not None:
+                    rows.append((owner, job_id))
         running = self.executor.running_per_owner()
-        return sorted(((r[0], r[1]) for r in rows), key=lambda r: (running.get(r[0], 0), r[1]))
+        # Fewest running first; among equals, the user served longest ago (round robin); then the oldest job.
+        return sorted(
+            rows,
+            key=lambda r: (running.get(r[0], 0), self._last_served.get(r[0], 0.0), r[1]),
+        )
 
     def _claim(self, job_id: uuid.UUID, owner_id: uuid.UUID) -> bool:
         assert self.executor is not None
@@ -103,5 +113,6 @@ class Scheduler:
             except Conflict:  # cancelled (or taken) between our read and our write
                 return False
             resources = dict(job.resources)
+        self._last_served[owner_id] = time.monotonic()
         self.executor.submit(job_id, owner_id, resources)
         return True

@@ -18,6 +18,7 @@ from labcloud import registry
 from labcloud.db.models import Job, JobEvent, JobTag, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.services import files
 from labcloud.services.job_states import TERMINAL, FailureReason, JobState, can_retry, refusal
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
@@ -71,13 +72,9 @@ def log_path(settings: Settings, job_id: uuid.UUID) -> Path:
     return job_dir(settings, job_id) / "job.log"
 
 
-def user_space(settings: Settings, user_id: uuid.UUID) -> Path:
-    return settings.files_dir / str(user_id)
-
-
 def resolve_user_file(settings: Settings, user_id: uuid.UUID, raw: str, loc: list[str | int]) -> Path:
     rel = clean_path(raw, loc)
-    path = confined(user_space(settings, user_id), rel)
+    path = confined(files.space(settings, user_id), rel)
     if not path.exists():
         raise InvalidInput.field(loc, f"you have no file or folder '{rel}'")
     return path

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import AwareDatetime
 
-from labcloud.api.deps import Ctx, DbSession, Reader, Writer
+from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, Writer
 from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import Job
@@ -121,7 +121,7 @@ def events(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[Job
 async def logs(
     job_id: uuid.UUID,
     request: Request,
-    principal: Reader,
+    principal: StreamReader,
     ctx: Ctx,
     follow: bool = Query(False),
     offset: int = Query(0, ge=0, description="Start at this byte of the log."),
@@ -188,8 +188,9 @@ def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) 
 
 
 @router.get("/{job_id}/outputs.zip", summary="All outputs as one zip, streamed while it is built")
-def outputs_zip(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> StreamingResponse:
-    root = _output_root(ctx, session, principal, job_id)
+def outputs_zip(job_id: uuid.UUID, principal: StreamReader, ctx: Ctx) -> StreamingResponse:
+    with ctx.db.session() as session:  # not held while the zip streams
+        root = _output_root(ctx, session, principal, job_id)
     files = [root / o["path"] for o in list_outputs(root)]
     return StreamingResponse(
         _zip_stream(root, files),

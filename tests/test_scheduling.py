@@ -1,0 +1,237 @@
+"""Dispatch fairness, the registry seen through the API, and restarts of the server mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select
+
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
+from jobs_helpers import TERMINAL, py, wait_for_end, write_app
+from labcloud.api.app import create_app
+from labcloud.db.models import Job
+from labcloud.execution.process import Handle
+from labcloud.settings import Settings
+
+
+def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
+    settings.local_cpus = 1  # one job at a time
+    write_app(
+        settings.effective_apps_dir,
+        "nap",
+        ["sleep", "0.4"],
+        resources={"cpus": 1, "memory_mb": 32, "timeout_s": 60},
+    )
+    with TestClient(create_app(settings)) as client:
+        admin = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        heads = {}
+        for name in ("alice", "bob"):
+            client.post(
+                "/api/v1/users",
+                json={"email": f"{name}@example.org", "password": "pass-word-123"},
+                headers=admin,
+            )
+            heads[name] = bearer(login(client, f"{name}@example.org", "pass-word-123"))
+        alice_jobs = [
+            client.post("/api/v1/jobs", json={"app": "nap"}, headers=heads["alice"]).json()["id"]
+            for _ in range(4)
+        ]
+        bob_job = client.post("/api/v1/jobs", json={"app": "nap"}, headers=heads["bob"]).json()["id"]
+        done = {j: wait_for_end(client, j, heads["alice"]) for j in alice_jobs}
+        bob = wait_for_end(client, bob_job, heads["bob"])
+    assert all(j["state"] == "succeeded" for j in [*done.values(), bob])
+    started = sorted([(datetime.fromisoformat(j["started_at"]), j["id"]) for j in [*done.values(), bob]])
+    order = [job_id for _, job_id in started]
+    assert order.index(bob_job) <= 1, "bob's one job waited behind more than one of alice's"
+
+
+def test_registry_changes_show_without_restart(
+    client: TestClient, settings: Settings, admin: Account, user: Account
+) -> None:
+    apps_dir = settings.effective_apps_dir
+    write_app(apps_dir, "fresh", ["echo", "v1"])
+    names = [a["name"] for a in client.get("/api/v1/apps", headers=user.headers).json()["items"]]
+    assert "fresh" in names
+    good = (apps_dir / "fresh.yaml").read_text()
+    (apps_dir / "fresh.yaml").write_text("name: fresh\nversions:\n  '1.0':\n    entrypoints: [oops\n")
+    body = client.get("/api/v1/apps", headers=admin.headers).json()
+    problems = [p for p in body["problems"] if p["path"].endswith("fresh.yaml")]
+    assert problems and problems[0]["line"] is not None and problems[0]["message"]
+    assert "fresh" in [a["name"] for a in body["items"]]  # the last good version is still served
+    job = client.post("/api/v1/jobs", json={"app": "fresh"}, headers=user.headers).json()
+    assert wait_for_end(client, job["id"], user.headers)["state"] == "succeeded"
+    assert "v1" in client.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+    (apps_dir / "fresh.yaml").write_text(good.replace("v1", "v2"))
+    (apps_dir / "fresh.yaml").unlink()
+    names = [a["name"] for a in client.get("/api/v1/apps", headers=user.headers).json()["items"]]
+    assert "fresh" not in names
+
+
+# --------------------------------------------------------------------------------- restarts (kill -9)
+
+ADMIN = ("crash-admin@example.org", "crash-admin-password")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "labcloud.cli", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.proc.poll() is None, "labcloud serve exited"
+            time.sleep(0.05)
+        raise AssertionError("labcloud serve did not become ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str, settings: Settings) -> Iterator[Server]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
+    env |= {
+        "LABCLOUD_HOME": str(settings.home),
+        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
+        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],
+        "LABCLOUD_LOG_LEVEL": "warning",
+        "LABCLOUD_KILL_GRACE_S": "1",
+    }
+    if backend() == "postgresql":
+        env["LABCLOUD_DATABASE_URL"] = database_url
+    srv = Server(env)
+    yield srv
+    if srv.proc is not None and srv.proc.poll() is None:
+        srv.kill()
+
+
+def _token(srv: Server) -> dict[str, str]:
+    r = httpx.post(srv.url + "/api/v1/auth/login", data={"username": ADMIN[0], "password": ADMIN[1]})
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _wait_for_line(srv: Server, job_id: str, headers: dict[str, str], text: str) -> None:
+    with httpx.stream(
+        "GET", f"{srv.url}/api/v1/jobs/{job_id}/logs", params={"follow": "true"}, headers=headers, timeout=60
+    ) as r:
+        for line in r.iter_lines():
+            if line == f"data: {text}":  # a whole line the app printed, not the echoed command
+                return
+    raise AssertionError(f"{text!r} never appeared in the log of {job_id}")
+
+
+def _wait_for_end(srv: Server, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    with httpx.stream(
+        "GET", f"{srv.url}/api/v1/jobs/{job_id}/logs", params={"follow": "true"}, headers=headers, timeout=120
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: end"):
+                break
+    job: dict[str, Any] = httpx.get(f"{srv.url}/api/v1/jobs/{job_id}", headers=headers).json()
+    assert job["state"] in TERMINAL
+    return job
+
+
+def test_a_job_survives_kill_9_of_the_server(server: Server, settings: Settings) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "nap",
+        py("""
+        import time
+        print("begin", flush=True)
+        time.sleep(2)
+        print("end", flush=True)
+    """),
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
+    )
+    server.start()
+    headers = _token(server)
+    job_id = httpx.post(f"{server.url}/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
+    _wait_for_line(server, job_id, headers, "begin")
+    server.kill()
+    server.start()  # re-attaches to the job's process, which kept running
+    headers = _token(server)
+    job = _wait_for_end(server, job_id, headers)
+    assert job["state"] == "succeeded" and job["attempts"] == 1, job
+    log = httpx.get(f"{server.url}/api/v1/jobs/{job_id}/logs", headers=headers).text
+    assert "begin" in log and "end" in log
+
+
+def test_a_job_whose_process_died_with_the_server_is_retried(server: Server, settings: Settings) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "nap",
+        py("""
+        import time
+        print("begin", flush=True)
+        time.sleep(1)
+        print("end", flush=True)
+    """),
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
+    )
+    server.start()
+    headers = _token(server)
+    job_id = httpx.post(f"{server.url}/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
+    _wait_for_line(server, job_id, headers, "begin")
+    server.kill()
+    handle = Handle.from_json(_executor_ref(settings, job_id))
+    os.kill(handle.pid, signal.SIGKILL)  # the machine "lost" the job along with the server
+    server.start()
+    headers = _token(server)
+    job = _wait_for_end(server, job_id, headers)
+    assert job["state"] == "succeeded" and job["attempts"] == 2, job
+    history = httpx.get(f"{server.url}/api/v1/jobs/{job_id}/events", headers=headers).json()
+    lost = [e for e in history if e["reason"] == "worker_lost"]
+    assert len(lost) == 1 and history[history.index(lost[0]) + 1]["to_state"] == "queued"
+
+
+def _executor_ref(settings: Settings, job_id: str) -> str:
+    """The supervisor handle, read from the database (it is not part of the public API)."""
+    url = (
+        settings.database_url
+        if backend() == "postgresql"
+        else f"sqlite:///{settings.home / 'labcloud.sqlite3'}"
+    )
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        ref = conn.execute(select(Job.executor_ref).where(Job.id == uuid.UUID(job_id))).scalar_one()
+    engine.dispose()
+    assert ref
+    return str(ref)
