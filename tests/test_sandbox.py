@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -297,3 +298,22 @@ print(json.dumps(attempt(lambda: read({str(secret / "key")!r}))))
 """
     _, seen = run_sandboxed(layout, code, hidden=(layout.data, secret))
     assert seen == "ENOENT"
+
+
+@pytest.mark.sandbox
+def test_readonly_paths_show_through_the_private_tmp(tmp_path: Path) -> None:
+    """An interpreter installed under /tmp must still run inside the sandbox, read-only."""
+    tool = tmp_path / "venv" / "bin"
+    tool.mkdir(parents=True)
+    (tool / "hello.sh").write_text("#!/bin/sh\necho from-tmp\n")
+    (tool / "hello.sh").chmod(0o755)
+    job = tmp_path / "job"
+    job.mkdir()
+    argv = wrap_command(
+        ["sh", "-c", f"{tool}/hello.sh; touch {tool}/x 2>/dev/null || echo read-only"],
+        SandboxPolicy(writable=(job,), hidden=(), readonly=(tmp_path / "venv",)),
+        job,
+    )
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["from-tmp", "read-only"], out.stderr
+    assert not (tool / "x").exists()

@@ -37,11 +37,14 @@ class SandboxPolicy:
     specific path wins, so a writable job folder inside a hidden data dir stays writable, and a hidden
     path inside a writable folder stays hidden.
     ``network``: keep the host network; otherwise the job gets an empty network namespace (loopback only).
+    ``readonly``: host folders shown read-only again even where a hidden path (such as the private /tmp)
+    would cover them, e.g. the Python installation the job's interpreter comes from.
     """
 
     writable: tuple[Path, ...]
     hidden: tuple[Path, ...]
     network: bool = False
+    readonly: tuple[Path, ...] = ()
 
 
 def _real(p: Path | str) -> Path:
@@ -54,7 +57,8 @@ def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> lis
     args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
 
     # Mount operations ordered parent-before-child; at equal paths "writable" (1) comes after "hidden" (0)
-    # and therefore wins. /tmp is a hidden path of every sandbox (a private, empty tmpfs).
+    # and therefore wins; "readonly" (2) re-exposes a host folder inside a hidden one. /tmp is a hidden
+    # path of every sandbox (a private, empty tmpfs).
     ops: dict[Path, int] = {Path("/tmp"): 0}
     for h in policy.hidden:
         rp = _real(h)
@@ -62,6 +66,10 @@ def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> lis
             raise ValueError("cannot hide the root directory")
         if rp.exists():
             ops.setdefault(rp, 0)
+    for r in policy.readonly:
+        rp = _real(r)
+        if rp.is_dir():
+            ops.setdefault(rp, 2)
     for w in policy.writable:
         rp = _real(w)
         if not rp.is_dir():
@@ -78,6 +86,8 @@ def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> lis
     for path, kind in sorted(ops.items(), key=lambda item: (len(item[0].parts), item[1], str(item[0]))):
         if kind == 1:
             args += ["--bind", str(path), str(path)]
+        elif kind == 2:
+            args += ["--ro-bind", str(path), str(path)]
         elif covered_by_hidden(path):
             continue  # already invisible (e.g. a secret file inside the hidden data dir)
         elif path.is_dir():
