@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli import admin, db, server
+from labcloud.cli import admin, client, db, server
 
 app = typer.Typer(
     name="labcloud",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 server.register(app)
+client.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
 

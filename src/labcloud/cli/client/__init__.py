@@ -1,0 +1,21 @@
+"""The client side of ``labcloud``: commands that talk HTTP to a labcloud server.
+
+``LabcloudClient`` (:mod:`labcloud.cli.client.http`) does the talking and is imported only when a command
+runs; the command modules parse arguments and print. Nothing here touches the network at import time.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from labcloud.cli.client import account, data, jobs
+from labcloud.cli.client.errors import ClientError
+
+__all__ = ["ClientError", "register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add login, logout, whoami, apps, upload, files, submit, jobs, status, logs, cancel, rerun, download."""
+    account.register(app)
+    data.register(app)
+    jobs.register(app)

@@ -1,0 +1,408 @@
+"""``labcloud submit``, ``jobs``, ``status``, ``logs``, ``cancel`` and ``rerun``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.text import Text
+
+from labcloud.cli.client.data import upload_files
+from labcloud.cli.client.errors import ClientError
+from labcloud.cli.client.ui import (
+    compact,
+    duration,
+    err,
+    fail,
+    handle_errors,
+    job_progress,
+    key_values,
+    local_time,
+    open_client,
+    out,
+    percent,
+    print_json,
+    state_text,
+    table,
+)
+
+if TYPE_CHECKING:
+    from labcloud.cli.client.http import LabcloudClient
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+JSON_OPTION = typer.Option(False, "--json", help="Print the job as JSON.")
+ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The job's id.")
+TAIL_LINES = 10
+
+
+class State(StrEnum):
+    queued = "queued"
+    staging = "staging"
+    running = "running"
+    finishing = "finishing"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def parse_app_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``APP[:VERSION[:ENTRYPOINT]]``; an empty part means the default (``hello::greet``)."""
+    parts = ref.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise fail(f"'{ref}' is not APP[:VERSION[:ENTRYPOINT]]", 2)
+    parts += [""] * (3 - len(parts))
+    return parts[0], parts[1] or None, parts[2] or None
+
+
+def split_pair(item: str, option: str, form: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise fail(f"{option} {item!r}: write it as {form}", 2)
+    return key, value
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses (numbers, true/false/null, lists, objects, "quoted"), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# ---------------------------------------------------------------------------------------------- display
+
+
+def _app_label(job: dict[str, Any]) -> str:
+    return f"{job.get('app', '')}:{job.get('version', '')}"
+
+
+def _job_rows(job: dict[str, Any]) -> list[tuple[str, str | Text]]:
+    state = state_text(job.get("state", ""))
+    if job.get("reason"):
+        state.append(f" ({job['reason']})")
+    attempts = job.get("attempts")
+    if attempts is not None and job.get("max_attempts"):
+        attempts = f"{attempts} of {job['max_attempts']}"
+    return [
+        ("id", job.get("id", "")),
+        ("name", job.get("name", "")),
+        ("app", f"{_app_label(job)}:{job.get('entrypoint', '')}"),
+        ("state", state),
+        ("message", job.get("message", "")),
+        ("exit code", "" if job.get("exit_code") is None else str(job["exit_code"])),
+        ("progress", percent(job.get("progress"))),
+        ("attempts", "" if attempts is None else str(attempts)),
+        ("params", compact(job.get("params")) if job.get("params") else ""),
+        ("inputs", compact(job.get("inputs")) if job.get("inputs") else ""),
+        ("resources", compact(job.get("resources")) if job.get("resources") else ""),
+        ("tags", compact(job.get("tags")) if job.get("tags") else ""),
+        ("usage", compact(job.get("usage")) if job.get("usage") else ""),
+        ("rerun of", job.get("rerun_of") or ""),
+        ("created", local_time(job.get("created_at"), relative=True)),
+        ("started", local_time(job.get("started_at"))),
+        ("finished", local_time(job.get("finished_at"))),
+        ("run time", duration(job.get("started_at"), job.get("finished_at"))),
+    ]
+
+
+def show_job(job: dict[str, Any]) -> None:
+    out.print(key_values(_job_rows(job)))
+
+
+def show_events(events: list[dict[str, Any]]) -> None:
+    grid = table("at", "change", "reason", "message", title="history")
+    for event in events:
+        change = Text(event.get("from_state") or "·")
+        change.append(" → ")
+        change.append_text(state_text(event.get("to_state", "")))
+        grid.add_row(
+            local_time(event.get("at")),
+            change,
+            Text(event.get("reason") or ""),
+            Text(event.get("message", "")),
+        )
+    out.print(grid)
+
+
+def _ended(job: dict[str, Any]) -> str:
+    text = f"job {job['id']} {job['state']}"
+    if job.get("reason"):
+        text += f" ({job['reason']}"
+        text += f", exit code {job['exit_code']})" if job.get("exit_code") is not None else ")"
+    if job.get("message"):
+        text += f": {job['message']}"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- waiting
+
+
+def _wait_label(job: dict[str, Any]) -> str:
+    message = (job.get("message") or "").replace("\n", " ")
+    label = f"{str(job['id'])[:8]} {job['state']}"
+    return f"{label}: {message[:60]}" if message else label
+
+
+def wait_for(client: LabcloudClient, job: dict[str, Any]) -> dict[str, Any]:
+    """Poll the job until it ends, with a spinner and its progress bar; returns its last state."""
+    delay, failures = 0.25, 0
+    with job_progress() as progress:
+        task = progress.add_task(_wait_label(job), total=None, pct="")
+        while job["state"] not in TERMINAL_STATES:
+            time.sleep(delay)
+            delay = min(2.0, delay * 1.5)
+            try:
+                job = client.job(str(job["id"]))
+            except ClientError as exc:
+                if exc.status != 0 or failures >= 10:
+                    raise
+                failures += 1  # the server restarting, say: keep waiting a little
+                continue
+            failures = 0
+            fraction = job.get("progress")
+            progress.update(
+                task,
+                description=_wait_label(job),
+                total=None if fraction is None else 1.0,
+                completed=fraction or 0,
+                pct=percent(fraction),
+            )
+    return job
+
+
+def follow_log(client: LabcloudClient, job_id: str) -> str:
+    """Print the log as it grows until the job ends; returns the final state."""
+    state = ""
+    for event in client.follow_log(job_id):
+        if event.event == "log":
+            sys.stdout.write("".join(line + "\n" for line in event.data))
+            sys.stdout.flush()
+        elif event.event == "end":
+            try:
+                state = str(json.loads("\n".join(event.data)).get("state", ""))
+            except (ValueError, AttributeError):
+                state = ""
+    return state
+
+
+def finish(job: dict[str, Any], json_out: bool, quiet: bool = False, log_tail: str = "") -> None:
+    """Print a job that was waited for; exit 1 unless it succeeded (showing the end of its log)."""
+    if json_out:
+        print_json(job)
+    elif quiet:
+        out.print(str(job["id"]))
+    else:
+        show_job(job)
+    if job["state"] != "succeeded":
+        lines = log_tail.rstrip("\n").splitlines()[-TAIL_LINES:]
+        if lines:
+            err.print(Text(f"last lines of the log (labcloud logs {job['id']}):", style="dim"))
+            err.print(Text("\n".join(lines)))
+        err.print(Text(_ended(job), style="red"))
+        raise typer.Exit(1)
+
+
+def _tail(client: LabcloudClient, job: dict[str, Any]) -> str:
+    if job["state"] != "failed":
+        return ""
+    try:
+        return client.log(str(job["id"]))
+    except ClientError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+@handle_errors
+def submit(
+    app_ref: str = typer.Argument(..., metavar="APP[:VERSION[:ENTRYPOINT]]", help="What to run."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", metavar="KEY=VALUE", help="A parameter; VALUE is JSON when it parses, else text."
+    ),
+    input_: list[str] = typer.Option(
+        [],
+        "--input",
+        "-i",
+        metavar="SLOT=PATH",
+        help="An input: a local file (uploaded to inputs/ first) or a path in your space.",
+    ),
+    name: str = typer.Option("", "--name", help="A name for the job."),
+    tag: list[str] = typer.Option([], "--tag", metavar="KEY=VALUE", help="A tag; repeat for several."),
+    wait: bool = typer.Option(
+        False, "--wait", "-w", help="Wait for the job to end; exit 1 unless it succeeds."
+    ),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Like --wait, printing the log as it grows."),
+    json_out: bool = JSON_OPTION,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the job id."),
+) -> None:
+    """Start a job. Local input files are uploaded first."""
+    app, version, entrypoint = parse_app_ref(app_ref)
+    params = dict(split_pair(p, "-p", "KEY=VALUE") for p in param)
+    tags = dict(split_pair(t, "--tag", "KEY=VALUE") for t in tag)
+    inputs: dict[str, str] = {}
+    plan: dict[str, Path] = {}  # remote path → local file
+    for item in input_:
+        slot, value = split_pair(item, "-i", "SLOT=PATH")
+        local = Path(value).expanduser()
+        if local.is_file():
+            remote = f"inputs/{local.name}"
+            if remote in plan and plan[remote].resolve() != local.resolve():
+                remote = f"inputs/{slot}/{local.name}"  # two different files of the same name
+            plan[remote] = local
+            inputs[slot] = remote
+        else:
+            inputs[slot] = value
+    body = {
+        "app": app,
+        "version": version,
+        "entrypoint": entrypoint,
+        "params": {k: parse_value(v) for k, v in params.items()},
+        "inputs": inputs,
+        "name": name,
+        "tags": tags,
+    }
+    with open_client() as client:
+        if plan:
+            upload_files(client, [(local, remote) for remote, local in plan.items()])
+        job = client.submit(body)
+        if not (wait or follow):
+            if json_out:
+                print_json(job)
+            elif quiet:
+                out.print(str(job["id"]))
+            else:
+                show_job(job)
+            return
+        err.print(f"submitted job {job['id']} ({_app_label(job)}:{job.get('entrypoint', '')})")
+        if follow:
+            follow_log(client, str(job["id"]))
+        job = wait_for(client, job)
+        tail = "" if follow else _tail(client, job)
+    finish(job, json_out, quiet, tail)
+
+
+@handle_errors
+def jobs(
+    state: list[State] = typer.Option(
+        [], "--state", "-s", help="Only jobs in this state; repeat for several."
+    ),
+    app: str | None = typer.Option(None, "--app", help="Only jobs of this app."),
+    tag: list[str] = typer.Option([], "--tag", metavar="KEY=VALUE", help="Only jobs with this tag."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=200, help="How many (newest first)."),
+    all_: bool = typer.Option(False, "--all", "-a", help="All matching jobs (follows every page)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List your jobs, newest first."""
+    for item in tag:
+        split_pair(item, "--tag", "KEY=VALUE")
+    params: dict[str, Any] = {"state": [s.value for s in state], "tag": tag}
+    if app:
+        params["app"] = app
+    with open_client() as client:
+        page = client.jobs(params, None if all_ else limit)
+    if json_out:
+        print_json(page)
+        return
+    items = page.get("items", [])
+    if not items:
+        err.print("no jobs" + (" match" if state or app or tag else " yet"))
+        return
+    grid = table("id", "name", "app", "state", "reason", "progress", "created")
+    grid.columns[0].no_wrap = True
+    for job in items:
+        grid.add_row(
+            str(job["id"]),
+            Text(job.get("name", "")),
+            Text(_app_label(job)),
+            state_text(job.get("state", "")),
+            Text(job.get("reason") or ""),
+            percent(job.get("progress")),
+            local_time(job.get("created_at"), relative=True),
+        )
+    out.print(grid)
+    if page.get("next_cursor"):
+        err.print(f"showing the newest {len(items)}; more with --limit N or --all")
+
+
+@handle_errors
+def status(job_id: str = ID_ARGUMENT, json_out: bool = JSON_OPTION) -> None:
+    """Show a job in full, with its history."""
+    with open_client() as client:
+        job = client.job(job_id)
+        events = client.events(job_id)
+    if json_out:
+        print_json({"job": job, "events": events})
+        return
+    show_job(job)
+    out.print()
+    show_events(events)
+
+
+@handle_errors
+def logs(
+    job_id: str = ID_ARGUMENT,
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Keep printing until the job ends; exit 1 unless it succeeded."
+    ),
+) -> None:
+    """Print a job's log."""
+    with open_client() as client:
+        if not follow:
+            text = client.log(job_id)
+            sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+            return
+        state = follow_log(client, job_id)
+        if state != "succeeded":
+            job = client.job(job_id)
+            err.print(Text(_ended(job), style="red"))
+            raise typer.Exit(1)
+
+
+@handle_errors
+def cancel(job_id: str = ID_ARGUMENT, json_out: bool = JSON_OPTION) -> None:
+    """Cancel a job: a queued one at once, a running one is stopped (state cancelling, then cancelled)."""
+    with open_client() as client:
+        job = client.cancel(job_id)
+    if json_out:
+        print_json(job)
+        return
+    err.print(Text.assemble(f"job {job['id']} is ", state_text(job["state"])))
+
+
+@handle_errors
+def rerun(
+    job_id: str = ID_ARGUMENT,
+    wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the new job to end."),
+    json_out: bool = JSON_OPTION,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the new job's id."),
+) -> None:
+    """Run a job again with the same app, parameters and inputs (as a new job)."""
+    with open_client() as client:
+        job = client.rerun(job_id)
+        if wait:
+            err.print(f"submitted job {job['id']} (rerun of {job_id})")
+            job = wait_for(client, job)
+            tail = _tail(client, job)
+    if wait:
+        finish(job, json_out, quiet, tail)
+    elif json_out:
+        print_json(job)
+    elif quiet:
+        out.print(str(job["id"]))
+    else:
+        show_job(job)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (submit, jobs, status, logs, cancel, rerun):
+        app.command(rich_help_panel="Client")(command)
