@@ -8,9 +8,11 @@ writable host path; the data dir, config and secrets are covered so the job cann
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +40,8 @@ class SandboxPolicy:
     path inside a writable folder stays hidden.
     ``network``: keep the host network; otherwise the job gets an empty network namespace (loopback only).
     ``readonly``: host folders shown read-only again even where a hidden path (such as the private /tmp)
-    would cover them, e.g. the Python installation the job's interpreter comes from.
+    would cover them. The Python installation labcloud runs from (the jobs' ``python``) and the
+    installed labcloud packages always are.
     """
 
     writable: tuple[Path, ...]
@@ -50,6 +53,17 @@ class SandboxPolicy:
 def _real(p: Path | str) -> Path:
     # bwrap mounts on the path it is given; resolve symlinks so "/var/run/x" and "/run/x" are the same.
     return Path(os.path.realpath(p))
+
+
+def software_paths() -> tuple[Path, ...]:
+    """This interpreter's installation and the labcloud packages: a job's ``python`` must work even when
+    they sit under /tmp (a scratch clone, a venv there), which jobs otherwise see as an empty folder."""
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    for name in ("labcloud", "labcloud_demo"):
+        spec = importlib.util.find_spec(name)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            roots.add(Path(location).resolve().parent)
+    return tuple(sorted(roots))
 
 
 def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> list[str]:
@@ -66,7 +80,7 @@ def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> lis
             raise ValueError("cannot hide the root directory")
         if rp.exists():
             ops.setdefault(rp, 0)
-    for r in policy.readonly:
+    for r in (*policy.readonly, *software_paths()):
         rp = _real(r)
         if rp.is_dir():
             ops.setdefault(rp, 2)

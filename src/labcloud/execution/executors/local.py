@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -203,7 +202,6 @@ class LocalExecutor(Executor):
             writable=(job_service.work_dir(self.settings, job.id),),
             hidden=tuple(hidden),
             network=bool(job.spec.get("network", False)),
-            readonly=software_paths(),
         )
 
     def _run(self, job_id: uuid.UUID) -> None:
@@ -367,18 +365,6 @@ class LocalExecutor(Executor):
     def held(self) -> list[uuid.UUID]:
         with self._lock:
             return list(self._held)
-
-
-def software_paths() -> tuple[Path, ...]:
-    """Where the jobs' interpreter and the installed apps live: visible (read-only) in the sandbox even
-    when they sit under /tmp, which jobs otherwise see as their own private, empty folder."""
-    import labcloud
-    import labcloud_demo
-
-    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
-    for package in (labcloud, labcloud_demo):
-        roots.add(Path(next(iter(package.__path__))).resolve().parent)
-    return tuple(sorted(roots))
 
 
 def _failure(result: ProcessResult, job: Job) -> tuple[FailureReason, str]:
