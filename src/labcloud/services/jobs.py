@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from labcloud import registry
 from labcloud.db.models import Job, JobEvent, JobTag, User
-from labcloud.db.types import utcnow
+from labcloud.db.types import new_id, utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.services import files
 from labcloud.services.job_states import TERMINAL, FailureReason, JobState, can_retry, refusal
@@ -170,6 +170,7 @@ def submit(
     resources = _resources(spec, sub.resources)
     _check_tags(sub.tags)
     job = Job(
+        id=new_id(),  # known before the insert, so job, tags and event go in one flush
         owner_id=user.id,
         name=sub.name.strip()[:200],
         app=resolved.app.name,
@@ -189,9 +190,9 @@ def submit(
         usage={},
     )
     session.add(job)
-    session.flush()
     session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in sub.tags.items())
     session.add(JobEvent(job_id=job.id, from_state=None, to_state=JobState.QUEUED.value, message="submitted"))
+    session.flush()
     return job
 
 
