@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
 from labcloud.db.models import Job, JobEvent, JobTag, User
@@ -253,7 +253,8 @@ def get_job(session: Session, user: User, job_id: uuid.UUID, *, for_update: bool
 
 
 def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
-    stmt: Select[Any] = select(Job).where(Job.owner_id == user.id)
+    # The entrypoint spec is the bulkiest column and listings do not show it.
+    stmt: Select[Any] = select(Job).options(defer(Job.spec)).where(Job.owner_id == user.id)
     if flt.states:
         stmt = stmt.where(Job.state.in_([s.value for s in flt.states]))
     if flt.app:
