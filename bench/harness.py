@@ -22,6 +22,8 @@ import psycopg
 PG_SERVER = os.environ.get("LABCLOUD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ADMIN_EMAIL = "bench-admin@example.org"
 ADMIN_PASSWORD = "bench-admin-password"
+# Opt-in: a folder where each server's stdout and stderr are kept (default: discarded).
+SERVER_LOG_DIR = os.environ.get("LABCLOUD_BENCH_SERVER_LOGS", "")
 
 
 def free_port() -> int:
@@ -91,12 +93,15 @@ def running_server(backend: str, extra_env: dict[str, str] | None = None) -> Ite
         if url:
             subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
         port = free_port()
+        log: Any = subprocess.DEVNULL
+        if SERVER_LOG_DIR:
+            Path(SERVER_LOG_DIR).mkdir(parents=True, exist_ok=True)
+            log = open(Path(SERVER_LOG_DIR) / f"serve-{backend}-{port}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [*cli, "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [*cli, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
         )
+        if SERVER_LOG_DIR:
+            log.close()  # the child has its own copy
         server = Server(backend, f"http://127.0.0.1:{port}", env, home, proc)
         try:
             deadline = time.monotonic() + 60

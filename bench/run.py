@@ -17,11 +17,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_me
+from bench import bench_jobs, bench_me
 from bench.harness import Result
 
 BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "me": bench_me.run,
+    "jobs": bench_jobs.run,
 }
 
 
