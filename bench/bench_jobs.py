@@ -576,7 +576,7 @@ def measure_list(backend: str, quick: bool) -> list[Result]:
                     notes=f"{count:,} terminal jobs of the bench user inserted directly ({how}, "
                     f"{LOAD_BATCH:,} rows a batch); 90% succeeded, 7% failed, 3% cancelled; one client: "
                     "100 x first page, 60 pages following next_cursor, 40 x a mid-table cursor; sql_p50_ms: "
-                    "the endpoint's first-page query on the bare driver (psycopg parses the JSON columns)",
+                    "the first page (51 rows, every column) on the bare driver; psycopg parses JSON columns",
                 )
             )
     return results
@@ -587,7 +587,7 @@ def _owner_param(js: JobsServer, owner: uuid.UUID) -> Any:
 
 
 def sql_samples_ms(js: JobsServer, owner: uuid.UUID, state: str | None, times: int = 100) -> list[float]:
-    """The first-page query of the endpoint (every column, 51 rows), without the server around it."""
+    """The first page's query (every column, 51 rows) on the bare driver, without the server around it."""
     where = "owner_id = ?" + (" AND state = ?" if state else "")
     params = (_owner_param(js, owner), *([state] if state else []))
     sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY id DESC LIMIT 51"
