@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from labcloud.db.engine import Database
-from labcloud.errors import InvalidInput
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.scheduler import Scheduler
 from labcloud.ratelimit import LoginThrottle
-from labcloud.registry import AppRegistry, EntrypointSpec, bundled_apps_dir
+from labcloud.registry import AppRegistry, bundled_apps_dir
 from labcloud.settings import Settings
 
 
@@ -40,7 +38,7 @@ class AppContext:
         from labcloud.execution.executors.local import LocalExecutor
 
         self.scheduler = Scheduler(self.db, interval_s=self.settings.scheduler_interval_s)
-        self.executor = LocalExecutor(self.settings, self.db, self.apps, self.scheduler.notify)
+        self.executor = LocalExecutor(self.settings, self.db, self.scheduler.notify)
         self.scheduler.attach(self.executor)
         self.scheduler.start()
 
@@ -52,18 +50,6 @@ class AppContext:
         if self.scheduler is not None:
             self.scheduler.notify()
 
-    def check_resources(self, overrides: dict[str, Any], spec: EntrypointSpec) -> None:
-        """Refuse at submit a job larger than anything this installation can run."""
-        if self.executor is None:
-            return
-        wanted = spec.resources.model_dump() | overrides
-        errors = [
-            {
-                "loc": ["body", "resources", key],
-                "msg": f"needs {wanted[key]:g}; this installation offers at most {limit:g}",
-            }
-            for key, limit in self.executor.max_resources().items()
-            if float(wanted.get(key, 0) or 0) > limit
-        ]
-        if errors:
-            raise InvalidInput("The job asks for more than this installation can give.", errors=errors)
+    def ceiling(self) -> dict[str, float] | None:
+        """The largest job this installation can run, to refuse bigger ones at submit."""
+        return self.executor.max_resources() if self.executor is not None else None

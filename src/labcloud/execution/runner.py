@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,7 +38,6 @@ class JobPlan:
     job_dir: Path  # control files (log, status) live here, out of the job's reach
     sandbox: SandboxPolicy | None
     grace_s: float = 5.0
-    extra_hidden: tuple[Path, ...] = field(default_factory=tuple)
 
     @property
     def work_dir(self) -> Path:
@@ -58,9 +57,6 @@ class JobPlan:
 
 
 class Reporter(Protocol):
-    def started(self, handle: Handle) -> None:
-        """The command runs; ``handle`` finds its supervisor again after a restart."""
-
     def progress(self, fraction: float) -> None: ...
 
     def cancel_requested(self) -> bool: ...

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,11 +21,6 @@ from labcloud.services.job_states import TERMINAL, FailureReason, JobState, can_
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 from labcloud.storage.paths import clean_path, confined
-
-log = logging.getLogger(__name__)
-
-# Called after a commit that queued a job or asked one to stop, so the dispatcher can act at once.
-Notifier = Callable[[], None]
 
 
 @dataclass
@@ -158,8 +151,10 @@ def submit(
     user: User,
     sub: Submission,
     *,
+    ceiling: dict[str, float] | None = None,
     rerun_of: uuid.UUID | None = None,
 ) -> Job:
+    """Queue a job. ``ceiling``: the most the executor can ever give a job; more is refused at once."""
     resolved = apps.resolve(sub.app, sub.version, sub.entrypoint)
     spec = resolved.entrypoint
     params = registry.validate_params(spec, sub.params)
@@ -167,7 +162,7 @@ def submit(
     for slot, raw in inputs.items():
         resolve_user_file(settings, user.id, raw, ["body", "inputs", slot])
     registry.job_environment(spec, params, {}, "", sub.env)  # checks the env allowlist
-    resources = _resources(spec, sub.resources)
+    resources = _resources(spec, sub.resources, ceiling or {})
     _check_tags(sub.tags)
     job = Job(
         id=new_id(),  # known before the insert, so job, tags and event go in one flush
@@ -204,7 +199,9 @@ RESOURCE_LIMITS = {
 }
 
 
-def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+def _resources(
+    spec: registry.EntrypointSpec, overrides: dict[str, Any], ceiling: dict[str, float]
+) -> dict[str, Any]:
     resources = spec.resources.model_dump()
     errors = []
     for key, value in overrides.items():
@@ -223,6 +220,14 @@ def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> dict
             )
             continue
         resources[key] = int(value) if key != "cpus" else float(value)
+    for key, limit in ceiling.items():
+        if not errors and float(resources.get(key) or 0) > limit:
+            errors.append(
+                {
+                    "loc": ["body", "resources", key],
+                    "msg": f"needs {resources[key]:g}; this installation offers at most {limit:g}",
+                }
+            )
     if errors:
         raise InvalidInput("Some resources are not valid.", errors=errors)
     return resources
@@ -288,7 +293,15 @@ def cancel(session: Session, job: Job) -> Job:
     return transition(session, job, JobState.CANCELLING, message="cancel requested")
 
 
-def rerun(session: Session, settings: Settings, apps: registry.AppRegistry, user: User, job: Job) -> Job:
+def rerun(
+    session: Session,
+    settings: Settings,
+    apps: registry.AppRegistry,
+    user: User,
+    job: Job,
+    *,
+    ceiling: dict[str, float] | None = None,
+) -> Job:
     """The same app version, entrypoint, parameters and inputs again, as a new job."""
     sub = Submission(
         app=job.app,
@@ -301,7 +314,7 @@ def rerun(session: Session, settings: Settings, apps: registry.AppRegistry, user
         name=job.name,
         tags=dict(job.tags),
     )
-    return submit(session, settings, apps, user, sub, rerun_of=job.id)
+    return submit(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=job.id)
 
 
 def delete(session: Session, settings: Settings, job: Job) -> None:

@@ -45,8 +45,7 @@ def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
 @router.post("", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Submit a job")
 def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     sub = job_service.Submission(**body.model_dump())
-    ctx.check_resources(sub.resources, ctx.apps.resolve(sub.app, sub.version, sub.entrypoint).entrypoint)
-    job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub)
+    job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling())
     session.commit()  # visible to the dispatcher before we wake it
     ctx.notify()
     return _out(job, ctx, detail=True)
@@ -98,7 +97,7 @@ def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -
 )
 def rerun(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     job = job_service.get_job(session, principal.user, job_id)
-    new = job_service.rerun(session, ctx.settings, ctx.apps, principal.user, job)
+    new = job_service.rerun(session, ctx.settings, ctx.apps, principal.user, job, ceiling=ctx.ceiling())
     session.commit()
     ctx.notify()
     return _out(new, ctx, detail=True)

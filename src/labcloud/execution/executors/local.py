@@ -46,9 +46,6 @@ class _DbReporter:
         self._last_cancel_check = time.monotonic()
         self._pending: float | None = None
 
-    def started(self, handle: Handle) -> None:  # the local executor records the handle itself
-        pass
-
     def progress(self, fraction: float) -> None:
         self._pending = fraction
         now = time.monotonic()
@@ -81,12 +78,9 @@ class _DbReporter:
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(
-        self, settings: Settings, db: Database, apps: registry.AppRegistry, notify: Callable[[], None]
-    ):
+    def __init__(self, settings: Settings, db: Database, notify: Callable[[], None]) -> None:
         self.settings = settings
         self.db = db
-        self.apps = apps
         self.notify = notify
         self.cpus = settings.local_cpus or float(os.cpu_count() or 1)
         self.memory_mb = settings.local_memory_mb or int(psutil.virtual_memory().total / 2**20 * 0.8)
@@ -361,10 +355,6 @@ class LocalExecutor(Executor):
         if problem:
             log.warning("jobs run WITHOUT a sandbox: %s (install Debian's bubblewrap)", problem)
         return problem
-
-    def held(self) -> list[uuid.UUID]:
-        with self._lock:
-            return list(self._held)
 
 
 def _failure(result: ProcessResult, job: Job) -> tuple[FailureReason, str]:
