@@ -5,7 +5,9 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path, PurePosixPath
 
-from labcloud.errors import InvalidInput
+from starlette.convertors import Convertor, register_url_convertor
+
+from labcloud.errors import InvalidPath
 
 MAX_PATH_LENGTH = 1024
 
@@ -29,7 +31,7 @@ def clean_path(raw: str, loc: list[str | int]) -> PurePosixPath:
         elif not parts:
             problem = "the path is empty"
     if problem:
-        raise InvalidInput.field(loc, problem)
+        raise InvalidPath.field(loc, problem)
     return PurePosixPath(*[p for p in path.split("/") if p not in ("", ".")])
 
 
@@ -37,5 +39,21 @@ def confined(root: Path, rel: PurePosixPath) -> Path:
     """``root/rel``, refusing anything that resolves outside ``root`` (e.g. through a symlink)."""
     target = (root / rel).resolve()
     if target != root.resolve() and root.resolve() not in target.parents:
-        raise InvalidInput.field(["path"], "the path leaves your space")
+        raise InvalidPath.field(["path"], "the path leaves your space")
     return target
+
+
+class AnyPathConvertor(Convertor[str]):
+    """Like Starlette's ``path``, but matching control characters too, so that a path holding a newline
+    reaches the handler and gets a clear 400 rather than a bare 404 from the router."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPathConvertor())

@@ -1,56 +1,237 @@
-"""Your file space: upload a raw body (`curl -T`), list a folder, download (with Range), delete."""
+"""Your file space: list, upload (raw body or form), download (Range, ETag, folders as zip), move, delete,
+and uploads that go straight to S3 storage through presigned part URLs."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.api.deps import Ctx, Reader, Writer
+from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, StreamWriter, Writer
+from labcloud.api.downloads import send_file, send_zip
 from labcloud.errors import InvalidInput
-from labcloud.services import files
+from labcloud.services import direct_uploads
+from labcloud.services import files as file_service
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/api/v1/files", tags=["files"])
-
-
-def _out(entry: files.Entry) -> dict[str, Any]:
-    return {
-        "path": entry.path,
-        "type": entry.type,
-        "size": entry.size,
-        "modified_at": entry.modified_at,
-        "sha256": entry.sha256,
-    }
+router = APIRouter(prefix="/api/v1", tags=["files"])
 
 
-@router.get("", summary="List a folder of your space")
-def list_files(principal: Reader, ctx: Ctx, prefix: str = Query("", max_length=1024)) -> dict[str, Any]:
-    items = files.list_folder(ctx.settings, principal.user.id, prefix)
-    return {"items": [_out(e) for e in items], "next_cursor": None}
+class FileOut(BaseModel):
+    path: str
+    type: str = Field(description="file or folder")
+    size: int
+    modified_at: Any
+    sha256: str | None = None
+    job_id: uuid.UUID | None = Field(None, description="The job that wrote this file, for job outputs.")
 
 
-@router.put("/{path:path}", status_code=status.HTTP_201_CREATED, summary="Upload a file (raw body)")
-async def upload(path: str, request: Request, principal: Writer, ctx: Ctx) -> dict[str, Any]:
-    """The body is stored as it is; the answer has its size and SHA-256. Replaces an existing file."""
-    length_header = request.headers.get("content-length")
-    try:
-        length = int(length_header) if length_header is not None else None
-    except ValueError:
-        raise InvalidInput.field(["header", "content-length"], "not a number") from None
-    entry = await files.upload(ctx.settings, principal.user.id, path, request.stream(), length)
+class FilePage(BaseModel):
+    items: list[FileOut]
+    next_cursor: str | None = None
+
+
+class MoveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from", max_length=2048, description="The file or folder to move.")
+    to: str = Field(max_length=2048, description="Its new path; must not exist yet.")
+
+
+class UsageOut(BaseModel):
+    used_bytes: int
+    limit_bytes: int | None = Field(description="null: no limit")
+    available_bytes: int | None
+
+
+def _out(entry: file_service.Entry) -> FileOut:
+    return FileOut(**entry.__dict__)
+
+
+@router.get("/files", response_model=FilePage, summary="List a folder of your space")
+def list_files(
+    principal: Reader,
+    session: DbSession,
+    prefix: str = Query("", max_length=2048, description="Folder to list; empty for the top."),
+    cursor: str | None = Query(None, max_length=2000),
+    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+) -> FilePage:
+    items, next_cursor = file_service.list_folder(
+        session, principal.user.id, prefix, limit=limit, cursor=cursor
+    )
+    return FilePage(items=[_out(e) for e in items], next_cursor=next_cursor)
+
+
+@router.get("/me/storage", response_model=UsageOut, summary="How much of your storage limit you use")
+def storage_usage(principal: Reader, session: DbSession, ctx: Ctx) -> UsageOut:
+    used, limit = file_service.usage(session, ctx.settings, principal.user.id)
+    return UsageOut(
+        used_bytes=used, limit_bytes=limit, available_bytes=None if limit is None else max(limit - used, 0)
+    )
+
+
+@router.post("/files:move", response_model=FileOut, summary="Move or rename a file or folder")
+def move(body: MoveIn, principal: Writer, ctx: Ctx) -> FileOut:
+    return _out(file_service.move(ctx.db, principal.user.id, body.from_, body.to))
+
+
+@router.put(
+    "/files/{path:anypath}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileOut,
+    summary="Upload a file (raw body, or a multipart form with one file)",
+)
+async def upload(path: str, request: Request, principal: StreamWriter, ctx: Ctx) -> FileOut:
+    """The body is stored as it is (`curl -T`); the answer has its size and SHA-256. Replaces a file.
+
+    Nothing is visible until the whole body has arrived; a refused or broken upload stores nothing.
+    """
+    owner = principal.user.id
+    target = file_service.clean(path, ["path", "path"])
+    length = _content_length(request)
+    await run_in_threadpool(file_service.check_target, ctx.db, owner, target, ["path", "path"])
+    if length is not None:
+        await run_in_threadpool(file_service.check_room, ctx.db, ctx.settings, owner, length, target)
+    room = await run_in_threadpool(file_service.room_left, ctx.db, ctx.settings, owner, target)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        source, size, sha256 = await _receive_form(request, ctx, room)
+    else:
+        source, size, sha256 = await file_service.receive(ctx.settings, request.stream(), length, room)
+    entry = await run_in_threadpool(
+        file_service.publish, ctx.db, ctx.storage, ctx.settings, owner, target, source, size, sha256
+    )
     return _out(entry)
 
 
-@router.get("/{path:path}", summary="Download a file")
-def download(path: str, principal: Reader, ctx: Ctx) -> FileResponse:
-    target = files.resolve(ctx.settings, principal.user.id, path)
-    if target.is_dir():
-        raise InvalidInput.field(["path", "path"], "this is a folder; list it with ?prefix=")
-    return FileResponse(target, filename=target.name)
+def _content_length(request: Request) -> int | None:
+    header = request.headers.get("content-length")
+    if header is None or request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return None
+    try:
+        return int(header)
+    except ValueError:
+        raise InvalidInput.field(["header", "content-length"], "not a number") from None
 
 
-@router.delete("/{path:path}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a file or folder")
+async def _receive_form(request: Request, ctx: Ctx, room: int | None) -> Any:
+    form = await request.form(max_files=1, max_fields=10)
+    try:
+        uploads = [v for v in form.values() if not isinstance(v, str)]
+        if not uploads:
+            raise InvalidInput.field(["body", "file"], "the form has no file")
+
+        async def chunks() -> Any:
+            while chunk := await uploads[0].read(1 << 20):
+                yield chunk
+
+        return await file_service.receive(ctx.settings, chunks(), None, room)
+    finally:
+        await form.close()
+
+
+@router.get("/files/{path:anypath}", summary="Download a file, or a folder as a zip")
+def download(path: str, request: Request, principal: StreamReader, ctx: Ctx) -> Response:
+    """Files support `Range` and `If-None-Match` (the ETag is the SHA-256). With S3 storage the answer is
+    a redirect to a short-lived presigned URL. A folder comes as a zip built while it streams."""
+    with ctx.db.session() as session:  # closed before the bytes flow
+        row = file_service.get(session, principal.user.id, path, ["path", "path"])
+        if row.kind == file_service.FILE:
+            return send_file(ctx, request, row)
+        rows = file_service.files_under(session, principal.user.id, row.path)
+    return send_zip(ctx.storage, rows, row.path, f"{row.name}.zip")
+
+
+@router.delete(
+    "/files/{path:anypath}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a file or folder"
+)
 def delete(path: str, principal: Writer, ctx: Ctx) -> Response:
-    files.delete(ctx.settings, principal.user.id, path)
+    file_service.delete_path(ctx.db, ctx.storage, principal.user.id, path)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ------------------------------------------------------------------------------- direct (S3) uploads
+
+
+class DirectUploadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(max_length=2048)
+    size: int = Field(ge=0)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Checked on completion.")
+    part_size: int | None = Field(None, ge=5 * 2**20, le=5 * 2**30, description="Default: 64 MiB.")
+
+
+class PartUrlOut(BaseModel):
+    part_number: int
+    url: str
+
+
+class DirectUploadOut(BaseModel):
+    id: uuid.UUID
+    path: str
+    size: int
+    part_size: int
+    parts: list[PartUrlOut]
+    expires_at: Any
+
+
+class PartIn(BaseModel):
+    part_number: int = Field(ge=1, le=10000)
+    etag: str = Field(max_length=200)
+
+
+class CompleteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parts: list[PartIn] = Field(min_length=1, max_length=10000)
+
+
+@router.post(
+    "/direct-uploads",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DirectUploadOut,
+    summary="Start an upload straight to S3 storage: presigned URLs, one per part",
+)
+def start_direct_upload(body: DirectUploadIn, principal: Writer, ctx: Ctx) -> DirectUploadOut:
+    """PUT each part's bytes to its URL, keep each answer's ETag, then complete. 409 on local storage."""
+    started = direct_uploads.start(
+        ctx.db,
+        ctx.storage,
+        ctx.settings,
+        principal.user.id,
+        body.path,
+        body.size,
+        body.sha256,
+        body.part_size,
+    )
+    return DirectUploadOut(**started)
+
+
+@router.post(
+    "/direct-uploads/{upload_id}/complete",
+    response_model=FileOut,
+    summary="Finish a direct upload: the server checks size and checksum, then publishes the file",
+)
+def complete_direct_upload(upload_id: uuid.UUID, body: CompleteIn, principal: Writer, ctx: Ctx) -> FileOut:
+    entry = direct_uploads.complete(
+        ctx.db,
+        ctx.storage,
+        ctx.settings,
+        principal.user.id,
+        upload_id,
+        [(p.part_number, p.etag) for p in body.parts],
+    )
+    return _out(entry)
+
+
+@router.delete(
+    "/direct-uploads/{upload_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Abandon a direct upload",
+)
+def abort_direct_upload(upload_id: uuid.UUID, principal: Writer, ctx: Ctx) -> Response:
+    direct_uploads.abort(ctx.db, ctx.storage, principal.user.id, upload_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -70,7 +70,9 @@ def login(
                 client.login(email, password)
             except ClientError as exc:
                 raise report(exc, login_hint=False) from None
-            created = client.create_token(f"cli@{socket.gethostname()}", TOKEN_SCOPES)
+            admin = bool(client.me().get("is_admin"))  # an admin's CLI can manage users and workers
+            scopes = [*TOKEN_SCOPES, "admin"] if admin else TOKEN_SCOPES
+            created = client.create_token(f"cli@{socket.gethostname()}", scopes)
             new = ClientConfig(
                 server=target, token=created["token"], email=email, token_id=str(created.get("id", ""))
             )

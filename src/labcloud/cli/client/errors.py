@@ -38,3 +38,10 @@ class ClientError(Exception):
         elif response.text.strip():
             detail = response.text.strip().splitlines()[0][:200]
         return cls(response.status_code, detail or response.reason_phrase or "request failed", errors)
+
+
+class UploadMismatch(ClientError):
+    """The file the server stored is not the local file (its SHA-256 differs, or the file changed)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, detail)

@@ -1,0 +1,90 @@
+"""Periodic cleaning: expired resumable and direct uploads, temporary files a crash left behind, and
+stored objects that no file refers to. Runs in the process that dispatches jobs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from labcloud.db.engine import Database
+from labcloud.db.types import utcnow
+from labcloud.services import direct_uploads, files, uploads
+from labcloud.settings import Settings
+from labcloud.storage.base import Storage
+
+log = logging.getLogger(__name__)
+ORPHAN_AGE = timedelta(hours=1)  # older than any upload that is between storing and indexing
+
+
+@dataclass
+class Report:
+    uploads_expired: int = 0
+    direct_uploads_expired: int = 0
+    temporary_files_removed: int = 0
+    orphans_removed: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def run_once(
+    db: Database, storage: Storage, settings: Settings, *, orphan_age: timedelta = ORPHAN_AGE
+) -> Report:
+    """One round; each task on its own, so one failing (the store unreachable) doesn't stop the others."""
+    report = Report()
+    tasks = [
+        ("uploads_expired", lambda: uploads.expire(db, settings, utcnow())),
+        ("direct_uploads_expired", lambda: direct_uploads.expire(db, storage)),
+        ("temporary_files_removed", lambda: _remove_stale_temporaries(settings)),
+        ("orphans_removed", lambda: files.sweep_orphans(db, storage, orphan_age)),
+    ]
+    for name, task in tasks:
+        try:
+            setattr(report, name, task())
+        except Exception as exc:
+            log.warning("housekeeping: %s failed: %s", name, exc)
+            report.problems.append(f"{name}: {exc}")
+    return report
+
+
+def _remove_stale_temporaries(settings: Settings) -> int:
+    """Bodies of plain uploads that a killed server never finished (live ones are minutes old at most)."""
+    folder = settings.uploads_dir / "put"
+    if not folder.is_dir():
+        return 0
+    limit = time.time() - settings.upload_expiry_hours * 3600
+    removed = 0
+    for path in folder.iterdir():
+        if path.is_file() and path.stat().st_mtime < limit:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class Housekeeper:
+    def __init__(self, db: Database, storage: Storage, settings: Settings) -> None:
+        self.db, self.storage, self.settings = db, storage, settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="labcloud-housekeeping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            report = run_once(self.db, self.storage, self.settings)
+            cleaned = (
+                report.uploads_expired
+                + report.direct_uploads_expired
+                + report.temporary_files_removed
+                + report.orphans_removed
+            )
+            if cleaned:
+                log.info("housekeeping: %s", report)
+            self._stop.wait(self.settings.housekeeping_interval_s)
