@@ -1,0 +1,180 @@
+"""Who is browsing (from the session cookie), CSRF checks, and the route class that turns errors into pages.
+
+Browser routes answer HTML even when something goes wrong: a login redirect instead of 401, an error
+page instead of problem+json. Domain rules are not repeated here; the services raise, the page shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from labcloud.api.context import AppContext
+from labcloud.api.deps import Ctx, DbSession
+from labcloud.errors import Forbidden, LabcloudError, Unauthorized
+from labcloud.services import tokens
+from labcloud.services.tokens import Principal
+from labcloud.settings import Settings
+from labcloud.web import session as web_session
+from labcloud.web.rendering import error_page
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:{store}; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def security_headers(settings: Settings) -> dict[str, str]:
+    """No inline script or style, no framing. Image previews may come from the S3 store (downloads are
+    redirects to presigned URLs there)."""
+    store = ""
+    if settings.storage_url.startswith("s3://"):
+        endpoint = urlsplit(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+        store = f" {endpoint.scheme}://{endpoint.netloc}" if endpoint else " https://*.amazonaws.com"
+    return {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY.format(store=store),
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "same-origin",
+    }
+
+
+class LoginRequired(Exception):
+    """No valid session: the browser is sent to the login page."""
+
+
+def _authenticate(request: Request, ctx: AppContext, session: Any) -> Principal:
+    browser = web_session.read(request, ctx.settings)
+    if browser is None:
+        raise LoginRequired
+    try:
+        principal = tokens.authenticate_bearer(session, ctx.settings, browser.token)
+    except Unauthorized:
+        raise LoginRequired from None
+    request.state.browser = browser
+    request.state.principal = principal
+    if browser.due_for_renewal():
+        request.state.renewed = web_session.start(principal.user, ctx.settings, browser.csrf)
+    return principal
+
+
+def page_principal(request: Request, session: DbSession, ctx: Ctx) -> Principal:
+    """The logged-in user of a page request (the request's database session is reused)."""
+    return _authenticate(request, ctx, session)
+
+
+def detached_principal(request: Request, ctx: Ctx) -> Principal:
+    """Like :func:`page_principal` for long responses (log streams, downloads): no session is held."""
+    with ctx.db.session() as session:
+        return _authenticate(request, ctx, session)
+
+
+async def _check_csrf(request: Request) -> None:
+    given = request.headers.get(web_session.CSRF_HEADER)
+    content_type = request.headers.get("content-type", "")
+    if given is None and content_type.startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        value = (await request.form()).get(web_session.CSRF_FIELD)
+        given = value if isinstance(value, str) else None
+    if not web_session.csrf_matches(request.state.browser.csrf, given):
+        raise Forbidden(
+            "This form has expired or did not come from this site. Reload the page and try again."
+        )
+
+
+async def form_principal(
+    request: Request, principal: Annotated[Principal, Depends(page_principal)]
+) -> Principal:
+    """The user of a state-changing request, after checking its CSRF token."""
+    await _check_csrf(request)
+    return principal
+
+
+async def admin_page(principal: Annotated[Principal, Depends(page_principal)]) -> Principal:
+    if not principal.user.is_admin:
+        raise Forbidden("This page is for administrators.")
+    return principal
+
+
+async def admin_form(principal: Annotated[Principal, Depends(form_principal)]) -> Principal:
+    if not principal.user.is_admin:
+        raise Forbidden("This page is for administrators.")
+    return principal
+
+
+PageUser = Annotated[Principal, Depends(page_principal)]
+FormUser = Annotated[Principal, Depends(form_principal)]
+StreamUser = Annotated[Principal, Depends(detached_principal)]
+AdminPage = Annotated[Principal, Depends(admin_page)]
+AdminForm = Annotated[Principal, Depends(admin_form)]
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: never an absolute URL or a scheme-relative one (open redirects)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def login_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    location = "/login" if target == "/" else f"/login?next={quote(target, safe='')}"
+    if request.headers.get("hx-request"):
+        return Response(status_code=200, headers={"HX-Redirect": location})
+    return RedirectResponse(location, status_code=303)
+
+
+def redirect(url: str) -> RedirectResponse:
+    """After a form: see the result with a GET (post/redirect/get)."""
+    return RedirectResponse(url, status_code=303)
+
+
+def wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+class PageRoute(APIRoute):
+    """Answers errors as HTML pages, renews the session cookie, and adds security headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            ctx: AppContext = request.app.state.ctx
+            request.state.settings = ctx.settings
+            try:
+                response = await handler(request)
+            except LoginRequired:
+                response = login_redirect(request)
+            except LabcloudError as exc:
+                response = error_page(request, exc.status, exc.title, exc.detail)
+            except RequestValidationError:
+                response = error_page(request, 404, "Not found", "This address does not name anything here.")
+            except StarletteHTTPException as exc:
+                response = error_page(request, exc.status_code, "Error", str(exc.detail))
+            except Exception:
+                log.exception("error in page %s", request.url.path)
+                response = error_page(
+                    request, 500, "Something went wrong", "An internal error occurred; it has been logged."
+                )
+            renewed = getattr(request.state, "renewed", None)
+            if renewed is not None:
+                web_session.store(response, request, ctx.settings, renewed)
+            if getattr(request.state, "flash_taken", False):
+                response.delete_cookie(web_session.FLASH_COOKIE, path="/")
+            for name, value in security_headers(ctx.settings).items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return page_handler

@@ -1,0 +1,221 @@
+"""Administration: users (invite, deactivate, promote), remote workers (register, drain, revoke) and the
+app registry's health."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+from sqlalchemy.orm import Session
+
+from labcloud import security
+from labcloud.api.context import AppContext
+from labcloud.api.deps import Ctx, DbSession
+from labcloud.errors import Conflict, InvalidInput
+from labcloud.services import users
+from labcloud.services import workers as worker_service
+from labcloud.web import session as web_session
+from labcloud.web.deps import AdminForm, AdminPage, PageRoute, redirect
+from labcloud.web.rendering import render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def _users_page(
+    request: Request, session: Any, q: str, cursor: str | None, status: int = 200, **extra: Any
+) -> Response:
+    page = users.list_users(session, limit=100, cursor=cursor, search=q or None)
+    context: dict[str, Any] = {
+        "users": page.items,
+        "next_cursor": page.next_cursor,
+        "q": q,
+        "invited": None,
+        "errors": {},
+    }
+    return render(request, "admin_users.html", {**context, **extra}, status)
+
+
+@router.get("/admin/users")
+def user_list(
+    request: Request, _admin: AdminPage, session: DbSession, q: str = "", cursor: str | None = None
+) -> Response:
+    return _users_page(request, session, q, cursor)
+
+
+@router.post("/admin/users")
+def invite(
+    request: Request,
+    _admin: AdminForm,
+    session: DbSession,
+    ctx: Ctx,
+    email: Annotated[str, Form(max_length=320)] = "",
+    name: Annotated[str, Form(max_length=200)] = "",
+    is_admin: Annotated[bool, Form()] = False,
+) -> Response:
+    """The password is generated and shown once, to hand to the new user (as the API does)."""
+    password = security.generate_password()
+    try:
+        user = users.create_user(
+            session, ctx.settings, email=email, password=password, name=name, is_admin=is_admin
+        )
+    except (InvalidInput, Conflict) as exc:
+        form = {"email": email, "name": name, "is_admin": is_admin}
+        return _users_page(request, session, "", None, exc.status, errors={"email": exc.detail}, form=form)
+    session.flush()
+    return _users_page(request, session, "", None, 201, invited={"user": user, "password": password})
+
+
+@router.post("/admin/users/{user_id}")
+def update(
+    user_id: uuid.UUID,
+    _admin: AdminForm,
+    session: DbSession,
+    ctx: Ctx,
+    action: Annotated[str, Form(max_length=20)],
+) -> Response:
+    changes: dict[str, dict[str, Any]] = {
+        "activate": {"is_active": True},
+        "deactivate": {"is_active": False},
+        "promote": {"is_admin": True},
+        "demote": {"is_admin": False},
+    }
+    if action not in changes:
+        raise InvalidInput.field(["body", "action"], f"unknown action; one of: {', '.join(changes)}")
+    user = users.get_user(session, user_id)
+    response = redirect("/admin/users")
+    try:
+        users.admin_update(session, ctx.settings, user, **changes[action])
+    except Conflict as exc:
+        web_session.flash(response, ctx.settings, exc.detail, "bad")
+        return response
+    web_session.flash(response, ctx.settings, f"{user.email}: {action}d.")
+    return response
+
+
+@router.get("/admin/apps")
+def registry_status(request: Request, _admin: AdminPage, ctx: Ctx) -> Response:
+    snapshot = ctx.apps.snapshot()
+    return render(
+        request,
+        "admin_apps.html",
+        {
+            "apps": list(snapshot.apps.values()),
+            "sources": snapshot.sources,
+            "problems": snapshot.problems,
+            "dirs": ctx.apps.dirs,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+WORKERS_PAGE_SIZE = 100
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    """``key=value`` lines (blank lines skipped) into labels; the service checks their lengths."""
+    labels: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput.field(["body", "labels"], f"line {number}: write labels as key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _field_of(exc: InvalidInput | Conflict) -> str:
+    """The form field an error is about: the labels when the service names them, else the name."""
+    loc = (exc.errors or [{}])[0].get("loc", [])
+    return "labels" if "labels" in loc else "name"
+
+
+def _workers_context(session: Session, ctx: AppContext, cursor: str | None) -> dict[str, Any]:
+    page = worker_service.list_workers(session, limit=WORKERS_PAGE_SIZE, cursor=cursor)
+    running = worker_service.running_jobs(session, [w.id for w in page.items])
+    return {
+        "workers": [
+            {"worker": w, "state": worker_service.state_of(w, ctx.settings), "running": running.get(w.id, [])}
+            for w in page.items
+        ],
+        "next_cursor": page.next_cursor,
+        "cursor": cursor,
+    }
+
+
+def _workers_page(
+    request: Request, session: Session, ctx: AppContext, cursor: str | None, status: int = 200, **extra: Any
+) -> Response:
+    context = {**_workers_context(session, ctx, cursor), "registered": None, "errors": {}, "form": {}}
+    return render(request, "admin_workers.html", {**context, **extra}, status)
+
+
+@router.get("/admin/workers")
+def worker_list(
+    request: Request, _admin: AdminPage, session: DbSession, ctx: Ctx, cursor: str | None = None
+) -> Response:
+    return _workers_page(request, session, ctx, cursor)
+
+
+@router.get("/admin/workers/rows")
+def worker_rows(
+    request: Request, _admin: AdminPage, session: DbSession, ctx: Ctx, cursor: str | None = None
+) -> Response:
+    """The table alone, polled by the page (states, heartbeats and running jobs change by themselves)."""
+    return render(request, "partials/worker_table.html", _workers_context(session, ctx, cursor))
+
+
+@router.post("/admin/workers")
+def register_worker(
+    request: Request,
+    _admin: AdminForm,
+    session: DbSession,
+    ctx: Ctx,
+    name: Annotated[str, Form(max_length=1000)] = "",
+    labels: Annotated[str, Form(max_length=20_000)] = "",
+) -> Response:
+    """Rendered directly (not redirected) so that the token is shown once and never lands in a URL."""
+    form = {"name": name, "labels": labels}
+    try:
+        if len(name.strip()) > 100:
+            raise InvalidInput.field(["body", "name"], "at most 100 characters")
+        worker, token = worker_service.register(session, name, _parse_labels(labels))
+    except (InvalidInput, Conflict) as exc:
+        return _workers_page(
+            request, session, ctx, None, exc.status, errors={_field_of(exc): exc.detail}, form=form
+        )
+    session.flush()
+    server = (ctx.settings.base_url or str(request.base_url)).rstrip("/")
+    registered = {
+        "worker": worker,
+        "token": token,
+        "command": f"LABCLOUD_WORKER_TOKEN={token} labcloud worker --server {server}",
+    }
+    return _workers_page(request, session, ctx, None, 201, registered=registered)
+
+
+@router.post("/admin/workers/{worker_id}/drain")
+def drain_worker(worker_id: uuid.UUID, _admin: AdminForm, session: DbSession, ctx: Ctx) -> Response:
+    response = redirect("/admin/workers")
+    worker = worker_service.get(session, worker_id)
+    try:
+        worker_service.drain(session, worker)
+    except Conflict as exc:
+        web_session.flash(response, ctx.settings, exc.detail, "bad")
+        return response
+    web_session.flash(
+        response, ctx.settings, f"{worker.name} is draining: it finishes its jobs and takes no more."
+    )
+    return response
+
+
+@router.post("/admin/workers/{worker_id}/revoke")
+def revoke_worker(worker_id: uuid.UUID, _admin: AdminForm, session: DbSession, ctx: Ctx) -> Response:
+    worker = worker_service.revoke(session, worker_service.get(session, worker_id))
+    session.commit()
+    ctx.notify()  # its jobs are queued again
+    response = redirect("/admin/workers")
+    web_session.flash(response, ctx.settings, f"{worker.name} is revoked: its token no longer works.")
+    return response

@@ -1,0 +1,115 @@
+"""The apps catalogue, and each app's run form generated from its entrypoint's parameter schema."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from labcloud.api.context import AppContext
+from labcloud.api.deps import Ctx, DbSession
+from labcloud.errors import InvalidInput
+from labcloud.registry import ResolvedEntrypoint
+from labcloud.services import files
+from labcloud.services import jobs as job_service
+from labcloud.services.tokens import Principal
+from labcloud.web import forms
+from labcloud.web.deps import FormUser, PageRoute, PageUser, redirect
+from labcloud.web.rendering import render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+PICKER_MAX_ENTRIES = 1000
+
+
+@router.get("/apps")
+def catalogue(request: Request, _principal: PageUser, ctx: Ctx) -> Response:
+    return render(request, "apps.html", {"apps": ctx.apps.apps()})
+
+
+def _resolve(ctx: Ctx, name: str, version: str | None, entrypoint: str | None) -> ResolvedEntrypoint:
+    """Like the registry's resolve, but a version with several entrypoints and no default opens the first."""
+    app = ctx.apps.get(name)
+    chosen = version or app.latest_version
+    if entrypoint is None and chosen in app.versions:
+        spec = app.versions[chosen]
+        entrypoint = spec.default_entrypoint_name() or next(iter(spec.entrypoints))
+    return ctx.apps.resolve(name, chosen, entrypoint)
+
+
+def file_choices(session: Session, owner_id: uuid.UUID) -> dict[str, list[str]]:
+    """Paths of the user's files and folders for the input pickers, job outputs last, bounded so that a
+    huge space still gives a quick page (any other path can be typed in)."""
+    return {
+        kind: files.list_paths(session, owner_id, kind, PICKER_MAX_ENTRIES) for kind in ("file", "folder")
+    }
+
+
+def _page(
+    request: Request, ctx: Ctx, resolved: ResolvedEntrypoint, form: forms.RunForm, status: int = 200
+) -> Response:
+    app = resolved.app
+    return render(
+        request,
+        "app.html",
+        {
+            "app": app,
+            "resolved": resolved,
+            "versions": app.sorted_versions(),
+            "entrypoints": list(app.versions[resolved.version].entrypoints),
+            "form": form,
+            "boolean_marker": forms.BOOLEAN_MARKER,
+        },
+        status,
+    )
+
+
+@router.get("/apps/{name}")
+def app_page(
+    request: Request,
+    name: str,
+    principal: PageUser,
+    session: DbSession,
+    ctx: Ctx,
+    version: str | None = None,
+    entrypoint: str | None = None,
+) -> Response:
+    resolved = _resolve(ctx, name, version, entrypoint)
+    form = forms.build(resolved.entrypoint, file_choices(session, principal.user.id), ctx.ceiling())
+    for f in form.inputs:  # "Run with this file" links from the files page
+        f.value = request.query_params.get(f.name, "")
+    return _page(request, ctx, resolved, form)
+
+
+@router.post("/apps/{name}/run")
+async def run(request: Request, name: str, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
+    data = await request.form()
+    return await run_in_threadpool(_submit, request, name, principal, session, ctx, data)
+
+
+def _submit(
+    request: Request, name: str, principal: Principal, session: Session, ctx: AppContext, data: FormData
+) -> Response:
+    version, entrypoint = data.get("version"), data.get("entrypoint")
+    resolved = _resolve(
+        ctx,
+        name,
+        version if isinstance(version, str) else None,
+        entrypoint if isinstance(entrypoint, str) else None,
+    )
+    form = forms.build(resolved.entrypoint, file_choices(session, principal.user.id), ctx.ceiling())
+    sub = forms.read(form, resolved.entrypoint, data)
+    if form.errors:
+        return _page(request, ctx, resolved, form, 422)
+    sub.app, sub.version, sub.entrypoint = resolved.app.name, resolved.version, resolved.entrypoint_name
+    try:
+        job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling())
+    except InvalidInput as exc:
+        session.rollback()
+        forms.attach_errors(form, exc.errors or [{"loc": [], "msg": exc.detail}])
+        return _page(request, ctx, resolved, form, 422)
+    session.commit()  # visible to the dispatcher before it is woken
+    ctx.notify()
+    return redirect(f"/jobs/{job.id}")

@@ -1,0 +1,75 @@
+"""Logging in and out of the browser session."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, Response
+
+from labcloud.api.deps import Ctx, DbSession
+from labcloud.errors import Forbidden, TooManyRequests, Unauthorized
+from labcloud.services import users
+from labcloud.web import session as web_session
+from labcloud.web.deps import FormUser, PageRoute, redirect, safe_next
+from labcloud.web.rendering import render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def _login_page(
+    request: Request, ctx: Ctx, next_url: str, email: str = "", error: str = "", status: int = 200
+) -> Response:
+    csrf = web_session.login_csrf(request)
+    response = render(
+        request,
+        "login.html",
+        {
+            "login_csrf": csrf,
+            "email": email,
+            "error": error,
+            "next": safe_next(next_url),
+        },
+        status,
+    )
+    web_session.store_login_csrf(response, request, ctx.settings, csrf)
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, ctx: Ctx) -> Response:
+    if web_session.read(request, ctx.settings) is not None:
+        return redirect(safe_next(request.query_params.get("next")))
+    return _login_page(request, ctx, request.query_params.get("next", "/"))
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    ctx: Ctx,
+    session: DbSession,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/",
+) -> Response:
+    """The same checks and throttle as ``POST /api/v1/auth/login``; the answer is a session cookie."""
+    expected = request.cookies.get(web_session.LOGIN_CSRF_COOKIE, "")
+    if not expected or not web_session.csrf_matches(expected, csrf_token):
+        raise Forbidden("The login form has expired or did not come from this site. Reload it and try again.")
+    address = request.client.host if request.client else "unknown"
+    try:
+        user = users.login(session, ctx.login_throttle, email, password, address)
+    except (TooManyRequests, Unauthorized) as exc:
+        return _login_page(request, ctx, next, email, exc.detail, exc.status)
+    response = redirect(safe_next(next))
+    web_session.store(response, request, ctx.settings, web_session.start(user, ctx.settings))
+    response.delete_cookie(web_session.LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, _principal: FormUser) -> Response:
+    request.state.renewed = None  # not renewed on the way out
+    response = redirect("/login")
+    web_session.clear(response)
+    return response

@@ -1,0 +1,179 @@
+"""Jobs: the list (live), one job's page (state, progress, timeline, live log, outputs), cancel, rerun.
+
+Log streams and output downloads are the API's own handlers, called with the browser's session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
+
+from labcloud.api.context import AppContext
+from labcloud.api.deps import Ctx, DbSession
+from labcloud.api.routers import jobs as api_jobs
+from labcloud.db.models import Job
+from labcloud.errors import Conflict
+from labcloud.services import files
+from labcloud.services import jobs as job_service
+from labcloud.services.job_states import TERMINAL, JobState
+from labcloud.services.tokens import Principal
+from labcloud.web import previews
+from labcloud.web import session as web_session
+from labcloud.web.deps import FormUser, PageRoute, PageUser, StreamUser, redirect
+from labcloud.web.rendering import render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+PAGE_SIZE = 50
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def _filter(state: list[str], app: str) -> tuple[job_service.JobFilter, dict[str, Any]]:
+    known = [JobState(s) for s in state if s in {m.value for m in JobState}]
+    flt = job_service.JobFilter(states=known, app=app.strip() or None)
+    return flt, {"state": [s.value for s in known], "app": app.strip()}
+
+
+def _list_context(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    ctx: AppContext,
+    state: list[str],
+    app: str,
+    cursor: str | None,
+) -> dict[str, Any]:
+    flt, chosen = _filter(state, app)
+    page = job_service.list_jobs(session, principal.user, flt, limit=PAGE_SIZE, cursor=cursor)
+    live = any(job.state not in TERMINAL for job in page.items)
+    return {
+        "jobs": page.items,
+        "next_cursor": page.next_cursor,
+        "cursor": cursor,
+        "chosen": chosen,
+        "live": live,
+        "query": request.url.query,
+        "app_names": [a.name for a in ctx.apps.apps()],
+    }
+
+
+@router.get("/jobs")
+def job_list(
+    request: Request,
+    principal: PageUser,
+    session: DbSession,
+    ctx: Ctx,
+    state: list[str] = Query([]),
+    app: str = "",
+    cursor: str | None = None,
+) -> Response:
+    return render(request, "jobs.html", _list_context(request, session, principal, ctx, state, app, cursor))
+
+
+@router.get("/jobs/rows")
+def job_rows(
+    request: Request,
+    principal: PageUser,
+    session: DbSession,
+    ctx: Ctx,
+    state: list[str] = Query([]),
+    app: str = "",
+    cursor: str | None = None,
+) -> Response:
+    """The list's table alone, polled by the page while some job on it has not ended."""
+    context = _list_context(request, session, principal, ctx, state, app, cursor)
+    return render(request, "partials/job_table.html", context)
+
+
+def _wait_message(job: Job, ctx: AppContext) -> str:
+    """Why a queued job waits, as the API says it (the executor knows)."""
+    if (
+        job.state == JobState.QUEUED.value
+        and ctx.executor is not None
+        and not job.message.startswith("retrying")
+    ):
+        return ctx.executor.wait_reason(job.resources)
+    return job.message
+
+
+def _status_context(
+    session: Session, principal: Principal, ctx: AppContext, job_id: uuid.UUID
+) -> dict[str, Any]:
+    job = job_service.get_job(session, principal.user, job_id)
+    ended = job.state in {s.value for s in TERMINAL}
+    outputs = files.job_outputs(session, job.owner_id, job.id) if ended else []
+    start = len(files.job_outputs_folder(job.id)) + 1
+    return {
+        "job": job,
+        "message": _wait_message(job, ctx),
+        "events": job_service.events(session, job),
+        "ended": ended,
+        "cancellable": job.state not in {s.value for s in TERMINAL}
+        and job.state != JobState.CANCELLING.value,
+        "outputs": [(row, row.path[start:]) for row in outputs],
+        "previews": previews.previews(ctx.storage, outputs) if ended else {},
+    }
+
+
+@router.get("/jobs/{job_id}")
+def job_page(
+    request: Request, job_id: uuid.UUID, principal: PageUser, session: DbSession, ctx: Ctx
+) -> Response:
+    context = _status_context(session, principal, ctx, job_id)
+    log_file = job_service.log_path(ctx.settings, job_id)
+    size = log_file.stat().st_size if log_file.exists() else 0
+    context["log_offset"] = max(0, size - LOG_TAIL_BYTES)
+    return render(request, "job.html", context)
+
+
+@router.get("/jobs/{job_id}/status")
+def job_status(
+    request: Request, job_id: uuid.UUID, principal: PageUser, session: DbSession, ctx: Ctx
+) -> Response:
+    """State, progress, timeline, buttons and outputs: polled by the job page until the job ends."""
+    return render(request, "partials/job_status.html", _status_context(session, principal, ctx, job_id))
+
+
+@router.get("/jobs/{job_id}/log/stream")
+async def log_stream(
+    job_id: uuid.UUID, request: Request, principal: StreamUser, ctx: Ctx, offset: int = Query(0, ge=0)
+) -> Response:
+    """The live log as server-sent events (EventSource cannot send a bearer header; the cookie goes)."""
+    return await api_jobs.logs(job_id, request, principal, ctx, follow=True, offset=offset)
+
+
+@router.get("/jobs/{job_id}/log.txt")
+async def log_text(job_id: uuid.UUID, request: Request, principal: StreamUser, ctx: Ctx) -> Response:
+    return await api_jobs.logs(job_id, request, principal, ctx, follow=False, offset=0)
+
+
+@router.get("/jobs/{job_id}/outputs.zip")
+def outputs_zip(job_id: uuid.UUID, principal: StreamUser, ctx: Ctx) -> Response:
+    return api_jobs.outputs_zip(job_id, principal, ctx)
+
+
+@router.get("/jobs/{job_id}/outputs/{path:anypath}")
+def output_file(job_id: uuid.UUID, path: str, request: Request, principal: StreamUser, ctx: Ctx) -> Response:
+    return api_jobs.output_file(job_id, path, request, principal, ctx)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
+    response = redirect(f"/jobs/{job_id}")
+    try:
+        api_jobs.cancel(job_id, principal, session, ctx)
+    except Conflict as exc:
+        web_session.flash(response, ctx.settings, exc.detail, "bad")
+    else:
+        web_session.flash(response, ctx.settings, "Cancel requested.")
+    return response
+
+
+@router.post("/jobs/{job_id}/rerun")
+def rerun(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
+    new = api_jobs.rerun(job_id, principal, session, ctx)
+    response = redirect(f"/jobs/{new.id}")
+    web_session.flash(response, ctx.settings, f"Started again as job {new.id}.")
+    return response

@@ -1,0 +1,576 @@
+"""The browser UI, page by page: log in, forms with CSRF, escaping, access rules, errors next to fields."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account
+from jobs_helpers import write_app
+from labcloud.web import session as web_session
+
+XSS = "<script>alert(1)</script>"
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def browser_login(app: Any, email: str, password: str) -> TestClient:
+    """A browser of its own (own cookie jar) logged in through the login form."""
+    browser = TestClient(app, base_url="http://testserver")
+    page = browser.get("/login")
+    assert page.status_code == 200
+    r = browser.post(
+        "/login",
+        data={"email": email, "password": password, "csrf_token": csrf_of(page.text), "next": "/"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    return browser
+
+
+@pytest.fixture
+def browser(client: TestClient, app: Any) -> TestClient:
+    return browser_login(app, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def user_browser(app: Any, user: Account) -> TestClient:
+    return browser_login(app, user.email, user.password)
+
+
+def upload(client: TestClient, account: Account, path: str, data: bytes) -> None:
+    r = client.put(f"/api/v1/files/{path}", content=data, headers=account.headers)
+    assert r.status_code == 201, r.text
+
+
+# ------------------------------------------------------------------------------------------- sessions
+
+
+def test_pages_need_a_login_and_send_the_browser_to_the_login_form(client: TestClient) -> None:
+    for path in ("/", "/files", "/jobs", "/apps/spikes", "/account"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303, path
+        assert r.headers["location"].startswith("/login"), path
+    assert client.get("/jobs?state=running", follow_redirects=False).headers["location"] == (
+        "/login?next=%2Fjobs%3Fstate%3Drunning"
+    )
+    # htmx polls are told to go to the login page instead of swapping a login form into the page
+    r = client.get("/jobs/rows", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert r.headers["HX-Redirect"] == "/login?next=%2Fjobs%2Frows"
+
+
+def test_login_sets_a_private_session_cookie_and_logout_ends_it(client: TestClient, app: Any) -> None:
+    page = client.get("/login")
+    wrong = client.post(
+        "/login",
+        data={"email": ADMIN_EMAIL, "password": "not-it", "csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert wrong.status_code == 401
+    assert "The email or password is not correct." in wrong.text
+    assert web_session.SESSION_COOKIE not in client.cookies
+
+    r = client.post(
+        "/login",
+        data={
+            "email": ADMIN_EMAIL,
+            "password": ADMIN_PASSWORD,
+            "csrf_token": csrf_of(page.text),
+            "next": "/jobs",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/jobs"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
+    dashboard = client.get("/")
+    assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
+    assert dashboard.headers["content-security-policy"].startswith("default-src 'self'")
+
+    # the session is no bearer token for the API
+    session_value = client.cookies[web_session.SESSION_COOKIE]
+    api = client.get("/api/v1/me", headers={"Authorization": f"Bearer {session_value}"})
+    assert api.status_code == 401
+
+    r = client.post("/logout", data={"csrf_token": csrf_of(dashboard.text)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_session_cookie_is_secure_when_served_over_https(client: TestClient, app: Any) -> None:
+    browser = TestClient(app, base_url="https://testserver")
+    page = browser.get("/login")
+    r = browser.post(
+        "/login",
+        data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert "Secure" in r.headers["set-cookie"]
+
+
+def test_login_form_only_accepts_its_own_csrf_token(client: TestClient) -> None:
+    client.get("/login")
+    r = client.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "csrf_token": "forged"})
+    assert r.status_code == 403
+    assert "text/html" in r.headers["content-type"]
+    assert web_session.SESSION_COOKIE not in client.cookies
+
+
+def test_open_redirects_are_refused_after_login(client: TestClient) -> None:
+    page = client.get("/login?next=//evil.example/")
+    assert 'name="next" value="/"' in page.text
+    r = client.post(
+        "/login",
+        data={
+            "email": ADMIN_EMAIL,
+            "password": ADMIN_PASSWORD,
+            "csrf_token": csrf_of(page.text),
+            "next": "https://evil.example/",
+        },
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/"
+
+
+# ----------------------------------------------------------------------------------------------- CSRF
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_forms_without_the_session_csrf_token_are_refused(browser: TestClient, token: str | None) -> None:
+    data = {"name": "cross-site-token", "scopes": ["read"]}
+    if token is not None:
+        data["csrf_token"] = token
+    r = browser.post("/account/tokens", data=data)
+    assert r.status_code == 403
+    assert "did not come from this site" in r.text
+    assert "cross-site-token" not in browser.get("/account").text
+    # and htmx/fetch calls need the header
+    assert browser.post("/ui/token").status_code == 403
+    assert browser.post("/ui/token", headers={"X-CSRF-Token": "nope"}).status_code == 403
+
+
+def test_the_page_can_get_a_short_lived_token_for_its_own_api_calls(browser: TestClient) -> None:
+    csrf = csrf_of(browser.get("/").text)
+    r = browser.post("/ui/token", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200
+    token = r.json()["access_token"]
+    me = browser.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json()["email"] == ADMIN_EMAIL
+
+
+# ---------------------------------------------------------------------------------------------- pages
+
+
+def test_every_main_page_renders(browser: TestClient) -> None:
+    for path, text in [
+        ("/", "Running and queued"),
+        ("/apps", "Spike detection"),
+        ("/apps/spikes", "Threshold spike detection"),
+        ("/apps/lif", "Sweep an E/I"),
+        ("/files", "No files yet"),
+        ("/jobs", "You have not run any jobs yet"),
+        ("/account", "API tokens"),
+        ("/admin/users", ADMIN_EMAIL),
+        ("/admin/apps", "Every app file loaded"),
+        ("/admin/workers", "No workers are registered"),
+    ]:
+        r = browser.get(path)
+        assert r.status_code == 200, (path, r.text[:500])
+        assert text in r.text, path
+
+
+def test_run_form_is_generated_from_the_parameter_schema(browser: TestClient, admin: Account) -> None:
+    upload(browser, admin, "recordings/a.csv", b"1\n2\n3\n")
+    html = browser.get("/apps/spikes").text
+    # numbers with their bounds and defaults, help text, enums as selects, the input picker with the file
+    assert re.search(
+        r'<input id="f-params-threshold" name="params.threshold" type="number"\s+value="4.5"', html
+    )
+    assert 'min="1"' in html and 'max="50"' in html
+    assert "Detection threshold in units of the noise sigma" in html
+    assert re.search(r'<select id="f-params-polarity" name="params.polarity"', html)
+    assert '<option value="neg" selected>neg</option>' in html
+    assert '<option value="recordings/a.csv"' in html
+    assert 'name="resources.memory_mb"' in html
+
+
+def test_invalid_values_are_shown_next_to_their_fields(browser: TestClient, admin: Account) -> None:
+    upload(browser, admin, "a.csv", b"1\n2\n")
+    html = browser.get("/apps/spikes").text
+    r = browser.post(
+        "/apps/spikes/run",
+        data={
+            "csrf_token": csrf_of(html),
+            "version": "1.0",
+            "entrypoint": "detect",
+            "params.threshold": "0.5",
+            "params.polarity": "neg",
+            "resources.cpus": "1",
+        },
+    )
+    assert r.status_code == 422
+    assert "The job was not started" in r.text
+    assert re.search(r'data-error-for="params.threshold">[^<]*0.5 is less than the minimum of 1', r.text)
+    assert 'value="0.5"' in r.text  # what was typed stays in the form
+    assert browser.get("/api/v1/jobs", headers=admin.headers).json()["items"] == []
+
+    no_input = browser.post("/apps/spikes/run", data={"csrf_token": csrf_of(html), "inputs.trace": ""})
+    assert no_input.status_code == 422
+    assert re.search(r'data-error-for="inputs.trace">missing required input', no_input.text)
+    not_mine = browser.post(
+        "/apps/spikes/run", data={"csrf_token": csrf_of(html), "inputs.trace": "nope.csv"}
+    )
+    assert re.search(
+        r"data-error-for=\"inputs.trace\">you have no file or folder &#39;nope.csv&#39;", not_mine.text
+    )
+
+    too_big = browser.post(
+        "/apps/spikes/run",
+        data={
+            "csrf_token": csrf_of(html),
+            "params.threshold": "5",
+            "inputs.trace": "a.csv",
+            "resources.memory_mb": "999999999",
+        },
+    )
+    assert too_big.status_code == 422
+    assert re.search(r'data-error-for="resources.memory_mb">', too_big.text)
+
+
+def test_a_job_started_from_the_form_has_its_page(browser: TestClient, admin: Account) -> None:
+    html = browser.get("/apps/hello").text
+    r = browser.post(
+        "/apps/hello/run",
+        data={
+            "csrf_token": csrf_of(html),
+            "params.name": "Ada",
+            "params.times": "2",
+            "name": "greet",
+            "tags": "exp=1",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    job_url = r.headers["location"]
+    job = browser.get("/api/v1/jobs", headers=admin.headers).json()["items"][0]
+    assert job_url == f"/jobs/{job['id']}"
+    assert job["params"] == {"name": "Ada", "times": 2} and job["tags"] == {"exp": "1"}
+    page = browser.get(job_url)
+    assert page.status_code == 200
+    assert "greet" in page.text and f'data-stream="/jobs/{job["id"]}/log/stream"' in page.text
+    assert browser.get(f"/jobs/{job['id']}/status").status_code == 200
+    listing = browser.get("/jobs/rows")
+    assert job["id"] in listing.text
+
+
+def test_user_content_is_escaped_everywhere(
+    browser: TestClient, admin: Account, user_browser: TestClient
+) -> None:
+    upload(browser, admin, "x/<img src=x onerror=alert(1)>.csv", b"1\n")
+    r = browser.post("/api/v1/jobs", json={"app": "hello", "name": XSS}, headers=admin.headers)
+    job_id = r.json()["id"]
+    for path in ("/", "/jobs", f"/jobs/{job_id}", "/jobs/rows"):
+        html = browser.get(path).text
+        assert XSS not in html, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
+    files_page = browser.get("/files?path=x").text
+    assert "<img src=x" not in files_page
+    assert "&lt;img src=x onerror=alert(1)&gt;.csv" in files_page
+    picker = browser.get("/apps/spikes").text
+    assert "<img src=x" not in picker
+
+
+def test_admin_pages_are_forbidden_to_other_users(user_browser: TestClient, user: Account) -> None:
+    for path in ("/admin/users", "/admin/apps"):
+        r = user_browser.get(path)
+        assert r.status_code == 403
+        assert "text/html" in r.headers["content-type"]
+        assert "for administrators" in r.text
+    html = user_browser.get("/").text
+    assert 'href="/admin/users"' not in html
+    r = user_browser.post("/admin/users", data={"csrf_token": csrf_of(html), "email": "x@example.org"})
+    assert r.status_code == 403
+
+
+def test_other_users_jobs_are_not_found(
+    browser: TestClient, admin: Account, user_browser: TestClient
+) -> None:
+    job_id = browser.post("/api/v1/jobs", json={"app": "hello"}, headers=admin.headers).json()["id"]
+    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/status", f"/jobs/{job_id}/outputs.zip"):
+        r = user_browser.get(path)
+        assert r.status_code == 404, path
+        assert "text/html" in r.headers["content-type"]
+
+
+def test_errors_are_pages_for_browsers_and_problems_for_the_api(browser: TestClient) -> None:
+    page = browser.get("/no/such/page", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and "<h1>Not found</h1>" in page.text
+    api = browser.get("/api/v1/no-such", headers={"Accept": "text/html"})
+    assert api.status_code == 404 and api.headers["content-type"] == "application/problem+json"
+    bad_id = browser.get("/jobs/not-a-uuid")
+    assert bad_id.status_code == 404 and "text/html" in bad_id.headers["content-type"]
+
+
+# ------------------------------------------------------------------------------------ account, admin
+
+
+def test_api_token_secret_is_shown_once_and_can_be_revoked(browser: TestClient) -> None:
+    html = browser.get("/account").text
+    r = browser.post(
+        "/account/tokens", data={"csrf_token": csrf_of(html), "name": "laptop", "scopes": ["read"]}
+    )
+    assert r.status_code == 201
+    secret = re.search(r'value="(lc_[^"]+)" id="token-secret"', r.text)
+    assert secret
+    assert (
+        browser.get("/api/v1/me", headers={"Authorization": f"Bearer {secret.group(1)}"}).status_code == 200
+    )
+    again = browser.get("/account").text
+    assert "laptop" in again and secret.group(1) not in again
+    revoke = re.search(r'action="(/account/tokens/[^/]+/revoke)"', again)
+    assert revoke
+    browser.post(revoke.group(1), data={"csrf_token": csrf_of(again)})
+    assert (
+        browser.get("/api/v1/me", headers={"Authorization": f"Bearer {secret.group(1)}"}).status_code == 401
+    )
+
+    missing = browser.post("/account/tokens", data={"csrf_token": csrf_of(again), "name": " "})
+    assert missing.status_code == 422 and "give the token a name" in missing.text
+
+
+def test_password_change_keeps_this_session_and_reports_errors_by_field(
+    user_browser: TestClient, user: Account
+) -> None:
+    html = user_browser.get("/account").text
+    wrong = user_browser.post(
+        "/account/password",
+        data={"csrf_token": csrf_of(html), "current_password": "nope", "new_password": "long-enough-1"},
+    )
+    assert wrong.status_code == 422 and "the current password is not correct" in wrong.text
+    short = user_browser.post(
+        "/account/password",
+        data={"csrf_token": csrf_of(html), "current_password": user.password, "new_password": "short"},
+    )
+    assert short.status_code == 422 and "at least 10 characters" in short.text
+    ok = user_browser.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf_of(html),
+            "current_password": user.password,
+            "new_password": "long-enough-1",
+        },
+    )
+    assert ok.status_code == 200 and "Your password is changed" in ok.text
+    assert user_browser.get("/account").status_code == 200
+
+
+def test_admin_invites_promotes_and_deactivates(browser: TestClient, app: Any) -> None:
+    html = browser.get("/admin/users").text
+    r = browser.post(
+        "/admin/users", data={"csrf_token": csrf_of(html), "email": "new@example.org", "name": XSS}
+    )
+    assert r.status_code == 201
+    assert XSS not in r.text
+    password = re.search(r'value="([^"]+)" id="invited-password"', r.text)
+    assert password
+    newcomer = browser_login(app, "new@example.org", password.group(1))
+    assert newcomer.get("/").status_code == 200
+
+    page = browser.get("/admin/users").text
+    row = page[page.index('data-user="new@example.org"') :]
+    action = re.search(r'action="(/admin/users/[^"]+)"', row)
+    assert action
+    browser.post(action.group(1), data={"csrf_token": csrf_of(page), "action": "promote"})
+    browser.post(action.group(1), data={"csrf_token": csrf_of(page), "action": "deactivate"})
+    assert newcomer.get("/", follow_redirects=False).status_code == 303  # its session ended
+
+    dup = browser.post("/admin/users", data={"csrf_token": csrf_of(page), "email": "new@example.org"})
+    assert dup.status_code == 409 and "already exists" in dup.text
+
+
+def test_registry_page_shows_files_that_failed_to_load(browser: TestClient, settings: Any) -> None:
+    settings.effective_apps_dir.mkdir(parents=True, exist_ok=True)
+    (settings.effective_apps_dir / "broken.yaml").write_text("name: broken\nversions: [\n")
+    html = browser.get("/admin/apps").text
+    assert "broken.yaml" in html and "Every app file loaded" not in html
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+
+def register_worker(browser: TestClient, name: str, labels: str = "") -> tuple[str, str]:
+    """Register through the form: (the worker token, the page that showed it)."""
+    html = browser.get("/admin/workers").text
+    r = browser.post("/admin/workers", data={"csrf_token": csrf_of(html), "name": name, "labels": labels})
+    assert r.status_code == 201, r.text
+    token = re.search(r'value="(lcw_[^"]+)" id="worker-token"', r.text)
+    assert token, "the token is not on the page"
+    return token.group(1), r.text
+
+
+def heartbeat(client: TestClient, token: str) -> None:
+    body = {
+        "capacity": {"cpus": 4, "memory_mb": 8192, "gpus": 1},
+        "free": {"cpus": 3, "memory_mb": 6144, "gpus": 1},
+        "telemetry": {"load1": 0.25, "load5": 0.5, "load15": 0.75, "disk_free_bytes": 5 * 2**30},
+        "version": "9.9",
+    }
+    r = client.post("/api/v1/worker/heartbeat", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+
+
+def worker_row(html: str, name: str) -> str:
+    start = html.index(f'data-worker="{name}"')
+    return html[start : html.index("</tr>", start)]
+
+
+def api_worker(client: TestClient, admin: Account, name: str) -> dict[str, Any]:
+    items = client.get("/api/v1/workers", headers=admin.headers).json()["items"]
+    found: dict[str, Any] = next(w for w in items if w["name"] == name)
+    return found
+
+
+def test_admin_registers_a_worker_and_sees_its_token_once(
+    browser: TestClient, client: TestClient, admin: Account
+) -> None:
+    assert 'href="/admin/workers"' in browser.get("/admin/users").text
+    token, shown = register_worker(browser, "rig-1", "platform=spinnaker\n\n gpu = a100 \n")
+    assert f"LABCLOUD_WORKER_TOKEN={token} labcloud worker --server http://testserver" in shown
+    assert 'data-copy="#worker-token"' in shown and 'data-copy="#worker-command"' in shown
+    assert 'data-worker="rig-1"' in shown
+    assert api_worker(client, admin, "rig-1")["labels"] == {"platform": "spinnaker", "gpu": "a100"}
+
+    page = browser.get("/admin/workers").text
+    assert token not in page
+    row = worker_row(page, "rig-1")
+    assert 'data-state="lost"' in row and "never" in row  # registered, not yet heard from
+    assert "platform=spinnaker" in row and "gpu=a100" in row
+    assert 'hx-get="/admin/workers/rows"' in page and 'hx-trigger="every 3s"' in page
+
+    heartbeat(client, token)
+    rows = browser.get("/admin/workers/rows")
+    assert rows.status_code == 200 and "<html" not in rows.text and token not in rows.text
+    row = worker_row(rows.text, "rig-1")
+    assert '<span class="badge ok" data-state="active">active</span>' in row
+    assert "<time datetime=" in row and "v9.9" in row
+    text = " ".join(re.sub(r"<[^>]+>", " ", row).split())
+    assert "4 CPUs · 8.0 GiB · 1 GPU free: 3 CPUs · 6.0 GiB · 1 GPU" in text
+    assert "load 0.25 / 0.5 / 0.75" in text and "5.0 GiB disk free" in text
+    assert ">Drain<" in row and "Revoke its token now" in row
+
+    dup = browser.post("/admin/workers", data={"csrf_token": csrf_of(page), "name": "rig-1"})
+    assert dup.status_code == 409 and "A worker named &#39;rig-1&#39; exists" in dup.text
+    assert 'id="worker-token"' not in dup.text
+    bad = browser.post(
+        "/admin/workers", data={"csrf_token": csrf_of(page), "name": "rig-2", "labels": "no equals sign"}
+    )
+    assert bad.status_code == 422
+    assert re.search(r'id="worker-labels-help"><p class="error">line 1: write labels as key=value', bad.text)
+    assert "no equals sign</textarea>" in bad.text  # what was typed stays
+    assert [w["name"] for w in client.get("/api/v1/workers", headers=admin.headers).json()["items"]] == [
+        "rig-1"
+    ]
+
+
+def test_drain_and_revoke_change_the_worker_state(
+    browser: TestClient, client: TestClient, admin: Account, settings: Any
+) -> None:
+    write_app(settings.effective_apps_dir, "board", ["sleep", "60"], labels={"platform": "spinnaker"})
+    token, _ = register_worker(browser, "board-1", "platform=spinnaker")
+    heartbeat(client, token)
+    job = client.post("/api/v1/jobs", json={"app": "board"}, headers=admin.headers).json()
+    claim = client.post(
+        "/api/v1/worker/claim",
+        json={"free": {"cpus": 4, "memory_mb": 8192}, "wait_s": 0},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert claim.status_code == 200 and claim.json()["job"]["id"] == job["id"], claim.text
+    page = browser.get("/admin/workers").text
+    assert f'href="/jobs/{job["id"]}"' in worker_row(page, "board-1")
+
+    drain = re.search(r'action="(/admin/workers/[^"]+/drain)"', worker_row(page, "board-1"))
+    assert drain
+    r = browser.post(drain.group(1), data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/admin/workers"
+    assert api_worker(client, admin, "board-1")["state"] == "draining"
+    page = browser.get("/admin/workers").text
+    assert "board-1 is draining" in page
+    row = worker_row(page, "board-1")
+    assert 'data-state="draining"' in row and ">Drain<" not in row  # no second drain
+    assert f'href="/jobs/{job["id"]}"' in row  # its job goes on
+
+    revoke = re.search(r'action="(/admin/workers/[^"]+/revoke)"', row)
+    assert revoke
+    assert "<details" in row and "<summary>Revoke" in row  # a second step, no script dialog
+    r = browser.post(revoke.group(1), data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    assert r.status_code == 303
+    revoked = api_worker(client, admin, "board-1")
+    assert revoked["state"] == "revoked" and revoked["running_jobs"] == []
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers=admin.headers).json()["state"] == "queued"
+    r = client.post("/api/v1/worker/heartbeat", json={}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    page = browser.get("/admin/workers").text
+    row = worker_row(page, "board-1")
+    assert '<span class="badge muted" data-state="revoked">revoked</span>' in row
+    assert "/revoke" not in row and "/drain" not in row
+    # draining a revoked worker is refused with a message, not an error page
+    r = browser.post(drain.group(1), data={"csrf_token": csrf_of(page)})
+    assert r.status_code == 200 and "This worker was revoked." in r.text
+    missing = browser.post(
+        "/admin/workers/00000000-0000-0000-0000-000000000000/drain", data={"csrf_token": csrf_of(page)}
+    )
+    assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+
+
+@pytest.mark.parametrize("csrf", [None, "forged"])
+def test_worker_forms_need_the_csrf_token(
+    browser: TestClient, client: TestClient, admin: Account, csrf: str | None
+) -> None:
+    token, page = register_worker(browser, "csrf-rig")
+    heartbeat(client, token)
+    data = {} if csrf is None else {"csrf_token": csrf}
+    r = browser.post("/admin/workers", data={**data, "name": "sneaky"})
+    assert r.status_code == 403 and "did not come from this site" in r.text
+    for action in ("drain", "revoke"):
+        url = re.search(rf'action="(/admin/workers/[^"]+/{action})"', page)
+        assert url
+        assert browser.post(url.group(1), data=data).status_code == 403
+    assert [
+        (w["name"], w["state"]) for w in client.get("/api/v1/workers", headers=admin.headers).json()["items"]
+    ] == [("csrf-rig", "active")]
+
+
+def test_the_workers_page_is_for_admins_only(
+    browser: TestClient, user_browser: TestClient, client: TestClient, admin: Account
+) -> None:
+    _, page = register_worker(browser, "admins-only")
+    drain = re.search(r'action="(/admin/workers/[^"]+/drain)"', page)
+    assert drain
+    for path in ("/admin/workers", "/admin/workers/rows"):
+        r = user_browser.get(path)
+        assert r.status_code == 403, path
+        assert "text/html" in r.headers["content-type"] and "for administrators" in r.text
+        assert "admins-only" not in r.text
+    csrf = csrf_of(user_browser.get("/").text)
+    assert user_browser.post("/admin/workers", data={"csrf_token": csrf, "name": "mine"}).status_code == 403
+    assert user_browser.post(drain.group(1), data={"csrf_token": csrf}).status_code == 403
+    assert [w["name"] for w in client.get("/api/v1/workers", headers=admin.headers).json()["items"]] == [
+        "admins-only"
+    ]
+    assert api_worker(client, admin, "admins-only")["state"] == "lost"  # not drained
+
+
+def test_worker_names_and_labels_are_escaped(browser: TestClient, client: TestClient) -> None:
+    token, shown = register_worker(browser, XSS, "<b>k</b>=<img src=x onerror=alert(1)>")
+    heartbeat(client, token)
+    for html in (shown, browser.get("/admin/workers").text, browser.get("/admin/workers/rows").text):
+        assert XSS not in html and "<img src=x" not in html and "<b>k</b>" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "&lt;b&gt;k&lt;/b&gt;=&lt;img src=x onerror=alert(1)&gt;" in html
