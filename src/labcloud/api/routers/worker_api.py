@@ -1,0 +1,228 @@
+"""What remote workers call (docs/worker-protocol.md): heartbeat and claim with the worker token; start,
+log, progress, outputs and finish with the job token that came with the claim."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from labcloud.api.deps import Ctx, oauth2_scheme
+from labcloud.api.downloads import send_file
+from labcloud.errors import InvalidInput, Unauthorized
+from labcloud.execution import outcome
+from labcloud.execution.process import ProcessResult
+from labcloud.services import files, workers
+from labcloud.services import jobs as job_service
+from labcloud.services.job_states import JobState
+
+router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"])
+MAX_WAIT_S = 30.0
+RECHECK_S = 5.0  # a waiting claim also looks again this often (jobs re-queued elsewhere)
+
+
+async def _credential(credential: Annotated[str | None, Depends(oauth2_scheme)]) -> str:
+    if not credential:
+        raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
+    return credential
+
+
+Credential = Annotated[str, Depends(_credential)]
+
+
+class Resources(BaseModel):
+    cpus: float = Field(0, ge=0)
+    memory_mb: float = Field(0, ge=0)
+    gpus: float = Field(0, ge=0)
+
+
+class HeldJob(BaseModel):
+    id: uuid.UUID
+    attempt: int
+
+
+class HeartbeatIn(BaseModel):
+    capacity: Resources = Field(default_factory=Resources)
+    free: Resources = Field(default_factory=Resources)
+    labels: dict[str, str] = Field(default_factory=dict)
+    telemetry: dict[str, Any] = Field(default_factory=dict)
+    jobs: list[HeldJob] = Field(default_factory=list, max_length=10_000)
+    version: str = Field("", max_length=64)
+
+
+class HeartbeatOut(BaseModel):
+    state: str
+    lease_seconds: int
+    heartbeat_interval_s: float
+    cancel: list[uuid.UUID]
+    abort: list[uuid.UUID]
+
+
+class ClaimIn(BaseModel):
+    free: Resources
+    labels: dict[str, str] = Field(default_factory=dict)
+    wait_s: float = Field(20.0, ge=0, le=MAX_WAIT_S)
+
+
+class FinishIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal[
+        "exited", "timeout", "out_of_memory", "start_failed", "cancelled", "staging_failed", "lost"
+    ]
+    exit_code: int | None = None
+    message: str = Field("", max_length=4000)
+    usage: dict[str, float] = Field(default_factory=dict)
+    problem: str | None = Field(
+        None, max_length=4000, description="the run ended but its outputs could not all be kept"
+    )
+
+
+class ProgressIn(BaseModel):
+    fraction: float = Field(ge=0, le=1)
+
+
+@router.post("/heartbeat", response_model=HeartbeatOut, summary="I am alive; these are my jobs")
+def heartbeat(body: HeartbeatIn, credential: Credential, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        worker = workers.authenticate(session, credential)
+        return workers.heartbeat(session, ctx.settings, worker, body.model_dump(mode="json"))
+
+
+@router.post(
+    "/claim",
+    summary="Take a job that fits (long poll)",
+    responses={200: {"description": "an assignment"}, 204: {"description": "nothing within wait_s"}},
+)
+async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ctx) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + body.wait_s
+    free = body.free.model_dump()
+    while True:
+        since = ctx.pull.waker.generation
+        found = await run_in_threadpool(_try_claim, ctx, credential, free, body.labels)
+        if found is not None:
+            return found
+        remaining = deadline - loop.time()
+        if remaining <= 0 or await request.is_disconnected():
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        await ctx.pull.waker.wait(since, min(remaining, RECHECK_S))
+        if await request.is_disconnected():  # nobody to hand a job to: leave it queued
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[str, str]) -> Any:
+    with workers.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
+        worker = workers.authenticate(session, credential)
+        claimed = workers.claim(session, ctx.settings, ctx.storage, worker, free, labels)
+        if claimed is None:
+            return None
+        return {"job": workers.assignment(claimed)}
+
+
+@router.post("/jobs/{job_id}/start", summary="Staging is done; the command starts now")
+def start(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, str]:
+    with ctx.db.session() as session:
+        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        if job.state == "staging":
+            job_service.transition(session, job, JobState.RUNNING)
+        return {"state": job.state}
+
+
+@router.get("/jobs/{job_id}/inputs/{file_id}", summary="An input file's bytes (local storage)")
+def input_file(
+    job_id: uuid.UUID, file_id: uuid.UUID, request: Request, credential: Credential, ctx: Ctx
+) -> Response:
+    with ctx.db.session() as session:
+        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        row = workers.input_file(session, job, file_id)
+        return send_file(ctx, request, row)
+
+
+@router.post("/jobs/{job_id}/log", summary="Append to the job's log at an offset (idempotent)")
+async def log(job_id: uuid.UUID, request: Request, credential: Credential, ctx: Ctx) -> Any:
+    try:
+        offset = int(request.headers.get("log-offset", ""))
+    except ValueError:
+        raise InvalidInput.field(["header", "log-offset"], "send the chunk's start offset") from None
+    data = await request.body()
+    return await run_in_threadpool(_append_log, ctx, credential, job_id, offset, data)
+
+
+def _append_log(ctx: Ctx, credential: str, job_id: uuid.UUID, offset: int, data: bytes) -> Any:
+    """Offsets count from the start of this attempt's log, which begins at the job's log base."""
+    with ctx.db.session() as session:
+        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        base = workers.log_base(job)
+    path = job_service.log_path(ctx.settings, job.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        size = max(0, fh.tell() - base)
+        if offset > size:
+            return Response(
+                status_code=status.HTTP_409_CONFLICT,
+                content=f'{{"size": {size}}}',
+                media_type="application/json",
+            )
+        fresh = data[size - offset :] if offset < size else data
+        if fresh:
+            fh.write(fresh)
+        return {"size": size + len(fresh)}
+
+
+@router.post("/jobs/{job_id}/progress", summary="How far the job is; answers whether to cancel")
+def progress(job_id: uuid.UUID, body: ProgressIn, credential: Credential, ctx: Ctx) -> dict[str, bool]:
+    with ctx.db.session() as session:
+        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        job.progress = body.fraction
+        return {"cancel": job.state == "cancelling"}
+
+
+@router.put("/jobs/{job_id}/outputs/{path:anypath}", summary="Store one output file")
+async def output(job_id: uuid.UUID, path: str, request: Request, credential: Credential, ctx: Ctx) -> Any:
+    rel = files.clean(path, ["path", "path"])
+    dest = f"{files.job_outputs_folder(job_id)}/{rel}"
+    owner = await run_in_threadpool(_held_owner, ctx, credential, job_id)
+    length_header = request.headers.get("content-length")
+    length = int(length_header) if length_header and length_header.isdigit() else None
+    source, size, sha256 = await files.receive(ctx.settings, request.stream(), length, None)
+    await run_in_threadpool(_held_owner, ctx, credential, job_id)  # still ours after the upload?
+    entries = await run_in_threadpool(
+        files.publish_many,
+        ctx.db,
+        ctx.storage,
+        ctx.settings,
+        owner,
+        [files.Upload(dest, source, size, sha256)],
+        job_id=job_id,
+        enforce_limit=False,
+    )
+    return {"path": rel, "size": entries[0].size, "sha256": entries[0].sha256}
+
+
+def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> uuid.UUID:
+    with ctx.db.session() as session:
+        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        return job.owner_id
+
+
+@router.post("/jobs/{job_id}/finish", summary="The run ended; outputs are uploaded")
+def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) -> dict[str, str]:
+    result = ProcessResult(
+        outcome=body.outcome,
+        exit_code=body.exit_code,
+        wall_s=float(body.usage.get("wall_s", 0)),
+        cpu_s=float(body.usage.get("cpu_s", 0)),
+        peak_memory_mb=float(body.usage.get("peak_memory_mb", 0)),
+        message=body.message,
+    )
+    with ctx.db.session() as session:
+        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        if outcome.succeeded(result) and body.problem is None:
+            outcome.start_finishing(session, job)
+        outcome.record_end(session, job, result, body.problem)
+        return {"state": job.state}

@@ -1,0 +1,110 @@
+"""Admin: register remote workers (token shown once), list them with their state, drain, revoke."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from labcloud.api.deps import Admin, Ctx, DbSession
+from labcloud.db.models import Worker
+from labcloud.services import workers
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+
+
+class WorkerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    labels: dict[str, str] = Field(default_factory=dict, description="e.g. {platform: spinnaker, gpu: a100}")
+
+
+class WorkerOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    labels: dict[str, str]
+    state: str = Field(description="active, draining, lost (no heartbeat for a lease) or revoked")
+    token_prefix: str
+    created_at: datetime
+    last_heartbeat_at: datetime | None
+    capacity: dict[str, Any]
+    telemetry: dict[str, Any]
+    version: str
+    running_jobs: list[uuid.UUID]
+
+
+class WorkerCreated(WorkerOut):
+    token: str = Field(description="The worker token, shown only this once.")
+
+
+class WorkerPage(BaseModel):
+    items: list[WorkerOut]
+    next_cursor: str | None = None
+
+
+def _out(worker: Worker, ctx: Ctx, running: list[uuid.UUID]) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "name": worker.name,
+        "labels": worker.labels,
+        "state": workers.state_of(worker, ctx.settings),
+        "token_prefix": worker.token_prefix,
+        "created_at": worker.created_at,
+        "last_heartbeat_at": worker.last_heartbeat_at,
+        "capacity": worker.capacity,
+        "telemetry": worker.telemetry,
+        "version": worker.version,
+        "running_jobs": running,
+    }
+
+
+@router.post(
+    "", response_model=WorkerCreated, status_code=status.HTTP_201_CREATED, summary="Register a worker"
+)
+def create(body: WorkerIn, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerCreated:
+    """Run `labcloud worker --server URL` with the returned token (env `LABCLOUD_WORKER_TOKEN`)."""
+    worker, token = workers.register(session, body.name, body.labels)
+    return WorkerCreated(**_out(worker, ctx, []), token=token)
+
+
+@router.get("", response_model=WorkerPage, summary="Workers with state, heartbeat, capacity and jobs")
+def list_all(
+    _admin: Admin,
+    session: DbSession,
+    ctx: Ctx,
+    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+    cursor: str | None = Query(None),
+) -> WorkerPage:
+    page = workers.list_workers(session, limit=limit, cursor=cursor)
+    running = workers.running_jobs(session, [w.id for w in page.items])
+    return WorkerPage(
+        items=[WorkerOut(**_out(w, ctx, running.get(w.id, []))) for w in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{worker_id}", response_model=WorkerOut, summary="One worker")
+def get_one(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
+    worker = workers.get(session, worker_id)
+    return WorkerOut(**_out(worker, ctx, workers.running_jobs(session, [worker.id]).get(worker.id, [])))
+
+
+@router.post("/{worker_id}/drain", response_model=WorkerOut, summary="Finish current jobs, take no more")
+def drain(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
+    worker = workers.drain(session, workers.get(session, worker_id))
+    return WorkerOut(**_out(worker, ctx, workers.running_jobs(session, [worker.id]).get(worker.id, [])))
+
+
+@router.post(
+    "/{worker_id}/revoke", response_model=WorkerOut, summary="Revoke the token; its jobs are re-queued"
+)
+def revoke(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
+    worker = workers.revoke(session, workers.get(session, worker_id))
+    session.commit()
+    ctx.notify()
+    return WorkerOut(**_out(worker, ctx, []))

@@ -1,0 +1,284 @@
+"""``labcloud worker`` (run a worker on this machine) and ``labcloud workers`` (admin: register, list,
+drain, revoke)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.text import Text
+
+from labcloud.cli.client.errors import ClientError
+from labcloud.cli.client.ui import (
+    age,
+    compact,
+    err,
+    fail,
+    handle_errors,
+    open_client,
+    out,
+    parse_time,
+    print_json,
+    table,
+)
+
+if TYPE_CHECKING:
+    from labcloud.cli.client.http import LabcloudClient
+
+TOKEN_ENV = "LABCLOUD_WORKER_TOKEN"
+TOKEN_FILE_ENV = "LABCLOUD_WORKER_TOKEN_FILE"
+STATE_STYLES = {"active": "green", "draining": "yellow", "lost": "bold red", "revoked": "dim"}
+
+
+def _labels(items: list[str], option: str = "--label") -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"{option} {item!r}: write it as KEY=VALUE", 2)
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _read_token(token: str | None, token_file: Path | None) -> str:
+    if token:
+        return token.strip()
+    if token_file is not None:
+        try:
+            text = token_file.expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise fail(f"cannot read the token file {token_file}: {exc.strerror or exc}", 2) from None
+        if text:
+            return text.splitlines()[0].strip()
+        raise fail(f"the token file {token_file} is empty", 2)
+    raise fail(
+        f"no worker token: set {TOKEN_ENV} (or --token-file FILE); an admin makes one with "
+        "labcloud workers add NAME",
+        2,
+    )
+
+
+def worker(
+    server: str = typer.Option(
+        ...,
+        "--server",
+        envvar=["LABCLOUD_WORKER_SERVER", "LABCLOUD_SERVER"],
+        help="The labcloud server's URL.",
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar=TOKEN_ENV,
+        show_envvar=True,
+        help=f"The worker token (lcw_...). Prefer ${TOKEN_ENV} or --token-file: arguments are visible in ps.",
+    ),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        envvar=TOKEN_FILE_ENV,
+        help="A file holding the worker token (hidden from jobs).",
+    ),
+    cpus: float = typer.Option(0, "--cpus", min=0, help="CPUs jobs may fill (default: all)."),
+    memory_mb: int = typer.Option(
+        0, "--memory-mb", min=0, help="Memory jobs may fill (default: 80% of RAM)."
+    ),
+    gpus: int = typer.Option(0, "--gpus", min=0, help="GPUs jobs may use."),
+    label: list[str] = typer.Option(
+        [], "--label", metavar="KEY=VALUE", help="A label jobs can ask for (platform=spinnaker); repeat."
+    ),
+    work_dir: Path = typer.Option(
+        Path("labcloud-worker"),
+        "--work-dir",
+        envvar="LABCLOUD_WORKER_DIR",
+        help="Where job folders live (one worker per folder).",
+    ),
+    sandbox: str = typer.Option(
+        "auto",
+        "--sandbox",
+        help="auto: bubblewrap when it works; required: refuse to start without it; off: never.",
+    ),
+    kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Run jobs from a labcloud server on this machine (pulls over HTTP(S); only outbound connections).
+
+    SIGTERM or Ctrl-C: take no more jobs, exit when the running ones end; a second signal cancels them.
+
+    Exit code 3: the server refused the token (revoked or wrong); 1: the server could not be reached.
+    """
+    from labcloud.worker.agent import WorkerAgent, WorkerConfig, configure_logging
+
+    if sandbox not in ("auto", "required", "off"):
+        raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
+    secret = _read_token(token, token_file)
+    os.environ.pop(TOKEN_ENV, None)  # not inherited by anything this process starts
+    configure_logging(log_level)
+    config = WorkerConfig(
+        server=server,
+        token=secret,
+        cpus=cpus or float(os.cpu_count() or 1),
+        memory_mb=memory_mb,
+        gpus=gpus,
+        labels=_labels(label),
+        work_dir=work_dir,
+        sandbox=sandbox,  # type: ignore[arg-type]
+        token_file=token_file.expanduser().resolve() if token_file else None,
+        kill_grace_s=kill_grace,
+        # a worker beside a labcloud server: its data dir and config stay out of the jobs' sight too
+        extra_hidden=tuple(
+            Path(os.environ[v]) for v in ("LABCLOUD_HOME", "LABCLOUD_CONFIG") if os.environ.get(v)
+        ),
+    )
+    raise typer.Exit(WorkerAgent(config).run())
+
+
+# ---------------------------------------------------------------------------------------------- admin
+
+workers_app = typer.Typer(
+    help="Admin: remote workers (register, list, drain, revoke).", no_args_is_help=False
+)
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _find(client: LabcloudClient, name_or_id: str) -> dict[str, Any]:
+    items = list(client.pages("/workers", {}))
+    for item in items:
+        if name_or_id in (item.get("id"), item.get("name")):
+            return item
+    matches = (
+        [i for i in items if str(i.get("id", "")).startswith(name_or_id)] if len(name_or_id) >= 6 else []
+    )
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(sorted(str(i.get("name")) for i in items)) or "none registered"
+    raise fail(f"no worker named {name_or_id!r} (workers: {known})")
+
+
+def _capacity(capacity: dict[str, Any]) -> str:
+    if not capacity:
+        return ""
+    free = capacity.get("free") or {}
+    parts = []
+    for key, unit in (("cpus", "CPU"), ("memory_mb", "MB"), ("gpus", "GPU")):
+        if key not in capacity or (key == "gpus" and not capacity.get(key)):
+            continue
+        total = float(capacity[key])
+        used = total - float(free.get(key, total))
+        parts.append(f"{used:g}/{total:g} {unit}")
+    return " · ".join(parts)
+
+
+def _admin_hint(exc: ClientError) -> None:
+    if exc.status == 403:
+        err.print(
+            "workers are managed with an administrator's token that has the 'admin' scope "
+            "(set LABCLOUD_TOKEN to one)"
+        )
+
+
+@workers_app.callback(invoke_without_command=True)
+@handle_errors
+def workers(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
+    """List the workers: state, last heartbeat, capacity in use, running jobs, labels."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with open_client() as client:
+        try:
+            items = list(client.pages("/workers", {}))
+        except ClientError as exc:
+            _admin_hint(exc)
+            raise
+    if json_out:
+        print_json(items)
+        return
+    if not items:
+        err.print("no workers registered (labcloud workers add NAME)")
+        return
+    grid = table("name", "state", "heartbeat", "in use", "jobs", "labels", "version", "id")
+    for item in items:
+        seen = parse_time(item.get("last_heartbeat_at"))
+        jobs = item.get("running_jobs") or []
+        grid.add_row(
+            Text(str(item.get("name", ""))),
+            Text(str(item.get("state", "")), style=STATE_STYLES.get(str(item.get("state")), "")),
+            f"{age(seen)} ago" if seen else "never",
+            _capacity(item.get("capacity") or {}),
+            str(len(jobs)),
+            Text(compact(item.get("labels") or {})),
+            Text(str(item.get("version") or "")),
+            Text(str(item.get("id", ""))),
+        )
+    out.print(grid)
+
+
+@workers_app.command("add")
+@handle_errors
+def add(
+    name: str = typer.Argument(..., help="A name for the worker or pool."),
+    label: list[str] = typer.Option(
+        [], "--label", metavar="KEY=VALUE", help="A label its jobs may require (gpu=a100); repeat."
+    ),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Register a worker; its token is printed once (on stdout)."""
+    with open_client() as client:
+        try:
+            created: dict[str, Any] = client.json(
+                "POST", "/workers", json={"name": name, "labels": _labels(label)}
+            )
+        except ClientError as exc:
+            _admin_hint(exc)
+            raise
+        server = client.base_url
+    if json_out:
+        print_json(created)
+        return
+    err.print(
+        f"registered worker {created.get('name')} ({created.get('id')}). Its token, shown only now, is on "
+        f"standard output. On the worker machine:\n"
+        f"  {TOKEN_ENV}=<token> labcloud worker --server {server}"
+    )
+    out.print(str(created["token"]))
+
+
+def _act(name_or_id: str, action: str) -> dict[str, Any]:
+    with open_client() as client:
+        try:
+            worker = _find(client, name_or_id)
+            result: dict[str, Any] = client.json("POST", f"/workers/{worker['id']}/{action}")
+        except ClientError as exc:
+            _admin_hint(exc)
+            raise
+    return result
+
+
+@workers_app.command("drain")
+@handle_errors
+def drain(name_or_id: str = typer.Argument(..., metavar="NAME_OR_ID"), json_out: bool = JSON_OPTION) -> None:
+    """Let a worker finish its running jobs and take no more."""
+    result = _act(name_or_id, "drain")
+    if json_out:
+        print_json(result)
+        return
+    running = len(result.get("running_jobs") or [])
+    err.print(
+        f"worker {result.get('name')} is draining: it finishes its {running} running job(s), takes no more"
+    )
+
+
+@workers_app.command("revoke")
+@handle_errors
+def revoke(name_or_id: str = typer.Argument(..., metavar="NAME_OR_ID"), json_out: bool = JSON_OPTION) -> None:
+    """Revoke a worker's token at once; its running jobs go back to the queue."""
+    result = _act(name_or_id, "revoke")
+    if json_out:
+        print_json(result)
+        return
+    err.print(f"worker {result.get('name')} revoked: its token no longer works; its jobs were queued again")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker", rich_help_panel="Compute")(worker)
+    app.add_typer(workers_app, name="workers", rich_help_panel="Compute")

@@ -1,0 +1,408 @@
+"""Remote workers: registration, heartbeats, atomic claims with leases, and job-scoped tokens.
+
+A claim moves one queued job to ``staging`` with one conditional update, so two workers can never both
+take it; on PostgreSQL the candidates are also read ``FOR UPDATE SKIP LOCKED`` so concurrent claimers do
+not queue behind each other. Every claim is a new attempt: the job token names the attempt, and a worker
+whose attempt is no longer the job's current one is refused on every call (fenced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import uuid
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labcloud import security
+from labcloud.db.models import FileEntry, Job, Worker
+from labcloud.db.types import utcnow
+from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound, Unauthorized
+from labcloud.services import files
+from labcloud.services import jobs as job_service
+from labcloud.services.job_states import ACTIVE, FailureReason, JobState
+from labcloud.services.pagination import Page, paginate
+from labcloud.settings import Settings
+from labcloud.storage.base import Storage
+
+WORKER_TOKEN_PREFIX = "lcw_"
+JOB_TOKEN_PREFIX = "lcj_"
+JOB_TOKEN_AUDIENCE = "labcloud-job"
+CANDIDATES = 32  # queued jobs looked at per claim
+PULL = "pull"
+_SQLITE_CLAIMS = threading.Lock()
+
+
+def claim_turn(dialect: str) -> AbstractContextManager[Any]:
+    """Hold around a claim's whole transaction. SQLite has one writer and no row locks: claims in one
+    process take turns instead of racing for the same job and waiting on "database is locked"."""
+    return _SQLITE_CLAIMS if dialect == "sqlite" else nullcontext()
+
+
+class Fenced(LabcloudError):
+    status, title, type_slug = 409, "No longer yours", "fenced"
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+def register(session: Session, name: str, labels: dict[str, str]) -> tuple[Worker, str]:
+    name = name.strip()
+    if not name:
+        raise InvalidInput.field(["body", "name"], "a worker needs a name")
+    if session.scalar(select(Worker).where(Worker.name == name)) is not None:
+        raise Conflict(f"A worker named '{name}' exists; pick another name or revoke it first.")
+    secret = WORKER_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    worker = Worker(
+        name=name,
+        labels=_check_labels(labels, ["body", "labels"]),
+        token_hash=_digest(secret),
+        token_prefix=secret[:12],
+    )
+    session.add(worker)
+    session.flush()
+    return worker, secret
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _check_labels(labels: dict[str, str], loc: list[str | int]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not key or len(key) > 64 or len(str(value)) > 200:
+            raise InvalidInput.field(loc, f"label '{key[:64]}': keys are 1-64 characters, values up to 200")
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def authenticate(session: Session, credential: str) -> Worker:
+    if not credential.startswith(WORKER_TOKEN_PREFIX):
+        raise Unauthorized("This needs a worker token (lcw_...).")
+    worker = session.scalar(select(Worker).where(Worker.token_hash == _digest(credential)))
+    if worker is None or worker.state == "revoked":
+        raise Unauthorized("The worker token is unknown or was revoked.")
+    return worker
+
+
+def get(session: Session, worker_id: uuid.UUID) -> Worker:
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFound(f"No worker {worker_id}.")
+    return worker
+
+
+def state_of(worker: Worker, settings: Settings, now: datetime | None = None) -> str:
+    """active, draining, revoked, or lost (no heartbeat for longer than a lease)."""
+    if worker.state == "revoked":
+        return "revoked"
+    now = now or utcnow()
+    seen = worker.last_heartbeat_at
+    if seen is None or now - seen > timedelta(seconds=settings.lease_seconds):
+        return "lost"
+    return worker.state
+
+
+def running_jobs(session: Session, worker_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    rows = session.execute(
+        select(Job.worker_id, Job.id).where(
+            Job.worker_id.in_(worker_ids), Job.state.in_([s.value for s in ACTIVE])
+        )
+    ).all()
+    out: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for worker_id, job_id in rows:
+        if worker_id is not None:
+            out.setdefault(worker_id, []).append(job_id)
+    return out
+
+
+def list_workers(session: Session, *, limit: int, cursor: str | None) -> Page[Worker]:
+    return paginate(session, select(Worker), Worker.id, limit=limit, cursor=cursor, newest_first=False)
+
+
+def drain(session: Session, worker: Worker) -> Worker:
+    if worker.state == "revoked":
+        raise Conflict("This worker was revoked.")
+    worker.state = "draining"
+    return worker
+
+
+def revoke(session: Session, worker: Worker) -> Worker:
+    """The token stops working at once; the worker's jobs are queued again (or failed) now."""
+    worker.state = "revoked"
+    worker.revoked_at = utcnow()
+    for job in session.scalars(
+        select(Job).where(Job.worker_id == worker.id, Job.state.in_([s.value for s in ACTIVE]))
+    ):
+        _lose(session, job, "its worker's token was revoked")
+    return worker
+
+
+def _lose(session: Session, job: Job, why: str) -> None:
+    job.previous_worker_id = job.worker_id
+    if job.state == JobState.CANCELLING.value:
+        job_service.transition(session, job, JobState.CANCELLED, message=f"cancelled; {why}")
+        return
+    job_service.fail_or_retry(session, job, FailureReason.WORKER_LOST, why)
+
+
+# ------------------------------------------------------------------------------------------ heartbeats
+
+
+def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+    now = utcnow()
+    worker.last_heartbeat_at = now
+    worker.capacity = dict(body.get("capacity") or {}) | {"free": dict(body.get("free") or {})}
+    worker.telemetry = dict(body.get("telemetry") or {})
+    worker.version = str(body.get("version") or "")[:64]
+    held = {uuid.UUID(str(j["id"])): int(j["attempt"]) for j in body.get("jobs") or []}
+    cancel, abort = [], []
+    lease_until = now + timedelta(seconds=settings.lease_seconds)
+    jobs = session.scalars(select(Job).where(Job.id.in_(list(held)))).all() if held else []
+    found = {job.id: job for job in jobs}
+    for job_id, attempt in held.items():
+        job = found.get(job_id)
+        mine = (
+            job is not None
+            and job.worker_id == worker.id
+            and job.attempts == attempt
+            and JobState(job.state) in ACTIVE
+        )
+        if not mine:
+            abort.append(job_id)
+            continue
+        assert job is not None
+        job.lease_expires_at = lease_until
+        if job.state == JobState.CANCELLING.value:
+            cancel.append(job_id)
+    return {
+        "state": worker.state,
+        "lease_seconds": settings.lease_seconds,
+        "heartbeat_interval_s": heartbeat_interval(settings),
+        "cancel": cancel,
+        "abort": abort,
+    }
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    return max(0.2, min(10.0, settings.lease_seconds / 4))
+
+
+def expire_leases(session: Session, now: datetime | None = None) -> int:
+    """Jobs whose worker stopped renewing: queued again while attempts remain, else failed."""
+    now = now or utcnow()
+    stmt = select(Job).where(
+        Job.executor == PULL,
+        Job.state.in_([s.value for s in ACTIVE]),
+        Job.lease_expires_at < now,
+    )
+    lost = list(session.scalars(stmt))
+    for job in lost:
+        try:
+            _lose(session, job, "its worker stopped answering (lease expired)")
+        except Conflict:  # the worker reported at the last moment
+            continue
+    return len(lost)
+
+
+# ------------------------------------------------------------------------------------------ claims
+
+
+@dataclass
+class Claimed:
+    job: Job
+    token: str
+    token_expires_at: datetime
+    inputs: dict[str, dict[str, Any]]
+
+
+def claim(
+    session: Session,
+    settings: Settings,
+    storage: Storage,
+    worker: Worker,
+    free: dict[str, float],
+    labels: dict[str, str],
+) -> Claimed | None:
+    """Take the oldest queued job this worker can run, or None."""
+    if worker.state != "active":
+        return None
+    have = {**labels, **worker.labels}
+    stmt = (
+        select(Job)
+        .where(Job.state == JobState.QUEUED.value, Job.executor == PULL)
+        .order_by(Job.id)
+        .limit(CANDIDATES)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    for _ in range(3):  # look again when every fitting candidate went to a faster claimer
+        candidates = list(session.scalars(stmt))
+        candidates.sort(key=lambda j: j.previous_worker_id == worker.id)  # another worker's lost job first
+        raced = False
+        for job in candidates:
+            if not _fits(job.resources, free) or not _labels_match(job.spec.get("labels") or {}, have):
+                continue
+            try:
+                job_service.transition(
+                    session,
+                    job,
+                    JobState.STAGING,
+                    attempts=job.attempts + 1,
+                    worker_id=worker.id,
+                    lease_expires_at=utcnow() + timedelta(seconds=settings.lease_seconds),
+                    message=f"on worker {worker.name}",
+                )
+            except Conflict:  # cancelled, or taken by a claimer that did not lock
+                raced = True
+                continue
+            session.refresh(job)
+            try:
+                inputs = _inputs(session, settings, storage, job)
+            except InvalidInput as exc:
+                job_service.transition(
+                    session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
+                )
+                continue
+            job.executor_ref = json.dumps({"log_base": _open_attempt_log(settings, job, worker)})
+            token, expires = issue_job_token(settings, job, worker)
+            return Claimed(job, token, expires, inputs)
+        if not raced:
+            return None
+    return None
+
+
+def _open_attempt_log(settings: Settings, job: Job, worker: Worker) -> int:
+    """Where this attempt's log starts in the job's log: a worker counts offsets from its own first byte,
+    so a retry appends after the earlier attempts' lines instead of being refused as out of place."""
+    path = job_service.log_path(settings, job.id)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, "ab") as fh:
+        fh.write(f"[labcloud] attempt {job.attempts} on worker {worker.name}\n".encode())
+        return fh.tell()
+
+
+def log_base(job: Job) -> int:
+    """The byte of the job's log where the current attempt's log starts (see :func:`claim`)."""
+    try:
+        return int(json.loads(job.executor_ref or "{}").get("log_base", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _fits(resources: dict[str, Any], free: dict[str, float]) -> bool:
+    for key in ("cpus", "memory_mb", "gpus"):
+        need = float(resources.get(key) or 0)
+        if need > float(free.get(key, 0) or 0) + 1e-9:
+            return False
+    return True
+
+
+def _labels_match(required: dict[str, str], have: dict[str, str]) -> bool:
+    return all(have.get(k) == str(v) for k, v in required.items())
+
+
+def _inputs(session: Session, settings: Settings, storage: Storage, job: Job) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for slot, raw in job.inputs.items():
+        entry = files.resolve_input(session, job.owner_id, raw, ["inputs", slot])
+        items = []
+        for rel, row in files.input_entries(session, job.owner_id, entry):
+            url = storage.presigned_get(row.blob_key or "", row.name, settings.presign_expiry_s)
+            items.append(
+                {
+                    "path": rel,
+                    "size": row.size,
+                    "sha256": row.sha256,
+                    "url": url or f"/api/v1/worker/jobs/{job.id}/inputs/{row.id}",
+                }
+            )
+        out[slot] = {"name": entry.name, "files": items}
+    return out
+
+
+def assignment(claimed: Claimed) -> dict[str, Any]:
+    job = claimed.job
+    return {
+        "id": job.id,
+        "attempt": job.attempts,
+        "token": claimed.token,
+        "token_expires_at": claimed.token_expires_at,
+        "lease_expires_at": job.lease_expires_at,
+        "app": job.app,
+        "version": job.version,
+        "entrypoint": job.entrypoint,
+        "spec": job.spec,
+        "params": job.params,
+        "env": job.env,
+        "resources": job.resources,
+        "inputs": claimed.inputs,
+    }
+
+
+# ------------------------------------------------------------------------------------------ job tokens
+
+
+def issue_job_token(settings: Settings, job: Job, worker: Worker) -> tuple[str, datetime]:
+    timeout = float(job.resources.get("timeout_s") or 3600)
+    expires = utcnow() + timedelta(seconds=timeout + settings.lease_seconds + 3600)
+    claims = {
+        "sub": str(job.id),
+        "wid": str(worker.id),
+        "att": job.attempts,
+        "aud": JOB_TOKEN_AUDIENCE,
+        "exp": int(expires.timestamp()),
+    }
+    token = jwt.encode(claims, settings.signing_key, algorithm=security.JWT_ALGORITHM)
+    return JOB_TOKEN_PREFIX + token, expires
+
+
+def held_job(session: Session, settings: Settings, credential: str, job_id: uuid.UUID) -> tuple[Job, Worker]:
+    """The job a job token was issued for, if its worker still holds that attempt; else 401 or 409."""
+    if not credential.startswith(JOB_TOKEN_PREFIX):
+        raise Unauthorized("This needs the job token (lcj_...) given with the claim.")
+    try:
+        claims = jwt.decode(
+            credential[len(JOB_TOKEN_PREFIX) :],
+            settings.signing_key,
+            algorithms=[security.JWT_ALGORITHM],
+            audience=JOB_TOKEN_AUDIENCE,
+            options={"require": ["exp", "sub"]},
+        )
+        token_job, worker_id, attempt = uuid.UUID(claims["sub"]), uuid.UUID(claims["wid"]), int(claims["att"])
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+        raise Unauthorized("The job token is invalid or has expired.") from None
+    if token_job != job_id:
+        raise NotFound(f"No job {job_id} for this token.")
+    worker = session.get(Worker, worker_id)
+    if worker is None or worker.state == "revoked":
+        raise Unauthorized("The worker token behind this job token was revoked.")
+    job = session.get(Job, job_id)
+    if job is None:
+        raise Fenced(f"Job {job_id} no longer exists.")
+    if job.worker_id != worker_id or job.attempts != attempt or JobState(job.state) not in ACTIVE:
+        raise Fenced(
+            f"Job {job_id} is no longer held by this worker (attempt {attempt}; the job is at attempt "
+            f"{job.attempts}, {job.state}). Stop it and report nothing more."
+        )
+    return job, worker
+
+
+def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry:
+    """An input file of the job (by file id), for a worker staging it."""
+    row = session.get(FileEntry, file_id)
+    if row is None or row.owner_id != job.owner_id or row.kind != files.FILE:
+        raise NotFound("No such input file.")
+    for slot, raw in job.inputs.items():
+        entry = files.resolve_input(session, job.owner_id, raw, ["inputs", slot])
+        if row.path == entry.path or row.path.startswith(entry.path + "/"):
+            return row
+    raise NotFound("No such input file.")

@@ -1,0 +1,322 @@
+"""The worker protocol, spoken by hand: claims, leases, fencing, revocation (no worker process here)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from conftest import Account
+from jobs_helpers import write_app
+from labcloud.db.models import Job
+from labcloud.services import workers
+from labcloud.settings import Settings
+
+FREE = {"cpus": 4, "memory_mb": 8192, "gpus": 0}
+
+
+@pytest.fixture
+def pull_settings(settings: Settings) -> Settings:
+    settings.executor = "pull"
+    settings.lease_seconds = 30
+    return settings
+
+
+@pytest.fixture
+def pclient(pull_settings: Settings, client: TestClient) -> Iterator[TestClient]:
+    yield client
+
+
+def register(client: TestClient, admin: Account, name: str, **labels: str) -> str:
+    r = client.post("/api/v1/workers", json={"name": name, "labels": labels}, headers=admin.headers)
+    assert r.status_code == 201, r.text
+    token: str = r.json()["token"]
+    assert token.startswith("lcw_")
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def claim(client: TestClient, token: str, **extra: Any) -> dict[str, Any] | None:
+    body = {"free": FREE, "wait_s": 0, **extra}
+    r = client.post("/api/v1/worker/claim", json=body, headers=bearer(token))
+    if r.status_code == 204:
+        return None
+    assert r.status_code == 200, r.text
+    job: dict[str, Any] = r.json()["job"]
+    return job
+
+
+def submit(client: TestClient, user: Account, **body: Any) -> dict[str, Any]:
+    r = client.post(
+        "/api/v1/jobs", json={"app": "hello", "params": {"times": 1}, **body}, headers=user.headers
+    )
+    assert r.status_code == 201, r.text
+    job: dict[str, Any] = r.json()
+    return job
+
+
+def test_a_job_through_the_protocol(pclient: TestClient, admin: Account, user: Account) -> None:
+    token = register(pclient, admin, "rig-1")
+    job = submit(pclient, user)
+    assert job["message"] == "waiting for a worker"
+    assert claim(pclient, register(pclient, admin, "other"), free={"cpus": 0.1, "memory_mb": 1}) is None
+    got = claim(pclient, token)
+    assert got is not None and got["id"] == job["id"] and got["attempt"] == 1
+    jt = bearer(got["token"])
+    assert got["spec"]["command"][0] == "python" and got["params"] == {"name": "world", "times": 1}
+    assert claim(pclient, token) is None  # nothing else queued
+    assert pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == "staging"
+
+    assert pclient.post(f"/api/v1/worker/jobs/{job['id']}/start", json={}, headers=jt).json() == {
+        "state": "running"
+    }
+    log = b"hello from far away\n"
+    r = pclient.post(f"/api/v1/worker/jobs/{job['id']}/log", content=log, headers={**jt, "Log-Offset": "0"})
+    assert r.json() == {"size": len(log)}
+    again = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/log", content=log, headers={**jt, "Log-Offset": "0"}
+    )
+    assert again.json() == {"size": len(log)}  # a resent chunk is not written twice
+    gap = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/log", content=b"x", headers={**jt, "Log-Offset": "999"}
+    )
+    assert gap.status_code == 409 and gap.json() == {"size": len(log)}
+    assert pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/progress", json={"fraction": 0.5}, headers=jt
+    ).json() == {"cancel": False}
+    out = pclient.put(f"/api/v1/worker/jobs/{job['id']}/outputs/sub/greeting.txt", content=b"hi", headers=jt)
+    assert out.status_code == 200 and out.json()["sha256"] == hashlib.sha256(b"hi").hexdigest()
+    done = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/finish",
+        json={
+            "outcome": "exited",
+            "exit_code": 0,
+            "usage": {"wall_s": 1.5, "cpu_s": 0.2, "peak_memory_mb": 30},
+        },
+        headers=jt,
+    )
+    assert done.json() == {"state": "succeeded"}
+    final = pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()
+    assert final["message"] == "1 output file" and final["usage"]["wall_s"] == 1.5
+    assert pclient.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text == log.decode()
+    assert (
+        pclient.get(f"/api/v1/jobs/{job['id']}/outputs/sub/greeting.txt", headers=user.headers).content
+        == b"hi"
+    )
+    late = pclient.post(f"/api/v1/worker/jobs/{job['id']}/progress", json={"fraction": 1}, headers=jt)
+    assert late.status_code == 409 and late.json()["type"].endswith("fenced")
+
+
+def test_a_lost_lease_requeues_and_fences_the_late_worker(
+    pclient: TestClient, settings: Settings, admin: Account, user: Account
+) -> None:
+    slow, fast = register(pclient, admin, "slow"), register(pclient, admin, "fast")
+    job = submit(pclient, user)
+    first = claim(pclient, slow)
+    assert first is not None
+    one = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/log",
+        content=b"one\n",
+        headers={**bearer(first["token"]), "Log-Offset": "0"},
+    )
+    assert one.json() == {"size": 4}
+    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    with ctx.db.session() as session:
+        session.execute(update(Job).values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    with ctx.db.session() as session:
+        assert workers.expire_leases(session) == 1
+    assert pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == "queued"
+    second = claim(pclient, fast)
+    assert second is not None and second["attempt"] == 2
+    for call in ("start", "finish"):
+        body = {} if call == "start" else {"outcome": "exited", "exit_code": 0}
+        r = pclient.post(f"/api/v1/worker/jobs/{job['id']}/{call}", json=body, headers=bearer(first["token"]))
+        assert r.status_code == 409 and r.json()["type"].endswith("fenced")
+    beat = pclient.post(
+        "/api/v1/worker/heartbeat", json={"jobs": [{"id": job["id"], "attempt": 1}]}, headers=bearer(slow)
+    ).json()
+    assert beat["abort"] == [job["id"]] and beat["cancel"] == []
+    # the second attempt counts log offsets from its own start; its lines follow the first attempt's
+    for _ in range(2):
+        two = pclient.post(
+            f"/api/v1/worker/jobs/{job['id']}/log",
+            content=b"two\n",
+            headers={**bearer(second["token"]), "Log-Offset": "0"},
+        )
+        assert two.json() == {"size": 4}
+    r = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/finish",
+        json={"outcome": "exited", "exit_code": 0},
+        headers=bearer(second["token"]),
+    )
+    assert r.json() == {"state": "succeeded"}
+    events = pclient.get(f"/api/v1/jobs/{job['id']}/events", headers=user.headers).json()
+    assert [e["to_state"] for e in events].count("succeeded") == 1
+    log = pclient.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+    assert log == "one\n[labcloud] attempt 2 on worker fast\ntwo\n"
+
+
+def test_a_worker_reports_a_lost_run_and_outputs_it_could_not_keep(
+    pclient: TestClient, admin: Account, user: Account
+) -> None:
+    token = register(pclient, admin, "rig")
+    job = submit(pclient, user)
+    first = claim(pclient, token)
+    assert first is not None and first["id"] == job["id"]
+    r = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/finish",
+        json={"outcome": "lost", "message": "the runner vanished"},
+        headers=bearer(first["token"]),
+    )
+    assert r.json() == {"state": "queued"}  # attempts remain: it runs again
+    second = claim(pclient, token)
+    assert second is not None and second["id"] == job["id"] and second["attempt"] == 2
+    r = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/finish",
+        json={"outcome": "exited", "exit_code": 0, "problem": "output upload failed: disk full"},
+        headers=bearer(second["token"]),
+    )
+    assert r.json() == {"state": "failed"}
+    failed = pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()
+    assert failed["reason"] == "system_error" and "disk full" in failed["message"]
+    bad = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/finish",
+        json={"outcome": "melted"},
+        headers=bearer(second["token"]),
+    )
+    assert bad.status_code == 422 and "outcome" in bad.text
+
+
+def test_heartbeats_renew_leases_and_carry_cancels(
+    pclient: TestClient, admin: Account, user: Account
+) -> None:
+    token = register(pclient, admin, "w")
+    job = submit(pclient, user)
+    got = claim(pclient, token)
+    assert got is not None
+    before = datetime.fromisoformat(got["lease_expires_at"])
+    assert (
+        pclient.post(f"/api/v1/jobs/{job['id']}/cancel", headers=user.headers).json()["state"] == "cancelling"
+    )
+    beat = pclient.post(
+        "/api/v1/worker/heartbeat",
+        json={"jobs": [{"id": job["id"], "attempt": 1}], "telemetry": {"load1": 0.5}},
+        headers=bearer(token),
+    ).json()
+    assert beat["cancel"] == [job["id"]] and beat["abort"] == []
+    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    with ctx.db.session() as session:
+        row = session.get(Job, uuid.UUID(job["id"]))
+        assert row is not None and row.lease_expires_at is not None and row.lease_expires_at >= before
+    r = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/finish", json={"outcome": "cancelled"}, headers=bearer(got["token"])
+    )
+    assert r.json() == {"state": "cancelled"}
+    listed = pclient.get("/api/v1/workers", headers=admin.headers).json()["items"]
+    assert [(w["name"], w["state"], w["telemetry"]) for w in listed] == [("w", "active", {"load1": 0.5})]
+
+
+def test_labels_route_jobs_to_matching_workers(
+    pclient: TestClient, settings: Settings, admin: Account, user: Account
+) -> None:
+    write_app(settings.effective_apps_dir, "board", ["true"], labels={"platform": "spinnaker"})
+    pclient.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    plain, board = register(pclient, admin, "plain"), register(pclient, admin, "board", platform="spinnaker")
+    job = submit(pclient, user, app="board", params={})
+    assert job["message"] == "waiting for a worker with platform=spinnaker"
+    assert claim(pclient, plain) is None
+    assert claim(pclient, plain, labels={"platform": "loihi"}) is None
+    got = claim(pclient, board)
+    assert got is not None and got["id"] == job["id"]
+
+
+def test_concurrent_claims_take_each_job_once(pclient: TestClient, admin: Account, user: Account) -> None:
+    tokens = [register(pclient, admin, f"w{i}") for i in range(6)]
+    jobs = {submit(pclient, user)["id"] for _ in range(30)}
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def drain(token: str) -> None:
+        while (got := claim(pclient, token)) is not None:
+            with lock:
+                taken.append(got["id"])
+
+    threads = [threading.Thread(target=drain, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(jobs)
+
+
+def test_drain_and_revoke(pclient: TestClient, admin: Account, user: Account) -> None:
+    token = register(pclient, admin, "rig")
+    worker_id = pclient.get("/api/v1/workers", headers=admin.headers).json()["items"][0]["id"]
+    job = submit(pclient, user)
+    got = claim(pclient, token)
+    assert got is not None
+    drained = pclient.post(f"/api/v1/workers/{worker_id}/drain", headers=admin.headers).json()
+    assert drained["running_jobs"] == [job["id"]]
+    submit(pclient, user)
+    assert claim(pclient, token) is None  # draining: no more work
+    r = pclient.post(f"/api/v1/workers/{worker_id}/revoke", headers=admin.headers)
+    assert r.status_code == 200 and r.json()["state"] == "revoked"
+    assert (
+        pclient.post(
+            "/api/v1/worker/claim", json={"free": FREE, "wait_s": 0}, headers=bearer(token)
+        ).status_code
+        == 401
+    )
+    assert (
+        pclient.post(
+            f"/api/v1/worker/jobs/{job['id']}/start", json={}, headers=bearer(got["token"])
+        ).status_code
+        == 401
+    )
+    assert (
+        pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == "queued"
+    )  # re-queued
+
+
+def test_worker_tokens_are_admin_made_and_only_open_worker_endpoints(
+    pclient: TestClient, admin: Account, user: Account
+) -> None:
+    assert pclient.post("/api/v1/workers", json={"name": "x"}, headers=user.headers).status_code == 403
+    token = register(pclient, admin, "x")
+    assert pclient.get("/api/v1/me", headers=bearer(token)).status_code == 401
+    assert pclient.post("/api/v1/workers", json={"name": "x"}, headers=admin.headers).status_code == 409
+    user_token = user.headers
+    r = pclient.post("/api/v1/worker/claim", json={"free": FREE, "wait_s": 0}, headers=user_token)
+    assert r.status_code == 401
+
+
+def test_a_waiting_claim_wakes_when_a_job_arrives(pclient: TestClient, admin: Account, user: Account) -> None:
+    token = register(pclient, admin, "idle")
+    result: dict[str, Any] = {}
+
+    def wait() -> None:
+        r = pclient.post("/api/v1/worker/claim", json={"free": FREE, "wait_s": 20}, headers=bearer(token))
+        result["status"], result["at"] = r.status_code, datetime.now(UTC)
+        result["job"] = r.json()["job"]["id"] if r.status_code == 200 else None
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    while not ctx.pull.waker._waiters and datetime.now(UTC) < deadline:  # the claim is waiting
+        threading.Event().wait(0.01)
+    job = submit(pclient, user)
+    submitted = datetime.now(UTC)
+    waiter.join(timeout=30)
+    assert result["status"] == 200 and result["job"] == job["id"]
+    assert result["at"] - submitted < timedelta(seconds=4)  # woken by the submit, not the 20 s timeout
