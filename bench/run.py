@@ -17,12 +17,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_jobs, bench_me
+from bench import bench_files, bench_jobs, bench_me, bench_web, bench_workers
 from bench.harness import Result
 
 BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "me": bench_me.run,
     "jobs": bench_jobs.run,
+    "files": bench_files.run,
+    "web": bench_web.run,
+    "workers": bench_workers.run,
 }
 
 

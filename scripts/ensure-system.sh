@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the Debian packages labcloud uses and make sure PostgreSQL answers on 127.0.0.1:5432
-# (only with --postgres). Idempotent: does nothing when all is there. Needs root or sudo for installs.
+# Install the Debian packages labcloud uses and, with --postgres (the test setup), make sure PostgreSQL answers
+# on 127.0.0.1:5432 and the end-to-end tests' browser is there. Idempotent: does nothing when all is there.
+# Needs root or sudo for installs.
 set -euo pipefail
 
 want_postgres=0
@@ -10,6 +11,12 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+# The browser of the end-to-end UI tests, for the test setup only (scripts/test.sh passes --postgres):
+# Playwright drives it through executable_path; `playwright install` is never used.
+if [ "$want_postgres" = 1 ]; then
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  dpkg -s chromium-driver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "$want_postgres" = 1 ] && ! command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   missing+=(postgresql)

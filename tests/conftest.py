@@ -18,8 +18,11 @@ import psutil
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import create_engine, delete
 
+from labcloud import security
 from labcloud.api.app import create_app
 from labcloud.db import migrate
 from labcloud.db.models import Base
@@ -32,6 +35,17 @@ PG_SERVER = os.environ.get("LABCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:
 
 def backend() -> str:
     return os.environ.get("LABCLOUD_TEST_DB", "sqlite")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashing() -> Iterator[None]:
+    """Argon2 at its lowest cost in this process: the suite creates and logs in hundreds of accounts, and
+    the production cost (~0.1-0.25 s a hash here, on purpose) would be a third of its time. The hashing
+    code and the format are the same; servers started as processes keep the full cost."""
+    cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_password_hash", cheap)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -153,3 +167,61 @@ def make_user(client: TestClient, admin: Account) -> Any:
 def user(make_user: Any) -> Account:
     account: Account = make_user()
     return account
+
+
+# -- storage backends ------------------------------------------------------------------------------------
+# A real SeaweedFS (tests/seaweed.py) for everything that runs on S3: fixtures `seaweedfs` and `s3_bucket`.
+pytest_plugins = ("seaweed",)
+
+STORAGE_BACKENDS = ("local", "s3")
+
+
+@pytest.fixture(params=STORAGE_BACKENDS, ids=STORAGE_BACKENDS)
+def storage_backend(request: pytest.FixtureRequest, settings: Settings) -> str:
+    """Run the test once per blob store: ``"local"`` (the default disk store) and ``"s3"`` (SeaweedFS).
+
+    How a test opts in: request ``storage_backend`` as an argument; ``settings`` and everything built on it
+    (``app``, ``client``, ``admin``, ``user`` ...) then use that store, whatever the argument order (a hook
+    below sets this fixture up before the others). For ``"s3"`` the settings point at a fresh bucket on
+    the session's SeaweedFS (``s3://<bucket>/labcloud``), deleted with its objects after the test; the
+    server starts only when a test first needs it. Returns the backend's name.
+    """
+    backend_name: str = request.param
+    if backend_name == "s3":
+        from pydantic import SecretStr
+
+        server = request.getfixturevalue("seaweedfs")
+        bucket = request.getfixturevalue("s3_bucket")
+        settings.storage_url = f"s3://{bucket}/labcloud"
+        settings.s3_endpoint_url = server.endpoint_url
+        settings.s3_region = server.region
+        settings.s3_access_key_id = server.access_key
+        settings.s3_secret_access_key = SecretStr(server.secret_key)
+    return backend_name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Set ``storage_backend`` up first, so it has changed ``settings`` before any app is built on them.
+
+    On PostgreSQL (the second pass of scripts/test.sh) keep only what the database can change: tests that
+    reach it (through ``database_url``), on the local store. The browser, the client CLI (``db_agnostic``),
+    the S3 variants and the tests without a database ran in the SQLite pass; they are deselected, and
+    pytest's summary counts them.
+    """
+    for item in items:
+        names = getattr(item, "fixturenames", None)
+        if isinstance(names, list) and "storage_backend" in names and names[0] != "storage_backend":
+            names.remove("storage_backend")
+            names.insert(0, "storage_backend")
+    if backend() != "postgresql" or os.environ.get("LABCLOUD_TEST_EVERYTHING"):
+        return
+    keep, once = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_s3 = callspec is not None and callspec.params.get("storage_backend") == "s3"
+        uses_db = "database_url" in getattr(item, "fixturenames", ())
+        agnostic = item.get_closest_marker("db_agnostic") or item.get_closest_marker("e2e")
+        (once if on_s3 or agnostic or not uses_db else keep).append(item)
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = keep

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import queue
 import socket
 import stat
 import subprocess
-import sys
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -23,22 +24,13 @@ import pytest
 import labcloud_demo
 from conftest import backend
 from labcloud.settings import Settings
+from live_server import LABCLOUD, clean_env, serve
 
-LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
+pytestmark = pytest.mark.db_agnostic  # the client side; the server's database is tested elsewhere
+
 ADMIN_EMAIL = "admin@example.org"
 ADMIN_PASSWORD = "cli-client-test-password"
 SAMPLE_TRACE = Path(labcloud_demo.__file__).parent / "samples" / "trace.csv"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
 
 
 @dataclass
@@ -47,7 +39,7 @@ class Server:
     config: Path  # the client config file the commands use (LABCLOUD_CLIENT_CONFIG)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**_clean_env(), "LABCLOUD_CLIENT_CONFIG": str(self.config), "COLUMNS": "200", **extra}
+        return {**clean_env(), "LABCLOUD_CLIENT_CONFIG": str(self.config), "COLUMNS": "200", **extra}
 
     def run(
         self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
@@ -78,21 +70,11 @@ class Server:
         )
 
 
-@pytest.fixture(scope="module")
-def schema_upgraded(database_url: str) -> None:
-    """On PostgreSQL the operator migrates first (``serve`` never does); once is enough for the module."""
-    if backend() == "postgresql":
-        env = {**_clean_env(), "LABCLOUD_DATABASE_URL": database_url}
-        r = subprocess.run([*LABCLOUD, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-
-
 @pytest.fixture
-def server(settings: Settings, database_url: str, schema_upgraded: None, tmp_path: Path) -> Iterator[Server]:
+def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Server]:
     """``labcloud serve`` on a free port with its own data dir (``settings.home``, so leftover job processes
     are killed and the shared test database is emptied afterwards by the ``settings`` fixture)."""
     env = {
-        **_clean_env(),
         "LABCLOUD_HOME": str(settings.home),
         "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN_EMAIL,
         "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -104,34 +86,16 @@ def server(settings: Settings, database_url: str, schema_upgraded: None, tmp_pat
     }
     if backend() == "postgresql":
         env["LABCLOUD_DATABASE_URL"] = database_url
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [*LABCLOUD, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "labcloud serve exited:\n" + log_path.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (
-                "labcloud serve did not become ready:\n" + log_path.read_text()
-            )
-            time.sleep(0.1)
+    if settings.storage_url:  # a test that asked for storage_backend "s3"
+        env |= {
+            "LABCLOUD_STORAGE_URL": settings.storage_url,
+            "LABCLOUD_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "LABCLOUD_S3_REGION": settings.s3_region,
+            "LABCLOUD_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+            "LABCLOUD_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+        }
+    with serve(env, tmp_path / "server.log") as url:
         yield Server(url, tmp_path / "client" / "client.json")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -305,3 +269,250 @@ def test_inputs_uploads_failures_and_a_live_log(cli: Server, tmp_path: Path) -> 
     assert follower.returncode == 1, errors
     assert f"job {job_id} cancelled" in errors
     assert cli.json("status", job_id)["job"]["state"] == "cancelled"
+
+
+# ---------------------------------------------------------------------------------------------- uploads
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _state_entries(server: Server) -> dict[str, Any]:
+    """The client's memory of unfinished uploads (beside its config file)."""
+    path = server.config.parent / "uploads.json"
+    if not path.exists():
+        return {}
+    entries: dict[str, Any] = json.loads(path.read_text())
+    return entries
+
+
+def test_parallel_upload_of_folders_then_download_files_and_folders(
+    storage_backend: str, cli: Server, tmp_path: Path
+) -> None:
+    """On both stores: with S3 a file download is a redirect to a presigned URL, which the client follows."""
+    folder = tmp_path / "data"
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    (folder / "a.bin").write_bytes(os.urandom(3 * 2**20 + 7))
+    (folder / "sub" / "b.txt").write_text("b\n")
+    (folder / "sub" / "deeper" / "c.bin").write_bytes(os.urandom(2**20 + 1))
+    (folder / "sub" / "empty.txt").write_bytes(b"")
+    (folder / "naïve name.txt").write_text("unicode\n")
+    single = tmp_path / "single.csv"
+    single.write_text("t,v\n0,1\n")
+    expected = {
+        "proj/data/a.bin": folder / "a.bin",
+        "proj/data/sub/b.txt": folder / "sub" / "b.txt",
+        "proj/data/sub/deeper/c.bin": folder / "sub" / "deeper" / "c.bin",
+        "proj/data/sub/empty.txt": folder / "sub" / "empty.txt",
+        "proj/data/naïve name.txt": folder / "naïve name.txt",
+        "proj/single.csv": single,
+    }
+
+    uploaded = cli.json(
+        "upload", str(folder), str(single), "--to", "proj", "--parallel", "3", "--chunk-size", "256K"
+    )
+    assert {u["path"] for u in uploaded} == set(expected)
+    for item in uploaded:
+        local = expected[item["path"]]
+        assert item["size"] == local.stat().st_size
+        assert item["sha256"] == _sha256(local)
+    assert _state_entries(cli) == {}  # nothing left to resume
+    assert "proj/data/sub/deeper" in cli.ok("files", "proj/data/sub")
+
+    # without --json: one line per stored file on stdout (path, size, sha256), progress lines on stderr
+    single.write_text("t,v\n0,2\n")
+    r = cli.run("upload", str(single), "--to", "proj")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"proj/single.csv  {single.stat().st_size} bytes  sha256:{_sha256(single)}"
+    assert f"uploaded {single} → proj/single.csv" in r.stderr
+
+    # a file comes back as itself, checked against its SHA-256
+    into = tmp_path / "dl"
+    into.mkdir()
+    got = cli.json("download", "proj/data/a.bin", str(into))
+    assert got[0]["local"] == str(into / "a.bin")
+    assert (into / "a.bin").read_bytes() == (folder / "a.bin").read_bytes()
+
+    # a folder as NAME.zip, or unpacked with --extract
+    zipped = cli.json("download", "proj/data", str(into))
+    assert zipped[0]["local"] == str(into / "data.zip")
+    with zipfile.ZipFile(into / "data.zip") as zf:
+        assert zf.read("data/sub/deeper/c.bin") == (folder / "sub" / "deeper" / "c.bin").read_bytes()
+    unpacked = tmp_path / "unpacked"
+    cli.ok("download", "proj/data", str(unpacked), "--extract")
+    for remote, local in expected.items():
+        if remote.startswith("proj/data/"):
+            assert (unpacked / remote.removeprefix("proj/")).read_bytes() == local.read_bytes()
+    assert sorted(p.name for p in unpacked.iterdir()) == ["data"]  # no temporary zip left
+
+    missing = cli.run("download", "proj/nothing-here")
+    assert missing.returncode != 0 and "no file or folder" in missing.stderr
+    hostile = cli.run("upload", str(single), "--to", "../outside")
+    assert hostile.returncode != 0 and "upload-metadata.path" in hostile.stderr
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the server that can cut the line: after ``budget`` bytes towards the server
+    it closes every connection, then (``down``) refuses new ones, or (not ``down``) lets them through.
+    ``forwarded`` counts the bytes that went towards the server."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.budget: int | None = None
+        self.down_after_cut = False
+        self.down = False
+        self.forwarded = 0
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self, budget: int | None = None, down_after_cut: bool = False) -> None:
+        with self.lock:
+            self.budget, self.down_after_cut, self.down, self.forwarded = budget, down_after_cut, False, 0
+
+    def close(self) -> None:
+        self.listener.close()
+        self._cut()
+
+    def _cut(self) -> None:
+        with self.lock:
+            sockets, self.open = self.open, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.open += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                cut = False
+                if counted:
+                    with self.lock:
+                        if self.budget is not None and self.forwarded + len(data) >= self.budget:
+                            data = data[: self.budget - self.forwarded]
+                            cut = True
+                        self.forwarded += len(data)
+                dst.sendall(data)
+                if cut:
+                    with self.lock:
+                        self.budget = None
+                        self.down = self.down_after_cut
+                    self._cut()
+                    return
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def test_an_interrupted_upload_resumes_where_it_stopped(cli: Server, tmp_path: Path) -> None:
+    proxy = CuttingProxy(cli.url)
+    token = json.loads(cli.config.read_text())["token"]
+    env = cli.env(LABCLOUD_SERVER=proxy.url, LABCLOUD_TOKEN=token)
+    try:
+        # the line drops once mid-upload: the client waits, asks for the offset and finishes in the same run
+        first = tmp_path / "first.bin"
+        first.write_bytes(os.urandom(3 * 2**20))
+        proxy.reset(budget=3 * 2**19)
+        r = cli.run("upload", str(first), "--chunk-size", "256K", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        assert "retrying" in r.stderr
+        assert json.loads(r.stdout)[0]["sha256"] == _sha256(first)
+
+        # the line drops for good: the command gives up, the server keeps what arrived ...
+        second = tmp_path / "second.bin"
+        size = 4 * 2**20
+        second.write_bytes(os.urandom(size))
+        proxy.reset(budget=5 * 2**19, down_after_cut=True)
+        command = ("upload", str(second), "--to", "resumed", "--chunk-size", "512K", "--retries", "1")
+        failed = cli.run(*command, env=env)
+        assert failed.returncode == 1
+        assert "cannot reach the server" in failed.stderr
+        [entry] = _state_entries(cli).values()
+        upload_path = urlsplit(entry["url"]).path
+        offset = int(
+            httpx.head(
+                cli.url + upload_path, headers={"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+            ).headers["Upload-Offset"]
+        )
+        assert 2**20 <= offset < size
+
+        # ... and the same command, run again, continues from there instead of starting from 0
+        proxy.reset()
+        again = cli.run(*command, "--json", env=env)
+        assert again.returncode == 0, again.stderr
+        assert f"resuming at byte {offset} of {size}" in again.stderr
+        assert proxy.forwarded < size - offset + 64 * 1024  # the rest and a few headers, not the whole file
+        [stored] = json.loads(again.stdout)
+        assert stored["path"] == "resumed/second.bin" and stored["sha256"] == _sha256(second)
+        assert _state_entries(cli) == {}
+    finally:
+        proxy.close()
+    got = tmp_path / "second.back"
+    cli.ok("download", "resumed/second.bin", str(got))
+    assert got.read_bytes() == second.read_bytes()
+
+
+def test_a_stored_file_that_differs_from_the_local_one_fails_loudly(
+    cli: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labcloud.cli.client.http import LabcloudClient, UploadMismatch
+
+    token = json.loads(cli.config.read_text())["token"]
+    local = tmp_path / "x.bin"
+    local.write_bytes(os.urandom(100_000))
+    real_append = LabcloudClient.tus_append
+
+    def corrupting(self: LabcloudClient, url: str, offset: int, data: bytes) -> httpx.Response:
+        return real_append(self, url, offset, bytes([data[0] ^ 1]) + data[1:])  # damaged before the wire
+
+    monkeypatch.setattr(LabcloudClient, "tus_append", corrupting)
+    with LabcloudClient(cli.url, token) as client, pytest.raises(UploadMismatch) as caught:
+        client.upload(local, "x.bin")
+    assert "SHA-256" in caught.value.detail and _sha256(local) in caught.value.detail
+
+
+def test_a_lost_answer_to_the_last_chunk_is_recognised(
+    cli: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was stored but the answer never arrived: the upload is gone from the server, and the client
+    finds the stored file with its own SHA-256 instead of uploading it again."""
+    from labcloud.cli.client.errors import ClientError
+    from labcloud.cli.client.http import LabcloudClient
+
+    token = json.loads(cli.config.read_text())["token"]
+    local = tmp_path / "y.bin"
+    local.write_bytes(os.urandom(300_000))
+    real_append = LabcloudClient.tus_append
+    sent: list[int] = []
+
+    def answer_lost(self: LabcloudClient, url: str, offset: int, data: bytes) -> httpx.Response:
+        answer = real_append(self, url, offset, data)
+        sent.append(len(data))
+        if "Labcloud-File-Sha256" in answer.headers:
+            raise ClientError(0, "the connection dropped before the answer")
+        return answer
+
+    monkeypatch.setattr(LabcloudClient, "tus_append", answer_lost)
+    with LabcloudClient(cli.url, token) as client:
+        stored = client.upload(local, "lost/y.bin", chunk_size=100_000)
+    assert stored["path"] == "lost/y.bin" and stored["sha256"] == _sha256(local)
+    assert sent == [100_000, 100_000, 100_000]  # nothing was sent twice

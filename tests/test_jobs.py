@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,10 +17,9 @@ from jobs_helpers import follow_log, py, wait_for_end, write_app
 from labcloud.settings import Settings
 
 
-def put_file(settings: Settings, account: Account, rel: str, data: bytes) -> None:
-    path = settings.files_dir / str(account.id) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def put_file(client: TestClient, account: Account, rel: str, data: bytes) -> None:
+    r = client.put(f"/api/v1/files/{rel}", content=data, headers=account.headers)
+    assert r.status_code == 201, r.text
 
 
 def submit(client: TestClient, account: Account, body: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def test_hello_runs_to_success_with_log_progress_history_and_outputs(
 
 def test_spike_detection_on_an_uploaded_trace(client: TestClient, settings: Settings, user: Account) -> None:
     sample = Path(__import__("labcloud_demo").__file__).parent / "samples" / "trace.csv"
-    put_file(settings, user, "recordings/a.csv", sample.read_bytes())
+    put_file(client, user, "recordings/a.csv", sample.read_bytes())
     job = submit(
         client, user, {"app": "spikes", "params": {"threshold": 5}, "inputs": {"trace": "recordings/a.csv"}}
     )
@@ -105,7 +105,7 @@ def test_bad_submissions_name_what_is_wrong(client: TestClient, user: Account) -
     r = client.post(
         "/api/v1/jobs", json={"app": "spikes", "inputs": {"trace": "../../etc/passwd"}}, headers=user.headers
     )
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["errors"][0]["loc"] == ["body", "inputs", "trace"]
     r = client.post("/api/v1/jobs", json={"app": "spikes", "version": "9.9"}, headers=user.headers)
     assert r.status_code == 404 and "1.0" in r.json()["detail"]
     r = client.post("/api/v1/jobs", json={"app": "hello", "resources": {"cpus": 4096}}, headers=user.headers)
@@ -259,9 +259,8 @@ def test_jobs_cannot_see_the_data_dir_or_other_jobs(
 ) -> None:
     first = submit(client, user, {"app": "hello", "params": {"times": 1}})
     wait_for_end(client, first["id"], user.headers)
-    secret_file = settings.files_dir / str(user.id) / "secret.txt"
-    secret_file.parent.mkdir(parents=True, exist_ok=True)
-    secret_file.write_text("top secret")
+    put_file(client, user, "secret.txt", b"top secret")
+    secret_file = next(p for p in settings.files_dir.rglob("*") if p.is_file())  # its object in the store
     targets = [
         str(settings.home / "jobs" / first["id"] / "work" / "output" / "greeting.txt"),
         str(secret_file),
@@ -301,39 +300,68 @@ def test_jobs_cannot_see_the_data_dir_or_other_jobs(
     assert f"NOWRITE {outside}" in printed  # the host outside the job folder is read-only
 
 
-def test_files_upload_list_download_delete(client: TestClient, settings: Settings, user: Account) -> None:
-    data = b"t,v\n" + b"".join(f"{i},{i % 7}\n".encode() for i in range(5000))
-    r = client.put("/api/v1/files/recordings/day1/a.csv", content=data, headers=user.headers)
-    assert r.status_code == 201
-    assert r.json()["size"] == len(data)
-    assert r.json()["sha256"] == __import__("hashlib").sha256(data).hexdigest()
-    listing = client.get("/api/v1/files", params={"prefix": "recordings"}, headers=user.headers).json()[
-        "items"
+def test_folder_input_is_a_private_copy_and_outputs_land_in_the_space(
+    storage_backend: str, client: TestClient, settings: Settings, user: Account
+) -> None:
+    put_file(client, user, "set/a.txt", b"alpha")
+    put_file(client, user, "set/sub/b.txt", b"beta")
+    write_app(
+        settings.effective_apps_dir,
+        "lister",
+        [
+            *py("""
+        import os, pathlib, sys
+        src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+        names = sorted(str(p.relative_to(src.parent)) for p in src.rglob("*") if p.is_file())
+        (out / "listing.txt").write_text("\\n".join(names))
+        (src / "a.txt").write_text("changed by the job")
+        (out / "deep" / "er").mkdir(parents=True)
+        (out / "deep" / "er" / "c.bin").write_bytes(bytes(range(256)))
+        """),
+            "{inputs.data}",
+            "{output}",
+        ],
+        inputs={"data": {"description": "a folder", "type": "folder"}},
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    job = submit(client, user, {"app": "lister", "inputs": {"data": "set"}})
+    done = wait_for_end(client, job["id"], user.headers)
+    assert done["state"] == "succeeded", done
+    assert done["message"] == "2 output files"
+    folder = f"jobs/{job['id']}"
+    got = client.get(f"/api/v1/files/{folder}/listing.txt", headers=user.headers, follow_redirects=False)
+    if got.status_code == 307:
+        got = httpx.get(got.headers["location"])
+    assert got.text == "set/a.txt\nset/sub/b.txt"
+    listing = client.get("/api/v1/files", params={"prefix": folder}, headers=user.headers).json()["items"]
+    assert [(e["path"], e["type"], e["job_id"]) for e in listing] == [
+        (f"{folder}/deep", "folder", None),
+        (f"{folder}/listing.txt", "file", job["id"]),
     ]
-    assert [(e["path"], e["type"]) for e in listing] == [("recordings/day1", "folder")]
-    got = client.get("/api/v1/files/recordings/day1/a.csv", headers={**user.headers, "Range": "bytes=0-3"})
-    assert got.status_code == 206 and got.content == b"t,v\n"
-    assert client.get("/api/v1/files/recordings/day1/a.csv", headers=user.headers).content == data
-    for bad in ("../x", "%2e%2e/x", "a/../../x"):
-        assert client.put(f"/api/v1/files/{bad}", content=b"x", headers=user.headers).status_code in (
-            404,
-            422,
-        )
-    assert not list(settings.files_dir.glob("x")) and not (settings.home / "x").exists()
-    assert client.delete("/api/v1/files/recordings", headers=user.headers).status_code == 204
-    assert client.get("/api/v1/files/recordings/day1/a.csv", headers=user.headers).status_code == 404
+    outputs = client.get(f"/api/v1/jobs/{job['id']}/outputs", headers=user.headers).json()
+    assert [(o["path"], o["size"]) for o in outputs] == [("deep/er/c.bin", 256), ("listing.txt", 23)]
+    original = client.get("/api/v1/files/set/a.txt", headers=user.headers, follow_redirects=False)
+    if original.status_code == 307:
+        original = httpx.get(original.headers["location"])
+    assert original.content == b"alpha"  # the job changed only its own copy
+    assert not (settings.jobs_dir / job["id"] / "work").exists()  # staged copies are cleaned up
 
 
-def test_upload_over_the_limit_stores_nothing(client: TestClient, settings: Settings, user: Account) -> None:
-    settings.max_upload_bytes = 1000
-    r = client.put("/api/v1/files/big.bin", content=b"x" * 5000, headers=user.headers)
-    assert r.status_code == 413 and "1000" in r.json()["detail"]
-
-    def chunks() -> Any:
-        for _ in range(10):
-            yield b"y" * 300
-
-    r = client.put("/api/v1/files/big.bin", content=chunks(), headers=user.headers)  # no Content-Length
-    assert r.status_code == 413
-    assert client.get("/api/v1/files/big.bin", headers=user.headers).status_code == 404
-    assert list((settings.home / "uploads").iterdir()) == []
+def test_a_submission_reports_every_problem_at_once(client: TestClient, user: Account) -> None:
+    r = client.post(
+        "/api/v1/jobs",
+        json={
+            "app": "spikes",
+            "params": {"threshold": -3},
+            "inputs": {"trace": "nowhere.csv"},
+            "resources": {"cpus": 4096},
+        },
+        headers=user.headers,
+    )
+    assert r.status_code == 422 and r.json()["detail"] == "3 problems in the submission"
+    locs = [e["loc"] for e in r.json()["errors"]]
+    assert locs == [
+        ["body", "params", "threshold"],
+        ["body", "inputs", "trace"],
+        ["body", "resources", "cpus"],
+    ]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from labcloud.api.app import create_app
 from labcloud.db.models import Job
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
+from live_server import LABCLOUD, clean_env, free_port
 
 
 def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
@@ -85,23 +84,16 @@ def test_registry_changes_show_without_restart(
 ADMIN = ("crash-admin@example.org", "crash-admin-password")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Server:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labcloud.cli", "serve", "--port", str(self.port)],
+            [*LABCLOUD, "serve", "--port", str(self.port)],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -126,8 +118,7 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path, database_url: str, settings: Settings) -> Iterator[Server]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
-    env |= {
+    env = clean_env() | {
         "LABCLOUD_HOME": str(settings.home),
         "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
         "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import backend
+from labcloud.api.app import create_app
 from labcloud.settings import Settings
 
 LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
@@ -50,7 +51,8 @@ def free_port() -> int:
 def test_health_ready_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz").json()
-    assert ready == {"status": "ready", "database": "postgresql" if backend() == "postgresql" else "sqlite"}
+    database = "postgresql" if backend() == "postgresql" else "sqlite"
+    assert ready == {"status": "ready", "database": database, "storage": "local"}
     spec = client.get("/api/v1/openapi.json").json()
     assert spec["info"]["title"] == "labcloud"
     for path in ("/api/v1/auth/login", "/api/v1/me", "/api/v1/me/tokens", "/api/v1/users/{user_id}"):
@@ -236,3 +238,11 @@ def _serve_and_check(env: dict[str, str]) -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("storage_backend", ["s3"], indirect=True)
+def test_readyz_reports_an_unreachable_store(storage_backend: str, settings: Settings) -> None:
+    settings.s3_endpoint_url = "http://127.0.0.1:9"  # nothing listens there
+    with TestClient(create_app(settings, dispatch=False)) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "file store" in r.json()["detail"]

@@ -53,6 +53,12 @@ class InvalidInput(LabcloudError):
         return cls(msg, errors=[{"loc": loc, "msg": msg}])
 
 
+class InvalidPath(InvalidInput):
+    """A file path that is not a plain relative path inside the caller's space ('..', absolute, NUL...)."""
+
+    status, title, type_slug = 400, "Invalid path", "invalid-path"
+
+
 class TooManyRequests(LabcloudError):
     status, title, type_slug = 429, "Too many requests", "rate-limited"
 

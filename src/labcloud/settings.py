@@ -65,7 +65,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     apps_dir: Path | None = Field(None, description="Extra app registry files; default $LABCLOUD_HOME/apps.")
-    executor: Literal["local"] = Field("local", description="Where queued jobs run.")
+    executor: Literal["local", "pull"] = Field(
+        "local", description="Where queued jobs run: this machine, or remote workers that pull them (pull)."
+    )
+    lease_seconds: int = Field(
+        60, ge=1, le=3600, description="A worker's hold on a job; heartbeats renew it, expiry re-queues."
+    )
     local_cpus: float = Field(0, ge=0, description="CPUs the local executor may fill; 0 means all of them.")
     local_memory_mb: int = Field(
         0, ge=0, description="Memory the local executor may fill; 0 means 80% of RAM."
@@ -76,6 +81,25 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
     max_upload_bytes: int = Field(50 * 2**30, ge=1, description="Largest file one upload may store.")
+    storage_quota_bytes: int = Field(
+        0, ge=0, description="Default storage limit per user (admins can set one per user); 0 means none."
+    )
+    storage_url: str = Field(
+        "", description="Where file bytes live: empty for the data dir, or s3://bucket/prefix."
+    )
+    s3_endpoint_url: str = Field("", description="S3 endpoint, e.g. http://127.0.0.1:8333; empty for AWS.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: str = Field("", description="S3 access key; empty uses the standard AWS sources.")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
+    presign_expiry_s: int = Field(
+        900, ge=30, le=7 * 24 * 3600, description="Lifetime of presigned download and upload URLs."
+    )
+    upload_expiry_hours: float = Field(
+        24, gt=0, description="Resumable uploads left unfinished this long are removed."
+    )
+    housekeeping_interval_s: float = Field(
+        600, gt=0, description="How often expired uploads and unreferenced stored objects are cleaned."
+    )
     apps_check_interval_s: float = Field(
         1.0, ge=0, description="How often app files are checked for changes."
     )
@@ -116,7 +140,13 @@ class Settings(BaseSettings):
 
     @property
     def files_dir(self) -> Path:
+        """Blobs of the local-disk store."""
         return self.home / "files"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Uploads in progress: bytes are written here, then published into the store whole."""
+        return self.home / "uploads"
 
     @property
     def public_url(self) -> str:

@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from labcloud import __version__
+from labcloud import __version__, web
 from labcloud.api.context import AppContext
 from labcloud.api.errors import install_error_handlers
-from labcloud.api.routers import apps, auth, files, health, jobs, me, users
+from labcloud.api.routers import apps, auth, files, health, jobs, me, uploads, users, worker_api, workers
 from labcloud.db import migrate
 from labcloud.services import users as user_service
 from labcloud.settings import Settings
@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = AppContext.create(settings)
         prepare_database(ctx)
+        try:
+            ctx.storage.check()
+        except Exception as exc:  # reported by /readyz until it answers
+            log.error("the file store (%s) cannot be reached: %s", ctx.storage.kind, exc)
         app.state.ctx = ctx
         if dispatch:
             ctx.start_dispatch()
@@ -80,6 +84,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, auth, me, users, apps, files, jobs):
+    for module in (health, auth, me, users, apps, files, uploads, jobs, workers, worker_api):
         app.include_router(module.router)
+    web.install(app)  # the browser UI: pages, static files, HTML error pages
     return app

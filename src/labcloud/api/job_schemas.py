@@ -89,3 +89,4 @@ class JobEventOut(BaseModel):
 class OutputFile(BaseModel):
     path: str
     size: int
+    sha256: str | None = None

@@ -36,6 +36,8 @@ class UserOut(BaseModel):
     is_active: bool
     created_at: datetime
     last_login_at: datetime | None
+    storage_used_bytes: int = 0
+    storage_limit_bytes: int | None = Field(None, description="null: the installation's default")
 
 
 class UserCreate(BaseModel):
@@ -70,6 +72,9 @@ class UserUpdate(BaseModel):
     is_admin: bool | None = None
     is_active: bool | None = None
     password: str | None = Field(None, max_length=1000)
+    storage_limit_bytes: int | None = Field(
+        None, ge=0, description="This user's storage limit; 0 means none, null the installation's default."
+    )
 
 
 class MeUpdate(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli import admin, client, db, server
+from labcloud.cli import admin, client, db, server, worker
 
 app = typer.Typer(
     name="labcloud",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 server.register(app)
 client.register(app)
+worker.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
 

@@ -50,6 +50,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Storage: a per-user limit (None: the installation's default) and the bytes the user's files hold.
+    storage_limit_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    storage_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -80,6 +83,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
         Index("ix_jobs_state_owner_id_id", "state", "owner_id", "id"),
+        Index("ix_jobs_state_executor_id", "state", "executor", "id"),  # claims by remote workers
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
@@ -106,6 +110,10 @@ class Job(Base):
     executor_ref: Mapped[str | None] = mapped_column(Text, default=None)
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # Pull executor: the worker holding the job and until when; ``attempts`` fences older holders.
+    worker_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None, index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    previous_worker_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -137,3 +145,80 @@ class JobEvent(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(32), default=None)
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+class FileEntry(Base):
+    """One file or folder of a user's space. Files point at an immutable object of the store by key.
+
+    ``parent`` is the folder's path ("" at the top), so listing a folder is one index range.
+    """
+
+    __tablename__ = "files"
+    __table_args__ = (
+        Index("uq_files_owner_id_path", "owner_id", "path", unique=True),
+        Index("ix_files_owner_id_parent_name", "owner_id", "parent", "name"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    parent: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(8))  # "file" | "folder"
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    blob_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)  # output of this job
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """A resumable (tus) upload in progress. Its bytes collect in a file under the uploads folder."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    meta: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DirectUpload(Base):
+    """An upload that goes straight to the S3 store through presigned part URLs."""
+
+    __tablename__ = "direct_uploads"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    blob_key: Mapped[str] = mapped_column(String(200))
+    store_upload_id: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Worker(Base):
+    """A machine that pulls jobs over HTTPS. Only a SHA-256 of its token is kept."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | draining | revoked
+    capacity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    telemetry: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -46,7 +46,7 @@ __all__ = [
     "watch",
 ]
 
-Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "lost"]
+Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "staging_failed", "lost"]
 
 SUPERVISOR_SCRIPT = Path(supervise.__file__).resolve()
 READY_TIMEOUT_S = 30.0

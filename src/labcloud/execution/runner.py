@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,13 +26,21 @@ class StagingError(Exception):
 
 
 @dataclass
+class InputSource:
+    """One input slot: the file's or folder's name, and how to get each file it brings."""
+
+    name: str
+    files: list[tuple[str, Callable[[Path], None]]]  # (path under the slot's folder, writes the bytes there)
+
+
+@dataclass
 class JobPlan:
     """Everything a runner needs to run one job, wherever it runs."""
 
     job_id: str
     spec: registry.EntrypointSpec
     params: dict[str, Any]
-    inputs: dict[str, Path]  # slot → source file or folder
+    inputs: dict[str, InputSource]
     env: dict[str, str]
     resources: dict[str, Any]
     job_dir: Path  # control files (log, status) live here, out of the job's reach
@@ -69,31 +77,24 @@ def append_log(plan: JobPlan, line: str) -> None:
 
 
 def stage(plan: JobPlan) -> dict[str, str]:
-    """Make each input available under work/inputs/<slot>/ (hard link when possible); return its path."""
+    """Write each input under work/inputs/<slot>/ (a private copy the job may change); return its path."""
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     staged: dict[str, str] = {}
     for slot, source in plan.inputs.items():
-        target_dir = plan.work_dir / "inputs" / slot
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / source.name
-        try:
-            if source.is_dir():
-                shutil.copytree(source, target, copy_function=_link_or_copy, dirs_exist_ok=True)
-            else:
-                _link_or_copy(str(source), str(target))
-        except OSError as exc:
-            raise StagingError(
-                f"input '{slot}' ({source.name}) could not be staged: {exc.strerror or exc}"
-            ) from exc
-        staged[slot] = str(target)
+        slot_dir = plan.work_dir / "inputs" / slot
+        (slot_dir / source.name).parent.mkdir(parents=True, exist_ok=True)
+        for rel, fetch in source.files:
+            target = slot_dir / rel
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fetch(target)
+            except Exception as exc:
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise StagingError(f"input '{slot}' ({rel}) could not be staged: {detail}") from exc
+        if not source.files:  # an empty folder
+            (slot_dir / source.name).mkdir(parents=True, exist_ok=True)
+        staged[slot] = str(slot_dir / source.name)
     return staged
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    # A hard link shares the bytes, so the job could change the user's original: copy instead. Copies of
-    # large inputs are what a later storage layer will avoid with read-only bind mounts.
-    shutil.copy2(src, dst)
-    return dst
 
 
 def base_environment(plan: JobPlan) -> dict[str, str]:
@@ -164,18 +165,6 @@ def follow(plan: JobPlan, handle: Handle, reporter: Reporter, log_offset: int = 
 
 def log_size(plan: JobPlan) -> int:
     return plan.log_path.stat().st_size if plan.log_path.exists() else 0
-
-
-def list_outputs(output_dir: Path) -> list[dict[str, Any]]:
-    """Files the job left in its output folder, relative paths, sorted."""
-    if not output_dir.is_dir():
-        return []
-    out = []
-    for path in sorted(output_dir.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            stat = path.stat()
-            out.append({"path": path.relative_to(output_dir).as_posix(), "size": stat.st_size})
-    return out
 
 
 def _quote(arg: str) -> str:

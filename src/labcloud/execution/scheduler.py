@@ -83,7 +83,7 @@ class Scheduler:
 
     def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         assert self.executor is not None
-        queued = Job.state == JobState.QUEUED.value
+        queued = (Job.state == JobState.QUEUED.value) & (Job.executor == self.executor.name)
         with self.db.session() as session:
             owners = session.scalars(select(Job.owner_id).where(queued).distinct()).all()
             # Each user's oldest queued job: one index lookup per user (PostgreSQL has no min() of uuid).

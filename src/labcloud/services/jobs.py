@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, defer
@@ -20,7 +21,8 @@ from labcloud.services import files
 from labcloud.services.job_states import TERMINAL, FailureReason, JobState, can_retry, refusal
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
-from labcloud.storage.paths import clean_path, confined
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -65,14 +67,6 @@ def log_path(settings: Settings, job_id: uuid.UUID) -> Path:
     return job_dir(settings, job_id) / "job.log"
 
 
-def resolve_user_file(settings: Settings, user_id: uuid.UUID, raw: str, loc: list[str | int]) -> Path:
-    rel = clean_path(raw, loc)
-    path = confined(files.space(settings, user_id), rel)
-    if not path.exists():
-        raise InvalidInput.field(loc, f"you have no file or folder '{rel}'")
-    return path
-
-
 # ------------------------------------------------------------------------------------------ transitions
 
 
@@ -108,7 +102,17 @@ def transition(
     if target in TERMINAL:
         values["finished_at"] = now
     if target == JobState.QUEUED:
-        values.update(finished_at=None, started_at=None, progress=None, exit_code=None, executor_ref=None)
+        values.update(
+            finished_at=None,
+            started_at=None,
+            progress=None,
+            exit_code=None,
+            executor_ref=None,
+            worker_id=None,
+            lease_expires_at=None,
+        )
+    if target in TERMINAL:
+        values["lease_expires_at"] = None
     result = session.execute(update(Job).where(Job.id == job.id, Job.state == current.value).values(**values))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(job)
@@ -157,13 +161,19 @@ def submit(
     """Queue a job. ``ceiling``: the most the executor can ever give a job; more is refused at once."""
     resolved = apps.resolve(sub.app, sub.version, sub.entrypoint)
     spec = resolved.entrypoint
-    params = registry.validate_params(spec, sub.params)
-    inputs = registry.validate_inputs(spec, sub.inputs)
-    for slot, raw in inputs.items():
-        resolve_user_file(settings, user.id, raw, ["body", "inputs", slot])
-    registry.job_environment(spec, params, {}, "", sub.env)  # checks the env allowlist
-    resources = _resources(spec, sub.resources, ceiling or {})
-    _check_tags(sub.tags)
+    executor = "pull" if settings.executor == "pull" or spec.labels else "local"  # labels: remote workers
+    # Every problem at once (a form shows each next to its field), not only the first group's.
+    problems = _Problems()
+    params = problems.check(lambda: registry.validate_params(spec, sub.params)) or {}
+    inputs = problems.check(lambda: registry.validate_inputs(spec, sub.inputs)) or {}
+    for slot, raw in list(inputs.items()):
+        entry = problems.check(files.resolve_input, session, user.id, raw, ["body", "inputs", slot])
+        inputs[slot] = entry.path if entry is not None else raw
+    problems.check(lambda: registry.job_environment(spec, params, {}, "", sub.env))  # the env allowlist
+    ceiling_here = (ceiling or {}) if executor == "local" else {}
+    resources = problems.check(lambda: _resources(spec, sub.resources, ceiling_here)) or {}
+    problems.check(lambda: _check_tags(sub.tags))
+    problems.raise_any()
     job = Job(
         id=new_id(),  # known before the insert, so job, tags and event go in one flush
         owner_id=user.id,
@@ -180,7 +190,7 @@ def submit(
         tags=dict(sub.tags),
         state=JobState.QUEUED.value,
         max_attempts=settings.job_max_attempts,
-        executor=settings.executor,
+        executor=executor,
         rerun_of=rerun_of,
         usage={},
     )
@@ -189,6 +199,31 @@ def submit(
     session.add(JobEvent(job_id=job.id, from_state=None, to_state=JobState.QUEUED.value, message="submitted"))
     session.flush()
     return job
+
+
+class _Problems:
+    """Collects InvalidInput errors from several checks, to raise them together."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, Any]] = []
+        self.first: InvalidInput | None = None
+
+    def check(self, fn: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return fn(*args)
+        except InvalidInput as exc:
+            self.first = self.first or exc
+            self.errors += exc.errors or [{"loc": ["body"], "msg": exc.detail}]
+            return None
+
+    def raise_any(self) -> None:
+        if self.first is not None:
+            detail = (
+                self.first.detail
+                if len(self.errors) == 1
+                else f"{len(self.errors)} problems in the submission"
+            )
+            raise type(self.first)(detail, errors=self.errors)
 
 
 RESOURCE_LIMITS = {

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from labcloud import security
 from labcloud.db.models import User
 from labcloud.db.types import utcnow
-from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from labcloud.ratelimit import LoginThrottle
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 
@@ -130,6 +131,26 @@ def admin_update(
         user.token_version += 1
     log.info("user %s updated by an admin", user.email)
     return user
+
+
+def login(session: Session, throttle: LoginThrottle, email: str, password: str, address: str) -> User:
+    """Check a password login, throttled per account and per client address (429 when over the limit)."""
+    account_key = "account:" + normalise_email(email)
+    address_key = "address:" + address
+    throttle.check(account_key, address_key)
+    user = authenticate(session, email, password)
+    if user is None:
+        throttle.failed(account_key, address_key)
+        raise Unauthorized("The email or password is not correct.")
+    throttle.succeeded(account_key)
+    return user
+
+
+def set_storage_limit(user: User, limit: int | None) -> None:
+    """Bytes this user may store (0: no limit; None: the installation's default). Files already stored
+    stay; a user over a lowered limit can only delete until back under it."""
+    user.storage_limit_bytes = limit
+    log.info("storage limit of %s set to %s", user.email, "default" if limit is None else limit)
 
 
 def list_users(session: Session, *, limit: int, cursor: str | None, search: str | None = None) -> Page[User]:

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.schemas import LoginOut, SignUp, UserOut
-from labcloud.errors import Forbidden, Unauthorized
+from labcloud.errors import Forbidden
 from labcloud.services import tokens, users
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -23,14 +23,8 @@ def login(
     ctx: Ctx,
 ) -> LoginOut:
     """OAuth2 password flow: `username` is the email. Returns a short-lived bearer token."""
-    account_key = "account:" + users.normalise_email(form.username)
-    address_key = "address:" + (request.client.host if request.client else "unknown")
-    ctx.login_throttle.check(account_key, address_key)
-    user = users.authenticate(session, form.username, form.password)
-    if user is None:
-        ctx.login_throttle.failed(account_key, address_key)
-        raise Unauthorized("The email or password is not correct.")
-    ctx.login_throttle.succeeded(account_key)
+    address = request.client.host if request.client else "unknown"
+    user = users.login(session, ctx.login_throttle, form.username, form.password, address)
     token, lifetime = tokens.login_token(user, ctx.settings)
     return LoginOut(access_token=token, expires_in=lifetime)
 

@@ -20,11 +20,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="The service can reach its database")
+@router.get("/readyz", summary="The service can reach its database and its file store")
 def readyz(ctx: Ctx) -> JSONResponse:
     try:
         ctx.db.ping()
     except Exception as exc:
         log.warning("readiness check failed: %s", exc.__class__.__name__)
         return problem(503, "The database cannot be reached.", title="Not ready")
-    return JSONResponse({"status": "ready", "database": ctx.db.engine.dialect.name})
+    try:
+        ctx.storage.check()
+    except Exception as exc:
+        log.warning("readiness check failed: storage: %s", exc)
+        return problem(503, f"The file store cannot be reached: {exc}", title="Not ready")
+    return JSONResponse(
+        {"status": "ready", "database": ctx.db.engine.dialect.name, "storage": ctx.storage.kind}
+    )

@@ -5,25 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import AwareDatetime
 
 from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, Writer
+from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
 from labcloud.api.schemas import PageOut
-from labcloud.db.models import Job
+from labcloud.db.models import FileEntry, Job
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.execution.runner import list_outputs
+from labcloud.services import files
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from labcloud.storage.paths import clean_path, confined
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 LOG_POLL_S = 0.1
@@ -33,12 +32,11 @@ STATE_POLL_S = 0.5
 def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
     model = JobDetail if detail else JobOut
     out = model.model_validate(job)
-    if (
-        job.state == JobState.QUEUED.value
-        and ctx.executor is not None
-        and not job.message.startswith("retrying")
-    ):
-        out.message = ctx.executor.wait_reason(job.resources)
+    if job.state == JobState.QUEUED.value and not job.message.startswith("retrying"):
+        if job.executor == "pull":
+            out.message = ctx.pull.wait_reason(job)
+        elif ctx.executor is not None:
+            out.message = ctx.executor.wait_reason(job.resources)
     return out
 
 
@@ -87,7 +85,7 @@ def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -
     """A queued job is cancelled at once; a running one becomes `cancelling` until its process is gone."""
     job = job_service.cancel(session, job_service.get_job(session, principal.user, job_id))
     session.commit()
-    if ctx.executor is not None:
+    if ctx.executor is not None and job.executor == ctx.executor.name:
         ctx.executor.cancel(job.id)
     return _out(job, ctx, detail=True)
 
@@ -176,72 +174,37 @@ async def logs(
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def _output_root(ctx: Ctx, session: DbSession, principal: Reader, job_id: uuid.UUID) -> Path:
+def _outputs(session: DbSession, principal: Reader, job_id: uuid.UUID) -> tuple[Job, list[FileEntry]]:
     job = job_service.get_job(session, principal.user, job_id)
-    return job_service.output_dir(ctx.settings, job.id)
+    return job, files.job_outputs(session, job.owner_id, job.id)
 
 
 @router.get("/{job_id}/outputs", response_model=list[OutputFile], summary="The job's output files")
-def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> list[OutputFile]:
-    return [OutputFile(**o) for o in list_outputs(_output_root(ctx, session, principal, job_id))]
+def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[OutputFile]:
+    """Paths are relative to the job's folder in your space, ``jobs/{job_id}/``."""
+    _, rows = _outputs(session, principal, job_id)
+    start = len(files.job_outputs_folder(job_id)) + 1
+    return [OutputFile(path=r.path[start:], size=r.size, sha256=r.sha256) for r in rows]
 
 
 @router.get("/{job_id}/outputs.zip", summary="All outputs as one zip, streamed while it is built")
 def outputs_zip(job_id: uuid.UUID, principal: StreamReader, ctx: Ctx) -> StreamingResponse:
     with ctx.db.session() as session:  # not held while the zip streams
-        root = _output_root(ctx, session, principal, job_id)
-    files = [root / o["path"] for o in list_outputs(root)]
-    return StreamingResponse(
-        _zip_stream(root, files),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="job-{job_id}-outputs.zip"'},
+        _, rows = _outputs(session, principal, job_id)
+    return send_zip(
+        ctx.storage, rows, files.job_outputs_folder(job_id), f"job-{job_id}-outputs.zip", keep_root=False
     )
 
 
-@router.get("/{job_id}/outputs/{path:path}", summary="Download one output file")
+@router.get("/{job_id}/outputs/{path:anypath}", summary="Download one output file")
 def output_file(
-    job_id: uuid.UUID, path: str, principal: Reader, session: DbSession, ctx: Ctx
-) -> FileResponse:
-    root = _output_root(ctx, session, principal, job_id)
-    target = confined(root, clean_path(path, ["path", "path"]))
-    if not target.is_file():
-        raise NotFound(f"Job {job_id} has no output '{path}'.")
-    return FileResponse(target, filename=target.name)
-
-
-class _Sink:
-    """A write-only file for zipfile that hands out what was written so far."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.position = 0
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        self.position += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.position
-
-    def flush(self) -> None:
-        pass
-
-    def drain(self) -> bytes:
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        return data
-
-
-def _zip_stream(root: Path, files: list[Path]) -> Iterator[bytes]:
-    sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[call-overload]
-        for path in files:
-            info = zipfile.ZipInfo.from_file(path, arcname=path.relative_to(root).as_posix())
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dest:
-                while chunk := src.read(1 << 20):
-                    dest.write(chunk)
-                    yield sink.drain()
-            yield sink.drain()
-    yield sink.drain()
+    job_id: uuid.UUID, path: str, request: Request, principal: StreamReader, ctx: Ctx
+) -> Response:
+    rel = files.clean(path, ["path", "path"])
+    with ctx.db.session() as session:
+        _, rows = _outputs(session, principal, job_id)
+    wanted = f"{files.job_outputs_folder(job_id)}/{rel}"
+    for row in rows:
+        if row.path == wanted:
+            return send_file(ctx, request, row)
+    raise NotFound(f"Job {job_id} has no output '{rel}'.")

@@ -65,4 +65,6 @@ def update_user(
         is_active=body.is_active,
         password=body.password,
     )
+    if "storage_limit_bytes" in body.model_fields_set:  # an explicit null restores the default
+        users.set_storage_limit(user, body.storage_limit_bytes)
     return UserOut.model_validate(user)

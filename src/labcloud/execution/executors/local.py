@@ -8,28 +8,33 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from labcloud import registry
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.errors import Conflict
-from labcloud.execution import process, runner
+from labcloud.execution import outcome, process, runner
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle, ProcessResult
-from labcloud.execution.runner import JobPlan, StagingError
+from labcloud.execution.runner import InputSource, JobPlan, StagingError
 from labcloud.execution.sandbox import SandboxPolicy, sandbox_problem
+from labcloud.services import files
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
+from labcloud.storage.base import Storage
 
 log = logging.getLogger(__name__)
 PROGRESS_WRITE_INTERVAL_S = 0.5
@@ -78,9 +83,12 @@ class _DbReporter:
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, settings: Settings, db: Database, notify: Callable[[], None]) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
+    ) -> None:
         self.settings = settings
         self.db = db
+        self.storage = storage
         self.notify = notify
         self.cpus = settings.local_cpus or float(os.cpu_count() or 1)
         self.memory_mb = settings.local_memory_mb or int(psutil.virtual_memory().total / 2**20 * 0.8)
@@ -169,16 +177,24 @@ class LocalExecutor(Executor):
     def cancel(self, job_id: uuid.UUID) -> None:
         self.cancel_flag(job_id).set()
 
-    def plan(self, job: Job) -> JobPlan:
-        inputs = {
-            slot: job_service.resolve_user_file(self.settings, job.owner_id, raw, ["inputs", slot])
-            for slot, raw in job.inputs.items()
-        }
+    def inputs(self, session: Session, job: Job) -> dict[str, InputSource]:
+        """Where each input's files come from; resolved when the job starts, not when it was submitted."""
+        inputs = {}
+        for slot, raw in job.inputs.items():
+            entry = files.resolve_input(session, job.owner_id, raw, ["inputs", slot])
+            sources = files.input_files(session, job.owner_id, entry)
+            inputs[slot] = InputSource(
+                entry.name, [(rel, partial(self.storage.fetch, key)) for rel, key in sources]
+            )
+        return inputs
+
+    def plan(self, job: Job, inputs: dict[str, InputSource] | None = None) -> JobPlan:
+        """What the runner needs; ``inputs`` only for a job that has still to be staged."""
         return JobPlan(
             job_id=str(job.id),
             spec=registry.EntrypointSpec.model_validate(job.spec),
             params=dict(job.params),
-            inputs=inputs,
+            inputs=inputs or {},
             env=dict(job.env),
             resources=dict(job.resources),
             job_dir=job_service.job_dir(self.settings, job.id),
@@ -204,7 +220,7 @@ class LocalExecutor(Executor):
             if job is None:
                 return
             try:
-                plan = self.plan(job)
+                plan = self.plan(job, self.inputs(session, job))
             except Exception as exc:
                 job_service.transition(
                     session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=_detail(exc)
@@ -259,60 +275,35 @@ class LocalExecutor(Executor):
             else:
                 job_service.fail_or_retry(session, job, reason, message)
 
+    def _collect(self, job_id: uuid.UUID, owner_id: uuid.UUID, plan: JobPlan) -> str | None:
+        """Move the outputs into the owner's space and drop the work folder; a problem, or None."""
+        try:
+            files.ingest_outputs(self.db, self.storage, self.settings, owner_id, job_id, plan.output_dir)
+        except Exception as exc:
+            log.exception("outputs of job %s could not be stored", job_id)
+            message = f"the outputs could not be stored: {_detail(exc)}"
+            runner.append_log(plan, message)
+            return message
+        finally:
+            shutil.rmtree(plan.work_dir, ignore_errors=True)
+        return None
+
     def _settle(self, job_id: uuid.UUID, result: ProcessResult | None, plan: JobPlan) -> None:
         """Record how the job ended. ``result`` None: it never started (cancelled while staging)."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
             if job is None or JobState(job.state) not in ACTIVE:
                 return
-            usage = {}
-            if result is not None:
-                usage = {
-                    "wall_s": round(result.wall_s, 3),
-                    "cpu_s": round(result.cpu_s, 3),
-                    "peak_memory_mb": round(result.peak_memory_mb, 1),
-                }
-            state = JobState(job.state)
-            if state == JobState.STAGING and result is not None and result.outcome != "cancelled":
-                state = JobState(job_service.transition(session, job, JobState.RUNNING).state)
-            if state == JobState.CANCELLING or (result is not None and result.outcome == "cancelled"):
-                if state != JobState.CANCELLING:
-                    job_service.transition(session, job, JobState.CANCELLING, message="stopped by a signal")
-                job_service.transition(
-                    session,
-                    job,
-                    JobState.CANCELLED,
-                    message="cancelled; partial outputs are kept",
-                    usage=usage,
-                )
-                return
-            assert result is not None
-            if result.outcome == "exited" and result.exit_code == 0:
-                job_service.transition(session, job, JobState.FINISHING)
-                outputs = runner.list_outputs(plan.output_dir)
-                job_service.transition(
-                    session,
-                    job,
-                    JobState.SUCCEEDED,
-                    message=f"{len(outputs)} output file{'s' if len(outputs) != 1 else ''}",
-                    exit_code=0,
-                    progress=1.0,
-                    usage=usage,
-                )
-                return
-            reason, message = _failure(result, job)
-            if reason == FailureReason.WORKER_LOST:  # the supervisor vanished: maybe another attempt
-                job_service.fail_or_retry(session, job, reason, message)
-                return
-            job_service.transition(
-                session,
-                job,
-                JobState.FAILED,
-                reason=reason,
-                message=message,
-                exit_code=result.exit_code,
-                usage=usage,
-            )
+            owner_id = job.owner_id
+            if outcome.succeeded(result):
+                outcome.start_finishing(session, job)
+        problem = None
+        if result is not None and result.outcome != "lost":
+            problem = self._collect(job_id, owner_id, plan)
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is not None:
+                outcome.record_end(session, job, result, problem)
 
     # ------------------------------------------------------------------------------------- restarts
 
@@ -355,20 +346,6 @@ class LocalExecutor(Executor):
         if problem:
             log.warning("jobs run WITHOUT a sandbox: %s (install Debian's bubblewrap)", problem)
         return problem
-
-
-def _failure(result: ProcessResult, job: Job) -> tuple[FailureReason, str]:
-    if result.outcome == "exited":
-        return FailureReason.APP_ERROR, f"the command exited with code {result.exit_code}"
-    if result.outcome == "timeout":
-        return FailureReason.TIMEOUT, f"stopped after its time limit of {job.resources.get('timeout_s')} s"
-    if result.outcome == "out_of_memory":
-        return FailureReason.OUT_OF_MEMORY, f"stopped for using more than {job.resources.get('memory_mb')} MB"
-    if result.outcome == "start_failed":
-        return FailureReason.SYSTEM_ERROR, result.message or "the command could not be started"
-    if result.outcome == "lost":
-        return FailureReason.WORKER_LOST, result.message or "the job's supervisor disappeared"
-    return FailureReason.SYSTEM_ERROR, result.message or f"unexpected outcome {result.outcome}"
 
 
 def _detail(exc: BaseException) -> str:

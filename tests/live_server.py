@@ -1,0 +1,79 @@
+"""Real labcloud processes for tests: ``labcloud serve`` on a free port, and waiting with a deadline.
+
+Each process gets a clean environment (no ``LABCLOUD_*`` from the caller) plus what the test gives it.
+Waiting is polling with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
+
+
+def eventually(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], log_path: Path, ready_timeout: float = 120) -> Iterator[str]:
+    """``labcloud serve`` with ``env`` on a free port of 127.0.0.1; its URL once ``/readyz`` answers 200
+    (a loaded machine starts it slowly). Stopped with SIGTERM afterwards (SIGKILL if it hangs)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*LABCLOUD, "serve", "--port", str(port)],
+            env={**clean_env(), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, "labcloud serve exited:\n" + log_path.read_text(errors="replace")
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        eventually(ready, ready_timeout, "labcloud serve to be ready", interval=0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
