@@ -27,6 +27,9 @@ from labcloud.api.app import create_app
 from labcloud.db import migrate
 from labcloud.db.models import Base
 from labcloud.settings import Settings
+from live_server import ADMIN_EMAIL as SERVER_ADMIN_EMAIL
+from live_server import ADMIN_PASSWORD as SERVER_ADMIN_PASSWORD
+from live_server import Server, serve
 
 ADMIN_EMAIL = "root@example.org"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -167,6 +170,37 @@ def make_user(client: TestClient, admin: Account) -> Any:
 def user(make_user: Any) -> Account:
     account: Account = make_user()
     return account
+
+
+# -- a live server ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Server]:
+    """``labcloud serve`` on a free port with its own data dir (``settings.home``, so leftover job processes
+    are killed and the shared test database is emptied afterwards by the ``settings`` fixture)."""
+    env = {
+        "LABCLOUD_HOME": str(settings.home),
+        "LABCLOUD_INITIAL_ADMIN_EMAIL": SERVER_ADMIN_EMAIL,
+        "LABCLOUD_INITIAL_ADMIN_PASSWORD": SERVER_ADMIN_PASSWORD,
+        "LABCLOUD_SCHEDULER_INTERVAL_S": "0.5",
+        "LABCLOUD_KILL_GRACE_S": "1",
+        "LABCLOUD_LOCAL_CPUS": "2",
+        "LABCLOUD_LOCAL_MEMORY_MB": "4096",
+        "LABCLOUD_LOG_LEVEL": "warning",
+    }
+    if backend() == "postgresql":
+        env["LABCLOUD_DATABASE_URL"] = database_url
+    if settings.storage_url:  # a test that asked for storage_backend "s3"
+        env |= {
+            "LABCLOUD_STORAGE_URL": settings.storage_url,
+            "LABCLOUD_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "LABCLOUD_S3_REGION": settings.s3_region,
+            "LABCLOUD_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+            "LABCLOUD_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+        }
+    with serve(env, tmp_path / "server.log") as url:
+        yield Server(url, tmp_path / "client" / "client.json")
 
 
 # -- storage backends ------------------------------------------------------------------------------------

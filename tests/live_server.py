@@ -7,18 +7,22 @@ Waiting is polling with a deadline, never a fixed sleep.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
+ADMIN_EMAIL = "admin@example.org"  # the first administrator of the ``server`` fixture's server
+ADMIN_PASSWORD = "live-server-admin-password"
 T = TypeVar("T")
 
 
@@ -77,3 +81,40 @@ def serve(env: dict[str, str], log_path: Path, ready_timeout: float = 120) -> It
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class Server:
+    url: str
+    config: Path  # the client config file the commands use (LABCLOUD_CLIENT_CONFIG)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**clean_env(), "LABCLOUD_CLIENT_CONFIG": str(self.config), "COLUMNS": "200", **extra}
+
+    def run(
+        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LABCLOUD, *args],
+            env=env or self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        """Run a command that must succeed; its stdout."""
+        r = self.run(*args, stdin=stdin)
+        assert r.returncode == 0, f"labcloud {' '.join(args)} → {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+    def login(self) -> None:
+        """Log in as the administrator, the password on standard input."""
+        self.ok(
+            "login", "--server", self.url, "--email", ADMIN_EMAIL, "--password-stdin", stdin=ADMIN_PASSWORD
+        )

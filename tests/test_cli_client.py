@@ -12,8 +12,6 @@ import stat
 import subprocess
 import threading
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,80 +20,11 @@ import httpx
 import pytest
 
 import labcloud_demo
-from conftest import backend
-from labcloud.settings import Settings
-from live_server import LABCLOUD, clean_env, serve
+from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, LABCLOUD, Server
 
 pytestmark = pytest.mark.db_agnostic  # the client side; the server's database is tested elsewhere
 
-ADMIN_EMAIL = "admin@example.org"
-ADMIN_PASSWORD = "cli-client-test-password"
 SAMPLE_TRACE = Path(labcloud_demo.__file__).parent / "samples" / "trace.csv"
-
-
-@dataclass
-class Server:
-    url: str
-    config: Path  # the client config file the commands use (LABCLOUD_CLIENT_CONFIG)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {**clean_env(), "LABCLOUD_CLIENT_CONFIG": str(self.config), "COLUMNS": "200", **extra}
-
-    def run(
-        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*LABCLOUD, *args],
-            env=env or self.env(),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        """Run a command that must succeed; its stdout."""
-        r = self.run(*args, stdin=stdin)
-        assert r.returncode == 0, f"labcloud {' '.join(args)} → {r.returncode}\n{r.stdout}\n{r.stderr}"
-        return r.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--json"))
-
-    def login(self) -> None:
-        """Log in as the administrator, the password on standard input."""
-        self.ok(
-            "login", "--server", self.url, "--email", ADMIN_EMAIL, "--password-stdin", stdin=ADMIN_PASSWORD
-        )
-
-
-@pytest.fixture
-def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Server]:
-    """``labcloud serve`` on a free port with its own data dir (``settings.home``, so leftover job processes
-    are killed and the shared test database is emptied afterwards by the ``settings`` fixture)."""
-    env = {
-        "LABCLOUD_HOME": str(settings.home),
-        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN_EMAIL,
-        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "LABCLOUD_SCHEDULER_INTERVAL_S": "0.5",
-        "LABCLOUD_KILL_GRACE_S": "1",
-        "LABCLOUD_LOCAL_CPUS": "2",
-        "LABCLOUD_LOCAL_MEMORY_MB": "4096",
-        "LABCLOUD_LOG_LEVEL": "warning",
-    }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
-    if settings.storage_url:  # a test that asked for storage_backend "s3"
-        env |= {
-            "LABCLOUD_STORAGE_URL": settings.storage_url,
-            "LABCLOUD_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-            "LABCLOUD_S3_REGION": settings.s3_region,
-            "LABCLOUD_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
-            "LABCLOUD_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
-        }
-    with serve(env, tmp_path / "server.log") as url:
-        yield Server(url, tmp_path / "client" / "client.json")
 
 
 @pytest.fixture

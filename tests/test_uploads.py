@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from conftest import Account
 from labcloud.services import uploads
 from labcloud.settings import Settings
-from test_cli_client import ADMIN_EMAIL, ADMIN_PASSWORD, Server, schema_upgraded, server  # noqa: F401
+from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, Server
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK_TYPE = {"Content-Type": "application/offset+octet-stream"}
@@ -602,7 +602,7 @@ def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> Non
 
 def test_tuspy_uploads_a_file_in_small_chunks(
     storage_backend: str,
-    server: Server,  # noqa: F811
+    server: Server,
     tmp_path: Path,
 ) -> None:
     from tusclient import client as tus
@@ -623,7 +623,7 @@ def test_tuspy_uploads_a_file_in_small_chunks(
     assert listed[0]["sha256"] == sha256(data)
 
 
-def test_a_dropped_connection_keeps_what_arrived(server: Server, settings: Settings) -> None:  # noqa: F811
+def test_a_dropped_connection_keeps_what_arrived(server: Server, settings: Settings) -> None:
     """A PATCH whose connection dies keeps the bytes the server received; while it runs, a second PATCH is
     refused (409); then the client resumes from the offset HEAD gives and the file is whole."""
     auth = _login(server.url)
