@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ import psutil
 from boto3.s3.transfer import TransferConfig
 
 from bench.harness import Result, Server, running_server
+from bench.harness import with_machine as harness_with_machine
 from bench.seaweed import SeaweedFS, seaweedfs
 
 MiB = 1 << 20
@@ -331,40 +332,9 @@ class RssSampler:
         return self.peak - self.baseline
 
 
-def _cpu_seconds(pids: list[int]) -> tuple[float, float]:
-    """(CPU time the whole machine has spent busy, CPU time of this process, its reaped children and the
-    live process trees ``pids``)."""
-    t = psutil.cpu_times()
-    busy = (
-        t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
-    )
-    me = psutil.Process().cpu_times()
-    ours = me.user + me.system + me.children_user + me.children_system
-    return busy, ours + sum(tree_cpu(pid) for pid in pids)
-
-
-def _calibration_ms() -> float:
-    """Best of three runs of a fixed pure-Python loop: how fast this (possibly shared) machine is now."""
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        total = 0
-        for i in range(1_000_000):
-            total += i
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000
-
-
 def with_machine(pids: Callable[[], list[int]], measure: Callable[[], list[Result]]) -> list[Result]:
-    """``measure()``'s rows with the machine's noise while it ran (see the module's docstring)."""
-    calib = round(_calibration_ms())
-    busy0, ours0 = _cpu_seconds(pids())
-    start = time.perf_counter()
-    rows = measure()
-    busy1, ours1 = _cpu_seconds(pids())
-    other = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / (time.perf_counter() - start) * 100
-    machine = {"other_cpu_pct": float(round(other)), "cpu_calib_ms": float(calib)}
-    return [replace(r, metrics=r.metrics | machine) for r in rows]
+    """``measure()``'s rows with the machine's noise while it ran; the live trees ``pids`` count as ours."""
+    return harness_with_machine(measure, lambda: sum(tree_cpu(pid) for pid in pids()))
 
 
 @dataclass

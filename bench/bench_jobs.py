@@ -20,16 +20,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import psycopg
 
-from bench.harness import Result, Server, latency_summary, running_server
+from bench.harness import Result, Server, latency_summary, run_all, running_server
 from labcloud.db.types import new_id
 from labcloud.services.pagination import encode_cursor
 
@@ -614,49 +613,5 @@ MEASUREMENTS: dict[str, Callable[[str, bool], list[Result]]] = {
 }
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    """(CPU time the whole machine has spent busy, CPU time of this process and its reaped descendants)."""
-    t = psutil.cpu_times()
-    busy = (
-        t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
-    )
-    me = psutil.Process().cpu_times()
-    return busy, me.user + me.system + me.children_user + me.children_system
-
-
-def _calibration_ms() -> float:
-    """Best of three runs of a fixed pure-Python loop: how fast this (possibly shared) machine is now."""
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        total = 0
-        for i in range(1_000_000):
-            total += i
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000
-
-
 def run(backends: list[str], quick: bool = False) -> list[Result]:
-    """Every measurement on every backend; one that fails becomes a row saying why, the rest still run.
-
-    Each row also says how trustworthy the machine was: ``other_cpu_pct``, CPU used outside the
-    benchmark's own processes (client, server, jobs) while it ran, in % of one core (on PostgreSQL it
-    includes the database server's own share); and ``cpu_calib_ms``, a fixed Python loop timed just
-    before, which on a shared VM can vary by 2x with nothing visible running.
-    """
-    results: list[Result] = []
-    for backend in backends:
-        for name, measure in MEASUREMENTS.items():
-            calib = round(_calibration_ms())
-            busy0, ours0 = _cpu_seconds()
-            start = time.perf_counter()
-            try:
-                rows = measure(backend, quick)
-            except Exception as exc:
-                note = f"FAILED: {exc.__class__.__name__}: {exc}"[:600]
-                rows = [Result(f"jobs: {name}", backend, {}, target=TARGETS[name], notes=note)]
-            busy1, ours1 = _cpu_seconds()
-            other = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / (time.perf_counter() - start) * 100
-            machine = {"other_cpu_pct": float(round(other)), "cpu_calib_ms": float(calib)}
-            results += [replace(r, metrics=r.metrics | machine) for r in rows]
-    return results
+    return run_all("jobs", MEASUREMENTS, TARGETS, backends, quick)

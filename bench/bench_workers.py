@@ -21,9 +21,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,6 @@ from bench.bench_jobs import (
     JOB_COLUMNS,
     LOAD_BATCH,
     JobsServer,
-    _calibration_ms,
-    _cpu_seconds,
     _sqlite_value,
     ms_between,
     p50,
@@ -45,7 +43,7 @@ from bench.bench_jobs import (
     ts,
     wait_terminal,
 )
-from bench.harness import Result, latency_summary, running_server
+from bench.harness import Result, latency_summary, run_all, running_server
 from labcloud.db.types import new_id
 
 SINK_APP = "bench-sink"
@@ -450,7 +448,7 @@ def measure_claims(backend: str, quick: bool) -> list[Result]:
 
 # ------------------------------------------------------------------------------------------------ run
 
-MEASUREMENTS = {
+MEASUREMENTS: dict[str, Callable[[str, bool], list[Result]]] = {
     "throughput": measure_throughput,
     "started": measure_started,
     "claims": measure_claims,
@@ -458,20 +456,4 @@ MEASUREMENTS = {
 
 
 def run(backends: list[str], quick: bool = False) -> list[Result]:
-    """Every measurement on every backend; one that fails becomes a row saying why (see bench_jobs.run)."""
-    results: list[Result] = []
-    for backend in backends:
-        for name, measure in MEASUREMENTS.items():
-            calib = round(_calibration_ms())
-            busy0, ours0 = _cpu_seconds()
-            start = time.perf_counter()
-            try:
-                rows = measure(backend, quick)
-            except Exception as exc:
-                note = f"FAILED: {exc.__class__.__name__}: {exc}"[:600]
-                rows = [Result(f"workers: {name}", backend, {}, target=TARGETS.get(name, ""), notes=note)]
-            busy1, ours1 = _cpu_seconds()
-            other = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / (time.perf_counter() - start) * 100
-            machine = {"other_cpu_pct": float(round(other)), "cpu_calib_ms": float(calib)}
-            results += [replace(r, metrics=r.metrics | machine) for r in rows]
-    return results
+    return run_all("workers", MEASUREMENTS, TARGETS, backends, quick)

@@ -10,13 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 
 PG_SERVER = os.environ.get("LABCLOUD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -145,3 +147,78 @@ def latency_summary(samples_s: list[float]) -> dict[str, float]:
         "p99_ms": round(percentile(ms, 99), 3),
         "mean_ms": round(statistics.fmean(ms), 3),
     }
+
+
+# ------------------------------------------------------------------------------------ machine noise
+
+
+def cpu_seconds(extra: Callable[[], float] | None = None) -> tuple[float, float]:
+    """(CPU time the whole machine has spent busy, CPU time of this process, its reaped descendants, and
+    ``extra()``: live processes of the benchmark's own, e.g. a server's tree)."""
+    t = psutil.cpu_times()
+    busy = (
+        t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+    )
+    me = psutil.Process().cpu_times()
+    ours = me.user + me.system + me.children_user + me.children_system
+    return busy, ours + (extra() if extra is not None else 0.0)
+
+
+def calibration_ms() -> float:
+    """Best of three runs of a fixed pure-Python loop: how fast this (possibly shared) machine is now."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
+def with_machine(
+    measure: Callable[[], list[Result]], extra: Callable[[], float] | None = None
+) -> list[Result]:
+    """``measure()``'s rows, each with how trustworthy the machine was while it ran: ``other_cpu_pct``,
+    CPU used outside the benchmark's own processes (client, server, jobs), in % of one core (on
+    PostgreSQL it includes the database server's own share); and ``cpu_calib_ms``, a fixed Python loop
+    timed just before, which on a shared VM can vary by 2x with nothing visible running."""
+    calib = round(calibration_ms())
+    busy0, ours0 = cpu_seconds(extra)
+    start = time.perf_counter()
+    rows = measure()
+    busy1, ours1 = cpu_seconds(extra)
+    other = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / (time.perf_counter() - start) * 100
+    machine = {"other_cpu_pct": float(round(other)), "cpu_calib_ms": float(calib)}
+    return [replace(r, metrics=r.metrics | machine) for r in rows]
+
+
+def run_all(
+    label: str,
+    measurements: dict[str, Callable[[str, bool], list[Result]]],
+    targets: dict[str, str],
+    backends: list[str],
+    quick: bool,
+) -> list[Result]:
+    """Every measurement on every backend, with the machine's noise; one that fails becomes a row saying
+    why, and the rest still run."""
+    results: list[Result] = []
+    for backend in backends:
+        for name, measure in measurements.items():
+            results += with_machine(partial(_attempt, label, name, measure, targets, backend, quick))
+    return results
+
+
+def _attempt(
+    label: str,
+    name: str,
+    measure: Callable[[str, bool], list[Result]],
+    targets: dict[str, str],
+    backend: str,
+    quick: bool,
+) -> list[Result]:
+    try:
+        return measure(backend, quick)
+    except Exception as exc:
+        note = f"FAILED: {exc.__class__.__name__}: {exc}"[:600]
+        return [Result(f"{label}: {name}", backend, {}, target=targets.get(name, ""), notes=note)]
