@@ -24,6 +24,7 @@ LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
 ADMIN_EMAIL = "admin@example.org"  # the first administrator of the ``server`` fixture's server
 ADMIN_PASSWORD = "live-server-admin-password"
 T = TypeVar("T")
+Popen = subprocess.Popen[bytes]
 
 
 def free_port() -> int:
@@ -50,37 +51,53 @@ def eventually(check: Callable[[], T | None], timeout: float, what: str, interva
         time.sleep(interval)
 
 
-@contextlib.contextmanager
-def serve(env: dict[str, str], log_path: Path, ready_timeout: float = 120) -> Iterator[str]:
-    """``labcloud serve`` with ``env`` on a free port of 127.0.0.1; its URL once ``/readyz`` answers 200
-    (a loaded machine starts it slowly). Stopped with SIGTERM afterwards (SIGKILL if it hangs)."""
+def start_server(env: dict[str, str], log_path: Path, ready_timeout: float = 120) -> tuple[str, Popen]:
+    """Start ``labcloud serve`` with ``env`` on a free port of 127.0.0.1, in a session of its own; its URL
+    and process once ``/readyz`` answers 200 (a loaded machine starts it slowly)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [*LABCLOUD, "serve", "--port", str(port)],
             env={**clean_env(), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+
+    def ready() -> bool:
+        assert proc.poll() is None, "labcloud serve exited:\n" + log_path.read_text(errors="replace")
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, "labcloud serve exited:\n" + log_path.read_text(errors="replace")
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
         eventually(ready, ready_timeout, "labcloud serve to be ready", interval=0.1)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return url, proc
+
+
+def stop_server(proc: Popen) -> None:
+    """SIGTERM, then SIGKILL if it hangs."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], log_path: Path, ready_timeout: float = 120) -> Iterator[str]:
+    """``labcloud serve`` (see :func:`start_server`) for the duration of a ``with``; stopped after."""
+    url, proc = start_server(env, log_path, ready_timeout)
+    try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 @dataclass

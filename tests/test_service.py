@@ -52,7 +52,7 @@ def test_health_ready_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz").json()
     database = "postgresql" if backend() == "postgresql" else "sqlite"
-    assert ready == {"status": "ready", "database": database, "storage": "local"}
+    assert ready == {"status": "ready", "database": database, "storage": "local", "dispatching": True}
     spec = client.get("/api/v1/openapi.json").json()
     assert spec["info"]["title"] == "labcloud"
     for path in ("/api/v1/auth/login", "/api/v1/me", "/api/v1/me/tokens", "/api/v1/users/{user_id}"):

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         1.0, ge=0, description="How often app files are checked for changes."
     )
     scheduler_interval_s: float = Field(1.0, gt=0, description="Longest pause between dispatch rounds.")
+    leader_check_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="Replicas sharing a database: how often a follower tries to take over dispatch, and "
+        "a leader confirms it still holds the lock.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

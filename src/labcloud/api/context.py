@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from labcloud.db.engine import Database
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.executors.pull import PullExecutor
+from labcloud.execution.leader import Leadership
 from labcloud.execution.scheduler import Scheduler
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
@@ -26,6 +27,7 @@ class AppContext:
     scheduler: Scheduler | None = None
     housekeeper: Housekeeper | None = None
     executor: Executor | None = field(default=None)
+    leadership: Leadership | None = None
     pull: PullExecutor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,24 +47,42 @@ class AppContext:
         )
 
     def start_dispatch(self) -> None:
-        """Run queued jobs from this process (the embedded default), and watch remote workers' leases."""
+        """Compete for leadership: the leader runs queued jobs (local executor), watches remote workers'
+        leases and keeps house; every replica serves the API, claims included."""
         from labcloud.execution.executors.local import LocalExecutor
 
         if self.settings.executor == "local":
+            self.executor = LocalExecutor(self.settings, self.db, self.notify, self.storage)
+        self.leadership = Leadership(
+            self.db,
+            self.settings.home / "leader.lock",
+            self._lead,
+            self._step_down,
+            interval_s=self.settings.leader_check_interval_s,
+        )
+        self.leadership.start()
+
+    def stop_dispatch(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()
+
+    def _lead(self) -> None:
+        if self.executor is not None:
             self.scheduler = Scheduler(self.db, interval_s=self.settings.scheduler_interval_s)
-            self.executor = LocalExecutor(self.settings, self.db, self.scheduler.notify, self.storage)
             self.scheduler.attach(self.executor)
             self.scheduler.start()
         self.pull.start()
         self.housekeeper = Housekeeper(self.db, self.storage, self.settings)
         self.housekeeper.start()
 
-    def stop_dispatch(self) -> None:
+    def _step_down(self) -> None:
         self.pull.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
+            self.scheduler = None
         if self.housekeeper is not None:
             self.housekeeper.stop()
+            self.housekeeper = None
 
     def notify(self) -> None:
         if self.scheduler is not None:

@@ -32,6 +32,12 @@ def readyz(ctx: Ctx) -> JSONResponse:
     except Exception as exc:
         log.warning("readiness check failed: storage: %s", exc)
         return problem(503, f"The file store cannot be reached: {exc}", title="Not ready")
+    leads = ctx.leadership is not None and ctx.leadership.is_leader
     return JSONResponse(
-        {"status": "ready", "database": ctx.db.engine.dialect.name, "storage": ctx.storage.kind}
+        {
+            "status": "ready",
+            "database": ctx.db.engine.dialect.name,
+            "storage": ctx.storage.kind,
+            "dispatching": leads,  # of several replicas on one database, exactly one dispatches
+        }
     )

@@ -312,7 +312,10 @@ class LocalExecutor(Executor):
             stmt = select(Job).where(Job.state.in_([s.value for s in ACTIVE]), Job.executor == self.name)
             jobs = list(session.scalars(stmt))
         for job in jobs:
-            self._recover_one(job)
+            with self._lock:
+                followed = job.id in self._held
+            if not followed:  # a server that leads again already follows the jobs it started
+                self._recover_one(job)
 
     def _recover_one(self, job: Job) -> None:
         handle = Handle.from_json(job.executor_ref) if job.executor_ref else None

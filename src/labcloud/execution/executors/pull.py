@@ -77,6 +77,7 @@ class PullExecutor:
 
     def start(self) -> None:
         """Watch leases: a job whose worker went quiet is taken back."""
+        self._stop = threading.Event()  # a fresh one: a server that leads again starts again
         self._thread = threading.Thread(target=self._loop, name="labcloud-leases", daemon=True)
         self._thread.start()
 

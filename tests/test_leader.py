@@ -1,0 +1,136 @@
+"""Several ``labcloud serve`` replicas on one database: all answer the API, exactly one dispatches, and
+when that one dies another takes over and the work goes on (real processes; SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import backend
+from jobs_helpers import py, write_app
+from live_server import Popen, eventually, start_server, stop_server
+
+ADMIN = ("leader-admin@example.org", "leader-admin-password")
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class Replicas:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: dict[str, Popen] = {}
+
+    def start(self, name: str) -> str:
+        url, proc = start_server(self.env, self.logs / f"{name}.log")
+        self.procs[url] = proc
+        return url
+
+    def leaders(self) -> list[str]:
+        """The replicas that say they dispatch (the dead ones say nothing)."""
+        found = []
+        for url, proc in self.procs.items():
+            if proc.poll() is None and httpx.get(f"{url}/readyz", timeout=5).json()["dispatching"]:
+                found.append(url)
+        return found
+
+    def kill(self, url: str) -> None:
+        proc = self.procs[url]
+        os.kill(proc.pid, signal.SIGKILL)  # no goodbye: its connection (or file lock) just goes away
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                stop_server(proc)
+
+
+@pytest.fixture
+def replicas(settings: Any, database_url: str, tmp_path: Path) -> Iterator[Replicas]:
+    """Replicas sharing the database and the data dir (one machine here; a shared disk in production)."""
+    write_app(
+        settings.effective_apps_dir,
+        "nap",
+        py("""
+        import os, time
+        print("begin", flush=True)
+        time.sleep(float(os.environ.get("LABCLOUD_PARAM_SECONDS", "0")))
+        print("end", flush=True)
+    """),
+        parameters={"type": "object", "properties": {"seconds": {"type": "number", "default": 0}}},
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
+    )
+    env = {
+        "LABCLOUD_HOME": str(settings.home),
+        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
+        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],
+        "LABCLOUD_LOG_LEVEL": "warning",
+        "LABCLOUD_KILL_GRACE_S": "1",
+        "LABCLOUD_LEADER_CHECK_INTERVAL_S": "0.5",
+    }
+    if backend() == "postgresql":
+        env["LABCLOUD_DATABASE_URL"] = database_url
+    group = Replicas(env, tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def _headers(url: str) -> dict[str, str]:
+    r = httpx.post(f"{url}/api/v1/auth/login", data={"username": ADMIN[0], "password": ADMIN[1]})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _submit(url: str, headers: dict[str, str], seconds: float) -> str:
+    r = httpx.post(f"{url}/api/v1/jobs", json={"app": "nap", "params": {"seconds": seconds}}, headers=headers)
+    assert r.status_code == 201, r.text
+    job_id: str = r.json()["id"]
+    return job_id
+
+
+def _job(url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
+    job: dict[str, Any] = httpx.get(f"{url}/api/v1/jobs/{job_id}", headers=headers).json()
+    return job
+
+
+def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Replicas) -> None:
+    first = replicas.start("first")
+    second = replicas.start("second")
+    assert replicas.leaders() == [first]  # the first to start leads; the other only serves the API
+    headers = _headers(second)
+
+    # a job submitted through the follower is run by the leader
+    quick = _submit(second, headers, 0)
+    done = eventually(
+        lambda: (j := _job(second, headers, quick))["state"] in TERMINAL and j, 60, "the first job to end"
+    )
+    assert done["state"] == "succeeded", done
+
+    # the leader dies while a job it started is running
+    running = _submit(second, headers, 3)
+    eventually(lambda: _job(second, headers, running)["state"] == "running", 60, "the long job to start")
+    replicas.kill(first)
+    assert eventually(lambda: replicas.leaders() == [second], 30, "the second replica to take over")
+
+    # the new leader follows the job the old one started, and dispatches new work
+    after = _submit(second, headers, 0)
+    for job_id in (running, after):
+        end = eventually(
+            lambda job_id=job_id: (j := _job(second, headers, job_id))["state"] in TERMINAL and j,
+            60,
+            f"job {job_id} to end",
+        )
+        assert end["state"] == "succeeded" and end["attempts"] == 1, end
+    log = httpx.get(f"{second}/api/v1/jobs/{running}/logs", headers=headers).text
+    assert "begin" in log and "end" in log, log
+
+    # a replica started later waits its turn
+    third = replicas.start("third")
+    assert replicas.leaders() == [second]
+    assert _job(third, headers, after)["state"] == "succeeded"
