@@ -237,6 +237,7 @@ def storage_backend(request: pytest.FixtureRequest, settings: Settings) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Set ``storage_backend`` up first, so it has changed ``settings`` before any app is built on them.
 
+    Tests of what only PostgreSQL has (``postgresql_only``) are deselected on SQLite.
     On PostgreSQL (the second pass of scripts/test.sh) keep only what the database can change: tests that
     reach it (through ``database_url``), on the local store. The browser, the client CLI (``db_agnostic``),
     the S3 variants and the tests without a database ran in the SQLite pass; they are deselected, and
@@ -247,7 +248,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if isinstance(names, list) and "storage_backend" in names and names[0] != "storage_backend":
             names.remove("storage_backend")
             names.insert(0, "storage_backend")
-    if backend() != "postgresql" or os.environ.get("LABCLOUD_TEST_EVERYTHING"):
+    if backend() != "postgresql":
+        pg_only = [item for item in items if item.get_closest_marker("postgresql_only")]
+        if pg_only:
+            config.hook.pytest_deselected(items=pg_only)
+            items[:] = [item for item in items if not item.get_closest_marker("postgresql_only")]
+        return
+    if os.environ.get("LABCLOUD_TEST_EVERYTHING"):
         return
     keep, once = [], []
     for item in items:

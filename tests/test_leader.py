@@ -50,7 +50,9 @@ class Replicas:
 
 
 @pytest.fixture
-def replicas(settings: Any, database_url: str, tmp_path: Path) -> Iterator[Replicas]:
+def replicas(
+    request: pytest.FixtureRequest, settings: Any, database_url: str, tmp_path: Path
+) -> Iterator[Replicas]:
     """Replicas sharing the database and the data dir (one machine here; a shared disk in production)."""
     write_app(
         settings.effective_apps_dir,
@@ -74,6 +76,7 @@ def replicas(settings: Any, database_url: str, tmp_path: Path) -> Iterator[Repli
     }
     if backend() == "postgresql":
         env["LABCLOUD_DATABASE_URL"] = database_url
+    env |= getattr(request, "param", {})
     group = Replicas(env, tmp_path)
     try:
         yield group
@@ -134,3 +137,22 @@ def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Re
     third = replicas.start("third")
     assert replicas.leaders() == [second]
     assert _job(third, headers, after)["state"] == "succeeded"
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("replicas", [{"LABCLOUD_SCHEDULER_INTERVAL_S": "600"}], indirect=True)
+def test_a_job_submitted_to_a_follower_wakes_the_leader(replicas: Replicas) -> None:
+    # The leader's scheduler only looks on its own every 10 minutes here: the job can start sooner only
+    # because the follower's submit reached the leader as a wake-up (PostgreSQL NOTIFY).
+    leader = replicas.start("leader")
+    follower = replicas.start("follower")
+    assert replicas.leaders() == [leader]
+    headers = _headers(follower)
+    for _ in range(3):
+        job_id = _submit(follower, headers, 0)
+        end = eventually(
+            lambda job_id=job_id: (j := _job(follower, headers, job_id))["state"] in TERMINAL and j,
+            60,
+            f"job {job_id} to end",
+        )
+        assert end["state"] == "succeeded", end

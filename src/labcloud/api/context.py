@@ -9,6 +9,7 @@ from labcloud.execution.executors.base import Executor
 from labcloud.execution.executors.pull import PullExecutor
 from labcloud.execution.leader import Leadership
 from labcloud.execution.scheduler import Scheduler
+from labcloud.execution.wakeups import Wakeups
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
 from labcloud.services.housekeeping import Housekeeper
@@ -28,6 +29,7 @@ class AppContext:
     housekeeper: Housekeeper | None = None
     executor: Executor | None = field(default=None)
     leadership: Leadership | None = None
+    wakeups: Wakeups | None = None
     pull: PullExecutor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +55,8 @@ class AppContext:
 
         if self.settings.executor == "local":
             self.executor = LocalExecutor(self.settings, self.db, self.notify, self.storage)
+        self.wakeups = Wakeups(self.db, self._wake_here)
+        self.wakeups.start()
         self.leadership = Leadership(
             self.db,
             self.settings.home / "leader.lock",
@@ -65,6 +69,8 @@ class AppContext:
     def stop_dispatch(self) -> None:
         if self.leadership is not None:
             self.leadership.stop()
+        if self.wakeups is not None:
+            self.wakeups.stop()
 
     def _lead(self) -> None:
         if self.executor is not None:
@@ -85,6 +91,13 @@ class AppContext:
             self.housekeeper = None
 
     def notify(self) -> None:
+        """There is new work (or room for it): wake the dispatcher and waiting claims, here and on every
+        other replica of this database."""
+        self._wake_here()
+        if self.wakeups is not None:
+            self.wakeups.send()
+
+    def _wake_here(self) -> None:
         if self.scheduler is not None:
             self.scheduler.notify()
         self.pull.notify()

@@ -1,0 +1,84 @@
+"""Wake-ups between replicas: "there is new work" reaches every server on the database at once.
+
+In one process a submit wakes the dispatcher and the waiting worker claims directly. With several
+replicas on PostgreSQL the submit may land on a replica that does not dispatch, and the worker's long
+poll may wait on a third; each replica therefore also sends a NOTIFY on one channel and LISTENs on it,
+waking its own waiters when another replica says so. Without it they would only find the work at their
+next round (the scheduler's interval, a claim's recheck). SQLite has a single machine and no channel:
+nothing is sent there.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from labcloud.db.engine import Database
+
+log = logging.getLogger(__name__)
+CHANNEL = "labcloud_work"
+RECONNECT_S = 1.0
+STOP_CHECK_S = 0.25  # how long a stopping server may wait for its listener
+
+
+class Wakeups:
+    def __init__(self, db: Database, wake: Callable[[], None]) -> None:
+        self.db = db
+        self.wake = wake
+        self.me = secrets.token_hex(8)  # our own notifications come back to us: ignore them
+        self.enabled = db.engine.dialect.name == "postgresql"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listening = threading.Event()
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self._thread = threading.Thread(target=self._listen, name="labcloud-wakeups", daemon=True)
+        self._thread.start()
+        self._listening.wait(5)  # ready before the server answers, so no wake-up is missed at start
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def send(self) -> None:
+        """Tell the other replicas; a failure only costs them the wait until their next round."""
+        if not self.enabled:
+            return
+        try:
+            with self.db.engine.connect() as conn:
+                conn.execute(text("SELECT pg_notify(:channel, :me)"), {"channel": CHANNEL, "me": self.me})
+                conn.commit()
+        except Exception as exc:
+            log.warning("could not tell the other servers about new work: %s", exc)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            raw: Any = None
+            try:
+                raw = self.db.engine.raw_connection()
+                conn = raw.driver_connection
+                conn.autocommit = True
+                conn.execute(f"LISTEN {CHANNEL}")
+                self._listening.set()
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=STOP_CHECK_S):
+                        if note.payload != self.me:
+                            self.wake()
+            except Exception as exc:
+                if not self._stop.is_set():
+                    log.warning("listening for other servers' wake-ups failed (%s); retrying", exc)
+                    self._stop.wait(RECONNECT_S)
+            finally:
+                if raw is not None:
+                    try:
+                        raw.invalidate()  # never hand a LISTENing connection back to the pool
+                    except Exception:
+                        log.debug("closing the listening connection failed", exc_info=True)
