@@ -248,21 +248,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if isinstance(names, list) and "storage_backend" in names and names[0] != "storage_backend":
             names.remove("storage_backend")
             names.insert(0, "storage_backend")
-    if backend() != "postgresql":
-        pg_only = [item for item in items if item.get_closest_marker("postgresql_only")]
-        if pg_only:
-            config.hook.pytest_deselected(items=pg_only)
-            items[:] = [item for item in items if not item.get_closest_marker("postgresql_only")]
-        return
-    if os.environ.get("LABCLOUD_TEST_EVERYTHING"):
-        return
-    keep, once = [], []
+    keep, dropped = [], []
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        on_s3 = callspec is not None and callspec.params.get("storage_backend") == "s3"
-        uses_db = "database_url" in getattr(item, "fixturenames", ())
-        agnostic = item.get_closest_marker("db_agnostic") or item.get_closest_marker("e2e")
-        (once if on_s3 or agnostic or not uses_db else keep).append(item)
-    if once:
-        config.hook.pytest_deselected(items=once)
+        (keep if _runs_in_this_pass(item) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+def _runs_in_this_pass(item: pytest.Item) -> bool:
+    if backend() != "postgresql":
+        return item.get_closest_marker("postgresql_only") is None
+    if os.environ.get("LABCLOUD_TEST_EVERYTHING"):
+        return True
+    callspec = getattr(item, "callspec", None)
+    on_s3 = callspec is not None and callspec.params.get("storage_backend") == "s3"
+    uses_db = "database_url" in getattr(item, "fixturenames", ())
+    agnostic = item.get_closest_marker("db_agnostic") or item.get_closest_marker("e2e")
+    return uses_db and not on_s3 and not agnostic

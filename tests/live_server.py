@@ -90,6 +90,13 @@ def stop_server(proc: Popen) -> None:
         proc.wait()
 
 
+def login_headers(url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> dict[str, str]:
+    """Log in to a live server with a password; the ``Authorization`` header of the token it gives."""
+    r = httpx.post(f"{url}/api/v1/auth/login", data={"username": email, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
 @contextlib.contextmanager
 def serve(env: dict[str, str], log_path: Path, ready_timeout: float = 120) -> Iterator[str]:
     """``labcloud serve`` (see :func:`start_server`) for the duration of a ``with``; stopped after."""

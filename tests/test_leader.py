@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from conftest import backend
-from jobs_helpers import py, write_app
-from live_server import Popen, eventually, start_server, stop_server
+from jobs_helpers import TERMINAL, py, write_app
+from live_server import Popen, eventually, login_headers, start_server, stop_server
 
 ADMIN = ("leader-admin@example.org", "leader-admin-password")
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 class Replicas:
@@ -85,9 +84,7 @@ def replicas(
 
 
 def _headers(url: str) -> dict[str, str]:
-    r = httpx.post(f"{url}/api/v1/auth/login", data={"username": ADMIN[0], "password": ADMIN[1]})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return login_headers(url, *ADMIN)
 
 
 def _submit(url: str, headers: dict[str, str], seconds: float) -> str:
@@ -102,6 +99,12 @@ def _job(url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
     return job
 
 
+def _wait_end(url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
+    return eventually(
+        lambda: (j := _job(url, headers, job_id))["state"] in TERMINAL and j, 60, f"job {job_id} to end"
+    )
+
+
 def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Replicas) -> None:
     first = replicas.start("first")
     second = replicas.start("second")
@@ -110,9 +113,7 @@ def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Re
 
     # a job submitted through the follower is run by the leader
     quick = _submit(second, headers, 0)
-    done = eventually(
-        lambda: (j := _job(second, headers, quick))["state"] in TERMINAL and j, 60, "the first job to end"
-    )
+    done = _wait_end(second, headers, quick)
     assert done["state"] == "succeeded", done
 
     # the leader dies while a job it started is running
@@ -124,11 +125,7 @@ def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Re
     # the new leader follows the job the old one started, and dispatches new work
     after = _submit(second, headers, 0)
     for job_id in (running, after):
-        end = eventually(
-            lambda job_id=job_id: (j := _job(second, headers, job_id))["state"] in TERMINAL and j,
-            60,
-            f"job {job_id} to end",
-        )
+        end = _wait_end(second, headers, job_id)
         assert end["state"] == "succeeded" and end["attempts"] == 1, end
     log = httpx.get(f"{second}/api/v1/jobs/{running}/logs", headers=headers).text
     assert "begin" in log and "end" in log, log
@@ -150,9 +147,5 @@ def test_a_job_submitted_to_a_follower_wakes_the_leader(replicas: Replicas) -> N
     headers = _headers(follower)
     for _ in range(3):
         job_id = _submit(follower, headers, 0)
-        end = eventually(
-            lambda job_id=job_id: (j := _job(follower, headers, job_id))["state"] in TERMINAL and j,
-            60,
-            f"job {job_id} to end",
-        )
+        end = _wait_end(follower, headers, job_id)
         assert end["state"] == "succeeded", end

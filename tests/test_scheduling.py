@@ -23,7 +23,7 @@ from labcloud.api.app import create_app
 from labcloud.db.models import Job
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
-from live_server import LABCLOUD, clean_env, free_port
+from live_server import LABCLOUD, clean_env, free_port, login_headers
 
 
 def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
@@ -134,8 +134,7 @@ def server(tmp_path: Path, database_url: str, settings: Settings) -> Iterator[Se
 
 
 def _token(srv: Server) -> dict[str, str]:
-    r = httpx.post(srv.url + "/api/v1/auth/login", data={"username": ADMIN[0], "password": ADMIN[1]})
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return login_headers(srv.url, *ADMIN)
 
 
 def _wait_for_line(srv: Server, job_id: str, headers: dict[str, str], text: str) -> None:

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from conftest import Account
 from labcloud.services import uploads
 from labcloud.settings import Settings
-from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, Server
+from live_server import Server, login_headers
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK_TYPE = {"Content-Type": "application/offset+octet-stream"}
@@ -586,12 +586,6 @@ def test_method_override_for_proxies_that_only_pass_post(client: TestClient, use
 # ------------------------------------------------------------------------------------------ a live server
 
 
-def _login(url: str) -> dict[str, str]:
-    r = httpx.post(f"{url}/api/v1/auth/login", data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
 def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     """Poll ``condition`` (the server works on its own schedule); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -607,7 +601,7 @@ def test_tuspy_uploads_a_file_in_small_chunks(
 ) -> None:
     from tusclient import client as tus
 
-    auth = _login(server.url)
+    auth = login_headers(server.url)
     data = os.urandom(3 * 2**20 + 12345)
     local = tmp_path / "recording.bin"
     local.write_bytes(data)
@@ -626,7 +620,7 @@ def test_tuspy_uploads_a_file_in_small_chunks(
 def test_a_dropped_connection_keeps_what_arrived(server: Server, settings: Settings) -> None:
     """A PATCH whose connection dies keeps the bytes the server received; while it runs, a second PATCH is
     refused (409); then the client resumes from the offset HEAD gives and the file is whole."""
-    auth = _login(server.url)
+    auth = login_headers(server.url)
     data = payload(6 * 2**20, seed=7)
     with httpx.Client(base_url=server.url, headers={**auth, **TUS}) as http:
         r = http.post(

@@ -45,6 +45,7 @@ class Leadership:
         self.lock_file = lock_file
         self.lead, self.step_down = lead, step_down
         self.interval_s = interval_s
+        self.on_postgres = db.engine.dialect.name == "postgresql"
         self.is_leader = False
         self._hold: Any = None  # the connection (PostgreSQL) or the open file (SQLite) holding the lock
         self._stop = threading.Event()
@@ -85,7 +86,7 @@ class Leadership:
     # ------------------------------------------------------------------------------------------ the lock
 
     def _acquire(self) -> bool:
-        if self.db.engine.dialect.name == "postgresql":
+        if self.on_postgres:
             conn = self.db.engine.connect()
             try:
                 got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar())
@@ -114,7 +115,7 @@ class Leadership:
 
     def _confirm(self) -> None:
         """Raise if the lock may have been lost (PostgreSQL: the connection holding it failed)."""
-        if self.db.engine.dialect.name == "postgresql":
+        if self.on_postgres:
             self._hold.execute(text("SELECT 1")).scalar()
             self._hold.commit()
 
@@ -131,7 +132,7 @@ class Leadership:
         if hold is None:
             return
         try:
-            if self.db.engine.dialect.name == "postgresql":
+            if self.on_postgres:
                 hold.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
                 hold.commit()
         except Exception:
