@@ -293,10 +293,15 @@ class Cluster:
 
 @contextlib.contextmanager
 def pull_server(
-    home: Path, database_url: str | None, apps: Callable[[Path], None], lease_seconds: int = 3
+    home: Path,
+    database_url: str | None,
+    apps: Callable[[Path], None],
+    lease_seconds: int = 3,
+    **settings: str,
 ) -> Iterator[Cluster]:
     """``labcloud serve`` with ``LABCLOUD_EXECUTOR=pull`` on a free port; ``apps`` writes the app files
-    first. ``database_url`` None: SQLite in ``home``."""
+    first. ``database_url`` None: SQLite in ``home``. ``settings``: more LABCLOUD_<NAME> values (executor
+    included)."""
     apps_dir = home / "apps"
     apps_dir.mkdir(parents=True, exist_ok=True)
     apps(apps_dir)
@@ -307,6 +312,7 @@ def pull_server(
         "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN_EMAIL,
         "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "LABCLOUD_LOG_LEVEL": "warning",
+        **{f"LABCLOUD_{name.upper()}": value for name, value in settings.items()},
     }
     if database_url:
         env["LABCLOUD_DATABASE_URL"] = database_url

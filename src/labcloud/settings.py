@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +31,21 @@ def home_from_env() -> Path:
 def config_path_from_env() -> Path:
     explicit = os.environ.get("LABCLOUD_CONFIG")
     return Path(explicit).expanduser() if explicit else home_from_env() / CONFIG_FILE_NAME
+
+
+class Route(BaseModel):
+    """One routing rule: every condition given must hold; ``executor`` and ``queue`` say where to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: str | None = Field(None, description="App name; shell-style wildcards allowed (gpu-*).")
+    entrypoint: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description="The entrypoint's labels include these.")
+    cpus_min: float | None = None
+    memory_mb_min: float | None = None
+    gpus_min: float | None = None
+    executor: str
+    queue: str | None = Field(None, description="Slurm partition or Celery queue.")
 
 
 class Settings(BaseSettings):
@@ -65,8 +80,47 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     apps_dir: Path | None = Field(None, description="Extra app registry files; default $LABCLOUD_HOME/apps.")
-    executor: Literal["local", "pull"] = Field(
-        "local", description="Where queued jobs run: this machine, or remote workers that pull them (pull)."
+    executor: str = Field(
+        "local",
+        description="Where jobs run unless a route says otherwise: local (this machine), pull (remote "
+        "workers pull them), slurm (sbatch to a Slurm cluster) or celery (a Celery worker fleet).",
+    )
+    executor_routes: list[Route] = Field(
+        default_factory=list,
+        description="Rules sending jobs to an executor and queue/partition, first match wins, e.g. "
+        '[{"gpus_min": 1, "executor": "slurm", "queue": "gpu"}]. An entrypoint\'s own executor wins.',
+    )
+    runner_url: str = Field(
+        "",
+        description="The URL at which runners on Slurm nodes and Celery workers reach this server's worker "
+        "API; default base_url, else http://host:port.",
+    )
+    runner_command: str = Field(
+        "",
+        description="How a Slurm job starts the runner on a node; default this Python with -m labcloud.cli.",
+    )
+    runner_work_dir: str = Field(
+        "/tmp/labcloud-runs", description="Where runners on Slurm nodes and Celery workers stage jobs."
+    )
+    slurm_poll_s: float = Field(
+        5.0, gt=0, description="How often Slurm's queue is read (squeue) to notice jobs it ended."
+    )
+    slurm_bin_dir: str = Field("", description="Where sbatch, squeue, scancel live; empty means PATH.")
+    slurm_extra_args: list[str] = Field(
+        default_factory=list, description='Added to every sbatch, e.g. ["--account=lab"].'
+    )
+    celery_broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="The broker jobs are published to (redis://... or amqp://user:pass@host:5672//).",
+    )
+    celery_visibility_timeout_s: float = Field(
+        12 * 3600,
+        gt=0,
+        description="Redis broker: an unacknowledged job goes back to its queue after this long (longer "
+        "than any job runs).",
+    )
+    celery_queue_prefix: str = Field(
+        "labcloud", description="Celery queues are <prefix>.small, .large and .gpu unless a route names one."
     )
     lease_seconds: int = Field(
         60, ge=1, le=3600, description="A worker's hold on a job; heartbeats renew it, expiry re-queues."
@@ -110,6 +164,29 @@ class Settings(BaseSettings):
         description="Replicas sharing a database: how often a follower tries to take over dispatch, and "
         "a leader confirms it still holds the lock.",
     )
+
+    @field_validator("executor", mode="after")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        from labcloud.execution.executors import PLUGINS
+
+        if value not in PLUGINS:
+            raise ValueError(f"unknown executor {value!r}; one of {', '.join(PLUGINS)}")
+        return value
+
+    @field_validator("executor_routes", mode="after")
+    @classmethod
+    def _known_route_executors(cls, routes: list[Route]) -> list[Route]:
+        for route in routes:
+            cls._known_executor(route.executor)
+        return routes
+
+    @property
+    def executors_in_use(self) -> list[str]:
+        """The default executor, pull (always: entrypoints with labels go to remote workers) and every
+        executor a route names."""
+        names = [self.executor, "pull", *(r.executor for r in self.executor_routes)]
+        return list(dict.fromkeys(names))
 
     @field_validator("home", mode="after")
     @classmethod
@@ -157,6 +234,10 @@ class Settings(BaseSettings):
     @property
     def public_url(self) -> str:
         return self.base_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_runner_url(self) -> str:
+        return (self.runner_url or self.public_url).rstrip("/")
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from labcloud.db.engine import Database
+from labcloud.db.models import Job
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.executors.pull import PullExecutor
 from labcloud.execution.leader import Leadership
@@ -25,9 +26,9 @@ class AppContext:
     login_throttle: LoginThrottle
     apps: AppRegistry
     storage: Storage
-    scheduler: Scheduler | None = None
+    schedulers: list[Scheduler] = field(default_factory=list)
     housekeeper: Housekeeper | None = None
-    executor: Executor | None = field(default=None)
+    executors: dict[str, Executor] = field(default_factory=dict)
     leadership: Leadership | None = None
     wakeups: Wakeups | None = None
     pull: PullExecutor = field(init=False)
@@ -49,12 +50,14 @@ class AppContext:
         )
 
     def start_dispatch(self) -> None:
-        """Compete for leadership: the leader runs queued jobs (local executor), watches remote workers'
-        leases and keeps house; every replica serves the API, claims included."""
-        from labcloud.execution.executors.local import LocalExecutor
+        """Compete for leadership: the leader dispatches queued jobs (one scheduler per executor that
+        pushes work: local, slurm, celery), watches leases and keeps house; every replica serves the API,
+        remote workers' claims included."""
+        from labcloud.execution.executors import plugin_class
 
-        if self.settings.executor == "local":
-            self.executor = LocalExecutor(self.settings, self.db, self.notify, self.storage)
+        for name in self.settings.executors_in_use:
+            if name != "pull":  # remote workers pull; nothing is dispatched to them
+                self.executors[name] = plugin_class(name)(self.settings, self.db, self.notify, self.storage)
         self.wakeups = Wakeups(self.db, self._wake_here)
         self.wakeups.start()
         self.leadership = Leadership(
@@ -73,19 +76,20 @@ class AppContext:
             self.wakeups.stop()
 
     def _lead(self) -> None:
-        if self.executor is not None:
-            self.scheduler = Scheduler(self.db, interval_s=self.settings.scheduler_interval_s)
-            self.scheduler.attach(self.executor)
-            self.scheduler.start()
+        for executor in self.executors.values():
+            scheduler = Scheduler(self.db, interval_s=self.settings.scheduler_interval_s)
+            scheduler.attach(executor)
+            scheduler.start()
+            self.schedulers.append(scheduler)
         self.pull.start()
         self.housekeeper = Housekeeper(self.db, self.storage, self.settings)
         self.housekeeper.start()
 
     def _step_down(self) -> None:
         self.pull.stop()
-        if self.scheduler is not None:
-            self.scheduler.stop()
-            self.scheduler = None
+        for scheduler in self.schedulers:
+            scheduler.stop()
+        self.schedulers = []
         if self.housekeeper is not None:
             self.housekeeper.stop()
             self.housekeeper = None
@@ -98,10 +102,29 @@ class AppContext:
             self.wakeups.send()
 
     def _wake_here(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.notify()
+        for scheduler in self.schedulers:
+            scheduler.notify()
         self.pull.notify()
 
-    def ceiling(self) -> dict[str, float] | None:
-        """The largest job this installation can run, to refuse bigger ones at submit."""
-        return self.executor.max_resources() if self.executor is not None else None
+    @property
+    def executor(self) -> Executor | None:
+        """The default executor (None when it is pull, or before dispatch starts)."""
+        return self.executors.get(self.settings.executor)
+
+    def ceiling(self, executor: str | None = None) -> dict[str, float] | None:
+        """The largest job an executor (default: the default one) can run, to refuse bigger ones at submit."""
+        found = self.executors.get(executor or self.settings.executor)
+        return found.max_resources() if found is not None else None
+
+    def wait_reason(self, job: Job) -> str | None:
+        """Why a queued job is not running yet, in words for its owner."""
+        if job.executor == "pull":
+            return self.pull.wait_reason(job)
+        found = self.executors.get(job.executor)
+        return found.wait_reason(job.resources) if found is not None else None
+
+    def cancel(self, job: Job) -> None:
+        """Tell the job's executor that the job became ``cancelling``."""
+        found = self.executors.get(job.executor)
+        if found is not None:
+            found.cancel(job.id)

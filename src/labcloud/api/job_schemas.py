@@ -65,6 +65,7 @@ class JobOut(BaseModel):
     usage: dict[str, Any]
     spec_hash: str
     executor: str
+    queue: str | None = Field(None, description="The Slurm partition or Celery queue it went to.")
     rerun_of: uuid.UUID | None
     created_at: datetime
     updated_at: datetime

@@ -134,6 +134,108 @@ def worker(
     raise typer.Exit(WorkerAgent(config).run())
 
 
+JOB_TOKEN_ENV = "LABCLOUD_JOB_TOKEN"
+
+
+def run_job(
+    server: str = typer.Option(..., "--server", help="The labcloud server's URL (its worker API)."),
+    job: str = typer.Option(..., "--job", help="The job's id."),
+    work_dir: Path = typer.Option(
+        Path("/tmp/labcloud-runs"), "--work-dir", help="Where the job's folder is made (removed after)."
+    ),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, required or off (as for labcloud worker)."),
+    kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Run one job an engine started (a Slurm batch script runs this). The job token comes in
+    $LABCLOUD_JOB_TOKEN. SIGTERM (scancel, a time limit) stops the job and reports nothing: the server
+    learns from Slurm how it ended.
+
+    Exit code 0: the job ran and was reported, or there was nothing to run; 1: the runner gave up on it.
+    """
+    import signal
+    import threading
+
+    from labcloud.worker.agent import configure_logging
+    from labcloud.worker.api import WorkerApi
+    from labcloud.worker.single import run_one
+
+    if sandbox not in ("auto", "required", "off"):
+        raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
+    token = os.environ.pop(JOB_TOKEN_ENV, "").strip()
+    if not token:
+        raise fail(f"no job token: ${JOB_TOKEN_ENV} is empty (the executor sets it)", 2)
+    configure_logging(log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    api = WorkerApi(server)
+    try:
+        outcome = run_one(api, job, token, work_dir=work_dir, sandbox=sandbox, grace_s=kill_grace, stop=stop)
+    finally:
+        api.close()
+    raise typer.Exit(0 if not outcome.ran or outcome.state else 1)
+
+
+def celery_worker(
+    broker: str = typer.Option(
+        "redis://127.0.0.1:6379/0",
+        "--broker",
+        envvar="LABCLOUD_CELERY_BROKER_URL",
+        help="The broker the server publishes jobs to (redis://... or amqp://...).",
+    ),
+    queues: str = typer.Option(
+        "",
+        "--queues",
+        "-Q",
+        help="Comma-separated queues to take jobs from (default: every resource class of --prefix).",
+    ),
+    prefix: str = typer.Option("labcloud", "--prefix", envvar="LABCLOUD_CELERY_QUEUE_PREFIX"),
+    concurrency: int = typer.Option(0, "--concurrency", "-c", min=0, help="Jobs at once (default: CPUs)."),
+    name: str = typer.Option("", "--name", "-n", help="The Celery node name (default: labcloud@host)."),
+    work_dir: Path = typer.Option(Path("/tmp/labcloud-runs"), "--work-dir", help="Where jobs are staged."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, required or off (as for labcloud worker)."),
+    kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
+    wait_held: float = typer.Option(
+        3600.0, "--wait-held", min=0, help="A job delivered again waits this long for a lost runner's lease."
+    ),
+    visibility_timeout: float = typer.Option(
+        12 * 3600, "--visibility-timeout", envvar="LABCLOUD_CELERY_VISIBILITY_TIMEOUT_S", min=1
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Run Celery workers that take labcloud jobs from the broker and run each through the same runner
+    as every other executor (reports go to the server's worker API)."""
+    import socket
+
+    from labcloud.worker.agent import configure_logging
+    from labcloud.worker.celery_app import create_app, queue_names
+
+    if sandbox not in ("auto", "required", "off"):
+        raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
+    os.environ.update(
+        LABCLOUD_RUNNER_WORK_DIR=str(work_dir.resolve()),
+        LABCLOUD_RUNNER_SANDBOX=sandbox,
+        LABCLOUD_RUNNER_KILL_GRACE=str(kill_grace),
+        LABCLOUD_RUNNER_WAIT_HELD_S=str(wait_held),
+    )
+    configure_logging(log_level)
+    chosen = [q.strip() for q in queues.split(",") if q.strip()] or queue_names(prefix)
+    app = create_app(broker, visibility_timeout)
+    app.worker_main(
+        [
+            "worker",
+            "--pool=threads",  # a job's process is supervised, not computed in here: threads suffice
+            f"--concurrency={concurrency or os.cpu_count() or 1}",
+            f"--queues={','.join(chosen)}",
+            f"--hostname={name or 'labcloud@' + socket.gethostname()}",
+            f"--loglevel={log_level.upper()}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
 # ---------------------------------------------------------------------------------------------- admin
 
 workers_app = typer.Typer(
@@ -281,4 +383,6 @@ def revoke(name_or_id: str = typer.Argument(..., metavar="NAME_OR_ID"), json_out
 
 def register(app: typer.Typer) -> None:
     app.command("worker", rich_help_panel="Compute")(worker)
+    app.command("run-job", rich_help_panel="Compute")(run_job)
+    app.command("celery-worker", rich_help_panel="Compute")(celery_worker)
     app.add_typer(workers_app, name="workers", rich_help_panel="Compute")

@@ -108,6 +108,7 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     executor: Mapped[str] = mapped_column(String(32), default="local")
     executor_ref: Mapped[str | None] = mapped_column(Text, default=None)
+    queue: Mapped[str | None] = mapped_column(String(100), default=None)  # Slurm partition, Celery queue
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     # Pull executor: the worker holding the job and until when; ``attempts`` fences older holders.

@@ -44,6 +44,7 @@ class Scheduler:
     def start(self) -> None:
         assert self.executor is not None
         self.executor.recover()
+        self.executor.start()
         self._thread = threading.Thread(target=self._loop, name="labcloud-dispatch", daemon=True)
         self._thread.start()
 

@@ -84,6 +84,9 @@ class EntrypointSpec(_Model):
     resources: Resources = Field(default_factory=Resources)
     network: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
+    # Where its jobs run, over the installation's default and routes: an executor, and its queue/partition.
+    executor: str | None = Field(None, max_length=32)
+    queue: str | None = Field(None, max_length=100)
 
     @field_validator("runtime", mode="before")
     @classmethod
@@ -231,7 +234,8 @@ class EntrypointSpec(_Model):
 
     def canonical_dict(self) -> dict[str, Any]:
         """The spec as plain JSON data, defaults filled in: what a job stores for provenance."""
-        return self.model_dump(mode="json")
+        unset = {name for name in ("executor", "queue") if getattr(self, name) is None}
+        return self.model_dump(mode="json", exclude=unset)  # hashes of specs without them stay as they were
 
     def canonical_json(self) -> str:
         """Compact JSON of :meth:`canonical_dict` with sorted keys: stable across key order in the YAML."""

@@ -17,7 +17,7 @@ from labcloud import registry
 from labcloud.db.models import Job, JobEvent, JobTag, User
 from labcloud.db.types import new_id, utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.services import files
+from labcloud.services import files, routing
 from labcloud.services.job_states import TERMINAL, FailureReason, JobState, can_retry, refusal
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
@@ -155,13 +155,12 @@ def submit(
     user: User,
     sub: Submission,
     *,
-    ceiling: dict[str, float] | None = None,
+    ceiling: Callable[[str], dict[str, float] | None] | None = None,
     rerun_of: uuid.UUID | None = None,
 ) -> Job:
-    """Queue a job. ``ceiling``: the most the executor can ever give a job; more is refused at once."""
+    """Queue a job. ``ceiling``: the most an executor (by name) can ever give a job; more is refused."""
     resolved = apps.resolve(sub.app, sub.version, sub.entrypoint)
     spec = resolved.entrypoint
-    executor = "pull" if settings.executor == "pull" or spec.labels else "local"  # labels: remote workers
     # Every problem at once (a form shows each next to its field), not only the first group's.
     problems = _Problems()
     params = problems.check(lambda: registry.validate_params(spec, sub.params)) or {}
@@ -170,8 +169,12 @@ def submit(
         entry = problems.check(files.resolve_input, session, user.id, raw, ["body", "inputs", slot])
         inputs[slot] = entry.path if entry is not None else raw
     problems.check(lambda: registry.job_environment(spec, params, {}, "", sub.env))  # the env allowlist
-    ceiling_here = (ceiling or {}) if executor == "local" else {}
-    resources = problems.check(lambda: _resources(spec, sub.resources, ceiling_here)) or {}
+    resources = problems.check(lambda: _resources(spec, sub.resources)) or {}
+    where = problems.check(
+        lambda: routing.route(settings, resolved.app.name, resolved.entrypoint_name, spec, resources)
+    )
+    if where is not None and resources:
+        problems.check(lambda: _within(resources, (ceiling(where.executor) if ceiling else None) or {}))
     problems.check(lambda: _check_tags(sub.tags))
     problems.raise_any()
     job = Job(
@@ -190,7 +193,8 @@ def submit(
         tags=dict(sub.tags),
         state=JobState.QUEUED.value,
         max_attempts=settings.job_max_attempts,
-        executor=executor,
+        executor=where.executor if where else settings.executor,
+        queue=where.queue if where else None,
         rerun_of=rerun_of,
         usage={},
     )
@@ -234,9 +238,7 @@ RESOURCE_LIMITS = {
 }
 
 
-def _resources(
-    spec: registry.EntrypointSpec, overrides: dict[str, Any], ceiling: dict[str, float]
-) -> dict[str, Any]:
+def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> dict[str, Any]:
     resources = spec.resources.model_dump()
     errors = []
     for key, value in overrides.items():
@@ -255,17 +257,22 @@ def _resources(
             )
             continue
         resources[key] = int(value) if key != "cpus" else float(value)
-    for key, limit in ceiling.items():
-        if not errors and float(resources.get(key) or 0) > limit:
-            errors.append(
-                {
-                    "loc": ["body", "resources", key],
-                    "msg": f"needs {resources[key]:g}; this installation offers at most {limit:g}",
-                }
-            )
     if errors:
         raise InvalidInput("Some resources are not valid.", errors=errors)
     return resources
+
+
+def _within(resources: dict[str, Any], ceiling: dict[str, float]) -> None:
+    errors = [
+        {
+            "loc": ["body", "resources", key],
+            "msg": f"needs {resources[key]:g}; this installation offers at most {limit:g}",
+        }
+        for key, limit in ceiling.items()
+        if float(resources.get(key) or 0) > limit
+    ]
+    if errors:
+        raise InvalidInput("Some resources are not valid.", errors=errors)
 
 
 def _check_tags(tags: dict[str, str]) -> None:
@@ -335,7 +342,7 @@ def rerun(
     user: User,
     job: Job,
     *,
-    ceiling: dict[str, float] | None = None,
+    ceiling: Callable[[str], dict[str, float] | None] | None = None,
 ) -> Job:
     """The same app version, entrypoint, parameters and inputs again, as a new job."""
     sub = Submission(

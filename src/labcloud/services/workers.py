@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from labcloud import security
@@ -196,10 +196,9 @@ def heartbeat_interval(settings: Settings) -> float:
 
 
 def expire_leases(session: Session, now: datetime | None = None) -> int:
-    """Jobs whose worker stopped renewing: queued again while attempts remain, else failed."""
+    """Jobs whose worker (or runner) stopped renewing: queued again while attempts remain, else failed."""
     now = now or utcnow()
-    stmt = select(Job).where(
-        Job.executor == PULL,
+    stmt = select(Job).where(  # remote workers' jobs, and runners' that Slurm or Celery started
         Job.state.in_([s.value for s in ACTIVE]),
         Job.lease_expires_at < now,
     )
@@ -251,15 +250,7 @@ def claim(
             if not _fits(job.resources, free) or not _labels_match(job.spec.get("labels") or {}, have):
                 continue
             try:
-                job_service.transition(
-                    session,
-                    job,
-                    JobState.STAGING,
-                    attempts=job.attempts + 1,
-                    worker_id=worker.id,
-                    lease_expires_at=utcnow() + timedelta(seconds=settings.lease_seconds),
-                    message=f"on worker {worker.name}",
-                )
+                _new_attempt(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
             except Conflict:  # cancelled, or taken by a claimer that did not lock
                 raced = True
                 continue
@@ -277,6 +268,21 @@ def claim(
         if not raced:
             return None
     return None
+
+
+def _new_attempt(
+    session: Session, job: Job, worker: Worker, lease_until: datetime, how: str = "on worker"
+) -> None:
+    """A queued job becomes ``worker``'s next attempt, leased until ``lease_until`` (Conflict if raced)."""
+    job_service.transition(
+        session,
+        job,
+        JobState.STAGING,
+        attempts=job.attempts + 1,
+        worker_id=worker.id,
+        lease_expires_at=lease_until,
+        message=f"{how} {worker.name}",
+    )
 
 
 def _open_attempt_log(settings: Settings, job: Job, worker: Worker) -> int:
@@ -367,6 +373,19 @@ def issue_job_token(settings: Settings, job: Job, worker: Worker) -> tuple[str, 
 
 def held_job(session: Session, settings: Settings, credential: str, job_id: uuid.UUID) -> tuple[Job, Worker]:
     """The job a job token was issued for, if its worker still holds that attempt; else 401 or 409."""
+    job, worker, attempt = _token_job(session, settings, credential, job_id)
+    if job.worker_id != worker.id or job.attempts != attempt or JobState(job.state) not in ACTIVE:
+        raise Fenced(
+            f"Job {job_id} is no longer held by this worker (attempt {attempt}; the job is at attempt "
+            f"{job.attempts}, {job.state}). Stop it and report nothing more."
+        )
+    return job, worker
+
+
+def _token_job(
+    session: Session, settings: Settings, credential: str, job_id: uuid.UUID
+) -> tuple[Job, Worker, int]:
+    """The job, worker and attempt a valid job token names."""
     if not credential.startswith(JOB_TOKEN_PREFIX):
         raise Unauthorized("This needs the job token (lcj_...) given with the claim.")
     try:
@@ -388,12 +407,7 @@ def held_job(session: Session, settings: Settings, credential: str, job_id: uuid
     job = session.get(Job, job_id)
     if job is None:
         raise Fenced(f"Job {job_id} no longer exists.")
-    if job.worker_id != worker_id or job.attempts != attempt or JobState(job.state) not in ACTIVE:
-        raise Fenced(
-            f"Job {job_id} is no longer held by this worker (attempt {attempt}; the job is at attempt "
-            f"{job.attempts}, {job.state}). Stop it and report nothing more."
-        )
-    return job, worker
+    return job, worker, attempt
 
 
 def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry:
@@ -406,3 +420,122 @@ def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry:
         if row.path == entry.path or row.path.startswith(entry.path + "/"):
             return row
     raise NotFound("No such input file.")
+
+
+# ------------------------------------------------------------------------------ handing jobs to engines
+#
+# The Slurm and Celery executors hand a staging job to their engine with a job token (the engine's
+# "worker" is a row of its own that no one can log in as). Whatever runs it there (``labcloud run-job``)
+# first *takes* the job, which starts its lease, then reports like any worker and renews the lease with
+# job heartbeats. A second delivery of the same job (a broker redelivering it, Slurm requeueing it) can
+# take it only once the first runner's lease has run out, and then as a new attempt, which fences the old.
+
+
+def engine_worker(session: Session, executor: str) -> Worker:
+    """The worker row jobs handed to an engine are held by (created on first use)."""
+    name = f"{executor} executor"
+    worker = session.scalar(select(Worker).where(Worker.name == name))
+    if worker is None:
+        worker = Worker(
+            name=name,
+            labels={"executor": executor},
+            token_hash=_digest(secrets.token_urlsafe(32)),  # nobody knows this token: no heartbeats, claims
+            token_prefix="(engine)",
+            last_heartbeat_at=utcnow(),
+        )
+        session.add(worker)
+        session.flush()
+    return worker
+
+
+def hand_over(session: Session, settings: Settings, job: Job, worker: Worker, ref: dict[str, Any]) -> str:
+    """Make ``worker`` (an engine's) the holder of a staging job, without a lease until a runner takes it;
+    the job token the runner will use."""
+    job.worker_id = worker.id
+    job.lease_expires_at = None
+    job.executor_ref = json.dumps({**ref, "log_base": _open_attempt_log(settings, job, worker)})
+    session.flush()
+    token, _ = issue_job_token(settings, job, worker)
+    return token
+
+
+def engine_ref(job: Job) -> dict[str, Any]:
+    try:
+        ref = json.loads(job.executor_ref or "{}")
+    except ValueError:
+        return {}
+    return ref if isinstance(ref, dict) else {}
+
+
+def set_engine_ref(job: Job, **changes: Any) -> None:
+    job.executor_ref = json.dumps({**engine_ref(job), **changes})
+
+
+class Held(LabcloudError):
+    """Another runner holds the job and its lease is still running: try again when it may have ended."""
+
+    status, title, type_slug = 409, "Held by another runner", "held"
+
+
+def take(
+    session: Session, settings: Settings, storage: Storage, credential: str, job_id: uuid.UUID
+) -> Claimed:
+    """A runner an engine started asks for its job: the assignment, and the lease starts."""
+    job, worker, attempt = _token_job(session, settings, credential, job_id)
+    now = utcnow()
+    lease = now + timedelta(seconds=settings.lease_seconds)
+    state = JobState(job.state)
+    if state not in ACTIVE or job.worker_id != worker.id or job.attempts != attempt:
+        raise Fenced(f"Job {job_id} is {job.state}; there is nothing to run.")
+    if job.lease_expires_at is None and state == JobState.STAGING:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job.id,
+                Job.state == JobState.STAGING.value,
+                Job.attempts == attempt,
+                Job.lease_expires_at.is_(None),
+            )
+            .values(lease_expires_at=lease)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise Held(f"Job {job_id} was just taken by another runner.")
+        session.refresh(job)
+    elif job.lease_expires_at is not None and job.lease_expires_at > now:
+        raise Held(
+            f"Job {job_id} is held by another runner until {job.lease_expires_at.isoformat()}; "
+            "ask again after that."
+        )
+    elif state == JobState.CANCELLING:
+        job_service.transition(session, job, JobState.CANCELLED, message="cancelled; its runner was lost")
+        raise Fenced(f"Job {job_id} was cancelled.")
+    else:  # the runner that took it was lost: this delivery runs it again, as a new attempt
+        job.previous_worker_id = worker.id
+        job_service.fail_or_retry(
+            session, job, FailureReason.WORKER_LOST, "its runner stopped answering; delivered again"
+        )
+        if job.state != JobState.QUEUED.value:
+            raise Fenced(f"Job {job_id} has used all its attempts.")
+        _new_attempt(session, job, worker, lease, "delivered again to")
+        session.refresh(job)
+        set_engine_ref(job, log_base=_open_attempt_log(settings, job, worker))
+    try:
+        inputs = _inputs(session, settings, storage, job)
+    except InvalidInput as exc:
+        job_service.transition(
+            session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
+        )
+        raise Fenced(exc.detail) from None
+    token, expires = issue_job_token(settings, job, worker)
+    return Claimed(job, token, expires, inputs)
+
+
+def job_heartbeat(session: Session, settings: Settings, credential: str, job_id: uuid.UUID) -> dict[str, Any]:
+    """A runner's job is still running: renew its lease; whether to cancel it."""
+    job, _ = held_job(session, settings, credential, job_id)
+    job.lease_expires_at = utcnow() + timedelta(seconds=settings.lease_seconds)
+    return {
+        "cancel": job.state == JobState.CANCELLING.value,
+        "lease_seconds": settings.lease_seconds,
+        "heartbeat_interval_s": heartbeat_interval(settings),
+    }

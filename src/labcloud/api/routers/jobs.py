@@ -33,17 +33,14 @@ def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
     model = JobDetail if detail else JobOut
     out = model.model_validate(job)
     if job.state == JobState.QUEUED.value and not job.message.startswith("retrying"):
-        if job.executor == "pull":
-            out.message = ctx.pull.wait_reason(job)
-        elif ctx.executor is not None:
-            out.message = ctx.executor.wait_reason(job.resources)
+        out.message = ctx.wait_reason(job) or out.message
     return out
 
 
 @router.post("", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Submit a job")
 def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     sub = job_service.Submission(**body.model_dump())
-    job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling())
+    job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling)
     session.commit()  # visible to the dispatcher before we wake it
     ctx.notify()
     return _out(job, ctx, detail=True)
@@ -85,8 +82,7 @@ def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -
     """A queued job is cancelled at once; a running one becomes `cancelling` until its process is gone."""
     job = job_service.cancel(session, job_service.get_job(session, principal.user, job_id))
     session.commit()
-    if ctx.executor is not None and job.executor == ctx.executor.name:
-        ctx.executor.cancel(job.id)
+    ctx.cancel(job)
     return _out(job, ctx, detail=True)
 
 
@@ -95,7 +91,7 @@ def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -
 )
 def rerun(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     job = job_service.get_job(session, principal.user, job_id)
-    new = job_service.rerun(session, ctx.settings, ctx.apps, principal.user, job, ceiling=ctx.ceiling())
+    new = job_service.rerun(session, ctx.settings, ctx.apps, principal.user, job, ceiling=ctx.ceiling)
     session.commit()
     ctx.notify()
     return _out(new, ctx, detail=True)

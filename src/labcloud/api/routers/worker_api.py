@@ -124,6 +124,23 @@ def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[s
         return {"job": workers.assignment(claimed)}
 
 
+@router.post(
+    "/jobs/{job_id}/take",
+    summary="A runner started by Slurm or Celery takes its job (job token); its lease starts",
+    responses={409: {"description": "fenced (nothing to run) or held (another runner has it; ask later)"}},
+)
+def take(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
+    with workers.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
+        claimed = workers.take(session, ctx.settings, ctx.storage, credential, job_id)
+        return {"job": workers.assignment(claimed)}
+
+
+@router.post("/jobs/{job_id}/heartbeat", summary="A runner's job still runs: renew its lease")
+def job_heartbeat(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        return workers.job_heartbeat(session, ctx.settings, credential, job_id)
+
+
 @router.post("/jobs/{job_id}/start", summary="Staging is done; the command starts now")
 def start(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, str]:
     with ctx.db.session() as session:

@@ -38,5 +38,8 @@ class Executor(abc.ABC):
     def wait_reason(self, resources: dict[str, Any]) -> str:
         """Why a queued job with these resources is not running yet, in words for its owner."""
 
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Begin background duties on the leader (after :meth:`recover`), e.g. watching an engine."""
+
     def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Stop taking work; running jobs keep running (their supervisors are detached)."""

@@ -105,7 +105,7 @@ def _submit(
         return _page(request, ctx, resolved, form, 422)
     sub.app, sub.version, sub.entrypoint = resolved.app.name, resolved.version, resolved.entrypoint_name
     try:
-        job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling())
+        job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling)
     except InvalidInput as exc:
         session.rollback()
         forms.attach_errors(form, exc.errors or [{"loc": [], "msg": exc.detail}])

@@ -89,12 +89,8 @@ def job_rows(
 
 def _wait_message(job: Job, ctx: AppContext) -> str:
     """Why a queued job waits, as the API says it (the executor knows)."""
-    if (
-        job.state == JobState.QUEUED.value
-        and ctx.executor is not None
-        and not job.message.startswith("retrying")
-    ):
-        return ctx.executor.wait_reason(job.resources)
+    if job.state == JobState.QUEUED.value and not job.message.startswith("retrying"):
+        return ctx.wait_reason(job) or job.message
     return job.message
 
 

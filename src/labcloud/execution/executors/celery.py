@@ -1,0 +1,56 @@
+"""The Celery executor: each job is a ``labcloud.run_job`` task on a queue per resource class.
+
+Queues are ``<prefix>.small``, ``.large`` and ``.gpu`` (see :func:`labcloud.worker.celery_app.resource_class`)
+unless a route or the entrypoint names one. ``labcloud celery-worker`` consumes them. The broker only
+delivers: the task takes its job through the worker API, and the job's lease, renewed by the runner's
+heartbeats, is what notices a dead worker (the job is queued again) and fences duplicate deliveries.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+
+from labcloud.db.models import Job
+from labcloud.execution.executors.engine import EngineExecutor
+from labcloud.worker.celery_app import TASK_NAME, create_app, resource_class
+
+
+class CeleryExecutor(EngineExecutor):
+    name = "celery"
+    _app: Celery | None = None
+    _app_lock = threading.Lock()
+
+    @property
+    def app(self) -> Celery:
+        with self._app_lock:
+            if self._app is None:
+                self._app = create_app(
+                    self.settings.celery_broker_url, self.settings.celery_visibility_timeout_s
+                )
+            return self._app
+
+    def queue_for(self, job: Job) -> str:
+        return job.queue or f"{self.settings.celery_queue_prefix}.{resource_class(job.resources)}"
+
+    def waiting_message(self, queue: str) -> str:
+        return f"waiting in Celery queue {queue}"
+
+    def send(self, job: Job, token: str, queue: str) -> dict[str, Any]:
+        task_id = f"{job.id}.{job.attempts}"
+        self.app.send_task(
+            TASK_NAME,
+            args=[self.settings.effective_runner_url, str(job.id), token],
+            queue=queue,
+            task_id=task_id,
+        )
+        return {"task_id": task_id}
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        with self._app_lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None

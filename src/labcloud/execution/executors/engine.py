@@ -1,0 +1,180 @@
+"""What the Slurm and Celery executors share: an engine that queues and runs jobs on its own machines.
+
+Dispatching is handing over: the job (already ``staging``) gets the engine's worker row as holder and a job
+token, and the engine is asked to run ``labcloud run-job`` (or its Celery task) with it. From there on the
+runner reports through the worker API like a pull worker, and its lease guards against a second runner. The
+engine itself queues, so a job always "fits"; the engine's own fair share decides the order there.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+
+from labcloud.db.engine import Database
+from labcloud.db.models import Job
+from labcloud.errors import Conflict
+from labcloud.execution.executors.base import Executor
+from labcloud.services import jobs as job_service
+from labcloud.services import workers
+from labcloud.services.job_states import ACTIVE, FailureReason, JobState
+from labcloud.settings import Settings
+from labcloud.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+class EngineRefused(Exception):
+    """The engine would not take the job (a bad partition, a request larger than any node...)."""
+
+
+class EngineExecutor(Executor):
+    name: str
+
+    def __init__(
+        self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
+    ) -> None:
+        self.settings, self.db, self.notify, self.storage = settings, db, notify, storage
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------ engine specifics
+
+    @abc.abstractmethod
+    def queue_for(self, job: Job) -> str:
+        """The engine queue (partition) a job goes to."""
+
+    @abc.abstractmethod
+    def send(self, job: Job, token: str, queue: str) -> dict[str, Any]:
+        """Ask the engine to run the job's runner with ``token``; what identifies it there (kept in the
+        job's executor_ref). Raise :class:`EngineRefused` when the engine says no."""
+
+    def withdraw(self, ref: dict[str, Any]) -> None:
+        """Take a job that no runner has taken yet back from the engine (best effort)."""
+
+    def reconcile(self) -> None:
+        """Compare the engine's view of our jobs with ours; settle the ones it ended without a report."""
+
+    def poll_interval(self) -> float:
+        """> 0: :meth:`reconcile` this often (on the leader)."""
+        return 0.0
+
+    def waiting_message(self, queue: str) -> str:
+        return f"waiting in {self.name} queue {queue}"
+
+    # ------------------------------------------------------------------------------ the interface
+
+    def max_resources(self) -> dict[str, float]:
+        return {}  # the engine refuses what none of its machines can run
+
+    def fits_now(self, resources: dict[str, Any]) -> bool:
+        return True
+
+    def wait_reason(self, resources: dict[str, Any]) -> str:
+        return f"about to be handed to {self.name}"
+
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.STAGING.value:
+                return
+            worker = workers.engine_worker(session, self.name)
+            token = workers.hand_over(session, self.settings, job, worker, {})
+            queue = self.queue_for(job)
+            job.queue = queue or None
+            session.commit()  # the runner may take it as soon as the engine has it
+            try:
+                ref = self.send(job, token, queue)
+            except EngineRefused as exc:
+                log.warning("%s refused job %s: %s", self.name, job_id, exc)
+                settle(session, job, FailureReason.REJECTED, f"{self.name} refused the job: {exc}")
+                return
+            except Exception as exc:
+                log.exception("handing job %s to %s failed", job_id, self.name)
+                settle(session, job, FailureReason.WORKER_LOST, f"could not hand it to {self.name}: {exc}")
+                self.notify()
+                return
+            session.refresh(job)
+            workers.set_engine_ref(job, queue=queue, **ref)
+            if job.state == JobState.STAGING.value and job.lease_expires_at is None:
+                job.message = self.waiting_message(queue)
+
+    def cancel(self, job_id: uuid.UUID) -> None:
+        """Not taken by a runner yet: cancelled now and withdrawn from the engine. Taken: the runner
+        learns it from its next heartbeat."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.CANCELLING.value or job.lease_expires_at is not None:
+                return
+            try:
+                job_service.transition(
+                    session, job, JobState.CANCELLED, message="cancelled before it started"
+                )
+            except Conflict:
+                return
+            ref = workers.engine_ref(job)
+        self.withdraw(ref)
+
+    def recover(self) -> None:
+        """Nothing to re-attach: the engine kept the jobs; :meth:`reconcile` settles what ended."""
+
+    def running_per_owner(self) -> dict[uuid.UUID, int]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Job.owner_id, func.count())
+                .where(Job.executor == self.name, Job.state.in_([s.value for s in ACTIVE]))
+                .group_by(Job.owner_id)
+            ).all()
+        return {owner: int(n) for owner, n in rows}
+
+    def start(self) -> None:
+        if self.poll_interval() <= 0:
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"labcloud-{self.name}", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_interval()):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("reconciling with %s failed; retrying", self.name)
+
+    def active_jobs(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+        """Our jobs the engine holds (id, executor_ref)."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Job.id, Job.executor_ref).where(
+                    Job.executor == self.name, Job.state.in_([s.value for s in ACTIVE])
+                )
+            ).all()
+        out = []
+        for job_id, raw in rows:
+            probe = Job(executor_ref=raw)
+            out.append((job_id, workers.engine_ref(probe)))
+        return out
+
+
+def settle(session: Any, job: Job, reason: FailureReason, message: str) -> None:
+    """End a job the engine ended without its runner reporting (cancelling: cancelled)."""
+    session.refresh(job)
+    try:
+        if job.state == JobState.CANCELLING.value:
+            job_service.transition(session, job, JobState.CANCELLED, message=f"cancelled; {message}")
+        elif job.state in {s.value for s in ACTIVE}:
+            job_service.fail_or_retry(session, job, reason, message)
+    except Conflict:
+        pass

@@ -1,0 +1,239 @@
+"""The Slurm executor: each job is an ``sbatch`` whose batch script runs ``labcloud run-job``.
+
+Resources map to ``--cpus-per-task``, ``--mem``, ``--gres=gpu:N``, ``--time`` (the job's timeout plus
+time to stage and upload) and ``--partition`` (the job's queue). The job token travels in the batch job's
+environment (``--export`` names only it and PATH: nothing else of the server's environment leaves).
+
+Every ``slurm_poll_s`` the leader reads ``squeue``: a pending job's reason becomes its message ("waiting:
+Resources"); a job Slurm no longer lists while labcloud still thinks it runs is looked up with ``scontrol``
+(or ``sacct``) and settled by how Slurm ended it: time limit, out of memory, node failure (retried),
+cancelled behind labcloud's back, or a runner that never reported.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labcloud.db.models import Job
+from labcloud.execution.executors.engine import EngineExecutor, EngineRefused, settle
+from labcloud.services.job_states import FailureReason, JobState
+
+log = logging.getLogger(__name__)
+
+STAGING_SLACK_S = 300  # on top of the job's timeout: staging inputs and uploading outputs
+COMMAND_TIMEOUT_S = 60
+OUTPUT = "/tmp/labcloud-slurm-%j.out"
+RETRIED = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
+
+
+@dataclass(frozen=True)
+class Ended:
+    state: str  # COMPLETED, FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, ...
+    exit_code: str = ""  # "code:signal"
+
+
+class SlurmExecutor(EngineExecutor):
+    name = "slurm"
+
+    def poll_interval(self) -> float:
+        return self.settings.slurm_poll_s
+
+    # ------------------------------------------------------------------------------ commands
+
+    def _cmd(self, name: str) -> str:
+        return str(Path(self.settings.slurm_bin_dir) / name) if self.settings.slurm_bin_dir else name
+
+    def _run(
+        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self._cmd(args[0]), *args[1:]],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            env=env or _environment(),
+            check=False,
+        )
+
+    # ------------------------------------------------------------------------------ submitting
+
+    def queue_for(self, job: Job) -> str:
+        return job.queue or ""
+
+    def waiting_message(self, queue: str) -> str:
+        return f"waiting in Slurm{f' partition {queue}' if queue else ''}"
+
+    def batch_script(self, job: Job) -> str:
+        command = self.settings.runner_command or f"{shlex.quote(sys.executable)} -m labcloud.cli"
+        return (
+            "#!/bin/sh\n"
+            f"# labcloud job {job.id}, attempt {job.attempts}\n"
+            f"exec {command} run-job --server {shlex.quote(self.settings.effective_runner_url)} "
+            f"--job {job.id} --work-dir {shlex.quote(self.settings.runner_work_dir)} "
+            f"--sandbox {shlex.quote(self.settings.sandbox)} --kill-grace {self.settings.kill_grace_s:g}\n"
+        )
+
+    def sbatch_args(self, job: Job, queue: str) -> list[str]:
+        res = job.resources
+        args = [
+            "sbatch",
+            "--parsable",
+            f"--job-name=labcloud-{job.id}",
+            f"--cpus-per-task={max(1, math.ceil(float(res.get('cpus') or 1)))}",
+            f"--time={math.ceil((float(res.get('timeout_s') or 3600) + STAGING_SLACK_S) / 60)}",
+            f"--output={OUTPUT}",
+            "--chdir=/tmp",
+            "--export=PATH,LABCLOUD_JOB_TOKEN",
+        ]
+        if res.get("memory_mb"):
+            args.append(f"--mem={math.ceil(float(res['memory_mb']))}M")
+        if res.get("gpus"):
+            args.append(f"--gres=gpu:{math.ceil(float(res['gpus']))}")
+        if queue:
+            args.append(f"--partition={queue}")
+        return [*args, *self.settings.slurm_extra_args]
+
+    def send(self, job: Job, token: str, queue: str) -> dict[str, Any]:
+        env = _environment() | {"LABCLOUD_JOB_TOKEN": token}
+        done = self._run(*self.sbatch_args(job, queue), env=env, stdin=self.batch_script(job))
+        if done.returncode != 0:
+            raise EngineRefused(_last_line(done.stderr) or f"sbatch exited with {done.returncode}")
+        slurm_id = done.stdout.strip().split(";")[0]
+        if not slurm_id.isdigit():
+            raise EngineRefused(f"sbatch answered {done.stdout.strip()!r}")
+        return {"slurm_id": slurm_id}
+
+    def withdraw(self, ref: dict[str, Any]) -> None:
+        if ref.get("slurm_id"):
+            self._run("scancel", str(ref["slurm_id"]))
+
+    # ------------------------------------------------------------------------------ reconciling
+
+    def squeue(self) -> dict[str, tuple[str, str]]:
+        """Slurm id → (state, reason) of this account's jobs that Slurm still lists."""
+        done = self._run("squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%r")
+        if done.returncode != 0:
+            raise RuntimeError(f"squeue failed: {_last_line(done.stderr)}")
+        out = {}
+        for line in done.stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) == 3:
+                out[parts[0]] = (parts[1], parts[2])
+        return out
+
+    def ended(self, slurm_id: str) -> Ended | None:
+        """How Slurm ended a job it no longer lists (scontrol while it remembers, then sacct)."""
+        done = self._run("scontrol", "show", "job", "-o", slurm_id)
+        if done.returncode == 0:
+            state = re.search(r"\bJobState=(\S+)", done.stdout)
+            code = re.search(r"\bExitCode=(\S+)", done.stdout)
+            if state:
+                return Ended(state.group(1), code.group(1) if code else "")
+        for extra in ([], ["-c"]):  # -c: the job completion file, where there is no accounting daemon
+            done = self._run("sacct", *extra, "-n", "-P", "-j", slurm_id, "-o", "JobID,State,ExitCode")
+            for line in done.stdout.splitlines() if done.returncode == 0 else []:
+                parts = line.split("|")
+                if len(parts) >= 3 and parts[0] == slurm_id:
+                    return Ended(parts[1].split()[0], parts[2])
+        return None
+
+    def reconcile(self) -> None:
+        ours = {str(ref["slurm_id"]): job_id for job_id, ref in self.active_jobs() if ref.get("slurm_id")}
+        if not ours:
+            return
+        listed = self.squeue()
+        changed = False
+        for slurm_id, job_id in ours.items():
+            if slurm_id in listed:
+                state, reason = listed[slurm_id]
+                self._note_queue_state(job_id, slurm_id, state, reason)
+                continue
+            changed |= self._settle(job_id, slurm_id, self.ended(slurm_id))
+        if changed:
+            self.notify()
+
+    def _note_queue_state(self, job_id: uuid.UUID, slurm_id: str, state: str, reason: str) -> None:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return
+            if state == "PENDING" and job.state == JobState.STAGING.value:
+                message = f"waiting: {reason} (Slurm job {slurm_id})"
+                if job.message != message:
+                    job.message = message
+            elif job.state == JobState.CANCELLING.value and job.updated_at is not None:
+                # The runner should have stopped it by now: make sure Slurm does.
+                held_for = time.time() - job.updated_at.timestamp()
+                if held_for > self.settings.kill_grace_s + 2 * self.settings.lease_seconds:
+                    log.warning("job %s: still running in Slurm long after cancel; scancel", job_id)
+                    self._run("scancel", slurm_id)
+
+    def _settle(self, job_id: uuid.UUID, slurm_id: str, ended: Ended | None) -> bool:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or str(_ref_id(job)) != slurm_id:
+                return False
+            reason, message = explain(ended, slurm_id, taken=job.lease_expires_at is not None)
+            tail = _output_tail(slurm_id) if reason == FailureReason.STAGING_FAILED else ""
+            settle(session, job, reason, message + (f": {tail}" if tail else ""))
+            log.warning("job %s: %s", job_id, message)
+            return True
+
+
+def explain(ended: Ended | None, slurm_id: str, *, taken: bool) -> tuple[FailureReason, str]:
+    """Why a job failed that Slurm ended without the runner's report."""
+    where = f"Slurm job {slurm_id}"
+    if ended is None:
+        return FailureReason.WORKER_LOST, f"{where} vanished from Slurm"
+    state = ended.state.rstrip("+")
+    if state == "TIMEOUT":
+        return FailureReason.TIMEOUT, f"{where} reached its Slurm time limit"
+    if state == "OUT_OF_MEMORY":
+        return FailureReason.OUT_OF_MEMORY, f"{where} ran out of memory"
+    if state == "CANCELLED":
+        return FailureReason.SYSTEM_ERROR, f"{where} was cancelled in Slurm, not through labcloud (scancel)"
+    if state in RETRIED:
+        return FailureReason.WORKER_LOST, f"{where} ended with {state}"
+    if not taken:
+        return (
+            FailureReason.STAGING_FAILED,
+            f"the runner of {where} never reached the server ({state}, exit {ended.exit_code})",
+        )
+    return FailureReason.WORKER_LOST, f"the runner of {where} ended without reporting ({state})"
+
+
+def _ref_id(job: Job) -> Any:
+    from labcloud.services.workers import engine_ref
+
+    return engine_ref(job).get("slurm_id")
+
+
+def _environment() -> dict[str, str]:
+    """The server's environment for Slurm's commands, without labcloud's own settings (secrets)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _output_tail(slurm_id: str, limit: int = 600) -> str:
+    try:
+        data = Path(OUTPUT.replace("%j", slurm_id)).read_bytes()[-limit:]
+    except OSError:
+        return ""
+    return " | ".join(line for line in data.decode(errors="replace").splitlines() if line.strip())[-limit:]

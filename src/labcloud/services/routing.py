@@ -1,0 +1,55 @@
+"""Which executor, and which of its queues (a Slurm partition, a Celery queue), runs a job.
+
+In order: the entrypoint's own ``executor``/``queue``; the first of the installation's routes that
+matches the app, entrypoint, labels and resources; entrypoints with labels go to remote workers (pull);
+else the default executor.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from labcloud.errors import InvalidInput
+from labcloud.registry import EntrypointSpec
+from labcloud.settings import Route, Settings
+
+
+@dataclass(frozen=True)
+class Destination:
+    executor: str
+    queue: str | None = None
+
+
+def route(
+    settings: Settings, app: str, entrypoint: str, spec: EntrypointSpec, resources: dict[str, Any]
+) -> Destination:
+    if spec.executor:
+        if spec.executor not in settings.executors_in_use:
+            raise InvalidInput(
+                f"This entrypoint runs on the '{spec.executor}' executor, which this installation does not "
+                f"use (it uses {', '.join(settings.executors_in_use)})."
+            )
+        return Destination(spec.executor, spec.queue)
+    for rule in settings.executor_routes:
+        if matches(rule, app, entrypoint, spec.labels, resources):
+            return Destination(rule.executor, rule.queue or spec.queue)
+    if spec.labels:
+        return Destination("pull", spec.queue)
+    return Destination(settings.executor, spec.queue)
+
+
+def matches(
+    rule: Route, app: str, entrypoint: str, labels: dict[str, str], resources: dict[str, Any]
+) -> bool:
+    if rule.app is not None and not fnmatch.fnmatchcase(app, rule.app):
+        return False
+    if rule.entrypoint is not None and rule.entrypoint != entrypoint:
+        return False
+    if any(labels.get(k) != v for k, v in rule.labels.items()):
+        return False
+    for key, least in (("cpus", rule.cpus_min), ("memory_mb", rule.memory_mb_min), ("gpus", rule.gpus_min)):
+        if least is not None and float(resources.get(key) or 0) < least:
+            return False
+    return True

@@ -1,0 +1,217 @@
+"""The Celery executor end to end: a real ``labcloud serve`` (executor celery, 3 s leases) publishing to the
+machine's real brokers (Redis on 127.0.0.1:6379, RabbitMQ on 127.0.0.1:5672), and real
+``labcloud celery-worker`` processes running the jobs and reporting through the worker API.
+
+Each server uses queues of its own (a random prefix), so leftovers of another run never reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import kill_processes_under
+from engine_helpers import engine_apps
+from live_server import LABCLOUD, clean_env
+from worker_helpers import Cluster, WorkerProc, eventually, pull_server
+
+pytestmark = [pytest.mark.celery, pytest.mark.db_agnostic]
+
+LEASE_S = 3
+REDIS = "redis://127.0.0.1:6379/0"
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+class CeleryCluster(Cluster):
+    broker: str
+    prefix: str
+
+    def start_celery_worker(self, name: str, *queues: str, concurrency: int = 2) -> WorkerProc:
+        work_dir = self.home / "celery" / name
+        log_path = self.home / "celery" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            *LABCLOUD,
+            "celery-worker",
+            "--broker",
+            self.broker,
+            "--prefix",
+            self.prefix,
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            f"{name}@{self.prefix}",
+            "--work-dir",
+            str(work_dir),
+            "--sandbox",
+            "off",
+            "--kill-grace",
+            "1",
+            "--wait-held",
+            "60",
+        ]
+        if queues:
+            command += ["--queues", ",".join(f"{self.prefix}.{q}" for q in queues)]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
+        worker = WorkerProc(name, process, log_path, work_dir)
+        self.workers.append(worker)
+        worker.wait_log(" ready.", timeout=60)
+        return worker
+
+
+@contextlib.contextmanager
+def celery_cluster(home: Path, broker: str) -> Iterator[CeleryCluster]:
+    prefix = f"lctest-{secrets.token_hex(4)}"
+    try:
+        with pull_server(
+            home,
+            None,
+            engine_apps,
+            lease_seconds=LEASE_S,
+            executor="celery",
+            celery_broker_url=broker,
+            celery_queue_prefix=prefix,
+        ) as cluster:
+            cluster.__class__ = CeleryCluster
+            assert isinstance(cluster, CeleryCluster)
+            cluster.broker, cluster.prefix = broker, prefix
+            try:
+                yield cluster
+            finally:
+                cluster.cancel_everything()
+    finally:
+        kill_processes_under(home)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryCluster]:
+    with celery_cluster(tmp_path_factory.mktemp("celery-redis"), REDIS) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryCluster]:
+    with celery_cluster(tmp_path_factory.mktemp("celery-rabbitmq"), RABBITMQ) as c:
+        yield c
+
+
+def _clean(cluster: CeleryCluster) -> Iterator[CeleryCluster]:
+    yield cluster
+    cluster.cancel_everything()
+    for worker in cluster.workers:
+        worker.kill()
+    cluster.workers.clear()
+
+
+@pytest.fixture
+def rc(redis_cluster: CeleryCluster) -> Iterator[CeleryCluster]:
+    yield from _clean(redis_cluster)
+
+
+@pytest.fixture
+def mq(rabbit_cluster: CeleryCluster) -> Iterator[CeleryCluster]:
+    yield from _clean(rabbit_cluster)
+
+
+def _staging_message(c: Cluster, job_id: str) -> str:
+    job = c.job(job_id)
+    return str(job["message"]) if job["state"] == "staging" else ""
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_jobs_run_on_celery_workers_with_inputs_outputs_and_log(
+    broker: str, request: pytest.FixtureRequest
+) -> None:
+    c: CeleryCluster = request.getfixturevalue("rc" if broker == "redis" else "mq")
+    data = os.urandom(2**20 + 3)
+    c.api("PUT", "/files/in/data.bin", expect=201, content=data)
+    c.start_celery_worker("basic")
+    jobs = [c.submit("e-echo", inputs={"data": "in/data.bin"}) for _ in range(3)]
+    failing = c.submit("e-fail")
+    for job in jobs:
+        done = c.wait_end(job["id"])
+        assert done["state"] == "succeeded", (done, c.log(job["id"]))
+        assert done["executor"] == "celery" and done["queue"] == f"{c.prefix}.small"
+        assert done["attempts"] == 1 and done["progress"] == 1.0
+        assert f"hello from {job['id']}" in c.log(job["id"])
+        digest = c.http.get(f"/api/v1/jobs/{job['id']}/outputs/data.sha256").text.strip()
+        assert digest == hashlib.sha256(data).hexdigest()
+        assert [e["to_state"] for e in c.events(job["id"])] == [
+            "queued",
+            "staging",
+            "running",
+            "finishing",
+            "succeeded",
+        ]
+    failed = c.wait_end(failing["id"])
+    assert (failed["state"], failed["reason"], failed["exit_code"]) == ("failed", "app_error", 3)
+    # the engine's worker row holds the jobs; nobody can use its token
+    engine = c.worker_info("celery executor")
+    assert engine["labels"] == {"executor": "celery"}
+
+
+def test_each_resource_class_has_its_queue_and_waits_for_a_worker_on_it(rc: CeleryCluster) -> None:
+    rc.start_celery_worker("small-only", "small")
+    small = rc.submit("e-sleep", {"seconds": 0})
+    big = rc.submit("e-big")
+    assert rc.wait_end(small["id"])["state"] == "succeeded"
+    waiting = eventually(lambda: _staging_message(rc, big["id"]), 20, "the large job to wait in its queue")
+    assert waiting == f"waiting in Celery queue {rc.prefix}.large"
+    assert rc.job(big["id"])["queue"] == f"{rc.prefix}.large"
+    rc.start_celery_worker("large", "large")
+    done = rc.wait_end(big["id"])
+    assert done["state"] == "succeeded", (done, rc.log(big["id"]))
+    assert "big" in rc.log(big["id"])
+
+
+def test_cancel_before_and_while_it_runs(rc: CeleryCluster) -> None:
+    queued_in_broker = rc.submit("e-big")  # no worker takes large jobs in this test
+    eventually(lambda: _staging_message(rc, queued_in_broker["id"]), 20, "the job to reach the broker")
+    rc.api("POST", f"/jobs/{queued_in_broker['id']}/cancel")
+    gone = rc.job(queued_in_broker["id"])  # no runner holds it: cancelled at once
+    assert gone["state"] == "cancelled" and gone["message"] == "cancelled before it started"
+
+    rc.start_celery_worker("cancel", "small")
+    job = rc.submit("e-sleep", {"seconds": 30})
+    rc.wait_job(job["id"], lambda j: j["state"] == "running", 30, "the job to run")
+    rc.api("POST", f"/jobs/{job['id']}/cancel")
+    done = rc.wait_end(job["id"], timeout=30)  # the runner's next heartbeat carries the cancel
+    assert done["state"] == "cancelled", done
+    assert "cancel requested" in rc.log(job["id"]) and not rc.log(job["id"]).endswith("finished\n")
+
+
+def test_a_killed_celery_worker_s_job_runs_again_and_the_duplicate_is_fenced(mq: CeleryCluster) -> None:
+    first = mq.start_celery_worker("doomed", "small", concurrency=1)
+    job = mq.submit("e-sleep", {"seconds": 3})
+    mq.wait_job(job["id"], lambda j: j["state"] == "running", 30, "the job to run on the first worker")
+    eventually(lambda: f"started {job['id']}" in mq.log(job["id"]), 10, "the first attempt's log")
+    first.kill()  # kill -9: the message was never acknowledged, so RabbitMQ delivers it again
+    second = mq.start_celery_worker("heir", "small", concurrency=2)
+    done = mq.wait_end(job["id"], timeout=60)
+    assert done["state"] == "succeeded", (done, mq.log(job["id"]), second.log())
+    assert done["attempts"] == 2
+    history = mq.events(job["id"])
+    assert any(e["reason"] == "worker_lost" for e in history), history
+    log = mq.log(job["id"])  # each attempt's log whole, the second after its marker, run once
+    assert log.count(f"started {job['id']}\n") == 2 and log.endswith("finished\n"), log
+    assert (
+        log.split("[labcloud] attempt 2 on worker celery executor\n")[1].count(f"started {job['id']}\n") == 1
+    ), log
+    # the broker's second delivery of attempt 1 found the job moved on (or held) and ran nothing
+    eventually(
+        lambda: "nothing to run" in second.log() or "no longer" in second.log() or "held" in second.log(),
+        30,
+        "the duplicate delivery to be refused",
+    )
+    assert mq.http.get(f"/api/v1/jobs/{job['id']}/outputs/done.txt").text == "done\n"
