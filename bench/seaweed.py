@@ -26,6 +26,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bench.daemons import PortTaken, start_retrying
+
 START_DEADLINE_S = 60.0
 STOP_GRACE_S = 3.0  # weed finishes its own shutdown in ~0.1 s, then idles ~15 s in a gRPC graceful stop
 REGION = "us-east-1"
@@ -132,23 +134,14 @@ def seaweedfs(root: Path, volume_size_mb: int = VOLUME_SIZE_LIMIT_MB) -> Iterato
 
 def start(root: Path, volume_size_mb: int = VOLUME_SIZE_LIMIT_MB, attempts: int = 3) -> SeaweedFS:
     """Start and wait until a bucket is writable; :class:`SeaweedUnavailable` if it does not come up."""
-    for attempt in range(1, attempts + 1):
-        server = _start(root / f"try{attempt}", volume_size_mb)
-        try:
-            _wait_ready(server)
-            return server
-        except _PortTaken:
-            stop(server)
-            if attempt == attempts:
-                raise SeaweedUnavailable(f"ports kept being taken:\n{server.log_tail()}") from None
-        except BaseException:
-            stop(server)
-            raise
-    raise AssertionError("unreachable")
-
-
-class _PortTaken(Exception):
-    pass
+    return start_retrying(
+        attempts,
+        lambda attempt: _start(root / f"try{attempt}", volume_size_mb),
+        _wait_ready,
+        stop,
+        SeaweedUnavailable,
+        SeaweedFS.log_tail,
+    )
 
 
 def _start(root: Path, volume_size_mb: int) -> SeaweedFS:
@@ -221,7 +214,7 @@ def _wait_ready(server: SeaweedFS) -> None:
         if server.process.poll() is not None:
             log = server.log_tail()
             if "address already in use" in log:
-                raise _PortTaken(log)
+                raise PortTaken(log)
             raise SeaweedUnavailable(f"SeaweedFS exited with {server.process.returncode}:\n{log}")
         try:
             client.list_buckets()

@@ -21,10 +21,22 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "$want_postgres" = 1 ] && ! command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   missing+=(postgresql)
 fi
+# The single-node Slurm cluster of the Slurm executor's tests (tests/slurm.py, bench/slurm.py), for the test
+# setup only; without recommends (slurm-wlm-plugins: some 30 packages of HDF5, IPMI, ROCm... plugins).
+slurm_missing=()
+if [ "$want_postgres" = 1 ]; then
+  [ -x /usr/sbin/slurmctld ] || command -v slurmctld >/dev/null 2>&1 || slurm_missing+=(slurm-wlm)
+  [ -x /usr/sbin/munged ] || command -v munged >/dev/null 2>&1 || slurm_missing+=(munge)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ${#slurm_missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${slurm_missing[*]}"
+  [ ${#missing[@]} -gt 0 ] || as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${slurm_missing[@]}" >/dev/null
 fi
 
 if [ "$want_postgres" = 1 ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

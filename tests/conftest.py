@@ -205,7 +205,7 @@ def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Se
 
 # -- storage backends ------------------------------------------------------------------------------------
 # A real SeaweedFS (tests/seaweed.py) for everything that runs on S3: fixtures `seaweedfs` and `s3_bucket`.
-pytest_plugins = ("seaweed",)
+pytest_plugins = ("seaweed", "slurm")  # and a real Slurm (tests/slurm.py): `slurm_cluster`, `slurm`
 
 STORAGE_BACKENDS = ("local", "s3")
 

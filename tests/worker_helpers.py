@@ -297,6 +297,7 @@ def pull_server(
     database_url: str | None,
     apps: Callable[[Path], None],
     lease_seconds: int = 3,
+    process_env: dict[str, str] | None = None,
     **settings: str,
 ) -> Iterator[Cluster]:
     """``labcloud serve`` with ``LABCLOUD_EXECUTOR=pull`` on a free port; ``apps`` writes the app files
@@ -313,6 +314,7 @@ def pull_server(
         "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "LABCLOUD_LOG_LEVEL": "warning",
         **{f"LABCLOUD_{name.upper()}": value for name, value in settings.items()},
+        **(process_env or {}),
     }
     if database_url:
         env["LABCLOUD_DATABASE_URL"] = database_url

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     slurm_poll_s: float = Field(
         5.0, gt=0, description="How often Slurm's queue is read (squeue) to notice jobs it ended."
     )
+    slurm_runner_memory_mb: int = Field(
+        256, ge=0, description="Added to a job's --mem: the runner beside the job counts in Slurm's limit."
+    )
     slurm_bin_dir: str = Field("", description="Where sbatch, squeue, scancel live; empty means PATH.")
     slurm_extra_args: list[str] = Field(
         default_factory=list, description='Added to every sbatch, e.g. ["--account=lab"].'

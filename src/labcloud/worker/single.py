@@ -67,12 +67,16 @@ def run_one(
         on_done=lambda _run: done.set(),
     )
     run.start()
+
+    def stopped() -> None:  # at once: the job's own processes got the same signal and are ending now
+        stop.wait()
+        if not done.is_set():
+            run.request_forget("the engine stopped it")
+
+    threading.Thread(target=stopped, name="engine-stop", daemon=True).start()
     interval = 1.0
     next_beat = time.monotonic() + interval
-    while not done.wait(0.1):
-        if stop.is_set():
-            run.request_forget("the engine stopped it")
-            break
+    while not done.wait(0.1) and not stop.is_set():
         if time.monotonic() >= next_beat:
             interval = _heartbeat(api, run) or interval
             next_beat = time.monotonic() + interval

@@ -98,8 +98,9 @@ class SlurmExecutor(EngineExecutor):
             "--chdir=/tmp",
             "--export=PATH,LABCLOUD_JOB_TOKEN",
         ]
-        if res.get("memory_mb"):
-            args.append(f"--mem={math.ceil(float(res['memory_mb']))}M")
+        if res.get("memory_mb"):  # Slurm counts the runner too
+            memory = float(res["memory_mb"]) + self.settings.slurm_runner_memory_mb
+            args.append(f"--mem={math.ceil(memory)}M")
         if res.get("gpus"):
             args.append(f"--gres=gpu:{math.ceil(float(res['gpus']))}")
         if queue:
@@ -170,7 +171,7 @@ class SlurmExecutor(EngineExecutor):
             job = session.get(Job, job_id)
             if job is None:
                 return
-            if state == "PENDING" and job.state == JobState.STAGING.value:
+            if state == "PENDING" and reason != "None" and job.state == JobState.STAGING.value:
                 message = f"waiting: {reason} (Slurm job {slurm_id})"
                 if job.message != message:
                     job.message = message
@@ -186,22 +187,30 @@ class SlurmExecutor(EngineExecutor):
             job = session.get(Job, job_id)
             if job is None or str(_ref_id(job)) != slurm_id:
                 return False
-            reason, message = explain(ended, slurm_id, taken=job.lease_expires_at is not None)
-            tail = _output_tail(slurm_id) if reason == FailureReason.STAGING_FAILED else ""
-            settle(session, job, reason, message + (f": {tail}" if tail else ""))
+            tail = _output_tail(slurm_id)
+            reason, message = explain(ended, slurm_id, taken=job.lease_expires_at is not None, output=tail)
+            if reason == FailureReason.STAGING_FAILED and tail:
+                message += f": {tail}"
+            settle(session, job, reason, message)
             log.warning("job %s: %s", job_id, message)
             return True
 
 
-def explain(ended: Ended | None, slurm_id: str, *, taken: bool) -> tuple[FailureReason, str]:
-    """Why a job failed that Slurm ended without the runner's report."""
+def explain(
+    ended: Ended | None, slurm_id: str, *, taken: bool, output: str = ""
+) -> tuple[FailureReason, str]:
+    """Why a job failed that Slurm ended without the runner's report (``output``: the end of the batch
+    job's output, where slurmstepd says why it killed it)."""
     where = f"Slurm job {slurm_id}"
     if ended is None:
         return FailureReason.WORKER_LOST, f"{where} vanished from Slurm"
     state = ended.state.rstrip("+")
     if state == "TIMEOUT":
         return FailureReason.TIMEOUT, f"{where} reached its Slurm time limit"
-    if state == "OUT_OF_MEMORY":
+    said = output.lower()
+    if state == "OUT_OF_MEMORY" or any(
+        w in said for w in ("exceeded memory limit", "exceeded job memory", "oom-kill")
+    ):
         return FailureReason.OUT_OF_MEMORY, f"{where} ran out of memory"
     if state == "CANCELLED":
         return FailureReason.SYSTEM_ERROR, f"{where} was cancelled in Slurm, not through labcloud (scancel)"

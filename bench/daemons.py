@@ -1,0 +1,37 @@
+"""What the real servers of the tests and benchmarks (bench/seaweed.py, bench/slurm.py) share: starting on
+free ports that another process may grab first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class PortTaken(Exception):
+    """A port picked as free was taken before the daemon bound it: try again with other ports."""
+
+
+def start_retrying(
+    attempts: int,
+    prepare: Callable[[int], T],
+    launch: Callable[[T], Any],
+    stop: Callable[[T], None],
+    unavailable: Callable[[str], Exception],
+    log_tail: Callable[[T], str],
+) -> T:
+    """``prepare(attempt)`` then ``launch``; on :class:`PortTaken` stop and try again, up to ``attempts``."""
+    for attempt in range(1, attempts + 1):
+        started = prepare(attempt)
+        try:
+            launch(started)
+            return started
+        except PortTaken:
+            stop(started)
+            if attempt == attempts:
+                raise unavailable(f"ports kept being taken:\n{log_tail(started)}") from None
+        except BaseException:
+            stop(started)
+            raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,43 @@
+"""A real single-node Slurm cluster for the tests, started once per session (bench/slurm.py is the recipe,
+shared with the benchmarks; docs/slurm-test-cluster.md says what it does and what tests can rely on).
+
+Fixtures:
+
+- ``slurm_cluster`` (session): the running cluster; ``.env()`` (the environment with ``SLURM_CONF`` that
+  every client command needs), ``.run("sbatch", ...)`` (a client command with that environment, text output),
+  ``.node``, ``.cpus``, ``.memory_mb``, ``.partitions`` (``debug``, the default, and ``gpu``), ``.conf``.
+- ``slurm`` (function): the same cluster, with every job cancelled after the test, so that each test starts
+  with an empty queue.
+
+Needs root and the Debian packages ``slurm-wlm`` and ``munge`` (scripts/ensure-system.sh --postgres). If they
+are missing, or the cluster does not come up, the tests that need it FAIL; they never skip. Each pytest-xdist
+worker starts its own cluster (own name, ports, munged and directories); they share the machine's CPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from bench.slurm import SlurmCluster, SlurmUnavailable, start, stop
+
+__all__ = ["SlurmCluster", "slurm", "slurm_cluster"]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    try:
+        cluster = start(tmp_path_factory.mktemp("slurm"))
+    except SlurmUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        stop(cluster)
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The session's cluster; every job still queued or running is cancelled after the test."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()

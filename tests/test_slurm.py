@@ -1,0 +1,175 @@
+"""The Slurm executor end to end: a real ``labcloud serve`` (executor slurm, 3 s leases, squeue read every
+0.5 s) submitting to a real single-node Slurm (tests/slurm.py), whose batch jobs run ``labcloud run-job``.
+
+Jobs that succeed, fail, time out, wait for resources, are cancelled through labcloud (pending and
+running), are killed by ``scancel`` behind labcloud's back, and are refused by sbatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import kill_processes_under
+from engine_helpers import engine_apps
+from labcloud.execution.executors.slurm import Ended, explain
+from labcloud.services.job_states import FailureReason
+from slurm import SlurmCluster
+from worker_helpers import Cluster, eventually, pull_server
+
+pytestmark = [pytest.mark.slurm, pytest.mark.db_agnostic]
+
+LEASE_S = 3
+
+
+@pytest.fixture(scope="module")
+def slurm_server(tmp_path_factory: pytest.TempPathFactory, slurm_cluster: SlurmCluster) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("slurm-home")
+    try:
+        with pull_server(
+            home,
+            None,
+            engine_apps,
+            lease_seconds=LEASE_S,
+            process_env={"SLURM_CONF": str(slurm_cluster.conf)},
+            executor="slurm",
+            slurm_poll_s="0.5",
+            sandbox="off",
+            kill_grace_s="1",
+            runner_work_dir=str(home / "runs"),
+        ) as cluster:
+            yield cluster
+    finally:
+        kill_processes_under(home)
+
+
+@pytest.fixture
+def sc(slurm_server: Cluster, slurm: SlurmCluster) -> Iterator[Cluster]:
+    yield slurm_server
+    with contextlib.suppress(AssertionError):
+        slurm_server.cancel_everything()
+
+
+def slurm_job(cluster: SlurmCluster, job_id: str) -> dict[str, str]:
+    """What Slurm knows of a labcloud job (found by its Slurm job name), from scontrol."""
+    listing = cluster.run("squeue", "-h", "-n", f"labcloud-{job_id}", "-o", "%i").stdout.split()
+    ids = listing or [
+        line.split("|")[0]
+        for line in cluster.run(
+            "sacct", "-c", "-n", "-P", "--name", f"labcloud-{job_id}", "-o", "JobID"
+        ).stdout.split()
+    ]
+    assert ids, f"Slurm has no job labcloud-{job_id}"
+    shown = cluster.run("scontrol", "show", "job", "-o", ids[-1]).stdout
+    fields = dict(part.split("=", 1) for part in shown.split() if "=" in part)
+    return {"id": ids[-1], **fields}
+
+
+def wait_state(c: Cluster, job_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    return c.wait_job(job_id, lambda j: j["state"] == state, timeout, f"job {job_id} to be {state}")
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_jobs_run_as_slurm_batch_jobs_with_their_resources(sc: Cluster, slurm: SlurmCluster) -> None:
+    data = os.urandom(2**20 + 5)
+    sc.api("PUT", "/files/in/data.bin", expect=201, content=data)
+    ok = sc.submit("e-echo", inputs={"data": "in/data.bin"}, resources={"cpus": 2, "memory_mb": 100})
+    failing = sc.submit("e-fail")
+    gpu = sc.submit("e-gpu")
+    done = sc.wait_end(ok["id"])
+    assert done["state"] == "succeeded", (done, sc.log(ok["id"]))
+    assert done["executor"] == "slurm" and done["attempts"] == 1 and done["progress"] == 1.0
+    assert f"hello from {ok['id']}" in sc.log(ok["id"])
+    digest = sc.http.get(f"/api/v1/jobs/{ok['id']}/outputs/data.sha256").text.strip()
+    assert digest == hashlib.sha256(data).hexdigest()
+    # Slurm ran it with the job's resources, under its name, and the runner ended cleanly
+    seen = eventually(
+        lambda: (found := slurm_job(slurm, ok["id"]))["JobState"] != "RUNNING" and found, 20, "Slurm's end"
+    )
+    assert seen["JobState"] == "COMPLETED" and seen["ExitCode"] == "0:0"
+    assert seen["Partition"] == "debug" and seen["NumCPUs"] == "2" and "mem=356M" in seen["TRES"]
+
+    failed = sc.wait_end(failing["id"])
+    assert (failed["state"], failed["reason"], failed["exit_code"]) == ("failed", "app_error", 3)
+    on_gpu = sc.wait_end(gpu["id"])
+    assert on_gpu["state"] == "succeeded" and on_gpu["queue"] == "gpu"
+    assert slurm_job(slurm, gpu["id"])["Partition"] == "gpu"
+
+
+def test_a_pending_job_shows_slurm_s_reason_and_cancels_at_once(sc: Cluster, slurm: SlurmCluster) -> None:
+    whole_node = {"cpus": slurm.cpus, "memory_mb": 64}
+    first = sc.submit("e-sleep", {"seconds": 60}, resources=whole_node)
+    wait_state(sc, first["id"], "running")
+    second = sc.submit("e-sleep", {"seconds": 60}, resources=whole_node)
+    waiting = sc.wait_job(
+        second["id"], lambda j: j["message"].startswith("waiting: "), 30, "Slurm's pending reason"
+    )
+    assert waiting["state"] == "staging"
+    assert waiting["message"].startswith("waiting: Resources (Slurm job "), waiting
+    slurm_id = slurm_job(slurm, second["id"])["id"]
+
+    sc.api("POST", f"/jobs/{second['id']}/cancel")
+    assert sc.job(second["id"])["state"] == "cancelled"  # no runner held it: at once, and out of Slurm
+    eventually(
+        lambda: slurm_id not in slurm.run("squeue", "-h", "-o", "%i").stdout.split(), 10, "the scancel"
+    )
+    sc.api("POST", f"/jobs/{first['id']}/cancel")  # running: the runner's next heartbeat stops it
+    done = sc.wait_end(first["id"], timeout=30)
+    assert done["state"] == "cancelled", (done, sc.log(first["id"]))
+    assert "cancel requested" in sc.log(first["id"])
+    ended = eventually(lambda: slurm_job(slurm, first["id"]).get("JobState") != "RUNNING" or None, 20, "end")
+    assert ended
+
+
+def test_the_job_s_timeout_ends_it(sc: Cluster) -> None:
+    job = sc.submit("e-sleep", {"seconds": 60}, resources={"timeout_s": 1})
+    done = sc.wait_end(job["id"], timeout=60)
+    assert (done["state"], done["reason"]) == ("failed", "timeout"), (done, sc.log(job["id"]))
+
+
+def test_scancel_behind_labcloud_s_back_fails_the_job_with_that_reason(
+    sc: Cluster, slurm: SlurmCluster
+) -> None:
+    job = sc.submit("e-sleep", {"seconds": 60})
+    wait_state(sc, job["id"], "running")
+    eventually(lambda: f"started {job['id']}" in sc.log(job["id"]), 10, "the job's first line")
+    slurm.run("scancel", slurm_job(slurm, job["id"])["id"])
+    done = sc.wait_end(job["id"], timeout=30)
+    assert (done["state"], done["reason"]) == ("failed", "system_error"), done
+    assert "cancelled in Slurm, not through labcloud" in done["message"], done
+    assert done["attempts"] == 1  # an administrator's cancel is not retried
+
+
+def test_a_job_sbatch_refuses_fails_with_slurm_s_words(sc: Cluster) -> None:
+    job = sc.submit("e-sleep", {"seconds": 0}, resources={"memory_mb": 10**7})  # more than the node
+    done = sc.wait_end(job["id"], timeout=30)
+    assert (done["state"], done["reason"]) == ("failed", "rejected"), done
+    assert done["message"].startswith("slurm refused the job: sbatch: error:"), done
+
+
+@pytest.mark.parametrize(
+    ("ended", "taken", "reason", "words"),
+    [
+        (Ended("TIMEOUT", "0:0"), True, FailureReason.TIMEOUT, "time limit"),
+        (Ended("OUT_OF_MEMORY", "0:125"), True, FailureReason.OUT_OF_MEMORY, "out of memory"),
+        (Ended("FAILED", "0:9"), True, FailureReason.OUT_OF_MEMORY, "out of memory"),
+        (Ended("NODE_FAIL", "0:0"), True, FailureReason.WORKER_LOST, "NODE_FAIL"),
+        (Ended("CANCELLED+", "0:15"), True, FailureReason.SYSTEM_ERROR, "not through labcloud"),
+        (Ended("FAILED", "1:0"), False, FailureReason.STAGING_FAILED, "never reached the server"),
+        (Ended("COMPLETED", "0:0"), True, FailureReason.WORKER_LOST, "without reporting"),
+        (None, True, FailureReason.WORKER_LOST, "vanished"),
+    ],
+)
+def test_how_slurm_ended_a_job_becomes_its_failure(
+    ended: Ended | None, taken: bool, reason: FailureReason, words: str
+) -> None:
+    output = "slurmstepd: error: Exceeded job memory limit" if ended and ended.exit_code == "0:9" else ""
+    got, message = explain(ended, "42", taken=taken, output=output)
+    assert got == reason and words in message and "Slurm job 42" in message
