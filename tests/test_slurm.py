@@ -1,5 +1,5 @@
-"""The Slurm executor end to end: a real ``labcloud serve`` (executor slurm, 3 s leases, squeue read every
-0.5 s) submitting to a real single-node Slurm (tests/slurm.py), whose batch jobs run ``labcloud run-job``.
+"""The Slurm executor end to end: a real ``labcloud serve`` (a route sends the test apps to the slurm
+executor; 3 s leases, squeue read every 0.5 s) submitting to a real single-node Slurm (tests/slurm.py), whose batch jobs run ``labcloud run-job``.
 
 Jobs that succeed, fail, time out, wait for resources, are cancelled through labcloud (pending and
 running), are killed by ``scancel`` behind labcloud's back, and are refused by sbatch.
@@ -37,7 +37,8 @@ def slurm_server(tmp_path_factory: pytest.TempPathFactory, slurm_cluster: SlurmC
             engine_apps,
             lease_seconds=LEASE_S,
             process_env={"SLURM_CONF": str(slurm_cluster.conf)},
-            executor="slurm",
+            executor="local",  # the jobs reach Slurm by a route, as most installations would send them
+            executor_routes='[{"app": "e-*", "executor": "slurm"}]',
             slurm_poll_s="0.5",
             sandbox="off",
             kill_grace_s="1",
