@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
-from conftest import kill_processes_under
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, kill_processes_under, login
 from engine_helpers import engine_apps
+from labcloud.api.app import create_app
+from labcloud.db.models import Job
+from labcloud.settings import Settings
 from live_server import LABCLOUD, clean_env
 from worker_helpers import Cluster, WorkerProc, eventually, pull_server
 
@@ -215,3 +222,32 @@ def test_a_killed_celery_worker_s_job_runs_again_and_the_duplicate_is_fenced(mq:
         "the duplicate delivery to be refused",
     )
     assert mq.http.get(f"/api/v1/jobs/{job['id']}/outputs/done.txt").text == "done\n"
+
+
+def test_a_job_the_last_leader_never_handed_over_is_sent_again(settings: Settings) -> None:
+    """A dispatcher that died between taking a job and publishing it: the next one queues it again."""
+    settings.executor = "celery"
+    settings.celery_broker_url = REDIS
+    settings.celery_queue_prefix = f"lctest-{secrets.token_hex(4)}"  # no worker listens: jobs stay put
+    engine_apps(settings.effective_apps_dir)
+    with TestClient(create_app(settings)) as client:
+        headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        job_id = client.post("/api/v1/jobs", json={"app": "e-big"}, headers=headers).json()["id"]
+
+        def handed() -> dict[str, Any] | None:
+            job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+            return job if job["message"].startswith("waiting in Celery queue") else None
+
+        eventually(handed, 20, "the job to be published")
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        with ctx.db.session() as session:  # as if the publish had never happened
+            job = session.get(Job, uuid.UUID(job_id))
+            job.executor_ref = json.dumps({"log_base": 0})
+        ctx.executors["celery"].recover()
+        again = eventually(
+            lambda: (j := handed()) and j["attempts"] == 2 and j, 20, "the job to be published again"
+        )
+        assert again["state"] == "staging"
+        events = client.get(f"/api/v1/jobs/{job_id}/events", headers=headers).json()
+        assert any("never reached celery; sent again" in e["message"] for e in events), events
+        client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)

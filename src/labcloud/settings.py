@@ -108,6 +108,17 @@ class Settings(BaseSettings):
     slurm_runner_memory_mb: int = Field(
         256, ge=0, description="Added to a job's --mem: the runner beside the job counts in Slurm's limit."
     )
+    slurm_rest_url: str = Field(
+        "", description="Submit and watch through slurmrestd at this URL instead of the commands (JWT auth)."
+    )
+    slurm_rest_user: str = Field("", description="slurmrestd: the Slurm user jobs are submitted as.")
+    slurm_rest_token: SecretStr = Field(
+        SecretStr(""), description="slurmrestd: the JWT (scontrol token); see slurm_rest_token_file."
+    )
+    slurm_rest_token_file: Path | None = Field(
+        None, description="slurmrestd: a file holding the JWT, read afresh on each call (for rotation)."
+    )
+    slurm_rest_api: str = Field("v0.0.38", description="slurmrestd: the API version its plugin serves.")
     slurm_bin_dir: str = Field("", description="Where sbatch, squeue, scancel live; empty means PATH.")
     slurm_extra_args: list[str] = Field(
         default_factory=list, description='Added to every sbatch, e.g. ["--account=lab"].'

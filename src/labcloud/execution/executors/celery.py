@@ -20,6 +20,7 @@ from labcloud.worker.celery_app import TASK_NAME, create_app, resource_class
 
 class CeleryExecutor(EngineExecutor):
     name = "celery"
+    ref_key = "task_id"
     _app: Celery | None = None
     _app_lock = threading.Lock()
 

@@ -36,6 +36,7 @@ class EngineRefused(Exception):
 
 class EngineExecutor(Executor):
     name: str
+    ref_key: str  # what names a job in the engine, in its executor_ref (kept by :meth:`send`)
 
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
@@ -122,7 +123,18 @@ class EngineExecutor(Executor):
         self.withdraw(ref)
 
     def recover(self) -> None:
-        """Nothing to re-attach: the engine kept the jobs; :meth:`reconcile` settles what ended."""
+        """The engine kept its jobs (:meth:`reconcile` settles what ended there). Only a job the last
+        leader stopped between taking it and handing it over is unknown to the engine: queue it again."""
+        unsent = [job_id for job_id, ref in self.active_jobs() if not ref.get(self.ref_key)]
+        for job_id in unsent:
+            with self.db.session() as session:
+                job = session.get(Job, job_id)
+                if job is not None and job.lease_expires_at is None:
+                    settle(session, job, FailureReason.WORKER_LOST, f"never reached {self.name}; sent again")
+        if unsent:
+            log.warning(
+                "%d job(s) had not reached %s when the last dispatcher stopped", len(unsent), self.name
+            )
 
     def running_per_owner(self) -> dict[uuid.UUID, int]:
         with self.db.session() as session:

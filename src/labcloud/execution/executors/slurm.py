@@ -24,17 +24,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from labcloud.db.models import Job
 from labcloud.execution.executors.engine import EngineExecutor, EngineRefused, settle
 from labcloud.services.job_states import FailureReason, JobState
+from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STAGING_SLACK_S = 300  # on top of the job's timeout: staging inputs and uploading outputs
 COMMAND_TIMEOUT_S = 60
 OUTPUT = "/tmp/labcloud-slurm-%j.out"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 RETRIED = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
 
 
@@ -44,22 +46,49 @@ class Ended:
     exit_code: str = ""  # "code:signal"
 
 
-class SlurmExecutor(EngineExecutor):
-    name = "slurm"
+@dataclass(frozen=True)
+class BatchJob:
+    """One batch job as labcloud asks Slurm for it, whichever way it is submitted."""
 
-    def poll_interval(self) -> float:
-        return self.settings.slurm_poll_s
+    name: str
+    script: str
+    cpus: int
+    memory_mb: int  # 0: the partition's default
+    gpus: int
+    minutes: int
+    partition: str  # "": the default partition
+    environment: dict[str, str]  # exactly what the batch job gets (besides Slurm's own variables)
+    output: str = OUTPUT
+    workdir: str = "/tmp"
 
-    # ------------------------------------------------------------------------------ commands
 
-    def _cmd(self, name: str) -> str:
-        return str(Path(self.settings.slurm_bin_dir) / name) if self.settings.slurm_bin_dir else name
+class SlurmClient(Protocol):
+    """How labcloud talks to Slurm: its commands (:class:`SlurmCommands`), or slurmrestd."""
+
+    def submit(self, job: BatchJob) -> str:
+        """Slurm's job id; :class:`EngineRefused` with Slurm's words when it says no."""
+
+    def cancel(self, slurm_id: str) -> None: ...
+
+    def queue(self) -> dict[str, tuple[str, str]]:
+        """Slurm id → (state, reason) of this account's jobs that Slurm still lists."""
+
+    def ended(self, slurm_id: str) -> Ended | None:
+        """How Slurm ended a job it no longer lists; None when it does not know the job."""
+
+
+class SlurmCommands:
+    """sbatch, squeue, scontrol, sacct and scancel, from ``slurm_bin_dir`` or PATH."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def _run(
         self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        bin_dir = self.settings.slurm_bin_dir
         return subprocess.run(
-            [self._cmd(args[0]), *args[1:]],
+            [str(Path(bin_dir) / args[0]) if bin_dir else args[0], *args[1:]],
             input=stdin,
             capture_output=True,
             text=True,
@@ -67,6 +96,77 @@ class SlurmExecutor(EngineExecutor):
             env=env or _environment(),
             check=False,
         )
+
+    def sbatch_args(self, job: BatchJob) -> list[str]:
+        args = [
+            "sbatch",
+            "--parsable",
+            f"--job-name={job.name}",
+            f"--cpus-per-task={job.cpus}",
+            f"--time={job.minutes}",
+            f"--output={job.output}",
+            f"--chdir={job.workdir}",
+            f"--export={','.join(sorted(job.environment))}",
+        ]
+        if job.memory_mb:
+            args.append(f"--mem={job.memory_mb}M")
+        if job.gpus:
+            args.append(f"--gres=gpu:{job.gpus}")
+        if job.partition:
+            args.append(f"--partition={job.partition}")
+        return [*args, *self.settings.slurm_extra_args]
+
+    def submit(self, job: BatchJob) -> str:
+        env = _environment() | job.environment
+        done = self._run(*self.sbatch_args(job), env=env, stdin=job.script)
+        if done.returncode != 0:
+            raise EngineRefused(_last_line(done.stderr) or f"sbatch exited with {done.returncode}")
+        slurm_id = done.stdout.strip().split(";")[0]
+        if not slurm_id.isdigit():
+            raise EngineRefused(f"sbatch answered {done.stdout.strip()!r}")
+        return slurm_id
+
+    def cancel(self, slurm_id: str) -> None:
+        self._run("scancel", slurm_id)
+
+    def queue(self) -> dict[str, tuple[str, str]]:
+        done = self._run("squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%r")
+        if done.returncode != 0:
+            raise RuntimeError(f"squeue failed: {_last_line(done.stderr)}")
+        out = {}
+        for line in done.stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) == 3:
+                out[parts[0]] = (parts[1], parts[2])
+        return out
+
+    def ended(self, slurm_id: str) -> Ended | None:
+        """scontrol while slurmctld remembers the job (MinJobAge), then sacct."""
+        done = self._run("scontrol", "show", "job", "-o", slurm_id)
+        if done.returncode == 0:
+            state = re.search(r"\bJobState=(\S+)", done.stdout)
+            code = re.search(r"\bExitCode=(\S+)", done.stdout)
+            if state:
+                return Ended(state.group(1), code.group(1) if code else "")
+        for extra in ([], ["-c"]):  # -c: the job completion file, where there is no accounting daemon
+            done = self._run("sacct", *extra, "-n", "-P", "-j", slurm_id, "-o", "JobID,State,ExitCode")
+            for line in done.stdout.splitlines() if done.returncode == 0 else []:
+                parts = line.split("|")
+                if len(parts) >= 3 and parts[0] == slurm_id:
+                    return Ended(parts[1].split()[0], parts[2])
+        return None
+
+
+class SlurmExecutor(EngineExecutor):
+    name = "slurm"
+    ref_key = "slurm_id"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client: SlurmClient = open_client(self.settings)
+
+    def poll_interval(self) -> float:
+        return self.settings.slurm_poll_s
 
     # ------------------------------------------------------------------------------ submitting
 
@@ -86,83 +186,42 @@ class SlurmExecutor(EngineExecutor):
             f"--sandbox {shlex.quote(self.settings.sandbox)} --kill-grace {self.settings.kill_grace_s:g}\n"
         )
 
-    def sbatch_args(self, job: Job, queue: str) -> list[str]:
+    def batch_job(self, job: Job, token: str, queue: str) -> BatchJob:
         res = job.resources
-        args = [
-            "sbatch",
-            "--parsable",
-            f"--job-name=labcloud-{job.id}",
-            f"--cpus-per-task={max(1, math.ceil(float(res.get('cpus') or 1)))}",
-            f"--time={math.ceil((float(res.get('timeout_s') or 3600) + STAGING_SLACK_S) / 60)}",
-            f"--output={OUTPUT}",
-            "--chdir=/tmp",
-            "--export=PATH,LABCLOUD_JOB_TOKEN",
-        ]
-        if res.get("memory_mb"):  # Slurm counts the runner too
-            memory = float(res["memory_mb"]) + self.settings.slurm_runner_memory_mb
-            args.append(f"--mem={math.ceil(memory)}M")
-        if res.get("gpus"):
-            args.append(f"--gres=gpu:{math.ceil(float(res['gpus']))}")
-        if queue:
-            args.append(f"--partition={queue}")
-        return [*args, *self.settings.slurm_extra_args]
+        memory = float(res.get("memory_mb") or 0)
+        return BatchJob(
+            name=f"labcloud-{job.id}",
+            script=self.batch_script(job),
+            cpus=max(1, math.ceil(float(res.get("cpus") or 1))),
+            # Slurm counts the runner beside the job in the job's memory
+            memory_mb=math.ceil(memory + self.settings.slurm_runner_memory_mb) if memory else 0,
+            gpus=math.ceil(float(res.get("gpus") or 0)),
+            minutes=math.ceil((float(res.get("timeout_s") or 3600) + STAGING_SLACK_S) / 60),
+            partition=queue,
+            environment={"PATH": os.environ.get("PATH", DEFAULT_PATH), "LABCLOUD_JOB_TOKEN": token},
+        )
 
     def send(self, job: Job, token: str, queue: str) -> dict[str, Any]:
-        env = _environment() | {"LABCLOUD_JOB_TOKEN": token}
-        done = self._run(*self.sbatch_args(job, queue), env=env, stdin=self.batch_script(job))
-        if done.returncode != 0:
-            raise EngineRefused(_last_line(done.stderr) or f"sbatch exited with {done.returncode}")
-        slurm_id = done.stdout.strip().split(";")[0]
-        if not slurm_id.isdigit():
-            raise EngineRefused(f"sbatch answered {done.stdout.strip()!r}")
-        return {"slurm_id": slurm_id}
+        return {"slurm_id": self.client.submit(self.batch_job(job, token, queue))}
 
     def withdraw(self, ref: dict[str, Any]) -> None:
         if ref.get("slurm_id"):
-            self._run("scancel", str(ref["slurm_id"]))
+            self.client.cancel(str(ref["slurm_id"]))
 
     # ------------------------------------------------------------------------------ reconciling
-
-    def squeue(self) -> dict[str, tuple[str, str]]:
-        """Slurm id → (state, reason) of this account's jobs that Slurm still lists."""
-        done = self._run("squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%r")
-        if done.returncode != 0:
-            raise RuntimeError(f"squeue failed: {_last_line(done.stderr)}")
-        out = {}
-        for line in done.stdout.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) == 3:
-                out[parts[0]] = (parts[1], parts[2])
-        return out
-
-    def ended(self, slurm_id: str) -> Ended | None:
-        """How Slurm ended a job it no longer lists (scontrol while it remembers, then sacct)."""
-        done = self._run("scontrol", "show", "job", "-o", slurm_id)
-        if done.returncode == 0:
-            state = re.search(r"\bJobState=(\S+)", done.stdout)
-            code = re.search(r"\bExitCode=(\S+)", done.stdout)
-            if state:
-                return Ended(state.group(1), code.group(1) if code else "")
-        for extra in ([], ["-c"]):  # -c: the job completion file, where there is no accounting daemon
-            done = self._run("sacct", *extra, "-n", "-P", "-j", slurm_id, "-o", "JobID,State,ExitCode")
-            for line in done.stdout.splitlines() if done.returncode == 0 else []:
-                parts = line.split("|")
-                if len(parts) >= 3 and parts[0] == slurm_id:
-                    return Ended(parts[1].split()[0], parts[2])
-        return None
 
     def reconcile(self) -> None:
         ours = {str(ref["slurm_id"]): job_id for job_id, ref in self.active_jobs() if ref.get("slurm_id")}
         if not ours:
             return
-        listed = self.squeue()
+        listed = self.client.queue()
         changed = False
         for slurm_id, job_id in ours.items():
             if slurm_id in listed:
                 state, reason = listed[slurm_id]
                 self._note_queue_state(job_id, slurm_id, state, reason)
                 continue
-            changed |= self._settle(job_id, slurm_id, self.ended(slurm_id))
+            changed |= self._settle(job_id, slurm_id, self.client.ended(slurm_id))
         if changed:
             self.notify()
 
@@ -180,7 +239,7 @@ class SlurmExecutor(EngineExecutor):
                 held_for = time.time() - job.updated_at.timestamp()
                 if held_for > self.settings.kill_grace_s + 2 * self.settings.lease_seconds:
                     log.warning("job %s: still running in Slurm long after cancel; scancel", job_id)
-                    self._run("scancel", slurm_id)
+                    self.client.cancel(slurm_id)
 
     def _settle(self, job_id: uuid.UUID, slurm_id: str, ended: Ended | None) -> bool:
         with self.db.session() as session:
@@ -222,6 +281,15 @@ def explain(
             f"the runner of {where} never reached the server ({state}, exit {ended.exit_code})",
         )
     return FailureReason.WORKER_LOST, f"the runner of {where} ended without reporting ({state})"
+
+
+def open_client(settings: Settings) -> SlurmClient:
+    """slurmrestd when ``slurm_rest_url`` is set, else the commands."""
+    if settings.slurm_rest_url:
+        from labcloud.execution.executors.slurm_rest import SlurmRest
+
+        return SlurmRest(settings)
+    return SlurmCommands(settings)
 
 
 def _ref_id(job: Job) -> Any:
