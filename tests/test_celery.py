@@ -165,7 +165,7 @@ def test_jobs_run_on_celery_workers_with_inputs_outputs_and_log(
     assert (failed["state"], failed["reason"], failed["exit_code"]) == ("failed", "app_error", 3)
     # the engine's worker row holds the jobs; nobody can use its token
     engine = c.worker_info("celery executor")
-    assert engine["labels"] == {"executor": "celery"}
+    assert engine["labels"] == {"executor": "celery"} and engine["state"] == "active"
 
 
 def test_each_resource_class_has_its_queue_and_waits_for_a_worker_on_it(rc: CeleryCluster) -> None:

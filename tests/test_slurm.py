@@ -1,5 +1,6 @@
 """The Slurm executor end to end: a real ``labcloud serve`` (a route sends the test apps to the slurm
-executor; 3 s leases, squeue read every 0.5 s) submitting to a real single-node Slurm (tests/slurm.py), whose batch jobs run ``labcloud run-job``.
+executor; 3 s leases, squeue read every 0.5 s) submitting to a real single-node Slurm (tests/slurm.py),
+whose batch jobs run ``labcloud run-job``.
 
 Jobs that succeed, fail, time out, wait for resources, are cancelled through labcloud (pending and
 running), are killed by ``scancel`` behind labcloud's back, and are refused by sbatch.

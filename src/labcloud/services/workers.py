@@ -37,6 +37,8 @@ WORKER_TOKEN_PREFIX = "lcw_"
 JOB_TOKEN_PREFIX = "lcj_"
 JOB_TOKEN_AUDIENCE = "labcloud-job"
 CANDIDATES = 32  # queued jobs looked at per claim
+ENGINE_TOKEN_PREFIX = "(engine)"  # the worker row of an executor's engine: its token is never shown
+HANDOVER_TOKEN_DAYS = 30  # how long a job handed to Slurm or Celery may wait there to be taken
 PULL = "pull"
 _SQLITE_CLAIMS = threading.Lock()
 
@@ -103,6 +105,8 @@ def state_of(worker: Worker, settings: Settings, now: datetime | None = None) ->
     """active, draining, revoked, or lost (no heartbeat for longer than a lease)."""
     if worker.state == "revoked":
         return "revoked"
+    if worker.token_prefix == ENGINE_TOKEN_PREFIX:  # Slurm's or Celery's: no heartbeats of its own
+        return worker.state
     now = now or utcnow()
     seen = worker.last_heartbeat_at
     if seen is None or now - seen > timedelta(seconds=settings.lease_seconds):
@@ -357,9 +361,12 @@ def assignment(claimed: Claimed) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ job tokens
 
 
-def issue_job_token(settings: Settings, job: Job, worker: Worker) -> tuple[str, datetime]:
+def issue_job_token(
+    settings: Settings, job: Job, worker: Worker, valid_s: float | None = None
+) -> tuple[str, datetime]:
+    """A token for this job and attempt only; by default valid for its time limit plus a margin."""
     timeout = float(job.resources.get("timeout_s") or 3600)
-    expires = utcnow() + timedelta(seconds=timeout + settings.lease_seconds + 3600)
+    expires = utcnow() + timedelta(seconds=valid_s or timeout + settings.lease_seconds + 3600)
     claims = {
         "sub": str(job.id),
         "wid": str(worker.id),
@@ -440,7 +447,7 @@ def engine_worker(session: Session, executor: str) -> Worker:
             name=name,
             labels={"executor": executor},
             token_hash=_digest(secrets.token_urlsafe(32)),  # nobody knows this token: no heartbeats, claims
-            token_prefix="(engine)",
+            token_prefix=ENGINE_TOKEN_PREFIX,
             last_heartbeat_at=utcnow(),
         )
         session.add(worker)
@@ -455,7 +462,9 @@ def hand_over(session: Session, settings: Settings, job: Job, worker: Worker, re
     job.lease_expires_at = None
     job.executor_ref = json.dumps({**ref, "log_base": _open_attempt_log(settings, job, worker)})
     session.flush()
-    token, _ = issue_job_token(settings, job, worker)
+    # It may wait in the engine's queue for days: good until taken (then a fresh one), fenced once the
+    # job moves to another attempt.
+    token, _ = issue_job_token(settings, job, worker, valid_s=HANDOVER_TOKEN_DAYS * 86400)
     return token
 
 
