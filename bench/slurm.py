@@ -19,8 +19,13 @@ Timings on a 2-CPU machine: ``start`` 0.15-0.2 s to an idle node, ``stop`` 0.1-0
 first job waits for slurmctld's first scheduling pass, about 3 s after it started; later jobs start on its
 one-second tick (pending up to ~1 s).
 
-Needs the Debian packages ``slurm-wlm`` and ``munge`` (scripts/ensure-system.sh --postgres installs them) and
-root: ``SlurmUser=root``, and slurmd runs jobs as the submitting user.
+``start(root, rest=True)`` also runs slurmrestd (``openapi/v0.0.38``, JWT authentication:
+``AuthAltTypes=auth/jwt`` with a key in ``state/``) as nobody on another free port: ``cluster.rest_url``, and
+``cluster.token(user)`` for ``X-SLURM-USER-TOKEN``. It adds some 0.05-0.1 s to ``start``; off by default.
+
+Needs the Debian packages ``slurm-wlm`` and ``munge`` (with ``rest``, also ``slurmrestd`` and
+``slurm-wlm-jwt-plugin``; scripts/ensure-system.sh --postgres installs them all) and root: ``SlurmUser=root``,
+and slurmd runs jobs as the submitting user.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +50,8 @@ from bench.daemons import PortTaken, start_retrying
 START_DEADLINE_S = 30.0
 STOP_GRACE_S = 3.0
 PARTITIONS = ("debug", "gpu")
-DAEMONS = ("munged", "slurmctld", "slurmd")
+DAEMONS = ("munged", "slurmctld", "slurmd", "slurmrestd")
+REST_API = "v0.0.38"  # the newest openapi plugin of Debian 12's Slurm 22.05
 # Unix socket paths are limited to 107 bytes, and munged's socket and slurmstepd's
 # (``<spool>/<node>_<job>.<step>``) live under root.
 MAX_ROOT_LEN = 70
@@ -64,6 +71,8 @@ class SlurmCluster:
     cpus: int
     memory_mb: int
     partitions: tuple[str, ...] = PARTITIONS
+    rest_port: int = 0  # slurmrestd's, when started with ``rest=True``
+    rest_dir: Path | None = None  # where slurmrestd reads its copy of slurm.conf
     pids: dict[str, int] = field(default_factory=dict)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
@@ -94,6 +103,19 @@ class SlurmCluster:
         except subprocess.CalledProcessError as exc:
             exc.add_note(f"stderr: {(exc.stderr or '').strip()}\nstdout: {(exc.stdout or '').strip()}")
             raise
+
+    @property
+    def rest_url(self) -> str:
+        """slurmrestd's base URL (``http://127.0.0.1:PORT``); ``""`` unless started with ``rest=True``."""
+        return f"http://127.0.0.1:{self.rest_port}" if self.rest_port else ""
+
+    def token(self, user: str = "root", lifespan: int = 600) -> str:
+        """A JWT for slurmrestd (``scontrol token``), valid ``lifespan`` seconds (cluster started with
+        ``rest=True``)."""
+        out = self.run("scontrol", "token", f"username={user}", f"lifespan={lifespan}").stdout.strip()
+        if not out.startswith("SLURM_JWT="):
+            raise SlurmUnavailable(f"scontrol token answered {out!r}")
+        return out.removeprefix("SLURM_JWT=")
 
     def job_ids(self) -> list[str]:
         """The ids of the jobs ``squeue`` shows (pending, running, completing)."""
@@ -151,26 +173,28 @@ class SlurmCluster:
 
 
 @contextlib.contextmanager
-def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
+def slurm_cluster(root: Path, rest: bool = False) -> Iterator[SlurmCluster]:
     """A running cluster whose files live under ``root``; stopped afterwards (``root`` is left)."""
-    cluster = start(root)
+    cluster = start(root, rest=rest)
     try:
         yield cluster
     finally:
         stop(cluster)
 
 
-def start(root: Path, attempts: int = 3) -> SlurmCluster:
-    """Write the configuration, start munged, slurmctld and slurmd, and wait until the node is idle.
+def start(root: Path, attempts: int = 3, rest: bool = False) -> SlurmCluster:
+    """Write the configuration, start munged, slurmctld and slurmd, and wait until the node is idle; with
+    ``rest`` also slurmrestd (JWT authentication) on a free port: ``cluster.rest_url``, ``cluster.token()``.
 
     :class:`SlurmUnavailable` (with the logs' tails) if a binary is missing or the cluster does not come up.
     """
-    binaries = {name: shutil.which(name) for name in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch")}
-    missing = [name for name, path in binaries.items() if path is None]
+    wanted = ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", *(["slurmrestd"] if rest else [])]
+    missing = [name for name in wanted if shutil.which(name) is None]
     if missing:
+        packages = "slurm-wlm, munge, slurmrestd and slurm-wlm-jwt-plugin" if rest else "slurm-wlm and munge"
         raise SlurmUnavailable(
-            f"Slurm is not installed (missing: {', '.join(missing)}); install the Debian packages slurm-wlm "
-            "and munge: scripts/ensure-system.sh --postgres"
+            f"Slurm is not installed (missing: {', '.join(missing)}); install the Debian packages "
+            f"{packages}: scripts/ensure-system.sh --postgres"
         )
     root = Path(root).absolute()
     if len(str(root)) > MAX_ROOT_LEN:
@@ -180,7 +204,7 @@ def start(root: Path, attempts: int = 3) -> SlurmCluster:
     cluster_name = f"labcloud-{secrets.token_hex(4)}"
     return start_retrying(
         attempts,
-        lambda _attempt: _prepare(root, node, hardware, cluster_name),
+        lambda _attempt: _prepare(root, node, hardware, cluster_name, rest),
         _launch,
         stop,
         SlurmUnavailable,
@@ -207,6 +231,15 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _answers_http(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /openapi/v3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            return s.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
 def _free_ports(count: int) -> list[int]:
     held: list[socket.socket] = []
     try:
@@ -220,8 +253,11 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _prepare(root: Path, node: str, hw: dict[str, int], cluster_name: str) -> SlurmCluster:
-    """Fresh directories, munge key and slurm.conf under ``root`` (a previous attempt's are replaced)."""
+def _prepare(
+    root: Path, node: str, hw: dict[str, int], cluster_name: str, rest: bool = False
+) -> SlurmCluster:
+    """Fresh directories, munge key and slurm.conf (and with ``rest`` the JWT key) under ``root`` (a previous
+    attempt's are replaced)."""
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     for sub in ("munge", "state", "spool", "log", "run"):
@@ -232,7 +268,11 @@ def _prepare(root: Path, node: str, hw: dict[str, int], cluster_name: str) -> Sl
     for sub in ("state", "log", "run", f"spool/slurmd-{node}"):
         (root / sub).mkdir(parents=True)
     (root / "plugstack.conf").write_text("")
-    ctld_port, slurmd_port = _free_ports(2)
+    ctld_port, slurmd_port, rest_port = _free_ports(3)
+    jwt_key = root / "state" / "jwt.key"  # read by slurmctld (root) only; slurmrestd forwards the tokens
+    if rest:
+        jwt_key.write_bytes(secrets.token_bytes(32))
+        jwt_key.chmod(0o600)
     memory_mb = hw["RealMemory"]  # never more than slurmd -C reports, or the node is drained at registration
     conf = root / "slurm.conf"
     lines = [
@@ -261,6 +301,7 @@ def _prepare(root: Path, node: str, hw: dict[str, int], cluster_name: str) -> Sl
         "AccountingStorageType=accounting_storage/none",
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={root / 'log' / 'jobcomp.txt'}",
+        *(["AuthAltTypes=auth/jwt", f"AuthAltParameters=jwt_key={jwt_key}"] if rest else []),
         "# No GresTypes: no GRES, the gpu partition has no GPUs (an empty GresTypes= is a parse error)",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
@@ -280,7 +321,14 @@ def _prepare(root: Path, node: str, hw: dict[str, int], cluster_name: str) -> Sl
         *(f"PartitionName={p} Nodes={node} Default=NO MaxTime=INFINITE State=UP" for p in PARTITIONS[1:]),
     ]
     conf.write_text("\n".join(lines) + "\n")
-    return SlurmCluster(root=root, conf=conf, node=node, cpus=hw["CPUs"], memory_mb=memory_mb)
+    return SlurmCluster(
+        root=root,
+        conf=conf,
+        node=node,
+        cpus=hw["CPUs"],
+        memory_mb=memory_mb,
+        rest_port=rest_port if rest else 0,
+    )
 
 
 def _launch(cluster: SlurmCluster) -> None:
@@ -326,6 +374,48 @@ def _launch(cluster: SlurmCluster) -> None:
             _wait_for(functools.partial(_listening, port), cluster, "slurmctld's port")
     # A short timeout: should another program hold slurmctld's port, sinfo would wait for it 10 s.
     _wait_for(lambda: cluster.node_state(timeout=1) == "idle", cluster, f"node {cluster.node} idle")
+    if cluster.rest_port:
+        _launch_rest(cluster)
+
+
+def _launch_rest(cluster: SlurmCluster) -> None:
+    """slurmrestd on ``rest_port``, as nobody (it refuses root), passing each request's JWT on.
+
+    It reads slurm.conf once it is nobody, and ``root`` may lie where only root can go (pytest's directories
+    are 0700): it gets a copy in a directory of its own under the system's temporary directory."""
+    cluster.rest_dir = Path(tempfile.mkdtemp(prefix="labcloud-slurmrestd-"))
+    cluster.rest_dir.chmod(0o755)
+    conf = cluster.rest_dir / "slurm.conf"
+    shutil.copyfile(cluster.conf, conf)
+    conf.chmod(0o644)
+    command = [
+        "slurmrestd",
+        "-f",
+        str(conf),
+        "-u",
+        "nobody",
+        "-g",
+        "nogroup",
+        "-a",
+        "rest_auth/jwt",
+        "-s",
+        f"openapi/{REST_API}",
+        f"127.0.0.1:{cluster.rest_port}",
+    ]
+    with open(cluster.root / "log" / "slurmrestd.out", "wb") as out:
+        process = subprocess.Popen(
+            command,
+            env=cluster.env() | {"SLURM_CONF": str(conf), "SLURM_JWT": "daemon"},
+            cwd=cluster.root,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    cluster._processes["slurmrestd"] = process
+    cluster.pids["slurmrestd"] = process.pid
+    # An answer, not just a listener: another program may hold the port (and slurmrestd then exits)
+    _wait_for(functools.partial(_answers_http, cluster.rest_port), cluster, "slurmrestd's answer")
 
 
 def _wait_for(ready: Callable[[], bool], cluster: SlurmCluster, what: str) -> None:
@@ -356,10 +446,17 @@ def stop(cluster: SlurmCluster) -> None:
         with contextlib.suppress(Exception):
             for name in list(cluster.pids):
                 _signal(cluster, name, signal.SIGKILL)
+    if cluster.rest_dir is not None:
+        shutil.rmtree(cluster.rest_dir, ignore_errors=True)
+        cluster.rest_dir = None
 
 
 def _stop(cluster: SlurmCluster) -> None:
-    slurm = [name for name in cluster.pids if name != "munged"]
+    if "slurmrestd" in cluster.pids:  # ``scontrol shutdown`` does not reach it
+        _signal(cluster, "slurmrestd", signal.SIGTERM)
+        if not _wait_gone(cluster, [cluster.pids["slurmrestd"]], STOP_GRACE_S):
+            _signal(cluster, "slurmrestd", signal.SIGKILL)
+    slurm = [name for name in cluster.pids if name not in ("munged", "slurmrestd")]
     if _running(cluster, "slurmctld"):  # otherwise client commands would only wait for their timeouts
         with contextlib.suppress(Exception):
             cluster.cancel_all(timeout=10)

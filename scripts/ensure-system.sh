@@ -27,6 +27,9 @@ slurm_missing=()
 if [ "$want_postgres" = 1 ]; then
   [ -x /usr/sbin/slurmctld ] || command -v slurmctld >/dev/null 2>&1 || slurm_missing+=(slurm-wlm)
   [ -x /usr/sbin/munged ] || command -v munged >/dev/null 2>&1 || slurm_missing+=(munge)
+  # slurmrestd and its JWT authentication, for the tests of the executor's REST client (tests/test_slurm_rest.py)
+  [ -x /usr/sbin/slurmrestd ] || command -v slurmrestd >/dev/null 2>&1 || slurm_missing+=(slurmrestd)
+  dpkg -s slurm-wlm-jwt-plugin >/dev/null 2>&1 || slurm_missing+=(slurm-wlm-jwt-plugin)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

@@ -3,14 +3,16 @@ shared with the benchmarks; docs/slurm-test-cluster.md says what it does and wha
 
 Fixtures:
 
-- ``slurm_cluster`` (session): the running cluster; ``.env()`` (the environment with ``SLURM_CONF`` that
-  every client command needs), ``.run("sbatch", ...)`` (a client command with that environment, text output),
-  ``.node``, ``.cpus``, ``.memory_mb``, ``.partitions`` (``debug``, the default, and ``gpu``), ``.conf``.
+- ``slurm_cluster`` (session): the running cluster, slurmrestd included (``.rest_url``, ``.token()``);
+  ``.env()`` (the environment with ``SLURM_CONF`` that every client command needs), ``.run("sbatch", ...)``
+  (a client command with that environment, text output), ``.node``, ``.cpus``, ``.memory_mb``,
+  ``.partitions`` (``debug``, the default, and ``gpu``), ``.conf``.
 - ``slurm`` (function): the same cluster, with every job cancelled after the test, so that each test starts
   with an empty queue.
 
-Needs root and the Debian packages ``slurm-wlm`` and ``munge`` (scripts/ensure-system.sh --postgres). If they
-are missing, or the cluster does not come up, the tests that need it FAIL; they never skip. Each pytest-xdist
+Needs root and the Debian packages ``slurm-wlm``, ``munge``, ``slurmrestd`` and ``slurm-wlm-jwt-plugin``
+(scripts/ensure-system.sh --postgres). If they are missing, or the cluster does not come up, the tests that
+need it FAIL; they never skip. Each pytest-xdist
 worker starts its own cluster (own name, ports, munged and directories); they share the machine's CPUs.
 """
 
@@ -27,7 +29,7 @@ __all__ = ["SlurmCluster", "slurm", "slurm_cluster"]
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     try:
-        cluster = start(tmp_path_factory.mktemp("slurm"))
+        cluster = start(tmp_path_factory.mktemp("slurm"), rest=True)  # slurmrestd too
     except SlurmUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     try:

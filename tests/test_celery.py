@@ -128,9 +128,10 @@ def mq(rabbit_cluster: CeleryCluster) -> Iterator[CeleryCluster]:
     yield from _clean(rabbit_cluster)
 
 
-def _staging_message(c: Cluster, job_id: str) -> str:
+def _queue_message(c: Cluster, job_id: str) -> str:
+    """What a job waiting in the broker's queue (still queued) says."""
     job = c.job(job_id)
-    return str(job["message"]) if job["state"] == "staging" else ""
+    return str(job["message"]) if job["state"] == "queued" and "Celery" in job["message"] else ""
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -173,7 +174,7 @@ def test_each_resource_class_has_its_queue_and_waits_for_a_worker_on_it(rc: Cele
     small = rc.submit("e-sleep", {"seconds": 0})
     big = rc.submit("e-big")
     assert rc.wait_end(small["id"])["state"] == "succeeded"
-    waiting = eventually(lambda: _staging_message(rc, big["id"]), 20, "the large job to wait in its queue")
+    waiting = eventually(lambda: _queue_message(rc, big["id"]), 20, "the large job to wait in its queue")
     assert waiting == f"waiting in Celery queue {rc.prefix}.large"
     assert rc.job(big["id"])["queue"] == f"{rc.prefix}.large"
     rc.start_celery_worker("large", "large")
@@ -184,7 +185,7 @@ def test_each_resource_class_has_its_queue_and_waits_for_a_worker_on_it(rc: Cele
 
 def test_cancel_before_and_while_it_runs(rc: CeleryCluster) -> None:
     queued_in_broker = rc.submit("e-big")  # no worker takes large jobs in this test
-    eventually(lambda: _staging_message(rc, queued_in_broker["id"]), 20, "the job to reach the broker")
+    eventually(lambda: _queue_message(rc, queued_in_broker["id"]), 20, "the job to reach the broker")
     rc.api("POST", f"/jobs/{queued_in_broker['id']}/cancel")
     gone = rc.job(queued_in_broker["id"])  # no runner holds it: cancelled at once
     assert gone["state"] == "cancelled" and gone["message"] == "cancelled before it started"
@@ -247,7 +248,7 @@ def test_a_job_the_last_leader_never_handed_over_is_sent_again(settings: Setting
         again = eventually(
             lambda: (j := handed()) and j["attempts"] == 2 and j, 20, "the job to be published again"
         )
-        assert again["state"] == "staging"
+        assert again["state"] == "queued"
         events = client.get(f"/api/v1/jobs/{job_id}/events", headers=headers).json()
         assert any("never reached celery; sent again" in e["message"] for e in events), events
         client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     slurm_rest_url: str = Field(
         "", description="Submit and watch through slurmrestd at this URL instead of the commands (JWT auth)."
     )
-    slurm_rest_user: str = Field("", description="slurmrestd: the Slurm user jobs are submitted as.")
+    slurm_rest_user: str = Field(
+        "", description="slurmrestd: the Slurm user jobs are submitted as; default the token's user."
+    )
     slurm_rest_token: SecretStr = Field(
         SecretStr(""), description="slurmrestd: the JWT (scontrol token); see slurm_rest_token_file."
     )
@@ -201,6 +203,14 @@ class Settings(BaseSettings):
         executor a route names."""
         names = [self.executor, "pull", *(r.executor for r in self.executor_routes)]
         return list(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _slurm_rest_needs_a_token(self) -> Settings:
+        if self.slurm_rest_url and not (
+            self.slurm_rest_token.get_secret_value() or self.slurm_rest_token_file
+        ):
+            raise ValueError("slurm_rest_url needs slurm_rest_token or slurm_rest_token_file (a JWT)")
+        return self
 
     @field_validator("home", mode="after")
     @classmethod

@@ -117,7 +117,9 @@ class AppContext:
         return found.max_resources() if found is not None else None
 
     def wait_reason(self, job: Job) -> str | None:
-        """Why a queued job is not running yet, in words for its owner."""
+        """Why a queued job is not running yet, in words for its owner (None: its message says)."""
+        if job.worker_id is not None:  # in an engine's queue: the engine's words are in the message
+            return None
         if job.executor == "pull":
             return self.pull.wait_reason(job)
         found = self.executors.get(job.executor)

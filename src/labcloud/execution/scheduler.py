@@ -18,7 +18,6 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
-from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,11 @@ class Scheduler:
 
     def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         assert self.executor is not None
-        queued = (Job.state == JobState.QUEUED.value) & (Job.executor == self.executor.name)
+        queued = (
+            (Job.state == JobState.QUEUED.value)
+            & (Job.executor == self.executor.name)
+            & Job.worker_id.is_(None)  # not yet handed to an engine's own queue
+        )
         with self.db.session() as session:
             owners = session.scalars(select(Job.owner_id).where(queued).distinct()).all()
             # Each user's oldest queued job: one index lookup per user (PostgreSQL has no min() of uuid).
@@ -108,9 +111,7 @@ class Scheduler:
             if job is None or job.state != JobState.QUEUED.value or not self.executor.fits_now(job.resources):
                 return False
             try:
-                job_service.transition(
-                    session, job, JobState.STAGING, attempts=job.attempts + 1, executor=self.executor.name
-                )
+                self.executor.admit(session, job)
             except Conflict:  # cancelled (or taken) between our read and our write
                 return False
             resources = dict(job.resources)

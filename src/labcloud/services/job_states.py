@@ -5,6 +5,7 @@ queued → staging → running → finishing → succeeded
    │        └─────────┴──────────┴────→ failed (reason)
    └──→ cancelled        staging/running/finishing → cancelling → cancelled
 failed (worker_lost, retries left) → queued
+A queued job fails when it is rejected, or when the Slurm or Celery queue it waits in loses it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class FailureReason(StrEnum):
     REJECTED = "rejected"  # refused before it ran, e.g. by a quota
 
 
+# A queued job never ran, so it cannot have exited, timed out or run out of memory. (It can be rejected,
+# and one waiting in Slurm's or Celery's queue can be lost there, or fail to reach its runner.)
+QUEUED_CANNOT_FAIL_BY = frozenset(
+    {FailureReason.APP_ERROR, FailureReason.TIMEOUT, FailureReason.OUT_OF_MEMORY}
+)
+
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 # States in which something (a process, a worker) holds the job.
 ACTIVE = frozenset({JobState.STAGING, JobState.RUNNING, JobState.FINISHING, JobState.CANCELLING})
@@ -57,8 +64,8 @@ def refusal(current: JobState, target: JobState, reason: FailureReason | None) -
         return "a failure needs a reason"
     if target != JobState.FAILED and reason is not None:
         return "only failures carry a reason"
-    if current == JobState.QUEUED and target == JobState.FAILED and reason != FailureReason.REJECTED:
-        return "a queued job can only fail by being rejected"
+    if current == JobState.QUEUED and target == JobState.FAILED and reason in QUEUED_CANNOT_FAIL_BY:
+        return f"a queued job cannot fail by {reason.value if reason else 'nothing'}"
     return None
 
 

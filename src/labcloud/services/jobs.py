@@ -141,6 +141,8 @@ def fail_or_retry(session: Session, job: Job, reason: FailureReason, message: st
             job,
             JobState.QUEUED,
             message=f"retrying after {reason.value} (attempt {job.attempts + 1} of {job.max_attempts})",
+            worker_id=None,  # nobody holds a queued job (an engine's queue aside)
+            lease_expires_at=None,
         )
     return job
 

@@ -254,7 +254,7 @@ def claim(
             if not _fits(job.resources, free) or not _labels_match(job.spec.get("labels") or {}, have):
                 continue
             try:
-                _new_attempt(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
+                _hold(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
             except Conflict:  # cancelled, or taken by a claimer that did not lock
                 raced = True
                 continue
@@ -274,15 +274,21 @@ def claim(
     return None
 
 
-def _new_attempt(
-    session: Session, job: Job, worker: Worker, lease_until: datetime, how: str = "on worker"
+def _hold(
+    session: Session,
+    job: Job,
+    worker: Worker,
+    lease_until: datetime,
+    how: str = "on worker",
+    next_attempt: bool = True,
 ) -> None:
-    """A queued job becomes ``worker``'s next attempt, leased until ``lease_until`` (Conflict if raced)."""
+    """A queued job becomes ``worker``'s, staging, leased until ``lease_until``; by default as its next
+    attempt (an engine's job already is). Conflict if someone moved it first."""
     job_service.transition(
         session,
         job,
         JobState.STAGING,
-        attempts=job.attempts + 1,
+        attempts=job.attempts + 1 if next_attempt else job.attempts,
         worker_id=worker.id,
         lease_expires_at=lease_until,
         message=f"{how} {worker.name}",
@@ -455,17 +461,30 @@ def engine_worker(session: Session, executor: str) -> Worker:
     return worker
 
 
-def hand_over(session: Session, settings: Settings, job: Job, worker: Worker, ref: dict[str, Any]) -> str:
-    """Make ``worker`` (an engine's) the holder of a staging job, without a lease until a runner takes it;
-    the job token the runner will use."""
-    job.worker_id = worker.id
-    job.lease_expires_at = None
-    job.executor_ref = json.dumps({**ref, "log_base": _open_attempt_log(settings, job, worker)})
-    session.flush()
-    # It may wait in the engine's queue for days: good until taken (then a fresh one), fenced once the
-    # job moves to another attempt.
+def hand_over(session: Session, settings: Settings, job: Job, worker: Worker) -> None:
+    """A queued job goes to ``worker``'s (an engine's) queue as its next attempt. It stays queued, with no
+    lease, until a runner takes it. Conflict when the job was cancelled or handed over first."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == JobState.QUEUED.value, Job.worker_id.is_(None))
+        .values(worker_id=worker.id, attempts=Job.attempts + 1, lease_expires_at=None)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"Job {job.id} was cancelled or handed over first.")
+    session.refresh(job)
+    job.executor_ref = json.dumps({"log_base": _open_attempt_log(settings, job, worker)})
+
+
+def handover_token(settings: Settings, job: Job, worker: Worker) -> str:
+    """The job token an engine gets with the job. It may wait in the engine's queue for days: good until
+    taken (the runner then gets a fresh one), fenced once the job moves to another attempt."""
     token, _ = issue_job_token(settings, job, worker, valid_s=HANDOVER_TOKEN_DAYS * 86400)
     return token
+
+
+def in_engine_queue(job: Job) -> bool:
+    """Queued, and already handed to an engine's queue (Slurm, Celery)."""
+    return job.state == JobState.QUEUED.value and job.worker_id is not None
 
 
 def engine_ref(job: Job) -> dict[str, Any]:
@@ -494,21 +513,17 @@ def take(
     now = utcnow()
     lease = now + timedelta(seconds=settings.lease_seconds)
     state = JobState(job.state)
-    if state not in ACTIVE or job.worker_id != worker.id or job.attempts != attempt:
+    if (
+        job.worker_id != worker.id
+        or job.attempts != attempt
+        or (state not in ACTIVE and not in_engine_queue(job))
+    ):
         raise Fenced(f"Job {job_id} is {job.state}; there is nothing to run.")
-    if job.lease_expires_at is None and state == JobState.STAGING:
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job.id,
-                Job.state == JobState.STAGING.value,
-                Job.attempts == attempt,
-                Job.lease_expires_at.is_(None),
-            )
-            .values(lease_expires_at=lease)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise Held(f"Job {job_id} was just taken by another runner.")
+    if state == JobState.QUEUED:  # the first delivery: the lease starts
+        try:
+            _hold(session, job, worker, lease, next_attempt=False)
+        except Conflict:
+            raise Fenced(f"Job {job_id} was cancelled or taken a moment ago.") from None
         session.refresh(job)
     elif job.lease_expires_at is not None and job.lease_expires_at > now:
         raise Held(
@@ -525,7 +540,7 @@ def take(
         )
         if job.state != JobState.QUEUED.value:
             raise Fenced(f"Job {job_id} has used all its attempts.")
-        _new_attempt(session, job, worker, lease, "delivered again to")
+        _hold(session, job, worker, lease, "delivered again to")
         session.refresh(job)
         set_engine_ref(job, log_base=_open_attempt_log(settings, job, worker))
     try:

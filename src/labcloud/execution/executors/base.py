@@ -6,6 +6,12 @@ import abc
 import uuid
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from labcloud.db.models import Job
+from labcloud.services import jobs as job_service
+from labcloud.services.job_states import JobState
+
 
 class Executor(abc.ABC):
     name: str
@@ -17,6 +23,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def fits_now(self, resources: dict[str, Any]) -> bool:
         """Whether a job with these resources could start right now."""
+
+    def admit(self, session: Session, job: Job) -> None:
+        """Take a queued job for this executor, in the dispatcher's transaction (Conflict when someone
+        else moved it first). By default it becomes the next attempt, staging."""
+        job_service.transition(session, job, JobState.STAGING, attempts=job.attempts + 1, executor=self.name)
 
     @abc.abstractmethod
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:

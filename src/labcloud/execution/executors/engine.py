@@ -1,7 +1,8 @@
 """What the Slurm and Celery executors share: an engine that queues and runs jobs on its own machines.
 
-Dispatching is handing over: the job (already ``staging``) gets the engine's worker row as holder and a job
-token, and the engine is asked to run ``labcloud run-job`` (or its Celery task) with it. From there on the
+Dispatching is handing over: the job becomes its next attempt in the engine's queue (still ``queued``, held
+by the engine's worker row, with a job token), and the engine is asked to run ``labcloud run-job`` (or its
+Celery task) with it; the runner's take moves it to ``staging``. From there on the
 runner reports through the worker API like a pull worker, and its lease guards against a second runner. The
 engine itself queues, so a job always "fits"; the engine's own fair share decides the order there.
 """
@@ -16,9 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
-from labcloud.db.models import Job
+from labcloud.db.models import Job, JobEvent
 from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
 from labcloud.services import jobs as job_service
@@ -80,16 +82,20 @@ class EngineExecutor(Executor):
     def wait_reason(self, resources: dict[str, Any]) -> str:
         return f"about to be handed to {self.name}"
 
+    def admit(self, session: Session, job: Job) -> None:
+        """The job joins the engine's queue as its next attempt; it stays queued until a runner takes it."""
+        worker = workers.engine_worker(session, self.name)
+        workers.hand_over(session, self.settings, job, worker)
+        job.queue = self.queue_for(job) or None
+
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.STAGING.value:
-                return
+            if job is None or not workers.in_engine_queue(job):
+                return  # cancelled in between
             worker = workers.engine_worker(session, self.name)
-            token = workers.hand_over(session, self.settings, job, worker, {})
-            queue = self.queue_for(job)
-            job.queue = queue or None
-            session.commit()  # the runner may take it as soon as the engine has it
+            token = workers.handover_token(self.settings, job, worker)
+            queue = job.queue or ""
             try:
                 ref = self.send(job, token, queue)
             except EngineRefused as exc:
@@ -102,25 +108,22 @@ class EngineExecutor(Executor):
                 self.notify()
                 return
             session.refresh(job)
-            workers.set_engine_ref(job, queue=queue, **ref)
-            if job.state == JobState.STAGING.value and job.lease_expires_at is None:
+            workers.set_engine_ref(job, **ref)
+            if workers.in_engine_queue(job):
                 job.message = self.waiting_message(queue)
+            elif job.state == JobState.CANCELLED.value:  # cancelled while it was being sent
+                self.withdraw(workers.engine_ref(job))
 
     def cancel(self, job_id: uuid.UUID) -> None:
-        """Not taken by a runner yet: cancelled now and withdrawn from the engine. Taken: the runner
-        learns it from its next heartbeat."""
+        """Cancelled in the engine's queue (at once, by the API): take it out of there too. Taken by a
+        runner (cancelling): the runner learns it from its next heartbeat."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.CANCELLING.value or job.lease_expires_at is not None:
-                return
-            try:
-                job_service.transition(
-                    session, job, JobState.CANCELLED, message="cancelled before it started"
-                )
-            except Conflict:
+            if job is None or job.state != JobState.CANCELLED.value or job.lease_expires_at is not None:
                 return
             ref = workers.engine_ref(job)
-        self.withdraw(ref)
+        if ref.get(self.ref_key):
+            self.withdraw(ref)
 
     def recover(self) -> None:
         """The engine kept its jobs (:meth:`reconcile` settles what ended there). Only a job the last
@@ -129,8 +132,12 @@ class EngineExecutor(Executor):
         for job_id in unsent:
             with self.db.session() as session:
                 job = session.get(Job, job_id)
-                if job is not None and job.lease_expires_at is None:
-                    settle(session, job, FailureReason.WORKER_LOST, f"never reached {self.name}; sent again")
+                if job is not None and workers.in_engine_queue(job):
+                    job.worker_id = None
+                    job.message = f"never reached {self.name}; sent again"
+                    session.add(
+                        JobEvent(job_id=job.id, from_state=job.state, to_state=job.state, message=job.message)
+                    )
         if unsent:
             log.warning(
                 "%d job(s) had not reached %s when the last dispatcher stopped", len(unsent), self.name
@@ -166,11 +173,13 @@ class EngineExecutor(Executor):
                 log.exception("reconciling with %s failed; retrying", self.name)
 
     def active_jobs(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
-        """Our jobs the engine holds (id, executor_ref)."""
+        """Our jobs the engine holds, in its queue or running (id, executor_ref)."""
         with self.db.session() as session:
             rows = session.execute(
                 select(Job.id, Job.executor_ref).where(
-                    Job.executor == self.name, Job.state.in_([s.value for s in ACTIVE])
+                    Job.executor == self.name,
+                    Job.state.in_([s.value for s in ACTIVE])
+                    | ((Job.state == JobState.QUEUED.value) & Job.worker_id.is_not(None)),
                 )
             ).all()
         out = []
@@ -186,7 +195,7 @@ def settle(session: Any, job: Job, reason: FailureReason, message: str) -> None:
     try:
         if job.state == JobState.CANCELLING.value:
             job_service.transition(session, job, JobState.CANCELLED, message=f"cancelled; {message}")
-        elif job.state in {s.value for s in ACTIVE}:
+        elif job.state in {s.value for s in ACTIVE} or workers.in_engine_queue(job):
             job_service.fail_or_retry(session, job, reason, message)
     except Conflict:
         pass

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 STAGING_SLACK_S = 300  # on top of the job's timeout: staging inputs and uploading outputs
 COMMAND_TIMEOUT_S = 60
-OUTPUT = "/tmp/labcloud-slurm-%j.out"
+OUTPUT = "/tmp/%x.out"  # %x: the job name, labcloud-<job id>: unique across clusters and retries
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 RETRIED = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
 
@@ -230,7 +230,7 @@ class SlurmExecutor(EngineExecutor):
             job = session.get(Job, job_id)
             if job is None:
                 return
-            if state == "PENDING" and reason != "None" and job.state == JobState.STAGING.value:
+            if state == "PENDING" and reason != "None" and job.state == JobState.QUEUED.value:
                 message = f"waiting: {reason} (Slurm job {slurm_id})"
                 if job.message != message:
                     job.message = message
@@ -246,7 +246,7 @@ class SlurmExecutor(EngineExecutor):
             job = session.get(Job, job_id)
             if job is None or str(_ref_id(job)) != slurm_id:
                 return False
-            tail = _output_tail(slurm_id)
+            tail = _output_tail(f"labcloud-{job.id}")
             reason, message = explain(ended, slurm_id, taken=job.lease_expires_at is not None, output=tail)
             if reason == FailureReason.STAGING_FAILED and tail:
                 message += f": {tail}"
@@ -264,13 +264,6 @@ def explain(
     if ended is None:
         return FailureReason.WORKER_LOST, f"{where} vanished from Slurm"
     state = ended.state.rstrip("+")
-    if state == "TIMEOUT":
-        return FailureReason.TIMEOUT, f"{where} reached its Slurm time limit"
-    said = output.lower()
-    if state == "OUT_OF_MEMORY" or any(
-        w in said for w in ("exceeded memory limit", "exceeded job memory", "oom-kill")
-    ):
-        return FailureReason.OUT_OF_MEMORY, f"{where} ran out of memory"
     if state == "CANCELLED":
         return FailureReason.SYSTEM_ERROR, f"{where} was cancelled in Slurm, not through labcloud (scancel)"
     if state in RETRIED:
@@ -280,6 +273,13 @@ def explain(
             FailureReason.STAGING_FAILED,
             f"the runner of {where} never reached the server ({state}, exit {ended.exit_code})",
         )
+    if state == "TIMEOUT":
+        return FailureReason.TIMEOUT, f"{where} reached its Slurm time limit"
+    said = output.lower()
+    if state == "OUT_OF_MEMORY" or any(
+        w in said for w in ("exceeded memory limit", "exceeded job memory", "oom-kill")
+    ):
+        return FailureReason.OUT_OF_MEMORY, f"{where} ran out of memory"
     return FailureReason.WORKER_LOST, f"the runner of {where} ended without reporting ({state})"
 
 
@@ -308,9 +308,10 @@ def _last_line(text: str) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def _output_tail(slurm_id: str, limit: int = 600) -> str:
+def _output_tail(name: str, limit: int = 600) -> str:
+    """The end of a batch job's output, where it is readable here (one machine, or a shared /tmp)."""
     try:
-        data = Path(OUTPUT.replace("%j", slurm_id)).read_bytes()[-limit:]
+        data = Path(OUTPUT.replace("%x", name)).read_bytes()[-limit:]
     except OSError:
         return ""
     return " | ".join(line for line in data.decode(errors="replace").splitlines() if line.strip())[-limit:]
