@@ -150,6 +150,19 @@ def test_the_job_s_timeout_ends_it(sc: Cluster) -> None:
     assert (done["state"], done["reason"]) == ("failed", "timeout"), (done, sc.log(job["id"]))
 
 
+@pytest.mark.parametrize("slurm_server", ["commands"], indirect=True)  # ~20 s: Slurm checks limits slowly
+def test_slurm_s_own_time_limit_ends_it_as_a_timeout(sc: Cluster, slurm: SlurmCluster) -> None:
+    """The runner enforces the job's timeout; Slurm's limit (timeout + staging slack) is the backstop when
+    the runner itself hangs. Here the limit is cut to nothing under the running job."""
+    job = sc.submit("e-sleep", {"seconds": 120})
+    wait_state(sc, job["id"], "running")
+    slurm.run("scontrol", "update", f"JobId={slurm_job(slurm, job['id'])['id']}", "TimeLimit=0")
+    done = sc.wait_end(job["id"], timeout=90)
+    assert (done["state"], done["reason"]) == ("failed", "timeout"), done
+    assert "reached its Slurm time limit" in done["message"], done
+    assert slurm_job(slurm, job["id"])["JobState"] == "TIMEOUT"
+
+
 def test_scancel_behind_labcloud_s_back_fails_the_job_with_that_reason(
     sc: Cluster, slurm: SlurmCluster
 ) -> None:
