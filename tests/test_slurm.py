@@ -107,7 +107,9 @@ def test_jobs_run_as_slurm_batch_jobs_with_their_resources(sc: Cluster, slurm: S
     assert digest == hashlib.sha256(data).hexdigest()
     # Slurm ran it with the job's resources, under its name, and the runner ended cleanly
     seen = eventually(
-        lambda: (found := slurm_job(slurm, ok["id"]))["JobState"] != "RUNNING" and found, 20, "Slurm's end"
+        lambda: (found := slurm_job(slurm, ok["id"]))["JobState"] not in ("RUNNING", "COMPLETING") and found,
+        20,
+        "Slurm's end",
     )
     assert seen["JobState"] == "COMPLETED" and seen["ExitCode"] == "0:0"
     assert seen["Partition"] == "debug" and seen["NumCPUs"] == "2" and "mem=356M" in seen["TRES"]
@@ -140,7 +142,11 @@ def test_a_pending_job_shows_slurm_s_reason_and_cancels_at_once(sc: Cluster, slu
     done = sc.wait_end(first["id"], timeout=30)
     assert done["state"] == "cancelled", (done, sc.log(first["id"]))
     assert "cancel requested" in sc.log(first["id"])
-    ended = eventually(lambda: slurm_job(slurm, first["id"]).get("JobState") != "RUNNING" or None, 20, "end")
+    ended = eventually(
+        lambda: slurm_job(slurm, first["id"]).get("JobState") not in ("RUNNING", "COMPLETING") or None,
+        20,
+        "end",
+    )
     assert ended
 
 

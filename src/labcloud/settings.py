@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     )
     runner_command: str = Field(
         "",
-        description="How a Slurm job starts the runner on a node; default this Python with -m labcloud.cli.",
+        description="How a Slurm job starts the runner on a node (its options follow); default this Python "
+        "with -m labcloud.worker.runjob. `labcloud run-job` works too.",
     )
     runner_work_dir: str = Field(
         "/tmp/labcloud-runs", description="Where runners on Slurm nodes and Celery workers stage jobs."

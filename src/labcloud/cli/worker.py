@@ -23,6 +23,7 @@ from labcloud.cli.client.ui import (
     print_json,
     table,
 )
+from labcloud.worker.runjob import DEFAULT_WORK_DIR
 
 if TYPE_CHECKING:
     from labcloud.cli.client.http import LabcloudClient
@@ -134,47 +135,29 @@ def worker(
     raise typer.Exit(WorkerAgent(config).run())
 
 
-JOB_TOKEN_ENV = "LABCLOUD_JOB_TOKEN"
-
-
 def run_job(
     server: str = typer.Option(..., "--server", help="The labcloud server's URL (its worker API)."),
     job: str = typer.Option(..., "--job", help="The job's id."),
     work_dir: Path = typer.Option(
-        Path("/tmp/labcloud-runs"), "--work-dir", help="Where the job's folder is made (removed after)."
+        DEFAULT_WORK_DIR, "--work-dir", help="Where the job's folder is made (removed after)."
     ),
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, required or off (as for labcloud worker)."),
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
-    """Run one job an engine started (a Slurm batch script runs this). The job token comes in
-    $LABCLOUD_JOB_TOKEN. SIGTERM (scancel, a time limit) stops the job and reports nothing: the server
-    learns from Slurm how it ended.
+    """Run one job an engine started (a Slurm batch script runs this, or its lean twin
+    ``python -m labcloud.worker.runjob``). The job token comes in $LABCLOUD_JOB_TOKEN. SIGTERM (scancel, a
+    time limit) stops the job and reports nothing: the server learns from Slurm how it ended.
 
     Exit code 0: the job ran and was reported, or there was nothing to run; 1: the runner gave up on it.
     """
-    import signal
-    import threading
-
-    from labcloud.worker.agent import configure_logging
-    from labcloud.worker.api import WorkerApi
-    from labcloud.worker.single import run_one
+    from labcloud.worker.runjob import run_here
 
     if sandbox not in ("auto", "required", "off"):
         raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
-    token = os.environ.pop(JOB_TOKEN_ENV, "").strip()
-    if not token:
-        raise fail(f"no job token: ${JOB_TOKEN_ENV} is empty (the executor sets it)", 2)
-    configure_logging(log_level)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    api = WorkerApi(server)
-    try:
-        outcome = run_one(api, job, token, work_dir=work_dir, sandbox=sandbox, grace_s=kill_grace, stop=stop)
-    finally:
-        api.close()
-    raise typer.Exit(0 if not outcome.ran or outcome.state else 1)
+    raise typer.Exit(
+        run_here(server, job, work_dir=work_dir, sandbox=sandbox, kill_grace=kill_grace, log_level=log_level)
+    )
 
 
 def celery_worker(

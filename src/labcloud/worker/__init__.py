@@ -8,6 +8,15 @@ Nothing here touches the network at import time.
 
 from __future__ import annotations
 
-from labcloud.worker.agent import EXIT_REVOKED, EXIT_UNREACHABLE, WorkerAgent, WorkerConfig
+from typing import Any
 
 __all__ = ["EXIT_REVOKED", "EXIT_UNREACHABLE", "WorkerAgent", "WorkerConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: a one-job runner (labcloud.worker.runjob) starts in every Slurm job and needs none of this.
+    if name in __all__:
+        from labcloud.worker import agent
+
+        return getattr(agent, name)
+    raise AttributeError(name)

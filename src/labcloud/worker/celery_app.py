@@ -9,10 +9,14 @@ through the worker API with the job token, never to the database.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+
+if TYPE_CHECKING:
+    from labcloud.worker.api import WorkerApi
 
 TASK_NAME = "labcloud.run_job"
 RESOURCE_CLASSES = ("small", "large", "gpu")
@@ -54,20 +58,31 @@ def create_app(broker_url: str, visibility_timeout_s: float = 12 * 3600) -> Cele
 
 def run_job(server: str, job_id: str, token: str) -> dict[str, Any]:
     """Run one handed-over job here (configured by ``labcloud celery-worker`` through the environment)."""
-    from labcloud.worker.api import WorkerApi
     from labcloud.worker.single import run_one
 
-    api = WorkerApi(server)
-    try:
-        outcome = run_one(
-            api,
-            job_id,
-            token,
-            work_dir=Path(os.environ.get("LABCLOUD_RUNNER_WORK_DIR", "/tmp/labcloud-runs")),
-            sandbox=os.environ.get("LABCLOUD_RUNNER_SANDBOX", "auto"),
-            grace_s=float(os.environ.get("LABCLOUD_RUNNER_KILL_GRACE", "5")),
-            wait_held_s=float(os.environ.get("LABCLOUD_RUNNER_WAIT_HELD_S", "3600")),
-        )
-    finally:
-        api.close()
+    outcome = run_one(
+        _api(server),
+        job_id,
+        token,
+        work_dir=Path(os.environ.get("LABCLOUD_RUNNER_WORK_DIR", "/tmp/labcloud-runs")),
+        sandbox=os.environ.get("LABCLOUD_RUNNER_SANDBOX", "auto"),
+        grace_s=float(os.environ.get("LABCLOUD_RUNNER_KILL_GRACE", "5")),
+        wait_held_s=float(os.environ.get("LABCLOUD_RUNNER_WAIT_HELD_S", "3600")),
+    )
     return {"ran": outcome.ran, "state": outcome.state, "message": outcome.message}
+
+
+_apis: dict[str, WorkerApi] = {}
+_apis_lock = threading.Lock()
+
+
+def _api(server: str) -> WorkerApi:
+    """One pooled client per server for the whole worker process (it is thread-safe): a new one per task
+    would cost a TLS context and a connection each time."""
+    with _apis_lock:
+        api = _apis.get(server)
+        if api is None:
+            from labcloud.worker.api import WorkerApi
+
+            api = _apis[server] = WorkerApi(server)
+        return api

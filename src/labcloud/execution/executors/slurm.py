@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import select
+
 from labcloud.db.models import Job
 from labcloud.execution.executors.engine import EngineExecutor, EngineRefused, settle
 from labcloud.services.job_states import FailureReason, JobState
@@ -177,11 +179,11 @@ class SlurmExecutor(EngineExecutor):
         return f"waiting in Slurm{f' partition {queue}' if queue else ''}"
 
     def batch_script(self, job: Job) -> str:
-        command = self.settings.runner_command or f"{shlex.quote(sys.executable)} -m labcloud.cli"
+        command = self.settings.runner_command or f"{shlex.quote(sys.executable)} -m labcloud.worker.runjob"
         return (
             "#!/bin/sh\n"
             f"# labcloud job {job.id}, attempt {job.attempts}\n"
-            f"exec {command} run-job --server {shlex.quote(self.settings.effective_runner_url)} "
+            f"exec {command} --server {shlex.quote(self.settings.effective_runner_url)} "
             f"--job {job.id} --work-dir {shlex.quote(self.settings.runner_work_dir)} "
             f"--sandbox {shlex.quote(self.settings.sandbox)} --kill-grace {self.settings.kill_grace_s:g}\n"
         )
@@ -215,31 +217,34 @@ class SlurmExecutor(EngineExecutor):
         if not ours:
             return
         listed = self.client.queue()
+        self._note_queue_states({job_id: sid for sid, job_id in ours.items() if sid in listed}, listed)
         changed = False
         for slurm_id, job_id in ours.items():
-            if slurm_id in listed:
-                state, reason = listed[slurm_id]
-                self._note_queue_state(job_id, slurm_id, state, reason)
-                continue
-            changed |= self._settle(job_id, slurm_id, self.client.ended(slurm_id))
+            if slurm_id not in listed:
+                changed |= self._settle(job_id, slurm_id, self.client.ended(slurm_id))
         if changed:
             self.notify()
 
-    def _note_queue_state(self, job_id: uuid.UUID, slurm_id: str, state: str, reason: str) -> None:
+    def _note_queue_states(self, slurm_ids: dict[uuid.UUID, str], listed: dict[str, tuple[str, str]]) -> None:
+        """Pending jobs say why they wait; a job still running long after its cancel is scancelled. One
+        transaction for all of them, however long Slurm's queue."""
+        overdue = []
         with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                return
-            if state == "PENDING" and reason != "None" and job.state == JobState.QUEUED.value:
-                message = f"waiting: {reason} (Slurm job {slurm_id})"
-                if job.message != message:
-                    job.message = message
-            elif job.state == JobState.CANCELLING.value and job.updated_at is not None:
-                # The runner should have stopped it by now: make sure Slurm does.
-                held_for = time.time() - job.updated_at.timestamp()
-                if held_for > self.settings.kill_grace_s + 2 * self.settings.lease_seconds:
-                    log.warning("job %s: still running in Slurm long after cancel; scancel", job_id)
-                    self.client.cancel(slurm_id)
+            for job in session.scalars(select(Job).where(Job.id.in_(list(slurm_ids)))):
+                slurm_id = slurm_ids[job.id]
+                state, reason = listed[slurm_id]
+                if state == "PENDING" and reason != "None" and job.state == JobState.QUEUED.value:
+                    message = f"waiting: {reason} (Slurm job {slurm_id})"
+                    if job.message != message:
+                        job.message = message
+                elif job.state == JobState.CANCELLING.value and job.updated_at is not None:
+                    # The runner should have stopped it by now: make sure Slurm does.
+                    held_for = time.time() - job.updated_at.timestamp()
+                    if held_for > self.settings.kill_grace_s + 2 * self.settings.lease_seconds:
+                        overdue.append((job.id, slurm_id))
+        for job_id, slurm_id in overdue:
+            log.warning("job %s: still running in Slurm long after cancel; scancel", job_id)
+            self.client.cancel(slurm_id)
 
     def _settle(self, job_id: uuid.UUID, slurm_id: str, ended: Ended | None) -> bool:
         with self.db.session() as session:

@@ -1,0 +1,77 @@
+"""``python -m labcloud.worker.runjob``: the runner a Slurm batch script starts for one job.
+
+The same as ``labcloud run-job`` (which calls :func:`run_here`), without the command line's own imports: it
+starts in every batch job, and what it imports is time the job holds its Slurm allocation doing nothing.
+The job token comes in ``$LABCLOUD_JOB_TOKEN``. SIGTERM (scancel, a time limit) stops the job and reports
+nothing: the server learns from Slurm how it ended.
+
+Exit code 0: the job ran and was reported, or there was nothing to run; 1: the runner gave up on it;
+2: bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+JOB_TOKEN_ENV = "LABCLOUD_JOB_TOKEN"
+DEFAULT_WORK_DIR = Path("/tmp/labcloud-runs")
+
+
+def run_here(
+    server: str,
+    job: str,
+    *,
+    work_dir: Path = DEFAULT_WORK_DIR,
+    sandbox: str = "auto",
+    kill_grace: float = 5.0,
+    log_level: str = "info",
+) -> int:
+    from labcloud.worker.agent import configure_logging
+    from labcloud.worker.api import WorkerApi
+    from labcloud.worker.single import run_one
+
+    token = os.environ.pop(JOB_TOKEN_ENV, "").strip()  # not inherited by the job
+    if not token:
+        print(
+            f"labcloud run-job: no job token: ${JOB_TOKEN_ENV} is empty (the executor sets it)",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    api = WorkerApi(server)
+    try:
+        outcome = run_one(api, job, token, work_dir=work_dir, sandbox=sandbox, grace_s=kill_grace, stop=stop)
+    finally:
+        api.close()
+    return 0 if not outcome.ran or outcome.state else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labcloud run-job", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", required=True, help="the labcloud server's URL (its worker API)")
+    parser.add_argument("--job", required=True, help="the job's id")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
+    parser.add_argument("--sandbox", choices=["auto", "required", "off"], default="auto")
+    parser.add_argument("--kill-grace", type=float, default=5.0)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    return run_here(
+        args.server,
+        args.job,
+        work_dir=args.work_dir,
+        sandbox=args.sandbox,
+        kill_grace=args.kill_grace,
+        log_level=args.log_level,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
