@@ -53,3 +53,19 @@ if [ "$want_postgres" = 1 ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null;
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
   pg_isready -h 127.0.0.1 -p 5432
 fi
+
+# The Celery tests' brokers: Redis on 127.0.0.1:6379 and RabbitMQ on :5672 (guest/guest), started when they
+# do not answer (installed first when missing). Test setup only.
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [ "$want_postgres" = 1 ] && ! answers 6379; then
+  command -v redis-server >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+  mkdir -p /tmp/labcloud-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp/labcloud-redis \
+    --logfile /tmp/labcloud-redis/redis.log
+  for _ in $(seq 1 50); do answers 6379 && break; sleep 0.2; done
+fi
+if [ "$want_postgres" = 1 ] && ! answers 5672; then
+  command -v rabbitmq-server >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq rabbitmq-server >/dev/null
+  as_root rabbitmq-server -detached
+  for _ in $(seq 1 120); do answers 5672 && break; sleep 0.5; done
+fi
