@@ -177,6 +177,8 @@ def test_each_resource_class_has_its_queue_and_waits_for_a_worker_on_it(rc: Cele
     waiting = eventually(lambda: _queue_message(rc, big["id"]), 20, "the large job to wait in its queue")
     assert waiting == f"waiting in Celery queue {rc.prefix}.large"
     assert rc.job(big["id"])["queue"] == f"{rc.prefix}.large"
+    shown = rc.cli("status", big["id"]).stdout  # the command line says where it waits, and why
+    assert f"celery ({rc.prefix}.large)" in shown and "waiting in Celery queue" in shown, shown
     rc.start_celery_worker("large", "large")
     done = rc.wait_end(big["id"])
     assert done["state"] == "succeeded", (done, rc.log(big["id"]))

@@ -85,6 +85,12 @@ def _app_label(job: dict[str, Any]) -> str:
     return f"{job.get('app', '')}:{job.get('version', '')}"
 
 
+def _where(job: dict[str, Any]) -> str:
+    """The executor, and its queue (a Slurm partition, a Celery queue) when there is one."""
+    executor = str(job.get("executor") or "")
+    return f"{executor} ({job['queue']})" if executor and job.get("queue") else executor
+
+
 def _job_rows(job: dict[str, Any]) -> list[tuple[str, str | Text]]:
     state = state_text(job.get("state", ""))
     if job.get("reason"):
@@ -101,6 +107,7 @@ def _job_rows(job: dict[str, Any]) -> list[tuple[str, str | Text]]:
         ("exit code", "" if job.get("exit_code") is None else str(job["exit_code"])),
         ("progress", percent(job.get("progress"))),
         ("attempts", "" if attempts is None else str(attempts)),
+        ("runs on", _where(job)),
         ("params", compact(job.get("params")) if job.get("params") else ""),
         ("inputs", compact(job.get("inputs")) if job.get("inputs") else ""),
         ("resources", compact(job.get("resources")) if job.get("resources") else ""),
