@@ -25,7 +25,9 @@ from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, kill_processes_under, 
 from engine_helpers import engine_apps
 from labcloud.api.app import create_app
 from labcloud.db.models import Job
+from labcloud.execution import process
 from labcloud.settings import Settings
+from labcloud.worker.job import read_handle
 from live_server import LABCLOUD, clean_env
 from worker_helpers import Cluster, WorkerProc, eventually, pull_server
 
@@ -40,8 +42,10 @@ class CeleryCluster(Cluster):
     broker: str
     prefix: str
 
-    def start_celery_worker(self, name: str, *queues: str, concurrency: int = 2) -> WorkerProc:
-        work_dir = self.home / "celery" / name
+    def start_celery_worker(
+        self, name: str, *queues: str, concurrency: int = 2, work_dir: Path | None = None, ready: bool = True
+    ) -> WorkerProc:
+        work_dir = work_dir or self.home / "celery" / name
         log_path = self.home / "celery" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
@@ -70,7 +74,8 @@ class CeleryCluster(Cluster):
             process = subprocess.Popen(command, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
         worker = WorkerProc(name, process, log_path, work_dir)
         self.workers.append(worker)
-        worker.wait_log(" ready.", timeout=60)
+        if ready:
+            worker.wait_log(" ready.", timeout=60)
         return worker
 
 
@@ -225,6 +230,26 @@ def test_a_killed_celery_worker_s_job_runs_again_and_the_duplicate_is_fenced(mq:
         "the duplicate delivery to be refused",
     )
     assert mq.http.get(f"/api/v1/jobs/{job['id']}/outputs/done.txt").text == "done\n"
+
+
+def test_a_worker_on_a_killed_one_s_folder_stops_what_it_left_running(rc: CeleryCluster) -> None:
+    first = rc.start_celery_worker("left", "small", concurrency=1)
+    job = rc.submit("e-sleep", {"seconds": 120})
+    rc.wait_job(job["id"], lambda j: j["state"] == "running", 30, "the job to run")
+    handles = eventually(
+        lambda: list((first.work_dir / "jobs").glob("*/handle.json")), 10, "the job's process handle"
+    )
+    assert len(handles) == 1, handles
+    handle = eventually(lambda: read_handle(handles[0].parent), 10, "the handle to be written whole")
+    assert process.is_alive(handle)
+    first.kill()  # kill -9: the job's supervised process runs on, orphaned
+    assert process.is_alive(handle)
+    successor = rc.start_celery_worker("successor", "small", work_dir=first.work_dir)
+    assert not process.is_alive(handle) and not handles[0].parent.exists(), successor.log()
+    assert "left running by an earlier worker process" in successor.log()
+    clash = rc.start_celery_worker("clash", "small", work_dir=first.work_dir, ready=False)
+    assert clash.wait_exit(timeout=60) == 1
+    assert "another worker is using" in clash.log(), clash.log()
 
 
 def test_a_job_the_last_leader_never_handed_over_is_sent_again(settings: Settings) -> None:

@@ -176,7 +176,9 @@ def celery_worker(
     prefix: str = typer.Option("labcloud", "--prefix", envvar="LABCLOUD_CELERY_QUEUE_PREFIX"),
     concurrency: int = typer.Option(0, "--concurrency", "-c", min=0, help="Jobs at once (default: CPUs)."),
     name: str = typer.Option("", "--name", "-n", help="The Celery node name (default: labcloud@host)."),
-    work_dir: Path = typer.Option(Path("/tmp/labcloud-runs"), "--work-dir", help="Where jobs are staged."),
+    work_dir: Path = typer.Option(
+        Path("labcloud-celery-worker"), "--work-dir", help="Where jobs are staged (one worker per folder)."
+    ),
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, required or off (as for labcloud worker)."),
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     wait_held: float = typer.Option(
@@ -191,18 +193,23 @@ def celery_worker(
     as every other executor (reports go to the server's worker API)."""
     import socket
 
+    from labcloud.worker import workdir
     from labcloud.worker.agent import configure_logging
     from labcloud.worker.celery_app import create_app, queue_names
 
     if sandbox not in ("auto", "required", "off"):
         raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
+    configure_logging(log_level)
+    work_dir = work_dir.resolve()
+    if workdir.lock(work_dir) is None:  # held until this process ends
+        raise fail(f"another worker is using {work_dir}; give each worker its own --work-dir", 1)
+    workdir.clean_leftovers(work_dir / "jobs", kill_grace)  # a killed worker's jobs went to other runners
     os.environ.update(
-        LABCLOUD_RUNNER_WORK_DIR=str(work_dir.resolve()),
+        LABCLOUD_RUNNER_WORK_DIR=str(work_dir / "jobs"),
         LABCLOUD_RUNNER_SANDBOX=sandbox,
         LABCLOUD_RUNNER_KILL_GRACE=str(kill_grace),
         LABCLOUD_RUNNER_WAIT_HELD_S=str(wait_held),
     )
-    configure_logging(log_level)
     chosen = [q.strip() for q in queues.split(",") if q.strip()] or queue_names(prefix)
     app = create_app(broker, visibility_timeout)
     app.worker_main(

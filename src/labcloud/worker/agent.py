@@ -10,7 +10,6 @@ exits at once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import platform
@@ -30,6 +29,7 @@ import httpx
 from labcloud import __version__
 from labcloud.execution import process
 from labcloud.execution.sandbox import sandbox_problem
+from labcloud.worker import workdir
 from labcloud.worker.api import (
     Abandoned,
     Backoff,
@@ -38,7 +38,7 @@ from labcloud.worker.api import (
     WorkerApi,
     WorkerApiError,
 )
-from labcloud.worker.job import JobRun, RunSettings, needs, read_handle
+from labcloud.worker.job import JobRun, RunSettings, needs
 
 log = logging.getLogger(__name__)
 
@@ -188,19 +188,14 @@ class WorkerAgent:
             os._exit(1)
 
     def _prepare(self) -> None:
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.config.work_dir.chmod(0o700)
-        fd = os.open(self.config.work_dir / "worker.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = workdir.lock(self.config.work_dir)
+        if fd is None:
             raise StartupError(
                 f"another worker is using {self.config.work_dir}; give each worker its own --work-dir",
                 EXIT_UNREACHABLE,
-            ) from None
+            )
         self._lock_fd = fd
-        self._clean_leftovers()
+        workdir.clean_leftovers(self.jobs_dir, self.config.kill_grace_s)
         mode = self.config.sandbox
         problem = None if mode == "off" else sandbox_problem()
         if mode == "required" and problem:
@@ -213,19 +208,6 @@ class WorkerAgent:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-    def _clean_leftovers(self) -> None:
-        """Job folders of an earlier worker process on this work dir: their jobs went back to the server
-        when their leases ran out, so stop whatever still runs and remove them."""
-        for job_dir in sorted(self.jobs_dir.iterdir()):
-            handle = read_handle(job_dir)
-            if handle is not None and process.is_alive(handle):
-                log.warning("stopping %s, left running by an earlier worker process", job_dir.name)
-                process.cancel(handle)
-                deadline = time.monotonic() + self.config.kill_grace_s + 5
-                while process.is_alive(handle) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            shutil.rmtree(job_dir, ignore_errors=True)
 
     def _run_settings(self) -> RunSettings:
         hidden: tuple[Path, ...] | None = None

@@ -1,0 +1,52 @@
+"""A worker's own folder: one worker process at a time (a lock), and what an earlier one left behind.
+
+Shared by ``labcloud worker`` and ``labcloud celery-worker``: a worker killed mid-job leaves its jobs'
+processes running (they are supervised apart from it, to survive a restart); the server gave those jobs
+to another runner when their leases ran out, so the next worker on the folder stops them and clears it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from labcloud.execution import process
+from labcloud.worker.job import read_handle
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "worker.lock"
+
+
+def lock(work_dir: Path) -> int | None:
+    """Hold ``work_dir`` for this process (the lock goes with it); None when another process holds it."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.chmod(0o700)
+    fd = os.open(work_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def clean_leftovers(jobs_dir: Path, grace_s: float) -> int:
+    """Stop what earlier workers' jobs left running in ``jobs_dir`` and remove their folders; how many."""
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    found = 0
+    for job_dir in sorted(jobs_dir.iterdir()):
+        handle = read_handle(job_dir)
+        if handle is not None and process.is_alive(handle):
+            log.warning("stopping %s, left running by an earlier worker process", job_dir.name)
+            process.cancel(handle)
+            deadline = time.monotonic() + grace_s + 5
+            while process.is_alive(handle) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        shutil.rmtree(job_dir, ignore_errors=True)
+        found += 1
+    return found
