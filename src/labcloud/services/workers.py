@@ -309,8 +309,8 @@ def _open_attempt_log(settings: Settings, job: Job, worker: Worker) -> int:
 def log_base(job: Job) -> int:
     """The byte of the job's log where the current attempt's log starts (see :func:`claim`)."""
     try:
-        return int(json.loads(job.executor_ref or "{}").get("log_base", 0))
-    except (ValueError, TypeError, AttributeError):
+        return int(engine_ref(job).get("log_base", 0))
+    except (ValueError, TypeError):
         return 0
 
 
@@ -488,8 +488,13 @@ def in_engine_queue(job: Job) -> bool:
 
 
 def engine_ref(job: Job) -> dict[str, Any]:
+    """What the job's executor keeps about it (log base, Slurm id, Celery task id)."""
+    return parse_ref(job.executor_ref)
+
+
+def parse_ref(raw: str | None) -> dict[str, Any]:
     try:
-        ref = json.loads(job.executor_ref or "{}")
+        ref = json.loads(raw or "{}")
     except ValueError:
         return {}
     return ref if isinstance(ref, dict) else {}

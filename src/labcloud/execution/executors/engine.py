@@ -182,11 +182,7 @@ class EngineExecutor(Executor):
                     | ((Job.state == JobState.QUEUED.value) & Job.worker_id.is_not(None)),
                 )
             ).all()
-        out = []
-        for job_id, raw in rows:
-            probe = Job(executor_ref=raw)
-            out.append((job_id, workers.engine_ref(probe)))
-        return out
+        return [(job_id, workers.parse_ref(raw)) for job_id, raw in rows]
 
 
 def settle(session: Any, job: Job, reason: FailureReason, message: str) -> None:

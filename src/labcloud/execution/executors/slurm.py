@@ -30,6 +30,7 @@ from sqlalchemy import select
 
 from labcloud.db.models import Job
 from labcloud.execution.executors.engine import EngineExecutor, EngineRefused, settle
+from labcloud.services import workers
 from labcloud.services.job_states import FailureReason, JobState
 from labcloud.settings import Settings
 
@@ -249,7 +250,7 @@ class SlurmExecutor(EngineExecutor):
     def _settle(self, job_id: uuid.UUID, slurm_id: str, ended: Ended | None) -> bool:
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or str(_ref_id(job)) != slurm_id:
+            if job is None or str(workers.engine_ref(job).get(self.ref_key)) != slurm_id:
                 return False
             tail = _output_tail(f"labcloud-{job.id}")
             reason, message = explain(ended, slurm_id, taken=job.lease_expires_at is not None, output=tail)
@@ -295,12 +296,6 @@ def open_client(settings: Settings) -> SlurmClient:
 
         return SlurmRest(settings)
     return SlurmCommands(settings)
-
-
-def _ref_id(job: Job) -> Any:
-    from labcloud.services.workers import engine_ref
-
-    return engine_ref(job).get("slurm_id")
 
 
 def _environment() -> dict[str, str]:
