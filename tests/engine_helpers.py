@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from conftest import kill_processes_under
 from jobs_helpers import write_app
+from live_server import LABCLOUD, clean_env
+from worker_helpers import Cluster, WorkerProc, pull_server
 
 SH = "sh"
 SMALL = {"cpus": 1, "memory_mb": 64, "timeout_s": 120}
+CELERY_LEASE_S = 3
 
 
 def engine_apps(apps_dir: Path) -> None:
@@ -49,3 +57,76 @@ def engine_apps(apps_dir: Path) -> None:
         resources={"cpus": 1, "memory_mb": 64, "gpus": 0, "timeout_s": 120},
         queue="gpu",
     )
+
+
+class CeleryCluster(Cluster):
+    broker: str
+    prefix: str
+
+    def start_celery_worker(
+        self,
+        name: str,
+        *queues: str,
+        concurrency: int = 2,
+        work_dir: Path | None = None,
+        ready: bool = True,
+        sandbox: str = "off",
+    ) -> WorkerProc:
+        work_dir = work_dir or self.home / "celery" / name
+        log_path = self.home / "celery" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            *LABCLOUD,
+            "celery-worker",
+            "--broker",
+            self.broker,
+            "--prefix",
+            self.prefix,
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            f"{name}@{self.prefix}",
+            "--work-dir",
+            str(work_dir),
+            "--sandbox",
+            sandbox,
+            "--kill-grace",
+            "1",
+            "--wait-held",
+            "60",
+        ]
+        if queues:
+            command += ["--queues", ",".join(f"{self.prefix}.{q}" for q in queues)]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
+        worker = WorkerProc(name, process, log_path, work_dir)
+        self.workers.append(worker)
+        if ready:
+            worker.wait_log(" ready.", timeout=60)
+        return worker
+
+
+@contextlib.contextmanager
+def celery_cluster(
+    home: Path, broker: str, apps: Callable[[Path], None] | None = None
+) -> Iterator[CeleryCluster]:
+    prefix = f"lctest-{secrets.token_hex(4)}"
+    try:
+        with pull_server(
+            home,
+            None,
+            apps or engine_apps,
+            lease_seconds=CELERY_LEASE_S,
+            executor="celery",
+            celery_broker_url=broker,
+            celery_queue_prefix=prefix,
+        ) as cluster:
+            cluster.__class__ = CeleryCluster
+            assert isinstance(cluster, CeleryCluster)
+            cluster.broker, cluster.prefix = broker, prefix
+            try:
+                yield cluster
+            finally:
+                cluster.cancel_everything()
+    finally:
+        kill_processes_under(home)

@@ -7,100 +7,30 @@ Each server uses queues of its own (a random prefix), so leftovers of another ru
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import secrets
-import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, kill_processes_under, login
-from engine_helpers import engine_apps
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login
+from engine_helpers import CeleryCluster, celery_cluster, engine_apps
 from labcloud.api.app import create_app
 from labcloud.db.models import Job
 from labcloud.execution import process
 from labcloud.settings import Settings
-from labcloud.worker.job import read_handle
-from live_server import LABCLOUD, clean_env
-from worker_helpers import Cluster, WorkerProc, eventually, pull_server
+from worker_helpers import Cluster, eventually
 
 pytestmark = [pytest.mark.celery, pytest.mark.db_agnostic]
 
 LEASE_S = 3
 REDIS = "redis://127.0.0.1:6379/0"
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-class CeleryCluster(Cluster):
-    broker: str
-    prefix: str
-
-    def start_celery_worker(
-        self, name: str, *queues: str, concurrency: int = 2, work_dir: Path | None = None, ready: bool = True
-    ) -> WorkerProc:
-        work_dir = work_dir or self.home / "celery" / name
-        log_path = self.home / "celery" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            *LABCLOUD,
-            "celery-worker",
-            "--broker",
-            self.broker,
-            "--prefix",
-            self.prefix,
-            "--concurrency",
-            str(concurrency),
-            "--name",
-            f"{name}@{self.prefix}",
-            "--work-dir",
-            str(work_dir),
-            "--sandbox",
-            "off",
-            "--kill-grace",
-            "1",
-            "--wait-held",
-            "60",
-        ]
-        if queues:
-            command += ["--queues", ",".join(f"{self.prefix}.{q}" for q in queues)]
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
-        worker = WorkerProc(name, process, log_path, work_dir)
-        self.workers.append(worker)
-        if ready:
-            worker.wait_log(" ready.", timeout=60)
-        return worker
-
-
-@contextlib.contextmanager
-def celery_cluster(home: Path, broker: str) -> Iterator[CeleryCluster]:
-    prefix = f"lctest-{secrets.token_hex(4)}"
-    try:
-        with pull_server(
-            home,
-            None,
-            engine_apps,
-            lease_seconds=LEASE_S,
-            executor="celery",
-            celery_broker_url=broker,
-            celery_queue_prefix=prefix,
-        ) as cluster:
-            cluster.__class__ = CeleryCluster
-            assert isinstance(cluster, CeleryCluster)
-            cluster.broker, cluster.prefix = broker, prefix
-            try:
-                yield cluster
-            finally:
-                cluster.cancel_everything()
-    finally:
-        kill_processes_under(home)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +170,9 @@ def test_a_worker_on_a_killed_one_s_folder_stops_what_it_left_running(rc: Celery
         lambda: list((first.work_dir / "jobs").glob("*/handle.json")), 10, "the job's process handle"
     )
     assert len(handles) == 1, handles
-    handle = eventually(lambda: read_handle(handles[0].parent), 10, "the handle to be written whole")
+    handle = eventually(
+        lambda: process.find_supervisor(handles[0].parent / "status.json"), 10, "the supervisor to be found"
+    )
     assert process.is_alive(handle)
     first.kill()  # kill -9: the job's supervised process runs on, orphaned
     assert process.is_alive(handle)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,10 @@ import pytest
 
 from labcloud.execution.process import LaunchSpec, Limits, ProcessResult, run
 from labcloud.execution.sandbox import (
+    HOST_PRIVATE,
     SandboxPolicy,
     bwrap_path,
+    resolve_job_user,
     sandbox_problem,
     software_paths,
     wrap_command,
@@ -30,11 +31,14 @@ from labcloud.execution.sandbox import (
 pytestmark = pytest.mark.sandbox
 
 PY = sys.executable
+JOB_USER = resolve_job_user("nobody")  # None unless the tests run as root (as they do in CI)
 
 
 @pytest.fixture(autouse=True)
 def require_bwrap() -> None:
-    assert bwrap_path() is not None, f"bubblewrap is required for these tests: {sandbox_problem()}"
+    assert bwrap_path(JOB_USER) is not None, (
+        f"bubblewrap is required for these tests: {sandbox_problem(JOB_USER)}"
+    )
 
 
 @dataclass
@@ -51,8 +55,10 @@ class Layout:
 
 
 @pytest.fixture
-def layout() -> Iterator[Layout]:
-    root = Path(tempfile.mkdtemp(prefix="labcloud-sandbox-test-", dir="/var/tmp"))
+def layout(tmp_path: Path) -> Iterator[Layout]:
+    # Scratch folders under /tmp, which every sandbox hides: the tests show this fake host to the job
+    # read-only (SandboxPolicy.readonly), as the host's own folders are.
+    root = tmp_path / "host"
     data = root / "data"
     lay = Layout(
         root=root,
@@ -64,12 +70,20 @@ def layout() -> Iterator[Layout]:
         outside=root / "outside",
     )
     for d in (lay.job, lay.other_job, lay.config.parent, lay.outside):
-        d.mkdir(parents=True)
+        d.mkdir(mode=0o755, parents=True)
+    for d in (
+        root,
+        data,
+        data / "jobs",
+        *(p for p in (lay.job, lay.other_job, lay.config.parent, lay.outside)),
+    ):
+        d.chmod(0o755)  # a fake host as it usually is, whatever the umask
+    if JOB_USER is not None:  # as labcloud does: the job's folder belongs to the job's user
+        os.chown(lay.job, JOB_USER.uid, JOB_USER.gid)
     lay.database.write_text("SECRET-DATABASE")
     (lay.other_job / "result.txt").write_text("SECRET-OTHER-JOB")
     lay.config.write_text("SECRET-CONFIG")
     yield lay
-    shutil.rmtree(root)
 
 
 class Recorder:
@@ -94,6 +108,8 @@ def run_sandboxed(
         writable=(lay.job,),
         hidden=(lay.data, lay.config) if hidden is None else hidden,
         network=network,
+        readonly=(lay.root,),
+        user=JOB_USER,
     )
     spec = LaunchSpec(
         argv=[PY, "-c", textwrap.dedent(code)],
@@ -272,20 +288,29 @@ print(json.dumps({{"host_tmp_visible": os.path.exists({str(marker)!r}), "tmp": o
     finally:
         marker.rmdir()
     assert seen["host_tmp_visible"] is False
-    # Nothing of the host's /tmp shows but the mount points of the software bound back in read-only.
+    # Nothing of the host's /tmp shows but the mount points of what is bound back in (the software, and the
+    # fake host of these tests, which lives in pytest's folder under /tmp).
     tmp = Path("/tmp")
-    mount_points = {p.relative_to(tmp).parts[0] for p in software_paths() if tmp in p.parents}
+    shown = (*software_paths(), layout.root.resolve(), layout.job.resolve())
+    mount_points = {p.relative_to(tmp).parts[0] for p in shown if tmp in p.parents}
     assert set(seen["tmp"]) == mount_points
 
 
 def test_wrap_command_mount_order(layout: Layout) -> None:
-    policy = SandboxPolicy(writable=(layout.job,), hidden=(layout.data, layout.config, layout.database))
+    policy = SandboxPolicy(
+        writable=(layout.job,),
+        hidden=(layout.data, layout.config, layout.database),
+        readonly=(layout.root,),
+    )
     argv = wrap_command(["prog", "--arg"], policy, layout.job)
     assert argv[0] == bwrap_path()
     assert argv[-3:] == ["--", "prog", "--arg"]
     joined = " ".join(argv)
-    assert joined.startswith(f"{argv[0]} --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp")
+    assert joined.startswith(f"{argv[0]} --ro-bind / / --dev /dev --proc /proc --perms 0755 --tmpfs /home")
+    assert "--perms 1777 --tmpfs /tmp " in joined  # private, and writable by a job user
     hide = joined.index(f"--tmpfs {layout.data}")
+    # The data dir is hidden: the folders down to the job's are made for the bind, enterable by a job user.
+    assert joined.index(f"--perms 0755 --dir {layout.data / 'jobs'} ") > hide
     assert joined.index(f"--bind {layout.job} {layout.job}") > hide  # the job folder is bound back in
     assert f"--ro-bind /dev/null {layout.config}" in joined
     assert str(layout.database) not in joined  # already covered by the hidden data dir
@@ -293,6 +318,21 @@ def test_wrap_command_mount_order(layout: Layout) -> None:
         assert flag in argv
     assert "--die-with-parent" in argv
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert "--cap-add" not in argv and "setpriv" not in joined  # no job user: labcloud's own
+    nobody = resolve_job_user("65534:65534") if os.geteuid() == 0 else None
+    if nobody is not None:
+        as_nobody = wrap_command(["prog"], SandboxPolicy(writable=(), hidden=(), user=nobody), layout.job)
+        tail = as_nobody[as_nobody.index("--") + 1 :]
+        assert tail[1:] == [
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            "prog",
+        ]
+        assert tail[0].endswith("setpriv")
     assert argv[argv.index("--chdir") + 1] == str(layout.job)
     with_net = wrap_command(["prog"], SandboxPolicy(writable=(), hidden=(), network=True), layout.job)
     assert "--unshare-net" not in with_net
@@ -326,3 +366,99 @@ def test_readonly_paths_show_through_the_private_tmp(tmp_path: Path) -> None:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["from-tmp", "read-only"], out.stderr
     assert not (tool / "x").exists()
+
+
+def test_jobs_run_as_an_unprivileged_host_user(layout: Layout) -> None:
+    """Run by root, a job is another host user: the kernel checks its file accesses as that user's."""
+    canary = layout.root / "root-only"
+    canary.write_text("SECRET-ROOT-ONLY")
+    canary.chmod(0o600)
+    readable = layout.root / "everyone"
+    readable.write_text("hello")
+    readable.chmod(0o644)
+    code = f"""{TRY}
+print(json.dumps({{
+    "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups()],
+    "canary": attempt(lambda: read({str(canary)!r})),
+    "readable": attempt(lambda: read({str(readable)!r})),
+    "chmod": attempt(lambda: os.chmod({str(canary)!r}, 0o644)),
+    "own": attempt(lambda: write("mine.txt")),
+}}))
+"""
+    _, seen = run_sandboxed(layout, code)
+    uid, euid, gid, egid, groups = seen["ids"]
+    if JOB_USER is not None:
+        assert (uid, euid, gid, egid) == (JOB_USER.uid, JOB_USER.uid, JOB_USER.gid, JOB_USER.gid)
+        assert groups in ([], [JOB_USER.gid])
+        assert (layout.job / "mine.txt").stat().st_uid == JOB_USER.uid
+    assert uid != 0 and euid != 0
+    assert seen["canary"] == "EACCES"
+    assert seen["chmod"] in ("EPERM", "EROFS")
+    assert seen["readable"] == "'hello'"
+    assert seen["own"] == "1"
+    assert canary.read_text() == "SECRET-ROOT-ONLY"
+
+
+def test_the_hosts_private_folders_are_empty(layout: Layout) -> None:
+    """Service sockets (/run), homes, service state, logs and temporary files of the host are covered."""
+    code = f"""
+import json, os
+seen = {{}}
+for path in {[str(p) for p in HOST_PRIVATE]!r}:
+    try:
+        seen[path] = sorted(os.listdir(path))
+    except OSError as exc:
+        seen[path] = exc.strerror
+print(json.dumps(seen))
+"""
+    _, seen = run_sandboxed(layout, code)
+    # Only mount points of what is shown again (the job's folder, the software, this test's fake host) may
+    # appear, as the first folder of their path below the hidden one.
+    shown = [layout.job, layout.root, *software_paths()]
+    for path, listing in seen.items():
+        allowed = {
+            Path(os.path.realpath(p)).relative_to(os.path.realpath(path)).parts[0]
+            for p in shown
+            if Path(os.path.realpath(path)) in Path(os.path.realpath(p)).parents
+        }
+        assert isinstance(listing, list), (path, listing)
+        assert set(listing) <= allowed, (path, listing)
+
+
+def test_no_unix_socket_of_the_host_is_reachable(layout: Layout, tmp_path: Path) -> None:
+    """A job cannot talk to a service on the host through a Unix socket, with or without network: it finds
+    none where services keep them, and a canary socket in a hidden folder is out of its reach."""
+    canary = tmp_path / "canary.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(canary))
+    canary.chmod(0o777)
+    server.listen(5)
+    try:
+        code = f"""
+import json, os, socket, stat
+reached, found = [], []
+for top in ("/run", "/var/run", "/var/lib", "/tmp", "/root", "/home", "/dev/shm", "/var/tmp"):
+    for folder, dirs, files in os.walk(top):
+        for name in files + dirs:
+            path = os.path.join(folder, name)
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    found.append(path)
+            except OSError:
+                pass
+for path in found + [{str(canary)!r}]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        reached.append(path)
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(json.dumps({{"found": found, "reached": reached}}))
+"""
+        for network in (False, True):
+            _, seen = run_sandboxed(layout, code, network=network)
+            assert seen == {"found": [], "reached": []}
+    finally:
+        server.close()

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login
 from jobs_helpers import TERMINAL, py, wait_for_end, write_app
 from labcloud.api.app import create_app
-from labcloud.db.models import Job
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
-from live_server import LABCLOUD, clean_env, free_port, login_headers
+from live_server import login_headers
+from restartable import Server, killable_server
 
 
 def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
@@ -84,53 +79,10 @@ def test_registry_changes_show_without_restart(
 ADMIN = ("crash-admin@example.org", "crash-admin-password")
 
 
-class Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [*LABCLOUD, "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, "labcloud serve exited"
-            time.sleep(0.05)
-        raise AssertionError("labcloud serve did not become ready")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture
-def server(tmp_path: Path, database_url: str, settings: Settings) -> Iterator[Server]:
-    env = clean_env() | {
-        "LABCLOUD_HOME": str(settings.home),
-        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
-        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],
-        "LABCLOUD_LOG_LEVEL": "warning",
-        "LABCLOUD_KILL_GRACE_S": "1",
-    }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
-    srv = Server(env)
-    yield srv
-    if srv.proc is not None and srv.proc.poll() is None:
-        srv.kill()
+def server(settings: Settings, database_url: str) -> Iterator[Server]:
+    with killable_server(settings, database_url, ADMIN) as srv:
+        yield srv
 
 
 def _token(srv: Server) -> dict[str, str]:
@@ -201,7 +153,7 @@ def test_a_job_whose_process_died_with_the_server_is_retried(server: Server, set
     job_id = httpx.post(f"{server.url}/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
     _wait_for_line(server, job_id, headers, "begin")
     server.kill()
-    handle = Handle.from_json(_executor_ref(settings, job_id))
+    handle = Handle.from_json((settings.home / "jobs" / job_id / "attempt-1" / "handle.json").read_text())
     os.kill(handle.pid, signal.SIGKILL)  # the machine "lost" the job along with the server
     server.start()
     headers = _token(server)
@@ -210,18 +162,3 @@ def test_a_job_whose_process_died_with_the_server_is_retried(server: Server, set
     history = httpx.get(f"{server.url}/api/v1/jobs/{job_id}/events", headers=headers).json()
     lost = [e for e in history if e["reason"] == "worker_lost"]
     assert len(lost) == 1 and history[history.index(lost[0]) + 1]["to_state"] == "queued"
-
-
-def _executor_ref(settings: Settings, job_id: str) -> str:
-    """The supervisor handle, read from the database (it is not part of the public API)."""
-    url = (
-        settings.database_url
-        if backend() == "postgresql"
-        else f"sqlite:///{settings.home / 'labcloud.sqlite3'}"
-    )
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        ref = conn.execute(select(Job.executor_ref).where(Job.id == uuid.UUID(job_id))).scalar_one()
-    engine.dispose()
-    assert ref
-    return str(ref)

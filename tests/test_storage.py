@@ -147,7 +147,8 @@ def test_fetch_writes_an_independent_copy(
     store.put_file(key, make_file(data))
     dest = tmp_path / "copy.bin"
 
-    store.fetch(key, dest)
+    with open(dest, "wb") as fh:
+        store.fetch(key, fh)
 
     assert dest.read_bytes() == data
     with open(dest, "r+b") as fh:  # changing the copy in place leaves the object alone
@@ -164,9 +165,9 @@ def test_missing_objects(store: Storage, tmp_path: Path) -> None:
         store.size(key)
     with pytest.raises(FileNotFoundError):
         read_all(store, key)
-    with pytest.raises(FileNotFoundError):
-        store.fetch(key, tmp_path / "nothing")
-    assert not (tmp_path / "nothing").exists()
+    with open(tmp_path / "nothing", "wb") as fh, pytest.raises(FileNotFoundError):
+        store.fetch(key, fh)
+    assert (tmp_path / "nothing").stat().st_size == 0
 
 
 def test_delete_removes_objects_and_ignores_missing_ones(

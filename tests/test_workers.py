@@ -512,10 +512,15 @@ def test_downloads_are_checked_and_tokens_stay_with_the_server(tmp_path: Path) -
         return httpx.Response(200, content=body)
 
     api = _api(handler)
-    target = tmp_path / "in.bin"
-    api.download("/api/v1/worker/jobs/1/inputs/2", target, token="lcj_x", size=len(body), sha256=digest)
-    assert target.read_bytes() == body and seen[-1][1] == "Bearer lcj_x"
-    api.download("http://store.test/bucket/key?sig=1", target, token="lcj_x", size=len(body), sha256=digest)
+    path = tmp_path / "in.bin"
+    with open(path, "wb") as target:
+        target.write(b"stale bytes of an earlier try " * 2000)
+        api.download("/api/v1/worker/jobs/1/inputs/2", target, token="lcj_x", size=len(body), sha256=digest)
+    assert path.read_bytes() == body and seen[-1][1] == "Bearer lcj_x"
+    with open(path, "wb") as target:
+        api.download(
+            "http://store.test/bucket/key?sig=1", target, token="lcj_x", size=len(body), sha256=digest
+        )
     assert seen[-1][1] is None  # a presigned URL elsewhere never sees the job token
-    with pytest.raises(WorkerApiError, match="SHA-256"):
+    with open(path, "wb") as target, pytest.raises(WorkerApiError, match="SHA-256"):
         api.download("/x/damaged", target, token="lcj_x", size=len(body), sha256=digest)

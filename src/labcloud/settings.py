@@ -147,7 +147,13 @@ class Settings(BaseSettings):
         0, ge=0, description="Memory the local executor may fill; 0 means 80% of RAM."
     )
     sandbox: Literal["auto", "required", "off"] = Field(
-        "auto", description="Run local jobs under bubblewrap: when available, always (fail otherwise), never."
+        "auto",
+        description="Run jobs under bubblewrap: when it works (without it jobs never run as root: they are "
+        "refused), always (refuse jobs otherwise), or never (jobs run as labcloud's own user).",
+    )
+    job_user: str = Field(
+        "nobody",
+        description="The unprivileged account jobs run as when labcloud runs as root (a name or UID[:GID]).",
     )
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
@@ -265,7 +271,10 @@ class Settings(BaseSettings):
         return (self.runner_url or self.public_url).rstrip("/")
 
     def ensure_home(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """The data dir, private to labcloud's user (mode 0700, also for one made by an older version)."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.home.stat().st_mode & 0o077:
+            self.home.chmod(0o700)
 
     @cached_property
     def signing_key(self) -> str:

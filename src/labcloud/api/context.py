@@ -38,6 +38,7 @@ class AppContext:
 
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
+        settings.ensure_home()
         return cls(
             settings=settings,
             db=Database(settings),

@@ -19,6 +19,8 @@ def serve(
     """Start the labcloud service."""
     import uvicorn
 
+    os.umask(0o077)  # everything the server writes (database, files, logs) is its own user's alone
+
     from labcloud.api.app import SchemaOutOfDate, create_app, prepare_database
     from labcloud.api.context import AppContext
 

@@ -33,6 +33,25 @@ TOKEN_FILE_ENV = "LABCLOUD_WORKER_TOKEN_FILE"
 STATE_STYLES = {"active": "green", "draining": "yellow", "lost": "bold red", "revoked": "dim"}
 
 
+SANDBOX_OPTION = typer.Option(
+    "auto",
+    "--sandbox",
+    help="auto: bubblewrap when it works (never root without it); required: refuse to run jobs without "
+    "it; off: never.",
+)
+JOB_USER_OPTION = typer.Option(
+    "nobody",
+    "--job-user",
+    envvar="LABCLOUD_JOB_USER",
+    help="The unprivileged account jobs run as when this runs as root (a name or UID[:GID]).",
+)
+
+
+def _check_sandbox_mode(mode: str) -> None:
+    if mode not in ("auto", "required", "off"):
+        raise fail(f"--sandbox {mode!r}: use auto, required or off", 2)
+
+
 def _labels(items: list[str], option: str = "--label") -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in items:
@@ -95,11 +114,8 @@ def worker(
         envvar="LABCLOUD_WORKER_DIR",
         help="Where job folders live (one worker per folder).",
     ),
-    sandbox: str = typer.Option(
-        "auto",
-        "--sandbox",
-        help="auto: bubblewrap when it works; required: refuse to start without it; off: never.",
-    ),
+    sandbox: str = SANDBOX_OPTION,
+    job_user: str = JOB_USER_OPTION,
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
@@ -111,8 +127,7 @@ def worker(
     """
     from labcloud.worker.agent import WorkerAgent, WorkerConfig, configure_logging
 
-    if sandbox not in ("auto", "required", "off"):
-        raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
+    _check_sandbox_mode(sandbox)
     secret = _read_token(token, token_file)
     os.environ.pop(TOKEN_ENV, None)  # not inherited by anything this process starts
     configure_logging(log_level)
@@ -125,6 +140,7 @@ def worker(
         labels=_labels(label),
         work_dir=work_dir,
         sandbox=sandbox,  # type: ignore[arg-type]
+        job_user=job_user,
         token_file=token_file.expanduser().resolve() if token_file else None,
         kill_grace_s=kill_grace,
         # a worker beside a labcloud server: its data dir and config stay out of the jobs' sight too
@@ -141,7 +157,8 @@ def run_job(
     work_dir: Path = typer.Option(
         DEFAULT_WORK_DIR, "--work-dir", help="Where the job's folder is made (removed after)."
     ),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto, required or off (as for labcloud worker)."),
+    sandbox: str = SANDBOX_OPTION,
+    job_user: str = JOB_USER_OPTION,
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
@@ -153,10 +170,17 @@ def run_job(
     """
     from labcloud.worker.runjob import run_here
 
-    if sandbox not in ("auto", "required", "off"):
-        raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
+    _check_sandbox_mode(sandbox)
     raise typer.Exit(
-        run_here(server, job, work_dir=work_dir, sandbox=sandbox, kill_grace=kill_grace, log_level=log_level)
+        run_here(
+            server,
+            job,
+            work_dir=work_dir,
+            sandbox=sandbox,
+            job_user=job_user,
+            kill_grace=kill_grace,
+            log_level=log_level,
+        )
     )
 
 
@@ -179,7 +203,8 @@ def celery_worker(
     work_dir: Path = typer.Option(
         Path("labcloud-celery-worker"), "--work-dir", help="Where jobs are staged (one worker per folder)."
     ),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto, required or off (as for labcloud worker)."),
+    sandbox: str = SANDBOX_OPTION,
+    job_user: str = JOB_USER_OPTION,
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     wait_held: float = typer.Option(
         3600.0, "--wait-held", min=0, help="A job delivered again waits this long for a lost runner's lease."
@@ -197,8 +222,7 @@ def celery_worker(
     from labcloud.worker.agent import configure_logging
     from labcloud.worker.celery_app import create_app, queue_names
 
-    if sandbox not in ("auto", "required", "off"):
-        raise fail(f"--sandbox {sandbox!r}: use auto, required or off", 2)
+    _check_sandbox_mode(sandbox)
     configure_logging(log_level)
     work_dir = work_dir.resolve()
     if workdir.lock(work_dir) is None:  # held until this process ends
@@ -207,6 +231,7 @@ def celery_worker(
     os.environ.update(
         LABCLOUD_RUNNER_WORK_DIR=str(work_dir / "jobs"),
         LABCLOUD_RUNNER_SANDBOX=sandbox,
+        LABCLOUD_RUNNER_JOB_USER=job_user,
         LABCLOUD_RUNNER_KILL_GRACE=str(kill_grace),
         LABCLOUD_RUNNER_WAIT_HELD_S=str(wait_held),
     )

@@ -10,6 +10,7 @@ any byte offset.
 from __future__ import annotations
 
 import codecs
+import fcntl
 import functools
 import hashlib
 import json
@@ -39,6 +40,7 @@ __all__ = [
     "Outcome",
     "ProcessResult",
     "cancel",
+    "find_supervisor",
     "is_alive",
     "launch",
     "read_result",
@@ -129,14 +131,6 @@ class Observer(Protocol):
 # --- process identity ---------------------------------------------------------------------------------
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def _create_time(pid: int) -> float | None:
     info = supervise.read_stat(pid)
     return None if info is None else info.starttime / _CLK_TCK
@@ -145,7 +139,7 @@ def _create_time(pid: int) -> float | None:
 def _same_process(handle: Handle, info: supervise.ProcInfo | None) -> bool:
     if info is None:
         return False
-    if handle.boot_id and handle.boot_id != _boot_id():
+    if handle.boot_id and handle.boot_id != supervise.boot_id():
         return False
     return abs(info.starttime / _CLK_TCK - handle.create_time) < 0.5 / _CLK_TCK
 
@@ -236,7 +230,10 @@ def supervisor_program() -> str:
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labcloud"
         cache.mkdir(mode=0o700, parents=True, exist_ok=True)
         source = SUPERVISOR_SCRIPT.read_bytes()
-        digest = hashlib.sha256(source + sys.version.encode()).hexdigest()[:16]
+        # Keyed by where the source is too: bytecode names its source file, and a traceback must name this
+        # installation's, not another checkout's that happened to compile the same bytes first.
+        key = b"\0".join((source, sys.version.encode(), str(SUPERVISOR_SCRIPT).encode()))
+        digest = hashlib.sha256(key).hexdigest()[:16]
         target = cache / f"supervise-{digest}.pyc"
         if not target.exists():
             py_compile.compile(str(SUPERVISOR_SCRIPT), cfile=str(target), doraise=True)
@@ -247,6 +244,45 @@ def supervisor_program() -> str:
 
 def _spec_file(status_path: Path) -> Path:
     return status_path.with_name(f"{status_path.stem}.spec.json")
+
+
+def lock_file(status_path: Path) -> Path:
+    """Held (flock) by the supervisor for as long as it lives: who can take it knows it is gone."""
+    return status_path.with_name("supervisor.lock")
+
+
+def handle_file(status_path: Path) -> Path:
+    """The supervisor's identity, written by itself before it starts the job."""
+    return status_path.with_name("handle.json")
+
+
+def find_supervisor(status_path: Path, wait_s: float = 10.0) -> Handle | None:
+    """The supervisor of the attempt whose result goes to ``status_path`` while it still runs, else None.
+
+    Needs nothing the server recorded: a server killed between starting a supervisor and writing down its
+    handle finds it all the same, so a job is never started a second time beside a running one.
+    """
+    try:
+        fd = os.open(lock_file(status_path), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: the supervisor lives
+        else:
+            return None
+    finally:
+        os.close(fd)  # (releases the lock if we took it)
+    deadline = time.monotonic() + wait_s
+    while True:  # it writes its handle first thing; a server may look a moment before
+        try:
+            return Handle.from_json(handle_file(status_path).read_text())
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
 
 
 def launch(spec: LaunchSpec) -> Handle:
@@ -260,6 +296,12 @@ def launch(spec: LaunchSpec) -> Handle:
         raise ValueError("empty command")
     argv = wrap_command(spec.argv, spec.sandbox, spec.cwd) if spec.sandbox is not None else list(spec.argv)
     spec.status_path.unlink(missing_ok=True)  # a stale result would end watch() at once
+    lock_fd = os.open(lock_file(spec.status_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise LaunchError(f"a supervisor already runs the job of {spec.status_path.parent}") from None
     ready_r, ready_w = os.pipe()
     spec_file = _spec_file(spec.status_path)
     payload = {
@@ -274,6 +316,8 @@ def launch(spec: LaunchSpec) -> Handle:
         "grace_s": spec.limits.grace_s,
         "sandboxed": spec.sandbox is not None,
         "ready_fd": ready_w,
+        "lock_fd": lock_fd,  # the supervisor inherits our hold on the lock and keeps it to its end
+        "handle_path": str(handle_file(spec.status_path)),
     }
     try:
         # 0600: the job's environment may hold its access token.
@@ -286,7 +330,7 @@ def launch(spec: LaunchSpec) -> Handle:
                 stdin=subprocess.DEVNULL,
                 stdout=log,  # the supervisor's own problems (a traceback) end up in the job log
                 stderr=log,
-                pass_fds=(ready_w,),
+                pass_fds=(ready_w, lock_fd),
                 start_new_session=True,  # not in the server's process group or session: survives its death
                 cwd="/",
                 env={"PATH": os.defpath},  # nothing of the server's environment (secrets) leaks
@@ -297,10 +341,11 @@ def launch(spec: LaunchSpec) -> Handle:
         raise
     finally:
         os.close(ready_w)
+        os.close(lock_fd)  # the supervisor's copy holds the lock from now on
     with _children_lock:
         _children[proc.pid] = proc
     # Read the identity while the supervisor is our unreaped child: its pid cannot be reused yet.
-    handle = Handle(pid=proc.pid, create_time=_create_time(proc.pid) or 0.0, boot_id=_boot_id())
+    handle = Handle(pid=proc.pid, create_time=_create_time(proc.pid) or 0.0, boot_id=supervise.boot_id())
     try:
         ready = _await_ready(ready_r, READY_TIMEOUT_S)
     finally:

@@ -1,132 +1,237 @@
-"""The one job runner: stage inputs, launch the command in its sandbox, follow it, collect the outputs.
+"""The one job runner: stage the inputs, launch the command in its sandbox, follow it, collect the outputs,
+report the end. The local executor, pull workers and the runners Slurm and Celery start all run jobs here.
 
-It knows nothing of databases or HTTP. What it learns it tells a :class:`Reporter`: the local executor's
-reporter writes to the database directly, a remote runner's reports over the worker API.
+It knows nothing of databases or HTTP: what it learns it tells a :class:`Reporter`. The local executor's
+reporter writes to the database (:mod:`labcloud.execution.executors.local`); everywhere else an HTTP
+reporter reports over the worker API (:mod:`labcloud.worker.job`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from labcloud import registry
 from labcloud.execution import process
+from labcloud.execution.attempt import AttemptDir, Collected, StagingError, Writer
 from labcloud.execution.process import Handle, LaunchSpec, Limits, ProcessResult
 from labcloud.execution.sandbox import SandboxPolicy
+from labcloud.registry.models import Resources
+from labcloud.services.job_states import RunEnd
 
 log = logging.getLogger(__name__)
 
 
-class StagingError(Exception):
-    """An input could not be made available to the job."""
-
-
 @dataclass
 class InputSource:
-    """One input slot: the file's or folder's name, and how to get each file it brings."""
+    """One input slot: the file's or folder's name, and how to write each file it brings."""
 
     name: str
-    files: list[tuple[str, Callable[[Path], None]]]  # (path under the slot's folder, writes the bytes there)
+    files: list[tuple[str, Writer]]  # (path under the slot's folder, writes its bytes into a file)
 
 
 @dataclass
 class JobPlan:
-    """Everything a runner needs to run one job, wherever it runs."""
+    """Everything a runner needs to run one attempt at a job, wherever it runs."""
 
     job_id: str
+    attempt: int
     spec: registry.EntrypointSpec
     params: dict[str, Any]
     inputs: dict[str, InputSource]
     env: dict[str, str]
-    resources: dict[str, Any]
-    job_dir: Path  # control files (log, status) live here, out of the job's reach
-    sandbox: SandboxPolicy | None
+    resources: Resources
+    folder: AttemptDir  # the attempt's own folder (created fresh by :func:`run`)
+    log_path: Path  # the job's log, outside the job's reach
+    sandbox: SandboxPolicy | None  # None: no sandbox (the writable folder is added by the runner)
     grace_s: float = 5.0
-
-    @property
-    def work_dir(self) -> Path:
-        return self.job_dir / "work"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.work_dir / "output"
-
-    @property
-    def log_path(self) -> Path:
-        return self.job_dir / "job.log"
-
-    @property
-    def status_path(self) -> Path:
-        return self.job_dir / "status.json"
 
 
 class Reporter(Protocol):
+    """Where a run's news go. Calls come from the runner's thread; ``progress`` and ``cancel_requested``
+    from the thread that follows the job."""
+
+    def begin(self) -> bool:
+        """The inputs are staged: may the command start? False when the job was cancelled meanwhile (it is
+        then finished as cancelled) or is no longer this runner's (see :meth:`gone`)."""
+
+    def launched(self, handle: Handle) -> None:
+        """The command runs under this supervisor."""
+
     def progress(self, fraction: float) -> None: ...
 
     def cancel_requested(self) -> bool: ...
 
+    def gone(self) -> bool:
+        """The job is no longer this runner's (fenced, taken back): stop and report nothing more."""
+
+    def keep(self, collected: Collected, succeeded: bool) -> str | None:
+        """Store the collected outputs (of a run that ``succeeded``, or partial ones of a run that did not);
+        a problem when they could not all be kept, else None."""
+
+    def finish(self, end: RunEnd) -> None:
+        """Report how the run ended (after :meth:`keep`)."""
+
 
 def append_log(plan: JobPlan, line: str) -> None:
     """A line from labcloud itself (not the app) in the job's log."""
+    plan.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(plan.log_path, "a", encoding="utf-8") as fh:
         fh.write(f"[labcloud] {line}\n")
 
 
-def stage(plan: JobPlan) -> dict[str, str]:
-    """Write each input under work/inputs/<slot>/ (a private copy the job may change); return its path."""
-    plan.output_dir.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, str] = {}
-    for slot, source in plan.inputs.items():
-        slot_dir = plan.work_dir / "inputs" / slot
-        (slot_dir / source.name).parent.mkdir(parents=True, exist_ok=True)
-        for rel, fetch in source.files:
-            target = slot_dir / rel
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fetch(target)
-            except Exception as exc:
-                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise StagingError(f"input '{slot}' ({rel}) could not be staged: {detail}") from exc
-        if not source.files:  # an empty folder
-            (slot_dir / source.name).mkdir(parents=True, exist_ok=True)
-        staged[slot] = str(slot_dir / source.name)
-    return staged
+def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
+    """Run one attempt from an empty folder to its reported end; the end, or None when the job was taken
+    away (nothing more was reported)."""
+    plan.folder.create()
+    if plan.attempt > 1:
+        append_log(plan, f"attempt {plan.attempt}")
+    try:
+        staged = _stage(plan)
+    except StagingError as exc:
+        append_log(plan, str(exc))
+        return _finish(plan, reporter, RunEnd("staging_failed", message=str(exc)))
+    if reporter.gone():
+        return _abandon(plan)
+    if reporter.cancel_requested() or not reporter.begin():
+        if reporter.gone():
+            return _abandon(plan)
+        append_log(plan, "cancelled before it started")
+        return _finish(plan, reporter, RunEnd("cancelled", message="cancelled before it started"))
+    offset = _log_size(plan)
+    try:
+        handle = process.launch(_launch_spec(plan, staged))
+    except Exception as exc:
+        message = f"the job could not be started: {_detail(exc)}"
+        log.warning("job %s: %s", plan.job_id, message)
+        append_log(plan, message)
+        return _finish(plan, reporter, RunEnd("start_failed", message=message))
+    reporter.launched(handle)
+    return follow(plan, handle, reporter, offset)
+
+
+def resume(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
+    """Take an attempt up again after labcloud restarted: follow its supervisor while it runs, then finish;
+    an attempt that ended meanwhile is finished from its recorded result; one whose supervisor vanished
+    without a result is lost."""
+    handle = process.find_supervisor(plan.folder.status_path)
+    if handle is not None:
+        reporter.launched(handle)
+        return follow(plan, handle, reporter, _log_size(plan))
+    result = process.read_result(plan.folder.status_path)
+    if result is None:
+        message = "the job's process was lost while labcloud was down"
+        append_log(plan, message)
+        return _finish(plan, reporter, RunEnd("lost", message=message))
+    return _settle(plan, reporter, result)
+
+
+def follow(plan: JobPlan, handle: Handle, reporter: Reporter, log_offset: int) -> RunEnd | None:
+    """Wait for the job to end (also one launched by an earlier server process), then finish it."""
+    spec = LaunchSpec(
+        argv=["-"],
+        cwd=plan.folder.work,
+        env={},
+        log_path=plan.log_path,
+        status_path=plan.folder.status_path,
+        limits=Limits(),
+        sandbox=None,
+    )
+    result = process.watch(handle, spec, _Observer(reporter), log_offset=log_offset)
+    return _settle(plan, reporter, result)
+
+
+def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd | None:
+    if reporter.gone():
+        return _abandon(plan)
+    if result.outcome == "lost":  # nothing to collect: the server retries while attempts remain
+        append_log(plan, result.message)
+        return _finish(plan, reporter, RunEnd("lost", message=result.message))
+    problem = note = None
+    if result.outcome != "start_failed":
+        collected = plan.folder.collect()
+        problem = reporter.keep(collected, result.outcome == "exited" and result.exit_code == 0)
+        for skipped in [collected.refused] if collected.refused else collected.skipped:
+            append_log(plan, f"output not kept: {skipped}")
+        note = collected.summary()
+        if problem:
+            append_log(plan, problem)
+    usage = {
+        "wall_s": round(result.wall_s, 3),
+        "cpu_s": round(result.cpu_s, 3),
+        "peak_memory_mb": round(result.peak_memory_mb, 1),
+    }
+    end = RunEnd(result.outcome, result.exit_code, result.message, usage, problem=problem, note=note)
+    return _finish(plan, reporter, end)
+
+
+def _finish(plan: JobPlan, reporter: Reporter, end: RunEnd) -> RunEnd | None:
+    if reporter.gone():
+        return _abandon(plan)
+    reporter.finish(end)
+    plan.folder.remove_work()  # only now: the outputs are stored and the end is recorded
+    return end
+
+
+def _abandon(plan: JobPlan) -> RunEnd | None:
+    """The job was taken away (nothing more is reported): its attempt's folder is of no use to anyone."""
+    plan.folder.remove_work()
+    return None
+
+
+# --- the parts --------------------------------------------------------------------------------------------
+
+
+def _stage(plan: JobPlan) -> dict[str, str]:
+    """Write each input under work/inputs/<slot>/ (a private copy the job may change); its path there."""
+    return {slot: plan.folder.stage(slot, src.name, src.files) for slot, src in plan.inputs.items()}
 
 
 def base_environment(plan: JobPlan) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(plan.work_dir),
+        "HOME": str(plan.folder.work),
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
         "MPLBACKEND": "Agg",
         "LABCLOUD_JOB_ID": plan.job_id,
+        "LABCLOUD_JOB_ATTEMPT": str(plan.attempt),
     }
 
 
-def launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
-    output = str(plan.output_dir)
+def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
+    output = str(plan.folder.output)
     argv = registry.render_command(plan.spec, plan.params, staged, output)
     env = base_environment(plan) | registry.job_environment(plan.spec, plan.params, staged, output, plan.env)
-    return LaunchSpec(
+    sandbox = plan.sandbox
+    if sandbox is not None:  # the attempt's work folder is the only one the job may write
+        sandbox = SandboxPolicy(
+            writable=(plan.folder.work,),
+            hidden=sandbox.hidden,
+            network=sandbox.network,
+            readonly=sandbox.readonly,
+            user=sandbox.user,
+        )
+    spec = LaunchSpec(
         argv=argv,
-        cwd=plan.work_dir,
+        cwd=plan.folder.work,
         env=env,
         log_path=plan.log_path,
-        status_path=plan.status_path,
+        status_path=plan.folder.status_path,
         limits=Limits(
-            timeout_s=float(plan.resources.get("timeout_s") or plan.spec.resources.timeout_s),
-            memory_mb=int(plan.resources.get("memory_mb") or plan.spec.resources.memory_mb),
+            timeout_s=float(plan.resources.timeout_s),
+            memory_mb=int(plan.resources.memory_mb),
             grace_s=plan.grace_s,
         ),
-        sandbox=plan.sandbox,
+        sandbox=sandbox,
     )
+    append_log(plan, "$ " + " ".join(_quote(a) for a in spec.argv))
+    return spec
 
 
 class _Observer:
@@ -140,32 +245,19 @@ class _Observer:
         self.reporter.progress(fraction)
 
     def should_cancel(self) -> bool:
-        return self.reporter.cancel_requested()
+        return self.reporter.cancel_requested() or self.reporter.gone()
 
 
-def launch(plan: JobPlan, staged: dict[str, str]) -> Handle:
-    spec = launch_spec(plan, staged)
-    append_log(plan, "$ " + " ".join(_quote(a) for a in spec.argv))
-    return process.launch(spec)
-
-
-def follow(plan: JobPlan, handle: Handle, reporter: Reporter, log_offset: int = 0) -> ProcessResult:
-    """Wait for the job to end (also for a job launched by an earlier server process)."""
-    spec = LaunchSpec(
-        argv=["-"],
-        cwd=plan.work_dir,
-        env={},
-        log_path=plan.log_path,
-        status_path=plan.status_path,
-        limits=Limits(),
-        sandbox=None,
-    )
-    return process.watch(handle, spec, _Observer(reporter), log_offset=log_offset)
-
-
-def log_size(plan: JobPlan) -> int:
-    return plan.log_path.stat().st_size if plan.log_path.exists() else 0
+def _log_size(plan: JobPlan) -> int:
+    try:
+        return plan.log_path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _quote(arg: str) -> str:
     return arg if arg and all(c.isalnum() or c in "-_./=:,@%+" for c in arg) else repr(arg)
+
+
+def _detail(exc: BaseException) -> str:
+    return getattr(exc, "detail", None) or str(exc) or exc.__class__.__name__

@@ -1,28 +1,66 @@
-"""Sandboxing of job commands with bubblewrap (``bwrap``).
+"""Sandboxing of job commands with bubblewrap (``bwrap``), and which host user a job runs as.
 
-A sandboxed job sees the host file system read-only, gets a private ``/tmp``, ``/dev`` and ``/proc``,
-its own pid/ipc/uts (and by default network) namespaces, and no capabilities. Its job folder is the only
-writable host path; the data dir, config and secrets are covered so the job cannot read them.
+A sandboxed job sees the host file system read-only, gets a private ``/tmp``, ``/dev`` and ``/proc``, its own
+pid/ipc/uts/cgroup (and by default network) namespaces, and no capabilities. Its work folder is the only
+writable host path; the data dir, config and secrets are covered so the job cannot read them, and so are the
+host's private folders (sockets under ``/run``, homes, state under ``/var/lib``, ``/tmp``...).
+
+A job never runs as root. When labcloud itself runs as root, bwrap sets the sandbox up with root's rights
+(so it can bind folders only root may enter, such as an interpreter under ``/root``) and the job's command is
+started through ``setpriv`` as an unprivileged *host* user (``nobody`` by default): the kernel checks the
+job's every file access as that user's, whatever the sandbox shows. A user namespace that only renames root
+inside the sandbox would not do that. When labcloud runs as an ordinary user, jobs run as that user in an
+unprivileged sandbox.
 """
 
 from __future__ import annotations
 
 import functools
+import grp
 import importlib.util
 import os
+import pwd
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 __all__ = [
+    "HOST_PRIVATE",
+    "JobUser",
+    "SandboxMode",
     "SandboxPolicy",
     "SandboxUnavailable",
+    "Sandboxing",
     "bwrap_path",
+    "resolve_job_user",
+    "resolve_sandboxing",
     "sandbox_problem",
     "wrap_command",
 ]
+
+SandboxMode = Literal["auto", "required", "off"]
+
+# Host folders no job may look into: service sockets (PostgreSQL's, the container engines'), homes, service
+# state, logs and temporary files of other programs. /var/run is a link to /run on every current system.
+HOST_PRIVATE: tuple[Path, ...] = tuple(
+    Path(p)
+    for p in (
+        "/run",
+        "/var/run",
+        "/root",
+        "/home",
+        "/var/lib",
+        "/var/log",
+        "/var/spool",
+        "/var/mail",
+        "/var/tmp",
+        "/tmp",
+        "/dev/shm",
+    )
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -30,24 +68,37 @@ class SandboxUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class JobUser:
+    """The unprivileged host account jobs run as when labcloud runs as root."""
+
+    uid: int
+    gid: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.uid}:{self.gid})"
+
+
+@dataclass(frozen=True)
 class SandboxPolicy:
     """What a sandboxed job may see and touch.
 
-    ``writable``: folders bound read-write (the job folder); everything else of the host is read-only.
-    ``hidden``: folders covered by an empty tmpfs, files by /dev/null, which bwrap mounts ``nodev`` so
-    they cannot even be opened (data dir, config files, secrets). Missing paths are skipped. The most
-    specific path wins, so a writable job folder inside a hidden data dir stays writable, and a hidden
-    path inside a writable folder stays hidden.
+    ``writable``: folders bound read-write (the job's work folder); everything else of the host is read-only.
+    ``hidden``: folders covered by an empty tmpfs, files by /dev/null, which bwrap mounts ``nodev`` so they
+    cannot even be opened (data dir, config files, secrets); :data:`HOST_PRIVATE` always is. Missing paths are
+    skipped. The most specific path wins, so a writable job folder inside a hidden data dir stays writable,
+    and a hidden path inside a writable folder stays hidden.
     ``network``: keep the host network; otherwise the job gets an empty network namespace (loopback only).
-    ``readonly``: host folders shown read-only again even where a hidden path (such as the private /tmp)
-    would cover them. The Python installation labcloud runs from (the jobs' ``python``) and the
-    installed labcloud packages always are.
+    ``readonly``: host folders shown read-only again even where a hidden path would cover them. The Python
+    installation labcloud runs from (the jobs' ``python``) and the installed labcloud packages always are.
+    ``user``: the host user the command runs as (labcloud running as root); None: labcloud's own user.
     """
 
     writable: tuple[Path, ...]
     hidden: tuple[Path, ...]
     network: bool = False
     readonly: tuple[Path, ...] = ()
+    user: JobUser | None = None
 
 
 def _real(p: Path | str) -> Path:
@@ -57,7 +108,7 @@ def _real(p: Path | str) -> Path:
 
 def software_paths() -> tuple[Path, ...]:
     """This interpreter's installation and the labcloud packages: a job's ``python`` must work even when
-    they sit under /tmp (a scratch clone, a venv there), which jobs otherwise see as an empty folder."""
+    they sit in a hidden folder (a scratch clone under /tmp, a venv in a home, pyenv under /root)."""
     roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
     for name in ("labcloud", "labcloud_demo"):
         spec = importlib.util.find_spec(name)
@@ -66,75 +117,103 @@ def software_paths() -> tuple[Path, ...]:
     return tuple(sorted(roots))
 
 
+HIDE, BIND_RW, BIND_RO = 0, 1, 2
+SHM = Path("/dev/shm")
+
+
 def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> list[str]:
     """The bwrap command line for ``argv`` (no availability check)."""
     args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
 
-    # Mount operations ordered parent-before-child; at equal paths "writable" (1) comes after "hidden" (0)
-    # and therefore wins; "readonly" (2) re-exposes a host folder inside a hidden one. /tmp is a hidden
-    # path of every sandbox (a private, empty tmpfs).
-    ops: dict[Path, int] = {Path("/tmp"): 0}
-    for h in policy.hidden:
-        rp = _real(h)
+    # Mount operations ordered parent-before-child; at equal paths "writable" comes after "hidden" and
+    # therefore wins; "readonly" re-exposes a host folder inside a hidden one.
+    ops: dict[Path, int] = {}
+    for h in (*HOST_PRIVATE, *policy.hidden):
+        rp = h if h == SHM else _real(h)  # the sandbox has a /dev of its own: its /dev/shm, not the host's
         if rp == Path("/"):
             raise ValueError("cannot hide the root directory")
         if rp.exists():
-            ops.setdefault(rp, 0)
+            ops.setdefault(rp, HIDE)
     for r in (*policy.readonly, *software_paths()):
         rp = _real(r)
         if rp.is_dir():
-            ops.setdefault(rp, 2)
+            ops.setdefault(rp, BIND_RO)
     for w in policy.writable:
         rp = _real(w)
         if not rp.is_dir():
             raise ValueError(f"writable sandbox path is not a directory: {w}")
-        ops[rp] = 1
+        ops[rp] = BIND_RW
 
-    def covered_by_hidden(p: Path) -> bool:
-        # The nearest mounted ancestor decides what a path looks like inside the sandbox.
+    def nearest_mounted(p: Path) -> Path | None:
         for parent in p.parents:
             if parent in ops:
-                return ops[parent] == 0
-        return False
+                return parent
+        return None
 
     for path, kind in sorted(ops.items(), key=lambda item: (len(item[0].parts), item[1], str(item[0]))):
-        if kind == 1:
-            args += ["--bind", str(path), str(path)]
-        elif kind == 2:
-            args += ["--ro-bind", str(path), str(path)]
-        elif covered_by_hidden(path):
-            continue  # already invisible (e.g. a secret file inside the hidden data dir)
-        elif path.is_dir():
-            args += ["--tmpfs", str(path)]
-        else:
-            args += ["--ro-bind", "/dev/null", str(path)]
+        above = nearest_mounted(path)
+        in_hidden = above is not None and ops[above] == HIDE
+        if kind == HIDE:
+            if in_hidden:
+                continue  # already invisible (e.g. a secret file inside the hidden data dir)
+            if path.is_dir() or not path.exists():
+                args += ["--perms", "1777" if path in (Path("/tmp"), SHM) else "0755"]
+                args += ["--tmpfs", str(path)]
+            else:
+                args += ["--ro-bind", "/dev/null", str(path)]
+            continue
+        if in_hidden:
+            # The folders leading from the empty tmpfs to the bound one: bwrap would create them 0700,
+            # which an unprivileged job user could not enter.
+            assert above is not None
+            for step in reversed(path.parents):
+                if len(step.parts) > len(above.parts) and step != path:
+                    args += ["--perms", "0755", "--dir", str(step)]
+        args += ["--bind" if kind == BIND_RW else "--ro-bind", str(path), str(path)]
 
-    args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not policy.network:
         args.append("--unshare-net")
+    # Without this a job could remount "/" read-write or unmount the tmpfs over the data dir. With a job
+    # user, setpriv needs these three to drop to it, and drops them with every other capability.
+    args += ["--cap-drop", "ALL"]
+    if policy.user is not None:
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     args += [
-        # Without this a job run by root keeps all capabilities inside and can simply remount "/" rw
-        # or unmount the tmpfs over the data dir.
-        "--cap-drop",
-        "ALL",
         "--new-session",  # no TIOCSTI injection into a terminal
         "--die-with-parent",  # the supervisor is the parent: if it dies, the whole sandbox dies
         "--chdir",
         str(_real(cwd)),
         "--",
-        *argv,
     ]
-    return args
+    if policy.user is not None:
+        args += _drop_to(policy.user)
+    return args + list(argv)
+
+
+def _drop_to(user: JobUser) -> list[str]:
+    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    return [
+        setpriv,
+        f"--reuid={user.uid}",
+        f"--regid={user.gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
 
 
 @functools.cache
-def _probe() -> tuple[str | None, str | None]:
+def _probe(user: JobUser | None) -> tuple[str | None, str | None]:
     """(bwrap path, None) if a sandbox with our flags really starts here, else (None, reason)."""
     exe = shutil.which("bwrap")
     if exe is None:
         return None, "bwrap is not installed"
+    if user is not None and shutil.which("setpriv") is None:
+        return None, "setpriv (util-linux) is not installed"
     true = shutil.which("true") or "/bin/true"
-    cmd = _build(exe, [true], SandboxPolicy(writable=(), hidden=()), Path("/"))
+    cmd = _build(exe, [true], SandboxPolicy(writable=(), hidden=(), user=user), Path("/"))
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20, env={})
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -145,14 +224,14 @@ def _probe() -> tuple[str | None, str | None]:
     return exe, None
 
 
-def bwrap_path() -> str | None:
+def bwrap_path(user: JobUser | None = None) -> str | None:
     """Path of a bwrap that works here (checked once per process by starting a sandbox), else None."""
-    return _probe()[0]
+    return _probe(user)[0]
 
 
-def sandbox_problem() -> str | None:
+def sandbox_problem(user: JobUser | None = None) -> str | None:
     """Why sandboxing is unavailable (for logs and readiness checks), or None when it works."""
-    return _probe()[1]
+    return _probe(user)[1]
 
 
 def wrap_command(argv: list[str], policy: SandboxPolicy, cwd: Path) -> list[str]:
@@ -162,7 +241,85 @@ def wrap_command(argv: list[str], policy: SandboxPolicy, cwd: Path) -> list[str]
     """
     if not argv:
         raise ValueError("empty command")
-    exe = bwrap_path()
+    exe = bwrap_path(policy.user)
     if exe is None:
-        raise SandboxUnavailable(sandbox_problem() or "bwrap unavailable")
+        raise SandboxUnavailable(sandbox_problem(policy.user) or "bwrap unavailable")
     return _build(exe, argv, policy, cwd)
+
+
+# --- which user, whether a sandbox: decided once for the server, a worker or a runner --------------------
+
+
+def resolve_job_user(name: str) -> JobUser | None:
+    """The account jobs run as: ``name`` (a user name, or ``uid[:gid]``) when this process runs as root,
+    else None (jobs run as this process's own, unprivileged user). Raises ValueError for an unknown user
+    or for root itself."""
+    if os.geteuid() != 0:
+        return None
+    spec = (name or "nobody").strip()
+    if spec.replace(":", "").isdigit():
+        uid_text, _, gid_text = spec.partition(":")
+        uid = int(uid_text)
+        try:
+            entry: pwd.struct_passwd | None = pwd.getpwuid(uid)
+        except KeyError:
+            entry = None
+        gid = int(gid_text) if gid_text else (entry.pw_gid if entry else uid)
+        user = JobUser(uid, gid, entry.pw_name if entry else str(uid))
+    else:
+        try:
+            entry = pwd.getpwnam(spec)
+        except KeyError:
+            raise ValueError(f"the job user {spec!r} does not exist on this machine") from None
+        user = JobUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
+    if user.uid == 0 or user.gid == 0:
+        raise ValueError("jobs must not run as root: set job_user to an unprivileged account")
+    return user
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+@dataclass(frozen=True)
+class Sandboxing:
+    """How jobs of one server, worker or runner are isolated: decided once, at its start."""
+
+    enabled: bool
+    user: JobUser | None  # the host user jobs run as (when labcloud runs as root)
+    problem: str | None  # why there is no sandbox (None when enabled, or off on purpose)
+    refuse: bool  # no sandbox where one is needed: jobs are not run at all
+
+    def describe(self) -> str:
+        who = f"as {self.user}" if self.user else f"as uid {os.geteuid()}"
+        if self.enabled:
+            return f"sandboxed (bubblewrap), {who}"
+        if self.refuse:
+            return f"REFUSED: {self.problem}"
+        return f"WITHOUT a sandbox, {who}" + (f" ({self.problem})" if self.problem else "")
+
+
+def resolve_sandboxing(mode: SandboxMode, job_user: str = "nobody") -> Sandboxing:
+    """``required``: bubblewrap or nothing runs; ``auto``: bubblewrap when it works, and when it does not,
+    jobs still run unsandboxed as an ordinary user, but never as root; ``off``: no sandbox (jobs run as this
+    process's user, root included: for machines where nothing else needs protecting)."""
+    if mode == "off":
+        return Sandboxing(False, None, "the sandbox is off (sandbox = off)", refuse=False)
+    user = resolve_job_user(job_user)
+    problem = sandbox_problem(user)
+    if problem is None:
+        return Sandboxing(True, user, None, refuse=False)
+    if mode == "required":
+        return Sandboxing(False, user, f"the sandbox is required but does not work: {problem}", refuse=True)
+    if os.geteuid() == 0:
+        return Sandboxing(
+            False,
+            user,
+            f"bubblewrap does not work ({problem}) and jobs never run as root without a sandbox; install "
+            "Debian's bubblewrap, or run labcloud as an ordinary user",
+            refuse=True,
+        )
+    return Sandboxing(False, None, problem, refuse=False)

@@ -146,19 +146,55 @@ def _prctl(option: int, arg: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _exec_failure(cmd: str, reason: str) -> str:
+    if reason == "No such file or directory":
+        return f"command not found: {cmd}"
+    if reason == "Permission denied":
+        return f"command not executable: {cmd}"
+    return f"cannot execute {cmd}: {reason}"
+
+
 def _bwrap_start_error(first_line: str) -> str | None:
-    """Our message for a bwrap failure before the command ran, from bwrap's first stderr line."""
+    """Our message for a failure of the sandbox before the command ran, from its first stderr line: bwrap's
+    own, or that of setpriv, which starts the command as the job's user."""
+    if first_line.startswith("setpriv: failed to execute "):
+        cmd, _, reason = first_line[len("setpriv: failed to execute ") :].strip().rpartition(": ")
+        return _exec_failure(cmd, reason)
+    if first_line.startswith("setpriv: "):
+        return f"sandbox failed to start: {first_line.strip()}"
     if not first_line.startswith("bwrap: "):
         return None
     detail = first_line[len("bwrap: ") :].strip()
     if detail.startswith("execvp "):
         cmd, _, reason = detail[len("execvp ") :].rpartition(": ")
-        if reason == "No such file or directory":
-            return f"command not found: {cmd}"
-        if reason == "Permission denied":
-            return f"command not executable: {cmd}"
-        return f"cannot execute {cmd}: {reason}"
+        return _exec_failure(cmd, reason)
     return f"sandbox failed to start: {detail}"
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """A reader sees the old file or the whole new one, also after a crash (fsync'd, rename made durable)."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _inner_pid(pid: int) -> int | None:
@@ -214,7 +250,7 @@ class Supervisor:
         self.started_at = time.time()  # wall clock and monotonic start of the job, set again at spawn
         self.t0 = time.monotonic()
         # O_RDWR so that _log can peek at the last byte; O_APPEND so the job and we never overwrite.
-        self.log_fd = os.open(spec["log_path"], os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.log_fd = os.open(spec["log_path"], os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -237,21 +273,21 @@ class Supervisor:
 
     def _write_status(self, result: dict[str, Any]) -> None:
         """Write the result JSON atomically: a reader sees the old state or the whole file."""
-        path = self.spec["status_path"]
-        directory = os.path.dirname(path) or "."
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{self.me}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, json.dumps(result).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # make the rename itself durable
-        finally:
-            os.close(dfd)
+        _write_atomically(self.spec["status_path"], json.dumps(result).encode())
+
+    def _write_handle(self) -> None:
+        """Who we are, for a server that restarts while we run: it finds us by our lock, then this."""
+        path = self.spec.get("handle_path")
+        if not path:
+            return
+        info = read_stat(self.me)
+        ticks = os.sysconf("SC_CLK_TCK")
+        handle = {
+            "pid": self.me,
+            "create_time": (info.starttime / ticks) if info else 0.0,
+            "boot_id": boot_id(),
+        }
+        _write_atomically(path, json.dumps(handle).encode())
 
     # --- process tree -----------------------------------------------------------------------------
 
@@ -444,6 +480,7 @@ class Supervisor:
         # them and count their CPU time. That covers double forks and setsid daemons of unsandboxed jobs,
         # and bwrap's pid 1: the outer bwrap exits without reaping it.
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self._write_handle()
         self.started_at = time.time()
         self.t0 = time.monotonic()
         log_start = os.fstat(self.log_fd).st_size
@@ -519,9 +556,10 @@ class Supervisor:
             return self._finish("out_of_memory", None, self._oom_message())
         if self.reason == "cancelled":
             return self._finish("cancelled", None, "cancelled")
-        if self.sandboxed and code == 1:
+        if self.sandboxed and code in (1, 126, 127):
             # bwrap exits with 1 and a "bwrap: ..." line when it fails before the command runs (e.g.
-            # execvp: command not found). Nothing of the job can precede that line in the log.
+            # execvp: command not found), setpriv with 126 or 127 and a "setpriv: ..." line. Nothing of the
+            # job can precede that line in the log.
             first = os.pread(self.log_fd, 4096, log_start).split(b"\n", 1)[0].decode(errors="replace")
             failure = _bwrap_start_error(first)
             if failure is not None:
@@ -578,8 +616,11 @@ def main(argv: list[str]) -> int:
     if spec.get("version") != SPEC_VERSION:
         print(f"supervise.py: unsupported spec version {spec.get('version')}", file=sys.stderr)
         return 2
-    if spec.get("ready_fd") is not None:
-        os.set_inheritable(spec["ready_fd"], False)  # not for the job
+    for name in ("ready_fd", "lock_fd"):
+        if spec.get(name) is not None:
+            os.set_inheritable(spec[name], False)  # not for the job
+    # The lock fd stays open for our whole life: the attempt's lock is held for as long as we run, and a
+    # restarted server that can take it knows we are gone.
     Supervisor(spec).run()
     # The result is on disk: exit at once, the watcher is waiting for our exit (no interpreter teardown).
     os._exit(0)

@@ -588,30 +588,23 @@ def count_outputs(session: Session, owner_id: uuid.UUID, job_id: uuid.UUID) -> i
     return len(job_outputs(session, owner_id, job_id))
 
 
-def ingest_outputs(
-    db: Database,
-    storage: Storage,
+def index_outputs(
+    session: Session,
     settings: Settings,
     owner_id: uuid.UUID,
     job_id: uuid.UUID,
-    output_dir: Path,
-) -> list[Entry]:
-    """Move what a job left in ``output_dir`` into its owner's space under ``jobs/{job_id}/``.
+    stored: list[tuple[Upload, str]],
+) -> list[str]:
+    """Index a job's outputs, already in the store as (upload, key), in the caller's transaction; the keys
+    of the objects they replace (to delete once it commits). Outputs count towards the owner's storage but
+    are never refused for lack of room: a finished result is not thrown away."""
+    uploads = [item for item, _ in stored]
+    _, replaced = _index(
+        session, settings, owner_id, uploads, [k for _, k in stored], job_id=job_id, enforce=False
+    )
+    return replaced
 
-    Outputs count towards the owner's storage but are never refused: a finished result is not thrown away.
-    """
-    if not output_dir.is_dir():
-        return []
-    folder = job_outputs_folder(job_id)
-    uploads = []
-    for path in sorted(output_dir.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            rel = path.relative_to(output_dir).as_posix()
-            try:
-                dest = clean(f"{folder}/{rel}", ["output"])
-            except InvalidInput:
-                continue  # a name no user path may have (control characters): left in the job folder
-            uploads.append(Upload(dest, path, path.stat().st_size, sha256_of(path)))
-    if not uploads:
-        return []
-    return publish_many(db, storage, settings, owner_id, uploads, job_id=job_id, enforce_limit=False)
+
+def output_path(job_id: uuid.UUID, rel: str) -> str:
+    """Where an output of a job goes in its owner's space; InvalidInput for a name no path may have."""
+    return clean(f"{job_outputs_folder(job_id)}/{rel}", ["output"])

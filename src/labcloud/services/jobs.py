@@ -10,15 +10,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
 from labcloud.db.models import Job, JobEvent, JobTag, User
-from labcloud.db.types import new_id, utcnow
+from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.services import files, routing
-from labcloud.services.job_states import TERMINAL, FailureReason, JobState, can_retry, refusal
+from labcloud.services.job_states import TERMINAL, JobState
+from labcloud.services.lifecycle import transition
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 
@@ -65,86 +66,6 @@ def output_dir(settings: Settings, job_id: uuid.UUID) -> Path:
 
 def log_path(settings: Settings, job_id: uuid.UUID) -> Path:
     return job_dir(settings, job_id) / "job.log"
-
-
-# ------------------------------------------------------------------------------------------ transitions
-
-
-def transition(
-    session: Session,
-    job: Job,
-    target: JobState,
-    *,
-    reason: FailureReason | None = None,
-    message: str = "",
-    **changes: Any,
-) -> Job:
-    """Move ``job`` to ``target`` if the state machine allows it and nobody moved it first.
-
-    The update is conditional on the state we read, so two writers (the dispatcher and a cancel, say)
-    can never both win. Raises Conflict when the transition is not allowed or was lost.
-    """
-    current = JobState(job.state)
-    why_not = refusal(current, target, reason)
-    if why_not:
-        raise Conflict(f"Job {job.id} is {current.value}: {why_not}.")
-    now = utcnow()
-    values: dict[str, Any] = {
-        "state": target.value,
-        "reason": reason.value if reason else None,
-        "updated_at": now,
-        **changes,
-    }
-    if message or target in TERMINAL or target == JobState.QUEUED:
-        values["message"] = message
-    if target == JobState.RUNNING and job.started_at is None:
-        values["started_at"] = now
-    if target in TERMINAL:
-        values["finished_at"] = now
-    if target == JobState.QUEUED:
-        values.update(
-            finished_at=None,
-            started_at=None,
-            progress=None,
-            exit_code=None,
-            executor_ref=None,
-            worker_id=None,
-            lease_expires_at=None,
-        )
-    if target in TERMINAL:
-        values["lease_expires_at"] = None
-    result = session.execute(update(Job).where(Job.id == job.id, Job.state == current.value).values(**values))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.refresh(job)
-        raise Conflict(f"Job {job.id} changed state to {job.state} meanwhile.")
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            at=now,
-            from_state=current.value,
-            to_state=target.value,
-            reason=values["reason"],
-            message=message,
-        )
-    )
-    for key, value in values.items():
-        setattr(job, key, value)
-    return job
-
-
-def fail_or_retry(session: Session, job: Job, reason: FailureReason, message: str) -> Job:
-    """Fail the job; when its runner was lost and attempts remain, queue it again."""
-    transition(session, job, JobState.FAILED, reason=reason, message=message)
-    if can_retry(reason, job.attempts, job.max_attempts):
-        transition(
-            session,
-            job,
-            JobState.QUEUED,
-            message=f"retrying after {reason.value} (attempt {job.attempts + 1} of {job.max_attempts})",
-            worker_id=None,  # nobody holds a queued job (an engine's queue aside)
-            lease_expires_at=None,
-        )
-    return job
 
 
 # ------------------------------------------------------------------------------------------- submitting

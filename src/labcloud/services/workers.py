@@ -26,7 +26,7 @@ from labcloud import security
 from labcloud.db.models import FileEntry, Job, Worker
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound, Unauthorized
-from labcloud.services import files
+from labcloud.services import files, lifecycle
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.pagination import Page, paginate
@@ -149,12 +149,9 @@ def revoke(session: Session, worker: Worker) -> Worker:
     return worker
 
 
-def _lose(session: Session, job: Job, why: str) -> None:
+def _lose(session: Session, job: Job, why: str) -> bool:
     job.previous_worker_id = job.worker_id
-    if job.state == JobState.CANCELLING.value:
-        job_service.transition(session, job, JobState.CANCELLED, message=f"cancelled; {why}")
-        return
-    job_service.fail_or_retry(session, job, FailureReason.WORKER_LOST, why)
+    return lifecycle.end_without_report(session, job, FailureReason.WORKER_LOST, why)
 
 
 # ------------------------------------------------------------------------------------------ heartbeats
@@ -207,12 +204,7 @@ def expire_leases(session: Session, now: datetime | None = None) -> int:
         Job.lease_expires_at < now,
     )
     lost = list(session.scalars(stmt))
-    for job in lost:
-        try:
-            _lose(session, job, "its worker stopped answering (lease expired)")
-        except Conflict:  # the worker reported at the last moment
-            continue
-    return len(lost)
+    return sum(_lose(session, job, "its worker stopped answering (lease expired)") for job in lost)
 
 
 # ------------------------------------------------------------------------------------------ claims
@@ -262,7 +254,7 @@ def claim(
             try:
                 inputs = _inputs(session, settings, storage, job)
             except InvalidInput as exc:
-                job_service.transition(
+                lifecycle.transition(
                     session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
                 )
                 continue
@@ -284,7 +276,7 @@ def _hold(
 ) -> None:
     """A queued job becomes ``worker``'s, staging, leased until ``lease_until``; by default as its next
     attempt (an engine's job already is). Conflict if someone moved it first."""
-    job_service.transition(
+    lifecycle.transition(
         session,
         job,
         JobState.STAGING,
@@ -482,9 +474,7 @@ def handover_token(settings: Settings, job: Job, worker: Worker) -> str:
     return token
 
 
-def in_engine_queue(job: Job) -> bool:
-    """Queued, and already handed to an engine's queue (Slurm, Celery)."""
-    return job.state == JobState.QUEUED.value and job.worker_id is not None
+in_engine_queue = lifecycle.in_engine_queue
 
 
 def engine_ref(job: Job) -> dict[str, Any]:
@@ -535,15 +525,14 @@ def take(
             f"Job {job_id} is held by another runner until {job.lease_expires_at.isoformat()}; "
             "ask again after that."
         )
-    elif state == JobState.CANCELLING:
-        job_service.transition(session, job, JobState.CANCELLED, message="cancelled; its runner was lost")
-        raise Fenced(f"Job {job_id} was cancelled.")
-    else:  # the runner that took it was lost: this delivery runs it again, as a new attempt
+    else:  # the runner that took it was lost: this delivery runs it again (as a new attempt) unless cancelled
         job.previous_worker_id = worker.id
-        job_service.fail_or_retry(
+        lifecycle.end_without_report(
             session, job, FailureReason.WORKER_LOST, "its runner stopped answering; delivered again"
         )
-        if job.state != JobState.QUEUED.value:
+        if job.state == JobState.CANCELLED:
+            raise Fenced(f"Job {job_id} was cancelled.")
+        if job.state != JobState.QUEUED:
             raise Fenced(f"Job {job_id} has used all its attempts.")
         _hold(session, job, worker, lease, "delivered again to")
         session.refresh(job)
@@ -551,7 +540,7 @@ def take(
     try:
         inputs = _inputs(session, settings, storage, job)
     except InvalidInput as exc:
-        job_service.transition(
+        lifecycle.transition(
             session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
         )
         raise Fenced(exc.detail) from None

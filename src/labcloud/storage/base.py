@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict
@@ -62,8 +63,8 @@ class Storage(ABC):
         """The object's bytes from ``start`` up to ``end`` (exclusive; None = to the end), in chunks."""
 
     @abstractmethod
-    def fetch(self, key: str, dest: Path) -> None:
-        """Write the object to the local file ``dest`` (an independent copy the caller may change)."""
+    def fetch(self, key: str, dest: BinaryIO) -> None:
+        """Write the object's bytes into ``dest``, a file open for writing (a job's private copy)."""
 
     def local_path(self, key: str) -> Path | None:
         """The object's file when the store is a local disk (served directly, with Range); else None."""

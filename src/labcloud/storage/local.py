@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from labcloud.storage.base import Storage
 
@@ -60,8 +61,9 @@ class LocalStorage(Storage):
                     remaining -= len(chunk)
                 yield chunk
 
-    def fetch(self, key: str, dest: Path) -> None:
-        shutil.copyfile(self._path(key), dest)
+    def fetch(self, key: str, dest: BinaryIO) -> None:
+        with open(self._path(key), "rb") as src:
+            shutil.copyfileobj(src, dest, CHUNK)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 import boto3
@@ -208,9 +208,9 @@ class S3Storage(Storage):
         finally:
             body.close()
 
-    def fetch(self, key: str, dest: Path) -> None:
+    def fetch(self, key: str, dest: BinaryIO) -> None:
         try:
-            self.client.download_file(self.bucket, self._name(key), str(dest), Config=self.transfer)
+            self.client.download_fileobj(self.bucket, self._name(key), dest, Config=self.transfer)
         except ClientError as exc:
             if _error_code(exc) in _MISSING:
                 raise FileNotFoundError(f"no object {key} in the store") from exc

@@ -28,7 +28,7 @@ import httpx
 
 from labcloud import __version__
 from labcloud.execution import process
-from labcloud.execution.sandbox import sandbox_problem
+from labcloud.execution.sandbox import Sandboxing, resolve_sandboxing
 from labcloud.worker import workdir
 from labcloud.worker.api import (
     Abandoned,
@@ -61,6 +61,7 @@ class WorkerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     work_dir: Path = Path("labcloud-worker")
     sandbox: Literal["auto", "required", "off"] = "auto"
+    job_user: str = "nobody"  # the account jobs run as when the worker runs as root
     token_file: Path | None = None  # hidden from jobs, like the work dir
     claim_wait_s: float = 20.0
     kill_grace_s: float = 5.0
@@ -98,6 +99,7 @@ class WorkerAgent:
         self.heartbeat_interval_s = DEFAULT_HEARTBEAT_S
         self.lease_seconds: float | None = None
         self.sandboxed = False
+        self.sandboxing: Sandboxing = Sandboxing(False, None, None, refuse=False)
         self.signals = 0
         self.completed = 0
         self._lock_fd: int | None = None
@@ -196,13 +198,15 @@ class WorkerAgent:
             )
         self._lock_fd = fd
         workdir.clean_leftovers(self.jobs_dir, self.config.kill_grace_s)
-        mode = self.config.sandbox
-        problem = None if mode == "off" else sandbox_problem()
-        if mode == "required" and problem:
-            raise StartupError(f"--sandbox required, but bubblewrap does not work: {problem}", 2)
-        if mode == "auto" and problem:
-            log.warning("jobs run WITHOUT a sandbox: %s (install Debian's bubblewrap)", problem)
-        self.sandboxed = mode != "off" and problem is None
+        try:
+            self.sandboxing = resolve_sandboxing(self.config.sandbox, self.config.job_user)
+        except ValueError as exc:
+            raise StartupError(str(exc), 2) from None
+        if self.sandboxing.refuse:
+            raise StartupError(self.sandboxing.problem or "no sandbox", 2)
+        if not self.sandboxing.enabled:
+            log.warning("jobs run %s", self.sandboxing.describe())
+        self.sandboxed = self.sandboxing.enabled
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -210,16 +214,17 @@ class WorkerAgent:
             self._lock_fd = None
 
     def _run_settings(self) -> RunSettings:
-        hidden: tuple[Path, ...] | None = None
-        if self.sandboxed:
-            from labcloud.cli.client.config import config_path
+        from labcloud.cli.client.config import config_path
 
-            candidates = [self.config.work_dir, config_path(), *self.config.extra_hidden]
-            if self.config.token_file is not None:
-                candidates.append(self.config.token_file)
-            hidden = tuple(dict.fromkeys(p.expanduser().resolve() for p in candidates))
+        candidates = [self.config.work_dir, config_path(), *self.config.extra_hidden]
+        if self.config.token_file is not None:
+            candidates.append(self.config.token_file)
         return RunSettings(
-            api=self.api, jobs_dir=self.jobs_dir, sandbox_hidden=hidden, grace_s=self.config.kill_grace_s
+            api=self.api,
+            jobs_dir=self.jobs_dir,
+            sandboxing=self.sandboxing,
+            hidden=tuple(dict.fromkeys(p.expanduser().resolve() for p in candidates)),
+            grace_s=self.config.kill_grace_s,
         )
 
     # ------------------------------------------------------------------------------------- heartbeats

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -233,7 +233,7 @@ class WorkerApi:
     def download(
         self,
         url: str,
-        target: Path,
+        target: BinaryIO,
         *,
         token: str | None,
         size: int | None,
@@ -241,7 +241,8 @@ class WorkerApi:
         until: threading.Event | None = None,
         tries: int | None = None,
     ) -> None:
-        """Stream ``url`` into ``target`` and check its size and SHA-256; retried like :meth:`call`.
+        """Stream ``url`` into ``target`` (a file open for writing; rewritten from its start on every try) and
+        check its size and SHA-256; retried like :meth:`call`.
 
         A relative ``url`` (or one on the server's own origin) is fetched with ``token``; any other
         (a presigned store URL) without it. A redirect to another origin drops the token.
@@ -268,7 +269,7 @@ class WorkerApi:
             if tries is not None and attempt >= tries:
                 raise Unreachable(0, problem)
             delay = backoff.next()
-            log.warning("download of %s failed (%s); retrying in %.1f s", target.name, problem, delay)
+            log.warning("download of %s failed (%s); retrying in %.1f s", url.split("?")[0], problem, delay)
             if until is not None:
                 if until.wait(delay):
                     raise Abandoned(url)
@@ -278,7 +279,7 @@ class WorkerApi:
     def _download_once(
         self,
         url: str,
-        target: Path,
+        target: BinaryIO,
         token: str | None,
         size: int | None,
         sha256: str | None,
@@ -303,13 +304,14 @@ class WorkerApi:
                 raise WorkerApiError(
                     response.status_code, f"download refused: {response.status_code} {detail}"
                 )
-            with open(target, "wb") as fh:
-                for data in response.iter_bytes(CHUNK):
-                    if until is not None and until.is_set():
-                        raise Abandoned(url)
-                    fh.write(data)
-                    digest.update(data)
-                    written += len(data)
+            target.seek(0)
+            target.truncate()
+            for data in response.iter_bytes(CHUNK):
+                if until is not None and until.is_set():
+                    raise Abandoned(url)
+                target.write(data)
+                digest.update(data)
+                written += len(data)
         if size is not None and written != size:
             raise _Mismatch(f"got {written} bytes instead of {size}")
         if sha256 and digest.hexdigest() != sha256:

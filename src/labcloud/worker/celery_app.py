@@ -65,7 +65,8 @@ def run_job(server: str, job_id: str, token: str) -> dict[str, Any]:
         job_id,
         token,
         work_dir=Path(os.environ.get("LABCLOUD_RUNNER_WORK_DIR", "/tmp/labcloud-runs")),
-        sandbox=os.environ.get("LABCLOUD_RUNNER_SANDBOX", "auto"),
+        sandbox=os.environ.get("LABCLOUD_RUNNER_SANDBOX", "auto"),  # type: ignore[arg-type]
+        job_user=os.environ.get("LABCLOUD_RUNNER_JOB_USER", "nobody"),
         grace_s=float(os.environ.get("LABCLOUD_RUNNER_KILL_GRACE", "5")),
         wait_held_s=float(os.environ.get("LABCLOUD_RUNNER_WAIT_HELD_S", "3600")),
     )

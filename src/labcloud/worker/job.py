@@ -1,10 +1,12 @@
-"""One claimed job on a worker: stage its inputs, run it through the one runner, report, upload, finish.
+"""One claimed job on a worker: the transport around the one runner (:mod:`labcloud.execution.runner`).
 
-A :class:`JobRun` lives in its own thread. It reports with the job token of its attempt only. Two flags
-steer it from outside: ``cancel`` (a user cancelled: stop the process, finish with ``cancelled``) and
-``forget`` (the job is no longer ours: fenced, aborted, or the worker was revoked: kill the process,
-report nothing more). When anything unexpected happens the run forgets the job rather than guess: the
-server takes it back when its lease runs out (and retries it while attempts remain).
+A :class:`JobRun` lives in its own thread and runs its job through the runner with an :class:`HttpReporter`,
+which reports over the worker API with the job token of this attempt only: the log (shipped as it grows),
+progress, the outputs (uploaded one by one) and the end. Two flags steer it from outside: ``cancel`` (a user
+cancelled: stop the process, finish with ``cancelled``) and ``forget`` (the job is no longer ours: fenced,
+aborted, or the worker was revoked: kill the process, report nothing more). When anything unexpected
+happens the run forgets the job rather than guess: the server takes it back when its lease runs out (and
+retries it while attempts remain).
 """
 
 from __future__ import annotations
@@ -17,24 +19,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 
 from labcloud import registry
 from labcloud.execution import process, runner
-from labcloud.execution.process import Handle, ProcessResult
-from labcloud.execution.runner import InputSource, JobPlan, StagingError
-from labcloud.execution.sandbox import SandboxPolicy
+from labcloud.execution.attempt import AttemptDir, Collected, Writer
+from labcloud.execution.process import Handle
+from labcloud.execution.runner import InputSource, JobPlan
+from labcloud.execution.sandbox import Sandboxing, SandboxPolicy
+from labcloud.registry.models import Resources
+from labcloud.services.job_states import RunEnd
 from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
 from labcloud.worker.logship import LOG_INTERVAL_S, PROGRESS_INTERVAL_S, LogShipper, ProgressSender
 
 log = logging.getLogger(__name__)
 
-HANDLE_FILE = "handle.json"  # beside the job's log: lets a restarted worker stop what it left running
 OUTPUT_TRIES = 3  # uploads that arrive different from the file on disk, before the file is skipped
 UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=None, read=600.0, pool=None)
+LOG_FILE = "job.log"
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,8 @@ class RunSettings:
 
     api: WorkerApi
     jobs_dir: Path
-    sandbox_hidden: tuple[Path, ...] | None  # None: no sandbox
+    sandboxing: Sandboxing
+    hidden: tuple[Path, ...] = ()  # besides the host's private folders: the worker's folder, its token...
     grace_s: float = 5.0
     log_interval_s: float = LOG_INTERVAL_S
     progress_interval_s: float = PROGRESS_INTERVAL_S
@@ -56,20 +62,6 @@ def needs(resources: dict[str, Any]) -> dict[str, float]:
         "memory_mb": float(resources.get("memory_mb") or 0.0),
         "gpus": float(resources.get("gpus") or 0.0),
     }
-
-
-class _Reporter:
-    """The runner's :class:`~labcloud.execution.runner.Reporter` for a remote job."""
-
-    def __init__(self, run: JobRun, progress: ProgressSender) -> None:
-        self.run = run
-        self.sender = progress
-
-    def progress(self, fraction: float) -> None:
-        self.sender.report(fraction)
-
-    def cancel_requested(self) -> bool:
-        return self.run.cancel.is_set() or self.run.forget.is_set()
 
 
 class JobRun:
@@ -167,113 +159,66 @@ class JobRun:
     def _run(self) -> None:
         log.info("%s: %s:%s:%s", self, *(self.assignment.get(k) for k in ("app", "version", "entrypoint")))
         shutil.rmtree(self.job_dir, ignore_errors=True)  # a leftover of an earlier worker process
-        self.job_dir.mkdir(parents=True)
-        try:
-            plan = self._plan()
-        except Exception as exc:
-            self._finish("staging_failed", None, f"this worker cannot run the job: {_detail(exc)}")
-            return
+        self.job_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shipper = LogShipper(
-            plan.log_path, self._send_log, interval_s=self.settings.log_interval_s, name=f"log-{self.id[:8]}"
+            self.job_dir.with_name(f"{self.job_dir.name}.log"),
+            self._send_log,
+            interval_s=self.settings.log_interval_s,
+            name=f"log-{self.id[:8]}",
         ).start()
         progress = ProgressSender(
             self._send_progress, interval_s=self.settings.progress_interval_s, name=f"progress-{self.id[:8]}"
         ).start()
+        reporter = HttpReporter(self, shipper, progress)
         try:
-            self._stage_launch_follow(plan, shipper, progress)
+            try:
+                plan = self._plan(shipper.path)
+            except Exception as exc:
+                reporter.finish(
+                    RunEnd("staging_failed", message=f"this worker cannot run the job: {_detail(exc)}")
+                )
+                return
+            refused = self.settings.sandboxing.refuse
+            if refused:
+                message = self.settings.sandboxing.problem or "no sandbox"
+                runner.append_log(plan, message)
+                reporter.finish(RunEnd("start_failed", message=message))
+                return
+            runner.run(plan, reporter)
         finally:
             shipper.stop()
             progress.stop()
+            shipper.path.unlink(missing_ok=True)
 
-    def _stage_launch_follow(self, plan: JobPlan, shipper: LogShipper, progress: ProgressSender) -> None:
-        try:
-            staged = runner.stage(plan)
-        except StagingError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, Fenced):
-                raise cause from None
-            if self.forget.is_set():
-                return
-            if self.cancel.is_set():
-                self._end_before_start(plan, shipper, "cancelled while its inputs were staged")
-                return
-            runner.append_log(plan, str(exc))
-            shipper.close()
-            self._finish("staging_failed", None, str(exc))
-            return
-        if self.forget.is_set():
-            return
-        if self.cancel.is_set():
-            self._end_before_start(plan, shipper, "cancelled before it started")
-            return
-        answer = self.api.json("POST", f"/jobs/{self.id}/start", **self._call("start"), json={})
-        state = (answer or {}).get("state")
-        if state == "cancelling":
-            self._end_before_start(plan, shipper, "cancelled before it started")
-            return
-        if state != "running":
-            raise RuntimeError(f"the server answered the start with state {state!r}")
-        try:
-            self.handle = runner.launch(plan, staged)
-        except Exception as exc:
-            message = f"the job could not be started: {_detail(exc)}"
-            runner.append_log(plan, message)
-            shipper.close()
-            self._finish("start_failed", None, message)
-            return
-        (self.job_dir / HANDLE_FILE).write_text(self.handle.to_json())
-        if self.forget.is_set():  # taken away while it was starting
-            process.cancel(self.handle)
-        result = runner.follow(plan, self.handle, _Reporter(self, progress))
-        progress.stop()
-        if self.forget.is_set():
-            return
-        if result.outcome == "lost":  # the supervisor vanished: the server retries while attempts remain
-            runner.append_log(plan, result.message)
-            shipper.close()
-            self._finish("lost", None, result.message)
-            return
-        unkept = self._upload_outputs(plan) if result.outcome != "start_failed" else []
-        shipper.close()
-        problem = (
-            f"{len(unkept)} output file(s) could not be stored: {', '.join(unkept[:5])}" if unkept else None
-        )
-        self._finish(result.outcome, result.exit_code, result.message, _usage(result), problem)
-
-    def _end_before_start(self, plan: JobPlan, shipper: LogShipper, message: str) -> None:
-        runner.append_log(plan, message)
-        shipper.close()
-        self._finish("cancelled", None, message)
-
-    # ------------------------------------------------------------------------------------- the plan
-
-    def _plan(self) -> JobPlan:
+    def _plan(self, log_path: Path) -> JobPlan:
         a = self.assignment
         spec = registry.EntrypointSpec.model_validate(a["spec"])
         inputs: dict[str, InputSource] = {}
         for slot, source in (a.get("inputs") or {}).items():
-            files: list[tuple[str, Callable[[Path], None]]] = []
-            for item in source.get("files") or []:
-                rel = _relative(str(item["path"]), f"input {slot!r}")
-                files.append((rel, partial(self._fetch, item)))
-            inputs[str(slot)] = InputSource(_relative(str(source["name"]), f"input {slot!r}"), files)
-        hidden = self.settings.sandbox_hidden
-        work_dir = self.job_dir / "work"
+            files: list[tuple[str, Writer]] = [
+                (str(item["path"]), partial(self._fetch, item)) for item in source.get("files") or []
+            ]
+            inputs[str(slot)] = InputSource(str(source["name"]), files)
+        sandboxing = self.settings.sandboxing
         return JobPlan(
             job_id=self.id,
+            attempt=self.attempt,
             spec=spec,
             params=dict(a.get("params") or {}),
             inputs=inputs,
             env={str(k): str(v) for k, v in (a.get("env") or {}).items()},
-            resources=dict(a.get("resources") or {}),
-            job_dir=self.job_dir,
-            sandbox=None
-            if hidden is None
-            else SandboxPolicy(writable=(work_dir,), hidden=hidden, network=spec.network),
+            resources=Resources.model_validate(a.get("resources") or {}),
+            folder=AttemptDir(self.job_dir, sandboxing.user),
+            log_path=log_path,
+            sandbox=SandboxPolicy(
+                writable=(), hidden=self.settings.hidden, network=spec.network, user=sandboxing.user
+            )
+            if sandboxing.enabled
+            else None,
             grace_s=self.settings.grace_s,
         )
 
-    def _fetch(self, item: dict[str, Any], target: Path) -> None:
+    def _fetch(self, item: dict[str, Any], target: BinaryIO) -> None:
         if self.interrupt.is_set():
             raise RuntimeError("cancelled")
         size = item.get("size")
@@ -286,16 +231,16 @@ class JobRun:
             until=self.interrupt,
         )
 
-    # ------------------------------------------------------------------------------------- reports
+    # ------------------------------------------------------------------------------------- calls
 
-    def _call(self, what: str) -> dict[str, Any]:
+    def call(self, what: str) -> dict[str, Any]:
         return {"token": self.token, "job_call": True, "until": self.forget, "what": f"{what} of {self}"}
 
     def _send_log(self, offset: int, data: bytes) -> int:
         response = self.api.call(
             "POST",
             f"/jobs/{self.id}/log",
-            **self._call("log"),
+            **self.call("log"),
             accept=(409,),
             body=data,
             headers={"Log-Offset": str(offset), "Content-Type": "application/octet-stream"},
@@ -315,7 +260,7 @@ class JobRun:
     def _send_progress(self, fraction: float) -> None:
         try:
             answer = self.api.json(
-                "POST", f"/jobs/{self.id}/progress", **self._call("progress"), json={"fraction": fraction}
+                "POST", f"/jobs/{self.id}/progress", **self.call("progress"), json={"fraction": fraction}
             )
         except Fenced as exc:
             self.request_forget(f"the server says it is no longer ours ({exc.detail})")
@@ -326,27 +271,58 @@ class JobRun:
         if isinstance(answer, dict) and answer.get("cancel"):
             self.request_cancel("cancelled by its owner")
 
-    def _upload_outputs(self, plan: JobPlan) -> list[str]:
-        """Send every output file; the ones that could not be stored (named in the log too)."""
+
+class HttpReporter:
+    """The runner's :class:`~labcloud.execution.runner.Reporter` for a job run away from the server."""
+
+    def __init__(self, run: JobRun, shipper: LogShipper, progress: ProgressSender) -> None:
+        self.run = run
+        self.api = run.api
+        self.shipper = shipper
+        self.sender = progress
+
+    def begin(self) -> bool:
+        answer = self.api.json("POST", f"/jobs/{self.run.id}/start", **self.run.call("start"), json={})
+        state = (answer or {}).get("state")
+        if state == "cancelling":
+            return False
+        if state != "running":
+            raise RuntimeError(f"the server answered the start with state {state!r}")
+        return True
+
+    def launched(self, handle: Handle) -> None:
+        self.run.handle = handle
+        if self.run.forget.is_set():  # taken away while it was starting
+            process.cancel(handle)
+
+    def progress(self, fraction: float) -> None:
+        self.sender.report(fraction)
+
+    def cancel_requested(self) -> bool:
+        return self.run.cancel.is_set()
+
+    def gone(self) -> bool:
+        return self.run.forget.is_set()
+
+    def keep(self, collected: Collected, succeeded: bool) -> str | None:
+        """Send every output file; say which could not be stored (named in the log too)."""
+        self.sender.stop()
         unkept: list[str] = []
-        if not plan.output_dir.is_dir():
-            return unkept
-        for path in sorted(plan.output_dir.rglob("*")):
-            if self.forget.is_set():
+        for item in collected.files:
+            if self.run.forget.is_set():
                 raise Abandoned("outputs")
-            if path.is_symlink() or not path.is_file():
-                continue
-            rel = path.relative_to(plan.output_dir).as_posix()
             try:
-                self._put_output(rel, path)
+                self._put(item.rel, item.copy)
             except (Fenced, Abandoned):
                 raise
             except WorkerApiError as exc:
-                runner.append_log(plan, f"output {rel} was not stored: {exc.detail}")
-                unkept.append(rel)
-        return unkept
+                collected.skip(f"'{item.rel}': not stored ({exc.detail})")
+                unkept.append(item.rel)
+        if unkept:
+            return f"{len(unkept)} output file(s) could not be stored: {', '.join(unkept[:5])}"
+        return None
 
-    def _put_output(self, rel: str, path: Path) -> None:
+    def _put(self, rel: str, path: Path) -> None:
         for _ in range(OUTPUT_TRIES):
             digests: list[Any] = []
 
@@ -356,8 +332,8 @@ class JobRun:
 
             answer = self.api.json(
                 "PUT",
-                f"/jobs/{self.id}/outputs/{quote_path(rel)}",
-                **self._call(f"output {rel}"),
+                f"/jobs/{self.run.id}/outputs/{quote_path(rel)}",
+                **self.run.call(f"output {rel}"),
                 body=body,
                 headers={
                     "Content-Length": str(path.stat().st_size),
@@ -369,55 +345,36 @@ class JobRun:
             if not isinstance(answer, dict) or answer.get("sha256") in (None, sent):
                 return
             log.warning(
-                "%s: output %s arrived damaged (SHA-256 %s); sending it again", self, rel, answer["sha256"]
+                "%s: output %s arrived damaged (SHA-256 %s); sending it again",
+                self.run,
+                rel,
+                answer["sha256"],
             )
         raise WorkerApiError(0, f"it arrived damaged {OUTPUT_TRIES} times")
 
-    def _finish(
-        self,
-        outcome: str,
-        exit_code: int | None,
-        message: str,
-        usage: dict[str, float] | None = None,
-        problem: str | None = None,
-    ) -> None:
+    def finish(self, end: RunEnd) -> None:
+        self.sender.stop()
+        self.shipper.close()  # every byte of the log is with the server before the end is
         body: dict[str, Any] = {
-            "outcome": outcome,
-            "exit_code": exit_code,
-            "message": message[:4000],
-            "usage": usage or {},
+            "outcome": end.outcome,
+            "exit_code": end.exit_code,
+            "message": end.message[:4000],
+            "usage": end.usage,
         }
-        if problem:
-            body["problem"] = problem[:4000]
-        answer = self.api.json("POST", f"/jobs/{self.id}/finish", **self._call("finish"), json=body)
-        self.final_state = str((answer or {}).get("state", ""))
+        if end.problem:
+            body["problem"] = end.problem[:4000]
+        if end.note:
+            body["note"] = end.note[:4000]
+        answer = self.api.json("POST", f"/jobs/{self.run.id}/finish", **self.run.call("finish"), json=body)
+        self.run.final_state = str((answer or {}).get("state", ""))
         log.info(
-            "%s: %s (%s%s)", self, self.final_state, outcome, "" if exit_code is None else f" {exit_code}"
+            "%s: %s (%s%s)",
+            self.run,
+            self.run.final_state,
+            end.outcome,
+            "" if end.exit_code is None else f" {end.exit_code}",
         )
-
-
-def _usage(result: ProcessResult) -> dict[str, float]:
-    return {
-        "wall_s": round(result.wall_s, 3),
-        "cpu_s": round(result.cpu_s, 3),
-        "peak_memory_mb": round(result.peak_memory_mb, 1),
-    }
-
-
-def _relative(path: str, what: str) -> str:
-    """A path the server gave, which must stay inside its folder."""
-    pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or ".." in pure.parts or "\x00" in path:
-        raise ValueError(f"{what}: refusing the path {path!r}")
-    return pure.as_posix()
 
 
 def _detail(exc: BaseException) -> str:
     return getattr(exc, "detail", None) or str(exc) or type(exc).__name__
-
-
-def read_handle(job_dir: Path) -> Handle | None:
-    try:
-        return Handle.from_json((job_dir / HANDLE_FILE).read_text())
-    except (OSError, ValueError, KeyError):
-        return None

@@ -28,6 +28,7 @@ def run_here(
     *,
     work_dir: Path = DEFAULT_WORK_DIR,
     sandbox: str = "auto",
+    job_user: str = "nobody",
     kill_grace: float = 5.0,
     log_level: str = "info",
 ) -> int:
@@ -48,7 +49,16 @@ def run_here(
         signal.signal(signum, lambda *_: stop.set())
     api = WorkerApi(server)
     try:
-        outcome = run_one(api, job, token, work_dir=work_dir, sandbox=sandbox, grace_s=kill_grace, stop=stop)
+        outcome = run_one(
+            api,
+            job,
+            token,
+            work_dir=work_dir,
+            sandbox=sandbox,  # type: ignore[arg-type]
+            job_user=job_user,
+            grace_s=kill_grace,
+            stop=stop,
+        )
     finally:
         api.close()
     return 0 if not outcome.ran or outcome.state else 1
@@ -60,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True, help="the job's id")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
     parser.add_argument("--sandbox", choices=["auto", "required", "off"], default="auto")
+    parser.add_argument("--job-user", default="nobody", help="the account jobs run as when this runs as root")
     parser.add_argument("--kill-grace", type=float, default=5.0)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -68,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         args.job,
         work_dir=args.work_dir,
         sandbox=args.sandbox,
+        job_user=args.job_user,
         kill_grace=args.kill_grace,
         log_level=args.log_level,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labcloud.execution.sandbox import sandbox_problem
+from labcloud.execution.sandbox import SandboxMode, resolve_sandboxing
 from labcloud.worker.api import Abandoned, Backoff, Fenced, WorkerApi, WorkerApiError, problem_detail
 from labcloud.worker.job import JobRun, RunSettings
 
@@ -39,7 +39,8 @@ def run_one(
     token: str,
     *,
     work_dir: Path,
-    sandbox: str = "auto",
+    sandbox: SandboxMode = "auto",
+    job_user: str = "nobody",
     grace_s: float = 5.0,
     wait_held_s: float = 3600.0,
     stop: threading.Event | None = None,
@@ -50,19 +51,15 @@ def run_one(
     assignment = _take(api, job_id, token, wait_held_s, stop)
     if assignment is None:
         return Outcome(False, message="nothing to run: the job ended, was cancelled or moved on")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    hidden: tuple[Path, ...] | None = None
-    if sandbox != "off":
-        problem = sandbox_problem()
-        if problem and sandbox == "required":
-            raise RuntimeError(f"sandbox required, but bubblewrap does not work: {problem}")
-        if problem:
-            log.warning("job %s runs WITHOUT a sandbox: %s", job_id, problem)
-        else:
-            hidden = (work_dir.resolve(),)
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sandboxing = resolve_sandboxing(sandbox, job_user)
+    if not sandboxing.enabled:
+        log.warning("job %s: %s", job_id, sandboxing.describe())
     done = threading.Event()
     run = JobRun(
-        RunSettings(api=api, jobs_dir=work_dir, sandbox_hidden=hidden, grace_s=grace_s),
+        RunSettings(
+            api=api, jobs_dir=work_dir, sandboxing=sandboxing, hidden=(work_dir.resolve(),), grace_s=grace_s
+        ),
         assignment,
         on_done=lambda _run: done.set(),
     )

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from labcloud.execution import process
-from labcloud.worker.job import read_handle
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +35,23 @@ def lock(work_dir: Path) -> int | None:
 
 
 def clean_leftovers(jobs_dir: Path, grace_s: float) -> int:
-    """Stop what earlier workers' jobs left running in ``jobs_dir`` and remove their folders; how many."""
-    jobs_dir.mkdir(parents=True, exist_ok=True)
+    """Stop what earlier workers' jobs left running in ``jobs_dir`` and remove their folders; how many.
+
+    A supervisor still running in an attempt's folder holds its lock (see :func:`process.find_supervisor`),
+    whether or not the worker that started it lived to write anything down."""
+    jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     found = 0
-    for job_dir in sorted(jobs_dir.iterdir()):
-        handle = read_handle(job_dir)
-        if handle is not None and process.is_alive(handle):
-            log.warning("stopping %s, left running by an earlier worker process", job_dir.name)
-            process.cancel(handle)
-            deadline = time.monotonic() + grace_s + 5
-            while process.is_alive(handle) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        shutil.rmtree(job_dir, ignore_errors=True)
-        found += 1
+    for entry in sorted(jobs_dir.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            handle = process.find_supervisor(entry / "status.json", wait_s=1.0)
+            if handle is not None and process.is_alive(handle):
+                log.warning("stopping %s, left running by an earlier worker process", entry.name)
+                process.cancel(handle)
+                deadline = time.monotonic() + grace_s + 5
+                while process.is_alive(handle) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            shutil.rmtree(entry, ignore_errors=True)
+            found += 1
+        else:
+            entry.unlink(missing_ok=True)  # an attempt's log
     return found

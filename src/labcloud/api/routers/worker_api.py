@@ -14,11 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from labcloud.api.deps import Ctx, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.errors import InvalidInput, Unauthorized
-from labcloud.execution import outcome
-from labcloud.execution.process import ProcessResult
-from labcloud.services import files, workers
+from labcloud.services import files, lifecycle, workers
 from labcloud.services import jobs as job_service
-from labcloud.services.job_states import JobState
+from labcloud.services.job_states import JobState, RunEnd
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"])
 MAX_WAIT_S = 30.0
@@ -79,6 +77,9 @@ class FinishIn(BaseModel):
     usage: dict[str, float] = Field(default_factory=dict)
     problem: str | None = Field(
         None, max_length=4000, description="the run ended but its outputs could not all be kept"
+    )
+    note: str | None = Field(
+        None, max_length=4000, description="outputs not kept on purpose (links, fifos...), for the message"
     )
 
 
@@ -145,8 +146,8 @@ def job_heartbeat(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[s
 def start(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, str]:
     with ctx.db.session() as session:
         job, _ = workers.held_job(session, ctx.settings, credential, job_id)
-        if job.state == "staging":
-            job_service.transition(session, job, JobState.RUNNING)
+        if job.state == JobState.STAGING:
+            lifecycle.transition(session, job, JobState.RUNNING)
         return {"state": job.state}
 
 
@@ -229,17 +230,15 @@ def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> uuid.UUID:
 
 @router.post("/jobs/{job_id}/finish", summary="The run ended; outputs are uploaded")
 def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) -> dict[str, str]:
-    result = ProcessResult(
-        outcome=body.outcome,
-        exit_code=body.exit_code,
-        wall_s=float(body.usage.get("wall_s", 0)),
-        cpu_s=float(body.usage.get("cpu_s", 0)),
-        peak_memory_mb=float(body.usage.get("peak_memory_mb", 0)),
-        message=body.message,
+    end = RunEnd(
+        body.outcome,
+        body.exit_code,
+        body.message,
+        {k: v for k, v in body.usage.items() if k in ("wall_s", "cpu_s", "peak_memory_mb")},
+        problem=body.problem,
+        note=body.note,
     )
     with ctx.db.session() as session:
         job, _ = workers.held_job(session, ctx.settings, credential, job_id)
-        if outcome.succeeded(result) and body.problem is None:
-            outcome.start_finishing(session, job)
-        outcome.record_end(session, job, result, body.problem)
+        lifecycle.record_end(session, job, end, files.count_outputs(session, job.owner_id, job.id))
         return {"state": job.state}

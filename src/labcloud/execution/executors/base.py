@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job
-from labcloud.services import jobs as job_service
+from labcloud.services import lifecycle
 from labcloud.services.job_states import JobState
 
 
@@ -27,7 +27,7 @@ class Executor(abc.ABC):
     def admit(self, session: Session, job: Job) -> None:
         """Take a queued job for this executor, in the dispatcher's transaction (Conflict when someone
         else moved it first). By default it becomes the next attempt, staging."""
-        job_service.transition(session, job, JobState.STAGING, attempts=job.attempts + 1, executor=self.name)
+        lifecycle.transition(session, job, JobState.STAGING, attempts=job.attempts + 1, executor=self.name)
 
     @abc.abstractmethod
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:

@@ -21,10 +21,8 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, JobEvent
-from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
-from labcloud.services import jobs as job_service
-from labcloud.services import workers
+from labcloud.services import lifecycle, workers
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
@@ -185,13 +183,7 @@ class EngineExecutor(Executor):
         return [(job_id, workers.parse_ref(raw)) for job_id, raw in rows]
 
 
-def settle(session: Any, job: Job, reason: FailureReason, message: str) -> None:
-    """End a job the engine ended without its runner reporting (cancelling: cancelled)."""
+def settle(session: Session, job: Job, reason: FailureReason, message: str) -> None:
+    """End a job the engine ended without its runner reporting."""
     session.refresh(job)
-    try:
-        if job.state == JobState.CANCELLING.value:
-            job_service.transition(session, job, JobState.CANCELLED, message=f"cancelled; {message}")
-        elif job.state in {s.value for s in ACTIVE} or workers.in_engine_queue(job):
-            job_service.fail_or_retry(session, job, reason, message)
-    except Conflict:
-        pass
+    lifecycle.end_without_report(session, job, reason, message)

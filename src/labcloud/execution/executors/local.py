@@ -1,11 +1,13 @@
-"""The local executor: jobs run on this machine, each under a detached supervisor, in a sandbox.
+"""The local executor: jobs run on this machine, through the one runner, each under a detached supervisor.
 
-Capacity (CPUs, memory) is accounted here; a thread per running job follows it and writes what happens
-to the database. Supervisors outlive the server, so after a restart :meth:`recover` re-attaches to them.
+What is local here is admission (CPUs and memory in use), one thread per running job, and the runner's
+database reporter. Supervisors outlive the server, so after a restart :meth:`recover` finds them again by
+their attempt's folder (no record in the database is needed for that) and takes the jobs up where they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -24,60 +26,23 @@ from sqlalchemy.orm import Session
 from labcloud import registry
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
-from labcloud.errors import Conflict
-from labcloud.execution import outcome, process, runner
+from labcloud.errors import Conflict, LabcloudError
+from labcloud.execution import runner
+from labcloud.execution.attempt import AttemptDir, Collected
 from labcloud.execution.executors.base import Executor
-from labcloud.execution.process import Handle, ProcessResult
-from labcloud.execution.runner import InputSource, JobPlan, StagingError
-from labcloud.execution.sandbox import SandboxPolicy, sandbox_problem
-from labcloud.services import files
+from labcloud.execution.process import Handle
+from labcloud.execution.runner import InputSource, JobPlan
+from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
+from labcloud.registry.models import Resources
+from labcloud.services import files, lifecycle
 from labcloud.services import jobs as job_service
-from labcloud.services.job_states import ACTIVE, FailureReason, JobState
+from labcloud.services.job_states import ACTIVE, FailureReason, JobState, RunEnd
 from labcloud.settings import Settings, config_path_from_env
 from labcloud.storage.base import Storage
 
 log = logging.getLogger(__name__)
 PROGRESS_WRITE_INTERVAL_S = 0.5
 CANCEL_POLL_INTERVAL_S = 1.0
-
-
-class _DbReporter:
-    """Tells the database what the runner learns; throttles progress writes."""
-
-    def __init__(self, executor: LocalExecutor, job_id: uuid.UUID) -> None:
-        self.executor = executor
-        self.job_id = job_id
-        self._last_write = 0.0
-        self._last_cancel_check = time.monotonic()
-        self._pending: float | None = None
-
-    def progress(self, fraction: float) -> None:
-        self._pending = fraction
-        now = time.monotonic()
-        if now - self._last_write >= PROGRESS_WRITE_INTERVAL_S:
-            self.flush()
-            self._last_write = now
-
-    def flush(self) -> None:
-        if self._pending is None:
-            return
-        fraction, self._pending = self._pending, None
-        with self.executor.db.session() as session:
-            job = session.get(Job, self.job_id)
-            if job is not None and job.state == JobState.RUNNING.value:
-                job.progress = fraction
-
-    def cancel_requested(self) -> bool:
-        if self.executor.cancel_flag(self.job_id).is_set():
-            return True
-        now = time.monotonic()
-        if now - self._last_cancel_check >= CANCEL_POLL_INTERVAL_S:  # a cancel through another server
-            self._last_cancel_check = now
-            with self.executor.db.session() as session:
-                job = session.get(Job, self.job_id)
-                if job is None or job.state == JobState.CANCELLING.value:
-                    return True
-        return False
 
 
 class LocalExecutor(Executor):
@@ -95,8 +60,12 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._held: dict[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]] = {}
         self._cancel: dict[uuid.UUID, threading.Event] = {}
-        self._threads: dict[uuid.UUID, threading.Thread] = {}
-        self.sandbox_warning = self._check_sandbox()
+        self.sandboxing = resolve_sandboxing(settings.sandbox, settings.job_user)
+        log.log(
+            logging.ERROR if self.sandboxing.refuse else logging.INFO,
+            "local jobs run %s",
+            self.sandboxing.describe(),
+        )
 
     # ------------------------------------------------------------------------------------- capacity
 
@@ -143,6 +112,9 @@ class LocalExecutor(Executor):
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:
         self._hold(job_id, owner_id, resources, self._run)
 
+    def cancel(self, job_id: uuid.UUID) -> None:
+        self.cancel_flag(job_id).set()
+
     def _hold(
         self,
         job_id: uuid.UUID,
@@ -153,31 +125,54 @@ class LocalExecutor(Executor):
         with self._lock:
             self._held[job_id] = (owner_id, resources)
             self._cancel.setdefault(job_id, threading.Event())
-            thread = threading.Thread(
-                target=self._guarded, args=(target, job_id), name=f"job-{job_id}", daemon=True
-            )
-            self._threads[job_id] = thread
-        thread.start()
+        threading.Thread(
+            target=self._guarded, args=(target, job_id), name=f"job-{job_id}", daemon=True
+        ).start()
 
     def _guarded(self, target: Callable[[uuid.UUID], None], job_id: uuid.UUID) -> None:
         try:
             target(job_id)
         except Exception as exc:  # never leave a job hanging in an active state
             log.exception("job %s: runner crashed", job_id)
-            self._settle_error(
-                job_id, FailureReason.SYSTEM_ERROR, f"internal error: {exc.__class__.__name__}: {exc}"
-            )
+            with self.db.session() as session:
+                job = session.get(Job, job_id)
+                if job is not None:
+                    lifecycle.end_without_report(
+                        session,
+                        job,
+                        FailureReason.SYSTEM_ERROR,
+                        f"internal error: {type(exc).__name__}: {exc}",
+                    )
         finally:
             with self._lock:
                 self._held.pop(job_id, None)
                 self._cancel.pop(job_id, None)
-                self._threads.pop(job_id, None)
             self.notify()
 
-    def cancel(self, job_id: uuid.UUID) -> None:
-        self.cancel_flag(job_id).set()
+    def _run(self, job_id: uuid.UUID) -> None:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.STAGING:
+                return
+            plan = self._plan(job)
+            reporter = DatabaseReporter(self, job)
+            problem: str | None = None
+            try:
+                plan.inputs = self._inputs(session, job)
+            except LabcloudError as exc:
+                problem = f"the inputs could not be staged: {exc.detail}"
+        _clear_earlier_attempts(plan.folder.path)
+        if problem is not None:
+            runner.append_log(plan, problem)
+            reporter.finish(RunEnd("staging_failed", message=problem))
+            return
+        if self.sandboxing.refuse:
+            runner.append_log(plan, self.sandboxing.problem or "no sandbox")
+            reporter.finish(RunEnd("start_failed", message=self.sandboxing.problem or "no sandbox"))
+            return
+        runner.run(plan, reporter)
 
-    def inputs(self, session: Session, job: Job) -> dict[str, InputSource]:
+    def _inputs(self, session: Session, job: Job) -> dict[str, InputSource]:
         """Where each input's files come from; resolved when the job starts, not when it was submitted."""
         inputs = {}
         for slot, raw in job.inputs.items():
@@ -188,167 +183,191 @@ class LocalExecutor(Executor):
             )
         return inputs
 
-    def plan(self, job: Job, inputs: dict[str, InputSource] | None = None) -> JobPlan:
-        """What the runner needs; ``inputs`` only for a job that has still to be staged."""
+    def _plan(self, job: Job) -> JobPlan:
+        """What the runner needs for the job's current attempt (inputs are added when staging)."""
+        folder = AttemptDir(
+            job_service.job_dir(self.settings, job.id) / f"attempt-{job.attempts}", self.sandboxing.user
+        )
         return JobPlan(
             job_id=str(job.id),
+            attempt=job.attempts,
             spec=registry.EntrypointSpec.model_validate(job.spec),
             params=dict(job.params),
-            inputs=inputs or {},
+            inputs={},
             env=dict(job.env),
-            resources=dict(job.resources),
-            job_dir=job_service.job_dir(self.settings, job.id),
-            sandbox=self._policy(job),
+            resources=Resources.model_validate(job.resources),
+            folder=folder,
+            log_path=job_service.log_path(self.settings, job.id),
+            sandbox=self._policy(job) if self.sandboxing.enabled else None,
             grace_s=self.settings.kill_grace_s,
         )
 
-    def _policy(self, job: Job) -> SandboxPolicy | None:
-        if self.settings.sandbox == "off" or (self.settings.sandbox == "auto" and self.sandbox_warning):
-            return None
+    def _policy(self, job: Job) -> SandboxPolicy:
         hidden: list[Path] = [self.settings.home, config_path_from_env()]
         if self.settings.is_sqlite:
             hidden.append(Path(self.settings.effective_database_url.removeprefix("sqlite:///")))
         return SandboxPolicy(
-            writable=(job_service.work_dir(self.settings, job.id),),
+            writable=(),
             hidden=tuple(hidden),
             network=bool(job.spec.get("network", False)),
+            user=self.sandboxing.user,
         )
-
-    def _run(self, job_id: uuid.UUID) -> None:
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                return
-            try:
-                plan = self.plan(job, self.inputs(session, job))
-            except Exception as exc:
-                job_service.transition(
-                    session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=_detail(exc)
-                )
-                return
-        plan.job_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            staged = runner.stage(plan)
-        except StagingError as exc:
-            runner.append_log(plan, str(exc))
-            self._settle_error(job_id, FailureReason.STAGING_FAILED, str(exc))
-            return
-        if self.cancel_flag(job_id).is_set() or self._state(job_id) == JobState.CANCELLING:
-            self._settle(job_id, None, plan)
-            return
-        offset = runner.log_size(plan)
-        try:
-            handle = runner.launch(plan, staged)
-        except Exception as exc:
-            message = f"the job could not be started: {_detail(exc)}"
-            runner.append_log(plan, message)
-            self._settle_error(job_id, FailureReason.SYSTEM_ERROR, message)
-            return
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            try:
-                job_service.transition(session, job, JobState.RUNNING, executor_ref=handle.to_json())
-            except Conflict:  # cancelled while staging: stop what was just started
-                job.executor_ref = handle.to_json()
-                process.cancel(handle)
-        self._follow(job_id, plan, handle, offset)
-
-    def _follow(self, job_id: uuid.UUID, plan: JobPlan, handle: Handle, offset: int) -> None:
-        reporter = _DbReporter(self, job_id)
-        result = runner.follow(plan, handle, reporter, offset)
-        reporter.flush()
-        self._settle(job_id, result, plan)
-
-    def _state(self, job_id: uuid.UUID) -> JobState | None:
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-            return JobState(job.state) if job else None
-
-    def _settle_error(self, job_id: uuid.UUID, reason: FailureReason, message: str) -> None:
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None or JobState(job.state) not in ACTIVE:
-                return
-            if job.state == JobState.CANCELLING.value:
-                job_service.transition(session, job, JobState.CANCELLED, message="cancelled")
-            else:
-                job_service.fail_or_retry(session, job, reason, message)
-
-    def _collect(self, job_id: uuid.UUID, owner_id: uuid.UUID, plan: JobPlan) -> str | None:
-        """Move the outputs into the owner's space and drop the work folder; a problem, or None."""
-        try:
-            files.ingest_outputs(self.db, self.storage, self.settings, owner_id, job_id, plan.output_dir)
-        except Exception as exc:
-            log.exception("outputs of job %s could not be stored", job_id)
-            message = f"the outputs could not be stored: {_detail(exc)}"
-            runner.append_log(plan, message)
-            return message
-        finally:
-            shutil.rmtree(plan.work_dir, ignore_errors=True)
-        return None
-
-    def _settle(self, job_id: uuid.UUID, result: ProcessResult | None, plan: JobPlan) -> None:
-        """Record how the job ended. ``result`` None: it never started (cancelled while staging)."""
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None or JobState(job.state) not in ACTIVE:
-                return
-            owner_id = job.owner_id
-            if outcome.succeeded(result):
-                outcome.start_finishing(session, job)
-        problem = None
-        if result is not None and result.outcome != "lost":
-            problem = self._collect(job_id, owner_id, plan)
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is not None:
-                outcome.record_end(session, job, result, problem)
 
     # ------------------------------------------------------------------------------------- restarts
 
     def recover(self) -> None:
+        """Take up every local job that was active when the last server stopped: running ones where they
+        are, finished ones from their recorded result, lost ones are retried or failed."""
         with self.db.session() as session:
-            stmt = select(Job).where(Job.state.in_([s.value for s in ACTIVE]), Job.executor == self.name)
+            stmt = select(Job).where(Job.state.in_(list(ACTIVE)), Job.executor == self.name)
             jobs = list(session.scalars(stmt))
         for job in jobs:
             with self._lock:
                 followed = job.id in self._held
             if not followed:  # a server that leads again already follows the jobs it started
-                self._recover_one(job)
+                plan, reporter = self._plan(job), DatabaseReporter(self, job)
+                log.info("job %s (%s): taking it up again after a restart", job.id, job.state)
+                self._hold(job.id, job.owner_id, dict(job.resources), partial(_resume, plan, reporter))
 
-    def _recover_one(self, job: Job) -> None:
-        handle = Handle.from_json(job.executor_ref) if job.executor_ref else None
-        plan_dir = job_service.job_dir(self.settings, job.id)
-        if handle is not None and process.is_alive(handle):
-            log.info("job %s: re-attached to its running process", job.id)
-            plan = self.plan(job)
-            offset = runner.log_size(plan)
-            self._hold(
-                job.id, job.owner_id, dict(job.resources), lambda jid: self._follow(jid, plan, handle, offset)
+
+def _resume(plan: JobPlan, reporter: DatabaseReporter, _job_id: uuid.UUID) -> None:
+    runner.resume(plan, reporter)
+
+
+class DatabaseReporter:
+    """The runner's reporter for a local job: what it learns goes to the database directly."""
+
+    def __init__(self, executor: LocalExecutor, job: Job) -> None:
+        self.executor = executor
+        self.db = executor.db
+        self.job_id = job.id
+        self.owner_id = job.owner_id
+        self.attempt = job.attempts
+        self.handle: Handle | None = None
+        self._gone = False
+        self._last_write = 0.0
+        self._last_check = time.monotonic()
+        self._stored: list[tuple[files.Upload, str]] = []
+
+    def _job(self, session: Session) -> Job | None:
+        """The job while this attempt is its current one, else None (and the job is gone for us)."""
+        job = session.get(Job, self.job_id)
+        if job is None or job.attempts != self.attempt:
+            self._gone = True
+            return None
+        return job
+
+    def begin(self) -> bool:
+        with self.db.session() as session:
+            job = self._job(session)
+            if job is None:
+                return False
+            try:
+                lifecycle.transition(session, job, JobState.RUNNING)
+            except Conflict:  # cancelled while staging
+                return False
+            return True
+
+    def launched(self, handle: Handle) -> None:
+        self.handle = handle
+
+    def progress(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self._last_write < PROGRESS_WRITE_INTERVAL_S and fraction < 1.0:
+            return
+        self._last_write = now
+        with self.db.session() as session:
+            job = self._job(session)
+            if job is not None and job.state == JobState.RUNNING:
+                job.progress = fraction
+
+    def cancel_requested(self) -> bool:
+        if self.executor.cancel_flag(self.job_id).is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_check >= CANCEL_POLL_INTERVAL_S:  # a cancel through another server
+            self._last_check = now
+            with self.db.session() as session:
+                job = self._job(session)
+                if job is None or job.state == JobState.CANCELLING:
+                    return True
+        return False
+
+    def gone(self) -> bool:
+        return self._gone
+
+    def keep(self, collected: Collected, succeeded: bool) -> str | None:
+        """Store the copies of the outputs (the index is written with the job's end, in one transaction)."""
+        if succeeded:
+            with self.db.session() as session:  # a crash from here on resumes from "finishing"
+                job = self._job(session)
+                if job is None:
+                    return None
+                lifecycle.begin_finishing(session, job)
+        try:
+            for item in collected.files:
+                try:
+                    path = files.output_path(self.job_id, item.rel)
+                except LabcloudError as exc:
+                    collected.skip(f"'{item.rel}': {exc.errors[0]['msg'] if exc.errors else exc.detail}")
+                    continue
+                key = self.executor.storage.new_key()
+                self.executor.storage.put_file(key, item.copy)  # consumes the copy, never the job's file
+                self._stored.append((files.Upload(path, item.copy, item.size, item.sha256), key))
+        except Exception as exc:
+            log.exception("outputs of job %s could not be stored", self.job_id)
+            self._drop_stored()
+            return f"the outputs could not be stored: {_detail(exc)}"
+        return None
+
+    def finish(self, end: RunEnd) -> None:
+        try:
+            try:
+                replaced = self._record(end, index=True)
+            except LabcloudError as exc:  # an output's path clashes with the owner's own files
+                self._drop_stored()
+                end = dataclasses.replace(end, problem=f"the outputs could not be kept: {exc.detail}")
+                replaced = self._record(end, index=False)
+        except BaseException:
+            self._drop_stored()  # nothing refers to them: the next try stores its own
+            raise
+        self._stored = []
+        self.executor.storage.delete(replaced)
+        self.executor.notify()
+
+    def _record(self, end: RunEnd, index: bool) -> list[str]:
+        """The outputs' index and the job's end, in one transaction; the keys of replaced objects."""
+        replaced: list[str] = []
+        with self.db.session() as session:
+            job = self._job(session)
+            if job is None:
+                return []
+            if index and self._stored:
+                settings = self.executor.settings
+                replaced = files.index_outputs(session, settings, self.owner_id, self.job_id, self._stored)
+            outputs = files.count_outputs(session, self.owner_id, self.job_id)
+            lifecycle.record_end(session, job, end, outputs)
+        return replaced
+
+    def _drop_stored(self) -> None:
+        keys = [key for _, key in self._stored]
+        self._stored = []
+        try:
+            self.executor.storage.delete(keys)
+        except Exception:
+            log.warning(
+                "could not remove %d stored output(s) of job %s; housekeeping will", len(keys), self.job_id
             )
-            return
-        result = process.read_result(plan_dir / "status.json") if handle is not None else None
-        if result is not None:
-            log.info("job %s: ended while the server was down (%s)", job.id, result.outcome)
-            self._settle(job.id, result, self.plan(job))
-            return
-        log.warning("job %s: its process is gone (server restart)", job.id)
-        self._settle_error(
-            job.id, FailureReason.WORKER_LOST, "the job's process was lost when the server stopped"
-        )
 
-    # ------------------------------------------------------------------------------------- setup
 
-    def _check_sandbox(self) -> str | None:
-        if self.settings.sandbox == "off":
-            return "sandbox is off (LABCLOUD_SANDBOX=off): jobs can see the data dir"
-        problem = sandbox_problem()
-        if problem and self.settings.sandbox == "required":
-            raise RuntimeError(f"LABCLOUD_SANDBOX=required but bubblewrap does not work: {problem}")
-        if problem:
-            log.warning("jobs run WITHOUT a sandbox: %s (install Debian's bubblewrap)", problem)
-        return problem
+def _clear_earlier_attempts(folder: Path) -> None:
+    """Earlier attempts' folders (their supervisors are gone: the job would not be queued again otherwise)."""
+    parent = folder.parent
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if entry.name.startswith("attempt-") and entry != folder and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _detail(exc: BaseException) -> str:

@@ -186,7 +186,9 @@ class SlurmExecutor(EngineExecutor):
             f"# labcloud job {job.id}, attempt {job.attempts}\n"
             f"exec {command} --server {shlex.quote(self.settings.effective_runner_url)} "
             f"--job {job.id} --work-dir {shlex.quote(self.settings.runner_work_dir)} "
-            f"--sandbox {shlex.quote(self.settings.sandbox)} --kill-grace {self.settings.kill_grace_s:g}\n"
+            f"--sandbox {shlex.quote(self.settings.sandbox)} "
+            f"--job-user {shlex.quote(self.settings.job_user)} "
+            f"--kill-grace {self.settings.kill_grace_s:g}\n"
         )
 
     def batch_job(self, job: Job, token: str, queue: str) -> BatchJob:

@@ -1,0 +1,291 @@
+"""Hostile jobs, wherever they run: on the local executor, a pull worker and a Celery runner (the Slurm
+runner is the same code as the Celery one). Whatever a job leaves in its folder, labcloud never follows a
+link out of it, never moves or reads a host file through it, skips what is not a file, says so, and a
+retried job starts from an empty folder.
+
+Every target is a canary file in a scratch folder of the test, never a real system folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Account, backend, kill_processes_under
+from engine_helpers import CeleryCluster, celery_cluster
+from jobs_helpers import wait_for_end, write_app
+from labcloud.execution.process import Handle
+from labcloud.settings import Settings
+from live_server import eventually
+from worker_helpers import Cluster, pull_server
+
+CANARY = "CANARY-SECRET-CONTENT"
+ATTACKS = ("output-link", "file-links", "specials")
+
+ESCAPE = textwrap.dedent(
+    """
+    import os, shutil, socket, sys
+    attack, canary = sys.argv[1], sys.argv[2]
+    out = os.environ["LABCLOUD_OUTPUT"]
+    print("uid", os.getuid(), flush=True)
+    if attack == "output-link":  # the whole output folder points at a host folder
+        shutil.rmtree(out)
+        os.symlink(canary, out)
+    elif attack == "file-links":
+        with open(os.path.join(out, "ok.txt"), "w") as f:
+            f.write("fine")
+        os.symlink(os.path.join(canary, "secret.txt"), os.path.join(out, "stolen.txt"))
+        os.symlink(canary, os.path.join(out, "dir"))
+        mine = os.path.join(os.environ["HOME"], "mine.txt")
+        with open(mine, "w") as f:
+            f.write("mine")
+        os.link(mine, os.path.join(out, "linked.txt"))
+    elif attack == "specials":
+        with open(os.path.join(out, "ok.txt"), "w") as f:
+            f.write("fine")
+        os.mkfifo(os.path.join(out, "pipe"))
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        os.chdir(out)  # (a socket's path must be short)
+        s.bind("sock")
+        for name in ("bad\\nname.txt", "back\\\\slash.txt"):
+            with open(os.path.join(out, name), "w") as f:
+                f.write(name)
+    print("attacked", attack, flush=True)
+    """
+)
+
+# The first attempt swaps its staged input for a link to a host file and waits to be lost; a second attempt
+# staged into the same folder would write the input through that link.
+PLANT = textwrap.dedent(
+    """
+    import os, sys, time
+    data = os.environ["LABCLOUD_INPUT_DATA"]
+    if os.environ["LABCLOUD_JOB_ATTEMPT"] == "1":
+        os.remove(data)
+        os.symlink(sys.argv[1], data)
+        os.symlink(sys.argv[1], os.path.join(os.environ["LABCLOUD_OUTPUT"], "planted"))
+        print("planted", flush=True)
+        time.sleep(120)
+    with open(data) as src, open(os.path.join(os.environ["LABCLOUD_OUTPUT"], "copy.txt"), "w") as dst:
+        dst.write(src.read())
+    print("attempt", os.environ["LABCLOUD_JOB_ATTEMPT"], "copied", flush=True)
+    """
+)
+
+
+def hostile_apps(apps_dir: Path) -> None:
+    string = {"type": "string"}
+    write_app(
+        apps_dir,
+        "x-escape",
+        ["python", "-c", ESCAPE, "{params.attack}", "{params.canary}"],
+        parameters={
+            "type": "object",
+            "properties": {"attack": string, "canary": string},
+            "required": ["attack", "canary"],
+        },
+        resources={"cpus": 0.1, "memory_mb": 128, "timeout_s": 60},
+    )
+    write_app(
+        apps_dir,
+        "x-plant",
+        ["python", "-c", PLANT, "{params.canary}"],
+        parameters={"type": "object", "properties": {"canary": string}, "required": ["canary"]},
+        inputs={"data": {"type": "file"}},
+        resources={"cpus": 0.1, "memory_mb": 128, "timeout_s": 180},
+    )
+
+
+def make_canary(folder: Path) -> Path:
+    """A scratch folder with a secret file, as a host folder the job must never reach through labcloud."""
+    folder.mkdir(parents=True)
+    (folder / "secret.txt").write_text(CANARY)
+    (folder / "other.txt").write_text("another host file")
+    return folder
+
+
+def assert_canary_untouched(folder: Path) -> None:
+    assert sorted(p.name for p in folder.iterdir()) == ["other.txt", "secret.txt"]
+    assert (folder / "secret.txt").read_text() == CANARY
+    assert (folder / "other.txt").read_text() == "another host file"
+
+
+def assert_escape_contained(attack: str, job: dict[str, Any], outputs: dict[str, bytes], log: str) -> None:
+    """What each attack must come to: the job ends, nothing of the host is kept, and the log says what was
+    left behind."""
+    assert job["state"] == "succeeded", (job, log)
+    assert f"attacked {attack}" in log, log
+    assert "uid 0\n" not in log, log  # never root, also on a worker run as root
+    assert all(CANARY.encode() not in data for data in outputs.values()), outputs
+    if attack == "output-link":
+        assert outputs == {}
+        assert "not a folder" in job["message"], job
+    elif attack == "file-links":
+        assert outputs == {"ok.txt": b"fine"}
+        assert "output not kept: 'stolen.txt': a symbolic link" in log, log
+        assert "output not kept: 'dir': a symbolic link" in log, log
+        assert "output not kept: 'linked.txt': a hard link" in log, log
+        assert "3 output entries not kept" in job["message"], job
+    elif attack == "specials":
+        assert outputs == {"ok.txt": b"fine"}
+        assert "output not kept: 'pipe': a fifo" in log, log
+        assert "output not kept: 'sock': a socket" in log, log
+        assert log.count("a name that is not valid") + log.count("output not kept: 'back") >= 1, log
+        assert "4 output entries not kept" in job["message"], job
+
+
+# --- on the local executor ----------------------------------------------------------------------------
+
+
+def _refresh(client: TestClient) -> None:
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+
+
+def _outputs(client: TestClient, job_id: str, headers: dict[str, str]) -> dict[str, bytes]:
+    listed = client.get(f"/api/v1/jobs/{job_id}/outputs", headers=headers).json()
+    return {
+        o["path"]: client.get(f"/api/v1/jobs/{job_id}/outputs/{o['path']}", headers=headers).content
+        for o in listed
+    }
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_local_jobs_cannot_escape_through_their_outputs(
+    client: TestClient, settings: Settings, user: Account, tmp_path: Path, attack: str
+) -> None:
+    hostile_apps(settings.effective_apps_dir)
+    _refresh(client)
+    canary = make_canary(tmp_path / "canary")
+    r = client.post(
+        "/api/v1/jobs",
+        json={"app": "x-escape", "params": {"attack": attack, "canary": str(canary)}},
+        headers=user.headers,
+    )
+    assert r.status_code == 201, r.text
+    job = wait_for_end(client, r.json()["id"], user.headers)
+    log = client.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+    outputs = _outputs(client, job["id"], user.headers)
+    assert_escape_contained(attack, job, outputs, log)
+    assert_canary_untouched(canary)
+    # nothing of the canary reached the user's space either
+    listed = client.get("/api/v1/files", params={"prefix": f"jobs/{job['id']}"}, headers=user.headers)
+    assert listed.status_code in (200, 404)
+    assert not (settings.home / "jobs" / job["id"] / "attempt-1" / "work").exists()  # cleaned up after
+
+
+def test_a_retried_local_job_stages_into_a_fresh_folder(
+    client: TestClient, settings: Settings, user: Account, tmp_path: Path
+) -> None:
+    hostile_apps(settings.effective_apps_dir)
+    _refresh(client)
+    canary = make_canary(tmp_path / "canary")
+    r = client.put("/api/v1/files/in/data.txt", content=b"the input", headers=user.headers)
+    assert r.status_code == 201, r.text
+    r = client.post(
+        "/api/v1/jobs",
+        json={
+            "app": "x-plant",
+            "params": {"canary": str(canary / "secret.txt")},
+            "inputs": {"data": "in/data.txt"},
+        },
+        headers=user.headers,
+    )
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    first = settings.home / "jobs" / job_id / "attempt-1"
+
+    def planted() -> bool:
+        log = client.get(f"/api/v1/jobs/{job_id}/logs", headers=user.headers).text
+        return "planted" in log.splitlines()
+
+    eventually(planted, 60, "the first attempt to plant its links")
+    handle = Handle.from_json((first / "handle.json").read_text())
+    os.kill(handle.pid, signal.SIGKILL)  # its supervisor dies: the attempt is lost and the job retried
+    job = wait_for_end(client, job_id, user.headers)
+    log = client.get(f"/api/v1/jobs/{job_id}/logs", headers=user.headers).text
+    assert job["state"] == "succeeded" and job["attempts"] == 2, (job, log)
+    assert "attempt 2 copied" in log, log
+    assert_canary_untouched(canary)
+    assert _outputs(client, job_id, user.headers) == {"copy.txt": b"the input"}
+    assert not first.exists()  # the lost attempt's folder (and its links) went before the next one began
+
+
+# --- on a pull worker and a Celery runner ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def worker_cluster(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("escape-workers")
+    url = database_url if backend() == "postgresql" else None
+    try:
+        with pull_server(home, url, hostile_apps, lease_seconds=3) as cluster:
+            cluster.start_worker("hostile-host", "--sandbox", "required")
+            yield cluster
+    finally:
+        kill_processes_under(home)
+        if url:
+            from conftest import _empty_tables
+
+            _empty_tables(url)
+
+
+@pytest.fixture(scope="module")
+def celery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryCluster]:
+    home = tmp_path_factory.mktemp("escape-celery")
+    with celery_cluster(home, "redis://127.0.0.1:6379/0", apps=hostile_apps) as cluster:
+        cluster.start_celery_worker("hostile-celery", sandbox="required")
+        yield cluster
+
+
+def _cluster_outputs(cluster: Cluster, job_id: str) -> dict[str, bytes]:
+    return {
+        o["path"]: cluster.http.get(f"/api/v1/jobs/{job_id}/outputs/{o['path']}").content
+        for o in cluster.api("GET", f"/jobs/{job_id}/outputs")
+    }
+
+
+def _remote_escape(cluster: Cluster, canary: Path, attack: str) -> None:
+    job = cluster.submit("x-escape", {"attack": attack, "canary": str(canary)})
+    done = cluster.wait_end(job["id"], timeout=90)
+    log = cluster.log(job["id"])
+    assert_escape_contained(attack, done, _cluster_outputs(cluster, job["id"]), log)
+    assert_canary_untouched(canary)
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_worker_jobs_cannot_escape_through_their_outputs(
+    worker_cluster: Cluster, tmp_path: Path, attack: str
+) -> None:
+    _remote_escape(worker_cluster, make_canary(tmp_path / "canary"), attack)
+
+
+@pytest.mark.celery
+@pytest.mark.db_agnostic
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_celery_jobs_cannot_escape_through_their_outputs(
+    celery: CeleryCluster, tmp_path: Path, attack: str
+) -> None:
+    _remote_escape(celery, make_canary(tmp_path / "canary"), attack)
+
+
+def test_a_worker_s_retried_job_stages_into_a_fresh_folder(worker_cluster: Cluster, tmp_path: Path) -> None:
+    cluster = worker_cluster
+    canary = make_canary(tmp_path / "canary")
+    cluster.api("PUT", "/files/in/plant.txt", expect=201, content=b"the input")
+    job = cluster.submit("x-plant", {"canary": str(canary / "secret.txt")}, inputs={"data": "in/plant.txt"})
+    eventually(lambda: "planted" in cluster.log(job["id"]).splitlines(), 60, "the links to be planted")
+    worker = cluster.workers[0]
+    handles = list((worker.work_dir / "jobs").glob(f"{job['id']}-1/handle.json"))
+    assert len(handles) == 1, list((worker.work_dir / "jobs").iterdir())
+    os.kill(Handle.from_json(handles[0].read_text()).pid, signal.SIGKILL)
+    done = cluster.wait_end(job["id"], timeout=90)
+    assert done["state"] == "succeeded" and done["attempts"] == 2, (done, cluster.log(job["id"]))
+    assert_canary_untouched(canary)
+    assert _cluster_outputs(cluster, job["id"]) == {"copy.txt": b"the input"}
