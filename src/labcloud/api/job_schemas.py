@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from labcloud.registry.models import Resources
 from labcloud.services.job_states import JobState
 
 
@@ -60,7 +61,7 @@ class JobOut(BaseModel):
     max_attempts: int
     params: dict[str, Any]
     inputs: dict[str, str]
-    resources: dict[str, Any]
+    resources: Resources
     tags: dict[str, str]
     usage: dict[str, Any]
     spec_hash: str

@@ -21,7 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from labcloud.db.types import UTCDateTime, new_id, utcnow
+from labcloud.db.types import ResourcesJSON, UTCDateTime, new_id, utcnow
+from labcloud.registry.models import Resources
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -97,7 +98,7 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     inputs: Mapped[dict[str, str]] = mapped_column(JSON)
     env: Mapped[dict[str, str]] = mapped_column(JSON)
-    resources: Mapped[dict[str, Any]] = mapped_column(JSON)
+    resources: Mapped[Resources] = mapped_column(ResourcesJSON)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="queued")
     reason: Mapped[str | None] = mapped_column(String(32), default=None)

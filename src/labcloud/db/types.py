@@ -9,8 +9,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect
+from sqlalchemy import JSON, DateTime, Dialect
 from sqlalchemy.types import TypeDecorator
+
+from labcloud.registry.models import Resources
 
 
 def utcnow() -> datetime:
@@ -63,3 +65,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ResourcesJSON(TypeDecorator[Resources]):
+    """A job's resources: JSON in the database, :class:`~labcloud.registry.models.Resources` in Python."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Resources | dict[str, Any] | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return (value if isinstance(value, Resources) else Resources.model_validate(value)).model_dump()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Resources | None:
+        return None if value is None else Resources.model_validate(value)

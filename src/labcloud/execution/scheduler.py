@@ -114,7 +114,7 @@ class Scheduler:
                 self.executor.admit(session, job)
             except Conflict:  # cancelled (or taken) between our read and our write
                 return False
-            resources = dict(job.resources)
+            resources = job.resources
         self._last_served[owner_id] = time.monotonic()
         self.executor.submit(job_id, owner_id, resources)
         return True

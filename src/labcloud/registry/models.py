@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
@@ -51,6 +52,14 @@ class Resources(_Model):
     memory_mb: int = Field(default=512, gt=0)
     gpus: int = Field(default=0, ge=0)
     timeout_s: int = Field(default=3600, gt=0)
+
+    def needs(self) -> dict[str, float]:
+        """What the job takes from a machine's capacity while it runs (cpus, memory_mb, gpus)."""
+        return {"cpus": float(self.cpus), "memory_mb": float(self.memory_mb), "gpus": float(self.gpus)}
+
+    def fits_in(self, free: Mapping[str, float]) -> bool:
+        """Whether it fits in ``free`` capacity (cpus, memory_mb, gpus; a missing one counts as none)."""
+        return all(need <= float(free.get(key) or 0) + 1e-9 for key, need in self.needs().items())
 
     @model_validator(mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from labcloud import registry
 from labcloud.db.models import Job, JobEvent, JobTag, User
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.registry.models import Resources
 from labcloud.services import files, routing
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.lifecycle import transition
@@ -92,14 +93,19 @@ def submit(
         entry = problems.check(files.resolve_input, session, user.id, raw, ["body", "inputs", slot])
         inputs[slot] = entry.path if entry is not None else raw
     problems.check(lambda: registry.job_environment(spec, params, {}, "", sub.env))  # the env allowlist
-    resources = problems.check(lambda: _resources(spec, sub.resources)) or {}
-    where = problems.check(
-        lambda: routing.route(settings, resolved.app.name, resolved.entrypoint_name, spec, resources)
+    resources = problems.check(lambda: _resources(spec, sub.resources))
+    where = (
+        problems.check(
+            lambda: routing.route(settings, resolved.app.name, resolved.entrypoint_name, spec, resources)
+        )
+        if resources is not None
+        else None
     )
-    if where is not None and resources:
+    if where is not None and resources is not None:
         problems.check(lambda: _within(resources, (ceiling(where.executor) if ceiling else None) or {}))
     problems.check(lambda: _check_tags(sub.tags))
     problems.raise_any()
+    assert resources is not None  # (raise_any raised otherwise)
     job = Job(
         id=new_id(),  # known before the insert, so job, tags and event go in one flush
         owner_id=user.id,
@@ -161,7 +167,7 @@ RESOURCE_LIMITS = {
 }
 
 
-def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> Resources:
     resources = spec.resources.model_dump()
     errors = []
     for key, value in overrides.items():
@@ -182,17 +188,18 @@ def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> dict
         resources[key] = int(value) if key != "cpus" else float(value)
     if errors:
         raise InvalidInput("Some resources are not valid.", errors=errors)
-    return resources
+    return Resources.model_validate(resources)
 
 
-def _within(resources: dict[str, Any], ceiling: dict[str, float]) -> None:
+def _within(resources: Resources, ceiling: dict[str, float]) -> None:
+    needs = resources.needs()
     errors = [
         {
             "loc": ["body", "resources", key],
-            "msg": f"needs {resources[key]:g}; this installation offers at most {limit:g}",
+            "msg": f"needs {needs[key]:g}; this installation offers at most {limit:g}",
         }
         for key, limit in ceiling.items()
-        if float(resources.get(key) or 0) > limit
+        if needs.get(key, 0.0) > limit
     ]
     if errors:
         raise InvalidInput("Some resources are not valid.", errors=errors)
@@ -275,7 +282,7 @@ def rerun(
         params=dict(job.params),
         inputs=dict(job.inputs),
         env=dict(job.env),
-        resources=dict(job.resources),
+        resources=job.resources.model_dump(),
         name=job.name,
         tags=dict(job.tags),
     )

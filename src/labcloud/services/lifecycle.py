@@ -208,9 +208,9 @@ def failure(end: RunEnd, job: Job) -> tuple[FailureReason, str]:
     if end.outcome == "exited":
         return FailureReason.APP_ERROR, f"the command exited with code {end.exit_code}"
     if end.outcome == "timeout":
-        return FailureReason.TIMEOUT, f"stopped after its time limit of {job.resources.get('timeout_s')} s"
+        return FailureReason.TIMEOUT, f"stopped after its time limit of {job.resources.timeout_s} s"
     if end.outcome == "out_of_memory":
-        return FailureReason.OUT_OF_MEMORY, f"stopped for using more than {job.resources.get('memory_mb')} MB"
+        return FailureReason.OUT_OF_MEMORY, f"stopped for using more than {job.resources.memory_mb} MB"
     if end.outcome == "start_failed":
         return FailureReason.SYSTEM_ERROR, end.message or "the command could not be started"
     if end.outcome == "staging_failed":

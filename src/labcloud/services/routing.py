@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any
 
 from labcloud.errors import InvalidInput
 from labcloud.registry import EntrypointSpec
+from labcloud.registry.models import Resources
 from labcloud.settings import Route, Settings
 
 
@@ -23,7 +23,7 @@ class Destination:
 
 
 def route(
-    settings: Settings, app: str, entrypoint: str, spec: EntrypointSpec, resources: dict[str, Any]
+    settings: Settings, app: str, entrypoint: str, spec: EntrypointSpec, resources: Resources
 ) -> Destination:
     if spec.executor:
         if spec.executor not in settings.executors_in_use:
@@ -40,9 +40,7 @@ def route(
     return Destination(settings.executor, spec.queue)
 
 
-def matches(
-    rule: Route, app: str, entrypoint: str, labels: dict[str, str], resources: dict[str, Any]
-) -> bool:
+def matches(rule: Route, app: str, entrypoint: str, labels: dict[str, str], resources: Resources) -> bool:
     if rule.app is not None and not fnmatch.fnmatchcase(app, rule.app):
         return False
     if rule.entrypoint is not None and rule.entrypoint != entrypoint:
@@ -50,6 +48,6 @@ def matches(
     if any(labels.get(k) != v for k, v in rule.labels.items()):
         return False
     for key, least in (("cpus", rule.cpus_min), ("memory_mb", rule.memory_mb_min), ("gpus", rule.gpus_min)):
-        if least is not None and float(resources.get(key) or 0) < least:
+        if least is not None and resources.needs()[key] < least:
             return False
     return True

@@ -243,7 +243,7 @@ def claim(
         candidates.sort(key=lambda j: j.previous_worker_id == worker.id)  # another worker's lost job first
         raced = False
         for job in candidates:
-            if not _fits(job.resources, free) or not _labels_match(job.spec.get("labels") or {}, have):
+            if not job.resources.fits_in(free) or not _labels_match(job.spec.get("labels") or {}, have):
                 continue
             try:
                 _hold(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
@@ -306,14 +306,6 @@ def log_base(job: Job) -> int:
         return 0
 
 
-def _fits(resources: dict[str, Any], free: dict[str, float]) -> bool:
-    for key in ("cpus", "memory_mb", "gpus"):
-        need = float(resources.get(key) or 0)
-        if need > float(free.get(key, 0) or 0) + 1e-9:
-            return False
-    return True
-
-
 def _labels_match(required: dict[str, str], have: dict[str, str]) -> bool:
     return all(have.get(k) == str(v) for k, v in required.items())
 
@@ -351,7 +343,7 @@ def assignment(claimed: Claimed) -> dict[str, Any]:
         "spec": job.spec,
         "params": job.params,
         "env": job.env,
-        "resources": job.resources,
+        "resources": job.resources.model_dump(),
         "inputs": claimed.inputs,
     }
 
@@ -363,7 +355,7 @@ def issue_job_token(
     settings: Settings, job: Job, worker: Worker, valid_s: float | None = None
 ) -> tuple[str, datetime]:
     """A token for this job and attempt only; by default valid for its time limit plus a margin."""
-    timeout = float(job.resources.get("timeout_s") or 3600)
+    timeout = float(job.resources.timeout_s)
     expires = utcnow() + timedelta(seconds=valid_s or timeout + settings.lease_seconds + 3600)
     claims = {
         "sub": str(job.id),

@@ -38,7 +38,7 @@ from labcloud.worker.api import (
     WorkerApi,
     WorkerApiError,
 )
-from labcloud.worker.job import JobRun, RunSettings, needs
+from labcloud.worker.job import JobRun, RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ class WorkerAgent:
             self._runs[run.key] = run
         free = self.free()
         if min(free.values()) < 0:
-            log.warning("%s does not fit: %s needed, %s was free", run, needs(run.resources), free)
+            log.warning("%s does not fit: %s needed, %s was free", run, run.resources, free)
         run.start()
 
     def _ended(self, run: JobRun) -> None:

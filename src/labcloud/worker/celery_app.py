@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 if TYPE_CHECKING:
+    from labcloud.registry.models import Resources
     from labcloud.worker.api import WorkerApi
 
 TASK_NAME = "labcloud.run_job"
@@ -24,12 +25,11 @@ LARGE_CPUS = 2.0
 LARGE_MEMORY_MB = 8192.0
 
 
-def resource_class(resources: dict[str, Any]) -> str:
+def resource_class(resources: Resources) -> str:
     """small, large or gpu: the Celery queue a job goes to unless a route names one."""
-    if float(resources.get("gpus") or 0) > 0:
+    if resources.gpus > 0:
         return "gpu"
-    cpus, memory_mb = float(resources.get("cpus") or 1), float(resources.get("memory_mb") or 0)
-    if cpus > LARGE_CPUS or memory_mb > LARGE_MEMORY_MB:
+    if resources.cpus > LARGE_CPUS or resources.memory_mb > LARGE_MEMORY_MB:
         return "large"
     return "small"
 

@@ -55,15 +55,6 @@ class RunSettings:
     progress_interval_s: float = PROGRESS_INTERVAL_S
 
 
-def needs(resources: dict[str, Any]) -> dict[str, float]:
-    """What a job takes from the worker's capacity while it runs."""
-    return {
-        "cpus": float(resources.get("cpus") or 1.0),
-        "memory_mb": float(resources.get("memory_mb") or 0.0),
-        "gpus": float(resources.get("gpus") or 0.0),
-    }
-
-
 class JobRun:
     def __init__(
         self, settings: RunSettings, assignment: dict[str, Any], on_done: Callable[[JobRun], None]
@@ -74,7 +65,8 @@ class JobRun:
         self.id = str(assignment["id"])
         self.attempt = int(assignment["attempt"])
         self.token = str(assignment["token"])
-        self.resources = needs(dict(assignment.get("resources") or {}))
+        self.job_resources = Resources.model_validate(assignment.get("resources") or {})
+        self.resources = self.job_resources.needs()  # what it takes from the worker's capacity
         self.job_dir = settings.jobs_dir / f"{self.id}-{self.attempt}"
         self.cancel = threading.Event()  # a user cancelled the job
         self.forget = threading.Event()  # the job is not ours any more
@@ -207,7 +199,7 @@ class JobRun:
             params=dict(a.get("params") or {}),
             inputs=inputs,
             env={str(k): str(v) for k, v in (a.get("env") or {}).items()},
-            resources=Resources.model_validate(a.get("resources") or {}),
+            resources=self.job_resources,
             folder=AttemptDir(self.job_dir, sandboxing.user),
             log_path=log_path,
             sandbox=SandboxPolicy(

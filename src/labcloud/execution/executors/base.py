@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import abc
 import uuid
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job
+from labcloud.registry.models import Resources
 from labcloud.services import lifecycle
 from labcloud.services.job_states import JobState
 
@@ -21,7 +21,7 @@ class Executor(abc.ABC):
         """The largest job this executor can ever run (cpus, memory_mb, gpus)."""
 
     @abc.abstractmethod
-    def fits_now(self, resources: dict[str, Any]) -> bool:
+    def fits_now(self, resources: Resources) -> bool:
         """Whether a job with these resources could start right now."""
 
     def admit(self, session: Session, job: Job) -> None:
@@ -30,7 +30,7 @@ class Executor(abc.ABC):
         lifecycle.transition(session, job, JobState.STAGING, attempts=job.attempts + 1, executor=self.name)
 
     @abc.abstractmethod
-    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
         """Start running a job the scheduler has just claimed (state: staging)."""
 
     @abc.abstractmethod
@@ -46,7 +46,7 @@ class Executor(abc.ABC):
         """How many jobs of each user this executor holds (for fair dispatch)."""
 
     @abc.abstractmethod
-    def wait_reason(self, resources: dict[str, Any]) -> str:
+    def wait_reason(self, resources: Resources) -> str:
         """Why a queued job with these resources is not running yet, in words for its owner."""
 
     def start(self) -> None:  # noqa: B027 - optional hook

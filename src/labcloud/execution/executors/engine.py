@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, JobEvent
 from labcloud.execution.executors.base import Executor
+from labcloud.registry.models import Resources
 from labcloud.services import lifecycle, workers
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings
@@ -74,10 +75,10 @@ class EngineExecutor(Executor):
     def max_resources(self) -> dict[str, float]:
         return {}  # the engine refuses what none of its machines can run
 
-    def fits_now(self, resources: dict[str, Any]) -> bool:
+    def fits_now(self, resources: Resources) -> bool:
         return True
 
-    def wait_reason(self, resources: dict[str, Any]) -> str:
+    def wait_reason(self, resources: Resources) -> str:
         return f"about to be handed to {self.name}"
 
     def admit(self, session: Session, job: Job) -> None:
@@ -86,7 +87,7 @@ class EngineExecutor(Executor):
         workers.hand_over(session, self.settings, job, worker)
         job.queue = self.queue_for(job) or None
 
-    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
         with self.db.session() as session:
             job = session.get(Job, job_id)
             if job is None or not workers.in_engine_queue(job):

@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import psutil
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from labcloud import registry
@@ -58,7 +58,7 @@ class LocalExecutor(Executor):
         self.cpus = settings.local_cpus or float(os.cpu_count() or 1)
         self.memory_mb = settings.local_memory_mb or int(psutil.virtual_memory().total / 2**20 * 0.8)
         self._lock = threading.Lock()
-        self._held: dict[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]] = {}
+        self._held: dict[uuid.UUID, tuple[uuid.UUID, Resources]] = {}
         self._cancel: dict[uuid.UUID, threading.Event] = {}
         self.sandboxing = resolve_sandboxing(settings.sandbox, settings.job_user)
         log.log(
@@ -73,25 +73,25 @@ class LocalExecutor(Executor):
         return {"cpus": self.cpus, "memory_mb": float(self.memory_mb), "gpus": 0.0}
 
     def _used(self) -> tuple[float, int]:
-        cpus = sum(float(r.get("cpus", 1)) for _, r in self._held.values())
-        mem = sum(int(r.get("memory_mb", 0)) for _, r in self._held.values())
+        cpus = sum(r.cpus for _, r in self._held.values())
+        mem = sum(r.memory_mb for _, r in self._held.values())
         return cpus, mem
 
-    def fits_now(self, resources: dict[str, Any]) -> bool:
+    def _free(self) -> dict[str, float]:
         with self._lock:
             cpus, mem = self._used()
-        return (
-            cpus + float(resources.get("cpus", 1)) <= self.cpus + 1e-9
-            and mem + int(resources.get("memory_mb", 0)) <= self.memory_mb
-        )
+        return {"cpus": self.cpus - cpus, "memory_mb": float(self.memory_mb - mem), "gpus": 0.0}
 
-    def wait_reason(self, resources: dict[str, Any]) -> str:
+    def fits_now(self, resources: Resources) -> bool:
+        return resources.fits_in(self._free())
+
+    def wait_reason(self, resources: Resources) -> str:
         with self._lock:
             cpus, mem = self._used()
         if not self.fits_now(resources):
             return (
-                f"waiting for capacity: needs {resources.get('cpus', 1):g} CPU and "
-                f"{resources.get('memory_mb', 0)} MB; {cpus:g} of {self.cpus:g} CPUs and "
+                f"waiting for capacity: needs {resources.cpus:g} CPU and "
+                f"{resources.memory_mb} MB; {cpus:g} of {self.cpus:g} CPUs and "
                 f"{mem} of {self.memory_mb} MB are in use"
             )
         return "waiting for the dispatcher (other users' jobs go first when they have fewer running)"
@@ -109,7 +109,7 @@ class LocalExecutor(Executor):
 
     # ------------------------------------------------------------------------------------- running
 
-    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: dict[str, Any]) -> None:
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
         self._hold(job_id, owner_id, resources, self._run)
 
     def cancel(self, job_id: uuid.UUID) -> None:
@@ -119,7 +119,7 @@ class LocalExecutor(Executor):
         self,
         job_id: uuid.UUID,
         owner_id: uuid.UUID,
-        resources: dict[str, Any],
+        resources: Resources,
         target: Callable[[uuid.UUID], None],
     ) -> None:
         with self._lock:
@@ -195,7 +195,7 @@ class LocalExecutor(Executor):
             params=dict(job.params),
             inputs={},
             env=dict(job.env),
-            resources=Resources.model_validate(job.resources),
+            resources=job.resources,
             folder=folder,
             log_path=job_service.log_path(self.settings, job.id),
             sandbox=self._policy(job) if self.sandboxing.enabled else None,
@@ -227,7 +227,7 @@ class LocalExecutor(Executor):
             if not followed:  # a server that leads again already follows the jobs it started
                 plan, reporter = self._plan(job), DatabaseReporter(self, job)
                 log.info("job %s (%s): taking it up again after a restart", job.id, job.state)
-                self._hold(job.id, job.owner_id, dict(job.resources), partial(_resume, plan, reporter))
+                self._hold(job.id, job.owner_id, job.resources, partial(_resume, plan, reporter))
 
 
 def _resume(plan: JobPlan, reporter: DatabaseReporter, _job_id: uuid.UUID) -> None:
@@ -337,6 +337,15 @@ class DatabaseReporter:
 
     def _record(self, end: RunEnd, index: bool) -> list[str]:
         """The outputs' index and the job's end, in one transaction; the keys of replaced objects."""
+        for attempt in range(3):
+            try:
+                return self._record_once(end, index)
+            except IntegrityError:  # another job's outputs created the same folder (jobs/) meanwhile
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record_once(self, end: RunEnd, index: bool) -> list[str]:
         replaced: list[str] = []
         with self.db.session() as session:
             job = self._job(session)

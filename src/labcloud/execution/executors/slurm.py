@@ -193,15 +193,14 @@ class SlurmExecutor(EngineExecutor):
 
     def batch_job(self, job: Job, token: str, queue: str) -> BatchJob:
         res = job.resources
-        memory = float(res.get("memory_mb") or 0)
         return BatchJob(
             name=f"labcloud-{job.id}",
             script=self.batch_script(job),
-            cpus=max(1, math.ceil(float(res.get("cpus") or 1))),
+            cpus=max(1, math.ceil(res.cpus)),
             # Slurm counts the runner beside the job in the job's memory
-            memory_mb=math.ceil(memory + self.settings.slurm_runner_memory_mb) if memory else 0,
-            gpus=math.ceil(float(res.get("gpus") or 0)),
-            minutes=math.ceil((float(res.get("timeout_s") or 3600) + STAGING_SLACK_S) / 60),
+            memory_mb=math.ceil(res.memory_mb + self.settings.slurm_runner_memory_mb),
+            gpus=res.gpus,
+            minutes=math.ceil((res.timeout_s + STAGING_SLACK_S) / 60),
             partition=queue,
             environment={"PATH": os.environ.get("PATH", DEFAULT_PATH), "LABCLOUD_JOB_TOKEN": token},
         )
