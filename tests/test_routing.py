@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from labcloud.errors import InvalidInput
 from labcloud.registry import EntrypointSpec
+from labcloud.registry.models import Resources
 from labcloud.services.routing import Destination, route
 from labcloud.settings import Settings
 
@@ -48,17 +49,17 @@ def settings(**extra: Any) -> Settings:
 def test_routes(
     app: str, entrypoint: str, entry: dict[str, Any], resources: dict[str, Any], expected: Destination
 ) -> None:
-    assert route(settings(), app, entrypoint, spec(**entry), resources) == expected
+    assert route(settings(), app, entrypoint, spec(**entry), Resources(**resources)) == expected
 
 
 def test_the_default_executor_is_a_setting() -> None:
-    assert route(Settings(executor="celery"), "x", "main", spec(), {}) == Destination("celery")
-    assert route(Settings(executor="pull"), "x", "main", spec(), {}) == Destination("pull")
+    assert route(Settings(executor="celery"), "x", "main", spec(), Resources()) == Destination("celery")
+    assert route(Settings(executor="pull"), "x", "main", spec(), Resources()) == Destination("pull")
 
 
 def test_an_entrypoint_naming_an_executor_not_in_use_is_refused_at_submit() -> None:
     with pytest.raises(InvalidInput, match="'slurm' executor, which this installation does not use"):
-        route(Settings(executor="local"), "x", "main", spec(executor="slurm"), {})
+        route(Settings(executor="local"), "x", "main", spec(executor="slurm"), Resources())
 
 
 def test_unknown_executors_are_refused_when_settings_load() -> None:
@@ -74,4 +75,4 @@ def test_routes_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LABCLOUD_EXECUTOR_ROUTES", '[{"gpus_min": 1, "executor": "slurm", "queue": "gpu"}]')
     loaded = Settings()
     assert loaded.executors_in_use == ["local", "pull", "slurm"]
-    assert route(loaded, "a", "main", spec(), {"gpus": 2}) == Destination("slurm", "gpu")
+    assert route(loaded, "a", "main", spec(), Resources(gpus=2)) == Destination("slurm", "gpu")

@@ -56,7 +56,9 @@ def _apps(apps_dir: Path) -> None:
         [
             SH,
             "-c",
-            'echo "started $LABCLOUD_JOB_ID"; echo "::progress 0.5"; sleep "$LABCLOUD_PARAM_SECONDS"; '
+            'echo "started $LABCLOUD_JOB_ID"; echo "::progress 0.5"; '
+            'if [ "$LABCLOUD_JOB_ATTEMPT" = 1 ] && [ -n "$LABCLOUD_PARAM_FIRST" ]; '
+            'then sleep "$LABCLOUD_PARAM_FIRST"; else sleep "$LABCLOUD_PARAM_SECONDS"; fi; '
             'echo done > "$LABCLOUD_OUTPUT/done.txt"; '
             'if [ -n "$LABCLOUD_PARAM_SINK" ]; then echo "$LABCLOUD_JOB_ID" >> "$LABCLOUD_PARAM_SINK"; fi; '
             "echo finished",
@@ -65,6 +67,7 @@ def _apps(apps_dir: Path) -> None:
             "type": "object",
             "properties": {
                 "seconds": {"type": "number", "default": 1},
+                "first": {"type": "string", "default": "", "description": "the first attempt's seconds"},
                 "sink": {"type": "string", "default": ""},
             },
         },
@@ -246,7 +249,9 @@ def test_many_quick_jobs_through_several_workers_run_exactly_once(cl: Cluster, t
 def test_a_stopped_worker_is_fenced_when_it_comes_back(cl: Cluster, tmp_path: Path) -> None:
     sink = tmp_path / "sink.txt"
     first = cl.start_worker("stop-a", "--sandbox", "off")
-    job = cl.submit("w-sleep", {"seconds": 6, "sink": str(sink)})
+    # The first attempt would write its side effect after a minute: fencing must stop it before that,
+    # however slowly this machine moves today. The second attempt takes a second.
+    job = cl.submit("w-sleep", {"seconds": 1, "first": "60", "sink": str(sink)})
     cl.wait_job(job["id"], running, 30, "the job to run on the first worker")
     first.signal(signal.SIGSTOP)  # its job's process keeps running; its heartbeats stop
     second = cl.start_worker("stop-b", "--sandbox", "off")
