@@ -48,6 +48,7 @@ def owner(db: Database) -> uuid.UUID:
 
 
 def make_job(session: Session, owner: uuid.UUID, state: JobState, **fields: object) -> Job:
+    fields = {"attempts": 1, "max_attempts": 2, **fields}
     job = Job(
         owner_id=owner,
         app="a",
@@ -61,8 +62,6 @@ def make_job(session: Session, owner: uuid.UUID, state: JobState, **fields: obje
         resources=Resources(timeout_s=60, memory_mb=100),
         tags={},
         state=state,
-        attempts=1,
-        max_attempts=2,
         usage={},
         **fields,
     )
@@ -83,7 +82,6 @@ def expected_refusal(current: JobState, target: JobState, reason: FailureReason 
     )
 
 
-@pytest.mark.db_agnostic
 def test_every_transition_is_taken_or_refused_as_the_table_says(db: Database, owner: uuid.UUID) -> None:
     taken = refused = 0
     for current, target, reason in itertools.product(JobState, JobState, REASONS):
@@ -115,7 +113,6 @@ def test_every_transition_is_taken_or_refused_as_the_table_says(db: Database, ow
     assert taken + refused == len(JobState) ** 2 * len(REASONS) and taken > len(JobState)
 
 
-@pytest.mark.db_agnostic
 def test_a_lost_transition_race_is_a_conflict(db: Database, owner: uuid.UUID) -> None:
     with db.session() as session:
         job_id = make_job(session, owner, JobState.RUNNING).id
@@ -152,7 +149,6 @@ END_CASES = [
 ]
 
 
-@pytest.mark.db_agnostic
 @pytest.mark.parametrize(("state", "end", "expected"), END_CASES)
 def test_how_a_run_ends_decides_the_job_s_state(
     db: Database,
@@ -173,7 +169,6 @@ def test_how_a_run_ends_decides_the_job_s_state(
         assert all(b in TRANSITIONS[a] for a, b in zip([state, *path], path, strict=False))
 
 
-@pytest.mark.db_agnostic
 def test_a_note_on_kept_outputs_joins_the_message(db: Database, owner: uuid.UUID) -> None:
     with db.session() as session:
         job = make_job(session, owner, JobState.RUNNING)
@@ -181,7 +176,6 @@ def test_a_note_on_kept_outputs_joins_the_message(db: Database, owner: uuid.UUID
         assert job.message == "1 output file; 1 output entry not kept: 'x'"
 
 
-@pytest.mark.db_agnostic
 def test_a_runner_that_vanishes_ends_its_job_once(db: Database, owner: uuid.UUID) -> None:
     with db.session() as session:
         lost = make_job(session, owner, JobState.RUNNING)

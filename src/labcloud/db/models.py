@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,8 +22,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from labcloud.db.types import ResourcesJSON, UTCDateTime, new_id, utcnow
+from labcloud.db.types import EnumText, ResourcesJSON, UTCDateTime, new_id, utcnow
 from labcloud.registry.models import Resources
+from labcloud.services.job_states import FailureReason, JobState
+
+
+class WorkerState(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    REVOKED = "revoked"
+
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -100,8 +109,8 @@ class Job(Base):
     env: Mapped[dict[str, str]] = mapped_column(JSON)
     resources: Mapped[Resources] = mapped_column(ResourcesJSON)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="queued")
-    reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    state: Mapped[JobState] = mapped_column(EnumText(JobState, 16), default=JobState.QUEUED)
+    reason: Mapped[FailureReason | None] = mapped_column(EnumText(FailureReason, 32), default=None)
     message: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
     progress: Mapped[float | None] = mapped_column(Float, default=None)
@@ -143,9 +152,9 @@ class JobEvent(Base):
     )
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    from_state: Mapped[JobState | None] = mapped_column(EnumText(JobState, 16))
+    to_state: Mapped[JobState] = mapped_column(EnumText(JobState, 16))
+    reason: Mapped[FailureReason | None] = mapped_column(EnumText(FailureReason, 32), default=None)
     message: Mapped[str] = mapped_column(Text, default="")
 
 
@@ -217,7 +226,7 @@ class Worker(Base):
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     token_prefix: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16), default="active")  # active | draining | revoked
+    state: Mapped[WorkerState] = mapped_column(EnumText(WorkerState, 16), default=WorkerState.ACTIVE)
     capacity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     telemetry: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[str] = mapped_column(String(64), default="")

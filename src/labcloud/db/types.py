@@ -7,9 +7,10 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import JSON, DateTime, Dialect
+from sqlalchemy import JSON, DateTime, Dialect, String
 from sqlalchemy.types import TypeDecorator
 
 from labcloud.registry.models import Resources
@@ -80,3 +81,24 @@ class ResourcesJSON(TypeDecorator[Resources]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Resources | None:
         return None if value is None else Resources.model_validate(value)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumText(TypeDecorator[E], Generic[E]):
+    """A StrEnum stored as its text (no database enum type: adding a member needs no migration). Binding
+    refuses what is not a member's value; reading gives members back."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int = 32) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)

@@ -84,7 +84,7 @@ class Scheduler:
     def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         assert self.executor is not None
         queued = (
-            (Job.state == JobState.QUEUED.value)
+            (Job.state == JobState.QUEUED)
             & (Job.executor == self.executor.name)
             & Job.worker_id.is_(None)  # not yet handed to an engine's own queue
         )
@@ -108,7 +108,7 @@ class Scheduler:
         assert self.executor is not None
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.QUEUED.value or not self.executor.fits_now(job.resources):
+            if job is None or job.state != JobState.QUEUED or not self.executor.fits_now(job.resources):
                 return False
             try:
                 self.executor.admit(session, job)

@@ -120,7 +120,7 @@ def submit(
         env=dict(sub.env),
         resources=resources,
         tags=dict(sub.tags),
-        state=JobState.QUEUED.value,
+        state=JobState.QUEUED,
         max_attempts=settings.job_max_attempts,
         executor=where.executor if where else settings.executor,
         queue=where.queue if where else None,
@@ -129,7 +129,7 @@ def submit(
     )
     session.add(job)
     session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in sub.tags.items())
-    session.add(JobEvent(job_id=job.id, from_state=None, to_state=JobState.QUEUED.value, message="submitted"))
+    session.add(JobEvent(job_id=job.id, from_state=None, to_state=JobState.QUEUED, message="submitted"))
     session.flush()
     return job
 
@@ -233,7 +233,7 @@ def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, curso
     # The entrypoint spec is the bulkiest column and listings do not show it.
     stmt: Select[Any] = select(Job).options(defer(Job.spec)).where(Job.owner_id == user.id)
     if flt.states:
-        stmt = stmt.where(Job.state.in_([s.value for s in flt.states]))
+        stmt = stmt.where(Job.state.in_(list(flt.states)))
     if flt.app:
         stmt = stmt.where(Job.app == flt.app)
     for key, value in flt.tags.items():

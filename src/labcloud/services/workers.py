@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from labcloud import security
-from labcloud.db.models import FileEntry, Job, Worker
+from labcloud.db.models import FileEntry, Job, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound, Unauthorized
 from labcloud.services import files, lifecycle
@@ -116,9 +116,7 @@ def state_of(worker: Worker, settings: Settings, now: datetime | None = None) ->
 
 def running_jobs(session: Session, worker_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
     rows = session.execute(
-        select(Job.worker_id, Job.id).where(
-            Job.worker_id.in_(worker_ids), Job.state.in_([s.value for s in ACTIVE])
-        )
+        select(Job.worker_id, Job.id).where(Job.worker_id.in_(worker_ids), Job.state.in_(list(ACTIVE)))
     ).all()
     out: dict[uuid.UUID, list[uuid.UUID]] = {}
     for worker_id, job_id in rows:
@@ -134,17 +132,15 @@ def list_workers(session: Session, *, limit: int, cursor: str | None) -> Page[Wo
 def drain(session: Session, worker: Worker) -> Worker:
     if worker.state == "revoked":
         raise Conflict("This worker was revoked.")
-    worker.state = "draining"
+    worker.state = WorkerState.DRAINING
     return worker
 
 
 def revoke(session: Session, worker: Worker) -> Worker:
     """The token stops working at once; the worker's jobs are queued again (or failed) now."""
-    worker.state = "revoked"
+    worker.state = WorkerState.REVOKED
     worker.revoked_at = utcnow()
-    for job in session.scalars(
-        select(Job).where(Job.worker_id == worker.id, Job.state.in_([s.value for s in ACTIVE]))
-    ):
+    for job in session.scalars(select(Job).where(Job.worker_id == worker.id, Job.state.in_(list(ACTIVE)))):
         _lose(session, job, "its worker's token was revoked")
     return worker
 
@@ -181,7 +177,7 @@ def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[s
             continue
         assert job is not None
         job.lease_expires_at = lease_until
-        if job.state == JobState.CANCELLING.value:
+        if job.state == JobState.CANCELLING:
             cancel.append(job_id)
     return {
         "state": worker.state,
@@ -200,7 +196,7 @@ def expire_leases(session: Session, now: datetime | None = None) -> int:
     """Jobs whose worker (or runner) stopped renewing: queued again while attempts remain, else failed."""
     now = now or utcnow()
     stmt = select(Job).where(  # remote workers' jobs, and runners' that Slurm or Celery started
-        Job.state.in_([s.value for s in ACTIVE]),
+        Job.state.in_(list(ACTIVE)),
         Job.lease_expires_at < now,
     )
     lost = list(session.scalars(stmt))
@@ -232,7 +228,7 @@ def claim(
     have = {**labels, **worker.labels}
     stmt = (
         select(Job)
-        .where(Job.state == JobState.QUEUED.value, Job.executor == PULL)
+        .where(Job.state == JobState.QUEUED, Job.executor == PULL)
         .order_by(Job.id)
         .limit(CANDIDATES)
     )
@@ -450,7 +446,7 @@ def hand_over(session: Session, settings: Settings, job: Job, worker: Worker) ->
     lease, until a runner takes it. Conflict when the job was cancelled or handed over first."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.state == JobState.QUEUED.value, Job.worker_id.is_(None))
+        .where(Job.id == job.id, Job.state == JobState.QUEUED, Job.worker_id.is_(None))
         .values(worker_id=worker.id, attempts=Job.attempts + 1, lease_expires_at=None)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -545,7 +541,7 @@ def job_heartbeat(session: Session, settings: Settings, credential: str, job_id:
     job, _ = held_job(session, settings, credential, job_id)
     job.lease_expires_at = utcnow() + timedelta(seconds=settings.lease_seconds)
     return {
-        "cancel": job.state == JobState.CANCELLING.value,
+        "cancel": job.state == JobState.CANCELLING,
         "lease_seconds": settings.lease_seconds,
         "heartbeat_interval_s": heartbeat_interval(settings),
     }

@@ -110,7 +110,7 @@ class EngineExecutor(Executor):
             workers.set_engine_ref(job, **ref)
             if workers.in_engine_queue(job):
                 job.message = self.waiting_message(queue)
-            elif job.state == JobState.CANCELLED.value:  # cancelled while it was being sent
+            elif job.state == JobState.CANCELLED:  # cancelled while it was being sent
                 self.withdraw(workers.engine_ref(job))
 
     def cancel(self, job_id: uuid.UUID) -> None:
@@ -118,7 +118,7 @@ class EngineExecutor(Executor):
         runner (cancelling): the runner learns it from its next heartbeat."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.CANCELLED.value or job.lease_expires_at is not None:
+            if job is None or job.state != JobState.CANCELLED or job.lease_expires_at is not None:
                 return
             ref = workers.engine_ref(job)
         if ref.get(self.ref_key):
@@ -146,7 +146,7 @@ class EngineExecutor(Executor):
         with self.db.session() as session:
             rows = session.execute(
                 select(Job.owner_id, func.count())
-                .where(Job.executor == self.name, Job.state.in_([s.value for s in ACTIVE]))
+                .where(Job.executor == self.name, Job.state.in_(list(ACTIVE)))
                 .group_by(Job.owner_id)
             ).all()
         return {owner: int(n) for owner, n in rows}
@@ -177,8 +177,8 @@ class EngineExecutor(Executor):
             rows = session.execute(
                 select(Job.id, Job.executor_ref).where(
                     Job.executor == self.name,
-                    Job.state.in_([s.value for s in ACTIVE])
-                    | ((Job.state == JobState.QUEUED.value) & Job.worker_id.is_not(None)),
+                    Job.state.in_(list(ACTIVE))
+                    | ((Job.state == JobState.QUEUED) & Job.worker_id.is_not(None)),
                 )
             ).all()
         return [(job_id, workers.parse_ref(raw)) for job_id, raw in rows]

@@ -235,11 +235,11 @@ class SlurmExecutor(EngineExecutor):
             for job in session.scalars(select(Job).where(Job.id.in_(list(slurm_ids)))):
                 slurm_id = slurm_ids[job.id]
                 state, reason = listed[slurm_id]
-                if state == "PENDING" and reason != "None" and job.state == JobState.QUEUED.value:
+                if state == "PENDING" and reason != "None" and job.state == JobState.QUEUED:
                     message = f"waiting: {reason} (Slurm job {slurm_id})"
                     if job.message != message:
                         job.message = message
-                elif job.state == JobState.CANCELLING.value and job.updated_at is not None:
+                elif job.state == JobState.CANCELLING and job.updated_at is not None:
                     # The runner should have stopped it by now: make sure Slurm does.
                     held_for = time.time() - job.updated_at.timestamp()
                     if held_for > self.settings.kill_grace_s + 2 * self.settings.lease_seconds:
