@@ -2,6 +2,10 @@
 
 The TOML file is ``$LABCLOUD_CONFIG`` when set, else ``$LABCLOUD_HOME/labcloud.toml``. Reading settings never
 does network I/O; only files under the data dir are touched.
+
+Every path setting (and a SQLite database URL) is made absolute once, when settings load, against the working
+directory of that moment: the server, its job supervisors (which start in ``/``), its workers and
+``labcloud admin`` run from another folder then all mean the same files.
 """
 
 from __future__ import annotations
@@ -19,18 +23,35 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
 
 DEFAULT_HOME = Path("labcloud-data")
 CONFIG_FILE_NAME = "labcloud.toml"
 
 
+def absolute(path: Path | str) -> Path:
+    """``path`` with ``~`` expanded, made absolute against the working directory (``..`` folded)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def home_from_env() -> Path:
-    return Path(os.environ.get("LABCLOUD_HOME", DEFAULT_HOME)).expanduser()
+    return absolute(os.environ.get("LABCLOUD_HOME", DEFAULT_HOME))
 
 
 def config_path_from_env() -> Path:
     explicit = os.environ.get("LABCLOUD_CONFIG")
-    return Path(explicit).expanduser() if explicit else home_from_env() / CONFIG_FILE_NAME
+    return absolute(explicit) if explicit else home_from_env() / CONFIG_FILE_NAME
+
+
+def _absolute_sqlite_url(url: str) -> str:
+    """A SQLite URL naming a relative file, with that file made absolute; any other URL as it is."""
+    if not url.startswith("sqlite"):
+        return url
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(absolute(database))).render_as_string(hide_password=False)
 
 
 class Route(BaseModel):
@@ -219,10 +240,16 @@ class Settings(BaseSettings):
             raise ValueError("slurm_rest_url needs slurm_rest_token or slurm_rest_token_file (a JWT)")
         return self
 
-    @field_validator("home", mode="after")
+    @field_validator("*", mode="after")
     @classmethod
-    def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _absolute_paths(cls, value: object) -> object:
+        """Every path setting, whatever its source, as an absolute path (see the module's docstring)."""
+        return absolute(value) if isinstance(value, Path) else value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _absolute_sqlite_file(cls, value: str) -> str:
+        return _absolute_sqlite_url(value)
 
     @classmethod
     def settings_customise_sources(
@@ -238,7 +265,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.home / 'labcloud.sqlite3').resolve()}"
+        return self.database_url or f"sqlite:///{self.home / 'labcloud.sqlite3'}"
 
     @property
     def is_sqlite(self) -> bool:
@@ -296,7 +323,8 @@ def render_config_file() -> str:
     return f"""# labcloud configuration. Environment variables LABCLOUD_<NAME> override each value.
 # Keep this file private: it holds the key that signs access tokens.
 
-# Where the database (SQLite), uploaded files and job folders live.
+# Where the database (SQLite), uploaded files and job folders live. A relative path (here and in every
+# other path setting) is taken against the folder the command starts in: prefer an absolute one.
 # home = "labcloud-data"
 
 # Empty: SQLite in the data dir. PostgreSQL: "postgresql+psycopg://user:password@host:5432/labcloud"

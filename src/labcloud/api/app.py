@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from labcloud import __version__, web
 from labcloud.api.context import AppContext
@@ -38,6 +39,14 @@ def prepare_database(ctx: AppContext) -> None:
         announce_initial_admin(admin, ctx.settings)
 
 
+def database_location(settings: Settings) -> str:
+    """Where the accounts and jobs are kept, for people: the SQLite file, or the URL without its password."""
+    url = make_url(settings.effective_database_url)
+    if settings.is_sqlite and url.database:
+        return url.database
+    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
+
+
 def announce_initial_admin(admin: user_service.InitialAdmin, settings: Settings) -> None:
     """Printed once, to the console and not to the log, when the first admin is created."""
     lines = ["", "labcloud: created the first administrator account.", f"  email:    {admin.email}"]
@@ -46,6 +55,8 @@ def announce_initial_admin(admin: user_service.InitialAdmin, settings: Settings)
     else:
         lines.append("  password: the initial_admin_password of your configuration")
     lines += [
+        f"  data dir: {settings.home}",
+        f"  database: {database_location(settings)}",
         f"  log in at {settings.public_url}/docs (Authorize) or with 'labcloud login'.",
         "  Change the password after logging in; this message is not shown again.",
         "",

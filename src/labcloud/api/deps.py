@@ -43,7 +43,10 @@ def get_session(ctx: Annotated[AppContext, Depends(get_context)]) -> Iterator[Se
 
 
 Ctx = Annotated[AppContext, Depends(get_context)]
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the answer goes out. With FastAPI's default ("request") the
+# code after ``yield`` runs once the response has been sent: a client could hear "201 Created" before the
+# row exists (its next request not finding it) and a failing commit would reach it as a success.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
-from labcloud.cli.common import console, fail, load_settings
+from labcloud.cli.common import fail, load_settings, say
 
 app = typer.Typer(help="Administration from the server's shell.", no_args_is_help=True)
 
@@ -22,7 +23,7 @@ def create_user(
 ) -> None:
     """Create a user. Without --password-stdin, a password is asked for (or generated when not a terminal)."""
     from labcloud import security
-    from labcloud.api.app import SchemaOutOfDate, prepare_database
+    from labcloud.api.app import SchemaOutOfDate, database_location, prepare_database
     from labcloud.api.context import AppContext
     from labcloud.errors import LabcloudError
     from labcloud.services import users
@@ -35,6 +36,8 @@ def create_user(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:
         password = generated = security.generate_password()
+    where = database_location(settings)
+    new_database = settings.is_sqlite and not Path(where).exists()
     ctx = AppContext.create(settings)
     try:
         prepare_database(ctx)
@@ -48,6 +51,12 @@ def create_user(
         raise fail(exc.detail) from None
     finally:
         ctx.db.dispose()
-    console.print(f"created {'admin' if admin else 'user'} {user.email}")
+    say(f"created {'admin' if admin else 'user'} {user.email} in {where}")
+    if new_database:
+        say(
+            f"note: there was no database in the data dir {settings.home}, so a new one was made; a server "
+            "started with another LABCLOUD_HOME (or, with the default home, in another folder) does not see "
+            "this account."
+        )
     if generated:
         typer.echo(f"password: {generated}")

@@ -21,6 +21,11 @@ def load_settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def say(message: str) -> None:
+    """A plain message on standard error: no markup, never wrapped (paths stay whole to copy and grep)."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)

@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 
 from labcloud.cli.common import console, fail, load_settings
-from labcloud.settings import config_path_from_env, render_config_file
+from labcloud.settings import absolute, config_path_from_env, render_config_file
+
+log = logging.getLogger("labcloud.serve")
 
 
 def serve(
@@ -21,7 +23,7 @@ def serve(
 
     os.umask(0o077)  # everything the server writes (database, files, logs) is its own user's alone
 
-    from labcloud.api.app import SchemaOutOfDate, create_app, prepare_database
+    from labcloud.api.app import SchemaOutOfDate, create_app, database_location, prepare_database
     from labcloud.api.context import AppContext
 
     settings = load_settings()
@@ -32,6 +34,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log.info("data dir %s; database %s", settings.home, database_location(settings))
     # Check the schema (and migrate SQLite) before listening: a refusal is a clear message, not a traceback.
     preflight = AppContext.create(settings)
     try:
@@ -56,7 +59,7 @@ def init_config(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a configuration file with freshly generated secrets (mode 0600)."""
-    target = path or config_path_from_env()
+    target = absolute(path) if path else config_path_from_env()
     if target.exists() and not force:
         raise fail(f"{target} exists; pass --force to replace it (its secrets would change).")
     target.parent.mkdir(parents=True, exist_ok=True)
