@@ -320,3 +320,23 @@ def test_a_waiting_claim_wakes_when_a_job_arrives(pclient: TestClient, admin: Ac
     waiter.join(timeout=30)
     assert result["status"] == 200 and result["job"] == job["id"]
     assert result["at"] - submitted < timedelta(seconds=4)  # woken by the submit, not the 20 s timeout
+
+
+def test_a_worker_cannot_put_outputs_outside_the_job_s_folder(
+    pclient: TestClient, admin: Account, user: Account
+) -> None:
+    token = register(pclient, admin, "sly")
+    job = submit(pclient, user)
+    got = claim(pclient, token)
+    assert got is not None
+    jt = bearer(got["token"])
+    for name in (
+        "..%2F..%2Fplanted.txt",
+        "%2e%2e/%2e%2e/planted.txt",
+        "a/..%2F..%2F..%2Fplanted.txt",
+        "%2Fetc%2Fx",
+    ):
+        r = pclient.put(f"/api/v1/worker/jobs/{job['id']}/outputs/{name}", content=b"x", headers=jt)
+        assert r.status_code == 400, (name, r.status_code, r.text)
+    listing = pclient.get("/api/v1/files", params={"prefix": ""}, headers=user.headers).json()
+    assert [e["path"] for e in listing["items"]] == []  # nothing landed anywhere in the owner's space
