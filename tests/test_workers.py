@@ -285,11 +285,14 @@ def test_labels_decide_which_worker_takes_a_job(cl: Cluster) -> None:
     assert plain.process.poll() is None
 
 
-def test_label_from_the_command_line(cl: Cluster) -> None:
-    job = cl.submit("w-spinnaker")
+def test_a_label_the_worker_gives_itself_does_not_count(cl: Cluster) -> None:
+    board_job = cl.submit("w-spinnaker")
+    plain_job = cl.submit("w-sleep", {"seconds": 0})
     cl.start_worker("cmdline-board", "--label", "platform=spinnaker")
-    done = cl.wait_end(job["id"])
-    assert done["state"] == "succeeded" and cl.ran_on(job["id"]) == ["cmdline-board"]
+    # Claims take the oldest job that fits first: had the label counted, the board job would have gone.
+    assert cl.wait_end(plain_job["id"])["state"] == "succeeded"
+    assert cl.ran_on(plain_job["id"]) == ["cmdline-board"]
+    assert cl.job(board_job["id"])["state"] == "queued"
 
 
 def test_a_drained_worker_finishes_its_job_and_takes_no_more(cl: Cluster) -> None:

@@ -225,7 +225,7 @@ def claim(
     """Take the oldest queued job this worker can run, or None."""
     if worker.state != "active":
         return None
-    have = {**labels, **worker.labels}
+    have = worker.labels  # what an admin registered; labels a worker claims for itself count for nothing
     stmt = (
         select(Job)
         .where(Job.state == JobState.QUEUED, Job.executor == PULL)
