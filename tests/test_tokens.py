@@ -128,3 +128,27 @@ def test_token_list_is_paged_with_a_cursor(client: TestClient, user: Account) ->
     assert seen == list(reversed(names))  # newest first
     r = client.get("/api/v1/me/tokens", params={"cursor": "!!bad"}, headers=user.headers)
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "cursor"]
+
+
+def test_a_token_never_mints_one_with_more_scopes_than_its_own(client: TestClient, admin: Account) -> None:
+    read_write = client.post("/api/v1/me/tokens", json={"name": "rw"}, headers=admin.headers).json()["token"]
+    for scopes in (["admin"], ["read", "admin"]):
+        r = client.post(
+            "/api/v1/me/tokens", json={"name": "escalate", "scopes": scopes}, headers=bearer(read_write)
+        )
+        assert r.status_code == 403, r.text
+        assert "admin" in r.json()["detail"]
+    assert [t["name"] for t in client.get("/api/v1/me/tokens", headers=admin.headers).json()["items"]] == [
+        "rw"
+    ]
+    # within its own scopes it may
+    r = client.post("/api/v1/me/tokens", json={"name": "ro", "scopes": ["read"]}, headers=bearer(read_write))
+    assert r.status_code == 201 and r.json()["scopes"] == ["read"]
+    # an admin-scoped token (or a login) may hand the admin scope on
+    with_admin = client.post(
+        "/api/v1/me/tokens", json={"name": "adm", "scopes": ["read", "write", "admin"]}, headers=admin.headers
+    ).json()["token"]
+    r = client.post(
+        "/api/v1/me/tokens", json={"name": "adm2", "scopes": ["admin"]}, headers=bearer(with_admin)
+    )
+    assert r.status_code == 201

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -89,12 +90,21 @@ def create_api_token(
     name: str,
     scopes: list[Scope],
     expires_at: datetime | None,
+    caller_scopes: Iterable[str],
 ) -> tuple[ApiToken, str]:
-    """A new token for ``user``; returns the row and the secret, which is never available again."""
+    """A new token for ``user``; returns the row and the secret, which is never available again.
+
+    A token never gets more than the credential that creates it: ``scopes`` must be among
+    ``caller_scopes`` (a read/write token cannot mint an admin one, even for an admin)."""
     if not scopes:
         raise InvalidInput.field(["body", "scopes"], "give at least one scope: read, write or admin")
     if Scope.ADMIN in scopes and not user.is_admin:
         raise Forbidden("Only admins can create tokens with the admin scope.")
+    beyond = sorted({s.value for s in scopes} - set(caller_scopes))
+    if beyond:
+        raise Forbidden(
+            f"A token cannot give more than the credential that creates it; yours lacks: {', '.join(beyond)}."
+        )
     now = utcnow()
     longest = now + timedelta(days=settings.api_token_max_days)
     if expires_at is None:

@@ -66,9 +66,16 @@ def list_tokens(
 def create_token(
     body: TokenCreate, principal: Writer, session: DbSession, settings: AppSettings
 ) -> TokenCreated:
-    """The secret is in the answer and nowhere else: only its hash is stored."""
+    """The secret is in the answer and nowhere else: only its hash is stored. Its scopes must be among
+    those of the credential you call with."""
     token, secret = tokens.create_api_token(
-        session, settings, principal.user, name=body.name, scopes=body.scopes, expires_at=body.expires_at
+        session,
+        settings,
+        principal.user,
+        name=body.name,
+        scopes=body.scopes,
+        expires_at=body.expires_at,
+        caller_scopes=principal.scopes,
     )
     return TokenCreated.model_validate({**TokenOut.model_validate(token).model_dump(), "token": secret})
 

@@ -101,7 +101,13 @@ def create_token(
     if not errors:
         try:
             token, secret = tokens.create_api_token(
-                session, ctx.settings, principal.user, name=name, scopes=chosen, expires_at=expires_at
+                session,
+                ctx.settings,
+                principal.user,
+                name=name,
+                scopes=chosen,
+                expires_at=expires_at,
+                caller_scopes=principal.scopes,
             )
         except InvalidInput as exc:
             errors = _field_errors(exc)
