@@ -21,9 +21,7 @@ def register_worker(client: TestClient, admin: Account, name: str, **labels: str
 
 
 def claim(client: TestClient, token: str, **extra: Any) -> dict[str, Any] | None:
-    r = client.post(
-        "/api/v1/worker/claim", json={"free": FREE, "wait_s": 0, **extra}, headers=bearer(token)
-    )
+    r = client.post("/api/v1/worker/claim", json={"free": FREE, "wait_s": 0, **extra}, headers=bearer(token))
     if r.status_code == 204:
         return None
     assert r.status_code == 200, r.text

@@ -202,6 +202,12 @@ class Settings(BaseSettings):
         1.0, ge=0, description="How often app files are checked for changes."
     )
     scheduler_interval_s: float = Field(1.0, gt=0, description="Longest pause between dispatch rounds.")
+    sqlite_busy_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="SQLite: how long a write waits for another writer's lock; then the request is "
+        "answered 503 with Retry-After (nothing is claimed done).",
+    )
     leader_check_interval_s: float = Field(
         2.0,
         gt=0,

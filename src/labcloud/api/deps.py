@@ -37,7 +37,9 @@ async def get_settings(ctx: Annotated[AppContext, Depends(get_context)]) -> Sett
 
 
 def get_session(ctx: Annotated[AppContext, Depends(get_context)]) -> Iterator[Session]:
-    """One transaction per request: committed when the handler succeeds, rolled back otherwise."""
+    """One transaction per request: committed when the handler succeeds, rolled back otherwise; before
+    the answer (see ``DbSession``), so a commit that fails (a locked database) is an error answer (503,
+    see :mod:`labcloud.api.errors`), never a success for a write that did not happen."""
     with ctx.db.session() as session:
         yield session
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labcloud.errors import LabcloudError
@@ -47,6 +48,35 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+# PostgreSQL: serialization failure, deadlock, lock timeout: the same request can succeed a moment later.
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
+RETRY_AFTER_S = 1
+
+
+def database_busy(exc: BaseException) -> bool:
+    """A database error that says "try again": a lock held too long ("database is locked" on SQLite,
+    a lock timeout, deadlock or serialization failure on PostgreSQL) or a lost connection."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def busy_problem() -> JSONResponse:
+    return problem(
+        503,
+        "The database is busy and this request was not carried out; nothing was changed. Try again.",
+        title="Service busy",
+        type_slug="busy",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LabcloudError)
     async def _domain(_request: Request, exc: LabcloudError) -> JSONResponse:
@@ -75,6 +105,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_request: Request, exc: DBAPIError) -> JSONResponse:
+        """A write that did not commit is never answered as done: 503 when trying again can help."""
+        if database_busy(exc):
+            log.warning("database busy: %s", exc.orig)
+            return busy_problem()
+        log.exception("database error", exc_info=exc)
+        return problem(500, "An internal error occurred; it has been logged.")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labcloud.api.context import AppContext
 from labcloud.api.deps import Ctx, DbSession
+from labcloud.api.errors import RETRY_AFTER_S, database_busy
 from labcloud.errors import Forbidden, LabcloudError, Unauthorized
 from labcloud.services import tokens
 from labcloud.services.tokens import Principal
@@ -163,11 +164,20 @@ class PageRoute(APIRoute):
                 response = error_page(request, 404, "Not found", "This address does not name anything here.")
             except StarletteHTTPException as exc:
                 response = error_page(request, exc.status_code, "Error", str(exc.detail))
-            except Exception:
-                log.exception("error in page %s", request.url.path)
-                response = error_page(
-                    request, 500, "Something went wrong", "An internal error occurred; it has been logged."
-                )
+            except Exception as exc:
+                if database_busy(exc):  # nothing was changed: say so, and when to try again
+                    response = error_page(
+                        request, 503, "Busy", "The server is busy and nothing was changed; try again shortly."
+                    )
+                    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+                else:
+                    log.exception("error in page %s", request.url.path)
+                    response = error_page(
+                        request,
+                        500,
+                        "Something went wrong",
+                        "An internal error occurred; it has been logged.",
+                    )
             renewed = getattr(request.state, "renewed", None)
             if renewed is not None:
                 web_session.store(response, request, ctx.settings, renewed)
