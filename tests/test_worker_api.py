@@ -181,6 +181,12 @@ def test_a_worker_reports_a_lost_run_and_outputs_it_could_not_keep(
     assert r.json() == {"state": "queued"}  # attempts remain: it runs again
     second = claim(pclient, token)
     assert second is not None and second["id"] == job["id"] and second["attempt"] == 2
+    bad = pclient.post(
+        f"/api/v1/worker/jobs/{job['id']}/finish",
+        json={"outcome": "melted"},
+        headers=bearer(second["token"]),
+    )
+    assert bad.status_code == 422 and "outcome" in bad.text
     r = pclient.post(
         f"/api/v1/worker/jobs/{job['id']}/finish",
         json={"outcome": "exited", "exit_code": 0, "problem": "output upload failed: disk full"},
@@ -189,12 +195,6 @@ def test_a_worker_reports_a_lost_run_and_outputs_it_could_not_keep(
     assert r.json() == {"state": "failed"}
     failed = pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()
     assert failed["reason"] == "system_error" and "disk full" in failed["message"]
-    bad = pclient.post(
-        f"/api/v1/worker/jobs/{job['id']}/finish",
-        json={"outcome": "melted"},
-        headers=bearer(second["token"]),
-    )
-    assert bad.status_code == 422 and "outcome" in bad.text
 
 
 def test_heartbeats_renew_leases_and_carry_cancels(

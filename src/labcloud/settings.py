@@ -179,6 +179,14 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
     max_upload_bytes: int = Field(50 * 2**30, ge=1, description="Largest file one upload may store.")
+    max_json_body_bytes: int = Field(
+        4 * 2**20,
+        ge=1024,
+        description="Largest request body the API parses (JSON, forms); larger ones are refused with 413.",
+    )
+    max_log_chunk_bytes: int = Field(
+        4 * 2**20, ge=1024, description="Largest log chunk a worker may send in one request (413 beyond)."
+    )
     storage_quota_bytes: int = Field(
         0, ge=0, description="Default storage limit per user (admins can set one per user); 0 means none."
     )

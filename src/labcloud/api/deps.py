@@ -11,9 +11,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
 from labcloud.api.context import AppContext
+from labcloud.api.guard import gate
 from labcloud.errors import Forbidden, Unauthorized
 from labcloud.security import Scope
 from labcloud.services import tokens
@@ -52,6 +54,22 @@ DbSession = Annotated[Session, Depends(get_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
+def bearer_credential(request: Request) -> str | None:
+    """The ``Authorization: Bearer`` credential, read the way ``oauth2_scheme`` reads it."""
+    scheme, credential = get_authorization_scheme_param(request.headers.get("Authorization"))
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
+def bearer_gate(request: Request, ctx: AppContext) -> None:
+    """Before a body is read: the bearer credential must authenticate (401 otherwise)."""
+    credential = bearer_credential(request)
+    if not credential:
+        raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
+    with ctx.db.session() as session:
+        tokens.authenticate_bearer(session, ctx.settings, credential)
+
+
+@gate(bearer_gate)
 def get_principal(
     session: DbSession,
     settings: AppSettings,
@@ -83,6 +101,7 @@ def require_detached(scope: Scope) -> Callable[..., Principal]:
     """Like :func:`require`, for long responses (live logs): the session is closed before streaming starts,
     so a follower holds no database connection or transaction."""
 
+    @gate(bearer_gate)
     def check(ctx: Ctx, credential: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
         if not credential:
             raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")

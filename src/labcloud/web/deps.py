@@ -14,12 +14,12 @@ from urllib.parse import quote, urlsplit
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labcloud.api.context import AppContext
 from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.errors import RETRY_AFTER_S, database_busy
+from labcloud.api.guard import GuardedRoute, gate
 from labcloud.errors import Forbidden, LabcloudError, Unauthorized
 from labcloud.services import tokens
 from labcloud.services.tokens import Principal
@@ -69,11 +69,19 @@ def _authenticate(request: Request, ctx: AppContext, session: Any) -> Principal:
     return principal
 
 
+def session_gate(request: Request, ctx: AppContext) -> None:
+    """Before a form is read: the session cookie must be a live session (else the login page)."""
+    with ctx.db.session() as session:
+        _authenticate(request, ctx, session)
+
+
+@gate(session_gate)
 def page_principal(request: Request, session: DbSession, ctx: Ctx) -> Principal:
     """The logged-in user of a page request (the request's database session is reused)."""
     return _authenticate(request, ctx, session)
 
 
+@gate(session_gate)
 def detached_principal(request: Request, ctx: Ctx) -> Principal:
     """Like :func:`page_principal` for long responses (log streams, downloads): no session is held."""
     with ctx.db.session() as session:
@@ -145,7 +153,7 @@ def wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
 
 
-class PageRoute(APIRoute):
+class PageRoute(GuardedRoute):
     """Answers errors as HTML pages, renews the session cookie, and adds security headers."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

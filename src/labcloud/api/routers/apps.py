@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from labcloud.api.deps import Ctx, Reader
+from labcloud.api.guard import GuardedRoute
 from labcloud.registry import app_to_public
 
-router = APIRouter(prefix="/api/v1/apps", tags=["apps"])
+router = APIRouter(prefix="/api/v1/apps", tags=["apps"], route_class=GuardedRoute)
 
 
 @router.get("", summary="List apps")

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from labcloud.api.deps import Ctx, DbSession
+from labcloud.api.guard import GuardedRoute
 from labcloud.api.schemas import LoginOut, SignUp, UserOut
 from labcloud.errors import Forbidden
 from labcloud.services import tokens, users
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=GuardedRoute)
 
 
 @router.post("/login", response_model=LoginOut, summary="Log in with email and password")

@@ -12,12 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, StreamWriter, Writer
 from labcloud.api.downloads import send_file, send_zip
+from labcloud.api.guard import GuardedRoute
 from labcloud.errors import InvalidInput
 from labcloud.services import direct_uploads
 from labcloud.services import files as file_service
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/api/v1", tags=["files"])
+router = APIRouter(prefix="/api/v1", tags=["files"], route_class=GuardedRoute)
 
 
 class FileOut(BaseModel):

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from labcloud import __version__
 from labcloud.api.deps import Ctx
 from labcloud.api.errors import problem
+from labcloud.api.guard import GuardedRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=GuardedRoute)
 log = logging.getLogger(__name__)
 
 

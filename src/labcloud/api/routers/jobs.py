@@ -15,6 +15,7 @@ from pydantic import AwareDatetime
 
 from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, Writer
 from labcloud.api.downloads import send_file, send_zip
+from labcloud.api.guard import GuardedRoute
 from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
@@ -24,7 +25,7 @@ from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=GuardedRoute)
 LOG_POLL_S = 0.1
 STATE_POLL_S = 0.5
 

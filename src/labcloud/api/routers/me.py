@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Query, Response, status
 
 from labcloud.api.deps import AppSettings, DbSession, Reader, Writer
+from labcloud.api.guard import GuardedRoute
 from labcloud.api.schemas import (
     MeUpdate,
     PageOut,
@@ -19,7 +20,7 @@ from labcloud.api.schemas import (
 from labcloud.services import tokens, users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/api/v1/me", tags=["me"])
+router = APIRouter(prefix="/api/v1/me", tags=["me"], route_class=GuardedRoute)
 
 
 @router.get("", response_model=UserOut, summary="Your account")

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query, status
 
 from labcloud import security
 from labcloud.api.deps import Admin, AppSettings, DbSession
+from labcloud.api.guard import GuardedRoute
 from labcloud.api.schemas import PageOut, UserCreate, UserCreated, UserOut, UserUpdate
 from labcloud.services import users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = APIRouter(prefix="/api/v1/users", tags=["users"], route_class=GuardedRoute)
 
 
 @router.get("", response_model=PageOut[UserOut], summary="List users")

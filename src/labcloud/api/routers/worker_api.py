@@ -11,18 +11,44 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.api.deps import Ctx, oauth2_scheme
+from labcloud.api.context import AppContext
+from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
+from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.errors import InvalidInput, Unauthorized
 from labcloud.services import files, lifecycle, workers
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState, RunEnd
 
-router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"])
+router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
 MAX_WAIT_S = 30.0
+MAX_LOG_OFFSET = 2**62
 RECHECK_S = 5.0  # a waiting claim also looks again this often (jobs re-queued elsewhere)
 
 
+def _worker_gate(request: Request, ctx: AppContext) -> None:
+    """Before a body is read: a worker token, or the job token of the job in the path."""
+    credential = bearer_credential(request)
+    if not credential:
+        raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
+    with ctx.db.session() as session:
+        if credential.startswith(workers.JOB_TOKEN_PREFIX):
+            job_id = _path_job_id(request)
+            if job_id is None:
+                raise Unauthorized("This needs a worker token (lcw_...).")
+            workers.held_job(session, ctx.settings, credential, job_id)
+        else:
+            workers.authenticate(session, credential)
+
+
+def _path_job_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(request.path_params["job_id"]))
+    except (KeyError, ValueError):
+        return None
+
+
+@gate(_worker_gate)
 async def _credential(credential: Annotated[str | None, Depends(oauth2_scheme)]) -> str:
     if not credential:
         raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
@@ -163,11 +189,16 @@ def input_file(
 
 @router.post("/jobs/{job_id}/log", summary="Append to the job's log at an offset (idempotent)")
 async def log(job_id: uuid.UUID, request: Request, credential: Credential, ctx: Ctx) -> Any:
+    """The chunk is read only once the job token is known to hold the job, and only up to
+    ``max_log_chunk_bytes`` (413 beyond)."""
     try:
         offset = int(request.headers.get("log-offset", ""))
     except ValueError:
         raise InvalidInput.field(["header", "log-offset"], "send the chunk's start offset") from None
-    data = await request.body()
+    if not 0 <= offset <= MAX_LOG_OFFSET:
+        raise InvalidInput.field(["header", "log-offset"], f"an offset from 0 to {MAX_LOG_OFFSET}")
+    await run_in_threadpool(_held_owner, ctx, credential, job_id)
+    data = await read_body(request, ctx.settings.max_log_chunk_bytes, "The log chunk")
     return await run_in_threadpool(_append_log, ctx, credential, job_id, offset, data)
 
 

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Admin, Ctx, DbSession
+from labcloud.api.guard import GuardedRoute
 from labcloud.db.models import Worker
 from labcloud.services import workers
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"], route_class=GuardedRoute)
 
 
 class WorkerIn(BaseModel):
