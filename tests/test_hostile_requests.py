@@ -247,3 +247,89 @@ def test_a_log_chunk_over_the_limit_is_413(
         f"/api/v1/worker/jobs/{uuid.uuid4()}/log", content=b"x", headers={**job_token, "Log-Offset": "0"}
     )
     assert r.status_code == 404
+
+
+# ------------------------------------------------------------------------------------------ bad strings
+
+
+def test_strings_that_are_not_text_are_refused_naming_every_field(client: TestClient, user: Account) -> None:
+    body = b"""{"app": "hello", "params": {"name": "a\\ud800b"}, "name": "\\udfff",
+                "tags": {"run": "\\ud83d", "\\udc00": "x", "fine": "\\ud83d\\ude00"}}"""
+    r = client.post(
+        "/api/v1/jobs", content=body, headers={**user.headers, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    locs = [e["loc"] for e in r.json()["errors"]]
+    assert ["body", "params", "name"] in locs
+    assert ["body", "name"] in locs
+    assert ["body", "tags", "run"] in locs
+    assert ["body", "tags", "\\udc00"] in locs
+    assert len(locs) == 4  # the surrogate pair in "fine" is a real character
+    # nothing was stored, and the listing answers
+    r = client.get("/api/v1/jobs", headers=user.headers)
+    assert r.status_code == 200 and r.json()["items"] == []
+    r = client.patch(
+        "/api/v1/me",
+        content=b'{"name": "\\ud800"}',
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "name"]
+    # a real emoji is text
+    r = client.post("/api/v1/jobs", json={"app": "hello", "params": {"name": "Ada 😀"}}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    assert client.get("/api/v1/jobs", headers=user.headers).json()["items"][0]["params"]["name"] == "Ada 😀"
+
+
+def test_json_nested_too_deeply_is_refused(client: TestClient, user: Account) -> None:
+    deep = b'{"app": "hello", "params": {"name": "x", "n": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    r = client.post(
+        "/api/v1/jobs", content=deep, headers={**user.headers, "Content-Type": "application/json"}
+    )
+    assert r.status_code in (400, 422), r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    deep = b'{"app": "hello", "params": {"name": "x", "n": ' + b"[" * 100 + b"]" * 100 + b"}}"
+    r = client.post(
+        "/api/v1/jobs", content=deep, headers={**user.headers, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert "nested" in r.json()["errors"][0]["msg"]
+    assert client.get("/api/v1/jobs", headers=user.headers).status_code == 200
+
+
+def test_file_paths_that_are_not_utf8_are_refused_not_replaced(client: TestClient, user: Account) -> None:
+    for raw in ("a%FF.txt", "a%FE.txt", "dir%C3/b.txt", "%ED%A0%80.txt"):  # the last: an encoded surrogate
+        r = client.put(f"/api/v1/files/{raw}", content=b"data", headers=user.headers)
+        assert r.status_code == 400, (raw, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"][0]["loc"] == ["path"]
+    assert client.get("/api/v1/files", headers=user.headers).json()["items"] == []
+    r = client.get("/api/v1/files?prefix=%FF", headers=user.headers)
+    assert r.status_code == 400 and r.json()["errors"][0]["loc"] == ["query"]
+    # real UTF-8 names still work, and stay distinct
+    for name in ("caf%C3%A9.txt", "cafe%CC%81x.txt"):
+        assert client.put(f"/api/v1/files/{name}", content=b"x", headers=user.headers).status_code == 201
+    names = sorted(i["path"] for i in client.get("/api/v1/files", headers=user.headers).json()["items"])
+    assert names == ["café.txt", "café" + "x.txt"]
+
+
+def test_job_list_filters_and_log_offsets_are_bounded(client: TestClient, user: Account) -> None:
+    r = client.get("/api/v1/jobs", params={"tag": [f"k{i}=v" for i in range(1000)]}, headers=user.headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["query", "tag"] and "at most" in r.json()["errors"][0]["msg"]
+    r = client.get("/api/v1/jobs", params={"tag": ["k" * 65 + "=v", "novalue"]}, headers=user.headers)
+    assert r.status_code == 422 and [e["loc"] for e in r.json()["errors"]] == [
+        ["query", "tag", 0],
+        ["query", "tag", 1],
+    ]
+    r = client.get("/api/v1/jobs", params={"state": ["queued"] * 1000, "tag": ["a=b"]}, headers=user.headers)
+    assert r.status_code == 200 and r.json()["items"] == []
+    job = client.post(
+        "/api/v1/jobs", json={"app": "hello", "params": {"times": 1}}, headers=user.headers
+    ).json()
+    for offset in (2**63, 2**64):
+        r = client.get(f"/api/v1/jobs/{job['id']}/logs", params={"offset": offset}, headers=user.headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["loc"] == ["query", "offset"]
+    r = client.get(f"/api/v1/jobs/{job['id']}/logs", params={"offset": 2**40}, headers=user.headers)
+    assert r.status_code == 200 and r.text == ""

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from labcloud import __version__, web
 from labcloud.api.context import AppContext
 from labcloud.api.errors import install_error_handlers
+from labcloud.api.guard import Utf8Addresses
 from labcloud.api.routers import apps, auth, files, health, jobs, me, uploads, users, worker_api, workers
 from labcloud.db import migrate
 from labcloud.services import users as user_service
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(Utf8Addresses)
     for module in (health, auth, me, users, apps, files, uploads, jobs, workers, worker_api):
         app.include_router(module.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages

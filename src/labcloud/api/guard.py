@@ -12,19 +12,24 @@ parse and validate the body, from what the guard already read.
 
 Routes that take a stream (file uploads, tus, a worker's log and outputs) have no parsed body: they
 authenticate in their dependencies and read afterwards, with limits of their own (:func:`read_body`).
+
+:class:`Utf8Addresses` refuses, before any routing, an address whose path or query holds percent-encoded
+bytes that are not UTF-8: decoded leniently they would become U+FFFD, and two different names one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.types import Message, Receive
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from labcloud.api.errors import problem
 from labcloud.errors import InvalidInput, LabcloudError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -201,3 +206,33 @@ def guarded(
         return await handler(bounded)
 
     return guarded_handler
+
+
+class Utf8Addresses:
+    """ASGI middleware: 400 (problem+json) for a path or query string that is not UTF-8 once
+    percent-decoded, instead of letting it be decoded with replacement characters."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+            for part, loc, raw in (
+                ("path", "path", raw_path),
+                ("query string", "query", scope.get("query_string", b"").replace(b"+", b" ")),
+            ):
+                try:
+                    unquote_to_bytes(raw).decode("utf-8")
+                except UnicodeDecodeError:
+                    detail = f"The address's {part} is not valid UTF-8 once percent-decoded."
+                    response = problem(
+                        400,
+                        detail,
+                        title="Invalid address",
+                        type_slug="invalid-path",
+                        errors=[{"loc": [loc], "msg": "not valid UTF-8"}],
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

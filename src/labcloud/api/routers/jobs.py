@@ -28,6 +28,8 @@ from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=GuardedRoute)
 LOG_POLL_S = 0.1
 STATE_POLL_S = 0.5
+MAX_TAG_FILTERS = 20  # a job has at most 20 tags
+MAX_LOG_OFFSET = 2**62
 
 
 def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
@@ -53,24 +55,43 @@ def list_jobs(
     session: DbSession,
     ctx: Ctx,
     state: list[JobState] = Query([], description="Repeat for several states."),
-    app: str | None = Query(None),
-    tag: list[str] = Query([], description="key=value; repeat to require several."),
+    app: str | None = Query(None, max_length=64),
+    tag: list[str] = Query([], description="key=value; repeat to require several (at most 20)."),
     created_after: AwareDatetime | None = Query(None),
     created_before: AwareDatetime | None = Query(None),
     limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
     cursor: str | None = Query(None),
 ) -> PageOut[JobOut]:
-    tags = {}
-    for i, item in enumerate(tag):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput.field(["query", "tag", i], "write tags as key=value")
-        tags[key] = value
     flt = job_service.JobFilter(
-        states=state, app=app, tags=tags, created_after=created_after, created_before=created_before
+        states=list(dict.fromkeys(state)),
+        app=app,
+        tags=_tag_filters(tag),
+        created_after=created_after,
+        created_before=created_before,
     )
     page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
     return PageOut[JobOut](items=[_out(j, ctx) for j in page.items], next_cursor=page.next_cursor)
+
+
+def _tag_filters(items: list[str]) -> dict[str, str]:
+    """``key=value`` filters, at most as many as a job can have tags, each as long as a tag can be."""
+    if len(items) > MAX_TAG_FILTERS:
+        raise InvalidInput.field(["query", "tag"], f"at most {MAX_TAG_FILTERS} tag filters")
+    tags: dict[str, str] = {}
+    errors = []
+    for i, item in enumerate(items):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            errors.append({"loc": ["query", "tag", i], "msg": "write tags as key=value"})
+        elif len(key) > 64 or len(value) > 200:
+            errors.append(
+                {"loc": ["query", "tag", i], "msg": "tag names have 1-64 characters, values at most 200"}
+            )
+        else:
+            tags[key] = value
+    if errors:
+        raise InvalidInput("Some tag filters are not valid.", errors=errors)
+    return tags
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="One job")
@@ -118,7 +139,7 @@ async def logs(
     principal: StreamReader,
     ctx: Ctx,
     follow: bool = Query(False),
-    offset: int = Query(0, ge=0, description="Start at this byte of the log."),
+    offset: int = Query(0, ge=0, le=MAX_LOG_OFFSET, description="Start at this byte of the log."),
 ) -> Response:
     def load() -> tuple[Path, JobState]:
         with ctx.db.session() as session:
