@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import Account, backend, bearer
+from conftest import Account, bearer
 from jobs_helpers import write_app
 from labcloud.settings import Settings
 from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, start_server, stop_server
@@ -61,8 +61,9 @@ def test_a_worker_claims_only_with_the_labels_it_was_registered_with(
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[tuple[str, int]]:
-    """``labcloud serve`` and its process id."""
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """``labcloud serve`` on a database of its own (SQLite: what is measured is memory, whichever the
+    database), and its process id."""
     home = tmp_path_factory.mktemp("hostile-home")
     env = {
         "LABCLOUD_HOME": str(home),
@@ -70,8 +71,6 @@ def live(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterato
         "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "LABCLOUD_LOG_LEVEL": "warning",
     }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
     url, proc = start_server(env, home / "server.log")
     try:
         yield url, proc.pid
