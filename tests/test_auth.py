@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
 from labcloud.api.app import create_app
 from labcloud.settings import Settings
+from live_server import ADMIN_EMAIL as LIVE_ADMIN_EMAIL
+from live_server import ADMIN_PASSWORD as LIVE_ADMIN_PASSWORD
+from live_server import eventually, serve
 
 
 def test_login_returns_a_token_that_identifies_the_user(client: TestClient, user: Account) -> None:
@@ -131,7 +141,7 @@ def test_failed_logins_are_throttled_per_account(settings: Settings) -> None:
 
 
 def test_failed_logins_are_throttled_per_address(settings: Settings) -> None:
-    settings.login_max_failures = 4
+    settings.login_address_max_failures = 4
     with TestClient(create_app(settings)) as client:
         for i in range(4):
             r = client.post(
@@ -159,3 +169,129 @@ def test_secrets_never_reach_the_log(
     text = caplog.text
     for leaked in (user.password, "a-new-password-3", secret, user.token):
         assert leaked not in text
+
+
+def test_one_accounts_failures_do_not_lock_out_others_at_the_same_address(
+    client: TestClient, make_user: Any
+) -> None:
+    """A lab behind one NAT or proxy shares an address: one member's typos (or an attacker's guesses at
+    one account) slow down that account there, not everyone's logins."""
+    victim, colleague = make_user(), make_user()
+    for _ in range(10):  # the default limit
+        r = client.post("/api/v1/auth/login", data={"username": victim.email, "password": "wrong-guess"})
+        assert r.status_code == 401
+    r = client.post("/api/v1/auth/login", data={"username": victim.email, "password": "wrong-guess"})
+    assert r.status_code == 429
+    assert login(client, colleague.email, colleague.password)
+
+
+def test_a_throttled_account_gets_in_with_the_right_password_once_the_delay_is_over(
+    settings: Settings,
+) -> None:
+    settings.login_max_failures = 2
+    with TestClient(create_app(settings)) as client:
+        wrong = {"username": ADMIN_EMAIL, "password": "wrong-password"}
+        right = {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        assert [client.post("/api/v1/auth/login", data=wrong).status_code for _ in range(2)] == [401, 401]
+        r = client.post("/api/v1/auth/login", data=right)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        # a wait, not a lock-out: the right password works once Retry-After has passed
+        eventually(
+            lambda: client.post("/api/v1/auth/login", data=right).status_code == 200, 10, "the delay to end"
+        )
+        # and the count starts again
+        assert client.post("/api/v1/auth/login", data=wrong).status_code == 401
+        # each failure past the limit doubles the wait
+        assert client.post("/api/v1/auth/login", data=wrong).status_code == 401
+        eventually(lambda: client.post("/api/v1/auth/login", data=wrong).status_code == 401, 10, "1 s")
+        r = client.post("/api/v1/auth/login", data=wrong)
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+
+
+def test_the_counts_are_shared_by_replicas_of_one_database(settings: Settings) -> None:
+    settings.login_max_failures = 3
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        for client in (one, two, one):
+            r = client.post(
+                "/api/v1/auth/login", data={"username": ADMIN_EMAIL, "password": "wrong-password"}
+            )
+            assert r.status_code == 401
+        r = two.post("/api/v1/auth/login", data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        assert r.status_code == 429
+
+
+def test_forwarded_addresses_are_believed_only_from_trusted_proxies(settings: Settings) -> None:
+    settings.login_address_max_failures = 3
+
+    def tries(client: TestClient) -> list[int]:
+        return [
+            client.post(
+                "/api/v1/auth/login",
+                data={"username": f"nobody{i}@example.org", "password": "wrong-password"},
+                headers={"X-Forwarded-For": f"198.51.100.{i}"},
+            ).status_code
+            for i in range(5)
+        ]
+
+    with TestClient(create_app(settings)) as client:  # no proxy configured: the header means nothing
+        assert tries(client) == [401, 401, 401, 429, 429]
+    settings.trusted_proxies = ["testclient"]  # the test client's address
+    with TestClient(create_app(settings)) as client:
+        assert tries(client) == [401] * 5
+
+
+# -- against a real server, with its full password-hashing cost
+
+
+@pytest.fixture
+def live_env(settings: Settings, database_url: str) -> dict[str, str]:
+    env = {
+        "LABCLOUD_HOME": str(settings.home),
+        "LABCLOUD_INITIAL_ADMIN_EMAIL": LIVE_ADMIN_EMAIL,
+        "LABCLOUD_INITIAL_ADMIN_PASSWORD": LIVE_ADMIN_PASSWORD,
+        "LABCLOUD_LOG_LEVEL": "warning",
+    }
+    if backend() == "postgresql":
+        env["LABCLOUD_DATABASE_URL"] = database_url
+    return env
+
+
+def test_a_parallel_burst_of_guesses_gets_no_more_tries_than_the_limit(
+    live_env: dict[str, str], tmp_path: Path
+) -> None:
+    burst = 40
+    with serve({**live_env, "LABCLOUD_LOGIN_MAX_FAILURES": "5"}, tmp_path / "server.log") as url:
+        ready = threading.Barrier(burst)
+
+        def guess(i: int) -> int:
+            with httpx.Client(base_url=url, timeout=60) as http:
+                http.get("/healthz")  # connected before the burst starts
+                ready.wait()
+                data = {"username": LIVE_ADMIN_EMAIL, "password": f"guess-{i}"}
+                return http.post("/api/v1/auth/login", data=data).status_code
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(burst) as pool:
+            answers = list(pool.map(guess, range(burst)))
+        took = time.monotonic() - started
+    assert set(answers) <= {401, 429}
+    # Each try is counted before its password is checked: the limit, then one more each time a doubling
+    # delay (1 s, 2 s, 4 s ...) has passed during the burst.
+    delays_over = math.floor(math.log2(took + 1))
+    assert answers.count(401) <= 5 + 1 + delays_over, (answers, took)
+
+
+def test_x_forwarded_for_from_localhost_does_not_make_a_new_address(
+    live_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**live_env, "LABCLOUD_LOGIN_ADDRESS_MAX_FAILURES": "5"}
+    with serve(env, tmp_path / "server.log") as url:
+        answers = [
+            httpx.post(
+                f"{url}/api/v1/auth/login",
+                data={"username": f"nobody{i}@example.org", "password": "wrong-password"},
+                headers={"X-Forwarded-For": f"203.0.113.{i}"},
+            ).status_code
+            for i in range(7)
+        ]
+    assert answers == [401] * 5 + [429] * 2

@@ -66,9 +66,15 @@ def looks_like_api_token(credential: str) -> bool:
 
 
 def issue_access_token(
-    user_id: uuid.UUID, token_version: int, scopes: list[str], key: str, minutes: int
+    user_id: uuid.UUID,
+    token_version: int,
+    scopes: list[str],
+    key: str,
+    minutes: int,
+    session_id: uuid.UUID | None = None,
 ) -> tuple[str, int]:
-    """A signed login token; returns it and its lifetime in seconds."""
+    """A signed login token; returns it and its lifetime in seconds. A token issued to a browser session
+    names it (``sid``) and ends with it."""
     now = datetime.now(UTC)
     lifetime = timedelta(minutes=minutes)
     claims: dict[str, Any] = {
@@ -79,6 +85,8 @@ def issue_access_token(
         "exp": now + lifetime,
         "aud": JWT_AUDIENCE,
     }
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return jwt.encode(claims, key, algorithm=JWT_ALGORITHM), int(lifetime.total_seconds())
 
 

@@ -90,8 +90,26 @@ class Settings(BaseSettings):
     open_signup: bool = Field(False, description="Anyone may register; otherwise admins invite users.")
     min_password_length: int = Field(10, ge=6)
 
-    login_max_failures: int = Field(10, ge=1, description="Failed logins per account or address per window.")
-    login_window_seconds: int = Field(300, ge=1)
+    login_max_failures: int = Field(
+        10,
+        ge=1,
+        description="Failed logins of one account from one address within the window before each further "
+        "try waits a doubling delay (429 with Retry-After).",
+    )
+    login_address_max_failures: int = Field(
+        100,
+        ge=1,
+        description="Failed logins from one address, over all accounts, before its tries are slowed down "
+        "the same way (high: a lab behind one NAT shares an address).",
+    )
+    login_window_seconds: int = Field(
+        300, ge=1, description="Failures older than this are forgotten; also the longest delay."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
+        'are believed, e.g. ["127.0.0.1", "10.0.0.0/8"]; empty: the connecting address is the client.',
+    )
 
     initial_admin_email: str = Field("admin@labcloud.local", description="Admin created on first start.")
     initial_admin_password: SecretStr = Field(

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labcloud import __version__, web
 from labcloud.api.context import AppContext
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     )
     install_error_handlers(app)
     app.add_middleware(Utf8Addresses)
+    if settings.trusted_proxies:  # the client's address and scheme as the proxy saw them
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     for module in (health, auth, me, users, apps, files, uploads, jobs, workers, worker_api):
         app.include_router(module.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages

@@ -39,10 +39,11 @@ class AppContext:
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
         settings.ensure_home()
+        db = Database(settings)
         return cls(
             settings=settings,
-            db=Database(settings),
-            login_throttle=LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
+            db=db,
+            login_throttle=LoginThrottle(db, settings),
             apps=AppRegistry(
                 [bundled_apps_dir(), settings.effective_apps_dir],
                 min_check_interval_s=settings.apps_check_interval_s,

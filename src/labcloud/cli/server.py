@@ -48,7 +48,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        proxy_headers=True,
+        proxy_headers=False,  # the app believes X-Forwarded-* only from settings.trusted_proxies
     )
 
 

@@ -233,3 +233,32 @@ class Worker(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class BrowserSession(Base):
+    """A browser logged in. Its cookie carries a random secret of which only a SHA-256 is kept; deleting
+    the row (logout, password change, deactivation) ends the session wherever that cookie is."""
+
+    __tablename__ = "browser_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The user's token_version at login: a later password change or deactivation ends the session.
+    token_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # moved on while in use
+
+
+class LoginAttempt(Base):
+    """Recent login attempts under one key (an account at an address, or an address), counted in the
+    database so that every server replica throttles from the same counts. The key is a SHA-256, so no
+    email address typed into the form is kept."""
+
+    __tablename__ = "login_attempts"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revision: Mapped[int] = mapped_column(Integer, default=0)  # every change bumps it: compare-and-set

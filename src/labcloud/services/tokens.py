@@ -15,6 +15,7 @@ from labcloud.db.models import ApiToken, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from labcloud.security import ALL_SCOPES, Scope
+from labcloud.services import sessions
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 
@@ -27,6 +28,7 @@ class Principal:
     user: User
     scopes: frozenset[str]
     token_id: uuid.UUID | None  # the API token used, None for a login token
+    session_id: uuid.UUID | None = None  # the browser session behind it, if any
 
     def has_scope(self, scope: Scope) -> bool:
         if scope == Scope.ADMIN and not self.user.is_admin:
@@ -38,9 +40,15 @@ def scopes_for(user: User) -> list[str]:
     return [s.value for s in ALL_SCOPES if s != Scope.ADMIN or user.is_admin]
 
 
-def login_token(user: User, settings: Settings) -> tuple[str, int]:
+def login_token(user: User, settings: Settings, session_id: uuid.UUID | None = None) -> tuple[str, int]:
+    """A login token; one issued to a browser session (``session_id``) stops working when it ends."""
     return security.issue_access_token(
-        user.id, user.token_version, scopes_for(user), settings.signing_key, settings.access_token_minutes
+        user.id,
+        user.token_version,
+        scopes_for(user),
+        settings.signing_key,
+        settings.access_token_minutes,
+        session_id=session_id,
     )
 
 
@@ -53,12 +61,17 @@ def authenticate_bearer(session: Session, settings: Settings, credential: str) -
         raise Unauthorized("The token is invalid or has expired; log in again.")
     try:
         user_id = uuid.UUID(claims["sub"])
-    except ValueError:
+        session_id = uuid.UUID(claims["sid"]) if "sid" in claims else None
+    except (ValueError, TypeError, AttributeError):
         raise Unauthorized("The token is invalid; log in again.") from None
     user = session.get(User, user_id)
     if user is None or not user.is_active or claims.get("ver") != user.token_version:
         raise Unauthorized("The token is no longer valid; log in again.")
-    return Principal(user=user, scopes=frozenset(claims.get("scopes", [])), token_id=None)
+    if session_id is not None and not sessions.is_live(session, session_id):
+        raise Unauthorized("The browser session this token was issued to has ended; log in again.")
+    return Principal(
+        user=user, scopes=frozenset(claims.get("scopes", [])), token_id=None, session_id=session_id
+    )
 
 
 def _from_api_token(session: Session, secret: str) -> Principal:

@@ -15,6 +15,7 @@ from labcloud.db.models import User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from labcloud.ratelimit import LoginThrottle
+from labcloud.services import sessions
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 
@@ -97,6 +98,7 @@ def change_password(
     check_password_strength(new_password, settings, "new_password")
     user.password_hash = security.hash_password(new_password)
     user.token_version += 1  # login tokens issued with the old password stop working
+    sessions.end_all(session, user)  # and so does every browser logged in with it
     log.info("password changed for %s", user.email)
 
 
@@ -125,24 +127,25 @@ def admin_update(
     if is_active is not None and is_active != user.is_active:
         user.is_active = is_active
         user.token_version += 1
+        sessions.end_all(session, user)
     if password is not None:
         check_password_strength(password, settings)
         user.password_hash = security.hash_password(password)
         user.token_version += 1
+        sessions.end_all(session, user)
     log.info("user %s updated by an admin", user.email)
     return user
 
 
 def login(session: Session, throttle: LoginThrottle, email: str, password: str, address: str) -> User:
-    """Check a password login, throttled per account and per client address (429 when over the limit)."""
-    account_key = "account:" + normalise_email(email)
-    address_key = "address:" + address
-    throttle.check(account_key, address_key)
+    """Check a password login, throttled per account at the client's address and per address (429 with
+    Retry-After while slowed down; see :mod:`labcloud.ratelimit`). The try is counted before the password
+    is checked, so parallel tries cannot slip past the limit."""
+    attempt = throttle.begin(normalise_email(email), address)
     user = authenticate(session, email, password)
     if user is None:
-        throttle.failed(account_key, address_key)
         raise Unauthorized("The email or password is not correct.")
-    throttle.succeeded(account_key)
+    throttle.succeeded(attempt)
     return user
 
 

@@ -20,8 +20,8 @@ from labcloud.api.context import AppContext
 from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.errors import RETRY_AFTER_S, database_busy
 from labcloud.api.guard import GuardedRoute, gate
-from labcloud.errors import Forbidden, LabcloudError, Unauthorized
-from labcloud.services import tokens
+from labcloud.errors import Forbidden, LabcloudError
+from labcloud.services import sessions, tokens
 from labcloud.services.tokens import Principal
 from labcloud.settings import Settings
 from labcloud.web import session as web_session
@@ -54,25 +54,38 @@ class LoginRequired(Exception):
     """No valid session: the browser is sent to the login page."""
 
 
-def _authenticate(request: Request, ctx: AppContext, session: Any) -> Principal:
+def _live_session(
+    request: Request, ctx: AppContext, session: Any
+) -> tuple[web_session.BrowserSession, sessions.Live]:
     browser = web_session.read(request, ctx.settings)
     if browser is None:
         raise LoginRequired
-    try:
-        principal = tokens.authenticate_bearer(session, ctx.settings, browser.token)
-    except Unauthorized:
-        raise LoginRequired from None
+    live = sessions.find(session, browser.secret)
+    if live is None:  # logged out, expired, password changed, deactivated
+        raise LoginRequired
+    browser.session_id = live.row.id
+    return browser, live
+
+
+def _authenticate(request: Request, ctx: AppContext, session: Any) -> Principal:
+    browser, live = _live_session(request, ctx, session)
+    principal = Principal(
+        user=live.user,
+        scopes=frozenset(tokens.scopes_for(live.user)),
+        token_id=None,
+        session_id=live.row.id,
+    )
     request.state.browser = browser
     request.state.principal = principal
-    if browser.due_for_renewal():
-        request.state.renewed = web_session.start(principal.user, ctx.settings, browser.csrf)
+    if sessions.renew_if_due(ctx.settings, live.row):
+        request.state.renewed = browser
     return principal
 
 
 def session_gate(request: Request, ctx: AppContext) -> None:
-    """Before a form is read: the session cookie must be a live session (else the login page)."""
+    """Before a form is read: the cookie must name a live session (else the login page)."""
     with ctx.db.session() as session:
-        _authenticate(request, ctx, session)
+        _live_session(request, ctx, session)
 
 
 @gate(session_gate)
@@ -154,7 +167,8 @@ def wants_html(request: Request) -> bool:
 
 
 class PageRoute(GuardedRoute):
-    """Answers errors as HTML pages, renews the session cookie, and adds security headers."""
+    """Answers errors as HTML pages, renews the session cookie, and adds security headers; like every
+    guarded route it checks the session before it reads a form."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -166,6 +180,8 @@ class PageRoute(GuardedRoute):
                 response = await handler(request)
             except LoginRequired:
                 response = login_redirect(request)
+                if web_session.SESSION_COOKIE in request.cookies:  # an ended session: forget its cookie
+                    web_session.clear(response)
             except LabcloudError as exc:
                 response = error_page(request, exc.status, exc.title, exc.detail)
             except RequestValidationError:

@@ -1,9 +1,10 @@
-"""The browser's session: a signed cookie around a login token from the token service, and CSRF tokens.
+"""The browser's session cookie and CSRF tokens.
 
-The cookie holds a login token (the same kind ``POST /api/v1/auth/login`` gives out), so who may log in,
-for how long, and when a session ends (password change, deactivation) are decided by the token service
-alone. The cookie is renewed once the token is half-way to expiry, so an open page stays logged in. Next
-to the token it carries a random CSRF secret that every form sends back.
+The cookie is signed and holds the secret of a server-side session (``labcloud.services.sessions``), so a
+session ends for real: at logout, and for every browser of an account when its password changes or it is
+deactivated; a copied cookie is worth nothing after that. The session is renewed while in use (once half
+its lifetime has passed), so an open page stays logged in. Next to the secret the cookie carries a random
+CSRF secret that every form sends back.
 
 Before login there is no session, so the login form uses a double-submit cookie instead.
 """
@@ -13,15 +14,17 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from fastapi import Request, Response
+from sqlalchemy.orm import Session
 
 from labcloud import security
 from labcloud.db.models import User
-from labcloud.services import tokens
+from labcloud.services import sessions
 from labcloud.settings import Settings
 
 SESSION_COOKIE = "labcloud_session"
@@ -35,23 +38,21 @@ _FLASH_AUDIENCE = "labcloud-web-flash"
 
 @dataclass
 class BrowserSession:
-    token: str  # a login token: what the token service authenticates
+    """What the cookie holds: the session's secret and the CSRF secret of its forms."""
+
+    secret: str
     csrf: str
-    expires_at: float
-    lifetime_s: int
-
-    def due_for_renewal(self, now: float | None = None) -> bool:
-        return (now or time.time()) > self.expires_at - self.lifetime_s / 2
+    session_id: uuid.UUID | None = None  # known once the session was looked up or started
 
 
-def start(user: User, settings: Settings, csrf: str | None = None) -> BrowserSession:
-    """A fresh session for ``user``; keeps ``csrf`` when renewing so that open forms stay valid."""
-    token, lifetime = tokens.login_token(user, settings)
-    return BrowserSession(token, csrf or secrets.token_urlsafe(32), time.time() + lifetime, lifetime)
+def start(session: Session, user: User, settings: Settings, csrf: str | None = None) -> BrowserSession:
+    """A new server-side session for ``user``; keeps ``csrf`` when replacing one so open forms stay valid."""
+    row, secret = sessions.start(session, settings, user)
+    return BrowserSession(secret, csrf or secrets.token_urlsafe(32), row.id)
 
 
 def read(request: Request, settings: Settings) -> BrowserSession | None:
-    """The session in the request's cookie if its signature holds and it has not expired."""
+    """The cookie's content if its signature holds; whether the session is live is the database's to say."""
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
         return None
@@ -59,7 +60,7 @@ def read(request: Request, settings: Settings) -> BrowserSession | None:
         claims = jwt.decode(
             raw, settings.signing_key, algorithms=[security.JWT_ALGORITHM], audience=_AUDIENCE
         )
-        return BrowserSession(claims["tok"], claims["csrf"], float(claims["exp"]), int(claims["life"]))
+        return BrowserSession(str(claims["sid"]), str(claims["csrf"]))
     except (jwt.PyJWTError, KeyError, TypeError, ValueError):
         return None
 
@@ -68,19 +69,20 @@ def secure_cookies(request: Request, settings: Settings) -> bool:
     return request.url.scheme == "https" or settings.base_url.startswith("https://")
 
 
-def store(response: Response, request: Request, settings: Settings, session: BrowserSession) -> None:
+def store(response: Response, request: Request, settings: Settings, browser: BrowserSession) -> None:
+    """Set (or renew) the cookie; it lasts as long as the session does unless the session is renewed."""
+    lifetime = int(sessions.lifetime(settings).total_seconds())
     claims = {
-        "tok": session.token,
-        "csrf": session.csrf,
-        "exp": int(session.expires_at),
-        "life": session.lifetime_s,
+        "sid": browser.secret,
+        "csrf": browser.csrf,
+        "exp": int(time.time()) + lifetime,
         "aud": _AUDIENCE,
     }
     value = jwt.encode(claims, settings.signing_key, algorithm=security.JWT_ALGORITHM)
     response.set_cookie(
         SESSION_COOKIE,
         value,
-        max_age=session.lifetime_s,
+        max_age=lifetime,
         httponly=True,
         samesite="lax",
         secure=secure_cookies(request, settings),

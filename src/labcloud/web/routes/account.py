@@ -70,8 +70,10 @@ def change_password(
         )
     except InvalidInput as exc:
         return _page(request, session, principal, ctx, 422, errors=_field_errors(exc))
-    # The change ends earlier login tokens, this session's too: carry on with a new one.
-    request.state.renewed = web_session.start(principal.user, ctx.settings, request.state.browser.csrf)
+    # The change ends every session of the account, this one too: carry on with a new one.
+    request.state.renewed = web_session.start(
+        session, principal.user, ctx.settings, request.state.browser.csrf
+    )
     response = redirect("/account")
     web_session.flash(response, ctx.settings, "Your password is changed. Other browser sessions have ended.")
     return response

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request, Response
 
 from labcloud.api.deps import Ctx, DbSession
 from labcloud.errors import Forbidden, TooManyRequests, Unauthorized
-from labcloud.services import users
+from labcloud.services import sessions, users
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, redirect, safe_next
 from labcloud.web.rendering import render
@@ -36,8 +36,9 @@ def _login_page(
 
 
 @router.get("/login")
-def login_form(request: Request, ctx: Ctx) -> Response:
-    if web_session.read(request, ctx.settings) is not None:
+def login_form(request: Request, ctx: Ctx, session: DbSession) -> Response:
+    browser = web_session.read(request, ctx.settings)
+    if browser is not None and sessions.find(session, browser.secret) is not None:
         return redirect(safe_next(request.query_params.get("next")))
     return _login_page(request, ctx, request.query_params.get("next", "/"))
 
@@ -60,15 +61,21 @@ def login(
     try:
         user = users.login(session, ctx.login_throttle, email, password, address)
     except (TooManyRequests, Unauthorized) as exc:
-        return _login_page(request, ctx, next, email, exc.detail, exc.status)
+        response = _login_page(request, ctx, next, email, exc.detail, exc.status)
+        response.headers.update(exc.headers)
+        return response
     response = redirect(safe_next(next))
-    web_session.store(response, request, ctx.settings, web_session.start(user, ctx.settings))
+    web_session.store(response, request, ctx.settings, web_session.start(session, user, ctx.settings))
     response.delete_cookie(web_session.LOGIN_CSRF_COOKIE, path="/login")
     return response
 
 
 @router.post("/logout")
-def logout(request: Request, _principal: FormUser) -> Response:
+def logout(request: Request, principal: FormUser, session: DbSession) -> Response:
+    """Ends the session on the server (its cookie, wherever copied, is worth nothing after this) and the
+    tokens the page was given for its own API calls."""
+    if principal.session_id is not None:
+        sessions.end(session, principal.session_id)
     request.state.renewed = None  # not renewed on the way out
     response = redirect("/login")
     web_session.clear(response)

@@ -124,8 +124,9 @@ def move(
 @router.post("/ui/token")
 def upload_token(principal: FormUser, ctx: Ctx) -> Response:
     """A short-lived login token for the page's own calls to the API (resumable uploads send it as a
-    Bearer header). Only for this site's pages: the request must carry the session's CSRF token."""
-    token, lifetime = tokens.login_token(principal.user, ctx.settings)
+    Bearer header). Only for this site's pages: the request must carry the session's CSRF token. The
+    token ends with the session (logout)."""
+    token, lifetime = tokens.login_token(principal.user, ctx.settings, session_id=principal.session_id)
     return JSONResponse(
         {"access_token": token, "expires_in": lifetime}, headers={"Cache-Control": "no-store"}
     )
