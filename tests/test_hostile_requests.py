@@ -3,6 +3,7 @@ caller sends is never trusted beyond what it was given."""
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import time
@@ -332,3 +333,24 @@ def test_job_list_filters_and_log_offsets_are_bounded(client: TestClient, user: 
         assert r.json()["errors"][0]["loc"] == ["query", "offset"]
     r = client.get(f"/api/v1/jobs/{job['id']}/logs", params={"offset": 2**40}, headers=user.headers)
     assert r.status_code == 200 and r.text == ""
+
+
+# ------------------------------------------------------------------------------------------------ /docs
+
+
+def test_docs_load_nothing_from_elsewhere_and_carry_a_strict_csp(client: TestClient) -> None:
+    for path in ("/docs", "/docs/oauth2-redirect"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        csp = {part.split()[0]: part.split()[1:] for part in r.headers["content-security-policy"].split("; ")}
+        assert csp["default-src"] == ["'none'"]
+        assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"]
+        assert csp["frame-ancestors"] == ["'none'"]
+        assert "<script>" not in r.text and "style=" not in r.text  # nothing inline
+        assert "//" not in r.text, "the page names another origin"
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', r.text):
+            assert ref.startswith("/"), ref
+            got = client.get(ref)
+            assert got.status_code == 200, ref
+            assert "//" not in ref
+    assert 'data-openapi-url="/api/v1/openapi.json"' in client.get("/docs").text

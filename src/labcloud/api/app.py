@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labcloud import __version__, web
+from labcloud.api import docs
 from labcloud.api.context import AppContext
 from labcloud.api.errors import install_error_handlers
 from labcloud.api.guard import Utf8Addresses
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         version=__version__,
         description="Run a lab's analysis tools as a web service.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by labcloud.api.docs, from vendored files under a strict CSP
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -102,5 +103,6 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     for module in (health, auth, me, users, apps, files, uploads, jobs, workers, worker_api):
         app.include_router(module.router)
+    app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
     return app
