@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import ADMIN_EMAIL as ADMIN_EMAIL_IN_PROCESS
+from conftest import ADMIN_PASSWORD as ADMIN_PASSWORD_IN_PROCESS
 from conftest import Account, bearer
 from jobs_helpers import write_app
 from labcloud.settings import Settings
@@ -146,6 +148,16 @@ BOGUS_JOB_TOKEN = {"Authorization": "Bearer lcj_bogus.token.here"}
             },
             401,
         ),
+        (
+            "POST",
+            "/api/v1/uploads",
+            {
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(BIG),
+                "Content-Type": "application/offset+octet-stream",
+            },
+            401,
+        ),
         ("POST", "/api/v1/auth/login", {"Content-Type": "application/x-www-form-urlencoded"}, 413),
         ("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, 413),
         ("POST", "/account/tokens", {"Content-Type": "application/x-www-form-urlencoded"}, 303),
@@ -221,6 +233,28 @@ def test_a_json_body_over_the_limit_is_413_even_from_a_known_caller(
     r = client.post("/api/v1/jobs", json={"app": "hello", "params": {"name": "Ada"}}, headers=user.headers)
     assert r.status_code == 201, r.text
     assert client.get("/api/v1/jobs", headers=user.headers).json()["items"][0]["params"]["name"] == "Ada"
+
+
+def test_no_page_takes_a_body_over_the_limit(settings: Settings, client: TestClient, app: Any) -> None:
+    settings.max_json_body_bytes = 64 * 1024
+    browser = TestClient(app, base_url="http://testserver")
+    page = browser.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    login = {
+        "email": ADMIN_EMAIL_IN_PROCESS,
+        "password": ADMIN_PASSWORD_IN_PROCESS,
+        "csrf_token": csrf.group(1),
+    }
+    assert browser.post("/login", data=login, follow_redirects=False).status_code == 303
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/account").text)
+    assert csrf is not None
+    # /logout reads its form itself (for the CSRF token), after the session is checked: bounded too
+    r = browser.post(
+        "/logout", data={"csrf_token": csrf.group(1), "padding": "x" * 100_000}, follow_redirects=False
+    )
+    assert r.status_code == 413 and "text/html" in r.headers["content-type"]
+    assert browser.get("/account", follow_redirects=False).status_code == 200  # still logged in
 
 
 def test_a_log_chunk_over_the_limit_is_413(

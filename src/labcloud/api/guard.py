@@ -182,14 +182,20 @@ async def check_json_body(request: Request) -> None:
 
 
 class GuardedRoute(APIRoute):
-    """An API route that authenticates before it reads a parsed body, and bounds that body."""
+    """An API route that authenticates before it reads a parsed body, and bounds that body.
+
+    ``bound_every_body``: also bound bodies the route's code reads itself (after authenticating), for
+    routes that never take more than a form (the pages)."""
+
+    bound_every_body = False
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if self.body_field is None:  # nothing is read before the dependencies run
-            return handler
-        check = find_gate(self.dependant)
-        return guarded(handler, check)
+        if self.body_field is not None:
+            return guarded(handler, find_gate(self.dependant))
+        if self.bound_every_body:  # read, if at all, by the route's code after its dependencies
+            return guarded(handler, None)
+        return handler  # a stream (uploads): authenticated by its dependencies, bounded by its code
 
 
 def guarded(

@@ -168,7 +168,10 @@ def wants_html(request: Request) -> bool:
 
 class PageRoute(GuardedRoute):
     """Answers errors as HTML pages, renews the session cookie, and adds security headers; like every
-    guarded route it checks the session before it reads a form."""
+    guarded route it checks the session before it reads a form, and no page takes a body larger than
+    ``max_json_body_bytes`` (files go through the upload API)."""
+
+    bound_every_body = True
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

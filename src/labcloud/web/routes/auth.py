@@ -62,7 +62,8 @@ def login(
         user = users.login(session, ctx.login_throttle, email, password, address)
     except (TooManyRequests, Unauthorized) as exc:
         response = _login_page(request, ctx, next, email, exc.detail, exc.status)
-        response.headers.update(exc.headers)
+        if "Retry-After" in exc.headers:
+            response.headers["Retry-After"] = exc.headers["Retry-After"]
         return response
     response = redirect(safe_next(next))
     web_session.store(response, request, ctx.settings, web_session.start(session, user, ctx.settings))
