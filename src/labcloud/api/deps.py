@@ -65,7 +65,7 @@ def bearer_gate(request: Request, ctx: AppContext) -> None:
     credential = bearer_credential(request)
     if not credential:
         raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
-    with ctx.db.session() as session:
+    with ctx.db.sessions() as session:  # a look only: nothing is written, nothing committed
         tokens.authenticate_bearer(session, ctx.settings, credential)
 
 

@@ -84,7 +84,7 @@ def _authenticate(request: Request, ctx: AppContext, session: Any) -> Principal:
 
 def session_gate(request: Request, ctx: AppContext) -> None:
     """Before a form is read: the cookie must name a live session (else the login page)."""
-    with ctx.db.session() as session:
+    with ctx.db.sessions() as session:  # a look only: nothing is written, nothing committed
         _live_session(request, ctx, session)
 
 

@@ -31,7 +31,7 @@ def _worker_gate(request: Request, ctx: AppContext) -> None:
     credential = bearer_credential(request)
     if not credential:
         raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
-    with ctx.db.session() as session:
+    with ctx.db.sessions() as session:  # a look only: nothing is written, nothing committed
         if credential.startswith(workers.JOB_TOKEN_PREFIX):
             job_id = _path_job_id(request)
             if job_id is None:
