@@ -4,8 +4,9 @@ FastAPI reads and parses a route's body (JSON or a form) *before* any of its dep
 credential checked in a dependency is checked only after an anonymous caller has made the server hold and
 parse whatever it sent: hundreds of megabytes for a bogus token. :class:`GuardedRoute` closes that gap.
 For a route with such a body it first runs the *gate* of the route's authenticating dependency (a look
-at the same credential in a session that writes nothing, marked with :func:`gate`), then refuses a body larger than
-``max_json_body_bytes`` (413, from ``Content-Length`` up front, or as soon as a streamed body passes it),
+at the same credential in a session that writes nothing, marked with :func:`gate`), then refuses a body
+larger than ``max_json_body_bytes`` (413, from ``Content-Length`` up front, or as soon as a streamed body
+passes it),
 and checks every string of a JSON body: one that cannot be encoded as UTF-8 (a lone surrogate such as
 ``"\\ud800"``) is refused with 422 naming the field, as is JSON nested too deeply. Only then does FastAPI
 parse and validate the body, from what the guard already read.

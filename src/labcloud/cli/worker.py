@@ -106,7 +106,11 @@ def worker(
     ),
     gpus: int = typer.Option(0, "--gpus", min=0, help="GPUs jobs may use."),
     label: list[str] = typer.Option(
-        [], "--label", metavar="KEY=VALUE", help="A label jobs can ask for (platform=spinnaker); repeat."
+        [],
+        "--label",
+        metavar="KEY=VALUE",
+        help="A label this worker reports (shown to admins); repeat. Which jobs it may take is decided by "
+        "the labels an admin registered it with (labcloud workers add NAME --label ...), never by these.",
     ),
     work_dir: Path = typer.Option(
         Path("labcloud-worker"),
