@@ -25,10 +25,9 @@ from labcloud.execution.process import (
     is_alive,
     launch,
     read_result,
-    run,
-    watch,
 )
 from labcloud.execution.sandbox import SandboxPolicy, bwrap_path, sandbox_problem
+from labcloud.execution.watch import run, watch
 
 PY = sys.executable
 SRC = Path(labcloud.__file__).resolve().parents[1]

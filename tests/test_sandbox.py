@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from labcloud.execution.process import LaunchSpec, Limits, ProcessResult, run
+from labcloud.execution.process import LaunchSpec, Limits, ProcessResult
 from labcloud.execution.sandbox import (
     HOST_PRIVATE,
     SandboxPolicy,
@@ -27,6 +27,7 @@ from labcloud.execution.sandbox import (
     software_paths,
     wrap_command,
 )
+from labcloud.execution.watch import run
 
 pytestmark = pytest.mark.sandbox
 

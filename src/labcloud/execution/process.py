@@ -9,15 +9,12 @@ any byte offset.
 
 from __future__ import annotations
 
-import codecs
 import fcntl
 import functools
 import hashlib
 import json
-import math
 import os
 import py_compile
-import re
 import select
 import signal
 import subprocess
@@ -26,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Literal, cast
 
 from labcloud.execution import supervise
 from labcloud.execution.sandbox import SandboxPolicy, wrap_command
@@ -36,7 +33,6 @@ __all__ = [
     "LaunchError",
     "LaunchSpec",
     "Limits",
-    "Observer",
     "Outcome",
     "ProcessResult",
     "cancel",
@@ -44,8 +40,6 @@ __all__ = [
     "is_alive",
     "launch",
     "read_result",
-    "run",
-    "watch",
 ]
 
 Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "staging_failed", "lost"]
@@ -115,19 +109,6 @@ class ProcessResult:
     message: str  # human readable, e.g. "command not found: foo"
 
 
-class Observer(Protocol):
-    """Receives a job's output and progress while :func:`watch` follows it."""
-
-    def on_output(self, text: str) -> None:
-        """New log text, in order; whole lines where possible (``::progress`` lines included)."""
-
-    def on_progress(self, fraction: float) -> None:
-        """A progress report in 0..1 from a log line ``::progress 0.42``."""
-
-    def should_cancel(self) -> bool:
-        """Polled while the job runs; True cancels it (once)."""
-
-
 # --- process identity ---------------------------------------------------------------------------------
 
 
@@ -136,7 +117,7 @@ def _create_time(pid: int) -> float | None:
     return None if info is None else info.starttime / _CLK_TCK
 
 
-def _same_process(handle: Handle, info: supervise.ProcInfo | None) -> bool:
+def same_process(handle: Handle, info: supervise.ProcInfo | None) -> bool:
     if info is None:
         return False
     if handle.boot_id and handle.boot_id != supervise.boot_id():
@@ -150,7 +131,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
 
 
-def _reap_children() -> None:
+def reap_children() -> None:
     with _children_lock:
         for pid, proc in list(_children.items()):
             if proc.poll() is not None:
@@ -159,12 +140,12 @@ def _reap_children() -> None:
 
 def is_alive(handle: Handle) -> bool:
     """True while the supervisor of ``handle`` runs (a zombie or a reused pid counts as dead)."""
-    _reap_children()
+    reap_children()
     info = supervise.read_stat(handle.pid)
-    return _same_process(handle, info) and info is not None and not info.dead
+    return same_process(handle, info) and info is not None and not info.dead
 
 
-class _Pidfd:
+class Pidfd:
     """A pidfd on the supervisor: wait for its exit without polling, signal it without a pid-reuse race.
 
     Falls back to pid polling where pidfd_open is unavailable (Linux < 5.3).
@@ -181,7 +162,7 @@ class _Pidfd:
         except (OSError, AttributeError):
             self.fd = None
         # Check identity only after opening: from now on the pid cannot be reused under us.
-        self.gone = not _same_process(handle, supervise.read_stat(handle.pid))
+        self.gone = not same_process(handle, supervise.read_stat(handle.pid))
         if self.gone:
             self.close()
 
@@ -404,154 +385,13 @@ def read_result(status_path: Path) -> ProcessResult | None:
     )
 
 
-# --- watching -----------------------------------------------------------------------------------------
-
-_PROGRESS = re.compile(r"::progress\s+(\S+)")
-_MAX_PARTIAL = 64 * 1024  # emit an unterminated line once it is this long...
-_PARTIAL_WAIT_S = 1.0  # ...or this old (a prompt, a progress bar drawn with \r)
-
-
-class _LogTail:
-    """Follows the log file from a byte offset and feeds an observer."""
-
-    def __init__(self, path: Path, offset: int) -> None:
-        self.path = path
-        self.offset = offset
-        self.fd: int | None = None
-        self.pending = b""  # bytes after the last newline
-        self.pending_since = 0.0
-        self.line_start = True  # whether the next emitted text starts a line (progress parsing)
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def _read_new(self) -> bytes:
-        if self.fd is None:
-            try:
-                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return b""
-        chunks = []
-        while chunk := os.pread(self.fd, 1 << 20, self.offset):
-            chunks.append(chunk)
-            self.offset += len(chunk)
-        return b"".join(chunks)
-
-    def pump(self, observer: Observer, final: bool = False) -> None:
-        """Pass on new whole lines (and everything when ``final``)."""
-        new = self._read_new()
-        if new and not self.pending:
-            self.pending_since = time.monotonic()
-        data = self.pending + new
-        if final:
-            cut = len(data)
-        else:
-            cut = data.rfind(b"\n") + 1
-            stale = time.monotonic() - self.pending_since > _PARTIAL_WAIT_S
-            if len(data) - cut > _MAX_PARTIAL or (cut == 0 and data and stale):
-                cut = len(data)
-        out, self.pending = data[:cut], data[cut:]
-        if self.pending and cut:
-            self.pending_since = time.monotonic()
-        text = self.decoder.decode(out, final=final)
-        if text:
-            observer.on_output(text)
-            self._progress(text, observer)
-
-    def _progress(self, text: str, observer: Observer) -> None:
-        lines = text.split("\n")
-        complete = lines[:-1]
-        for i, line in enumerate(complete):
-            if i == 0 and not self.line_start:
-                continue  # the tail of a line whose start was emitted earlier
-            m = _PROGRESS.fullmatch(line.strip())
-            if m:
-                try:
-                    value = float(m.group(1))
-                except ValueError:
-                    continue
-                if math.isfinite(value) and 0.0 <= value <= 1.0:
-                    observer.on_progress(value)
-        self.line_start = lines[-1] == ""
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _cleanup_lost(handle: Handle) -> None:
-    """Kill what a vanished supervisor left: the processes still in its session.
-
-    Sandboxed jobs die with the supervisor (bwrap --die-with-parent); unsandboxed direct children too
-    (PR_SET_PDEATHSIG), but their own children would linger. The session id is safe to use: while any
-    process is in that session, the kernel does not give the supervisor's pid to a new process.
-    """
-    leader = supervise.read_stat(handle.pid)
-    if leader is not None and not _same_process(handle, leader):
-        return  # the pid now belongs to someone else, and so may the session
-    for info in supervise.process_table().values():
-        if info.session == handle.pid and info.pid != handle.pid and not info.dead:
-            supervise.kill(info.pid, signal.SIGKILL)
-
-
-def watch(
-    handle: Handle, spec: LaunchSpec, observer: Observer, *, log_offset: int = 0, poll_s: float = 0.05
-) -> ProcessResult:
-    """Follow a job until it ends and return its result.
-
-    Streams ``spec.log_path`` from ``log_offset`` to ``observer``, cancels the job when
-    ``observer.should_cancel()`` says so, and returns the supervisor's recorded result; "lost" if the
-    supervisor vanished without recording one. Works on a handle from an earlier server process; of
-    ``spec`` only ``log_path`` and ``status_path`` are used.
-    """
-    tail = _LogTail(spec.log_path, log_offset)
-    sup = _Pidfd(handle)
-    cancel_sent = False
-    try:
-        while True:
-            result = read_result(spec.status_path)
-            if result is not None:
-                break
-            if sup.exited():
-                # It may have written the status just before exiting.
-                result = read_result(spec.status_path)
-                if result is None:
-                    _cleanup_lost(handle)
-                    result = ProcessResult(
-                        outcome="lost",
-                        exit_code=None,
-                        wall_s=0.0,
-                        cpu_s=0.0,
-                        peak_memory_mb=0.0,
-                        message="the job's supervisor process disappeared without recording a result",
-                    )
-                break
-            tail.pump(observer)
-            if not cancel_sent and observer.should_cancel():
-                sup.send(signal.SIGTERM)
-                cancel_sent = True
-            sup.exited(poll_s)  # sleeps, but wakes up at once when the supervisor exits
-        # The status is written after the whole process tree is gone, so the log is complete now.
-        tail.pump(observer, final=True)
-        sup.exited(5.0)  # it exits right after writing the status; don't leave a zombie behind
-    finally:
-        sup.close()
-        tail.close()
-    _reap_children()
-    return result
-
-
 def cancel(handle: Handle) -> None:
     """Ask the supervisor to stop the job (SIGTERM, grace, SIGKILL); it records "cancelled".
 
     A no-op if the supervisor is gone already.
     """
-    sup = _Pidfd(handle)
+    sup = Pidfd(handle)
     try:
         sup.send(signal.SIGTERM)
     finally:
         sup.close()
-
-
-def run(spec: LaunchSpec, observer: Observer) -> ProcessResult:
-    """Launch a job and watch it to the end."""
-    return watch(launch(spec), spec, observer)

@@ -19,6 +19,7 @@ from labcloud.execution import process
 from labcloud.execution.attempt import AttemptDir, Collected, StagingError, Writer
 from labcloud.execution.process import Handle, LaunchSpec, Limits, ProcessResult
 from labcloud.execution.sandbox import SandboxPolicy
+from labcloud.execution.watch import watch
 from labcloud.registry.models import Resources
 from labcloud.services.job_states import RunEnd
 
@@ -140,7 +141,7 @@ def follow(plan: JobPlan, handle: Handle, reporter: Reporter, log_offset: int) -
         limits=Limits(),
         sandbox=None,
     )
-    result = process.watch(handle, spec, _Observer(reporter), log_offset=log_offset)
+    result = watch(handle, spec, _Observer(reporter), log_offset=log_offset)
     return _settle(plan, reporter, result)
 
 
