@@ -1,10 +1,10 @@
-"""Launch, watch, cancel and re-attach to supervised job processes.
+"""Launch, find again, cancel and read the result of supervised job processes.
 
 Each job runs under its own small supervisor process (``supervise.py``), started detached so that the job
-survives a crash or restart of the server. The server keeps only a :class:`Handle`; with it and the
-:class:`LaunchSpec` a new server process can :func:`watch` the job again. The supervisor records the
-outcome in ``status_path``; the log file is the only channel for output, so a watcher can resume it at
-any byte offset.
+survives a crash or restart of the server. The supervisor holds a lock on its attempt's folder and writes
+its own :class:`Handle` there, so a new server process finds it (:func:`find_supervisor`) and follows it
+again (:mod:`labcloud.execution.watch`). The supervisor records the outcome in ``status_path``; the log file
+is the only channel for output, so a watcher can resume it at any byte offset.
 """
 
 from __future__ import annotations
