@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login
-from jobs_helpers import TERMINAL, py, wait_for_end, write_app
+from jobs_helpers import TERMINAL, follow_log, py, wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
-from live_server import login_headers
+from live_server import eventually, login_headers
 from restartable import Server, killable_server
 
 
@@ -162,3 +162,35 @@ def test_a_job_whose_process_died_with_the_server_is_retried(server: Server, set
     history = httpx.get(f"{server.url}/api/v1/jobs/{job_id}/events", headers=headers).json()
     lost = [e for e in history if e["reason"] == "worker_lost"]
     assert len(lost) == 1 and history[history.index(lost[0]) + 1]["to_state"] == "queued"
+
+
+def test_a_stopping_server_lets_go_of_its_jobs_and_the_next_takes_them_up(settings: Settings) -> None:
+    """A server that stops leading stops following its jobs at once, writing nothing more about them (their
+    supervisors run on); the next server takes them up where they are."""
+    write_app(
+        settings.effective_apps_dir,
+        "nap",
+        py("""
+        import time
+        print("begin", flush=True)
+        time.sleep(1.5)
+        print("end", flush=True)
+    """),
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
+    )
+    with TestClient(create_app(settings)) as client:
+        headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        job_id = client.post("/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
+        assert "begin" in follow_log(client, job_id, headers, until="begin")
+    status = settings.home / "jobs" / job_id / "attempt-1" / "status.json"
+    eventually(status.exists, 30, "the job to end while no server follows it")
+    with TestClient(create_app(settings, dispatch=False)) as client:  # looks, takes nothing up
+        headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        seen = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+        assert seen["state"] == "running", seen  # nobody wrote its end: the stopped server let go
+    with TestClient(create_app(settings)) as client:
+        headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        done = wait_for_end(client, job_id, headers)
+        assert done["state"] == "succeeded" and done["attempts"] == 1, done
+        log = client.get(f"/api/v1/jobs/{job_id}/logs", headers=headers).text
+        assert log.count("begin\n") == 1 and "end\n" in log

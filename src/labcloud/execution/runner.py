@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,13 @@ class JobPlan:
     log_path: Path  # the job's log, outside the job's reach
     sandbox: SandboxPolicy | None  # None: no sandbox (the writable folder is added by the runner)
     grace_s: float = 5.0
+    # Set when this runner's process is stopping: stop following and report nothing more, leaving the job
+    # (and its folder) as they are, to be taken up again by the next one (:func:`resume`).
+    detach: threading.Event | None = None
+
+    @property
+    def detached(self) -> bool:
+        return self.detach is not None and self.detach.is_set()
 
 
 class Reporter(Protocol):
@@ -97,6 +105,8 @@ def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
         return _finish(plan, reporter, RunEnd("staging_failed", message=str(exc)))
     if reporter.gone():
         return _abandon(plan)
+    if plan.detached:  # never started: the next server finds no supervisor and runs it again
+        return None
     if reporter.cancel_requested() or not reporter.begin():
         if reporter.gone():
             return _abandon(plan)
@@ -141,7 +151,9 @@ def follow(plan: JobPlan, handle: Handle, reporter: Reporter, log_offset: int) -
         limits=Limits(),
         sandbox=None,
     )
-    result = watch(handle, spec, _Observer(reporter), log_offset=log_offset)
+    result = watch(handle, spec, _Observer(reporter), log_offset=log_offset, detach=plan.detach)
+    if result is None or plan.detached:
+        return None
     return _settle(plan, reporter, result)
 
 

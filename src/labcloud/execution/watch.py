@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -130,14 +131,21 @@ def _cleanup_lost(handle: Handle) -> None:
 
 
 def watch(
-    handle: Handle, spec: LaunchSpec, observer: Observer, *, log_offset: int = 0, poll_s: float = 0.05
-) -> ProcessResult:
+    handle: Handle,
+    spec: LaunchSpec,
+    observer: Observer,
+    *,
+    log_offset: int = 0,
+    poll_s: float = 0.05,
+    detach: threading.Event | None = None,
+) -> ProcessResult | None:
     """Follow a job until it ends and return its result.
 
     Streams ``spec.log_path`` from ``log_offset`` to ``observer``, cancels the job when
     ``observer.should_cancel()`` says so, and returns the supervisor's recorded result; "lost" if the
     supervisor vanished without recording one. Works on a handle from an earlier server process; of
-    ``spec`` only ``log_path`` and ``status_path`` are used.
+    ``spec`` only ``log_path`` and ``status_path`` are used. None when ``detach`` is set first: the
+    follower stops (its server is stopping) and the job runs on, to be followed again later.
     """
     tail = _LogTail(spec.log_path, log_offset)
     sup = Pidfd(handle)
@@ -166,6 +174,8 @@ def watch(
                 sup.send(signal.SIGTERM)
                 cancel_sent = True
             sup.exited(poll_s)  # sleeps, but wakes up at once when the supervisor exits
+            if detach is not None and detach.is_set():
+                return None
         # The status is written after the whole process tree is gone, so the log is complete now.
         tail.pump(observer, final=True)
         sup.exited(5.0)  # it exits right after writing the status; don't leave a zombie behind
@@ -178,4 +188,6 @@ def watch(
 
 def run(spec: LaunchSpec, observer: Observer) -> ProcessResult:
     """Launch a job and watch it to the end."""
-    return watch(launch(spec), spec, observer)
+    result = watch(launch(spec), spec, observer)
+    assert result is not None  # (nothing detaches it)
+    return result

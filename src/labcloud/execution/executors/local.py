@@ -60,6 +60,8 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._held: dict[uuid.UUID, tuple[uuid.UUID, Resources]] = {}
         self._cancel: dict[uuid.UUID, threading.Event] = {}
+        self._threads: dict[uuid.UUID, threading.Thread] = {}
+        self._detach = threading.Event()  # set when this server stops leading: runners let go of their jobs
         self.sandboxing = resolve_sandboxing(settings.sandbox, settings.job_user)
         log.log(
             logging.ERROR if self.sandboxing.refuse else logging.INFO,
@@ -122,12 +124,14 @@ class LocalExecutor(Executor):
         resources: Resources,
         target: Callable[[uuid.UUID], None],
     ) -> None:
+        thread = threading.Thread(
+            target=self._guarded, args=(target, job_id), name=f"job-{job_id}", daemon=True
+        )
         with self._lock:
             self._held[job_id] = (owner_id, resources)
             self._cancel.setdefault(job_id, threading.Event())
-        threading.Thread(
-            target=self._guarded, args=(target, job_id), name=f"job-{job_id}", daemon=True
-        ).start()
+            self._threads[job_id] = thread
+        thread.start()
 
     def _guarded(self, target: Callable[[uuid.UUID], None], job_id: uuid.UUID) -> None:
         try:
@@ -147,6 +151,7 @@ class LocalExecutor(Executor):
             with self._lock:
                 self._held.pop(job_id, None)
                 self._cancel.pop(job_id, None)
+                self._threads.pop(job_id, None)
             self.notify()
 
     def _run(self, job_id: uuid.UUID) -> None:
@@ -200,6 +205,7 @@ class LocalExecutor(Executor):
             log_path=job_service.log_path(self.settings, job.id),
             sandbox=self._policy(job) if self.sandboxing.enabled else None,
             grace_s=self.settings.kill_grace_s,
+            detach=self._detach,
         )
 
     def _policy(self, job: Job) -> SandboxPolicy:
@@ -214,6 +220,16 @@ class LocalExecutor(Executor):
         )
 
     # ------------------------------------------------------------------------------------- restarts
+
+    def shutdown(self) -> None:
+        """Stop following the jobs (their supervisors run on): whoever leads next takes them up again.
+        A runner in the middle of a database write finishes it first."""
+        self._detach.set()
+        with self._lock:
+            threads = list(self._threads.values())
+        deadline = time.monotonic() + 10
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def recover(self) -> None:
         """Take up every local job that was active when the last server stopped: running ones where they
