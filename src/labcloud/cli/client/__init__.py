@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli.client import account, data, jobs
+from labcloud.cli.client import account, apps, data, jobs
 from labcloud.cli.client.errors import ClientError
 
 __all__ = ["ClientError", "register"]
@@ -17,5 +17,6 @@ __all__ = ["ClientError", "register"]
 def register(app: typer.Typer) -> None:
     """Add login, logout, whoami, apps, upload, files, submit, jobs, status, logs, cancel, rerun, download."""
     account.register(app)
+    apps.register(app)
     data.register(app)
     jobs.register(app)

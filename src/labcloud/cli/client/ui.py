@@ -41,6 +41,7 @@ def _width(stream: TextIO) -> int | None:
 out = Console(highlight=False, width=_width(sys.stdout))
 err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
 STATE_STYLES = {
     "queued": "cyan",
     "staging": "blue",
