@@ -19,6 +19,8 @@ from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.registry.models import Resources
 from labcloud.services import files, routing
+from labcloud.services.job_logs import job_dir
+from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.lifecycle import transition
 from labcloud.services.pagination import Page, paginate
@@ -52,10 +54,6 @@ class JobFilter:
 # ---------------------------------------------------------------------------------------------- paths
 
 
-def job_dir(settings: Settings, job_id: uuid.UUID) -> Path:
-    return settings.jobs_dir / str(job_id)
-
-
 def work_dir(settings: Settings, job_id: uuid.UUID) -> Path:
     """The only folder a running job may write: its inputs are staged here and its outputs land here."""
     return job_dir(settings, job_id) / "work"
@@ -63,10 +61,6 @@ def work_dir(settings: Settings, job_id: uuid.UUID) -> Path:
 
 def output_dir(settings: Settings, job_id: uuid.UUID) -> Path:
     return work_dir(settings, job_id) / "output"
-
-
-def log_path(settings: Settings, job_id: uuid.UUID) -> Path:
-    return job_dir(settings, job_id) / "job.log"
 
 
 # ------------------------------------------------------------------------------------------- submitting
