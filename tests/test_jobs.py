@@ -388,5 +388,9 @@ def test_the_log_reads_from_an_offset_and_streams_as_server_sent_events(
         'event: end\ndata: {"state": "succeeded"}\n\n'
     )
     assert streamed == expected.encode()
-    r = client.get(url, params={"offset": -1}, headers=user.headers)
-    assert r.status_code == 422
+    far = 2**62  # past the end, and past what a file system can seek to: nothing there
+    assert client.get(url, params={"offset": far}, headers=user.headers).text == ""
+    with client.stream("GET", url, params={"follow": "true", "offset": far}, headers=user.headers) as r:
+        assert r.read() == b'event: end\ndata: {"state": "succeeded"}\n\n'
+    for bad in (-1, far + 1):
+        assert client.get(url, params={"offset": bad}, headers=user.headers).status_code == 422

@@ -288,6 +288,9 @@ def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
         assert r.headers["content-type"].startswith("text/event-stream")
         streamed = r.read()
     assert streamed == b'event: log\ndata: tail\nid: 65541\n\nevent: end\ndata: {"state": "succeeded"}\n\n'
+    with browser.stream("GET", f"/jobs/{job_id}/log/stream", params={"offset": 2**62}) as r:
+        assert r.read() == b'event: end\ndata: {"state": "succeeded"}\n\n'
+    assert browser.get(f"/jobs/{job_id}/log/stream", params={"offset": 2**62 + 1}).status_code == 404
 
 
 def test_user_content_is_escaped_everywhere(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ def read(settings: Settings, job_id: uuid.UUID, offset: int = 0, limit: int = -1
     if not path.exists():
         return b""
     with open(path, "rb") as fh:
+        if offset >= os.fstat(fh.fileno()).st_size:  # also one no file system could seek to
+            return b""
         fh.seek(offset)
         return fh.read(limit)
 

@@ -132,7 +132,11 @@ def job_status(
 
 @router.get("/jobs/{job_id}/log/stream")
 async def log_stream(
-    job_id: uuid.UUID, request: Request, principal: StreamUser, ctx: Ctx, offset: int = Query(0, ge=0)
+    job_id: uuid.UUID,
+    request: Request,
+    principal: StreamUser,
+    ctx: Ctx,
+    offset: int = Query(0, ge=0, le=job_logs.MAX_OFFSET),
 ) -> Response:
     """The live log as server-sent events (EventSource cannot send a bearer header; the cookie goes)."""
     return await api_jobs.logs(job_id, request, principal, ctx, follow=True, offset=offset)
