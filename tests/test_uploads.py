@@ -207,8 +207,10 @@ def test_create_head_patch_in_chunks_then_the_file_is_published(
         assert head(client, user, url).headers["Upload-Offset"] == str(offset)
 
     # the wrong offset, the wrong content type: refused, nothing changes
-    body = problem(patch(client, user, url, 0, data[:10]), 409)
+    wrong = patch(client, user, url, 0, data[:10])
+    body = problem(wrong, 409)
     assert f"the upload is at {offset}" in body["detail"]
+    assert body["type"].endswith("/upload-offset-mismatch") and wrong.headers["Upload-Offset"] == str(offset)
     r = client.patch(
         url,
         content=data[offset:],
@@ -325,6 +327,7 @@ def test_hostile_destination_paths_are_refused_up_front(
     client: TestClient, user: Account, settings: Settings, hostile: str
 ) -> None:
     body = problem(create(client, user, hostile, 10), 400)
+    assert body["type"].endswith("/bad-upload-request")
     assert body["errors"][0]["loc"] == ["header", "upload-metadata", "path"]
     assert body["errors"][0]["msg"]
     tus_dir = settings.uploads_dir / "tus"
@@ -339,6 +342,14 @@ def test_destination_that_is_a_folder_or_inside_a_file_is_refused(client: TestCl
     assert "folder" in body["detail"]
     body = problem(create(client, user, "data/a.txt/b.txt", 1), 400)
     assert "is a file" in body["detail"]
+    # the destination became a folder while the bytes came: refused at completion, the upload is dropped
+    late = started(client, user, "later/b.txt", 1)
+    assert (
+        client.put("/api/v1/files/later/b.txt/c.txt", content=b"c", headers=user.headers).status_code == 201
+    )
+    body = problem(patch(client, user, late, 0, b"b"), 400)
+    assert body["type"].endswith("/bad-upload-request") and "folder" in body["detail"]
+    assert head(client, user, late).status_code == 404
 
 
 def test_too_large_or_over_quota_is_413_up_front(

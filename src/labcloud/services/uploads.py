@@ -20,8 +20,6 @@ completion. Complete uploads are handed to :func:`labcloud.services.files.publis
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import fcntl
 import hashlib
@@ -32,8 +30,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,47 +40,29 @@ from sqlalchemy import delete, select
 from labcloud.db.engine import Database
 from labcloud.db.models import Upload
 from labcloud.db.types import new_id, utcnow
-from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound
+from labcloud.errors import Conflict, LabcloudError, NotFound
 from labcloud.services import files
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
-TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = ("creation", "creation-with-upload", "termination", "checksum", "expiration")
-OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 CHECKSUMS: dict[str, Callable[[], Any]] = {
     "sha1": hashlib.sha1,
     "md5": hashlib.md5,
     "sha256": hashlib.sha256,
 }
-METADATA_LOC: list[str | int] = ["header", "upload-metadata"]
 WRITE_BUFFER = 1 << 20  # bytes collected from the body before one write to disk
-MAX_METADATA_KEYS = 32
 MAX_HASHERS = 4096
 
 
 # ------------------------------------------------------------------------------------------------ errors
 
 
-class BadUploadRequest(InvalidInput):
-    """A tus request whose headers are missing or malformed (tus answers 400, naming the header)."""
-
-    status, title, type_slug = 400, "Bad request", "bad-upload-request"
-
-
-class UnsupportedVersion(LabcloudError):
-    status, title, type_slug = 412, "Precondition failed", "tus-version"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"Tus-Version": TUS_VERSION})
-
-
-class UnsupportedMediaType(LabcloudError):
-    status, title, type_slug = 415, "Unsupported media type", "unsupported-media-type"
-
-
 class OffsetMismatch(Conflict):
     type_slug = "upload-offset-mismatch"
+
+    def __init__(self, detail: str, offset: int) -> None:
+        super().__init__(detail)
+        self.offset = offset  # where the upload is
 
 
 class UploadBusy(Conflict):
@@ -104,115 +83,12 @@ class BodyInterrupted(LabcloudError):
     status, title, type_slug = 400, "Bad request", "body-interrupted"
 
 
-def _bad(loc: list[str | int], msg: str) -> BadUploadRequest:
-    return BadUploadRequest(msg, errors=[{"loc": loc, "msg": msg}])
-
-
-# ------------------------------------------------------------------------------------------------ headers
-
-
-def check_version(header: str | None) -> None:
-    """Every request but OPTIONS names the protocol version it speaks in ``Tus-Resumable``."""
-    if header is None:
-        raise UnsupportedVersion(
-            f"Send 'Tus-Resumable: {TUS_VERSION}'; this server speaks tus {TUS_VERSION}."
-        )
-    if header.strip() != TUS_VERSION:
-        raise UnsupportedVersion(
-            f"tus {header.strip()!r} is not supported; this server speaks {TUS_VERSION}."
-        )
-
-
-def _non_negative(header: str | None, name: str) -> int:
-    loc: list[str | int] = ["header", name]
-    if header is None:
-        raise _bad(loc, f"the {name} header is required")
-    text = header.strip()
-    if not text.isdigit() or len(text) > 19:
-        raise _bad(loc, f"{name} must be a non-negative integer")
-    return int(text)
-
-
-def parse_length(header: str | None, defer: str | None = None) -> int:
-    if header is None and defer is not None:
-        raise _bad(
-            ["header", "upload-defer-length"], "deferred lengths are not supported; send Upload-Length"
-        )
-    return _non_negative(header, "upload-length")
-
-
-def parse_offset(header: str | None) -> int:
-    return _non_negative(header, "upload-offset")
-
-
-def parse_content_length(header: str | None) -> int | None:
-    return None if header is None else _non_negative(header, "content-length")
-
-
-def parse_metadata(header: str | None) -> dict[str, str]:
-    """``key base64,key2 base64,key3`` → ``{key: text}``. Values must be UTF-8."""
-    meta: dict[str, str] = {}
-    if header is None or not header.strip():
-        return meta
-    for pair in header.split(","):
-        pieces = pair.strip().split(" ")
-        key = pieces[0]
-        if not key or len(pieces) > 2 or not key.isascii() or not key.isprintable():
-            raise _bad(METADATA_LOC, "write it as comma-separated 'key base64value' pairs")
-        if key in meta:
-            raise _bad([*METADATA_LOC, key], f"the key '{key}' is given twice")
-        try:
-            raw = base64.b64decode(pieces[1], validate=True) if len(pieces) == 2 else b""
-            meta[key] = raw.decode("utf-8")
-        except (binascii.Error, ValueError):
-            raise _bad([*METADATA_LOC, key], "the value is not base64-encoded UTF-8 text") from None
-    if len(meta) > MAX_METADATA_KEYS:
-        raise _bad(METADATA_LOC, f"at most {MAX_METADATA_KEYS} keys")
-    return meta
-
-
-def encode_metadata(meta: dict[str, str]) -> str:
-    return ",".join(
-        f"{key} {base64.b64encode(value.encode()).decode()}" if value else key for key, value in meta.items()
-    )
-
-
 @dataclass(frozen=True)
 class Checksum:
+    """What a chunk's bytes must hash to: one of :data:`CHECKSUMS`, and the digest."""
+
     algorithm: str
     digest: bytes
-
-
-def parse_checksum(header: str | None) -> Checksum | None:
-    """``Upload-Checksum: <algorithm> <base64 digest>``."""
-    if header is None:
-        return None
-    loc: list[str | int] = ["header", "upload-checksum"]
-    algorithm, _, encoded = header.strip().partition(" ")
-    algorithm = algorithm.lower()
-    if algorithm not in CHECKSUMS:
-        raise _bad(loc, f"'{algorithm}' is not supported; use one of {', '.join(CHECKSUMS)}")
-    try:
-        digest = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad(loc, "the digest is not base64") from None
-    if len(digest) != CHECKSUMS[algorithm]().digest_size:
-        raise _bad(
-            loc, f"a {algorithm} digest is {CHECKSUMS[algorithm]().digest_size} bytes, not {len(digest)}"
-        )
-    return Checksum(algorithm, digest)
-
-
-def http_date(moment: datetime) -> str:
-    """RFC 7231 IMF-fixdate, as ``Upload-Expires`` wants it."""
-    return format_datetime(moment.astimezone(UTC), usegmt=True)
-
-
-def parse_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise NotFound(f"You have no upload {raw}.") from None
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -319,22 +195,18 @@ def _lock(path: Path, upload_id: uuid.UUID) -> io.FileIO:
 
 
 def create(
-    db: Database, settings: Settings, owner_id: uuid.UUID, length: int, meta: dict[str, str]
+    db: Database,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    raw_path: str,
+    loc: list[str | int],
+    length: int,
+    meta: dict[str, str],
 ) -> UploadInfo:
-    """Check the destination (``path``, else ``filename``, in the metadata) and the room, then start."""
-    if "path" in meta:
-        raw, loc = meta["path"], [*METADATA_LOC, "path"]
-    elif "filename" in meta:
-        raw, loc = meta["filename"], [*METADATA_LOC, "filename"]
-    else:
-        raise _bad(METADATA_LOC, "name the destination with a 'path' (or 'filename') key")
-    try:
-        path = files.clean(raw, loc)
-        files.check_target(db, owner_id, path, loc)
-    except BadUploadRequest:
-        raise
-    except InvalidInput as exc:
-        raise BadUploadRequest(exc.detail, errors=exc.errors) from None
+    """Check the destination ``raw_path`` (named at ``loc``) and the room, then start; ``meta`` is kept
+    as the client gave it."""
+    path = files.clean(raw_path, loc)
+    files.check_target(db, owner_id, path, loc)
     files.check_room(db, settings, owner_id, length, path)
     upload_id = new_id()
     part = partial_path(settings, upload_id)
@@ -450,8 +322,7 @@ async def write(
         current = min(info.offset, os.fstat(fh.fileno()).st_size)
         if offset != current:
             raise OffsetMismatch(
-                f"Upload-Offset is {offset} but the upload is at {current}; continue from there.",
-                headers={"Upload-Offset": str(current)},
+                f"Upload-Offset is {offset} but the upload is at {current}; continue from there.", current
             )
         if content_length is not None and offset + content_length > info.length:
             raise files.TooLarge(
@@ -545,9 +416,6 @@ async def _complete(
         entry = await run_in_threadpool(
             files.publish, db, storage, settings, owner_id, info.path, part, info.length, sha256
         )
-    except InvalidInput as exc:
-        await run_in_threadpool(_drop, db, part, info.id)
-        raise BadUploadRequest(exc.detail, errors=exc.errors) from None
     except BaseException:
         await run_in_threadpool(_drop, db, part, info.id)
         raise
