@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import Account
-from labcloud.services import uploads
+from labcloud.services import partial_files, uploads
 from labcloud.settings import Settings
 from live_server import Server, login_headers
 
@@ -95,7 +95,7 @@ def problem(r: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def partial_file(settings: Settings, url: str) -> Path:
-    return uploads.partial_path(settings, uuid.UUID(url.rsplit("/", 1)[1]))
+    return partial_files.partial_path(settings, uuid.UUID(url.rsplit("/", 1)[1]))
 
 
 def download(client: TestClient, who: Account, path: str) -> bytes:

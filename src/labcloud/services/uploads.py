@@ -1,8 +1,9 @@
 """Resumable uploads (tus 1.0.0): the bytes collect in a partial file, then are published whole.
 
 An upload is a row of ``uploads`` (owner, destination path, length, acknowledged offset, expiry) and a
-partial file ``uploads_dir/tus/<id>``. A PATCH appends to the partial file as the body arrives and, once
-the bytes are on disk (fsync), records the new offset in the row. So:
+partial file ``uploads_dir/tus/<id>`` (:mod:`labcloud.services.partial_files`). A PATCH appends to the
+partial file as the body arrives and, once the bytes are on disk (fsync), records the new offset in the
+row. So:
 
 * the row's offset never exceeds what is durably in the file, and the file may hold more than the row
   says (a PATCH in flight, or a server killed before it recorded its offset). The offset a client is told
@@ -20,14 +21,10 @@ completion. Complete uploads are handed to :func:`labcloud.services.files.publis
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import os
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,7 +38,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Upload
 from labcloud.db.types import new_id, utcnow
 from labcloud.errors import Conflict, LabcloudError, NotFound
-from labcloud.services import files
+from labcloud.services import files, partial_files
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -50,8 +47,6 @@ CHECKSUMS: dict[str, Callable[[], Any]] = {
     "md5": hashlib.md5,
     "sha256": hashlib.sha256,
 }
-WRITE_BUFFER = 1 << 20  # bytes collected from the body before one write to disk
-MAX_HASHERS = 4096
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -63,10 +58,6 @@ class OffsetMismatch(Conflict):
     def __init__(self, detail: str, offset: int) -> None:
         super().__init__(detail)
         self.offset = offset  # where the upload is
-
-
-class UploadBusy(Conflict):
-    type_slug = "upload-busy"
 
 
 class UploadGone(LabcloudError):
@@ -113,43 +104,6 @@ class Written:
     entry: files.Entry | None = None
 
 
-def partial_path(settings: Settings, upload_id: uuid.UUID) -> Path:
-    return settings.uploads_dir / "tus" / upload_id.hex
-
-
-class _Hashers:
-    """The running SHA-256 of each upload, with the offset it has reached (this process only)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[uuid.UUID, tuple[int, Any]] = OrderedDict()
-
-    def take(self, upload_id: uuid.UUID, offset: int) -> Any | None:
-        """A copy of the hash at ``offset`` (fresh at 0); None when this process has not followed it."""
-        with self._lock:
-            held = self._items.get(upload_id)
-        if held is not None and held[0] == offset:
-            return held[1].copy()
-        return hashlib.sha256() if offset == 0 else None
-
-    def keep(self, upload_id: uuid.UUID, offset: int, digest: Any | None) -> None:
-        with self._lock:
-            if digest is None:
-                self._items.pop(upload_id, None)
-                return
-            self._items[upload_id] = (offset, digest)
-            self._items.move_to_end(upload_id)
-            while len(self._items) > MAX_HASHERS:
-                self._items.popitem(last=False)
-
-    def forget(self, upload_id: uuid.UUID) -> None:
-        with self._lock:
-            self._items.pop(upload_id, None)
-
-
-_hashers = _Hashers()
-
-
 def _info(row: Upload, offset: int) -> UploadInfo:
     return UploadInfo(row.id, row.path, row.length, offset, dict(row.meta or {}), row.expires_at)
 
@@ -164,31 +118,6 @@ def _get(db: Database, owner_id: uuid.UUID, upload_id: uuid.UUID, now: datetime 
     if info.expires_at <= (now or utcnow()):
         raise UploadGone(f"The upload {upload_id} expired at {info.expires_at.isoformat()}; start again.")
     return info
-
-
-def _lock(path: Path, upload_id: uuid.UUID) -> io.FileIO:
-    """The partial file, open for writing under an exclusive lock; 409 while another request holds it."""
-    try:
-        fh = io.FileIO(path, "r+")
-    except FileNotFoundError:
-        raise NotFound(f"The bytes of upload {upload_id} are gone; start again.") from None
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        try:
-            linked = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
-        except FileNotFoundError:
-            linked = False
-        if not linked:  # terminated or expired between open and lock
-            raise NotFound(f"The bytes of upload {upload_id} are gone; start again.")
-    except BlockingIOError:
-        fh.close()
-        raise UploadBusy(
-            f"Another request is writing to upload {upload_id}; wait for it to end, then ask for the offset."
-        ) from None
-    except BaseException:
-        fh.close()
-        raise
-    return fh
 
 
 # ------------------------------------------------------------------------------------------------ creation
@@ -209,9 +138,7 @@ def create(
     files.check_target(db, owner_id, path, loc)
     files.check_room(db, settings, owner_id, length, path)
     upload_id = new_id()
-    part = partial_path(settings, upload_id)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    part = partial_files.create(settings, upload_id)
     try:
         now = utcnow()
         row = Upload(
@@ -242,7 +169,7 @@ def describe(db: Database, settings: Settings, owner_id: uuid.UUID, upload_id: u
     file holds less (bytes beyond the recorded offset are not acknowledged yet)."""
     info = _get(db, owner_id, upload_id)
     try:
-        size = partial_path(settings, upload_id).stat().st_size
+        size = partial_files.partial_path(settings, upload_id).stat().st_size
     except FileNotFoundError:
         raise NotFound(f"The bytes of upload {upload_id} are gone; start again.") from None
     info.offset = min(info.offset, size)
@@ -250,32 +177,6 @@ def describe(db: Database, settings: Settings, owner_id: uuid.UUID, upload_id: u
 
 
 # ------------------------------------------------------------------------------------------------ writes
-
-
-def _start(fh: io.FileIO, offset: int) -> None:
-    fh.truncate(offset)  # drop unacknowledged bytes of an earlier, broken PATCH
-    fh.seek(offset)
-
-
-def _write(fh: io.FileIO, data: bytes, hashes: list[Any]) -> None:
-    """Hash and write one buffer (in a worker thread: hashlib lets go of the GIL on large inputs)."""
-    for digest in hashes:
-        digest.update(data)
-    view = memoryview(data)
-    while view:
-        written = fh.write(view)
-        if not written:
-            raise OSError("the partial file took no bytes")
-        view = view[written:]
-
-
-def _sync(fh: io.FileIO) -> None:
-    os.fsync(fh.fileno())
-
-
-def _discard(fh: io.FileIO, offset: int) -> None:
-    fh.truncate(offset)
-    os.fsync(fh.fileno())
 
 
 def _record(db: Database, settings: Settings, upload_id: uuid.UUID, offset: int, part: Path) -> datetime:
@@ -291,7 +192,7 @@ def _record(db: Database, settings: Settings, upload_id: uuid.UUID, offset: int,
 
 
 def _forget(db: Database, upload_id: uuid.UUID) -> None:
-    _hashers.forget(upload_id)
+    partial_files.hashers.forget(upload_id)
     with db.session() as session:
         session.execute(delete(Upload).where(Upload.id == upload_id))
 
@@ -310,13 +211,13 @@ async def write(
 ) -> Written:
     """Append ``body`` at ``offset`` (which must be the upload's current offset); publish when complete.
 
-    The body is written as it arrives, at most :data:`WRITE_BUFFER` bytes held at a time. The new offset
-    is recorded only after an fsync. A body that breaks off keeps its bytes (unless checksummed) and
+    The body is written as it arrives (:func:`partial_files.receive`). The new offset is recorded only
+    after an fsync. A body that breaks off keeps its bytes (unless checksummed) and
     raises :class:`BodyInterrupted`.
     """
     info = await run_in_threadpool(_get, db, owner_id, upload_id)
-    part = partial_path(settings, upload_id)
-    fh = await run_in_threadpool(_lock, part, upload_id)
+    part = partial_files.partial_path(settings, upload_id)
+    fh = await run_in_threadpool(partial_files.lock, part, upload_id)
     try:
         info = await run_in_threadpool(_get, db, owner_id, upload_id)  # as it is now that we hold the lock
         current = min(info.offset, os.fstat(fh.fileno()).st_size)
@@ -328,15 +229,15 @@ async def write(
             raise files.TooLarge(
                 f"{content_length} bytes at offset {offset} would pass the Upload-Length of {info.length}."
             )
-        await run_in_threadpool(_start, fh, offset)
-        digest = _hashers.take(upload_id, offset)
+        await run_in_threadpool(partial_files.start, fh, offset)
+        digest = partial_files.hashers.take(upload_id, offset)
         check = CHECKSUMS[checksum.algorithm]() if checksum else None
-        received = await _receive(fh, body, offset, info.length, digest, check)
+        received = await partial_files.receive(fh, body, offset, info.length, digest, check)
         if received is None:  # interrupted and checksummed: nothing of it is kept
             raise BodyInterrupted("The request body ended early; the chunk was discarded.")
         count, interrupted = received
         if check is not None and checksum is not None and check.digest() != checksum.digest:
-            await run_in_threadpool(_discard, fh, offset)
+            await run_in_threadpool(partial_files.discard, fh, offset)
             raise ChecksumMismatch(
                 f"The {checksum.algorithm} of the {count} bytes received does not match Upload-Checksum; "
                 f"they were discarded and the offset stays {offset}."
@@ -345,58 +246,12 @@ async def write(
         if new_offset == info.length:  # complete, even if the connection then dropped
             return await _complete(db, storage, settings, owner_id, info, part, digest)
         expires_at = await run_in_threadpool(_record, db, settings, upload_id, new_offset, part)
-        _hashers.keep(upload_id, new_offset, digest)
+        partial_files.hashers.keep(upload_id, new_offset, digest)
         if interrupted:
             raise BodyInterrupted(f"The request body ended early; the upload is at offset {new_offset}.")
         return Written(new_offset, expires_at)
     finally:
         fh.close()  # releases the lock
-
-
-async def _receive(
-    fh: io.FileIO, body: AsyncIterable[bytes], offset: int, length: int, digest: Any, check: Any
-) -> tuple[int, bool] | None:
-    """Write the body at the file's position: (bytes written and fsynced, whether the body broke off).
-
-    None when the body broke off under a checksum (then nothing was kept). A body that passes ``length``
-    is refused whole (413). On any other failure the file is cut back to ``offset``.
-    """
-    buffer = bytearray()
-    count = 0
-    interrupted = False
-    hashes = [h for h in (digest, check) if h is not None]
-    iterator = aiter(body)
-    try:
-        while True:
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                break
-            except Exception:  # the client went away (ClientDisconnect) or the stream broke
-                interrupted = True
-                break
-            if not chunk:
-                continue
-            count += len(chunk)
-            if offset + count > length:
-                raise files.TooLarge(
-                    f"The body passed the Upload-Length of {length} bytes; this chunk was discarded."
-                )
-            buffer += chunk
-            if len(buffer) >= WRITE_BUFFER:
-                await run_in_threadpool(_write, fh, bytes(buffer), hashes)
-                buffer.clear()
-        if interrupted and check is not None:
-            await run_in_threadpool(_discard, fh, offset)
-            return None
-        if buffer:
-            await run_in_threadpool(_write, fh, bytes(buffer), hashes)
-        await run_in_threadpool(_sync, fh)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            _discard(fh, offset)  # blocking, but only on this rare path (also when cancelled)
-        raise
-    return count, interrupted
 
 
 async def _complete(
@@ -437,9 +292,9 @@ def terminate(db: Database, settings: Settings, owner_id: uuid.UUID, upload_id: 
         row = session.scalar(select(Upload).where(Upload.id == upload_id, Upload.owner_id == owner_id))
         if row is None:
             raise NotFound(f"You have no upload {upload_id}.")
-    part = partial_path(settings, upload_id)
+    part = partial_files.partial_path(settings, upload_id)
     try:
-        fh: io.FileIO | None = _lock(part, upload_id)
+        fh: io.FileIO | None = partial_files.lock(part, upload_id)
     except NotFound:
         fh = None
     try:
@@ -458,10 +313,10 @@ def expire(db: Database, settings: Settings, now: datetime) -> int:
         stale = list(session.scalars(select(Upload.id).where(Upload.expires_at <= now)))
     removed = 0
     for upload_id in stale:
-        part = partial_path(settings, upload_id)
+        part = partial_files.partial_path(settings, upload_id)
         try:
-            fh: io.FileIO | None = _lock(part, upload_id)
-        except UploadBusy:
+            fh: io.FileIO | None = partial_files.lock(part, upload_id)
+        except partial_files.UploadBusy:
             continue
         except NotFound:
             fh = None
@@ -473,7 +328,7 @@ def expire(db: Database, settings: Settings, now: datetime) -> int:
                 gone = bool(result.rowcount)  # type: ignore[attr-defined]
             if gone:
                 part.unlink(missing_ok=True)
-                _hashers.forget(upload_id)
+                partial_files.hashers.forget(upload_id)
                 removed += 1
         finally:
             if fh is not None:
@@ -483,18 +338,7 @@ def expire(db: Database, settings: Settings, now: datetime) -> int:
 
 
 def _sweep_orphans(db: Database, settings: Settings, now: datetime) -> None:
-    folder = settings.uploads_dir / "tus"
-    if not folder.is_dir():
-        return
-    limit = (now - timedelta(hours=settings.upload_expiry_hours)).timestamp()
-    candidates: dict[uuid.UUID, Path] = {}
-    for entry in os.scandir(folder):
-        try:
-            upload_id = uuid.UUID(hex=entry.name)
-        except ValueError:
-            continue
-        if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < limit:
-            candidates[upload_id] = Path(entry.path)
+    candidates = partial_files.older_than(settings, now - timedelta(hours=settings.upload_expiry_hours))
     if not candidates:
         return
     with db.session() as session:
