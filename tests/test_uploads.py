@@ -286,6 +286,20 @@ def test_creation_with_upload_and_empty_files(client: TestClient, user: Account)
     assert download(client, user, "empty.txt") == b""
 
 
+def test_an_upload_this_process_did_not_follow_is_hashed_whole_at_the_end(
+    client: TestClient, user: Account
+) -> None:
+    """Another replica took the first chunk, or the server restarted since: the partial file is hashed
+    once, when it is complete."""
+    data = payload(300_000, seed=7)
+    url = started(client, user, "elsewhere.bin", len(data))
+    assert patch(client, user, url, 0, data[:100_000]).status_code == 204
+    partial_files.hashers.forget(uuid.UUID(url.rsplit("/", 1)[1]))
+    r = patch(client, user, url, 100_000, data[100_000:])
+    assert r.status_code == 204 and r.headers["Labcloud-File-Sha256"] == sha256(data)
+    assert download(client, user, "elsewhere.bin") == data
+
+
 def test_filename_names_the_destination_when_there_is_no_path(client: TestClient, user: Account) -> None:
     r = client.post(
         "/api/v1/uploads",

@@ -16,7 +16,7 @@ row. So:
 
 The SHA-256 of the whole file is computed on the way: a hash object per upload, kept in this process with
 the offset it has reached. After a restart (or on another replica) the partial file is hashed once, at
-completion. Complete uploads are handed to :func:`labcloud.services.files.publish` and their row removed.
+completion. Complete uploads are handed to :func:`labcloud.services.file_store.publish` and their row removed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Upload
 from labcloud.db.types import new_id, utcnow
 from labcloud.errors import Conflict, LabcloudError, NotFound
-from labcloud.services import files, partial_files
+from labcloud.services import file_store, files, partial_files
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -136,7 +136,7 @@ def create(
     as the client gave it."""
     path = files.clean(raw_path, loc)
     files.check_target(db, owner_id, path, loc)
-    files.check_room(db, settings, owner_id, length, path)
+    file_store.check_room(db, settings, owner_id, length, path)
     upload_id = new_id()
     part = partial_files.create(settings, upload_id)
     try:
@@ -267,9 +267,11 @@ async def _complete(
     storage limit filled up meanwhile, the path became a folder) the upload is dropped too: ``publish``
     has consumed the partial file either way."""
     try:
-        sha256 = digest.hexdigest() if digest is not None else await run_in_threadpool(files.sha256_of, part)
+        sha256 = (
+            digest.hexdigest() if digest is not None else await run_in_threadpool(file_store.sha256_of, part)
+        )
         entry = await run_in_threadpool(
-            files.publish, db, storage, settings, owner_id, info.path, part, info.length, sha256
+            file_store.publish, db, storage, settings, owner_id, info.path, part, info.length, sha256
         )
     except BaseException:
         await run_in_threadpool(_drop, db, part, info.id)

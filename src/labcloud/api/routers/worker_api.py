@@ -16,7 +16,7 @@ from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.errors import InvalidInput, Unauthorized
-from labcloud.services import files, job_logs, lifecycle, workers
+from labcloud.services import file_store, files, job_logs, lifecycle, workers
 from labcloud.services.job_states import JobState, RunEnd
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
@@ -230,10 +230,10 @@ async def output(job_id: uuid.UUID, path: str, request: Request, credential: Cre
     owner = await run_in_threadpool(_held_owner, ctx, credential, job_id)
     length_header = request.headers.get("content-length")
     length = int(length_header) if length_header and length_header.isdigit() else None
-    source, size, sha256 = await files.receive(ctx.settings, request.stream(), length, None)
+    source, size, sha256 = await file_store.receive(ctx.settings, request.stream(), length, None)
     await run_in_threadpool(_held_owner, ctx, credential, job_id)  # still ours after the upload?
     entries = await run_in_threadpool(
-        files.publish_many,
+        file_store.publish_many,
         ctx.db,
         ctx.storage,
         ctx.settings,
