@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from labcloud.db.engine import Database
@@ -354,18 +354,6 @@ def delete_path(db: Database, storage: Storage, owner_id: uuid.UUID, raw_path: s
         _book(session, owner_id, -freed, None)
     storage.delete(keys)  # after the commit: a crash in between leaves only unreferenced objects
     return sum(1 for r in rows if r.kind == FILE)
-
-
-def recount(db: Database, owner_id: uuid.UUID) -> int:
-    """Set the user's booked use to the sum of their files (repairs drift after manual changes)."""
-    with db.session() as session:
-        total = session.scalar(
-            select(func.coalesce(func.sum(FileEntry.size), 0)).where(
-                FileEntry.owner_id == owner_id, FileEntry.kind == FILE
-            )
-        )
-        session.execute(update(User).where(User.id == owner_id).values(storage_used_bytes=int(total or 0)))
-    return int(total or 0)
 
 
 # ------------------------------------------------------------------------------------- jobs and files

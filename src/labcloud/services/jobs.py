@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
@@ -49,18 +48,6 @@ class JobFilter:
     tags: dict[str, str] = field(default_factory=dict)
     created_after: datetime | None = None
     created_before: datetime | None = None
-
-
-# ---------------------------------------------------------------------------------------------- paths
-
-
-def work_dir(settings: Settings, job_id: uuid.UUID) -> Path:
-    """The only folder a running job may write: its inputs are staged here and its outputs land here."""
-    return job_dir(settings, job_id) / "work"
-
-
-def output_dir(settings: Settings, job_id: uuid.UUID) -> Path:
-    return work_dir(settings, job_id) / "output"
 
 
 # ------------------------------------------------------------------------------------------- submitting
@@ -215,7 +202,7 @@ def _check_tags(tags: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def get_job(session: Session, user: User, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
+def get_job(session: Session, user: User, job_id: uuid.UUID) -> Job:
     """The job if ``user`` may see it (its owner or an admin); another user's job is 'not found'."""
     job = session.get(Job, job_id)
     if job is None or (job.owner_id != user.id and not user.is_admin):
