@@ -365,3 +365,32 @@ def test_a_submission_reports_every_problem_at_once(client: TestClient, user: Ac
         ["body", "inputs", "trace"],
         ["body", "resources", "cpus"],
     ]
+
+
+def test_the_log_reads_from_an_offset_and_streams_as_server_sent_events(
+    client: TestClient, settings: Settings, user: Account
+) -> None:
+    job = submit(client, user, {"app": "hello", "params": {"times": 1}})
+    assert wait_for_end(client, job["id"], user.headers)["state"] == "succeeded"
+    (settings.jobs_dir / job["id"] / "job.log").write_bytes(b"one\ntwo\n\xff\npart")
+    url = f"/api/v1/jobs/{job['id']}/logs"
+    assert client.get(url, headers=user.headers).text == "one\ntwo\n\ufffd\npart"
+    assert client.get(url, params={"offset": 4}, headers=user.headers).text == "two\n\ufffd\npart"
+    assert client.get(url, params={"offset": 99}, headers=user.headers).text == ""
+    with client.stream("GET", url, params={"follow": "true", "offset": 4}, headers=user.headers) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["cache-control"] == "no-cache"
+        streamed = r.read()
+    # whole lines as one event (its id: the bytes read so far), a last partial line once the job has ended
+    expected = (
+        "event: log\ndata: two\ndata: \ufffd\nid: 14\n\n"
+        "event: log\ndata: part\n\n"
+        'event: end\ndata: {"state": "succeeded"}\n\n'
+    )
+    assert streamed == expected.encode()
+    far = 2**62  # past the end, and past what a file system can seek to: nothing there
+    assert client.get(url, params={"offset": far}, headers=user.headers).text == ""
+    with client.stream("GET", url, params={"follow": "true", "offset": far}, headers=user.headers) as r:
+        assert r.read() == b'event: end\ndata: {"state": "succeeded"}\n\n'
+    for bad in (-1, far + 1):
+        assert client.get(url, params={"offset": bad}, headers=user.headers).status_code == 422

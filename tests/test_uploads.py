@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import Account
-from labcloud.services import uploads
+from labcloud.services import partial_files, uploads
 from labcloud.settings import Settings
 from live_server import Server, login_headers
 
@@ -95,7 +95,7 @@ def problem(r: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def partial_file(settings: Settings, url: str) -> Path:
-    return uploads.partial_path(settings, uuid.UUID(url.rsplit("/", 1)[1]))
+    return partial_files.partial_path(settings, uuid.UUID(url.rsplit("/", 1)[1]))
 
 
 def download(client: TestClient, who: Account, path: str) -> bytes:
@@ -207,8 +207,10 @@ def test_create_head_patch_in_chunks_then_the_file_is_published(
         assert head(client, user, url).headers["Upload-Offset"] == str(offset)
 
     # the wrong offset, the wrong content type: refused, nothing changes
-    body = problem(patch(client, user, url, 0, data[:10]), 409)
+    wrong = patch(client, user, url, 0, data[:10])
+    body = problem(wrong, 409)
     assert f"the upload is at {offset}" in body["detail"]
+    assert body["type"].endswith("/upload-offset-mismatch") and wrong.headers["Upload-Offset"] == str(offset)
     r = client.patch(
         url,
         content=data[offset:],
@@ -284,6 +286,20 @@ def test_creation_with_upload_and_empty_files(client: TestClient, user: Account)
     assert download(client, user, "empty.txt") == b""
 
 
+def test_an_upload_this_process_did_not_follow_is_hashed_whole_at_the_end(
+    client: TestClient, user: Account
+) -> None:
+    """Another replica took the first chunk, or the server restarted since: the partial file is hashed
+    once, when it is complete."""
+    data = payload(300_000, seed=7)
+    url = started(client, user, "elsewhere.bin", len(data))
+    assert patch(client, user, url, 0, data[:100_000]).status_code == 204
+    partial_files.hashers.forget(uuid.UUID(url.rsplit("/", 1)[1]))
+    r = patch(client, user, url, 100_000, data[100_000:])
+    assert r.status_code == 204 and r.headers["Labcloud-File-Sha256"] == sha256(data)
+    assert download(client, user, "elsewhere.bin") == data
+
+
 def test_filename_names_the_destination_when_there_is_no_path(client: TestClient, user: Account) -> None:
     r = client.post(
         "/api/v1/uploads",
@@ -325,6 +341,7 @@ def test_hostile_destination_paths_are_refused_up_front(
     client: TestClient, user: Account, settings: Settings, hostile: str
 ) -> None:
     body = problem(create(client, user, hostile, 10), 400)
+    assert body["type"].endswith("/bad-upload-request")
     assert body["errors"][0]["loc"] == ["header", "upload-metadata", "path"]
     assert body["errors"][0]["msg"]
     tus_dir = settings.uploads_dir / "tus"
@@ -339,6 +356,14 @@ def test_destination_that_is_a_folder_or_inside_a_file_is_refused(client: TestCl
     assert "folder" in body["detail"]
     body = problem(create(client, user, "data/a.txt/b.txt", 1), 400)
     assert "is a file" in body["detail"]
+    # the destination became a folder while the bytes came: refused at completion, the upload is dropped
+    late = started(client, user, "later/b.txt", 1)
+    assert (
+        client.put("/api/v1/files/later/b.txt/c.txt", content=b"c", headers=user.headers).status_code == 201
+    )
+    body = problem(patch(client, user, late, 0, b"b"), 400)
+    assert body["type"].endswith("/bad-upload-request") and "folder" in body["detail"]
+    assert head(client, user, late).status_code == 404
 
 
 def test_too_large_or_over_quota_is_413_up_front(

@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account
-from jobs_helpers import write_app
+from jobs_helpers import wait_for_end, write_app
+from labcloud.settings import Settings
 from labcloud.web import session as web_session
 
 XSS = "<script>alert(1)</script>"
@@ -268,6 +269,28 @@ def test_a_job_started_from_the_form_has_its_page(browser: TestClient, admin: Ac
     assert browser.get(f"/jobs/{job['id']}/status").status_code == 200
     listing = browser.get("/jobs/rows")
     assert job["id"] in listing.text
+
+
+def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
+    browser: TestClient, admin: Account, settings: Settings
+) -> None:
+    job_id = browser.post("/api/v1/jobs", json={"app": "hello"}, headers=admin.headers).json()["id"]
+    assert wait_for_end(browser, job_id, admin.headers)["state"] == "succeeded"
+    log = settings.jobs_dir / job_id / "job.log"
+    log.write_bytes(b"short\n")
+    page = browser.get(f"/jobs/{job_id}").text
+    assert 'data-offset="0"' in page and "Showing the end of the log" not in page
+    log.write_bytes(b"x" * 64 * 1024 + b"tail\n")
+    page = browser.get(f"/jobs/{job_id}").text
+    assert 'data-offset="5"' in page and "Showing the end of the log" in page
+    assert browser.get(f"/jobs/{job_id}/log.txt").text == log.read_text()
+    with browser.stream("GET", f"/jobs/{job_id}/log/stream", params={"offset": 64 * 1024}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        streamed = r.read()
+    assert streamed == b'event: log\ndata: tail\nid: 65541\n\nevent: end\ndata: {"state": "succeeded"}\n\n'
+    with browser.stream("GET", f"/jobs/{job_id}/log/stream", params={"offset": 2**62}) as r:
+        assert r.read() == b'event: end\ndata: {"state": "succeeded"}\n\n'
+    assert browser.get(f"/jobs/{job_id}/log/stream", params={"offset": 2**62 + 1}).status_code == 404
 
 
 def test_user_content_is_escaped_everywhere(

@@ -277,12 +277,3 @@ def parse_app_bytes(raw: bytes, path: str) -> LoadResult:
         line = raw[: exc.start].count(b"\n") + 1
         return LoadResult(path, None, (LoadProblem(path, line, "the file is not valid UTF-8"),))
     return parse_app(text, path)
-
-
-def validation_errors(data: Any) -> list[str]:
-    """Messages for an app given as already-parsed data (e.g. JSON from an admin API); empty if valid."""
-    try:
-        AppSpec.model_validate(data)
-    except ValidationError as exc:
-        return [_describe(error)[1] for error in exc.errors()]
-    return []

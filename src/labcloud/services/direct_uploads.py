@@ -20,7 +20,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import DirectUpload
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.services import files
+from labcloud.services import file_store, files
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -40,7 +40,7 @@ def start(
 ) -> dict[str, Any]:
     path = files.clean(raw_path, ["body", "path"])
     files.check_target(db, owner_id, path, ["body", "path"])
-    files.check_room(db, settings, owner_id, size, path)
+    file_store.check_room(db, settings, owner_id, size, path)
     part_size = part_size or max(DEFAULT_PART_SIZE, math.ceil(size / MAX_PARTS))
     count = max(1, math.ceil(size / part_size))
     if count > MAX_PARTS:
@@ -117,7 +117,7 @@ def complete(
         _forget(db, upload_id)
         raise
     item = files.Upload(upload.path, Path(), size, sha256)
-    entries = files.index_stored(db, storage, settings, owner_id, [item], [upload.blob_key])
+    entries = file_store.index_stored(db, storage, settings, owner_id, [item], [upload.blob_key])
     _forget(db, upload_id)
     return entries[0]
 

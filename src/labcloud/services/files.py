@@ -1,26 +1,21 @@
 """Each user's file space: an index of paths in the database over immutable objects in the store.
 
-Uploads are written to a private temporary file, checksummed on the way, and published only when whole:
-the object goes into the store first, then one transaction indexes it and books its size against the
-user's storage limit. A crash before that transaction leaves an object no row refers to (swept later),
-never a row pointing at a partial object. Renames and folder moves change rows only.
+Listing, renaming and moving a folder change rows only, and the user's storage use is booked in the same
+transaction as the rows (so it is always known). This module is the index: paths, listings, moves,
+deletes, the objects a publish or a job's outputs bring, and a job's inputs and outputs. Receiving bytes
+and putting them into the store is :mod:`labcloud.services.file_store`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import os
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from labcloud.db.engine import Database
@@ -33,8 +28,6 @@ from labcloud.storage.paths import clean_path
 
 MAX_PATH_BYTES = 1024
 MAX_NAME_BYTES = 255
-WRITE_BUFFER = 1 << 20
-SYNC_EVERY = 64 << 20
 FOLDER, FILE = "folder", "file"
 
 
@@ -58,7 +51,8 @@ class Entry:
 
 @dataclass
 class Upload:
-    """One object to publish: a complete local file, its size and checksum, and where it goes."""
+    """One object to publish: a complete local file, its size and checksum, and where it goes (the
+    index takes all but the local file)."""
 
     path: str
     source: Path
@@ -176,41 +170,24 @@ def _limit(settings: Settings, user: User) -> int | None:
     return limit or None
 
 
-# ------------------------------------------------------------------------------------------ admission
+# -------------------------------------------------------------------------------- room, destinations
 
 
-def check_room(
-    db: Database, settings: Settings, owner_id: uuid.UUID, length: int, path: str | None = None
-) -> None:
-    """Refuse up front (413, saying how much room is left) an upload of ``length`` bytes that won't fit."""
-    if length > settings.max_upload_bytes:
-        raise TooLarge(
-            f"The file is {length} bytes; the largest one upload may store is {settings.max_upload_bytes}."
-        )
-    room, limit = _room(db, settings, owner_id, path)
-    if room is not None and limit is not None and length > room:
-        raise TooLarge(_no_room(length, room, limit))
-
-
-def room_left(db: Database, settings: Settings, owner_id: uuid.UUID, path: str | None = None) -> int | None:
-    """Bytes an upload to ``path`` may bring (the file it replaces counts as free); None: no limit."""
-    return _room(db, settings, owner_id, path)[0]
-
-
-def _room(
-    db: Database, settings: Settings, owner_id: uuid.UUID, path: str | None
+def room(
+    session: Session, settings: Settings, owner_id: uuid.UUID, path: str | None
 ) -> tuple[int | None, int | None]:
-    with db.session() as session:
-        used, limit = usage(session, settings, owner_id)
-        if limit is None:
-            return None, None
-        replaced = 0
-        if path is not None and (row := _row(session, owner_id, path)) is not None and row.kind == FILE:
-            replaced = row.size
+    """Bytes a file at ``path`` may hold (the file it replaces counts as free) and the user's limit;
+    (None, None) when the user has no limit."""
+    used, limit = usage(session, settings, owner_id)
+    if limit is None:
+        return None, None
+    replaced = 0
+    if path is not None and (row := _row(session, owner_id, path)) is not None and row.kind == FILE:
+        replaced = row.size
     return max(limit - used + replaced, 0), limit
 
 
-def _no_room(length: int, room: int, limit: int) -> str:
+def no_room(length: int, room: int, limit: int) -> str:
     return (
         f"The file is {length} bytes but only {max(room, 0)} bytes are left of your storage limit of "
         f"{limit} bytes; delete files or ask an administrator for more room."
@@ -235,81 +212,10 @@ def _check_target(session: Session, owner_id: uuid.UUID, path: str, loc: list[st
             raise InvalidInput.field(loc, f"'{row.path}' is a file, so it cannot hold '{path}'")
 
 
-# ------------------------------------------------------------------------------------------ publishing
+# ------------------------------------------------------------------------------------------ indexing
 
 
-def publish(
-    db: Database,
-    storage: Storage,
-    settings: Settings,
-    owner_id: uuid.UUID,
-    path: str,
-    source: Path,
-    size: int,
-    sha256: str,
-) -> Entry:
-    """Store the complete local file ``source`` (consumed) and index it at ``path``, replacing a file."""
-    return publish_many(db, storage, settings, owner_id, [Upload(path, source, size, sha256)])[0]
-
-
-def publish_many(
-    db: Database,
-    storage: Storage,
-    settings: Settings,
-    owner_id: uuid.UUID,
-    uploads: list[Upload],
-    *,
-    job_id: uuid.UUID | None = None,
-    enforce_limit: bool = True,
-) -> list[Entry]:
-    """Store every upload, then index them all in one transaction (all or none become visible)."""
-    keys: list[str] = []
-    try:
-        for item in uploads:
-            key = storage.new_key()
-            storage.put_file(key, item.source)  # never inside a transaction
-            keys.append(key)
-    except BaseException:
-        storage.delete(keys)
-        for item in uploads:
-            item.source.unlink(missing_ok=True)
-        raise
-    return index_stored(
-        db, storage, settings, owner_id, uploads, keys, job_id=job_id, enforce_limit=enforce_limit
-    )
-
-
-def index_stored(
-    db: Database,
-    storage: Storage,
-    settings: Settings,
-    owner_id: uuid.UUID,
-    uploads: list[Upload],
-    keys: list[str],
-    *,
-    job_id: uuid.UUID | None = None,
-    enforce_limit: bool = True,
-) -> list[Entry]:
-    """Index objects already in the store; if that is refused, the objects are removed."""
-    try:
-        for attempt in range(3):
-            try:
-                with db.session() as session:
-                    entries, replaced = _index(
-                        session, settings, owner_id, uploads, keys, job_id=job_id, enforce=enforce_limit
-                    )
-                break
-            except IntegrityError:  # a concurrent upload created the same path or folder: once more
-                if attempt == 2:
-                    raise
-    except BaseException:
-        storage.delete(keys)
-        raise
-    storage.delete(replaced)
-    return entries
-
-
-def _index(
+def index_objects(
     session: Session,
     settings: Settings,
     owner_id: uuid.UUID,
@@ -319,6 +225,9 @@ def _index(
     job_id: uuid.UUID | None,
     enforce: bool,
 ) -> tuple[list[Entry], list[str]]:
+    """Index objects already in the store (``keys``, one per upload) in the caller's transaction, and
+    book their size (within the user's limit if ``enforce``); the entries, and the keys of the objects
+    they replace (to delete once it commits)."""
     now = utcnow()
     delta = 0
     replaced: list[str] = []
@@ -392,70 +301,7 @@ def _book(session: Session, owner_id: uuid.UUID, delta: int, limit: int | None) 
         if used is None:
             raise NotFound("No such user.")
         assert limit is not None
-        raise TooLarge(_no_room(delta, limit - used, limit))
-
-
-async def receive(
-    settings: Settings, body: AsyncIterator[bytes], length: int | None, room: int | None
-) -> tuple[Path, int, str]:
-    """Stream a request body into a private temporary file; its path, size and SHA-256.
-
-    Stops as soon as the body passes the largest upload or the room left (nothing is kept).
-    """
-    limit = settings.max_upload_bytes if room is None else min(room, settings.max_upload_bytes)
-    staging = settings.uploads_dir / "put"
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = staging / f"{uuid.uuid4().hex}.part"
-    digest = hashlib.sha256()
-    size = 0
-    pending = bytearray()
-    unsynced = 0
-    fh = await run_in_threadpool(open, tmp, "wb")
-
-    def flush(data: bytearray) -> None:  # hashing and writing off the event loop, a MiB at a time
-        nonlocal unsynced
-        digest.update(data)
-        fh.write(data)
-        unsynced += len(data)
-        if unsynced >= SYNC_EVERY:  # keep the disk busy while bytes arrive, not all at the end
-            fh.flush()
-            os.fdatasync(fh.fileno())
-            unsynced = 0
-
-    try:
-        async for chunk in body:
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(
-                    f"The upload passed {limit} bytes, the most this upload may store; nothing was stored."
-                )
-            pending += chunk
-            if len(pending) >= WRITE_BUFFER:
-                full, pending = pending, bytearray()
-                await run_in_threadpool(flush, full)
-        await run_in_threadpool(flush, pending)
-        await run_in_threadpool(_finish, fh)
-        if length is not None and size != length:
-            raise InvalidInput.field(["header", "content-length"], f"got {size} bytes of {length} announced")
-    except BaseException:
-        fh.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp, size, digest.hexdigest()
-
-
-def _finish(fh: object) -> None:
-    fh.flush()  # type: ignore[attr-defined]
-    os.fsync(fh.fileno())  # type: ignore[attr-defined]
-    fh.close()  # type: ignore[attr-defined]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        raise TooLarge(no_room(delta, limit - used, limit))
 
 
 # ------------------------------------------------------------------------------------- moves, deletes
@@ -508,40 +354,6 @@ def delete_path(db: Database, storage: Storage, owner_id: uuid.UUID, raw_path: s
         _book(session, owner_id, -freed, None)
     storage.delete(keys)  # after the commit: a crash in between leaves only unreferenced objects
     return sum(1 for r in rows if r.kind == FILE)
-
-
-def sweep_orphans(db: Database, storage: Storage, older_than: timedelta = timedelta(hours=1)) -> int:
-    """Remove objects no file refers to (left by a crash between storing and indexing)."""
-    removed = 0
-    batch: list[str] = []
-    for key in storage.iter_keys(utcnow() - older_than):
-        batch.append(key)
-        if len(batch) >= 500:
-            removed += _drop_unreferenced(db, storage, batch)
-            batch = []
-    if batch:
-        removed += _drop_unreferenced(db, storage, batch)
-    return removed
-
-
-def _drop_unreferenced(db: Database, storage: Storage, keys: list[str]) -> int:
-    with db.session() as session:
-        known = set(session.scalars(select(FileEntry.blob_key).where(FileEntry.blob_key.in_(keys))))
-    orphans = [k for k in keys if k not in known]
-    storage.delete(orphans)
-    return len(orphans)
-
-
-def recount(db: Database, owner_id: uuid.UUID) -> int:
-    """Set the user's booked use to the sum of their files (repairs drift after manual changes)."""
-    with db.session() as session:
-        total = session.scalar(
-            select(func.coalesce(func.sum(FileEntry.size), 0)).where(
-                FileEntry.owner_id == owner_id, FileEntry.kind == FILE
-            )
-        )
-        session.execute(update(User).where(User.id == owner_id).values(storage_used_bytes=int(total or 0)))
-    return int(total or 0)
 
 
 # ------------------------------------------------------------------------------------- jobs and files
@@ -599,7 +411,7 @@ def index_outputs(
     of the objects they replace (to delete once it commits). Outputs count towards the owner's storage but
     are never refused for lack of room: a finished result is not thrown away."""
     uploads = [item for item, _ in stored]
-    _, replaced = _index(
+    _, replaced = index_objects(
         session, settings, owner_id, uploads, [k for _, k in stored], job_id=job_id, enforce=False
     )
     return replaced

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
-from labcloud.services import direct_uploads, files, uploads
+from labcloud.services import direct_uploads, file_store, uploads
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -37,7 +37,7 @@ def run_once(
         ("uploads_expired", lambda: uploads.expire(db, settings, utcnow())),
         ("direct_uploads_expired", lambda: direct_uploads.expire(db, storage)),
         ("temporary_files_removed", lambda: _remove_stale_temporaries(settings)),
-        ("orphans_removed", lambda: files.sweep_orphans(db, storage, orphan_age)),
+        ("orphans_removed", lambda: file_store.sweep_orphans(db, storage, orphan_age)),
     ]
     for name, task in tasks:
         try:

@@ -82,15 +82,6 @@ def can_retry(reason: FailureReason | None, attempts: int, max_attempts: int) ->
 # The supervisor's outcomes, and two of the runner's own: the inputs could not be staged, and the run was
 # lost (its supervisor vanished without a result).
 Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "staging_failed", "lost"]
-OUTCOMES: tuple[Outcome, ...] = (
-    "exited",
-    "timeout",
-    "out_of_memory",
-    "cancelled",
-    "start_failed",
-    "staging_failed",
-    "lost",
-)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
@@ -19,6 +18,8 @@ from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.registry.models import Resources
 from labcloud.services import files, routing
+from labcloud.services.job_logs import job_dir
+from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.lifecycle import transition
 from labcloud.services.pagination import Page, paginate
@@ -47,26 +48,6 @@ class JobFilter:
     tags: dict[str, str] = field(default_factory=dict)
     created_after: datetime | None = None
     created_before: datetime | None = None
-
-
-# ---------------------------------------------------------------------------------------------- paths
-
-
-def job_dir(settings: Settings, job_id: uuid.UUID) -> Path:
-    return settings.jobs_dir / str(job_id)
-
-
-def work_dir(settings: Settings, job_id: uuid.UUID) -> Path:
-    """The only folder a running job may write: its inputs are staged here and its outputs land here."""
-    return job_dir(settings, job_id) / "work"
-
-
-def output_dir(settings: Settings, job_id: uuid.UUID) -> Path:
-    return work_dir(settings, job_id) / "output"
-
-
-def log_path(settings: Settings, job_id: uuid.UUID) -> Path:
-    return job_dir(settings, job_id) / "job.log"
 
 
 # ------------------------------------------------------------------------------------------- submitting
@@ -221,7 +202,7 @@ def _check_tags(tags: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def get_job(session: Session, user: User, job_id: uuid.UUID, *, for_update: bool = False) -> Job:
+def get_job(session: Session, user: User, job_id: uuid.UUID) -> Job:
     """The job if ``user`` may see it (its owner or an admin); another user's job is 'not found'."""
     job = session.get(Job, job_id)
     if job is None or (job.owner_id != user.id and not user.is_admin):

@@ -112,11 +112,6 @@ def fail_or_retry(session: Session, job: Job, reason: FailureReason, message: st
     return job
 
 
-def is_retrying(job: Job) -> bool:
-    """Queued again after a lost attempt (its message says so, rather than why it waits)."""
-    return job.state == JobState.QUEUED and job.attempts > 0 and job.worker_id is None
-
-
 def in_engine_queue(job: Job) -> bool:
     """Queued, and already handed to an engine's queue (Slurm, Celery): an engine's worker row holds it."""
     return job.state == JobState.QUEUED and job.worker_id is not None

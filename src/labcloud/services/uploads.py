@@ -1,8 +1,9 @@
 """Resumable uploads (tus 1.0.0): the bytes collect in a partial file, then are published whole.
 
 An upload is a row of ``uploads`` (owner, destination path, length, acknowledged offset, expiry) and a
-partial file ``uploads_dir/tus/<id>``. A PATCH appends to the partial file as the body arrives and, once
-the bytes are on disk (fsync), records the new offset in the row. So:
+partial file ``uploads_dir/tus/<id>`` (:mod:`labcloud.services.partial_files`). A PATCH appends to the
+partial file as the body arrives and, once the bytes are on disk (fsync), records the new offset in the
+row. So:
 
 * the row's offset never exceeds what is durably in the file, and the file may hold more than the row
   says (a PATCH in flight, or a server killed before it recorded its offset). The offset a client is told
@@ -15,25 +16,18 @@ the bytes are on disk (fsync), records the new offset in the row. So:
 
 The SHA-256 of the whole file is computed on the way: a hash object per upload, kept in this process with
 the offset it has reached. After a restart (or on another replica) the partial file is hashed once, at
-completion. Complete uploads are handed to :func:`labcloud.services.files.publish` and their row removed.
+completion. Complete uploads are handed to :func:`labcloud.services.file_store.publish` and their row removed.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import fcntl
 import hashlib
 import io
 import os
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,51 +37,27 @@ from sqlalchemy import delete, select
 from labcloud.db.engine import Database
 from labcloud.db.models import Upload
 from labcloud.db.types import new_id, utcnow
-from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound
-from labcloud.services import files
+from labcloud.errors import Conflict, LabcloudError, NotFound
+from labcloud.services import file_store, files, partial_files
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
-TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = ("creation", "creation-with-upload", "termination", "checksum", "expiration")
-OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 CHECKSUMS: dict[str, Callable[[], Any]] = {
     "sha1": hashlib.sha1,
     "md5": hashlib.md5,
     "sha256": hashlib.sha256,
 }
-METADATA_LOC: list[str | int] = ["header", "upload-metadata"]
-WRITE_BUFFER = 1 << 20  # bytes collected from the body before one write to disk
-MAX_METADATA_KEYS = 32
-MAX_HASHERS = 4096
 
 
 # ------------------------------------------------------------------------------------------------ errors
 
 
-class BadUploadRequest(InvalidInput):
-    """A tus request whose headers are missing or malformed (tus answers 400, naming the header)."""
-
-    status, title, type_slug = 400, "Bad request", "bad-upload-request"
-
-
-class UnsupportedVersion(LabcloudError):
-    status, title, type_slug = 412, "Precondition failed", "tus-version"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"Tus-Version": TUS_VERSION})
-
-
-class UnsupportedMediaType(LabcloudError):
-    status, title, type_slug = 415, "Unsupported media type", "unsupported-media-type"
-
-
 class OffsetMismatch(Conflict):
     type_slug = "upload-offset-mismatch"
 
-
-class UploadBusy(Conflict):
-    type_slug = "upload-busy"
+    def __init__(self, detail: str, offset: int) -> None:
+        super().__init__(detail)
+        self.offset = offset  # where the upload is
 
 
 class UploadGone(LabcloudError):
@@ -104,115 +74,12 @@ class BodyInterrupted(LabcloudError):
     status, title, type_slug = 400, "Bad request", "body-interrupted"
 
 
-def _bad(loc: list[str | int], msg: str) -> BadUploadRequest:
-    return BadUploadRequest(msg, errors=[{"loc": loc, "msg": msg}])
-
-
-# ------------------------------------------------------------------------------------------------ headers
-
-
-def check_version(header: str | None) -> None:
-    """Every request but OPTIONS names the protocol version it speaks in ``Tus-Resumable``."""
-    if header is None:
-        raise UnsupportedVersion(
-            f"Send 'Tus-Resumable: {TUS_VERSION}'; this server speaks tus {TUS_VERSION}."
-        )
-    if header.strip() != TUS_VERSION:
-        raise UnsupportedVersion(
-            f"tus {header.strip()!r} is not supported; this server speaks {TUS_VERSION}."
-        )
-
-
-def _non_negative(header: str | None, name: str) -> int:
-    loc: list[str | int] = ["header", name]
-    if header is None:
-        raise _bad(loc, f"the {name} header is required")
-    text = header.strip()
-    if not text.isdigit() or len(text) > 19:
-        raise _bad(loc, f"{name} must be a non-negative integer")
-    return int(text)
-
-
-def parse_length(header: str | None, defer: str | None = None) -> int:
-    if header is None and defer is not None:
-        raise _bad(
-            ["header", "upload-defer-length"], "deferred lengths are not supported; send Upload-Length"
-        )
-    return _non_negative(header, "upload-length")
-
-
-def parse_offset(header: str | None) -> int:
-    return _non_negative(header, "upload-offset")
-
-
-def parse_content_length(header: str | None) -> int | None:
-    return None if header is None else _non_negative(header, "content-length")
-
-
-def parse_metadata(header: str | None) -> dict[str, str]:
-    """``key base64,key2 base64,key3`` → ``{key: text}``. Values must be UTF-8."""
-    meta: dict[str, str] = {}
-    if header is None or not header.strip():
-        return meta
-    for pair in header.split(","):
-        pieces = pair.strip().split(" ")
-        key = pieces[0]
-        if not key or len(pieces) > 2 or not key.isascii() or not key.isprintable():
-            raise _bad(METADATA_LOC, "write it as comma-separated 'key base64value' pairs")
-        if key in meta:
-            raise _bad([*METADATA_LOC, key], f"the key '{key}' is given twice")
-        try:
-            raw = base64.b64decode(pieces[1], validate=True) if len(pieces) == 2 else b""
-            meta[key] = raw.decode("utf-8")
-        except (binascii.Error, ValueError):
-            raise _bad([*METADATA_LOC, key], "the value is not base64-encoded UTF-8 text") from None
-    if len(meta) > MAX_METADATA_KEYS:
-        raise _bad(METADATA_LOC, f"at most {MAX_METADATA_KEYS} keys")
-    return meta
-
-
-def encode_metadata(meta: dict[str, str]) -> str:
-    return ",".join(
-        f"{key} {base64.b64encode(value.encode()).decode()}" if value else key for key, value in meta.items()
-    )
-
-
 @dataclass(frozen=True)
 class Checksum:
+    """What a chunk's bytes must hash to: one of :data:`CHECKSUMS`, and the digest."""
+
     algorithm: str
     digest: bytes
-
-
-def parse_checksum(header: str | None) -> Checksum | None:
-    """``Upload-Checksum: <algorithm> <base64 digest>``."""
-    if header is None:
-        return None
-    loc: list[str | int] = ["header", "upload-checksum"]
-    algorithm, _, encoded = header.strip().partition(" ")
-    algorithm = algorithm.lower()
-    if algorithm not in CHECKSUMS:
-        raise _bad(loc, f"'{algorithm}' is not supported; use one of {', '.join(CHECKSUMS)}")
-    try:
-        digest = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad(loc, "the digest is not base64") from None
-    if len(digest) != CHECKSUMS[algorithm]().digest_size:
-        raise _bad(
-            loc, f"a {algorithm} digest is {CHECKSUMS[algorithm]().digest_size} bytes, not {len(digest)}"
-        )
-    return Checksum(algorithm, digest)
-
-
-def http_date(moment: datetime) -> str:
-    """RFC 7231 IMF-fixdate, as ``Upload-Expires`` wants it."""
-    return format_datetime(moment.astimezone(UTC), usegmt=True)
-
-
-def parse_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise NotFound(f"You have no upload {raw}.") from None
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -237,43 +104,6 @@ class Written:
     entry: files.Entry | None = None
 
 
-def partial_path(settings: Settings, upload_id: uuid.UUID) -> Path:
-    return settings.uploads_dir / "tus" / upload_id.hex
-
-
-class _Hashers:
-    """The running SHA-256 of each upload, with the offset it has reached (this process only)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[uuid.UUID, tuple[int, Any]] = OrderedDict()
-
-    def take(self, upload_id: uuid.UUID, offset: int) -> Any | None:
-        """A copy of the hash at ``offset`` (fresh at 0); None when this process has not followed it."""
-        with self._lock:
-            held = self._items.get(upload_id)
-        if held is not None and held[0] == offset:
-            return held[1].copy()
-        return hashlib.sha256() if offset == 0 else None
-
-    def keep(self, upload_id: uuid.UUID, offset: int, digest: Any | None) -> None:
-        with self._lock:
-            if digest is None:
-                self._items.pop(upload_id, None)
-                return
-            self._items[upload_id] = (offset, digest)
-            self._items.move_to_end(upload_id)
-            while len(self._items) > MAX_HASHERS:
-                self._items.popitem(last=False)
-
-    def forget(self, upload_id: uuid.UUID) -> None:
-        with self._lock:
-            self._items.pop(upload_id, None)
-
-
-_hashers = _Hashers()
-
-
 def _info(row: Upload, offset: int) -> UploadInfo:
     return UploadInfo(row.id, row.path, row.length, offset, dict(row.meta or {}), row.expires_at)
 
@@ -290,56 +120,25 @@ def _get(db: Database, owner_id: uuid.UUID, upload_id: uuid.UUID, now: datetime 
     return info
 
 
-def _lock(path: Path, upload_id: uuid.UUID) -> io.FileIO:
-    """The partial file, open for writing under an exclusive lock; 409 while another request holds it."""
-    try:
-        fh = io.FileIO(path, "r+")
-    except FileNotFoundError:
-        raise NotFound(f"The bytes of upload {upload_id} are gone; start again.") from None
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        try:
-            linked = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
-        except FileNotFoundError:
-            linked = False
-        if not linked:  # terminated or expired between open and lock
-            raise NotFound(f"The bytes of upload {upload_id} are gone; start again.")
-    except BlockingIOError:
-        fh.close()
-        raise UploadBusy(
-            f"Another request is writing to upload {upload_id}; wait for it to end, then ask for the offset."
-        ) from None
-    except BaseException:
-        fh.close()
-        raise
-    return fh
-
-
 # ------------------------------------------------------------------------------------------------ creation
 
 
 def create(
-    db: Database, settings: Settings, owner_id: uuid.UUID, length: int, meta: dict[str, str]
+    db: Database,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    raw_path: str,
+    loc: list[str | int],
+    length: int,
+    meta: dict[str, str],
 ) -> UploadInfo:
-    """Check the destination (``path``, else ``filename``, in the metadata) and the room, then start."""
-    if "path" in meta:
-        raw, loc = meta["path"], [*METADATA_LOC, "path"]
-    elif "filename" in meta:
-        raw, loc = meta["filename"], [*METADATA_LOC, "filename"]
-    else:
-        raise _bad(METADATA_LOC, "name the destination with a 'path' (or 'filename') key")
-    try:
-        path = files.clean(raw, loc)
-        files.check_target(db, owner_id, path, loc)
-    except BadUploadRequest:
-        raise
-    except InvalidInput as exc:
-        raise BadUploadRequest(exc.detail, errors=exc.errors) from None
-    files.check_room(db, settings, owner_id, length, path)
+    """Check the destination ``raw_path`` (named at ``loc``) and the room, then start; ``meta`` is kept
+    as the client gave it."""
+    path = files.clean(raw_path, loc)
+    files.check_target(db, owner_id, path, loc)
+    file_store.check_room(db, settings, owner_id, length, path)
     upload_id = new_id()
-    part = partial_path(settings, upload_id)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    part = partial_files.create(settings, upload_id)
     try:
         now = utcnow()
         row = Upload(
@@ -370,7 +169,7 @@ def describe(db: Database, settings: Settings, owner_id: uuid.UUID, upload_id: u
     file holds less (bytes beyond the recorded offset are not acknowledged yet)."""
     info = _get(db, owner_id, upload_id)
     try:
-        size = partial_path(settings, upload_id).stat().st_size
+        size = partial_files.partial_path(settings, upload_id).stat().st_size
     except FileNotFoundError:
         raise NotFound(f"The bytes of upload {upload_id} are gone; start again.") from None
     info.offset = min(info.offset, size)
@@ -378,32 +177,6 @@ def describe(db: Database, settings: Settings, owner_id: uuid.UUID, upload_id: u
 
 
 # ------------------------------------------------------------------------------------------------ writes
-
-
-def _start(fh: io.FileIO, offset: int) -> None:
-    fh.truncate(offset)  # drop unacknowledged bytes of an earlier, broken PATCH
-    fh.seek(offset)
-
-
-def _write(fh: io.FileIO, data: bytes, hashes: list[Any]) -> None:
-    """Hash and write one buffer (in a worker thread: hashlib lets go of the GIL on large inputs)."""
-    for digest in hashes:
-        digest.update(data)
-    view = memoryview(data)
-    while view:
-        written = fh.write(view)
-        if not written:
-            raise OSError("the partial file took no bytes")
-        view = view[written:]
-
-
-def _sync(fh: io.FileIO) -> None:
-    os.fsync(fh.fileno())
-
-
-def _discard(fh: io.FileIO, offset: int) -> None:
-    fh.truncate(offset)
-    os.fsync(fh.fileno())
 
 
 def _record(db: Database, settings: Settings, upload_id: uuid.UUID, offset: int, part: Path) -> datetime:
@@ -419,7 +192,7 @@ def _record(db: Database, settings: Settings, upload_id: uuid.UUID, offset: int,
 
 
 def _forget(db: Database, upload_id: uuid.UUID) -> None:
-    _hashers.forget(upload_id)
+    partial_files.hashers.forget(upload_id)
     with db.session() as session:
         session.execute(delete(Upload).where(Upload.id == upload_id))
 
@@ -438,34 +211,33 @@ async def write(
 ) -> Written:
     """Append ``body`` at ``offset`` (which must be the upload's current offset); publish when complete.
 
-    The body is written as it arrives, at most :data:`WRITE_BUFFER` bytes held at a time. The new offset
-    is recorded only after an fsync. A body that breaks off keeps its bytes (unless checksummed) and
+    The body is written as it arrives (:func:`partial_files.receive`). The new offset is recorded only
+    after an fsync. A body that breaks off keeps its bytes (unless checksummed) and
     raises :class:`BodyInterrupted`.
     """
     info = await run_in_threadpool(_get, db, owner_id, upload_id)
-    part = partial_path(settings, upload_id)
-    fh = await run_in_threadpool(_lock, part, upload_id)
+    part = partial_files.partial_path(settings, upload_id)
+    fh = await run_in_threadpool(partial_files.lock, part, upload_id)
     try:
         info = await run_in_threadpool(_get, db, owner_id, upload_id)  # as it is now that we hold the lock
         current = min(info.offset, os.fstat(fh.fileno()).st_size)
         if offset != current:
             raise OffsetMismatch(
-                f"Upload-Offset is {offset} but the upload is at {current}; continue from there.",
-                headers={"Upload-Offset": str(current)},
+                f"Upload-Offset is {offset} but the upload is at {current}; continue from there.", current
             )
         if content_length is not None and offset + content_length > info.length:
             raise files.TooLarge(
                 f"{content_length} bytes at offset {offset} would pass the Upload-Length of {info.length}."
             )
-        await run_in_threadpool(_start, fh, offset)
-        digest = _hashers.take(upload_id, offset)
+        await run_in_threadpool(partial_files.start, fh, offset)
+        digest = partial_files.hashers.take(upload_id, offset)
         check = CHECKSUMS[checksum.algorithm]() if checksum else None
-        received = await _receive(fh, body, offset, info.length, digest, check)
+        received = await partial_files.receive(fh, body, offset, info.length, digest, check)
         if received is None:  # interrupted and checksummed: nothing of it is kept
             raise BodyInterrupted("The request body ended early; the chunk was discarded.")
         count, interrupted = received
         if check is not None and checksum is not None and check.digest() != checksum.digest:
-            await run_in_threadpool(_discard, fh, offset)
+            await run_in_threadpool(partial_files.discard, fh, offset)
             raise ChecksumMismatch(
                 f"The {checksum.algorithm} of the {count} bytes received does not match Upload-Checksum; "
                 f"they were discarded and the offset stays {offset}."
@@ -474,58 +246,12 @@ async def write(
         if new_offset == info.length:  # complete, even if the connection then dropped
             return await _complete(db, storage, settings, owner_id, info, part, digest)
         expires_at = await run_in_threadpool(_record, db, settings, upload_id, new_offset, part)
-        _hashers.keep(upload_id, new_offset, digest)
+        partial_files.hashers.keep(upload_id, new_offset, digest)
         if interrupted:
             raise BodyInterrupted(f"The request body ended early; the upload is at offset {new_offset}.")
         return Written(new_offset, expires_at)
     finally:
         fh.close()  # releases the lock
-
-
-async def _receive(
-    fh: io.FileIO, body: AsyncIterable[bytes], offset: int, length: int, digest: Any, check: Any
-) -> tuple[int, bool] | None:
-    """Write the body at the file's position: (bytes written and fsynced, whether the body broke off).
-
-    None when the body broke off under a checksum (then nothing was kept). A body that passes ``length``
-    is refused whole (413). On any other failure the file is cut back to ``offset``.
-    """
-    buffer = bytearray()
-    count = 0
-    interrupted = False
-    hashes = [h for h in (digest, check) if h is not None]
-    iterator = aiter(body)
-    try:
-        while True:
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                break
-            except Exception:  # the client went away (ClientDisconnect) or the stream broke
-                interrupted = True
-                break
-            if not chunk:
-                continue
-            count += len(chunk)
-            if offset + count > length:
-                raise files.TooLarge(
-                    f"The body passed the Upload-Length of {length} bytes; this chunk was discarded."
-                )
-            buffer += chunk
-            if len(buffer) >= WRITE_BUFFER:
-                await run_in_threadpool(_write, fh, bytes(buffer), hashes)
-                buffer.clear()
-        if interrupted and check is not None:
-            await run_in_threadpool(_discard, fh, offset)
-            return None
-        if buffer:
-            await run_in_threadpool(_write, fh, bytes(buffer), hashes)
-        await run_in_threadpool(_sync, fh)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            _discard(fh, offset)  # blocking, but only on this rare path (also when cancelled)
-        raise
-    return count, interrupted
 
 
 async def _complete(
@@ -541,13 +267,12 @@ async def _complete(
     storage limit filled up meanwhile, the path became a folder) the upload is dropped too: ``publish``
     has consumed the partial file either way."""
     try:
-        sha256 = digest.hexdigest() if digest is not None else await run_in_threadpool(files.sha256_of, part)
-        entry = await run_in_threadpool(
-            files.publish, db, storage, settings, owner_id, info.path, part, info.length, sha256
+        sha256 = (
+            digest.hexdigest() if digest is not None else await run_in_threadpool(file_store.sha256_of, part)
         )
-    except InvalidInput as exc:
-        await run_in_threadpool(_drop, db, part, info.id)
-        raise BadUploadRequest(exc.detail, errors=exc.errors) from None
+        entry = await run_in_threadpool(
+            file_store.publish, db, storage, settings, owner_id, info.path, part, info.length, sha256
+        )
     except BaseException:
         await run_in_threadpool(_drop, db, part, info.id)
         raise
@@ -569,9 +294,9 @@ def terminate(db: Database, settings: Settings, owner_id: uuid.UUID, upload_id: 
         row = session.scalar(select(Upload).where(Upload.id == upload_id, Upload.owner_id == owner_id))
         if row is None:
             raise NotFound(f"You have no upload {upload_id}.")
-    part = partial_path(settings, upload_id)
+    part = partial_files.partial_path(settings, upload_id)
     try:
-        fh: io.FileIO | None = _lock(part, upload_id)
+        fh: io.FileIO | None = partial_files.lock(part, upload_id)
     except NotFound:
         fh = None
     try:
@@ -590,10 +315,10 @@ def expire(db: Database, settings: Settings, now: datetime) -> int:
         stale = list(session.scalars(select(Upload.id).where(Upload.expires_at <= now)))
     removed = 0
     for upload_id in stale:
-        part = partial_path(settings, upload_id)
+        part = partial_files.partial_path(settings, upload_id)
         try:
-            fh: io.FileIO | None = _lock(part, upload_id)
-        except UploadBusy:
+            fh: io.FileIO | None = partial_files.lock(part, upload_id)
+        except partial_files.UploadBusy:
             continue
         except NotFound:
             fh = None
@@ -605,7 +330,7 @@ def expire(db: Database, settings: Settings, now: datetime) -> int:
                 gone = bool(result.rowcount)  # type: ignore[attr-defined]
             if gone:
                 part.unlink(missing_ok=True)
-                _hashers.forget(upload_id)
+                partial_files.hashers.forget(upload_id)
                 removed += 1
         finally:
             if fh is not None:
@@ -615,18 +340,7 @@ def expire(db: Database, settings: Settings, now: datetime) -> int:
 
 
 def _sweep_orphans(db: Database, settings: Settings, now: datetime) -> None:
-    folder = settings.uploads_dir / "tus"
-    if not folder.is_dir():
-        return
-    limit = (now - timedelta(hours=settings.upload_expiry_hours)).timestamp()
-    candidates: dict[uuid.UUID, Path] = {}
-    for entry in os.scandir(folder):
-        try:
-            upload_id = uuid.UUID(hex=entry.name)
-        except ValueError:
-            continue
-        if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < limit:
-            candidates[upload_id] = Path(entry.path)
+    candidates = partial_files.older_than(settings, now - timedelta(hours=settings.upload_expiry_hours))
     if not candidates:
         return
     with db.session() as session:

@@ -14,7 +14,7 @@ from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, StreamWriter
 from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.guard import GuardedRoute
 from labcloud.errors import InvalidInput
-from labcloud.services import direct_uploads
+from labcloud.services import direct_uploads, file_store
 from labcloud.services import files as file_service
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
@@ -95,14 +95,14 @@ async def upload(path: str, request: Request, principal: StreamWriter, ctx: Ctx)
     length = _content_length(request)
     await run_in_threadpool(file_service.check_target, ctx.db, owner, target, ["path", "path"])
     if length is not None:
-        await run_in_threadpool(file_service.check_room, ctx.db, ctx.settings, owner, length, target)
-    room = await run_in_threadpool(file_service.room_left, ctx.db, ctx.settings, owner, target)
+        await run_in_threadpool(file_store.check_room, ctx.db, ctx.settings, owner, length, target)
+    room = await run_in_threadpool(file_store.room_left, ctx.db, ctx.settings, owner, target)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         source, size, sha256 = await _receive_form(request, ctx, room)
     else:
-        source, size, sha256 = await file_service.receive(ctx.settings, request.stream(), length, room)
+        source, size, sha256 = await file_store.receive(ctx.settings, request.stream(), length, room)
     entry = await run_in_threadpool(
-        file_service.publish, ctx.db, ctx.storage, ctx.settings, owner, target, source, size, sha256
+        file_store.publish, ctx.db, ctx.storage, ctx.settings, owner, target, source, size, sha256
     )
     return _out(entry)
 
@@ -128,7 +128,7 @@ async def _receive_form(request: Request, ctx: Ctx, room: int | None) -> Any:
             while chunk := await uploads[0].read(1 << 20):
                 yield chunk
 
-        return await file_service.receive(ctx.settings, chunks(), None, room)
+        return await file_store.receive(ctx.settings, chunks(), None, room)
     finally:
         await form.close()
 

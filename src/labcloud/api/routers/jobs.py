@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -20,16 +16,13 @@ from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, 
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.services import files
+from labcloud.services import files, job_logs
 from labcloud.services import jobs as job_service
-from labcloud.services.job_states import TERMINAL, JobState
+from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=GuardedRoute)
-LOG_POLL_S = 0.1
-STATE_POLL_S = 0.5
 MAX_TAG_FILTERS = 20  # a job has at most 20 tags
-MAX_LOG_OFFSET = 2**62
 
 
 def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
@@ -139,57 +132,18 @@ async def logs(
     principal: StreamReader,
     ctx: Ctx,
     follow: bool = Query(False),
-    offset: int = Query(0, ge=0, le=MAX_LOG_OFFSET, description="Start at this byte of the log."),
+    offset: int = Query(0, ge=0, le=job_logs.MAX_OFFSET, description="Start at this byte of the log."),
 ) -> Response:
-    def load() -> tuple[Path, JobState]:
+    def state() -> JobState:
         with ctx.db.session() as session:
-            job = job_service.get_job(session, principal.user, job_id)
-            return job_service.log_path(ctx.settings, job.id), JobState(job.state)
+            return JobState(job_service.get_job(session, principal.user, job_id).state)
 
-    path, state = await run_in_threadpool(load)
+    current = await run_in_threadpool(state)
     if not follow:
-        data = b""
-        if path.exists():
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read()
-        return PlainTextResponse(data.decode("utf-8", errors="replace"))
-
-    async def stream() -> AsyncIterator[str]:
-        position = offset
-        current = state
-        last_state_check = asyncio.get_running_loop().time()
-        pending = b""
-        while True:
-            chunk = b""
-            if path.exists():
-                with open(path, "rb") as fh:
-                    fh.seek(position)
-                    chunk = fh.read(1 << 20)
-            if chunk:
-                position += len(chunk)
-                pending += chunk
-                text, _, pending = pending.rpartition(b"\n")
-                if text:
-                    lines = text.decode("utf-8", errors="replace").split("\n")
-                    yield (
-                        "event: log\n" + "".join(f"data: {line}\n" for line in lines) + f"id: {position}\n\n"
-                    )
-                continue
-            if current in TERMINAL:
-                if pending:
-                    yield "event: log\n" + f"data: {pending.decode('utf-8', errors='replace')}\n\n"
-                yield f"event: end\ndata: {json.dumps({'state': current.value})}\n\n"
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(LOG_POLL_S)
-            now = asyncio.get_running_loop().time()
-            if now - last_state_check >= STATE_POLL_S:
-                last_state_check = now
-                current = (await run_in_threadpool(load))[1]
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        data = await run_in_threadpool(job_logs.read, ctx.settings, job_id, offset)
+        return PlainTextResponse(job_logs.text(data))
+    events = job_logs.follow(ctx.db, ctx.settings, job_id, offset, current, request.is_disconnected)
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _outputs(session: DbSession, principal: Reader, job_id: uuid.UUID) -> tuple[Job, list[FileEntry]]:

@@ -10,64 +10,18 @@ answers with its ``Labcloud-File-Path`` (percent-encoded), ``Labcloud-File-Size`
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
-from urllib.parse import quote
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
+from labcloud.api import tus
 from labcloud.api.context import AppContext
 from labcloud.api.deps import Ctx, StreamReader, StreamWriter
-from labcloud.api.errors import PROBLEM_JSON, TYPE_BASE
 from labcloud.errors import LabcloudError
 from labcloud.services import uploads
-from labcloud.services.uploads import TUS_VERSION
 
-
-def _problem(exc: LabcloudError) -> Response:
-    """problem+json for any status, including tus's 460 (which ``http.HTTPStatus`` does not know)."""
-    body: dict[str, Any] = {
-        "type": TYPE_BASE + exc.type_slug,
-        "title": exc.title,
-        "status": exc.status,
-        "detail": exc.detail,
-    }
-    if exc.errors is not None:
-        body["errors"] = exc.errors
-    return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_JSON, headers=exc.headers)
-
-
-class TusRoute(APIRoute):
-    """Adds ``Tus-Resumable`` to every answer, errors (also the authentication's) included."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def tus_handler(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except LabcloudError as exc:
-                response = _problem(exc)
-            response.headers["Tus-Resumable"] = TUS_VERSION
-            response.headers["Cache-Control"] = "no-store"
-            return response
-
-        return tus_handler
-
-
-router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], route_class=TusRoute)
-
-
-def _capabilities(ctx: AppContext) -> dict[str, str]:
-    return {
-        "Tus-Version": TUS_VERSION,
-        "Tus-Extension": ",".join(uploads.TUS_EXTENSIONS),
-        "Tus-Max-Size": str(ctx.settings.max_upload_bytes),
-        "Tus-Checksum-Algorithm": ",".join(uploads.CHECKSUMS),
-    }
+router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], route_class=tus.TusRoute)
 
 
 def _location(request: Request, ctx: AppContext, upload_id: uuid.UUID) -> str:
@@ -76,32 +30,9 @@ def _location(request: Request, ctx: AppContext, upload_id: uuid.UUID) -> str:
     return str(request.url_for("upload_offset", upload_id=str(upload_id)))
 
 
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    if length is not None:
-        return length.strip() not in ("", "0")
-    return "chunked" in request.headers.get("transfer-encoding", "").lower()
-
-
-def _is_offset_stream(request: Request) -> bool:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return kind == uploads.OFFSET_CONTENT_TYPE
-
-
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield b""  # an empty async generator
-
-
-def _written_headers(result: uploads.Written) -> dict[str, str]:
-    headers = {"Upload-Offset": str(result.offset)}
-    if result.entry is not None:
-        headers["Labcloud-File-Path"] = quote(result.entry.path, safe="/")
-        headers["Labcloud-File-Size"] = str(result.entry.size)
-        headers["Labcloud-File-Sha256"] = result.entry.sha256 or ""
-    elif result.expires_at is not None:
-        headers["Upload-Expires"] = uploads.http_date(result.expires_at)
-    return headers
 
 
 async def _write(
@@ -115,20 +46,20 @@ async def _write(
         upload_id,
         offset,
         request.stream() if body else _nothing(),
-        content_length=uploads.parse_content_length(request.headers.get("content-length")),
-        checksum=uploads.parse_checksum(request.headers.get("upload-checksum")),
+        content_length=tus.parse_content_length(request.headers.get("content-length")),
+        checksum=tus.parse_checksum(request.headers.get("upload-checksum")),
     )
 
 
 @router.options("", status_code=204, summary="What this tus server supports")
 def capabilities(ctx: Ctx) -> Response:
     """Tus-Version, Tus-Extension, Tus-Max-Size and Tus-Checksum-Algorithm. No login needed."""
-    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=_capabilities(ctx))
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=tus.capabilities(ctx.settings))
 
 
 @router.options("/{upload_id}", status_code=204, include_in_schema=False)
 def capabilities_of_upload(upload_id: str, ctx: Ctx) -> Response:
-    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=_capabilities(ctx))
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=tus.capabilities(ctx.settings))
 
 
 @router.post("", status_code=201, summary="Start a resumable upload (tus creation)")
@@ -136,20 +67,17 @@ async def create(request: Request, principal: StreamWriter, ctx: Ctx) -> Respons
     """Headers: ``Upload-Length``, ``Upload-Metadata`` with ``path`` (or ``filename``), base64. The path,
     its folder and your storage room are checked now (400, 409, 413). A body with Content-Type
     ``application/offset+octet-stream`` is the first chunk (creation-with-upload)."""
-    uploads.check_version(request.headers.get("tus-resumable"))
-    length = uploads.parse_length(
+    tus.check_version(request.headers.get("tus-resumable"))
+    length = tus.parse_length(
         request.headers.get("upload-length"), request.headers.get("upload-defer-length")
     )
-    meta = uploads.parse_metadata(request.headers.get("upload-metadata"))
+    meta = tus.parse_metadata(request.headers.get("upload-metadata"))
+    path, loc = tus.destination(meta)
     owner = principal.user.id
-    info = await run_in_threadpool(uploads.create, ctx.db, ctx.settings, owner, length, meta)
+    info = await run_in_threadpool(uploads.create, ctx.db, ctx.settings, owner, path, loc, length, meta)
     location = _location(request, ctx, info.id)
-    headers = {
-        "Location": location,
-        "Upload-Offset": "0",
-        "Upload-Expires": uploads.http_date(info.expires_at),
-    }
-    with_body = _is_offset_stream(request) and _has_body(request)
+    headers = tus.created_headers(location, info)
+    with_body = tus.is_offset_stream(request) and tus.has_body(request)
     if with_body or length == 0:
         try:
             result = await _write(request, ctx, owner, info.id, 0, with_body)
@@ -157,7 +85,7 @@ async def create(request: Request, principal: StreamWriter, ctx: Ctx) -> Respons
             exc.headers.setdefault("Location", location)
             raise
         headers.pop("Upload-Expires")
-        headers.update(_written_headers(result))
+        headers.update(tus.written_headers(result))
     return Response(status_code=status.HTTP_201_CREATED, headers=headers)
 
 
@@ -165,16 +93,9 @@ async def create(request: Request, principal: StreamWriter, ctx: Ctx) -> Respons
 def offset(upload_id: str, request: Request, principal: StreamReader, ctx: Ctx) -> Response:
     """``Upload-Offset`` (bytes the server holds), ``Upload-Length``, ``Upload-Expires``, ``Upload-Metadata``.
     404 for an unknown upload (or a finished one, or another user's), 410 once expired."""
-    uploads.check_version(request.headers.get("tus-resumable"))
-    info = uploads.describe(ctx.db, ctx.settings, principal.user.id, uploads.parse_id(upload_id))
-    headers = {
-        "Upload-Offset": str(info.offset),
-        "Upload-Length": str(info.length),
-        "Upload-Expires": uploads.http_date(info.expires_at),
-    }
-    if info.meta:
-        headers["Upload-Metadata"] = uploads.encode_metadata(info.meta)
-    return Response(status_code=status.HTTP_200_OK, headers=headers)
+    tus.check_version(request.headers.get("tus-resumable"))
+    info = uploads.describe(ctx.db, ctx.settings, principal.user.id, tus.parse_id(upload_id))
+    return Response(status_code=status.HTTP_200_OK, headers=tus.offset_headers(info))
 
 
 @router.patch("/{upload_id}", status_code=204, summary="Send the next chunk of an upload")
@@ -182,19 +103,19 @@ async def append(upload_id: str, request: Request, principal: StreamWriter, ctx:
     """``Content-Type: application/offset+octet-stream`` (else 415), ``Upload-Offset`` equal to the
     server's (else 409), optional ``Upload-Checksum`` of this chunk (460 on mismatch; the chunk is dropped).
     The bytes are on disk before the answer. The last chunk publishes the file."""
-    uploads.check_version(request.headers.get("tus-resumable"))
-    if not _is_offset_stream(request):
-        raise uploads.UnsupportedMediaType(f"Send the chunk as Content-Type: {uploads.OFFSET_CONTENT_TYPE}.")
-    offset = uploads.parse_offset(request.headers.get("upload-offset"))
-    upload = uploads.parse_id(upload_id)
+    tus.check_version(request.headers.get("tus-resumable"))
+    if not tus.is_offset_stream(request):
+        raise tus.UnsupportedMediaType(f"Send the chunk as Content-Type: {tus.OFFSET_CONTENT_TYPE}.")
+    offset = tus.parse_offset(request.headers.get("upload-offset"))
+    upload = tus.parse_id(upload_id)
     result = await _write(request, ctx, principal.user.id, upload, offset, True)
-    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=_written_headers(result))
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=tus.written_headers(result))
 
 
 @router.delete("/{upload_id}", status_code=204, summary="Abandon an upload (tus termination)")
 def terminate(upload_id: str, request: Request, principal: StreamWriter, ctx: Ctx) -> Response:
-    uploads.check_version(request.headers.get("tus-resumable"))
-    uploads.terminate(ctx.db, ctx.settings, principal.user.id, uploads.parse_id(upload_id))
+    tus.check_version(request.headers.get("tus-resumable"))
+    uploads.terminate(ctx.db, ctx.settings, principal.user.id, tus.parse_id(upload_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -208,6 +129,6 @@ async def method_override(upload_id: str, request: Request, principal: StreamWri
         return await run_in_threadpool(terminate, upload_id, request, principal, ctx)
     if method == "HEAD":
         return await run_in_threadpool(offset, upload_id, request, principal, ctx)
-    raise uploads.BadUploadRequest.field(
+    raise tus.BadUploadRequest.field(
         ["header", "x-http-method-override"], "POST here needs X-HTTP-Method-Override: PATCH, DELETE or HEAD"
     )

@@ -16,13 +16,11 @@ from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.errors import InvalidInput, Unauthorized
-from labcloud.services import files, lifecycle, workers
-from labcloud.services import jobs as job_service
+from labcloud.services import file_store, files, job_logs, lifecycle, workers
 from labcloud.services.job_states import JobState, RunEnd
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
 MAX_WAIT_S = 30.0
-MAX_LOG_OFFSET = 2**62
 RECHECK_S = 5.0  # a waiting claim also looks again this often (jobs re-queued elsewhere)
 
 
@@ -195,8 +193,8 @@ async def log(job_id: uuid.UUID, request: Request, credential: Credential, ctx: 
         offset = int(request.headers.get("log-offset", ""))
     except ValueError:
         raise InvalidInput.field(["header", "log-offset"], "send the chunk's start offset") from None
-    if not 0 <= offset <= MAX_LOG_OFFSET:
-        raise InvalidInput.field(["header", "log-offset"], f"an offset from 0 to {MAX_LOG_OFFSET}")
+    if not 0 <= offset <= job_logs.MAX_OFFSET:
+        raise InvalidInput.field(["header", "log-offset"], f"an offset from 0 to {job_logs.MAX_OFFSET}")
     await run_in_threadpool(_held_owner, ctx, credential, job_id)
     data = await read_body(request, ctx.settings.max_log_chunk_bytes, "The log chunk")
     return await run_in_threadpool(_append_log, ctx, credential, job_id, offset, data)
@@ -207,20 +205,14 @@ def _append_log(ctx: Ctx, credential: str, job_id: uuid.UUID, offset: int, data:
     with ctx.db.session() as session:
         job, _ = workers.held_job(session, ctx.settings, credential, job_id)
         base = workers.log_base(job)
-    path = job_service.log_path(ctx.settings, job.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as fh:
-        size = max(0, fh.tell() - base)
-        if offset > size:
-            return Response(
-                status_code=status.HTTP_409_CONFLICT,
-                content=f'{{"size": {size}}}',
-                media_type="application/json",
-            )
-        fresh = data[size - offset :] if offset < size else data
-        if fresh:
-            fh.write(fresh)
-        return {"size": size + len(fresh)}
+    appended = job_logs.append(ctx.settings, job_id, base, offset, data)
+    if appended.gap:
+        return Response(
+            status_code=status.HTTP_409_CONFLICT,
+            content=f'{{"size": {appended.size}}}',
+            media_type="application/json",
+        )
+    return {"size": appended.size}
 
 
 @router.post("/jobs/{job_id}/progress", summary="How far the job is; answers whether to cancel")
@@ -238,10 +230,10 @@ async def output(job_id: uuid.UUID, path: str, request: Request, credential: Cre
     owner = await run_in_threadpool(_held_owner, ctx, credential, job_id)
     length_header = request.headers.get("content-length")
     length = int(length_header) if length_header and length_header.isdigit() else None
-    source, size, sha256 = await files.receive(ctx.settings, request.stream(), length, None)
+    source, size, sha256 = await file_store.receive(ctx.settings, request.stream(), length, None)
     await run_in_threadpool(_held_owner, ctx, credential, job_id)  # still ours after the upload?
     entries = await run_in_threadpool(
-        files.publish_many,
+        file_store.publish_many,
         ctx.db,
         ctx.storage,
         ctx.settings,

@@ -16,7 +16,7 @@ from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.routers import jobs as api_jobs
 from labcloud.db.models import Job
 from labcloud.errors import Conflict
-from labcloud.services import files
+from labcloud.services import files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.tokens import Principal
@@ -118,9 +118,7 @@ def job_page(
     request: Request, job_id: uuid.UUID, principal: PageUser, session: DbSession, ctx: Ctx
 ) -> Response:
     context = _status_context(session, principal, ctx, job_id)
-    log_file = job_service.log_path(ctx.settings, job_id)
-    size = log_file.stat().st_size if log_file.exists() else 0
-    context["log_offset"] = max(0, size - LOG_TAIL_BYTES)
+    context["log_offset"] = max(0, job_logs.size(ctx.settings, job_id) - LOG_TAIL_BYTES)
     return render(request, "job.html", context)
 
 
@@ -134,7 +132,11 @@ def job_status(
 
 @router.get("/jobs/{job_id}/log/stream")
 async def log_stream(
-    job_id: uuid.UUID, request: Request, principal: StreamUser, ctx: Ctx, offset: int = Query(0, ge=0)
+    job_id: uuid.UUID,
+    request: Request,
+    principal: StreamUser,
+    ctx: Ctx,
+    offset: int = Query(0, ge=0, le=job_logs.MAX_OFFSET),
 ) -> Response:
     """The live log as server-sent events (EventSource cannot send a bearer header; the cookie goes)."""
     return await api_jobs.logs(job_id, request, principal, ctx, follow=True, offset=offset)
