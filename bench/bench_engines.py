@@ -64,8 +64,9 @@ from celery import Celery
 
 from bench.bench_jobs import ACTIVE_QUERY, JobsServer, threaded, ts
 from bench.harness import Result, percentile, run_all, running_server
-from bench.slurm import SlurmCluster, slurm_cluster
 from labcloud.worker.celery_app import create_app
+from testing.daemons import clean_env
+from testing.slurm import SlurmCluster, slurm_cluster
 
 APP = "bench-engine-true"
 APP_YAML = """\
@@ -515,12 +516,6 @@ def plain_worker_main(broker: str, queue: str, concurrency: int, name: str) -> N
             "--without-mingle",
         ]
     )
-
-
-def clean_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
 
 
 @contextmanager

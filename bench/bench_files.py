@@ -55,7 +55,7 @@ from boto3.s3.transfer import TransferConfig
 
 from bench.harness import Result, Server, running_server
 from bench.harness import with_machine as harness_with_machine
-from bench.seaweed import SeaweedFS, seaweedfs
+from testing.seaweed import SeaweedFS, seaweedfs
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,18 +20,13 @@ import httpx
 import psutil
 import psycopg
 
+from testing.daemons import free_port
+
 PG_SERVER = os.environ.get("LABCLOUD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ADMIN_EMAIL = "bench-admin@example.org"
 ADMIN_PASSWORD = "bench-admin-password"
 # Opt-in: a folder where each server's stdout and stderr are kept (default: discarded).
 SERVER_LOG_DIR = os.environ.get("LABCLOUD_BENCH_SERVER_LOGS", "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -21,7 +21,7 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "$want_postgres" = 1 ] && ! command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   missing+=(postgresql)
 fi
-# The single-node Slurm cluster of the Slurm executor's tests (tests/slurm.py, bench/slurm.py), for the test
+# The single-node Slurm cluster of the Slurm executor's tests (tests/slurm.py, testing/slurm.py), for the test
 # setup only; without recommends (slurm-wlm-plugins: some 30 packages of HDF5, IPMI, ROCm... plugins).
 slurm_missing=()
 if [ "$want_postgres" = 1 ]; then

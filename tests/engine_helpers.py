@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import kill_processes_under
 from jobs_helpers import write_app
-from live_server import LABCLOUD, clean_env
+from live_server import LABCLOUD
+from testing.daemons import clean_env
 from worker_helpers import Cluster, WorkerProc, pull_server
 
 SH = "sh"

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,22 +18,13 @@ from typing import Any, TypeVar
 
 import httpx
 
+from testing.daemons import clean_env, free_port
+
 LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
 ADMIN_EMAIL = "admin@example.org"  # the first administrator of the ``server`` fixture's server
 ADMIN_PASSWORD = "live-server-admin-password"
 T = TypeVar("T")
 Popen = subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
 
 
 def eventually(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:

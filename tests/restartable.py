@@ -13,7 +13,8 @@ import httpx
 
 from conftest import backend
 from labcloud.settings import Settings
-from live_server import LABCLOUD, clean_env, free_port
+from live_server import LABCLOUD
+from testing.daemons import clean_env, free_port
 
 
 class Server:

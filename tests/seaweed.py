@@ -1,5 +1,5 @@
-"""A real SeaweedFS (``weed server -s3``) for the tests, started once per session (bench/seaweed.py is the
-recipe, shared with the benchmarks).
+"""A real SeaweedFS (``weed server -s3``) for the tests, started once per session (testing/seaweed.py is
+the recipe, shared with the benchmarks).
 
 Fixtures:
 
@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from bench.seaweed import SeaweedFS, SeaweedUnavailable, free_ports, start, stop
 
-__all__ = ["SeaweedFS", "free_ports", "s3_bucket", "seaweedfs"]
+from testing.seaweed import SeaweedFS, SeaweedUnavailable, start, stop
+
+__all__ = ["SeaweedFS", "s3_bucket", "seaweedfs"]
 
 TEST_VOLUME_SIZE_MB = 64
 

@@ -1,4 +1,4 @@
-"""A real single-node Slurm cluster for the tests, started once per session (bench/slurm.py is the recipe,
+"""A real single-node Slurm cluster for the tests, started once per session (testing/slurm.py is the recipe,
 shared with the benchmarks; docs/slurm-test-cluster.md says what it does and what tests can rely on).
 
 Fixtures:
@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from bench.slurm import SlurmCluster, SlurmUnavailable, start, stop
+
+from testing.slurm import SlurmCluster, SlurmUnavailable, start, stop
 
 __all__ = ["SlurmCluster", "slurm", "slurm_cluster"]
 

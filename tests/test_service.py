@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from fastapi.testclient import TestClient
 from conftest import backend
 from labcloud.api.app import create_app
 from labcloud.settings import Settings
+from testing.daemons import free_port
 
 LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
 
@@ -39,13 +39,6 @@ def cli_env(tmp_path: Path, database_url: str, settings: Settings) -> Iterator[d
     if backend() == "postgresql":
         env["LABCLOUD_DATABASE_URL"] = database_url
     yield env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_health_ready_and_openapi(client: TestClient) -> None:

@@ -22,7 +22,8 @@ from labcloud.storage import open_storage
 from labcloud.storage.base import DirectUploadUnsupported, Storage
 from labcloud.storage.local import LocalStorage
 from labcloud.storage.s3 import S3Storage, StorageUnavailable, content_disposition, parse_storage_url
-from seaweed import SeaweedFS, free_ports
+from seaweed import SeaweedFS
+from testing.daemons import free_port
 
 pytestmark = pytest.mark.db_agnostic  # the blob stores alone
 
@@ -454,7 +455,7 @@ def test_check_creates_a_missing_bucket(s3_settings: Settings, seaweedfs: Seawee
 
 
 def test_check_reports_an_unreachable_store(s3_settings: Settings) -> None:
-    (port,) = free_ports(1)
+    port = free_port()
     store = open_storage(s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{port}"}))
     deadline = time.monotonic() + 10
     with pytest.raises(StorageUnavailable) as info:

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from live_server import LABCLOUD, clean_env, eventually, serve
+from live_server import LABCLOUD, eventually, serve
+from testing.daemons import clean_env
 
 ADMIN_EMAIL = "admin@example.org"
 ADMIN_PASSWORD = "worker-test-password"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from live_server import LABCLOUD, clean_env
+from live_server import LABCLOUD
+from testing.daemons import clean_env
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, screenshot
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.daemons import PortTaken, free_ports, start_retrying
+from testing.daemons import PortTaken, free_ports, start_retrying
 
 START_DEADLINE_S = 30.0
 STOP_GRACE_S = 3.0

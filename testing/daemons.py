@@ -1,8 +1,10 @@
-"""What the real servers of the tests and benchmarks (bench/seaweed.py, bench/slurm.py) share: starting on
-free ports that another process may grab first."""
+"""What the real servers of the tests and benchmarks (:mod:`testing.seaweed`, :mod:`testing.slurm`, ``labcloud
+serve``) share: starting on free ports that another process may grab first, in an environment without the
+caller's ``LABCLOUD_*`` settings."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,3 +52,14 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in held:
             s.close()
+
+
+def free_port() -> int:
+    """One TCP port free on 127.0.0.1 right now."""
+    (port,) = free_ports(1)
+    return port
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without ``LABCLOUD_*``: a child gets only the settings it is given."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}

@@ -25,7 +25,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bench.daemons import PortTaken, free_ports, start_retrying
+from testing.daemons import PortTaken, free_ports, start_retrying
 
 START_DEADLINE_S = 60.0
 STOP_GRACE_S = 3.0  # weed finishes its own shutdown in ~0.1 s, then idles ~15 s in a gRPC graceful stop
