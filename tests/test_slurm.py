@@ -19,7 +19,8 @@ import pytest
 
 from conftest import kill_processes_under
 from engine_helpers import engine_apps
-from labcloud.execution.executors.slurm import Ended, explain
+from labcloud.execution.executors.slurm.batch import Ended
+from labcloud.execution.executors.slurm.executor import explain
 from labcloud.services.job_states import FailureReason
 from slurm import SlurmCluster
 from worker_helpers import Cluster, eventually, pull_server

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from labcloud.execution.executors.engine import EngineRefused
-from labcloud.execution.executors.slurm import BatchJob, Ended
-from labcloud.execution.executors.slurm_rest import SlurmRest, exit_code, extra_properties, token_user
+from labcloud.execution.executors.slurm.batch import BatchJob, Ended
+from labcloud.execution.executors.slurm.rest import SlurmRest, exit_code, extra_properties, token_user
 from labcloud.settings import Settings
 
 LEASE_S = 3

@@ -9,7 +9,7 @@ from typing import Any
 PLUGINS: dict[str, str] = {
     "local": "labcloud.execution.executors.local:LocalExecutor",
     "pull": "labcloud.execution.executors.pull:PullExecutor",
-    "slurm": "labcloud.execution.executors.slurm:SlurmExecutor",
+    "slurm": "labcloud.execution.executors.slurm.executor:SlurmExecutor",
     "celery": "labcloud.execution.executors.celery:CeleryExecutor",
 }
 

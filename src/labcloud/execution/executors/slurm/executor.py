@@ -12,24 +12,23 @@ cancelled behind labcloud's back, or a runner that never reported.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import math
 import os
-import re
 import shlex
-import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 
 from labcloud.db.models import Job
-from labcloud.execution.executors.engine import EngineExecutor, EngineRefused, settle
+from labcloud.execution.executors.engine import EngineExecutor, settle
+from labcloud.execution.executors.slurm.batch import OUTPUT, BatchJob, Ended, SlurmClient
+from labcloud.execution.executors.slurm.commands import SlurmCommands
+from labcloud.execution.executors.slurm.rest import SlurmRest
 from labcloud.services import workers
 from labcloud.services.job_states import FailureReason, JobState
 from labcloud.settings import Settings
@@ -37,127 +36,8 @@ from labcloud.settings import Settings
 log = logging.getLogger(__name__)
 
 STAGING_SLACK_S = 300  # on top of the job's timeout: staging inputs and uploading outputs
-COMMAND_TIMEOUT_S = 60
-OUTPUT = "/tmp/%x.out"  # %x: the job name, labcloud-<job id>: unique across clusters and retries
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 RETRIED = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
-
-
-@dataclass(frozen=True)
-class Ended:
-    state: str  # COMPLETED, FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, ...
-    exit_code: str = ""  # "code:signal"
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """One batch job as labcloud asks Slurm for it, whichever way it is submitted."""
-
-    name: str
-    script: str
-    cpus: int
-    memory_mb: int  # 0: the partition's default
-    gpus: int
-    minutes: int
-    partition: str  # "": the default partition
-    environment: dict[str, str]  # exactly what the batch job gets (besides Slurm's own variables)
-    output: str = OUTPUT
-    workdir: str = "/tmp"
-
-
-class SlurmClient(Protocol):
-    """How labcloud talks to Slurm: its commands (:class:`SlurmCommands`), or slurmrestd."""
-
-    def submit(self, job: BatchJob) -> str:
-        """Slurm's job id; :class:`EngineRefused` with Slurm's words when it says no."""
-
-    def cancel(self, slurm_id: str) -> None: ...
-
-    def queue(self) -> dict[str, tuple[str, str]]:
-        """Slurm id → (state, reason) of this account's jobs that Slurm still lists."""
-
-    def ended(self, slurm_id: str) -> Ended | None:
-        """How Slurm ended a job it no longer lists; None when it does not know the job."""
-
-
-class SlurmCommands:
-    """sbatch, squeue, scontrol, sacct and scancel, from ``slurm_bin_dir`` or PATH."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def _run(
-        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        bin_dir = self.settings.slurm_bin_dir
-        return subprocess.run(
-            [str(Path(bin_dir) / args[0]) if bin_dir else args[0], *args[1:]],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            env=env or _environment(),
-            check=False,
-        )
-
-    def sbatch_args(self, job: BatchJob) -> list[str]:
-        args = [
-            "sbatch",
-            "--parsable",
-            f"--job-name={job.name}",
-            f"--cpus-per-task={job.cpus}",
-            f"--time={job.minutes}",
-            f"--output={job.output}",
-            f"--chdir={job.workdir}",
-            f"--export={','.join(sorted(job.environment))}",
-        ]
-        if job.memory_mb:
-            args.append(f"--mem={job.memory_mb}M")
-        if job.gpus:
-            args.append(f"--gres=gpu:{job.gpus}")
-        if job.partition:
-            args.append(f"--partition={job.partition}")
-        return [*args, *self.settings.slurm_extra_args]
-
-    def submit(self, job: BatchJob) -> str:
-        env = _environment() | job.environment
-        done = self._run(*self.sbatch_args(job), env=env, stdin=job.script)
-        if done.returncode != 0:
-            raise EngineRefused(_last_line(done.stderr) or f"sbatch exited with {done.returncode}")
-        slurm_id = done.stdout.strip().split(";")[0]
-        if not slurm_id.isdigit():
-            raise EngineRefused(f"sbatch answered {done.stdout.strip()!r}")
-        return slurm_id
-
-    def cancel(self, slurm_id: str) -> None:
-        self._run("scancel", slurm_id)
-
-    def queue(self) -> dict[str, tuple[str, str]]:
-        done = self._run("squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%r")
-        if done.returncode != 0:
-            raise RuntimeError(f"squeue failed: {_last_line(done.stderr)}")
-        out = {}
-        for line in done.stdout.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) == 3:
-                out[parts[0]] = (parts[1], parts[2])
-        return out
-
-    def ended(self, slurm_id: str) -> Ended | None:
-        """scontrol while slurmctld remembers the job (MinJobAge), then sacct."""
-        done = self._run("scontrol", "show", "job", "-o", slurm_id)
-        if done.returncode == 0:
-            state = re.search(r"\bJobState=(\S+)", done.stdout)
-            code = re.search(r"\bExitCode=(\S+)", done.stdout)
-            if state:
-                return Ended(state.group(1), code.group(1) if code else "")
-        for extra in ([], ["-c"]):  # -c: the job completion file, where there is no accounting daemon
-            done = self._run("sacct", *extra, "-n", "-P", "-j", slurm_id, "-o", "JobID,State,ExitCode")
-            for line in done.stdout.splitlines() if done.returncode == 0 else []:
-                parts = line.split("|")
-                if len(parts) >= 3 and parts[0] == slurm_id:
-                    return Ended(parts[1].split()[0], parts[2])
-        return None
 
 
 class SlurmExecutor(EngineExecutor):
@@ -293,20 +173,8 @@ def explain(
 def open_client(settings: Settings) -> SlurmClient:
     """slurmrestd when ``slurm_rest_url`` is set, else the commands."""
     if settings.slurm_rest_url:
-        from labcloud.execution.executors.slurm_rest import SlurmRest
-
         return SlurmRest(settings)
     return SlurmCommands(settings)
-
-
-def _environment() -> dict[str, str]:
-    """The server's environment for Slurm's commands, without labcloud's own settings (secrets)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
 
 
 def _output_tail(name: str, limit: int = 600) -> str:

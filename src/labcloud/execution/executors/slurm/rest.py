@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from labcloud.execution.executors.engine import EngineRefused
-from labcloud.execution.executors.slurm import COMMAND_TIMEOUT_S, BatchJob, Ended
+from labcloud.execution.executors.slurm.batch import COMMAND_TIMEOUT_S, BatchJob, Ended
 from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ INVALID_JOB_ID = 2017  # ESLURM_INVALID_JOB_ID
 
 
 class SlurmRest:
-    """The :class:`~labcloud.execution.executors.slurm.SlurmClient` that speaks to slurmrestd."""
+    """The :class:`~.batch.SlurmClient` that speaks to slurmrestd."""
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
         if not settings.slurm_rest_token.get_secret_value() and settings.slurm_rest_token_file is None:
@@ -77,7 +77,7 @@ class SlurmRest:
     # ------------------------------------------------------------------------------ the client
 
     def properties(self, job: BatchJob) -> dict[str, Any]:
-        """The ``job`` of a submission: what ``SlurmCommands.sbatch_args`` asks of sbatch."""
+        """The ``job`` of a submission: what :meth:`.commands.SlurmCommands.sbatch_args` asks of sbatch."""
         props: dict[str, Any] = {
             "name": job.name,
             "cpus_per_task": job.cpus,
