@@ -8,9 +8,12 @@ Each server uses queues of its own (a random prefix), so leftovers of another ru
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +26,10 @@ from engine_helpers import CeleryCluster, celery_cluster, engine_apps
 from labcloud.api.app import create_app
 from labcloud.db.models import Job
 from labcloud.execution import process
+from labcloud.execution.executors.celery.task import TASK_NAME, TaskArgs
 from labcloud.settings import Settings
+from labcloud.worker.celery_app import create_app as create_worker_app
+from labcloud.worker.celery_app import run_job
 from worker_helpers import Cluster, eventually
 
 pytestmark = [pytest.mark.celery, pytest.mark.db_agnostic]
@@ -70,6 +76,34 @@ def _queue_message(c: Cluster, job_id: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- tests
+
+
+def test_the_worker_runs_the_task_the_server_sends() -> None:
+    assert list(inspect.signature(run_job).parameters) == list(TaskArgs._fields)
+    assert TASK_NAME in create_worker_app(REDIS).tasks
+
+
+def _labcloud_modules_after(module: str) -> set[str]:
+    """The labcloud modules a fresh interpreter holds after importing ``module``."""
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('labcloud')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_each_side_imports_only_the_task_contract_of_the_other() -> None:
+    worker = _labcloud_modules_after("labcloud.worker.celery_app")
+    assert worker == {
+        "labcloud",
+        "labcloud.worker",
+        "labcloud.worker.celery_app",
+        "labcloud.execution",
+        "labcloud.execution.executors",
+        "labcloud.execution.executors.celery",
+        "labcloud.execution.executors.celery.task",
+    }
+    server = _labcloud_modules_after("labcloud.execution.executors.celery.executor")
+    assert "labcloud.execution.executors.celery.task" in server
+    assert not {m for m in server if m.startswith("labcloud.worker")}
 
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])

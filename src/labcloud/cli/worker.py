@@ -222,9 +222,10 @@ def celery_worker(
     as every other executor (reports go to the server's worker API)."""
     import socket
 
+    from labcloud.execution.executors.celery.task import queue_names
     from labcloud.worker import workdir
     from labcloud.worker.agent import configure_logging
-    from labcloud.worker.celery_app import create_app, queue_names
+    from labcloud.worker.celery_app import create_app
 
     _check_sandbox_mode(sandbox)
     configure_logging(log_level)

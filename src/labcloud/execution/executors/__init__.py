@@ -10,7 +10,7 @@ PLUGINS: dict[str, str] = {
     "local": "labcloud.execution.executors.local:LocalExecutor",
     "pull": "labcloud.execution.executors.pull:PullExecutor",
     "slurm": "labcloud.execution.executors.slurm.executor:SlurmExecutor",
-    "celery": "labcloud.execution.executors.celery:CeleryExecutor",
+    "celery": "labcloud.execution.executors.celery.executor:CeleryExecutor",
 }
 
 

@@ -1,6 +1,6 @@
 """The Celery executor: each job is a ``labcloud.run_job`` task on a queue per resource class.
 
-Queues are ``<prefix>.small``, ``.large`` and ``.gpu`` (see :func:`labcloud.worker.celery_app.resource_class`)
+Queues are ``<prefix>.small``, ``.large`` and ``.gpu`` (see :mod:`.task`, the contract with the workers)
 unless a route or the entrypoint names one. ``labcloud celery-worker`` consumes them. The broker only
 delivers: the task takes its job through the worker API, and the job's lease, renewed by the runner's
 heartbeats, is what notices a dead worker (the job is queued again) and fences duplicate deliveries.
@@ -14,8 +14,8 @@ from typing import Any
 from celery import Celery
 
 from labcloud.db.models import Job
+from labcloud.execution.executors.celery.task import TASK_NAME, TaskArgs, celery_app, queue_name
 from labcloud.execution.executors.engine import EngineExecutor
-from labcloud.worker.celery_app import TASK_NAME, create_app, resource_class
 
 
 class CeleryExecutor(EngineExecutor):
@@ -28,13 +28,13 @@ class CeleryExecutor(EngineExecutor):
     def app(self) -> Celery:
         with self._app_lock:
             if self._app is None:
-                self._app = create_app(
+                self._app = celery_app(
                     self.settings.celery_broker_url, self.settings.celery_visibility_timeout_s
                 )
             return self._app
 
     def queue_for(self, job: Job) -> str:
-        return job.queue or f"{self.settings.celery_queue_prefix}.{resource_class(job.resources)}"
+        return job.queue or queue_name(self.settings.celery_queue_prefix, job.resources)
 
     def waiting_message(self, queue: str) -> str:
         return f"waiting in Celery queue {queue}"
@@ -43,7 +43,7 @@ class CeleryExecutor(EngineExecutor):
         task_id = f"{job.id}.{job.attempts}"
         self.app.send_task(
             TASK_NAME,
-            args=[self.settings.effective_runner_url, str(job.id), token],
+            args=list(TaskArgs(self.settings.effective_runner_url, str(job.id), token)),
             queue=queue,
             task_id=task_id,
         )
