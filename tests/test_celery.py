@@ -222,11 +222,13 @@ def test_a_worker_on_a_killed_one_s_folder_stops_what_it_left_running(rc: Celery
     assert "another worker is using" in clash.log(), clash.log()
 
 
-def test_a_job_the_last_leader_never_handed_over_is_sent_again(settings: Settings) -> None:
+def test_a_job_the_last_leader_never_handed_over_is_sent_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A dispatcher that died between taking a job and publishing it: the next one queues it again."""
     settings.executor = "celery"
-    settings.celery_broker_url = REDIS
-    settings.celery_queue_prefix = f"lctest-{secrets.token_hex(4)}"  # no worker listens: jobs stay put
+    monkeypatch.setenv("LABCLOUD_CELERY_BROKER_URL", REDIS)  # the plugin reads its own settings
+    monkeypatch.setenv("LABCLOUD_CELERY_QUEUE_PREFIX", f"lctest-{secrets.token_hex(4)}")  # nobody takes jobs
     engine_apps(settings.effective_apps_dir)
     with TestClient(create_app(settings)) as client:
         headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))

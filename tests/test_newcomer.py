@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from conftest import backend, kill_processes_under
+from labcloud.execution.executors.slurm.settings import SlurmSettings
 from labcloud.settings import Settings, config_path_from_env, home_from_env
 from live_server import clean_env, eventually, free_port
 
@@ -56,7 +57,7 @@ def test_relative_paths_are_absolute_once_settings_load(
     assert home_from_env() == here / "data2"
     assert s.home == here / "data2"
     assert s.apps_dir == here / "my-apps"  # from the file: against the folder of the start, as the others
-    assert s.slurm_rest_token_file == here / "secrets" / "jwt"
+    assert SlurmSettings().rest_token_file == here / "secrets" / "jwt"  # a plugin's path setting too
     assert s.database_url == f"sqlite:///{here / 'db' / 'lab.sqlite3'}"
     assert s.jobs_dir == here / "data2" / "jobs"
 

@@ -62,11 +62,7 @@ def test_an_entrypoint_naming_an_executor_not_in_use_is_refused_at_submit() -> N
         route(Settings(executor="local"), "x", "main", spec(executor="slurm"), Resources())
 
 
-def test_unknown_executors_are_refused_when_settings_load() -> None:
-    with pytest.raises(ValidationError, match="unknown executor 'kubernetes'"):
-        Settings(executor="kubernetes")
-    with pytest.raises(ValidationError, match="unknown executor 'lsf'"):
-        Settings.model_validate({"executor_routes": [{"app": "x", "executor": "lsf"}]})
+def test_a_route_with_an_unknown_key_is_refused_when_settings_load() -> None:
     with pytest.raises(ValidationError, match="executor_routes"):
         Settings.model_validate({"executor_routes": [{"app": "x", "executr": "slurm"}]})
 

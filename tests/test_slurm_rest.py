@@ -16,7 +16,7 @@ import pytest
 from labcloud.execution.executors.engine import EngineRefused
 from labcloud.execution.executors.slurm.batch import BatchJob, Ended
 from labcloud.execution.executors.slurm.rest import SlurmRest, exit_code, extra_properties, token_user
-from labcloud.settings import Settings
+from labcloud.execution.executors.slurm.settings import SlurmSettings
 
 LEASE_S = 3
 API = "v0.0.38"
@@ -56,12 +56,12 @@ def fake_rest(
     token_file = tmp_path / "jwt"
     token_file.write_text(token)
     options: dict[str, Any] = {
-        "slurm_rest_url": "http://slurmrestd:6820/",
-        "slurm_rest_user": "alice",
-        "slurm_rest_token_file": token_file,
+        "rest_url": "http://slurmrestd:6820/",
+        "rest_user": "alice",
+        "rest_token_file": token_file,
         **settings,
     }
-    return SlurmRest(Settings(**options), transport=httpx.MockTransport(handler)), token_file
+    return SlurmRest(SlurmSettings(**options), transport=httpx.MockTransport(handler)), token_file
 
 
 def answer(status: int = 200, **body: Any) -> httpx.Response:
@@ -87,7 +87,7 @@ def test_a_submission_carries_the_batch_job_and_the_rotating_token(tmp_path: Pat
         seen.append(request)
         return answer(job_id=42, step_id="BATCH")
 
-    rest, token_file = fake_rest(handler, tmp_path, slurm_extra_args=["--account=lab", "--requeue"])
+    rest, token_file = fake_rest(handler, tmp_path, extra_args=["--account=lab", "--requeue"])
     assert rest.submit(BATCH) == "42"
     token_file.write_text("SLURM_JWT=rotated\n")
     assert rest.submit(BatchJob(**{**BATCH.__dict__, "gpus": 2, "partition": "gpu", "memory_mb": 0})) == "42"
@@ -192,9 +192,9 @@ def test_the_user_defaults_to_the_token_s_and_a_token_is_required(tmp_path: Path
         users.append(request.headers["X-SLURM-USER-NAME"])
         return answer(jobs=[])
 
-    rest, _ = fake_rest(handler, tmp_path, token=token, slurm_rest_user="")
+    rest, _ = fake_rest(handler, tmp_path, token=token, rest_user="")
     assert rest.queue() == {} and users == ["carol"]
-    with pytest.raises(ValueError, match="slurm_rest_token"):
-        SlurmRest(Settings(slurm_rest_url="http://slurmrestd:6820"))
+    with pytest.raises(ValueError, match="slurm_rest_url needs slurm_rest_token"):
+        SlurmSettings(rest_url="http://slurmrestd:6820")
     with pytest.raises(ValueError, match="-A"):
         extra_properties(["-A", "lab"])

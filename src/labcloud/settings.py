@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import tomllib
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -122,7 +124,8 @@ class Settings(BaseSettings):
     executor: str = Field(
         "local",
         description="Where jobs run unless a route says otherwise: local (this machine), pull (remote "
-        "workers pull them), slurm (sbatch to a Slurm cluster) or celery (a Celery worker fleet).",
+        "workers pull them), slurm (sbatch to a Slurm cluster) or celery (a Celery worker fleet). Checked "
+        "when the executors load, at start.",
     )
     executor_routes: list[Route] = Field(
         default_factory=list,
@@ -141,42 +144,6 @@ class Settings(BaseSettings):
     )
     runner_work_dir: str = Field(
         "/tmp/labcloud-runs", description="Where runners on Slurm nodes and Celery workers stage jobs."
-    )
-    slurm_poll_s: float = Field(
-        5.0, gt=0, description="How often Slurm's queue is read (squeue) to notice jobs it ended."
-    )
-    slurm_runner_memory_mb: int = Field(
-        256, ge=0, description="Added to a job's --mem: the runner beside the job counts in Slurm's limit."
-    )
-    slurm_rest_url: str = Field(
-        "", description="Submit and watch through slurmrestd at this URL instead of the commands (JWT auth)."
-    )
-    slurm_rest_user: str = Field(
-        "", description="slurmrestd: the Slurm user jobs are submitted as; default the token's user."
-    )
-    slurm_rest_token: SecretStr = Field(
-        SecretStr(""), description="slurmrestd: the JWT (scontrol token); see slurm_rest_token_file."
-    )
-    slurm_rest_token_file: Path | None = Field(
-        None, description="slurmrestd: a file holding the JWT, read afresh on each call (for rotation)."
-    )
-    slurm_rest_api: str = Field("v0.0.38", description="slurmrestd: the API version its plugin serves.")
-    slurm_bin_dir: str = Field("", description="Where sbatch, squeue, scancel live; empty means PATH.")
-    slurm_extra_args: list[str] = Field(
-        default_factory=list, description='Added to every sbatch, e.g. ["--account=lab"].'
-    )
-    celery_broker_url: str = Field(
-        "redis://127.0.0.1:6379/0",
-        description="The broker jobs are published to (redis://... or amqp://user:pass@host:5672//).",
-    )
-    celery_visibility_timeout_s: float = Field(
-        12 * 3600,
-        gt=0,
-        description="Redis broker: an unacknowledged job goes back to its queue after this long (longer "
-        "than any job runs).",
-    )
-    celery_queue_prefix: str = Field(
-        "labcloud", description="Celery queues are <prefix>.small, .large and .gpu unless a route names one."
     )
     lease_seconds: int = Field(
         60, ge=1, le=3600, description="A worker's hold on a job; heartbeats renew it, expiry re-queues."
@@ -241,36 +208,12 @@ class Settings(BaseSettings):
         "a leader confirms it still holds the lock.",
     )
 
-    @field_validator("executor", mode="after")
-    @classmethod
-    def _known_executor(cls, value: str) -> str:
-        from labcloud.execution.executors import PLUGINS
-
-        if value not in PLUGINS:
-            raise ValueError(f"unknown executor {value!r}; one of {', '.join(PLUGINS)}")
-        return value
-
-    @field_validator("executor_routes", mode="after")
-    @classmethod
-    def _known_route_executors(cls, routes: list[Route]) -> list[Route]:
-        for route in routes:
-            cls._known_executor(route.executor)
-        return routes
-
     @property
     def executors_in_use(self) -> list[str]:
         """The default executor, pull (always: entrypoints with labels go to remote workers) and every
         executor a route names."""
         names = [self.executor, "pull", *(r.executor for r in self.executor_routes)]
         return list(dict.fromkeys(names))
-
-    @model_validator(mode="after")
-    def _slurm_rest_needs_a_token(self) -> Settings:
-        if self.slurm_rest_url and not (
-            self.slurm_rest_token.get_secret_value() or self.slurm_rest_token_file
-        ):
-            raise ValueError("slurm_rest_url needs slurm_rest_token or slurm_rest_token_file (a JWT)")
-        return self
 
     @field_validator("*", mode="after")
     @classmethod
@@ -348,6 +291,40 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
         return path.read_text().strip()
+
+
+class PluginSettings(BaseSettings):
+    """The settings of one plugin (an executor), declared in the plugin's own module and read like
+    :class:`Settings`: ``LABCLOUD_*`` environment over the TOML file over defaults. The plugin gives its
+    prefix once, ``model_config = SettingsConfigDict(env_prefix="LABCLOUD_SLURM_")``; its field ``poll_s`` is
+    then ``LABCLOUD_SLURM_POLL_S`` in the environment and ``slurm_poll_s`` in the file."""
+
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    @classmethod
+    def key(cls, field: str) -> str:
+        """What the configuration file calls one of the fields (``slurm_poll_s``)."""
+        return cls.model_config.get("env_prefix", "").removeprefix("LABCLOUD_").lower() + field
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _absolute_paths(cls, value: object) -> object:
+        return absolute(value) if isinstance(value, Path) else value  # as Settings does
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        prefix = cls.key("")
+        path = config_path_from_env()
+        toml = tomllib.loads(path.read_text()) if path.is_file() else {}
+        ours = {k.removeprefix(prefix): v for k, v in toml.items() if k.startswith(prefix)}
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, ours))
 
 
 def render_config_file() -> str:

@@ -55,8 +55,9 @@ class AppContext:
         """Compete for leadership: the leader dispatches queued jobs (one scheduler per executor that
         pushes work: local, slurm, celery), watches leases and keeps house; every replica serves the API,
         remote workers' claims included."""
-        from labcloud.execution.executors import plugin_class
+        from labcloud.execution.executors import check, plugin_class
 
+        check(self.settings)
         for name in self.settings.executors_in_use:
             if name != "pull":  # remote workers pull; nothing is dispatched to them
                 self.executors[name] = plugin_class(name)(self.settings, self.db, self.notify, self.storage)

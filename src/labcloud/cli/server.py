@@ -25,8 +25,13 @@ def serve(
 
     from labcloud.api.app import SchemaOutOfDate, create_app, database_location, prepare_database
     from labcloud.api.context import AppContext
+    from labcloud.execution.executors import ExecutorConfigError, check
 
     settings = load_settings()
+    try:
+        check(settings)  # every executor in use exists and takes its settings: before anything starts
+    except ExecutorConfigError as exc:
+        raise fail(f"configuration: {exc}", 2) from None
     if host is not None:
         settings.host = host
     if port is not None:

@@ -1,10 +1,20 @@
 """Executors as plugins: a name and the class that implements it. The scheduler sees only the interface in
-:mod:`.base`; adding an engine (Kubernetes, AWS Batch) means one module and one line here."""
+:mod:`.base`; adding an engine (Kubernetes, AWS Batch) means one module (or package) and one line here.
+
+A plugin with settings of its own declares them in its own module (a
+:class:`~labcloud.settings.PluginSettings`, named by its class's ``settings_model``). When the server
+starts, :func:`check` refuses a configuration that names an executor that does not exist, or gives one in
+use settings it cannot take, with every problem in one message; nothing here is imported before that.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labcloud.execution.executors.base import Executor
+    from labcloud.settings import Settings
 
 PLUGINS: dict[str, str] = {
     "local": "labcloud.execution.executors.local:LocalExecutor",
@@ -14,6 +24,47 @@ PLUGINS: dict[str, str] = {
 }
 
 
-def plugin_class(name: str) -> Any:
+class ExecutorConfigError(ValueError):
+    """The configuration names an executor that does not exist, or gives one settings it cannot take."""
+
+
+def plugin_class(name: str) -> type[Executor]:
     module, _, attr = PLUGINS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    cls: type[Executor] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def check(settings: Settings) -> None:
+    """Raise :class:`ExecutorConfigError` naming every unknown executor (and the setting that names it) and
+    every bad setting of the executors in use."""
+    named = [(settings.executor, "executor")]
+    named += [(route.executor, f"executor_routes[{i}]") for i, route in enumerate(settings.executor_routes)]
+    problems = [
+        f"unknown executor {name!r} in {where}; one of {', '.join(PLUGINS)}"
+        for name, where in named
+        if name not in PLUGINS
+    ]
+    if problems:
+        raise ExecutorConfigError("; ".join(problems))
+    for name in settings.executors_in_use:
+        problems += _settings_problems(name, plugin_class(name))
+    if problems:
+        raise ExecutorConfigError("; ".join(problems))
+
+
+def _settings_problems(name: str, cls: type[Executor]) -> list[str]:
+    from pydantic import ValidationError
+
+    model = cls.settings_model
+    if model is None:
+        return []
+    try:
+        model()
+    except ValidationError as exc:
+        return [
+            f"{model.key('.'.join(map(str, e['loc'])))}: {e['msg']}"
+            if e["loc"]
+            else f"the {name} executor: {e['msg']}"
+            for e in exc.errors()
+        ]
+    return []

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import abc
 import uuid
+from collections.abc import Callable
+from typing import ClassVar
 
 from sqlalchemy.orm import Session
 
+from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.registry.models import Resources
 from labcloud.services import lifecycle
 from labcloud.services.job_states import JobState
+from labcloud.settings import PluginSettings, Settings
+from labcloud.storage.base import Storage
 
 
 class Executor(abc.ABC):
     name: str
+    # The plugin's own settings (``slurm_*`` ...), declared in its module; None when it has none.
+    settings_model: ClassVar[type[PluginSettings] | None] = None
+
+    def __init__(
+        self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
+    ) -> None:
+        """``notify``: tell the server there is new work or room for it (wakes dispatchers and waiting
+        claims, here and on the other replicas)."""
+        self.settings, self.db, self.notify, self.storage = settings, db, notify, storage
 
     @abc.abstractmethod
     def max_resources(self) -> dict[str, float]:

@@ -42,7 +42,7 @@ class EngineExecutor(Executor):
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
     ) -> None:
-        self.settings, self.db, self.notify, self.storage = settings, db, notify, storage
+        super().__init__(settings, db, notify, storage)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -51,10 +51,7 @@ class LocalExecutor(Executor):
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
     ) -> None:
-        self.settings = settings
-        self.db = db
-        self.storage = storage
-        self.notify = notify
+        super().__init__(settings, db, notify, storage)
         self.cpus = settings.local_cpus or float(os.cpu_count() or 1)
         self.memory_mb = settings.local_memory_mb or int(psutil.virtual_memory().total / 2**20 * 0.8)
         self._lock = threading.Lock()

@@ -58,6 +58,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 class PullExecutor:
     name = "pull"
+    settings_model = None  # no settings of its own
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings, self.db = settings, db

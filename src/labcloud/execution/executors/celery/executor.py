@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 from labcloud.db.models import Job
+from labcloud.execution.executors.celery.settings import CelerySettings
 from labcloud.execution.executors.celery.task import TASK_NAME, TaskArgs, celery_app, queue_name
 from labcloud.execution.executors.engine import EngineExecutor
 
@@ -21,20 +22,23 @@ from labcloud.execution.executors.engine import EngineExecutor
 class CeleryExecutor(EngineExecutor):
     name = "celery"
     ref_key = "task_id"
+    settings_model = CelerySettings
     _app: Celery | None = None
     _app_lock = threading.Lock()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options = CelerySettings()
 
     @property
     def app(self) -> Celery:
         with self._app_lock:
             if self._app is None:
-                self._app = celery_app(
-                    self.settings.celery_broker_url, self.settings.celery_visibility_timeout_s
-                )
+                self._app = celery_app(self.options.broker_url, self.options.visibility_timeout_s)
             return self._app
 
     def queue_for(self, job: Job) -> str:
-        return job.queue or queue_name(self.settings.celery_queue_prefix, job.resources)
+        return job.queue or queue_name(self.options.queue_prefix, job.resources)
 
     def waiting_message(self, queue: str) -> str:
         return f"waiting in Celery queue {queue}"

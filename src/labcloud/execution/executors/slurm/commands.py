@@ -14,19 +14,19 @@ from pathlib import Path
 
 from labcloud.execution.executors.engine import EngineRefused
 from labcloud.execution.executors.slurm.batch import COMMAND_TIMEOUT_S, BatchJob, Ended
-from labcloud.settings import Settings
+from labcloud.execution.executors.slurm.settings import SlurmSettings
 
 
 class SlurmCommands:
     """sbatch, squeue, scontrol, sacct and scancel, from ``slurm_bin_dir`` or PATH."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, options: SlurmSettings) -> None:
+        self.options = options
 
     def _run(
         self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        bin_dir = self.settings.slurm_bin_dir
+        bin_dir = self.options.bin_dir
         return subprocess.run(
             [str(Path(bin_dir) / args[0]) if bin_dir else args[0], *args[1:]],
             input=stdin,
@@ -54,7 +54,7 @@ class SlurmCommands:
             args.append(f"--gres=gpu:{job.gpus}")
         if job.partition:
             args.append(f"--partition={job.partition}")
-        return [*args, *self.settings.slurm_extra_args]
+        return [*args, *self.options.extra_args]
 
     def submit(self, job: BatchJob) -> str:
         env = _environment() | job.environment

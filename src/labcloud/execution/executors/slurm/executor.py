@@ -29,9 +29,9 @@ from labcloud.execution.executors.engine import EngineExecutor, settle
 from labcloud.execution.executors.slurm.batch import OUTPUT, BatchJob, Ended, SlurmClient
 from labcloud.execution.executors.slurm.commands import SlurmCommands
 from labcloud.execution.executors.slurm.rest import SlurmRest
+from labcloud.execution.executors.slurm.settings import SlurmSettings
 from labcloud.services import workers
 from labcloud.services.job_states import FailureReason, JobState
-from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,15 @@ RETRIED = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REQUEUED", "REQUEUE_FED", "RE
 class SlurmExecutor(EngineExecutor):
     name = "slurm"
     ref_key = "slurm_id"
+    settings_model = SlurmSettings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.client: SlurmClient = open_client(self.settings)
+        self.options = SlurmSettings()
+        self.client: SlurmClient = open_client(self.options)
 
     def poll_interval(self) -> float:
-        return self.settings.slurm_poll_s
+        return self.options.poll_s
 
     # ------------------------------------------------------------------------------ submitting
 
@@ -78,7 +80,7 @@ class SlurmExecutor(EngineExecutor):
             script=self.batch_script(job),
             cpus=max(1, math.ceil(res.cpus)),
             # Slurm counts the runner beside the job in the job's memory
-            memory_mb=math.ceil(res.memory_mb + self.settings.slurm_runner_memory_mb),
+            memory_mb=math.ceil(res.memory_mb + self.options.runner_memory_mb),
             gpus=res.gpus,
             minutes=math.ceil((res.timeout_s + STAGING_SLACK_S) / 60),
             partition=queue,
@@ -170,11 +172,11 @@ def explain(
     return FailureReason.WORKER_LOST, f"the runner of {where} ended without reporting ({state})"
 
 
-def open_client(settings: Settings) -> SlurmClient:
+def open_client(options: SlurmSettings) -> SlurmClient:
     """slurmrestd when ``slurm_rest_url`` is set, else the commands."""
-    if settings.slurm_rest_url:
-        return SlurmRest(settings)
-    return SlurmCommands(settings)
+    if options.rest_url:
+        return SlurmRest(options)
+    return SlurmCommands(options)
 
 
 def _output_tail(name: str, limit: int = 600) -> str:

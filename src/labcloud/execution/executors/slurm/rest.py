@@ -38,7 +38,7 @@ import httpx
 
 from labcloud.execution.executors.engine import EngineRefused
 from labcloud.execution.executors.slurm.batch import COMMAND_TIMEOUT_S, BatchJob, Ended
-from labcloud.settings import Settings
+from labcloud.execution.executors.slurm.settings import SlurmSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,11 @@ INVALID_JOB_ID = 2017  # ESLURM_INVALID_JOB_ID
 class SlurmRest:
     """The :class:`~.batch.SlurmClient` that speaks to slurmrestd."""
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
-        if not settings.slurm_rest_token.get_secret_value() and settings.slurm_rest_token_file is None:
-            raise ValueError("slurm_rest_url needs slurm_rest_token or slurm_rest_token_file")
-        self.settings = settings
-        self.api = settings.slurm_rest_api
-        self.extra = extra_properties(settings.slurm_extra_args)
-        self.http = httpx.Client(
-            base_url=settings.slurm_rest_url.rstrip("/"), timeout=TIMEOUT, transport=transport
-        )
+    def __init__(self, options: SlurmSettings, transport: httpx.BaseTransport | None = None) -> None:
+        self.options = options  # with a token or a token file: SlurmSettings checks that
+        self.api = options.rest_api
+        self.extra = extra_properties(options.extra_args)
+        self.http = httpx.Client(base_url=options.rest_url.rstrip("/"), timeout=TIMEOUT, transport=transport)
 
     # ------------------------------------------------------------------------------ the client
 
@@ -150,19 +146,19 @@ class SlurmRest:
     # ------------------------------------------------------------------------------ plumbing
 
     def _token(self) -> str:
-        path = self.settings.slurm_rest_token_file
+        path = self.options.rest_token_file
         if path is not None:
             try:
                 token = Path(path).read_text().strip()
             except OSError as exc:
                 raise RuntimeError(f"cannot read slurm_rest_token_file {path}: {exc}") from exc
         else:
-            token = self.settings.slurm_rest_token.get_secret_value().strip()
+            token = self.options.rest_token.get_secret_value().strip()
         return token.removeprefix("SLURM_JWT=")
 
     def _user(self, token: str | None = None) -> str:
-        if self.settings.slurm_rest_user:
-            return self.settings.slurm_rest_user
+        if self.options.rest_user:
+            return self.options.rest_user
         user = token_user(token if token is not None else self._token())
         if not user:
             raise RuntimeError("slurm_rest_user is not set and the token names no user")
@@ -175,7 +171,7 @@ class SlurmRest:
         try:
             response = self.http.request(method, path, json=json, headers=headers)
         except httpx.HTTPError as exc:
-            raise RuntimeError(f"slurmrestd at {self.settings.slurm_rest_url}: {exc!r}") from exc
+            raise RuntimeError(f"slurmrestd at {self.options.rest_url}: {exc!r}") from exc
         try:
             answer = response.json()
         except ValueError:
