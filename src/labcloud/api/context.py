@@ -80,8 +80,7 @@ class AppContext:
 
     def _lead(self) -> None:
         for executor in self.executors.values():
-            scheduler = Scheduler(self.db, interval_s=self.settings.scheduler_interval_s)
-            scheduler.attach(executor)
+            scheduler = Scheduler(self.db, executor, interval_s=self.settings.scheduler_interval_s)
             scheduler.start()
             self.schedulers.append(scheduler)
         self.pull.start()
@@ -106,7 +105,7 @@ class AppContext:
 
     def _wake_here(self) -> None:
         for scheduler in self.schedulers:
-            scheduler.notify()
+            scheduler.wake()
         self.pull.notify()
 
     @property

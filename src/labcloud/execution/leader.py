@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from sqlalchemy import text
 
 from labcloud.db.engine import Database
+from labcloud.execution.loops import Loop
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x6C61_6263_6C64  # "labcld"
 
 
-class Leadership:
+class Leadership(Loop):
     """Calls ``lead`` when this process becomes the leader and ``step_down`` when it stops being one."""
 
     def __init__(
@@ -41,34 +41,26 @@ class Leadership:
         step_down: Callable[[], None],
         interval_s: float = 2.0,
     ) -> None:
+        super().__init__("leader", interval_s)
         self.db = db
         self.lock_file = lock_file
         self.lead, self.step_down = lead, step_down
-        self.interval_s = interval_s
         self.on_postgres = db.engine.dialect.name == "postgresql"
         self.is_leader = False
         self._hold: Any = None  # the connection (PostgreSQL) or the open file (SQLite) holding the lock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Try once now (a single server leads from its first moment), then keep trying in a thread."""
-        self._round()
-        self._thread = threading.Thread(target=self._loop, name="labcloud-leader", daemon=True)
-        self._thread.start()
+        self.step()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
         if self.is_leader:
             self._resign("the server is stopping")
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._round()
-
-    def _round(self) -> None:
+    def step(self) -> None:
+        """Confirm the hold, or try for it."""
         try:
             if self.is_leader:
                 self._confirm()

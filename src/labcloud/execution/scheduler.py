@@ -7,8 +7,6 @@ thousand jobs therefore never starve another user's one.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 import uuid
 
@@ -18,62 +16,39 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
+from labcloud.execution.loops import Loop
 from labcloud.services.job_states import JobState
 
-log = logging.getLogger(__name__)
 
+class Scheduler(Loop):
+    """Dispatches one executor's queued jobs every ``interval_s``, and at once when woken (:meth:`wake`:
+    a job was queued or ended)."""
 
-class Scheduler:
-    def __init__(self, db: Database, interval_s: float = 1.0) -> None:
+    def __init__(self, db: Database, executor: Executor, interval_s: float = 1.0) -> None:
+        super().__init__(f"dispatch-{executor.name}", interval_s)
         self.db = db
-        self.interval_s = interval_s
-        self.executor: Executor | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.executor = executor
         self._last_served: dict[uuid.UUID, float] = {}
 
-    def attach(self, executor: Executor) -> None:
-        self.executor = executor
-
-    def notify(self) -> None:
-        """Something changed (a job queued or ended): dispatch now rather than at the next interval."""
-        self._wake.set()
-
     def start(self) -> None:
-        assert self.executor is not None
         self.executor.recover()
         self.executor.start()
-        self._thread = threading.Thread(target=self._loop, name="labcloud-dispatch", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self.executor is not None:
-            self.executor.shutdown()
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
+        self.executor.shutdown()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.dispatch()
-            except Exception:
-                log.exception("dispatch round failed; retrying")
+    def step(self) -> None:
+        self.dispatch()
 
     def dispatch(self) -> int:
         """Start as many queued jobs as fit; return how many were started."""
-        assert self.executor is not None
         started = 0
         while True:
             started_this_round = 0
             for owner_id, job_id in self._candidates():
-                if self._stop.is_set():
+                if self.stopping:
                     return started
                 if self._claim(job_id, owner_id):
                     started_this_round += 1
@@ -82,7 +57,6 @@ class Scheduler:
                 return started
 
     def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
-        assert self.executor is not None
         queued = (
             (Job.state == JobState.QUEUED)
             & (Job.executor == self.executor.name)
@@ -105,7 +79,6 @@ class Scheduler:
         )
 
     def _claim(self, job_id: uuid.UUID, owner_id: uuid.UUID) -> bool:
-        assert self.executor is not None
         with self.db.session() as session:
             job = session.get(Job, job_id)
             if job is None or job.state != JobState.QUEUED or not self.executor.fits_now(job.resources):

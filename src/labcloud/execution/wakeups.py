@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 
 from labcloud.db.engine import Database
+from labcloud.execution.loops import Loop
 
 log = logging.getLogger(__name__)
 CHANNEL = "labcloud_work"
@@ -26,27 +27,27 @@ RECONNECT_S = 1.0
 STOP_CHECK_S = 0.25  # how long a stopping server may wait for its listener
 
 
-class Wakeups:
-    def __init__(self, db: Database, wake: Callable[[], None]) -> None:
+class Wakeups(Loop):
+    """Sends "new work" to the other replicas, and calls ``wake_here`` when one of them sends it. Listening
+    is the loop's step: one connection, held until the server stops or the connection fails (then a new one
+    after ``RECONNECT_S``)."""
+
+    def __init__(self, db: Database, wake_here: Callable[[], None]) -> None:
+        super().__init__("wakeups", RECONNECT_S, step_first=True)
         self.db = db
-        self.wake = wake
+        self.wake_here = wake_here
         self.me = secrets.token_hex(8)  # our own notifications come back to us: ignore them
         self.enabled = db.engine.dialect.name == "postgresql"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._listening = threading.Event()
 
     def start(self) -> None:
         if not self.enabled:
             return
-        self._thread = threading.Thread(target=self._listen, name="labcloud-wakeups", daemon=True)
-        self._thread.start()
+        super().start()
         self._listening.wait(5)  # ready before the server answers, so no wake-up is missed at start
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def stop(self, timeout_s: float = 5.0) -> None:
+        super().stop(timeout_s)
 
     def send(self) -> None:
         """Tell the other replicas; a failure only costs them the wait until their next round."""
@@ -59,26 +60,24 @@ class Wakeups:
         except Exception as exc:
             log.warning("could not tell the other servers about new work: %s", exc)
 
-    def _listen(self) -> None:
-        while not self._stop.is_set():
-            raw: Any = None
-            try:
-                raw = self.db.engine.raw_connection()
-                conn = raw.driver_connection
-                conn.autocommit = True
-                conn.execute(f"LISTEN {CHANNEL}")
-                self._listening.set()
-                while not self._stop.is_set():
-                    for note in conn.notifies(timeout=STOP_CHECK_S):
-                        if note.payload != self.me:
-                            self.wake()
-            except Exception as exc:
-                if not self._stop.is_set():
-                    log.warning("listening for other servers' wake-ups failed (%s); retrying", exc)
-                    self._stop.wait(RECONNECT_S)
-            finally:
-                if raw is not None:
-                    try:
-                        raw.invalidate()  # never hand a LISTENing connection back to the pool
-                    except Exception:
-                        log.debug("closing the listening connection failed", exc_info=True)
+    def step(self) -> None:
+        raw: Any = None
+        try:
+            raw = self.db.engine.raw_connection()
+            conn = raw.driver_connection
+            conn.autocommit = True
+            conn.execute(f"LISTEN {CHANNEL}")
+            self._listening.set()
+            while not self.stopping:
+                for note in conn.notifies(timeout=STOP_CHECK_S):
+                    if note.payload != self.me:
+                        self.wake_here()
+        except Exception as exc:  # a database that went away: expected, no traceback
+            if not self.stopping:
+                log.warning("listening for other servers' wake-ups failed (%s); retrying", exc)
+        finally:
+            if raw is not None:
+                try:
+                    raw.invalidate()  # never hand a LISTENing connection back to the pool
+                except Exception:
+                    log.debug("closing the listening connection failed", exc_info=True)

@@ -4,13 +4,13 @@ stored objects that no file refers to. Runs in the process that dispatches jobs.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
+from labcloud.execution.loops import Loop
 from labcloud.services import direct_uploads, file_store, uploads
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
@@ -62,29 +62,20 @@ def _remove_stale_temporaries(settings: Settings) -> int:
     return removed
 
 
-class Housekeeper:
+class Housekeeper(Loop):
+    """A round at once, then every ``housekeeping_interval_s`` (on the leader)."""
+
     def __init__(self, db: Database, storage: Storage, settings: Settings) -> None:
+        super().__init__("housekeeping", settings.housekeeping_interval_s, step_first=True)
         self.db, self.storage, self.settings = db, storage, settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="labcloud-housekeeping", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            report = run_once(self.db, self.storage, self.settings)
-            cleaned = (
-                report.uploads_expired
-                + report.direct_uploads_expired
-                + report.temporary_files_removed
-                + report.orphans_removed
-            )
-            if cleaned:
-                log.info("housekeeping: %s", report)
-            self._stop.wait(self.settings.housekeeping_interval_s)
+    def step(self) -> None:
+        report = run_once(self.db, self.storage, self.settings)
+        cleaned = (
+            report.uploads_expired
+            + report.direct_uploads_expired
+            + report.temporary_files_removed
+            + report.orphans_removed
+        )
+        if cleaned:
+            log.info("housekeeping: %s", report)

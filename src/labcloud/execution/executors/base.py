@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
+from labcloud.execution.loops import Loop
 from labcloud.registry.models import Resources
 from labcloud.services import lifecycle
 from labcloud.services.job_states import JobState
@@ -29,6 +30,7 @@ class Executor(abc.ABC):
         """``notify``: tell the server there is new work or room for it (wakes dispatchers and waiting
         claims, here and on the other replicas)."""
         self.settings, self.db, self.notify, self.storage = settings, db, notify, storage
+        self._running: list[Loop] = []
 
     @abc.abstractmethod
     def max_resources(self) -> dict[str, float]:
@@ -63,8 +65,19 @@ class Executor(abc.ABC):
     def wait_reason(self, resources: Resources) -> str:
         """Why a queued job with these resources is not running yet, in words for its owner."""
 
-    def start(self) -> None:  # noqa: B027 - optional hook
-        """Begin background duties on the leader (after :meth:`recover`), e.g. watching an engine."""
+    def duties(self) -> list[Loop]:
+        """What this executor does in the background on the leader, e.g. watching an engine."""
+        return []
 
-    def shutdown(self) -> None:  # noqa: B027 - optional hook
-        """Stop taking work; running jobs keep running (their supervisors are detached)."""
+    def start(self) -> None:
+        """Begin the background duties (on the leader, after :meth:`recover`)."""
+        self._running = self.duties()
+        for loop in self._running:
+            loop.start()
+
+    def shutdown(self) -> None:
+        """Stop taking work and the background duties; running jobs keep running (their supervisors are
+        detached, engines keep theirs)."""
+        for loop in self._running:
+            loop.stop()
+        self._running = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, JobEvent
 from labcloud.execution.executors.base import Executor
+from labcloud.execution.loops import Loop
 from labcloud.registry.models import Resources
 from labcloud.services import lifecycle, workers
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
@@ -43,8 +43,6 @@ class EngineExecutor(Executor):
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
     ) -> None:
         super().__init__(settings, db, notify, storage)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------ engine specifics
 
@@ -151,25 +149,10 @@ class EngineExecutor(Executor):
             ).all()
         return {owner: int(n) for owner, n in rows}
 
-    def start(self) -> None:
+    def duties(self) -> list[Loop]:
         if self.poll_interval() <= 0:
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"labcloud-{self.name}", daemon=True)
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_interval()):
-            try:
-                self.reconcile()
-            except Exception:
-                log.exception("reconciling with %s failed; retrying", self.name)
+            return []
+        return [Loop(f"reconcile-{self.name}", self.poll_interval(), self.reconcile)]
 
     def active_jobs(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
         """Our jobs the engine holds, in its queue or running (id, executor_ref)."""

@@ -12,6 +12,7 @@ import threading
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
+from labcloud.execution.loops import Loop
 from labcloud.services import workers
 from labcloud.settings import Settings
 
@@ -63,8 +64,7 @@ class PullExecutor:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings, self.db = settings, db
         self.waker = Waker()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.leases = Loop("leases", max(0.2, settings.lease_seconds / 10), self.expire_leases)
 
     def notify(self) -> None:
         self.waker.notify()
@@ -78,23 +78,14 @@ class PullExecutor:
 
     def start(self) -> None:
         """Watch leases: a job whose worker went quiet is taken back."""
-        self._stop = threading.Event()  # a fresh one: a server that leads again starts again
-        self._thread = threading.Thread(target=self._loop, name="labcloud-leases", daemon=True)
-        self._thread.start()
+        self.leases.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self.leases.stop()
 
-    def _loop(self) -> None:
-        interval = max(0.2, self.settings.lease_seconds / 10)
-        while not self._stop.wait(interval):
-            try:
-                with self.db.session() as session:
-                    expired = workers.expire_leases(session)
-                if expired:
-                    log.warning("%d job(s) lost their worker; queued again or failed", expired)
-                    self.notify()
-            except Exception:
-                log.exception("lease check failed; retrying")
+    def expire_leases(self) -> None:
+        with self.db.session() as session:
+            expired = workers.expire_leases(session)
+        if expired:
+            log.warning("%d job(s) lost their worker; queued again or failed", expired)
+            self.notify()
