@@ -5,15 +5,25 @@ file, ``LABCLOUD_SLURM_POLL_S`` in the environment)."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from fastapi.testclient import TestClient
 
-from labcloud.execution.executors import ExecutorConfigError, check
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer, login
+from jobs_helpers import write_app
+from labcloud.api.app import create_app
+from labcloud.db.models import Job
+from labcloud.execution.executors import PLUGINS, ExecutorConfigError, check
+from labcloud.execution.executors.base import Executor
 from labcloud.execution.executors.celery.settings import CelerySettings
 from labcloud.execution.executors.slurm.settings import SlurmSettings
+from labcloud.execution.loops import Loop
+from labcloud.registry.models import Resources
 from labcloud.settings import Settings
-from live_server import LABCLOUD
+from live_server import LABCLOUD, eventually
 from testing.daemons import clean_env, free_port
 
 
@@ -82,3 +92,60 @@ def test_the_server_does_not_start_with_an_executor_that_does_not_exist(tmp_path
     assert done.returncode == 2, done.stderr
     assert "unknown executor 'kubernetes' in executor" in done.stderr
     assert not (tmp_path / "home").exists()  # refused before anything was created
+
+
+class Recorder(Executor):
+    """An executor that only records what it is asked: the scheduler and the server's context drive it
+    through the interface alone, as they would a new engine."""
+
+    name = "recorder"
+    calls: ClassVar[list[tuple[str, str]]] = []
+    open = False
+
+    def duties(self) -> list[Loop]:
+        return [Loop("recorder-watch", 0.05, lambda: self.calls.append(("duty", "")), step_first=True)]
+
+    def recover(self) -> None:
+        self.calls.append(("recover", ""))
+
+    def max_resources(self) -> dict[str, float]:
+        return {"cpus": 2, "memory_mb": 1024, "gpus": 0}
+
+    def fits_now(self, resources: Resources) -> bool:
+        return Recorder.open
+
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
+        self.calls.append(("submit", str(job_id)))
+
+    def cancel(self, job_id: uuid.UUID) -> None:
+        self.calls.append(("cancel", str(job_id)))
+
+    def wait_reason(self, job: Job) -> str:
+        return f"the recorder is closed ({job.resources.cpus:g} CPU asked)"
+
+
+def test_a_new_executor_is_one_class_and_one_line_in_the_plugins(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(PLUGINS, "recorder", f"{__name__}:Recorder")
+    monkeypatch.setattr(Recorder, "calls", [])
+    monkeypatch.setattr(Recorder, "open", False)
+    settings.executor = "recorder"
+    write_app(settings.effective_apps_dir, "rec", ["true"], resources={"cpus": 1, "memory_mb": 64})
+    with TestClient(create_app(settings)) as client:
+        headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        eventually(lambda: ("recover", "") in Recorder.calls and ("duty", "") in Recorder.calls, 10, "duties")
+
+        too_big = client.post("/api/v1/jobs", json={"app": "rec", "resources": {"cpus": 3}}, headers=headers)
+        assert too_big.status_code == 422, too_big.text  # more than max_resources: refused at submit
+
+        job_id = client.post("/api/v1/jobs", json={"app": "rec"}, headers=headers).json()["id"]
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+        assert (job["state"], job["executor"]) == ("queued", "recorder")
+        assert job["message"] == "the recorder is closed (1 CPU asked)"
+
+        Recorder.open = True  # the scheduler's next round admits it (staging) and submits it
+        eventually(lambda: ("submit", job_id) in Recorder.calls, 10, "the job to be submitted")
+        assert client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()["state"] == "staging"
+        assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers).status_code == 200
+        assert ("cancel", job_id) in Recorder.calls

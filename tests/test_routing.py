@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from labcloud.errors import InvalidInput
 from labcloud.registry import EntrypointSpec
 from labcloud.registry.models import Resources
-from labcloud.services.routing import Destination, route
+from labcloud.services.routing import Destination, executors_in_use, route
 from labcloud.settings import Settings
 
 ROUTES = [
@@ -70,5 +70,5 @@ def test_a_route_with_an_unknown_key_is_refused_when_settings_load() -> None:
 def test_routes_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABCLOUD_EXECUTOR_ROUTES", '[{"gpus_min": 1, "executor": "slurm", "queue": "gpu"}]')
     loaded = Settings()
-    assert loaded.executors_in_use == ["local", "pull", "slurm"]
+    assert executors_in_use(loaded) == ["local", "pull", "slurm"]
     assert route(loaded, "a", "main", spec(), Resources(gpus=2)) == Destination("slurm", "gpu")

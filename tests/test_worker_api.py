@@ -313,7 +313,7 @@ def test_a_waiting_claim_wakes_when_a_job_arrives(pclient: TestClient, admin: Ac
     waiter.start()
     ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
     deadline = datetime.now(UTC) + timedelta(seconds=10)
-    while not ctx.pull.waker._waiters and datetime.now(UTC) < deadline:  # the claim is waiting
+    while not ctx.waker._waiters and datetime.now(UTC) < deadline:  # the claim is waiting
         threading.Event().wait(0.01)
     job = submit(pclient, user)
     submitted = datetime.now(UTC)

@@ -208,13 +208,6 @@ class Settings(BaseSettings):
         "a leader confirms it still holds the lock.",
     )
 
-    @property
-    def executors_in_use(self) -> list[str]:
-        """The default executor, pull (always: entrypoints with labels go to remote workers) and every
-        executor a route names."""
-        names = [self.executor, "pull", *(r.executor for r in self.executor_routes)]
-        return list(dict.fromkeys(names))
-
     @field_validator("*", mode="after")
     @classmethod
     def _absolute_paths(cls, value: object) -> object:

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.execution.executors.base import Executor
-from labcloud.execution.executors.pull import PullExecutor
 from labcloud.execution.leader import Leadership
 from labcloud.execution.scheduler import Scheduler
-from labcloud.execution.wakeups import Wakeups
+from labcloud.execution.wakeups import Waker, Wakeups
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
 from labcloud.services.housekeeping import Housekeeper
@@ -31,10 +30,8 @@ class AppContext:
     executors: dict[str, Executor] = field(default_factory=dict)
     leadership: Leadership | None = None
     wakeups: Wakeups | None = None
-    pull: PullExecutor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pull = PullExecutor(self.settings, self.db)
+    # Wakes what waits for new work in this process's event loops: remote workers' long-polling claims.
+    waker: Waker = field(default_factory=Waker)
 
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
@@ -52,15 +49,12 @@ class AppContext:
         )
 
     def start_dispatch(self) -> None:
-        """Compete for leadership: the leader dispatches queued jobs (one scheduler per executor that
-        pushes work: local, slurm, celery), watches leases and keeps house; every replica serves the API,
-        remote workers' claims included."""
-        from labcloud.execution.executors import check, plugin_class
+        """Load the executors in use and compete for leadership: the leader runs their background duties,
+        dispatches queued jobs (a scheduler per executor that is dispatched to) and keeps house; every
+        replica serves the API, remote workers' claims included."""
+        from labcloud.execution.executors import load
 
-        check(self.settings)
-        for name in self.settings.executors_in_use:
-            if name != "pull":  # remote workers pull; nothing is dispatched to them
-                self.executors[name] = plugin_class(name)(self.settings, self.db, self.notify, self.storage)
+        self.executors = load(self.settings, self.db, self.notify, self.storage)
         self.wakeups = Wakeups(self.db, self._wake_here)
         self.wakeups.start()
         self.leadership = Leadership(
@@ -80,24 +74,27 @@ class AppContext:
 
     def _lead(self) -> None:
         for executor in self.executors.values():
-            scheduler = Scheduler(self.db, executor, interval_s=self.settings.scheduler_interval_s)
-            scheduler.start()
-            self.schedulers.append(scheduler)
-        self.pull.start()
+            executor.recover()
+            executor.start()
+            if executor.dispatched:
+                scheduler = Scheduler(self.db, executor, interval_s=self.settings.scheduler_interval_s)
+                scheduler.start()
+                self.schedulers.append(scheduler)
         self.housekeeper = Housekeeper(self.db, self.storage, self.settings)
         self.housekeeper.start()
 
     def _step_down(self) -> None:
-        self.pull.stop()
         for scheduler in self.schedulers:
             scheduler.stop()
         self.schedulers = []
+        for executor in self.executors.values():
+            executor.shutdown()
         if self.housekeeper is not None:
             self.housekeeper.stop()
             self.housekeeper = None
 
     def notify(self) -> None:
-        """There is new work (or room for it): wake the dispatcher and waiting claims, here and on every
+        """There is new work (or room for it): wake the dispatchers and waiting claims, here and on every
         other replica of this database."""
         self._wake_here()
         if self.wakeups is not None:
@@ -106,12 +103,7 @@ class AppContext:
     def _wake_here(self) -> None:
         for scheduler in self.schedulers:
             scheduler.wake()
-        self.pull.notify()
-
-    @property
-    def executor(self) -> Executor | None:
-        """The default executor (None when it is pull, or before dispatch starts)."""
-        return self.executors.get(self.settings.executor)
+        self.waker.notify()
 
     def ceiling(self, executor: str | None = None) -> dict[str, float] | None:
         """The largest job an executor (default: the default one) can run, to refuse bigger ones at submit."""
@@ -122,10 +114,8 @@ class AppContext:
         """Why a queued job is not running yet, in words for its owner (None: its message says)."""
         if job.worker_id is not None:  # in an engine's queue: the engine's words are in the message
             return None
-        if job.executor == "pull":
-            return self.pull.wait_reason(job)
         found = self.executors.get(job.executor)
-        return found.wait_reason(job.resources) if found is not None else None
+        return found.wait_reason(job) if found is not None else None
 
     def cancel(self, job: Job) -> None:
         """Tell the job's executor that the job became ``cancelling``."""

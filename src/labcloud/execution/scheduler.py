@@ -30,15 +30,6 @@ class Scheduler(Loop):
         self.executor = executor
         self._last_served: dict[uuid.UUID, float] = {}
 
-    def start(self) -> None:
-        self.executor.recover()
-        self.executor.start()
-        super().start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        super().stop(timeout_s)
-        self.executor.shutdown()
-
     def step(self) -> None:
         self.dispatch()
 

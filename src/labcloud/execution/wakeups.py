@@ -1,4 +1,7 @@
-"""Wake-ups between replicas: "there is new work" reaches every server on the database at once.
+"""Wake-ups: "there is new work" reaches whatever waits for it, in this process and on every server of the
+database.
+
+In a process, :class:`Waker` wakes coroutines waiting for work (remote workers' long-polling claims).
 
 In one process a submit wakes the dispatcher and the waiting worker claims directly. With several
 replicas on PostgreSQL the submit may land on a replica that does not dispatch, and the worker's long
@@ -10,6 +13,7 @@ nothing is sent there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -25,6 +29,44 @@ log = logging.getLogger(__name__)
 CHANNEL = "labcloud_work"
 RECONNECT_S = 1.0
 STOP_CHECK_S = 0.25  # how long a stopping server may wait for its listener
+
+
+class Waker:
+    """Wakes coroutines waiting (on any event loop) for new work; a generation count closes the gap
+    between looking for work and starting to wait."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self.generation = 0
+
+    def notify(self) -> None:
+        with self._lock:
+            self.generation += 1
+            waiters = list(self._waiters)
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait(self, since: int, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (loop, future)
+        with self._lock:
+            if self.generation != since:
+                return
+            self._waiters.add(entry)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.discard(entry)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Wakeups(Loop):

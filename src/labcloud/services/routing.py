@@ -2,7 +2,7 @@
 
 In order: the entrypoint's own ``executor``/``queue``; the first of the installation's routes that
 matches the app, entrypoint, labels and resources; entrypoints with labels go to remote workers (pull);
-else the default executor.
+else the default executor. :func:`executors_in_use` are therefore the executors a server loads.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from labcloud.registry import EntrypointSpec
 from labcloud.registry.models import Resources
 from labcloud.settings import Route, Settings
 
+LABELLED = "pull"  # where entrypoints with labels go when no route says otherwise: remote workers
+
 
 @dataclass(frozen=True)
 class Destination:
@@ -26,18 +28,25 @@ def route(
     settings: Settings, app: str, entrypoint: str, spec: EntrypointSpec, resources: Resources
 ) -> Destination:
     if spec.executor:
-        if spec.executor not in settings.executors_in_use:
+        in_use = executors_in_use(settings)
+        if spec.executor not in in_use:
             raise InvalidInput(
                 f"This entrypoint runs on the '{spec.executor}' executor, which this installation does not "
-                f"use (it uses {', '.join(settings.executors_in_use)})."
+                f"use (it uses {', '.join(in_use)})."
             )
         return Destination(spec.executor, spec.queue)
     for rule in settings.executor_routes:
         if matches(rule, app, entrypoint, spec.labels, resources):
             return Destination(rule.executor, rule.queue or spec.queue)
     if spec.labels:
-        return Destination("pull", spec.queue)
+        return Destination(LABELLED, spec.queue)
     return Destination(settings.executor, spec.queue)
+
+
+def executors_in_use(settings: Settings) -> list[str]:
+    """Every executor a job can be routed to: the default one, the one for labels, and each route's."""
+    names = [settings.executor, LABELLED, *(r.executor for r in settings.executor_routes)]
+    return list(dict.fromkeys(names))
 
 
 def matches(rule: Route, app: str, entrypoint: str, labels: dict[str, str], resources: Resources) -> bool:

@@ -128,14 +128,14 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
     deadline = loop.time() + body.wait_s
     free = body.free.model_dump()
     while True:
-        since = ctx.pull.waker.generation
+        since = ctx.waker.generation
         found = await run_in_threadpool(_try_claim, ctx, credential, free, body.labels)
         if found is not None:
             return found
         remaining = deadline - loop.time()
         if remaining <= 0 or await request.is_disconnected():
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        await ctx.pull.waker.wait(since, min(remaining, RECHECK_S))
+        await ctx.waker.wait(since, min(remaining, RECHECK_S))
         if await request.is_disconnected():  # nobody to hand a job to: leave it queued
             return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -1,4 +1,12 @@
-"""The small interface every executor implements; the scheduler knows nothing else about them."""
+"""The small interface every executor implements; the scheduler and the server's context know nothing else
+about them.
+
+Every replica loads the executors in use by name (:mod:`labcloud.execution.executors`) and asks them why a
+queued job waits, how large a job they can run, and to cancel. On the leader each one also recovers after a
+restart, runs its background :meth:`~Executor.duties` and, when it is ``dispatched`` to, is fed queued jobs
+by a scheduler (:meth:`~Executor.fits_now`, :meth:`~Executor.admit`, :meth:`~Executor.submit`). An executor
+whose workers take their jobs themselves (pull) is not dispatched to.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import ClassVar
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
@@ -14,15 +23,18 @@ from labcloud.db.models import Job
 from labcloud.execution.loops import Loop
 from labcloud.registry.models import Resources
 from labcloud.services import lifecycle
-from labcloud.services.job_states import JobState
+from labcloud.services.job_states import ACTIVE, JobState
 from labcloud.settings import PluginSettings, Settings
 from labcloud.storage.base import Storage
 
 
 class Executor(abc.ABC):
-    name: str
+    name: ClassVar[str]
     # The plugin's own settings (``slurm_*`` ...), declared in its module; None when it has none.
     settings_model: ClassVar[type[PluginSettings] | None] = None
+    # True: the leader runs a scheduler that hands this executor its queued jobs. False: they are taken
+    # otherwise (remote workers claim them).
+    dispatched: ClassVar[bool] = True
 
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
@@ -32,9 +44,21 @@ class Executor(abc.ABC):
         self.settings, self.db, self.notify, self.storage = settings, db, notify, storage
         self._running: list[Loop] = []
 
+    # ------------------------------------------------------------------------------ on every replica
+
     @abc.abstractmethod
     def max_resources(self) -> dict[str, float]:
-        """The largest job this executor can ever run (cpus, memory_mb, gpus)."""
+        """The largest job this executor can ever run (cpus, memory_mb, gpus; none given: no limit)."""
+
+    @abc.abstractmethod
+    def wait_reason(self, job: Job) -> str:
+        """Why a queued job is not running yet, in words for its owner."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: uuid.UUID) -> None:
+        """Stop a job in state cancelling as soon as possible."""
+
+    # ------------------------------------------------------------------------------ dispatching
 
     @abc.abstractmethod
     def fits_now(self, resources: Resources) -> bool:
@@ -49,21 +73,21 @@ class Executor(abc.ABC):
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
         """Start running a job the scheduler has just claimed (state: staging)."""
 
-    @abc.abstractmethod
-    def cancel(self, job_id: uuid.UUID) -> None:
-        """Stop a job in state cancelling as soon as possible."""
+    def running_per_owner(self) -> dict[uuid.UUID, int]:
+        """How many jobs of each user this executor holds (for fair dispatch); by default its active jobs."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Job.owner_id, func.count())
+                .where(Job.executor == self.name, Job.state.in_(list(ACTIVE)))
+                .group_by(Job.owner_id)
+            ).all()
+        return {owner: int(n) for owner, n in rows}
+
+    # ------------------------------------------------------------------------------ on the leader
 
     @abc.abstractmethod
     def recover(self) -> None:
         """After a restart: re-attach to jobs still running, settle the ones that ended or were lost."""
-
-    @abc.abstractmethod
-    def running_per_owner(self) -> dict[uuid.UUID, int]:
-        """How many jobs of each user this executor holds (for fair dispatch)."""
-
-    @abc.abstractmethod
-    def wait_reason(self, resources: Resources) -> str:
-        """Why a queued job with these resources is not running yet, in words for its owner."""
 
     def duties(self) -> list[Loop]:
         """What this executor does in the background on the leader, e.g. watching an engine."""

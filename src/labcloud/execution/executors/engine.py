@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
@@ -36,7 +36,6 @@ class EngineRefused(Exception):
 
 
 class EngineExecutor(Executor):
-    name: str
     ref_key: str  # what names a job in the engine, in its executor_ref (kept by :meth:`send`)
 
     def __init__(
@@ -76,7 +75,7 @@ class EngineExecutor(Executor):
     def fits_now(self, resources: Resources) -> bool:
         return True
 
-    def wait_reason(self, resources: Resources) -> str:
+    def wait_reason(self, job: Job) -> str:
         return f"about to be handed to {self.name}"
 
     def admit(self, session: Session, job: Job) -> None:
@@ -139,15 +138,6 @@ class EngineExecutor(Executor):
             log.warning(
                 "%d job(s) had not reached %s when the last dispatcher stopped", len(unsent), self.name
             )
-
-    def running_per_owner(self) -> dict[uuid.UUID, int]:
-        with self.db.session() as session:
-            rows = session.execute(
-                select(Job.owner_id, func.count())
-                .where(Job.executor == self.name, Job.state.in_(list(ACTIVE)))
-                .group_by(Job.owner_id)
-            ).all()
-        return {owner: int(n) for owner, n in rows}
 
     def duties(self) -> list[Loop]:
         if self.poll_interval() <= 0:

@@ -84,7 +84,8 @@ class LocalExecutor(Executor):
     def fits_now(self, resources: Resources) -> bool:
         return resources.fits_in(self._free())
 
-    def wait_reason(self, resources: Resources) -> str:
+    def wait_reason(self, job: Job) -> str:
+        resources = job.resources
         with self._lock:
             cpus, mem = self._used()
         if not self.fits_now(resources):
@@ -221,6 +222,7 @@ class LocalExecutor(Executor):
     def shutdown(self) -> None:
         """Stop following the jobs (their supervisors run on): whoever leads next takes them up again.
         A runner in the middle of a database write finishes it first."""
+        super().shutdown()
         self._detach.set()
         with self._lock:
             threads = list(self._threads.values())

@@ -1,73 +1,55 @@
 """The pull executor: jobs wait in the database until a remote worker claims them over HTTP.
 
-Nothing is pushed: the server wakes long-polling claims when work arrives and takes jobs back from
-workers whose lease ran out. The claim itself and the leases are in :mod:`labcloud.services.workers`.
+Nothing is dispatched to it (no scheduler): a worker's claim is what admits a job
+(:func:`labcloud.services.workers.claim`: atomic, leased, a new attempt), and a claim that finds nothing
+waits on the server's waker, which every new job wakes. Its duty on the leader is the lease watch: a job
+whose worker went quiet (or whose runner, started by Slurm or Celery, did) is queued again or failed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
+import uuid
 
-from labcloud.db.engine import Database
 from labcloud.db.models import Job
+from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
+from labcloud.registry.models import Resources
 from labcloud.services import workers
-from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class Waker:
-    """Wakes coroutines waiting (on any event loop) for new work; a generation count closes the gap
-    between looking for work and starting to wait."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
-        self.generation = 0
-
-    def notify(self) -> None:
-        with self._lock:
-            self.generation += 1
-            waiters = list(self._waiters)
-        for loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
-
-    async def wait(self, since: int, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        entry = (loop, future)
-        with self._lock:
-            if self.generation != since:
-                return
-            self._waiters.add(entry)
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            with self._lock:
-                self._waiters.discard(entry)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class PullExecutor:
+class PullExecutor(Executor):
     name = "pull"
-    settings_model = None  # no settings of its own
+    dispatched = False  # workers claim their jobs
 
-    def __init__(self, settings: Settings, db: Database) -> None:
-        self.settings, self.db = settings, db
-        self.waker = Waker()
-        self.leases = Loop("leases", max(0.2, settings.lease_seconds / 10), self.expire_leases)
+    def duties(self) -> list[Loop]:
+        return [Loop("leases", max(0.2, self.settings.lease_seconds / 10), self.expire_leases)]
 
-    def notify(self) -> None:
-        self.waker.notify()
+    def expire_leases(self) -> None:
+        """Take back the jobs whose worker stopped renewing its lease."""
+        with self.db.session() as session:
+            expired = workers.expire_leases(session)
+        if expired:
+            log.warning("%d job(s) lost their worker; queued again or failed", expired)
+            self.notify()
+
+    def max_resources(self) -> dict[str, float]:
+        return {}  # a job waits for a worker it fits; nothing is refused at submit
+
+    def fits_now(self, resources: Resources) -> bool:
+        return False  # never started by a dispatcher: a worker's claim admits it
+
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
+        """Nothing to start: the worker that claimed the job runs it."""
+
+    def cancel(self, job_id: uuid.UUID) -> None:
+        """Nothing to do here: the worker learns of the cancel from its next heartbeat."""
+
+    def recover(self) -> None:
+        """Nothing to take up: workers keep running their jobs, and the lease watch takes back the jobs of
+        the ones that went quiet meanwhile."""
 
     def wait_reason(self, job: Job) -> str:
         labels = (job.spec or {}).get("labels") or {}
@@ -75,17 +57,3 @@ class PullExecutor:
             wanted = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
             return f"waiting for a worker with {wanted}"
         return "waiting for a worker"
-
-    def start(self) -> None:
-        """Watch leases: a job whose worker went quiet is taken back."""
-        self.leases.start()
-
-    def stop(self) -> None:
-        self.leases.stop()
-
-    def expire_leases(self) -> None:
-        with self.db.session() as session:
-            expired = workers.expire_leases(session)
-        if expired:
-            log.warning("%d job(s) lost their worker; queued again or failed", expired)
-            self.notify()
