@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import os
 import secrets
 import subprocess
@@ -27,6 +26,7 @@ from labcloud.api.app import create_app
 from labcloud.db.models import Job
 from labcloud.execution import process
 from labcloud.execution.executors.celery.task import TASK_NAME, TaskArgs
+from labcloud.services.executor_refs import AttemptRef
 from labcloud.settings import Settings
 from labcloud.worker.celery_app import create_app as create_worker_app
 from labcloud.worker.celery_app import run_job
@@ -242,7 +242,7 @@ def test_a_job_the_last_leader_never_handed_over_is_sent_again(
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         with ctx.db.session() as session:  # as if the publish had never happened
             job = session.get(Job, uuid.UUID(job_id))
-            job.executor_ref = json.dumps({"log_base": 0})
+            job.executor_ref = AttemptRef()
         ctx.executors["celery"].recover()
         again = eventually(
             lambda: (j := handed()) and j["attempts"] == 2 and j, 20, "the job to be published again"

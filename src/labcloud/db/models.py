@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from labcloud.db.types import EnumText, ResourcesJSON, UTCDateTime, new_id, utcnow
 from labcloud.registry.models import Resources
+from labcloud.services.executor_refs import ExecutorRef, ExecutorRefText
 from labcloud.services.job_states import FailureReason, JobState
 
 
@@ -117,7 +118,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     executor: Mapped[str] = mapped_column(String(32), default="local")
-    executor_ref: Mapped[str | None] = mapped_column(Text, default=None)
+    executor_ref: Mapped[ExecutorRef | None] = mapped_column(ExecutorRefText, default=None)
     queue: Mapped[str | None] = mapped_column(String(100), default=None)  # Slurm partition, Celery queue
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)

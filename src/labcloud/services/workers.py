@@ -9,7 +9,6 @@ whose attempt is no longer the job's current one is refused on every call (fence
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import threading
 import uuid
@@ -26,8 +25,9 @@ from labcloud import security
 from labcloud.db.models import FileEntry, Job, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound, Unauthorized
-from labcloud.services import files, lifecycle
+from labcloud.services import executor_refs, files, lifecycle
 from labcloud.services import jobs as job_service
+from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
@@ -254,7 +254,7 @@ def claim(
                     session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
                 )
                 continue
-            job.executor_ref = json.dumps({"log_base": _open_attempt_log(settings, job, worker)})
+            job.executor_ref = AttemptRef(log_base=_open_attempt_log(settings, job, worker))
             token, expires = issue_job_token(settings, job, worker)
             return Claimed(job, token, expires, inputs)
         if not raced:
@@ -296,10 +296,7 @@ def _open_attempt_log(settings: Settings, job: Job, worker: Worker) -> int:
 
 def log_base(job: Job) -> int:
     """The byte of the job's log where the current attempt's log starts (see :func:`claim`)."""
-    try:
-        return int(engine_ref(job).get("log_base", 0))
-    except (ValueError, TypeError):
-        return 0
+    return executor_refs.log_base(job.executor_ref)
 
 
 def _labels_match(required: dict[str, str], have: dict[str, str]) -> bool:
@@ -452,7 +449,7 @@ def hand_over(session: Session, settings: Settings, job: Job, worker: Worker) ->
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"Job {job.id} was cancelled or handed over first.")
     session.refresh(job)
-    job.executor_ref = json.dumps({"log_base": _open_attempt_log(settings, job, worker)})
+    job.executor_ref = AttemptRef(log_base=_open_attempt_log(settings, job, worker))
 
 
 def handover_token(settings: Settings, job: Job, worker: Worker) -> str:
@@ -463,23 +460,6 @@ def handover_token(settings: Settings, job: Job, worker: Worker) -> str:
 
 
 in_engine_queue = lifecycle.in_engine_queue
-
-
-def engine_ref(job: Job) -> dict[str, Any]:
-    """What the job's executor keeps about it (log base, Slurm id, Celery task id)."""
-    return parse_ref(job.executor_ref)
-
-
-def parse_ref(raw: str | None) -> dict[str, Any]:
-    try:
-        ref = json.loads(raw or "{}")
-    except ValueError:
-        return {}
-    return ref if isinstance(ref, dict) else {}
-
-
-def set_engine_ref(job: Job, **changes: Any) -> None:
-    job.executor_ref = json.dumps({**engine_ref(job), **changes})
 
 
 class Held(LabcloudError):
@@ -524,7 +504,9 @@ def take(
             raise Fenced(f"Job {job_id} has used all its attempts.")
         _hold(session, job, worker, lease, "delivered again to")
         session.refresh(job)
-        set_engine_ref(job, log_base=_open_attempt_log(settings, job, worker))
+        job.executor_ref = executor_refs.with_log_base(
+            job.executor_ref, _open_attempt_log(settings, job, worker)
+        )
     try:
         inputs = _inputs(session, settings, storage, job)
     except InvalidInput as exc:

@@ -13,7 +13,7 @@ import abc
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,7 +23,8 @@ from labcloud.db.models import Job, JobEvent
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
 from labcloud.registry.models import Resources
-from labcloud.services import lifecycle, workers
+from labcloud.services import executor_refs, lifecycle, workers
+from labcloud.services.executor_refs import EngineRefs, ExecutorRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
@@ -36,7 +37,7 @@ class EngineRefused(Exception):
 
 
 class EngineExecutor(Executor):
-    ref_key: str  # what names a job in the engine, in its executor_ref (kept by :meth:`send`)
+    ref_type: ClassVar[type[EngineRefs]]  # how the job's executor_ref keeps what the engine calls it
 
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
@@ -50,11 +51,11 @@ class EngineExecutor(Executor):
         """The engine queue (partition) a job goes to."""
 
     @abc.abstractmethod
-    def send(self, job: Job, token: str, queue: str) -> dict[str, Any]:
-        """Ask the engine to run the job's runner with ``token``; what identifies it there (kept in the
+    def send(self, job: Job, token: str, queue: str) -> str:
+        """Ask the engine to run the job's runner with ``token``; what the engine calls it (kept in the
         job's executor_ref). Raise :class:`EngineRefused` when the engine says no."""
 
-    def withdraw(self, ref: dict[str, Any]) -> None:
+    def withdraw(self, engine_id: str) -> None:
         """Take a job that no runner has taken yet back from the engine (best effort)."""
 
     def reconcile(self) -> None:
@@ -93,7 +94,7 @@ class EngineExecutor(Executor):
             token = workers.handover_token(self.settings, job, worker)
             queue = job.queue or ""
             try:
-                ref = self.send(job, token, queue)
+                engine_id = self.send(job, token, queue)
             except EngineRefused as exc:
                 log.warning("%s refused job %s: %s", self.name, job_id, exc)
                 settle(session, job, FailureReason.REJECTED, f"{self.name} refused the job: {exc}")
@@ -104,11 +105,13 @@ class EngineExecutor(Executor):
                 self.notify()
                 return
             session.refresh(job)
-            workers.set_engine_ref(job, **ref)
+            job.executor_ref = self.ref_type(
+                log_base=executor_refs.log_base(job.executor_ref), engine_id=engine_id
+            )
             if workers.in_engine_queue(job):
                 job.message = self.waiting_message(queue)
             elif job.state == JobState.CANCELLED:  # cancelled while it was being sent
-                self.withdraw(workers.engine_ref(job))
+                self.withdraw(engine_id)
 
     def cancel(self, job_id: uuid.UUID) -> None:
         """Cancelled in the engine's queue (at once, by the API): take it out of there too. Taken by a
@@ -117,14 +120,14 @@ class EngineExecutor(Executor):
             job = session.get(Job, job_id)
             if job is None or job.state != JobState.CANCELLED or job.lease_expires_at is not None:
                 return
-            ref = workers.engine_ref(job)
-        if ref.get(self.ref_key):
-            self.withdraw(ref)
+            engine_id = executor_refs.engine_id(job.executor_ref)
+        if engine_id is not None:
+            self.withdraw(engine_id)
 
     def recover(self) -> None:
         """The engine kept its jobs (:meth:`reconcile` settles what ended there). Only a job the last
         leader stopped between taking it and handing it over is unknown to the engine: queue it again."""
-        unsent = [job_id for job_id, ref in self.active_jobs() if not ref.get(self.ref_key)]
+        unsent = [job_id for job_id, ref in self.active_jobs() if executor_refs.engine_id(ref) is None]
         for job_id in unsent:
             with self.db.session() as session:
                 job = session.get(Job, job_id)
@@ -144,7 +147,7 @@ class EngineExecutor(Executor):
             return []
         return [Loop(f"reconcile-{self.name}", self.poll_interval(), self.reconcile)]
 
-    def active_jobs(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+    def active_jobs(self) -> list[tuple[uuid.UUID, ExecutorRef | None]]:
         """Our jobs the engine holds, in its queue or running (id, executor_ref)."""
         with self.db.session() as session:
             rows = session.execute(
@@ -154,7 +157,7 @@ class EngineExecutor(Executor):
                     | ((Job.state == JobState.QUEUED) & Job.worker_id.is_not(None)),
                 )
             ).all()
-        return [(job_id, workers.parse_ref(raw)) for job_id, raw in rows]
+        return [(job_id, ref) for job_id, ref in rows]
 
 
 def settle(session: Session, job: Job, reason: FailureReason, message: str) -> None:

@@ -17,11 +17,12 @@ from labcloud.db.models import Job
 from labcloud.execution.executors.celery.settings import CelerySettings
 from labcloud.execution.executors.celery.task import TASK_NAME, TaskArgs, celery_app, queue_name
 from labcloud.execution.executors.engine import EngineExecutor
+from labcloud.services.executor_refs import CeleryRef
 
 
 class CeleryExecutor(EngineExecutor):
     name = "celery"
-    ref_key = "task_id"
+    ref_type = CeleryRef
     settings_model = CelerySettings
     _app: Celery | None = None
     _app_lock = threading.Lock()
@@ -43,7 +44,7 @@ class CeleryExecutor(EngineExecutor):
     def waiting_message(self, queue: str) -> str:
         return f"waiting in Celery queue {queue}"
 
-    def send(self, job: Job, token: str, queue: str) -> dict[str, Any]:
+    def send(self, job: Job, token: str, queue: str) -> str:
         task_id = f"{job.id}.{job.attempts}"
         self.app.send_task(
             TASK_NAME,
@@ -51,7 +52,7 @@ class CeleryExecutor(EngineExecutor):
             queue=queue,
             task_id=task_id,
         )
-        return {"task_id": task_id}
+        return task_id
 
     def shutdown(self) -> None:
         super().shutdown()

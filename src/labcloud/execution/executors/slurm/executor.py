@@ -30,7 +30,8 @@ from labcloud.execution.executors.slurm.batch import OUTPUT, BatchJob, Ended, Sl
 from labcloud.execution.executors.slurm.commands import SlurmCommands
 from labcloud.execution.executors.slurm.rest import SlurmRest
 from labcloud.execution.executors.slurm.settings import SlurmSettings
-from labcloud.services import workers
+from labcloud.services import executor_refs
+from labcloud.services.executor_refs import SlurmRef
 from labcloud.services.job_states import FailureReason, JobState
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ RETRIED = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "REQUEUED", "REQUEUE_FED", "RE
 
 class SlurmExecutor(EngineExecutor):
     name = "slurm"
-    ref_key = "slurm_id"
+    ref_type = SlurmRef
     settings_model = SlurmSettings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -87,17 +88,16 @@ class SlurmExecutor(EngineExecutor):
             environment={"PATH": os.environ.get("PATH", DEFAULT_PATH), "LABCLOUD_JOB_TOKEN": token},
         )
 
-    def send(self, job: Job, token: str, queue: str) -> dict[str, Any]:
-        return {"slurm_id": self.client.submit(self.batch_job(job, token, queue))}
+    def send(self, job: Job, token: str, queue: str) -> str:
+        return self.client.submit(self.batch_job(job, token, queue))
 
-    def withdraw(self, ref: dict[str, Any]) -> None:
-        if ref.get("slurm_id"):
-            self.client.cancel(str(ref["slurm_id"]))
+    def withdraw(self, engine_id: str) -> None:
+        self.client.cancel(engine_id)
 
     # ------------------------------------------------------------------------------ reconciling
 
     def reconcile(self) -> None:
-        ours = {str(ref["slurm_id"]): job_id for job_id, ref in self.active_jobs() if ref.get("slurm_id")}
+        ours = {sid: job_id for job_id, ref in self.active_jobs() if (sid := executor_refs.engine_id(ref))}
         if not ours:
             return
         listed = self.client.queue()
@@ -133,7 +133,7 @@ class SlurmExecutor(EngineExecutor):
     def _settle(self, job_id: uuid.UUID, slurm_id: str, ended: Ended | None) -> bool:
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or str(workers.engine_ref(job).get(self.ref_key)) != slurm_id:
+            if job is None or executor_refs.engine_id(job.executor_ref) != slurm_id:
                 return False
             tail = _output_tail(f"labcloud-{job.id}")
             reason, message = explain(ended, slurm_id, taken=job.lease_expires_at is not None, output=tail)
