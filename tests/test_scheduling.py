@@ -164,9 +164,8 @@ def test_a_job_whose_process_died_with_the_server_is_retried(server: Server, set
     assert len(lost) == 1 and history[history.index(lost[0]) + 1]["to_state"] == "queued"
 
 
-def test_a_stopping_server_lets_go_of_its_jobs_and_the_next_takes_them_up(settings: Settings) -> None:
-    """A server that stops leading stops following its jobs at once, writing nothing more about them (their
-    supervisors run on); the next server takes them up where they are."""
+def _write_nap(settings: Settings) -> None:
+    """An app that prints "begin", sleeps 1.5 s and prints "end"."""
     write_app(
         settings.effective_apps_dir,
         "nap",
@@ -178,6 +177,12 @@ def test_a_stopping_server_lets_go_of_its_jobs_and_the_next_takes_them_up(settin
     """),
         resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
     )
+
+
+def test_a_stopping_server_lets_go_of_its_jobs_and_the_next_takes_them_up(settings: Settings) -> None:
+    """A server that stops leading stops following its jobs at once, writing nothing more about them (their
+    supervisors run on); the next server takes them up where they are."""
+    _write_nap(settings)
     with TestClient(create_app(settings)) as client:
         headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
         job_id = client.post("/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
@@ -194,3 +199,26 @@ def test_a_stopping_server_lets_go_of_its_jobs_and_the_next_takes_them_up(settin
         assert done["state"] == "succeeded" and done["attempts"] == 1, done
         log = client.get(f"/api/v1/jobs/{job_id}/logs", headers=headers).text
         assert log.count("begin\n") == 1 and "end\n" in log
+
+
+def test_a_server_that_leads_again_follows_its_jobs_again(settings: Settings) -> None:
+    """A server that loses its hold on the leader lock (its database connection dropped) lets go of its jobs;
+    when it wins the lock back it takes them up and follows them to their end."""
+    _write_nap(settings)
+    settings.leader_check_interval_s = 0.2
+    with TestClient(create_app(settings)) as client:
+        headers = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        job_id = client.post("/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
+        assert "begin" in follow_log(client, job_id, headers, until="begin")
+        leadership = client.app.state.ctx.leadership  # type: ignore[attr-defined]
+        leadership._resign("its connection to the database was lost")
+        eventually(lambda: leadership.is_leader, 30, "this server to lead again")
+        done = eventually(
+            lambda: (
+                (job := client.get(f"/api/v1/jobs/{job_id}", headers=headers).json())["state"] in TERMINAL
+                and job
+            ),
+            30,
+            "the job to end",
+        )
+        assert done["state"] == "succeeded" and done["attempts"] == 1, done

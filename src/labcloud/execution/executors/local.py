@@ -233,6 +233,8 @@ class LocalExecutor(Executor):
     def recover(self) -> None:
         """Take up every local job that was active when the last server stopped: running ones where they
         are, finished ones from their recorded result, lost ones are retried or failed."""
+        if self._detach.is_set():  # this server led before and let go of its jobs: it follows them again
+            self._detach = threading.Event()
         with self.db.session() as session:
             stmt = select(Job).where(Job.state.in_(list(ACTIVE)), Job.executor == self.name)
             jobs = list(session.scalars(stmt))
