@@ -12,13 +12,11 @@ from __future__ import annotations
 import abc
 import logging
 import uuid
-from collections.abc import Callable
 from typing import ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labcloud.db.engine import Database
 from labcloud.db.models import Job, JobEvent
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
@@ -26,8 +24,6 @@ from labcloud.registry.models import Resources
 from labcloud.services import executor_refs, lifecycle, workers
 from labcloud.services.executor_refs import EngineRefs, ExecutorRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
-from labcloud.settings import Settings
-from labcloud.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +34,6 @@ class EngineRefused(Exception):
 
 class EngineExecutor(Executor):
     ref_type: ClassVar[type[EngineRefs]]  # how the job's executor_ref keeps what the engine calls it
-
-    def __init__(
-        self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
-    ) -> None:
-        super().__init__(settings, db, notify, storage)
 
     # ------------------------------------------------------------------------------ engine specifics
 
