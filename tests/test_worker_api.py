@@ -16,7 +16,7 @@ from sqlalchemy import update
 from conftest import Account
 from jobs_helpers import write_app
 from labcloud.db.models import Job
-from labcloud.services import workers
+from labcloud.services import claims
 from labcloud.settings import Settings
 
 FREE = {"cpus": 4, "memory_mb": 8192, "gpus": 0}
@@ -134,7 +134,7 @@ def test_a_lost_lease_requeues_and_fences_the_late_worker(
     with ctx.db.session() as session:
         session.execute(update(Job).values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     with ctx.db.session() as session:
-        assert workers.expire_leases(session) == 1
+        assert claims.expire_leases(session) == 1
     assert pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == "queued"
     second = claim(pclient, fast)
     assert second is not None and second["attempt"] == 2

@@ -142,3 +142,14 @@ async def follow(
 def _log_event(lines: list[str], position: int | None = None) -> str:
     event = "event: log\n" + "".join(f"data: {line}\n" for line in lines)
     return event + (f"id: {position}\n\n" if position is not None else "\n")
+
+
+def open_attempt(settings: Settings, job_id: uuid.UUID, attempt: int, where: str) -> int:
+    """Mark where a remote runner's attempt starts in the job's log (after the earlier attempts' lines) and
+    return that byte: the runner counts its log's offsets from its own first byte."""
+    path = log_path(settings, job_id)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, "ab") as fh:
+        fh.write(f"[labcloud] attempt {attempt} on worker {where}\n".encode())
+        return fh.tell()

@@ -16,7 +16,17 @@ from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.errors import InvalidInput, Unauthorized
-from labcloud.services import file_store, files, job_logs, lifecycle, workers
+from labcloud.services import (
+    claims,
+    executor_refs,
+    file_store,
+    files,
+    handover,
+    job_logs,
+    job_tokens,
+    lifecycle,
+    workers,
+)
 from labcloud.services.job_states import JobState, RunEnd
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
@@ -30,11 +40,11 @@ def _worker_gate(request: Request, ctx: AppContext) -> None:
     if not credential:
         raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
     with ctx.db.sessions() as session:  # a look only: nothing is written, nothing committed
-        if credential.startswith(workers.JOB_TOKEN_PREFIX):
+        if credential.startswith(job_tokens.JOB_TOKEN_PREFIX):
             job_id = _path_job_id(request)
             if job_id is None:
                 raise Unauthorized("This needs a worker token (lcw_...).")
-            workers.held_job(session, ctx.settings, credential, job_id)
+            job_tokens.held_job(session, ctx.settings, credential, job_id)
         else:
             workers.authenticate(session, credential)
 
@@ -141,12 +151,12 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
 
 
 def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[str, str]) -> Any:
-    with workers.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
+    with claims.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
         worker = workers.authenticate(session, credential)
-        claimed = workers.claim(session, ctx.settings, ctx.storage, worker, free, labels)
+        claimed = claims.claim(session, ctx.settings, ctx.storage, worker, free, labels)
         if claimed is None:
             return None
-        return {"job": workers.assignment(claimed)}
+        return {"job": claims.assignment(claimed)}
 
 
 @router.post(
@@ -155,21 +165,21 @@ def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[s
     responses={409: {"description": "fenced (nothing to run) or held (another runner has it; ask later)"}},
 )
 def take(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
-    with workers.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
-        claimed = workers.take(session, ctx.settings, ctx.storage, credential, job_id)
-        return {"job": workers.assignment(claimed)}
+    with claims.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
+        claimed = handover.take(session, ctx.settings, ctx.storage, credential, job_id)
+        return {"job": claims.assignment(claimed)}
 
 
 @router.post("/jobs/{job_id}/heartbeat", summary="A runner's job still runs: renew its lease")
 def job_heartbeat(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.session() as session:
-        return workers.job_heartbeat(session, ctx.settings, credential, job_id)
+        return claims.job_heartbeat(session, ctx.settings, credential, job_id)
 
 
 @router.post("/jobs/{job_id}/start", summary="Staging is done; the command starts now")
 def start(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, str]:
     with ctx.db.session() as session:
-        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
         if job.state == JobState.STAGING:
             lifecycle.transition(session, job, JobState.RUNNING)
         return {"state": job.state}
@@ -180,8 +190,8 @@ def input_file(
     job_id: uuid.UUID, file_id: uuid.UUID, request: Request, credential: Credential, ctx: Ctx
 ) -> Response:
     with ctx.db.session() as session:
-        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
-        row = workers.input_file(session, job, file_id)
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
+        row = claims.input_file(session, job, file_id)
         return send_file(ctx, request, row)
 
 
@@ -203,8 +213,8 @@ async def log(job_id: uuid.UUID, request: Request, credential: Credential, ctx: 
 def _append_log(ctx: Ctx, credential: str, job_id: uuid.UUID, offset: int, data: bytes) -> Any:
     """Offsets count from the start of this attempt's log, which begins at the job's log base."""
     with ctx.db.session() as session:
-        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
-        base = workers.log_base(job)
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
+        base = executor_refs.log_base(job.executor_ref)
     appended = job_logs.append(ctx.settings, job_id, base, offset, data)
     if appended.gap:
         return Response(
@@ -218,7 +228,7 @@ def _append_log(ctx: Ctx, credential: str, job_id: uuid.UUID, offset: int, data:
 @router.post("/jobs/{job_id}/progress", summary="How far the job is; answers whether to cancel")
 def progress(job_id: uuid.UUID, body: ProgressIn, credential: Credential, ctx: Ctx) -> dict[str, bool]:
     with ctx.db.session() as session:
-        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
         job.progress = body.fraction
         return {"cancel": job.state == "cancelling"}
 
@@ -247,7 +257,7 @@ async def output(job_id: uuid.UUID, path: str, request: Request, credential: Cre
 
 def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> uuid.UUID:
     with ctx.db.session() as session:
-        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
         return job.owner_id
 
 
@@ -262,6 +272,6 @@ def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) 
         note=body.note,
     )
     with ctx.db.session() as session:
-        job, _ = workers.held_job(session, ctx.settings, credential, job_id)
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
         lifecycle.record_end(session, job, end, files.count_outputs(session, job.owner_id, job.id))
         return {"state": job.state}

@@ -21,7 +21,7 @@ from labcloud.db.models import Job, JobEvent
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
 from labcloud.registry.models import Resources
-from labcloud.services import executor_refs, lifecycle, workers
+from labcloud.services import executor_refs, handover, lifecycle
 from labcloud.services.executor_refs import EngineRefs, ExecutorRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 
@@ -72,17 +72,17 @@ class EngineExecutor(Executor):
 
     def admit(self, session: Session, job: Job) -> None:
         """The job joins the engine's queue as its next attempt; it stays queued until a runner takes it."""
-        worker = workers.engine_worker(session, self.name)
-        workers.hand_over(session, self.settings, job, worker)
+        worker = handover.engine_worker(session, self.name)
+        handover.hand_over(session, self.settings, job, worker)
         job.queue = self.queue_for(job) or None
 
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or not workers.in_engine_queue(job):
+            if job is None or not handover.in_engine_queue(job):
                 return  # cancelled in between
-            worker = workers.engine_worker(session, self.name)
-            token = workers.handover_token(self.settings, job, worker)
+            worker = handover.engine_worker(session, self.name)
+            token = handover.handover_token(self.settings, job, worker)
             queue = job.queue or ""
             try:
                 engine_id = self.send(job, token, queue)
@@ -99,7 +99,7 @@ class EngineExecutor(Executor):
             job.executor_ref = self.ref_type(
                 log_base=executor_refs.log_base(job.executor_ref), engine_id=engine_id
             )
-            if workers.in_engine_queue(job):
+            if handover.in_engine_queue(job):
                 job.message = self.waiting_message(queue)
             elif job.state == JobState.CANCELLED:  # cancelled while it was being sent
                 self.withdraw(engine_id)
@@ -122,7 +122,7 @@ class EngineExecutor(Executor):
         for job_id in unsent:
             with self.db.session() as session:
                 job = session.get(Job, job_id)
-                if job is not None and workers.in_engine_queue(job):
+                if job is not None and handover.in_engine_queue(job):
                     job.worker_id = None
                     job.message = f"never reached {self.name}; sent again"
                     session.add(

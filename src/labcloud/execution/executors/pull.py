@@ -1,7 +1,7 @@
 """The pull executor: jobs wait in the database until a remote worker claims them over HTTP.
 
 Nothing is dispatched to it (no scheduler): a worker's claim is what admits a job
-(:func:`labcloud.services.workers.claim`: atomic, leased, a new attempt), and a claim that finds nothing
+(:func:`labcloud.services.claims.claim`: atomic, leased, a new attempt), and a claim that finds nothing
 waits on the server's waker, which every new job wakes. Its duty on the leader is the lease watch: a job
 whose worker went quiet (or whose runner, started by Slurm or Celery, did) is queued again or failed.
 """
@@ -15,7 +15,7 @@ from labcloud.db.models import Job
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
 from labcloud.registry.models import Resources
-from labcloud.services import workers
+from labcloud.services import claims
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class PullExecutor(Executor):
     def expire_leases(self) -> None:
         """Take back the jobs whose worker stopped renewing its lease."""
         with self.db.session() as session:
-            expired = workers.expire_leases(session)
+            expired = claims.expire_leases(session)
         if expired:
             log.warning("%d job(s) lost their worker; queued again or failed", expired)
             self.notify()
