@@ -70,7 +70,7 @@ def test_relative_paths_are_absolute_once_settings_load(
 
 
 def test_the_database_is_named_without_its_password(tmp_path: Path) -> None:
-    from labcloud.api.app import database_location
+    from labcloud.runtime import database_location
 
     pg = Settings(home=tmp_path, database_url="postgresql+psycopg://lab:s3cret@db.example.org:5432/lab")
     assert database_location(pg) == "postgresql+psycopg://lab:***@db.example.org:5432/lab"

@@ -3,68 +3,21 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labcloud import __version__, web
 from labcloud.api import docs
-from labcloud.api.context import AppContext
 from labcloud.api.errors import install_error_handlers
 from labcloud.api.guard import Utf8Addresses
 from labcloud.api.routers import apps, auth, files, health, jobs, me, uploads, users, worker_api, workers
-from labcloud.db import migrate
-from labcloud.services import users as user_service
+from labcloud.runtime import Runtime, prepare_database
 from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class SchemaOutOfDate(RuntimeError):
-    pass
-
-
-def prepare_database(ctx: AppContext) -> None:
-    """SQLite is migrated on start; PostgreSQL must be migrated explicitly with ``labcloud db upgrade``."""
-    if ctx.settings.is_sqlite:
-        migrate.upgrade(ctx.settings)
-    elif not migrate.is_up_to_date(ctx.settings, ctx.db.engine):
-        raise SchemaOutOfDate(
-            "The database schema is not up to date: run 'labcloud db upgrade' with the same configuration."
-        )
-    with ctx.db.session() as session:
-        admin = user_service.ensure_initial_admin(session, ctx.settings)
-    if admin is not None:
-        announce_initial_admin(admin, ctx.settings)
-
-
-def database_location(settings: Settings) -> str:
-    """Where the accounts and jobs are kept, for people: the SQLite file, or the URL without its password."""
-    url = make_url(settings.effective_database_url)
-    if settings.is_sqlite and url.database:
-        return url.database
-    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
-
-
-def announce_initial_admin(admin: user_service.InitialAdmin, settings: Settings) -> None:
-    """Printed once, to the console and not to the log, when the first admin is created."""
-    lines = ["", "labcloud: created the first administrator account.", f"  email:    {admin.email}"]
-    if admin.password is not None:
-        lines.append(f"  password: {admin.password}")
-    else:
-        lines.append("  password: the initial_admin_password of your configuration")
-    lines += [
-        f"  data dir: {settings.home}",
-        f"  database: {database_location(settings)}",
-        f"  log in at {settings.public_url}/docs (Authorize) or with 'labcloud login'.",
-        "  Change the password after logging in; this message is not shown again.",
-        "",
-    ]
-    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
@@ -72,7 +25,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = AppContext.create(settings)
+        ctx = Runtime.create(settings)
         prepare_database(ctx)
         try:
             ctx.storage.check()

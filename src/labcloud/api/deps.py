@@ -1,4 +1,5 @@
-"""Request dependencies: the context, a database session, and who is calling with which scopes.
+"""Request dependencies of the API: who is calling, with which scopes (the runtime, settings and the
+database session of a request are :mod:`labcloud.request_scope`'s, re-exported here).
 
 Dependencies that do no I/O are ``async`` so that they run on the event loop instead of taking a trip
 through the thread pool each.
@@ -6,21 +7,20 @@ through the thread pool each.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from sqlalchemy.orm import Session
 
-from labcloud.api.context import AppContext
 from labcloud.api.guard import gate
 from labcloud.errors import Forbidden, Unauthorized
+from labcloud.request_scope import AppSettings, Ctx, DbSession
+from labcloud.runtime import Runtime
 from labcloud.security import Scope
 from labcloud.services import tokens
 from labcloud.services.tokens import Principal
-from labcloud.settings import Settings
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/api/v1/auth/login",
@@ -29,38 +29,13 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-async def get_context(request: Request) -> AppContext:
-    ctx: AppContext = request.app.state.ctx
-    return ctx
-
-
-async def get_settings(ctx: Annotated[AppContext, Depends(get_context)]) -> Settings:
-    return ctx.settings
-
-
-def get_session(ctx: Annotated[AppContext, Depends(get_context)]) -> Iterator[Session]:
-    """One transaction per request: committed when the handler succeeds, rolled back otherwise; before
-    the answer (see ``DbSession``), so a commit that fails (a locked database) is an error answer (503,
-    see :mod:`labcloud.api.errors`), never a success for a write that did not happen."""
-    with ctx.db.session() as session:
-        yield session
-
-
-Ctx = Annotated[AppContext, Depends(get_context)]
-# scope="function": the commit happens before the answer goes out. With FastAPI's default ("request") the
-# code after ``yield`` runs once the response has been sent: a client could hear "201 Created" before the
-# row exists (its next request not finding it) and a failing commit would reach it as a success.
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
-AppSettings = Annotated[Settings, Depends(get_settings)]
-
-
 def bearer_credential(request: Request) -> str | None:
     """The ``Authorization: Bearer`` credential, read the way ``oauth2_scheme`` reads it."""
     scheme, credential = get_authorization_scheme_param(request.headers.get("Authorization"))
     return credential if scheme.lower() == "bearer" and credential else None
 
 
-def bearer_gate(request: Request, ctx: AppContext) -> None:
+def bearer_gate(request: Request, ctx: Runtime) -> None:
     """Before a body is read: the bearer credential must authenticate (401 otherwise)."""
     credential = bearer_credential(request)
     if not credential:

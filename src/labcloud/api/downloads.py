@@ -9,14 +9,14 @@ from urllib.parse import quote
 from fastapi import Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from labcloud.api.context import AppContext
 from labcloud.api.zipstream import ZipMember, zip_stream
 from labcloud.db.models import FileEntry
 from labcloud.errors import NotFound
+from labcloud.runtime import Runtime
 from labcloud.storage.base import Storage
 
 
-def send_file(ctx: AppContext, request: Request, row: FileEntry) -> Response:
+def send_file(ctx: Runtime, request: Request, row: FileEntry) -> Response:
     etag = f'"{row.sha256}"' if row.sha256 else None
     if etag and etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})

@@ -34,7 +34,7 @@ from labcloud.api.errors import problem
 from labcloud.errors import InvalidInput, LabcloudError
 
 F = TypeVar("F", bound=Callable[..., Any])
-Gate = Callable[[Request, Any], None]  # (request, AppContext): raises to refuse; runs in the thread pool
+Gate = Callable[[Request, Any], None]  # (request, Runtime): raises to refuse; runs in the thread pool
 GATE_ATTRIBUTE = "labcloud_gate"
 MAX_JSON_DEPTH = 64
 MAX_REPORTED = 50  # bad strings named in one answer

@@ -23,9 +23,8 @@ def create_user(
 ) -> None:
     """Create a user. Without --password-stdin, a password is asked for (or generated when not a terminal)."""
     from labcloud import security
-    from labcloud.api.app import SchemaOutOfDate, database_location, prepare_database
-    from labcloud.api.context import AppContext
     from labcloud.errors import LabcloudError
+    from labcloud.runtime import Runtime, SchemaOutOfDate, database_location, prepare_database
     from labcloud.services import users
 
     settings = load_settings()
@@ -38,7 +37,7 @@ def create_user(
         password = generated = security.generate_password()
     where = database_location(settings)
     new_database = settings.is_sqlite and not Path(where).exists()
-    ctx = AppContext.create(settings)
+    ctx = Runtime.create(settings)
     try:
         prepare_database(ctx)
         with ctx.db.session() as session:

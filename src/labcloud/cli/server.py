@@ -23,9 +23,9 @@ def serve(
 
     os.umask(0o077)  # everything the server writes (database, files, logs) is its own user's alone
 
-    from labcloud.api.app import SchemaOutOfDate, create_app, database_location, prepare_database
-    from labcloud.api.context import AppContext
+    from labcloud.api.app import create_app
     from labcloud.execution.executors import ExecutorConfigError, check
+    from labcloud.runtime import Runtime, SchemaOutOfDate, database_location, prepare_database
 
     settings = load_settings()
     try:
@@ -41,7 +41,7 @@ def serve(
     )
     log.info("data dir %s; database %s", settings.home, database_location(settings))
     # Check the schema (and migrate SQLite) before listening: a refusal is a clear message, not a traceback.
-    preflight = AppContext.create(settings)
+    preflight = Runtime.create(settings)
     try:
         prepare_database(preflight)
     except SchemaOutOfDate as exc:

@@ -16,11 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labcloud.api.context import AppContext
-from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.errors import RETRY_AFTER_S, database_busy
 from labcloud.api.guard import GuardedRoute, gate
 from labcloud.errors import Forbidden, LabcloudError
+from labcloud.request_scope import Ctx, DbSession
+from labcloud.runtime import Runtime
 from labcloud.services import sessions, tokens
 from labcloud.services.tokens import Principal
 from labcloud.settings import Settings
@@ -55,7 +55,7 @@ class LoginRequired(Exception):
 
 
 def _live_session(
-    request: Request, ctx: AppContext, session: Any
+    request: Request, ctx: Runtime, session: Any
 ) -> tuple[web_session.BrowserSession, sessions.Live]:
     browser = web_session.read(request, ctx.settings)
     if browser is None:
@@ -67,7 +67,7 @@ def _live_session(
     return browser, live
 
 
-def _authenticate(request: Request, ctx: AppContext, session: Any) -> Principal:
+def _authenticate(request: Request, ctx: Runtime, session: Any) -> Principal:
     browser, live = _live_session(request, ctx, session)
     principal = Principal(
         user=live.user,
@@ -82,7 +82,7 @@ def _authenticate(request: Request, ctx: AppContext, session: Any) -> Principal:
     return principal
 
 
-def session_gate(request: Request, ctx: AppContext) -> None:
+def session_gate(request: Request, ctx: Runtime) -> None:
     """Before a form is read: the cookie must name a live session (else the login page)."""
     with ctx.db.sessions() as session:  # a look only: nothing is written, nothing committed
         _live_session(request, ctx, session)
@@ -177,7 +177,7 @@ class PageRoute(GuardedRoute):
         handler = super().get_route_handler()
 
         async def page_handler(request: Request) -> Response:
-            ctx: AppContext = request.app.state.ctx
+            ctx: Runtime = request.app.state.ctx
             request.state.settings = ctx.settings
             try:
                 response = await handler(request)

@@ -35,10 +35,7 @@ def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
 
 @router.post("", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Submit a job")
 def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
-    sub = job_service.Submission(**body.model_dump())
-    job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling)
-    session.commit()  # visible to the dispatcher before we wake it
-    ctx.notify()
+    job = ctx.submit(session, principal.user, job_service.Submission(**body.model_dump()))
     return _out(job, ctx, detail=True)
 
 
@@ -95,27 +92,20 @@ def get_job(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) 
 @router.post("/{job_id}/cancel", response_model=JobDetail, summary="Cancel a job")
 def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     """A queued job is cancelled at once; a running one becomes `cancelling` until its process is gone."""
-    job = job_service.cancel(session, job_service.get_job(session, principal.user, job_id))
-    session.commit()
-    ctx.cancel(job)
-    return _out(job, ctx, detail=True)
+    return _out(ctx.cancel(session, principal.user, job_id), ctx, detail=True)
 
 
 @router.post(
     "/{job_id}/rerun", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Run again"
 )
 def rerun(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
-    job = job_service.get_job(session, principal.user, job_id)
-    new = job_service.rerun(session, ctx.settings, ctx.apps, principal.user, job, ceiling=ctx.ceiling)
-    session.commit()
-    ctx.notify()
-    return _out(new, ctx, detail=True)
+    return _out(ctx.rerun(session, principal.user, job_id), ctx, detail=True)
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an ended job")
 def delete(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> Response:
     """Removes the job, its history, log and outputs. Only for jobs that have ended."""
-    job_service.delete(session, ctx.settings, job_service.get_job(session, principal.user, job_id))
+    ctx.delete_job(session, principal.user, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

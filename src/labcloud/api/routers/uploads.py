@@ -16,15 +16,15 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from labcloud.api import tus
-from labcloud.api.context import AppContext
 from labcloud.api.deps import Ctx, StreamReader, StreamWriter
 from labcloud.errors import LabcloudError
+from labcloud.runtime import Runtime
 from labcloud.services import uploads
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], route_class=tus.TusRoute)
 
 
-def _location(request: Request, ctx: AppContext, upload_id: uuid.UUID) -> str:
+def _location(request: Request, ctx: Runtime, upload_id: uuid.UUID) -> str:
     if ctx.settings.base_url:
         return f"{ctx.settings.base_url.rstrip('/')}/api/v1/uploads/{upload_id}"
     return str(request.url_for("upload_offset", upload_id=str(upload_id)))
@@ -36,7 +36,7 @@ async def _nothing() -> AsyncIterator[bytes]:
 
 
 async def _write(
-    request: Request, ctx: AppContext, owner: uuid.UUID, upload_id: uuid.UUID, offset: int, body: bool
+    request: Request, ctx: Runtime, owner: uuid.UUID, upload_id: uuid.UUID, offset: int, body: bool
 ) -> uploads.Written:
     return await uploads.write(
         ctx.db,

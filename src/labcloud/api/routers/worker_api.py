@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.api.context import AppContext
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.errors import InvalidInput, Unauthorized
+from labcloud.runtime import Runtime
 from labcloud.services import (
     claims,
     executor_refs,
@@ -34,7 +34,7 @@ MAX_WAIT_S = 30.0
 RECHECK_S = 5.0  # a waiting claim also looks again this often (jobs re-queued elsewhere)
 
 
-def _worker_gate(request: Request, ctx: AppContext) -> None:
+def _worker_gate(request: Request, ctx: Runtime) -> None:
     """Before a body is read: a worker token, or the job token of the job in the path."""
     credential = bearer_credential(request)
     if not credential:

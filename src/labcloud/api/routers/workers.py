@@ -105,7 +105,4 @@ def drain(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> 
     "/{worker_id}/revoke", response_model=WorkerOut, summary="Revoke the token; its jobs are re-queued"
 )
 def revoke(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
-    worker = workers.revoke(session, workers.get(session, worker_id))
-    session.commit()
-    ctx.notify()
-    return WorkerOut(**_out(worker, ctx, []))
+    return WorkerOut(**_out(ctx.revoke_worker(session, worker_id), ctx, []))

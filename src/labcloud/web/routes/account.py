@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from sqlalchemy.orm import Session
 
-from labcloud.api.deps import Ctx, DbSession
 from labcloud.db.types import utcnow
 from labcloud.errors import Forbidden, InvalidInput
+from labcloud.request_scope import Ctx, DbSession
 from labcloud.security import ALL_SCOPES, Scope
 from labcloud.services import tokens, users
 from labcloud.services.tokens import Principal

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Form, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud import security
-from labcloud.api.context import AppContext
-from labcloud.api.deps import Ctx, DbSession
 from labcloud.errors import Conflict, InvalidInput
+from labcloud.request_scope import Ctx, DbSession
+from labcloud.runtime import Runtime
 from labcloud.services import users
 from labcloud.services import workers as worker_service
 from labcloud.web import session as web_session
@@ -132,7 +132,7 @@ def _field_of(exc: InvalidInput | Conflict) -> str:
     return "labels" if "labels" in loc else "name"
 
 
-def _workers_context(session: Session, ctx: AppContext, cursor: str | None) -> dict[str, Any]:
+def _workers_context(session: Session, ctx: Runtime, cursor: str | None) -> dict[str, Any]:
     page = worker_service.list_workers(session, limit=WORKERS_PAGE_SIZE, cursor=cursor)
     running = worker_service.running_jobs(session, [w.id for w in page.items])
     return {
@@ -146,7 +146,7 @@ def _workers_context(session: Session, ctx: AppContext, cursor: str | None) -> d
 
 
 def _workers_page(
-    request: Request, session: Session, ctx: AppContext, cursor: str | None, status: int = 200, **extra: Any
+    request: Request, session: Session, ctx: Runtime, cursor: str | None, status: int = 200, **extra: Any
 ) -> Response:
     context = {**_workers_context(session, ctx, cursor), "registered": None, "errors": {}, "form": {}}
     return render(request, "admin_workers.html", {**context, **extra}, status)
@@ -213,9 +213,7 @@ def drain_worker(worker_id: uuid.UUID, _admin: AdminForm, session: DbSession, ct
 
 @router.post("/admin/workers/{worker_id}/revoke")
 def revoke_worker(worker_id: uuid.UUID, _admin: AdminForm, session: DbSession, ctx: Ctx) -> Response:
-    worker = worker_service.revoke(session, worker_service.get(session, worker_id))
-    session.commit()
-    ctx.notify()  # its jobs are queued again
+    worker = ctx.revoke_worker(session, worker_id)  # its jobs are queued again
     response = redirect("/admin/workers")
     web_session.flash(response, ctx.settings, f"{worker.name} is revoked: its token no longer works.")
     return response

@@ -9,12 +9,11 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from labcloud.api.context import AppContext
-from labcloud.api.deps import Ctx, DbSession
 from labcloud.errors import InvalidInput
 from labcloud.registry import ResolvedEntrypoint
+from labcloud.request_scope import Ctx, DbSession
+from labcloud.runtime import Runtime
 from labcloud.services import files
-from labcloud.services import jobs as job_service
 from labcloud.services.tokens import Principal
 from labcloud.web import forms
 from labcloud.web.deps import FormUser, PageRoute, PageUser, redirect
@@ -90,7 +89,7 @@ async def run(request: Request, name: str, principal: FormUser, session: DbSessi
 
 
 def _submit(
-    request: Request, name: str, principal: Principal, session: Session, ctx: AppContext, data: FormData
+    request: Request, name: str, principal: Principal, session: Session, ctx: Runtime, data: FormData
 ) -> Response:
     version, entrypoint = data.get("version"), data.get("entrypoint")
     resolved = _resolve(
@@ -105,11 +104,9 @@ def _submit(
         return _page(request, ctx, resolved, form, 422)
     sub.app, sub.version, sub.entrypoint = resolved.app.name, resolved.version, resolved.entrypoint_name
     try:
-        job = job_service.submit(session, ctx.settings, ctx.apps, principal.user, sub, ceiling=ctx.ceiling)
+        job = ctx.submit(session, principal.user, sub)
     except InvalidInput as exc:
         session.rollback()
         forms.attach_errors(form, exc.errors or [{"loc": [], "msg": exc.detail}])
         return _page(request, ctx, resolved, form, 422)
-    session.commit()  # visible to the dispatcher before it is woken
-    ctx.notify()
     return redirect(f"/jobs/{job.id}")

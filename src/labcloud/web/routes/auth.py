@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 
-from labcloud.api.deps import Ctx, DbSession
 from labcloud.errors import Forbidden, TooManyRequests, Unauthorized
+from labcloud.request_scope import Ctx, DbSession
 from labcloud.services import sessions, users
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, redirect, safe_next

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 
-from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.downloads import send_file, send_zip
 from labcloud.errors import LabcloudError
+from labcloud.request_scope import Ctx, DbSession
 from labcloud.services import files, tokens
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, PageUser, StreamUser, redirect

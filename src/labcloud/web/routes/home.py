@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from labcloud.api.deps import Ctx, DbSession
+from labcloud.request_scope import Ctx, DbSession
 from labcloud.services import files
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, TERMINAL, JobState

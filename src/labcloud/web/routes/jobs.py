@@ -11,11 +11,11 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from labcloud.api.context import AppContext
-from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.routers import jobs as api_jobs
 from labcloud.db.models import Job
 from labcloud.errors import Conflict
+from labcloud.request_scope import Ctx, DbSession
+from labcloud.runtime import Runtime
 from labcloud.services import files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
@@ -40,7 +40,7 @@ def _list_context(
     request: Request,
     session: Session,
     principal: Principal,
-    ctx: AppContext,
+    ctx: Runtime,
     state: list[str],
     app: str,
     cursor: str | None,
@@ -87,7 +87,7 @@ def job_rows(
     return render(request, "partials/job_table.html", context)
 
 
-def _wait_message(job: Job, ctx: AppContext) -> str:
+def _wait_message(job: Job, ctx: Runtime) -> str:
     """Why a queued job waits, as the API says it (the executor knows)."""
     if job.state == JobState.QUEUED.value and not job.message.startswith("retrying"):
         return ctx.wait_reason(job) or job.message
@@ -95,7 +95,7 @@ def _wait_message(job: Job, ctx: AppContext) -> str:
 
 
 def _status_context(
-    session: Session, principal: Principal, ctx: AppContext, job_id: uuid.UUID
+    session: Session, principal: Principal, ctx: Runtime, job_id: uuid.UUID
 ) -> dict[str, Any]:
     job = job_service.get_job(session, principal.user, job_id)
     ended = job.state in {s.value for s in TERMINAL}
@@ -161,7 +161,7 @@ def output_file(job_id: uuid.UUID, path: str, request: Request, principal: Strea
 def cancel(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
     response = redirect(f"/jobs/{job_id}")
     try:
-        api_jobs.cancel(job_id, principal, session, ctx)
+        ctx.cancel(session, principal.user, job_id)
     except Conflict as exc:
         web_session.flash(response, ctx.settings, exc.detail, "bad")
     else:
@@ -171,7 +171,7 @@ def cancel(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx)
 
 @router.post("/jobs/{job_id}/rerun")
 def rerun(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
-    new = api_jobs.rerun(job_id, principal, session, ctx)
+    new = ctx.rerun(session, principal.user, job_id)
     response = redirect(f"/jobs/{new.id}")
     web_session.flash(response, ctx.settings, f"Started again as job {new.id}.")
     return response

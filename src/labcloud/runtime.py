@@ -1,17 +1,32 @@
-"""What a running server holds: settings, database, registry, dispatcher. One per process (``app.state``)."""
+"""The composition root: what a running server holds (settings, database, registry, store, executors,
+leadership), made once per process, and the commands that change jobs and workers.
+
+A command is a change someone else must hear about: it commits, then tells them (the dispatchers here and
+on the other replicas, waiting claims, the job's executor). Routers and pages call these commands; they
+never commit and wake on their own. Reads go to the services directly.
+"""
 
 from __future__ import annotations
 
+import sys
+import uuid
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from labcloud.db import migrate
 from labcloud.db.engine import Database
-from labcloud.db.models import Job
+from labcloud.db.models import Job, User, Worker
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.leader import Leadership
 from labcloud.execution.scheduler import Scheduler
 from labcloud.execution.wakeups import Waker, Wakeups
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
+from labcloud.services import jobs as job_service
+from labcloud.services import users as user_service
+from labcloud.services import workers as worker_service
 from labcloud.services.housekeeping import Housekeeper
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
@@ -19,7 +34,7 @@ from labcloud.storage.base import Storage
 
 
 @dataclass
-class AppContext:
+class Runtime:
     settings: Settings
     db: Database
     login_throttle: LoginThrottle
@@ -34,7 +49,7 @@ class AppContext:
     waker: Waker = field(default_factory=Waker)
 
     @classmethod
-    def create(cls, settings: Settings) -> AppContext:
+    def create(cls, settings: Settings) -> Runtime:
         settings.ensure_home()
         db = Database(settings)
         return cls(
@@ -117,8 +132,87 @@ class AppContext:
         found = self.executors.get(job.executor)
         return found.wait_reason(job) if found is not None else None
 
-    def cancel(self, job: Job) -> None:
-        """Tell the job's executor that the job became ``cancelling``."""
+    # ------------------------------------------------------------------------------------- commands
+
+    def submit(self, session: Session, user: User, sub: job_service.Submission) -> Job:
+        """Queue a job (every problem of the submission at once, else InvalidInput)."""
+        job = job_service.submit(session, self.settings, self.apps, user, sub, ceiling=self.ceiling)
+        self._done(session)
+        return job
+
+    def rerun(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
+        """The same job again, as a new one."""
+        job = job_service.get_job(session, user, job_id)
+        new = job_service.rerun(session, self.settings, self.apps, user, job, ceiling=self.ceiling)
+        self._done(session)
+        return new
+
+    def cancel(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
+        """Cancel a job: a queued one at once; one that runs becomes ``cancelling`` and its executor
+        stops it."""
+        job = job_service.cancel(session, job_service.get_job(session, user, job_id))
+        session.commit()
         found = self.executors.get(job.executor)
         if found is not None:
             found.cancel(job.id)
+        return job
+
+    def delete_job(self, session: Session, user: User, job_id: uuid.UUID) -> None:
+        job_service.delete(session, self.settings, job_service.get_job(session, user, job_id))
+        session.commit()
+
+    def revoke_worker(self, session: Session, worker_id: uuid.UUID) -> Worker:
+        """The worker's token stops working at once; its jobs are queued again (or failed)."""
+        worker = worker_service.revoke(session, worker_service.get(session, worker_id))
+        self._done(session)
+        return worker
+
+    def _done(self, session: Session) -> None:
+        session.commit()  # visible to the dispatchers before they are woken
+        self.notify()
+
+
+# --- starting up ---------------------------------------------------------------------------------------
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+def prepare_database(ctx: Runtime) -> None:
+    """SQLite is migrated on start; PostgreSQL must be migrated explicitly with ``labcloud db upgrade``."""
+    if ctx.settings.is_sqlite:
+        migrate.upgrade(ctx.settings)
+    elif not migrate.is_up_to_date(ctx.settings, ctx.db.engine):
+        raise SchemaOutOfDate(
+            "The database schema is not up to date: run 'labcloud db upgrade' with the same configuration."
+        )
+    with ctx.db.session() as session:
+        admin = user_service.ensure_initial_admin(session, ctx.settings)
+    if admin is not None:
+        announce_initial_admin(admin, ctx.settings)
+
+
+def database_location(settings: Settings) -> str:
+    """Where the accounts and jobs are kept, for people: the SQLite file, or the URL without its password."""
+    url = make_url(settings.effective_database_url)
+    if settings.is_sqlite and url.database:
+        return url.database
+    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
+
+
+def announce_initial_admin(admin: user_service.InitialAdmin, settings: Settings) -> None:
+    """Printed once, to the console and not to the log, when the first admin is created."""
+    lines = ["", "labcloud: created the first administrator account.", f"  email:    {admin.email}"]
+    if admin.password is not None:
+        lines.append(f"  password: {admin.password}")
+    else:
+        lines.append("  password: the initial_admin_password of your configuration")
+    lines += [
+        f"  data dir: {settings.home}",
+        f"  database: {database_location(settings)}",
+        f"  log in at {settings.public_url}/docs (Authorize) or with 'labcloud login'.",
+        "  Change the password after logging in; this message is not shown again.",
+        "",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)

@@ -1,0 +1,42 @@
+"""What a request gets from the server, for the API and the pages alike: the runtime, its settings, and
+one database session whose transaction commits before the answer is sent.
+
+Dependencies that do no I/O are ``async`` so that they run on the event loop instead of taking a trip
+through the thread pool each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from labcloud.runtime import Runtime
+from labcloud.settings import Settings
+
+
+async def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.ctx
+    return runtime
+
+
+async def get_settings(ctx: Annotated[Runtime, Depends(get_runtime)]) -> Settings:
+    return ctx.settings
+
+
+def get_session(ctx: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
+    """One transaction per request: committed when the handler succeeds, rolled back otherwise; before
+    the answer (see ``DbSession``), so a commit that fails (a locked database) is an error answer (503,
+    see :mod:`labcloud.api.errors`), never a success for a write that did not happen."""
+    with ctx.db.session() as session:
+        yield session
+
+
+Ctx = Annotated[Runtime, Depends(get_runtime)]
+# scope="function": the commit happens before the answer goes out. With FastAPI's default ("request") the
+# code after ``yield`` runs once the response has been sent: a client could hear "201 Created" before the
+# row exists (its next request not finding it) and a failing commit would reach it as a success.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
+AppSettings = Annotated[Settings, Depends(get_settings)]
