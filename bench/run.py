@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_engines, bench_files, bench_jobs, bench_me, bench_web, bench_workers
+from bench import bench_engines, bench_files, bench_jobs, bench_me, bench_trust, bench_web, bench_workers
 from bench.harness import Result
 
 BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "web": bench_web.run,
     "workers": bench_workers.run,
     "engines": bench_engines.run,
+    "trust": bench_trust.run,
 }
 
 

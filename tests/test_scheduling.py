@@ -12,13 +12,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
 from jobs_helpers import TERMINAL, follow_log, py, wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
 from live_server import eventually, login_headers
-from restartable import Server, killable_server
+from testing.crash import KillableServer
 
 
 def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
@@ -80,16 +80,28 @@ ADMIN = ("crash-admin@example.org", "crash-admin-password")
 
 
 @pytest.fixture
-def server(settings: Settings, database_url: str) -> Iterator[Server]:
-    with killable_server(settings, database_url, ADMIN) as srv:
+def server(settings: Settings, database_url: str) -> Iterator[KillableServer]:
+    env = {
+        "LABCLOUD_HOME": str(settings.home),
+        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
+        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],
+        "LABCLOUD_LOG_LEVEL": "warning",
+        "LABCLOUD_KILL_GRACE_S": "1",
+    }
+    if backend() == "postgresql":
+        env["LABCLOUD_DATABASE_URL"] = database_url
+    srv = KillableServer(env)
+    try:
         yield srv
+    finally:
+        srv.stop()
 
 
-def _token(srv: Server) -> dict[str, str]:
+def _token(srv: KillableServer) -> dict[str, str]:
     return login_headers(srv.url, *ADMIN)
 
 
-def _wait_for_line(srv: Server, job_id: str, headers: dict[str, str], text: str) -> None:
+def _wait_for_line(srv: KillableServer, job_id: str, headers: dict[str, str], text: str) -> None:
     with httpx.stream(
         "GET", f"{srv.url}/api/v1/jobs/{job_id}/logs", params={"follow": "true"}, headers=headers, timeout=60
     ) as r:
@@ -99,7 +111,7 @@ def _wait_for_line(srv: Server, job_id: str, headers: dict[str, str], text: str)
     raise AssertionError(f"{text!r} never appeared in the log of {job_id}")
 
 
-def _wait_for_end(srv: Server, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
+def _wait_for_end(srv: KillableServer, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
     with httpx.stream(
         "GET", f"{srv.url}/api/v1/jobs/{job_id}/logs", params={"follow": "true"}, headers=headers, timeout=120
     ) as r:
@@ -111,7 +123,7 @@ def _wait_for_end(srv: Server, job_id: str, headers: dict[str, str]) -> dict[str
     return job
 
 
-def test_a_job_survives_kill_9_of_the_server(server: Server, settings: Settings) -> None:
+def test_a_job_survives_kill_9_of_the_server(server: KillableServer, settings: Settings) -> None:
     write_app(
         settings.effective_apps_dir,
         "nap",
@@ -136,7 +148,9 @@ def test_a_job_survives_kill_9_of_the_server(server: Server, settings: Settings)
     assert "begin" in log and "end" in log
 
 
-def test_a_job_whose_process_died_with_the_server_is_retried(server: Server, settings: Settings) -> None:
+def test_a_job_whose_process_died_with_the_server_is_retried(
+    server: KillableServer, settings: Settings
+) -> None:
     write_app(
         settings.effective_apps_dir,
         "nap",
