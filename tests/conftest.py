@@ -29,7 +29,7 @@ from labcloud.db.models import Base
 from labcloud.settings import Settings
 from live_server import ADMIN_EMAIL as SERVER_ADMIN_EMAIL
 from live_server import ADMIN_PASSWORD as SERVER_ADMIN_PASSWORD
-from live_server import Server, serve
+from live_server import Server, serve, server_env
 
 ADMIN_EMAIL = "root@example.org"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -179,18 +179,14 @@ def user(make_user: Any) -> Account:
 def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Server]:
     """``labcloud serve`` on a free port with its own data dir (``settings.home``, so leftover job processes
     are killed and the shared test database is emptied afterwards by the ``settings`` fixture)."""
-    env = {
-        "LABCLOUD_HOME": str(settings.home),
-        "LABCLOUD_INITIAL_ADMIN_EMAIL": SERVER_ADMIN_EMAIL,
-        "LABCLOUD_INITIAL_ADMIN_PASSWORD": SERVER_ADMIN_PASSWORD,
-        "LABCLOUD_SCHEDULER_INTERVAL_S": "0.5",
-        "LABCLOUD_KILL_GRACE_S": "1",
-        "LABCLOUD_LOCAL_CPUS": "2",
-        "LABCLOUD_LOCAL_MEMORY_MB": "4096",
-        "LABCLOUD_LOG_LEVEL": "warning",
-    }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
+    env = server_env(
+        settings.home,
+        (SERVER_ADMIN_EMAIL, SERVER_ADMIN_PASSWORD),
+        database_url if backend() == "postgresql" else None,
+        scheduler_interval_s="0.5",
+        local_cpus="2",
+        local_memory_mb="4096",
+    )
     if settings.storage_url:  # a test that asked for storage_backend "s3"
         env |= {
             "LABCLOUD_STORAGE_URL": settings.storage_url,

@@ -131,3 +131,21 @@ class Server:
         self.ok(
             "login", "--server", self.url, "--email", ADMIN_EMAIL, "--password-stdin", stdin=ADMIN_PASSWORD
         )
+
+
+def server_env(
+    home: Path, admin: tuple[str, str], database_url: str | None, **settings: str
+) -> dict[str, str]:
+    """The environment of a test's ``labcloud serve``: its data dir, first admin, quiet logs and quick
+    kills; ``database_url`` (PostgreSQL) or None (SQLite in the data dir); more LABCLOUD_<NAME> values."""
+    env = {
+        "LABCLOUD_HOME": str(home),
+        "LABCLOUD_INITIAL_ADMIN_EMAIL": admin[0],
+        "LABCLOUD_INITIAL_ADMIN_PASSWORD": admin[1],
+        "LABCLOUD_LOG_LEVEL": "warning",
+        "LABCLOUD_KILL_GRACE_S": "1",
+        **{f"LABCLOUD_{name.upper()}": value for name, value in settings.items()},
+    }
+    if database_url:
+        env["LABCLOUD_DATABASE_URL"] = database_url
+    return env

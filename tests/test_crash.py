@@ -14,6 +14,7 @@ import pytest
 
 from conftest import backend
 from labcloud.settings import Settings
+from live_server import server_env
 from testing import crash
 
 ADMIN = ("ledger-admin@example.org", "ledger-admin-password")
@@ -24,17 +25,8 @@ KILLS = 4
 @pytest.fixture
 def server(settings: Settings, database_url: str) -> Iterator[crash.KillableServer]:
     crash.write_ledger_app(settings.effective_apps_dir)
-    env = {
-        "LABCLOUD_HOME": str(settings.home),
-        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
-        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],
-        "LABCLOUD_LOG_LEVEL": "warning",
-        "LABCLOUD_KILL_GRACE_S": "1",
-        "LABCLOUD_LOCAL_CPUS": "2",
-        "LABCLOUD_SCHEDULER_INTERVAL_S": "0.2",
-    }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
+    url = database_url if backend() == "postgresql" else None
+    env = server_env(settings.home, ADMIN, url, local_cpus="2", scheduler_interval_s="0.2")
     srv = crash.KillableServer(env)
     try:
         yield srv

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import backend
 from jobs_helpers import TERMINAL, py, write_app
-from live_server import Popen, eventually, login_headers, start_server, stop_server
+from live_server import Popen, eventually, login_headers, server_env, start_server, stop_server
 
 ADMIN = ("leader-admin@example.org", "leader-admin-password")
 
@@ -65,16 +65,8 @@ def replicas(
         parameters={"type": "object", "properties": {"seconds": {"type": "number", "default": 0}}},
         resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
     )
-    env = {
-        "LABCLOUD_HOME": str(settings.home),
-        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
-        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],
-        "LABCLOUD_LOG_LEVEL": "warning",
-        "LABCLOUD_KILL_GRACE_S": "1",
-        "LABCLOUD_LEADER_CHECK_INTERVAL_S": "0.5",
-    }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
+    url = database_url if backend() == "postgresql" else None
+    env = server_env(settings.home, ADMIN, url, leader_check_interval_s="0.5")
     env |= getattr(request, "param", {})
     group = Replicas(env, tmp_path)
     try:

@@ -17,7 +17,7 @@ from jobs_helpers import TERMINAL, follow_log, py, wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
-from live_server import eventually, login_headers
+from live_server import eventually, login_headers, server_env
 from testing.crash import KillableServer
 
 
@@ -81,16 +81,9 @@ ADMIN = ("crash-admin@example.org", "crash-admin-password")
 
 @pytest.fixture
 def server(settings: Settings, database_url: str) -> Iterator[KillableServer]:
-    env = {
-        "LABCLOUD_HOME": str(settings.home),
-        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN[0],
-        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN[1],
-        "LABCLOUD_LOG_LEVEL": "warning",
-        "LABCLOUD_KILL_GRACE_S": "1",
-    }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
-    srv = KillableServer(env)
+    srv = KillableServer(
+        server_env(settings.home, ADMIN, database_url if backend() == "postgresql" else None)
+    )
     try:
         yield srv
     finally:

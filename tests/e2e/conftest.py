@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from conftest import _empty_tables, backend, kill_processes_under
-from live_server import serve
+from live_server import serve, server_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -54,19 +54,15 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     home = tmp_path_factory.mktemp("e2e-home")
     apps_dir = home / "apps"
     apps_dir.mkdir()
-    env = {
-        "LABCLOUD_HOME": str(home),
-        "LABCLOUD_INITIAL_ADMIN_EMAIL": ADMIN_EMAIL,
-        "LABCLOUD_INITIAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "LABCLOUD_SCHEDULER_INTERVAL_S": "0.5",
-        "LABCLOUD_APPS_CHECK_INTERVAL_S": "0",
-        "LABCLOUD_KILL_GRACE_S": "1",
-        "LABCLOUD_LOCAL_CPUS": "2",
-        "LABCLOUD_LOCAL_MEMORY_MB": "4096",
-        "LABCLOUD_LOG_LEVEL": "warning",
-    }
-    if backend() == "postgresql":
-        env["LABCLOUD_DATABASE_URL"] = database_url
+    env = server_env(
+        home,
+        (ADMIN_EMAIL, ADMIN_PASSWORD),
+        database_url if backend() == "postgresql" else None,
+        scheduler_interval_s="0.5",
+        apps_check_interval_s="0",
+        local_cpus="2",
+        local_memory_mb="4096",
+    )
     try:
         with serve(env, home / "server.log") as url:
             yield LiveServer(url, home, apps_dir)
