@@ -22,12 +22,16 @@ from testing.crash import KillableServer
 
 
 def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
+    """Alice's first job holds the only CPU until the test opens its gate; by then alice has three more
+    jobs waiting and bob one. Bob's must run next: how fast the submissions arrive does not matter."""
     settings.local_cpus = 1  # one job at a time
+    resources = {"cpus": 1, "memory_mb": 32, "timeout_s": 60}
+    write_app(settings.effective_apps_dir, "nap", ["sleep", "0.2"], resources=resources)
     write_app(
         settings.effective_apps_dir,
-        "nap",
-        ["sleep", "0.4"],
-        resources={"cpus": 1, "memory_mb": 32, "timeout_s": 60},
+        "gate",
+        ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"],
+        resources=resources,
     )
     with TestClient(create_app(settings)) as client:
         admin = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
@@ -39,17 +43,25 @@ def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> N
                 headers=admin,
             )
             heads[name] = bearer(login(client, f"{name}@example.org", "pass-word-123"))
+        gate = client.post("/api/v1/jobs", json={"app": "gate"}, headers=heads["alice"]).json()["id"]
+        eventually(
+            lambda: client.get(f"/api/v1/jobs/{gate}", headers=heads["alice"]).json()["state"] == "running",
+            30,
+            "the gate job to run",
+        )
         alice_jobs = [
             client.post("/api/v1/jobs", json={"app": "nap"}, headers=heads["alice"]).json()["id"]
-            for _ in range(4)
+            for _ in range(3)
         ]
         bob_job = client.post("/api/v1/jobs", json={"app": "nap"}, headers=heads["bob"]).json()["id"]
-        done = {j: wait_for_end(client, j, heads["alice"]) for j in alice_jobs}
+        (settings.home / "jobs" / gate / "attempt-1" / "work" / "open").touch()
+        done = {j: wait_for_end(client, j, heads["alice"]) for j in [gate, *alice_jobs]}
         bob = wait_for_end(client, bob_job, heads["bob"])
     assert all(j["state"] == "succeeded" for j in [*done.values(), bob])
     started = sorted([(datetime.fromisoformat(j["started_at"]), j["id"]) for j in [*done.values(), bob]])
     order = [job_id for _, job_id in started]
-    assert order.index(bob_job) <= 1, "bob's one job waited behind more than one of alice's"
+    assert order[0] == gate
+    assert order[1] == bob_job, "bob's one job waited behind alice's queue"
 
 
 def test_registry_changes_show_without_restart(
