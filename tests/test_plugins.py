@@ -143,6 +143,13 @@ def test_a_new_executor_is_one_class_and_one_line_in_the_plugins(
         job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
         assert (job["state"], job["executor"]) == ("queued", "recorder")
         assert job["message"] == "the recorder is closed (1 CPU asked)"
+        with client.app.state.ctx.db.session() as session:  # as if its first attempt's runner was lost
+            row = session.get(Job, uuid.UUID(job_id))
+            assert row is not None
+            row.attempts, row.message = 1, "retrying after worker_lost (attempt 2 of 3)"
+            session.commit()
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+        assert job["message"] == "retrying after worker_lost (attempt 2 of 3)"  # the retry, not the capacity
 
         Recorder.open = True  # the scheduler's next round admits it (staging) and submits it
         eventually(lambda: ("submit", job_id) in Recorder.calls, 10, "the job to be submitted")

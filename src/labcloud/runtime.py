@@ -28,6 +28,7 @@ from labcloud.services import jobs as job_service
 from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
 from labcloud.services.housekeeping import Housekeeper
+from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
 from labcloud.storage.base import Storage
@@ -131,6 +132,13 @@ class Runtime:
             return None
         found = self.executors.get(job.executor)
         return found.wait_reason(job) if found is not None else None
+
+    def message(self, job: Job) -> str:
+        """A job's message as its owner sees it: a queued first attempt says why it waits; a retry says
+        which attempt comes next (its message), whatever the executor thinks of capacity."""
+        if job.state == JobState.QUEUED and job.attempts == 0:
+            return self.wait_reason(job) or job.message
+        return job.message
 
     # ------------------------------------------------------------------------------------- commands
 

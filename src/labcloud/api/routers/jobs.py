@@ -28,8 +28,7 @@ MAX_TAG_FILTERS = 20  # a job has at most 20 tags
 def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
     model = JobDetail if detail else JobOut
     out = model.model_validate(job)
-    if job.state == JobState.QUEUED.value and not job.message.startswith("retrying"):
-        out.message = ctx.wait_reason(job) or out.message
+    out.message = ctx.message(job)
     return out
 
 

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud.api.routers import jobs as api_jobs
-from labcloud.db.models import Job
 from labcloud.errors import Conflict
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
@@ -87,13 +86,6 @@ def job_rows(
     return render(request, "partials/job_table.html", context)
 
 
-def _wait_message(job: Job, ctx: Runtime) -> str:
-    """Why a queued job waits, as the API says it (the executor knows)."""
-    if job.state == JobState.QUEUED.value and not job.message.startswith("retrying"):
-        return ctx.wait_reason(job) or job.message
-    return job.message
-
-
 def _status_context(
     session: Session, principal: Principal, ctx: Runtime, job_id: uuid.UUID
 ) -> dict[str, Any]:
@@ -103,7 +95,7 @@ def _status_context(
     start = len(files.job_outputs_folder(job.id)) + 1
     return {
         "job": job,
-        "message": _wait_message(job, ctx),
+        "message": ctx.message(job),
         "events": job_service.events(session, job),
         "ended": ended,
         "cancellable": job.state not in {s.value for s in TERMINAL}
