@@ -373,9 +373,9 @@ def test_other_load_errors(tmp_path: Path) -> None:
     reg = registry(tmp_path)
     messages = {(p.line, p.message) for p in reg.problems()}
     assert (
-        6,
-        "versions[\"1.0\"].entrypoints.run.runtime: runtime 'container' is not supported yet; "
-        "use runtime: process",
+        5,
+        'versions["1.0"].entrypoints.run: a container entrypoint needs an image '
+        "(image: REPOSITORY:TAG or @sha256:...)",
     ) in messages
     assert any(line == 10 and "must have type: object" in m for line, m in messages)
     assert any(line == 11 and "'lower_case' must match" in m for line, m in messages)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from labcloud.db import migrate
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, User, Worker
+from labcloud.execution import containers
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.leader import Leadership
 from labcloud.execution.scheduler import Scheduler
@@ -132,6 +133,11 @@ class Runtime:
             return None
         found = self.executors.get(job.executor)
         return found.wait_reason(job) if found is not None else None
+
+    def container_problem(self) -> str | None:
+        """Why container apps cannot run on this server's machine, or None when an engine answers."""
+        engine, problem = containers.probe(*self.settings.container_settings()).get()
+        return None if engine is not None else problem
 
     def message(self, job: Job) -> str:
         """A job's message as its owner sees it: a queued first attempt says why it waits; a retry says

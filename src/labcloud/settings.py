@@ -161,6 +161,23 @@ class Settings(BaseSettings):
         "nobody",
         description="The unprivileged account jobs run as when labcloud runs as root (a name or UID[:GID]).",
     )
+    container_engine: Literal["auto", "docker", "podman", "apptainer", "none"] = Field(
+        "auto",
+        description="What runs container apps: Docker when its daemon answers, else Podman (auto), one of "
+        "them, Apptainer (untested), or none (container apps are listed as unavailable).",
+    )
+    docker_host: str = Field(
+        "", description="The Docker daemon's address (else DOCKER_HOST, else the default)."
+    )
+    podman_options: list[str] = Field(
+        default_factory=lambda: ["--runtime", "runc"],
+        description="Podman's global options (JSON list), e.g. its --root and --runroot.",
+    )
+    container_run_options: list[str] = Field(
+        default_factory=list,
+        description='Options added to every container run (JSON list), e.g. ["--ulimit=nofile=20000:20000"]; '
+        "only --ulimit, --dns, --add-host and --log-opt are accepted.",
+    )
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
     max_upload_bytes: int = Field(50 * 2**30, ge=1, description="Largest file one upload may store.")
@@ -218,6 +235,27 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_sqlite_file(cls, value: str) -> str:
         return _absolute_sqlite_url(value)
+
+    def container_settings(self) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+        """The container engine's settings, as :func:`labcloud.execution.containers.probe` takes them."""
+        return (
+            self.container_engine,
+            self.docker_host,
+            tuple(self.podman_options),
+            tuple(self.container_run_options),
+        )
+
+    @field_validator("container_run_options", mode="after")
+    @classmethod
+    def _harmless_run_options(cls, value: list[str]) -> list[str]:
+        """Only options that cannot widen what a container may do: no mounts, devices, privileges."""
+        allowed = ("--ulimit=", "--dns=", "--add-host=", "--log-opt=")
+        bad = [option for option in value if not option.startswith(allowed)]
+        if bad:
+            raise ValueError(
+                f"not accepted: {', '.join(bad)}; use --ulimit=..., --dns=..., --add-host=..., --log-opt=..."
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -67,6 +67,7 @@ class JobOut(BaseModel):
     spec_hash: str
     executor: str
     queue: str | None = Field(None, description="The Slurm partition or Celery queue it went to.")
+    image: str | None = Field(None, description="A container job: the content id of the image it ran.")
     rerun_of: uuid.UUID | None
     created_at: datetime
     updated_at: datetime

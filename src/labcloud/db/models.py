@@ -121,6 +121,8 @@ class Job(Base):
     executor_ref: Mapped[ExecutorRef | None] = mapped_column(ExecutorRefText, default=None)
     queue: Mapped[str | None] = mapped_column(String(100), default=None)  # Slurm partition, Celery queue
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A container job: the content id (sha256:...) of the image it ran, once known; a rerun runs the same.
+    image: Mapped[str | None] = mapped_column(String(300), default=None)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     # Pull executor: the worker holding the job and until when; ``attempts`` fences older holders.
     worker_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None, index=True)

@@ -73,6 +73,11 @@ class LaunchSpec:
     status_path: Path  # the supervisor's final JSON result (written atomically)
     limits: Limits
     sandbox: SandboxPolicy | None  # None: run without bwrap
+    # A container job (argv runs the engine's client): how to stop, inspect and remove its container, and
+    # the environment of those commands.
+    container: dict[str, list[str]] | None = None
+    engine_env: dict[str, str] | None = None
+    program: str = ""  # the program the job runs, for messages (argv[0] when empty)
 
 
 @dataclass(frozen=True)
@@ -299,6 +304,9 @@ def launch(spec: LaunchSpec) -> Handle:
         "ready_fd": ready_w,
         "lock_fd": lock_fd,  # the supervisor inherits our hold on the lock and keeps it to its end
         "handle_path": str(handle_file(spec.status_path)),
+        "container": spec.container,
+        "engine_env": spec.engine_env,
+        "program": spec.program or spec.argv[0],
     }
     try:
         # 0600: the job's environment may hold its access token.

@@ -225,6 +225,111 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
+def _container_state(text: str) -> tuple[bool, int | None, int]:
+    """(killed for memory, exit code, pid) from ``inspect --format '{{.State.OOMKilled}} {{.State.ExitCode}}
+    {{.State.Pid}}'``; (False, None, 0) for nothing."""
+    parts = text.split()
+    oom = bool(parts) and parts[0].lower() == "true"
+    code = int(parts[1]) if len(parts) > 1 and parts[1].lstrip("-").isdigit() else None
+    pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+    return oom, code, pid
+
+
+def _engine_error(line: str) -> bool:
+    """A line the engine's client wrote about its own failure (not the job's output)."""
+    return (
+        line.startswith(("docker: ", "Error: ", "Error response from daemon", "Error "))
+        or "OCI runtime" in line
+    )
+
+
+def _cgroup_files(pid: int) -> tuple[str | None, str | None]:
+    """The files holding the CPU time and the peak memory of the control groups of process ``pid``."""
+    cpu = peak = None
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        names = controllers.split(",")
+        if "cpuacct" in names:
+            cpu = f"/sys/fs/cgroup/{controllers}{path}/cpuacct.usage"
+        if "memory" in names:
+            peak = f"/sys/fs/cgroup/{controllers}{path}/memory.max_usage_in_bytes"
+        if controllers == "" and cpu is None and os.path.exists(f"/sys/fs/cgroup{path}/cpu.stat"):
+            cpu = f"/sys/fs/cgroup{path}/cpu.stat"
+            peak = f"/sys/fs/cgroup{path}/memory.peak"
+    return cpu, peak
+
+
+def _parent_cgroup_dirs(parent: list[str] | None) -> list[str]:
+    """The folders of a container's parent group: one in each mounted hierarchy (cgroup v1 and the unified
+    one beside it), or the one of cgroup v2."""
+    if not parent:
+        return []
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return [f"/sys/fs/cgroup{parent[0]}"]
+    try:
+        return [
+            f"{e.path}{parent[0]}" for e in os.scandir("/sys/fs/cgroup") if e.is_dir(follow_symlinks=False)
+        ]
+    except OSError:
+        return []
+
+
+def _remove_groups(folders: list[str], budget_s: float = 2.0) -> None:
+    """Remove a container's parent groups (the container's own group inside goes first; the engine may
+    take a moment to let go of it)."""
+    deadline = time.monotonic() + budget_s
+    left = [f for f in folders if os.path.isdir(f)]
+    while left:
+        for folder in list(left):
+            try:
+                for entry in os.scandir(folder):
+                    if entry.is_dir(follow_symlinks=False):
+                        os.rmdir(entry.path)
+                os.rmdir(folder)
+                left.remove(folder)
+            except FileNotFoundError:
+                left.remove(folder)
+            except OSError:
+                pass
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def _parent_cgroup_files(parent: str) -> tuple[str | None, str | None]:
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # cgroup v2
+        return f"/sys/fs/cgroup{parent}/cpu.stat", f"/sys/fs/cgroup{parent}/memory.peak"
+    cpu = f"/sys/fs/cgroup/cpuacct{parent}/cpuacct.usage"
+    if not os.path.isdir("/sys/fs/cgroup/cpuacct"):
+        cpu = f"/sys/fs/cgroup/cpu,cpuacct{parent}/cpuacct.usage"
+    return cpu, f"/sys/fs/cgroup/memory{parent}/memory.max_usage_in_bytes"
+
+
+def _read_number(path: str | None) -> float | None:
+    """A control group's counter (cpu.stat: its usage_usec)."""
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if path.endswith("cpu.stat"):
+        for line in text.splitlines():
+            if line.startswith("usage_usec "):
+                return float(line.split()[1])
+        return None
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
 class Supervisor:
     """Runs one job according to a spec dict (see process.launch for its fields)."""
 
@@ -235,6 +340,14 @@ class Supervisor:
         self.memory_mb: int | None = spec.get("memory_mb")
         self.grace_s: float = float(spec.get("grace_s", 5.0))
         self.sandboxed = bool(spec.get("sandboxed"))
+        # A container job: our child is the engine's client; the engine enforces the memory limit and we
+        # stop, inspect and remove the container with these command lines (see execution/containers.py).
+        self.container: dict[str, list[str]] | None = spec.get("container")
+        if self.container is not None:
+            self.memory_mb = None
+        self.container_pid = 0  # the container's first process, once the engine has started it
+        self.cgroup_files: tuple[str | None, str | None] | None = None  # (cpu usage, peak memory)
+        self.container_cpu_s = 0.0
         self.cancel_requested = False
         self.reason: str | None = None  # "timeout" | "cancelled" | "out_of_memory" once we stop the job
         self.main_pid: int | None = None
@@ -397,9 +510,93 @@ class Supervisor:
 
     def _sample_memory(self) -> float:
         """Total RSS of the job's tree in bytes; also tracks the peak."""
+        if self.container is not None:
+            self._sample_container()
+            return 0.0
         total = sum(info.rss_bytes for info in self._tree())
         self.peak_bytes = max(self.peak_bytes, total)
         return total
+
+    # --- containers ---------------------------------------------------------------------------------
+
+    def _engine(self, what: str, wait: bool = True) -> str:
+        """Run one of the container's command lines (stop, kill, inspect, remove); its output."""
+        import subprocess  # (lazily: only container jobs need it)
+
+        assert self.container is not None
+        argv = self.container[what]
+        env = self.spec.get("engine_env") or {"PATH": os.defpath}
+        try:
+            if not wait:
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                return ""
+            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self._log(f"container {what} failed: {exc}")
+            return ""
+        return done.stdout.decode(errors="replace").strip() if done.returncode == 0 else ""
+
+    def _sample_container(self) -> None:
+        """CPU time and peak memory of the container, from its control groups, while it runs."""
+        if self.cgroup_files is None:
+            assert self.container is not None
+            parent = self.container.get("cgroup_parent")
+            if parent:  # its own parent group, which outlives it
+                self.cgroup_files = _parent_cgroup_files(parent[0])
+            else:
+                if time.monotonic() - self.t0 < 0.05:
+                    return
+                _, _, pid = _container_state(self._engine("inspect"))
+                if not pid:
+                    return
+                self.container_pid = pid
+                self.cgroup_files = _cgroup_files(pid)
+        cpu_file, peak_file = self.cgroup_files
+        cpu = _read_number(cpu_file)
+        if cpu is not None and cpu_file is not None:
+            self.container_cpu_s = cpu / (1e9 if cpu_file.endswith("cpuacct.usage") else 1e6)
+        peak = _read_number(peak_file)
+        if peak is not None:
+            self.peak_bytes = max(self.peak_bytes, int(peak))
+
+    def _container_result(self, state: str, log_start: int) -> dict[str, Any]:
+        """The end of a container job: the engine's report (killed for memory, exit code) and the client's
+        exit status, which is the container's, or 125-127 with the engine's words when it did not start."""
+        oom, code, _ = _container_state(state)
+        client = None if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
+        if self.reason == "timeout":
+            return self._finish("timeout", None, f"time limit of {self.timeout_s:g} s exceeded")
+        if self.reason == "cancelled":
+            return self._finish("cancelled", None, "cancelled")
+        limit = int(self.spec.get("memory_mb") or 0)
+        # Killed (SIGKILL: 137) after its memory reached the limit is the kernel's OOM killer, also where the
+        # engine does not say so (Podman with runc on cgroup v1).
+        reached = limit > 0 and self.peak_bytes >= 0.97 * limit * 2**20
+        if oom or (client == 137 and reached):
+            self.memory_mb = limit
+            return self._finish("out_of_memory", None, f"memory limit of {limit} MB exceeded")
+        if client is not None and client >= 0:
+            code = client  # the client exits with the container's status (its own errors: 125-127)
+        if code is None:
+            code = -signal.SIGKILL if client is None else client
+        if code in (125, 126, 127):
+            tail = os.pread(self.log_fd, 16384, log_start).decode(errors="replace").strip().splitlines()
+            words = next((line for line in reversed(tail) if _engine_error(line)), None)
+            if words is not None:
+                if "executable file not found" in words or "no such file or directory" in words.lower():
+                    words = f"command not found in the image: {self.spec.get('program', '?')} ({words})"
+                message = f"the container could not be started: {words}"
+                self._log(message)
+                return self._finish("start_failed", None, message)
+        msg = f"exited with code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
+        return self._finish("exited", code, msg)
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a signal arrives (child exit, cancel) or ``timeout`` passes."""
@@ -507,14 +704,21 @@ class Supervisor:
                 else:
                     self.reason, why = "timeout", f"time limit of {self.timeout_s:g} s exceeded"
                 self._log(f"{why}; sending SIGTERM (SIGKILL in {self.grace_s:g} s)")
-                self._signal_job(signal.SIGTERM)
-                kill_at = now + self.grace_s
+                if self.container is not None:  # the engine does TERM, grace, KILL inside the container
+                    self._engine("stop", wait=False)
+                    kill_at = now + self.grace_s + 10.0
+                else:
+                    self._signal_job(signal.SIGTERM)
+                    kill_at = now + self.grace_s
             if kill_at is not None and now >= kill_at:
                 self._log(f"job still running {self.grace_s:g} s after SIGTERM; sending SIGKILL")
+                if self.container is not None:
+                    self._engine("kill")
                 self._kill_tree()
                 continue
             if now >= next_sample:
-                next_sample = now + (SAMPLE_S if self.memory_mb is not None else SAMPLE_IDLE_S)
+                busy = self.memory_mb is not None or self.container is not None
+                next_sample = now + (SAMPLE_S if busy else SAMPLE_IDLE_S)
                 total = self._sample_memory()
                 if self.memory_mb is not None and total > self.memory_mb * 2**20 and self.reason is None:
                     self.reason = "out_of_memory"
@@ -540,6 +744,12 @@ class Supervisor:
         leftovers = self._kill_tree()
         if self.job_pidfd is not None:
             os.close(self.job_pidfd)
+        if self.container is not None:
+            state = self._engine("inspect")
+            self._sample_container()  # the last word of its parent group, if it has one
+            self._engine("remove")
+            _remove_groups(_parent_cgroup_dirs(self.container.get("cgroup_parent")))
+            return self._container_result(state, log_start)
         # (No status only if _kill_tree gave up on an unkillable process.)
         code = -signal.SIGKILL if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
         if leftovers and self.reason is None:
@@ -582,7 +792,7 @@ class Supervisor:
             "outcome": outcome,
             "exit_code": code,
             "wall_s": round(wall, 4),
-            "cpu_s": round(children.ru_utime + children.ru_stime, 4),
+            "cpu_s": round(children.ru_utime + children.ru_stime + self.container_cpu_s, 4),
             "peak_memory_mb": round(peak / 2**20, 2),
             "message": message,
             "started_at": self.started_at,

@@ -3,7 +3,13 @@
 Pure Python: no HTTP, no database.
 """
 
-from labcloud.registry.jobs import job_environment, render_command, validate_inputs, validate_params
+from labcloud.registry.jobs import (
+    job_environment,
+    render_command,
+    render_text,
+    validate_inputs,
+    validate_params,
+)
 from labcloud.registry.loader import LoadProblem, LoadResult, format_loc, load_app_file, parse_app
 from labcloud.registry.models import (
     AppSpec,
@@ -41,6 +47,7 @@ __all__ = [
     "parse_app",
     "parse_template",
     "render_command",
+    "render_text",
     "render_value",
     "validate_inputs",
     "validate_params",

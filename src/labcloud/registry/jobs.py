@@ -163,23 +163,32 @@ def _substitute(
     return ""  # an optional input that was not given
 
 
+def render_text(
+    entrypoint: EntrypointSpec,
+    text: str,
+    params: Mapping[str, Any],
+    input_paths: Mapping[str, str],
+    output_dir: str,
+) -> str:
+    """One template (a command item, a container variable) with its placeholders substituted."""
+    return "".join(
+        seg if isinstance(seg, str) else _substitute(entrypoint, seg, params, input_paths, output_dir)
+        for seg in parse_template(text)
+    )
+
+
 def render_command(
     entrypoint: EntrypointSpec,
     params: Mapping[str, Any],
     input_paths: Mapping[str, str],
     output_dir: str,
-    python: str = sys.executable,
+    python: str | None = sys.executable,
 ) -> list[str]:
     """The argv of a job: placeholders substituted in each item; a leading ``python``/``python3`` becomes
-    ``python`` (by default the server's own interpreter, where labcloud and its demo apps are installed)."""
-    argv: list[str] = []
-    for arg in entrypoint.command:
-        parts = [
-            seg if isinstance(seg, str) else _substitute(entrypoint, seg, params, input_paths, output_dir)
-            for seg in parse_template(arg)
-        ]
-        argv.append("".join(parts))
-    if entrypoint.command[0] in PYTHON_WORDS:
+    ``python`` (by default the server's own interpreter, where labcloud and its demo apps are installed;
+    None keeps it, as in a container image)."""
+    argv = [render_text(entrypoint, arg, params, input_paths, output_dir) for arg in entrypoint.command]
+    if python and entrypoint.command[0] in PYTHON_WORDS:
         argv[0] = python
     return argv
 

@@ -80,11 +80,70 @@ class InputSpec(_Model):
     description: str = ""
 
 
+# An image reference as a registry knows it: [host[:port]/]path[:tag][@sha256:hex], or a local image id
+# (sha256:hex). Nothing that starts with "-" or holds a space can pass, so it never reads as an engine flag.
+IMAGE_PATTERN = re.compile(
+    r"^(sha256:[0-9a-f]{64}"
+    r"|[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?)$"
+)
+CONTAINER_USER_PATTERN = re.compile(r"^[0-9]{1,9}(:[0-9]{1,9})?$")
+
+
+class ContainerOptions(_Model):
+    """How a container entrypoint's image is started (``runtime: container``)."""
+
+    # The folder the command starts in, inside the container (the image's own when empty).
+    workdir: str = Field("", max_length=255)
+    # uid[:gid], numbers only (names mean nothing outside the image); never root.
+    user: str = "65534:65534"
+    # Variables for the container; values may use {params.NAME}, {inputs.SLOT} and {output}.
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and (not value.startswith("/") or ".." in value.split("/") or "\x00" in value):
+            raise SpecError("workdir must be an absolute path inside the container, without '..'")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, value: Any) -> Any:
+        text = str(value)
+        if not CONTAINER_USER_PATTERN.match(text):
+            raise SpecError("user must be numeric, uid or uid:gid (e.g. '1000:1000')")
+        uid, _, gid = text.partition(":")
+        if int(uid) == 0 or (gid and int(gid) == 0):
+            raise SpecError("containers never run as root (uid or gid 0)")
+        return text
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not ENV_NAME_PATTERN.match(name):
+                raise SpecError(
+                    f"environment variable name {name!r} must match {ENV_NAME_PATTERN.pattern}", (name,)
+                )
+            if name.startswith(RESERVED_ENV_PREFIX):
+                raise SpecError(
+                    f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are set by labcloud", (name,)
+                )
+        return env
+
+    def uid_gid(self) -> tuple[int, int]:
+        uid, _, gid = self.user.partition(":")
+        return int(uid), int(gid or uid)
+
+
 class EntrypointSpec(_Model):
     """One runnable command of an app version."""
 
     description: str = ""
-    runtime: Literal["process"] = "process"
+    runtime: Literal["process", "container"] = "process"
+    image: str | None = Field(None, max_length=255)  # runtime: container only
+    container: ContainerOptions | None = None
     command: list[str] = Field(min_length=1)
     parameters: dict[str, Any] = Field(default_factory=lambda: json.loads(json.dumps(DEFAULT_PARAMETERS)))
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
@@ -100,11 +159,39 @@ class EntrypointSpec(_Model):
     @field_validator("runtime", mode="before")
     @classmethod
     def _known_runtime(cls, value: Any) -> Any:
-        if value == "container":
-            raise SpecError("runtime 'container' is not supported yet; use runtime: process")
-        if value != "process":
-            raise SpecError(f"unknown runtime {value!r}; the only supported runtime is 'process'")
+        if value not in ("process", "container"):
+            raise SpecError(f"unknown runtime {value!r}; use 'process' or 'container'")
         return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        if value is not None and not IMAGE_PATTERN.match(value):
+            raise SpecError(
+                f"image {value!r} is not an image reference (e.g. registry.example.org/lab/tool:1.2, "
+                "lab/tool@sha256:<64 hex>, sha256:<64 hex>)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_container(self) -> EntrypointSpec:
+        if self.runtime == "container" and self.image is None:
+            raise SpecError("a container entrypoint needs an image (image: REPOSITORY:TAG or @sha256:...)")
+        if self.runtime == "process" and self.image is not None:
+            raise SpecError("image is for runtime: container", ("image",))
+        if self.runtime == "process" and self.container is not None:
+            raise SpecError("container options are for runtime: container", ("container",))
+        for name, value in (self.container.env if self.container else {}).items():
+            try:
+                used = [seg for seg in parse_template(value) if isinstance(seg, Placeholder)]
+            except TemplateError as exc:
+                raise SpecError(str(exc), ("container", "env", name)) from None
+            for ph in used:
+                required = set(self.parameters.get("required", []))
+                problem = self._placeholder_problem(ph, self.parameters.get("properties", {}), required)
+                if problem:
+                    raise SpecError(f"{name}: {problem}", ("container", "env", name))
+        return self
 
     @field_validator("command", mode="before")
     @classmethod
@@ -243,7 +330,7 @@ class EntrypointSpec(_Model):
 
     def canonical_dict(self) -> dict[str, Any]:
         """The spec as plain JSON data, defaults filled in: what a job stores for provenance."""
-        unset = {name for name in ("executor", "queue") if getattr(self, name) is None}
+        unset = {name for name in ("executor", "queue", "image", "container") if getattr(self, name) is None}
         return self.model_dump(mode="json", exclude=unset)  # hashes of specs without them stay as they were
 
     def canonical_json(self) -> str:

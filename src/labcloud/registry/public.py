@@ -14,12 +14,17 @@ def bundled_apps_dir() -> Path:
     return Path(labcloud.__file__).parent / "demo_apps"
 
 
-def entrypoint_to_public(entrypoint: EntrypointSpec) -> dict[str, Any]:
-    """Everything a client needs to build a submit form for one entrypoint, as plain JSON data."""
+def entrypoint_to_public(entrypoint: EntrypointSpec, container_problem: str | None = None) -> dict[str, Any]:
+    """Everything a client needs to build a submit form for one entrypoint, as plain JSON data.
+    ``container_problem``: why container apps cannot run here (None: they can)."""
     data = entrypoint.canonical_dict()
+    unavailable = container_problem if entrypoint.runtime == "container" else None
     return {
+        "available": unavailable is None,
+        "unavailable_reason": unavailable,
         "description": data["description"],
         "runtime": data["runtime"],
+        "image": data.get("image"),
         "command": data["command"],
         "parameters": data["parameters"],
         "inputs": data["inputs"],
@@ -32,7 +37,7 @@ def entrypoint_to_public(entrypoint: EntrypointSpec) -> dict[str, Any]:
     }
 
 
-def app_to_public(app: AppSpec) -> dict[str, Any]:
+def app_to_public(app: AppSpec, container_problem: str | None = None) -> dict[str, Any]:
     """An app as JSON; versions are listed newest first (``version_order`` keeps that order for clients
     whose JSON objects do not keep key order)."""
     order = app.sorted_versions()
@@ -45,7 +50,8 @@ def app_to_public(app: AppSpec) -> dict[str, Any]:
         "versions": {
             version: {
                 "entrypoints": {
-                    name: entrypoint_to_public(ep) for name, ep in app.versions[version].entrypoints.items()
+                    name: entrypoint_to_public(ep, container_problem)
+                    for name, ep in app.versions[version].entrypoints.items()
                 },
                 "default_entrypoint": app.versions[version].default_entrypoint_name(),
             }

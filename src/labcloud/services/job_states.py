@@ -35,6 +35,7 @@ class FailureReason(StrEnum):
     WORKER_LOST = "worker_lost"
     SYSTEM_ERROR = "system_error"
     REJECTED = "rejected"  # refused before it ran, e.g. by a quota
+    IMAGE_UNAVAILABLE = "image_unavailable"  # the container engine does not have the app's image
 
 
 # A queued job never ran, so it cannot have exited, timed out or run out of memory. (It can be rejected,
@@ -81,7 +82,16 @@ def can_retry(reason: FailureReason | None, attempts: int, max_attempts: int) ->
 
 # The supervisor's outcomes, and two of the runner's own: the inputs could not be staged, and the run was
 # lost (its supervisor vanished without a result).
-Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "staging_failed", "lost"]
+Outcome = Literal[
+    "exited",
+    "timeout",
+    "out_of_memory",
+    "cancelled",
+    "start_failed",
+    "staging_failed",
+    "image_unavailable",
+    "lost",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,7 @@ class RunEnd:
     usage: dict[str, float] = field(default_factory=dict)
     problem: str | None = None
     note: str | None = None
+    image: str | None = None  # the content id of the container image that ran
 
     @property
     def succeeded(self) -> bool:

@@ -267,7 +267,10 @@ def rerun(
         name=job.name,
         tags=dict(job.tags),
     )
-    return submit(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=job.id)
+    new = submit(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=job.id)
+    if job.image and new.spec.get("image") == job.spec.get("image"):
+        new.image = job.image  # the same container image, by its content id, even if its tag moved since
+    return new
 
 
 def delete(session: Session, settings: Settings, job: Job) -> None:

@@ -152,13 +152,20 @@ def record_end(session: Session, job: Job, end: RunEnd, outputs: int = 0) -> Non
     if state not in ACTIVE:
         return
     usage = {k: round(float(v), 3) for k, v in end.usage.items()}
+    if end.image:
+        job.image = end.image
     note = f"; {end.note}" if end.note else ""
     if end.problem is not None and state != JobState.CANCELLING:
         transition(
             session, job, JobState.FAILED, reason=FailureReason.SYSTEM_ERROR, message=end.problem, usage=usage
         )
         return
-    if state == JobState.STAGING and end.outcome not in ("cancelled", "staging_failed", "lost"):
+    if state == JobState.STAGING and end.outcome not in (
+        "cancelled",
+        "staging_failed",
+        "image_unavailable",
+        "lost",
+    ):
         state = JobState(transition(session, job, JobState.RUNNING).state)
     if state == JobState.CANCELLING or end.outcome == "cancelled":
         if state != JobState.CANCELLING:
@@ -210,6 +217,8 @@ def failure(end: RunEnd, job: Job) -> tuple[FailureReason, str]:
         return FailureReason.SYSTEM_ERROR, end.message or "the command could not be started"
     if end.outcome == "staging_failed":
         return FailureReason.STAGING_FAILED, end.message or "the inputs could not be staged"
+    if end.outcome == "image_unavailable":
+        return FailureReason.IMAGE_UNAVAILABLE, end.message or "the container image is not available"
     if end.outcome == "lost":
         return FailureReason.WORKER_LOST, end.message or "the job's supervisor disappeared"
     return FailureReason.SYSTEM_ERROR, end.message or f"unexpected outcome {end.outcome}"

@@ -357,6 +357,8 @@ class HttpReporter:
             body["problem"] = end.problem[:4000]
         if end.note:
             body["note"] = end.note[:4000]
+        if end.image:
+            body["image"] = end.image
         answer = self.api.json("POST", f"/jobs/{self.run.id}/finish", **self.run.call("finish"), json=body)
         self.run.final_state = str((answer or {}).get("state", ""))
         log.info(

@@ -104,7 +104,14 @@ class FinishIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal[
-        "exited", "timeout", "out_of_memory", "start_failed", "cancelled", "staging_failed", "lost"
+        "exited",
+        "timeout",
+        "out_of_memory",
+        "start_failed",
+        "cancelled",
+        "staging_failed",
+        "image_unavailable",
+        "lost",
     ]
     exit_code: int | None = None
     message: str = Field("", max_length=4000)
@@ -114,6 +121,12 @@ class FinishIn(BaseModel):
     )
     note: str | None = Field(
         None, max_length=4000, description="outputs not kept on purpose (links, fifos...), for the message"
+    )
+    image: str | None = Field(
+        None,
+        max_length=300,
+        pattern=r"^sha256:[0-9a-f]{64}$|^\S+$",
+        description="the container image's content id",
     )
 
 
@@ -270,6 +283,7 @@ def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) 
         {k: v for k, v in body.usage.items() if k in ("wall_s", "cpu_s", "peak_memory_mb")},
         problem=body.problem,
         note=body.note,
+        image=body.image,
     )
     with ctx.db.session() as session:
         job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)

@@ -27,7 +27,7 @@ from labcloud import registry
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.errors import Conflict, LabcloudError
-from labcloud.execution import runner
+from labcloud.execution import containers, runner
 from labcloud.execution.attempt import AttemptDir, Collected
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle
@@ -60,6 +60,7 @@ class LocalExecutor(Executor):
         self._threads: dict[uuid.UUID, threading.Thread] = {}
         self._detach = threading.Event()  # set when this server stops leading: runners let go of their jobs
         self.sandboxing = resolve_sandboxing(settings.sandbox, settings.job_user)
+        self.engines = containers.probe(*settings.container_settings())
         log.log(
             logging.ERROR if self.sandboxing.refuse else logging.INFO,
             "local jobs run %s",
@@ -169,7 +170,7 @@ class LocalExecutor(Executor):
             runner.append_log(plan, problem)
             reporter.finish(RunEnd("staging_failed", message=problem))
             return
-        if self.sandboxing.refuse:
+        if self.sandboxing.refuse and not plan.in_container:
             runner.append_log(plan, self.sandboxing.problem or "no sandbox")
             reporter.finish(RunEnd("start_failed", message=self.sandboxing.problem or "no sandbox"))
             return
@@ -191,7 +192,7 @@ class LocalExecutor(Executor):
         folder = AttemptDir(
             job_service.job_dir(self.settings, job.id) / f"attempt-{job.attempts}", self.sandboxing.user
         )
-        return JobPlan(
+        plan = JobPlan(
             job_id=str(job.id),
             attempt=job.attempts,
             spec=registry.EntrypointSpec.model_validate(job.spec),
@@ -204,7 +205,11 @@ class LocalExecutor(Executor):
             sandbox=self._policy(job) if self.sandboxing.enabled else None,
             grace_s=self.settings.kill_grace_s,
             detach=self._detach,
+            image=job.image,
         )
+        if plan.in_container:
+            plan.engine, plan.engine_problem = self.engines.get()
+        return plan
 
     def _policy(self, job: Job) -> SandboxPolicy:
         hidden: list[Path] = [self.settings.home, config_path_from_env()]

@@ -1,0 +1,347 @@
+"""Container engines: the command lines that run an app's image as a job, and what labcloud asks them.
+
+A container job runs like a process job: its supervisor starts the engine's client in the foreground
+(``docker run``/``podman run`` without ``-d``), so the log streams into the job's log, the exit status is
+the container's, and a restarted server finds the supervisor (and through it the container) again. What a
+process job gets from bubblewrap and the supervisor, a container gets from the engine's own options: a
+read-only root, no capabilities, no privilege escalation, a non-root user, no network, memory, CPU and
+process limits. Only two folders of the host are mounted: the attempt's staged inputs (read-only) and its
+output folder. Nothing of a job's parameters or inputs reaches the engine's options: the image reference
+is checked against a strict grammar when the app file loads and comes before the command, values of
+environment variables travel in a file only root can read, never on the client's command line.
+
+Docker and Podman share one command line; Apptainer's is built behind the same interface, untested here
+(it is not packaged for Debian).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+EngineKind = Literal["docker", "podman", "apptainer"]
+ENGINE_KINDS: tuple[EngineKind, ...] = ("docker", "podman", "apptainer")
+
+INPUTS_MOUNT = "/labcloud/inputs"
+OUTPUT_MOUNT = "/labcloud/output"
+NAME_PREFIX = "labcloud-"
+JOB_LABEL = "org.labcloud.job"
+ATTEMPT_LABEL = "org.labcloud.attempt"
+PIDS_LIMIT = 4096
+PROBE_TIMEOUT_S = 10.0
+
+
+class ImageUnavailable(Exception):
+    """The engine does not have the image (or cannot say): the engine's own words."""
+
+
+class EngineUnavailable(Exception):
+    """No engine can run container apps here; why."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One engine's client: its program with global options, and variables added to its environment."""
+
+    kind: EngineKind
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    run_options: tuple[str, ...] = ()  # given by the operator (e.g. --ulimit nofile=20000:20000)
+    # The engine manages control groups itself (cgroupfs): each container then goes under a parent group of
+    # its own, which outlives it, so that its CPU time and peak memory can be read after it ended.
+    cgroupfs: bool = False
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.argv, *args]
+
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The client's whole environment: nothing of the server's but PATH and the engine's variables."""
+        base = {"PATH": os.environ.get("PATH", os.defpath), "HOME": "/nonexistent"}
+        return base | dict(self.env) | dict(extra or {})
+
+    def call(self, *args: str, timeout: float = PROBE_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args),
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    # --- images --------------------------------------------------------------------------------------
+
+    def image_id(self, image: str) -> str:
+        """The content id (sha256:...) of a local image; ImageUnavailable when the engine has none."""
+        if self.kind == "apptainer":
+            return image  # a SIF file or URI: what runs is what is named
+        try:
+            done = self.call("image", "inspect", "--format", "{{.Id}}", image)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ImageUnavailable(f"the {self.kind} engine did not answer: {exc}") from None
+        if done.returncode != 0:
+            words = _last_line(done.stderr) or f"{self.kind} image inspect exited with {done.returncode}"
+            raise ImageUnavailable(f"image {image} is not available to {self.kind}: {words}")
+        found = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+        return found if found.startswith("sha256:") else f"sha256:{found}"
+
+    def pull(self, image: str, timeout: float = 3600.0) -> subprocess.CompletedProcess[str]:
+        return self.call("pull", image, timeout=timeout)
+
+    # --- containers ----------------------------------------------------------------------------------
+
+    def run_argv(self, run: ContainerRun) -> list[str]:
+        """The client's command line that runs ``run`` in the foreground."""
+        if self.kind == "apptainer":
+            return self._apptainer_argv(run)
+        argv = self.command(
+            "run",
+            "--name",
+            run.name,
+            "--pull=never",
+            "--read-only",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            f"--user={run.user}",
+            f"--pids-limit={PIDS_LIMIT}",
+            f"--memory={run.memory_mb}m",
+            f"--memory-swap={run.memory_mb}m",
+            f"--cpus={run.cpus:g}",
+            "--tmpfs=/tmp:rw,nosuid,nodev,mode=1777",
+            f"--label={JOB_LABEL}={run.job_id}",
+            f"--label={ATTEMPT_LABEL}={run.attempt}",
+            "--entrypoint=",
+        )
+        if not run.network:
+            argv.append("--network=none")
+        if self.cgroupfs:
+            argv.append(f"--cgroup-parent={cgroup_parent(run.name)}")
+        if run.gpus:
+            argv += [f"--gpus={run.gpus}"] if self.kind == "docker" else ["--device=nvidia.com/gpu=all"]
+        if run.workdir:
+            argv.append(f"--workdir={run.workdir}")
+        if run.inputs is not None:
+            argv.append(_bind(run.inputs, INPUTS_MOUNT, readonly=True))
+        argv.append(_bind(run.output, OUTPUT_MOUNT, readonly=False))
+        argv.append(f"--env-file={run.env_file}")
+        argv += list(self.run_options)
+        return [*argv, run.image, *run.command]
+
+    def _apptainer_argv(self, run: ContainerRun) -> list[str]:
+        argv = self.command("exec", "--containall", "--cleanenv", "--no-home", "--no-privs")
+        if not run.network:
+            argv += ["--net", "--network", "none"]
+        if run.workdir:
+            argv += ["--pwd", run.workdir]
+        if run.inputs is not None:
+            argv += ["--bind", f"{run.inputs}:{INPUTS_MOUNT}:ro"]
+        argv += ["--bind", f"{run.output}:{OUTPUT_MOUNT}"]
+        if run.gpus:
+            argv.append("--nv")
+        argv += ["--env-file", str(run.env_file)]
+        image = run.image if "://" in run.image or run.image.endswith(".sif") else f"docker://{run.image}"
+        return [*argv, image, *run.command]
+
+    def stop_argv(self, name: str, grace_s: float) -> list[str]:
+        return self.command("stop", "--time", str(max(int(grace_s), 1)), name)
+
+    def kill_argv(self, name: str) -> list[str]:
+        return self.command("kill", name)
+
+    def inspect_argv(self, name: str) -> list[str]:
+        state = "{{.State.OOMKilled}} {{.State.ExitCode}} {{.State.Pid}}"
+        return self.command("inspect", "--format", state, name)
+
+    def remove_argv(self, name: str) -> list[str]:
+        return self.command("rm", "--force", name)
+
+    def control(self, name: str, grace_s: float) -> dict[str, list[str]] | None:
+        """The command lines the supervisor uses to stop, inspect and remove the container."""
+        if self.kind == "apptainer":
+            return None  # the client is the container: signals reach it as they reach a process
+        return {
+            "cgroup_parent": [cgroup_parent(name)] if self.cgroupfs else [],
+            "stop": self.stop_argv(name, grace_s),
+            "kill": self.kill_argv(name),
+            "inspect": self.inspect_argv(name),
+            "remove": self.remove_argv(name),
+        }
+
+    def remove(self, name: str) -> None:
+        if self.kind != "apptainer":
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                self.call("rm", "--force", name)
+
+    def labelled(self) -> list[str]:
+        """Names of the containers labcloud started on this engine (running or not)."""
+        if self.kind == "apptainer":
+            return []
+        try:
+            done = self.call("ps", "--all", "--filter", f"label={JOB_LABEL}", "--format", "{{.Names}}")
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return [n for n in done.stdout.split() if n.startswith(NAME_PREFIX)] if done.returncode == 0 else []
+
+    def check(self) -> Engine:
+        """This engine as it answers (with how it manages control groups); EngineUnavailable if not."""
+        args: tuple[str, ...] = ("--version",)
+        if self.kind == "docker":
+            args = ("info", "--format", "{{.CgroupDriver}}")
+        elif self.kind == "podman":
+            args = ("info", "--format", "{{.Host.CgroupManager}}")
+        try:
+            done = self.call(*args)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise EngineUnavailable(f"{self.kind} does not answer: {exc}") from None
+        if done.returncode != 0:
+            words = _last_line(done.stderr) or f"exit status {done.returncode}"
+            raise EngineUnavailable(f"{self.kind} does not answer: {words}")
+        return dataclasses.replace(self, cgroupfs=done.stdout.strip() == "cgroupfs")
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """One attempt's container."""
+
+    job_id: str
+    attempt: int
+    image: str
+    command: Sequence[str]
+    user: str
+    workdir: str
+    env_file: Path  # the container's variables (NAME=value lines), never on the command line
+    inputs: Path | None  # the staged inputs folder (mounted read-only), None when there are none
+    output: Path  # the only writable folder
+    cpus: float
+    memory_mb: int
+    gpus: int = 0
+    network: bool = False
+
+    @property
+    def name(self) -> str:
+        return container_name(self.job_id, self.attempt)
+
+
+def cgroup_parent(name: str) -> str:
+    return f"/labcloud/{name}"
+
+
+def container_name(job_id: str, attempt: int) -> str:
+    return f"{NAME_PREFIX}{job_id}-{attempt}"
+
+
+def parse_name(name: str) -> tuple[str, int] | None:
+    """(job id, attempt) of a container labcloud named, else None."""
+    if not name.startswith(NAME_PREFIX):
+        return None
+    job_id, _, attempt = name[len(NAME_PREFIX) :].rpartition("-")
+    return (job_id, int(attempt)) if attempt.isdigit() and job_id else None
+
+
+def _bind(source: Path, target: str, readonly: bool) -> str:
+    text = str(source)
+    if any(c in text for c in ',"\n') or not source.is_absolute():
+        raise ValueError(f"a folder that cannot be mounted in a container: {text!r}")
+    return f"--mount=type=bind,source={text},target={target}" + (",readonly" if readonly else "")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def find_engine(
+    choice: str,
+    docker_host: str = "",
+    podman_options: Sequence[str] = (),
+    run_options: Sequence[str] = (),
+) -> Engine:
+    """The engine to use: ``choice`` is auto, docker, podman or apptainer. EngineUnavailable says why none.
+
+    ``auto`` takes Docker when its daemon answers, else Podman when it is installed and answers.
+    """
+    choice = choice.strip().lower() or "auto"
+    if choice not in ("auto", *ENGINE_KINDS):
+        raise EngineUnavailable(f"unknown container engine {choice!r}; use auto, docker, podman or apptainer")
+    candidates: list[EngineKind] = ["docker", "podman"] if choice == "auto" else [choice]  # type: ignore[list-item]
+    problems: list[str] = []
+    for kind in candidates:
+        program = shutil.which(kind)
+        if program is None:
+            problems.append(f"{kind} is not installed")
+            continue
+        env: dict[str, str] = {}
+        options: tuple[str, ...] = ()
+        if kind == "docker":
+            host = docker_host or os.environ.get("DOCKER_HOST", "")
+            if host:
+                env["DOCKER_HOST"] = host
+        elif kind == "podman":
+            options = tuple(podman_options)
+        try:
+            return Engine(kind, (program, *options), env, tuple(run_options)).check()
+        except EngineUnavailable as exc:
+            problems.append(str(exc))
+    raise EngineUnavailable("; ".join(problems) or "no container engine")
+
+
+class EngineProbe:
+    """This machine's engine, looked for when first needed and again (at most once a minute) while none
+    answers: an engine started after labcloud is found without a restart."""
+
+    RETRY_S = 60.0
+
+    def __init__(
+        self,
+        choice: str,
+        docker_host: str = "",
+        podman_options: Sequence[str] = (),
+        run_options: Sequence[str] = (),
+    ) -> None:
+        self.choice = choice
+        self.docker_host = docker_host
+        self.podman_options = tuple(podman_options)
+        self.run_options = tuple(run_options)
+        self._engine: Engine | None = None
+        self._problem = ""
+        self._checked_at: float | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[Engine | None, str]:
+        """The engine, or None and why there is none."""
+        if self.choice == "none":
+            return None, "container apps are turned off here (container_engine = none)"
+        with self._lock:
+            now = time.monotonic()
+            if self._engine is None and (self._checked_at is None or now - self._checked_at > self.RETRY_S):
+                self._checked_at = now
+                try:
+                    self._engine = find_engine(
+                        self.choice, self.docker_host, self.podman_options, self.run_options
+                    )
+                    self._problem = ""
+                except EngineUnavailable as exc:
+                    self._problem = str(exc)
+            return self._engine, self._problem
+
+
+@functools.cache
+def probe(
+    choice: str,
+    docker_host: str = "",
+    podman_options: tuple[str, ...] = (),
+    run_options: tuple[str, ...] = (),
+) -> EngineProbe:
+    """The one probe of these settings in this process (the executor's and the app listing's)."""
+    return EngineProbe(choice, docker_host, podman_options, run_options)
