@@ -102,7 +102,7 @@ unavailable() {
         return 0
       }
       if ! timeout 20 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
-        echo "no Docker daemon answers at ${DOCKER_HOST:-the default socket}"
+        echo "no Docker daemon answers at ${DOCKER_HOST:-the default socket} (start one, or set DOCKER_HOST)"
         return 0
       fi
       ;;

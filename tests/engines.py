@@ -46,6 +46,7 @@ def _with_image(name: str, start: Callable[[], EngineCLI]) -> EngineCLI:
     try:
         cli = start()
         import_image(cli)
+        return cli
     except EngineUnavailable as exc:
-        pytest.fail(f"{name}: {exc}", pytrace=False)
-    return cli
+        problem = str(exc)
+    pytest.fail(f"{name}: {problem}", pytrace=False)  # out of the except: the message alone, no traceback
