@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,6 +65,27 @@ def free_port() -> int:
 def clean_env() -> dict[str, str]:
     """This process's environment without ``LABCLOUD_*``: a child gets only the settings it is given."""
     return {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
+
+
+def run_client(
+    command: list[str], env: dict[str, str], cwd: Path | None, check: bool, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """A daemon's client command, output captured as text, no stdin; with ``check`` a non-zero exit raises
+    ``CalledProcessError`` (with the command's stderr and stdout attached as a note)."""
+    try:
+        return subprocess.run(
+            command,
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.CalledProcessError as exc:
+        exc.add_note(f"stderr: {(exc.stderr or '').strip()}\nstdout: {(exc.stdout or '').strip()}")
+        raise
 
 
 def alive(pid: int) -> bool:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from testing.daemons import alive, clean_env, holders
+from testing.daemons import alive, clean_env, holders, run_client
 
 IMAGE = "labcloud/busybox:1"
 BUILD_IMAGE = Path(__file__).resolve().parents[1] / "scripts" / "build-image.sh"
@@ -87,20 +87,7 @@ class EngineCLI:
     ) -> subprocess.CompletedProcess[str]:
         """``engine ARGS...``, output captured as text; with ``check`` a non-zero exit raises
         ``CalledProcessError`` (with the command's stderr attached as a note)."""
-        try:
-            return subprocess.run(
-                self.command(*args),
-                env=self.environ(),
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                check=check,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.CalledProcessError as exc:
-            exc.add_note(f"stderr: {(exc.stderr or '').strip()}\nstdout: {(exc.stdout or '').strip()}")
-            raise
+        return run_client(self.command(*args), self.environ(), cwd, check, timeout)
 
 
 def ulimits() -> list[str]:

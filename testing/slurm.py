@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testing.daemons import PortTaken, alive, free_ports, holders, start_retrying
+from testing.daemons import PortTaken, alive, free_ports, holders, run_client, start_retrying
 
 START_DEADLINE_S = 30.0
 STOP_GRACE_S = 3.0
@@ -89,20 +89,7 @@ class SlurmCluster:
         Output is captured as text; with ``check`` a non-zero exit raises ``CalledProcessError`` (with the
         command's stderr attached as a note).
         """
-        try:
-            return subprocess.run(
-                list(args),
-                env=self.env(),
-                cwd=self.root,
-                capture_output=True,
-                text=True,
-                check=check,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.CalledProcessError as exc:
-            exc.add_note(f"stderr: {(exc.stderr or '').strip()}\nstdout: {(exc.stdout or '').strip()}")
-            raise
+        return run_client(list(args), self.env(), self.root, check, timeout)
 
     @property
     def rest_url(self) -> str:
