@@ -53,7 +53,6 @@ from testing.daemons import alive, clean_env, holders, run_client
 IMAGE = "labcloud/busybox:1"
 BUILD_IMAGE = Path(__file__).resolve().parents[1] / "scripts" / "build-image.sh"
 START_DEADLINE_S = 30.0
-SHUTDOWN_TIMEOUT_S = 2  # what dockerd gives a running container to stop when it stops itself
 STOP_GRACE_S = 15.0
 POLL_S = 0.05
 INSTALL_HINT = "install the Debian packages docker.io, podman and runc: scripts/ensure-system.sh --postgres"
@@ -166,7 +165,6 @@ class DockerDaemon:
             "--iptables=false",
             "--ip6tables=false",
             "--bridge=none",
-            "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
             *(f"--default-ulimit={limit}" for limit in ulimits()),
         ]  # fmt: skip
         with open(self.log, "wb") as out:
@@ -234,7 +232,7 @@ class DockerDaemon:
             remove_folder(self.folder)
 
     def _kill_containers(self) -> None:
-        """SIGKILL the running containers: stopping itself, dockerd would give each 10 s after a SIGTERM."""
+        """SIGKILL the running containers: stopping itself, dockerd gives each 10 s after a SIGTERM."""
         with contextlib.suppress(Exception):
             running = self.cli.run("ps", "--quiet", timeout=10).stdout.split()
             if running:
