@@ -23,23 +23,39 @@ if [ "$want_postgres" = 1 ] && ! command -v pg_ctlcluster >/dev/null 2>&1 && ! p
 fi
 # The single-node Slurm cluster of the Slurm executor's tests (tests/slurm.py, testing/slurm.py), for the test
 # setup only; without recommends (slurm-wlm-plugins: some 30 packages of HDF5, IPMI, ROCm... plugins).
-slurm_missing=()
+lean_missing=() # installed without recommends
 if [ "$want_postgres" = 1 ]; then
-  [ -x /usr/sbin/slurmctld ] || command -v slurmctld >/dev/null 2>&1 || slurm_missing+=(slurm-wlm)
-  [ -x /usr/sbin/munged ] || command -v munged >/dev/null 2>&1 || slurm_missing+=(munge)
+  [ -x /usr/sbin/slurmctld ] || command -v slurmctld >/dev/null 2>&1 || lean_missing+=(slurm-wlm)
+  [ -x /usr/sbin/munged ] || command -v munged >/dev/null 2>&1 || lean_missing+=(munge)
   # slurmrestd and its JWT authentication, for the tests of the executor's REST client (tests/test_slurm_rest.py)
-  [ -x /usr/sbin/slurmrestd ] || command -v slurmrestd >/dev/null 2>&1 || slurm_missing+=(slurmrestd)
-  dpkg -s slurm-wlm-jwt-plugin >/dev/null 2>&1 || slurm_missing+=(slurm-wlm-jwt-plugin)
+  [ -x /usr/sbin/slurmrestd ] || command -v slurmrestd >/dev/null 2>&1 || lean_missing+=(slurmrestd)
+  dpkg -s slurm-wlm-jwt-plugin >/dev/null 2>&1 || lean_missing+=(slurm-wlm-jwt-plugin)
+fi
+# Docker and Podman for the container tests (tests/engines.py starts a private dockerd and a private Podman
+# storage, and scripts/build-image.sh makes their image from the static busybox), for the test setup only: the
+# service runs without any container engine. Without recommends (buildah, criu, needrestart, uidmap...): the
+# dependencies bring containerd, conmon and a network stack, which is all the tests use.
+has() { [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ] || command -v "$1" >/dev/null 2>&1; }
+if [ "$want_postgres" = 1 ]; then
+  has dockerd || lean_missing+=(docker.io)
+  has podman || lean_missing+=(podman)
+  has runc || lean_missing+=(runc)
+  dpkg -s busybox-static >/dev/null 2>&1 || lean_missing+=(busybox-static)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if [ ${#slurm_missing[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${slurm_missing[*]}"
+if [ ${#lean_missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${lean_missing[*]}"
   [ ${#missing[@]} -gt 0 ] || as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${slurm_missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${lean_missing[@]}" >/dev/null
+fi
+if [ "$want_postgres" = 1 ]; then
+  for binary in dockerd containerd runc podman conmon; do
+    has "$binary" || { echo "ensure-system: no $binary after installing docker.io, podman and runc" >&2; exit 1; }
+  done
 fi
 
 if [ "$want_postgres" = 1 ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testing.daemons import PortTaken, free_ports, start_retrying
+from testing.daemons import PortTaken, alive, free_ports, holders, run_client, start_retrying
 
 START_DEADLINE_S = 30.0
 STOP_GRACE_S = 3.0
@@ -89,20 +89,7 @@ class SlurmCluster:
         Output is captured as text; with ``check`` a non-zero exit raises ``CalledProcessError`` (with the
         command's stderr attached as a note).
         """
-        try:
-            return subprocess.run(
-                list(args),
-                env=self.env(),
-                cwd=self.root,
-                capture_output=True,
-                text=True,
-                check=check,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.CalledProcessError as exc:
-            exc.add_note(f"stderr: {(exc.stderr or '').strip()}\nstdout: {(exc.stdout or '').strip()}")
-            raise
+        return run_client(list(args), self.env(), self.root, check, timeout)
 
     @property
     def rest_url(self) -> str:
@@ -453,7 +440,7 @@ def _stop(cluster: SlurmCluster) -> None:
     for name in slurm:
         _signal(cluster, name, signal.SIGKILL)
     munged = cluster.pids.get("munged")
-    leftovers = [pid for pid in _holders(cluster.root) if pid != munged]
+    leftovers = [pid for pid in holders(cluster.root) if pid != munged]
     for pid in leftovers:  # slurmstepd and jobs the shutdown left behind
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
@@ -474,7 +461,7 @@ def _running(cluster: SlurmCluster, name: str) -> bool:
     process = cluster._processes.get(name)
     if process is not None:
         return process.poll() is None
-    return _alive(cluster.pids.get(name, 0))
+    return alive(cluster.pids.get(name, 0))
 
 
 def _signal(cluster: SlurmCluster, name: str, sig: int) -> None:
@@ -484,19 +471,8 @@ def _signal(cluster: SlurmCluster, name: str, sig: int) -> None:
         if process is not None:
             if process.poll() is None:
                 process.send_signal(sig)
-        elif _alive(cluster.pids.get(name, 0)):
+        elif alive(cluster.pids.get(name, 0)):
             os.kill(cluster.pids[name], sig)
-
-
-def _alive(pid: int) -> bool:
-    """Running: not gone and not a zombie (a re-parented zombie still answers ``kill -0``)."""
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _wait_gone(cluster: SlurmCluster, pids: Iterable[int], timeout: float) -> bool:
@@ -506,26 +482,9 @@ def _wait_gone(cluster: SlurmCluster, pids: Iterable[int], timeout: float) -> bo
     while True:
         for process in cluster._processes.values():
             process.poll()  # reap our own children
-        pending = [pid for pid in pending if (ours[pid].returncode is None if pid in ours else _alive(pid))]
+        pending = [pid for pid in pending if (ours[pid].returncode is None if pid in ours else alive(pid))]
         if not pending:
             return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
-
-
-def _holders(root: Path) -> list[int]:
-    """Processes (other than this one) whose working directory or an open file is under ``root``."""
-    prefix = str(root) + "/"
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            links = [os.readlink(entry / "cwd")]
-            links += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
-        except OSError:
-            continue
-        if any(link == str(root) or link.startswith(prefix) for link in links):
-            found.append(int(entry.name))
-    return found
