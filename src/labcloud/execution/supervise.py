@@ -579,6 +579,8 @@ class Supervisor:
         # Killed (SIGKILL: 137) after its memory reached the limit is the kernel's OOM killer, also where the
         # engine does not say so (Podman with runc on cgroup v1).
         reached = limit > 0 and self.peak_bytes >= 0.97 * limit * 2**20
+        # Podman 4's conmon leaves a file "oom" in the client's folder instead of telling inspect.
+        oom = oom or os.path.exists(os.path.join(self.spec["cwd"], "oom"))
         if oom or (client == 137 and reached):
             self.memory_mb = limit
             return self._finish("out_of_memory", None, f"memory limit of {limit} MB exceeded")

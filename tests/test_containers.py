@@ -1,0 +1,204 @@
+"""Container apps on real engines (Docker and Podman, started by the test setup): they run, stream their log,
+keep their outputs and record the image they ran, with the same limits and isolation as a process job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Account
+from jobs_helpers import follow_log, wait_for_end
+from labcloud.settings import Settings
+from live_server import eventually
+from testing.engines import IMAGE, EngineCLI
+
+pytestmark = pytest.mark.containers
+
+
+@pytest.fixture(params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest) -> EngineCLI:
+    cli: EngineCLI = request.getfixturevalue(f"{request.param}_cli")
+    return cli
+
+
+def use_engine(settings: Settings, cli: EngineCLI) -> None:
+    settings.container_engine = cli.kind  # type: ignore[assignment]
+    if cli.kind == "docker":
+        settings.docker_host = cli.argv[cli.argv.index("-H") + 1]
+    else:
+        settings.podman_options = cli.argv[1:]
+    # This machine's hard limits are below Podman's defaults (the test Docker daemon has them as defaults).
+    pairs = zip(cli.run_args[::2], cli.run_args[1::2], strict=True)
+    settings.container_run_options = [f"{option}={value}" for option, value in pairs]
+
+
+def engine_socket(cli: EngineCLI) -> str:
+    return cli.argv[cli.argv.index("-H") + 1].removeprefix("unix://") if cli.kind == "docker" else ""
+
+
+def write_container_app(apps_dir: Path, name: str, command: list[str], **entry: Any) -> None:
+    apps_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "name": name,
+        "versions": {
+            "1.0": {
+                "entrypoints": {
+                    "main": {
+                        "runtime": "container",
+                        "image": entry.pop("image", IMAGE),
+                        "command": command,
+                        "resources": entry.pop("resources", {"cpus": 1, "memory_mb": 64, "timeout_s": 60}),
+                        **entry,
+                    }
+                }
+            }
+        },
+    }
+    (apps_dir / f"{name}.yaml").write_text(json.dumps(spec))
+
+
+@pytest.fixture
+def running(
+    settings: Settings, engine: EngineCLI, request: pytest.FixtureRequest
+) -> tuple[TestClient, Settings, EngineCLI]:
+    """The test server, started after its settings name the engine (tests list this before ``user``)."""
+    use_engine(settings, engine)
+    client: TestClient = request.getfixturevalue("client")
+    return client, settings, engine
+
+
+def submit(client: TestClient, user: Account, app: str, **body: Any) -> str:
+    r = client.post("/api/v1/jobs", json={"app": app, **body}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    job_id: str = r.json()["id"]
+    return job_id
+
+
+def test_a_container_job_runs_streams_keeps_its_outputs_and_records_its_image(
+    running: tuple[TestClient, Settings, EngineCLI], user: Account
+) -> None:
+    client, settings, cli = running
+    write_container_app(
+        settings.effective_apps_dir,
+        "greet",
+        [
+            "sh",
+            "-c",
+            "echo hello {params.who}; echo '::progress 0.5'; echo $GREETING > {output}/greeting.txt",
+        ],
+        parameters={"type": "object", "properties": {"who": {"type": "string"}}, "required": ["who"]},
+        container={"env": {"GREETING": "hi {params.who}"}},
+    )
+    job_id = submit(client, user, "greet", params={"who": "--privileged; world"})
+    log = follow_log(client, job_id, user.headers)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()
+    assert job["state"] == "succeeded", (job, log)
+    assert "hello --privileged; world" in log  # a parameter is an argument, never an engine flag
+    assert job["image"].startswith("sha256:") and len(job["image"]) == 71
+    assert job["usage"]["peak_memory_mb"] > 0 and job["usage"]["cpu_s"] > 0, job["usage"]  # the engine's
+    assert job["progress"] == 1.0
+    out = client.get(f"/api/v1/jobs/{job_id}/outputs", headers=user.headers).json()
+    names = [item["path"].rsplit("/", 1)[-1] for item in out]
+    assert names == ["greeting.txt"], (out, job, log)
+    done = cli.run("ps", "--all", "--filter", f"name=labcloud-{job_id}", "--format", "{{.Names}}")
+    assert done.stdout.strip() == ""  # the container is removed once the job is over
+
+
+def test_a_container_is_isolated(running: tuple[TestClient, Settings, EngineCLI], user: Account) -> None:
+    client, settings, cli = running
+    socket = engine_socket(cli) or "/nonexistent"
+    probe = (
+        "id -u; id -g; grep CapEff /proc/self/status; "
+        "touch /probe 2>/dev/null && echo root-writable || echo root-read-only; "
+        "wc -l < /proc/net/dev; "
+        f"test -e {socket} && echo engine-socket-visible || echo engine-socket-hidden; "
+        "touch /labcloud/inputs/x 2>/dev/null && echo inputs-writable || echo inputs-read-only; "
+        "touch {output}/ok && echo output-writable"
+    )
+    write_container_app(
+        settings.effective_apps_dir, "probe", ["sh", "-c", probe], inputs={"data": {"type": "file"}}
+    )
+    client.put(
+        "/api/v1/files/in.txt", content=b"data", headers={**user.headers, "Content-Type": "text/plain"}
+    )
+    job_id = submit(client, user, "probe", inputs={"data": "in.txt"})
+    log = follow_log(client, job_id, user.headers)
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()["state"] == "succeeded", log
+    lines = [line.strip() for line in log.splitlines() if not line.startswith("[labcloud]")]
+    assert lines[:2] == ["65534", "65534"], log
+    assert "CapEff:\t0000000000000000" in lines, log
+    assert "root-read-only" in lines, log
+    assert "3" in lines, log  # /proc/net/dev: two header lines and lo, nothing else (no network)
+    assert "engine-socket-hidden" in lines and "inputs-read-only" in lines and "output-writable" in lines, log
+
+
+def test_limits_end_a_container_as_they_end_a_process(
+    running: tuple[TestClient, Settings, EngineCLI], user: Account
+) -> None:
+    client, settings, cli = running
+    apps = settings.effective_apps_dir
+    write_container_app(apps, "slow", ["sleep", "60"], resources={"cpus": 1, "memory_mb": 64, "timeout_s": 2})
+    write_container_app(
+        apps,
+        "hungry",
+        ["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"],
+        resources={"cpus": 1, "memory_mb": 32, "timeout_s": 60},
+    )
+    write_container_app(apps, "nap", ["sleep", "60"])
+    write_container_app(apps, "missing", ["true"], image="labcloud/not-built:1")
+    write_container_app(apps, "fails", ["sh", "-c", "exit 3"])
+    write_container_app(apps, "nocmd", ["no-such-program"])
+    names = ("slow", "hungry", "nap", "missing", "fails", "nocmd")
+    slow, hungry, nap, missing, fails, nocmd = (submit(client, user, a) for a in names)
+    eventually(
+        lambda: client.get(f"/api/v1/jobs/{nap}", headers=user.headers).json()["state"] == "running",
+        60,
+        "the container job to run",
+    )
+    assert client.post(f"/api/v1/jobs/{nap}/cancel", headers=user.headers).status_code == 200
+    ends = {
+        job_id: wait_for_end(client, job_id, user.headers)
+        for job_id in (slow, hungry, nap, missing, fails, nocmd)
+    }
+    assert (ends[slow]["state"], ends[slow]["reason"]) == ("failed", "timeout"), ends[slow]
+    assert (ends[hungry]["state"], ends[hungry]["reason"]) == ("failed", "out_of_memory"), ends[hungry]
+    assert ends[nap]["state"] == "cancelled", ends[nap]
+    assert (ends[missing]["state"], ends[missing]["reason"]) == ("failed", "image_unavailable"), ends[missing]
+    assert "labcloud/not-built:1" in ends[missing]["message"], ends[missing]
+    assert (ends[fails]["state"], ends[fails]["reason"], ends[fails]["exit_code"]) == (
+        "failed",
+        "app_error",
+        3,
+    )
+    assert (ends[nocmd]["state"], ends[nocmd]["reason"]) == ("failed", "system_error"), ends[nocmd]
+    assert "could not be started" in ends[nocmd]["message"] and "no-such-program" in ends[nocmd]["message"]
+    left = cli.run(
+        "ps", "--all", "--filter", "label=org.labcloud.job", "--format", "{{.Names}}"
+    ).stdout.split()
+    assert not [name for name in left if any(j in name for j in ends)], left
+
+
+@pytest.fixture
+def no_engine(settings: Settings, request: pytest.FixtureRequest) -> TestClient:
+    settings.container_engine = "none"
+    client: TestClient = request.getfixturevalue("client")
+    return client
+
+
+def test_without_an_engine_container_apps_are_listed_unavailable_and_fail_clearly(
+    no_engine: TestClient, settings: Settings, user: Account
+) -> None:
+    write_container_app(settings.effective_apps_dir, "boxed", ["true"])
+    client = no_engine
+    apps = {a["name"]: a for a in client.get("/api/v1/apps", headers=user.headers).json()["items"]}
+    boxed = apps["boxed"]["versions"]["1.0"]["entrypoints"]["main"]
+    assert boxed["available"] is False and "container_engine = none" in boxed["unavailable_reason"]
+    hello = apps["hello"]["versions"][apps["hello"]["latest_version"]]["entrypoints"]
+    assert all(ep["available"] for ep in hello.values())
+    job = wait_for_end(client, submit(client, user, "boxed"), user.headers)
+    assert (job["state"], job["reason"]) == ("failed", "image_unavailable"), job
+    assert "container_engine = none" in job["message"]
