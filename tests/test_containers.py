@@ -4,16 +4,22 @@ keep their outputs and record the image they ran, with the same limits and isola
 from __future__ import annotations
 
 import json
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import Account
+from conftest import Account, backend
 from jobs_helpers import follow_log, wait_for_end
+from labcloud.execution.process import Handle
 from labcloud.settings import Settings
-from live_server import eventually
+from live_server import eventually, login_headers, server_env
+from testing.crash import KillableServer
 from testing.engines import IMAGE, EngineCLI
 
 pytestmark = pytest.mark.containers
@@ -202,3 +208,75 @@ def test_without_an_engine_container_apps_are_listed_unavailable_and_fail_clearl
     job = wait_for_end(client, submit(client, user, "boxed"), user.headers)
     assert (job["state"], job["reason"]) == ("failed", "image_unavailable"), job
     assert "container_engine = none" in job["message"]
+
+
+# --------------------------------------------------------------------------------- kill -9 of the server
+
+ADMIN = ("crash-admin@example.org", "crash-admin-password")
+
+
+@pytest.fixture
+def killable(settings: Settings, database_url: str, engine: EngineCLI) -> Iterator[KillableServer]:
+    use_engine(settings, engine)
+    env = server_env(
+        settings.home,
+        ADMIN,
+        database_url if backend() == "postgresql" else None,
+        container_engine=settings.container_engine,
+        docker_host=settings.docker_host,
+        podman_options=json.dumps(settings.podman_options),
+        container_run_options=json.dumps(settings.container_run_options),
+    )
+    srv = KillableServer(env)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _names(cli: EngineCLI, job_id: str) -> list[str]:
+    return cli.run(
+        "ps", "--all", "--filter", f"name=labcloud-{job_id}", "--format", "{{.Names}}"
+    ).stdout.split()
+
+
+def _follow(
+    srv: KillableServer, job_id: str, headers: dict[str, str], until: str | None = None
+) -> dict[str, Any]:
+    """Follow the job's log until a line ``until`` (or the end); then the job."""
+    url = f"{srv.url}/api/v1/jobs/{job_id}/logs"
+    with httpx.stream("GET", url, params={"follow": "true"}, headers=headers, timeout=120) as r:
+        for line in r.iter_lines():
+            if (until is not None and line == f"data: {until}") or line.startswith("event: end"):
+                break
+    job: dict[str, Any] = httpx.get(f"{srv.url}/api/v1/jobs/{job_id}", headers=headers).json()
+    return job
+
+
+def test_a_container_job_survives_kill_9_of_the_server_and_a_lost_one_is_cleaned_up(
+    killable: KillableServer, settings: Settings, engine: EngineCLI
+) -> None:
+    write_container_app(settings.effective_apps_dir, "nap", ["sh", "-c", "echo begin; sleep 2; echo end"])
+    killable.start()
+    headers = login_headers(killable.url, *ADMIN)
+    kept = httpx.post(f"{killable.url}/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
+    _follow(killable, kept, headers, until="begin")
+    killable.kill()
+    assert _names(engine, kept) == [f"labcloud-{kept}-1"]  # the container runs on without the server
+    killable.start()  # re-attaches through the job's supervisor
+    headers = login_headers(killable.url, *ADMIN)
+    job = _follow(killable, kept, headers)
+    assert (job["state"], job["attempts"]) == ("succeeded", 1), job
+    assert _names(engine, kept) == []
+
+    lost = httpx.post(f"{killable.url}/api/v1/jobs", json={"app": "nap"}, headers=headers).json()["id"]
+    _follow(killable, lost, headers, until="begin")
+    killable.kill()
+    handle = Handle.from_json((settings.home / "jobs" / lost / "attempt-1" / "handle.json").read_text())
+    os.kill(handle.pid, signal.SIGKILL)  # its supervisor goes too: the container is left alone, running
+    assert _names(engine, lost) == [f"labcloud-{lost}-1"]
+    killable.start()
+    headers = login_headers(killable.url, *ADMIN)
+    job = _follow(killable, lost, headers)
+    assert (job["state"], job["attempts"]) == ("succeeded", 2), job  # run again, once
+    assert _names(engine, lost) == []  # the first attempt's container was removed, not left running
