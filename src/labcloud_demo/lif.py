@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from labcloud_demo.progress import InputError, log, make_output_folder, report, run_app, write_summary
+from labcloud_demo.progress import InputError, finish_run, log, make_output_folder, report, run_app
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -368,12 +368,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "wall_time_s": time.perf_counter() - started,
     }
-    write_summary(args.out, summary)
-    report(0.97)
-    plot_results(args.out / "raster.png", net, results, shown, param, args.duration_ms)
-    log(f"wrote rates.csv, summary.json, raster.png to {args.out} in {time.perf_counter() - started:.2f} s")
-    report(1.0)
-    return summary
+
+    def plot(path: Path) -> None:
+        plot_results(path, net, results, shown, param, args.duration_ms)
+
+    return finish_run(args.out, summary, started, 0.97, plot, table="rates.csv", figure="raster.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

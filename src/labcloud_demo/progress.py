@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,24 @@ def make_output_folder(out: Path) -> None:
         raise InputError(f"cannot create output folder {str(out)!r}: {exc.strerror or exc}") from None
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    """``<out>/summary.json``: what the run found, for people and for the next step of a pipeline."""
+def finish_run(
+    out: Path,
+    summary: dict[str, Any],
+    started: float,
+    progress: float,
+    plot: Callable[[Path], None],
+    *,
+    table: str,
+    figure: str,
+) -> dict[str, Any]:
+    """The end of a run: write ``summary.json`` and report ``progress``, draw ``figure`` with ``plot``, log
+    what was written and the time since ``started``, report full progress. Returns ``summary``."""
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    report(progress)
+    plot(out / figure)
+    log(f"wrote {table}, summary.json, {figure} to {out} in {time.perf_counter() - started:.2f} s")
+    report(1.0)
+    return summary
 
 
 def run_app(

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from labcloud_demo.progress import InputError, log, make_output_folder, report, run_app, write_summary
+from labcloud_demo.progress import InputError, finish_run, log, make_output_folder, report, run_app
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -460,12 +460,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "filter_taps": len(kernel),
         "units": {"noise_sigma": "uV", "threshold": "uV", "amplitude": "uV"},
     }
-    write_summary(args.out, summary)
-    report(0.8)
-    plot_spikes(args.out / "spikes.png", trace, filtered, peaks, threshold, args.polarity)
-    log(f"wrote spikes.csv, summary.json, spikes.png to {args.out} in {time.perf_counter() - started:.2f} s")
-    report(1.0)
-    return summary
+
+    def plot(path: Path) -> None:
+        plot_spikes(path, trace, filtered, peaks, threshold, args.polarity)
+
+    return finish_run(args.out, summary, started, 0.8, plot, table="spikes.csv", figure="spikes.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
