@@ -71,7 +71,34 @@ class Route(BaseModel):
     queue: str | None = Field(None, description="Slurm partition or Celery queue.")
 
 
-class Settings(BaseSettings):
+class _SettingsBase(BaseSettings):
+    """What every settings class shares: ``LABCLOUD_*`` environment over the TOML file over defaults, and
+    every path setting made absolute."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _absolute_paths(cls, value: object) -> object:
+        """Every path setting, whatever its source, as an absolute path (see the module's docstring)."""
+        return absolute(value) if isinstance(value, Path) else value
+
+    @classmethod
+    def file_source(cls, settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+        """What the configuration file says."""
+        raise NotImplementedError
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, cls.file_source(settings_cls))
+
+
+class Settings(_SettingsBase):
     """Every knob of a labcloud installation, documented where it is declared."""
 
     model_config = SettingsConfigDict(env_prefix="LABCLOUD_", extra="ignore", validate_default=True)
@@ -225,12 +252,6 @@ class Settings(BaseSettings):
         "a leader confirms it still holds the lock.",
     )
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _absolute_paths(cls, value: object) -> object:
-        """Every path setting, whatever its source, as an absolute path (see the module's docstring)."""
-        return absolute(value) if isinstance(value, Path) else value
-
     @field_validator("database_url", mode="after")
     @classmethod
     def _absolute_sqlite_file(cls, value: str) -> str:
@@ -258,16 +279,8 @@ class Settings(BaseSettings):
         return value
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path_from_env())
-        return (init_settings, env_settings, toml)
+    def file_source(cls, settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+        return TomlConfigSettingsSource(settings_cls, toml_file=config_path_from_env())
 
     @cached_property
     def effective_database_url(self) -> str:
@@ -324,7 +337,7 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
 
-class PluginSettings(BaseSettings):
+class PluginSettings(_SettingsBase):
     """The settings of one plugin (an executor), declared in the plugin's own module and read like
     :class:`Settings`: ``LABCLOUD_*`` environment over the TOML file over defaults. The plugin gives its
     prefix once, ``model_config = SettingsConfigDict(env_prefix="LABCLOUD_SLURM_")``; its field ``poll_s`` is
@@ -337,25 +350,14 @@ class PluginSettings(BaseSettings):
         """What the configuration file calls one of the fields (``slurm_poll_s``)."""
         return cls.model_config.get("env_prefix", "").removeprefix("LABCLOUD_").lower() + field
 
-    @field_validator("*", mode="after")
     @classmethod
-    def _absolute_paths(cls, value: object) -> object:
-        return absolute(value) if isinstance(value, Path) else value  # as Settings does
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def file_source(cls, settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+        """The file's keys that start with the plugin's prefix, without it."""
         prefix = cls.key("")
         path = config_path_from_env()
         toml = tomllib.loads(path.read_text()) if path.is_file() else {}
         ours = {k.removeprefix(prefix): v for k, v in toml.items() if k.startswith(prefix)}
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, ours))
+        return InitSettingsSource(settings_cls, ours)
 
 
 def render_config_file() -> str:

@@ -18,7 +18,6 @@ Outputs in ``--out``: ``rates.csv`` (sweep value, mean excitatory and inhibitory
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from labcloud_demo.progress import fail, log, report
+from labcloud_demo.progress import InputError, finish_run, log, make_output_folder, report, run_app
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -62,10 +61,6 @@ def column_name(param: str) -> str:
 def describe(param: str, value: float) -> str:
     """``drive=5 kHz``-style label."""
     return f"{param}={value:g} {SWEEPS[param][0]}".rstrip()
-
-
-class InputError(Exception):
-    """Invalid arguments; the message is shown to the user."""
 
 
 @dataclass
@@ -288,10 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_args(args)
     values = sweep_values(args)
     param, unit = args.sweep_param, SWEEPS[args.sweep_param][0]
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {str(args.out)!r}: {exc.strerror or exc}") from None
+    make_output_folder(args.out)
 
     started = time.perf_counter()
     report(0.0)
@@ -376,24 +368,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "wall_time_s": time.perf_counter() - started,
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    report(0.97)
-    plot_results(args.out / "raster.png", net, results, shown, param, args.duration_ms)
-    log(f"wrote rates.csv, summary.json, raster.png to {args.out} in {time.perf_counter() - started:.2f} s")
-    report(1.0)
-    return summary
+
+    def plot(path: Path) -> None:
+        plot_results(path, net, results, shown, param, args.duration_ms)
+
+    return finish_run(args.out, summary, started, 0.97, plot, table="rates.csv", figure="raster.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit status 0 on success, 2 on bad arguments."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except InputError as exc:
-        return fail(str(exc))
-    except OSError as exc:
-        return fail(f"cannot write results: {exc}")
-    return 0
+    return run_app(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

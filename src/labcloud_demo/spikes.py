@@ -21,7 +21,6 @@ Outputs in ``--out``: ``spikes.csv`` (index,time_s,amplitude_uv), ``summary.json
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -32,17 +31,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from labcloud_demo.progress import fail, log, report
+from labcloud_demo.progress import InputError, finish_run, log, make_output_folder, report, run_app
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 
 MAD_TO_SIGMA = 0.6745  # median(|x|) of a standard normal variable
 POLARITIES = ("neg", "pos", "both")
-
-
-class InputError(Exception):
-    """The input trace or the arguments cannot be used; the message is shown to the user."""
 
 
 @dataclass
@@ -447,10 +442,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"detected {len(peaks)} spikes ({firing_rate:.2f} Hz)")
     report(0.7)
 
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {str(args.out)!r}: {exc.strerror or exc}") from None
+    make_output_folder(args.out)
     write_spikes_csv(args.out / "spikes.csv", trace, filtered, peaks)
     summary: dict[str, Any] = {
         "input": args.trace.name,
@@ -468,24 +460,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "filter_taps": len(kernel),
         "units": {"noise_sigma": "uV", "threshold": "uV", "amplitude": "uV"},
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    report(0.8)
-    plot_spikes(args.out / "spikes.png", trace, filtered, peaks, threshold, args.polarity)
-    log(f"wrote spikes.csv, summary.json, spikes.png to {args.out} in {time.perf_counter() - started:.2f} s")
-    report(1.0)
-    return summary
+
+    def plot(path: Path) -> None:
+        plot_spikes(path, trace, filtered, peaks, threshold, args.polarity)
+
+    return finish_run(args.out, summary, started, 0.8, plot, table="spikes.csv", figure="spikes.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit status 0 on success, 2 on bad input."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except InputError as exc:
-        return fail(str(exc))
-    except OSError as exc:
-        return fail(f"cannot write results: {exc}")
-    return 0
+    return run_app(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

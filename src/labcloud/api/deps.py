@@ -1,5 +1,6 @@
-"""Request dependencies of the API: who is calling, with which scopes (the runtime, settings and the
-database session of a request are :mod:`labcloud.request_scope`'s, re-exported here).
+"""Request dependencies of the API: who is calling, with which scopes, and which page of a listing (the
+runtime, settings and the database session of a request are :mod:`labcloud.request_scope`'s, re-exported
+here).
 
 Dependencies that do no I/O are ``async`` so that they run on the event loop instead of taking a trip
 through the thread pool each.
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
@@ -20,6 +21,7 @@ from labcloud.request_scope import AppSettings, Ctx, DbSession
 from labcloud.runtime import Runtime
 from labcloud.security import Scope
 from labcloud.services import tokens
+from labcloud.services.pagination import MAX_PAGE_SIZE
 from labcloud.services.tokens import Principal
 
 oauth2_scheme = OAuth2PasswordBearer(
@@ -92,3 +94,7 @@ Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 StreamReader = Annotated[Principal, Depends(require_detached(Scope.READ))]
 StreamWriter = Annotated[Principal, Depends(require_detached(Scope.WRITE))]
+
+# A listing's page: ``limit: PageLimit = DEFAULT_PAGE_SIZE, cursor: PageCursor = None``.
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+PageCursor = Annotated[str | None, Query()]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from labcloud.security import Scope
+from labcloud.services.pagination import Page
 
 T = TypeVar("T")
 
@@ -18,6 +20,11 @@ class PageOut(BaseModel, Generic[T]):
     next_cursor: str | None = Field(
         None, description="Pass as ?cursor= to get the next page; null at the end."
     )
+
+    @classmethod
+    def of(cls, page: Page[Any], item: Callable[[Any], T]) -> Self:
+        """A service's page, each of its rows shown by ``item``."""
+        return cls(items=[item(row) for row in page.items], next_cursor=page.next_cursor)
 
 
 class LoginOut(BaseModel):

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
@@ -37,6 +37,27 @@ class SpecError(ValueError):
     def __init__(self, message: str, subloc: tuple[str | int, ...] = ()) -> None:
         super().__init__(message)
         self.subloc = subloc
+
+
+def _check_variable_names(
+    names: Iterable[str], loc: tuple[str, ...], what: str, variable: str, clash: str
+) -> None:
+    """Names that also name an environment variable (``variable``): each an identifier, and no two that
+    differ only in case. ``what`` and ``clash`` are the messages, formatted with ``name`` (and ``first``,
+    ``upper``); the error points at ``(*loc, name)``."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if not IDENTIFIER_PATTERN.match(name):
+            raise SpecError(
+                what.format(name=name) + " must be an identifier (letters, digits, _), "
+                f"because it also names the environment variable {variable}",
+                (*loc, name),
+            )
+        if name.upper() in seen:
+            raise SpecError(
+                clash.format(first=seen[name.upper()], name=name, upper=name.upper()), (*loc, name)
+            )
+        seen[name.upper()] = name
 
 
 class _Model(BaseModel):
@@ -218,21 +239,13 @@ class EntrypointSpec(_Model):
                 "the parameters schema must have type: object", ("type",) if "type" in schema else ()
             )
         properties = schema.get("properties", {})
-        seen: dict[str, str] = {}
-        for name in properties:
-            if not IDENTIFIER_PATTERN.match(name):
-                raise SpecError(
-                    f"parameter name {name!r} must be an identifier (letters, digits, _), "
-                    "because it also names the environment variable LABCLOUD_PARAM_<NAME>",
-                    ("properties", name),
-                )
-            if name.upper() in seen:
-                raise SpecError(
-                    f"parameters {seen[name.upper()]!r} and {name!r} differ only in case, "
-                    "so both would set LABCLOUD_PARAM_" + name.upper(),
-                    ("properties", name),
-                )
-            seen[name.upper()] = name
+        _check_variable_names(
+            properties,
+            ("properties",),
+            "parameter name {name!r}",
+            "LABCLOUD_PARAM_<NAME>",
+            "parameters {first!r} and {name!r} differ only in case, so both would set LABCLOUD_PARAM_{upper}",
+        )
         for name in schema.get("required", []):
             if name not in properties:
                 raise SpecError(f"required parameter {name!r} is not declared in properties", ("required",))
@@ -254,19 +267,13 @@ class EntrypointSpec(_Model):
     @field_validator("inputs")
     @classmethod
     def _check_input_names(cls, inputs: dict[str, InputSpec]) -> dict[str, InputSpec]:
-        seen: dict[str, str] = {}
-        for slot in inputs:
-            if not IDENTIFIER_PATTERN.match(slot):
-                raise SpecError(
-                    f"input slot name {slot!r} must be an identifier (letters, digits, _), "
-                    "because it also names the environment variable LABCLOUD_INPUT_<SLOT>",
-                    (slot,),
-                )
-            if slot.upper() in seen:
-                raise SpecError(
-                    f"input slots {seen[slot.upper()]!r} and {slot!r} differ only in case", (slot,)
-                )
-            seen[slot.upper()] = slot
+        _check_variable_names(
+            inputs,
+            (),
+            "input slot name {name!r}",
+            "LABCLOUD_INPUT_<SLOT>",
+            "input slots {first!r} and {name!r} differ only in case",
+        )
         return inputs
 
     @field_validator("outputs")

@@ -51,17 +51,31 @@ def start(session: Session, user: User, settings: Settings, csrf: str | None = N
     return BrowserSession(secret, csrf or secrets.token_urlsafe(32), row.id)
 
 
-def read(request: Request, settings: Settings) -> BrowserSession | None:
-    """The cookie's content if its signature holds; whether the session is live is the database's to say."""
-    raw = request.cookies.get(SESSION_COOKIE)
+def _sign(claims: dict[str, Any], settings: Settings) -> str:
+    return jwt.encode(claims, settings.signing_key, algorithm=security.JWT_ALGORITHM)
+
+
+def _signed_cookie(request: Request, settings: Settings, name: str, audience: str) -> dict[str, Any] | None:
+    """The claims of the cookie ``name`` if this server signed them for ``audience`` and they have not
+    expired; None for a missing, forged or stale cookie."""
+    raw = request.cookies.get(name)
     if not raw:
         return None
     try:
-        claims = jwt.decode(
-            raw, settings.signing_key, algorithms=[security.JWT_ALGORITHM], audience=_AUDIENCE
+        claims: dict[str, Any] = jwt.decode(
+            raw, settings.signing_key, algorithms=[security.JWT_ALGORITHM], audience=audience
         )
-        return BrowserSession(str(claims["sid"]), str(claims["csrf"]))
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+    except jwt.PyJWTError:
+        return None
+    return claims
+
+
+def read(request: Request, settings: Settings) -> BrowserSession | None:
+    """The cookie's content if its signature holds; whether the session is live is the database's to say."""
+    try:
+        claims = _signed_cookie(request, settings, SESSION_COOKIE, _AUDIENCE)
+        return None if claims is None else BrowserSession(str(claims["sid"]), str(claims["csrf"]))
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -78,10 +92,9 @@ def store(response: Response, request: Request, settings: Settings, browser: Bro
         "exp": int(time.time()) + lifetime,
         "aud": _AUDIENCE,
     }
-    value = jwt.encode(claims, settings.signing_key, algorithm=security.JWT_ALGORITHM)
     response.set_cookie(
         SESSION_COOKIE,
-        value,
+        _sign(claims, settings),
         max_age=lifetime,
         httponly=True,
         samesite="lax",
@@ -120,22 +133,14 @@ def store_login_csrf(response: Response, request: Request, settings: Settings, v
 
 def flash(response: Response, settings: Settings, message: str, kind: str = "ok") -> None:
     """A message for the next page (after a redirect). Signed, so nobody else can put words there."""
-    value = jwt.encode(
-        {"m": message[:500], "k": kind, "aud": _FLASH_AUDIENCE, "exp": int(time.time()) + 60},
-        settings.signing_key,
-        algorithm=security.JWT_ALGORITHM,
+    value = _sign(
+        {"m": message[:500], "k": kind, "aud": _FLASH_AUDIENCE, "exp": int(time.time()) + 60}, settings
     )
     response.set_cookie(FLASH_COOKIE, value, max_age=60, httponly=True, samesite="lax", path="/")
 
 
 def take_flash(request: Request, settings: Settings) -> dict[str, Any] | None:
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
-        return None
-    try:
-        claims = jwt.decode(
-            raw, settings.signing_key, algorithms=[security.JWT_ALGORITHM], audience=_FLASH_AUDIENCE
-        )
-    except jwt.PyJWTError:
+    claims = _signed_cookie(request, settings, FLASH_COOKIE, _FLASH_AUDIENCE)
+    if claims is None:
         return None
     return {"message": str(claims.get("m", "")), "kind": str(claims.get("k", "ok"))}

@@ -100,6 +100,14 @@ def describe(exc: httpx.HTTPError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _pause(delay: float, until: threading.Event | None, what: str) -> None:
+    """Wait ``delay`` seconds before the next try; :class:`Abandoned` as soon as ``until`` is set."""
+    if until is None:
+        time.sleep(delay)
+    elif until.wait(delay):
+        raise Abandoned(what)
+
+
 def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -218,11 +226,7 @@ class WorkerApi:
             delay = max(backoff.next(), min(retry_after, 60.0))
             if attempt == 1 or attempt % 5 == 0:
                 log.warning("%s failed (%s); retrying in %.1f s (try %d)", what, problem, delay, attempt)
-            if until is not None:
-                if until.wait(delay):
-                    raise Abandoned(what)
-            else:
-                time.sleep(delay)
+            _pause(delay, until, what)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.call(method, path, **kwargs)
@@ -270,11 +274,7 @@ class WorkerApi:
                 raise Unreachable(0, problem)
             delay = backoff.next()
             log.warning("download of %s failed (%s); retrying in %.1f s", url.split("?")[0], problem, delay)
-            if until is not None:
-                if until.wait(delay):
-                    raise Abandoned(url)
-            else:
-                time.sleep(delay)
+            _pause(delay, until, url)
 
     def _download_once(
         self,

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, StreamWriter, Writer
+from labcloud.api.deps import Ctx, DbSession, PageLimit, Reader, StreamReader, StreamWriter, Writer
 from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.guard import GuardedRoute
 from labcloud.errors import InvalidInput
 from labcloud.services import direct_uploads, file_store
 from labcloud.services import files as file_service
-from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1", tags=["files"], route_class=GuardedRoute)
 
@@ -58,7 +58,7 @@ def list_files(
     session: DbSession,
     prefix: str = Query("", max_length=2048, description="Folder to list; empty for the top."),
     cursor: str | None = Query(None, max_length=2000),
-    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+    limit: PageLimit = DEFAULT_PAGE_SIZE,
 ) -> FilePage:
     items, next_cursor = file_service.list_folder(
         session, principal.user.id, prefix, limit=limit, cursor=cursor

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import AwareDatetime
 
-from labcloud.api.deps import Ctx, DbSession, Reader, StreamReader, Writer
+from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
 from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
@@ -19,7 +19,7 @@ from labcloud.errors import InvalidInput, NotFound
 from labcloud.services import files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
-from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=GuardedRoute)
 MAX_TAG_FILTERS = 20  # a job has at most 20 tags
@@ -48,8 +48,8 @@ def list_jobs(
     tag: list[str] = Query([], description="key=value; repeat to require several (at most 20)."),
     created_after: AwareDatetime | None = Query(None),
     created_before: AwareDatetime | None = Query(None),
-    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
-    cursor: str | None = Query(None),
+    limit: PageLimit = DEFAULT_PAGE_SIZE,
+    cursor: PageCursor = None,
 ) -> PageOut[JobOut]:
     flt = job_service.JobFilter(
         states=list(dict.fromkeys(state)),
@@ -59,7 +59,7 @@ def list_jobs(
         created_before=created_before,
     )
     page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
-    return PageOut[JobOut](items=[_out(j, ctx) for j in page.items], next_cursor=page.next_cursor)
+    return PageOut[JobOut].of(page, lambda job: _out(job, ctx))
 
 
 def _tag_filters(items: list[str]) -> dict[str, str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 
-from labcloud.api.deps import AppSettings, DbSession, Reader, Writer
+from labcloud.api.deps import AppSettings, DbSession, PageCursor, PageLimit, Reader, Writer
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.schemas import (
     MeUpdate,
@@ -18,7 +18,7 @@ from labcloud.api.schemas import (
     UserOut,
 )
 from labcloud.services import tokens, users
-from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/me", tags=["me"], route_class=GuardedRoute)
 
@@ -52,13 +52,11 @@ def change_password(
 def list_tokens(
     principal: Reader,
     session: DbSession,
-    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
-    cursor: str | None = Query(None),
+    limit: PageLimit = DEFAULT_PAGE_SIZE,
+    cursor: PageCursor = None,
 ) -> PageOut[TokenOut]:
     page = tokens.list_api_tokens(session, principal.user, limit=limit, cursor=cursor)
-    return PageOut[TokenOut](
-        items=[TokenOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor
-    )
+    return PageOut[TokenOut].of(page, TokenOut.model_validate)
 
 
 @router.post(

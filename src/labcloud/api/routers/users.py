@@ -7,11 +7,11 @@ import uuid
 from fastapi import APIRouter, Query, status
 
 from labcloud import security
-from labcloud.api.deps import Admin, AppSettings, DbSession
+from labcloud.api.deps import Admin, AppSettings, DbSession, PageCursor, PageLimit
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.schemas import PageOut, UserCreate, UserCreated, UserOut, UserUpdate
 from labcloud.services import users
-from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"], route_class=GuardedRoute)
 
@@ -20,14 +20,12 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"], route_class=GuardedRo
 def list_users(
     _admin: Admin,
     session: DbSession,
-    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
-    cursor: str | None = Query(None),
+    limit: PageLimit = DEFAULT_PAGE_SIZE,
+    cursor: PageCursor = None,
     q: str | None = Query(None, max_length=200, description="Part of an email or name."),
 ) -> PageOut[UserOut]:
     page = users.list_users(session, limit=limit, cursor=cursor, search=q)
-    return PageOut[UserOut](
-        items=[UserOut.model_validate(u) for u in page.items], next_cursor=page.next_cursor
-    )
+    return PageOut[UserOut].of(page, UserOut.model_validate)
 
 
 @router.post("", response_model=UserCreated, status_code=status.HTTP_201_CREATED, summary="Invite a user")

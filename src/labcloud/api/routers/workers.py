@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.api.deps import Admin, Ctx, DbSession
+from labcloud.api.deps import Admin, Ctx, DbSession, PageCursor, PageLimit
 from labcloud.api.guard import GuardedRoute
 from labcloud.db.models import Worker
 from labcloud.services import workers
-from labcloud.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"], route_class=GuardedRoute)
 
@@ -78,8 +78,8 @@ def list_all(
     _admin: Admin,
     session: DbSession,
     ctx: Ctx,
-    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
-    cursor: str | None = Query(None),
+    limit: PageLimit = DEFAULT_PAGE_SIZE,
+    cursor: PageCursor = None,
 ) -> WorkerPage:
     page = workers.list_workers(session, limit=limit, cursor=cursor)
     running = workers.running_jobs(session, [w.id for w in page.items])

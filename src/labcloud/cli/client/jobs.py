@@ -201,14 +201,19 @@ def follow_log(client: LabcloudClient, job_id: str) -> str:
     return state
 
 
-def finish(job: dict[str, Any], json_out: bool, quiet: bool = False, log_tail: str = "") -> None:
-    """Print a job that was waited for; exit 1 unless it succeeded (showing the end of its log)."""
+def print_job(job: dict[str, Any], json_out: bool, quiet: bool) -> None:
+    """A job as JSON, as its id alone (``--quiet``), or in full."""
     if json_out:
         print_json(job)
     elif quiet:
         out.print(str(job["id"]))
     else:
         show_job(job)
+
+
+def finish(job: dict[str, Any], json_out: bool, quiet: bool = False, log_tail: str = "") -> None:
+    """Print a job that was waited for; exit 1 unless it succeeded (showing the end of its log)."""
+    print_job(job, json_out, quiet)
     if job["state"] != "succeeded":
         lines = log_tail.rstrip("\n").splitlines()[-TAIL_LINES:]
         if lines:
@@ -283,12 +288,7 @@ def submit(
             upload_files(client, [(local, remote) for remote, local in plan.items()])
         job = client.submit(body)
         if not (wait or follow):
-            if json_out:
-                print_json(job)
-            elif quiet:
-                out.print(str(job["id"]))
-            else:
-                show_job(job)
+            print_job(job, json_out, quiet)
             return
         err.print(f"submitted job {job['id']} ({_app_label(job)}:{job.get('entrypoint', '')})")
         if follow:
@@ -402,12 +402,8 @@ def rerun(
             tail = _tail(client, job)
     if wait:
         finish(job, json_out, quiet, tail)
-    elif json_out:
-        print_json(job)
-    elif quiet:
-        out.print(str(job["id"]))
     else:
-        show_job(job)
+        print_job(job, json_out, quiet)
 
 
 def register(app: typer.Typer) -> None:

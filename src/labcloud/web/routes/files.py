@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from labcloud.api.downloads import send_file, send_zip
@@ -30,8 +30,12 @@ def _folder_url(folder: str) -> str:
     return f"/files?path={path_url(folder)}" if folder else "/files"
 
 
-def _listing(session: Any, principal: Any, ctx: Any, folder: str, cursor: str | None) -> dict[str, Any]:
-    folder = files.clean(folder, ["query", "path"]) if folder.strip("/") else ""
+def _listing(
+    principal: PageUser, session: DbSession, ctx: Ctx, path: str = "", cursor: str | None = None
+) -> dict[str, Any]:
+    """A page of the folder ``?path=`` (from ``?cursor=``) and the user's storage use: what the file
+    browser and its table show."""
+    folder = files.clean(path, ["query", "path"]) if path.strip("/") else ""
     entries, next_cursor = files.list_folder(
         session, principal.user.id, folder, limit=PAGE_SIZE, cursor=cursor
     )
@@ -47,29 +51,18 @@ def _listing(session: Any, principal: Any, ctx: Any, folder: str, cursor: str | 
     }
 
 
+Listing = Annotated[dict[str, Any], Depends(_listing)]
+
+
 @router.get("/files")
-def browse(
-    request: Request,
-    principal: PageUser,
-    session: DbSession,
-    ctx: Ctx,
-    path: str = "",
-    cursor: str | None = None,
-) -> Response:
-    return render(request, "files.html", _listing(session, principal, ctx, path, cursor))
+def browse(request: Request, page: Listing) -> Response:
+    return render(request, "files.html", page)
 
 
 @router.get("/files/listing")
-def listing(
-    request: Request,
-    principal: PageUser,
-    session: DbSession,
-    ctx: Ctx,
-    path: str = "",
-    cursor: str | None = None,
-) -> Response:
+def listing(request: Request, page: Listing) -> Response:
     """The folder's table alone: htmx swaps it in after uploads."""
-    return render(request, "partials/file_table.html", _listing(session, principal, ctx, path, cursor))
+    return render(request, "partials/file_table.html", page)
 
 
 @router.get("/files/download/{path:anypath}")

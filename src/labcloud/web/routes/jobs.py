@@ -6,9 +6,9 @@ Log streams and output downloads are the API's own handlers, called with the bro
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud.api.routers import jobs as api_jobs
@@ -37,13 +37,14 @@ def _filter(state: list[str], app: str) -> tuple[job_service.JobFilter, dict[str
 
 def _list_context(
     request: Request,
-    session: Session,
-    principal: Principal,
-    ctx: Runtime,
-    state: list[str],
-    app: str,
-    cursor: str | None,
+    principal: PageUser,
+    session: DbSession,
+    ctx: Ctx,
+    state: list[str] = Query([]),
+    app: str = "",
+    cursor: str | None = None,
 ) -> dict[str, Any]:
+    """A page of the user's jobs as the query filters them: what the list and its table show."""
     flt, chosen = _filter(state, app)
     page = job_service.list_jobs(session, principal.user, flt, limit=PAGE_SIZE, cursor=cursor)
     live = any(job.state not in TERMINAL for job in page.items)
@@ -58,31 +59,17 @@ def _list_context(
     }
 
 
+JobList = Annotated[dict[str, Any], Depends(_list_context)]
+
+
 @router.get("/jobs")
-def job_list(
-    request: Request,
-    principal: PageUser,
-    session: DbSession,
-    ctx: Ctx,
-    state: list[str] = Query([]),
-    app: str = "",
-    cursor: str | None = None,
-) -> Response:
-    return render(request, "jobs.html", _list_context(request, session, principal, ctx, state, app, cursor))
+def job_list(request: Request, context: JobList) -> Response:
+    return render(request, "jobs.html", context)
 
 
 @router.get("/jobs/rows")
-def job_rows(
-    request: Request,
-    principal: PageUser,
-    session: DbSession,
-    ctx: Ctx,
-    state: list[str] = Query([]),
-    app: str = "",
-    cursor: str | None = None,
-) -> Response:
+def job_rows(request: Request, context: JobList) -> Response:
     """The list's table alone, polled by the page while some job on it has not ended."""
-    context = _list_context(request, session, principal, ctx, state, app, cursor)
     return render(request, "partials/job_table.html", context)
 
 
