@@ -111,6 +111,14 @@ IMAGE_PATTERN = re.compile(
 CONTAINER_USER_PATTERN = re.compile(r"^[0-9]{1,9}(:[0-9]{1,9})?$")
 
 
+def _check_env_name(name: str, loc: str | int) -> None:
+    """A variable an app may name: well formed, and not one of labcloud's own."""
+    if not ENV_NAME_PATTERN.match(name):
+        raise SpecError(f"environment variable name {name!r} must match {ENV_NAME_PATTERN.pattern}", (loc,))
+    if name.startswith(RESERVED_ENV_PREFIX):
+        raise SpecError(f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are set by labcloud", (loc,))
+
+
 class ContainerOptions(_Model):
     """How a container entrypoint's image is started (``runtime: container``)."""
 
@@ -143,14 +151,7 @@ class ContainerOptions(_Model):
     @classmethod
     def _names(cls, env: dict[str, str]) -> dict[str, str]:
         for name in env:
-            if not ENV_NAME_PATTERN.match(name):
-                raise SpecError(
-                    f"environment variable name {name!r} must match {ENV_NAME_PATTERN.pattern}", (name,)
-                )
-            if name.startswith(RESERVED_ENV_PREFIX):
-                raise SpecError(
-                    f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are set by labcloud", (name,)
-                )
+            _check_env_name(name, name)
         return env
 
     def uid_gid(self) -> tuple[int, int]:
@@ -289,14 +290,7 @@ class EntrypointSpec(_Model):
     @classmethod
     def _check_env(cls, names: list[str]) -> list[str]:
         for i, name in enumerate(names):
-            if not ENV_NAME_PATTERN.match(name):
-                raise SpecError(
-                    f"environment variable name {name!r} must match {ENV_NAME_PATTERN.pattern}", (i,)
-                )
-            if name.startswith(RESERVED_ENV_PREFIX):
-                raise SpecError(
-                    f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are set by labcloud", (i,)
-                )
+            _check_env_name(name, i)
             if name in names[:i]:
                 raise SpecError(f"environment variable {name!r} is listed twice", (i,))
         return names
