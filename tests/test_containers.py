@@ -19,6 +19,7 @@ from jobs_helpers import follow_log, wait_for_end
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
 from live_server import eventually, login_headers, server_env
+from test_web import browser_login
 from testing.crash import KillableServer
 from testing.engines import IMAGE, EngineCLI
 
@@ -280,3 +281,36 @@ def test_a_container_job_survives_kill_9_of_the_server_and_a_lost_one_is_cleaned
     job = _follow(killable, lost, headers)
     assert (job["state"], job["attempts"]) == ("succeeded", 2), job  # run again, once
     assert _names(engine, lost) == []  # the first attempt's container was removed, not left running
+
+
+def test_the_container_demo_app_counts_words(
+    running: tuple[TestClient, Settings, EngineCLI], user: Account
+) -> None:
+    client, _, _ = running
+    text = b"the cat and the hat\nThe end.\n"
+    client.put(
+        "/api/v1/files/story.txt", content=text, headers={**user.headers, "Content-Type": "text/plain"}
+    )
+    job_id = submit(client, user, "wordcount", inputs={"text": "story.txt"}, params={"top": 2})
+    log = follow_log(client, job_id, user.headers)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()
+    assert job["state"] == "succeeded", (job, log)
+    outputs = {
+        item["path"].rsplit("/", 1)[-1]: item
+        for item in client.get(f"/api/v1/jobs/{job_id}/outputs", headers=user.headers).json()
+    }
+    assert set(outputs) == {"counts.txt", "top-words.txt"}
+    counts = client.get(f"/api/v1/jobs/{job_id}/outputs/counts.txt", headers=user.headers).text
+    assert counts.split() == ["lines", "2", "words", "7", "bytes", str(len(text))]
+    top = client.get(f"/api/v1/jobs/{job_id}/outputs/top-words.txt", headers=user.headers).text
+    assert top.split()[:2] == ["3", "the"]
+
+
+def test_the_pages_say_when_container_apps_cannot_run(no_engine: TestClient, user: Account) -> None:
+    browser = browser_login(no_engine.app, user.email, user.password)
+    catalogue = browser.get("/apps").text
+    assert "which this server cannot start: container apps are turned off here" in catalogue
+    page = browser.get("/apps/wordcount").text
+    assert "Runs in the container image <code>labcloud/busybox:1</code>" in page
+    assert "This server cannot start containers" in page
+    assert "cannot start" not in browser.get("/apps/hello").text

@@ -81,7 +81,7 @@ SPIKES_PARAMS = ["threshold", "polarity", "refractory_ms", "rate", "low_hz", "hi
 
 def test_bundled_apps_load_without_problems(bundled: AppRegistry) -> None:
     assert bundled.problems() == []
-    assert [a.name for a in bundled.apps()] == ["hello", "lif", "spikes"]
+    assert [a.name for a in bundled.apps()] == ["hello", "lif", "spikes", "wordcount"]
     for app in bundled.apps():
         resolved = bundled.resolve(app.name, None, None)
         assert resolved.version == "1.0"
@@ -109,7 +109,7 @@ def test_public_view_has_what_a_form_needs(bundled: AppRegistry) -> None:
 
 
 def test_resolve_errors_name_what_exists(bundled: AppRegistry) -> None:
-    with pytest.raises(NotFound, match=r"no app 'nope'; apps: hello, lif, spikes"):
+    with pytest.raises(NotFound, match=r"no app 'nope'; apps: hello, lif, spikes, wordcount"):
         bundled.get("nope")
     with pytest.raises(NotFound) as exc:
         bundled.resolve("spikes", "9.9", None)

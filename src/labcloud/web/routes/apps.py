@@ -25,7 +25,13 @@ PICKER_MAX_ENTRIES = 1000
 
 @router.get("/apps")
 def catalogue(request: Request, _principal: PageUser, ctx: Ctx) -> Response:
-    return render(request, "apps.html", {"apps": ctx.apps.apps()})
+    apps = ctx.apps.apps()
+    boxed = any(
+        ep.runtime == "container" for a in apps for v in a.versions.values() for ep in v.entrypoints.values()
+    )
+    return render(
+        request, "apps.html", {"apps": apps, "container_problem": ctx.container_problem() if boxed else None}
+    )
 
 
 def _resolve(ctx: Ctx, name: str, version: str | None, entrypoint: str | None) -> ResolvedEntrypoint:
@@ -60,6 +66,7 @@ def _page(
             "entrypoints": list(app.versions[resolved.version].entrypoints),
             "form": form,
             "boolean_marker": forms.BOOLEAN_MARKER,
+            "unavailable": ctx.container_problem() if resolved.entrypoint.runtime == "container" else None,
         },
         status,
     )
