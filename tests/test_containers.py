@@ -314,3 +314,47 @@ def test_the_pages_say_when_container_apps_cannot_run(no_engine: TestClient, use
     assert "Runs in the container image <code>labcloud/busybox:1</code>" in page
     assert "This server cannot start containers" in page
     assert "cannot start" not in browser.get("/apps/hello").text
+
+
+# A container's attacks on what labcloud does with its output folder (which is bound to a host folder):
+# links to host files and folders, hard links, a fifo, names that are not valid. None of it may be followed.
+ESCAPE = (
+    'out=/labcloud/output; canary="$1"; echo fine > $out/ok.txt; '
+    'ln -s "$canary/secret.txt" $out/stolen.txt; ln -s "$canary" $out/dir; '
+    "echo mine > $out/mine.txt; ln $out/mine.txt $out/linked.txt; mkfifo $out/pipe; "
+    "printf x > \"$out/$(printf 'bad\\nname.txt')\"; echo attacked"
+)
+
+
+def test_a_container_cannot_escape_through_its_outputs(
+    running: tuple[TestClient, Settings, EngineCLI], user: Account, tmp_path: Path
+) -> None:
+    client, settings, _ = running
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "secret.txt").write_text("CANARY-SECRET-CONTENT")
+    write_container_app(
+        settings.effective_apps_dir,
+        "x-escape",
+        ["sh", "-c", ESCAPE, "x-escape", "{params.canary}"],
+        parameters={"type": "object", "properties": {"canary": {"type": "string"}}, "required": ["canary"]},
+    )
+    job_id = submit(client, user, "x-escape", params={"canary": str(canary)})
+    log = follow_log(client, job_id, user.headers)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()
+    assert job["state"] == "succeeded" and "attacked" in log, (job, log)
+    listed = client.get(f"/api/v1/jobs/{job_id}/outputs", headers=user.headers).json()
+    outputs = {
+        o["path"]: client.get(f"/api/v1/jobs/{job_id}/outputs/{o['path']}", headers=user.headers).content
+        for o in listed
+    }
+    assert outputs == {"ok.txt": b"fine\n"}, (outputs, log)
+    for note in (
+        "'stolen.txt': a symbolic link",
+        "'dir': a symbolic link",
+        "'linked.txt': a hard link",
+        "'pipe': a fifo",
+    ):
+        assert f"output not kept: {note}" in log, log
+    assert sorted(p.name for p in canary.iterdir()) == ["secret.txt"]
+    assert (canary / "secret.txt").read_text() == "CANARY-SECRET-CONTENT"
