@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from test_web import browser_login
 from testing.crash import KillableServer
 from testing.engines import IMAGE, EngineCLI
 
-pytestmark = pytest.mark.containers
+# What containers do does not depend on the database: the SQLite pass runs these.
+pytestmark = [pytest.mark.containers, pytest.mark.db_agnostic]
 
 
 @pytest.fixture(params=["docker", "podman"])
@@ -358,3 +360,36 @@ def test_a_container_cannot_escape_through_its_outputs(
         assert f"output not kept: {note}" in log, log
     assert sorted(p.name for p in canary.iterdir()) == ["secret.txt"]
     assert (canary / "secret.txt").read_text() == "CANARY-SECRET-CONTENT"
+
+
+def test_a_server_removes_containers_of_attempts_that_are_over(
+    settings: Settings, engine: EngineCLI, request: pytest.FixtureRequest
+) -> None:
+    """A container whose supervisor died unseen (a reboot, kill -9 of both) is removed when a server starts
+    leading; one of another labcloud's label but not named by labcloud, and any other, are left alone."""
+    stale = f"labcloud-{uuid.uuid4()}-1"
+    other = f"not-labcloud-{uuid.uuid4().hex[:8]}"
+    for name in (stale, other):
+        engine.run(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label=org.labcloud.job=x",
+            *engine.run_args,
+            "--network=none",
+            IMAGE,
+            "sleep",
+            "60",
+        )
+    try:
+        use_engine(settings, engine)
+        request.getfixturevalue("client")  # the server starts, leads, recovers
+        eventually(
+            lambda: stale not in engine.run("ps", "--all", "--format", "{{.Names}}").stdout.split(),
+            30,
+            "the stale container to go",
+        )
+        assert other in engine.run("ps", "--all", "--format", "{{.Names}}").stdout.split()
+    finally:
+        engine.run("rm", "--force", stale, other, check=False)

@@ -164,6 +164,9 @@ class Engine:
         return self.command("inspect", "--format", state, name)
 
     def remove_argv(self, name: str) -> list[str]:
+        """Remove the container, killing it at once if it still runs (Podman would wait 10 s first)."""
+        if self.kind == "podman":
+            return self.command("rm", "--force", "--time=0", name)
         return self.command("rm", "--force", name)
 
     def control(self, name: str, grace_s: float) -> dict[str, list[str]] | None:
@@ -181,7 +184,7 @@ class Engine:
     def remove(self, name: str) -> None:
         if self.kind != "apptainer":
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                self.call("rm", "--force", name)
+                self.call(*self.remove_argv(name)[len(self.argv) :], timeout=60)
 
     def labelled(self) -> list[str]:
         """Names of the containers labcloud started on this engine (running or not)."""

@@ -243,6 +243,7 @@ class LocalExecutor(Executor):
         with self.db.session() as session:
             stmt = select(Job).where(Job.state.in_(list(ACTIVE)), Job.executor == self.name)
             jobs = list(session.scalars(stmt))
+        self._sweep_containers()
         for job in jobs:
             with self._lock:
                 followed = job.id in self._held
@@ -250,6 +251,33 @@ class LocalExecutor(Executor):
                 plan, reporter = self._plan(job), DatabaseReporter(self, job)
                 log.info("job %s (%s): taking it up again after a restart", job.id, job.state)
                 self._hold(job.id, job.owner_id, job.resources, partial(_resume, plan, reporter))
+
+    def _sweep_containers(self) -> None:
+        """Remove the containers labcloud started on this machine's engine whose attempt is over (their
+        supervisor died with them unseen, e.g. the machine rebooted). A running attempt's is left alone,
+        whoever runs it (a worker may share the engine)."""
+        engine, _ = self.engines.get()
+        if engine is None:
+            return
+        found = {name: containers.parse_name(name) for name in engine.labelled()}
+        ids = {uuid.UUID(ref[0]) for ref in found.values() if ref is not None and _is_uuid(ref[0])}
+        if not ids:
+            return
+        with self.db.session() as session:
+            rows = session.execute(select(Job.id, Job.state, Job.attempts).where(Job.id.in_(ids)))
+            current = {str(i): attempts for i, state, attempts in rows if state in ACTIVE}
+        for name, ref in found.items():
+            if ref is not None and current.get(ref[0]) != ref[1]:
+                log.info("removing container %s: its attempt is over", name)
+                engine.remove(name)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _resume(plan: JobPlan, reporter: DatabaseReporter, _job_id: uuid.UUID) -> None:
