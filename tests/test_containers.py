@@ -393,3 +393,46 @@ def test_a_server_removes_containers_of_attempts_that_are_over(
         assert other in engine.run("ps", "--all", "--format", "{{.Names}}").stdout.split()
     finally:
         engine.run("rm", "--force", stale, other, check=False)
+
+
+def test_a_rerun_runs_the_image_its_job_ran_even_when_the_tag_moved(
+    running: tuple[TestClient, Settings, EngineCLI], user: Account
+) -> None:
+    client, settings, cli = running
+    tag = f"labcloud/moving:{uuid.uuid4().hex[:8]}"
+    cli.run("tag", IMAGE, tag)
+    try:
+        write_container_app(
+            settings.effective_apps_dir,
+            "moving",
+            ["sh", "-c", "cat /version 2>/dev/null || echo first"],
+            image=tag,
+        )
+        first = wait_for_end(client, submit(client, user, "moving"), user.headers)
+        assert first["state"] == "succeeded" and first["image"].startswith("sha256:"), first
+        # The tag now names another image (one with /version in it).
+        name = f"build-{uuid.uuid4().hex[:8]}"
+        cli.run(
+            "run",
+            "--name",
+            name,
+            *cli.run_args,
+            "--network=none",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo second > /version",
+        )
+        cli.run("commit", name, tag)
+        cli.run("rm", name)
+        rerun = client.post(f"/api/v1/jobs/{first['id']}/rerun", headers=user.headers).json()
+        rerun = wait_for_end(client, rerun["id"], user.headers)
+        fresh = wait_for_end(client, submit(client, user, "moving"), user.headers)
+        assert rerun["image"] == first["image"] != fresh["image"], (first, rerun, fresh)
+        logs = {
+            j["id"]: client.get(f"/api/v1/jobs/{j['id']}/logs", headers=user.headers).text
+            for j in (rerun, fresh)
+        }
+        assert "\nfirst" in logs[rerun["id"]] and "\nsecond" in logs[fresh["id"]], logs
+    finally:
+        cli.run("rmi", "--force", tag, check=False)
