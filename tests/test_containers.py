@@ -436,3 +436,54 @@ def test_a_rerun_runs_the_image_its_job_ran_even_when_the_tag_moved(
         assert "\nfirst" in logs[rerun["id"]] and "\nsecond" in logs[fresh["id"]], logs
     finally:
         cli.run("rmi", "--force", tag, check=False)
+
+
+def _run(**changes: Any) -> Any:
+    from labcloud.execution.containers import ContainerRun
+
+    base: dict[str, Any] = {
+        "job_id": "j",
+        "attempt": 1,
+        "image": IMAGE,
+        "command": ["--privileged", "-v", "/:/host"],
+        "user": "1000:1000",
+        "workdir": "",
+        "env_file": Path("/srv/a/container.env"),
+        "inputs": None,
+        "output": Path("/srv/a/work/output"),
+        "cpus": 2.0,
+        "memory_mb": 256,
+    }
+    return ContainerRun(**(base | changes))
+
+
+@pytest.mark.parametrize("kind", ["docker", "podman"])
+def test_the_command_line_holds_every_limit_and_nothing_of_the_job_before_the_image(kind: str) -> None:
+    from labcloud.execution.containers import Engine
+
+    engine = Engine(kind, (kind,), {}, ("--ulimit=nofile=1024:1024",))  # type: ignore[arg-type]
+    argv = engine.run_argv(_run())
+    at = argv.index(IMAGE)
+    options, after = argv[:at], argv[at + 1 :]
+    assert after == ["--privileged", "-v", "/:/host"]  # the job's words come after the image: its arguments
+    for option in (
+        "--read-only",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "--user=1000:1000",
+        "--network=none",
+        "--memory=256m",
+        "--memory-swap=256m",
+        "--cpus=2",
+        "--pull=never",
+        "--ulimit=nofile=1024:1024",
+        "--env-file=/srv/a/container.env",
+        "--mount=type=bind,source=/srv/a/work/output,target=/labcloud/output",
+    ):
+        assert option in options, (option, options)
+    assert not [o for o in options if "gpu" in o or "privileged" in o or "docker.sock" in o], options
+    with_gpus = engine.run_argv(_run(gpus=1, network=True))
+    assert ("--gpus=1" if kind == "docker" else "--device=nvidia.com/gpu=all") in with_gpus
+    assert "--network=none" not in with_gpus
+    with pytest.raises(ValueError, match="cannot be mounted"):
+        engine.run_argv(_run(output=Path("/srv/a,b/work/output")))
