@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from labcloud import registry
-from labcloud.execution import containers, process
+from labcloud.execution import container_job, containers, process
 from labcloud.execution.attempt import AttemptDir, Collected, StagingError, Writer
-from labcloud.execution.containers import Engine, ImageUnavailable
+from labcloud.execution.containers import Engine
 from labcloud.execution.process import Handle, LaunchSpec, Limits, ProcessResult
-from labcloud.execution.sandbox import JobUser, SandboxPolicy
+from labcloud.execution.sandbox import SandboxPolicy
 from labcloud.execution.watch import watch
-from labcloud.registry.models import ContainerOptions, Resources
+from labcloud.registry.models import Resources
 from labcloud.services.job_states import RunEnd
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
     """Run one attempt from an empty folder to its reported end; the end, or None when the job was taken
     away (nothing more was reported)."""
     if plan.in_container:
-        plan.folder = _container_folder(plan)
+        plan.folder = container_job.folder(plan)
     plan.folder.create()
     if plan.attempt > 1:
         append_log(plan, f"attempt {plan.attempt}")
@@ -117,7 +117,7 @@ def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
     if reporter.gone():
         return _abandon(plan)
     if plan.in_container:
-        unavailable = _resolve_image(plan)
+        unavailable = container_job.resolve_image(plan)
         if unavailable is not None:
             append_log(plan, unavailable.message)
             return _finish(plan, reporter, unavailable)
@@ -145,7 +145,7 @@ def resume(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
     an attempt that ended meanwhile is finished from its recorded result; one whose supervisor vanished
     without a result is lost."""
     if plan.in_container:
-        plan.folder = _container_folder(plan)
+        plan.folder = container_job.folder(plan)
     handle = process.find_supervisor(plan.folder.status_path)
     if handle is not None:
         reporter.launched(handle)
@@ -197,7 +197,7 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         "cpu_s": round(result.cpu_s, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
     }
-    image = _recorded_image(plan)
+    image = container_job.recorded_image(plan)
     end = RunEnd(
         result.outcome, result.exit_code, result.message, usage, problem=problem, note=note, image=image
     )
@@ -220,7 +220,7 @@ def _abandon(plan: JobPlan) -> RunEnd | None:
 
 def _clean(plan: JobPlan) -> None:
     plan.folder.remove_work()
-    _env_file(plan).unlink(missing_ok=True)
+    container_job.env_file(plan).unlink(missing_ok=True)
 
 
 # --- the parts --------------------------------------------------------------------------------------------
@@ -247,7 +247,10 @@ def base_environment(plan: JobPlan) -> dict[str, str]:
 
 def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
     if plan.in_container:
-        return _container_launch_spec(plan, staged)
+        launch, command = container_job.launch_spec(plan, staged, _limits(plan))
+        kind = plan.engine.kind if plan.engine else "?"
+        append_log(plan, f"$ {kind} run {plan.spec.image} " + " ".join(_quote(a) for a in command))
+        return launch
     output = str(plan.folder.output)
     argv = registry.render_command(plan.spec, plan.params, staged, output)
     env = base_environment(plan) | registry.job_environment(plan.spec, plan.params, staged, output, plan.env)
@@ -278,120 +281,6 @@ def _limits(plan: JobPlan) -> Limits:
     return Limits(
         timeout_s=float(resources.timeout_s), memory_mb=int(resources.memory_mb), grace_s=plan.grace_s
     )
-
-
-# --- container jobs ----------------------------------------------------------------------------------------
-
-
-def _container_folder(plan: JobPlan) -> AttemptDir:
-    """The attempt's folder, owned by the container's user (as root; else labcloud's own, see create)."""
-    options = plan.spec.container or ContainerOptions()
-    if os.geteuid() != 0:
-        return AttemptDir(plan.folder.path, None)
-    uid, gid = options.uid_gid()
-    return AttemptDir(plan.folder.path, JobUser(uid, gid, f"container user {uid}:{gid}"))
-
-
-def _image_file(plan: JobPlan) -> Path:
-    return plan.folder.path / "image"
-
-
-def _env_file(plan: JobPlan) -> Path:
-    return plan.folder.path / "container.env"
-
-
-def _resolve_image(plan: JobPlan) -> RunEnd | None:
-    """Find the image's content id (and note it in the attempt's folder); the end of the run when the image
-    or the engine is missing."""
-    if plan.engine is None:
-        why = plan.engine_problem or "no container engine is configured"
-        return RunEnd("image_unavailable", message=f"no container engine can run this app here: {why}")
-    wanted = plan.image or plan.spec.image
-    assert wanted is not None
-    try:
-        image_id = plan.engine.image_id(wanted)
-    except ImageUnavailable as exc:
-        return RunEnd("image_unavailable", message=str(exc))
-    _image_file(plan).write_text(image_id)
-    return None
-
-
-def _recorded_image(plan: JobPlan) -> str | None:
-    if not plan.in_container:
-        return None
-    try:
-        return _image_file(plan).read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _container_launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
-    """The engine's client in the foreground, running the image with the attempt's two folders mounted."""
-    engine, options = plan.engine, plan.spec.container or ContainerOptions()
-    assert engine is not None
-    inside = {
-        slot: f"{containers.INPUTS_MOUNT}/{Path(path).relative_to(plan.folder.inputs).as_posix()}"
-        for slot, path in staged.items()
-    }
-    output = containers.OUTPUT_MOUNT
-    argv = registry.render_command(plan.spec, plan.params, inside, output, python=None)
-    env = {
-        "HOME": "/tmp",
-        "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-        "LABCLOUD_JOB_ID": plan.job_id,
-        "LABCLOUD_JOB_ATTEMPT": str(plan.attempt),
-    }
-    env |= {
-        name: registry.render_text(plan.spec, value, plan.params, inside, output)
-        for name, value in options.env.items()
-    }
-    env |= registry.job_environment(plan.spec, plan.params, inside, output, plan.env)
-    if os.geteuid() != 0:
-        os.chmod(plan.folder.output, 0o777)  # not root: the container's user is no user of this host
-    _write_env_file(_env_file(plan), env)
-    run = containers.ContainerRun(
-        job_id=plan.job_id,
-        attempt=plan.attempt,
-        image=_recorded_image(plan) or plan.spec.image or "",
-        command=argv,
-        user=options.user,
-        workdir=options.workdir,
-        env_file=_env_file(plan),
-        inputs=plan.folder.inputs if staged else None,
-        output=plan.folder.output,
-        cpus=float(plan.resources.cpus),
-        memory_mb=int(plan.resources.memory_mb),
-        gpus=int(plan.resources.gpus),
-        network=plan.spec.network,
-    )
-    client = engine.run_argv(run)
-    append_log(plan, f"$ {engine.kind} run {plan.spec.image} " + " ".join(_quote(a) for a in argv))
-    return LaunchSpec(
-        argv=client,
-        cwd=plan.folder.work,
-        env=engine.environment(),
-        log_path=plan.log_path,
-        status_path=plan.folder.status_path,
-        limits=_limits(plan),
-        sandbox=None,
-        container=engine.control(run.name, plan.grace_s),
-        engine_env=engine.environment(),
-        program=argv[0],
-    )
-
-
-def _write_env_file(path: Path, env: dict[str, str]) -> None:
-    """The container's variables, one NAME=value a line (0600: it may hold the job's token). The engines read
-    a value to the end of its line, so a value with a line break cannot be passed."""
-    for name, value in env.items():
-        if "\n" in value or "\r" in value:
-            raise ValueError(f"variable {name} holds a line break, which a container's variables cannot")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.writelines(f"{name}={value}\n" for name, value in env.items())
 
 
 class _Observer:
