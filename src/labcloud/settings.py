@@ -205,6 +205,15 @@ class Settings(_SettingsBase):
         description='Options added to every container run (JSON list), e.g. ["--ulimit=nofile=20000:20000"]; '
         "only --ulimit, --dns, --add-host and --log-opt are accepted.",
     )
+    container_auth_file: Path | None = Field(
+        None,
+        description="The registries' credentials for pulling container images (a Docker config.json, as "
+        "`docker login` writes it): Docker finds it as DOCKER_CONFIG/config.json, Podman through "
+        "--authfile. Given to pulls only, never shown.",
+    )
+    container_pull_timeout_s: float = Field(
+        3600, gt=0, description="Longest an admin's pull of an app's image may take."
+    )
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
     max_upload_bytes: int = Field(50 * 2**30, ge=1, description="Largest file one upload may store.")
@@ -257,13 +266,14 @@ class Settings(_SettingsBase):
     def _absolute_sqlite_file(cls, value: str) -> str:
         return _absolute_sqlite_url(value)
 
-    def container_settings(self) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    def container_settings(self) -> tuple[str, str, tuple[str, ...], tuple[str, ...], Path | None]:
         """The container engine's settings, as :func:`labcloud.execution.containers.probe` takes them."""
         return (
             self.container_engine,
             self.docker_host,
             tuple(self.podman_options),
             tuple(self.container_run_options),
+            self.container_auth_file,
         )
 
     @field_validator("container_run_options", mode="after")

@@ -12,19 +12,27 @@ environment variables travel in a file only root can read, never on the client's
 
 Docker and Podman share one command line; Apptainer's is built behind the same interface, untested here
 (it is not packaged for Debian).
+
+Pulls from a private registry use the operator's auth file (a Docker ``config.json``): Docker finds it as
+``config.json`` in a private folder named by ``DOCKER_CONFIG``, Podman through ``--authfile`` (and
+``REGISTRY_AUTH_FILE``). Only a pull is given it; its name and the secrets in it are taken out of whatever the
+engine says.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -39,6 +47,8 @@ JOB_LABEL = "org.labcloud.job"
 ATTEMPT_LABEL = "org.labcloud.attempt"
 PIDS_LIMIT = 4096
 PROBE_TIMEOUT_S = 10.0
+PULL_TIMEOUT_S = 3600.0
+AUTH_FILE_WORDS = "<the container auth file>"
 
 
 class ImageUnavailable(Exception):
@@ -60,6 +70,8 @@ class Engine:
     # The engine manages control groups itself (cgroupfs): each container then goes under a parent group of
     # its own, which outlives it, so that its CPU time and peak memory can be read after it ended.
     cgroupfs: bool = False
+    # The registries' credentials for pulls (a Docker config.json); never in a repr, a message or a log.
+    auth_file: Path | None = field(default=None, repr=False)
 
     def command(self, *args: str) -> list[str]:
         return [*self.argv, *args]
@@ -69,10 +81,12 @@ class Engine:
         base = {"PATH": os.environ.get("PATH", os.defpath), "HOME": "/nonexistent"}
         return base | dict(self.env) | dict(extra or {})
 
-    def call(self, *args: str, timeout: float = PROBE_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    def call(
+        self, *args: str, timeout: float = PROBE_TIMEOUT_S, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.command(*args),
-            env=self.environment(),
+            env=self.environment(env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -96,8 +110,52 @@ class Engine:
         found = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
         return found if found.startswith("sha256:") else f"sha256:{found}"
 
-    def pull(self, image: str, timeout: float = 3600.0) -> subprocess.CompletedProcess[str]:
-        return self.call("pull", image, timeout=timeout)
+    def pull(self, image: str, timeout: float = PULL_TIMEOUT_S) -> str:
+        """Fetch ``image`` from its registry (with the auth file, when there is one); its content id.
+        ImageUnavailable with the engine's words when that fails or takes longer than ``timeout``."""
+        if self.kind == "apptainer":
+            raise ImageUnavailable("apptainer fetches an image when a job runs it; labcloud does not pull it")
+        try:
+            with self._credentials() as (options, env):
+                done = self.call("pull", *options, image, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            late = f"{self.kind} did not finish pulling {image} within {timeout:g} s"
+            raise ImageUnavailable(late) from None
+        except OSError as exc:
+            raise ImageUnavailable(self.redact(f"{self.kind} pull could not be started: {exc}")) from None
+        if done.returncode != 0:
+            words = _last_line(done.stderr) or f"{self.kind} pull exited with {done.returncode}"
+            raise ImageUnavailable(self.redact(f"{self.kind} could not pull {image}: {words}"))
+        return self.image_id(image)
+
+    @contextlib.contextmanager
+    def _credentials(self) -> Iterator[tuple[tuple[str, ...], dict[str, str]]]:
+        """The pull's options and variables that hand the engine the auth file (none without one)."""
+        if self.auth_file is None:
+            yield (), {}
+            return
+        try:
+            with open(self.auth_file, "rb"):
+                pass
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__  # never the file's name
+            raise ImageUnavailable(f"container_auth_file cannot be read: {why}") from None
+        if self.kind == "docker":
+            # The client reads DOCKER_CONFIG/config.json: a private folder holding a link to the file.
+            with tempfile.TemporaryDirectory(prefix="labcloud-docker-") as folder:
+                os.symlink(self.auth_file, Path(folder) / "config.json")
+                yield (), {"DOCKER_CONFIG": folder}
+        else:
+            yield ("--authfile", str(self.auth_file)), {"REGISTRY_AUTH_FILE": str(self.auth_file)}
+
+    def redact(self, text: str) -> str:
+        """``text`` without the auth file's name or any secret it holds."""
+        if self.auth_file is None:
+            return text
+        names = {str(self.auth_file), os.path.realpath(self.auth_file)}
+        for secret in sorted(names | _secrets_in(self.auth_file), key=len, reverse=True):
+            text = text.replace(secret, AUTH_FILE_WORDS if secret in names else "<secret>")
+        return text
 
     # --- containers ----------------------------------------------------------------------------------
 
@@ -259,6 +317,28 @@ def _bind(source: Path, target: str, readonly: bool) -> str:
     return f"--mount=type=bind,source={text},target={target}" + (",readonly" if readonly else "")
 
 
+def _secrets_in(auth_file: Path) -> set[str]:
+    """The strings of the auth file that could be secrets: each value (of 6 characters or more), and the
+    password in an ``auth`` value (base64 of user:password)."""
+    try:
+        data = json.loads(Path(auth_file).read_bytes())
+    except (OSError, ValueError):
+        return set()
+    found: set[str] = set()
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += list(item.values())
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str) and len(item) >= 6:
+            found.add(item)
+            with contextlib.suppress(ValueError):  # each decoding is shorter: this ends
+                pending.append(base64.b64decode(item, validate=True).decode().partition(":")[2])
+    return found
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -269,6 +349,7 @@ def find_engine(
     docker_host: str = "",
     podman_options: Sequence[str] = (),
     run_options: Sequence[str] = (),
+    auth_file: Path | None = None,
 ) -> Engine:
     """The engine to use: ``choice`` is auto, docker, podman or apptainer. EngineUnavailable says why none.
 
@@ -293,7 +374,7 @@ def find_engine(
         elif kind == "podman":
             options = tuple(podman_options)
         try:
-            return Engine(kind, (program, *options), env, tuple(run_options)).check()
+            return Engine(kind, (program, *options), env, tuple(run_options), auth_file=auth_file).check()
         except EngineUnavailable as exc:
             problems.append(str(exc))
     raise EngineUnavailable("; ".join(problems) or "no container engine")
@@ -311,11 +392,13 @@ class EngineProbe:
         docker_host: str = "",
         podman_options: Sequence[str] = (),
         run_options: Sequence[str] = (),
+        auth_file: Path | None = None,
     ) -> None:
         self.choice = choice
         self.docker_host = docker_host
         self.podman_options = tuple(podman_options)
         self.run_options = tuple(run_options)
+        self.auth_file = auth_file
         self._engine: Engine | None = None
         self._problem = ""
         self._checked_at: float | None = None
@@ -331,7 +414,7 @@ class EngineProbe:
                 self._checked_at = now
                 try:
                     self._engine = find_engine(
-                        self.choice, self.docker_host, self.podman_options, self.run_options
+                        self.choice, self.docker_host, self.podman_options, self.run_options, self.auth_file
                     )
                     self._problem = ""
                 except EngineUnavailable as exc:
@@ -345,6 +428,7 @@ def probe(
     docker_host: str = "",
     podman_options: tuple[str, ...] = (),
     run_options: tuple[str, ...] = (),
+    auth_file: Path | None = None,
 ) -> EngineProbe:
-    """The one probe of these settings in this process (the executor's and the app listing's)."""
-    return EngineProbe(choice, docker_host, podman_options, run_options)
+    """The one probe of these settings in this process (the executor's, the app listing's, the pulls')."""
+    return EngineProbe(choice, docker_host, podman_options, run_options, auth_file)
