@@ -134,9 +134,13 @@ class Runtime:
         found = self.executors.get(job.executor)
         return found.wait_reason(job) if found is not None else None
 
+    def container_engine(self) -> tuple[containers.Engine | None, str]:
+        """This server's container engine, or None and why there is none."""
+        return containers.probe(*self.settings.container_settings()).get()
+
     def container_problem(self) -> str | None:
         """Why container apps cannot run on this server's machine, or None when an engine answers."""
-        engine, problem = containers.probe(*self.settings.container_settings()).get()
+        engine, problem = self.container_engine()
         return None if engine is not None else problem
 
     def message(self, job: Job) -> str:

@@ -94,6 +94,8 @@ Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 StreamReader = Annotated[Principal, Depends(require_detached(Scope.READ))]
 StreamWriter = Annotated[Principal, Depends(require_detached(Scope.WRITE))]
+# An admin request that takes long (an image pull): no database session is held while it runs.
+DetachedAdmin = Annotated[Principal, Depends(require_detached(Scope.ADMIN))]
 
 # A listing's page: ``limit: PageLimit = DEFAULT_PAGE_SIZE, cursor: PageCursor = None``.
 PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]

@@ -66,17 +66,22 @@ class RegistrySnapshot:
         except KeyError:
             raise NotFound(f"There is no app {name!r}; apps: {_names(self.apps)}.") from None
 
+    def pick_version(self, name: str, version: str | None = None) -> tuple[AppSpec, str]:
+        """The app and the version asked for (the latest if omitted); :class:`NotFound` names the others."""
+        app = self.get(name)
+        if version is None:
+            return app, app.latest_version
+        if version not in app.versions:
+            raise NotFound(
+                f"App {name!r} has no version {version!r}; versions: {_names(app.sorted_versions())}."
+            )
+        return app, version
+
     def resolve(
         self, name: str, version: str | None = None, entrypoint: str | None = None
     ) -> ResolvedEntrypoint:
         """Pick the version (latest if omitted) and entrypoint (the default one if omitted)."""
-        app = self.get(name)
-        if version is None:
-            version = app.latest_version
-        elif version not in app.versions:
-            raise NotFound(
-                f"App {name!r} has no version {version!r}; versions: {_names(app.sorted_versions())}."
-            )
+        app, version = self.pick_version(name, version)
         spec = app.versions[version]
         if entrypoint is None:
             chosen = spec.default_entrypoint_name()
@@ -159,6 +164,9 @@ class AppRegistry:
 
     def get(self, name: str) -> AppSpec:
         return self.snapshot().get(name)
+
+    def pick_version(self, name: str, version: str | None = None) -> tuple[AppSpec, str]:
+        return self.snapshot().pick_version(name, version)
 
     def resolve(
         self, name: str, version: str | None = None, entrypoint: str | None = None

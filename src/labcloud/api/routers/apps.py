@@ -1,15 +1,19 @@
-"""The app registry: what can be run, with everything a client needs to build a form."""
+"""The app registry: what can be run, with everything a client needs to build a form; for admins, the
+container images of an app on this server's engine, and pulling them."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.api.deps import Ctx, Reader
+from labcloud.api.deps import Admin, Ctx, DetachedAdmin, Reader
 from labcloud.api.guard import GuardedRoute
 from labcloud.registry import app_to_public
 from labcloud.registry.models import AppSpec
+from labcloud.services import images
 
 router = APIRouter(prefix="/api/v1/apps", tags=["apps"], route_class=GuardedRoute)
 
@@ -36,3 +40,64 @@ def get_app(app: str, _principal: Reader, ctx: Ctx) -> dict[str, Any]:
 
 def _in_containers(app: AppSpec) -> bool:
     return any(ep.runtime == "container" for v in app.versions.values() for ep in v.entrypoints.values())
+
+
+class EngineImageOut(BaseModel):
+    kind: str | None = Field(description="docker, podman or apptainer; null when no engine answers here")
+    present: bool = Field(description="The engine holds the image (a job can run it).")
+    id: str | None = Field(description="The image's content id (sha256:...) when present.")
+    problem: str | None = Field(description="Why it is not present, in the engine's words, or why no engine.")
+
+
+class ImageOut(BaseModel):
+    version: str
+    entrypoint: str
+    image: str
+    engine: EngineImageOut
+
+
+class ImagesOut(BaseModel):
+    app: str
+    items: list[ImageOut] = Field(description="Each container entrypoint of each version, newest first.")
+
+
+class PullIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(None, max_length=64, description="Default: the latest version.")
+
+
+class PullResultOut(BaseModel):
+    image: str
+    ok: bool
+    id: str | None = Field(description="The image's content id (sha256:...) after a pull that worked.")
+    message: str = Field(description="What the engine said (why it failed).")
+
+
+class PullOut(BaseModel):
+    app: str
+    version: str
+    results: list[PullResultOut]
+
+
+@router.get("/{app}/images", response_model=ImagesOut, summary="Admin: an app's images on this server")
+def app_images(app: str, _admin: Admin, ctx: Ctx) -> ImagesOut:
+    """Which images of the app's container entrypoints this server's engine holds (jobs never pull)."""
+    found = ctx.apps.get(app)
+    engine, problem = ctx.container_engine()
+    states = images.image_states(found, engine, problem)
+    return ImagesOut(app=found.name, items=[ImageOut(**dataclasses.asdict(s)) for s in states])
+
+
+@router.post("/{app}/pull", response_model=PullOut, summary="Admin: pull an app version's images")
+def pull(app: str, admin: DetachedAdmin, ctx: Ctx, body: PullIn | None = None) -> PullOut:
+    """Pull the images of one version (the latest by default) on this server's engine, each once, with the
+    configured registry credentials. Answers when every pull has ended: a pull that failed is a result
+    (`ok: false`, the engine's words), not an error."""
+    found, version = ctx.apps.pick_version(app, body.version if body else None)
+    engine, problem = ctx.container_engine()
+    timeout = ctx.settings.container_pull_timeout_s
+    results = images.pull_images(found, version, engine, problem, timeout, admin.user.email)
+    return PullOut(
+        app=found.name, version=version, results=[PullResultOut(**dataclasses.asdict(r)) for r in results]
+    )
