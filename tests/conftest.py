@@ -6,6 +6,7 @@ On PostgreSQL the suite creates its own database on the server at LABCLOUD_TEST_
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import uuid
@@ -195,6 +196,15 @@ def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Se
             "LABCLOUD_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
             "LABCLOUD_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
         }
+    if settings.container_engine != "auto":  # a test that named its engine (engines.use_engine)
+        env |= {
+            "LABCLOUD_CONTAINER_ENGINE": settings.container_engine,
+            "LABCLOUD_DOCKER_HOST": settings.docker_host,
+            "LABCLOUD_PODMAN_OPTIONS": json.dumps(settings.podman_options),
+            "LABCLOUD_CONTAINER_RUN_OPTIONS": json.dumps(settings.container_run_options),
+        }
+    if settings.container_auth_file is not None:
+        env["LABCLOUD_CONTAINER_AUTH_FILE"] = str(settings.container_auth_file)
     with serve(env, tmp_path / "server.log") as url:
         yield Server(url, tmp_path / "client" / "client.json")
 

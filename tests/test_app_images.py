@@ -18,6 +18,7 @@ from image_registry import ImageRegistry, unreachable_registry, write_auth_file
 from labcloud.execution import containers
 from labcloud.execution.containers import ImageUnavailable
 from labcloud.settings import Settings
+from live_server import Server
 from test_containers import use_engine
 from testing.engines import IMAGE, EngineCLI
 
@@ -229,3 +230,41 @@ def test_without_an_engine_images_and_pulls_say_why(
     [result] = pulled.json()["results"]
     assert result["ok"] is False and "container_engine = none" in result["message"]
 
+
+@pytest.mark.containers
+@ENGINES
+def test_admins_list_and_pull_images_from_the_command_line(
+    kind: str, settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    engine = started(request, kind)
+    use_engine(settings, engine)
+    unreachable = unreachable_registry()
+    settings.container_auth_file = auth_file(tmp_path / "private", unreachable)
+    write_app(settings.effective_apps_dir, "boxed", {"1.0": {"main": IMAGE, "other": MISSING}})
+    write_app(
+        settings.effective_apps_dir, "remote", {"1.0": {"main": f"{unreachable}/lab/tool:1"}, "2.0": {}}
+    )
+    server: Server = request.getfixturevalue("server")
+    server.login()
+
+    listed = server.ok("apps", "images", "boxed")
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.splitlines() if "│" in line]
+    short = image_id(engine, IMAGE)[: len("sha256:") + 12]
+    assert rows[0] == ["1.0", "main", IMAGE, engine.kind, "yes", short, ""], listed
+    assert rows[1][:6] == ["1.0", "other", MISSING, engine.kind, "no", ""] and MISSING in rows[1][6], listed
+    assert server.json("apps", "images", "boxed")["items"][0]["engine"]["id"] == image_id(engine, IMAGE)
+
+    pulled = server.run("apps", "pull", "remote@1.0")
+    assert pulled.returncode == 1, pulled  # a pull failed
+    assert "failed" in pulled.stdout and "connection refused" in pulled.stdout, pulled.stdout
+    as_json = server.run("apps", "pull", "remote@1.0", "--json")
+    assert json.loads(as_json.stdout)["results"][0]["ok"] is False
+    nothing = server.run("apps", "pull", "remote")  # the latest version has no container entrypoint
+    assert nothing.returncode == 0 and "has no container images" in nothing.stderr, nothing
+    assert server.run("apps", "pull", "remote@").returncode == 2
+    assert server.run("apps", "pull", "remote@9").returncode == 1
+
+    log = (tmp_path / "server.log").read_text()
+    for secret in secrets_of(settings.container_auth_file):
+        for said in (listed, pulled.stdout, pulled.stderr, as_json.stdout, log):
+            assert secret not in said

@@ -212,6 +212,19 @@ class LabcloudClient:
         result: dict[str, Any] = self.json("GET", f"/apps/{quote_path(name)}")
         return result
 
+    def app_images(self, name: str) -> dict[str, Any]:
+        """Admin: the images of an app's container entrypoints, and which the server's engine holds."""
+        result: dict[str, Any] = self.json("GET", f"/apps/{quote_path(name)}/images")
+        return result
+
+    def pull_images(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """Admin: pull the images of a version (the latest by default); waits as long as the pulls take."""
+        body = {"version": version} if version else {}
+        timeout = httpx.Timeout(self.timeout, read=None)
+        path = f"/apps/{quote_path(name)}/pull"
+        result: dict[str, Any] = self.json("POST", path, json=body, timeout=timeout)
+        return result
+
     # ------------------------------------------------------------------------------------------ files
 
     def upload(
