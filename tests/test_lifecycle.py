@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, JobEvent, User
 from labcloud.errors import Conflict
+from labcloud.execution.run_end import RunEnd
 from labcloud.registry.models import Resources
 from labcloud.services import lifecycle
 from labcloud.services.job_states import (
@@ -24,7 +25,6 @@ from labcloud.services.job_states import (
     TRANSITIONS,
     FailureReason,
     JobState,
-    RunEnd,
 )
 from labcloud.settings import Settings
 
@@ -129,6 +129,7 @@ def test_a_lost_transition_race_is_a_conflict(db: Database, owner: uuid.UUID) ->
 END_CASES = [
     # (state when the end arrives, how the run ended) -> (final state, reason)
     (JobState.RUNNING, RunEnd("exited", 0), (JobState.SUCCEEDED, None)),
+    (JobState.STAGING, RunEnd("image_unavailable"), (JobState.FAILED, FailureReason.IMAGE_UNAVAILABLE)),
     (JobState.STAGING, RunEnd("exited", 0), (JobState.SUCCEEDED, None)),
     (JobState.FINISHING, RunEnd("exited", 0), (JobState.SUCCEEDED, None)),
     (JobState.RUNNING, RunEnd("exited", 2), (JobState.FAILED, FailureReason.APP_ERROR)),

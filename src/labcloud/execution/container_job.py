@@ -12,9 +12,9 @@ from labcloud.execution import containers
 from labcloud.execution.attempt import AttemptDir
 from labcloud.execution.containers import ImageUnavailable
 from labcloud.execution.process import LaunchSpec, Limits
+from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import JobUser
 from labcloud.registry.models import ContainerOptions
-from labcloud.services.job_states import RunEnd
 
 if TYPE_CHECKING:
     from labcloud.execution.runner import JobPlan

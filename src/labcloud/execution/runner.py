@@ -20,10 +20,10 @@ from labcloud.execution import container_job, containers, process
 from labcloud.execution.attempt import AttemptDir, Collected, StagingError, Writer
 from labcloud.execution.containers import Engine
 from labcloud.execution.process import Handle, LaunchSpec, Limits, ProcessResult
+from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import SandboxPolicy
 from labcloud.execution.watch import watch
 from labcloud.registry.models import Resources
-from labcloud.services.job_states import RunEnd
 
 log = logging.getLogger(__name__)
 

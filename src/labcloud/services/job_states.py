@@ -11,9 +11,7 @@ A queued job fails when it is rejected, or when the Slurm or Celery queue it wai
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
 
 
 class JobState(StrEnum):
@@ -76,41 +74,3 @@ def refusal(current: JobState, target: JobState, reason: FailureReason | None) -
 def can_retry(reason: FailureReason | None, attempts: int, max_attempts: int) -> bool:
     """Only a lost runner earns another attempt: an app that failed would fail again."""
     return reason == FailureReason.WORKER_LOST and attempts < max_attempts
-
-
-# --- how a run ended, as a runner reports it ---------------------------------------------------------------
-
-# The supervisor's outcomes, and two of the runner's own: the inputs could not be staged, and the run was
-# lost (its supervisor vanished without a result).
-Outcome = Literal[
-    "exited",
-    "timeout",
-    "out_of_memory",
-    "cancelled",
-    "start_failed",
-    "staging_failed",
-    "image_unavailable",
-    "lost",
-]
-
-
-@dataclass(frozen=True)
-class RunEnd:
-    """How one attempt ended, wherever it ran.
-
-    ``problem``: the run ended but labcloud could not keep all of its outputs (a system failure, the job
-    fails with ``system_error``). ``note``: outputs the job left that were not kept on purpose (links,
-    fifos...), added to the job's message.
-    """
-
-    outcome: Outcome
-    exit_code: int | None = None
-    message: str = ""
-    usage: dict[str, float] = field(default_factory=dict)
-    problem: str | None = None
-    note: str | None = None
-    image: str | None = None  # the content id of the container image that ran
-
-    @property
-    def succeeded(self) -> bool:
-        return self.outcome == "exited" and self.exit_code == 0 and self.problem is None

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Job, JobEvent
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict
+from labcloud.execution.run_end import RunEnd
 from labcloud.services.job_states import (
     ACTIVE,
     TERMINAL,
     FailureReason,
     JobState,
-    RunEnd,
     can_retry,
     refusal,
 )

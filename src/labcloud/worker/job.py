@@ -28,10 +28,10 @@ from labcloud import registry
 from labcloud.execution import process, runner
 from labcloud.execution.attempt import AttemptDir, Collected, Writer
 from labcloud.execution.process import Handle
+from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import Sandboxing, SandboxPolicy
 from labcloud.registry.models import Resources
-from labcloud.services.job_states import RunEnd
 from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
 from labcloud.worker.logship import LOG_INTERVAL_S, PROGRESS_INTERVAL_S, LogShipper, ProgressSender
 

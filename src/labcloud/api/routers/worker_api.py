@@ -15,6 +15,7 @@ from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.errors import InvalidInput, Unauthorized
+from labcloud.execution.run_end import RunEnd
 from labcloud.runtime import Runtime
 from labcloud.services import (
     claims,
@@ -27,7 +28,7 @@ from labcloud.services import (
     lifecycle,
     workers,
 )
-from labcloud.services.job_states import JobState, RunEnd
+from labcloud.services.job_states import JobState
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
 MAX_WAIT_S = 30.0

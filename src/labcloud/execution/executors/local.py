@@ -31,12 +31,13 @@ from labcloud.execution import containers, runner
 from labcloud.execution.attempt import AttemptDir, Collected
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle
+from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.models import Resources
 from labcloud.services import files, lifecycle
 from labcloud.services import jobs as job_service
-from labcloud.services.job_states import ACTIVE, FailureReason, JobState, RunEnd
+from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
 from labcloud.storage.base import Storage
 
