@@ -8,9 +8,11 @@ never commit and wake on their own. Reads go to the services directly.
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -26,6 +28,7 @@ from labcloud.execution.wakeups import Waker, Wakeups
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
 from labcloud.services import jobs as job_service
+from labcloud.services import tes as tes_service
 from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
 from labcloud.services.housekeeping import Housekeeper
@@ -33,6 +36,8 @@ from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
 from labcloud.storage.base import Storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -164,6 +169,23 @@ class Runtime:
         new = job_service.rerun(session, self.settings, self.apps, user, job, ceiling=self.ceiling)
         self._done(session)
         return new
+
+    def submit_task(self, session: Session, user: User, body: Any) -> uuid.UUID:
+        """Queue a GA4GH TES task (refused with 400 when it is not valid); its id. Once it is stored, nothing
+        after the commit may fail the request: a client would create it again."""
+        if self.executors and "local" not in self.executors:
+            raise tes_service.TaskRefused(
+                "Tasks run on this server's machine (the local executor), which this installation does "
+                "not use."
+            )
+        job = tes_service.create(session, self.settings, user, body, self.ceiling("local"))
+        job_id = job.id
+        session.commit()
+        try:
+            self.notify()
+        except Exception:  # the dispatchers look again within scheduler_interval_s anyway
+            log.exception("task %s is stored; waking the dispatchers failed", job_id)
+        return job_id
 
     def cancel(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
         """Cancel a job: a queued one at once; one that runs becomes ``cancelling`` and its executor

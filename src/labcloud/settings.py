@@ -214,6 +214,37 @@ class Settings(_SettingsBase):
     container_pull_timeout_s: float = Field(
         3600, gt=0, description="Longest an admin's pull of an app's image may take."
     )
+    tes_allowed_images: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="GA4GH TES: the images a task's executors may name, as shell-style patterns (JSON list), "
+        'e.g. ["labcloud/*", "quay.io/biocontainers/*"]; others are refused (400). The default allows '
+        "every image, which means every image the container engine holds: labcloud never pulls for a task.",
+    )
+    tes_network: Literal["none", "default", "host"] = Field(
+        "none",
+        description="GA4GH TES: the network of a task's containers: none, the engine's default network, or "
+        "the host's (e.g. for tasks that reach an object store on this machine, as Snakemake's do).",
+    )
+    tes_user: str = Field(
+        "65534:65534", description="GA4GH TES: the uid:gid a task's containers run as (never root)."
+    )
+    tes_timeout_s: int = Field(
+        86400, ge=1, le=30 * 86400, description="GA4GH TES: the time limit of a task, all executors together."
+    )
+    tes_default_ram_gb: float = Field(
+        1.0, gt=0, description="GA4GH TES: the memory of a task that asks for none (resources.ram_gb)."
+    )
+    tes_max_content_bytes: int = Field(
+        1 * 2**20, ge=128 * 1024, description="GA4GH TES: the largest inline content of one input."
+    )
+    tes_max_download_bytes: int = Field(
+        10 * 2**30, ge=1, description="GA4GH TES: the largest file an http(s) input may bring."
+    )
+    tes_download_private: bool = Field(
+        False,
+        description="GA4GH TES: whether http(s) inputs may come from loopback, link-local or private "
+        "addresses (checked after DNS resolution and on every redirect).",
+    )
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
     max_upload_bytes: int = Field(50 * 2**30, ge=1, description="Largest file one upload may store.")

@@ -13,7 +13,19 @@ from labcloud import __version__, web
 from labcloud.api import docs
 from labcloud.api.errors import install_error_handlers
 from labcloud.api.guard import Utf8Addresses
-from labcloud.api.routers import apps, auth, files, health, jobs, me, uploads, users, worker_api, workers
+from labcloud.api.routers import (
+    apps,
+    auth,
+    files,
+    health,
+    jobs,
+    me,
+    tes,
+    uploads,
+    users,
+    worker_api,
+    workers,
+)
 from labcloud.runtime import Runtime, prepare_database
 from labcloud.settings import Settings
 
@@ -54,7 +66,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.add_middleware(Utf8Addresses)
     if settings.trusted_proxies:  # the client's address and scheme as the proxy saw them
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
-    for module in (health, auth, me, users, apps, files, uploads, jobs, workers, worker_api):
+    for module in (health, auth, me, users, apps, files, uploads, jobs, workers, worker_api, tes):
         app.include_router(module.router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages

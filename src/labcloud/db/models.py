@@ -124,6 +124,8 @@ class Job(Base):
     # A container job: the content id (sha256:...) of the image it ran, once known; a rerun runs the same.
     image: Mapped[str | None] = mapped_column(String(300), default=None)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # A job run in steps (a GA4GH TES task): each step's exit code, times and stretch of the log, in order.
+    steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     # Pull executor: the worker holding the job and until when; ``attempts`` fences older holders.
     worker_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None, index=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -132,6 +134,23 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class TesTask(Base):
+    """A job submitted as a GA4GH TES task: the task as the API shows it, and what only the task has."""
+
+    __tablename__ = "tes_tasks"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    # The task as created (inputs without their content), normalised: what every view is cut from.
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Inline inputs' content by the input's index: secret (a workflow engine's job script may hold
+    # credentials), never logged nor shown; gone with the task.
+    contents: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # The files its outputs delivered: url, path (in the container), size_bytes.
+    outputs_log: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # What the server said of it beside its state (parameters it ignored, ...).
+    system_logs: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class JobTag(Base):

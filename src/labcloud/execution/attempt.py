@@ -36,6 +36,7 @@ COPY_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Writer = Callable[[BinaryIO], None]  # writes one input file's bytes into the file it is given
+Wanted = Callable[[PurePosixPath, bool], bool]  # (path under the collected folder, is a folder): take it?
 
 
 class StagingError(Exception):
@@ -97,11 +98,15 @@ class AttemptDir:
         ``name`` is the file's or folder's name, ``files`` (path under the slot folder, writer) pairs.
         """
         slot_rel = _safe_relative(slot, "input slot")
+        top = self.stage_at(PurePosixPath("inputs", slot_rel), name, files, slot)
+        return str(self.inputs / slot_rel / top)
+
+    def stage_at(
+        self, folder: PurePosixPath, name: str, files: list[tuple[str, Writer]], slot: str
+    ) -> PurePosixPath:
+        """Write one input's files under ``work/<folder>/`` (made as needed); its name there."""
         top = _safe_relative(name, f"input {slot!r}")
-        with (
-            _Dir.open(self.work) as work,
-            work.make_path(PurePosixPath("inputs", slot_rel), self.user) as slot_dir,
-        ):
+        with _Dir.open(self.work) as work, work.make_path(folder, self.user) as slot_dir:
             if not files:  # an empty folder
                 slot_dir.make_path(top, self.user).close()
             for rel, write in files:
@@ -114,19 +119,26 @@ class AttemptDir:
                 except Exception as exc:
                     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     raise StagingError(f"input '{slot}' ({rel}) could not be staged: {detail}") from exc
-        return str(self.inputs / slot_rel / top)
+        return top
+
+    def make_folder(self, folder: PurePosixPath) -> None:
+        """Make ``work/<folder>`` (and what leads to it) for the job's user, following no link."""
+        with _Dir.open(self.work) as work, work.make_path(folder, self.user) as made:
+            if self.user is None and os.geteuid() != 0:  # the container's user is no user of this host
+                os.fchmod(made.fd, 0o777)
 
     # ------------------------------------------------------------------------------------- collecting
 
-    def collect(self) -> Collected:
-        """Copy every regular file the job left in ``work/output`` into ``collected`` (labcloud's own),
-        with its size and SHA-256. Anything else is skipped and said so; nothing is followed or moved."""
+    def collect(self, folder: str = "output", wanted: Wanted | None = None) -> Collected:
+        """Copy every regular file the job left in ``work/<folder>`` into ``collected`` (labcloud's own),
+        with its size and SHA-256. Anything else is skipped and said so; nothing is followed or moved.
+        ``wanted(path, is_folder)``: only the folders it says to enter and the files it says to keep."""
         shutil.rmtree(self.collected, ignore_errors=True)  # a crash during an earlier collection
         os.mkdir(self.collected, 0o700)
         found = Collected()
         real_work = os.path.realpath(self.work) + os.sep
         try:
-            root = _Dir.open(self.work).enter("output")
+            root = _Dir.open(self.work).enter(folder)
         except _NotADirectory:
             found.refused = (
                 "the output folder was replaced by something that is not a folder; nothing was kept"
@@ -136,11 +148,21 @@ class AttemptDir:
             found.refused = "the job removed its output folder; nothing was kept"
             return found
         with root:
-            self._walk(root, PurePosixPath(), 0, found, real_work)
+            self._walk(root, PurePosixPath(), 0, found, real_work, wanted)
         return found
 
-    def _walk(self, folder: _Dir, rel: PurePosixPath, depth: int, found: Collected, real_work: str) -> None:
+    def _walk(
+        self,
+        folder: _Dir,
+        rel: PurePosixPath,
+        depth: int,
+        found: Collected,
+        real_work: str,
+        wanted: Wanted | None = None,
+    ) -> None:
         for name, info in folder.entries():
+            if wanted is not None and not wanted(rel / name, stat.S_ISDIR(info.st_mode)):
+                continue
             if found.seen >= MAX_OUTPUT_ENTRIES:
                 found.skip(f"more than {MAX_OUTPUT_ENTRIES} files and folders; the rest was not kept")
                 return
@@ -162,7 +184,7 @@ class AttemptDir:
                     if not sub.real().startswith(real_work):
                         found.skip(f"'{path}': lies outside the job's folder")
                         continue
-                    self._walk(sub, path, depth + 1, found, real_work)
+                    self._walk(sub, path, depth + 1, found, real_work, wanted)
             elif stat.S_ISREG(info.st_mode):
                 problem = self._copy(folder, name, info, path, found, real_work)
                 if problem:

@@ -1,11 +1,12 @@
 """The container side of the runner: the attempt's folder for the container's user, the image's content id,
-and the engine's client command line that runs it (see :mod:`labcloud.execution.containers`)."""
+and the engine's client command line that runs it (see :mod:`labcloud.execution.containers`); for a task
+(:mod:`labcloud.execution.task`), one command line per step, which its supervisor runs in turn."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labcloud import registry
 from labcloud.execution import containers
@@ -14,6 +15,7 @@ from labcloud.execution.containers import ImageUnavailable
 from labcloud.execution.process import LaunchSpec, Limits
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import JobUser
+from labcloud.execution.task import ROOT, relative
 from labcloud.registry.models import ContainerOptions
 
 if TYPE_CHECKING:
@@ -33,8 +35,14 @@ def _image_file(plan: JobPlan) -> Path:
     return plan.folder.path / "image"
 
 
-def env_file(plan: JobPlan) -> Path:
-    return plan.folder.path / "container.env"
+def env_file(plan: JobPlan, step: int | None = None) -> Path:
+    return plan.folder.path / ("container.env" if step is None else f"step-{step}.env")
+
+
+def env_files(plan: JobPlan) -> list[Path]:
+    """Every variables' file of the attempt (one per step of a task)."""
+    steps = len(plan.task.steps) if plan.task is not None else 0
+    return [env_file(plan), *(env_file(plan, i) for i in range(steps))]
 
 
 def resolve_image(plan: JobPlan) -> RunEnd | None:
@@ -43,23 +51,36 @@ def resolve_image(plan: JobPlan) -> RunEnd | None:
     if plan.engine is None:
         why = plan.engine_problem or "no container engine is configured"
         return RunEnd("image_unavailable", message=f"no container engine can run this app here: {why}")
-    wanted = plan.image or plan.spec.image
-    assert wanted is not None
+    if plan.task is not None:
+        if plan.engine.kind == "apptainer":
+            return RunEnd("image_unavailable", message="tasks run in Docker or Podman, not in apptainer")
+        wanted = [step.image for step in plan.task.steps]
+    else:
+        wanted = [plan.image or plan.spec.image or ""]
+    found: dict[str, str] = {}
     try:
-        image_id = plan.engine.image_id(wanted)
+        for image in wanted:
+            if image not in found:
+                found[image] = plan.engine.image_id(image)
     except ImageUnavailable as exc:
         return RunEnd("image_unavailable", message=str(exc))
-    _image_file(plan).write_text(image_id)
+    _image_file(plan).write_text("\n".join(found[image] for image in wanted))
     return None
 
 
-def recorded_image(plan: JobPlan) -> str | None:
+def recorded_images(plan: JobPlan) -> list[str]:
+    """The content ids of the images the attempt runs (one per step of a task)."""
     if not plan.in_container:
-        return None
+        return []
     try:
-        return _image_file(plan).read_text().strip() or None
+        return _image_file(plan).read_text().split()
     except OSError:
-        return None
+        return []
+
+
+def recorded_image(plan: JobPlan) -> str | None:
+    images = recorded_images(plan)
+    return images[0] if images else None
 
 
 def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[LaunchSpec, list[str]]:
@@ -119,6 +140,73 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
         program=argv[0],
     )
     return launch, argv
+
+
+def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[str]]:
+    """The supervisor's steps for a task: each step's client command line (its folders mounted at their
+    paths, its variables in a file of its own), and the command lines shown in the log."""
+    engine, task = plan.engine, plan.task
+    assert engine is not None and task is not None
+    root = plan.folder.work / ROOT
+    mounts = tuple((root / relative(m.path), m.path, m.readonly) for m in task.mounts())
+    images = recorded_images(plan)
+    uid, gid = ContainerOptions(user=task.user).uid_gid()
+    steps: list[dict[str, Any]] = []
+    shown: list[str] = []
+    for index, step in enumerate(task.steps):
+        env = {"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"} | step.env
+        _write_env_file(env_file(plan, index), env)
+        run = containers.ContainerRun(
+            job_id=plan.job_id,
+            attempt=plan.attempt,
+            image=images[index] if index < len(images) else step.image,
+            command=step.command,
+            user=task.user,
+            workdir=step.workdir,
+            env_file=env_file(plan, index),
+            inputs=None,
+            output=None,
+            cpus=float(plan.resources.cpus),
+            memory_mb=int(plan.resources.memory_mb),
+            network=task.network == "default",
+            mounts=mounts,
+            step=index,
+            interactive=bool(step.stdin),
+            network_mode="host" if task.network == "host" else "",
+        )
+        line = f"$ {engine.kind} run {step.image} " + " ".join(_quote(a) for a in step.command)
+        shown.append(line)
+        steps.append(
+            {
+                "argv": engine.run_argv(run),
+                "container": engine.control(run.name, plan.grace_s),
+                "program": step.command[0] if step.command else "?",
+                "shown": line,
+                "ignore_error": step.ignore_error,
+                "root": str(root),
+                "stdin": relative(step.stdin) if step.stdin else "",
+                "stdout": relative(step.stdout) if step.stdout else "",
+                "stderr": relative(step.stderr) if step.stderr else "",
+                "owner": [uid, gid] if os.geteuid() == 0 else None,
+            }
+        )
+    launch = LaunchSpec(
+        argv=steps[0]["argv"],
+        cwd=plan.folder.work,
+        env=engine.environment(),
+        log_path=plan.log_path,
+        status_path=plan.folder.status_path,
+        limits=limits,
+        sandbox=None,
+        engine_env=engine.environment(),
+        program=steps[0]["program"],
+        steps=steps,
+    )
+    return launch, shown
+
+
+def _quote(arg: str) -> str:
+    return arg if arg and all(c.isalnum() or c in "-_./=:,@%+" for c in arg) else repr(arg)
 
 
 def _write_env_file(path: Path, env: dict[str, str]) -> None:

@@ -46,6 +46,7 @@ NAME_PREFIX = "labcloud-"
 JOB_LABEL = "org.labcloud.job"
 ATTEMPT_LABEL = "org.labcloud.attempt"
 PIDS_LIMIT = 4096
+TMPFS = "--tmpfs=/tmp:rw,nosuid,nodev,mode=1777"
 PROBE_TIMEOUT_S = 10.0
 PULL_TIMEOUT_S = 3600.0
 AUTH_FILE_WORDS = "<the container auth file>"
@@ -176,13 +177,17 @@ class Engine:
             f"--memory={run.memory_mb}m",
             f"--memory-swap={run.memory_mb}m",
             f"--cpus={run.cpus:g}",
-            "--tmpfs=/tmp:rw,nosuid,nodev,mode=1777",
+            *([] if any(target == "/tmp" for _, target, _ in run.mounts) else [TMPFS]),
             f"--label={JOB_LABEL}={run.job_id}",
             f"--label={ATTEMPT_LABEL}={run.attempt}",
             "--entrypoint=",
         )
-        if not run.network:
+        if run.network_mode:
+            argv.append(f"--network={run.network_mode}")
+        elif not run.network:
             argv.append("--network=none")
+        if run.interactive:
+            argv.append("--interactive")
         if self.cgroupfs:
             argv.append(f"--cgroup-parent={cgroup_parent(run.name)}")
         if run.gpus:
@@ -191,7 +196,9 @@ class Engine:
             argv.append(f"--workdir={run.workdir}")
         if run.inputs is not None:
             argv.append(_bind(run.inputs, INPUTS_MOUNT, readonly=True))
-        argv.append(_bind(run.output, OUTPUT_MOUNT, readonly=False))
+        if run.output is not None:
+            argv.append(_bind(run.output, OUTPUT_MOUNT, readonly=False))
+        argv += [_bind(source, target, readonly) for source, target, readonly in run.mounts]
         argv.append(f"--env-file={run.env_file}")
         argv += list(self.run_options)
         return [*argv, run.image, *run.command]
@@ -204,7 +211,10 @@ class Engine:
             argv += ["--pwd", run.workdir]
         if run.inputs is not None:
             argv += ["--bind", f"{run.inputs}:{INPUTS_MOUNT}:ro"]
-        argv += ["--bind", f"{run.output}:{OUTPUT_MOUNT}"]
+        if run.output is not None:
+            argv += ["--bind", f"{run.output}:{OUTPUT_MOUNT}"]
+        for source, target, readonly in run.mounts:
+            argv += ["--bind", f"{source}:{target}" + (":ro" if readonly else "")]
         if run.gpus:
             argv.append("--nv")
         argv += ["--env-file", str(run.env_file)]
@@ -283,37 +293,45 @@ class ContainerRun:
     workdir: str
     env_file: Path  # the container's variables (NAME=value lines), never on the command line
     inputs: Path | None  # the staged inputs folder (mounted read-only), None when there are none
-    output: Path  # the only writable folder
+    output: Path | None  # the only writable folder (an app's); None for a task's step, which has mounts
     cpus: float
     memory_mb: int
     gpus: int = 0
     network: bool = False
+    # A task's step: its folders (host folder or file, path in the container, read-only), its number (in
+    # its container's name), whether it reads standard input, and its network ("" for network above).
+    mounts: tuple[tuple[Path, str, bool], ...] = ()
+    step: int | None = None
+    interactive: bool = False
+    network_mode: str = ""
 
     @property
     def name(self) -> str:
-        return container_name(self.job_id, self.attempt)
+        return container_name(self.job_id, self.attempt, self.step)
 
 
 def cgroup_parent(name: str) -> str:
     return f"/labcloud/{name}"
 
 
-def container_name(job_id: str, attempt: int) -> str:
-    return f"{NAME_PREFIX}{job_id}-{attempt}"
+def container_name(job_id: str, attempt: int, step: int | None = None) -> str:
+    """``labcloud-<job>-<attempt>``, and ``.<step>`` after it for a task's step."""
+    return f"{NAME_PREFIX}{job_id}-{attempt}" + ("" if step is None else f".{step}")
 
 
 def parse_name(name: str) -> tuple[str, int] | None:
-    """(job id, attempt) of a container labcloud named, else None."""
+    """(job id, attempt) of a container labcloud named (a task's step's too), else None."""
     if not name.startswith(NAME_PREFIX):
         return None
     job_id, _, attempt = name[len(NAME_PREFIX) :].rpartition("-")
+    attempt = attempt.partition(".")[0]
     return (job_id, int(attempt)) if attempt.isdigit() and job_id else None
 
 
 def _bind(source: Path, target: str, readonly: bool) -> str:
     text = str(source)
-    if any(c in text for c in ',"\n') or not source.is_absolute():
-        raise ValueError(f"a folder that cannot be mounted in a container: {text!r}")
+    if any(c in text + target for c in ',"\n') or not source.is_absolute():
+        raise ValueError(f"a folder that cannot be mounted in a container: {text!r} at {target!r}")
     return f"--mount=type=bind,source={text},target={target}" + (",readonly" if readonly else "")
 
 

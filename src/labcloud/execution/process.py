@@ -21,9 +21,9 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from labcloud.execution import supervise
 from labcloud.execution.sandbox import SandboxPolicy, wrap_command
@@ -78,6 +78,10 @@ class LaunchSpec:
     container: dict[str, list[str]] | None = None
     engine_env: dict[str, str] | None = None
     program: str = ""  # the program the job runs, for messages (argv[0] when empty)
+    # A task: containers run one after the other (argv runs none), each a dict with its client's "argv",
+    # its "container" command lines, "program", "shown" (its command line for the log), "ignore_error",
+    # and "stdin"/"stdout"/"stderr" paths below "root" (opened by the supervisor, created for "owner").
+    steps: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ class ProcessResult:
     cpu_s: float  # user + system time of the whole process tree
     peak_memory_mb: float  # peak total RSS of the tree (sampled)
     message: str  # human readable, e.g. "command not found: foo"
+    # A task's steps, each as it ended: exit_code, started_at, finished_at, log_start, log_end.
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- process identity ---------------------------------------------------------------------------------
@@ -307,6 +313,7 @@ def launch(spec: LaunchSpec) -> Handle:
         "container": spec.container,
         "engine_env": spec.engine_env,
         "program": spec.program or spec.argv[0],
+        "steps": spec.steps,
     }
     try:
         # 0600: the job's environment may hold its access token.
@@ -390,6 +397,7 @@ def read_result(status_path: Path) -> ProcessResult | None:
         cpu_s=float(d.get("cpu_s", 0.0)),
         peak_memory_mb=float(d.get("peak_memory_mb", 0.0)),
         message=str(d.get("message", "")),
+        steps=[step for step in d.get("steps") or [] if isinstance(step, dict)],
     )
 
 

@@ -5,7 +5,7 @@ state. Plain data: the runner below the services defines what it says, the servi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 # The supervisor's outcomes, and two of the runner's own: the inputs could not be staged, and the run was
 # lost (its supervisor vanished without a result).
@@ -37,6 +37,8 @@ class RunEnd:
     problem: str | None = None
     note: str | None = None
     image: str | None = None  # the content id of the container image that ran
+    # A task's steps: each one's exit code and times (seconds since the epoch), in order.
+    steps: list[dict[str, Any]] | None = None
 
     @property
     def succeeded(self) -> bool:

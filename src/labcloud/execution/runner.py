@@ -12,8 +12,8 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labcloud import registry
 from labcloud.execution import container_job, containers, process
@@ -24,6 +24,9 @@ from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import SandboxPolicy
 from labcloud.execution.watch import watch
 from labcloud.registry.models import Resources
+
+if TYPE_CHECKING:
+    from labcloud.execution.task import TaskLayout
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class JobPlan:
     # Set when this runner's process is stopping: stop following and report nothing more, leaving the job
     # (and its folder) as they are, to be taken up again by the next one (:func:`resume`).
     detach: threading.Event | None = None
+    # A task (GA4GH TES): its steps, files and outputs; its spec is a container entrypoint standing for it.
+    task: TaskLayout | None = None
 
     @property
     def detached(self) -> bool:
@@ -185,7 +190,11 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         return _finish(plan, reporter, RunEnd("lost", message=result.message))
     problem = note = None
     if result.outcome != "start_failed":
-        collected = plan.folder.collect()
+        collected = (
+            plan.folder.collect(folder="root", wanted=plan.task.wanted)
+            if plan.task is not None
+            else plan.folder.collect()
+        )
         problem = reporter.keep(collected, result.outcome == "exited" and result.exit_code == 0)
         for skipped in [collected.refused] if collected.refused else collected.skipped:
             append_log(plan, f"output not kept: {skipped}")
@@ -199,7 +208,14 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
     }
     image = container_job.recorded_image(plan)
     end = RunEnd(
-        result.outcome, result.exit_code, result.message, usage, problem=problem, note=note, image=image
+        result.outcome,
+        result.exit_code,
+        result.message,
+        usage,
+        problem=problem,
+        note=note,
+        image=image,
+        steps=result.steps if plan.task is not None else None,
     )
     return _finish(plan, reporter, end)
 
@@ -220,7 +236,8 @@ def _abandon(plan: JobPlan) -> RunEnd | None:
 
 def _clean(plan: JobPlan) -> None:
     plan.folder.remove_work()
-    container_job.env_file(plan).unlink(missing_ok=True)
+    for path in container_job.env_files(plan):
+        path.unlink(missing_ok=True)
 
 
 # --- the parts --------------------------------------------------------------------------------------------
@@ -228,7 +245,22 @@ def _clean(plan: JobPlan) -> None:
 
 def _stage(plan: JobPlan) -> dict[str, str]:
     """Write each input under work/inputs/<slot>/ (a private copy the job may change); its path there."""
+    if plan.task is not None:
+        _stage_task(plan, plan.task)
+        return {}
     return {slot: plan.folder.stage(slot, src.name, src.files) for slot, src in plan.inputs.items()}
+
+
+def _stage_task(plan: JobPlan, task: TaskLayout) -> None:
+    """A task's inputs at their paths under work/root, and its writable folders made there."""
+    from labcloud.execution.task import ROOT, parent, relative
+
+    root = PurePosixPath(ROOT)
+    for index, item in enumerate(task.inputs):
+        folder = root / relative(parent(item.path))
+        plan.folder.stage_at(folder, item.source.name, item.source.files, f"#{index} ({item.path})")
+    for folder_path in task.writable_folders():
+        plan.folder.make_folder(root / relative(folder_path))
 
 
 def base_environment(plan: JobPlan) -> dict[str, str]:
@@ -246,6 +278,10 @@ def base_environment(plan: JobPlan) -> dict[str, str]:
 
 
 def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
+    if plan.task is not None:
+        launch, _ = container_job.task_launch_spec(plan, _limits(plan))
+        append_log(plan, f"a task of {len(plan.task.steps)} executor(s)")
+        return launch
     if plan.in_container:
         launch, command = container_job.launch_spec(plan, staged, _limits(plan))
         kind = plan.engine.kind if plan.engine else "?"

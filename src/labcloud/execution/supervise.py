@@ -197,6 +197,40 @@ def _write_atomically(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
+def open_below(root: str, rel: str, flags: int, owner: list[int] | None) -> int:
+    """Open ``root/rel`` without following a link anywhere below ``root`` (a job may have planted one):
+    each folder is entered relative to the one before it. A file it creates is ``owner``'s (uid, gid);
+    anything but a regular file is refused."""
+    parts = [p for p in rel.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"not a path below the task's folder: {rel!r}")
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        opening = (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(parts[-1], opening, 0o644, dir_fd=folder)
+    finally:
+        os.close(folder)
+    try:
+        info = os.fstat(fd)
+        if not (info.st_mode & 0o170000 == 0o100000):  # S_ISREG, without importing stat
+            raise ValueError(f"{rel}: not a regular file")
+        if info.st_nlink != 1 and flags & os.O_WRONLY:
+            raise ValueError(f"{rel}: a hard link")
+        if owner and flags & os.O_CREAT and info.st_uid != owner[0]:
+            os.fchown(fd, owner[0], owner[1])
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _inner_pid(pid: int) -> int | None:
     """The pid of a process in its own (innermost) pid namespace."""
     try:
@@ -343,7 +377,7 @@ class Supervisor:
         # A container job: our child is the engine's client; the engine enforces the memory limit and we
         # stop, inspect and remove the container with these command lines (see execution/containers.py).
         self.container: dict[str, list[str]] | None = spec.get("container")
-        if self.container is not None:
+        if self.container is not None or spec.get("steps"):
             self.memory_mb = None
         self.container_pid = 0  # the container's first process, once the engine has started it
         self.cgroup_files: tuple[str | None, str | None] | None = None  # (cpu usage, peak memory)
@@ -567,14 +601,19 @@ class Supervisor:
             self.peak_bytes = max(self.peak_bytes, int(peak))
 
     def _container_result(self, state: str, log_start: int) -> dict[str, Any]:
-        """The end of a container job: the engine's report (killed for memory, exit code) and the client's
-        exit status, which is the container's, or 125-127 with the engine's words when it did not start."""
+        """The end of a container job (see :meth:`_container_end`)."""
+        return self._finish(*self._container_end(state, log_start))
+
+    def _container_end(self, state: str, log_start: int, step: bool = False) -> tuple[str, int | None, str]:
+        """How a container ended (outcome, exit code, message): the engine's report (killed for memory,
+        exit code) and the client's exit status, which is the container's, or 125-127 with the engine's
+        words when it did not start (a task's ``step`` then exits with that code, said in the log)."""
         oom, code, _ = _container_state(state)
         client = None if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
         if self.reason == "timeout":
-            return self._finish("timeout", None, f"time limit of {self.timeout_s:g} s exceeded")
+            return "timeout", None, f"time limit of {self.timeout_s:g} s exceeded"
         if self.reason == "cancelled":
-            return self._finish("cancelled", None, "cancelled")
+            return "cancelled", None, "cancelled"
         limit = int(self.spec.get("memory_mb") or 0)
         # Killed (SIGKILL: 137) after its memory reached the limit is the kernel's OOM killer, also where the
         # engine does not say so (Podman with runc on cgroup v1).
@@ -583,7 +622,7 @@ class Supervisor:
         oom = oom or os.path.exists(os.path.join(self.spec["cwd"], "oom"))
         if oom or (client == 137 and reached):
             self.memory_mb = limit
-            return self._finish("out_of_memory", None, f"memory limit of {limit} MB exceeded")
+            return "out_of_memory", None, f"memory limit of {limit} MB exceeded"
         if client is not None and client >= 0:
             code = client  # the client exits with the container's status (its own errors: 125-127)
         if code is None:
@@ -596,9 +635,10 @@ class Supervisor:
                     words = f"command not found in the image: {self.spec.get('program', '?')} ({words})"
                 message = f"the container could not be started: {words}"
                 self._log(message)
-                return self._finish("start_failed", None, message)
+                if not step:
+                    return "start_failed", None, message
         msg = f"exited with code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
-        return self._finish("exited", code, msg)
+        return "exited", code, msg
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a signal arrives (child exit, cancel) or ``timeout`` passes."""
@@ -648,7 +688,9 @@ class Supervisor:
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
 
-    def _spawn_plain(self, argv: list[str]) -> int:
+    def _spawn_plain(
+        self, argv: list[str], stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
+    ) -> int:
         import subprocess  # (lazily: the sandboxed path does not need it)
 
         me = self.me
@@ -663,9 +705,9 @@ class Supervisor:
             argv,
             cwd=self.spec["cwd"],
             env=self.spec["env"],  # Popen looks the command up in this env's PATH
-            stdin=subprocess.DEVNULL,
-            stdout=self.log_fd,
-            stderr=self.log_fd,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
+            stdout=self.log_fd if stdout is None else stdout,
+            stderr=self.log_fd if stderr is None else stderr,
             process_group=0,
             preexec_fn=die_with_supervisor,
         )
@@ -682,6 +724,8 @@ class Supervisor:
         self._write_handle()
         self.started_at = time.time()
         self.t0 = time.monotonic()
+        if self.spec.get("steps"):
+            return self._run_steps(self.spec["steps"])
         log_start = os.fstat(self.log_fd).st_size
         pid = self._start()
         if isinstance(pid, str):
@@ -689,10 +733,35 @@ class Supervisor:
             return self._finish("start_failed", None, pid)
         self.main_pid = pid
         self._notify_ready()
+        self._follow(self.t0 + self.timeout_s if self.timeout_s is not None else None)
 
-        deadline = self.t0 + self.timeout_s if self.timeout_s is not None else None
+        if self.sandboxed and not self.outer_held:
+            # The job was over before we could hold the outer bwrap (see _hold_sandbox), which exits as
+            # soon as pid 1 reports the status, without reaping it. Pid 1, now our child, then kills
+            # what the job left in the namespace and exits: let it, rather than count it as a leftover.
+            deadline = time.monotonic() + 2.0
+            while self._tree() and time.monotonic() < deadline:
+                self._wait(0.005)
+                self._reap()
+        leftovers = self._kill_tree()
+        if self.job_pidfd is not None:
+            os.close(self.job_pidfd)
+        if self.container is not None:
+            state = self._engine("inspect")
+            self._sample_container()  # the last word of its parent group, if it has one
+            self._engine("remove")
+            _remove_groups(_parent_cgroup_dirs(self.container.get("cgroup_parent")))
+            return self._container_result(state, log_start)
+        # (No status only if _kill_tree gave up on an unkillable process.)
+        code = -signal.SIGKILL if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
+        if leftovers and self.reason is None:
+            self._log(f"killed {leftovers} process(es) the job left running")
+        return self._result(code, log_start)
+
+    def _follow(self, deadline: float | None) -> None:
+        """Wait for the job's main process to end, enforcing the deadline, the memory limit and a cancel."""
         kill_at: float | None = None  # end of the grace period after SIGTERM
-        next_sample = self.t0 + 0.02  # a job that is over by then is not worth a scan of /proc
+        next_sample = time.monotonic() + 0.02  # a job that is over by then is not worth a scan of /proc
         while True:
             self._reap()
             if self._job_exited():
@@ -735,28 +804,91 @@ class Supervisor:
                 wake.append(kill_at)
             self._wait(min(wake) - now)
 
-        if self.sandboxed and not self.outer_held:
-            # The job was over before we could hold the outer bwrap (see _hold_sandbox), which exits as
-            # soon as pid 1 reports the status, without reaping it. Pid 1, now our child, then kills
-            # what the job left in the namespace and exits: let it, rather than count it as a leftover.
-            deadline = time.monotonic() + 2.0
-            while self._tree() and time.monotonic() < deadline:
-                self._wait(0.005)
-                self._reap()
-        leftovers = self._kill_tree()
-        if self.job_pidfd is not None:
-            os.close(self.job_pidfd)
-        if self.container is not None:
+    # --- a task: containers one after the other ---------------------------------------------------
+
+    def _run_steps(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        """Run each step's container in turn, within one time limit; stop after a step that fails (unless
+        it may) and on a cancel, timeout or memory kill. Each step's exit code, times and stretch of the
+        log go into the result."""
+        deadline = self.t0 + self.timeout_s if self.timeout_s is not None else None
+        done: list[dict[str, Any]] = []
+        cpu_s = 0.0
+        end: tuple[str, int | None, str] = ("exited", 0, "exited with code 0")
+        for index, step in enumerate(steps):
+            if self.cancel_requested or (deadline is not None and time.monotonic() >= deadline):
+                self.reason = "cancelled" if self.cancel_requested else "timeout"
+                end = self._container_end("", 0)
+                break
+            self.container, self.main_pid, self.main_status = step["container"], None, None
+            self.container_pid, self.cgroup_files, self.container_cpu_s = 0, None, 0.0
+            self.spec["program"] = step.get("program") or "?"
+            self._log(f"executor {index + 1} of {len(steps)}: {step.get('shown', '')}")
+            oom_file = os.path.join(self.spec["cwd"], "oom")  # Podman's word of a step's memory kill
+            if os.path.lexists(oom_file):  # (see _container_end), left by the step before
+                os.unlink(oom_file)
+            log_start = os.fstat(self.log_fd).st_size
+            record: dict[str, Any] = {"started_at": time.time(), "log_start": log_start}
+            pid = self._start_step(step)
+            if isinstance(pid, str):
+                self._log(pid)
+                self._notify_ready()
+                record |= {"exit_code": None, "finished_at": time.time(), "log_end": log_start}
+                done.append(record)
+                end = ("start_failed", None, pid)
+                break
+            self.main_pid = pid
+            self._notify_ready()
+            self._follow(deadline)
+            self._kill_tree()
             state = self._engine("inspect")
-            self._sample_container()  # the last word of its parent group, if it has one
+            self._sample_container()
             self._engine("remove")
-            _remove_groups(_parent_cgroup_dirs(self.container.get("cgroup_parent")))
-            return self._container_result(state, log_start)
-        # (No status only if _kill_tree gave up on an unkillable process.)
-        code = -signal.SIGKILL if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
-        if leftovers and self.reason is None:
-            self._log(f"killed {leftovers} process(es) the job left running")
-        return self._result(code, log_start)
+            _remove_groups(_parent_cgroup_dirs(step["container"].get("cgroup_parent")))
+            cpu_s += self.container_cpu_s
+            outcome, code, message = self._container_end(state, log_start, step=True)
+            record |= {
+                "exit_code": code,
+                "finished_at": time.time(),
+                "log_end": os.fstat(self.log_fd).st_size,
+            }
+            done.append(record)
+            if outcome != "exited":
+                end = (outcome, code, message)
+                break
+            if code != 0 and not step.get("ignore_error"):
+                end = (outcome, code, f"executor {index + 1} {message}")
+                break
+            if code != 0:
+                self._log(f"executor {index + 1} {message}; its errors are ignored")
+        self.container_cpu_s = cpu_s
+        return self._finish(*end, steps=done)
+
+    def _start_step(self, step: dict[str, Any]) -> int | str:
+        """Start one step's engine client, its standard streams in files of the task's folders when it
+        names them: its pid, or why it could not start."""
+        opened: list[int] = []
+        try:
+            owner = step.get("owner")
+            streams = {}
+            for name, flags in (
+                ("stdin", os.O_RDONLY),
+                ("stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                ("stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+            ):
+                rel = step.get(name)
+                if rel:
+                    fd = open_below(step["root"], rel, flags, owner)
+                    opened.append(fd)
+                    streams[name] = fd
+            return self._spawn_plain(step["argv"], **streams)
+        except OSError as exc:
+            what = exc.filename or step["argv"][0]
+            return f"executor could not be started: {what}: {exc.strerror or exc}"
+        except ValueError as exc:
+            return f"executor could not be started: {exc}"
+        finally:
+            for fd in opened:
+                os.close(fd)
 
     def _oom_message(self) -> str:
         return f"memory limit of {self.memory_mb} MB exceeded (using {self.oom_usage_mb:.0f} MB)"
@@ -780,7 +912,9 @@ class Supervisor:
         msg = f"exited with code {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
         return self._finish("exited", code, msg)
 
-    def _finish(self, outcome: str, code: int | None, message: str) -> dict[str, Any]:
+    def _finish(
+        self, outcome: str, code: int | None, message: str, steps: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         wall = time.monotonic() - self.t0
         children = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process of the job, all reaped
         peak = self.peak_bytes
@@ -801,6 +935,8 @@ class Supervisor:
             "finished_at": self.started_at + wall,
             "job_pid": self.main_pid,
         }
+        if steps is not None:
+            result["steps"] = steps
         self._write_status(result)
         self._notify_ready()
         return result

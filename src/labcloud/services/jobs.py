@@ -83,33 +83,42 @@ def submit(
         else None
     )
     if where is not None and resources is not None:
-        problems.check(lambda: _within(resources, (ceiling(where.executor) if ceiling else None) or {}))
-    problems.check(lambda: _check_tags(sub.tags))
+        problems.check(lambda: within(resources, (ceiling(where.executor) if ceiling else None) or {}))
+    problems.check(lambda: check_tags(sub.tags))
     problems.raise_any()
     assert resources is not None  # (raise_any raised otherwise)
-    job = Job(
-        id=new_id(),  # known before the insert, so job, tags and event go in one flush
-        owner_id=user.id,
-        name=sub.name.strip()[:200],
-        app=resolved.app.name,
-        version=resolved.version,
-        entrypoint=resolved.entrypoint_name,
-        spec=spec.model_dump(mode="json"),
-        spec_hash=spec.spec_hash(),
-        params=params,
-        inputs=inputs,
-        env=dict(sub.env),
-        resources=resources,
-        tags=dict(sub.tags),
-        state=JobState.QUEUED,
-        max_attempts=settings.job_max_attempts,
-        executor=where.executor if where else settings.executor,
-        queue=where.queue if where else None,
-        rerun_of=rerun_of,
-        usage={},
+    return queue(
+        session,
+        settings,
+        user,
+        Job(
+            name=sub.name.strip()[:200],
+            app=resolved.app.name,
+            version=resolved.version,
+            entrypoint=resolved.entrypoint_name,
+            spec=spec.model_dump(mode="json"),
+            spec_hash=spec.spec_hash(),
+            params=params,
+            inputs=inputs,
+            env=dict(sub.env),
+            resources=resources,
+            tags=dict(sub.tags),
+            executor=where.executor if where else settings.executor,
+            queue=where.queue if where else None,
+            rerun_of=rerun_of,
+        ),
     )
+
+
+def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
+    """Insert a checked job of ``user``, queued, with its tags and its history's first event."""
+    job.id = new_id()  # known before the insert, so job, tags and event go in one flush
+    job.owner_id = user.id
+    job.state = JobState.QUEUED
+    job.max_attempts = settings.job_max_attempts
+    job.usage = {}
     session.add(job)
-    session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in sub.tags.items())
+    session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in job.tags.items())
     session.add(JobEvent(job_id=job.id, from_state=None, to_state=JobState.QUEUED, message="submitted"))
     session.flush()
     return job
@@ -172,7 +181,7 @@ def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> Reso
     return Resources.model_validate(resources)
 
 
-def _within(resources: Resources, ceiling: dict[str, float]) -> None:
+def within(resources: Resources, ceiling: dict[str, float]) -> None:
     needs = resources.needs()
     errors = [
         {
@@ -186,7 +195,7 @@ def _within(resources: Resources, ceiling: dict[str, float]) -> None:
         raise InvalidInput("Some resources are not valid.", errors=errors)
 
 
-def _check_tags(tags: dict[str, str]) -> None:
+def check_tags(tags: dict[str, str]) -> None:
     errors = []
     if len(tags) > 20:
         errors.append({"loc": ["body", "tags"], "msg": "at most 20 tags"})

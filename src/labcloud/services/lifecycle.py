@@ -154,6 +154,8 @@ def record_end(session: Session, job: Job, end: RunEnd, outputs: int = 0) -> Non
     usage = {k: round(float(v), 3) for k, v in end.usage.items()}
     if end.image:
         job.image = end.image
+    if end.steps is not None:
+        job.steps = end.steps
     note = f"; {end.note}" if end.note else ""
     if end.problem is not None and state != JobState.CANCELLING:
         transition(

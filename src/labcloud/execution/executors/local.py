@@ -35,7 +35,7 @@ from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.models import Resources
-from labcloud.services import files, lifecycle
+from labcloud.services import files, lifecycle, tes
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
@@ -164,6 +164,7 @@ class LocalExecutor(Executor):
             problem: str | None = None
             try:
                 plan.inputs = self._inputs(session, job)
+                reporter.outputs = self._task(session, job, plan, inputs=True)
             except LabcloudError as exc:
                 problem = f"the inputs could not be staged: {exc.detail}"
         _clear_earlier_attempts(plan.folder.path)
@@ -187,6 +188,15 @@ class LocalExecutor(Executor):
                 entry.name, [(rel, partial(self.storage.fetch, key)) for rel, key in sources]
             )
         return inputs
+
+    def _task(self, session: Session, job: Job, plan: JobPlan, inputs: bool) -> tes.TaskOutputs | None:
+        """A task's layout on its plan (with where its inputs come from, when staging), and where its
+        outputs go; None for a job that is no task."""
+        row = tes.task_row(session, job)
+        if row is None:
+            return None
+        plan.task = tes.layout(session, self.settings, self.storage, job, row, inputs=inputs)
+        return tes.TaskOutputs(row, plan.task)
 
     def _plan(self, job: Job) -> JobPlan:
         """What the runner needs for the job's current attempt (inputs are added when staging)."""
@@ -250,6 +260,8 @@ class LocalExecutor(Executor):
                 followed = job.id in self._held
             if not followed:  # a server that leads again already follows the jobs it started
                 plan, reporter = self._plan(job), DatabaseReporter(self, job)
+                with self.db.session() as session:
+                    reporter.outputs = self._task(session, job, plan, inputs=False)
                 log.info("job %s (%s): taking it up again after a restart", job.id, job.state)
                 self._hold(job.id, job.owner_id, job.resources, partial(_resume, plan, reporter))
 
@@ -299,6 +311,9 @@ class DatabaseReporter:
         self._last_write = 0.0
         self._last_check = time.monotonic()
         self._stored: list[tuple[files.Upload, str]] = []
+        # A task: where its outputs go (else to jobs/<id>/ in the owner's space), and what went where.
+        self.outputs: tes.TaskOutputs | None = None
+        self._placed: list[tuple[str, str, int]] = []
 
     def _job(self, session: Session) -> Job | None:
         """The job while this attempt is its current one, else None (and the job is gone for us)."""
@@ -358,17 +373,32 @@ class DatabaseReporter:
         try:
             for item in collected.files:
                 try:
-                    path = files.output_path(self.job_id, item.rel)
+                    paths = (
+                        self.outputs.paths(item.rel)
+                        if self.outputs is not None
+                        else [files.output_path(self.job_id, item.rel)]
+                    )
                 except LabcloudError as exc:
                     collected.skip(f"'{item.rel}': {exc.errors[0]['msg'] if exc.errors else exc.detail}")
                     continue
-                key = self.executor.storage.new_key()
-                self.executor.storage.put_file(key, item.copy)  # consumes the copy, never the job's file
-                self._stored.append((files.Upload(path, item.copy, item.size, item.sha256), key))
+                paths = [p for p in paths if all(p != upload.path for upload, _ in self._stored)]
+                for n, path in enumerate(paths):  # (a task's file may go to several outputs)
+                    copy = item.copy
+                    if n < len(paths) - 1:
+                        copy = item.copy.with_name(f"{item.copy.name}.{n}")
+                        shutil.copyfile(item.copy, copy)
+                    key = self.executor.storage.new_key()
+                    self.executor.storage.put_file(key, copy)  # consumes the copy, never the job's file
+                    self._stored.append((files.Upload(path, copy, item.size, item.sha256), key))
+                    self._placed.append((item.rel, path, item.size))
         except Exception as exc:
             log.exception("outputs of job %s could not be stored", self.job_id)
             self._drop_stored()
             return f"the outputs could not be stored: {_detail(exc)}"
+        if succeeded and self.outputs is not None:
+            missing = self.outputs.missing([item.rel for item in collected.files])
+            if missing:
+                return f"the task left no file at {', '.join(missing)}"
         return None
 
     def finish(self, end: RunEnd) -> None:
@@ -405,13 +435,15 @@ class DatabaseReporter:
             if index and self._stored:
                 settings = self.executor.settings
                 replaced = files.index_outputs(session, settings, self.owner_id, self.job_id, self._stored)
+                if self.outputs is not None:
+                    self.outputs.record(session, self._placed)
             outputs = files.count_outputs(session, self.owner_id, self.job_id)
             lifecycle.record_end(session, job, end, outputs)
         return replaced
 
     def _drop_stored(self) -> None:
         keys = [key for _, key in self._stored]
-        self._stored = []
+        self._stored, self._placed = [], []
         try:
             self.executor.storage.delete(keys)
         except Exception:

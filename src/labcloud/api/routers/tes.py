@@ -1,0 +1,86 @@
+"""GA4GH TES 1.1 at /ga4gh/tes/v1 (spec: shared/specs/ga4gh-tes-1.1.openapi.yaml): service-info, and the
+caller's tasks: create, list, read (MINIMAL, BASIC or FULL view), cancel. The rules are
+:mod:`labcloud.services.tes`; a task is a job (:mod:`labcloud.services.jobs`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Query
+
+from labcloud.api.deps import AppSettings, Ctx, DbSession, Reader, Writer
+from labcloud.api.guard import GuardedRoute
+from labcloud.services import tes
+
+router = APIRouter(prefix="/ga4gh/tes/v1", tags=["GA4GH TES"], route_class=GuardedRoute)
+
+
+def _view(view: str) -> str:
+    chosen = view.upper() if view else "MINIMAL"
+    if chosen not in tes.VIEWS:
+        raise tes.TaskRefused(f"view must be one of {', '.join(tes.VIEWS)}.")
+    return chosen
+
+
+@router.get("/service-info", summary="GetServiceInfo")
+def service_info(settings: AppSettings) -> dict[str, Any]:
+    return tes.service_info(settings)
+
+
+@router.post("/tasks", summary="CreateTask")
+def create_task(
+    principal: Writer, session: DbSession, ctx: Ctx, body: dict[str, Any] = Body(...)
+) -> dict[str, Any]:
+    """Queue a task (a tesTask document); its id. A task that is not valid is refused with 400."""
+    return {"id": str(ctx.submit_task(session, principal.user, body))}
+
+
+@router.get("/tasks", summary="ListTasks")
+def list_tasks(
+    principal: Reader,
+    session: DbSession,
+    settings: AppSettings,
+    name_prefix: str = Query("", max_length=200),
+    state: str = Query("", max_length=20),
+    tag_key: list[str] = Query([], max_length=20),
+    tag_value: list[str] = Query([], max_length=20),
+    page_size: int = Query(tes.DEFAULT_PAGE_SIZE),
+    page_token: str | None = Query(None, max_length=100),
+    view: str = Query("MINIMAL", max_length=10),
+) -> dict[str, Any]:
+    chosen = _view(view)
+    if state and state not in tes.STATES:
+        raise tes.TaskRefused(f"state must be one of {', '.join(tes.STATES)}.")
+    if not 1 <= page_size <= tes.MAX_PAGE_SIZE:
+        raise tes.TaskRefused(f"page_size must be from 1 to {tes.MAX_PAGE_SIZE}.")
+    if len(tag_value) > len(tag_key):
+        raise tes.TaskRefused("Each tag_value needs its tag_key.")
+    tags = [(key, tag_value[i] if i < len(tag_value) else "") for i, key in enumerate(tag_key)]
+    flt = tes.TaskFilter(name_prefix=name_prefix, state=state, tags=tags)
+    found, token = tes.list_tasks(session, principal.user, flt, page_size, page_token)
+    answer: dict[str, Any] = {"tasks": [tes.view(settings, job, row, chosen) for job, row in found]}
+    if token:
+        answer["next_page_token"] = token
+    return answer
+
+
+@router.post("/tasks/{task_id}:cancel", summary="CancelTask")
+def cancel_task(task_id: str, principal: Writer, session: DbSession, ctx: Ctx) -> dict[str, Any]:
+    """A queued task is canceled at once, a running one is CANCELING until its container is gone; a task
+    that has ended stays as it is."""
+    job, _ = tes.get(session, principal.user, task_id)
+    if tes.tes_state(job) in ("QUEUED", "INITIALIZING", "RUNNING"):
+        ctx.cancel(session, principal.user, job.id)
+    return {}
+
+
+@router.get("/tasks/{task_id}", summary="GetTask")
+def get_task(
+    task_id: str,
+    principal: Reader,
+    session: DbSession,
+    settings: AppSettings,
+    view: str = Query("MINIMAL", max_length=10),
+) -> dict[str, Any]:
+    job, row = tes.get(session, principal.user, task_id)
+    return tes.view(settings, job, row, _view(view))
