@@ -5,12 +5,16 @@ has exactly the fields of its view."""
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from conftest import Account
@@ -224,3 +228,299 @@ def test_cancel_stops_a_running_task(tes_client: TestClient, user: Account) -> N
     assert r.status_code == 200 and r.json() == {}
     assert wait(client, user, task_id)["state"] == "CANCELED"
     assert time.monotonic() - started < 30
+
+
+# --- the spec's answers -------------------------------------------------------------------------------------
+
+
+def spec_file() -> Path:
+    """The TES 1.1 OpenAPI document, in shared/specs beside the checkout (or beside a folder above it)."""
+    here = Path(__file__).resolve().parents[1]
+    for folder in (here, *here.parents):
+        found = folder.parent / "shared" / "specs" / "ga4gh-tes-1.1.openapi.yaml"
+        if found.is_file():
+            return found
+    raise AssertionError("the GA4GH TES 1.1 spec is not in shared/specs beside the checkout")
+
+
+# The service-info schemas the spec names by URL (GA4GH service-info 1.0.0), which no test can fetch: its
+# required fields, written here.
+SERVICE_INFO = {
+    "Service": {
+        "type": "object",
+        "required": ["id", "name", "type", "organization", "version"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "type": {"$ref": "#/components/schemas/ServiceType"},
+            "description": {"type": "string"},
+            "organization": {
+                "type": "object",
+                "required": ["name", "url"],
+                "properties": {"name": {"type": "string"}, "url": {"type": "string"}},
+            },
+            "contactUrl": {"type": "string"},
+            "documentationUrl": {"type": "string"},
+            "createdAt": {"type": "string"},
+            "updatedAt": {"type": "string"},
+            "environment": {"type": "string"},
+            "version": {"type": "string"},
+        },
+    },
+    "ServiceType": {
+        "type": "object",
+        "required": ["group", "artifact", "version"],
+        "properties": {
+            "group": {"type": "string"},
+            "artifact": {"type": "string"},
+            "version": {"type": "string"},
+        },
+    },
+}
+
+
+def _strict(schema: Any) -> Any:
+    """The schema with no other properties than it names (objects that name theirs, outside allOf)."""
+    if isinstance(schema, dict):
+        out = {k: (_strict(v) if k != "allOf" else v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    return schema
+
+
+class _NoDates(yaml.SafeLoader):
+    """YAML without its dates: the spec's examples hold some, and JSON Schema wants plain JSON."""
+
+
+_NoDates.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in value if tag != "tag:yaml.org,2002:timestamp"]
+    for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+@pytest.fixture(scope="module")
+def schemas() -> dict[str, Any]:
+    spec = yaml.load(spec_file().read_text(), Loader=_NoDates)
+    found: dict[str, Any] = _strict(spec["components"]["schemas"])
+    text = json.dumps(found).replace(
+        "https://raw.githubusercontent.com/ga4gh-discovery/ga4gh-service-info/v1.0.0/service-info.yaml"
+        "#/components/schemas/",
+        "#/components/schemas/",
+    )
+    found = json.loads(text) | SERVICE_INFO
+    return found
+
+
+def conforms(schemas: dict[str, Any], name: str, document: Any) -> None:
+    """``document`` is a valid ``name`` of the spec (a task of the MINIMAL view need not have executors)."""
+    components = dict(schemas)
+    if name == "minimalTask":
+        components[name] = {k: v for k, v in schemas["tesTask"].items() if k != "required"}
+    validator = jsonschema.Draft7Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": {"schemas": components}}
+    )
+    problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+    assert not problems, (name, problems, document)
+
+
+def test_every_answer_conforms_to_the_spec(
+    tes_client: TestClient, user: Account, schemas: dict[str, Any]
+) -> None:
+    client = tes_client
+    info = client.get(f"{TES}/service-info")
+    assert info.status_code == 200
+    conforms(schemas, "tesServiceInfo", info.json())
+    assert info.json()["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
+    assert "labcloud:///" in info.json()["storage"]
+    put_file(client, user, "in.txt", b"x\n")
+    body = {
+        "name": "conformance",
+        "inputs": [
+            {"url": "labcloud:///in.txt", "path": "/data/in.txt"},
+            {"content": "c", "path": "/data/c"},
+        ],
+        "outputs": [{"url": "labcloud:///conf/out.txt", "path": "/data/out/out.txt"}],
+        "resources": {"cpu_cores": 1, "ram_gb": 0.5, "disk_gb": 1, "preemptible": True, "zones": ["a"]},
+        "volumes": ["/scratch"],
+        "executors": [
+            {"image": IMAGE, "command": ["sh", "-c", "cat /data/in.txt > /data/out/out.txt; echo hi"]}
+        ],
+        "tags": {"k": "v"},
+    }
+    r = client.post(f"{TES}/tasks", json=body, headers=user.headers)
+    conforms(schemas, "tesCreateTaskResponse", r.json())
+    ended = wait(client, user, r.json()["id"])
+    assert ended["state"] == "COMPLETE", ended
+    failing = create(client, user, {"executors": [{"image": IMAGE, "command": ["false"]}]})
+    wait(client, user, failing)
+    queued = create(client, user, {"executors": [{"image": IMAGE, "command": ["sleep", "30"]}]})
+    for task_id in (r.json()["id"], failing, queued):
+        for view, name in (("MINIMAL", "minimalTask"), ("BASIC", "tesTask"), ("FULL", "tesTask")):
+            answer = client.get(f"{TES}/tasks/{task_id}", params={"view": view}, headers=user.headers)
+            conforms(schemas, name, answer.json())
+    for view in ("MINIMAL", "BASIC", "FULL"):
+        listing = client.get(
+            f"{TES}/tasks", params={"view": view, "page_size": 2}, headers=user.headers
+        ).json()
+        conforms(schemas, "tesListTasksResponse", listing | {"tasks": []})
+        for task in listing["tasks"]:
+            conforms(schemas, "minimalTask" if view == "MINIMAL" else "tesTask", task)
+    cancel = client.post(f"{TES}/tasks/{queued}:cancel", headers=user.headers)
+    conforms(schemas, "tesCancelTaskResponse", cancel.json())
+    full = client.get(f"{TES}/tasks/{r.json()['id']}", params={"view": "FULL"}, headers=user.headers).json()
+    given = {k: v for k, v in full.items() if k not in ("id", "state", "logs", "creation_time")}
+    assert given["inputs"] == [
+        {"url": "labcloud:///in.txt", "path": "/data/in.txt", "type": "FILE"},
+        {"path": "/data/c", "type": "FILE"},
+    ]
+    assert given["resources"] == body["resources"] and given["tags"] == body["tags"]
+    assert given["executors"] == body["executors"] and given["volumes"] == body["volumes"]
+    assert full["logs"][0]["outputs"] == [
+        {"url": "labcloud:///conf/out.txt", "path": "/data/out/out.txt", "size_bytes": "2"}
+    ]
+
+
+def test_lists_page_and_filter(tes_client: TestClient, user: Account, make_user: Any) -> None:
+    client = tes_client
+    made = []
+    for i in range(5):
+        task = {
+            "name": f"{'align' if i % 2 else 'sort'}-{i}",
+            "executors": [{"image": "labcloud/not-built:1", "command": ["true"]}],
+            "tags": {"run": f"r{i % 2}", "shared": ""} if i < 4 else {"other": "x"},
+        }
+        made.append(create(client, user, task))
+    other = make_user()
+    create(client, other, {"name": "align-theirs", "executors": [{"image": IMAGE, "command": ["true"]}]})
+
+    def listed(**params: Any) -> list[str]:
+        found: list[str] = []
+        token = None
+        while True:
+            query = dict(params) | ({"page_token": token} if token else {})
+            r = client.get(f"{TES}/tasks", params=query, headers=user.headers)
+            assert r.status_code == 200, r.text
+            found += [t["id"] for t in r.json()["tasks"]]
+            token = r.json().get("next_page_token")
+            if not token:
+                return found
+
+    newest_first = list(reversed(made))
+    assert listed(page_size=2) == newest_first
+    assert listed(name_prefix="align") == [made[3], made[1]]
+    assert listed(tag_key="run", tag_value="r0") == [made[2], made[0]]
+    assert listed(tag_key=["run", "shared"], tag_value=["r1", ""]) == [made[3], made[1]]
+    assert listed(tag_key="shared") == [made[3], made[2], made[1], made[0]]
+    assert listed(tag_key="nothing") == []
+    eventually(lambda: listed(state="SYSTEM_ERROR") == newest_first, 60, "the tasks to fail on their image")
+    assert listed(state="COMPLETE") == [] and listed(state="PAUSED") == []
+    for bad in (
+        {"view": "ALL"},
+        {"state": "DONE"},
+        {"page_size": 0},
+        {"page_size": 2048},
+        {"page_token": "x"},
+    ):
+        assert client.get(f"{TES}/tasks", params=bad, headers=user.headers).status_code == 400, bad
+    one = client.get(f"{TES}/tasks/{made[0]}", params={"view": "FULL"}, headers=user.headers).json()
+    assert any("labcloud/not-built:1" in line for line in one["logs"][0]["system_logs"]), one
+    # Tasks belong to their owner: another user's task is not found, for reading and for cancelling.
+    assert client.get(f"{TES}/tasks/{made[0]}", headers=other.headers).status_code == 404
+    assert client.post(f"{TES}/tasks/{made[0]}:cancel", headers=other.headers).status_code == 404
+    assert client.get(f"{TES}/tasks/not-a-task", headers=user.headers).status_code == 404
+    assert client.get(f"{TES}/tasks").status_code == 401
+
+
+def test_tasks_that_are_not_valid_are_refused_with_400(
+    settings: Settings, docker_cli: EngineCLI, request: pytest.FixtureRequest
+) -> None:
+    use_engine(settings, docker_cli)
+    settings.tes_allowed_images = ["labcloud/*"]
+    client: TestClient = request.getfixturevalue("client")
+    user: Account = request.getfixturevalue("user")
+    ok = {"image": IMAGE, "command": ["true"]}
+    bad_tasks: list[tuple[dict[str, Any], str]] = [
+        ({"executors": []}, "executors"),
+        ({"executors": [{"image": "docker.io/library/ubuntu:22.04", "command": ["true"]}]}, "not allowed"),
+        ({"executors": [{"image": "--privileged", "command": ["true"]}]}, "image"),
+        ({"executors": [{"image": IMAGE, "command": []}]}, "command"),
+        ({"executors": [{**ok, "env": {"A": "x\ny"}}]}, "line break"),
+        ({"executors": [{**ok, "workdir": "relative"}]}, "absolute"),
+        ({"executors": [ok], "volumes": ["/proc/x"]}, "/proc"),
+        ({"executors": [ok], "volumes": ["/run/docker.sock"]}, "/run"),
+        ({"executors": [ok], "volumes": ["/a/../etc"]}, ".."),
+        ({"executors": [ok], "volumes": ["/a,readonly=false"]}, "absolute path"),
+        ({"executors": [ok], "inputs": [{"url": "s3://bucket/key", "path": "/in/x"}]}, "s3://"),
+        ({"executors": [ok], "inputs": [{"url": "file:///etc/passwd", "path": "/in/x"}]}, "file://"),
+        ({"executors": [ok], "inputs": [{"url": "labcloud:///missing.txt", "path": "/in/x"}]}, "no file"),
+        ({"executors": [ok], "inputs": [{"path": "/in/x"}]}, "url or content"),
+        ({"executors": [ok], "inputs": [{"content": "x" * (2 * 2**20), "path": "/in/x"}]}, "longer"),
+        ({"executors": [ok], "outputs": [{"url": "s3://b/k", "path": "/out/x"}]}, "file space"),
+        ({"executors": [ok], "outputs": [{"url": "out", "path": "/out/*.txt"}]}, "path_prefix"),
+        ({"executors": [ok], "outputs": [{"url": "out", "path": "/x.txt"}]}, "root folder"),
+        ({"executors": [{**ok, "stdin": "/nowhere/x"}]}, "stdin"),
+        ({"executors": [ok], "tags": {"": "x"}}, "tag"),
+        ({"executors": [ok], "resources": {"ram_gb": 10_000}}, "offers at most"),
+        ({"executors": [ok], "resources": {"backend_parameters": {"timeout_s": "forever"}}}, "seconds"),
+    ]
+    for body, words in bad_tasks:
+        r = client.post(f"{TES}/tasks", json=body, headers=user.headers)
+        assert r.status_code == 400, (body, r.text)
+        assert words in r.text, (words, r.text)
+    assert client.get(f"{TES}/tasks", params={"view": "BASIC"}, headers=user.headers).json() == {"tasks": []}
+
+
+def test_backend_parameters(tes_client: TestClient, user: Account) -> None:
+    client = tes_client
+    params = {"timeout_s": "1", "VmSize": "big"}
+    slow = create(
+        client,
+        user,
+        {
+            "executors": [{"image": IMAGE, "command": ["sleep", "30"]}],
+            "resources": {"backend_parameters": params},
+        },
+    )
+    ended = wait(client, user, slow)
+    assert ended["state"] == "EXECUTOR_ERROR", ended  # its time limit, one second
+    assert ended["resources"]["backend_parameters"] == {"timeout_s": "1"}  # unsupported keys are not kept
+    assert any("VmSize" in line for line in ended["logs"][0]["system_logs"])
+    strict = create(
+        client,
+        user,
+        {
+            "executors": [{"image": IMAGE, "command": ["true"]}],
+            "resources": {"backend_parameters": params, "backend_parameters_strict": True},
+        },
+    )
+    refused = client.get(f"{TES}/tasks/{strict}", params={"view": "FULL"}, headers=user.headers).json()
+    assert refused["state"] == "SYSTEM_ERROR", refused
+    assert any("VmSize" in line for line in refused["logs"][0]["system_logs"])
+
+
+def test_a_task_follows_no_link_it_planted(tes_client: TestClient, user: Account, tmp_path: Path) -> None:
+    client = tes_client
+    canary = tmp_path / "canary.txt"
+    canary.write_text("untouched\n")
+    task_id = create(
+        client,
+        user,
+        {
+            "outputs": [
+                {"url": "labcloud:///esc/link.txt", "path": "/out/link.txt"},
+                {"url": "labcloud:///esc/all", "path": "/out", "type": "DIRECTORY"},
+            ],
+            "executors": [
+                {"image": IMAGE, "command": ["ln", "-s", str(canary), "/out/link.txt"]},
+                {"image": IMAGE, "command": ["echo", "overwritten"], "stdout": "/out/link.txt"},
+            ],
+        },
+    )
+    ended = wait(client, user, task_id)
+    assert ended["state"] == "SYSTEM_ERROR", ended
+    assert canary.read_text() == "untouched\n"
+    assert ended["logs"][0]["outputs"] == []
+    assert client.get("/api/v1/files/esc/link.txt", headers=user.headers).status_code == 404
