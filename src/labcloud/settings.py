@@ -307,6 +307,13 @@ class Settings(_SettingsBase):
             self.container_auth_file,
         )
 
+    @field_validator("tes_user", mode="after")
+    @classmethod
+    def _tes_user_not_root(cls, value: str) -> str:
+        from labcloud.registry.models import ContainerOptions  # (its checks: numeric, never root)
+
+        return ContainerOptions(user=value).user
+
     @field_validator("container_run_options", mode="after")
     @classmethod
     def _harmless_run_options(cls, value: list[str]) -> list[str]:

@@ -157,7 +157,9 @@ def resume(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
         return follow(plan, handle, reporter, _log_size(plan))
     result = process.read_result(plan.folder.status_path)
     if plan.in_container and plan.engine is not None:  # its supervisor is gone: so must its container be
-        plan.engine.remove(containers.container_name(plan.job_id, plan.attempt))
+        steps = [None] if plan.task is None else list(range(len(plan.task.steps)))
+        for step in steps:
+            plan.engine.remove(containers.container_name(plan.job_id, plan.attempt, step))
     if result is None:
         message = "the job's process was lost while labcloud was down"
         append_log(plan, message)
