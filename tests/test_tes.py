@@ -433,6 +433,7 @@ def test_lists_page_and_filter(tes_client: TestClient, user: Account, make_user:
         {"state": "DONE"},
         {"page_size": 0},
         {"page_size": 2048},
+        {"page_size": "x"},
         {"page_token": "x"},
     ):
         assert client.get(f"{TES}/tasks", params=bad, headers=user.headers).status_code == 400, bad

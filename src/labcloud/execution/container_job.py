@@ -126,20 +126,35 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
         gpus=int(plan.resources.gpus),
         network=plan.spec.network,
     )
-    client = engine.run_argv(run)
-    launch = LaunchSpec(
-        argv=client,
+    launch = _client_launch(
+        plan, engine, limits, engine.run_argv(run), argv[0], container=engine.control(run.name, plan.grace_s)
+    )
+    return launch, argv
+
+
+def _client_launch(
+    plan: JobPlan,
+    engine: containers.Engine,
+    limits: Limits,
+    argv: list[str],
+    program: str,
+    container: dict[str, list[str]] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+) -> LaunchSpec:
+    """The supervisor's launch of the engine's client (or, for a task, of each step's in turn)."""
+    return LaunchSpec(
+        argv=argv,
         cwd=plan.folder.work,
         env=engine.environment(),
         log_path=plan.log_path,
         status_path=plan.folder.status_path,
         limits=limits,
         sandbox=None,
-        container=engine.control(run.name, plan.grace_s),
+        container=container,
         engine_env=engine.environment(),
-        program=argv[0],
+        program=program,
+        steps=steps,
     )
-    return launch, argv
 
 
 def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[str]]:
@@ -190,18 +205,7 @@ def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[st
                 "owner": [uid, gid] if os.geteuid() == 0 else None,
             }
         )
-    launch = LaunchSpec(
-        argv=steps[0]["argv"],
-        cwd=plan.folder.work,
-        env=engine.environment(),
-        log_path=plan.log_path,
-        status_path=plan.folder.status_path,
-        limits=limits,
-        sandbox=None,
-        engine_env=engine.environment(),
-        program=steps[0]["program"],
-        steps=steps,
-    )
+    launch = _client_launch(plan, engine, limits, steps[0]["argv"], steps[0]["program"], steps=steps)
     return launch, shown
 
 

@@ -44,20 +44,20 @@ def list_tasks(
     state: str = Query("", max_length=20),
     tag_key: list[str] = Query([], max_length=20),
     tag_value: list[str] = Query([], max_length=20),
-    page_size: int = Query(tes.DEFAULT_PAGE_SIZE),
+    page_size: str = Query(str(tes.DEFAULT_PAGE_SIZE), max_length=10),
     page_token: str | None = Query(None, max_length=100),
     view: str = Query("MINIMAL", max_length=10),
 ) -> dict[str, Any]:
     chosen = _view(view)
     if state and state not in tes.STATES:
         raise tes.TaskRefused(f"state must be one of {', '.join(tes.STATES)}.")
-    if not 1 <= page_size <= tes.MAX_PAGE_SIZE:
-        raise tes.TaskRefused(f"page_size must be from 1 to {tes.MAX_PAGE_SIZE}.")
+    if not page_size.isdigit() or not 1 <= int(page_size) <= tes.MAX_PAGE_SIZE:
+        raise tes.TaskRefused(f"page_size must be a number from 1 to {tes.MAX_PAGE_SIZE}.")
     if len(tag_value) > len(tag_key):
         raise tes.TaskRefused("Each tag_value needs its tag_key.")
     tags = [(key, tag_value[i] if i < len(tag_value) else "") for i, key in enumerate(tag_key)]
     flt = tes.TaskFilter(name_prefix=name_prefix, state=state, tags=tags)
-    found, token = tes.list_tasks(session, principal.user, flt, page_size, page_token)
+    found, token = tes.list_tasks(session, principal.user, flt, int(page_size), page_token)
     answer: dict[str, Any] = {"tasks": [tes.view(settings, job, row, chosen) for job, row in found]}
     if token:
         answer["next_page_token"] = token
