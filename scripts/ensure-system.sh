@@ -41,6 +41,8 @@ if [ "$want_postgres" = 1 ]; then
   has podman || lean_missing+=(podman)
   has runc || lean_missing+=(runc)
   dpkg -s busybox-static >/dev/null 2>&1 || lean_missing+=(busybox-static)
+  # debootstrap makes the Snakemake image of the TES test (scripts/build-snakemake-image.sh)
+  has debootstrap || lean_missing+=(debootstrap)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

@@ -203,6 +203,8 @@ def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Se
             "LABCLOUD_PODMAN_OPTIONS": json.dumps(settings.podman_options),
             "LABCLOUD_CONTAINER_RUN_OPTIONS": json.dumps(settings.container_run_options),
         }
+    if settings.tes_network != "none":
+        env["LABCLOUD_TES_NETWORK"] = settings.tes_network
     if settings.container_auth_file is not None:
         env["LABCLOUD_CONTAINER_AUTH_FILE"] = str(settings.container_auth_file)
     with serve(env, tmp_path / "server.log") as url:
