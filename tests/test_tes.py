@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy
 import yaml
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from conftest import Account
 from labcloud.db.models import TesTask
@@ -26,6 +27,7 @@ from labcloud.settings import Settings
 from live_server import eventually
 from test_containers import use_engine
 from testing.engines import IMAGE, EngineCLI
+from testing.seaweed import SeaweedFS
 
 # What runs in containers does not depend on the database (the SQLite pass runs it); listing and deleting
 # tasks do, and run on both.
@@ -471,7 +473,8 @@ def test_tasks_that_are_not_valid_are_refused_with_400(
         ({"executors": [ok], "inputs": [{"url": "labcloud:///missing.txt", "path": "/in/x"}]}, "no file"),
         ({"executors": [ok], "inputs": [{"path": "/in/x"}]}, "url or content"),
         ({"executors": [ok], "inputs": [{"content": "x" * (2 * 2**20), "path": "/in/x"}]}, "longer"),
-        ({"executors": [ok], "outputs": [{"url": "s3://b/k", "path": "/out/x"}]}, "file space"),
+        ({"executors": [ok], "outputs": [{"url": "s3://b/k", "path": "/out/x"}]}, "not enabled"),
+        ({"executors": [ok], "outputs": [{"url": "gs://b/k", "path": "/out/x"}]}, "gs://"),
         ({"executors": [ok], "outputs": [{"url": "out", "path": "/out/*.txt"}]}, "path_prefix"),
         ({"executors": [ok], "outputs": [{"url": "out", "path": "/x.txt"}]}, "root folder"),
         ({"executors": [{**ok, "stdin": "/nowhere/x"}]}, "stdin"),
@@ -575,3 +578,85 @@ def test_downloads_never_reach_private_addresses_unless_allowed(web: str) -> Non
     assert url_fetch.download(f"{web}/moved", io.BytesIO(), limit=100, allow_private=True) == 17
     with pytest.raises(url_fetch.FetchError, match="user name"):
         url_fetch.check_url("http://user:secret@example.org/x")
+
+
+@pytest.mark.db_agnostic
+def test_s3_inputs_and_outputs(
+    settings: Settings,
+    docker_cli: EngineCLI,
+    seaweedfs: SeaweedFS,
+    s3_bucket: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    use_engine(settings, docker_cli)
+    settings.tes_s3_endpoint_url = seaweedfs.endpoint_url
+    settings.tes_s3_region = seaweedfs.region
+    settings.tes_s3_access_key_id = seaweedfs.access_key
+    settings.tes_s3_secret_access_key = SecretStr(seaweedfs.secret_key)
+    settings.tes_s3_buckets = [s3_bucket]
+    client: TestClient = request.getfixturevalue("client")
+    user: Account = request.getfixturevalue("user")
+    s3 = seaweedfs.client()
+    s3.put_object(Bucket=s3_bucket, Key="in/data.txt", Body=b"from s3\n")
+    assert f"s3://{s3_bucket}" in client.get(f"{TES}/service-info").json()["storage"]
+    task_id = create(
+        client,
+        user,
+        {
+            "inputs": [{"url": f"s3://{s3_bucket}/in/data.txt", "path": "/in/data.txt"}],
+            "outputs": [
+                {"url": f"s3://{s3_bucket}/out/copy.txt", "path": "/out/copy.txt"},
+                {"url": f"s3://{s3_bucket}/out/all", "path": "/out", "type": "DIRECTORY"},
+                {"url": "labcloud:///space/copy.txt", "path": "/out/copy.txt"},
+            ],
+            "executors": [
+                {
+                    "image": IMAGE,
+                    "command": [
+                        "sh",
+                        "-c",
+                        "cp /in/data.txt /out/copy.txt; mkdir /out/sub; echo x > /out/sub/x",
+                    ],
+                }
+            ],
+        },
+    )
+    done = wait(client, user, task_id)
+    assert done["state"] == "COMPLETE", done
+
+    def read(key: str) -> bytes:
+        body: bytes = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+        return body
+
+    assert read("out/copy.txt") == b"from s3\n" and read("out/all/copy.txt") == b"from s3\n"
+    assert read("out/all/sub/x") == b"x\n"
+    assert get_file(client, user, "space/copy.txt") == b"from s3\n"
+    urls = sorted(o["url"] for o in done["logs"][0]["outputs"])
+    assert urls == [
+        "labcloud:///space/copy.txt",
+        f"s3://{s3_bucket}/out/all/copy.txt",
+        f"s3://{s3_bucket}/out/all/sub/x",
+        f"s3://{s3_bucket}/out/copy.txt",
+    ]
+    ok = {"image": IMAGE, "command": ["true"]}
+    for body, words in (
+        ({"executors": [ok], "inputs": [{"url": "s3://elsewhere/k", "path": "/in/k"}]}, "not one tasks may"),
+        (
+            {
+                "executors": [ok],
+                "inputs": [{"url": f"s3://{s3_bucket}/in", "path": "/in", "type": "DIRECTORY"}],
+            },
+            "DIRECTORY",
+        ),
+        ({"executors": [ok], "inputs": [{"url": f"s3://{s3_bucket}/", "path": "/in/k"}]}, "names no object"),
+    ):
+        r = client.post(f"{TES}/tasks", json=body, headers=user.headers)
+        assert r.status_code == 400 and words in r.text, (body, r.text)
+    missing = create(
+        client,
+        user,
+        {"inputs": [{"url": f"s3://{s3_bucket}/nothing", "path": "/in/x"}], "executors": [ok]},
+    )
+    failed = wait(client, user, missing)
+    assert failed["state"] == "SYSTEM_ERROR", failed
+    assert seaweedfs.secret_key not in str(failed)

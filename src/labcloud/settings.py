@@ -245,6 +245,18 @@ class Settings(_SettingsBase):
         description="GA4GH TES: whether http(s) inputs may come from loopback, link-local or private "
         "addresses (checked after DNS resolution and on every redirect).",
     )
+    tes_s3_buckets: list[str] = Field(
+        default_factory=list,
+        description="GA4GH TES: the buckets (shell-style patterns, JSON list) whose s3:// URLs tasks may "
+        "read inputs from and write outputs to, with the tes_s3_* account; every user who may create tasks "
+        "can then read and write them. Empty: s3:// URLs are refused.",
+    )
+    tes_s3_endpoint_url: str = Field("", description="GA4GH TES: the S3 endpoint of s3:// URLs; empty: AWS.")
+    tes_s3_region: str = Field("us-east-1", description="GA4GH TES: the S3 region of s3:// URLs.")
+    tes_s3_access_key_id: str = Field("", description="GA4GH TES: the access key for s3:// URLs.")
+    tes_s3_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="GA4GH TES: the secret key for s3:// URLs (never shown)."
+    )
     job_max_attempts: int = Field(3, ge=1, description="Runs a job gets when its runner is lost.")
     kill_grace_s: float = Field(5.0, ge=0, description="Seconds between TERM and KILL on timeout or cancel.")
     max_upload_bytes: int = Field(50 * 2**30, ge=1, description="Largest file one upload may store.")

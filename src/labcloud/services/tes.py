@@ -8,9 +8,10 @@ stores it, maps states both ways, cuts the three views, and tells the runner whe
 from and go to.
 
 Files: an input's ``url`` and an output's ``url`` name a path in the caller's own file space, written
-``labcloud:///path/in/space`` (or ``labcloud://path``, or the plain path); an input may also be an
-``http(s)://`` URL, downloaded by the server when the task starts (never by the container), or inline
-``content``. Other schemes (``s3://``, ``file://``, ...) are refused with 400.
+``labcloud:///path/in/space`` (or ``labcloud://path``, or the plain path), or ``s3://bucket/key`` in the
+buckets an admin opened (:mod:`labcloud.services.tes_s3`); an input may also be an ``http(s)://`` URL,
+downloaded by the server when the task starts (never by the container), or inline ``content``. Other
+schemes (``gs://``, ``file://``, ...) are refused with 400.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,7 +46,7 @@ from labcloud.execution.task import (
     parent,
 )
 from labcloud.registry.models import IMAGE_PATTERN, ContainerOptions, EntrypointSpec, Resources
-from labcloud.services import files, url_fetch
+from labcloud.services import files, tes_s3, url_fetch
 from labcloud.services import jobs as job_service
 from labcloud.services.job_logs import log_path
 from labcloud.services.job_states import FailureReason, JobState
@@ -186,7 +187,7 @@ def create(
     for i, ex in enumerate(task.executors):
         _check_executor(errors, settings, i, ex)
     contents = _check_inputs(errors, session, settings, user, task.inputs or [])
-    _check_outputs(errors, task.outputs or [])
+    _check_outputs(errors, settings, task.outputs or [])
     for i, volume in enumerate(task.volumes or []):
         _check_path(errors, ["volumes", i], volume)
     tags = dict(task.tags or {})
@@ -308,7 +309,11 @@ def _check_inputs(
             errors.add([*loc, "url"], "an input needs a url or content")
             continue
         kind, where = _url(item.url)
-        if kind == "http":
+        if kind == "s3":
+            why = tes_s3.refusal(settings, item.url, directory, output=False)
+            if why:
+                errors.add([*loc, "url"], why)
+        elif kind == "http":
             try:
                 url_fetch.check_url(item.url)
             except url_fetch.FetchError as exc:
@@ -329,7 +334,7 @@ def _check_inputs(
     return contents
 
 
-def _check_outputs(errors: _Errors, outputs: list[OutputIn]) -> None:
+def _check_outputs(errors: _Errors, settings: Settings, outputs: list[OutputIn]) -> None:
     for i, out in enumerate(outputs):
         loc: list[str | int] = ["outputs", i]
         pattern = has_wildcards(out.path)
@@ -343,15 +348,21 @@ def _check_outputs(errors: _Errors, outputs: list[OutputIn]) -> None:
         if not pattern and folder.rstrip("/") == "":
             errors.add([*loc, "path"], "an output's folder must not be the root folder")
         kind, where = _url(out.url)
-        if kind != "space":
-            errors.add([*loc, "url"], "outputs go to your file space (labcloud:///path); " + where)
+        if kind == "s3":
+            why = tes_s3.refusal(settings, out.url, out.type == "DIRECTORY" or pattern, output=True)
+            if why:
+                errors.add([*loc, "url"], why)
+        elif kind != "space":
+            errors.add([*loc, "url"], "outputs go to your file space (labcloud:///path) or s3://; " + where)
 
 
 def _url(url: str) -> tuple[str, str]:
-    """("space", path in the caller's space), ("http", url), or ("refused", why)."""
+    """("space", path in the caller's space), ("http", url), ("s3", url), or ("refused", why)."""
     lowered = url.lower()
     if lowered.startswith(("http://", "https://")):
         return "http", url
+    if lowered.startswith("s3://"):
+        return "s3", url
     if lowered.startswith(SCHEME):
         rest = url[len(SCHEME) :]
         rest = rest[2:] if rest.startswith("//") else rest
@@ -611,7 +622,7 @@ def service_info(settings: Settings) -> dict[str, Any]:
         "organization": {"name": "labcloud", "url": settings.public_url},
         "documentationUrl": f"{settings.public_url}/docs",
         "version": __version__,
-        "storage": [f"{SCHEME}///", "http://", "https://"],
+        "storage": [f"{SCHEME}///", "http://", "https://", *(f"s3://{b}" for b in settings.tes_s3_buckets)],
         "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
     }
 
@@ -638,7 +649,9 @@ def layout(
             source = InputSource(name, [(name, partial(_write_bytes, content.encode()))])
         else:
             kind, where = _url(item.url or "")
-            if kind == "http":
+            if kind == "s3":
+                source = InputSource(name, [(name, partial(tes_s3.download, settings, where))])
+            elif kind == "http":
                 fetch = partial(
                     url_fetch.download,
                     where,
@@ -682,7 +695,8 @@ def _space_input(
 class TaskOutputs:
     """Where a task's collected files go in its owner's space, and the record of what was delivered."""
 
-    def __init__(self, row: TesTask, layout: TaskLayout) -> None:
+    def __init__(self, settings: Settings, row: TesTask, layout: TaskLayout) -> None:
+        self.settings = settings
         self.layout = layout
         task = TaskIn.model_validate(row.document)
         self.outputs = task.outputs or []
@@ -693,9 +707,15 @@ class TaskOutputs:
         one for each output it belongs to."""
         found = []
         for index, below in self.layout.place(rel):
-            base = _url(self.outputs[index].url)[1].rstrip("/")
-            found.append(files.clean(f"{base}/{below}" if below else base, ["outputs", index, "url"]))
+            kind, base = _url(self.outputs[index].url)
+            base = base.rstrip("/")
+            path = f"{base}/{below}" if below else base
+            found.append(path if kind == "s3" else files.clean(path, ["outputs", index, "url"]))
         return list(dict.fromkeys(found))
+
+    def upload(self, url: str, source: Path) -> None:
+        """Write a collected file to its s3:// output (TesS3 errors say why not)."""
+        tes_s3.upload(self.settings, url, source)
 
     def missing(self, rels: list[str]) -> list[str]:
         """The file outputs (no folder, no pattern) that the task did not leave."""
@@ -711,6 +731,14 @@ class TaskOutputs:
         row = session.get(TesTask, self.job_id)
         if row is not None:
             row.outputs_log = [
-                {"url": f"{SCHEME}///{path}", "path": "/" + rel, "size_bytes": str(size)}
+                {
+                    "url": path if is_s3(path) else f"{SCHEME}///{path}",
+                    "path": "/" + rel,
+                    "size_bytes": str(size),
+                }
                 for rel, path, size in placed
             ]
+
+
+def is_s3(destination: str) -> bool:
+    return destination.startswith("s3://")

@@ -196,7 +196,7 @@ class LocalExecutor(Executor):
         if row is None:
             return None
         plan.task = tes.layout(session, self.settings, self.storage, job, row, inputs=inputs)
-        return tes.TaskOutputs(row, plan.task)
+        return tes.TaskOutputs(self.settings, row, plan.task)
 
     def _plan(self, job: Job) -> JobPlan:
         """What the runner needs for the job's current attempt (inputs are added when staging)."""
@@ -382,6 +382,11 @@ class DatabaseReporter:
                     collected.skip(f"'{item.rel}': {exc.errors[0]['msg'] if exc.errors else exc.detail}")
                     continue
                 paths = [p for p in paths if all(p != upload.path for upload, _ in self._stored)]
+                if self.outputs is not None:  # a task's file may go to object stores, and to the space
+                    for url in [p for p in paths if tes.is_s3(p)]:
+                        self.outputs.upload(url, item.copy)
+                        self._placed.append((item.rel, url, item.size))
+                    paths = [p for p in paths if not tes.is_s3(p)]
                 for n, path in enumerate(paths):  # (a task's file may go to several outputs)
                     copy = item.copy
                     if n < len(paths) - 1:
