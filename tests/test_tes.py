@@ -26,6 +26,7 @@ from labcloud.services import url_fetch
 from labcloud.settings import Settings
 from live_server import eventually
 from test_containers import use_engine
+from test_web import browser_login
 from testing.engines import IMAGE, EngineCLI
 from testing.seaweed import SeaweedFS
 
@@ -148,6 +149,10 @@ def test_a_task_runs_its_executors_in_turn_with_its_inputs_volumes_and_outputs(
     assert all("stdout" not in e and "stderr" not in e for e in basic["logs"][0]["logs"])
     minimal = client.get(f"{TES}/tasks/{task_id}", headers=user.headers).json()
     assert minimal == {"id": task_id, "state": "COMPLETE"}
+    browser = browser_login(client.app, user.email, user.password)  # a task is a job in the pages too
+    page = browser.get(f"/jobs/{task_id}")
+    assert page.status_code == 200 and "two steps" in page.text and secret not in page.text
+    assert browser.get("/jobs").status_code == 200
 
 
 @pytest.mark.db_agnostic
