@@ -17,7 +17,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_engines, bench_files, bench_jobs, bench_me, bench_trust, bench_web, bench_workers
+from bench import (
+    bench_containers,
+    bench_engines,
+    bench_files,
+    bench_jobs,
+    bench_me,
+    bench_trust,
+    bench_web,
+    bench_workers,
+)
 from bench.harness import Result
 
 BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
@@ -28,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "workers": bench_workers.run,
     "engines": bench_engines.run,
     "trust": bench_trust.run,
+    "containers": bench_containers.run,
 }
 
 
