@@ -53,7 +53,7 @@ from typing import Any
 import httpx
 
 from bench.bench_jobs import JobsServer, submit, threaded, ts, wait_terminal
-from bench.harness import Result, percentile, run_all, running_server
+from bench.harness import Result, cpu_seconds, percentile, run_all, running_server
 from labcloud.execution.containers import PIDS_LIMIT
 from testing.engines import IMAGE, DockerDaemon, EngineCLI, import_image, private_podman
 
@@ -293,8 +293,14 @@ def start_row(kind: str, backend: str, s: Starts) -> Result:
 # ------------------------------------------------------------------------------------------ throughput
 
 
-def labcloud_round(js: JobsServer, count: int) -> float:
-    """jobs/s of ``count`` trivial container jobs submitted at once."""
+@dataclass
+class Round:
+    jobs_per_s: float
+    machine_cpu_s: float  # the whole machine's busy CPU time during the round
+
+
+def labcloud_round(js: JobsServer, count: int) -> Round:
+    """``count`` trivial container jobs submitted at once."""
     ids: list[str] = []
     lock = threading.Lock()
 
@@ -305,40 +311,46 @@ def labcloud_round(js: JobsServer, count: int) -> float:
         with lock:
             ids.extend(got)
 
-    t0 = time.time()
+    busy0, t0 = cpu_seconds()[0], time.time()
     threaded(SUBMIT_CLIENTS, client)
     with js.client() as c:
         end = max(epoch(succeeded(c, job_id)["finished_at"]) for job_id in ids)
-    return count / (end - t0)
+    return Round(count / (end - t0), cpu_seconds()[0] - busy0)
 
 
-def engine_round(cli: EngineCLI, count: int) -> float:
-    """jobs/s of ``count`` ``<engine> run --rm ... true`` started at once."""
+def engine_round(cli: EngineCLI, count: int) -> Round:
+    """``count`` ``<engine> run --rm ... true`` started at once."""
     ends: list[float] = []
 
     def one(_: int) -> None:
         engine_call(cli, "true")
         ends.append(time.time())
 
-    t0 = time.time()
+    busy0, t0 = cpu_seconds()[0], time.time()
     threaded(count, one)
-    return count / (max(ends) - t0)
+    return Round(count / (max(ends) - t0), cpu_seconds()[0] - busy0)
 
 
-def throughput_row(kind: str, backend: str, count: int, lc: list[float], raw: list[float]) -> Result:
-    lc_rate, raw_rate = statistics.median(lc), statistics.median(raw)
+def throughput_row(kind: str, backend: str, count: int, lc: list[Round], raw: list[Round]) -> Result:
+    lc_rate = statistics.median(r.jobs_per_s for r in lc)
+    raw_rate = statistics.median(r.jobs_per_s for r in raw)
     metrics = {
         "jobs": float(count),
         "rounds": float(len(lc)),
         "labcloud_jobs_per_s": round(lc_rate, 2),
         f"{kind}_jobs_per_s": round(raw_rate, 2),
         "ratio": round(lc_rate / raw_rate, 3),
+        "lc_machine_cpu_ms_per_job": round(statistics.median(r.machine_cpu_s for r in lc) / count * 1000),
+        f"{kind}_machine_cpu_ms_per_job": round(
+            statistics.median(r.machine_cpu_s for r in raw) / count * 1000
+        ),
     }
-    pairs = ", ".join(f"{e:.2f}/{mine:.2f}" for e, mine in zip(raw, lc, strict=True))
+    pairs = ", ".join(f"{e.jobs_per_s:.2f}/{mine.jobs_per_s:.2f}" for e, mine in zip(raw, lc, strict=True))
     notes = (
         f"{count} `true` jobs at once per round: labcloud's submitted by {SUBMIT_CLIENTS} threads, -> the "
         f"last finished_at; {kind}'s as {count} `{kind} run --rm` started together, -> the last exit; "
-        f"rounds ({kind}/labcloud jobs/s, in order): {pairs}"
+        f"rounds ({kind}/labcloud jobs/s, in order): {pairs}; machine_cpu: the whole machine's busy CPU "
+        "time during a round / K (the engine's daemons included; only meaningful when other_cpu_pct is low)"
     )
     return Result(f"containers: {kind} trivial jobs/s", backend, metrics, THROUGHPUT_TARGET, notes)
 
@@ -454,8 +466,8 @@ def log_row(kind: str, backend: str, lat: LogLatency, jobs: int) -> Result:
 def measure(kind: str, backend: str, quick: bool) -> list[Result]:
     sizes = QUICK if quick else FULL
     s, lat = Starts(), LogLatency()
-    lc_rates: list[float] = []
-    raw_rates: list[float] = []
+    lc_rounds: list[Round] = []
+    raw_rounds: list[Round] = []
     with engine(kind) as cli, container_server(backend, cli, sizes) as js, js.client() as c:
         # warm-up: the server finds the engine, both read the image and their own files once
         engine_call(cli, "true")
@@ -466,16 +478,16 @@ def measure(kind: str, backend: str, quick: bool) -> list[Result]:
             labcloud_start(c, s)
             time.sleep(IDLE_PAUSE_S)
         for _ in range(sizes.rounds):
-            raw_rates.append(engine_round(cli, sizes.jobs))
+            raw_rounds.append(engine_round(cli, sizes.jobs))
             time.sleep(IDLE_PAUSE_S)
-            lc_rates.append(labcloud_round(js, sizes.jobs))
+            lc_rounds.append(labcloud_round(js, sizes.jobs))
             time.sleep(IDLE_PAUSE_S)
         for _ in range(sizes.log_jobs):
             engine_log(cli, sizes.log_lines, lat)
             labcloud_log(js, c, lat)
     return [
         start_row(kind, backend, s),
-        throughput_row(kind, backend, sizes.jobs, lc_rates, raw_rates),
+        throughput_row(kind, backend, sizes.jobs, lc_rounds, raw_rounds),
         log_row(kind, backend, lat, sizes.log_jobs),
     ]
 
