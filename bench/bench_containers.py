@@ -224,7 +224,11 @@ class Starts:
     dispatch: list[float] = field(default_factory=list)  # created_at -> staging
     staging: list[float] = field(default_factory=list)  # staging -> running (inputs, image id)
     launch: list[float] = field(default_factory=list)  # running -> the command's stamp
+    supervisor: list[float] = field(default_factory=list)  # running -> the supervisor's own start
+    client: list[float] = field(default_factory=list)  # the supervisor's start -> the command's stamp
     ending: list[float] = field(default_factory=list)  # the stamp -> finished_at
+    container_end: list[float] = field(default_factory=list)  # the stamp -> the supervisor's end
+    record: list[float] = field(default_factory=list)  # the supervisor's end -> finished_at
     engine_ending: list[float] = field(default_factory=list)  # the stamp -> the client's exit
 
 
@@ -238,7 +242,7 @@ def engine_start(cli: EngineCLI, s: Starts) -> None:
     s.engine_ending.append(end - stamp)
 
 
-def labcloud_start(c: httpx.Client, s: Starts) -> None:
+def labcloud_start(js: JobsServer, c: httpx.Client, s: Starts) -> None:
     t0 = time.time()
     job = succeeded(c, submit(c, START_APP)["id"])
     log = c.get(f"/api/v1/jobs/{job['id']}/logs").text
@@ -253,8 +257,14 @@ def labcloud_start(c: httpx.Client, s: Starts) -> None:
     s.lc_done.append(finished - t0)
     s.dispatch.append(at["staging"] - epoch(job["created_at"]))
     s.staging.append(at["running"] - at["staging"])
+    # The supervisor's own times (the attempt's status file stays on the server after the job)
+    status = json.loads((js.server.home / "jobs" / job["id"] / "attempt-1" / "status.json").read_text())
     s.launch.append(stamp - at["running"])
+    s.supervisor.append(status["started_at"] - at["running"])
+    s.client.append(stamp - status["started_at"])
     s.ending.append(finished - stamp)
+    s.container_end.append(status["finished_at"] - stamp)
+    s.record.append(finished - status["finished_at"])
 
 
 def start_row(kind: str, backend: str, s: Starts) -> Result:
@@ -277,7 +287,11 @@ def start_row(kind: str, backend: str, s: Starts) -> Result:
         "lc_dispatch_p50_ms": ms(s.dispatch, 50),
         "lc_staging_p50_ms": ms(s.staging, 50),
         "lc_launch_p50_ms": ms(s.launch, 50),
+        "lc_launch_supervisor_p50_ms": ms(s.supervisor, 50),
+        "lc_launch_client_p50_ms": ms(s.client, 50),
         "lc_ending_p50_ms": ms(s.ending, 50),
+        "lc_ending_container_p50_ms": ms(s.container_end, 50),
+        "lc_ending_record_p50_ms": ms(s.record, 50),
         f"{kind}_ending_p50_ms": ms(s.engine_ending, 50),
     }
     notes = (
@@ -285,7 +299,9 @@ def start_row(kind: str, backend: str, s: Starts) -> Result:
         "`sh -c 'echo started | ts %.s'` (the stamp: when it ran); start: before `run`/POST -> the stamp; "
         f"{kind}_run: -> the client's exit (--rm: removed); lc_running: -> started_at; lc_done: -> "
         "finished_at; phases (p50): dispatch created -> staging, staging -> running (image id), launch "
-        "running -> the stamp (supervisor, client, container), ending the stamp -> finished_at"
+        "running -> the stamp = supervisor (-> the supervisor's own start) + client (-> the stamp: the "
+        "client and the container's start), ending the stamp -> finished_at = container (-> the "
+        "supervisor's end: exit, inspect, remove) + record (-> finished_at: outputs, the end recorded)"
     )
     return Result(f"containers: {kind} submit -> running", backend, metrics, START_TARGET, notes)
 
@@ -475,7 +491,7 @@ def measure(kind: str, backend: str, quick: bool) -> list[Result]:
         for _ in range(sizes.start):
             engine_start(cli, s)
             time.sleep(IDLE_PAUSE_S)
-            labcloud_start(c, s)
+            labcloud_start(js, c, s)
             time.sleep(IDLE_PAUSE_S)
         for _ in range(sizes.rounds):
             raw_rounds.append(engine_round(cli, sizes.jobs))
