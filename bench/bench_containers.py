@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -52,8 +51,9 @@ from typing import Any
 
 import httpx
 
+from bench.bench_engines import Round, busy_cpu_s, p, per_round, server_pid, throughput_metrics, tree_cpu_s
 from bench.bench_jobs import JobsServer, submit, threaded, ts, wait_terminal
-from bench.harness import Result, cpu_seconds, percentile, run_all, running_server
+from bench.harness import Result, run_all, running_server
 from labcloud.execution.containers import PIDS_LIMIT
 from testing.engines import IMAGE, DockerDaemon, EngineCLI, import_image, private_podman
 
@@ -186,8 +186,7 @@ def epoch(value: str) -> float:
 
 def ms(samples: list[float], q: float) -> float:
     """The median (``q`` 50) or another percentile of ``samples`` (seconds), in ms."""
-    values = [s * 1000 for s in samples]
-    return round(statistics.median(values) if q == 50 else percentile(values, q), 1)
+    return p([sample * 1000 for sample in samples], q)
 
 
 def engine_call(cli: EngineCLI, *args: str) -> subprocess.CompletedProcess[str]:
@@ -309,14 +308,8 @@ def start_row(kind: str, backend: str, s: Starts) -> Result:
 # ------------------------------------------------------------------------------------------ throughput
 
 
-@dataclass
-class Round:
-    jobs_per_s: float
-    machine_cpu_s: float  # the whole machine's busy CPU time during the round
-
-
 def labcloud_round(js: JobsServer, count: int) -> Round:
-    """``count`` trivial container jobs submitted at once."""
+    """``count`` trivial container jobs submitted at once, up to the last one's finished_at."""
     ids: list[str] = []
     lock = threading.Lock()
 
@@ -327,47 +320,37 @@ def labcloud_round(js: JobsServer, count: int) -> Round:
         with lock:
             ids.extend(got)
 
-    busy0, t0 = cpu_seconds()[0], time.time()
+    cpu0, server0 = busy_cpu_s(), tree_cpu_s(server_pid(js))
+    t0 = time.time()
     threaded(SUBMIT_CLIENTS, client)
     with js.client() as c:
         end = max(epoch(succeeded(c, job_id)["finished_at"]) for job_id in ids)
-    return Round(count / (end - t0), cpu_seconds()[0] - busy0)
+    return Round(count, t0, end, busy_cpu_s() - cpu0, tree_cpu_s(server_pid(js)) - server0)
 
 
 def engine_round(cli: EngineCLI, count: int) -> Round:
-    """``count`` ``<engine> run --rm ... true`` started at once."""
+    """``count`` ``<engine> run --rm ... true`` started at once, up to the last client's exit."""
     ends: list[float] = []
 
     def one(_: int) -> None:
         engine_call(cli, "true")
         ends.append(time.time())
 
-    busy0, t0 = cpu_seconds()[0], time.time()
+    cpu0, t0 = busy_cpu_s(), time.time()
     threaded(count, one)
-    return Round(count / (max(ends) - t0), cpu_seconds()[0] - busy0)
+    return Round(count, t0, max(ends), busy_cpu_s() - cpu0)
 
 
-def throughput_row(kind: str, backend: str, count: int, lc: list[Round], raw: list[Round]) -> Result:
-    lc_rate = statistics.median(r.jobs_per_s for r in lc)
-    raw_rate = statistics.median(r.jobs_per_s for r in raw)
-    metrics = {
-        "jobs": float(count),
-        "rounds": float(len(lc)),
-        "labcloud_jobs_per_s": round(lc_rate, 2),
-        f"{kind}_jobs_per_s": round(raw_rate, 2),
-        "ratio": round(lc_rate / raw_rate, 3),
-        "lc_machine_cpu_ms_per_job": round(statistics.median(r.machine_cpu_s for r in lc) / count * 1000),
-        f"{kind}_machine_cpu_ms_per_job": round(
-            statistics.median(r.machine_cpu_s for r in raw) / count * 1000
-        ),
-    }
-    pairs = ", ".join(f"{e.jobs_per_s:.2f}/{mine.jobs_per_s:.2f}" for e, mine in zip(raw, lc, strict=True))
+def throughput_row(kind: str, backend: str, lc: list[Round], raw: list[Round]) -> Result:
+    count = lc[0].count
     notes = (
         f"{count} `true` jobs at once per round: labcloud's submitted by {SUBMIT_CLIENTS} threads, -> the "
         f"last finished_at; {kind}'s as {count} `{kind} run --rm` started together, -> the last exit; "
-        f"rounds ({kind}/labcloud jobs/s, in order): {pairs}; machine_cpu: the whole machine's busy CPU "
-        "time during a round / K (the engine's daemons included; only meaningful when other_cpu_pct is low)"
+        f"{per_round(lc, raw, kind)}; machine_cpu: the whole machine's busy CPU time during a round / N "
+        "(the engine's daemons included: meaningful only when other_cpu_pct is low); lc_server_cpu: the "
+        "server's process tree (its supervisors and their engine clients included)"
     )
+    metrics = throughput_metrics(lc, raw, kind)
     return Result(f"containers: {kind} trivial jobs/s", backend, metrics, THROUGHPUT_TARGET, notes)
 
 
@@ -503,7 +486,7 @@ def measure(kind: str, backend: str, quick: bool) -> list[Result]:
             labcloud_log(js, c, lat)
     return [
         start_row(kind, backend, s),
-        throughput_row(kind, backend, sizes.jobs, lc_rounds, raw_rounds),
+        throughput_row(kind, backend, lc_rounds, raw_rounds),
         log_row(kind, backend, lat, sizes.log_jobs),
     ]
 
