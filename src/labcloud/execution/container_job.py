@@ -1,5 +1,5 @@
-"""The container side of the runner: the attempt's folder for the container's user, the image's content id,
-and the engine's client command line that runs it (see :mod:`labcloud.execution.containers`)."""
+"""The container side of the runner: the attempt's folder for the container's user, and the engine's client
+command line that runs the image (see :mod:`labcloud.execution.containers`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from labcloud import registry
 from labcloud.execution import containers
 from labcloud.execution.attempt import AttemptDir
-from labcloud.execution.containers import ImageUnavailable
 from labcloud.execution.process import LaunchSpec, Limits
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import JobUser
@@ -29,37 +28,17 @@ def folder(plan: JobPlan) -> AttemptDir:
     return AttemptDir(plan.folder.path, JobUser(uid, gid, f"container user {uid}:{gid}"))
 
 
-def _image_file(plan: JobPlan) -> Path:
-    return plan.folder.path / "image"
-
-
 def env_file(plan: JobPlan) -> Path:
     return plan.folder.path / "container.env"
 
 
-def resolve_image(plan: JobPlan) -> RunEnd | None:
-    """Find the image's content id (and note it in the attempt's folder); the end of the run when the image
-    or the engine is missing."""
-    if plan.engine is None:
-        why = plan.engine_problem or "no container engine is configured"
-        return RunEnd("image_unavailable", message=f"no container engine can run this app here: {why}")
-    wanted = plan.image or plan.spec.image
-    assert wanted is not None
-    try:
-        image_id = plan.engine.image_id(wanted)
-    except ImageUnavailable as exc:
-        return RunEnd("image_unavailable", message=str(exc))
-    _image_file(plan).write_text(image_id)
-    return None
-
-
-def recorded_image(plan: JobPlan) -> str | None:
-    if not plan.in_container:
+def engine_missing(plan: JobPlan) -> RunEnd | None:
+    """The end of the run when no engine can run it here. (A missing image is the engine's to say: the run
+    ends as image_unavailable with its words, and the image's content id comes from the container.)"""
+    if plan.engine is not None:
         return None
-    try:
-        return _image_file(plan).read_text().strip() or None
-    except OSError:
-        return None
+    why = plan.engine_problem or "no container engine is configured"
+    return RunEnd("image_unavailable", message=f"no container engine can run this app here: {why}")
 
 
 def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[LaunchSpec, list[str]]:
@@ -67,6 +46,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
     the command it runs in the container."""
     engine, options = plan.engine, plan.spec.container or ContainerOptions()
     assert engine is not None
+    image = plan.image or plan.spec.image or ""  # a rerun's: the content id its job ran
     inside = {
         slot: f"{containers.INPUTS_MOUNT}/{Path(path).relative_to(plan.folder.inputs).as_posix()}"
         for slot, path in staged.items()
@@ -93,7 +73,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
     run = containers.ContainerRun(
         job_id=plan.job_id,
         attempt=plan.attempt,
-        image=recorded_image(plan) or plan.spec.image or "",
+        image=image,
         command=argv,
         user=options.user,
         workdir=options.workdir,
@@ -117,6 +97,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
         container=engine.control(run.name, plan.grace_s),
         engine_env=engine.environment(),
         program=argv[0],
+        image=image,
     )
     return launch, argv
 

@@ -23,9 +23,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 from labcloud.execution import supervise
+from labcloud.execution.run_end import Outcome
 from labcloud.execution.sandbox import SandboxPolicy, wrap_command
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "read_result",
 ]
 
-Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "staging_failed", "lost"]
 
 SUPERVISOR_SCRIPT = Path(supervise.__file__).resolve()
 READY_TIMEOUT_S = 30.0
@@ -78,6 +78,7 @@ class LaunchSpec:
     container: dict[str, list[str]] | None = None
     engine_env: dict[str, str] | None = None
     program: str = ""  # the program the job runs, for messages (argv[0] when empty)
+    image: str = ""  # a container job's image, for messages
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class ProcessResult:
     cpu_s: float  # user + system time of the whole process tree
     peak_memory_mb: float  # peak total RSS of the tree (sampled)
     message: str  # human readable, e.g. "command not found: foo"
+    image: str | None = None  # a container job: the content id of the image that ran
 
 
 # --- process identity ---------------------------------------------------------------------------------
@@ -307,6 +309,7 @@ def launch(spec: LaunchSpec) -> Handle:
         "container": spec.container,
         "engine_env": spec.engine_env,
         "program": spec.program or spec.argv[0],
+        "image": spec.image,
     }
     try:
         # 0600: the job's environment may hold its access token.
@@ -367,7 +370,9 @@ def _await_ready(fd: int, timeout: float) -> bool:
 
 # --- results ------------------------------------------------------------------------------------------
 
-_OUTCOMES = frozenset(("exited", "timeout", "out_of_memory", "cancelled", "start_failed", "lost"))
+_OUTCOMES = frozenset(
+    ("exited", "timeout", "out_of_memory", "cancelled", "start_failed", "image_unavailable", "lost")
+)
 
 
 def read_result(status_path: Path) -> ProcessResult | None:
@@ -390,6 +395,7 @@ def read_result(status_path: Path) -> ProcessResult | None:
         cpu_s=float(d.get("cpu_s", 0.0)),
         peak_memory_mb=float(d.get("peak_memory_mb", 0.0)),
         message=str(d.get("message", "")),
+        image=str(d["image"]) if d.get("image") else None,
     )
 
 

@@ -117,7 +117,7 @@ def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
     if reporter.gone():
         return _abandon(plan)
     if plan.in_container:
-        unavailable = container_job.resolve_image(plan)
+        unavailable = container_job.engine_missing(plan)
         if unavailable is not None:
             append_log(plan, unavailable.message)
             return _finish(plan, reporter, unavailable)
@@ -184,7 +184,7 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         append_log(plan, result.message)
         return _finish(plan, reporter, RunEnd("lost", message=result.message))
     problem = note = None
-    if result.outcome != "start_failed":
+    if result.outcome not in ("start_failed", "image_unavailable"):  # nothing ran: nothing to collect
         collected = plan.folder.collect()
         problem = reporter.keep(collected, result.outcome == "exited" and result.exit_code == 0)
         for skipped in [collected.refused] if collected.refused else collected.skipped:
@@ -197,9 +197,14 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         "cpu_s": round(result.cpu_s, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
     }
-    image = container_job.recorded_image(plan)
     end = RunEnd(
-        result.outcome, result.exit_code, result.message, usage, problem=problem, note=note, image=image
+        result.outcome,
+        result.exit_code,
+        result.message,
+        usage,
+        problem=problem,
+        note=note,
+        image=result.image,
     )
     return _finish(plan, reporter, end)
 

@@ -235,6 +235,12 @@ def _container_state(text: str) -> tuple[bool, int | None, int]:
     return oom, code, pid
 
 
+def _no_image(words: str) -> bool:
+    """The engine's words for an image it does not have (Docker's, Podman's)."""
+    lowered = words.lower()
+    return "no such image" in lowered or "unable to find image" in lowered or "image not known" in lowered
+
+
 def _engine_error(line: str) -> bool:
     """A line the engine's client wrote about its own failure (not the job's output)."""
     return (
@@ -348,6 +354,7 @@ class Supervisor:
         self.container_pid = 0  # the container's first process, once the engine has started it
         self.cgroup_files: tuple[str | None, str | None] | None = None  # (cpu usage, peak memory)
         self.container_cpu_s = 0.0
+        self.image_id: str | None = None
         self.cancel_requested = False
         self.reason: str | None = None  # "timeout" | "cancelled" | "out_of_memory" once we stop the job
         self.main_pid: int | None = None
@@ -543,6 +550,22 @@ class Supervisor:
             return ""
         return done.stdout.decode(errors="replace").strip() if done.returncode == 0 else ""
 
+    def _remove_container(self) -> None:
+        """Remove the container and its parent groups in a child of ours that outlives us, so that the
+        attempt's end is not held up by the engine (a few hundred ms); a container left behind by a crash
+        here is removed by the next server that leads (by its name)."""
+        assert self.container is not None
+        if os.fork() != 0:
+            return
+        try:
+            lock = self.spec.get("lock_fd")
+            if lock is not None:
+                os.close(lock)  # the attempt's lock says whether *we* live, not our helper
+            self._engine("remove")
+            _remove_groups(_parent_cgroup_dirs(self.container.get("cgroup_parent")))
+        finally:
+            os._exit(0)
+
     def _sample_container(self) -> None:
         """CPU time and peak memory of the container, from its control groups, while it runs."""
         if self.cgroup_files is None:
@@ -570,6 +593,9 @@ class Supervisor:
         """The end of a container job: the engine's report (killed for memory, exit code) and the client's
         exit status, which is the container's, or 125-127 with the engine's words when it did not start."""
         oom, code, _ = _container_state(state)
+        parts = state.split()
+        if len(parts) > 3:  # the content id of the image it ran (Podman's lacks the algorithm)
+            self.image_id = parts[3] if parts[3].startswith("sha256:") else f"sha256:{parts[3]}"
         client = None if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
         if self.reason == "timeout":
             return self._finish("timeout", None, f"time limit of {self.timeout_s:g} s exceeded")
@@ -591,6 +617,10 @@ class Supervisor:
         if code in (125, 126, 127):
             tail = os.pread(self.log_fd, 16384, log_start).decode(errors="replace").strip().splitlines()
             words = next((line for line in reversed(tail) if _engine_error(line)), None)
+            if words is not None and code == 125 and _no_image(words):
+                message = f"image {self.spec.get('image', '?')} is not available: {words}"
+                self._log(message)
+                return self._finish("image_unavailable", None, message)
             if words is not None:
                 if "executable file not found" in words or "no such file or directory" in words.lower():
                     words = f"command not found in the image: {self.spec.get('program', '?')} ({words})"
@@ -619,6 +649,8 @@ class Supervisor:
         if not argv:
             return "invalid command: empty"
         try:
+            if self.container is not None:
+                return self._spawn_client(argv)
             return self._spawn_sandboxed(argv) if self.sandboxed else self._spawn_plain(argv)
         except OSError as exc:
             if exc.filename == self.spec["cwd"]:
@@ -645,6 +677,24 @@ class Supervisor:
             ],
             setpgroup=0,
             # Python ignores these; an ignored signal would stay ignored in the job.
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+
+    def _spawn_client(self, argv: list[str]) -> int:
+        """The engine's client: spawned directly (no fork of ours to run Python in), in the attempt's folder
+        (where Podman's conmon leaves its "oom" mark). It needs no death signal: a container outlives its
+        client anyway, and a server that finds us gone removes it."""
+        os.chdir(self.spec["cwd"])
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            self.spec["env"],
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, self.log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, self.log_fd, 2),
+            ],
+            setpgroup=0,
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
 
@@ -749,9 +799,9 @@ class Supervisor:
         if self.container is not None:
             state = self._engine("inspect")
             self._sample_container()  # the last word of its parent group, if it has one
-            self._engine("remove")
-            _remove_groups(_parent_cgroup_dirs(self.container.get("cgroup_parent")))
-            return self._container_result(state, log_start)
+            result = self._container_result(state, log_start)  # on disk now: the runner goes on...
+            self._remove_container()  # ...while the container and its groups are removed
+            return result
         # (No status only if _kill_tree gave up on an unkillable process.)
         code = -signal.SIGKILL if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
         if leftovers and self.reason is None:
@@ -801,6 +851,8 @@ class Supervisor:
             "finished_at": self.started_at + wall,
             "job_pid": self.main_pid,
         }
+        if self.image_id is not None:
+            result["image"] = self.image_id
         self._write_status(result)
         self._notify_ready()
         return result
