@@ -340,3 +340,35 @@ def test_a_worker_cannot_put_outputs_outside_the_job_s_folder(
         assert r.status_code == 400, (name, r.status_code, r.text)
     listing = pclient.get("/api/v1/files", params={"prefix": ""}, headers=user.headers).json()
     assert [e["path"] for e in listing["items"]] == []  # nothing landed anywhere in the owner's space
+
+
+# ---------------------------------------------------------------------------------------------- containers
+
+BUSYBOX = "labcloud/busybox:1"
+
+
+def heartbeat(client: TestClient, token: str, **body: Any) -> dict[str, Any]:
+    r = client.post("/api/v1/worker/heartbeat", json=body, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def engine(kind: str, *images: str) -> dict[str, Any]:
+    return {"engines": [{"kind": kind, "images": list(images)}]}
+
+
+def test_engine_reports_are_bounded(pclient: TestClient, admin: Account) -> None:
+    token = register(pclient, admin, "big")
+    for body in (
+        engine("docker", *(f"img/{i}:1" for i in range(1001))),
+        engine("lxc", BUSYBOX),
+        engine("docker", "two words:1"),
+        engine("docker", "x" * 301),
+        {"engines": [{"kind": "docker", "images": [], "extra": 1}]},
+        {"engines": [{"kind": "docker"}] * 5},
+        {"engine_problem": "x" * 1001},
+    ):
+        r = pclient.post("/api/v1/worker/heartbeat", json=body, headers=bearer(token))
+        assert r.status_code == 422, (str(body)[:80], r.status_code)
+    heartbeat(pclient, token, **engine("docker", *(f"img/{i}:1" for i in range(1000))))
