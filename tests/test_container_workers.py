@@ -16,7 +16,8 @@ import pytest
 from jobs_helpers import write_app
 from labcloud.execution import engine_options
 from labcloud.settings import ContainerSettings
-from test_containers import use_engine, write_container_app
+from live_server import eventually
+from test_containers import container_names, use_engine, write_container_app
 from testing.engines import IMAGE, EngineCLI
 from worker_helpers import Cluster, suite_pull_server
 
@@ -87,8 +88,8 @@ def test_a_worker_runs_a_container_job_with_its_inputs_and_outputs(
     assert done["image"] == image_id(cli)  # what ran, by content id: a rerun runs the same
     assert cl.http.get(f"/api/v1/jobs/{job['id']}/outputs/copy.txt").content == b"some data\n"
     assert cl.http.get(f"/api/v1/jobs/{job['id']}/outputs/uid").text.strip() == "65534"  # not root
-    left = cli.run("ps", "--all", "--filter", f"name=labcloud-{job['id']}", "--format", "{{.Names}}")
-    assert left.stdout.strip() == ""
+    # its container is removed (just after the end is recorded)
+    eventually(lambda: container_names(cli, job["id"]) == [], 30, "the container to be removed")
 
 
 def test_a_worker_without_an_engine_never_takes_a_container_job(cl: Cluster, docker_cli: EngineCLI) -> None:

@@ -152,3 +152,12 @@ def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[s
         "cancel": cancel,
         "abort": abort,
     }
+
+
+def container_workers(session: Session, settings: Settings) -> int:
+    """How many active workers heartbeating now reported a container engine."""
+    since = utcnow() - timedelta(seconds=settings.lease_seconds)
+    rows = session.scalars(
+        select(Worker).where(Worker.state == WorkerState.ACTIVE, Worker.last_heartbeat_at >= since)
+    )
+    return sum(1 for worker in rows if worker.engines)
