@@ -97,16 +97,18 @@ def test_a_container_job_runs_streams_keeps_its_outputs_and_records_its_image(
         [
             "sh",
             "-c",
-            "echo hello {params.who}; echo '::progress 0.5'; echo $GREETING > {output}/greeting.txt",
+            "echo hello {params.who}; echo threads=$THREADS; echo '::progress 0.5'; "
+            "echo $GREETING > {output}/greeting.txt",
         ],
         parameters={"type": "object", "properties": {"who": {"type": "string"}}, "required": ["who"]},
-        container={"env": {"GREETING": "hi {params.who}"}},
+        container={"env": {"GREETING": "hi {params.who}", "THREADS": "{resources.cpus}"}},
     )
-    job_id = submit(client, user, "greet", params={"who": "--privileged; world"})
+    job_id = submit(client, user, "greet", params={"who": "--privileged; world"}, resources={"cpus": 2})
     log = follow_log(client, job_id, user.headers)
     job = client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()
     assert job["state"] == "succeeded", (job, log)
     assert "hello --privileged; world" in log  # a parameter is an argument, never an engine flag
+    assert "threads=2" in log  # {resources.cpus}: what the job was given
     assert job["image"].startswith("sha256:") and len(job["image"]) == 71
     assert job["usage"]["peak_memory_mb"] > 0 and job["usage"]["cpu_s"] > 0, job["usage"]  # the engine's
     assert job["progress"] == 1.0

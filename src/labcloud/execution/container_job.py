@@ -52,7 +52,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
         for slot, path in staged.items()
     }
     output = containers.OUTPUT_MOUNT
-    argv = registry.render_command(plan.spec, plan.params, inside, output, python=None)
+    argv = registry.render_command(plan.spec, plan.params, inside, output, None, plan.resources)
     env = {
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
@@ -63,7 +63,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
         "LABCLOUD_JOB_ATTEMPT": str(plan.attempt),
     }
     env |= {
-        name: registry.render_text(plan.spec, value, plan.params, inside, output)
+        name: registry.render_text(plan.spec, value, plan.params, inside, output, plan.resources)
         for name, value in options.env.items()
     }
     env |= registry.job_environment(plan.spec, plan.params, inside, output, plan.env)

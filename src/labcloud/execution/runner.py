@@ -257,7 +257,7 @@ def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
         append_log(plan, f"$ {kind} run {plan.spec.image} " + " ".join(_quote(a) for a in command))
         return launch
     output = str(plan.folder.output)
-    argv = registry.render_command(plan.spec, plan.params, staged, output)
+    argv = registry.render_command(plan.spec, plan.params, staged, output, resources=plan.resources)
     env = base_environment(plan) | registry.job_environment(plan.spec, plan.params, staged, output, plan.env)
     sandbox = plan.sandbox
     if sandbox is not None:  # the attempt's work folder is the only one the job may write
