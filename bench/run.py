@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import (
+    bench_containers,
     bench_engines,
     bench_files,
     bench_jobs,
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "engines": bench_engines.run,
     "trust": bench_trust.run,
     "path": bench_path.run,
+    "containers": bench_containers.run,
 }
 
 

@@ -72,6 +72,7 @@ class CeleryCluster(Cluster):
         work_dir: Path | None = None,
         ready: bool = True,
         sandbox: str = "off",
+        options: tuple[str, ...] = (),
     ) -> WorkerProc:
         work_dir = work_dir or self.home / "celery" / name
         log_path = self.home / "celery" / f"{name}.log"
@@ -98,6 +99,7 @@ class CeleryCluster(Cluster):
         ]
         if queues:
             command += ["--queues", ",".join(f"{self.prefix}.{q}" for q in queues)]
+        command += options
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
         worker = WorkerProc(name, process, log_path, work_dir)

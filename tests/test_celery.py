@@ -30,6 +30,9 @@ from labcloud.services.executor_refs import AttemptRef
 from labcloud.settings import Settings
 from labcloud.worker.celery_app import create_app as create_worker_app
 from labcloud.worker.celery_app import run_job
+from test_container_workers import engine_flags
+from test_containers import write_container_app
+from testing.engines import EngineCLI
 from worker_helpers import Cluster, eventually
 
 pytestmark = [pytest.mark.celery, pytest.mark.db_agnostic]
@@ -251,3 +254,17 @@ def test_a_job_the_last_leader_never_handed_over_is_sent_again(
         events = client.get(f"/api/v1/jobs/{job_id}/events", headers=headers).json()
         assert any("never reached celery; sent again" in e["message"] for e in events), events
         client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)
+
+
+@pytest.mark.containers
+def test_a_celery_worker_runs_a_container_app(rc: CeleryCluster, docker_cli: EngineCLI) -> None:
+    write_container_app(
+        rc.apps_dir, "e-boxed", ["sh", "-c", "echo boxed $(id -u); echo done > {output}/done.txt"]
+    )
+    rc.start_celery_worker("boxed", options=tuple(engine_flags(docker_cli)))
+    job = rc.submit("e-boxed")
+    done = rc.wait_end(job["id"], timeout=60)
+    log = rc.log(job["id"])
+    assert (done["state"], done["executor"]) == ("succeeded", "celery"), (done, log)
+    assert "boxed 65534" in log and done["image"].startswith("sha256:"), (done, log)
+    assert rc.http.get(f"/api/v1/jobs/{job['id']}/outputs/done.txt").text == "done\n"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from fastapi.testclient import TestClient
 
 from conftest import Account
 from jobs_helpers import follow_log, py, wait_for_end, write_app
+from labcloud.services import job_logs
+from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 
 
@@ -394,3 +398,40 @@ def test_the_log_reads_from_an_offset_and_streams_as_server_sent_events(
         assert r.read() == b'event: end\ndata: {"state": "succeeded"}\n\n'
     for bad in (-1, far + 1):
         assert client.get(url, params={"offset": bad}, headers=user.headers).status_code == 422
+
+
+def test_a_follower_waits_for_the_log_and_streams_what_is_appended_to_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Following from before the job wrote anything (no log yet) to its end: lines as they are appended."""
+    job_id = uuid.uuid4()
+    path = job_logs.log_path(settings, job_id)
+    state = {"now": JobState.QUEUED}
+    monkeypatch.setattr(job_logs, "state_of", lambda _db, _job_id: state["now"])
+
+    async def connected() -> bool:
+        return False
+
+    async def scenario() -> list[str]:
+        events = job_logs.follow(None, settings, job_id, 0, JobState.QUEUED, connected)  # type: ignore[arg-type]
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(3 * job_logs.POLL_S)
+        assert not first.done()  # nothing to say while there is no log
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"one\n")
+        got = [await asyncio.wait_for(first, 5)]
+        with open(path, "ab") as fh:
+            fh.write(b"two\nthr")
+        got.append(await asyncio.wait_for(anext(events), 5))
+        with open(path, "ab") as fh:
+            fh.write(b"ee")
+        state["now"] = JobState.SUCCEEDED
+        got += [event async for event in events]
+        return got
+
+    assert asyncio.run(scenario()) == [
+        "event: log\ndata: one\nid: 4\n\n",
+        "event: log\ndata: two\nid: 11\n\n",
+        "event: log\ndata: three\n\n",
+        'event: end\ndata: {"state": "succeeded"}\n\n',
+    ]

@@ -12,22 +12,52 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import kill_processes_under
 from engine_helpers import engine_apps
+from labcloud.execution import engine_options
 from labcloud.execution.executors.slurm.batch import Ended
 from labcloud.execution.executors.slurm.executor import explain
 from labcloud.services.job_states import FailureReason
+from labcloud.settings import ContainerSettings
 from slurm import SlurmCluster
+from test_containers import use_engine, write_container_app
+from testing.engines import IMAGE, EngineCLI
 from worker_helpers import Cluster, eventually, pull_server
 
 pytestmark = [pytest.mark.slurm, pytest.mark.db_agnostic]
 
 LEASE_S = 3
+
+
+@contextlib.contextmanager
+def slurm_pull_server(
+    home: Path, apps: Callable[[Path], None], process_env: dict[str, str], **settings: str
+) -> Iterator[Cluster]:
+    """``labcloud serve`` whose test apps (``e-*``) a route sends to Slurm: the queue read every 0.5 s."""
+    try:
+        with pull_server(
+            home,
+            None,
+            apps,
+            lease_seconds=LEASE_S,
+            process_env=process_env,
+            executor="local",  # the jobs reach Slurm by a route, as most installations would send them
+            executor_routes='[{"app": "e-*", "executor": "slurm"}]',
+            slurm_poll_s="0.5",
+            sandbox="off",
+            kill_grace_s="1",
+            runner_work_dir=str(home / "runs"),
+            **settings,
+        ) as cluster:
+            yield cluster
+    finally:
+        kill_processes_under(home)
 
 
 @pytest.fixture(scope="module", params=["commands", "slurmrestd"])
@@ -45,24 +75,27 @@ def slurm_server(
         token_file.chmod(0o600)
         process_env = {}
         how = {"slurm_rest_url": slurm_cluster.rest_url, "slurm_rest_token_file": str(token_file)}
-    try:
-        with pull_server(
-            home,
-            None,
-            engine_apps,
-            lease_seconds=LEASE_S,
-            process_env=process_env,
-            executor="local",  # the jobs reach Slurm by a route, as most installations would send them
-            executor_routes='[{"app": "e-*", "executor": "slurm"}]',
-            slurm_poll_s="0.5",
-            sandbox="off",
-            kill_grace_s="1",
-            runner_work_dir=str(home / "runs"),
-            **how,
-        ) as cluster:
-            yield cluster
-    finally:
-        kill_processes_under(home)
+    with slurm_pull_server(home, engine_apps, process_env, **how) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def slurm_podman_server(
+    tmp_path_factory: pytest.TempPathFactory, slurm_cluster: SlurmCluster, podman_cli: EngineCLI
+) -> Iterator[Cluster]:
+    """A server whose container settings name the test setup's Podman: the batch scripts of its container
+    jobs pass them to their runners."""
+    home = tmp_path_factory.mktemp("slurm-podman-home")
+    containers = ContainerSettings()
+    use_engine(containers, podman_cli)  # type: ignore[arg-type]
+
+    def apps(apps_dir: Path) -> None:
+        write_container_app(apps_dir, "e-box", ["sh", "-c", "echo hello from $LABCLOUD_JOB_ID > {output}/hi"])
+
+    with slurm_pull_server(
+        home, apps, {"SLURM_CONF": str(slurm_cluster.conf), **engine_options.environment(containers)}
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -189,6 +222,27 @@ def test_a_job_sbatch_refuses_fails_with_slurm_s_words(sc: Cluster) -> None:
     assert (done["state"], done["reason"]) == ("failed", "rejected"), done
     assert done["message"].startswith("slurm refused the job: "), done
     assert "node configuration is not available" in done["message"], done  # Slurm's words, either way
+
+
+@pytest.mark.containers
+def test_a_container_job_runs_as_a_slurm_batch_job(
+    slurm_podman_server: Cluster, slurm: SlurmCluster, podman_cli: EngineCLI
+) -> None:
+    sc = slurm_podman_server
+    job = sc.submit("e-box")
+    done = sc.wait_end(job["id"], timeout=90)
+    log = sc.log(job["id"])
+    assert done["state"] == "succeeded", (done, log)
+    assert done["executor"] == "slurm" and f"$ podman run {IMAGE}" in log, (done, log)
+    assert sc.http.get(f"/api/v1/jobs/{job['id']}/outputs/hi").text == f"hello from {job['id']}\n"
+    found = podman_cli.run("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip()
+    assert done["image"] == f"sha256:{found.removeprefix('sha256:')}"
+    ended = eventually(
+        lambda: (seen := slurm_job(slurm, job["id"]))["JobState"] not in ("RUNNING", "COMPLETING") and seen,
+        20,
+        "Slurm's end",
+    )
+    assert ended["JobState"] == "COMPLETED", ended
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from conftest import Account
 from jobs_helpers import write_app
-from labcloud.db.models import Job
+from labcloud.db.models import Job, Worker
 from labcloud.services import claims
 from labcloud.settings import Settings
 
@@ -340,3 +340,96 @@ def test_a_worker_cannot_put_outputs_outside_the_job_s_folder(
         assert r.status_code == 400, (name, r.status_code, r.text)
     listing = pclient.get("/api/v1/files", params={"prefix": ""}, headers=user.headers).json()
     assert [e["path"] for e in listing["items"]] == []  # nothing landed anywhere in the owner's space
+
+
+# ---------------------------------------------------------------------------------------------- containers
+
+BUSYBOX = "labcloud/busybox:1"
+
+
+def heartbeat(client: TestClient, token: str, **body: Any) -> dict[str, Any]:
+    r = client.post("/api/v1/worker/heartbeat", json=body, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def engine(kind: str, *images: str) -> dict[str, Any]:
+    return {"engines": [{"kind": kind, "images": list(images)}]}
+
+
+def test_container_jobs_go_to_workers_with_an_engine_first_to_one_with_the_image(
+    pclient: TestClient, settings: Settings, admin: Account, user: Account
+) -> None:
+    write_app(settings.effective_apps_dir, "boxed", ["true"], runtime="container", image=BUSYBOX)
+    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    ctx.apps.refresh(force=True)
+    bare = register(pclient, admin, "bare")
+    heartbeat(pclient, bare, engine_problem="docker is not installed; podman is not installed")
+    holder = register(pclient, admin, "holder")
+    heartbeat(pclient, holder, **engine("podman", f"localhost/{BUSYBOX}", "docker.io/library/python:3"))
+    other = register(pclient, admin, "other")
+    heartbeat(pclient, other, **engine("docker", "other/thing:2"))
+    listed = {w["name"]: w for w in pclient.get("/api/v1/workers", headers=admin.headers).json()["items"]}
+    assert listed["holder"]["engines"] == [
+        {"kind": "podman", "images": [f"localhost/{BUSYBOX}", "docker.io/library/python:3"]}
+    ]
+    assert listed["bare"]["engines"] == [] and "docker is not installed" in listed["bare"]["engine_problem"]
+
+    first = submit(pclient, user, app="boxed", params={})
+    assert first["message"] == "waiting for a worker with a container engine"
+    assert claim(pclient, bare) is None  # no engine: never
+    assert claim(pclient, other) is None  # an engine without the image: left to the holder for a while
+    plain = submit(pclient, user)
+    second = submit(pclient, user, app="boxed", params={})
+    got = [claim(pclient, holder) for _ in range(2)]
+    # the holder takes the container jobs whose image it has before the older process job
+    assert [g["id"] if g else None for g in got] == [first["id"], second["id"]]
+    assert got[0] is not None and got[0]["image"] is None and got[0]["spec"]["image"] == BUSYBOX
+    taken = claim(pclient, bare)
+    assert taken is not None and taken["id"] == plain["id"]  # a worker without an engine runs the rest
+
+    # once the job has waited IMAGE_AFFINITY_S, or when no live worker has the image, any engine takes it
+    late = submit(pclient, user, app="boxed", params={})
+    assert claim(pclient, other) is None
+    with ctx.db.session() as session:
+        queued_at = datetime.now(UTC) - timedelta(seconds=claims.IMAGE_AFFINITY_S + 1)
+        session.execute(update(Job).where(Job.id == uuid.UUID(late["id"])).values(updated_at=queued_at))
+    taken = claim(pclient, other)
+    assert taken is not None and taken["id"] == late["id"]
+    quiet = submit(pclient, user, app="boxed", params={})
+    assert claim(pclient, other) is None
+    with ctx.db.session() as session:
+        gone = datetime.now(UTC) - timedelta(seconds=settings.lease_seconds + 1)
+        session.execute(update(Worker).where(Worker.name == "holder").values(last_heartbeat_at=gone))
+    taken = claim(pclient, other)
+    assert taken is not None and taken["id"] == quiet["id"]
+
+    # a rerun runs the image its first run ran, by content id
+    image_id = "sha256:" + "a" * 64
+    done = pclient.post(
+        f"/api/v1/worker/jobs/{first['id']}/finish",
+        json={"outcome": "exited", "exit_code": 0, "image": image_id},
+        headers=bearer(got[0]["token"]),
+    )
+    assert done.json() == {"state": "succeeded"}
+    rerun = pclient.post(f"/api/v1/jobs/{first['id']}/rerun", headers=user.headers).json()
+    heartbeat(pclient, holder, **engine("podman", BUSYBOX))
+    again = claim(pclient, holder)
+    assert again is not None and again["id"] == rerun["id"] and again["image"] == image_id
+
+
+def test_engine_reports_are_bounded(pclient: TestClient, admin: Account) -> None:
+    token = register(pclient, admin, "big")
+    for body in (
+        engine("docker", *(f"img/{i}:1" for i in range(1001))),
+        engine("lxc", BUSYBOX),
+        engine("docker", "two words:1"),
+        engine("docker", "x" * 301),
+        {"engines": [{"kind": "docker", "images": [], "extra": 1}]},
+        {"engines": [{"kind": "docker"}] * 5},
+        {"engine_problem": "x" * 1001},
+    ):
+        r = pclient.post("/api/v1/worker/heartbeat", json=body, headers=bearer(token))
+        assert r.status_code == 422, (str(body)[:80], r.status_code)
+    heartbeat(pclient, token, **engine("docker", *(f"img/{i}:1" for i in range(1000))))

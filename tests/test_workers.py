@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import _empty_tables, backend, kill_processes_under
 from jobs_helpers import write_app
+from labcloud.execution import engine_options
 from labcloud.worker.api import (
     Abandoned,
     Backoff,
@@ -34,7 +34,7 @@ from labcloud.worker.api import (
     WorkerApiError,
 )
 from labcloud.worker.logship import LogShipper, ProgressSender
-from worker_helpers import Cluster, TcpProxy, eventually, pull_server
+from worker_helpers import Cluster, TcpProxy, eventually, suite_pull_server
 
 LEASE_S = 3
 JOBS = int(os.environ.get("LABCLOUD_TEST_WORKER_JOBS", "300"))
@@ -106,23 +106,14 @@ def _apps(apps_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Cluster]:
-    home = tmp_path_factory.mktemp("workers-home")
-    url = database_url if backend() == "postgresql" else None
-    try:
-        with pull_server(home, url, _apps, lease_seconds=LEASE_S) as c:
-            yield c
-    finally:
-        kill_processes_under(home)
-        if url:
-            _empty_tables(url)
+    with suite_pull_server(tmp_path_factory.mktemp("workers-home"), database_url, _apps, LEASE_S) as c:
+        yield c
 
 
 @pytest.fixture
 def cl(cluster: Cluster) -> Iterator[Cluster]:
     yield cluster
-    cluster.stop_workers()
-    kill_processes_under(cluster.home / "workers")
-    cluster.cancel_everything()
+    cluster.reset()
 
 
 def running(job: dict[str, Any]) -> bool:
@@ -532,3 +523,38 @@ def test_downloads_are_checked_and_tokens_stay_with_the_server(tmp_path: Path) -
     assert seen[-1][1] is None  # a presigned URL elsewhere never sees the job token
     with open(path, "wb") as target, pytest.raises(WorkerApiError, match="SHA-256"):
         api.download("/x/damaged", target, token="lcj_x", size=len(body), sha256=digest)
+
+
+def test_container_settings_come_from_options_over_the_server_s_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LABCLOUD_CONTAINER_ENGINE", "podman")
+    monkeypatch.setenv("LABCLOUD_PODMAN_OPTIONS", '["--root", "/srv/podman"]')
+    monkeypatch.setenv("LABCLOUD_CONTAINER_RUN_OPTIONS", '["--ulimit=nofile=1024:1024"]')
+    from_env = engine_options.settings_from()
+    assert from_env.container_settings() == (
+        "podman",
+        "",
+        ("--root", "/srv/podman"),
+        ("--ulimit=nofile=1024:1024",),
+        None,
+    )
+    given = engine_options.settings_from("Docker", "unix:///run/d.sock", "--runtime runc --root '/a b'", "[]")
+    assert given.container_settings() == (
+        "docker",
+        "unix:///run/d.sock",
+        ("--runtime", "runc", "--root", "/a b"),
+        (),
+        None,
+    )
+    # what a Slurm batch script passes to run-job, and a Celery worker to its tasks, reads back the same
+    for key, value in engine_options.environment(given).items():
+        monkeypatch.setenv(key, value)
+    assert engine_options.settings_from() == given
+    argv = engine_options.runner_options(given)
+    options = dict(zip(argv[::2], argv[1::2], strict=True))
+    names = ("container-engine", "docker-host", "podman-options", "container-run-options")
+    assert engine_options.settings_from(*(options.get(f"--{n}") for n in names)) == given
+    for bad in (("lxc",), (None, None, None, "--privileged"), (None, None, "[1, 2]"), (None, None, "'open")):
+        with pytest.raises(ValueError):
+            engine_options.settings_from(*bad)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from conftest import _empty_tables, backend, kill_processes_under
 from live_server import LABCLOUD, eventually, serve
 from testing.daemons import clean_env
 
@@ -278,6 +279,12 @@ class Cluster:
             worker.wait_log("connected to", timeout=60)
         return worker
 
+    def reset(self) -> None:
+        """After a test: its workers stopped, with what they ran, and no job left for the next test's."""
+        self.stop_workers()
+        kill_processes_under(self.home / "workers")
+        self.cancel_everything()
+
     def stop_workers(self) -> None:
         """Kill the workers and revoke every worker token: a killed worker's long-polling claim may still
         be waiting on the server, and must not take the next test's jobs."""
@@ -338,3 +345,19 @@ def pull_server(
             yield cluster
         finally:
             cluster.stop_workers()
+
+
+@contextlib.contextmanager
+def suite_pull_server(
+    home: Path, database_url: str, apps: Callable[[Path], None], lease_seconds: int = 3
+) -> Iterator[Cluster]:
+    """:func:`pull_server` on the database of this pass of the suite (SQLite in ``home``, or the
+    suite's PostgreSQL, emptied afterwards); no process started under ``home`` outlives it."""
+    url = database_url if backend() == "postgresql" else None
+    try:
+        with pull_server(home, url, apps, lease_seconds=lease_seconds) as cluster:
+            yield cluster
+    finally:
+        kill_processes_under(home)
+        if url:
+            _empty_tables(url)

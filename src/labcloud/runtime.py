@@ -144,9 +144,17 @@ class Runtime:
         return containers.probe(*self.settings.container_settings()).get()
 
     def container_problem(self) -> str | None:
-        """Why container apps cannot run on this server's machine, or None when an engine answers."""
+        """Why container apps cannot run here, or None: this machine's engine answers, or jobs go to pull
+        workers by default and a live one has an engine."""
         engine, problem = self.container_engine()
-        return None if engine is not None else problem
+        if engine is not None:
+            return None
+        if self.settings.executor == "pull":
+            with self.db.session() as session:
+                if worker_service.container_workers(session, self.settings):
+                    return None
+            return f"{problem}; and no connected worker has a container engine"
+        return problem
 
     def message(self, job: Job) -> str:
         """A job's message as its owner sees it: a queued first attempt says why it waits; a retry says

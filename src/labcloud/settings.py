@@ -25,7 +25,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-from sqlalchemy.engine import make_url
 
 DEFAULT_HOME = Path("labcloud-data")
 CONFIG_FILE_NAME = "labcloud.toml"
@@ -49,6 +48,8 @@ def _absolute_sqlite_url(url: str) -> str:
     """A SQLite URL naming a relative file, with that file made absolute; any other URL as it is."""
     if not url.startswith("sqlite"):
         return url
+    from sqlalchemy.engine import make_url  # here: workers and runners read settings without SQLAlchemy
+
     parsed = make_url(url)
     database = parsed.database
     if not database or database == ":memory:" or database.startswith("file:") or Path(database).is_absolute():
@@ -98,7 +99,64 @@ class _SettingsBase(BaseSettings):
         return (init_settings, env_settings, cls.file_source(settings_cls))
 
 
-class Settings(_SettingsBase):
+class ContainerSettings(_SettingsBase):
+    """The container engine's settings: the server's (part of :class:`Settings`), and those of every worker
+    and runner, which read them from their options and the same ``LABCLOUD_*`` variables (no file)."""
+
+    model_config = SettingsConfigDict(env_prefix="LABCLOUD_", extra="ignore", validate_default=True)
+
+    container_engine: Literal["auto", "docker", "podman", "apptainer", "none"] = Field(
+        "auto",
+        description="What runs container apps: Docker when its daemon answers, else Podman (auto), one of "
+        "them, Apptainer (untested), or none (container apps are listed as unavailable).",
+    )
+    docker_host: str = Field(
+        "", description="The Docker daemon's address (else DOCKER_HOST, else the default)."
+    )
+    podman_options: list[str] = Field(
+        default_factory=lambda: ["--runtime", "runc"],
+        description="Podman's global options (JSON list), e.g. its --root and --runroot.",
+    )
+    container_run_options: list[str] = Field(
+        default_factory=list,
+        description='Options added to every container run (JSON list), e.g. ["--ulimit=nofile=20000:20000"]; '
+        "only --ulimit, --dns, --add-host and --log-opt are accepted.",
+    )
+    container_auth_file: Path | None = Field(
+        None,
+        description="The registries' credentials for pulling container images (a Docker config.json, as "
+        "`docker login` writes it): Docker finds it as DOCKER_CONFIG/config.json, Podman through "
+        "--authfile. Given to pulls only, never shown.",
+    )
+
+    def container_settings(self) -> tuple[str, str, tuple[str, ...], tuple[str, ...], Path | None]:
+        """The container engine's settings, as :func:`labcloud.execution.containers.probe` takes them."""
+        return (
+            self.container_engine,
+            self.docker_host,
+            tuple(self.podman_options),
+            tuple(self.container_run_options),
+            self.container_auth_file,
+        )
+
+    @field_validator("container_run_options", mode="after")
+    @classmethod
+    def _harmless_run_options(cls, value: list[str]) -> list[str]:
+        """Only options that cannot widen what a container may do: no mounts, devices, privileges."""
+        allowed = ("--ulimit=", "--dns=", "--add-host=", "--log-opt=")
+        bad = [option for option in value if not option.startswith(allowed)]
+        if bad:
+            raise ValueError(
+                f"not accepted: {', '.join(bad)}; use --ulimit=..., --dns=..., --add-host=..., --log-opt=..."
+            )
+        return value
+
+    @classmethod
+    def file_source(cls, settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+        return InitSettingsSource(settings_cls, {})
+
+
+class Settings(ContainerSettings):
     """Every knob of a labcloud installation, documented where it is declared."""
 
     model_config = SettingsConfigDict(env_prefix="LABCLOUD_", extra="ignore", validate_default=True)
@@ -187,29 +245,6 @@ class Settings(_SettingsBase):
     job_user: str = Field(
         "nobody",
         description="The unprivileged account jobs run as when labcloud runs as root (a name or UID[:GID]).",
-    )
-    container_engine: Literal["auto", "docker", "podman", "apptainer", "none"] = Field(
-        "auto",
-        description="What runs container apps: Docker when its daemon answers, else Podman (auto), one of "
-        "them, Apptainer (untested), or none (container apps are listed as unavailable).",
-    )
-    docker_host: str = Field(
-        "", description="The Docker daemon's address (else DOCKER_HOST, else the default)."
-    )
-    podman_options: list[str] = Field(
-        default_factory=lambda: ["--runtime", "runc"],
-        description="Podman's global options (JSON list), e.g. its --root and --runroot.",
-    )
-    container_run_options: list[str] = Field(
-        default_factory=list,
-        description='Options added to every container run (JSON list), e.g. ["--ulimit=nofile=20000:20000"]; '
-        "only --ulimit, --dns, --add-host and --log-opt are accepted.",
-    )
-    container_auth_file: Path | None = Field(
-        None,
-        description="The registries' credentials for pulling container images (a Docker config.json, as "
-        "`docker login` writes it): Docker finds it as DOCKER_CONFIG/config.json, Podman through "
-        "--authfile. Given to pulls only, never shown.",
     )
     container_pull_timeout_s: float = Field(
         3600, gt=0, description="Longest an admin's pull of an app's image may take."
@@ -309,34 +344,12 @@ class Settings(_SettingsBase):
     def _absolute_sqlite_file(cls, value: str) -> str:
         return _absolute_sqlite_url(value)
 
-    def container_settings(self) -> tuple[str, str, tuple[str, ...], tuple[str, ...], Path | None]:
-        """The container engine's settings, as :func:`labcloud.execution.containers.probe` takes them."""
-        return (
-            self.container_engine,
-            self.docker_host,
-            tuple(self.podman_options),
-            tuple(self.container_run_options),
-            self.container_auth_file,
-        )
-
     @field_validator("tes_user", mode="after")
     @classmethod
     def _tes_user_not_root(cls, value: str) -> str:
         from labcloud.registry.models import ContainerOptions  # (its checks: numeric, never root)
 
         return ContainerOptions(user=value).user
-
-    @field_validator("container_run_options", mode="after")
-    @classmethod
-    def _harmless_run_options(cls, value: list[str]) -> list[str]:
-        """Only options that cannot widen what a container may do: no mounts, devices, privileges."""
-        allowed = ("--ulimit=", "--dns=", "--add-host=", "--log-opt=")
-        bad = [option for option in value if not option.startswith(allowed)]
-        if bad:
-            raise ValueError(
-                f"not accepted: {', '.join(bad)}; use --ulimit=..., --dns=..., --add-host=..., --log-opt=..."
-            )
-        return value
 
     @classmethod
     def file_source(cls, settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:

@@ -27,6 +27,7 @@ from labcloud.worker.runjob import DEFAULT_WORK_DIR
 
 if TYPE_CHECKING:
     from labcloud.cli.client.http import LabcloudClient
+    from labcloud.settings import ContainerSettings
 
 TOKEN_ENV = "LABCLOUD_WORKER_TOKEN"
 TOKEN_FILE_ENV = "LABCLOUD_WORKER_TOKEN_FILE"
@@ -45,6 +46,49 @@ JOB_USER_OPTION = typer.Option(
     envvar="LABCLOUD_JOB_USER",
     help="The unprivileged account jobs run as when this runs as root (a name or UID[:GID]).",
 )
+
+
+CONTAINER_ENGINE_OPTION = typer.Option(
+    None,
+    "--container-engine",
+    metavar="auto|docker|podman|apptainer|none",
+    help="What runs container apps (else $LABCLOUD_CONTAINER_ENGINE, else auto: Docker when its daemon "
+    "answers, else Podman).",
+    show_default=False,
+)
+DOCKER_HOST_OPTION = typer.Option(
+    None,
+    "--docker-host",
+    help="The Docker daemon's address (else $LABCLOUD_DOCKER_HOST, else $DOCKER_HOST, else the default).",
+    show_default=False,
+)
+PODMAN_OPTIONS_OPTION = typer.Option(
+    None,
+    "--podman-options",
+    metavar="LIST",
+    help="Podman's global options, a JSON list or words (--podman-options='--root /srv/podman'); else "
+    "$LABCLOUD_PODMAN_OPTIONS, else --runtime runc.",
+    show_default=False,
+)
+CONTAINER_RUN_OPTIONS_OPTION = typer.Option(
+    None,
+    "--container-run-options",
+    metavar="LIST",
+    help="Added to every container run (only --ulimit=, --dns=, --add-host=, --log-opt=), a JSON list or "
+    "words; else $LABCLOUD_CONTAINER_RUN_OPTIONS.",
+    show_default=False,
+)
+
+
+def _container_settings(
+    engine: str | None, docker_host: str | None, podman_options: str | None, run_options: str | None
+) -> ContainerSettings:
+    from labcloud.execution import engine_options
+
+    try:
+        return engine_options.settings_from(engine, docker_host, podman_options, run_options)
+    except ValueError as exc:
+        raise fail(f"container engine settings: {exc}", 2) from None
 
 
 def _check_sandbox_mode(mode: str) -> None:
@@ -120,6 +164,10 @@ def worker(
     ),
     sandbox: str = SANDBOX_OPTION,
     job_user: str = JOB_USER_OPTION,
+    container_engine: str | None = CONTAINER_ENGINE_OPTION,
+    docker_host: str | None = DOCKER_HOST_OPTION,
+    podman_options: str | None = PODMAN_OPTIONS_OPTION,
+    container_run_options: str | None = CONTAINER_RUN_OPTIONS_OPTION,
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
@@ -132,6 +180,7 @@ def worker(
     from labcloud.worker.agent import WorkerAgent, WorkerConfig, configure_logging
 
     _check_sandbox_mode(sandbox)
+    containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
     secret = _read_token(token, token_file)
     os.environ.pop(TOKEN_ENV, None)  # not inherited by anything this process starts
     configure_logging(log_level)
@@ -147,6 +196,7 @@ def worker(
         job_user=job_user,
         token_file=token_file.expanduser().resolve() if token_file else None,
         kill_grace_s=kill_grace,
+        containers=containers,
         # a worker beside a labcloud server: its data dir and config stay out of the jobs' sight too
         extra_hidden=tuple(
             Path(os.environ[v]) for v in ("LABCLOUD_HOME", "LABCLOUD_CONFIG") if os.environ.get(v)
@@ -163,6 +213,10 @@ def run_job(
     ),
     sandbox: str = SANDBOX_OPTION,
     job_user: str = JOB_USER_OPTION,
+    container_engine: str | None = CONTAINER_ENGINE_OPTION,
+    docker_host: str | None = DOCKER_HOST_OPTION,
+    podman_options: str | None = PODMAN_OPTIONS_OPTION,
+    container_run_options: str | None = CONTAINER_RUN_OPTIONS_OPTION,
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
@@ -175,6 +229,7 @@ def run_job(
     from labcloud.worker.runjob import run_here
 
     _check_sandbox_mode(sandbox)
+    containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
     raise typer.Exit(
         run_here(
             server,
@@ -184,6 +239,7 @@ def run_job(
             job_user=job_user,
             kill_grace=kill_grace,
             log_level=log_level,
+            containers=containers,
         )
     )
 
@@ -209,6 +265,10 @@ def celery_worker(
     ),
     sandbox: str = SANDBOX_OPTION,
     job_user: str = JOB_USER_OPTION,
+    container_engine: str | None = CONTAINER_ENGINE_OPTION,
+    docker_host: str | None = DOCKER_HOST_OPTION,
+    podman_options: str | None = PODMAN_OPTIONS_OPTION,
+    container_run_options: str | None = CONTAINER_RUN_OPTIONS_OPTION,
     kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
     wait_held: float = typer.Option(
         3600.0, "--wait-held", min=0, help="A job delivered again waits this long for a lost runner's lease."
@@ -222,12 +282,14 @@ def celery_worker(
     as every other executor (reports go to the server's worker API)."""
     import socket
 
+    from labcloud.execution import engine_options
     from labcloud.execution.executors.celery.task import queue_names
     from labcloud.worker import workdir
     from labcloud.worker.agent import configure_logging
     from labcloud.worker.celery_app import create_app
 
     _check_sandbox_mode(sandbox)
+    containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
     configure_logging(log_level)
     work_dir = work_dir.resolve()
     if workdir.lock(work_dir) is None:  # held until this process ends
@@ -239,6 +301,7 @@ def celery_worker(
         LABCLOUD_RUNNER_JOB_USER=job_user,
         LABCLOUD_RUNNER_KILL_GRACE=str(kill_grace),
         LABCLOUD_RUNNER_WAIT_HELD_S=str(wait_held),
+        **engine_options.environment(containers),  # the tasks read them as every runner does
     )
     chosen = [q.strip() for q in queues.split(",") if q.strip()] or queue_names(prefix)
     app = create_app(broker, visibility_timeout)
@@ -292,6 +355,13 @@ def _capacity(capacity: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _containers(item: dict[str, Any]) -> str:
+    """The worker's container engine and how many images it has, or none."""
+    from labcloud.worker.engines import summary
+
+    return summary(item) if item.get("engines") else "none"
+
+
 def _admin_hint(exc: ClientError) -> None:
     if exc.status == 403:
         err.print(
@@ -303,7 +373,7 @@ def _admin_hint(exc: ClientError) -> None:
 @workers_app.callback(invoke_without_command=True)
 @handle_errors
 def workers(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
-    """List the workers: state, last heartbeat, capacity in use, running jobs, labels."""
+    """List the workers: state, last heartbeat, capacity in use, running jobs, container engine, labels."""
     if ctx.invoked_subcommand is not None:
         return
     with open_client() as client:
@@ -318,7 +388,7 @@ def workers(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
     if not items:
         err.print("no workers registered (labcloud workers add NAME)")
         return
-    grid = table("name", "state", "heartbeat", "in use", "jobs", "labels", "version", "id")
+    grid = table("name", "state", "heartbeat", "in use", "jobs", "containers", "labels", "version", "id")
     for item in items:
         seen = parse_time(item.get("last_heartbeat_at"))
         jobs = item.get("running_jobs") or []
@@ -328,6 +398,7 @@ def workers(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
             f"{age(seen)} ago" if seen else "never",
             _capacity(item.get("capacity") or {}),
             str(len(jobs)),
+            Text(_containers(item)),
             Text(compact(item.get("labels") or {})),
             Text(str(item.get("version") or "")),
             Text(str(item.get("id", ""))),

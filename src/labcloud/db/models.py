@@ -252,6 +252,9 @@ class Worker(Base):
     capacity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     telemetry: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[str] = mapped_column(String(64), default="")
+    # Its container engines as its last heartbeat said ([{"kind", "images"}]), or why it has none.
+    engines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    engine_problem: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,5 +1,5 @@
-"""The container side of the runner: the attempt's folder for the container's user, the image's content id,
-and the engine's client command line that runs it (see :mod:`labcloud.execution.containers`); for a task
+"""The container side of the runner: the attempt's folder for the container's user, and the engine's client
+command line that runs the image (see :mod:`labcloud.execution.containers`); for a task
 (:mod:`labcloud.execution.task`), one command line per step, which its supervisor runs in turn."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from labcloud import registry
 from labcloud.execution import containers
 from labcloud.execution.attempt import AttemptDir
-from labcloud.execution.containers import ImageUnavailable
 from labcloud.execution.process import LaunchSpec, Limits
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import JobUser
@@ -31,10 +30,6 @@ def folder(plan: JobPlan) -> AttemptDir:
     return AttemptDir(plan.folder.path, JobUser(uid, gid, f"container user {uid}:{gid}"))
 
 
-def _image_file(plan: JobPlan) -> Path:
-    return plan.folder.path / "image"
-
-
 def env_file(plan: JobPlan, step: int | None = None) -> Path:
     return plan.folder.path / ("container.env" if step is None else f"step-{step}.env")
 
@@ -45,42 +40,15 @@ def env_files(plan: JobPlan) -> list[Path]:
     return [env_file(plan), *(env_file(plan, i) for i in range(steps))]
 
 
-def resolve_image(plan: JobPlan) -> RunEnd | None:
-    """Find the image's content id (and note it in the attempt's folder); the end of the run when the image
-    or the engine is missing."""
-    if plan.engine is None:
-        why = plan.engine_problem or "no container engine is configured"
-        return RunEnd("image_unavailable", message=f"no container engine can run this app here: {why}")
-    if plan.task is not None:
-        if plan.engine.kind == "apptainer":
+def engine_missing(plan: JobPlan) -> RunEnd | None:
+    """The end of the run when no engine can run it here. (A missing image is the engine's to say: the run
+    ends as image_unavailable with its words, and the image's content id comes from the container.)"""
+    if plan.engine is not None:
+        if plan.task is not None and plan.engine.kind == "apptainer":
             return RunEnd("image_unavailable", message="tasks run in Docker or Podman, not in apptainer")
-        wanted = [step.image for step in plan.task.steps]
-    else:
-        wanted = [plan.image or plan.spec.image or ""]
-    found: dict[str, str] = {}
-    try:
-        for image in wanted:
-            if image not in found:
-                found[image] = plan.engine.image_id(image)
-    except ImageUnavailable as exc:
-        return RunEnd("image_unavailable", message=str(exc))
-    _image_file(plan).write_text("\n".join(found[image] for image in wanted))
-    return None
-
-
-def recorded_images(plan: JobPlan) -> list[str]:
-    """The content ids of the images the attempt runs (one per step of a task)."""
-    if not plan.in_container:
-        return []
-    try:
-        return _image_file(plan).read_text().split()
-    except OSError:
-        return []
-
-
-def recorded_image(plan: JobPlan) -> str | None:
-    images = recorded_images(plan)
-    return images[0] if images else None
+        return None
+    why = plan.engine_problem or "no container engine is configured"
+    return RunEnd("image_unavailable", message=f"no container engine can run this app here: {why}")
 
 
 def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[LaunchSpec, list[str]]:
@@ -88,12 +56,13 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
     the command it runs in the container."""
     engine, options = plan.engine, plan.spec.container or ContainerOptions()
     assert engine is not None
+    image = plan.image or plan.spec.image or ""  # a rerun's: the content id its job ran
     inside = {
         slot: f"{containers.INPUTS_MOUNT}/{Path(path).relative_to(plan.folder.inputs).as_posix()}"
         for slot, path in staged.items()
     }
     output = containers.OUTPUT_MOUNT
-    argv = registry.render_command(plan.spec, plan.params, inside, output, python=None)
+    argv = registry.render_command(plan.spec, plan.params, inside, output, None, plan.resources)
     env = {
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
@@ -104,7 +73,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
         "LABCLOUD_JOB_ATTEMPT": str(plan.attempt),
     }
     env |= {
-        name: registry.render_text(plan.spec, value, plan.params, inside, output)
+        name: registry.render_text(plan.spec, value, plan.params, inside, output, plan.resources)
         for name, value in options.env.items()
     }
     env |= registry.job_environment(plan.spec, plan.params, inside, output, plan.env)
@@ -114,7 +83,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
     run = containers.ContainerRun(
         job_id=plan.job_id,
         attempt=plan.attempt,
-        image=recorded_image(plan) or plan.spec.image or "",
+        image=image,
         command=argv,
         user=options.user,
         workdir=options.workdir,
@@ -126,9 +95,8 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
         gpus=int(plan.resources.gpus),
         network=plan.spec.network,
     )
-    launch = _client_launch(
-        plan, engine, limits, engine.run_argv(run), argv[0], container=engine.control(run.name, plan.grace_s)
-    )
+    control = engine.control(run.name, plan.grace_s)
+    launch = _client_launch(plan, engine, limits, engine.run_argv(run), argv[0], image, container=control)
     return launch, argv
 
 
@@ -138,6 +106,7 @@ def _client_launch(
     limits: Limits,
     argv: list[str],
     program: str,
+    image: str,
     container: dict[str, list[str]] | None = None,
     steps: list[dict[str, Any]] | None = None,
 ) -> LaunchSpec:
@@ -153,6 +122,7 @@ def _client_launch(
         container=container,
         engine_env=engine.environment(),
         program=program,
+        image=image,
         steps=steps,
     )
 
@@ -164,7 +134,6 @@ def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[st
     assert engine is not None and task is not None
     root = plan.folder.work / ROOT
     mounts = tuple((root / relative(m.path), m.path, m.readonly) for m in task.mounts())
-    images = recorded_images(plan)
     uid, gid = ContainerOptions(user=task.user).uid_gid()
     steps: list[dict[str, Any]] = []
     shown: list[str] = []
@@ -174,7 +143,7 @@ def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[st
         run = containers.ContainerRun(
             job_id=plan.job_id,
             attempt=plan.attempt,
-            image=images[index] if index < len(images) else step.image,
+            image=step.image,
             command=step.command,
             user=task.user,
             workdir=step.workdir,
@@ -196,6 +165,7 @@ def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[st
                 "argv": engine.run_argv(run),
                 "container": engine.control(run.name, plan.grace_s),
                 "program": step.command[0] if step.command else "?",
+                "image": step.image,
                 "shown": line,
                 "ignore_error": step.ignore_error,
                 "root": str(root),
@@ -205,7 +175,9 @@ def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[st
                 "owner": [uid, gid] if os.geteuid() == 0 else None,
             }
         )
-    launch = _client_launch(plan, engine, limits, steps[0]["argv"], steps[0]["program"], steps=steps)
+    first = steps[0]
+    argv, program, image = first["argv"], first["program"], first["image"]
+    launch = _client_launch(plan, engine, limits, argv, program, image, steps=steps)
     return launch, shown
 
 

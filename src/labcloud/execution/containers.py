@@ -228,7 +228,7 @@ class Engine:
         return self.command("kill", name)
 
     def inspect_argv(self, name: str) -> list[str]:
-        state = "{{.State.OOMKilled}} {{.State.ExitCode}} {{.State.Pid}}"
+        state = "{{.State.OOMKilled}} {{.State.ExitCode}} {{.State.Pid}} {{.Image}}"
         return self.command("inspect", "--format", state, name)
 
     def remove_argv(self, name: str) -> list[str]:

@@ -23,9 +23,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from labcloud.execution import supervise
+from labcloud.execution.run_end import Outcome
 from labcloud.execution.sandbox import SandboxPolicy, wrap_command
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "read_result",
 ]
 
-Outcome = Literal["exited", "timeout", "out_of_memory", "cancelled", "start_failed", "staging_failed", "lost"]
 
 SUPERVISOR_SCRIPT = Path(supervise.__file__).resolve()
 READY_TIMEOUT_S = 30.0
@@ -78,6 +78,7 @@ class LaunchSpec:
     container: dict[str, list[str]] | None = None
     engine_env: dict[str, str] | None = None
     program: str = ""  # the program the job runs, for messages (argv[0] when empty)
+    image: str = ""  # a container job's image, for messages
     # A task: containers run one after the other (argv runs none), each a dict with its client's "argv",
     # its "container" command lines, "program", "shown" (its command line for the log), "ignore_error",
     # and "stdin"/"stdout"/"stderr" paths below "root" (opened by the supervisor, created for "owner").
@@ -116,6 +117,7 @@ class ProcessResult:
     cpu_s: float  # user + system time of the whole process tree
     peak_memory_mb: float  # peak total RSS of the tree (sampled)
     message: str  # human readable, e.g. "command not found: foo"
+    image: str | None = None  # a container job: the content id of the image that ran
     # A task's steps, each as it ended: exit_code, started_at, finished_at, log_start, log_end.
     steps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -313,6 +315,7 @@ def launch(spec: LaunchSpec) -> Handle:
         "container": spec.container,
         "engine_env": spec.engine_env,
         "program": spec.program or spec.argv[0],
+        "image": spec.image,
         "steps": spec.steps,
     }
     try:
@@ -374,7 +377,9 @@ def _await_ready(fd: int, timeout: float) -> bool:
 
 # --- results ------------------------------------------------------------------------------------------
 
-_OUTCOMES = frozenset(("exited", "timeout", "out_of_memory", "cancelled", "start_failed", "lost"))
+_OUTCOMES = frozenset(
+    ("exited", "timeout", "out_of_memory", "cancelled", "start_failed", "image_unavailable", "lost")
+)
 
 
 def read_result(status_path: Path) -> ProcessResult | None:
@@ -397,6 +402,7 @@ def read_result(status_path: Path) -> ProcessResult | None:
         cpu_s=float(d.get("cpu_s", 0.0)),
         peak_memory_mb=float(d.get("peak_memory_mb", 0.0)),
         message=str(d.get("message", "")),
+        image=str(d["image"]) if d.get("image") else None,
         steps=[step for step in d.get("steps") or [] if isinstance(step, dict)],
     )
 

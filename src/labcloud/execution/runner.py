@@ -122,7 +122,7 @@ def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
     if reporter.gone():
         return _abandon(plan)
     if plan.in_container:
-        unavailable = container_job.resolve_image(plan)
+        unavailable = container_job.engine_missing(plan)
         if unavailable is not None:
             append_log(plan, unavailable.message)
             return _finish(plan, reporter, unavailable)
@@ -191,7 +191,7 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         append_log(plan, result.message)
         return _finish(plan, reporter, RunEnd("lost", message=result.message))
     problem = note = None
-    if result.outcome != "start_failed":
+    if result.outcome not in ("start_failed", "image_unavailable"):  # nothing ran: nothing to collect
         collected = (
             plan.folder.collect(folder="root", wanted=plan.task.wanted)
             if plan.task is not None
@@ -208,7 +208,6 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         "cpu_s": round(result.cpu_s, 3),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
     }
-    image = container_job.recorded_image(plan)
     end = RunEnd(
         result.outcome,
         result.exit_code,
@@ -216,7 +215,7 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         usage,
         problem=problem,
         note=note,
-        image=image,
+        image=result.image,
         steps=result.steps if plan.task is not None else None,
     )
     return _finish(plan, reporter, end)
@@ -290,7 +289,7 @@ def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
         append_log(plan, f"$ {kind} run {plan.spec.image} " + " ".join(_quote(a) for a in command))
         return launch
     output = str(plan.folder.output)
-    argv = registry.render_command(plan.spec, plan.params, staged, output)
+    argv = registry.render_command(plan.spec, plan.params, staged, output, resources=plan.resources)
     env = base_environment(plan) | registry.job_environment(plan.spec, plan.params, staged, output, plan.env)
     sandbox = plan.sandbox
     if sandbox is not None:  # the attempt's work folder is the only one the job may write

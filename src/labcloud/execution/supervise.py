@@ -269,6 +269,12 @@ def _container_state(text: str) -> tuple[bool, int | None, int]:
     return oom, code, pid
 
 
+def _no_image(words: str) -> bool:
+    """The engine's words for an image it does not have (Docker's, Podman's)."""
+    lowered = words.lower()
+    return "no such image" in lowered or "unable to find image" in lowered or "image not known" in lowered
+
+
 def _engine_error(line: str) -> bool:
     """A line the engine's client wrote about its own failure (not the job's output)."""
     return (
@@ -382,6 +388,7 @@ class Supervisor:
         self.container_pid = 0  # the container's first process, once the engine has started it
         self.cgroup_files: tuple[str | None, str | None] | None = None  # (cpu usage, peak memory)
         self.container_cpu_s = 0.0
+        self.image_id: str | None = None
         self.cancel_requested = False
         self.reason: str | None = None  # "timeout" | "cancelled" | "out_of_memory" once we stop the job
         self.main_pid: int | None = None
@@ -577,6 +584,22 @@ class Supervisor:
             return ""
         return done.stdout.decode(errors="replace").strip() if done.returncode == 0 else ""
 
+    def _remove_container(self) -> None:
+        """Remove the container and its parent groups in a child of ours that outlives us, so that the
+        attempt's end is not held up by the engine (a few hundred ms); a container left behind by a crash
+        here is removed by the next server that leads (by its name)."""
+        assert self.container is not None
+        if os.fork() != 0:
+            return
+        try:
+            lock = self.spec.get("lock_fd")
+            if lock is not None:
+                os.close(lock)  # the attempt's lock says whether *we* live, not our helper
+            self._engine("remove")
+            _remove_groups(_parent_cgroup_dirs(self.container.get("cgroup_parent")))
+        finally:
+            os._exit(0)
+
     def _sample_container(self) -> None:
         """CPU time and peak memory of the container, from its control groups, while it runs."""
         if self.cgroup_files is None:
@@ -607,8 +630,13 @@ class Supervisor:
     def _container_end(self, state: str, log_start: int, step: bool = False) -> tuple[str, int | None, str]:
         """How a container ended (outcome, exit code, message): the engine's report (killed for memory,
         exit code) and the client's exit status, which is the container's, or 125-127 with the engine's
-        words when it did not start (a task's ``step`` then exits with that code, said in the log)."""
+        words when it did not start (a task's ``step`` then exits with that code, said in the log, unless
+        its image is missing)."""
         oom, code, _ = _container_state(state)
+        parts = state.split()
+        if len(parts) > 3 and self.image_id is None:  # the content id of the image it ran (of a task's first
+            # step); Podman's lacks the algorithm
+            self.image_id = parts[3] if parts[3].startswith("sha256:") else f"sha256:{parts[3]}"
         client = None if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
         if self.reason == "timeout":
             return "timeout", None, f"time limit of {self.timeout_s:g} s exceeded"
@@ -630,6 +658,10 @@ class Supervisor:
         if code in (125, 126, 127):
             tail = os.pread(self.log_fd, 16384, log_start).decode(errors="replace").strip().splitlines()
             words = next((line for line in reversed(tail) if _engine_error(line)), None)
+            if words is not None and code == 125 and _no_image(words):
+                message = f"image {self.spec.get('image', '?')} is not available: {words}"
+                self._log(message)
+                return "image_unavailable", None, message
             if words is not None:
                 if "executable file not found" in words or "no such file or directory" in words.lower():
                     words = f"command not found in the image: {self.spec.get('program', '?')} ({words})"
@@ -659,6 +691,8 @@ class Supervisor:
         if not argv:
             return "invalid command: empty"
         try:
+            if self.container is not None:
+                return self._spawn_client(argv)
             return self._spawn_sandboxed(argv) if self.sandboxed else self._spawn_plain(argv)
         except OSError as exc:
             if exc.filename == self.spec["cwd"]:
@@ -688,9 +722,27 @@ class Supervisor:
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
 
-    def _spawn_plain(
-        self, argv: list[str], stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
-    ) -> int:
+    def _spawn_client(self, argv: list[str], streams: dict[int, int] | None = None) -> int:
+        """The engine's client: spawned directly (no fork of ours to run Python in), in the attempt's folder
+        (where Podman's conmon leaves its "oom" mark). It needs no death signal: a container outlives its
+        client anyway, and a server that finds us gone removes it."""
+        os.chdir(self.spec["cwd"])
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            self.spec["env"],
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, self.log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, self.log_fd, 2),
+                # A task's step: its standard streams in files of its own (fd in the supervisor → 0, 1, 2).
+                *((os.POSIX_SPAWN_DUP2, fd, target) for target, fd in (streams or {}).items()),
+            ],
+            setpgroup=0,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+
+    def _spawn_plain(self, argv: list[str]) -> int:
         import subprocess  # (lazily: the sandboxed path does not need it)
 
         me = self.me
@@ -705,9 +757,9 @@ class Supervisor:
             argv,
             cwd=self.spec["cwd"],
             env=self.spec["env"],  # Popen looks the command up in this env's PATH
-            stdin=subprocess.DEVNULL if stdin is None else stdin,
-            stdout=self.log_fd if stdout is None else stdout,
-            stderr=self.log_fd if stderr is None else stderr,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_fd,
+            stderr=self.log_fd,
             process_group=0,
             preexec_fn=die_with_supervisor,
         )
@@ -749,9 +801,9 @@ class Supervisor:
         if self.container is not None:
             state = self._engine("inspect")
             self._sample_container()  # the last word of its parent group, if it has one
-            self._engine("remove")
-            _remove_groups(_parent_cgroup_dirs(self.container.get("cgroup_parent")))
-            return self._container_result(state, log_start)
+            result = self._container_result(state, log_start)  # on disk now: the runner goes on...
+            self._remove_container()  # ...while the container and its groups are removed
+            return result
         # (No status only if _kill_tree gave up on an unkillable process.)
         code = -signal.SIGKILL if self.main_status is None else os.waitstatus_to_exitcode(self.main_status)
         if leftovers and self.reason is None:
@@ -808,8 +860,8 @@ class Supervisor:
 
     def _run_steps(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
         """Run each step's container in turn, within one time limit; stop after a step that fails (unless
-        it may) and on a cancel, timeout or memory kill. Each step's exit code, times and stretch of the
-        log go into the result."""
+        it may) and on a cancel, timeout, memory kill or missing image. Each step's exit code, times and
+        stretch of the log go into the result."""
         deadline = self.t0 + self.timeout_s if self.timeout_s is not None else None
         done: list[dict[str, Any]] = []
         cpu_s = 0.0
@@ -821,7 +873,7 @@ class Supervisor:
                 break
             self.container, self.main_pid, self.main_status = step["container"], None, None
             self.container_pid, self.cgroup_files, self.container_cpu_s = 0, None, 0.0
-            self.spec["program"] = step.get("program") or "?"
+            self.spec["program"], self.spec["image"] = step.get("program") or "?", step.get("image") or "?"
             self._log(f"executor {index + 1} of {len(steps)}: {step.get('shown', '')}")
             oom_file = os.path.join(self.spec["cwd"], "oom")  # Podman's word of a step's memory kill
             if os.path.lexists(oom_file):  # (see _container_end), left by the step before
@@ -842,10 +894,11 @@ class Supervisor:
             self._kill_tree()
             state = self._engine("inspect")
             self._sample_container()
-            self._engine("remove")
-            _remove_groups(_parent_cgroup_dirs(step["container"].get("cgroup_parent")))
             cpu_s += self.container_cpu_s
             outcome, code, message = self._container_end(state, log_start, step=True)
+            # Removed here, not by a child of ours: the next step's end kills whatever is left in our tree.
+            self._engine("remove")
+            _remove_groups(_parent_cgroup_dirs(step["container"].get("cgroup_parent")))
             record |= {
                 "exit_code": code,
                 "finished_at": time.time(),
@@ -866,28 +919,25 @@ class Supervisor:
     def _start_step(self, step: dict[str, Any]) -> int | str:
         """Start one step's engine client, its standard streams in files of the task's folders when it
         names them: its pid, or why it could not start."""
-        opened: list[int] = []
+        opened: dict[int, int] = {}
         try:
             owner = step.get("owner")
-            streams = {}
-            for name, flags in (
-                ("stdin", os.O_RDONLY),
-                ("stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                ("stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+            for target, name, flags in (
+                (0, "stdin", os.O_RDONLY),
+                (1, "stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                (2, "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
             ):
                 rel = step.get(name)
                 if rel:
-                    fd = open_below(step["root"], rel, flags, owner)
-                    opened.append(fd)
-                    streams[name] = fd
-            return self._spawn_plain(step["argv"], **streams)
+                    opened[target] = open_below(step["root"], rel, flags, owner)
+            return self._spawn_client(step["argv"], opened)
         except OSError as exc:
             what = exc.filename or step["argv"][0]
             return f"executor could not be started: {what}: {exc.strerror or exc}"
         except ValueError as exc:
             return f"executor could not be started: {exc}"
         finally:
-            for fd in opened:
+            for fd in opened.values():
                 os.close(fd)
 
     def _oom_message(self) -> str:
@@ -935,6 +985,8 @@ class Supervisor:
             "finished_at": self.started_at + wall,
             "job_pid": self.main_pid,
         }
+        if self.image_id is not None:
+            result["image"] = self.image_id
         if steps is not None:
             result["steps"] = steps
         self._write_status(result)

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 
 from labcloud.errors import InvalidInput
-from labcloud.registry.models import EntrypointSpec
+from labcloud.registry.models import EntrypointSpec, Resources
 from labcloud.registry.template import Placeholder, parse_template, render_value
 
 Loc = list[str | int]
@@ -146,10 +146,14 @@ def _substitute(
     params: Mapping[str, Any],
     input_paths: Mapping[str, str],
     output_dir: str,
+    resources: Resources | None = None,
 ) -> str:
     if ph.kind == "output":
         return output_dir
     assert ph.name is not None
+    if ph.kind == "resources":
+        value = float(getattr(resources or entrypoint.resources, ph.name))
+        return f"{value:g}" if not value.is_integer() else str(int(value))
     if ph.kind == "params":
         if ph.name not in params:
             raise InvalidInput.field(
@@ -169,10 +173,14 @@ def render_text(
     params: Mapping[str, Any],
     input_paths: Mapping[str, str],
     output_dir: str,
+    resources: Resources | None = None,
 ) -> str:
-    """One template (a command item, a container variable) with its placeholders substituted."""
+    """One template (a command item, a container variable) with its placeholders substituted;
+    ``resources``: what the job was given (else the entrypoint's own)."""
     return "".join(
-        seg if isinstance(seg, str) else _substitute(entrypoint, seg, params, input_paths, output_dir)
+        seg
+        if isinstance(seg, str)
+        else _substitute(entrypoint, seg, params, input_paths, output_dir, resources)
         for seg in parse_template(text)
     )
 
@@ -183,11 +191,14 @@ def render_command(
     input_paths: Mapping[str, str],
     output_dir: str,
     python: str | None = sys.executable,
+    resources: Resources | None = None,
 ) -> list[str]:
     """The argv of a job: placeholders substituted in each item; a leading ``python``/``python3`` becomes
     ``python`` (by default the server's own interpreter, where labcloud and its demo apps are installed;
     None keeps it, as in a container image)."""
-    argv = [render_text(entrypoint, arg, params, input_paths, output_dir) for arg in entrypoint.command]
+    argv = [
+        render_text(entrypoint, arg, params, input_paths, output_dir, resources) for arg in entrypoint.command
+    ]
     if python and entrypoint.command[0] in PYTHON_WORDS:
         argv[0] = python
     return argv

@@ -1,4 +1,5 @@
-"""Command templates: ``{params.NAME}``, ``{inputs.SLOT}`` and ``{output}`` inside argv strings.
+"""Command templates: ``{params.NAME}``, ``{inputs.SLOT}``, ``{output}`` and ``{resources.NAME}`` (cpus,
+memory_mb, gpus, timeout_s: what the job was given) inside argv strings and container variables.
 
 The grammar follows ``str.format`` closely enough to be familiar (``{{`` and ``}}`` are literal braces)
 but is parsed here, never by ``str.format``, so a template cannot reach attributes or format specs.
@@ -11,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-PlaceholderKind = Literal["params", "inputs", "output"]
+PlaceholderKind = Literal["params", "inputs", "output", "resources"]
+RESOURCE_NAMES = ("cpus", "memory_mb", "gpus", "timeout_s")
 
 # Alternatives are tried left to right, so "{{" wins over "{...}" at the same position.
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -38,13 +40,19 @@ Segment = str | Placeholder
 def _parse_reference(content: str) -> Placeholder:
     if content == "output":
         return Placeholder("output", None)
-    for kind in ("params", "inputs"):
+    kinds: tuple[PlaceholderKind, ...] = ("params", "inputs", "resources")
+    for kind in kinds:
         prefix = f"{kind}."
         if content.startswith(prefix) and len(content) > len(prefix):
-            return Placeholder(kind, content[len(prefix) :])
+            name = content[len(prefix) :]
+            if kind == "resources" and name not in RESOURCE_NAMES:
+                raise TemplateError(
+                    f"unknown placeholder {{{content}}}; resources are {', '.join(RESOURCE_NAMES)}"
+                )
+            return Placeholder(kind, name)
     raise TemplateError(
-        f"unknown placeholder {{{content}}}; use {{params.NAME}}, {{inputs.SLOT}} or {{output}}, "
-        "and write {{ or }} for a literal brace"
+        f"unknown placeholder {{{content}}}; use {{params.NAME}}, {{inputs.SLOT}}, {{output}} or "
+        "{resources.cpus} (memory_mb, gpus, timeout_s), and write {{ or }} for a literal brace"
     )
 
 

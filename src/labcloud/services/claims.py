@@ -4,6 +4,17 @@ attempt, and holds it while heartbeats renew the lease; a lease that runs out gi
 A claim moves one queued job to ``staging`` with one conditional update, so two workers can never both take
 it; on PostgreSQL the candidates are also read ``FOR UPDATE SKIP LOCKED`` so concurrent claimers do not
 queue behind each other. Every claim is a new attempt, named in the job token it comes with.
+
+Container jobs (``runtime: container``) go only to workers whose heartbeats report a container engine, and
+preferably to one that already has the job's image (a job never pulls: on Docker or Podman, a worker without
+it fails the job as ``image_unavailable``). Workers report their images by reference (repository:tag), and
+the spec's reference is what is matched (a rerun pinned to a content id too). Two rules:
+
+- a worker takes the container jobs whose image it has before the other jobs it looks at;
+- for :data:`IMAGE_AFFINITY_S` after a container job was queued, a worker without its image leaves it to
+  any other live, active worker (heartbeat within a lease, the job's labels) that has it. After that, any
+  worker with an engine may take it: a job never waits for ever behind a busy worker, and an engine that
+  finds the image some other way gets its chance.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
 CANDIDATES = 32  # queued jobs looked at per claim
+IMAGE_AFFINITY_S = 30.0  # a container job waits this long for a worker that has its image (see above)
 PULL = "pull"
 _SQLITE_CLAIMS = threading.Lock()
 
@@ -67,12 +79,16 @@ def claim(
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
+    images = ImagePreference(session, settings, worker)
     for _ in range(3):  # look again when every fitting candidate went to a faster claimer
         candidates = list(session.scalars(stmt))
-        candidates.sort(key=lambda j: j.previous_worker_id == worker.id)  # another worker's lost job first
+        # another worker's lost job first, then the container jobs whose image this worker has
+        candidates.sort(key=lambda j: (j.previous_worker_id == worker.id, not images.has(j)))
         raced = False
         for job in candidates:
             if not job.resources.fits_in(free) or not _labels_match(job.spec.get("labels") or {}, have):
+                continue
+            if is_container(job) and (not worker.engines or images.leave_to_others(job)):
                 continue
             try:
                 hold(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
@@ -122,6 +138,69 @@ def _labels_match(required: dict[str, str], have: dict[str, str]) -> bool:
     return all(have.get(k) == str(v) for k, v in required.items())
 
 
+def is_container(job: Job) -> bool:
+    return (job.spec or {}).get("runtime") == "container"
+
+
+def image_key(reference: str) -> str:
+    """An image reference as engines list their local images: ``docker.io/library/busybox``,
+    ``docker.io/busybox`` and ``busybox`` are one, Podman's ``localhost/`` (images made on the machine) is
+    dropped, and no tag means ``latest``."""
+    ref = reference.strip()
+    for prefix in ("docker.io/library/", "docker.io/", "localhost/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+            break
+    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
+        ref += ":latest"
+    return ref
+
+
+def worker_images(worker: Worker) -> set[str]:
+    """The images a worker's last heartbeat reported, by :func:`image_key`."""
+    found: set[str] = set()
+    for engine in worker.engines or []:
+        found.update(image_key(str(ref)) for ref in engine.get("images") or [])
+    return found
+
+
+class ImagePreference:
+    """For one claim: which container jobs the claiming worker has the image of, and which it leaves to
+    another live worker that has it (the rules in this module's docstring)."""
+
+    def __init__(self, session: Session, settings: Settings, worker: Worker) -> None:
+        self.session = session
+        self.settings = settings
+        self.worker = worker
+        self.mine = worker_images(worker)
+        self.now = utcnow()
+        self._others: list[tuple[dict[str, str], set[str]]] | None = None
+
+    def has(self, job: Job) -> bool:
+        return is_container(job) and image_key(str(job.spec.get("image") or "")) in self.mine
+
+    def leave_to_others(self, job: Job) -> bool:
+        if self.has(job) or self.now - job.updated_at > timedelta(seconds=IMAGE_AFFINITY_S):
+            return False
+        wanted = image_key(str(job.spec.get("image") or ""))
+        required = job.spec.get("labels") or {}
+        return any(wanted in images and _labels_match(required, labels) for labels, images in self._live())
+
+    def _live(self) -> list[tuple[dict[str, str], set[str]]]:
+        """(labels, images) of the other active workers that heartbeat and have an engine."""
+        if self._others is None:
+            since = self.now - timedelta(seconds=self.settings.lease_seconds)
+            rows = self.session.scalars(
+                select(Worker).where(
+                    Worker.state == WorkerState.ACTIVE,
+                    Worker.id != self.worker.id,
+                    Worker.last_heartbeat_at >= since,
+                )
+            )
+            self._others = [(w.labels, worker_images(w)) for w in rows if w.engines]
+        return self._others
+
+
 def inputs_of(session: Session, settings: Settings, storage: Storage, job: Job) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for slot, raw in job.inputs.items():
@@ -157,6 +236,7 @@ def assignment(claimed: Claimed) -> dict[str, Any]:
         "env": job.env,
         "resources": job.resources.model_dump(),
         "inputs": claimed.inputs,
+        "image": job.image,  # a rerun's container image, by content id: it runs the same
     }
 
 

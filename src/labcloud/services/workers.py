@@ -120,6 +120,11 @@ def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[s
     worker.capacity = dict(body.get("capacity") or {}) | {"free": dict(body.get("free") or {})}
     worker.telemetry = dict(body.get("telemetry") or {})
     worker.version = str(body.get("version") or "")[:64]
+    worker.engines = [
+        {"kind": str(e["kind"]), "images": [str(i) for i in e.get("images") or []]}
+        for e in body.get("engines") or []
+    ]
+    worker.engine_problem = str(body.get("engine_problem") or "")
     held = {uuid.UUID(str(j["id"])): int(j["attempt"]) for j in body.get("jobs") or []}
     cancel, abort = [], []
     lease_until = now + timedelta(seconds=settings.lease_seconds)
@@ -147,3 +152,12 @@ def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[s
         "cancel": cancel,
         "abort": abort,
     }
+
+
+def container_workers(session: Session, settings: Settings) -> int:
+    """How many active workers heartbeating now reported a container engine."""
+    since = utcnow() - timedelta(seconds=settings.lease_seconds)
+    rows = session.scalars(
+        select(Worker).where(Worker.state == WorkerState.ACTIVE, Worker.last_heartbeat_at >= since)
+    )
+    return sum(1 for worker in rows if worker.engines)

@@ -27,9 +27,11 @@ from typing import Any, Literal
 import httpx
 
 from labcloud import __version__
-from labcloud.execution import process
+from labcloud.execution import engine_options, process
+from labcloud.execution.containers import EngineProbe
 from labcloud.execution.sandbox import Sandboxing, resolve_sandboxing
-from labcloud.worker import workdir
+from labcloud.settings import ContainerSettings
+from labcloud.worker import engines, workdir
 from labcloud.worker.api import (
     Abandoned,
     Backoff,
@@ -67,6 +69,7 @@ class WorkerConfig:
     kill_grace_s: float = 5.0
     connect_tries: int = 7  # first heartbeat: tries before giving up (backoff in between: 8-16 s in all)
     extra_hidden: tuple[Path, ...] = ()
+    containers: ContainerSettings | None = None  # the container engine (None: the LABCLOUD_* variables')
 
     def __post_init__(self) -> None:
         if not self.memory_mb:
@@ -100,6 +103,8 @@ class WorkerAgent:
         self.lease_seconds: float | None = None
         self.sandboxed = False
         self.sandboxing: Sandboxing = Sandboxing(False, None, None, refuse=False)
+        self.engines: EngineProbe | None = None
+        self.engine_report = engines.EngineReport(None)
         self.signals = 0
         self.completed = 0
         self._lock_fd: int | None = None
@@ -207,6 +212,8 @@ class WorkerAgent:
         if not self.sandboxing.enabled:
             log.warning("jobs run %s", self.sandboxing.describe())
         self.sandboxed = self.sandboxing.enabled
+        self.engines = engine_options.probe(self.config.containers or ContainerSettings())
+        self.engine_report = engines.EngineReport(self.engines)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -225,6 +232,7 @@ class WorkerAgent:
             sandboxing=self.sandboxing,
             hidden=tuple(dict.fromkeys(p.expanduser().resolve() for p in candidates)),
             grace_s=self.config.kill_grace_s,
+            engines=self.engines,
         )
 
     # ------------------------------------------------------------------------------------- heartbeats
@@ -259,6 +267,7 @@ class WorkerAgent:
             "telemetry": self.telemetry(),
             "jobs": [{"id": r.id, "attempt": r.attempt} for r in runs],
             "version": __version__,
+            **self.engine_report.current(),
         }
         answer = self.api.json(
             "POST", "/heartbeat", token=self.config.token, json=body, tries=tries, what="heartbeat"
@@ -305,7 +314,7 @@ class WorkerAgent:
             ) from None
         capacity = self.config.capacity()
         log.info(
-            "connected to %s: %g CPUs, %d MB, %d GPUs%s; labels %s; sandbox %s; work dir %s",
+            "connected to %s: %g CPUs, %d MB, %d GPUs%s; labels %s; sandbox %s; containers %s; work dir %s",
             self.api.server,
             capacity["cpus"],
             capacity["memory_mb"],
@@ -313,6 +322,7 @@ class WorkerAgent:
             " (draining)" if self.draining else "",
             ", ".join(f"{k}={v}" for k, v in sorted(self.config.labels.items())) or "none",
             "on" if self.sandboxed else "OFF",
+            engines.summary(self.engine_report.current()),
             self.config.work_dir,
         )
 

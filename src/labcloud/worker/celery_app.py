@@ -36,6 +36,8 @@ def create_app(broker_url: str, visibility_timeout_s: float = DEFAULT_VISIBILITY
 def run_job(server: str, job_id: str, token: str) -> dict[str, Any]:
     """Run one handed-over job here (configured by ``labcloud celery-worker`` through the environment); the
     arguments are a :class:`~labcloud.execution.executors.celery.task.TaskArgs`."""
+    from labcloud.execution import engine_options
+    from labcloud.settings import ContainerSettings
     from labcloud.worker.single import run_one
 
     outcome = run_one(
@@ -47,6 +49,7 @@ def run_job(server: str, job_id: str, token: str) -> dict[str, Any]:
         job_user=os.environ.get("LABCLOUD_RUNNER_JOB_USER", "nobody"),
         grace_s=float(os.environ.get("LABCLOUD_RUNNER_KILL_GRACE", "5")),
         wait_held_s=float(os.environ.get("LABCLOUD_RUNNER_WAIT_HELD_S", "3600")),
+        engines=engine_options.probe(ContainerSettings()),  # one probe per worker process (its settings are)
     )
     return {"ran": outcome.ran, "state": outcome.state, "message": outcome.message}
 

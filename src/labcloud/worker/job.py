@@ -27,6 +27,7 @@ import httpx
 from labcloud import registry
 from labcloud.execution import process, runner
 from labcloud.execution.attempt import AttemptDir, Collected, Writer
+from labcloud.execution.containers import EngineProbe
 from labcloud.execution.process import Handle
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
@@ -51,6 +52,7 @@ class RunSettings:
     sandboxing: Sandboxing
     hidden: tuple[Path, ...] = ()  # besides the host's private folders: the worker's folder, its token...
     grace_s: float = 5.0
+    engines: EngineProbe | None = None  # this machine's container engine (None: no container apps here)
     log_interval_s: float = LOG_INTERVAL_S
     progress_interval_s: float = PROGRESS_INTERVAL_S
 
@@ -170,7 +172,7 @@ class JobRun:
                     RunEnd("staging_failed", message=f"this worker cannot run the job: {_detail(exc)}")
                 )
                 return
-            refused = self.settings.sandboxing.refuse
+            refused = self.settings.sandboxing.refuse and not plan.in_container  # an engine isolates those
             if refused:
                 message = self.settings.sandboxing.problem or "no sandbox"
                 runner.append_log(plan, message)
@@ -192,7 +194,7 @@ class JobRun:
             ]
             inputs[str(slot)] = InputSource(str(source["name"]), files)
         sandboxing = self.settings.sandboxing
-        return JobPlan(
+        plan = JobPlan(
             job_id=self.id,
             attempt=self.attempt,
             spec=spec,
@@ -208,7 +210,15 @@ class JobRun:
             if sandboxing.enabled
             else None,
             grace_s=self.settings.grace_s,
+            image=str(a["image"]) if a.get("image") else None,  # a rerun's: the image its first run ran
         )
+        if plan.in_container:
+            engines = self.settings.engines
+            if engines is None:
+                plan.engine_problem = "this worker runs no container apps"
+            else:
+                plan.engine, plan.engine_problem = engines.get()
+        return plan
 
     def _fetch(self, item: dict[str, Any], target: BinaryIO) -> None:
         if self.interrupt.is_set():

@@ -2,8 +2,9 @@
 
 The same as ``labcloud run-job`` (which calls :func:`run_here`), without the command line's own imports: it
 starts in every batch job, and what it imports is time the job holds its Slurm allocation doing nothing.
-The job token comes in ``$LABCLOUD_JOB_TOKEN``. SIGTERM (scancel, a time limit) stops the job and reports
-nothing: the server learns from Slurm how it ended.
+The job token comes in ``$LABCLOUD_JOB_TOKEN``; the container engine's settings in the options (the Slurm
+executor passes the server's) or the same ``LABCLOUD_*`` variables as the server's. SIGTERM (scancel, a time
+limit) stops the job and reports nothing: the server learns from Slurm how it ended.
 
 Exit code 0: the job ran and was reported, or there was nothing to run; 1: the runner gave up on it;
 2: bad usage.
@@ -17,6 +18,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labcloud.settings import ContainerSettings
 
 JOB_TOKEN_ENV = "LABCLOUD_JOB_TOKEN"
 DEFAULT_WORK_DIR = Path("/tmp/labcloud-runs")
@@ -31,7 +36,10 @@ def run_here(
     job_user: str = "nobody",
     kill_grace: float = 5.0,
     log_level: str = "info",
+    containers: ContainerSettings | None = None,
 ) -> int:
+    from labcloud.execution import engine_options
+    from labcloud.settings import ContainerSettings
     from labcloud.worker.agent import configure_logging
     from labcloud.worker.api import WorkerApi
     from labcloud.worker.single import run_one
@@ -58,6 +66,7 @@ def run_here(
             job_user=job_user,
             grace_s=kill_grace,
             stop=stop,
+            engines=engine_options.probe(containers or ContainerSettings()),
         )
     finally:
         api.close()
@@ -73,7 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-user", default="nobody", help="the account jobs run as when this runs as root")
     parser.add_argument("--kill-grace", type=float, default=5.0)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--container-engine", help="auto, docker, podman, apptainer or none")
+    parser.add_argument("--docker-host")
+    parser.add_argument("--podman-options", help="Podman's global options: a JSON list or shell words")
+    parser.add_argument("--container-run-options", help="added to every container run (--ulimit=...)")
     args = parser.parse_args(argv)
+    from labcloud.execution import engine_options
+
+    try:
+        containers = engine_options.settings_from(
+            args.container_engine, args.docker_host, args.podman_options, args.container_run_options
+        )
+    except ValueError as exc:
+        parser.error(f"container engine: {exc}")
     return run_here(
         args.server,
         args.job,
@@ -82,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         job_user=args.job_user,
         kill_grace=args.kill_grace,
         log_level=args.log_level,
+        containers=containers,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labcloud.execution.containers import EngineProbe
 from labcloud.execution.sandbox import SandboxMode, resolve_sandboxing
 from labcloud.worker.api import Abandoned, Backoff, Fenced, WorkerApi, WorkerApiError, problem_detail
 from labcloud.worker.job import JobRun, RunSettings
@@ -44,9 +45,11 @@ def run_one(
     grace_s: float = 5.0,
     wait_held_s: float = 3600.0,
     stop: threading.Event | None = None,
+    engines: EngineProbe | None = None,
 ) -> Outcome:
     """Take job ``job_id`` with ``token`` and run it to its end. ``stop`` (set from outside, e.g. by a
-    signal) kills the job's process and reports nothing more: the engine's state then tells the server."""
+    signal) kills the job's process and reports nothing more: the engine's state then tells the server.
+    ``engines``: the container engine of this machine (None: container apps cannot run here)."""
     stop = stop or threading.Event()
     assignment = _take(api, job_id, token, wait_held_s, stop)
     if assignment is None:
@@ -58,7 +61,12 @@ def run_one(
     done = threading.Event()
     run = JobRun(
         RunSettings(
-            api=api, jobs_dir=work_dir, sandboxing=sandboxing, hidden=(work_dir.resolve(),), grace_s=grace_s
+            api=api,
+            jobs_dir=work_dir,
+            sandboxing=sandboxing,
+            hidden=(work_dir.resolve(),),
+            grace_s=grace_s,
+            engines=engines,
         ),
         assignment,
         on_done=lambda _run: done.set(),

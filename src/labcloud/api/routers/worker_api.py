@@ -9,12 +9,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.errors import InvalidInput, Unauthorized
+from labcloud.execution.engine_options import MAX_ENGINES, MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
 from labcloud.execution.run_end import RunEnd
 from labcloud.runtime import Runtime
 from labcloud.services import (
@@ -78,6 +79,18 @@ class HeldJob(BaseModel):
     attempt: int
 
 
+ImageReference = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REFERENCE, pattern=r"^\S+$")]
+
+
+class EngineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["docker", "podman", "apptainer"]
+    images: list[ImageReference] = Field(
+        default_factory=list, max_length=MAX_IMAGES, description="its local images (repository:tag)"
+    )
+
+
 class HeartbeatIn(BaseModel):
     capacity: Resources = Field(default_factory=Resources)
     free: Resources = Field(default_factory=Resources)
@@ -85,6 +98,12 @@ class HeartbeatIn(BaseModel):
     telemetry: dict[str, Any] = Field(default_factory=dict)
     jobs: list[HeldJob] = Field(default_factory=list, max_length=10_000)
     version: str = Field("", max_length=64)
+    engines: list[EngineIn] = Field(
+        default_factory=list,
+        max_length=MAX_ENGINES,
+        description="the container engines that run its container jobs",
+    )
+    engine_problem: str = Field("", max_length=MAX_PROBLEM, description="why it has no engine")
 
 
 class HeartbeatOut(BaseModel):

@@ -36,6 +36,10 @@ class WorkerOut(BaseModel):
     capacity: dict[str, Any]
     telemetry: dict[str, Any]
     version: str
+    engines: list[dict[str, Any]] = Field(
+        description='container engines, as its last heartbeat said: [{"kind": "docker", "images": [...]}]'
+    )
+    engine_problem: str = Field(description="why it has no container engine (empty when it has one)")
     running_jobs: list[uuid.UUID]
 
 
@@ -60,6 +64,8 @@ def _out(worker: Worker, ctx: Ctx, running: list[uuid.UUID]) -> dict[str, Any]:
         "capacity": worker.capacity,
         "telemetry": worker.telemetry,
         "version": worker.version,
+        "engines": worker.engines,
+        "engine_problem": worker.engine_problem,
         "running_jobs": running,
     }
 

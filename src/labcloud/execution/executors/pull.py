@@ -53,7 +53,9 @@ class PullExecutor(Executor):
 
     def wait_reason(self, job: Job) -> str:
         labels = (job.spec or {}).get("labels") or {}
-        if labels:
-            wanted = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-            return f"waiting for a worker with {wanted}"
+        wanted = [f"{k}={v}" for k, v in sorted(labels.items())]
+        if claims.is_container(job):
+            wanted.insert(0, "a container engine")
+        if wanted:
+            return f"waiting for a worker with {', '.join(wanted)}"
         return "waiting for a worker"

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select
 
 from labcloud.db.models import Job
+from labcloud.execution import engine_options
 from labcloud.execution.executors.engine import EngineExecutor, settle
 from labcloud.execution.executors.slurm.batch import OUTPUT, BatchJob, Ended, SlurmClient
 from labcloud.execution.executors.slurm.commands import SlurmCommands
@@ -64,6 +65,9 @@ class SlurmExecutor(EngineExecutor):
 
     def batch_script(self, job: Job) -> str:
         command = self.settings.runner_command or f"{shlex.quote(sys.executable)} -m labcloud.worker.runjob"
+        containers = ""
+        if (job.spec or {}).get("runtime") == "container":  # the server's engine settings, as its sandbox's
+            containers = " ".join(shlex.quote(a) for a in engine_options.runner_options(self.settings)) + " "
         return (
             "#!/bin/sh\n"
             f"# labcloud job {job.id}, attempt {job.attempts}\n"
@@ -71,6 +75,7 @@ class SlurmExecutor(EngineExecutor):
             f"--job {job.id} --work-dir {shlex.quote(self.settings.runner_work_dir)} "
             f"--sandbox {shlex.quote(self.settings.sandbox)} "
             f"--job-user {shlex.quote(self.settings.job_user)} "
+            f"{containers}"
             f"--kill-grace {self.settings.kill_grace_s:g}\n"
         )
 

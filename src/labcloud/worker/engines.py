@@ -1,0 +1,87 @@
+"""What a worker's heartbeats say of its container engine: its kind and local images, or why it has none
+(its settings: :mod:`labcloud.execution.engine_options`)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from labcloud.execution.containers import Engine, EngineProbe
+from labcloud.execution.engine_options import MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
+
+IMAGES_REFRESH_S = 30.0  # how often the engine's image list is read again for heartbeats
+
+
+def local_images(engine: Engine) -> list[str]:
+    """The engine's local images by reference (repository:tag, as the engine lists them), sorted; none for
+    Apptainer (its images are files) or when the engine does not answer."""
+    if engine.kind == "apptainer":
+        return []
+    try:
+        done = engine.call("image", "ls", "--format", "{{.Repository}}:{{.Tag}}")
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    found = {
+        ref
+        for ref in done.stdout.split()
+        if "<none>" not in ref and 0 < len(ref) <= MAX_REFERENCE and ref.isprintable()
+    }
+    return sorted(found)[:MAX_IMAGES]
+
+
+class EngineReport:
+    """What heartbeats say of this machine's engine: ``{"engines": [{"kind", "images"}], "engine_problem"}``.
+
+    The first report is read when asked for; later ones are read again in the background once ``refresh_s``
+    have passed, so that a slow engine never delays a heartbeat (which renews the leases)."""
+
+    def __init__(self, probe: EngineProbe | None, refresh_s: float = IMAGES_REFRESH_S) -> None:
+        self.probe = probe
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._report: dict[str, Any] | None = None
+        self._at = 0.0
+        self._reading = False
+
+    def current(self) -> dict[str, Any]:
+        with self._lock:
+            report = self._report
+            if report is not None and not self._reading and time.monotonic() - self._at >= self.refresh_s:
+                self._reading = True
+                threading.Thread(target=self._refresh, name="engine-report", daemon=True).start()
+        return report if report is not None else self._refresh()
+
+    def _refresh(self) -> dict[str, Any]:
+        try:
+            report = self._read()
+        finally:
+            with self._lock:
+                self._reading = False
+        with self._lock:
+            self._report, self._at = report, time.monotonic()
+        return report
+
+    def _read(self) -> dict[str, Any]:
+        if self.probe is None:
+            return {"engines": [], "engine_problem": "this worker runs no container apps"}
+        engine, problem = self.probe.get()
+        if engine is None:
+            return {"engines": [], "engine_problem": problem[:MAX_PROBLEM]}
+        return {"engines": [{"kind": engine.kind, "images": local_images(engine)}], "engine_problem": ""}
+
+
+def summary(report: Mapping[str, Any]) -> str:
+    """One line: "docker, 3 images" or "none (why)"."""
+    engines = report.get("engines") or []
+    if not engines:
+        return f"none ({report.get('engine_problem') or 'not reported'})"
+    parts = []
+    for entry in engines:
+        count = len(entry.get("images") or [])
+        parts.append(f"{entry.get('kind')}, {count} image{'' if count == 1 else 's'}")
+    return "; ".join(parts)
