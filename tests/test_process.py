@@ -541,3 +541,38 @@ def test_concurrent_jobs(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert results == {i: i for i in range(8)}
+
+
+def test_a_sandbox_that_met_a_vanishing_host_mount_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bubblewrap copies the host's mounts; one that goes away meanwhile (a container's) fails that copy
+    before anything of the job ran. The supervisor starts the sandbox again, twice at most."""
+    from labcloud.execution import supervise
+
+    log = tmp_path / "job.log"
+    spec = {"argv": ["true"], "cwd": str(tmp_path), "env": {}, "log_path": str(log), "sandboxed": True}
+    spec["status_path"] = str(tmp_path / "status.json")
+    vanished = {
+        "outcome": "start_failed",
+        "message": 'sandbox failed to start: Can\'t remount readonly on "/tmp/x/merged": Invalid argument',
+    }
+    tries: list[str] = []
+
+    def once(self: supervise.Supervisor) -> dict[str, object]:
+        tries.append("try")
+        return vanished if len(tries) < 3 else {"outcome": "exited", "exit_code": 0, "message": "ok"}
+
+    monkeypatch.setattr(supervise.Supervisor, "_run_once", once)
+    monkeypatch.setattr(supervise, "_prctl", lambda *_: None)
+    # (the supervisor's own signal handling is not for the test process)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+    monkeypatch.setattr(signal, "set_wakeup_fd", lambda *_, **__: -1)
+    assert supervise.Supervisor(spec).run()["outcome"] == "exited"
+    assert len(tries) == 3 and log.read_text().count("starting it again") == 2
+    tries.clear()
+    monkeypatch.setattr(supervise.Supervisor, "_run_once", lambda self: vanished)
+    assert supervise.Supervisor(spec).run() == vanished  # a third failure is the job's end
+    other = {"outcome": "start_failed", "message": "command not found: nope"}
+    monkeypatch.setattr(supervise.Supervisor, "_run_once", lambda self: other)
+    assert supervise.Supervisor(spec).run() == other  # not the host's mounts: no second start

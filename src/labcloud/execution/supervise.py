@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SPEC_VERSION = 1
+SANDBOX_TRIES = 3  # starts of a sandbox that met a host mount going away (see Supervisor.run)
 SAMPLE_S = 0.1  # memory sampling period with a memory limit...
 SAMPLE_IDLE_S = 0.5  # ...and without one, when only the peak is of interest
 PR_SET_PDEATHSIG = 1
@@ -273,6 +274,16 @@ def _no_image(words: str) -> bool:
     """The engine's words for an image it does not have (Docker's, Podman's)."""
     lowered = words.lower()
     return "no such image" in lowered or "unable to find image" in lowered or "image not known" in lowered
+
+
+def _mounts_changed(result: dict[str, Any]) -> bool:
+    """The sandbox failed to start over a mount of the host that changed while it copied them."""
+    message = str(result.get("message", ""))
+    return (
+        result.get("outcome") == "start_failed"
+        and message.startswith("sandbox failed to start")
+        and ("mount" in message.lower() or "Invalid argument" in message or "No such file" in message)
+    )
 
 
 def _engine_error(line: str) -> bool:
@@ -778,6 +789,30 @@ class Supervisor:
         self.t0 = time.monotonic()
         if self.spec.get("steps"):
             return self._run_steps(self.spec["steps"])
+        for _ in range(SANDBOX_TRIES - 1):
+            result = self._run_once()
+            if not (self.sandboxed and self.reason is None and _mounts_changed(result)):
+                return result
+            # bubblewrap copies the host's mounts; one that went away meanwhile (a container's, another
+            # sandbox's) fails the copy. Nothing of the job ran: start it again.
+            self._log("the host's mounts changed while the sandbox was set up; starting it again")
+            self._reset()
+            time.sleep(0.05)
+        return self._run_once()
+
+    def _reset(self) -> None:
+        """Forget a sandbox that failed to start, before starting again."""
+        self.main_pid = self.main_status = self.sandbox_init = None
+        if self.job_pidfd is not None:
+            os.close(self.job_pidfd)
+        self.job_pidfd = None
+        self.outer_held = False
+        self.hold_pending = self.sandboxed
+        self.peak_bytes = 0
+        self.started_at = time.time()
+        self.t0 = time.monotonic()
+
+    def _run_once(self) -> dict[str, Any]:
         log_start = os.fstat(self.log_fd).st_size
         pid = self._start()
         if isinstance(pid, str):
