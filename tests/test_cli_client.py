@@ -403,18 +403,19 @@ def test_an_interrupted_upload_resumes_where_it_stopped(cli: Server, tmp_path: P
 def test_a_stored_file_that_differs_from_the_local_one_fails_loudly(
     cli: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from labcloud.cli.client.http import LabcloudClient, UploadMismatch
+    from labcloud.client.connection import Connection
+    from labcloud.client.errors import UploadMismatch
 
     token = json.loads(cli.config.read_text())["token"]
     local = tmp_path / "x.bin"
     local.write_bytes(os.urandom(100_000))
-    real_append = LabcloudClient.tus_append
+    real_append = Connection.tus_append
 
-    def corrupting(self: LabcloudClient, url: str, offset: int, data: bytes) -> httpx.Response:
+    def corrupting(self: Connection, url: str, offset: int, data: bytes) -> httpx.Response:
         return real_append(self, url, offset, bytes([data[0] ^ 1]) + data[1:])  # damaged before the wire
 
-    monkeypatch.setattr(LabcloudClient, "tus_append", corrupting)
-    with LabcloudClient(cli.url, token) as client, pytest.raises(UploadMismatch) as caught:
+    monkeypatch.setattr(Connection, "tus_append", corrupting)
+    with Connection(cli.url, token) as client, pytest.raises(UploadMismatch) as caught:
         client.upload(local, "x.bin")
     assert "SHA-256" in caught.value.detail and _sha256(local) in caught.value.detail
 
@@ -424,24 +425,24 @@ def test_a_lost_answer_to_the_last_chunk_is_recognised(
 ) -> None:
     """The file was stored but the answer never arrived: the upload is gone from the server, and the client
     finds the stored file with its own SHA-256 instead of uploading it again."""
-    from labcloud.cli.client.errors import ClientError
-    from labcloud.cli.client.http import LabcloudClient
+    from labcloud.client.connection import Connection
+    from labcloud.client.errors import ClientError
 
     token = json.loads(cli.config.read_text())["token"]
     local = tmp_path / "y.bin"
     local.write_bytes(os.urandom(300_000))
-    real_append = LabcloudClient.tus_append
+    real_append = Connection.tus_append
     sent: list[int] = []
 
-    def answer_lost(self: LabcloudClient, url: str, offset: int, data: bytes) -> httpx.Response:
+    def answer_lost(self: Connection, url: str, offset: int, data: bytes) -> httpx.Response:
         answer = real_append(self, url, offset, data)
         sent.append(len(data))
         if "Labcloud-File-Sha256" in answer.headers:
             raise ClientError(0, "the connection dropped before the answer")
         return answer
 
-    monkeypatch.setattr(LabcloudClient, "tus_append", answer_lost)
-    with LabcloudClient(cli.url, token) as client:
+    monkeypatch.setattr(Connection, "tus_append", answer_lost)
+    with Connection(cli.url, token) as client:
         stored = client.upload(local, "lost/y.bin", chunk_size=100_000)
     assert stored["path"] == "lost/y.bin" and stored["sha256"] == _sha256(local)
     assert sent == [100_000, 100_000, 100_000]  # nothing was sent twice

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.text import Text
 
-from labcloud.cli.client.errors import ClientError
 from labcloud.cli.client.ui import (
     age,
     compact,
@@ -23,10 +22,11 @@ from labcloud.cli.client.ui import (
     print_json,
     table,
 )
+from labcloud.client.errors import ClientError
 from labcloud.worker.runjob import DEFAULT_WORK_DIR
 
 if TYPE_CHECKING:
-    from labcloud.cli.client.http import LabcloudClient
+    from labcloud.client.connection import Connection
     from labcloud.settings import ContainerSettings
 
 TOKEN_ENV = "LABCLOUD_WORKER_TOKEN"
@@ -327,7 +327,7 @@ workers_app = typer.Typer(
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
 
 
-def _find(client: LabcloudClient, name_or_id: str) -> dict[str, Any]:
+def _find(client: Connection, name_or_id: str) -> dict[str, Any]:
     items = list(client.pages("/workers", {}))
     for item in items:
         if name_or_id in (item.get("id"), item.get("name")):

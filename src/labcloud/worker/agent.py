@@ -221,7 +221,7 @@ class WorkerAgent:
             self._lock_fd = None
 
     def _run_settings(self) -> RunSettings:
-        from labcloud.cli.client.config import config_path
+        from labcloud.client.config import config_path
 
         candidates = [self.config.work_dir, config_path(), *self.config.extra_hidden]
         if self.config.token_file is not None:

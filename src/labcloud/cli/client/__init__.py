@@ -1,7 +1,8 @@
 """The client side of ``labcloud``: commands that talk HTTP to a labcloud server.
 
-``LabcloudClient`` (:mod:`labcloud.cli.client.http`) does the talking and is imported only when a command
-runs; the command modules parse arguments and print. Nothing here touches the network at import time.
+The public Python client :mod:`labcloud.client` does the talking: its ``Connection`` (plain JSON data) is
+imported only when a command runs; the command modules parse arguments and print. Nothing here touches the
+network at import time.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from labcloud.cli.client import account, apps, data, jobs
-from labcloud.cli.client.errors import ClientError
+from labcloud.client.errors import ClientError
 
 __all__ = ["ClientError", "register"]
 

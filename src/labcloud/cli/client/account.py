@@ -8,8 +8,6 @@ import sys
 
 import typer
 
-from labcloud.cli.client.config import ClientConfig, config_path, resolve
-from labcloud.cli.client.errors import ClientError
 from labcloud.cli.client.ui import (
     connect,
     err,
@@ -21,6 +19,8 @@ from labcloud.cli.client.ui import (
     print_json,
     report,
 )
+from labcloud.client.config import ClientConfig, config_path, resolve
+from labcloud.client.errors import ClientError
 
 TOKEN_SCOPES = ["read", "write"]
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import posixpath
 import shutil
 import tempfile
-import threading
 import uuid
 import zipfile
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +14,12 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from labcloud.cli.client.config import UPLOAD_CHUNK, UPLOAD_RETRIES, UploadState
-from labcloud.cli.client.errors import ClientError
 from labcloud.cli.client.ui import (
     JSON_OPTION,
     err,
     fail,
+    field_name,
     handle_errors,
-    human_size,
-    loc_text,
     local_time,
     open_client,
     out,
@@ -34,32 +27,25 @@ from labcloud.cli.client.ui import (
     table,
     transfer_progress,
 )
+from labcloud.client import uploads
+from labcloud.client.config import UPLOAD_CHUNK, UPLOAD_RETRIES, UploadState
+from labcloud.client.downloads import check_download, inside
+from labcloud.client.errors import ClientError
+from labcloud.client.progress import UploadBars, human_size
 
 if TYPE_CHECKING:
-    from labcloud.cli.client.http import LabcloudClient
+    from labcloud.client.connection import Connection
 
 
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _join(*parts: str) -> str:
-    return posixpath.join(*[p.strip("/") for p in parts if p.strip("/")])
-
-
 def plan_uploads(paths: list[Path], folder: str) -> list[tuple[Path, str]]:
     """(local file, remote path) for each file; a folder's files keep their paths below the folder's name."""
-    plan: list[tuple[Path, str]] = []
-    for path in paths:
-        if path.is_dir():
-            base = path.resolve().name
-            for item in sorted(path.rglob("*")):
-                if item.is_file():
-                    plan.append((item, _join(folder, base, item.relative_to(path).as_posix())))
-        elif path.is_file():
-            plan.append((path, _join(folder, path.name)))
-        else:
-            raise fail(f"{path}: no such file or folder")
-    return plan
+    try:
+        return uploads.plan_uploads(paths, folder)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
 
 
 def parse_size(text: str) -> int:
@@ -77,7 +63,7 @@ def parse_size(text: str) -> int:
 
 
 def run_uploads(
-    client: LabcloudClient,
+    client: Connection,
     plan: list[tuple[Path, str]],
     *,
     parallel: int = 4,
@@ -87,93 +73,31 @@ def run_uploads(
     """Upload the plan's files, ``parallel`` at a time, each resumable (also across runs: the upload URLs
     are remembered beside the config file). Progress bars per file and in total on a terminal, a line per
     file otherwise. Returns the stored files (in plan order) and the failures."""
-    from labcloud.cli.client.http import UploadCancelled
-
-    state = UploadState()
-    sizes = [local.stat().st_size for local, _ in plan]
-    done: dict[int, dict[str, Any]] = {}
-    failed: dict[int, ClientError] = {}
-    cancel = threading.Event()
-    per_thread = threading.local()
-    clients: list[LabcloudClient] = []
-    clients_lock = threading.Lock()
-
-    def thread_client() -> LabcloudClient:
-        own: LabcloudClient | None = getattr(per_thread, "client", None)
-        if own is None:
-            own = per_thread.client = client.clone()
-            with clients_lock:
-                clients.append(own)
-        return own
-
     with transfer_progress() as progress:
-        overall = progress.add_task(f"↑ {len(plan)} file{'s' if len(plan) != 1 else ''}", total=sum(sizes))
-
-        def note(message: str) -> None:
-            progress.console.print(Text(message, style="dim"))
-
-        def one(index: int) -> dict[str, Any]:
-            local, remote = plan[index]
-            task = progress.add_task(f"  {local.name}", total=sizes[index])
-
-            def moved(count: int) -> None:
-                progress.advance(task, count)
-                progress.advance(overall, count)
-
-            try:
-                return thread_client().upload(
-                    local,
-                    remote,
-                    moved,
-                    urls=state,
-                    chunk_size=chunk_size,
-                    retries=retries,
-                    on_note=note,
-                    cancel=cancel,
-                )
-            finally:
-                progress.remove_task(task)
-
-        def outcome(index: int, future: Future[dict[str, Any]]) -> None:
-            local = plan[index][0]
-            try:
-                done[index] = result = future.result()
-            except UploadCancelled:
-                return
-            except (ClientError, OSError) as exc:
-                if isinstance(exc, OSError):
-                    exc = ClientError(0, f"cannot read {local}: {exc.strerror or exc}")
-                failed[index] = exc  # reported at the end, with the others
-                return
-            size, sha256 = human_size(result["size"]), result["sha256"][:12]
-            progress.console.print(Text(f"uploaded {local} → {result['path']} ({size}, sha256 {sha256}…)"))
-
-        pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(plan))))
-        futures = {pool.submit(one, i): i for i in range(len(plan))}
         try:
-            for future in as_completed(futures):
-                outcome(futures[future], future)
+            return client.upload_many(
+                plan,
+                parallel=parallel,
+                chunk_size=chunk_size,
+                retries=retries,
+                urls=UploadState(),
+                watcher=UploadBars(progress, plan),
+            )
         except KeyboardInterrupt:
-            cancel.set()  # running uploads stop after their chunk; the rest never start
             err.print("stopping; run the same command again to resume")
             raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for own in clients:
-                own.close()
-    return [done[i] for i in sorted(done)], [(plan[i][0], failed[i]) for i in sorted(failed)]
 
 
 def report_failures(failures: list[tuple[Path, ClientError]], total: int) -> typer.Exit:
     """One line per failed file on stderr; the exit to raise."""
     for local, exc in failures:
-        fields = "; ".join(f"{loc_text(e.get('loc', []))}: {e.get('msg', '')}" for e in exc.errors)
+        fields = "; ".join(f"{field_name(e.get('loc', []))}: {e.get('msg', '')}" for e in exc.errors)
         line = f"{local}: {exc.detail}" + (f" ({fields})" if fields else "")
         err.print(f"[red]error:[/red] {escape(line)}")
     return fail(f"{len(failures)} of {total} uploads failed")
 
 
-def upload_files(client: LabcloudClient, plan: list[tuple[Path, str]]) -> list[dict[str, Any]]:
+def upload_files(client: Connection, plan: list[tuple[Path, str]]) -> list[dict[str, Any]]:
     """Upload each file (resumably, several at once); exit 1 if any fails."""
     results, failures = run_uploads(client, plan)
     if failures:
@@ -247,13 +171,6 @@ def files(
 # ---------------------------------------------------------------------------------------------- download
 
 
-def _inside(root: Path, relative: str) -> Path:
-    target = root / relative
-    if not target.resolve().is_relative_to(root.resolve()):
-        raise fail(f"the server sent a path outside the destination: {relative}")
-    return target
-
-
 def _is_job_id(text: str) -> bool:
     try:
         uuid.UUID(text)
@@ -262,18 +179,7 @@ def _is_job_id(text: str) -> bool:
     return True
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _job_outputs(
-    client: LabcloudClient, job_id: str, dest: Path | None, as_zip: bool
-) -> list[dict[str, Any]]:
-    written: list[dict[str, Any]] = []
+def _job_outputs(client: Connection, job_id: str, dest: Path | None, as_zip: bool) -> list[dict[str, Any]]:
     if as_zip:
         target = dest or Path(f"{job_id}.zip")
         if target.is_dir():
@@ -282,22 +188,22 @@ def _job_outputs(
             task = progress.add_task("↓ outputs.zip", total=None)
             size = client.download_zip(job_id, target, lambda n: progress.advance(task, n))
         return [{"path": "outputs.zip", "size": size, "local": str(target)}]
-    root = dest or Path(job_id)
     outputs = client.outputs(job_id)
     if not outputs:
         state = client.job(job_id).get("state", "")
         raise fail(f"job {job_id} has no outputs (it is {state})")
     with transfer_progress() as progress:
         task = progress.add_task("downloading", total=sum(int(o.get("size", 0)) for o in outputs))
-        for item in outputs:
-            target = _inside(root, item["path"])
-            progress.update(task, description=f"↓ {item['path']}")
-            size = client.download_output(job_id, item["path"], target, lambda n: progress.advance(task, n))
-            written.append({"path": item["path"], "size": size, "local": str(target)})
-    return written
+        return client.download_outputs(
+            job_id,
+            dest or Path(job_id),
+            lambda n: progress.advance(task, n),
+            lambda item: progress.update(task, description=f"↓ {item['path']}"),
+            outputs,
+        )
 
 
-def _space_path(client: LabcloudClient, path: str, dest: Path | None, extract: bool) -> list[dict[str, Any]]:
+def _space_path(client: Connection, path: str, dest: Path | None, extract: bool) -> list[dict[str, Any]]:
     """A file of the user's space (its SHA-256 checked), or a folder as NAME.zip or unpacked."""
     info = client.file_info(path)
     if info is None:
@@ -312,11 +218,7 @@ def _space_path(client: LabcloudClient, path: str, dest: Path | None, extract: b
             task = progress.add_task(f"↓ {name}", total=info.get("size"))
             size = client.download_file(remote, target, lambda n: progress.advance(task, n))
         expected = info.get("sha256")
-        if expected and _sha256_of(target) != expected:
-            target.unlink(missing_ok=True)
-            raise fail(
-                f"{remote}: the downloaded bytes do not match the server's SHA-256 {expected}; removed"
-            )
+        check_download(target, remote, expected)
         return [{"path": remote, "size": size, "local": str(target), "sha256": expected}]
     if not extract:
         target = dest or Path(f"{name}.zip")
@@ -338,7 +240,7 @@ def _space_path(client: LabcloudClient, path: str, dest: Path | None, extract: b
             client.download_file(remote, archive, lambda n: progress.advance(task, n))
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
-                target = _inside(root, member.filename)
+                target = inside(root, member.filename)
                 if member.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue

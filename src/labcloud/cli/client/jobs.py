@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,6 @@ import typer
 from rich.text import Text
 
 from labcloud.cli.client.data import upload_files
-from labcloud.cli.client.errors import ClientError
 from labcloud.cli.client.ui import (
     compact,
     duration,
@@ -30,11 +28,12 @@ from labcloud.cli.client.ui import (
     state_text,
     table,
 )
+from labcloud.client import jobs as job_requests
+from labcloud.client.errors import ClientError
 
 if TYPE_CHECKING:
-    from labcloud.cli.client.http import LabcloudClient
+    from labcloud.client.connection import Connection
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 JSON_OPTION = typer.Option(False, "--json", help="Print the job as JSON.")
 ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The job's id.")
 TAIL_LINES = 10
@@ -56,11 +55,10 @@ class State(StrEnum):
 
 def parse_app_ref(ref: str) -> tuple[str, str | None, str | None]:
     """``APP[:VERSION[:ENTRYPOINT]]``; an empty part means the default (``hello::greet``)."""
-    parts = ref.split(":")
-    if len(parts) > 3 or not parts[0]:
-        raise fail(f"'{ref}' is not APP[:VERSION[:ENTRYPOINT]]", 2)
-    parts += [""] * (3 - len(parts))
-    return parts[0], parts[1] or None, parts[2] or None
+    try:
+        return job_requests.parse_app_ref(ref)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
 
 
 def split_pair(item: str, option: str, form: str) -> tuple[str, str]:
@@ -159,22 +157,12 @@ def _wait_label(job: dict[str, Any]) -> str:
     return f"{label}: {message[:60]}" if message else label
 
 
-def wait_for(client: LabcloudClient, job: dict[str, Any]) -> dict[str, Any]:
+def wait_for(client: Connection, job: dict[str, Any]) -> dict[str, Any]:
     """Poll the job until it ends, with a spinner and its progress bar; returns its last state."""
-    delay, failures = 0.25, 0
     with job_progress() as progress:
         task = progress.add_task(_wait_label(job), total=None, pct="")
-        while job["state"] not in TERMINAL_STATES:
-            time.sleep(delay)
-            delay = min(2.0, delay * 1.5)
-            try:
-                job = client.job(str(job["id"]))
-            except ClientError as exc:
-                if exc.status != 0 or failures >= 10:
-                    raise
-                failures += 1  # the server restarting, say: keep waiting a little
-                continue
-            failures = 0
+
+        def show(job: dict[str, Any]) -> None:
             fraction = job.get("progress")
             progress.update(
                 task,
@@ -183,10 +171,11 @@ def wait_for(client: LabcloudClient, job: dict[str, Any]) -> dict[str, Any]:
                 completed=fraction or 0,
                 pct=percent(fraction),
             )
-    return job
+
+        return client.wait(job, on_update=show)
 
 
-def follow_log(client: LabcloudClient, job_id: str) -> str:
+def follow_log(client: Connection, job_id: str) -> str:
     """Print the log as it grows until the job ends; returns the final state."""
     state = ""
     for event in client.follow_log(job_id):
@@ -194,10 +183,7 @@ def follow_log(client: LabcloudClient, job_id: str) -> str:
             sys.stdout.write("".join(line + "\n" for line in event.data))
             sys.stdout.flush()
         elif event.event == "end":
-            try:
-                state = str(json.loads("\n".join(event.data)).get("state", ""))
-            except (ValueError, AttributeError):
-                state = ""
+            state = event.end_state()
     return state
 
 
@@ -223,7 +209,7 @@ def finish(job: dict[str, Any], json_out: bool, quiet: bool = False, log_tail: s
         raise typer.Exit(1)
 
 
-def _tail(client: LabcloudClient, job: dict[str, Any]) -> str:
+def _tail(client: Connection, job: dict[str, Any]) -> str:
     if job["state"] != "failed":
         return ""
     try:
@@ -261,19 +247,12 @@ def submit(
     app, version, entrypoint = parse_app_ref(app_ref)
     params = dict(split_pair(p, "-p", "KEY=VALUE") for p in param)
     tags = dict(split_pair(t, "--tag", "KEY=VALUE") for t in tag)
-    inputs: dict[str, str] = {}
-    plan: dict[str, Path] = {}  # remote path → local file
+    given: dict[str, str | Path] = {}
     for item in input_:
         slot, value = split_pair(item, "-i", "SLOT=PATH")
         local = Path(value).expanduser()
-        if local.is_file():
-            remote = f"inputs/{local.name}"
-            if remote in plan and plan[remote].resolve() != local.resolve():
-                remote = f"inputs/{slot}/{local.name}"  # two different files of the same name
-            plan[remote] = local
-            inputs[slot] = remote
-        else:
-            inputs[slot] = value
+        given[slot] = local if local.is_file() else value  # a local file is uploaded to inputs/ first
+    inputs, plan = job_requests.input_plan(given)
     body = {
         "app": app,
         "version": version,
@@ -285,7 +264,7 @@ def submit(
     }
     with open_client() as client:
         if plan:
-            upload_files(client, [(local, remote) for remote, local in plan.items()])
+            upload_files(client, plan)
         job = client.submit(body)
         if not (wait or follow):
             print_job(job, json_out, quiet)

@@ -15,22 +15,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
-from labcloud.cli.client.config import ClientConfig, ConfigError, resolve
-from labcloud.cli.client.errors import ClientError
+from labcloud.client.config import ClientConfig, ConfigError, resolve
+from labcloud.client.errors import ClientError, field_name
+from labcloud.client.progress import transfer_progress as _transfer_progress
 
 if TYPE_CHECKING:
-    from labcloud.cli.client.http import LabcloudClient
+    from labcloud.client.connection import Connection
 
 
 def _width(stream: TextIO) -> int | None:
@@ -63,14 +61,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def loc_text(loc: Any) -> str:
-    """``["body", "params", "times"]`` → ``params.times``."""
-    parts = [str(p) for p in loc] if isinstance(loc, list | tuple) else [str(loc)]
-    if len(parts) > 1 and parts[0] == "body":
-        parts = parts[1:]
-    return ".".join(parts)
-
-
 def report(exc: ClientError, token_from_env: bool = False, login_hint: bool = True) -> typer.Exit:
     """Turn a failed request into one line per problem on stderr, and exit code 1."""
     if exc.status == 401 and login_hint:
@@ -84,12 +74,12 @@ def report(exc: ClientError, token_from_env: bool = False, login_hint: bool = Tr
     if len(exc.errors) == 1 and str(exc.errors[0].get("msg", "")) in exc.detail:
         # the usual case, one bad field: say which, on the same line
         err.print(
-            f"[red]error:[/red] {escape(exc.detail)} ({escape(loc_text(exc.errors[0].get('loc', [])))})"
+            f"[red]error:[/red] {escape(exc.detail)} ({escape(field_name(exc.errors[0].get('loc', [])))})"
         )
         return typer.Exit(1)
     err.print(f"[red]error:[/red] {escape(exc.detail)}")
     for e in exc.errors:
-        err.print(f"  {escape(loc_text(e.get('loc', [])))}: {escape(str(e.get('msg', '')))}")
+        err.print(f"  {escape(field_name(e.get('loc', [])))}: {escape(str(e.get('msg', '')))}")
     return typer.Exit(1)
 
 
@@ -115,14 +105,14 @@ def _token_from_env() -> bool:
     return bool(os.environ.get("LABCLOUD_TOKEN"))
 
 
-def connect(server: str, token: str | None = None) -> LabcloudClient:
-    """A client for ``server`` (httpx is only imported when a command needs the network)."""
-    from labcloud.cli.client.http import LabcloudClient
+def connect(server: str, token: str | None = None) -> Connection:
+    """A connection to ``server`` (httpx is only imported when a command needs the network)."""
+    from labcloud.client.connection import Connection
 
-    return LabcloudClient(server, token)
+    return Connection(server, token)
 
 
-def open_client() -> LabcloudClient:
+def open_client() -> Connection:
     """A client for the configured server and token; without a token, say how to get one."""
     target = resolve(ClientConfig.load())
     if not target.token:
@@ -184,17 +174,6 @@ def duration(start: str | None, end: str | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def human_size(size: int | float | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # not reached
-
-
 def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLES.get(state, ""))
 
@@ -239,17 +218,8 @@ def key_values(rows: Iterable[tuple[str, str | Text]], title: str | None = None)
 
 
 def transfer_progress() -> Progress:
-    """A progress bar for bytes going up or down (on stderr, gone when done)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,  # no bars in logs and pipes
-    )
+    """A progress bar for bytes going up or down (on stderr, gone when done; none in logs and pipes)."""
+    return _transfer_progress(err)
 
 
 def job_progress() -> Progress:

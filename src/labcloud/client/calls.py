@@ -1,0 +1,188 @@
+"""The requests of the API, each described once (method, path below ``/api/v1``, query, body) for the sync
+and the async connection to send."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+TUS = {"Tus-Resumable": "1.0.0"}
+# the last chunk's answer waits for the file to be stored: a generous read timeout
+TUS_APPEND_TIMEOUT = httpx.Timeout(30.0, write=None, read=600.0)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request, and what of its answer the caller wants: the JSON body, the text, the response itself
+    (for its headers), or nothing."""
+
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    data: dict[str, str] | None = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: httpx.Timeout | None = None
+    returns: Literal["json", "text", "response", "nothing"] = "json"
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of ``httpx.Client.request`` (without headers and timeout)."""
+        given = {"params": self.params, "json": self.json, "data": self.data, "content": self.content}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def quote_path(path: str) -> str:
+    """A slash-separated path, each segment percent-encoded for use in a URL."""
+    return quote(path.strip("/"), safe="/")
+
+
+def _job(job_id: str) -> str:
+    return f"/jobs/{quote_path(str(job_id))}"
+
+
+# ------------------------------------------------------------------------------------------ account
+
+
+def login(email: str, password: str) -> Call:
+    return Call("POST", "/auth/login", data={"username": email, "password": password})
+
+
+def me() -> Call:
+    return Call("GET", "/me")
+
+
+def create_token(name: str, scopes: list[str]) -> Call:
+    return Call("POST", "/me/tokens", json={"name": name, "scopes": scopes})
+
+
+def revoke_token(token_id: str) -> Call:
+    return Call("DELETE", f"/me/tokens/{quote_path(token_id)}", returns="nothing")
+
+
+# ------------------------------------------------------------------------------------------ apps
+
+
+def apps() -> Call:
+    return Call("GET", "/apps")
+
+
+def app(name: str) -> Call:
+    return Call("GET", f"/apps/{quote_path(name)}")
+
+
+def app_images(name: str) -> Call:
+    return Call("GET", f"/apps/{quote_path(name)}/images")
+
+
+def pull_images(name: str, version: str | None, timeout: float) -> Call:
+    body = {"version": version} if version else {}
+    wait = httpx.Timeout(timeout, read=None)  # as long as the pulls take
+    return Call("POST", f"/apps/{quote_path(name)}/pull", json=body, timeout=wait)
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def files(prefix: str = "", limit: int = 200) -> Call:
+    """The first page of a folder of your space (the top for "")."""
+    return Call("GET", "/files", params={"prefix": prefix, "limit": limit} if prefix else {"limit": limit})
+
+
+def file(path: str) -> str:
+    """The address of a file (or a folder, as a zip) of your space, to download."""
+    return f"/files/{quote_path(path)}"
+
+
+def delete_file(path: str) -> Call:
+    return Call("DELETE", file(path), returns="nothing")
+
+
+def move_file(source: str, destination: str) -> Call:
+    return Call("POST", "/files:move", json={"from": source, "to": destination})
+
+
+def storage_usage() -> Call:
+    return Call("GET", "/me/storage")
+
+
+def tus_create(remote: str, size: int) -> Call:
+    """Start a resumable upload of ``size`` bytes to ``remote``; its URL is the answer's Location."""
+    meta = "path " + base64.b64encode(remote.encode()).decode()
+    headers = {**TUS, "Upload-Length": str(size), "Upload-Metadata": meta}
+    return Call("POST", "/uploads", headers=headers, returns="response")
+
+
+def tus_offset(url: str) -> Call:
+    return Call("HEAD", url, headers=dict(TUS), returns="response")
+
+
+def tus_append(url: str, offset: int, data: bytes) -> Call:
+    """Send ``data`` at ``offset``, with its SHA-256 for the server to check."""
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    headers = {
+        **TUS,
+        "Content-Type": "application/offset+octet-stream",
+        "Upload-Offset": str(offset),
+        "Upload-Checksum": f"sha256 {checksum}",
+    }
+    return Call("PATCH", url, content=data, headers=headers, timeout=TUS_APPEND_TIMEOUT, returns="response")
+
+
+def tus_cancel(url: str) -> Call:
+    return Call("DELETE", url, headers=dict(TUS), returns="nothing")
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+
+def submit(body: dict[str, Any]) -> Call:
+    return Call("POST", "/jobs", json=body)
+
+
+def job(job_id: str) -> Call:
+    return Call("GET", _job(job_id))
+
+
+def events(job_id: str) -> Call:
+    return Call("GET", f"{_job(job_id)}/events")
+
+
+def cancel(job_id: str) -> Call:
+    return Call("POST", f"{_job(job_id)}/cancel")
+
+
+def rerun(job_id: str) -> Call:
+    return Call("POST", f"{_job(job_id)}/rerun")
+
+
+def delete_job(job_id: str) -> Call:
+    return Call("DELETE", _job(job_id), returns="nothing")
+
+
+def log(job_id: str) -> Call:
+    return Call("GET", f"{_job(job_id)}/logs", headers={"Accept": "text/plain"}, returns="text")
+
+
+def follow_log(job_id: str, params: dict[str, Any]) -> Call:
+    """The live log as server-sent events (sent as a stream)."""
+    return Call("GET", f"{_job(job_id)}/logs", params=params, headers={"Accept": "text/event-stream"})
+
+
+def outputs(job_id: str) -> Call:
+    return Call("GET", f"{_job(job_id)}/outputs")
+
+
+def output(job_id: str, path: str) -> str:
+    """The address of one output file of a job, to download."""
+    return f"{_job(job_id)}/outputs/{quote_path(path)}"
+
+
+def outputs_zip(job_id: str) -> str:
+    """The address of all outputs of a job as one zip, to download."""
+    return f"{_job(job_id)}/outputs.zip"

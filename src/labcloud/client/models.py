@@ -1,0 +1,234 @@
+"""What the server answers, as typed objects (pydantic models).
+
+The models read the API's JSON as it is and keep fields they do not know yet (``model_extra``), so a newer
+server does not break an older client. Times are timezone-aware :class:`~datetime.datetime`; ids are
+strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_STATES",
+    "App",
+    "AppVersion",
+    "Entrypoint",
+    "FileInfo",
+    "InputSlot",
+    "JobEvent",
+    "JobInfo",
+    "OutputFile",
+    "Resources",
+    "StorageUsage",
+    "StoredFile",
+    "User",
+]
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Model(BaseModel):
+    """The base of the client's models: unknown fields are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Resources(Model):
+    """What one job may use: CPUs, memory, GPUs and a time limit."""
+
+    cpus: float = Field(description="CPU cores.")
+    memory_mb: int = Field(description="Memory in MiB; a job that uses more fails with out_of_memory.")
+    gpus: int = Field(description="GPUs.")
+    timeout_s: int = Field(description="Wall time in seconds; a job that runs longer fails with timeout.")
+
+
+class InputSlot(Model):
+    """A named input of an entrypoint: a file or a folder of your space, staged before the job runs."""
+
+    type: str = Field(description="file or folder")
+    required: bool
+    description: str
+
+
+class Entrypoint(Model):
+    """One runnable command of an app version, with everything needed to submit a job of it."""
+
+    available: bool = Field(description="False when this server cannot run it (see unavailable_reason).")
+    unavailable_reason: str | None
+    description: str
+    runtime: str = Field(description="process or container")
+    image: str | None = Field(description="The container image, for runtime container.")
+    command: list[str]
+    parameters: dict[str, Any] = Field(description="The JSON Schema params are checked against at submit.")
+    inputs: dict[str, InputSlot]
+    outputs: list[str] = Field(description="The files it is expected to write.")
+    resources: Resources = Field(description="What a job gets unless the submission asks otherwise.")
+    env: list[str] = Field(description="Environment variables a submission may set.")
+    network: bool
+    labels: dict[str, str] = Field(description="Worker labels a job needs (e.g. platform=spinnaker).")
+    spec_hash: str
+
+    def defaults(self) -> dict[str, Any]:
+        """The default value of each top-level parameter that has one."""
+        props = self.parameters.get("properties") or {}
+        return {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+
+
+class AppVersion(Model):
+    """One published version of an app."""
+
+    entrypoints: dict[str, Entrypoint]
+    default_entrypoint: str | None = Field(description="The one a submission without entrypoint runs.")
+
+
+class App(Model):
+    """An app of the server's registry: its versions (newest first) and their entrypoints."""
+
+    name: str
+    title: str
+    description: str
+    latest_version: str
+    version_order: list[str] = Field(description="The versions, newest first.")
+    versions: dict[str, AppVersion]
+
+    def entrypoint(self, name: str | None = None, version: str | None = None) -> Entrypoint:
+        """An entrypoint (default: the one a submission without one runs) of a version (default: the
+        latest); KeyError names what exists when there is no such version or entrypoint."""
+        wanted = version or self.latest_version
+        if wanted not in self.versions:
+            raise KeyError(f"{self.name} has no version {wanted!r} (it has {', '.join(self.version_order)})")
+        found = self.versions[wanted]
+        chosen = name or found.default_entrypoint or next(iter(found.entrypoints))
+        if chosen not in found.entrypoints:
+            known = ", ".join(found.entrypoints)
+            raise KeyError(f"{self.name} {wanted} has no entrypoint {chosen!r} (it has {known})")
+        return found.entrypoints[chosen]
+
+    def __repr__(self) -> str:
+        return f"App(name={self.name!r}, title={self.title!r}, latest_version={self.latest_version!r})"
+
+
+class User(Model):
+    """An account."""
+
+    id: str
+    email: str
+    name: str
+    is_admin: bool
+    is_active: bool
+    created_at: datetime
+    last_login_at: datetime | None
+    storage_used_bytes: int = 0
+    storage_limit_bytes: int | None = Field(None, description="None: the installation's default.")
+
+
+class FileInfo(Model):
+    """A file or folder of your space."""
+
+    path: str
+    type: str = Field(description="file or folder")
+    size: int
+    modified_at: datetime | None = None
+    sha256: str | None = None
+    job_id: str | None = Field(None, description="The job that wrote this file, for job outputs.")
+
+
+class StoredFile(Model):
+    """A file that was uploaded: where it is in your space, its size and SHA-256 (the same as the local
+    file's; the upload checks), and the local file it came from."""
+
+    path: str
+    size: int
+    sha256: str
+    local: str | None = None
+
+
+class StorageUsage(Model):
+    """How much of your storage limit you use."""
+
+    used_bytes: int
+    limit_bytes: int | None = Field(description="None: no limit.")
+    available_bytes: int | None
+
+
+class JobEvent(Model):
+    """A change of a job's state, with when and why."""
+
+    at: datetime
+    from_state: str | None
+    to_state: str
+    reason: str | None
+    message: str
+
+
+class OutputFile(Model):
+    """An output file of a job; ``path`` is relative to the job's folder ``jobs/{id}/`` of your space."""
+
+    path: str
+    size: int
+    sha256: str | None = None
+
+
+class JobInfo(Model):
+    """A job: what it runs, where it is, and how it ended.
+
+    ``state`` is one of queued, staging, running, finishing, succeeded, failed, cancelling, cancelled;
+    a failed job's ``reason`` is app_error (with ``exit_code``), timeout, out_of_memory, staging_failed,
+    worker_lost, system_error or rejected. ``message`` says what happened last (for a queued job, why it
+    waits).
+    """
+
+    id: str
+    name: str
+    app: str
+    version: str
+    entrypoint: str
+    state: str
+    reason: str | None
+    message: str
+    exit_code: int | None
+    progress: float | None = Field(description="0 to 1, when the app reports it.")
+    attempts: int
+    max_attempts: int
+    params: dict[str, Any]
+    inputs: dict[str, str] = Field(description="Slot → path in your space.")
+    resources: Resources
+    tags: dict[str, str]
+    usage: dict[str, Any] = Field(description="Wall time, CPU seconds and peak memory, once it ran.")
+    spec_hash: str
+    executor: str
+    queue: str | None = None
+    image: str | None = None
+    rerun_of: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any] | None = Field(
+        None, description="The exact entrypoint spec it runs with (not in listings)."
+    )
+
+    def assign(self, data: dict[str, Any]) -> None:
+        """Take the fields of ``data``: the job as the server answered it just now."""
+        fresh = type(self).model_validate(data)
+        self.__dict__.update(fresh.__dict__)
+        self.__pydantic_extra__ = fresh.__pydantic_extra__
+        self.__pydantic_fields_set__ = set(fresh.__pydantic_fields_set__)
+
+    @property
+    def ended(self) -> bool:
+        """It succeeded, failed or was cancelled: it will not change any more."""
+        return self.state in TERMINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "succeeded"
+
+    def __repr__(self) -> str:
+        where = f"{self.app}:{self.version}:{self.entrypoint}"
+        state = f"{self.state} ({self.reason})" if self.reason else self.state
+        return f"{type(self).__name__}(id={self.id!r}, app={where!r}, state={state!r})"
