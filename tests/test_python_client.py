@@ -1,0 +1,312 @@
+"""The Python client (``labcloud.client``) against a real ``labcloud serve``: the README's example exactly as
+it is written, problem details on every kind of failure, listings over many pages, resumed uploads, and the
+asyncio twin."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import labcloud_demo
+from labcloud.client import (
+    AsyncClient,
+    Client,
+    ClientError,
+    Conflict,
+    NotFound,
+    NotLoggedIn,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+    Unreachable,
+    ValidationError,
+    WaitTimeout,
+)
+from labcloud.client.config import UploadState
+from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, Server
+
+pytestmark = pytest.mark.db_agnostic  # the client side; the server's database is tested elsewhere
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SAMPLE_TRACE = Path(labcloud_demo.__file__).parent / "samples" / "trace.csv"
+EXAMPLE_MARK = "<!-- the Python client example:"
+
+
+def readme_example() -> tuple[str, int]:
+    """The Python block that follows the example's mark in the README, and its first line's number."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(EXAMPLE_MARK)
+    opening = text.index("```python\n", start) + len("```python\n")
+    closing = text.index("\n```", opening)
+    return text[opening : closing + 1], text.count("\n", 0, opening) + 1
+
+
+@pytest.fixture
+def env(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The administrator logged in with ``labcloud login``; the client's files kept under ``tmp_path``,
+    and nothing in the environment that points elsewhere."""
+    server.login()
+    monkeypatch.setenv("LABCLOUD_CLIENT_CONFIG", str(server.config))
+    monkeypatch.delenv("LABCLOUD_SERVER", raising=False)
+    monkeypatch.delenv("LABCLOUD_TOKEN", raising=False)
+    work = tmp_path / "notebook"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return server
+
+
+@pytest.fixture
+def client(env: Server) -> Any:
+    with Client.from_env() as c:
+        yield c
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_readme_example_runs_as_written(env: Server) -> None:
+    shutil.copy(SAMPLE_TRACE, "trace.csv")
+    source, line = readme_example()
+    test = doctest.DocTestParser().get_doctest(source, {}, "README.md (Python)", str(README), line - 1)
+    assert len(test.examples) > 20
+    report: list[str] = []
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    result = runner.run(test, out=report.append)
+    assert result.failed == 0, "".join(report)
+    assert json.loads(Path("results/summary.json").read_text())["threshold_sigma"] == 5
+    # what it did is there for the command line too
+    listed = env.json("jobs", "--tag", "study=demo", "--all")
+    assert [job["params"]["threshold"] for job in listed["items"]] == [8, 6, 4, 5]
+
+
+def test_from_env_reads_the_stored_login_and_the_environment(
+    env: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Client.from_env() as client:
+        assert client.server == env.url and client.me().email == ADMIN_EMAIL
+    token = json.loads(env.config.read_text())["token"]
+    monkeypatch.setenv("LABCLOUD_CLIENT_CONFIG", str(tmp_path / "nobody.json"))
+    with pytest.raises(NotLoggedIn):
+        Client.from_env(env.url)
+    monkeypatch.setenv("LABCLOUD_SERVER", env.url)
+    monkeypatch.setenv("LABCLOUD_TOKEN", token)
+    with Client.from_env() as client:
+        assert client.me().is_admin
+    with Client.login(env.url, ADMIN_EMAIL, ADMIN_PASSWORD) as client:
+        assert client.connection.token and client.connection.token != token
+
+
+def test_failures_carry_the_problem_details(client: Client, env: Server, tmp_path: Path) -> None:
+    with pytest.raises(NotFound) as missing:
+        client.app("no-such-app")
+    assert missing.value.status == 404 and missing.value.title == "Not found"
+    assert missing.value.type.endswith("/not-found") and "no-such-app" in missing.value.detail
+    assert missing.value.problem["status"] == 404
+
+    with pytest.raises(ValidationError) as invalid:
+        client.jobs.submit("hello", params={"times": 0, "nobody": 1})
+    assert invalid.value.status == 422
+    assert invalid.value.field is not None and invalid.value.field.startswith("params")
+    assert set(invalid.value.fields) >= {"params.times"}
+    assert all({"loc", "msg"} <= set(e) for e in invalid.value.errors)
+    with pytest.raises(ValidationError) as missing_input:
+        client.jobs.submit("spikes", inputs={"trace": "no/such.csv"})
+    assert missing_input.value.field == "inputs.trace" and "no/such.csv" in str(missing_input.value)
+
+    job = client.jobs.submit("hello", params={"name": "Ada", "times": 1}, wait=True, timeout=120)
+    with pytest.raises(Conflict) as ended:
+        job.cancel()
+    assert "already ended" in ended.value.detail
+
+    # a storage limit: 413 up front, saying how much room is left
+    me = client.me()
+    client.connection.request("PATCH", f"/users/{me.id}", json={"storage_limit_bytes": 1000})
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(5000))
+    with pytest.raises(QuotaExceeded) as full:
+        client.files.upload(big, resume=False)
+    assert full.value.status == 413 and "storage limit" in full.value.detail
+    client.connection.request("PATCH", f"/users/{me.id}", json={"storage_limit_bytes": None})
+
+    with Client(env.url, "lc_not-a-token") as stranger, pytest.raises(Unauthorized) as refused:
+        stranger.apps()
+    assert refused.value.status == 401
+    with Client("http://127.0.0.1:9", "lc_x") as nowhere, pytest.raises(Unreachable) as unreachable:
+        nowhere.apps()
+    assert unreachable.value.status == 0 and "cannot reach" in unreachable.value.detail
+
+
+def test_problem_answers_become_the_kind_their_status_says() -> None:
+    def answer(status: int, body: Any, **headers: str) -> ClientError:
+        request = httpx.Request("GET", "http://server/api/v1/x")
+        return ClientError.from_response(httpx.Response(status, json=body, headers=headers, request=request))
+
+    busy = answer(
+        503,
+        {"type": "t/busy", "title": "Service busy", "status": 503, "detail": "Try again."},
+        **{"Retry-After": "1"},
+    )
+    assert isinstance(busy, ServiceUnavailable) and busy.retry_after == 1.0 and busy.title == "Service busy"
+    throttled = answer(429, {"title": "Too many requests", "detail": "wait"}, **{"Retry-After": "8"})
+    assert isinstance(throttled, RateLimited) and throttled.retry_after == 8.0
+    quota = answer(
+        403, {"type": "https://labcloud.dev/problems/quota-exceeded", "detail": "no CPU hours left"}
+    )
+    assert isinstance(quota, QuotaExceeded)
+    # FastAPI's own shape, should a route answer without the problem handlers
+    raw = answer(422, {"detail": [{"loc": ["body", "name"], "msg": "too long"}]})
+    assert isinstance(raw, ValidationError) and raw.field == "name"
+    proxy = ClientError.from_response(
+        httpx.Response(502, text="<html>Bad Gateway</html>", request=httpx.Request("GET", "http://server/"))
+    )
+    assert proxy.status == 502 and "Bad Gateway" in proxy.detail
+
+
+def test_listing_goes_through_every_page(client: Client) -> None:
+    submitted = [client.jobs.submit("hello", params={"times": 1}, tags={"batch": "pages"}) for _ in range(5)]
+    listed = list(client.jobs.list(tag={"batch": "pages"}, page_size=2))
+    assert [j.id for j in listed] == [j.id for j in reversed(submitted)]  # newest first, over 3 pages
+    first = client.connection.page("/jobs", {"tag": ["batch=pages"], "limit": 2})
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    for job in listed:
+        job.wait(timeout=120)
+    done = list(client.jobs.list(tag="batch=pages", state=["succeeded", "failed"], page_size=3))
+    assert len(done) == 5 and all(j.state == "succeeded" for j in done)
+    assert list(client.jobs.list(tag={"batch": "pages"}, app="spikes")) == []
+
+
+def test_an_interrupted_upload_resumes_where_it_stopped(client: Client, env: Server, tmp_path: Path) -> None:
+    local = tmp_path / "recording.bin"
+    size = 3 * 2**20
+    local.write_bytes(os.urandom(size))
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_halfway(done: int, total: int | None) -> None:
+        if done >= size // 2:
+            raise Interrupted()  # the kernel died, say
+
+    with pytest.raises(Interrupted):
+        client.files.upload(local, to="raw", chunk_size=256 * 1024, progress=stop_halfway)
+    assert len(UploadState()._load()) == 1  # the upload's address is remembered beside the login
+    assert client.files.info("raw/recording.bin") is None
+
+    seen: list[int] = []
+    [stored] = client.files.upload(
+        local, to="raw", chunk_size=256 * 1024, progress=lambda d, t: seen.append(d)
+    )
+    assert seen[0] >= size // 2  # the first report is the bytes the server already held
+    assert stored.path == "raw/recording.bin" and stored.size == size and stored.sha256 == _sha256(local)
+    assert UploadState()._load() == {}
+    back = client.files.download("raw/recording.bin", tmp_path / "back.bin")
+    assert back.read_bytes() == local.read_bytes()
+
+    # folders keep their layout; a local file given as an input is uploaded first
+    folder = tmp_path / "session"
+    (folder / "day1").mkdir(parents=True)
+    (folder / "day1" / "a.txt").write_text("one two three\n")
+    (folder / "notes.txt").write_text("four\n")
+    stored_files = client.files.upload(folder, to="data")
+    assert sorted(f.path for f in stored_files) == ["data/session/day1/a.txt", "data/session/notes.txt"]
+    assert [f.path for f in client.files.list("data/session")] == [
+        "data/session/day1",
+        "data/session/notes.txt",
+    ]
+    trace = tmp_path / "trace.csv"
+    shutil.copy(SAMPLE_TRACE, trace)
+    job = client.jobs.submit("spikes", inputs={"trace": trace}, wait=True, timeout=300)
+    assert job.inputs == {"trace": "inputs/trace.csv"} and job.state == "succeeded", job.message
+    assert client.files.info("inputs/trace.csv").sha256 == _sha256(trace)  # type: ignore[union-attr]
+
+
+def test_a_job_can_be_waited_for_followed_cancelled_and_rerun(client: Client, tmp_path: Path) -> None:
+    job = client.jobs.submit("hello", params={"name": "Ada", "times": 2}, name="greeting")
+    lines = list(job.logs(follow=True))
+    assert "Hello, Ada! (2/2)" in lines
+    assert job.wait(timeout=120, check=True) is job and job.succeeded and job.exit_code == 0
+    history = [event.to_state for event in job.events()]
+    assert history[0] == "queued" and history[-1] == "succeeded"
+    assert "Hello, Ada! (1/2)" in list(job.logs())
+    [archive] = job.download(tmp_path / "all.zip", zip=True)
+    assert archive.stat().st_size > 0
+    again = job.rerun()
+    assert again.rerun_of == job.id and again.id != job.id
+    again.wait(timeout=120)
+    job.delete()
+    with pytest.raises(NotFound):
+        client.jobs.get(job.id)
+
+    slow = client.jobs.submit("lif", params={"duration_ms": 60000, "neurons": 2000})
+    with pytest.raises(WaitTimeout) as late:
+        slow.wait(timeout=0.5)
+    assert isinstance(late.value, TimeoutError) and late.value.job is slow and not slow.ended
+    slow.cancel()
+    assert slow.wait(timeout=120).state == "cancelled"
+
+
+def test_the_async_client(env: Server, tmp_path: Path) -> None:
+    local = tmp_path / "trace.csv"
+    shutil.copy(SAMPLE_TRACE, local)
+
+    async def session() -> None:
+        async with AsyncClient.from_env() as client:
+            assert (await client.me()).email == ADMIN_EMAIL
+            assert "hello" in [app.name for app in await client.apps()]
+            assert (await client.app("hello")).entrypoint().defaults() == {"name": "world", "times": 3}
+            [stored] = await client.files.upload(local, to="async")
+            assert stored.path == "async/trace.csv" and stored.sha256 == _sha256(local)
+            assert [f.path async for f in client.files.list("async")] == ["async/trace.csv"]
+
+            jobs = await asyncio.gather(
+                *(client.jobs.submit("hello", params={"times": 1}, tags={"run": "async"}) for _ in range(3)),
+                client.jobs.submit("spikes", inputs={"trace": "async/trace.csv"}, tags={"run": "async"}),
+            )
+            followed = [line async for line in jobs[0].logs(follow=True)]
+            assert "Hello, world! (1/1)" in followed
+            ended = await asyncio.gather(*(job.wait(timeout=300) for job in jobs))
+            assert [job.state for job in ended] == ["succeeded"] * 4
+            listed = [job.id async for job in client.jobs.list(tag={"run": "async"}, page_size=1)]
+            assert sorted(listed) == sorted(job.id for job in jobs)
+            written = await jobs[3].download(tmp_path / "counted")
+            assert [p.name for p in written] and all(p.exists() for p in written)
+            assert [o.path for o in await jobs[3].outputs()] == [p.name for p in written]
+            got = await client.files.download("async/trace.csv", tmp_path / "back.csv")
+            assert got.read_bytes() == local.read_bytes()
+            with pytest.raises(NotFound):
+                await client.jobs.get("01a24b81-0000-7000-8000-000000000000")
+            with pytest.raises(ValidationError) as invalid:
+                await client.jobs.submit("hello", params={"times": "many"})
+            assert invalid.value.field == "params.times"
+            await client.files.delete("async")
+            assert await client.files.info("async/trace.csv") is None
+
+    asyncio.run(session())
+    with pytest.raises(Unauthorized):
+        asyncio.run(AsyncClient.login(env.url, ADMIN_EMAIL, "wrong-password"))
+
+
+def test_importing_the_client_or_the_commands_does_not_load_httpx() -> None:
+    code = "import sys, labcloud.cli, labcloud.client; print('httpx' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_the_readme_example_is_the_block_the_test_reads() -> None:
+    source, _ = readme_example()
+    assert source.startswith(">>> from labcloud.client import Client")
+    assert re.search(r"client\.close\(\)\n$", source)
