@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labcloud import __version__, web
-from labcloud.api import docs
+from labcloud.api import docs, openapi
 from labcloud.api.errors import install_error_handlers
 from labcloud.api.guard import Utf8Addresses
 from labcloud.api.routers import (
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         docs_url=None,  # served by labcloud.api.docs, from vendored files under a strict CSP
         redoc_url=None,
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
     app.add_middleware(Utf8Addresses)
@@ -70,4 +71,5 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         app.include_router(module.router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
+    openapi.install(app)  # every operation's problems, for client generators
     return app

@@ -8,8 +8,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.registry.models import Resources
 from labcloud.services.job_states import JobState
+
+
+class ResourcesOut(BaseModel):
+    """What one job may use (or an entrypoint's jobs get unless a submission asks otherwise)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    cpus: float = Field(description="CPU cores.")
+    memory_mb: int = Field(description="Memory in MiB; a job that uses more fails with out_of_memory.")
+    gpus: int
+    timeout_s: int = Field(description="Wall time in seconds; a job that runs longer fails with timeout.")
 
 
 class JobSubmit(BaseModel):
@@ -61,7 +71,7 @@ class JobOut(BaseModel):
     max_attempts: int
     params: dict[str, Any]
     inputs: dict[str, str]
-    resources: Resources
+    resources: ResourcesOut
     tags: dict[str, str]
     usage: dict[str, Any]
     spec_hash: str

@@ -4,13 +4,14 @@ container images of an app on this server's engine, and pulling them."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Admin, Ctx, DetachedAdmin, Reader
 from labcloud.api.guard import GuardedRoute
+from labcloud.api.job_schemas import ResourcesOut
 from labcloud.registry import app_to_public
 from labcloud.registry.models import AppSpec
 from labcloud.services import images
@@ -18,7 +19,65 @@ from labcloud.services import images
 router = APIRouter(prefix="/api/v1/apps", tags=["apps"], route_class=GuardedRoute)
 
 
-@router.get("", summary="List apps")
+class InputOut(BaseModel):
+    """A named input of an entrypoint: a file or folder of your space, staged before the job runs."""
+
+    type: Literal["file", "folder"]
+    required: bool
+    description: str
+
+
+class EntrypointOut(BaseModel):
+    """One runnable command of an app version, with what a client needs to build a submit form."""
+
+    available: bool = Field(description="False when this server cannot run it (see unavailable_reason).")
+    unavailable_reason: str | None = Field(description="Why not: e.g. no container engine here.")
+    description: str
+    runtime: Literal["process", "container"]
+    image: str | None = Field(description="The container image, for runtime container.")
+    command: list[str] = Field(description="The command, with {params.X}, {inputs.X} and {output} in it.")
+    parameters: dict[str, Any] = Field(description="The JSON Schema params are checked against at submit.")
+    inputs: dict[str, InputOut]
+    outputs: list[str] = Field(description="The files it is expected to write.")
+    resources: ResourcesOut = Field(description="What a job gets unless the submission asks otherwise.")
+    env: list[str] = Field(description="Environment variables a submission may set.")
+    network: bool = Field(description="Whether its jobs may reach the network.")
+    labels: dict[str, str] = Field(description="Worker labels its jobs need (e.g. platform=spinnaker).")
+    spec_hash: str = Field(description="The SHA-256 of the spec; every job records the one it ran with.")
+
+
+class VersionOut(BaseModel):
+    entrypoints: dict[str, EntrypointOut]
+    default_entrypoint: str | None = Field(description="The one a submission without entrypoint runs.")
+
+
+class AppOut(BaseModel):
+    """An app of the registry: its versions, newest first, and their entrypoints."""
+
+    name: str
+    title: str
+    description: str
+    latest_version: str
+    version_order: list[str] = Field(description="The versions, newest first (JSON objects keep no order).")
+    versions: dict[str, VersionOut]
+
+
+class LoadProblemOut(BaseModel):
+    """An app file of the registry that did not load."""
+
+    path: str
+    line: int | None
+    message: str
+
+
+class AppList(BaseModel):
+    items: list[AppOut]
+    problems: list[LoadProblemOut] | None = Field(
+        None, description="Admins only: the app files that failed to load, and why."
+    )
+
+
+@router.get("", response_model=AppList, response_model_exclude_unset=True, summary="List apps")
 def list_apps(principal: Reader, ctx: Ctx) -> dict[str, Any]:
     """Every app with its versions, entrypoints, parameter schemas and inputs. Admins also see the
     registry files that failed to load, and why."""
@@ -32,7 +91,7 @@ def list_apps(principal: Reader, ctx: Ctx) -> dict[str, Any]:
     return body
 
 
-@router.get("/{app}", summary="One app")
+@router.get("/{app}", response_model=AppOut, summary="One app")
 def get_app(app: str, _principal: Reader, ctx: Ctx) -> dict[str, Any]:
     found = ctx.apps.get(app)
     return app_to_public(found, ctx.container_problem() if _in_containers(found) else None)
@@ -80,7 +139,12 @@ class PullOut(BaseModel):
     results: list[PullResultOut]
 
 
-@router.get("/{app}/images", response_model=ImagesOut, summary="Admin: an app's images on this server")
+@router.get(
+    "/{app}/images",
+    response_model=ImagesOut,
+    operation_id="list_app_images",
+    summary="Admin: an app's images on this server",
+)
 def app_images(app: str, _admin: Admin, ctx: Ctx) -> ImagesOut:
     """Which images of the app's container entrypoints this server's engine holds (jobs never pull)."""
     found = ctx.apps.get(app)
@@ -89,7 +153,12 @@ def app_images(app: str, _admin: Admin, ctx: Ctx) -> ImagesOut:
     return ImagesOut(app=found.name, items=[ImageOut(**dataclasses.asdict(s)) for s in states])
 
 
-@router.post("/{app}/pull", response_model=PullOut, summary="Admin: pull an app version's images")
+@router.post(
+    "/{app}/pull",
+    response_model=PullOut,
+    operation_id="pull_app_images",
+    summary="Admin: pull an app version's images",
+)
 def pull(app: str, admin: DetachedAdmin, ctx: Ctx, body: PullIn | None = None) -> PullOut:
     """Pull the images of one version (the latest by default) on this server's engine, each once, with the
     configured registry credentials. Answers when every pull has ended: a pull that failed is a result

@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from labcloud.api.deps import Ctx, DbSession
 from labcloud.api.guard import GuardedRoute
+from labcloud.api.openapi import problems
 from labcloud.api.schemas import LoginOut, SignUp, UserOut
 from labcloud.errors import Forbidden
 from labcloud.services import tokens, users
@@ -16,7 +17,9 @@ from labcloud.services import tokens, users
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=GuardedRoute)
 
 
-@router.post("/login", response_model=LoginOut, summary="Log in with email and password")
+@router.post(
+    "/login", response_model=LoginOut, responses=problems(401, 429), summary="Log in with email and password"
+)
 def login(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
@@ -30,7 +33,13 @@ def login(
     return LoginOut(access_token=token, expires_in=lifetime)
 
 
-@router.post("/register", response_model=UserOut, status_code=status.HTTP_201_CREATED, summary="Sign up")
+@router.post(
+    "/register",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(403, 409),
+    summary="Sign up",
+)
 def register(body: SignUp, session: DbSession, ctx: Ctx) -> UserOut:
     """Create an account yourself. Only when the installation has open sign-up; otherwise admins invite."""
     if not ctx.settings.open_signup:

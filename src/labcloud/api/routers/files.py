@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from labcloud.api.deps import Ctx, DbSession, PageLimit, Reader, StreamReader, StreamWriter, Writer
 from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.guard import GuardedRoute
+from labcloud.api.openapi import BINARY, file_download_responses, problems
 from labcloud.errors import InvalidInput
 from labcloud.services import direct_uploads, file_store
 from labcloud.services import files as file_service
@@ -66,7 +67,12 @@ def list_files(
     return FilePage(items=[_out(e) for e in items], next_cursor=next_cursor)
 
 
-@router.get("/me/storage", response_model=UsageOut, summary="How much of your storage limit you use")
+@router.get(
+    "/me/storage",
+    response_model=UsageOut,
+    operation_id="get_storage_usage",
+    summary="How much of your storage limit you use",
+)
 def storage_usage(principal: Reader, session: DbSession, ctx: Ctx) -> UsageOut:
     used, limit = file_service.usage(session, ctx.settings, principal.user.id)
     return UsageOut(
@@ -74,7 +80,13 @@ def storage_usage(principal: Reader, session: DbSession, ctx: Ctx) -> UsageOut:
     )
 
 
-@router.post("/files:move", response_model=FileOut, summary="Move or rename a file or folder")
+@router.post(
+    "/files:move",
+    response_model=FileOut,
+    operation_id="move_file",
+    responses=problems(409),
+    summary="Move or rename a file or folder",
+)
 def move(body: MoveIn, principal: Writer, ctx: Ctx) -> FileOut:
     return _out(file_service.move(ctx.db, principal.user.id, body.from_, body.to))
 
@@ -83,6 +95,8 @@ def move(body: MoveIn, principal: Writer, ctx: Ctx) -> FileOut:
     "/files/{path:anypath}",
     status_code=status.HTTP_201_CREATED,
     response_model=FileOut,
+    operation_id="upload_file",
+    responses=problems(413),
     summary="Upload a file (raw body, or a multipart form with one file)",
 )
 async def upload(path: str, request: Request, principal: StreamWriter, ctx: Ctx) -> FileOut:
@@ -133,7 +147,22 @@ async def _receive_form(request: Request, ctx: Ctx, room: int | None) -> Any:
         await form.close()
 
 
-@router.get("/files/{path:anypath}", summary="Download a file, or a folder as a zip")
+@router.get(
+    "/files/{path:anypath}",
+    response_class=Response,
+    operation_id="download_file",
+    responses={
+        **file_download_responses(),
+        200: {
+            "description": "The file's bytes (its ETag is its SHA-256), or a folder as a zip.",
+            "content": {
+                "application/octet-stream": {"schema": BINARY},
+                "application/zip": {"schema": BINARY},
+            },
+        },
+    },
+    summary="Download a file, or a folder as a zip",
+)
 def download(path: str, request: Request, principal: StreamReader, ctx: Ctx) -> Response:
     """Files support `Range` and `If-None-Match` (the ETag is the SHA-256). With S3 storage the answer is
     a redirect to a short-lived presigned URL. A folder comes as a zip built while it streams."""
@@ -146,7 +175,10 @@ def download(path: str, request: Request, principal: StreamReader, ctx: Ctx) -> 
 
 
 @router.delete(
-    "/files/{path:anypath}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a file or folder"
+    "/files/{path:anypath}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="delete_file",
+    summary="Delete a file or folder",
 )
 def delete(path: str, principal: Writer, ctx: Ctx) -> Response:
     file_service.delete_path(ctx.db, ctx.storage, principal.user.id, path)
@@ -194,6 +226,7 @@ class CompleteIn(BaseModel):
     "/direct-uploads",
     status_code=status.HTTP_201_CREATED,
     response_model=DirectUploadOut,
+    responses=problems(409),
     summary="Start an upload straight to S3 storage: presigned URLs, one per part",
 )
 def start_direct_upload(body: DirectUploadIn, principal: Writer, ctx: Ctx) -> DirectUploadOut:

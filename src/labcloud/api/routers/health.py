@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from labcloud import __version__
 from labcloud.api.deps import Ctx
 from labcloud.api.errors import problem
 from labcloud.api.guard import GuardedRoute
+from labcloud.api.openapi import problems
 
 router = APIRouter(tags=["health"], route_class=GuardedRoute)
 log = logging.getLogger(__name__)
 
 
-@router.get("/healthz", summary="The process is alive")
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str = Field(description="labcloud's version.")
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    database: str = Field(description="sqlite or postgresql")
+    storage: str = Field(description="The file store: local or s3.")
+    dispatching: bool = Field(description="This replica dispatches jobs (of several, exactly one does).")
+
+
+@router.get("/healthz", response_model=HealthOut, summary="The process is alive")
 def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="The service can reach its database and its file store")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses=problems(503),
+    summary="The service can reach its database and its file store",
+)
 def readyz(ctx: Ctx) -> JSONResponse:
     try:
         ctx.db.ping()

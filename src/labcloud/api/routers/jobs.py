@@ -13,6 +13,7 @@ from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, Str
 from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
+from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
 from labcloud.errors import InvalidInput, NotFound
@@ -32,7 +33,13 @@ def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
     return out
 
 
-@router.post("", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Submit a job")
+@router.post(
+    "",
+    response_model=JobDetail,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="submit_job",
+    summary="Submit a job",
+)
 def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     job = ctx.submit(session, principal.user, job_service.Submission(**body.model_dump()))
     return _out(job, ctx, detail=True)
@@ -88,33 +95,67 @@ def get_job(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) 
     return _out(job_service.get_job(session, principal.user, job_id), ctx, detail=True)
 
 
-@router.post("/{job_id}/cancel", response_model=JobDetail, summary="Cancel a job")
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobDetail,
+    operation_id="cancel_job",
+    responses=problems(409),
+    summary="Cancel a job",
+)
 def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     """A queued job is cancelled at once; a running one becomes `cancelling` until its process is gone."""
     return _out(ctx.cancel(session, principal.user, job_id), ctx, detail=True)
 
 
 @router.post(
-    "/{job_id}/rerun", response_model=JobDetail, status_code=status.HTTP_201_CREATED, summary="Run again"
+    "/{job_id}/rerun",
+    response_model=JobDetail,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="rerun_job",
+    summary="Run again",
 )
 def rerun(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     return _out(ctx.rerun(session, principal.user, job_id), ctx, detail=True)
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an ended job")
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="delete_job",
+    responses=problems(409),
+    summary="Delete an ended job",
+)
 def delete(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> Response:
     """Removes the job, its history, log and outputs. Only for jobs that have ended."""
     ctx.delete_job(session, principal.user, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{job_id}/events", response_model=list[JobEventOut], summary="The job's history")
+@router.get(
+    "/{job_id}/events",
+    response_model=list[JobEventOut],
+    operation_id="list_job_events",
+    summary="The job's history",
+)
 def events(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[JobEventOut]:
     job = job_service.get_job(session, principal.user, job_id)
     return [JobEventOut.model_validate(e) for e in job_service.events(session, job)]
 
 
-@router.get("/{job_id}/logs", summary="The job's log; ?follow=true streams it live (server-sent events)")
+@router.get(
+    "/{job_id}/logs",
+    response_class=PlainTextResponse,
+    operation_id="get_job_log",
+    responses={
+        200: {
+            "description": "The log as text; with follow=true a stream of server-sent events: `log` events "
+            "(one `data:` line a log line, `id:` the byte offset to resume from) and a last `end` event "
+            "with the job's state.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+    summary="The job's log; ?follow=true streams it live (server-sent events)",
+)
 async def logs(
     job_id: uuid.UUID,
     request: Request,
@@ -140,7 +181,12 @@ def _outputs(session: DbSession, principal: Reader, job_id: uuid.UUID) -> tuple[
     return job, files.job_outputs(session, job.owner_id, job.id)
 
 
-@router.get("/{job_id}/outputs", response_model=list[OutputFile], summary="The job's output files")
+@router.get(
+    "/{job_id}/outputs",
+    response_model=list[OutputFile],
+    operation_id="list_job_outputs",
+    summary="The job's output files",
+)
 def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[OutputFile]:
     """Paths are relative to the job's folder in your space, ``jobs/{job_id}/``."""
     _, rows = _outputs(session, principal, job_id)
@@ -148,7 +194,13 @@ def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[Ou
     return [OutputFile(path=r.path[start:], size=r.size, sha256=r.sha256) for r in rows]
 
 
-@router.get("/{job_id}/outputs.zip", summary="All outputs as one zip, streamed while it is built")
+@router.get(
+    "/{job_id}/outputs.zip",
+    response_class=Response,
+    operation_id="download_job_outputs_zip",
+    responses={200: binary("application/zip", "The outputs, as a zip.")},
+    summary="All outputs as one zip, streamed while it is built",
+)
 def outputs_zip(job_id: uuid.UUID, principal: StreamReader, ctx: Ctx) -> StreamingResponse:
     with ctx.db.session() as session:  # not held while the zip streams
         _, rows = _outputs(session, principal, job_id)
@@ -157,7 +209,13 @@ def outputs_zip(job_id: uuid.UUID, principal: StreamReader, ctx: Ctx) -> Streami
     )
 
 
-@router.get("/{job_id}/outputs/{path:anypath}", summary="Download one output file")
+@router.get(
+    "/{job_id}/outputs/{path:anypath}",
+    response_class=Response,
+    operation_id="download_job_output",
+    responses=file_download_responses(),
+    summary="Download one output file",
+)
 def output_file(
     job_id: uuid.UUID, path: str, request: Request, principal: StreamReader, ctx: Ctx
 ) -> Response:

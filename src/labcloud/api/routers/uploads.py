@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from labcloud.api import tus
 from labcloud.api.deps import Ctx, StreamReader, StreamWriter
+from labcloud.api.openapi import headers_only, problems
 from labcloud.errors import LabcloudError
 from labcloud.runtime import Runtime
 from labcloud.services import uploads
@@ -51,7 +52,22 @@ async def _write(
     )
 
 
-@router.options("", status_code=204, summary="What this tus server supports")
+@router.options(
+    "",
+    status_code=204,
+    response_class=Response,
+    operation_id="get_upload_capabilities",
+    responses={
+        204: headers_only(
+            "What this server supports.",
+            Tus_Version="The tus versions: 1.0.0.",
+            Tus_Extension="creation, creation-with-upload, termination, checksum, expiration.",
+            Tus_Max_Size="The largest upload, in bytes.",
+            Tus_Checksum_Algorithm="The checksums a chunk may carry: sha1, md5, sha256.",
+        )
+    },
+    summary="What this tus server supports",
+)
 def capabilities(ctx: Ctx) -> Response:
     """Tus-Version, Tus-Extension, Tus-Max-Size and Tus-Checksum-Algorithm. No login needed."""
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=tus.capabilities(ctx.settings))
@@ -62,7 +78,23 @@ def capabilities_of_upload(upload_id: str, ctx: Ctx) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=tus.capabilities(ctx.settings))
 
 
-@router.post("", status_code=201, summary="Start a resumable upload (tus creation)")
+@router.post(
+    "",
+    status_code=201,
+    response_class=Response,
+    operation_id="create_upload",
+    responses={
+        201: headers_only(
+            "The upload exists; send its bytes to its Location.",
+            Location="The upload's URL.",
+            Upload_Offset="The bytes the server holds (those of a first chunk sent along).",
+            Upload_Expires="When an unfinished upload is dropped.",
+            Labcloud_File_Sha256="Once the file is stored (empty, or all of it sent along): its SHA-256.",
+        ),
+        **problems(400, 409, 412, 413),
+    },
+    summary="Start a resumable upload (tus creation)",
+)
 async def create(request: Request, principal: StreamWriter, ctx: Ctx) -> Response:
     """Headers: ``Upload-Length``, ``Upload-Metadata`` with ``path`` (or ``filename``), base64. The path,
     its folder and your storage room are checked now (400, 409, 413). A body with Content-Type
@@ -89,7 +121,23 @@ async def create(request: Request, principal: StreamWriter, ctx: Ctx) -> Respons
     return Response(status_code=status.HTTP_201_CREATED, headers=headers)
 
 
-@router.head("/{upload_id}", name="upload_offset", summary="Where to resume an upload")
+@router.head(
+    "/{upload_id}",
+    name="upload_offset",
+    response_class=Response,
+    operation_id="get_upload_offset",
+    responses={
+        200: headers_only(
+            "Where the upload stands.",
+            Upload_Offset="The bytes the server holds: resume from here.",
+            Upload_Length="The upload's size.",
+            Upload_Expires="When it is dropped unless finished.",
+            Upload_Metadata="The metadata it was created with.",
+        ),
+        **problems(410, 412),
+    },
+    summary="Where to resume an upload",
+)
 def offset(upload_id: str, request: Request, principal: StreamReader, ctx: Ctx) -> Response:
     """``Upload-Offset`` (bytes the server holds), ``Upload-Length``, ``Upload-Expires``, ``Upload-Metadata``.
     404 for an unknown upload (or a finished one, or another user's), 410 once expired."""
@@ -98,7 +146,23 @@ def offset(upload_id: str, request: Request, principal: StreamReader, ctx: Ctx) 
     return Response(status_code=status.HTTP_200_OK, headers=tus.offset_headers(info))
 
 
-@router.patch("/{upload_id}", status_code=204, summary="Send the next chunk of an upload")
+@router.patch(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    operation_id="append_to_upload",
+    responses={
+        204: headers_only(
+            "The chunk is stored; the last one publishes the file.",
+            Upload_Offset="The bytes the server holds now.",
+            Labcloud_File_Path="Once the file is stored: its path in your space, percent-encoded.",
+            Labcloud_File_Size="Once the file is stored: its size.",
+            Labcloud_File_Sha256="Once the file is stored: its SHA-256.",
+        ),
+        **problems(400, 409, 410, 412, 413, 415, 460),
+    },
+    summary="Send the next chunk of an upload",
+)
 async def append(upload_id: str, request: Request, principal: StreamWriter, ctx: Ctx) -> Response:
     """``Content-Type: application/offset+octet-stream`` (else 415), ``Upload-Offset`` equal to the
     server's (else 409), optional ``Upload-Checksum`` of this chunk (460 on mismatch; the chunk is dropped).
@@ -112,7 +176,14 @@ async def append(upload_id: str, request: Request, principal: StreamWriter, ctx:
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=tus.written_headers(result))
 
 
-@router.delete("/{upload_id}", status_code=204, summary="Abandon an upload (tus termination)")
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    operation_id="terminate_upload",
+    responses=problems(410, 412),
+    summary="Abandon an upload (tus termination)",
+)
 def terminate(upload_id: str, request: Request, principal: StreamWriter, ctx: Ctx) -> Response:
     tus.check_version(request.headers.get("tus-resumable"))
     uploads.terminate(ctx.db, ctx.settings, principal.user.id, tus.parse_id(upload_id))

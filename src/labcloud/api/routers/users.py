@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from labcloud import security
 from labcloud.api.deps import Admin, AppSettings, DbSession, PageCursor, PageLimit
 from labcloud.api.guard import GuardedRoute
+from labcloud.api.openapi import problems
 from labcloud.api.schemas import PageOut, UserCreate, UserCreated, UserOut, UserUpdate
 from labcloud.services import users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
@@ -28,7 +29,13 @@ def list_users(
     return PageOut[UserOut].of(page, UserOut.model_validate)
 
 
-@router.post("", response_model=UserCreated, status_code=status.HTTP_201_CREATED, summary="Invite a user")
+@router.post(
+    "",
+    response_model=UserCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
+    summary="Invite a user",
+)
 def create_user(body: UserCreate, _admin: Admin, session: DbSession, settings: AppSettings) -> UserCreated:
     """Without a password one is generated and returned once, to hand to the new user."""
     generated = security.generate_password() if body.password is None else None
@@ -50,7 +57,12 @@ def get_user(user_id: uuid.UUID, _admin: Admin, session: DbSession) -> UserOut:
     return UserOut.model_validate(users.get_user(session, user_id))
 
 
-@router.patch("/{user_id}", response_model=UserOut, summary="Change, promote or deactivate a user")
+@router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    responses=problems(409),
+    summary="Change, promote or deactivate a user",
+)
 def update_user(
     user_id: uuid.UUID, body: UserUpdate, _admin: Admin, session: DbSession, settings: AppSettings
 ) -> UserOut:

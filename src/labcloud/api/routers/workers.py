@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Admin, Ctx, DbSession, PageCursor, PageLimit
 from labcloud.api.guard import GuardedRoute
+from labcloud.api.openapi import problems
 from labcloud.db.models import Worker
 from labcloud.services import workers
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
@@ -71,7 +72,12 @@ def _out(worker: Worker, ctx: Ctx, running: list[uuid.UUID]) -> dict[str, Any]:
 
 
 @router.post(
-    "", response_model=WorkerCreated, status_code=status.HTTP_201_CREATED, summary="Register a worker"
+    "",
+    response_model=WorkerCreated,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="register_worker",
+    responses=problems(409),
+    summary="Register a worker",
 )
 def create(body: WorkerIn, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerCreated:
     """Run `labcloud worker --server URL` with the returned token (env `LABCLOUD_WORKER_TOKEN`)."""
@@ -79,7 +85,12 @@ def create(body: WorkerIn, _admin: Admin, session: DbSession, ctx: Ctx) -> Worke
     return WorkerCreated(**_out(worker, ctx, []), token=token)
 
 
-@router.get("", response_model=WorkerPage, summary="Workers with state, heartbeat, capacity and jobs")
+@router.get(
+    "",
+    response_model=WorkerPage,
+    operation_id="list_workers",
+    summary="Workers with state, heartbeat, capacity and jobs",
+)
 def list_all(
     _admin: Admin,
     session: DbSession,
@@ -95,20 +106,28 @@ def list_all(
     )
 
 
-@router.get("/{worker_id}", response_model=WorkerOut, summary="One worker")
+@router.get("/{worker_id}", response_model=WorkerOut, operation_id="get_worker", summary="One worker")
 def get_one(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
     worker = workers.get(session, worker_id)
     return WorkerOut(**_out(worker, ctx, workers.running_jobs(session, [worker.id]).get(worker.id, [])))
 
 
-@router.post("/{worker_id}/drain", response_model=WorkerOut, summary="Finish current jobs, take no more")
+@router.post(
+    "/{worker_id}/drain",
+    response_model=WorkerOut,
+    operation_id="drain_worker",
+    summary="Finish current jobs, take no more",
+)
 def drain(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
     worker = workers.drain(session, workers.get(session, worker_id))
     return WorkerOut(**_out(worker, ctx, workers.running_jobs(session, [worker.id]).get(worker.id, [])))
 
 
 @router.post(
-    "/{worker_id}/revoke", response_model=WorkerOut, summary="Revoke the token; its jobs are re-queued"
+    "/{worker_id}/revoke",
+    response_model=WorkerOut,
+    operation_id="revoke_worker",
+    summary="Revoke the token; its jobs are re-queued",
 )
 def revoke(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
     return WorkerOut(**_out(ctx.revoke_worker(session, worker_id), ctx, []))

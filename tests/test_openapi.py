@@ -1,0 +1,167 @@
+"""The OpenAPI document is made for client generators: readable and unique operation ids, a response schema
+on every operation, and the problem+json errors each one can answer declared; and what the routes answer
+is what the document says."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Account
+from labcloud.api.app import create_app
+from labcloud.api.openapi import Problem
+from labcloud.client import models
+from labcloud.registry import app_to_public
+from labcloud.settings import Settings
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
+READABLE = re.compile(r"^[a-z]+(_[a-z0-9]+)*$")
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The document as a fresh app generates it (no database needed), with FastAPI's warnings kept."""
+    home = tmp_path_factory.mktemp("openapi") / "home"
+    app = create_app(Settings(home=home, secret_key="openapi-" + "x" * 40), dispatch=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        doc = app.openapi()
+    assert not [str(w.message) for w in caught if "Operation ID" in str(w.message)]
+    return doc
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, op)
+        for path, ops in document["paths"].items()
+        for method, op in ops.items()
+        if method in METHODS
+    ]
+
+
+def test_operation_ids_are_unique_and_read_well(document: dict[str, Any]) -> None:
+    ids = [op["operationId"] for _, _, op in operations(document)]
+    assert len(ids) == len(set(ids)) > 50
+    for method, path, op in operations(document):
+        name = op["operationId"]
+        assert READABLE.match(name), (method, path, name)
+        assert "api_v1" not in name and not name.endswith(tuple(f"_{m}" for m in METHODS)), name
+        assert name.startswith("worker_") == path.startswith("/api/v1/worker/"), name
+    by_route = {(method, path): op["operationId"] for method, path, op in operations(document)}
+    assert by_route[("post", "/api/v1/jobs")] == "submit_job"
+    assert by_route[("get", "/api/v1/jobs")] == "list_jobs"
+    assert by_route[("get", "/api/v1/jobs/{job_id}")] == "get_job"
+    assert by_route[("post", "/api/v1/jobs/{job_id}/cancel")] == "cancel_job"
+    assert by_route[("get", "/api/v1/jobs/{job_id}/logs")] == "get_job_log"
+    assert by_route[("get", "/api/v1/apps")] == "list_apps"
+    assert by_route[("get", "/api/v1/apps/{app}")] == "get_app"
+    assert by_route[("put", "/api/v1/files/{path}")] == "upload_file"
+    assert by_route[("get", "/api/v1/files/{path}")] == "download_file"
+    assert by_route[("post", "/api/v1/uploads")] == "create_upload"
+    assert by_route[("post", "/api/v1/workers")] == "register_worker"
+    assert by_route[("post", "/api/v1/worker/claim")] == "worker_claim"
+    # the form body of the login is named after its operation too
+    assert "Body_login" in document["components"]["schemas"]
+
+
+def test_every_operation_declares_its_problems(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert set(schemas["Problem"]["required"]) == {"type", "title", "status", "detail"}
+    assert schemas["Problem"]["properties"]["errors"]["anyOf"][0]["items"]["$ref"].endswith("/ProblemField")
+    assert "HTTPValidationError" not in schemas  # FastAPI's own shape, which this API never answers
+
+    def problem(op: dict[str, Any], status: str) -> bool:
+        content = op["responses"].get(status, {}).get("content", {})
+        return content.get("application/problem+json", {}).get("schema", {}).get("$ref") == PROBLEM_REF
+
+    for method, path, op in operations(document):
+        where = f"{method} {path}"
+        assert problem(op, "default"), where
+        if op.get("security"):
+            assert problem(op, "401"), where
+            assert problem(op, "403") != path.startswith("/api/v1/worker/"), where
+        if any(p["in"] == "path" for p in op.get("parameters", [])):
+            assert problem(op, "404"), where
+        if op.get("parameters") or op.get("requestBody"):
+            assert problem(op, "422"), where
+        if op.get("requestBody"):
+            assert problem(op, "413"), where
+        for status in op["responses"]:
+            if status.startswith(("4", "5")) and status != "409":  # a worker's 409 may be plain JSON
+                assert problem(op, status), f"{where} {status}"
+
+    by_id = {op["operationId"]: op for _, _, op in operations(document)}
+    assert problem(by_id["login"], "401") and problem(by_id["login"], "429")
+    for name in (
+        "cancel_job",
+        "delete_job",
+        "move_file",
+        "create_user",
+        "register_worker",
+        "append_to_upload",
+    ):
+        assert problem(by_id[name], "409"), name
+    assert problem(by_id["append_to_upload"], "460") and problem(by_id["upload_file"], "413")
+    assert not by_id["get_upload_capabilities"].get("security")  # tus clients ask before logging in
+    assert set(by_id["get_upload_capabilities"]["responses"]) == {"204", "default"}
+
+
+def test_the_problems_answered_are_the_declared_schema(client: TestClient, user: Account) -> None:
+    answers = [
+        client.get("/api/v1/jobs/01a24b81-0000-7000-8000-000000000000", headers=user.headers),
+        client.get("/api/v1/jobs/not-a-uuid", headers=user.headers),
+        client.post("/api/v1/jobs", json={"app": "hello", "params": {"times": 0}}, headers=user.headers),
+        client.get("/api/v1/apps"),
+        client.get("/api/v1/users", headers=user.headers),
+    ]
+    assert [a.status_code for a in answers] == [404, 422, 422, 401, 403]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = Problem.model_validate(answer.json())
+        assert problem.status == answer.status_code and problem.detail
+    assert Problem.model_validate(answers[2].json()).errors[0].loc == ["body", "params", "times"]  # type: ignore[index]
+
+
+def test_the_apps_routes_answer_exactly_what_the_registry_shows(
+    client: TestClient, app: Any, admin: Account, user: Account
+) -> None:
+    ctx = app.state.ctx
+    engine_problem = ctx.container_problem()  # the container apps say why they cannot run here, if so
+    listed = client.get("/api/v1/apps", headers=user.headers).json()
+    assert listed == {
+        "items": [app_to_public(spec, engine_problem) for spec in ctx.apps.apps()]
+    }  # no problems
+    spikes = client.get("/api/v1/apps/spikes", headers=user.headers).json()
+    assert spikes == app_to_public(ctx.apps.get("spikes"))
+    as_admin = client.get("/api/v1/apps", headers=admin.headers).json()
+    assert as_admin["problems"] == [] and as_admin["items"] == listed["items"]
+
+
+def test_the_python_clients_models_have_the_fields_the_document_gives(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    pairs = {
+        models.App: "AppOut",
+        models.AppVersion: "VersionOut",
+        models.Entrypoint: "EntrypointOut",
+        models.InputSlot: "InputOut",
+        models.Resources: "ResourcesOut",
+        models.JobInfo: "JobDetail",
+        models.JobEvent: "JobEventOut",
+        models.OutputFile: "OutputFile",
+        models.FileInfo: "FileOut",
+        models.User: "UserOut",
+        models.StorageUsage: "UsageOut",
+    }
+    for model, name in pairs.items():
+        assert set(model.model_fields) == set(schemas[name]["properties"]), (model.__name__, name)
+
+
+def test_the_served_document_is_the_same(client: TestClient, document: dict[str, Any]) -> None:
+    served = client.get("/api/v1/openapi.json").json()
+    assert served["paths"].keys() == document["paths"].keys()
+    assert served["components"]["schemas"]["Problem"] == document["components"]["schemas"]["Problem"]
