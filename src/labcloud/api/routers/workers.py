@@ -116,6 +116,7 @@ def get_one(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -
     "/{worker_id}/drain",
     response_model=WorkerOut,
     operation_id="drain_worker",
+    responses=problems(409),
     summary="Finish current jobs, take no more",
 )
 def drain(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
