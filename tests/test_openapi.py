@@ -18,6 +18,8 @@ from labcloud.client import models
 from labcloud.registry import app_to_public
 from labcloud.settings import Settings
 
+pytestmark = pytest.mark.db_agnostic  # the document and the answers do not depend on the database
+
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 READABLE = re.compile(r"^[a-z]+(_[a-z0-9]+)*$")
 PROBLEM_REF = "#/components/schemas/Problem"

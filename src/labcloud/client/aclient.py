@@ -92,9 +92,10 @@ class AsyncJob(JobInfo):
             with download_progress(progress, target.name, None) as moved:
                 await self._connection.download(calls.outputs_zip(self.id), target, moved)
             return [target]
-        total = sum(o.size for o in await self.outputs())
+        outputs = await self._connection.call(calls.outputs(self.id))
+        total = sum(int(o["size"]) for o in outputs)
         with download_progress(progress, f"outputs of {self.id}", total) as moved:
-            written = await self._connection.download_outputs(self.id, target, moved)
+            written = await self._connection.download_outputs(self.id, target, moved, outputs)
         return [Path(item["local"]) for item in written]
 
     async def cancel(self) -> AsyncJob:

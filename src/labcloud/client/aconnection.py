@@ -14,7 +14,8 @@ import httpx
 
 from labcloud.client import calls
 from labcloud.client.config import UPLOAD_CHUNK, UPLOAD_RETRIES
-from labcloud.client.connection import CHUNK, ConnectionBase, PartialFile, check_download, inside
+from labcloud.client.connection import ConnectionBase, unreadable
+from labcloud.client.downloads import CHUNK, PartialFile, check_download, inside
 from labcloud.client.errors import ClientError, NotFound
 from labcloud.client.jobs import waiting
 from labcloud.client.sse import LogFollow, SseEvent, SseParser
@@ -23,6 +24,7 @@ from labcloud.client.uploads import (
     Append,
     Create,
     Lookup,
+    Note,
     Offset,
     Progress,
     UploadUrls,
@@ -126,7 +128,7 @@ class AsyncConnection(ConnectionBase):
         urls: UploadUrls | None = None,
         chunk_size: int = UPLOAD_CHUNK,
         retries: int = UPLOAD_RETRIES,
-        on_note: Any = None,
+        on_note: Note | None = None,
     ) -> dict[str, Any]:
         """Upload a local file to ``remote`` in the user's space, resumably (tus)."""
         run = self._upload(local, remote, on_progress, urls, chunk_size, retries, on_note, None)
@@ -161,9 +163,10 @@ class AsyncConnection(ConnectionBase):
                         retries=retries,
                         on_note=watch.note,
                     )
-                except ClientError as exc:
-                    watch.failed(index, exc)
-                    return exc
+                except (ClientError, OSError) as exc:
+                    error = exc if isinstance(exc, ClientError) else unreadable(local, exc)
+                    watch.failed(index, error)
+                    return error
                 watch.finished(index, stored)
                 return stored
 
@@ -209,11 +212,16 @@ class AsyncConnection(ConnectionBase):
                 return part.commit()
 
     async def download_outputs(
-        self, job_id: str, root: Path, on_progress: Progress | None = None
+        self,
+        job_id: str,
+        root: Path,
+        on_progress: Progress | None = None,
+        outputs: list[dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Every output of the job into ``root`` (keeping its path), each checked by its SHA-256."""
+        """Every output of the job (``outputs``, when they were just read) into ``root``, keeping its path,
+        each checked by its SHA-256."""
         written: list[dict[str, Any]] = []
-        for item in await self.call(calls.outputs(job_id)):
+        for item in await self.call(calls.outputs(job_id)) if outputs is None else outputs:
             target = inside(root, item["path"])
             size = await self.download(calls.output(job_id, item["path"]), target, on_progress)
             check_download(target, item["path"], item.get("sha256"))

@@ -33,6 +33,7 @@ from labcloud.client.uploads import plan_uploads
 __all__ = ["Client", "Files", "Job", "Jobs"]
 
 LocalPath = str | PathLike[str]
+# (named, because in the classes below ``list`` is a method's name)
 StoredFiles = list[StoredFile]
 Paths = list[Path]
 M = TypeVar("M", bound=JobInfo)
@@ -41,16 +42,12 @@ M = TypeVar("M", bound=JobInfo)
 # ------------------------------------------------------------------------------- shared by both clients
 
 
-def require_token(token: str | None, server: str) -> None:
-    if not token:
-        raise NotLoggedIn(0, f"not logged in to {server}: run labcloud login, or set LABCLOUD_TOKEN")
-
-
 def from_environment(server: str | None) -> tuple[str, str]:
     """The server and token: ``server`` or ``LABCLOUD_SERVER`` or the stored login's; ``LABCLOUD_TOKEN`` or
     the token ``labcloud login`` stored for that server."""
     target = resolve(ClientConfig.load(), server)
-    require_token(target.token, target.server)
+    if not target.token:
+        raise NotLoggedIn(0, f"not logged in to {target.server}: run labcloud login, or set LABCLOUD_TOKEN")
     return target.server, target.token
 
 
@@ -158,9 +155,10 @@ class Job(JobInfo):
             with download_progress(progress, target.name, None) as moved:
                 self._connection.download_zip(self.id, target, moved)
             return [target]
-        total = sum(o.size for o in self.outputs())
+        outputs = self._connection.outputs(self.id)
+        total = sum(int(o["size"]) for o in outputs)
         with download_progress(progress, f"outputs of {self.id}", total) as moved:
-            written = self._connection.download_outputs(self.id, target, moved)
+            written = self._connection.download_outputs(self.id, target, moved, outputs=outputs)
         return [Path(item["local"]) for item in written]
 
     def cancel(self) -> Job:

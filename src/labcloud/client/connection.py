@@ -21,7 +21,7 @@ import httpx
 
 from labcloud.client import calls
 from labcloud.client.config import UPLOAD_CHUNK, UPLOAD_RETRIES, normalise_server
-from labcloud.client.downloads import PartialFile, check_download, inside
+from labcloud.client.downloads import CHUNK, PartialFile, check_download, inside
 from labcloud.client.errors import ClientError, NotFound, Unreachable
 from labcloud.client.jobs import JobUpdate, waiting
 from labcloud.client.sse import LogFollow, SseEvent, SseParser
@@ -43,7 +43,6 @@ from labcloud.client.uploads import (
 __all__ = ["Connection", "ConnectionBase"]
 
 API = "/api/v1"
-CHUNK = 1 << 20
 USER_AGENT = "labcloud-client"
 OnFile = Callable[[dict[str, Any]], None]  # called with each output before it is downloaded
 
@@ -316,7 +315,7 @@ class Connection(ConnectionBase):
             except UploadCancelled:
                 return
             except (ClientError, OSError) as exc:
-                error = exc if isinstance(exc, ClientError) else _unreadable(plan[index][0], exc)
+                error = exc if isinstance(exc, ClientError) else unreadable(plan[index][0], exc)
                 failed[index] = error
                 watch.failed(index, error)
                 return
@@ -471,5 +470,6 @@ class Connection(ConnectionBase):
         return self.download(calls.outputs_zip(job_id), dest, on_progress)
 
 
-def _unreadable(local: Path, exc: OSError) -> ClientError:
+def unreadable(local: Path, exc: OSError) -> ClientError:
+    """A local file that could not be read, as the failure of its upload."""
     return ClientError(0, f"cannot read {local}: {exc.strerror or exc}")

@@ -12,7 +12,7 @@ from types import TracebackType
 
 from labcloud.client.errors import DownloadMismatch
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read or written at a time
 
 
 class PartialFile:
