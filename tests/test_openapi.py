@@ -5,7 +5,10 @@ is what the document says."""
 from __future__ import annotations
 
 import re
+import uuid
 import warnings
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,8 +17,11 @@ from fastapi.testclient import TestClient
 from conftest import Account
 from labcloud.api.app import create_app
 from labcloud.api.openapi import Problem
+from labcloud.api.routers.worker_api import Assignment
 from labcloud.client import models
 from labcloud.registry import app_to_public
+from labcloud.registry.models import Resources
+from labcloud.services import claims
 from labcloud.settings import Settings
 
 pytestmark = pytest.mark.db_agnostic  # the document and the answers do not depend on the database
@@ -23,6 +29,8 @@ pytestmark = pytest.mark.db_agnostic  # the document and the answers do not depe
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 READABLE = re.compile(r"^[a-z]+(_[a-z0-9]+)*$")
 PROBLEM_REF = "#/components/schemas/Problem"
+# the one error answer that is not a problem: a worker's log chunk that leaves a gap says where to send from
+PLAIN_JSON_ERRORS = {("post", "/api/v1/worker/jobs/{job_id}/log", "409")}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +79,35 @@ def test_operation_ids_are_unique_and_read_well(document: dict[str, Any]) -> Non
     assert "Body_login" in document["components"]["schemas"]
 
 
+def test_every_operation_has_a_response_schema(document: dict[str, Any]) -> None:
+    """Each success answer has content with a schema, or is empty on purpose (204, or headers only)."""
+    for method, path, op in operations(document):
+        successes = {s: r for s, r in op["responses"].items() if s.startswith("2")}
+        assert successes, f"{method} {path}"
+        for status, response in successes.items():
+            where = f"{method} {path} {status}"
+            if "content" not in response:
+                assert status == "204" or response.get("headers"), where
+                continue
+            for media_type, body in response["content"].items():
+                assert body.get("schema"), f"{where} {media_type}"
+    schemas = document["components"]["schemas"]
+    by_id = {op["operationId"]: op for _, _, op in operations(document)}
+
+    def model(name: str, status: str = "200") -> str:
+        schema = by_id[name]["responses"][status]["content"]["application/json"]["schema"]
+        return str(schema.get("$ref", "")).rsplit("/", 1)[-1]
+
+    assert model("list_apps") == "AppList" and model("get_app") == "AppOut"
+    assert model("healthz") == "HealthOut" and model("readyz") == "ReadyOut"
+    assert model("worker_claim") == "ClaimOut" and model("worker_take") == "ClaimOut"
+    assert model("worker_finish") == "StateOut" and model("worker_log", "409") == "LogSizeOut"
+    assert schemas["Assignment"]["properties"]["resources"]["$ref"].endswith("/ResourcesOut")
+    assert set(by_id["download_file"]["responses"]) >= {"200", "206", "304", "307"}
+    assert "text/event-stream" in by_id["get_job_log"]["responses"]["200"]["content"]
+    assert "Location" in by_id["create_upload"]["responses"]["201"]["headers"]
+
+
 def test_every_operation_declares_its_problems(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     assert set(schemas["Problem"]["required"]) == {"type", "title", "status", "detail"}
@@ -94,7 +131,7 @@ def test_every_operation_declares_its_problems(document: dict[str, Any]) -> None
         if op.get("requestBody"):
             assert problem(op, "413"), where
         for status in op["responses"]:
-            if status.startswith(("4", "5")) and status != "409":  # a worker's 409 may be plain JSON
+            if status.startswith(("4", "5")) and (method, path, status) not in PLAIN_JSON_ERRORS:
                 assert problem(op, status), f"{where} {status}"
 
     by_id = {op["operationId"]: op for _, _, op in operations(document)}
@@ -167,3 +204,22 @@ def test_the_served_document_is_the_same(client: TestClient, document: dict[str,
     served = client.get("/api/v1/openapi.json").json()
     assert served["paths"].keys() == document["paths"].keys()
     assert served["components"]["schemas"]["Problem"] == document["components"]["schemas"]["Problem"]
+
+
+def test_an_assignment_keeps_every_key_the_claim_gives() -> None:
+    """A response model drops what it does not name: the worker's assignment must name all of it."""
+    job = SimpleNamespace(
+        id=uuid.uuid4(),
+        attempts=1,
+        lease_expires_at=None,
+        app="hello",
+        version="1.0",
+        entrypoint="greet",
+        spec={},
+        params={},
+        env={},
+        resources=Resources(),
+        image=None,
+    )
+    claimed = SimpleNamespace(job=job, token="lcj_x", token_expires_at=datetime.now(UTC), inputs={})
+    assert set(claims.assignment(claimed)) == set(Assignment.model_fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
+from labcloud.api.job_schemas import ResourcesOut
+from labcloud.api.openapi import file_download_responses, problems
 from labcloud.errors import InvalidInput, Unauthorized
 from labcloud.execution.engine_options import MAX_ENGINES, MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
 from labcloud.execution.run_end import RunEnd
@@ -154,6 +157,65 @@ class ProgressIn(BaseModel):
     fraction: float = Field(ge=0, le=1)
 
 
+class AssignedFile(BaseModel):
+    path: str = Field(description="Its path below the input (the input's own name for a file).")
+    size: int
+    sha256: str | None
+    url: str = Field(description="Where its bytes are: a presigned URL, or this API's (with the job token).")
+
+
+class AssignedInput(BaseModel):
+    name: str
+    files: list[AssignedFile]
+
+
+class Assignment(BaseModel):
+    """A job to run, and the job token to report on it with."""
+
+    id: uuid.UUID
+    attempt: int
+    token: str = Field(description="The job token (lcj_...): it holds this attempt of this job only.")
+    token_expires_at: datetime
+    lease_expires_at: datetime | None
+    app: str
+    version: str
+    entrypoint: str
+    spec: dict[str, Any] = Field(description="The entrypoint spec to run.")
+    params: dict[str, Any]
+    env: dict[str, str]
+    resources: ResourcesOut
+    inputs: dict[str, AssignedInput]
+    image: str | None = Field(description="A rerun's container image, by content id: it runs the same.")
+
+
+class ClaimOut(BaseModel):
+    job: Assignment
+
+
+class LeaseOut(BaseModel):
+    cancel: bool = Field(description="Stop the job: it is being cancelled.")
+    lease_seconds: int
+    heartbeat_interval_s: float
+
+
+class StateOut(BaseModel):
+    state: str
+
+
+class LogSizeOut(BaseModel):
+    size: int = Field(description="The bytes of this attempt's log the server holds.")
+
+
+class CancelOut(BaseModel):
+    cancel: bool = Field(description="Stop the job: it is being cancelled.")
+
+
+class StoredOutput(BaseModel):
+    path: str
+    size: int
+    sha256: str | None
+
+
 @router.post("/heartbeat", response_model=HeartbeatOut, summary="I am alive; these are my jobs")
 def heartbeat(body: HeartbeatIn, credential: Credential, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.session() as session:
@@ -163,6 +225,7 @@ def heartbeat(body: HeartbeatIn, credential: Credential, ctx: Ctx) -> dict[str, 
 
 @router.post(
     "/claim",
+    response_model=ClaimOut,
     summary="Take a job that fits (long poll)",
     responses={200: {"description": "an assignment"}, 204: {"description": "nothing within wait_s"}},
 )
@@ -194,8 +257,14 @@ def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[s
 
 @router.post(
     "/jobs/{job_id}/take",
+    response_model=ClaimOut,
     summary="A runner started by Slurm or Celery takes its job (job token); its lease starts",
-    responses={409: {"description": "fenced (nothing to run) or held (another runner has it; ask later)"}},
+    responses={
+        409: {
+            **problems(409)[409],
+            "description": "fenced (nothing to run) or held (another runner has it; ask later)",
+        }
+    },
 )
 def take(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
     with claims.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
@@ -203,13 +272,23 @@ def take(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
         return {"job": claims.assignment(claimed)}
 
 
-@router.post("/jobs/{job_id}/heartbeat", summary="A runner's job still runs: renew its lease")
+@router.post(
+    "/jobs/{job_id}/heartbeat",
+    response_model=LeaseOut,
+    responses=problems(409),
+    summary="A runner's job still runs: renew its lease",
+)
 def job_heartbeat(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.session() as session:
         return claims.job_heartbeat(session, ctx.settings, credential, job_id)
 
 
-@router.post("/jobs/{job_id}/start", summary="Staging is done; the command starts now")
+@router.post(
+    "/jobs/{job_id}/start",
+    response_model=StateOut,
+    responses=problems(409),
+    summary="Staging is done; the command starts now",
+)
 def start(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, str]:
     with ctx.db.session() as session:
         job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
@@ -218,7 +297,12 @@ def start(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, str]
         return {"state": job.state}
 
 
-@router.get("/jobs/{job_id}/inputs/{file_id}", summary="An input file's bytes (local storage)")
+@router.get(
+    "/jobs/{job_id}/inputs/{file_id}",
+    response_class=Response,
+    responses={**file_download_responses(), **problems(409)},
+    summary="An input file's bytes (local storage)",
+)
 def input_file(
     job_id: uuid.UUID, file_id: uuid.UUID, request: Request, credential: Credential, ctx: Ctx
 ) -> Response:
@@ -228,7 +312,15 @@ def input_file(
         return send_file(ctx, request, row)
 
 
-@router.post("/jobs/{job_id}/log", summary="Append to the job's log at an offset (idempotent)")
+@router.post(
+    "/jobs/{job_id}/log",
+    response_model=LogSizeOut,
+    responses={
+        409: {"model": LogSizeOut, "description": "the chunk starts past the log's end: send from size"},
+        **problems(413),
+    },
+    summary="Append to the job's log at an offset (idempotent)",
+)
 async def log(job_id: uuid.UUID, request: Request, credential: Credential, ctx: Ctx) -> Any:
     """The chunk is read only once the job token is known to hold the job, and only up to
     ``max_log_chunk_bytes`` (413 beyond)."""
@@ -258,7 +350,12 @@ def _append_log(ctx: Ctx, credential: str, job_id: uuid.UUID, offset: int, data:
     return {"size": appended.size}
 
 
-@router.post("/jobs/{job_id}/progress", summary="How far the job is; answers whether to cancel")
+@router.post(
+    "/jobs/{job_id}/progress",
+    response_model=CancelOut,
+    responses=problems(409),
+    summary="How far the job is; answers whether to cancel",
+)
 def progress(job_id: uuid.UUID, body: ProgressIn, credential: Credential, ctx: Ctx) -> dict[str, bool]:
     with ctx.db.session() as session:
         job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
@@ -266,7 +363,12 @@ def progress(job_id: uuid.UUID, body: ProgressIn, credential: Credential, ctx: C
         return {"cancel": job.state == "cancelling"}
 
 
-@router.put("/jobs/{job_id}/outputs/{path:anypath}", summary="Store one output file")
+@router.put(
+    "/jobs/{job_id}/outputs/{path:anypath}",
+    response_model=StoredOutput,
+    responses=problems(409, 413),
+    summary="Store one output file",
+)
 async def output(job_id: uuid.UUID, path: str, request: Request, credential: Credential, ctx: Ctx) -> Any:
     rel = files.clean(path, ["path", "path"])
     dest = f"{files.job_outputs_folder(job_id)}/{rel}"
@@ -294,7 +396,12 @@ def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> uuid.UUID:
         return job.owner_id
 
 
-@router.post("/jobs/{job_id}/finish", summary="The run ended; outputs are uploaded")
+@router.post(
+    "/jobs/{job_id}/finish",
+    response_model=StateOut,
+    responses=problems(409),
+    summary="The run ended; outputs are uploaded",
+)
 def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) -> dict[str, str]:
     end = RunEnd(
         body.outcome,
