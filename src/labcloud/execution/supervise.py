@@ -719,6 +719,11 @@ class Supervisor:
     def _spawn_sandboxed(self, argv: list[str]) -> int:
         # argv[0] is the absolute path of bwrap, which does the chdir, PATH lookup and die-with-parent
         # itself, so plain posix_spawn will do (and saves importing subprocess).
+        return self._posix_spawn(argv)
+
+    def _posix_spawn(self, argv: list[str], streams: dict[int, int] | None = None) -> int:
+        """Spawn ``argv[0]`` (an absolute path) in a process group of its own, its output to the log;
+        ``streams``: other files for its standard streams (fd in the supervisor → 0, 1, 2)."""
         return os.posix_spawn(
             argv[0],
             argv,
@@ -727,6 +732,7 @@ class Supervisor:
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, self.log_fd, 1),
                 (os.POSIX_SPAWN_DUP2, self.log_fd, 2),
+                *((os.POSIX_SPAWN_DUP2, fd, target) for target, fd in (streams or {}).items()),
             ],
             setpgroup=0,
             # Python ignores these; an ignored signal would stay ignored in the job.
@@ -738,20 +744,7 @@ class Supervisor:
         (where Podman's conmon leaves its "oom" mark). It needs no death signal: a container outlives its
         client anyway, and a server that finds us gone removes it."""
         os.chdir(self.spec["cwd"])
-        return os.posix_spawn(
-            argv[0],
-            argv,
-            self.spec["env"],
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, self.log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, self.log_fd, 2),
-                # A task's step: its standard streams in files of its own (fd in the supervisor → 0, 1, 2).
-                *((os.POSIX_SPAWN_DUP2, fd, target) for target, fd in (streams or {}).items()),
-            ],
-            setpgroup=0,
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-        )
+        return self._posix_spawn(argv, streams)  # (streams: a task step's files of its own)
 
     def _spawn_plain(self, argv: list[str]) -> int:
         import subprocess  # (lazily: the sandboxed path does not need it)
