@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
 from jobs_helpers import TERMINAL, follow_log, py, wait_for_end, write_app
 from labcloud.api.app import create_app
+from labcloud.db.engine import Database
+from labcloud.db.models import Job
+from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle
+from labcloud.execution.scheduler import Scheduler
+from labcloud.registry.models import Resources
+from labcloud.services import lifecycle
+from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 from live_server import eventually, login_headers, server_env
 from testing.crash import KillableServer
@@ -62,6 +72,69 @@ def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> N
     order = [job_id for _, job_id in started]
     assert order[0] == gate
     assert order[1] == bob_job, "bob's one job waited behind alice's queue"
+
+
+class _FreesMidRound:
+    """An executor with room for one job, held until the first time a job is found not to fit: then the job
+    holding it ends, between that check and the next one (the moment a real dispatcher can hit)."""
+
+    name = "mid-round"
+    dispatched = True
+
+    def __init__(self) -> None:
+        self.full = True
+        self.started: list[uuid.UUID] = []
+
+    def fits_now(self, resources: Resources) -> bool:
+        if self.full and not self.started:
+            self.full = False  # the running job ends right after this answer
+            return False
+        return not self.started and not self.full
+
+    def admit(self, session: Session, job: Job) -> None:
+        lifecycle.transition(session, job, JobState.STAGING, attempts=job.attempts + 1)
+
+    def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
+        self.started.append(job_id)
+
+    def running_per_owner(self) -> dict[uuid.UUID, int]:
+        return {}
+
+
+def test_room_freed_during_a_round_goes_to_the_first_in_line(
+    client: TestClient, settings: Settings, make_user: Any
+) -> None:
+    """Bob is first in line (alice was served last); his job is checked while the room is still taken, and
+    the room frees before alice's is checked. The room is bob's: the round starts again instead of handing
+    it to alice."""
+    alice, bob = make_user("alice@example.org"), make_user("bob@example.org")
+    db = Database(settings)
+    ids = {}
+    with db.session() as session:
+        for who in (alice, bob):
+            job = Job(
+                owner_id=who.id,
+                app="nap",
+                version="1",
+                entrypoint="main",
+                spec={},
+                spec_hash="-",
+                params={},
+                inputs={},
+                env={},
+                tags={},
+                resources=Resources(cpus=1, memory_mb=32),
+                executor=_FreesMidRound.name,
+            )
+            session.add(job)
+            session.flush()
+            ids[who.email] = job.id
+    executor = _FreesMidRound()
+    scheduler = Scheduler(db, cast(Executor, executor))
+    scheduler._last_served[alice.id] = time.monotonic()  # alice had the last turn
+    assert scheduler.dispatch() == 1
+    assert executor.started == [ids[bob.email]], "the freed room went to the user behind in line"
+    db.dispose()
 
 
 def test_registry_changes_show_without_restart(

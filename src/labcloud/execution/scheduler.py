@@ -3,6 +3,10 @@
 Fairness: each round offers every user with queued work their oldest job, users with the fewest running
 jobs first and, among those, the one served longest ago; rounds repeat while jobs still fit. One user's
 thousand jobs therefore never starve another user's one.
+
+A later user's smaller job may start when an earlier user's does not fit (backfill), but only while the
+room it takes was already free for the earlier one: when capacity frees during a round (a job ended
+between two checks), the round starts again from the top, so the room goes to whoever is first in line.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from labcloud.db.models import Job
 from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
+from labcloud.registry.models import Resources
 from labcloud.services.job_states import JobState
 
 
@@ -37,15 +42,25 @@ class Scheduler(Loop):
         """Start as many queued jobs as fit; return how many were started."""
         started = 0
         while True:
-            started_this_round = 0
-            for owner_id, job_id in self._candidates():
-                if self.stopping:
-                    return started
-                if self._claim(job_id, owner_id):
-                    started_this_round += 1
+            started_this_round, again = self._round()
             started += started_this_round
-            if not started_this_round:
+            if not (started_this_round or again) or self.stopping:
                 return started
+
+    def _round(self) -> tuple[int, bool]:
+        """Offer each user's first job once, in fair order; return how many started and whether room freed
+        for a job passed over in this round (then the round must start again)."""
+        started = 0
+        passed_over: list[Resources] = []  # what this round could not fit, in the order of the line
+        for owner_id, job_id in self._candidates():
+            if self.stopping:
+                break
+            outcome = self._claim(job_id, owner_id, passed_over)
+            if outcome == "started":
+                started += 1
+            elif outcome == "room_freed":
+                return started, True
+        return started, False
 
     def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         queued = (
@@ -69,16 +84,24 @@ class Scheduler(Loop):
             key=lambda r: (running.get(r[0], 0), self._last_served.get(r[0], 0.0), r[1]),
         )
 
-    def _claim(self, job_id: uuid.UUID, owner_id: uuid.UUID) -> bool:
+    def _claim(self, job_id: uuid.UUID, owner_id: uuid.UUID, passed_over: list[Resources]) -> str:
+        """Start one job if it fits and nobody before it in this round's line now would: "started",
+        "waits" (does not fit; remembered in ``passed_over``), "gone" (no longer queued) or "room_freed"
+        (a job passed over earlier fits now: capacity freed during the round)."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.QUEUED or not self.executor.fits_now(job.resources):
-                return False
+            if job is None or job.state != JobState.QUEUED:
+                return "gone"
+            resources = job.resources
+            if not self.executor.fits_now(resources):
+                passed_over.append(resources)
+                return "waits"
+            if any(self.executor.fits_now(earlier) for earlier in passed_over):
+                return "room_freed"
             try:
                 self.executor.admit(session, job)
             except Conflict:  # cancelled (or taken) between our read and our write
-                return False
-            resources = job.resources
+                return "gone"
         self._last_served[owner_id] = time.monotonic()
         self.executor.submit(job_id, owner_id, resources)
-        return True
+        return "started"
