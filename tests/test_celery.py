@@ -30,7 +30,7 @@ from labcloud.services.executor_refs import AttemptRef
 from labcloud.settings import Settings
 from labcloud.worker.celery_app import create_app as create_worker_app
 from labcloud.worker.celery_app import run_job
-from test_container_workers import engine_flags
+from test_container_workers import engine_flags, run_small_task
 from test_containers import write_container_app
 from testing.engines import EngineCLI
 from worker_helpers import Cluster, eventually
@@ -268,3 +268,10 @@ def test_a_celery_worker_runs_a_container_app(rc: CeleryCluster, docker_cli: Eng
     assert (done["state"], done["executor"]) == ("succeeded", "celery"), (done, log)
     assert "boxed 65534" in log and done["image"].startswith("sha256:"), (done, log)
     assert rc.http.get(f"/api/v1/jobs/{job['id']}/outputs/done.txt").text == "done\n"
+
+
+@pytest.mark.containers
+def test_a_celery_worker_runs_a_tes_task(rc: CeleryCluster, docker_cli: EngineCLI) -> None:
+    rc.start_celery_worker("tasks", options=tuple(engine_flags(docker_cli)))
+    done = run_small_task(rc, "celery-task")
+    assert rc.job(done["id"])["executor"] == "celery"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,125 @@ def test_a_worker_without_an_engine_never_takes_a_container_job(cl: Cluster, doc
     assert done["state"] == "succeeded", (done, cl.log(boxed["id"]))
     assert cl.ran_on(boxed["id"]) == ["boxed"]
     assert "docker, " in cl.cli("workers").stdout
+
+
+TES = "/ga4gh/tes/v1"
+TES_ENDED = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+
+def tes_task(cl: Cluster, task: dict[str, Any]) -> str:
+    r = cl.http.post(f"{TES}/tasks", json=task)
+    assert r.status_code == 200, r.text
+    task_id: str = r.json()["id"]
+    return task_id
+
+
+def tes_wait(cl: Cluster, task_id: str, timeout: float = 90) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        found: dict[str, Any] = cl.http.get(f"{TES}/tasks/{task_id}", params={"view": "FULL"}).json()
+        return found if found["state"] in TES_ENDED else None
+
+    return eventually(ended, timeout, f"task {task_id} to end", interval=0.1)
+
+
+@pytest.mark.parametrize("kind", ["docker", "podman"])
+def test_a_worker_runs_a_tes_task_with_every_kind_of_input_and_output(
+    cl: Cluster, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """The server routes tasks to its default executor (here: pull workers); the worker gets the task's
+    layout with its claim, fetches the inputs through the worker API (the inline content too: the server
+    serves it), runs the executors in turn and sends back what the outputs point at, which the server
+    places in the owner's space and notes in the task's output log."""
+    cli: EngineCLI = request.getfixturevalue(f"{kind}_cli")
+    cl.api("PUT", "/files/tes/words.txt", content=b"one two three\n")
+    cl.api("PUT", "/files/tes/ref/a.txt", content=b"A\n")
+    cl.api("PUT", "/files/tes/ref/sub/b.txt", content=b"B\n")
+    cl.start_worker(f"tes-{kind}", *engine_flags(cli))
+    task_id = tes_task(
+        cl,
+        {
+            "name": f"remote {kind}",
+            "inputs": [
+                {"url": "labcloud:///tes/words.txt", "path": "/in/words.txt"},
+                {"url": "labcloud:///tes/ref", "path": "/in/ref", "type": "DIRECTORY"},
+                {"content": "echo from the script\n", "path": "/in/script.sh"},
+            ],
+            "outputs": [
+                {"url": f"labcloud:///tes-out-{kind}/count.txt", "path": "/out/count.txt"},
+                {"url": f"labcloud:///tes-out-{kind}/logs", "path": "/work/*.log", "path_prefix": "/work"},
+            ],
+            "volumes": ["/vol"],
+            "executors": [
+                {
+                    "image": IMAGE,
+                    "command": [
+                        "sh",
+                        "-c",
+                        "wc -w < /in/words.txt > /vol/n; sh /in/script.sh; ls -R /in/ref",
+                    ],
+                },
+                {
+                    "image": IMAGE,
+                    "command": ["sh", "-c", 'echo "words: $(cat /vol/n)"; cat /in/ref/sub/b.txt >&2'],
+                    "stdout": "/out/count.txt",
+                    "stderr": "/work/step2.log",
+                },
+            ],
+            "resources": {"cpu_cores": 1, "ram_gb": 0.25},
+        },
+    )
+    done = tes_wait(cl, task_id)
+    assert done["state"] == "COMPLETE", (done, cl.log(task_id))
+    assert cl.ran_on(task_id) == [f"tes-{kind}"]
+    assert cl.http.get(f"/api/v1/files/tes-out-{kind}/count.txt").content == b"words: 3\n"
+    assert cl.http.get(f"/api/v1/files/tes-out-{kind}/logs/step2.log").content == b"B\n"
+    (log,) = done["logs"]
+    assert [e["exit_code"] for e in log["logs"]] == [0, 0]
+    first = log["logs"][0]["stdout"]  # its stretch of the job's log, where this attempt's lines begin
+    assert "from the script" in first and "sub" in first and "words: 3" not in first, first
+    assert sorted(o["url"] for o in log["outputs"]) == [
+        f"labcloud:///tes-out-{kind}/count.txt",
+        f"labcloud:///tes-out-{kind}/logs/step2.log",
+    ]
+    assert cl.job(task_id)["message"].startswith("2 output files"), cl.job(task_id)
+    # the inline content is served to the runner holding the task's job token, to nobody else
+    refused = cl.http.get(f"/api/v1/worker/jobs/{task_id}/task-inputs/2")
+    assert refused.status_code == 401 and "script" not in refused.text, refused.text
+
+    missing = tes_task(
+        cl,
+        {
+            "outputs": [{"url": "labcloud:///tes-out/never.txt", "path": "/out/never.txt"}],
+            "executors": [{"image": IMAGE, "command": ["true"]}],
+        },
+    )
+    failed = tes_wait(cl, missing)
+    assert failed["state"] == "SYSTEM_ERROR", failed
+    assert "left no file at /out/never.txt" in str(failed["logs"][0]["system_logs"]), failed
+
+
+def run_small_task(cl: Cluster, name: str) -> dict[str, Any]:
+    """A two-step task with inline content in, a file of the space out, to its end (FULL view)."""
+    task_id = tes_task(
+        cl,
+        {
+            "name": name,
+            "inputs": [{"content": "3 4\n", "path": "/in/numbers"}],
+            "outputs": [{"url": f"labcloud:///{name}/sum.txt", "path": "/out/sum.txt"}],
+            "volumes": ["/vol"],
+            "executors": [
+                {"image": IMAGE, "command": ["sh", "-c", "read a b < /in/numbers; echo $((a + b)) > /vol/s"]},
+                {
+                    "image": IMAGE,
+                    "command": ["sh", "-c", "echo sum $(cat /vol/s); id -u"],
+                    "stdout": "/out/sum.txt",
+                },
+            ],
+            "resources": {"cpu_cores": 1, "ram_gb": 0.25},
+        },
+    )
+    done = tes_wait(cl, task_id)
+    assert done["state"] == "COMPLETE", (done, cl.log(task_id))
+    assert cl.http.get(f"/api/v1/files/{name}/sum.txt").content == b"sum 7\n65534\n"
+    assert [e["exit_code"] for e in done["logs"][0]["logs"]] == [0, 0], done
+    return done

@@ -221,5 +221,7 @@ def test_an_assignment_keeps_every_key_the_claim_gives() -> None:
         resources=Resources(),
         image=None,
     )
-    claimed = SimpleNamespace(job=job, token="lcj_x", token_expires_at=datetime.now(UTC), inputs={})
+    claimed = SimpleNamespace(
+        job=job, token="lcj_x", token_expires_at=datetime.now(UTC), inputs={}, task=None
+    )
     assert set(claims.assignment(claimed)) == set(Assignment.model_fields)

@@ -26,6 +26,7 @@ from labcloud.execution.executors.slurm.executor import explain
 from labcloud.services.job_states import FailureReason
 from labcloud.settings import ContainerSettings
 from slurm import SlurmCluster
+from test_container_workers import run_small_task
 from test_containers import use_engine, write_container_app
 from testing.engines import IMAGE, EngineCLI
 from worker_helpers import Cluster, eventually, pull_server
@@ -39,7 +40,8 @@ LEASE_S = 3
 def slurm_pull_server(
     home: Path, apps: Callable[[Path], None], process_env: dict[str, str], **settings: str
 ) -> Iterator[Cluster]:
-    """``labcloud serve`` whose test apps (``e-*``) a route sends to Slurm: the queue read every 0.5 s."""
+    """``labcloud serve`` whose test apps (``e-*``) and GA4GH TES tasks (app ``tes``) routes send to Slurm:
+    the queue read every 0.5 s."""
     try:
         with pull_server(
             home,
@@ -48,7 +50,7 @@ def slurm_pull_server(
             lease_seconds=LEASE_S,
             process_env=process_env,
             executor="local",  # the jobs reach Slurm by a route, as most installations would send them
-            executor_routes='[{"app": "e-*", "executor": "slurm"}]',
+            executor_routes='[{"app": "e-*", "executor": "slurm"}, {"app": "tes", "executor": "slurm"}]',
             slurm_poll_s="0.5",
             sandbox="off",
             kill_grace_s="1",
@@ -243,6 +245,13 @@ def test_a_container_job_runs_as_a_slurm_batch_job(
         "Slurm's end",
     )
     assert ended["JobState"] == "COMPLETED", ended
+
+
+@pytest.mark.containers
+def test_a_tes_task_runs_as_a_slurm_batch_job(slurm_podman_server: Cluster) -> None:
+    """Tasks go where the installation's jobs go (here: Slurm), their executors in Podman on the node."""
+    done = run_small_task(slurm_podman_server, "slurm-task")
+    assert slurm_podman_server.job(done["id"])["executor"] == "slurm"
 
 
 @pytest.mark.parametrize(

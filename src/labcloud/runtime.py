@@ -181,12 +181,7 @@ class Runtime:
     def submit_task(self, session: Session, user: User, body: Any) -> uuid.UUID:
         """Queue a GA4GH TES task (refused with 400 when it is not valid); its id. Once it is stored, nothing
         after the commit may fail the request: a client would create it again."""
-        if self.executors and "local" not in self.executors:
-            raise tes_service.TaskRefused(
-                "Tasks run on this server's machine (the local executor), which this installation does "
-                "not use."
-            )
-        job = tes_service.create(session, self.settings, user, body, self.ceiling("local"))
+        job = tes_service.create(session, self.settings, user, body, self.ceiling)
         job_id = job.id
         session.commit()
         try:

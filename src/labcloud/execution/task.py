@@ -11,9 +11,9 @@ there, by :meth:`labcloud.execution.attempt.AttemptDir.collect` (which follows n
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labcloud.execution.runner import InputSource
@@ -109,6 +109,42 @@ class TaskLayout:
             if not is_dir and match(out, path) is not None:
                 return True
         return False
+
+    def missing(self, rels: list[str]) -> list[str]:
+        """The file outputs (no folder, no pattern) that are not among the collected files ``rels``."""
+        have = {"/" + rel for rel in rels}
+        return [
+            out.path
+            for out in self.outputs
+            if not out.directory and not out.is_pattern and out.path not in have
+        ]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The layout as a remote runner gets it with its job (the inputs' sources go as URLs, apart)."""
+        return {
+            "steps": [asdict(step) for step in self.steps],
+            "outputs": [asdict(out) for out in self.outputs],
+            "volumes": list(self.volumes),
+            "user": self.user,
+            "network": self.network,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any], inputs: list[TaskInput]) -> TaskLayout:
+        """A layout sent by :meth:`to_wire`, with its inputs' sources made by the runner."""
+
+        def known(kind: type, item: dict[str, Any]) -> dict[str, Any]:
+            names = {f.name for f in fields(kind)}
+            return {k: v for k, v in item.items() if k in names}
+
+        return cls(
+            steps=[Step(**known(Step, step)) for step in data.get("steps") or []],
+            inputs=inputs,
+            outputs=[TaskOutput(**known(TaskOutput, out)) for out in data.get("outputs") or []],
+            volumes=[str(v) for v in data.get("volumes") or []],
+            user=str(data.get("user") or "65534:65534"),
+            network=str(data.get("network") or "none"),
+        )
 
     def place(self, rel: str) -> list[tuple[int, str]]:
         """Each output the collected file at ``rel`` belongs to, with its path below the output's url

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import FileEntry, Job, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.services import files, job_logs, lifecycle
+from labcloud.services import files, job_logs, lifecycle, tes_run
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import held_job, issue_job_token
@@ -57,6 +57,7 @@ class Claimed:
     token: str
     token_expires_at: datetime
     inputs: dict[str, dict[str, Any]]
+    task: dict[str, Any] | None = None  # a GA4GH TES task's layout and inputs (services.tes_run)
 
 
 def claim(
@@ -97,7 +98,7 @@ def claim(
                 continue
             session.refresh(job)
             try:
-                inputs = inputs_of(session, settings, storage, job)
+                inputs, task = staging(session, settings, storage, job)
             except InvalidInput as exc:
                 lifecycle.transition(
                     session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
@@ -107,7 +108,7 @@ def claim(
                 log_base=job_logs.open_attempt(settings, job.id, job.attempts, worker.name)
             )
             token, expires = issue_job_token(settings, job, worker)
-            return Claimed(job, token, expires, inputs)
+            return Claimed(job, token, expires, inputs, task)
         if not raced:
             return None
     return None
@@ -201,6 +202,14 @@ class ImagePreference:
         return self._others
 
 
+def staging(
+    session: Session, settings: Settings, storage: Storage, job: Job
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """What a runner stages: the inputs of a job, by slot, and a task's layout and inputs (or None).
+    InvalidInput when a file it reads is gone."""
+    return inputs_of(session, settings, storage, job), tes_run.remote_task(session, settings, storage, job)
+
+
 def inputs_of(session: Session, settings: Settings, storage: Storage, job: Job) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for slot, raw in job.inputs.items():
@@ -236,12 +245,16 @@ def assignment(claimed: Claimed) -> dict[str, Any]:
         "env": job.env,
         "resources": job.resources.model_dump(),
         "inputs": claimed.inputs,
+        "task": claimed.task,
         "image": job.image,  # a rerun's container image, by content id: it runs the same
     }
 
 
 def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry:
     """An input file of the job (by file id), for a worker staging it."""
+    task_file = tes_run.input_file(session, job, file_id)
+    if task_file is not None:
+        return task_file
     row = session.get(FileEntry, file_id)
     if row is None or row.owner_id != job.owner_id or row.kind != files.FILE:
         raise NotFound("No such input file.")

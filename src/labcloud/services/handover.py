@@ -21,7 +21,7 @@ from labcloud.db.models import Job, Worker
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, LabcloudError
 from labcloud.services import executor_refs, job_logs, lifecycle
-from labcloud.services.claims import Claimed, hold, inputs_of
+from labcloud.services.claims import Claimed, hold, staging
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import Fenced, issue_job_token, token_job
@@ -120,11 +120,11 @@ def take(
             job.executor_ref, job_logs.open_attempt(settings, job.id, job.attempts, worker.name)
         )
     try:
-        inputs = inputs_of(session, settings, storage, job)
+        inputs, task = staging(session, settings, storage, job)
     except InvalidInput as exc:
         lifecycle.transition(
             session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
         )
         raise Fenced(exc.detail) from None
     token, expires = issue_job_token(settings, job, worker)
-    return Claimed(job, token, expires, inputs)
+    return Claimed(job, token, expires, inputs, task)

@@ -1,11 +1,13 @@
 """GA4GH TES 1.1 on labcloud's jobs: a task is a job whose executors run one after the other, each in a
-container of its own (:mod:`labcloud.execution.task`), on this server's machine (the local executor).
+container of its own (:mod:`labcloud.execution.task`), on whichever executor the installation routes app
+``tes`` to (its default one unless a route says otherwise): this server's machine, a pull worker, a Slurm
+node or a Celery worker.
 
 The job carries what every job has (owner, state and history, resources, tags, log, cancel, retries of a
 lost run); the task's own document, its secret inline inputs, the files its outputs delivered and what the
 server said of it live beside it (:class:`~labcloud.db.models.TesTask`). This module checks a task,
-stores it, maps states both ways, cuts the three views, and tells the runner where a task's files come
-from and go to.
+stores it, maps states both ways and cuts the three views; :mod:`.tes_run` tells the runners where a
+task's files come from and go to.
 
 Files: an input's ``url`` and an output's ``url`` name a path in the caller's own file space, written
 ``labcloud:///path/in/space`` (or ``labcloud://path``, or the plain path), or ``s3://bucket/key`` in the
@@ -23,9 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Select, select
@@ -34,8 +34,6 @@ from sqlalchemy.orm import Session
 from labcloud import __version__
 from labcloud.db.models import Job, JobTag, TesTask, User
 from labcloud.errors import InvalidInput, LabcloudError, NotFound
-from labcloud.execution.attempt import Writer
-from labcloud.execution.runner import InputSource
 from labcloud.execution.task import (
     Step,
     TaskInput,
@@ -46,14 +44,13 @@ from labcloud.execution.task import (
     parent,
 )
 from labcloud.registry.models import IMAGE_PATTERN, ContainerOptions, EntrypointSpec, Resources
-from labcloud.services import files, tes_s3, url_fetch
+from labcloud.services import files, routing, tes_s3, url_fetch
 from labcloud.services import jobs as job_service
 from labcloud.services.job_logs import log_path
 from labcloud.services.job_states import FailureReason, JobState
 from labcloud.services.lifecycle import transition
 from labcloud.services.pagination import decode_cursor, paginate
 from labcloud.settings import Settings
-from labcloud.storage.base import Storage
 
 APP, VERSION, ENTRYPOINT = "tes", "1.1", "task"
 TES_VERSION = "1.1.0"
@@ -172,9 +169,11 @@ def create(
     settings: Settings,
     user: User,
     body: Any,
-    ceiling: dict[str, float] | None,
+    ceiling: Callable[[str], dict[str, float] | None] | None = None,
 ) -> Job:
-    """Check a task document (every problem at once, 400) and queue it as a job of ``user``."""
+    """Check a task document (every problem at once, 400) and queue it as a job of ``user``, for the
+    executor the installation's routes give app ``tes`` (else its default one). ``ceiling``: the most an
+    executor (by name) can ever give a job; more is refused."""
     try:
         task = TaskIn.model_validate(body)
     except ValidationError as exc:
@@ -199,13 +198,6 @@ def create(
     errors.raise_any()
     layout = _layout(task, settings, inputs=[])
     _check_streams(errors, task, layout)
-    if ceiling:
-        try:
-            job_service.within(resources, ceiling)
-        except InvalidInput as exc:
-            errors.items += exc.errors or []
-    errors.raise_any()
-    document = _document(task)
     first = task.executors[0]
     spec = EntrypointSpec(
         description="a GA4GH TES task",
@@ -215,8 +207,19 @@ def create(
         command=first.command,
         resources=resources,
         network=settings.tes_network != "none",
-        executor="local",
     )
+    try:
+        where = routing.route(settings, APP, ENTRYPOINT, spec, resources)
+    except InvalidInput as exc:
+        raise TaskRefused(exc.detail) from None
+    limits = ceiling(where.executor) if ceiling else None
+    if limits:
+        try:
+            job_service.within(resources, limits)
+        except InvalidInput as exc:
+            errors.items += exc.errors or []
+    errors.raise_any()
+    document = _document(task)
     job = job_service.queue(
         session,
         settings,
@@ -233,8 +236,8 @@ def create(
             env={},
             resources=resources,
             tags=tags,
-            executor="local",
-            queue=None,
+            executor=where.executor,
+            queue=where.queue,
         ),
     )
     session.add(
@@ -625,120 +628,3 @@ def service_info(settings: Settings) -> dict[str, Any]:
         "storage": [f"{SCHEME}///", "http://", "https://", *(f"s3://{b}" for b in settings.tes_s3_buckets)],
         "tesResources_backend_parameters": list(BACKEND_PARAMETERS),
     }
-
-
-# --- running: where a task's files come from and go -------------------------------------------------------
-
-
-def task_row(session: Session, job: Job) -> TesTask | None:
-    return session.get(TesTask, job.id) if job.app == APP else None
-
-
-def layout(
-    session: Session, settings: Settings, storage: Storage, job: Job, row: TesTask, *, inputs: bool
-) -> TaskLayout:
-    """The task's steps, files and outputs for the runner; with ``inputs``, where each input's bytes come
-    from (resolved now: a file of the owner's space that is gone fails the staging)."""
-    task = TaskIn.model_validate(row.document)
-    sources: list[TaskInput] = []
-    for i, item in enumerate(task.inputs or [] if inputs else []):
-        name = PurePosixPath(item.path).name
-        directory = item.type == "DIRECTORY"
-        content = row.contents.get(str(i))
-        if content is not None:
-            source = InputSource(name, [(name, partial(_write_bytes, content.encode()))])
-        else:
-            kind, where = _url(item.url or "")
-            if kind == "s3":
-                source = InputSource(name, [(name, partial(tes_s3.download, settings, where))])
-            elif kind == "http":
-                fetch = partial(
-                    url_fetch.download,
-                    where,
-                    limit=settings.tes_max_download_bytes,
-                    allow_private=settings.tes_download_private,
-                )
-                source = InputSource(name, [(name, _discard_size(fetch))])
-            elif kind == "space":
-                source = _space_input(session, storage, job, name, where, [f"inputs[{i}]"])
-            else:
-                raise TaskRefused(where)
-        sources.append(TaskInput(item.path, directory, source))
-    return _layout(task, settings, sources)
-
-
-def _write_bytes(data: bytes, dest: BinaryIO) -> None:
-    dest.write(data)
-
-
-def _discard_size(fetch: Callable[[BinaryIO], int]) -> Callable[[BinaryIO], None]:
-    def write(dest: BinaryIO) -> None:
-        fetch(dest)
-
-    return write
-
-
-def _space_input(
-    session: Session, storage: Storage, job: Job, name: str, where: str, loc: list[str | int]
-) -> InputSource:
-    entry = files.resolve_input(session, job.owner_id, where, loc)
-    if entry.kind == files.FILE:
-        return InputSource(name, [(name, partial(storage.fetch, entry.blob_key or ""))])
-    start = len(entry.path) + 1
-    found: list[tuple[str, Writer]] = [
-        (f"{name}/{row.path[start:]}", partial(storage.fetch, row.blob_key or ""))
-        for row in files.files_under(session, job.owner_id, entry.path)
-    ]
-    return InputSource(name, found)
-
-
-class TaskOutputs:
-    """Where a task's collected files go in its owner's space, and the record of what was delivered."""
-
-    def __init__(self, settings: Settings, row: TesTask, layout: TaskLayout) -> None:
-        self.settings = settings
-        self.layout = layout
-        task = TaskIn.model_validate(row.document)
-        self.outputs = task.outputs or []
-        self.job_id = row.job_id
-
-    def paths(self, rel: str) -> list[str]:
-        """The paths in the owner's space of the collected file at ``rel`` (under the containers' root),
-        one for each output it belongs to."""
-        found = []
-        for index, below in self.layout.place(rel):
-            kind, base = _url(self.outputs[index].url)
-            base = base.rstrip("/")
-            path = f"{base}/{below}" if below else base
-            found.append(path if kind == "s3" else files.clean(path, ["outputs", index, "url"]))
-        return list(dict.fromkeys(found))
-
-    def upload(self, url: str, source: Path) -> None:
-        """Write a collected file to its s3:// output (TesS3 errors say why not)."""
-        tes_s3.upload(self.settings, url, source)
-
-    def missing(self, rels: list[str]) -> list[str]:
-        """The file outputs (no folder, no pattern) that the task did not leave."""
-        have = {"/" + rel for rel in rels}
-        return [
-            out.path
-            for out in self.layout.outputs
-            if not out.directory and not out.is_pattern and out.path not in have
-        ]
-
-    def record(self, session: Session, placed: list[tuple[str, str, int]]) -> None:
-        """Note the delivered files (collected path, path in the space, size) in the task's output log."""
-        row = session.get(TesTask, self.job_id)
-        if row is not None:
-            row.outputs_log = [
-                {
-                    "url": path if is_s3(path) else f"{SCHEME}///{path}",
-                    "path": "/" + rel,
-                    "size_bytes": str(size),
-                }
-                for rel, path, size in placed
-            ]
-
-
-def is_s3(destination: str) -> bool:
-    return destination.startswith("s3://")

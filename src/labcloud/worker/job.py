@@ -32,6 +32,7 @@ from labcloud.execution.process import Handle
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import Sandboxing, SandboxPolicy
+from labcloud.execution.task import TaskInput, TaskLayout
 from labcloud.registry.models import Resources
 from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
 from labcloud.worker.logship import LOG_INTERVAL_S, PROGRESS_INTERVAL_S, LogShipper, ProgressSender
@@ -166,7 +167,7 @@ class JobRun:
         reporter = HttpReporter(self, shipper, progress)
         try:
             try:
-                plan = self._plan(shipper.path)
+                plan = reporter.plan = self._plan(shipper.path)
             except Exception as exc:
                 reporter.finish(
                     RunEnd("staging_failed", message=f"this worker cannot run the job: {_detail(exc)}")
@@ -212,6 +213,10 @@ class JobRun:
             grace_s=self.settings.grace_s,
             image=str(a["image"]) if a.get("image") else None,  # a rerun's: the image its first run ran
         )
+        if a.get("task"):  # a GA4GH TES task: its executors, files and outputs
+            plan.task = TaskLayout.from_wire(
+                a["task"], [self._task_input(item) for item in a["task"]["inputs"]]
+            )
         if plan.in_container:
             engines = self.settings.engines
             if engines is None:
@@ -219,6 +224,14 @@ class JobRun:
             else:
                 plan.engine, plan.engine_problem = engines.get()
         return plan
+
+    def _task_input(self, item: dict[str, Any]) -> TaskInput:
+        files: list[tuple[str, Writer]] = [
+            (str(f["path"]), partial(self._fetch, f)) for f in item.get("files") or []
+        ]
+        return TaskInput(
+            str(item["path"]), bool(item.get("directory")), InputSource(str(item["name"]), files)
+        )
 
     def _fetch(self, item: dict[str, Any], target: BinaryIO) -> None:
         if self.interrupt.is_set():
@@ -282,6 +295,7 @@ class HttpReporter:
         self.api = run.api
         self.shipper = shipper
         self.sender = progress
+        self.plan: JobPlan | None = None
 
     def begin(self) -> bool:
         answer = self.api.json("POST", f"/jobs/{self.run.id}/start", **self.run.call("start"), json={})
@@ -322,6 +336,11 @@ class HttpReporter:
                 unkept.append(item.rel)
         if unkept:
             return f"{len(unkept)} output file(s) could not be stored: {', '.join(unkept[:5])}"
+        task = self.plan.task if self.plan is not None else None
+        if succeeded and task is not None:
+            missing = task.missing([item.rel for item in collected.files])
+            if missing:
+                return f"the task left no file at {', '.join(missing)}"
         return None
 
     def _put(self, rel: str, path: Path) -> None:
@@ -369,6 +388,8 @@ class HttpReporter:
             body["note"] = end.note[:4000]
         if end.image:
             body["image"] = end.image
+        if end.steps is not None:
+            body["steps"] = end.steps
         answer = self.api.json("POST", f"/jobs/{self.run.id}/finish", **self.run.call("finish"), json=body)
         self.run.final_state = str((answer or {}).get("state", ""))
         log.info(

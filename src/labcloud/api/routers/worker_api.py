@@ -4,20 +4,25 @@ log, progress, outputs and finish with the job token that came with the claim.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import tempfile
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.downloads import send_file
 from labcloud.api.guard import GuardedRoute, gate, read_body
 from labcloud.api.job_schemas import ResourcesOut
-from labcloud.api.openapi import file_download_responses, problems
-from labcloud.errors import InvalidInput, Unauthorized
+from labcloud.api.openapi import binary, file_download_responses, problems
+from labcloud.db.models import Job
+from labcloud.errors import InvalidInput, NotFound, Unauthorized
 from labcloud.execution.engine_options import MAX_ENGINES, MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
 from labcloud.execution.run_end import RunEnd
 from labcloud.runtime import Runtime
@@ -30,6 +35,7 @@ from labcloud.services import (
     job_logs,
     job_tokens,
     lifecycle,
+    tes_run,
     workers,
 )
 from labcloud.services.job_states import JobState
@@ -37,6 +43,7 @@ from labcloud.services.job_states import JobState
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
 MAX_WAIT_S = 30.0
 RECHECK_S = 5.0  # a waiting claim also looks again this often (jobs re-queued elsewhere)
+CHUNK = 1 << 20
 
 
 def _worker_gate(request: Request, ctx: Runtime) -> None:
@@ -123,6 +130,18 @@ class ClaimIn(BaseModel):
     wait_s: float = Field(20.0, ge=0, le=MAX_WAIT_S)
 
 
+class StepEnd(BaseModel):
+    """How one executor of a task went; its log stretch in bytes from the start of this attempt's log."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    exit_code: int | None = None
+    started_at: float | None = Field(None, ge=0)
+    finished_at: float | None = Field(None, ge=0)
+    log_start: int | None = Field(None, ge=0)
+    log_end: int | None = Field(None, ge=0)
+
+
 class FinishIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -151,6 +170,9 @@ class FinishIn(BaseModel):
         pattern=r"^sha256:[0-9a-f]{64}$|^\S+$",
         description="the container image's content id",
     )
+    steps: list[StepEnd] | None = Field(
+        None, max_length=100, description="a task's executors: each one's exit code, times and log stretch"
+    )
 
 
 class ProgressIn(BaseModel):
@@ -159,7 +181,7 @@ class ProgressIn(BaseModel):
 
 class AssignedFile(BaseModel):
     path: str = Field(description="Its path below the input (the input's own name for a file).")
-    size: int
+    size: int | None = Field(description="Its size (unknown for a task's downloads).")
     sha256: str | None
     url: str = Field(description="Where its bytes are: a presigned URL, or this API's (with the job token).")
 
@@ -167,6 +189,42 @@ class AssignedFile(BaseModel):
 class AssignedInput(BaseModel):
     name: str
     files: list[AssignedFile]
+
+
+class AssignedStep(BaseModel):
+    image: str
+    command: list[str]
+    workdir: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    ignore_error: bool = False
+
+
+class AssignedTaskInput(BaseModel):
+    path: str = Field(description="Where it appears in the containers.")
+    directory: bool
+    name: str
+    files: list[AssignedFile]
+
+
+class AssignedTaskOutput(BaseModel):
+    path: str = Field(description="A path in the containers (a file, a folder or a pattern).")
+    directory: bool
+    path_prefix: str = ""
+
+
+class AssignedTask(BaseModel):
+    """A task's layout: its executors run one after the other, each in a container; what it reads and
+    leaves lies at these paths in every container."""
+
+    steps: list[AssignedStep]
+    inputs: list[AssignedTaskInput]
+    outputs: list[AssignedTaskOutput]
+    volumes: list[str]
+    user: str
+    network: str
 
 
 class Assignment(BaseModel):
@@ -186,6 +244,7 @@ class Assignment(BaseModel):
     resources: ResourcesOut
     inputs: dict[str, AssignedInput]
     image: str | None = Field(description="A rerun's container image, by content id: it runs the same.")
+    task: AssignedTask | None = Field(None, description="A GA4GH TES task: its executors, files and outputs.")
 
 
 class ClaimOut(BaseModel):
@@ -312,6 +371,41 @@ def input_file(
         return send_file(ctx, request, row)
 
 
+@router.get(
+    "/jobs/{job_id}/task-inputs/{index}",
+    response_class=Response,
+    responses={200: binary(description="The input's bytes."), **problems(404, 409, 422)},
+    summary="A task input's bytes: its inline content, or fetched by the server (s3://, http(s)://)",
+)
+def task_input(job_id: uuid.UUID, index: int, credential: Credential, ctx: Ctx) -> Response:
+    with ctx.db.session() as session:
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
+        row = tes_run.task_row(session, job)
+        if row is None:
+            raise NotFound("The job is no task.")
+        session.expunge(row)
+    ctx.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    spool = tempfile.TemporaryFile(dir=ctx.settings.uploads_dir)  # noqa: SIM115 (closed by _chunks)
+    try:
+        tes_run.input_bytes(ctx.settings, row, index, spool)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return StreamingResponse(
+        _chunks(spool),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(size)},
+    )
+
+
+def _chunks(spool: BinaryIO) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(CHUNK):
+            yield chunk
+
+
 @router.post(
     "/jobs/{job_id}/log",
     response_model=LogSizeOut,
@@ -373,10 +467,19 @@ async def output(job_id: uuid.UUID, path: str, request: Request, credential: Cre
     rel = files.clean(path, ["path", "path"])
     dest = f"{files.job_outputs_folder(job_id)}/{rel}"
     owner = await run_in_threadpool(_held_owner, ctx, credential, job_id)
+    task = await run_in_threadpool(_is_task, ctx, job_id)
     length_header = request.headers.get("content-length")
     length = int(length_header) if length_header and length_header.isdigit() else None
     source, size, sha256 = await file_store.receive(ctx.settings, request.stream(), length, None)
-    await run_in_threadpool(_held_owner, ctx, credential, job_id)  # still ours after the upload?
+    try:
+        await run_in_threadpool(_held_owner, ctx, credential, job_id)  # still ours after the upload?
+    except BaseException:
+        source.unlink(missing_ok=True)
+        raise
+    if task:  # a task's files go where its outputs point
+        upload = files.Upload(rel, source, size, sha256)
+        await run_in_threadpool(tes_run.deliver, ctx.db, ctx.storage, ctx.settings, job_id, owner, upload)
+        return {"path": rel, "size": size, "sha256": sha256}
     entries = await run_in_threadpool(
         file_store.publish_many,
         ctx.db,
@@ -388,6 +491,20 @@ async def output(job_id: uuid.UUID, path: str, request: Request, credential: Cre
         enforce_limit=False,
     )
     return {"path": rel, "size": entries[0].size, "sha256": entries[0].sha256}
+
+
+def _step_end(step: StepEnd, base: int) -> dict[str, Any]:
+    found = step.model_dump()
+    for key in ("log_start", "log_end"):
+        if found[key] is not None:
+            found[key] += base
+    return found
+
+
+def _is_task(ctx: Ctx, job_id: uuid.UUID) -> bool:
+    with ctx.db.session() as session:
+        job = session.get(Job, job_id)
+        return job is not None and tes_run.task_row(session, job) is not None
 
 
 def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> uuid.UUID:
@@ -414,5 +531,8 @@ def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) 
     )
     with ctx.db.session() as session:
         job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
-        lifecycle.record_end(session, job, end, files.count_outputs(session, job.owner_id, job.id))
+        if body.steps is not None:  # their log stretches, in the job's log (where this attempt's begins)
+            base = executor_refs.log_base(job.executor_ref)
+            end = dataclasses.replace(end, steps=[_step_end(step, base) for step in body.steps])
+        lifecycle.record_end(session, job, end, tes_run.count_outputs(session, job))
         return {"state": job.state}

@@ -35,7 +35,7 @@ from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.models import Resources
-from labcloud.services import files, lifecycle, tes
+from labcloud.services import files, lifecycle, tes_run
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
@@ -189,14 +189,14 @@ class LocalExecutor(Executor):
             )
         return inputs
 
-    def _task(self, session: Session, job: Job, plan: JobPlan, inputs: bool) -> tes.TaskOutputs | None:
+    def _task(self, session: Session, job: Job, plan: JobPlan, inputs: bool) -> tes_run.TaskOutputs | None:
         """A task's layout on its plan (with where its inputs come from, when staging), and where its
         outputs go; None for a job that is no task."""
-        row = tes.task_row(session, job)
+        row = tes_run.task_row(session, job)
         if row is None:
             return None
-        plan.task = tes.layout(session, self.settings, self.storage, job, row, inputs=inputs)
-        return tes.TaskOutputs(self.settings, row, plan.task)
+        plan.task = tes_run.layout(session, self.settings, self.storage, job, row, inputs=inputs)
+        return tes_run.TaskOutputs(self.settings, row, plan.task)
 
     def _plan(self, job: Job) -> JobPlan:
         """What the runner needs for the job's current attempt (inputs are added when staging)."""
@@ -312,7 +312,7 @@ class DatabaseReporter:
         self._last_check = time.monotonic()
         self._stored: list[tuple[files.Upload, str]] = []
         # A task: where its outputs go (else to jobs/<id>/ in the owner's space), and what went where.
-        self.outputs: tes.TaskOutputs | None = None
+        self.outputs: tes_run.TaskOutputs | None = None
         self._placed: list[tuple[str, str, int]] = []
 
     def _job(self, session: Session) -> Job | None:
@@ -383,10 +383,10 @@ class DatabaseReporter:
                     continue
                 paths = [p for p in paths if all(p != upload.path for upload, _ in self._stored)]
                 if self.outputs is not None:  # a task's file may go to object stores, and to the space
-                    for url in [p for p in paths if tes.is_s3(p)]:
+                    for url in [p for p in paths if tes_run.is_s3(p)]:
                         self.outputs.upload(url, item.copy)
                         self._placed.append((item.rel, url, item.size))
-                    paths = [p for p in paths if not tes.is_s3(p)]
+                    paths = [p for p in paths if not tes_run.is_s3(p)]
                 for n, path in enumerate(paths):  # (a task's file may go to several outputs)
                     copy = item.copy
                     if n < len(paths) - 1:
@@ -442,8 +442,7 @@ class DatabaseReporter:
                 replaced = files.index_outputs(session, settings, self.owner_id, self.job_id, self._stored)
                 if self.outputs is not None:
                     self.outputs.record(session, self._placed)
-            outputs = files.count_outputs(session, self.owner_id, self.job_id)
-            lifecycle.record_end(session, job, end, outputs)
+            lifecycle.record_end(session, job, end, tes_run.count_outputs(session, job))
         return replaced
 
     def _drop_stored(self) -> None:
