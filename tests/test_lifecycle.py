@@ -18,7 +18,7 @@ from labcloud.db.models import Job, JobEvent, User
 from labcloud.errors import Conflict
 from labcloud.execution.run_end import RunEnd
 from labcloud.registry.models import Resources
-from labcloud.services import lifecycle
+from labcloud.services import lifecycle, projects
 from labcloud.services.job_states import (
     ACTIVE,
     TERMINAL,
@@ -49,8 +49,11 @@ def owner(db: Database) -> uuid.UUID:
 
 def make_job(session: Session, owner: uuid.UUID, state: JobState, **fields: object) -> Job:
     fields = {"attempts": 1, "max_attempts": 2, **fields}
+    user = session.get(User, owner)
+    assert user is not None
     job = Job(
         owner_id=owner,
+        project_id=projects.personal(session, user).id,
         app="a",
         version="1",
         entrypoint="e",

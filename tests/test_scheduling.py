@@ -19,12 +19,12 @@ from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, logi
 from jobs_helpers import TERMINAL, follow_log, py, wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.db.engine import Database
-from labcloud.db.models import Job
+from labcloud.db.models import Job, User
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle
 from labcloud.execution.scheduler import Scheduler
 from labcloud.registry.models import Resources
-from labcloud.services import lifecycle
+from labcloud.services import lifecycle, projects
 from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 from live_server import eventually, login_headers, server_env
@@ -112,8 +112,11 @@ def test_room_freed_during_a_round_goes_to_the_first_in_line(
     ids = {}
     with db.session() as session:
         for who in (alice, bob):
+            person = session.get(User, who.id)
+            assert person is not None
             job = Job(
                 owner_id=who.id,
+                project_id=projects.personal(session, person).id,
                 app="nap",
                 version="1",
                 entrypoint="main",

@@ -33,11 +33,13 @@ from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
 from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
+from labcloud.services.projects import Action
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
 from labcloud.storage.base import Storage
 
 log = logging.getLogger(__name__)
+MANAGE = Action.MANAGE  # what changing a job takes (its owner may always; else a manager of its project)
 
 
 @dataclass
@@ -193,7 +195,7 @@ class Runtime:
     def cancel(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
         """Cancel a job: a queued one at once; one that runs becomes ``cancelling`` and its executor
         stops it."""
-        job = job_service.cancel(session, job_service.get_job(session, user, job_id))
+        job = job_service.cancel(session, job_service.get_job(session, user, job_id, MANAGE))
         session.commit()
         found = self.executors.get(job.executor)
         if found is not None:
@@ -201,7 +203,7 @@ class Runtime:
         return job
 
     def delete_job(self, session: Session, user: User, job_id: uuid.UUID) -> None:
-        job_service.delete(session, self.settings, job_service.get_job(session, user, job_id))
+        job_service.delete(session, self.settings, job_service.get_job(session, user, job_id, MANAGE))
         session.commit()
 
     def revoke_worker(self, session: Session, worker_id: uuid.UUID) -> Worker:

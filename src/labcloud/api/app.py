@@ -20,6 +20,7 @@ from labcloud.api.routers import (
     health,
     jobs,
     me,
+    projects,
     tes,
     uploads,
     users,
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.add_middleware(Utf8Addresses)
     if settings.trusted_proxies:  # the client's address and scheme as the proxy saw them
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
-    for module in (health, auth, me, users, apps, files, uploads, jobs, workers, worker_api, tes):
+    for module in (health, auth, me, users, projects, apps, files, uploads, jobs, workers, worker_api, tes):
         app.include_router(module.router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages

@@ -52,6 +52,12 @@ class JobSubmit(BaseModel):
     )
     name: str = Field("", max_length=200)
     tags: dict[str, str] = Field(default_factory=dict)
+    project: str | None = Field(
+        None,
+        max_length=40,
+        description="The slug of a project you may run jobs in (GET /api/v1/projects); default: your "
+        "personal project.",
+    )
 
 
 class JobOut(BaseModel):
@@ -75,6 +81,8 @@ class JobOut(BaseModel):
     tags: dict[str, str]
     usage: dict[str, Any]
     spec_hash: str
+    project_id: uuid.UUID
+    project: str = Field("", description="The slug of the project the job runs in.")
     executor: str
     queue: str | None = Field(None, description="The Slurm partition or Celery queue it went to.")
     image: str | None = Field(None, description="A container job: the content id of the image it ran.")

@@ -200,6 +200,8 @@ class JobInfo(Model):
     tags: dict[str, str]
     usage: dict[str, Any] = Field(description="Wall time, CPU seconds and peak memory, once it ran.")
     spec_hash: str
+    project_id: str = ""
+    project: str = Field("", description="The slug of the project it runs in.")
     executor: str
     queue: str | None = None
     image: str | None = None

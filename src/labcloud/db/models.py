@@ -68,6 +68,48 @@ class User(Base):
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
 
+class ProjectRole(StrEnum):
+    """What a member of a project may do, each role all that the ones below it may."""
+
+    VIEWER = "viewer"  # reads the project's jobs
+    MEMBER = "member"  # runs jobs in the project
+    MANAGER = "manager"  # adds and removes members, hands out join codes, cancels anyone's job
+    OWNER = "owner"  # everything, managers and owners included
+
+
+class Project(Base):
+    """A group that shares jobs and answers for what they use: a lab's group or grant. Every user also has
+    a personal one (``personal_user_id``), with nobody else in it."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    personal_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True, default=None
+    )
+    # A code with which a signed-in user joins as a member: only its SHA-256 is kept, until it expires.
+    join_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    join_code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ProjectMember(Base):
+    __tablename__ = "project_members"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[ProjectRole] = mapped_column(EnumText(ProjectRole, 16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ApiToken(Base):
     """A personal API token. Only a SHA-256 of the secret is kept: the secret is random, so no slow hash."""
 
@@ -95,10 +137,13 @@ class Job(Base):
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
         Index("ix_jobs_state_owner_id_id", "state", "owner_id", "id"),
         Index("ix_jobs_state_executor_id", "state", "executor", "id"),  # claims by remote workers
+        Index("ix_jobs_project_id_id", "project_id", "id"),  # a project's jobs, newest first
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The project it runs in and answers to (its owner's personal project unless another was chosen).
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200), default="")
     app: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))

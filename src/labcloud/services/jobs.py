@@ -13,11 +13,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
-from labcloud.db.models import Job, JobEvent, JobTag, User
+from labcloud.db.models import Job, JobEvent, JobTag, Project, User
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.registry.models import Resources
-from labcloud.services import files, routing
+from labcloud.services import files, projects, routing
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
@@ -39,6 +39,7 @@ class Submission:
     resources: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    project: str | None = None  # a project's slug; None: the submitter's personal project
 
 
 @dataclass
@@ -48,6 +49,7 @@ class JobFilter:
     tags: dict[str, str] = field(default_factory=dict)
     created_after: datetime | None = None
     created_before: datetime | None = None
+    project: str | None = None  # a project's jobs (everyone's); None: the caller's own jobs
 
 
 # ------------------------------------------------------------------------------------------- submitting
@@ -85,8 +87,9 @@ def submit(
     if where is not None and resources is not None:
         problems.check(lambda: within(resources, (ceiling(where.executor) if ceiling else None) or {}))
     problems.check(lambda: check_tags(sub.tags))
+    project = problems.check(projects.for_submit, session, user, sub.project)
     problems.raise_any()
-    assert resources is not None  # (raise_any raised otherwise)
+    assert resources is not None and project is not None  # (raise_any raised otherwise)
     return queue(
         session,
         settings,
@@ -106,6 +109,7 @@ def submit(
             executor=where.executor if where else settings.executor,
             queue=where.queue if where else None,
             rerun_of=rerun_of,
+            project_id=project.id,
         ),
     )
 
@@ -114,6 +118,8 @@ def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
     """Insert a checked job of ``user``, queued, with its tags and its history's first event."""
     job.id = new_id()  # known before the insert, so job, tags and event go in one flush
     job.owner_id = user.id
+    if job.project_id is None:
+        job.project_id = projects.personal(session, user).id
     job.state = JobState.QUEUED
     job.max_attempts = settings.job_max_attempts
     job.usage = {}
@@ -211,17 +217,25 @@ def check_tags(tags: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def get_job(session: Session, user: User, job_id: uuid.UUID) -> Job:
-    """The job if ``user`` may see it (its owner or an admin); another user's job is 'not found'."""
+def get_job(
+    session: Session, user: User, job_id: uuid.UUID, action: projects.Action = projects.Action.READ
+) -> Job:
+    """The job if ``user`` may do ``action`` with it (:func:`labcloud.services.projects.authorize_job`):
+    a job the user may not see is 'not found'; one they see but may not change is 'forbidden'."""
     job = session.get(Job, job_id)
-    if job is None or (job.owner_id != user.id and not user.is_admin):
+    if job is None:
         raise NotFound(f"You have no job with id {job_id}.")
+    projects.authorize_job(session, user, job, action)
     return job
 
 
 def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
     # The entrypoint spec is the bulkiest column and listings do not show it.
-    stmt: Select[Any] = select(Job).options(defer(Job.spec)).where(Job.owner_id == user.id)
+    stmt: Select[Any] = select(Job).options(defer(Job.spec))
+    if flt.project:
+        stmt = stmt.where(Job.project_id == projects.by_slug(session, user, flt.project).id)
+    else:
+        stmt = stmt.where(Job.owner_id == user.id)
     if flt.states:
         stmt = stmt.where(Job.state.in_(list(flt.states)))
     if flt.app:
@@ -275,11 +289,19 @@ def rerun(
         resources=job.resources.model_dump(),
         name=job.name,
         tags=dict(job.tags),
+        project=_slug(session, job.project_id),
     )
     new = submit(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=job.id)
     if job.image and new.spec.get("image") == job.spec.get("image"):
         new.image = job.image  # the same container image, by its content id, even if its tag moved since
     return new
+
+
+def _slug(session: Session, project_id: uuid.UUID) -> str:
+    project = session.get(Project, project_id)
+    if project is None or project.personal_user_id is not None:
+        return projects.PERSONAL  # (a rerun of another's personal job goes to the rerunner's own)
+    return project.slug
 
 
 def delete(session: Session, settings: Settings, job: Job) -> None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import AwareDatetime
+from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
 from labcloud.api.downloads import send_file, send_zip
@@ -17,7 +18,7 @@ from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.services import files, job_logs
+from labcloud.services import files, job_logs, projects
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
@@ -26,10 +27,15 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=GuardedRout
 MAX_TAG_FILTERS = 20  # a job has at most 20 tags
 
 
-def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
+def _out(
+    job: Job, ctx: Ctx, session: Session, detail: bool = False, slugs: dict[uuid.UUID, str] | None = None
+) -> JobOut:
     model = JobDetail if detail else JobOut
     out = model.model_validate(job)
     out.message = ctx.message(job)
+    out.project = (slugs if slugs is not None else projects.slugs(session, [job.project_id])).get(
+        job.project_id, ""
+    )
     return out
 
 
@@ -42,7 +48,7 @@ def _out(job: Job, ctx: Ctx, detail: bool = False) -> JobOut:
 )
 def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     job = ctx.submit(session, principal.user, job_service.Submission(**body.model_dump()))
-    return _out(job, ctx, detail=True)
+    return _out(job, ctx, session, detail=True)
 
 
 @router.get("", response_model=PageOut[JobOut], summary="List your jobs, newest first")
@@ -55,6 +61,11 @@ def list_jobs(
     tag: list[str] = Query([], description="key=value; repeat to require several (at most 20)."),
     created_after: AwareDatetime | None = Query(None),
     created_before: AwareDatetime | None = Query(None),
+    project: str | None = Query(
+        None,
+        max_length=40,
+        description="A project's jobs, everyone's (you need a role in it); default: yours.",
+    ),
     limit: PageLimit = DEFAULT_PAGE_SIZE,
     cursor: PageCursor = None,
 ) -> PageOut[JobOut]:
@@ -64,9 +75,11 @@ def list_jobs(
         tags=_tag_filters(tag),
         created_after=created_after,
         created_before=created_before,
+        project=project,
     )
     page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
-    return PageOut[JobOut].of(page, lambda job: _out(job, ctx))
+    slugs = projects.slugs(session, [job.project_id for job in page.items])
+    return PageOut[JobOut].of(page, lambda job: _out(job, ctx, session, slugs=slugs))
 
 
 def _tag_filters(items: list[str]) -> dict[str, str]:
@@ -92,7 +105,7 @@ def _tag_filters(items: list[str]) -> dict[str, str]:
 
 @router.get("/{job_id}", response_model=JobDetail, summary="One job")
 def get_job(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> JobOut:
-    return _out(job_service.get_job(session, principal.user, job_id), ctx, detail=True)
+    return _out(job_service.get_job(session, principal.user, job_id), ctx, session, detail=True)
 
 
 @router.post(
@@ -104,7 +117,7 @@ def get_job(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) 
 )
 def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
     """A queued job is cancelled at once; a running one becomes `cancelling` until its process is gone."""
-    return _out(ctx.cancel(session, principal.user, job_id), ctx, detail=True)
+    return _out(ctx.cancel(session, principal.user, job_id), ctx, session, detail=True)
 
 
 @router.post(
@@ -115,7 +128,7 @@ def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -
     summary="Run again",
 )
 def rerun(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
-    return _out(ctx.rerun(session, principal.user, job_id), ctx, detail=True)
+    return _out(ctx.rerun(session, principal.user, job_id), ctx, session, detail=True)
 
 
 @router.delete(
