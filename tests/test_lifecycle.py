@@ -82,6 +82,7 @@ def expected_refusal(current: JobState, target: JobState, reason: FailureReason 
         FailureReason.APP_ERROR,
         FailureReason.TIMEOUT,
         FailureReason.OUT_OF_MEMORY,
+        FailureReason.QUOTA_EXCEEDED,  # (it ran out of the time a quota left it: it must have run)
     )
 
 

@@ -16,11 +16,13 @@ class LabcloudError(Exception):
         *,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
+        self.extra = extra or {}  # more members of the problem document (RFC 9457 extensions)
 
 
 class NotFound(LabcloudError):

@@ -27,9 +27,11 @@ def problem(
     type_slug: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
+        **(extra or {}),
         "type": TYPE_BASE + (type_slug or phrase.lower().replace(" ", "-")),
         "title": title or phrase,
         "status": status,
@@ -87,6 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
             type_slug=exc.type_slug,
             errors=exc.errors,
             headers=exc.headers,
+            extra=exc.extra,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -93,8 +93,59 @@ class Project(Base):
     # A code with which a signed-in user joins as a member: only its SHA-256 is kept, until it expires.
     join_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     join_code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # A job whose worst case does not fit in a time quota: refused ("refuse"), or admitted with its time
+    # limit cut to what is left ("cut"; it ends as quota_exceeded when it reaches that).
+    over_quota: Mapped[str] = mapped_column(String(16), default="refuse")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Quota(Base):
+    """How much of one resource a project may use: within a period that resets (monthly, daily), within an
+    allocation's dates, or at any time (none). ``used`` counts what ended, ``reserved`` what the project's
+    unfinished jobs may still take; both change only by conditional updates."""
+
+    __tablename__ = "project_quotas"
+    __table_args__ = (Index("ix_project_quotas_project_id_resource", "project_id", "resource", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    resource: Mapped[str] = mapped_column(String(32))
+    limit: Mapped[float] = mapped_column(Float)
+    period: Mapped[str] = mapped_column(String(16), default="monthly")
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    used: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class UsageRecord(Base):
+    """What one finished attempt of a job used, written once when it ends and never changed: the ground
+    of accounting. It names its job, project and user without holding on to them (no foreign keys), so it
+    stays when they go."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_project_id_finished_at", "project_id", "finished_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    app: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    executor: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # how the attempt ended: succeeded, failed, cancelled
+    cpus: Mapped[float] = mapped_column(Float)
+    gpus: Mapped[float] = mapped_column(Float)
+    wall_s: Mapped[float] = mapped_column(Float)
+    cpu_hours: Mapped[float] = mapped_column(Float)  # wall time x CPUs asked for (as Slurm bills)
+    gpu_hours: Mapped[float] = mapped_column(Float)
+    peak_memory_mb: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ProjectMember(Base):
@@ -144,6 +195,9 @@ class Job(Base):
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     # The project it runs in and answers to (its owner's personal project unless another was chosen).
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # What its project's quotas hold for it until it ends: {resource: amount}, and "cut_timeout_s" when its
+    # time limit was cut to what a quota had left.
+    quota_hold: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
     app: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))

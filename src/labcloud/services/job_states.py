@@ -34,12 +34,18 @@ class FailureReason(StrEnum):
     SYSTEM_ERROR = "system_error"
     REJECTED = "rejected"  # refused before it ran, e.g. by a quota
     IMAGE_UNAVAILABLE = "image_unavailable"  # the container engine does not have the app's image
+    QUOTA_EXCEEDED = "quota_exceeded"  # it reached the time its project's quota had left for it
 
 
 # A queued job never ran, so it cannot have exited, timed out or run out of memory. (It can be rejected,
 # and one waiting in Slurm's or Celery's queue can be lost there, or fail to reach its runner.)
 QUEUED_CANNOT_FAIL_BY = frozenset(
-    {FailureReason.APP_ERROR, FailureReason.TIMEOUT, FailureReason.OUT_OF_MEMORY}
+    {
+        FailureReason.APP_ERROR,
+        FailureReason.TIMEOUT,
+        FailureReason.OUT_OF_MEMORY,
+        FailureReason.QUOTA_EXCEEDED,
+    }
 )
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})

@@ -17,7 +17,7 @@ from labcloud.db.models import Job, JobEvent, JobTag, Project, User
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.registry.models import Resources
-from labcloud.services import files, projects, routing
+from labcloud.services import files, projects, quotas, routing
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
@@ -118,8 +118,12 @@ def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
     """Insert a checked job of ``user``, queued, with its tags and its history's first event."""
     job.id = new_id()  # known before the insert, so job, tags and event go in one flush
     job.owner_id = user.id
-    if job.project_id is None:
-        job.project_id = projects.personal(session, user).id
+    project = (
+        projects.personal(session, user) if job.project_id is None else session.get(Project, job.project_id)
+    )
+    assert project is not None
+    job.project_id = project.id
+    quotas.reserve(session, project, job)  # QuotaExceeded (409) when a quota of the project cannot hold it
     job.state = JobState.QUEUED
     job.max_attempts = settings.job_max_attempts
     job.usage = {}

@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, JobEvent
+from labcloud.db.models import Job, JobEvent, Project
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict
 from labcloud.execution.run_end import RunEnd
+from labcloud.services import accounting, quotas
 from labcloud.services.job_states import (
     ACTIVE,
     TERMINAL,
@@ -96,6 +97,10 @@ def transition(
     )
     for key, value in values.items():
         setattr(job, key, value)
+    if target in TERMINAL:  # the attempt's usage is recorded and charged; what the job held goes back
+        if current in ACTIVE:
+            accounting.attempt_ended(session, job, target.value, changes)
+        quotas.release(session, job)
     return job
 
 
@@ -103,6 +108,16 @@ def fail_or_retry(session: Session, job: Job, reason: FailureReason, message: st
     """Fail the job; when its runner was lost and attempts remain, queue it again."""
     transition(session, job, JobState.FAILED, reason=reason, message=message)
     if can_retry(reason, job.attempts, job.max_attempts):
+        project = session.get(Project, job.project_id)
+        try:
+            if project is not None:
+                quotas.reserve(session, project, job)
+        except quotas.QuotaExceeded as exc:  # no room for another attempt: it stays failed
+            session.execute(
+                update(Job).where(Job.id == job.id).values(message=f"{message}; not retried: {exc.detail}")
+            )
+            job.message = f"{message}; not retried: {exc.detail}"
+            return job
         transition(
             session,
             job,
@@ -212,6 +227,12 @@ def failure(end: RunEnd, job: Job) -> tuple[FailureReason, str]:
     if end.outcome == "exited":
         return FailureReason.APP_ERROR, f"the command exited with code {end.exit_code}"
     if end.outcome == "timeout":
+        cut = quotas.was_cut(job)
+        if cut is not None:
+            return (
+                FailureReason.QUOTA_EXCEEDED,
+                f"stopped after {cut:g} s: what its project's quota had left when it was queued",
+            )
         return FailureReason.TIMEOUT, f"stopped after its time limit of {job.resources.timeout_s} s"
     if end.outcome == "out_of_memory":
         return FailureReason.OUT_OF_MEMORY, f"stopped for using more than {job.resources.memory_mb} MB"

@@ -1,0 +1,145 @@
+"""Accounting: every attempt of a job that ends writes one usage record (project, user, app, version,
+executor, CPU- and GPU-hours, peak memory, wall time), never changed afterwards, and charges its project's
+time quotas; reports sum the records per project, user, app, executor or month, as JSON rows or CSV.
+
+CPU-hours are the wall time x the CPUs the job asked for (as Slurm bills: what was held, not what was
+busy); GPU-hours likewise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labcloud.db.models import Job, Project, UsageRecord, User
+from labcloud.db.types import utcnow
+from labcloud.errors import InvalidInput
+from labcloud.services import quotas
+
+GROUPS = ("project", "user", "app", "executor", "month")
+COLUMNS = ("attempts", "cpu_hours", "gpu_hours", "wall_hours", "peak_memory_mb")
+
+
+def attempt_ended(session: Session, job: Job, state: str, changes: dict[str, Any]) -> UsageRecord | None:
+    """Write the usage record of the attempt that just ended (the job entered ``state``), and charge its
+    project's time quotas. Nothing for a job that never started an attempt."""
+    if job.attempts <= 0:
+        return None
+    now = utcnow()
+    usage = changes.get("usage") if isinstance(changes.get("usage"), dict) else None
+    if usage is not None and usage.get("wall_s") is not None:
+        wall = float(usage.get("wall_s") or 0.0)
+    elif job.started_at is not None:  # ended without a report: as long as it was held
+        wall = max((now - job.started_at).total_seconds(), 0.0)
+    else:
+        wall = 0.0
+    cpus, gpus = float(job.resources.cpus), float(job.resources.gpus)
+    record = UsageRecord(
+        job_id=job.id,
+        attempt=job.attempts,
+        project_id=job.project_id,
+        user_id=job.owner_id,
+        app=job.app,
+        version=job.version,
+        executor=job.executor,
+        state=state,
+        cpus=cpus,
+        gpus=gpus,
+        wall_s=round(wall, 3),
+        cpu_hours=wall * cpus / 3600,
+        gpu_hours=wall * gpus / 3600,
+        peak_memory_mb=float((usage or {}).get("peak_memory_mb") or 0.0),
+        started_at=job.started_at,
+        finished_at=now,
+    )
+    session.add(record)
+    quotas.charge(session, job.project_id, record.cpu_hours, record.gpu_hours)
+    return record
+
+
+@dataclass
+class Report:
+    group_by: str
+    rows: list[dict[str, Any]]
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow([self.group_by, *COLUMNS])
+        for row in self.rows:
+            writer.writerow([row[self.group_by], *(row[c] for c in COLUMNS)])
+        return out.getvalue()
+
+
+def report(
+    session: Session,
+    group_by: str,
+    *,
+    project_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Report:
+    """The usage records (of one project, or all) finished in [since, until), summed per ``group_by``;
+    biggest CPU-hours first (months in order)."""
+    if group_by not in GROUPS:
+        raise InvalidInput.field(["query", "by"], f"one of {', '.join(GROUPS)}")
+    stmt = select(UsageRecord)
+    if project_id is not None:
+        stmt = stmt.where(UsageRecord.project_id == project_id)
+    if since is not None:
+        stmt = stmt.where(UsageRecord.finished_at >= since)
+    if until is not None:
+        stmt = stmt.where(UsageRecord.finished_at < until)
+    sums: dict[Any, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COLUMNS, 0.0))
+    for record in session.scalars(stmt):
+        key = _key(record, group_by)
+        row = sums[key]
+        row["attempts"] += 1
+        row["cpu_hours"] += record.cpu_hours
+        row["gpu_hours"] += record.gpu_hours
+        row["wall_hours"] += record.wall_s / 3600
+        row["peak_memory_mb"] = max(row["peak_memory_mb"], record.peak_memory_mb)
+    names = _names(session, group_by, list(sums))
+    ordered = sorted(
+        sums.items(), key=lambda kv: str(kv[0]) if group_by == "month" else (-kv[1]["cpu_hours"], str(kv[0]))
+    )
+    rows: list[dict[str, Any]] = []
+    for key, values in ordered:
+        line: dict[str, Any] = {group_by: names.get(key, str(key))}
+        line.update({c: round(v, 6) for c, v in values.items()})
+        line["attempts"] = int(values["attempts"])
+        rows.append(line)
+    return Report(group_by, rows)
+
+
+def _key(record: UsageRecord, group_by: str) -> Any:
+    if group_by == "month":
+        return record.finished_at.strftime("%Y-%m")
+    return {
+        "project": record.project_id,
+        "user": record.user_id,
+        "app": record.app,
+        "executor": record.executor,
+    }[group_by]
+
+
+def _names(session: Session, group_by: str, keys: list[Any]) -> dict[Any, str]:
+    """Readable names for ids: a project's slug, a user's e-mail."""
+    if group_by == "project" and keys:
+        return {
+            i: slug
+            for i, slug in session.execute(select(Project.id, Project.slug).where(Project.id.in_(keys)))
+        }
+    if group_by == "user" and keys:
+        return {
+            i: email for i, email in session.execute(select(User.id, User.email).where(User.id.in_(keys)))
+        }
+    return {}

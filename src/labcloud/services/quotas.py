@@ -1,0 +1,304 @@
+"""A project's quotas: how much of each resource it may use, checked when a job is queued and settled when
+it ends, so that the project never spends more than its limit.
+
+Resources: ``cpu_hours`` and ``gpu_hours`` (wall time x CPUs or GPUs asked for, as Slurm bills),
+``concurrent_jobs`` (jobs queued or running at once) and ``jobs_per_day``. A quota's period is
+``monthly`` or ``daily`` (what was used resets at the start of each, in UTC), ``allocation`` (between its
+start and end dates, and refused outside them) or ``none``.
+
+A job holds its worst case while it is unfinished (its time limit x its CPUs or GPUs, one concurrent job)
+in the quota's ``reserved``; an attempt that ends adds what it really used to ``used`` (by its usage
+record, :mod:`.accounting`), and the job's end gives back what it held. Both change only by conditional
+``UPDATE``s (``used + reserved + want <= limit``), so concurrent submits at the edge of a quota never
+overspend, on either database. A job that does not fit is refused with a 409 naming the quota, what is left
+and how to ask for more; or, when its project says so (``over_quota = "cut"``), it is admitted with its
+time limit cut to what is left, and ends as ``quota_exceeded`` if it reaches it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from labcloud.db.models import Job, Project, Quota
+from labcloud.db.types import utcnow
+from labcloud.errors import InvalidInput, LabcloudError
+from labcloud.registry.models import Resources
+
+RESOURCES = ("cpu_hours", "gpu_hours", "concurrent_jobs", "jobs_per_day")
+PERIODS = ("monthly", "daily", "allocation", "none")
+TIME = ("cpu_hours", "gpu_hours")
+SPENT_AT_SUBMIT = ("jobs_per_day",)  # counted once when queued, never given back
+POLICIES = ("refuse", "cut")
+WARN_AT = 0.8
+MIN_CUT_S = 60  # a time limit cut below this is no use: the job is refused instead
+UNITS = {
+    "cpu_hours": "CPU-hours",
+    "gpu_hours": "GPU-hours",
+    "concurrent_jobs": "jobs",
+    "jobs_per_day": "jobs",
+}
+
+
+class QuotaExceeded(LabcloudError):
+    status, title, type_slug = 409, "Quota exceeded", "quota-exceeded"
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """A quota as its project's members see it."""
+
+    quota: Quota
+    left: float
+    fraction: float  # of the limit used or held
+
+    @property
+    def level(self) -> str:
+        """ok, warning (80% or more) or exceeded (all of it)."""
+        if self.fraction >= 1.0:
+            return "exceeded"
+        return "warning" if self.fraction >= WARN_AT else "ok"
+
+
+# --- what a job asks for --------------------------------------------------------------------------------
+
+
+def worst_case(resources: Resources) -> dict[str, float]:
+    """The most a job with these resources can cost each quota."""
+    hours = resources.timeout_s / 3600
+    return {
+        "cpu_hours": hours * float(resources.cpus),
+        "gpu_hours": hours * float(resources.gpus),
+        "concurrent_jobs": 1.0,
+        "jobs_per_day": 1.0,
+    }
+
+
+def period_start(period: str, now: datetime) -> datetime | None:
+    """Where the current period began (None: the quota has no periods)."""
+    if period == "monthly":
+        return datetime(now.year, now.month, 1, tzinfo=UTC)
+    if period == "daily":
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+    return None
+
+
+def _roll(session: Session, quota: Quota, now: datetime) -> None:
+    """Start the quota's current period if it has not started yet (what was used resets)."""
+    start = period_start(quota.period, now)
+    if start is None or (quota.period_start is not None and quota.period_start >= start):
+        return
+    session.execute(
+        update(Quota)
+        .where(Quota.id == quota.id, (Quota.period_start.is_(None)) | (Quota.period_start < start))
+        .values(used=0.0, period_start=start)
+    )
+    session.refresh(quota)
+
+
+def _of(session: Session, project_id: Any) -> list[Quota]:
+    stmt = select(Quota).where(Quota.project_id == project_id, Quota.resource.in_(RESOURCES))
+    return list(session.scalars(stmt.order_by(Quota.resource)))
+
+
+# --- holding and giving back ----------------------------------------------------------------------------
+
+
+def reserve(session: Session, project: Project, job: Job) -> None:
+    """Hold the job's worst case in each of its project's quotas (the job is about to be queued, in the
+    caller's transaction): QuotaExceeded when one cannot give it, or the job's time limit is cut to what is
+    left when the project says so."""
+    quotas = _of(session, project.id)
+    if not quotas:
+        job.quota_hold = None
+        return
+    now = utcnow()
+    for quota in quotas:
+        _roll(session, quota, now)
+        _check_dates(quota, project, now)
+    if project.over_quota == "cut":
+        _cut_to_fit(job, quotas)
+    want = worst_case(job.resources)
+    hold: dict[str, float] = {}
+    for quota in quotas:
+        amount = want[quota.resource]
+        if amount <= 0:
+            continue
+        column = Quota.used if quota.resource in SPENT_AT_SUBMIT else Quota.reserved
+        done = session.execute(
+            update(Quota)
+            .where(Quota.id == quota.id, Quota.used + Quota.reserved + amount <= Quota.limit + 1e-9)
+            .values({column: column + amount})
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            session.refresh(quota)
+            raise _refusal(project, quota, amount)
+        if quota.resource not in SPENT_AT_SUBMIT:
+            hold[quota.resource] = amount
+    if job.quota_hold and "cut_timeout_s" in job.quota_hold:
+        hold["cut_timeout_s"] = job.quota_hold["cut_timeout_s"]
+    job.quota_hold = hold or None
+
+
+def _check_dates(quota: Quota, project: Project, now: datetime) -> None:
+    if quota.period != "allocation":
+        return
+    if (quota.starts_at is not None and now < quota.starts_at) or (
+        quota.ends_at is not None and now >= quota.ends_at
+    ):
+        span = f"{_day(quota.starts_at)} to {_day(quota.ends_at)}"
+        raise QuotaExceeded(
+            f"Project {project.slug!r}: its {quota.resource} allocation runs from {span}; it gives nothing "
+            "now. Ask the project's managers or an admin for a new allocation.",
+            extra={"quota": quota.resource, "project": project.slug, "left": 0.0, "limit": quota.limit},
+        )
+
+
+def _day(moment: datetime | None) -> str:
+    return moment.date().isoformat() if moment is not None else "-"
+
+
+def _cut_to_fit(job: Job, quotas: list[Quota]) -> None:
+    """Cut the job's time limit to what the time quotas have left (not below MIN_CUT_S: then it does not
+    fit, and is refused)."""
+    resources = job.resources
+    allowed = float(resources.timeout_s)
+    for quota in quotas:
+        per_hour = float(resources.cpus) if quota.resource == "cpu_hours" else float(resources.gpus)
+        if quota.resource not in TIME or per_hour <= 0:
+            continue
+        left = max(quota.limit - quota.used - quota.reserved, 0.0)
+        allowed = min(allowed, left / per_hour * 3600)
+    if allowed >= resources.timeout_s:
+        return
+    if allowed < MIN_CUT_S:
+        return  # the reservation refuses it, naming the quota
+    cut = math.floor(allowed)
+    job.resources = resources.model_copy(update={"timeout_s": cut})
+    job.quota_hold = {"cut_timeout_s": float(cut)}
+
+
+def _refusal(project: Project, quota: Quota, amount: float) -> QuotaExceeded:
+    left = max(quota.limit - quota.used - quota.reserved, 0.0)
+    unit = UNITS[quota.resource]
+    what = "at most" if quota.resource in TIME else "up to"
+    resets = period_start(quota.period, utcnow())
+    when = ""
+    if resets is not None:
+        when = " this month" if quota.period == "monthly" else " today"
+    return QuotaExceeded(
+        f"Project {project.slug!r} has {_num(left)} of its {_num(quota.limit)} {unit} of {quota.resource} "
+        f"left{when}; this job needs {what} {_num(amount)}. Ask the project's managers or an admin for more "
+        "(a quota request), or ask for less (a shorter time limit, fewer CPUs).",
+        extra={
+            "quota": quota.resource,
+            "project": project.slug,
+            "left": round(left, 6),
+            "limit": quota.limit,
+        },
+    )
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def release(session: Session, job: Job) -> None:
+    """The job has ended: give back what it held (what it used is charged by its usage records)."""
+    hold = job.quota_hold or {}
+    for resource, amount in hold.items():
+        if resource not in RESOURCES or amount <= 0:
+            continue
+        session.execute(
+            update(Quota)
+            .where(Quota.project_id == job.project_id, Quota.resource == resource)
+            .values(reserved=case((Quota.reserved - amount < 0, 0.0), else_=Quota.reserved - amount))
+        )
+    if hold:
+        session.execute(update(Job).where(Job.id == job.id).values(quota_hold=None))
+        job.quota_hold = None
+
+
+def charge(session: Session, project_id: Any, cpu_hours: float, gpu_hours: float) -> None:
+    """Add what an attempt used to its project's time quotas (whatever their limit: it was spent)."""
+    for resource, amount in (("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours)):
+        if amount > 0:
+            session.execute(
+                update(Quota)
+                .where(Quota.project_id == project_id, Quota.resource == resource)
+                .values(used=Quota.used + amount)
+            )
+
+
+def was_cut(job: Job) -> float | None:
+    """The time limit a quota cut the job to, or None."""
+    return (job.quota_hold or {}).get("cut_timeout_s")
+
+
+# --- reading and setting --------------------------------------------------------------------------------
+
+
+def states(session: Session, project: Project) -> list[QuotaState]:
+    now = utcnow()
+    found = []
+    for quota in _of(session, project.id):
+        _roll(session, quota, now)
+        spent = quota.used + quota.reserved
+        left = max(quota.limit - spent, 0.0)
+        fraction = spent / quota.limit if quota.limit > 0 else 1.0
+        found.append(QuotaState(quota, left, fraction))
+    return found
+
+
+def set_quota(
+    session: Session,
+    project: Project,
+    resource: str,
+    limit: float,
+    period: str,
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+) -> Quota:
+    """Set (or make) the project's quota of ``resource``; what it has used so far stays. Every bad field
+    at once."""
+    errors = []
+    if resource not in RESOURCES:
+        errors.append({"loc": ["path", "resource"], "msg": f"one of {', '.join(RESOURCES)}"})
+    if not limit >= 0 or math.isinf(limit):
+        errors.append({"loc": ["body", "limit"], "msg": "a number from 0 up"})
+    if period not in PERIODS:
+        errors.append({"loc": ["body", "period"], "msg": f"one of {', '.join(PERIODS)}"})
+    if period == "allocation" and (starts_at is None or ends_at is None or ends_at <= starts_at):
+        errors.append({"loc": ["body", "ends_at"], "msg": "an allocation needs starts_at before ends_at"})
+    if period != "allocation" and (starts_at is not None or ends_at is not None):
+        errors.append({"loc": ["body", "starts_at"], "msg": "only an allocation has dates"})
+    if errors:
+        raise InvalidInput("Some fields of the quota are not valid.", errors=errors)
+    quota = session.scalar(select(Quota).where(Quota.project_id == project.id, Quota.resource == resource))
+    if quota is None:
+        # (jobs queued before the quota existed hold nothing in it; their attempts are charged as they end)
+        quota = Quota(project_id=project.id, resource=resource, used=0.0, reserved=0.0)
+        session.add(quota)
+    if quota.period != period:
+        quota.period_start = None  # a new kind of period starts now
+    quota.limit, quota.period, quota.starts_at, quota.ends_at = float(limit), period, starts_at, ends_at
+    session.flush()
+    return quota
+
+
+def remove_quota(session: Session, project: Project, resource: str) -> None:
+    quota = session.scalar(select(Quota).where(Quota.project_id == project.id, Quota.resource == resource))
+    if quota is not None:
+        session.delete(quota)
+        session.flush()
+
+
+def apply_defaults(session: Session, project: Project, defaults: dict[str, dict[str, Any]]) -> None:
+    """A new project's quotas, from the installation's defaults."""
+    for resource, spec in defaults.items():
+        set_quota(session, project, resource, float(spec["limit"]), str(spec.get("period", "monthly")))
