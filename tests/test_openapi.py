@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from conftest import Account
@@ -23,6 +24,7 @@ from labcloud.registry import app_to_public
 from labcloud.registry.models import Resources
 from labcloud.services import claims
 from labcloud.settings import Settings
+from test_tes import spec_file
 
 pytestmark = pytest.mark.db_agnostic  # the document and the answers do not depend on the database
 
@@ -106,6 +108,9 @@ def test_every_operation_has_a_response_schema(document: dict[str, Any]) -> None
     assert set(by_id["download_file"]["responses"]) >= {"200", "206", "304", "307"}
     assert "text/event-stream" in by_id["get_job_log"]["responses"]["200"]["content"]
     assert "Location" in by_id["create_upload"]["responses"]["201"]["headers"]
+    assert model("service_info") == "TesServiceInfo" and model("create_task") == "TesCreateTaskResponse"
+    assert model("list_tasks") == "TesListTasksResponse" and model("get_task") == "TesTask"
+    assert model("cancel_task") == "TesCancelTaskResponse"
 
 
 def test_every_operation_declares_its_problems(document: dict[str, Any]) -> None:
@@ -146,8 +151,54 @@ def test_every_operation_declares_its_problems(document: dict[str, Any]) -> None
     ):
         assert problem(by_id[name], "409"), name
     assert problem(by_id["append_to_upload"], "460") and problem(by_id["upload_file"], "413")
+    for name in ("create_task", "list_tasks", "get_task"):  # a task or a query that is not valid
+        assert problem(by_id[name], "400") and problem(by_id[name], "401"), name
+    assert problem(by_id["get_task"], "404") and problem(by_id["cancel_task"], "404")
     assert not by_id["get_upload_capabilities"].get("security")  # tus clients ask before logging in
     assert set(by_id["get_upload_capabilities"]["responses"]) == {"204", "default"}
+
+
+# The GA4GH TES 1.1 schemas and this document's: the same fields, the same required ones (but a task's
+# executors, which its MINIMAL view leaves out), the same types. service-info's own fields are the
+# service-info spec's (tests/test_tes.py writes down its required ones).
+TES_SCHEMAS = {
+    "tesTask": "TesTask",
+    "tesInput": "TesInput",
+    "tesOutput": "TesOutput",
+    "tesResources": "TesResources",
+    "tesExecutor": "TesExecutor",
+    "tesTaskLog": "TesTaskLog",
+    "tesExecutorLog": "TesExecutorLog",
+    "tesOutputFileLog": "TesOutputFileLog",
+    "tesCreateTaskResponse": "TesCreateTaskResponse",
+    "tesListTasksResponse": "TesListTasksResponse",
+    "tesCancelTaskResponse": "TesCancelTaskResponse",
+}
+
+
+def test_the_tes_answers_are_described_as_the_spec_has_them(document: dict[str, Any]) -> None:
+    spec = yaml.safe_load(spec_file().read_text())["components"]["schemas"]
+    ours = document["components"]["schemas"]
+
+    def kind(schema: dict[str, Any], components: dict[str, Any]) -> Any:
+        """An object's schema is named by a reference; a string's (an enum) may be either."""
+        if "$ref" in schema:
+            named = components[schema["$ref"].rsplit("/", 1)[-1]]
+            return "object" if named.get("type") == "object" else kind(named, components)
+        return schema.get("type"), kind(schema["items"], components) if "items" in schema else None
+
+    for theirs, name in TES_SCHEMAS.items():
+        wanted, given = spec[theirs], ours[name]
+        assert set(given.get("properties", {})) == set(wanted.get("properties", {})), name
+        required = set(wanted.get("required", [])) - ({"executors"} if name == "TesTask" else set())
+        assert set(given.get("required", [])) == required, name
+        for field, schema in given.get("properties", {}).items():
+            assert "null" not in str(schema), (name, field)  # left out when absent, never null
+            assert kind(schema, ours) == kind(wanted["properties"][field], spec), (name, field)
+    info = ours["TesServiceInfo"]["properties"]
+    assert set(info) >= set(spec["tesServiceInfo"]["allOf"][1]["properties"])
+    assert ours["TesServiceType"]["properties"]["artifact"]["const"] == "tes"
+    assert ours["TesTask"]["properties"]["state"]["enum"] == spec["tesState"]["enum"]
 
 
 def test_the_problems_answered_are_the_declared_schema(client: TestClient, user: Account) -> None:

@@ -26,7 +26,7 @@ from labcloud.services import url_fetch
 from labcloud.settings import Settings
 from live_server import eventually
 from test_containers import use_engine
-from test_web import browser_login
+from test_web import browser_login, csrf_of
 from testing.engines import IMAGE, EngineCLI
 from testing.seaweed import SeaweedFS
 
@@ -247,6 +247,81 @@ def test_cancel_stops_a_running_task(tes_client: TestClient, user: Account) -> N
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.db_agnostic
+def test_a_task_runs_again_with_its_inline_content_still_shown_nowhere(
+    tes_client: TestClient, user: Account, admin: Account, make_user: Any
+) -> None:
+    """Run again through labcloud's own API, or the job's page: the same task as a new one, with the same
+    inline content; only its owner may, and a task that cannot run any more says why."""
+    client = tes_client
+    secret = "token=run-me-again"
+    put_file(client, user, "again/in.txt", b"from space\n")
+    first = create(
+        client,
+        user,
+        {
+            "name": "again",
+            "inputs": [
+                {"content": f"{secret}\n", "path": "/in/secret.txt"},
+                {"url": "labcloud:///again/in.txt", "path": "/in/space.txt"},
+            ],
+            "outputs": [{"url": "labcloud:///again/out", "path": "/out", "type": "DIRECTORY"}],
+            "executors": [
+                {"image": IMAGE, "command": ["sh", "-c", "cat /in/secret.txt /in/space.txt > /out/seen.txt"]}
+            ],
+            "tags": {"run": "again"},
+        },
+    )
+    original = wait(client, user, first)
+    assert original["state"] == "COMPLETE", original
+    seen = f"{secret}\nfrom space\n".encode()
+    assert get_file(client, user, "again/out/seen.txt") == seen
+    assert client.delete("/api/v1/files/again/out/seen.txt", headers=user.headers).status_code == 204
+
+    r = client.post(f"/api/v1/jobs/{first}/rerun", headers=user.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["rerun_of"] == first and r.json()["app"] == "tes" and secret not in r.text
+    again = wait(client, user, r.json()["id"])
+    assert again["state"] == "COMPLETE", again
+    assert get_file(client, user, "again/out/seen.txt") == seen  # the same content, delivered again
+
+    def given(task: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in task.items() if k not in ("id", "state", "logs", "creation_time")}
+
+    assert given(again) == given(original) and again["inputs"][0] == {
+        "path": "/in/secret.txt",
+        "type": "FILE",
+    }
+    shown = [client.get(f"{TES}/tasks", params={"view": "FULL"}, headers=user.headers).text]
+    for task_id in (first, again["id"]):
+        shown.append(client.get(f"/api/v1/jobs/{task_id}", headers=user.headers).text)
+        shown.append(client.get(f"/api/v1/jobs/{task_id}/logs", headers=user.headers).text)
+    assert not [text for text in shown if secret in text]
+
+    # the job's page: Run again starts it again, and the new job's page says which it repeats
+    browser = browser_login(client.app, user.email, user.password)
+    page = browser.get(f"/jobs/{first}")
+    assert "Run again" in page.text and secret not in page.text
+    r = browser.post(f"/jobs/{first}/rerun", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    third = r.headers["location"].rsplit("/", 1)[-1]
+    page = browser.get(f"/jobs/{third}")
+    assert page.status_code == 200 and f'rerun of <a href="/jobs/{first}">' in page.text
+    assert secret not in page.text
+    assert wait(client, user, third)["state"] == "COMPLETE"
+
+    # only its owner runs a task again (its content and its files are theirs)
+    assert client.post(f"/api/v1/jobs/{first}/rerun", headers=admin.headers).status_code == 403
+    assert client.post(f"/api/v1/jobs/{first}/rerun", headers=make_user().headers).status_code == 404
+    # checked as a new task is: an input gone refuses it, through the API and on the page
+    assert client.delete("/api/v1/files/again/in.txt", headers=user.headers).status_code == 204
+    r = client.post(f"/api/v1/jobs/{first}/rerun", headers=user.headers)
+    assert r.status_code == 400 and "cannot run again" in r.text and "again/in.txt" in r.text, r.text
+    page = browser.get(f"/jobs/{first}")
+    r = browser.post(f"/jobs/{first}/rerun", data={"csrf_token": csrf_of(page.text)})
+    assert r.status_code == 400 and "cannot run again" in r.text and secret not in r.text, r.text
+
+
 # --- the spec's answers -------------------------------------------------------------------------------------
 
 
@@ -331,16 +406,29 @@ def schemas() -> dict[str, Any]:
     return found
 
 
-def conforms(schemas: dict[str, Any], name: str, document: Any) -> None:
-    """``document`` is a valid ``name`` of the spec (a task of the MINIMAL view need not have executors)."""
+# The schema of this server's OpenAPI document that describes each answer.
+DESCRIBED = {
+    "tesServiceInfo": "TesServiceInfo",
+    "tesCreateTaskResponse": "TesCreateTaskResponse",
+    "tesListTasksResponse": "TesListTasksResponse",
+    "tesCancelTaskResponse": "TesCancelTaskResponse",
+    "tesTask": "TesTask",
+    "minimalTask": "TesTask",
+}
+
+
+def conforms(schemas: dict[str, Any], name: str, document: Any, described: dict[str, Any]) -> None:
+    """``document`` is a valid ``name`` of the spec (a task of the MINIMAL view need not have executors),
+    and what this server's OpenAPI document (its ``described`` schemas) says it answers."""
     components = dict(schemas)
     if name == "minimalTask":
         components[name] = {k: v for k, v in schemas["tesTask"].items() if k != "required"}
-    validator = jsonschema.Draft7Validator(
-        {"$ref": f"#/components/schemas/{name}", "components": {"schemas": components}}
-    )
-    problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
-    assert not problems, (name, problems, document)
+    for where, named in ((components, name), (described, DESCRIBED[name])):
+        validator = jsonschema.Draft7Validator(
+            {"$ref": f"#/components/schemas/{named}", "components": {"schemas": where}}
+        )
+        problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+        assert not problems, (named, problems, document)
 
 
 @pytest.mark.db_agnostic
@@ -348,9 +436,10 @@ def test_every_answer_conforms_to_the_spec(
     tes_client: TestClient, user: Account, schemas: dict[str, Any]
 ) -> None:
     client = tes_client
+    described = _strict(client.app.openapi()["components"]["schemas"])
     info = client.get(f"{TES}/service-info")
     assert info.status_code == 200
-    conforms(schemas, "tesServiceInfo", info.json())
+    conforms(schemas, "tesServiceInfo", info.json(), described)
     assert info.json()["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
     assert "labcloud:///" in info.json()["storage"]
     put_file(client, user, "in.txt", b"x\n")
@@ -369,7 +458,7 @@ def test_every_answer_conforms_to_the_spec(
         "tags": {"k": "v"},
     }
     r = client.post(f"{TES}/tasks", json=body, headers=user.headers)
-    conforms(schemas, "tesCreateTaskResponse", r.json())
+    conforms(schemas, "tesCreateTaskResponse", r.json(), described)
     ended = wait(client, user, r.json()["id"])
     assert ended["state"] == "COMPLETE", ended
     failing = create(client, user, {"executors": [{"image": IMAGE, "command": ["false"]}]})
@@ -378,16 +467,16 @@ def test_every_answer_conforms_to_the_spec(
     for task_id in (r.json()["id"], failing, queued):
         for view, name in (("MINIMAL", "minimalTask"), ("BASIC", "tesTask"), ("FULL", "tesTask")):
             answer = client.get(f"{TES}/tasks/{task_id}", params={"view": view}, headers=user.headers)
-            conforms(schemas, name, answer.json())
+            conforms(schemas, name, answer.json(), described)
     for view in ("MINIMAL", "BASIC", "FULL"):
         listing = client.get(
             f"{TES}/tasks", params={"view": view, "page_size": 2}, headers=user.headers
         ).json()
-        conforms(schemas, "tesListTasksResponse", listing | {"tasks": []})
+        conforms(schemas, "tesListTasksResponse", listing | {"tasks": []}, described)
         for task in listing["tasks"]:
-            conforms(schemas, "minimalTask" if view == "MINIMAL" else "tesTask", task)
+            conforms(schemas, "minimalTask" if view == "MINIMAL" else "tesTask", task, described)
     cancel = client.post(f"{TES}/tasks/{queued}:cancel", headers=user.headers)
-    conforms(schemas, "tesCancelTaskResponse", cancel.json())
+    conforms(schemas, "tesCancelTaskResponse", cancel.json(), described)
     full = client.get(f"{TES}/tasks/{r.json()['id']}", params={"view": "FULL"}, headers=user.headers).json()
     given = {k: v for k, v in full.items() if k not in ("id", "state", "logs", "creation_time")}
     assert given["inputs"] == [
@@ -521,6 +610,14 @@ def test_backend_parameters(tes_client: TestClient, user: Account) -> None:
     refused = client.get(f"{TES}/tasks/{strict}", params={"view": "FULL"}, headers=user.headers).json()
     assert refused["state"] == "SYSTEM_ERROR", refused
     assert any("VmSize" in line for line in refused["logs"][0]["system_logs"])
+    # run again: the parameters kept, what was ignored said again, and a strict task refused again
+    for task_id, state in ((slow, "EXECUTOR_ERROR"), (strict, "SYSTEM_ERROR")):
+        r = client.post(f"/api/v1/jobs/{task_id}/rerun", headers=user.headers)
+        assert r.status_code == 201, r.text
+        again = wait(client, user, r.json()["id"])
+        assert again["state"] == state, again
+        assert again["resources"]["backend_parameters"] == {"timeout_s": "1"}
+        assert any("VmSize" in line for line in again["logs"][0]["system_logs"]), again
 
 
 @pytest.mark.db_agnostic

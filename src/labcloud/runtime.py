@@ -174,9 +174,12 @@ class Runtime:
         return job
 
     def rerun(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
-        """The same job again, as a new one."""
+        """The same job again, as a new one (a GA4GH TES task: the same task, as a new one)."""
         job = job_service.get_job(session, user, job_id)
-        new = job_service.rerun(session, self.settings, self.apps, user, job, ceiling=self.ceiling)
+        if job.app == tes_service.APP:
+            new = tes_service.rerun(session, self.settings, user, job, self.ceiling)
+        else:
+            new = job_service.rerun(session, self.settings, self.apps, user, job, ceiling=self.ceiling)
         self._done(session)
         return new
 

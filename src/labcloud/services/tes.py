@@ -6,8 +6,8 @@ node or a Celery worker.
 The job carries what every job has (owner, state and history, resources, tags, log, cancel, retries of a
 lost run); the task's own document, its secret inline inputs, the files its outputs delivered and what the
 server said of it live beside it (:class:`~labcloud.db.models.TesTask`). This module checks a task,
-stores it, maps states both ways and cuts the three views; :mod:`.tes_run` tells the runners where a
-task's files come from and go to.
+stores it (and again, for a rerun), maps states both ways and cuts the three views; :mod:`.tes_run`
+tells the runners where a task's files come from and go to.
 
 Files: an input's ``url`` and an output's ``url`` name a path in the caller's own file space, written
 ``labcloud:///path/in/space`` (or ``labcloud://path``, or the plain path), or ``s3://bucket/key`` in the
@@ -18,6 +18,7 @@ schemes (``gs://``, ``file://``, ...) are refused with 400.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import math
 import re
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from labcloud import __version__
 from labcloud.db.models import Job, JobTag, TesTask, User
-from labcloud.errors import InvalidInput, LabcloudError, NotFound
+from labcloud.errors import Forbidden, InvalidInput, LabcloudError, NotFound
 from labcloud.execution.task import (
     Step,
     TaskInput,
@@ -70,6 +71,7 @@ STATES = (
 )
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 256, 2047
 SCHEME = "labcloud:"
+IGNORED = "backend parameters not supported and ignored: "  # a task's note, and a rerun's
 BACKEND_PARAMETERS = ("timeout_s",)  # the keys of resources.backend_parameters this server takes
 MAX_EXECUTORS, MAX_FILES, MAX_VOLUMES, MAX_ARGS = 100, 1000, 100, 10_000
 LOG_TAIL_BYTES = 64 * 1024  # of each executor's output in the FULL view
@@ -170,10 +172,14 @@ def create(
     user: User,
     body: Any,
     ceiling: Callable[[str], dict[str, float] | None] | None = None,
+    *,
+    rerun_of: uuid.UUID | None = None,
+    ignored: str = "",
 ) -> Job:
     """Check a task document (every problem at once, 400) and queue it as a job of ``user``, for the
     executor the installation's routes give app ``tes`` (else its default one). ``ceiling``: the most an
-    executor (by name) can ever give a job; more is refused."""
+    executor (by name) can ever give a job; more is refused. A rerun (:func:`rerun`) says which task it
+    repeats and which backend parameters that one's creation ignored."""
     try:
         task = TaskIn.model_validate(body)
     except ValidationError as exc:
@@ -194,7 +200,7 @@ def create(
         job_service.check_tags(tags)
     except InvalidInput as exc:
         errors.items += exc.errors or []
-    resources, notes, strict_refusal = _resources(errors, settings, task.resources)
+    resources, notes, strict_refusal = _resources(errors, settings, task.resources, ignored)
     errors.raise_any()
     layout = _layout(task, settings, inputs=[])
     _check_streams(errors, task, layout)
@@ -238,6 +244,7 @@ def create(
             tags=tags,
             executor=where.executor,
             queue=where.queue,
+            rerun_of=rerun_of,
         ),
     )
     session.add(
@@ -247,6 +254,32 @@ def create(
     if strict_refusal:
         transition(session, job, JobState.FAILED, reason=FailureReason.REJECTED, message=strict_refusal)
     return job
+
+
+def rerun(
+    session: Session,
+    settings: Settings,
+    user: User,
+    job: Job,
+    ceiling: Callable[[str], dict[str, float] | None] | None = None,
+) -> Job:
+    """The same task again, as a new one (``rerun_of`` the old): its stored document with its inline
+    contents, checked and routed as a new task is today (an image no longer allowed or an input file gone
+    refuse it, 400), refused again if it was for its unsupported strict parameters. Only its owner may:
+    the contents are theirs, and the task's urls name a path in the caller's space."""
+    row = session.get(TesTask, job.id)
+    if row is None:
+        raise NotFound(f"Job {job.id} is not a GA4GH TES task.")
+    if job.owner_id != user.id:
+        raise Forbidden("Only its owner can run a task again: its inline inputs and files are theirs.")
+    body = copy.deepcopy(row.document)
+    for index, content in row.contents.items():
+        body["inputs"][int(index)]["content"] = content
+    ignored = next((n.removeprefix(IGNORED) for n in row.system_logs if n.startswith(IGNORED)), "")
+    try:
+        return create(session, settings, user, body, ceiling, rerun_of=job.id, ignored=ignored)
+    except TaskRefused as exc:
+        raise TaskRefused(f"Task {job.id} cannot run again. {exc.detail}", errors=exc.errors) from None
 
 
 def _check_path(errors: _Errors, loc: list[str | int], path: str, *, pattern: bool = False) -> None:
@@ -377,10 +410,10 @@ def _url(url: str) -> tuple[str, str]:
 
 
 def _resources(
-    errors: _Errors, settings: Settings, given: ResourcesIn | None
+    errors: _Errors, settings: Settings, given: ResourcesIn | None, ignored: str = ""
 ) -> tuple[Resources, list[str], str]:
     """The job's resources; what the server notes about them; why a strict task is refused ("": it is
-    not)."""
+    not). ``ignored``: the unsupported parameters a rerun's original had (its document has none left)."""
     given = given or ResourcesIn()
     notes: list[str] = []
     timeout = settings.tes_timeout_s
@@ -397,10 +430,11 @@ def _resources(
         else:
             unsupported.append(key)
     refusal = ""
-    if unsupported:
-        notes.append(f"backend parameters not supported and ignored: {', '.join(unsupported)}")
+    ignored = ", ".join(unsupported) or ignored
+    if ignored:
+        notes.append(IGNORED + ignored)
         if given.backend_parameters_strict:
-            refusal = f"refused: backend parameters not supported here: {', '.join(unsupported)}"
+            refusal = f"refused: backend parameters not supported here: {ignored}"
     if given.disk_gb:
         notes.append("disk_gb is not enforced here")
     ram_gb = given.ram_gb or settings.tes_default_ram_gb

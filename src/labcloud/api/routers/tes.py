@@ -7,12 +7,33 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel
 
 from labcloud.api.deps import AppSettings, Ctx, DbSession, Reader, Writer
 from labcloud.api.guard import GuardedRoute
+from labcloud.api.openapi import problems
+from labcloud.api.tes_schemas import (
+    TesCancelTaskResponse,
+    TesCreateTaskResponse,
+    TesListTasksResponse,
+    TesServiceInfo,
+    TesTask,
+)
 from labcloud.services import tes
 
+REFUSED = "Not valid: the task (`errors` names each field at fault), or a query parameter."
+
 router = APIRouter(prefix="/ga4gh/tes/v1", tags=["GA4GH TES"], route_class=GuardedRoute)
+
+
+def _answers(model: type[BaseModel], description: str, refuses: bool = False) -> dict[int | str, Any]:
+    """The ``responses=`` of a route that answers the dict its view made, as it is (``response_model=None``:
+    a response model would add the fields a view leaves out, as nulls): ``model`` describes it; 400 where
+    the route refuses a task or a query that is not valid (401 and 404 follow from the route itself)."""
+    answers: dict[int | str, Any] = {200: {"model": model, "description": description}}
+    if refuses:
+        answers[400] = {**problems(400)[400], "description": REFUSED}
+    return answers
 
 
 def _view(view: str) -> str:
@@ -22,12 +43,22 @@ def _view(view: str) -> str:
     return chosen
 
 
-@router.get("/service-info", summary="GetServiceInfo")
+@router.get(
+    "/service-info",
+    summary="GetServiceInfo",
+    response_model=None,
+    responses=_answers(TesServiceInfo, "The service and what of TES it supports."),
+)
 def service_info(settings: AppSettings) -> dict[str, Any]:
     return tes.service_info(settings)
 
 
-@router.post("/tasks", summary="CreateTask")
+@router.post(
+    "/tasks",
+    summary="CreateTask",
+    response_model=None,
+    responses=_answers(TesCreateTaskResponse, "The new task's id.", refuses=True),
+)
 def create_task(
     principal: Writer, session: DbSession, ctx: Ctx, body: dict[str, Any] = Body(...)
 ) -> dict[str, Any]:
@@ -35,7 +66,12 @@ def create_task(
     return {"id": str(ctx.submit_task(session, principal.user, body))}
 
 
-@router.get("/tasks", summary="ListTasks")
+@router.get(
+    "/tasks",
+    summary="ListTasks",
+    response_model=None,
+    responses=_answers(TesListTasksResponse, "A page of your tasks, newest first.", refuses=True),
+)
 def list_tasks(
     principal: Reader,
     session: DbSession,
@@ -64,7 +100,12 @@ def list_tasks(
     return answer
 
 
-@router.post("/tasks/{task_id}:cancel", summary="CancelTask")
+@router.post(
+    "/tasks/{task_id}:cancel",
+    summary="CancelTask",
+    response_model=None,
+    responses=_answers(TesCancelTaskResponse, "Canceled, canceling, or it had ended."),
+)
 def cancel_task(task_id: str, principal: Writer, session: DbSession, ctx: Ctx) -> dict[str, Any]:
     """A queued task is canceled at once, a running one is CANCELING until its container is gone; a task
     that has ended stays as it is."""
@@ -74,7 +115,12 @@ def cancel_task(task_id: str, principal: Writer, session: DbSession, ctx: Ctx) -
     return {}
 
 
-@router.get("/tasks/{task_id}", summary="GetTask")
+@router.get(
+    "/tasks/{task_id}",
+    summary="GetTask",
+    response_model=None,
+    responses=_answers(TesTask, "The task in the view asked for.", refuses=True),
+)
 def get_task(
     task_id: str,
     principal: Reader,
