@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from conftest import PG_SERVER, Account, backend
 from jobs_helpers import wait_for_end, write_app
+from labcloud.api.app import create_app
 from labcloud.db import migrate
 from labcloud.db.models import Job, Project, ProjectMember, User
 from labcloud.db.types import utcnow
@@ -280,3 +281,125 @@ def test_the_migration_puts_every_job_in_its_owners_personal_project(
     assert "projects" not in sa.inspect(engine).get_table_names()
     assert "project_id" not in {c["name"] for c in sa.inspect(engine).get_columns("jobs")}
     engine.dispose()
+
+
+# ----------------------------------------------------------------------------------------------- quotas
+
+
+def set_quota(
+    client: TestClient, admin: Account, slug: str, resource: str, **body: Any
+) -> list[dict[str, Any]]:
+    r = client.put(f"/api/v1/projects/{slug}/quotas/{resource}", json=body, headers=admin.headers)
+    assert r.status_code == 200, r.text
+    found: list[dict[str, Any]] = r.json()
+    return found
+
+
+def test_a_quota_refuses_what_does_not_fit_and_gives_back_what_ends(
+    client: TestClient, admin: Account, make_user: Any, settings: Settings
+) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "hour",
+        ["echo", "done"],
+        resources={"cpus": 2, "memory_mb": 64, "timeout_s": 3600},
+    )
+    owner = make_user()
+    project(client, owner, "Budget", "budget")
+    # a member cannot set quotas; an admin can
+    r = client.put("/api/v1/projects/budget/quotas/cpu_hours", json={"limit": 5}, headers=owner.headers)
+    assert r.status_code == 403
+    [quota] = set_quota(client, admin, "budget", "cpu_hours", limit=5, period="monthly")
+    assert (quota["limit"], quota["used"], quota["reserved"], quota["level"]) == (5, 0, 0, "ok")
+    first = submit(client, owner, "hour", "budget")  # worst case 2 CPU-hours: held
+    second = submit(client, owner, "hour", "budget")
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
+    third = submit(client, owner, "hour", "budget")  # 4 held, 1 left: refused, naming the quota
+    assert third.status_code == 409, third.text
+    problem = third.json()
+    assert problem["type"].endswith("/quota-exceeded") and problem["quota"] == "cpu_hours", problem
+    assert (
+        problem["left"] == pytest.approx(1.0, abs=0.01) and "Ask the project's managers" in problem["detail"]
+    )
+    states = client.get("/api/v1/projects/budget/quotas", headers=owner.headers).json()
+    assert states[0]["reserved"] == pytest.approx(4.0) and states[0]["level"] == "warning", states
+    # the jobs end: what they held goes back, what they used (seconds) is charged
+    for job in (first.json(), second.json()):
+        assert wait_for_end(client, job["id"], owner.headers)["state"] == "succeeded"
+    [after] = client.get("/api/v1/projects/budget/quotas", headers=owner.headers).json()
+    assert after["reserved"] == pytest.approx(0.0) and 0 < after["used"] < 0.1, after
+    assert submit(client, owner, "hour", "budget").status_code == 201
+    # every attempt left a usage record; the report sums them
+    usage = client.get("/api/v1/projects/budget/usage", params={"by": "app"}, headers=owner.headers).json()
+    [row] = usage["rows"]
+    assert row["app"] == "hour" and row["attempts"] == 2 and row["cpu_hours"] == pytest.approx(after["used"])
+    csv_text = client.get(
+        "/api/v1/projects/budget/usage", params={"format": "csv", "by": "user"}, headers=owner.headers
+    ).text
+    assert csv_text.splitlines()[0] == "user,attempts,cpu_hours,gpu_hours,wall_hours,peak_memory_mb"
+    assert owner.email in csv_text
+    assert client.get("/api/v1/usage", headers=owner.headers).status_code == 403
+    everything = client.get("/api/v1/usage", params={"by": "project"}, headers=admin.headers).json()
+    assert "budget" in [r["project"] for r in everything["rows"]]
+
+
+def test_a_project_may_cut_a_jobs_time_limit_to_what_its_quota_has_left(
+    client: TestClient, admin: Account, make_user: Any, settings: Settings
+) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "long",
+        ["sleep", "60"],
+        resources={"cpus": 1, "memory_mb": 64, "timeout_s": 3600},
+    )
+    settings.quota_min_cut_s = 2
+    owner = make_user()
+    project(client, owner, "Cut", "cut")
+    r = client.patch("/api/v1/projects/cut", json={"over_quota": "cut"}, headers=owner.headers)
+    assert r.status_code == 200 and r.json()["over_quota"] == "cut", r.text
+    set_quota(client, admin, "cut", "cpu_hours", limit=1 / 3600, period="none")  # one CPU-second: too few
+    with TestClient(create_app(settings)) as quick:  # (a server that runs a limit of 2 s)
+        assert submit(quick, owner, "long", "cut").status_code == 409  # less than quota_min_cut_s: refused
+        set_quota(client, admin, "cut", "cpu_hours", limit=3 / 3600, period="none")
+        answer = submit(quick, owner, "long", "cut")
+        assert answer.status_code == 201, answer.text
+        job = answer.json()
+        assert job["resources"]["timeout_s"] == 3, job
+        done = wait_for_end(quick, job["id"], owner.headers)
+    assert (done["state"], done["reason"]) == ("failed", "quota_exceeded"), done
+
+
+def test_concurrent_submits_at_the_edge_of_a_quota_never_overspend(
+    client: TestClient, admin: Account, make_user: Any, settings: Settings
+) -> None:
+    """Twenty submits at once into a project with room for five unfinished jobs: exactly five get in."""
+    import concurrent.futures
+
+    write_app(
+        settings.effective_apps_dir,
+        "wait",
+        ["sleep", "30"],
+        resources={"cpus": 0.01, "memory_mb": 8, "timeout_s": 60},
+    )
+    owner = make_user()
+    project(client, owner, "Edge", "edge")
+    set_quota(client, admin, "edge", "concurrent_jobs", limit=5, period="none")
+    with TestClient(create_app(settings)) as other:  # a second server process of the same database
+        clients = [client, other] * 10
+        for c in (client, other):  # both have seen the new app (a reload in progress serves the last view)
+            assert c.get("/api/v1/apps/wait", headers=owner.headers).status_code == 200
+
+        def one(c: TestClient) -> int:
+            r = c.post("/api/v1/jobs", json={"app": "wait", "project": "edge"}, headers=owner.headers)
+            assert r.status_code in (201, 409), r.text
+            return r.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+            codes = list(pool.map(one, clients))
+    assert sorted(codes) == [201] * 5 + [409] * 15, codes
+    [quota] = client.get("/api/v1/projects/edge/quotas", headers=owner.headers).json()
+    assert quota["reserved"] == 5 and quota["level"] == "exceeded", quota
+    listed = client.get("/api/v1/jobs", params={"project": "edge", "limit": 50}, headers=owner.headers).json()
+    assert len(listed["items"]) == 5
+    for job in listed["items"]:
+        client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=owner.headers)

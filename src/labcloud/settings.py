@@ -57,6 +57,18 @@ def _absolute_sqlite_url(url: str) -> str:
     return parsed.set(database=str(absolute(database))).render_as_string(hide_password=False)
 
 
+QuotaResource = Literal["cpu_hours", "gpu_hours", "concurrent_jobs", "jobs_per_day"]
+
+
+class DefaultQuota(BaseModel):
+    """A quota every project gets unless an admin sets its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: float = Field(ge=0)
+    period: Literal["monthly", "daily", "none"] = "monthly"
+
+
 class Route(BaseModel):
     """One routing rule: every condition given must hold; ``executor`` and ``queue`` say where to."""
 
@@ -207,6 +219,19 @@ class Settings(ContainerSettings):
         description="Where jobs run unless a route says otherwise: local (this machine), pull (remote "
         "workers pull them), slurm (sbatch to a Slurm cluster) or celery (a Celery worker fleet). Checked "
         "when the executors load, at start.",
+    )
+    default_quotas: dict[QuotaResource, DefaultQuota] = Field(
+        default_factory=dict,
+        description="Quotas every project (personal ones too) starts with, by resource, e.g. "
+        '{"cpu_hours": {"limit": 500, "period": "monthly"}, '
+        '"concurrent_jobs": {"limit": 50, "period": "none"}}; '
+        "an admin changes a project's own. Empty: none.",
+    )
+    quota_min_cut_s: float = Field(
+        60.0,
+        gt=0,
+        description="In a project that cuts a job's time limit to what its quota has left, the shortest "
+        "limit worth running; a job that would get less is refused.",
     )
     executor_routes: list[Route] = Field(
         default_factory=list,

@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     for module in (health, auth, me, users, projects, apps, files, uploads, jobs, workers, worker_api, tes):
         app.include_router(module.router)
+    app.include_router(projects.usage_router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
     openapi.install(app)  # every operation's problems, for client generators

@@ -123,7 +123,8 @@ def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
     )
     assert project is not None
     job.project_id = project.id
-    quotas.reserve(session, project, job)  # QuotaExceeded (409) when a quota of the project cannot hold it
+    # QuotaExceeded (409) when the project's quotas cannot hold it
+    quotas.reserve(session, project, job, settings.default_quotas, settings.quota_min_cut_s)
     job.state = JobState.QUEUED
     job.max_attempts = settings.job_max_attempts
     job.usage = {}

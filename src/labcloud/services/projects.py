@@ -221,6 +221,23 @@ def create(session: Session, user: User, name: str, slug: str | None, descriptio
     return project
 
 
+def change(
+    session: Session, project: Project, name: str | None, description: str | None, over_quota: str | None
+) -> Project:
+    """Rename or describe the project, or choose what a job beyond a time quota gets (the caller has
+    checked the actor may manage it)."""
+    if name is not None:
+        if not 1 <= len(name.strip()) <= 200:
+            raise InvalidInput.field(["body", "name"], "a name of 1 to 200 characters")
+        project.name = name.strip()
+    if description is not None:
+        project.description = description.strip()[:2000]
+    if over_quota is not None:
+        project.over_quota = over_quota
+    session.flush()
+    return project
+
+
 def _slugify(name: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", name.lower())).strip("-")[:40].strip("-")
 

@@ -18,11 +18,13 @@ time limit cut to what is left, and ends as ``quota_exceeded`` if it reaches it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import case, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job, Project, Quota
@@ -36,7 +38,7 @@ TIME = ("cpu_hours", "gpu_hours")
 SPENT_AT_SUBMIT = ("jobs_per_day",)  # counted once when queued, never given back
 POLICIES = ("refuse", "cut")
 WARN_AT = 0.8
-MIN_CUT_S = 60  # a time limit cut below this is no use: the job is refused instead
+MIN_CUT_S = 60.0  # by default, a time limit cut below this is no use: the job is refused instead
 UNITS = {
     "cpu_hours": "CPU-hours",
     "gpu_hours": "GPU-hours",
@@ -109,10 +111,41 @@ def _of(session: Session, project_id: Any) -> list[Quota]:
 # --- holding and giving back ----------------------------------------------------------------------------
 
 
-def reserve(session: Session, project: Project, job: Job) -> None:
+def ensure_defaults(session: Session, project: Project, defaults: Mapping[Any, Any]) -> None:
+    """Give the project the installation's default quotas (``default_quotas``) it has none of yet."""
+    if not defaults:
+        return
+    have = set(session.scalars(select(Quota.resource).where(Quota.project_id == project.id)))
+    for resource, spec in defaults.items():
+        if resource in have or resource not in RESOURCES:
+            continue
+        limit, period = _default(spec)
+        try:
+            with session.begin_nested():
+                session.add(Quota(project_id=project.id, resource=resource, limit=limit, period=period))
+                session.flush()
+        except IntegrityError:  # given by a concurrent request a moment ago
+            pass
+
+
+def _default(spec: Any) -> tuple[float, str]:
+    if isinstance(spec, dict):
+        return float(spec["limit"]), str(spec.get("period", "monthly"))
+    return float(spec.limit), str(spec.period)
+
+
+def reserve(
+    session: Session,
+    project: Project,
+    job: Job,
+    defaults: Mapping[Any, Any] | None = None,
+    min_cut_s: float = MIN_CUT_S,
+) -> None:
     """Hold the job's worst case in each of its project's quotas (the job is about to be queued, in the
     caller's transaction): QuotaExceeded when one cannot give it, or the job's time limit is cut to what is
-    left when the project says so."""
+    left when the project says so (not below ``min_cut_s``). ``defaults``: the installation's default
+    quotas."""
+    ensure_defaults(session, project, defaults or {})
     quotas = _of(session, project.id)
     if not quotas:
         job.quota_hold = None
@@ -122,7 +155,7 @@ def reserve(session: Session, project: Project, job: Job) -> None:
         _roll(session, quota, now)
         _check_dates(quota, project, now)
     if project.over_quota == "cut":
-        _cut_to_fit(job, quotas)
+        _cut_to_fit(job, quotas, min_cut_s)
     want = worst_case(job.resources)
     hold: dict[str, float] = {}
     for quota in quotas:
@@ -163,9 +196,9 @@ def _day(moment: datetime | None) -> str:
     return moment.date().isoformat() if moment is not None else "-"
 
 
-def _cut_to_fit(job: Job, quotas: list[Quota]) -> None:
-    """Cut the job's time limit to what the time quotas have left (not below MIN_CUT_S: then it does not
-    fit, and is refused)."""
+def _cut_to_fit(job: Job, quotas: list[Quota], min_cut_s: float) -> None:
+    """Cut the job's time limit to what the time quotas have left (not below ``min_cut_s``: then it does
+    not fit, and is refused)."""
     resources = job.resources
     allowed = float(resources.timeout_s)
     for quota in quotas:
@@ -176,7 +209,7 @@ def _cut_to_fit(job: Job, quotas: list[Quota]) -> None:
         allowed = min(allowed, left / per_hour * 3600)
     if allowed >= resources.timeout_s:
         return
-    if allowed < MIN_CUT_S:
+    if allowed < min_cut_s:
         return  # the reservation refuses it, naming the quota
     cut = math.floor(allowed)
     job.resources = resources.model_copy(update={"timeout_s": cut})
@@ -243,7 +276,8 @@ def was_cut(job: Job) -> float | None:
 # --- reading and setting --------------------------------------------------------------------------------
 
 
-def states(session: Session, project: Project) -> list[QuotaState]:
+def states(session: Session, project: Project, defaults: Mapping[Any, Any] | None = None) -> list[QuotaState]:
+    ensure_defaults(session, project, defaults or {})
     now = utcnow()
     found = []
     for quota in _of(session, project.id):
@@ -296,9 +330,3 @@ def remove_quota(session: Session, project: Project, resource: str) -> None:
     if quota is not None:
         session.delete(quota)
         session.flush()
-
-
-def apply_defaults(session: Session, project: Project, defaults: dict[str, dict[str, Any]]) -> None:
-    """A new project's quotas, from the installation's defaults."""
-    for resource, spec in defaults.items():
-        set_quota(session, project, resource, float(spec["limit"]), str(spec.get("period", "monthly")))

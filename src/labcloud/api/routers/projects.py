@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
-from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import PlainTextResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 from sqlalchemy.orm import Session
 
-from labcloud.api.deps import DbSession, Reader, Writer
+from labcloud.api.deps import Admin, AppSettings, DbSession, Reader, Writer
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.db.models import Project, ProjectRole, User
 from labcloud.errors import NotFound
-from labcloud.services import projects
+from labcloud.services import accounting, projects, quotas
 from labcloud.services import users as user_service
 from labcloud.services.projects import Action
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=GuardedRoute)
+# A usage report answers JSON, or CSV with format=csv.
+CSV_TOO = {
+    "content": {"text/csv": {"schema": {"type": "string", "description": "the rows as CSV, a header first"}}}
+}
 
 
 class ProjectIn(BaseModel):
@@ -28,6 +34,59 @@ class ProjectIn(BaseModel):
     name: str = Field(max_length=200)
     slug: str | None = Field(None, max_length=40, description="Default: made from the name.")
     description: str = Field("", max_length=2000)
+
+
+class ProjectPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+    over_quota: Literal["refuse", "cut"] | None = Field(
+        None,
+        description="A job whose worst case does not fit in a time quota: refused, or admitted with its "
+        "time limit cut to what is left (it ends as quota_exceeded when it reaches it).",
+    )
+
+
+class QuotaIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: float = Field(ge=0)
+    period: Literal["monthly", "daily", "allocation", "none"] = "monthly"
+    starts_at: AwareDatetime | None = Field(None, description="An allocation's first moment.")
+    ends_at: AwareDatetime | None = Field(None, description="An allocation's end (exclusive).")
+
+
+class QuotaOut(BaseModel):
+    resource: str = Field(description="cpu_hours, gpu_hours, concurrent_jobs or jobs_per_day")
+    unit: str
+    limit: float
+    period: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    period_start: datetime | None = Field(description="Where the current period began (resets then).")
+    used: float = Field(description="What ended jobs used (this period).")
+    reserved: float = Field(description="What unfinished jobs may still take (their worst case).")
+    left: float
+    percent: float = Field(description="Of the limit used or held.")
+    level: Literal["ok", "warning", "exceeded"] = Field(description="warning from 80%, exceeded at 100%.")
+
+
+class ProjectUsageRow(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the grouped-by column is named after the grouping
+
+    attempts: int
+    cpu_hours: float
+    gpu_hours: float
+    wall_hours: float
+    peak_memory_mb: float
+
+
+class ProjectUsageOut(BaseModel):
+    by: str
+    rows: list[ProjectUsageRow] = Field(
+        description="Each row also has the grouping's column (by) with its value."
+    )
 
 
 class ProjectOut(BaseModel):
@@ -40,6 +99,7 @@ class ProjectOut(BaseModel):
     join_code_expires_at: datetime | None = Field(
         description="Until when its current join code works (managers see it; null: none)."
     )
+    over_quota: str = Field(description="refuse or cut: what a job that does not fit in a time quota gets.")
     created_at: datetime
 
 
@@ -95,6 +155,7 @@ def _out(project: Project, role: ProjectRole | None, admin: bool) -> ProjectOut:
         personal=project.personal_user_id is not None,
         role=role,
         join_code_expires_at=project.join_code_expires_at if manages else None,
+        over_quota=project.over_quota,
         created_at=project.created_at,
     )
 
@@ -220,3 +281,116 @@ def drop_join_code(slug: str, principal: Writer, session: DbSession) -> Response
     project = projects.by_slug(session, principal.user, slug, Action.MANAGE)
     projects.drop_join_code(session, principal.user, project)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch(
+    "/{slug}",
+    response_model=ProjectDetail,
+    responses=problems(403, 404),
+    summary="Rename, describe, or choose what a job beyond a time quota gets (managers)",
+)
+def change_project(slug: str, body: ProjectPatch, principal: Writer, session: DbSession) -> ProjectDetail:
+    project = projects.by_slug(session, principal.user, slug, Action.MANAGE)
+    projects.change(session, project, body.name, body.description, body.over_quota)
+    return _detail(session, principal.user, project)
+
+
+def _quota_out(state: quotas.QuotaState) -> QuotaOut:
+    q = state.quota
+    return QuotaOut(
+        resource=q.resource,
+        unit=quotas.UNITS[q.resource],
+        limit=q.limit,
+        period=q.period,
+        starts_at=q.starts_at,
+        ends_at=q.ends_at,
+        period_start=q.period_start,
+        used=round(q.used, 6),
+        reserved=round(q.reserved, 6),
+        left=round(state.left, 6),
+        percent=round(100 * state.fraction, 1),
+        level=state.level,
+    )
+
+
+@router.get(
+    "/{slug}/quotas",
+    response_model=list[QuotaOut],
+    responses=problems(404),
+    summary="The project's quotas: limit, used, held by unfinished jobs, left, and a warning level",
+)
+def list_quotas(slug: str, principal: Reader, session: DbSession, settings: AppSettings) -> list[QuotaOut]:
+    project = projects.by_slug(session, principal.user, slug)
+    return [_quota_out(state) for state in quotas.states(session, project, settings.default_quotas)]
+
+
+@router.put(
+    "/{slug}/quotas/{resource}",
+    response_model=list[QuotaOut],
+    responses=problems(404, 422),
+    summary="Admin: set a quota (what was used this period stays)",
+)
+def set_quota(
+    slug: str, resource: str, body: QuotaIn, principal: Admin, session: DbSession
+) -> list[QuotaOut]:
+    project = projects.by_slug(session, principal.user, slug)
+    quotas.set_quota(session, project, resource, body.limit, body.period, body.starts_at, body.ends_at)
+    return [_quota_out(state) for state in quotas.states(session, project)]
+
+
+@router.delete(
+    "/{slug}/quotas/{resource}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(404),
+    summary="Admin: no quota of this resource any more",
+)
+def remove_quota(slug: str, resource: str, principal: Admin, session: DbSession) -> Response:
+    quotas.remove_quota(session, projects.by_slug(session, principal.user, slug), resource)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{slug}/usage",
+    response_model=ProjectUsageOut,
+    responses={200: CSV_TOO, **problems(404, 422)},
+    summary="What the project used, per user, app, executor or month (JSON or CSV)",
+)
+def project_usage(
+    slug: str,
+    principal: Reader,
+    session: DbSession,
+    by: str = Query("user", description="user, app, executor or month"),
+    since: AwareDatetime | None = Query(None),
+    until: AwareDatetime | None = Query(None),
+    format: Literal["json", "csv"] = Query("json"),
+) -> ProjectUsageOut | PlainTextResponse:
+    project = projects.by_slug(session, principal.user, slug)
+    found = accounting.report(session, by, project_id=project.id, since=since, until=until)
+    return usage_answer(found, format)
+
+
+def usage_answer(found: accounting.Report, format: str) -> ProjectUsageOut | PlainTextResponse:
+    if format == "csv":
+        return PlainTextResponse(found.csv(), media_type="text/csv")
+    return ProjectUsageOut(by=found.group_by, rows=[ProjectUsageRow(**row) for row in found.rows])
+
+
+usage_router = APIRouter(prefix="/api/v1/usage", tags=["projects"], route_class=GuardedRoute)
+
+
+@usage_router.get(
+    "",
+    response_model=ProjectUsageOut,
+    responses={200: CSV_TOO, **problems(422)},
+    summary="Admin: what every project used, per project, user, app, executor or month (JSON or CSV)",
+)
+def all_usage(
+    principal: Admin,
+    session: DbSession,
+    by: str = Query("project", description="project, user, app, executor or month"),
+    since: AwareDatetime | None = Query(None),
+    until: AwareDatetime | None = Query(None),
+    format: Literal["json", "csv"] = Query("json"),
+) -> ProjectUsageOut | PlainTextResponse:
+    return usage_answer(accounting.report(session, by, since=since, until=until), format)
