@@ -7,19 +7,21 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session
 
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
 from jobs_helpers import TERMINAL, follow_log, py, wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.db.engine import Database
-from labcloud.db.models import Job, User
+from labcloud.db.models import Job, UsageRecord, User
+from labcloud.db.types import utcnow
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle
 from labcloud.execution.scheduler import Scheduler
@@ -137,6 +139,81 @@ def test_room_freed_during_a_round_goes_to_the_first_in_line(
     scheduler._last_served[alice.id] = time.monotonic()  # alice had the last turn
     assert scheduler.dispatch() == 1
     assert executor.started == [ids[bob.email]], "the freed room went to the user behind in line"
+    db.dispose()
+
+
+class _OneSlot(_FreesMidRound):
+    """Room for one job, free from the start."""
+
+    name = "one-slot"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+
+    def fits_now(self, resources: Resources) -> bool:
+        return not self.started
+
+
+def test_the_project_that_used_least_lately_goes_first(
+    client: TestClient, settings: Settings, make_user: Any
+) -> None:
+    """Bob was served a moment ago and alice not at all, but alice's project used ten CPU-hours yesterday
+    and bob's nothing: with fair share bob's job takes the one free slot; without it, alice's would."""
+    alice, bob = make_user("alice@example.org"), make_user("bob@example.org")
+    db = Database(settings)
+    ids = {}
+    with db.session() as session:
+        for who in (alice, bob):
+            person = session.get(User, who.id)
+            assert person is not None
+            project = projects.personal(session, person)
+            job = Job(
+                owner_id=who.id,
+                project_id=project.id,
+                app="nap",
+                version="1",
+                entrypoint="main",
+                spec={},
+                spec_hash="-",
+                params={},
+                inputs={},
+                env={},
+                tags={},
+                resources=Resources(cpus=1, memory_mb=32),
+                executor=_OneSlot.name,
+            )
+            session.add(job)
+            session.flush()
+            ids[who.email] = (job.id, project.id)
+        session.add(
+            UsageRecord(
+                job_id=uuid.uuid4(),
+                attempt=1,
+                project_id=ids[alice.email][1],
+                user_id=alice.id,
+                app="nap",
+                version="1",
+                executor="local",
+                state="succeeded",
+                cpus=10,
+                gpus=0,
+                wall_s=3600,
+                cpu_hours=10,
+                gpu_hours=0,
+                peak_memory_mb=1,
+                finished_at=utcnow() - timedelta(days=1),
+            )
+        )
+    for half_life_h, first in ((168.0, bob), (0.0, alice)):
+        executor = _OneSlot()
+        scheduler = Scheduler(db, cast(Executor, executor), half_life_h=half_life_h)
+        scheduler._last_served[bob.id] = time.monotonic()  # bob had the last turn
+        with db.session() as session:  # (both queued again for the second round)
+            for job_id, _ in ids.values():
+                session.execute(sa_update(Job).where(Job.id == job_id).values(state="queued", attempts=0))
+        assert scheduler.dispatch() == 1
+        assert executor.started == [ids[first.email][0]], f"half-life {half_life_h}: wrong job first"
     db.dispose()
 
 

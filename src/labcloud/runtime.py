@@ -101,7 +101,12 @@ class Runtime:
             executor.recover()
             executor.start()
             if executor.dispatched:
-                scheduler = Scheduler(self.db, executor, interval_s=self.settings.scheduler_interval_s)
+                scheduler = Scheduler(
+                    self.db,
+                    executor,
+                    interval_s=self.settings.scheduler_interval_s,
+                    half_life_h=self.settings.fair_share_half_life_h,
+                )
                 scheduler.start()
                 self.schedulers.append(scheduler)
         self.housekeeper = Housekeeper(self.db, self.storage, self.settings)

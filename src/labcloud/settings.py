@@ -227,6 +227,13 @@ class Settings(ContainerSettings):
         '"concurrent_jobs": {"limit": 50, "period": "none"}}; '
         "an admin changes a project's own. Empty: none.",
     )
+    fair_share_half_life_h: float = Field(
+        168.0,
+        ge=0,
+        description="Dispatch: among users with as many jobs running, the job whose project used the "
+        "fewest CPU-hours lately goes first, each hour of use weighing half as much after this many hours "
+        "(Slurm's fair-share half-life); 0: projects' use does not count.",
+    )
     quota_min_cut_s: float = Field(
         60.0,
         gt=0,

@@ -1,8 +1,10 @@
 """The dispatcher: takes queued jobs, fairly across users, and hands each to the executor.
 
-Fairness: each round offers every user with queued work their oldest job, users with the fewest running
-jobs first and, among those, the one served longest ago; rounds repeat while jobs still fit. One user's
-thousand jobs therefore never starve another user's one.
+Fairness: each round offers every user with queued work their oldest job: users with the fewest running
+jobs first; among those, the job whose project has used the least lately (its CPU-hours decayed with a
+half-life, :func:`labcloud.services.accounting.decayed_usage`, as Slurm's fair share does); then the user
+served longest ago. Rounds repeat while jobs still fit. One user's thousand jobs therefore never starve
+another user's one, and a project that has used little gets the next free slot.
 
 A later user's smaller job may start when an earlier user's does not fit (backfill), but only while the
 room it takes was already free for the earlier one: when capacity frees during a round (a job ended
@@ -15,6 +17,7 @@ import time
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
@@ -22,18 +25,25 @@ from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
 from labcloud.registry.models import Resources
+from labcloud.services import accounting
 from labcloud.services.job_states import JobState
+
+USAGE_TTL_S = 5.0
 
 
 class Scheduler(Loop):
     """Dispatches one executor's queued jobs every ``interval_s``, and at once when woken (:meth:`wake`:
     a job was queued or ended)."""
 
-    def __init__(self, db: Database, executor: Executor, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, db: Database, executor: Executor, interval_s: float = 1.0, half_life_h: float = 0.0
+    ) -> None:
         super().__init__(f"dispatch-{executor.name}", interval_s)
         self.db = db
         self.executor = executor
+        self.half_life_h = half_life_h  # of projects' usage in the order (0: usage does not count)
         self._last_served: dict[uuid.UUID, float] = {}
+        self._usage: tuple[float, dict[uuid.UUID, float]] = (0.0, {})
 
     def step(self) -> None:
         self.dispatch()
@@ -71,18 +81,38 @@ class Scheduler(Loop):
         with self.db.session() as session:
             owners = session.scalars(select(Job.owner_id).where(queued).distinct()).all()
             # Each user's oldest queued job: one index lookup per user (PostgreSQL has no min() of uuid).
-            rows: list[tuple[uuid.UUID, uuid.UUID]] = []
+            rows: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = []
             for owner in owners:
-                oldest = select(Job.id).where(queued, Job.owner_id == owner).order_by(Job.id).limit(1)
-                job_id = session.scalar(oldest)
-                if job_id is not None:
-                    rows.append((owner, job_id))
+                oldest = select(Job.id, Job.project_id).where(queued, Job.owner_id == owner).order_by(Job.id)
+                found = session.execute(oldest.limit(1)).first()
+                if found is not None:
+                    rows.append((owner, found[0], found[1]))
+            usage = self._project_usage(session, [project for _, _, project in rows])
         running = self.executor.running_per_owner()
-        # Fewest running first; among equals, the user served longest ago (round robin); then the oldest job.
-        return sorted(
-            rows,
-            key=lambda r: (running.get(r[0], 0), self._last_served.get(r[0], 0.0), r[1]),
+        # Fewest running first; then the project that used least lately; then the user served longest
+        # ago (round robin); then the oldest job.
+        rows.sort(
+            key=lambda r: (
+                running.get(r[0], 0),
+                round(usage.get(r[2], 0.0), 6),
+                self._last_served.get(r[0], 0.0),
+                r[1],
+            )
         )
+        return [(owner, job_id) for owner, job_id, _ in rows]
+
+    def _project_usage(self, session: Session, projects: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+        """The projects' decayed usage, read at most every USAGE_TTL_S (it changes slowly)."""
+        if self.half_life_h <= 0 or len(set(projects)) < 2:
+            return {}
+        read_at, cached = self._usage
+        now = time.monotonic()
+        if now - read_at > USAGE_TTL_S or not set(projects) <= set(cached):
+            cached = {p: 0.0 for p in projects} | accounting.decayed_usage(
+                session, projects, self.half_life_h
+            )
+            self._usage = (now, cached)
+        return cached
 
     def _claim(self, job_id: uuid.UUID, owner_id: uuid.UUID, passed_over: list[Resources]) -> str:
         """Start one job if it fits and nobody before it in this round's line now would: "started",

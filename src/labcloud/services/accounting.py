@@ -13,7 +13,7 @@ import io
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -63,6 +63,28 @@ def attempt_ended(session: Session, job: Job, state: str, changes: dict[str, Any
     session.add(record)
     quotas.charge(session, job.project_id, record.cpu_hours, record.gpu_hours)
     return record
+
+
+def decayed_usage(
+    session: Session, project_ids: list[uuid.UUID], half_life_h: float, now: datetime | None = None
+) -> dict[uuid.UUID, float]:
+    """Each project's CPU-hours, every record weighed by half for each ``half_life_h`` since it ended (as
+    Slurm's fair share decays usage): what it used lately counts most. Records older than ten half-lives
+    weigh less than a thousandth and are left out."""
+    if not project_ids or half_life_h <= 0:
+        return {}
+    now = now or utcnow()
+    since = now - timedelta(hours=10 * half_life_h)
+    rows = session.execute(
+        select(UsageRecord.project_id, UsageRecord.cpu_hours, UsageRecord.finished_at).where(
+            UsageRecord.project_id.in_(set(project_ids)), UsageRecord.finished_at >= since
+        )
+    )
+    found: dict[uuid.UUID, float] = defaultdict(float)
+    for project_id, cpu_hours, finished_at in rows:
+        age_h = max((now - finished_at).total_seconds() / 3600, 0.0)
+        found[project_id] += cpu_hours * 0.5 ** (age_h / half_life_h)
+    return dict(found)
 
 
 @dataclass

@@ -96,7 +96,10 @@ class LocalExecutor(Executor):
                 f"{resources.memory_mb} MB; {cpus:g} of {self.cpus:g} CPUs and "
                 f"{mem} of {self.memory_mb} MB are in use"
             )
-        return "waiting for the dispatcher (other users' jobs go first when they have fewer running)"
+        return (
+            "waiting for the dispatcher (other users' jobs go first when they have fewer running, or when "
+            "their project has used less lately: fair share)"
+        )
 
     def running_per_owner(self) -> dict[uuid.UUID, int]:
         counts: dict[uuid.UUID, int] = {}
