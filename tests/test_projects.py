@@ -403,3 +403,38 @@ def test_concurrent_submits_at_the_edge_of_a_quota_never_overspend(
     assert len(listed["items"]) == 5
     for job in listed["items"]:
         client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=owner.headers)
+
+
+def test_members_ask_for_more_and_managers_decide(client: TestClient, admin: Account, make_user: Any) -> None:
+    owner, member = make_user(), make_user()
+    project(client, owner, "Asks", "asks")
+    add(client, owner, "asks", member.email, "member")
+    set_quota(client, admin, "asks", "cpu_hours", limit=10, period="monthly")
+    base = "/api/v1/projects/asks/quota-requests"
+    r = client.post(
+        base, json={"resource": "gpu_hours", "amount": -1, "justification": "x"}, headers=member.headers
+    )
+    assert r.status_code == 422 and {e["loc"][-1] for e in r.json()["errors"]} == {
+        "resource",
+        "amount",
+        "justification",
+    }
+    why = "the spring imaging campaign needs twice the fits"
+    asked = client.post(
+        base, json={"resource": "cpu_hours", "amount": 15, "justification": why}, headers=member.headers
+    )
+    assert asked.status_code == 201 and asked.json()["state"] == "pending", asked.text
+    request_id = asked.json()["id"]
+    # the member cannot approve their own request; the owner (a manager or more) can
+    assert client.post(f"{base}/{request_id}/approve", json={}, headers=member.headers).status_code == 403
+    done = client.post(
+        f"{base}/{request_id}/approve", json={"note": "granted for spring"}, headers=owner.headers
+    )
+    assert done.status_code == 200 and done.json()["state"] == "approved", done.text
+    assert client.post(f"{base}/{request_id}/reject", json={}, headers=owner.headers).status_code == 409
+    [quota] = client.get("/api/v1/projects/asks/quotas", headers=member.headers).json()
+    assert quota["limit"] == 25
+    history = client.get(base, headers=member.headers).json()
+    assert [(h["state"], h["note"], h["justification"]) for h in history] == [
+        ("approved", "granted for spring", why)
+    ]

@@ -121,6 +121,28 @@ class Quota(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class QuotaRequest(Base):
+    """A member's request for more of a resource, with why; the project's managers or an admin decide.
+    Kept with its decision: the history of a project's budget."""
+
+    __tablename__ = "quota_requests"
+    __table_args__ = (Index("ix_quota_requests_project_id_created_at", "project_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    resource: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[float] = mapped_column(Float)  # more than the limit is now
+    justification: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, approved, rejected
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class UsageRecord(Base):
     """What one finished attempt of a job used, written once when it ends and never changed: the ground
     of accounting. It names its job, project and user without holding on to them (no foreign keys), so it

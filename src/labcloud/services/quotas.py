@@ -27,9 +27,9 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, Project, Quota
+from labcloud.db.models import Job, Project, Quota, QuotaRequest
 from labcloud.db.types import utcnow
-from labcloud.errors import InvalidInput, LabcloudError
+from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound
 from labcloud.registry.models import Resources
 
 RESOURCES = ("cpu_hours", "gpu_hours", "concurrent_jobs", "jobs_per_day")
@@ -326,7 +326,81 @@ def set_quota(
 
 
 def remove_quota(session: Session, project: Project, resource: str) -> None:
-    quota = session.scalar(select(Quota).where(Quota.project_id == project.id, Quota.resource == resource))
+    quota = _quota(session, project, resource)
     if quota is not None:
         session.delete(quota)
         session.flush()
+
+
+# --- asking for more ------------------------------------------------------------------------------------
+
+
+def request_more(
+    session: Session, user_id: Any, project: Project, resource: str, amount: float, justification: str
+) -> QuotaRequest:
+    """A member asks for ``amount`` more of a quota the project has, saying why (every bad field at once)."""
+    errors = []
+    if resource not in RESOURCES:
+        errors.append({"loc": ["body", "resource"], "msg": f"one of {', '.join(RESOURCES)}"})
+    elif _quota(session, project, resource) is None:
+        errors.append(
+            {"loc": ["body", "resource"], "msg": f"project {project.slug!r} has no {resource} quota"}
+        )
+    if not (amount > 0) or math.isinf(amount):
+        errors.append({"loc": ["body", "amount"], "msg": "a number above 0"})
+    if not 10 <= len(justification.strip()) <= 5000:
+        errors.append({"loc": ["body", "justification"], "msg": "say why, in 10 to 5000 characters"})
+    if errors:
+        raise InvalidInput("Some fields of the request are not valid.", errors=errors)
+    found = QuotaRequest(
+        project_id=project.id,
+        resource=resource,
+        amount=float(amount),
+        justification=justification.strip(),
+        requested_by=user_id,
+        state="pending",
+        note="",
+    )
+    session.add(found)
+    session.flush()
+    return found
+
+
+def _quota(session: Session, project: Project, resource: str) -> Quota | None:
+    return session.scalar(select(Quota).where(Quota.project_id == project.id, Quota.resource == resource))
+
+
+def requests_of(session: Session, project: Project) -> list[QuotaRequest]:
+    stmt = select(QuotaRequest).where(QuotaRequest.project_id == project.id)
+    return list(session.scalars(stmt.order_by(QuotaRequest.created_at.desc())))
+
+
+def decide(
+    session: Session, decider_id: Any, project: Project, request_id: Any, approve: bool, note: str = ""
+) -> QuotaRequest:
+    """Approve (the quota's limit grows by the amount asked for) or reject a pending request; the decision
+    is kept with it. Conflict when it was decided already."""
+    found = session.get(QuotaRequest, request_id)
+    if found is None or found.project_id != project.id:
+        raise NotFound(f"Project {project.slug!r} has no quota request {request_id}.")
+    decided = session.execute(
+        update(QuotaRequest)
+        .where(QuotaRequest.id == found.id, QuotaRequest.state == "pending")
+        .values(
+            state="approved" if approve else "rejected",
+            decided_by=decider_id,
+            decided_at=utcnow(),
+            note=note.strip()[:2000],
+        )
+    )
+    if decided.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(found)
+        raise Conflict(f"That request was {found.state} already.")
+    if approve:
+        session.execute(
+            update(Quota)
+            .where(Quota.project_id == project.id, Quota.resource == found.resource)
+            .values(limit=Quota.limit + found.amount)
+        )
+    session.refresh(found)
+    return found

@@ -89,6 +89,35 @@ class ProjectUsageOut(BaseModel):
     )
 
 
+class QuotaRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resource: str = Field(max_length=32, description="A quota the project has: cpu_hours, gpu_hours, ...")
+    amount: float = Field(description="How much more than the limit is now.")
+    justification: str = Field(max_length=5000, description="Why: what it is for.")
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000)
+
+
+class QuotaRequestOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    resource: str
+    amount: float
+    justification: str
+    requested_by: uuid.UUID | None
+    state: Literal["pending", "approved", "rejected"]
+    decided_by: uuid.UUID | None
+    decided_at: datetime | None
+    note: str
+    created_at: datetime
+
+
 class ProjectOut(BaseModel):
     id: uuid.UUID
     slug: str
@@ -374,6 +403,51 @@ def usage_answer(found: accounting.Report, format: str) -> ProjectUsageOut | Pla
     if format == "csv":
         return PlainTextResponse(found.csv(), media_type="text/csv")
     return ProjectUsageOut(by=found.group_by, rows=[ProjectUsageRow(**row) for row in found.rows])
+
+
+@router.post(
+    "/{slug}/quota-requests",
+    response_model=QuotaRequestOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(403, 404, 422),
+    summary="Ask for more of a quota (members), saying why",
+)
+def request_quota(slug: str, body: QuotaRequestIn, principal: Writer, session: DbSession) -> QuotaRequestOut:
+    project = projects.by_slug(session, principal.user, slug, Action.RUN)
+    found = quotas.request_more(
+        session, principal.user.id, project, body.resource, body.amount, body.justification
+    )
+    return QuotaRequestOut.model_validate(found)
+
+
+@router.get(
+    "/{slug}/quota-requests",
+    response_model=list[QuotaRequestOut],
+    responses=problems(404),
+    summary="The project's quota requests and their decisions, newest first",
+)
+def list_quota_requests(slug: str, principal: Reader, session: DbSession) -> list[QuotaRequestOut]:
+    project = projects.by_slug(session, principal.user, slug)
+    return [QuotaRequestOut.model_validate(r) for r in quotas.requests_of(session, project)]
+
+
+@router.post(
+    "/{slug}/quota-requests/{request_id}/{decision}",
+    response_model=QuotaRequestOut,
+    responses=problems(403, 404, 409, 422),
+    summary="Approve (the limit grows by the amount) or reject a request (managers, admins)",
+)
+def decide_quota_request(
+    slug: str,
+    request_id: uuid.UUID,
+    decision: Literal["approve", "reject"],
+    body: DecisionIn,
+    principal: Writer,
+    session: DbSession,
+) -> QuotaRequestOut:
+    project = projects.by_slug(session, principal.user, slug, Action.MANAGE)
+    found = quotas.decide(session, principal.user.id, project, request_id, decision == "approve", body.note)
+    return QuotaRequestOut.model_validate(found)
 
 
 usage_router = APIRouter(prefix="/api/v1/usage", tags=["projects"], route_class=GuardedRoute)
