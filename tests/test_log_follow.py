@@ -238,3 +238,22 @@ def test_a_reconnect_with_last_event_id_over_http_gets_the_rest_of_a_live_log(
     assert follow(**{"Last-Event-ID": "9" * 19}) == [live[-1]]  # past the end: nothing more to say
     ignored = follow(**{"Last-Event-ID": "not a number"})  # not one of ours: from the URL's offset
     assert [line for e in ignored if e.event == "log" for line in e.data] == everything
+
+
+def test_where_the_job_page_starts_showing_a_long_log(settings: Settings) -> None:
+    """The page shows the end of a long log: from the first line that starts in its last bytes, or, when
+    one line fills them, from a whole character; never from the middle of one."""
+    job_id = uuid.uuid4()
+    path = job_logs.log_path(settings, job_id)
+    path.parent.mkdir(parents=True)
+    assert job_logs.tail_start(settings, job_id, 10) == 0  # no log yet
+    cases = [
+        (b"short\n", 0),
+        (b"abc\ndef\nghi\n", 4),
+        (b"ab\r\ndef\nghi\n", 4),  # not between the CR and the LF
+        (b"x" * 20 + b"\n", 11),
+        ("x\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9y".encode(), 5),  # from the first whole character
+    ]
+    for data, start in cases:
+        path.write_bytes(data)
+        assert job_logs.tail_start(settings, job_id, 10) == start, data

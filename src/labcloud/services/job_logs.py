@@ -93,6 +93,22 @@ def text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def tail_start(settings: Settings, job_id: uuid.UUID, nbytes: int) -> int:
+    """Where to start showing the log's last ``nbytes``: at the first line that starts in them, or, when
+    one line fills them, at its first whole character; not in the middle of a line or a character."""
+    start = size(settings, job_id) - nbytes
+    if start <= 0:
+        return 0
+    window = read(settings, job_id, start - 1, nbytes + 1)  # and the byte before: is ``start`` a line's?
+    end = LINE_END.search(window)
+    if end is not None and end.end() < len(window):
+        return start - 1 + end.end()
+    first = 1  # past the continuation bytes of a character begun before ``start`` (UTF-8's are 4 at most)
+    while first < min(4, len(window)) and window[first] & 0xC0 == 0x80:
+        first += 1
+    return start - 1 + first
+
+
 def resume_offset(offset: int, last_event_id: str | None) -> int:
     """Where a reader's stream starts: an ``EventSource`` that lost it asks again with the URL it first
     asked (its ``offset``) and the id of the last event it had (``Last-Event-ID``), which wins; an id that
