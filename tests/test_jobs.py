@@ -385,10 +385,10 @@ def test_the_log_reads_from_an_offset_and_streams_as_server_sent_events(
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["cache-control"] == "no-cache"
         streamed = r.read()
-    # whole lines as one event (its id: the bytes read so far), a last partial line once the job has ended
+    # whole lines as one event (its id: the byte after them), a last partial line once the job has ended
     expected = (
-        "event: log\ndata: two\ndata: \ufffd\nid: 14\n\n"
-        "event: log\ndata: part\n\n"
+        "event: log\ndata: two\ndata: \ufffd\nid: 10\n\n"
+        "event: log\ndata: part\nid: 14\n\n"
         'event: end\ndata: {"state": "succeeded"}\n\n'
     )
     assert streamed == expected.encode()
@@ -431,7 +431,7 @@ def test_a_follower_waits_for_the_log_and_streams_what_is_appended_to_it(
 
     assert asyncio.run(scenario()) == [
         "event: log\ndata: one\nid: 4\n\n",
-        "event: log\ndata: two\nid: 11\n\n",
-        "event: log\ndata: three\n\n",
+        "event: log\ndata: two\nid: 8\n\n",
+        "event: log\ndata: three\nid: 13\n\n",
         'event: end\ndata: {"state": "succeeded"}\n\n',
     ]

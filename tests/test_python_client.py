@@ -36,6 +36,8 @@ from labcloud.client import (
     WaitTimeout,
 )
 from labcloud.client.config import UploadState
+from labcloud.client.sse import SseEvent, SseParser
+from labcloud.settings import Settings
 from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, Server
 
 pytestmark = pytest.mark.db_agnostic  # the client side; the server's database is tested elsewhere
@@ -257,6 +259,37 @@ def test_a_job_can_be_waited_for_followed_cancelled_and_rerun(client: Client, tm
     assert isinstance(late.value, TimeoutError) and late.value.job is slow and not slow.ended
     slow.cancel()
     assert slow.wait(timeout=120).state == "cancelled"
+
+
+def test_the_event_stream_is_split_into_lines_as_its_format_says() -> None:
+    """CR LF, LF or a lone CR end a line, even a CR LF that comes in two chunks; nothing else does."""
+    parser = SseParser()
+    chunks = ["event: log\r", "\ndata: a\u2028b\x0cc\r", "data: d\n", "id: 7\r\n\r", "\n", "event: end\n\n"]
+    events = [event for chunk in chunks for event in parser.feed_text(chunk)]
+    assert events == [SseEvent("log", ["a\u2028b\x0cc", "d"], "7"), SseEvent("end", [], None)]
+
+
+def test_a_followed_log_keeps_every_character_of_its_lines(client: Client, settings: Settings) -> None:
+    """The event stream ends its lines at CR and LF only: characters that Python's ``splitlines`` also
+    takes for line ends (form feed, the Unicode line and paragraph separators...) stay inside a log line."""
+    job = client.jobs.submit("hello", params={"times": 1}, wait=True, timeout=120)
+    lines = [
+        "form\x0cfeed",
+        "tab\x0bbed",
+        "sep\x1cfs",
+        "next\x85line",
+        "line\u2028sep",
+        "par\u2029sep",
+        "\u00e9t\u00e9",
+    ]
+    (settings.jobs_dir / job.id / "job.log").write_bytes("".join(f"{line}\n" for line in lines).encode())
+    assert list(job.logs(follow=True)) == lines
+
+    async def followed() -> list[str]:
+        async with AsyncClient.from_env() as aclient:
+            return [line async for line in (await aclient.jobs.get(job.id)).logs(follow=True)]
+
+    assert asyncio.run(followed()) == lines
 
 
 def test_the_async_client(env: Server, tmp_path: Path) -> None:

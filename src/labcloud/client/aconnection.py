@@ -191,9 +191,8 @@ class AsyncConnection(ConnectionBase):
                     call.method, call.path, params=call.params, headers=call.headers
                 ) as resp:
                     parser = SseParser()
-                    async for line in resp.aiter_lines():
-                        event = parser.feed(line)
-                        if event is not None:
+                    async for chunk in resp.aiter_text():
+                        for event in parser.feed_text(chunk):
                             yield event
                             if where.seen(event):
                                 return

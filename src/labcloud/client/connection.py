@@ -412,9 +412,8 @@ class Connection(ConnectionBase):
                 call = calls.follow_log(job_id, where.params())
                 with self.stream(call.method, call.path, params=call.params, headers=call.headers) as resp:
                     parser = SseParser()
-                    for line in resp.iter_lines():
-                        event = parser.feed(line)
-                        if event is not None:
+                    for chunk in resp.iter_text():
+                        for event in parser.feed_text(chunk):
                             yield event
                             if where.seen(event):
                                 return

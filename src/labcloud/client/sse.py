@@ -4,10 +4,13 @@ offset to resume a dropped stream from, and whether to try again."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from labcloud.client.errors import ClientError, Unreachable
+
+LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -28,11 +31,23 @@ class SseEvent:
 
 
 class SseParser:
-    """Feed it the lines of a ``text/event-stream``; it hands back each event as its blank line ends it."""
+    """Feed it a ``text/event-stream`` as it comes (:meth:`feed_text`) or line by line (:meth:`feed`); it
+    hands back each event as its blank line ends it."""
 
     def __init__(self) -> None:
         self.current = SseEvent()
         self.seen = False
+        self.partial = ""  # the start of a line whose end has not come yet
+
+    def feed_text(self, chunk: str) -> list[SseEvent]:
+        """The events that ``chunk`` of the stream completes. Its lines end at CR LF, LF or a lone CR, as
+        the format has it, and nowhere else: not where ``str.splitlines`` (and so ``httpx``'s
+        ``iter_lines``) would end them too, inside a log line at a form feed or U+2028."""
+        text = self.partial + chunk
+        held = "\r" if text.endswith("\r") else ""  # it may be the first half of a CR LF
+        *lines, self.partial = LINE_END.split(text.removesuffix(held))
+        self.partial += held
+        return [event for line in lines if (event := self.feed(line)) is not None]
 
     def feed(self, line: str) -> SseEvent | None:
         if not line:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from labcloud.settings import Settings
 
 MAX_OFFSET = 2**62  # the largest offset a request may name
 FOLLOW_CHUNK = 1 << 20  # bytes read at a time while following
+LINE_PIECE = 1 << 20  # a longer line is followed in pieces this long
 POLL_S = 0.025  # how often a follower looks for new bytes (one fstat of the log it holds open)
 STATE_POLL_S = 0.5  # and for the end of the job
+LINE_END = re.compile(rb"\r\n|\r|\n")  # where a line ends, in a log and in the event stream
 
 
 def job_dir(settings: Settings, job_id: uuid.UUID) -> Path:
@@ -90,6 +93,31 @@ def text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def tail_start(settings: Settings, job_id: uuid.UUID, nbytes: int) -> int:
+    """Where to start showing the log's last ``nbytes``: at the first line that starts in them, or, when
+    one line fills them, at its first whole character; not in the middle of a line or a character."""
+    start = size(settings, job_id) - nbytes
+    if start <= 0:
+        return 0
+    window = read(settings, job_id, start - 1, nbytes + 1)  # and the byte before: is ``start`` a line's?
+    end = LINE_END.search(window)
+    if end is not None and end.end() < len(window):
+        return start - 1 + end.end()
+    first = 1  # past the continuation bytes of a character begun before ``start`` (UTF-8's are 4 at most)
+    while first < min(4, len(window)) and window[first] & 0xC0 == 0x80:
+        first += 1
+    return start - 1 + first
+
+
+def resume_offset(offset: int, last_event_id: str | None) -> int:
+    """Where a reader's stream starts: an ``EventSource`` that lost it asks again with the URL it first
+    asked (its ``offset``) and the id of the last event it had (``Last-Event-ID``), which wins; an id that
+    is not one of ours is ignored."""
+    if last_event_id is None or not re.fullmatch(r"[0-9]{1,19}", last_event_id):
+        return offset
+    return min(int(last_event_id), MAX_OFFSET)
+
+
 def state_of(db: Database, job_id: uuid.UUID) -> JobState | None:
     with db.session() as session:
         job = session.get(Job, job_id)
@@ -107,29 +135,34 @@ async def follow(
     """The log from ``offset`` as server-sent events, new bytes as they come, until the job has ended
     (``state``: its state when the reader was let in) or the reader has gone.
 
-    An event ``log`` carries whole lines, one ``data:`` each, and as ``id`` the bytes read so far; a last
-    line without its newline comes once the job has ended, then an event ``end`` with the job's state.
+    An event ``log`` carries whole lines, one ``data:`` each, and as ``id`` the byte just past them, where a
+    reader that lost the stream asks again from (:func:`resume_offset`): a line is sent once it has ended,
+    so the id never points into a line or a character. Lines end as in the event stream itself, at LF, CR LF
+    or a lone CR (a progress bar's steps: a CR inside a ``data:`` line would end it); a line longer than
+    :data:`LINE_PIECE` comes in pieces cut between characters. What is left without its line end comes
+    once the job has ended, then an event ``end`` with the job's state.
     """
-    position = offset
+    start = offset  # the byte of the log that ``pending`` starts at
+    pending = b""
     current: JobState | None = state
     last_state_check = asyncio.get_running_loop().time()
-    pending = b""
     tail = _Tail(log_path(settings, job_id))
     try:
         while True:
-            chunk = tail.read(position, FOLLOW_CHUNK)
+            chunk = tail.read(start + len(pending), FOLLOW_CHUNK)
             if chunk:
-                position += len(chunk)
                 pending += chunk
-                lines, _, pending = pending.rpartition(b"\n")
+                lines, used = _lines(pending, ended=False)
                 if lines:
-                    yield _log_event(text(lines).split("\n"), position)
+                    start, pending = start + used, pending[used:]
+                    yield _log_event(lines, start)
                 continue
             if current is None:  # the job is gone
                 return
             if current in TERMINAL:
-                if pending:
-                    yield _log_event([text(pending)])
+                lines, used = _lines(pending, ended=True)
+                if lines:
+                    yield _log_event(lines, start + used)
                 yield f"event: end\ndata: {json.dumps({'state': current.value})}\n\n"
                 return
             if await disconnected():
@@ -141,6 +174,39 @@ async def follow(
                 current = await run_in_threadpool(state_of, db, job_id)
     finally:
         tail.close()
+
+
+def _lines(data: bytes, ended: bool) -> tuple[list[str], int]:
+    """The lines ``data`` completes and how many of its bytes they take, line ends included. A CR at the
+    very end waits for the next byte (it may be a CR LF's first half) and a line without its end for the
+    rest, unless the log has ``ended``."""
+    stop = len(data) if ended else max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1
+    lines = data[:stop].splitlines()  # bytes end their lines at LF, CR LF and CR only, as the stream does
+    if max(map(len, lines), default=0) > LINE_PIECE:
+        lines = [piece for line in lines for piece in _pieces(line, whole=True)]
+    rest = _pieces(data[stop:].removesuffix(b"\r"), whole=False)
+    return [text(line) for line in lines + rest], stop + sum(map(len, rest))
+
+
+def _pieces(line: bytes, whole: bool) -> list[bytes]:
+    """A line longer than :data:`LINE_PIECE` in pieces that long, cut between characters, so that one that
+    never ends is not held in memory (and the pieces are the same however the bytes came); the last piece
+    only once the line is ``whole``."""
+    pieces = []
+    while len(line) > LINE_PIECE:
+        cut = _cut(line, LINE_PIECE)
+        pieces.append(line[:cut])
+        line = line[cut:]
+    return [*pieces, line] if whole else pieces
+
+
+def _cut(data: bytes, at: int) -> int:
+    """``at`` (inside ``data``), moved back to the start of the UTF-8 character it falls in: over three
+    continuation bytes at most, never to the start; what is not UTF-8 is cut where ``at`` fell."""
+    cut = at
+    while cut > max(1, at - 3) and data[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return cut if data[cut] & 0xC0 != 0x80 else at
 
 
 class _Tail:
@@ -168,9 +234,8 @@ class _Tail:
             self.fd = None
 
 
-def _log_event(lines: list[str], position: int | None = None) -> str:
-    event = "event: log\n" + "".join(f"data: {line}\n" for line in lines)
-    return event + (f"id: {position}\n\n" if position is not None else "\n")
+def _log_event(lines: list[str], position: int) -> str:
+    return "event: log\n" + "".join(f"data: {line}\n" for line in lines) + f"id: {position}\n\n"
 
 
 def open_attempt(settings: Settings, job_id: uuid.UUID, attempt: int, where: str) -> int:

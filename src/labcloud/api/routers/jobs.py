@@ -162,8 +162,8 @@ def events(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[Job
     responses={
         200: {
             "description": "The log as text; with follow=true a stream of server-sent events: `log` events "
-            "(one `data:` line a log line, `id:` the byte offset to resume from) and a last `end` event "
-            "with the job's state.",
+            "(one `data:` line a whole log line, `id:` the byte offset to resume from, as `offset` or as "
+            "the `Last-Event-ID` header, which wins) and a last `end` event with the job's state.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
     },
@@ -185,6 +185,7 @@ async def logs(
     if not follow:
         data = await run_in_threadpool(job_logs.read, ctx.settings, job_id, offset)
         return PlainTextResponse(job_logs.text(data))
+    offset = job_logs.resume_offset(offset, request.headers.get("last-event-id"))
     events = job_logs.follow(ctx.db, ctx.settings, job_id, offset, current, request.is_disconnected)
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

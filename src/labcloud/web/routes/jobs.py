@@ -97,7 +97,7 @@ def job_page(
     request: Request, job_id: uuid.UUID, principal: PageUser, session: DbSession, ctx: Ctx
 ) -> Response:
     context = _status_context(session, principal, ctx, job_id)
-    context["log_offset"] = max(0, job_logs.size(ctx.settings, job_id) - LOG_TAIL_BYTES)
+    context["log_offset"] = job_logs.tail_start(ctx.settings, job_id, LOG_TAIL_BYTES)
     return render(request, "job.html", context)
 
 
