@@ -66,6 +66,7 @@ ACTIVE_QUERY = (
 
 TARGETS = {
     "submit": "p50 <= 5 ms",
+    "quota": "quota check adds <= 1 ms to submit p50",
     "dispatch": "p50 <= 50 ms",
     "end-to-end": ">= 100 jobs/s, all succeeded",
     "list": "p50 <= 15 ms with 1,000,000 jobs",
@@ -605,8 +606,61 @@ def sql_samples_ms(js: JobsServer, owner: uuid.UUID, state: str | None, times: i
 # ------------------------------------------------------------------------------------------------ run
 
 
+def measure_quota_cost(backend: str, quick: bool) -> list[Result]:
+    """What a project's quotas add to a submit: rounds of submits alternate, on one server, between a
+    project without quotas and one with cpu_hours, concurrent_jobs and jobs_per_day quotas (room to
+    spare), so both see the same machine; the medians of each side and their difference."""
+    per_round, rounds = (50, 4) if quick else (200, 6)
+    plain: list[float] = []
+    held: list[float] = []
+    with (
+        jobs_server(backend, {"LABCLOUD_LOCAL_CPUS": f"{HOLD_CPUS:g}"}) as js,
+        capacity_held(js),
+        js.client() as c,
+    ):
+        if True:  # (one block: the server, its capacity held, one client)
+            for slug in ("bench-plain", "bench-quota"):
+                r = c.post("/api/v1/projects", json={"name": slug, "slug": slug})
+                if r.status_code != 201:
+                    raise RuntimeError(f"project {slug}: {r.status_code} {r.text[:300]}")
+            for resource, limit in (("cpu_hours", 1e9), ("concurrent_jobs", 1e9), ("jobs_per_day", 1e9)):
+                r = c.put(f"/api/v1/projects/bench-quota/quotas/{resource}", json={"limit": limit})
+                if r.status_code != 200:
+                    raise RuntimeError(f"quota {resource}: {r.status_code} {r.text[:300]}")
+            for slug in ("bench-plain", "bench-quota"):  # warm-up
+                for _ in range(20):
+                    c.post("/api/v1/jobs", json={"app": TRUE_APP, "project": slug}).raise_for_status()
+            for _ in range(rounds):
+                for slug, samples in (("bench-plain", plain), ("bench-quota", held)):
+                    for _ in range(per_round):
+                        t0 = time.perf_counter()
+                        r = c.post("/api/v1/jobs", json={"app": TRUE_APP, "project": slug})
+                        samples.append(time.perf_counter() - t0)
+                        if r.status_code != 201:
+                            raise RuntimeError(f"submit: {r.status_code} {r.text[:500]}")
+            js.execute("UPDATE jobs SET state = 'cancelled' WHERE state = 'queued' AND app = ?", (TRUE_APP,))
+    without, with_quotas = latency_summary(plain), latency_summary(held)
+    return [
+        Result(
+            "jobs: submit with project quotas",
+            backend,
+            {
+                "p50_ms_without": without["p50_ms"],
+                "p50_ms_with": with_quotas["p50_ms"],
+                "added_p50_ms": round(with_quotas["p50_ms"] - without["p50_ms"], 3),
+                "p99_ms_with": with_quotas["p99_ms"],
+                "n_each": without["n"],
+            },
+            target=TARGETS["quota"],
+            notes=f"{rounds} alternating rounds of {per_round} sequential submits per project, one server, "
+            "capacity held (jobs stay queued, every quota holds each one)",
+        )
+    ]
+
+
 MEASUREMENTS: dict[str, Callable[[str, bool], list[Result]]] = {
     "submit": measure_submit,
+    "quota": measure_quota_cost,
     "dispatch": measure_dispatch,
     "end-to-end": measure_end_to_end,
     "list": measure_list,
@@ -615,3 +669,8 @@ MEASUREMENTS: dict[str, Callable[[str, bool], list[Result]]] = {
 
 def run(backends: list[str], quick: bool = False) -> list[Result]:
     return run_all("jobs", MEASUREMENTS, TARGETS, backends, quick)
+
+
+def run_quota(backends: list[str], quick: bool = False) -> list[Result]:
+    """Only what project quotas add to a submit (``--only quota``)."""
+    return run_all("jobs", {"quota": measure_quota_cost}, TARGETS, backends, quick)

@@ -33,6 +33,7 @@ from bench.harness import Result
 BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "me": bench_me.run,
     "jobs": bench_jobs.run,
+    "quota": bench_jobs.run_quota,
     "files": bench_files.run,
     "web": bench_web.run,
     "workers": bench_workers.run,
