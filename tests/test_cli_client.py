@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import labcloud_demo
-from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, LABCLOUD, Server
+from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, LABCLOUD, Server, login_headers
 
 pytestmark = pytest.mark.db_agnostic  # the client side; the server's database is tested elsewhere
 
@@ -198,6 +198,55 @@ def test_inputs_uploads_failures_and_a_live_log(cli: Server, tmp_path: Path) -> 
     assert follower.returncode == 1, errors
     assert f"job {job_id} cancelled" in errors
     assert cli.json("status", job_id)["job"]["state"] == "cancelled"
+
+
+# ---------------------------------------------------------------------------------------------- projects
+
+
+def _user_env(cli: Server, name: str) -> dict[str, str]:
+    """The environment of a new user's commands (the administrator invites them with the token of their
+    login; the user's login token goes in LABCLOUD_TOKEN)."""
+    email, password = f"{name}@example.org", f"{name}-password-1"
+    admin = json.loads(cli.config.read_text())["token"]
+    r = httpx.post(
+        f"{cli.url}/api/v1/users",
+        json={"email": email, "password": password},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert r.status_code == 201, r.text
+    token = login_headers(cli.url, email, password)["Authorization"].removeprefix("Bearer ")
+    return cli.env(LABCLOUD_SERVER=cli.url, LABCLOUD_TOKEN=token)
+
+
+def test_projects_members_join_codes_and_a_projects_jobs(cli: Server) -> None:
+    assert cli.ok("projects", "create", "Vision Lab", "--slug", "vision").strip() == "vision"
+    member, viewer, outsider = (_user_env(cli, name) for name in ("member", "viewer", "outsider"))
+    code = cli.ok("projects", "code", "vision", "--days", "3").strip()
+    joined = cli.run("projects", "join", code, env=member)
+    assert "you are member in project vision" in joined.stderr, joined.stderr
+    cli.ok("projects", "add", "vision", "viewer@example.org", "--role", "viewer")
+
+    # a member runs a job there, a viewer lists the project's jobs, an outsider is told there is none
+    submitted = cli.run("submit", "hello", "-p", "times=1", "--project", "vision", "--json", env=member)
+    job = json.loads(submitted.stdout)
+    assert job["project"] == "vision", submitted.stderr
+    listed = cli.run("jobs", "-p", "vision", env=viewer)
+    assert job["id"] in listed.stdout and "project vision" in listed.stdout, listed.stderr
+    hidden = cli.run("jobs", "--project", "vision", env=outsider)
+    assert hidden.returncode == 1 and "error: You have no project 'vision'." in hidden.stderr
+
+    shown = cli.ok("projects", "show", "vision")
+    assert "member@example.org" in shown and "viewer@example.org" in shown and "works until" in shown
+    overview = cli.ok("projects")  # the list, without a command
+    assert "Vision Lab" in overview and "owner" in overview and "personal" in overview
+
+    # members go by email
+    changed = cli.run("projects", "role", "vision", "Viewer@example.org", "member")
+    assert "viewer@example.org is member in project vision" in changed.stderr, changed.stderr
+    removed = cli.run("projects", "remove", "vision", "viewer@example.org")
+    assert "removed viewer@example.org from project vision" in removed.stderr, removed.stderr
+    left = cli.run("projects", "leave", "vision", env=member)
+    assert left.returncode == 0 and "you left project vision" in left.stderr, left.stderr
 
 
 # ---------------------------------------------------------------------------------------------- uploads

@@ -246,6 +246,10 @@ def test_the_python_clients_models_have_the_fields_the_document_gives(document: 
         models.FileInfo: "FileOut",
         models.User: "UserOut",
         models.StorageUsage: "UsageOut",
+        models.ProjectInfo: "ProjectOut",
+        models.ProjectDetail: "ProjectDetail",
+        models.ProjectMember: "MemberOut",
+        models.JoinCode: "JoinCodeOut",
     }
     for model, name in pairs.items():
         assert set(model.model_fields) == set(schemas[name]["properties"]), (model.__name__, name)

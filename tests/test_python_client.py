@@ -25,6 +25,7 @@ from labcloud.client import (
     Client,
     ClientError,
     Conflict,
+    Forbidden,
     NotFound,
     NotLoggedIn,
     QuotaExceeded,
@@ -36,6 +37,7 @@ from labcloud.client import (
     WaitTimeout,
 )
 from labcloud.client.config import UploadState
+from labcloud.client.models import ProjectDetail, ProjectInfo
 from labcloud.client.sse import SseEvent, SseParser
 from labcloud.settings import Settings
 from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, Server
@@ -331,6 +333,78 @@ def test_the_async_client(env: Server, tmp_path: Path) -> None:
     asyncio.run(session())
     with pytest.raises(Unauthorized):
         asyncio.run(AsyncClient.login(env.url, ADMIN_EMAIL, "wrong-password"))
+
+
+def _account(admin: Client, name: str) -> Client:
+    """A new user (the administrator invites them), logged in."""
+    email, password = f"{name}@example.org", f"{name}-password-1"
+    admin.connection.request("POST", "/users", json={"email": email, "password": password})
+    return Client.login(admin.server, email, password)
+
+
+def test_projects_share_jobs_between_their_members(client: Client) -> None:
+    lab = client.projects.create("Vision Lab", slug="vision", description="retina recordings")
+    assert isinstance(lab, ProjectDetail) and lab.role == "owner" and not lab.personal
+    with (
+        _account(client, "member") as member,
+        _account(client, "viewer") as viewer,
+        _account(client, "outsider") as outsider,
+    ):
+        client.projects.add_member("vision", "member@example.org")
+        added = client.projects.add_member("vision", "viewer@example.org", role="viewer")
+        assert [(m.email, m.role) for m in added.members] == [
+            (ADMIN_EMAIL, "owner"),
+            ("member@example.org", "member"),
+            ("viewer@example.org", "viewer"),
+        ]
+
+        # a member runs a job in the project by its slug; a viewer sees it among the project's jobs
+        job = member.jobs.submit("hello", params={"times": 1}, project="vision")
+        assert job.project == "vision"
+        theirs = viewer.projects.list()
+        assert all(isinstance(p, ProjectInfo) for p in theirs)
+        assert [(p.personal, p.role) for p in theirs] == [(True, "owner"), (False, "viewer")]
+        assert [j.id for j in viewer.jobs.list(project="vision")] == [job.id]
+        assert list(viewer.jobs.list()) == []  # without a project: one's own jobs
+        with pytest.raises(ValidationError) as refused:
+            viewer.jobs.submit("hello", project="vision")
+        assert refused.value.field == "project" and "viewer" in refused.value.detail
+        with pytest.raises(Forbidden) as too_low:
+            viewer.projects.join_code("vision")
+        assert "manager" in too_low.value.detail
+
+        # to an outsider the project and its jobs do not exist
+        with pytest.raises(NotFound) as hidden:
+            list(outsider.jobs.list(project="vision"))
+        assert "vision" in hidden.value.detail
+        with pytest.raises(NotFound):
+            outsider.projects.get("vision")
+        with pytest.raises(NotFound):
+            outsider.jobs.get(job.id)
+
+        # roles change and members go by email; a join code lets the outsider in, as a member
+        changed = client.projects.set_role("vision", "Viewer@example.org", "member")
+        assert [m.role for m in changed.members if m.email == "viewer@example.org"] == ["member"]
+        client.projects.remove_member("vision", "viewer@example.org")
+        member.projects.leave("vision")
+        code = client.projects.join_code("vision", days=3)
+        assert outsider.projects.join(code.code).role == "member"
+        now = client.projects.get("vision")
+        assert [m.email for m in now.members] == [ADMIN_EMAIL, "outsider@example.org"]
+        assert now.join_code_expires_at == code.expires_at
+        with pytest.raises(NotFound) as gone:
+            client.projects.remove_member("vision", "viewer@example.org")
+        assert "no member" in gone.value.detail
+
+        async def as_the_newcomer(token: str) -> list[str]:
+            async with AsyncClient(client.server, token) as aclient:
+                assert (await aclient.projects.get("vision")).role == "member"
+                submitted = await aclient.jobs.submit("hello", params={"times": 1}, project="vision")
+                assert submitted.project == "vision"
+                return [j.id async for j in aclient.jobs.list(project="vision")]
+
+        listed = asyncio.run(as_the_newcomer(str(outsider.connection.token)))
+        assert len(listed) == 2 and listed[1] == job.id
 
 
 def test_importing_the_client_or_the_commands_does_not_load_httpx() -> None:

@@ -22,8 +22,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from labcloud.client.aclient import AsyncClient, AsyncFiles, AsyncJob, AsyncJobs
-    from labcloud.client.client import Client, Files, Job, Jobs
+    from labcloud.client.aclient import AsyncClient, AsyncFiles, AsyncJob, AsyncJobs, AsyncProjects
+    from labcloud.client.client import Client, Files, Job, Jobs, Projects
     from labcloud.client.errors import (
         BadRequest,
         ClientError,
@@ -51,7 +51,11 @@ if TYPE_CHECKING:
         InputSlot,
         JobEvent,
         JobInfo,
+        JoinCode,
         OutputFile,
+        ProjectDetail,
+        ProjectInfo,
+        ProjectMember,
         Resources,
         StorageUsage,
         StoredFile,
@@ -65,6 +69,7 @@ __all__ = [
     "AsyncFiles",
     "AsyncJob",
     "AsyncJobs",
+    "AsyncProjects",
     "BadRequest",
     "Client",
     "ClientError",
@@ -80,9 +85,14 @@ __all__ = [
     "JobFailed",
     "JobInfo",
     "Jobs",
+    "JoinCode",
     "NotFound",
     "NotLoggedIn",
     "OutputFile",
+    "ProjectDetail",
+    "ProjectInfo",
+    "ProjectMember",
+    "Projects",
     "QuotaExceeded",
     "RateLimited",
     "Resources",

@@ -1,6 +1,6 @@
-"""The asyncio twin of :mod:`labcloud.client.client`: :class:`AsyncClient` with its :class:`AsyncFiles`
-and :class:`AsyncJobs`, and :class:`AsyncJob`. The same methods and arguments; each one that talks to the
-server is awaited, and listings and logs are iterated with ``async for``."""
+"""The asyncio twin of :mod:`labcloud.client.client`: :class:`AsyncClient` with its :class:`AsyncFiles`,
+:class:`AsyncJobs` and :class:`AsyncProjects`, and :class:`AsyncJob`. The same methods and arguments; each
+one that talks to the server is awaited, and listings and logs are iterated with ``async for``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from labcloud.client.aconnection import AsyncConnection
 from labcloud.client.client import (
     LocalPath,
     Paths,
+    ProjectList,
     StoredFiles,
     bind,
     file_target,
@@ -35,13 +36,17 @@ from labcloud.client.models import (
     FileInfo,
     JobEvent,
     JobInfo,
+    JoinCode,
     OutputFile,
+    ProjectDetail,
+    ProjectInfo,
     StorageUsage,
     User,
 )
 from labcloud.client.progress import ShowProgress, download_progress, upload_watcher
+from labcloud.client.projects import Role, is_email, member_id
 
-__all__ = ["AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs"]
+__all__ = ["AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "AsyncProjects"]
 
 
 class AsyncJob(JobInfo):
@@ -113,7 +118,7 @@ class AsyncJob(JobInfo):
 
 
 class AsyncJobs:
-    """Your jobs: submit, get, list."""
+    """Your jobs, and those of your projects: submit, get, list."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
@@ -130,6 +135,7 @@ class AsyncJobs:
         tags: Mapping[str, str] | None = None,
         resources: Mapping[str, float] | None = None,
         env: Mapping[str, str] | None = None,
+        project: str | None = None,
         wait: bool = False,
         timeout: float | None = None,
         progress: ShowProgress = False,
@@ -148,12 +154,13 @@ class AsyncJobs:
             tags=tags,
             resources=resources,
             env=env,
+            project=project,
         )
         job = bind(AsyncJob, await self._client.connection.call(calls.submit(body)), self._client)
         return await job.wait(timeout) if wait else job
 
     async def get(self, job_id: str) -> AsyncJob:
-        """One of your jobs."""
+        """One of your jobs, or of your projects."""
         return bind(AsyncJob, await self._client.connection.call(calls.job(str(job_id))), self._client)
 
     async def list(
@@ -164,12 +171,71 @@ class AsyncJobs:
         tag: Mapping[str, str] | Iterable[str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        project: str | None = None,
         page_size: int = 200,
     ) -> AsyncIterator[AsyncJob]:
-        """Your jobs, newest first, all of them, page after page (see :meth:`labcloud.client.Jobs.list`)."""
-        query = list_query(state, app, tag, created_after, created_before)
+        """Your jobs (or with ``project``, the project's), newest first, all of them, page after page (see
+        :meth:`labcloud.client.Jobs.list`)."""
+        query = list_query(state, app, tag, created_after, created_before, project)
         async for item in self._client.connection.pages("/jobs", query, page_size):
             yield bind(AsyncJob, item, self._client)
+
+
+class AsyncProjects:
+    """Your projects, their members and join codes; the twin of :class:`labcloud.client.Projects`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def _call(self, call: calls.Call) -> Any:
+        return await self._client.connection.call(call)
+
+    async def list(self) -> ProjectList:
+        """Your projects with your role in each, your personal one first."""
+        return [ProjectInfo.model_validate(p) for p in await self._call(calls.projects())]
+
+    async def get(self, slug: str) -> ProjectDetail:
+        """A project and its members."""
+        return ProjectDetail.model_validate(await self._call(calls.project(slug)))
+
+    async def create(self, name: str, slug: str | None = None, description: str = "") -> ProjectDetail:
+        """A new project with you as its owner."""
+        return ProjectDetail.model_validate(await self._call(calls.create_project(name, slug, description)))
+
+    async def add_member(self, slug: str, email: str, role: Role = "member") -> ProjectDetail:
+        """Give someone who has an account a role in the project."""
+        return ProjectDetail.model_validate(await self._call(calls.add_member(slug, email, role)))
+
+    async def set_role(self, slug: str, member: str, role: Role) -> ProjectDetail:
+        """Change a member's role; ``member`` is their user id or email."""
+        user_id = await self._member_id(slug, member)
+        return ProjectDetail.model_validate(await self._call(calls.set_role(slug, user_id, role)))
+
+    async def remove_member(self, slug: str, member: str) -> None:
+        """Take a member (user id or email) out of the project."""
+        await self._call(calls.remove_member(slug, await self._member_id(slug, member)))
+
+    async def leave(self, slug: str) -> None:
+        """Leave the project."""
+        me = await self._call(calls.me())
+        await self._call(calls.remove_member(slug, str(me["id"])))
+
+    async def join_code(self, slug: str, days: int | None = None) -> JoinCode:
+        """A new join code that works for ``days``; only this answer holds it."""
+        return JoinCode.model_validate(await self._call(calls.join_code(slug, days)))
+
+    async def drop_join_code(self, slug: str) -> None:
+        """No join code works for the project any more."""
+        await self._call(calls.drop_join_code(slug))
+
+    async def join(self, code: str) -> ProjectDetail:
+        """Join the project of a join code, as a member."""
+        return ProjectDetail.model_validate(await self._call(calls.join(code)))
+
+    async def _member_id(self, slug: str, member: str) -> str:
+        if not is_email(member):
+            return member
+        return member_id(await self._call(calls.project(slug)), member)
 
 
 class AsyncFiles:
@@ -245,6 +311,7 @@ class AsyncClient:
         self.connection = AsyncConnection(server, token, timeout=timeout)
         self.files = AsyncFiles(self)
         self.jobs = AsyncJobs(self)
+        self.projects = AsyncProjects(self)
 
     @classmethod
     def from_env(cls, server: str | None = None, *, timeout: float = 30.0) -> AsyncClient:

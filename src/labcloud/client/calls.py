@@ -186,3 +186,56 @@ def output(job_id: str, path: str) -> str:
 def outputs_zip(job_id: str) -> str:
     """The address of all outputs of a job as one zip, to download."""
     return f"{_job(job_id)}/outputs.zip"
+
+
+# ------------------------------------------------------------------------------------------ projects
+
+
+def _segment(name: str) -> str:
+    """One path segment: a slash in it is data, not a separator."""
+    return quote(str(name), safe="")
+
+
+def _project(slug: str) -> str:
+    return f"/projects/{_segment(slug)}"
+
+
+def projects() -> Call:
+    return Call("GET", "/projects")
+
+
+def project(slug: str) -> Call:
+    return Call("GET", _project(slug))
+
+
+def create_project(name: str, slug: str | None, description: str) -> Call:
+    body: dict[str, Any] = {"name": name, "description": description}
+    if slug:
+        body["slug"] = slug
+    return Call("POST", "/projects", json=body)
+
+
+def add_member(slug: str, email: str, role: str) -> Call:
+    return Call("POST", f"{_project(slug)}/members", json={"email": email, "role": role})
+
+
+def set_role(slug: str, user_id: str, role: str) -> Call:
+    return Call("PATCH", f"{_project(slug)}/members/{_segment(user_id)}", json={"role": role})
+
+
+def remove_member(slug: str, user_id: str) -> Call:
+    """Take a member out of a project; with your own id, leave it."""
+    return Call("DELETE", f"{_project(slug)}/members/{_segment(user_id)}", returns="nothing")
+
+
+def join_code(slug: str, days: int | None = None) -> Call:
+    """A new join code for ``days`` (None: as long as the server's default)."""
+    return Call("POST", f"{_project(slug)}/join-code", json={} if days is None else {"days": days})
+
+
+def drop_join_code(slug: str) -> Call:
+    return Call("DELETE", f"{_project(slug)}/join-code", returns="nothing")
+
+
+def join(code: str) -> Call:
+    return Call("POST", "/projects/join", json={"code": code})

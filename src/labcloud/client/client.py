@@ -1,5 +1,6 @@
-"""The Python client: :class:`Client`, its :class:`Files` and :class:`Jobs`, and :class:`Job`, a job you
-can wait for, follow, and download the outputs of. :mod:`labcloud.client.aclient` is its asyncio twin."""
+"""The Python client: :class:`Client`, its :class:`Files`, :class:`Jobs` and :class:`Projects`, and
+:class:`Job`, a job you can wait for, follow, and download the outputs of. :mod:`labcloud.client.aclient`
+is its asyncio twin."""
 
 from __future__ import annotations
 
@@ -22,19 +23,24 @@ from labcloud.client.models import (
     FileInfo,
     JobEvent,
     JobInfo,
+    JoinCode,
     OutputFile,
+    ProjectDetail,
+    ProjectInfo,
     StorageUsage,
     StoredFile,
     User,
 )
 from labcloud.client.progress import ShowProgress, download_progress, upload_watcher
+from labcloud.client.projects import Role, is_email, member_id
 from labcloud.client.uploads import plan_uploads
 
-__all__ = ["Client", "Files", "Job", "Jobs"]
+__all__ = ["Client", "Files", "Job", "Jobs", "Projects"]
 
 LocalPath = str | PathLike[str]
 # (named, because in the classes below ``list`` is a method's name)
 StoredFiles = list[StoredFile]
+ProjectList = list[ProjectInfo]
 Paths = list[Path]
 M = TypeVar("M", bound=JobInfo)
 
@@ -177,7 +183,7 @@ class Job(JobInfo):
 
 
 class Jobs:
-    """Your jobs: submit, get, list."""
+    """Your jobs, and those of your projects: submit, get, list."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -194,6 +200,7 @@ class Jobs:
         tags: Mapping[str, str] | None = None,
         resources: Mapping[str, float] | None = None,
         env: Mapping[str, str] | None = None,
+        project: str | None = None,
         wait: bool = False,
         timeout: float | None = None,
         progress: ShowProgress = False,
@@ -202,9 +209,10 @@ class Jobs:
         default entrypoint) with ``params`` (checked against the entrypoint's schema) and ``inputs``: for each
         input slot a path of your space (a ``str``), or a local file (a :class:`~pathlib.Path`), uploaded to
         ``inputs/`` first. ``resources`` overrides cpus, memory_mb, gpus or timeout_s; ``tags`` are yours to
-        filter by. With ``wait=True`` it returns once the job has ended (see :meth:`Job.wait`).
-
-        Jobs run in your own space; projects (shared spaces and quotas of a lab) are not available yet."""
+        filter by. ``project`` is the slug of a project where you are a member or more (its members see the
+        job; :class:`~labcloud.client.errors.ValidationError` on ``project`` otherwise); by default the job
+        goes to your personal project. With ``wait=True`` it returns once the job has ended (see
+        :meth:`Job.wait`)."""
         paths, plan = input_plan(inputs or {})
         for local, remote in plan:
             self._client.files.upload(local, to=posixpath.dirname(remote), progress=progress)
@@ -218,12 +226,14 @@ class Jobs:
             tags=tags,
             resources=resources,
             env=env,
+            project=project,
         )
         job = bind(Job, self._client.connection.submit(body), self._client)
         return job.wait(timeout) if wait else job
 
     def get(self, job_id: str) -> Job:
-        """One of your jobs (:class:`~labcloud.client.errors.NotFound` if there is no such job of yours)."""
+        """One of your jobs, or of your projects (:class:`~labcloud.client.errors.NotFound` if there is no
+        such job you may see)."""
         return bind(Job, self._client.connection.job(str(job_id)), self._client)
 
     def list(
@@ -234,14 +244,88 @@ class Jobs:
         tag: Mapping[str, str] | Iterable[str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        project: str | None = None,
         page_size: int = 200,
     ) -> Iterator[Job]:
         """Your jobs, newest first, all of them (page after page as you iterate): only in ``state`` (one or
         several), of ``app``, with every ``tag`` (``{"key": "value"}`` or ``"key=value"`` strings), created
-        in a time range. ``page_size`` jobs (at most 200) are read at a time."""
-        query = list_query(state, app, tag, created_after, created_before)
+        in a time range. With ``project`` (a slug) the project's jobs instead, everyone's
+        (:class:`~labcloud.client.errors.NotFound` unless you have a role in it). ``page_size`` jobs (at
+        most 200) are read at a time."""
+        query = list_query(state, app, tag, created_after, created_before, project)
         for item in self._client.connection.pages("/jobs", query, page_size):
             yield bind(Job, item, self._client)
+
+
+# -------------------------------------------------------------------------------------------- projects
+
+
+class Projects:
+    """Your projects, the lab groups whose members share jobs: list, read, create; members and their
+    roles, join codes, joining and leaving.
+
+    Roles rank viewer (reads the project's jobs) < member (runs jobs in it) < manager (adds viewers and
+    members, hands out join codes, cancels anyone's jobs there) < owner (anything, managers and owners
+    too). A project you have no role in does not exist for you
+    (:class:`~labcloud.client.errors.NotFound`); one where your role is too low for what you ask answers
+    :class:`~labcloud.client.errors.Forbidden`. ``"personal"`` names your personal project."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @property
+    def _connection(self) -> Connection:
+        return self._client.connection
+
+    def list(self) -> ProjectList:
+        """Your projects with your role in each, your personal one first."""
+        return [ProjectInfo.model_validate(p) for p in self._connection.projects()]
+
+    def get(self, slug: str) -> ProjectDetail:
+        """A project and its members."""
+        return ProjectDetail.model_validate(self._connection.project(slug))
+
+    def create(self, name: str, slug: str | None = None, description: str = "") -> ProjectDetail:
+        """A new project with you as its owner. ``slug`` (3 to 40 lower-case letters, digits and inner
+        hyphens) is made from the name unless given; :class:`~labcloud.client.errors.Conflict` when it is
+        taken."""
+        return ProjectDetail.model_validate(self._connection.create_project(name, slug, description))
+
+    def add_member(self, slug: str, email: str, role: Role = "member") -> ProjectDetail:
+        """Give someone who has an account a role in the project (managers: viewer or member; owners: any
+        role); the project with its members."""
+        return ProjectDetail.model_validate(self._connection.add_member(slug, email, role))
+
+    def set_role(self, slug: str, member: str, role: Role) -> ProjectDetail:
+        """Change a member's role; ``member`` is their user id or email. A project keeps an owner
+        (:class:`~labcloud.client.errors.Conflict`)."""
+        user_id = self._member_id(slug, member)
+        return ProjectDetail.model_validate(self._connection.set_role(slug, user_id, role))
+
+    def remove_member(self, slug: str, member: str) -> None:
+        """Take a member (user id or email) out of the project; their jobs stay in it."""
+        self._connection.remove_member(slug, self._member_id(slug, member))
+
+    def leave(self, slug: str) -> None:
+        """Leave the project (its last owner cannot: make someone else owner first)."""
+        self._connection.remove_member(slug, str(self._connection.me()["id"]))
+
+    def join_code(self, slug: str, days: int | None = None) -> JoinCode:
+        """A new join code (managers) that works for ``days`` (default: the server's, two weeks); the
+        previous one stops working. Only this answer holds the code."""
+        return JoinCode.model_validate(self._connection.join_code(slug, days))
+
+    def drop_join_code(self, slug: str) -> None:
+        """No join code works for the project any more."""
+        self._connection.drop_join_code(slug)
+
+    def join(self, code: str) -> ProjectDetail:
+        """Join the project of a join code, as a member (a member already keeps their role);
+        :class:`~labcloud.client.errors.NotFound` when the code is not valid (any more)."""
+        return ProjectDetail.model_validate(self._connection.join_project(code))
+
+    def _member_id(self, slug: str, member: str) -> str:
+        return member_id(self._connection.project(slug), member) if is_email(member) else member
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -331,6 +415,7 @@ class Client:
         """The plain HTTP API (JSON data), for what the client has no method of its own for."""
         self.files = Files(self)
         self.jobs = Jobs(self)
+        self.projects = Projects(self)
 
     @classmethod
     def from_env(cls, server: str | None = None, *, timeout: float = 30.0) -> Client:

@@ -468,6 +468,46 @@ class Connection(ConnectionBase):
     def download_zip(self, job_id: str, dest: Path, on_progress: Progress | None = None) -> int:
         return self.download(calls.outputs_zip(job_id), dest, on_progress)
 
+    # ------------------------------------------------------------------------------------------ projects
+
+    def projects(self) -> list[dict[str, Any]]:
+        """Your projects with your role in each, your personal one first."""
+        result: list[dict[str, Any]] = self.call(calls.projects())
+        return result
+
+    def project(self, slug: str) -> dict[str, Any]:
+        """A project with its members."""
+        result: dict[str, Any] = self.call(calls.project(slug))
+        return result
+
+    def create_project(self, name: str, slug: str | None = None, description: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.call(calls.create_project(name, slug, description))
+        return result
+
+    def add_member(self, slug: str, email: str, role: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(calls.add_member(slug, email, role))
+        return result
+
+    def set_role(self, slug: str, user_id: str, role: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(calls.set_role(slug, user_id, role))
+        return result
+
+    def remove_member(self, slug: str, user_id: str) -> None:
+        """Take a member out of a project; with your own id, leave it."""
+        self.call(calls.remove_member(slug, user_id))
+
+    def join_code(self, slug: str, days: int | None = None) -> dict[str, Any]:
+        """A new join code (``{code, expires_at}``); only this answer holds it."""
+        result: dict[str, Any] = self.call(calls.join_code(slug, days))
+        return result
+
+    def drop_join_code(self, slug: str) -> None:
+        self.call(calls.drop_join_code(slug))
+
+    def join_project(self, code: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(calls.join(code))
+        return result
+
 
 def unreadable(local: Path, exc: OSError) -> ClientError:
     """A local file that could not be read, as the failure of its upload."""

@@ -140,11 +140,13 @@ class Unauthorized(ClientError):
 
 
 class Forbidden(ClientError):
-    """403: the credential is good but may not do this (a read-only token, an admin's request)."""
+    """403: the credential is good but may not do this (a read-only token, an admin's request, or your role
+    in a project is too low for it: the detail names the role it needs)."""
 
 
 class NotFound(ClientError):
-    """404 (or 410): there is no such app, job, file or upload, or it is another user's."""
+    """404 (or 410): there is no such app, job, file, project or upload, or it is another user's (a project
+    you have no role in, and its jobs, do not exist for you)."""
 
 
 class Conflict(ClientError):

@@ -62,8 +62,10 @@ def submission(
     tags: Mapping[str, str] | None,
     resources: Mapping[str, float] | None,
     env: Mapping[str, str] | None,
+    project: str | None = None,
 ) -> dict[str, Any]:
-    """The body of ``POST /jobs``; ``app`` may be ``APP[:VERSION[:ENTRYPOINT]]``."""
+    """The body of ``POST /jobs``; ``app`` may be ``APP[:VERSION[:ENTRYPOINT]]``, ``project`` a project's
+    slug (None: the server's default, your personal project)."""
     name_of_app, ref_version, ref_entrypoint = parse_app_ref(app)
     body: dict[str, Any] = {
         "app": name_of_app,
@@ -78,6 +80,8 @@ def submission(
         body["resources"] = dict(resources)
     if env:
         body["env"] = dict(env)
+    if project:
+        body["project"] = project
     return body
 
 
@@ -87,9 +91,13 @@ def list_query(
     tag: Mapping[str, str] | Iterable[str] | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    project: str | None = None,
 ) -> dict[str, Any]:
-    """The query of ``GET /jobs``: ``state`` one or several, ``tag`` a mapping or ``key=value`` strings."""
+    """The query of ``GET /jobs``: ``state`` one or several, ``tag`` a mapping or ``key=value`` strings,
+    ``project`` a project's slug (its jobs, everyone's, instead of yours)."""
     query: dict[str, Any] = {}
+    if project:
+        query["project"] = project
     if state:
         query["state"] = [state] if isinstance(state, str) else list(state)
     if app:

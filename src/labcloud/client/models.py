@@ -21,7 +21,11 @@ __all__ = [
     "InputSlot",
     "JobEvent",
     "JobInfo",
+    "JoinCode",
     "OutputFile",
+    "ProjectDetail",
+    "ProjectInfo",
+    "ProjectMember",
     "Resources",
     "StorageUsage",
     "StoredFile",
@@ -153,6 +157,50 @@ class StorageUsage(Model):
     used_bytes: int
     limit_bytes: int | None = Field(description="None: no limit.")
     available_bytes: int | None
+
+
+class ProjectInfo(Model):
+    """A project: a lab group or grant whose members share jobs. ``role`` is yours in it: owner, manager,
+    member (runs jobs there) or viewer (reads them); None for an admin who is no member. Every user also
+    has a ``personal`` project, where jobs go unless a project is named."""
+
+    id: str
+    slug: str = Field(description="Its short name, as submit and the jobs listing take it.")
+    name: str
+    description: str
+    personal: bool = Field(description="Your personal project: nobody else is in it.")
+    role: str | None = Field(description="Your role: owner, manager, member or viewer.")
+    join_code_expires_at: datetime | None = Field(
+        description="Until when its current join code works (shown to managers; None: no code)."
+    )
+    created_at: datetime
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(slug={self.slug!r}, name={self.name!r}, role={self.role!r})"
+
+
+class ProjectMember(Model):
+    """Someone with a role in a project, and since when."""
+
+    user_id: str
+    email: str
+    name: str
+    role: str = Field(description="owner, manager, member or viewer")
+    since: datetime
+
+
+class ProjectDetail(ProjectInfo):
+    """A project with its members (owners first)."""
+
+    members: list[ProjectMember]
+
+
+class JoinCode(Model):
+    """A project's join code: whoever has it may join as a member until ``expires_at``. It is shown only
+    when it is made; a new one replaces it."""
+
+    code: str
+    expires_at: datetime
 
 
 class JobEvent(Model):

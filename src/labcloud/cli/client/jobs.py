@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from labcloud.client.connection import Connection
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the job as JSON.")
+PROJECT_HELP = "A project's slug (labcloud projects)"
+PERSONAL_SLUG_PREFIX = "user-"
 ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The job's id.")
 TAIL_LINES = 10
 
@@ -83,6 +85,15 @@ def _app_label(job: dict[str, Any]) -> str:
     return f"{job.get('app', '')}:{job.get('version', '')}"
 
 
+def _project(job: dict[str, Any], short: bool = False) -> str:
+    """The job's project; a personal one (only those have ``user-`` slugs) as ``personal``, with its slug
+    unless ``short``."""
+    slug = str(job.get("project") or "")
+    if not slug.startswith(PERSONAL_SLUG_PREFIX):
+        return slug
+    return "personal" if short else f"personal ({slug})"
+
+
 def _where(job: dict[str, Any]) -> str:
     """The executor, and its queue (a Slurm partition, a Celery queue) when there is one."""
     executor = str(job.get("executor") or "")
@@ -105,6 +116,7 @@ def _job_rows(job: dict[str, Any]) -> list[tuple[str, str | Text]]:
         ("exit code", "" if job.get("exit_code") is None else str(job["exit_code"])),
         ("progress", percent(job.get("progress"))),
         ("attempts", "" if attempts is None else str(attempts)),
+        ("project", _project(job)),
         ("runs on", _where(job)),
         ("params", compact(job.get("params")) if job.get("params") else ""),
         ("inputs", compact(job.get("inputs")) if job.get("inputs") else ""),
@@ -236,6 +248,12 @@ def submit(
     ),
     name: str = typer.Option("", "--name", help="A name for the job."),
     tag: list[str] = typer.Option([], "--tag", metavar="KEY=VALUE", help="A tag; repeat for several."),
+    project: str | None = typer.Option(
+        None,
+        "--project",
+        metavar="SLUG",
+        help=f"{PROJECT_HELP}: run the job there, for its members to see (default: your personal one).",
+    ),
     wait: bool = typer.Option(
         False, "--wait", "-w", help="Wait for the job to end; exit 1 unless it succeeds."
     ),
@@ -262,6 +280,8 @@ def submit(
         "name": name,
         "tags": tags,
     }
+    if project:
+        body["project"] = project
     with open_client() as client:
         if plan:
             upload_files(client, plan)
@@ -284,16 +304,25 @@ def jobs(
     ),
     app: str | None = typer.Option(None, "--app", help="Only jobs of this app."),
     tag: list[str] = typer.Option([], "--tag", metavar="KEY=VALUE", help="Only jobs with this tag."),
+    project: str | None = typer.Option(
+        None,
+        "--project",
+        "-p",
+        metavar="SLUG",
+        help=f"{PROJECT_HELP}: its jobs, everyone's, instead of yours.",
+    ),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=200, help="How many (newest first)."),
     all_: bool = typer.Option(False, "--all", "-a", help="All matching jobs (follows every page)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List your jobs, newest first."""
+    """List your jobs (or a project's), newest first."""
     for item in tag:
         split_pair(item, "--tag", "KEY=VALUE")
     params: dict[str, Any] = {"state": [s.value for s in state], "tag": tag}
     if app:
         params["app"] = app
+    if project:
+        params["project"] = project
     with open_client() as client:
         page = client.jobs(params, None if all_ else limit)
     if json_out:
@@ -301,9 +330,14 @@ def jobs(
         return
     items = page.get("items", [])
     if not items:
-        err.print("no jobs" + (" match" if state or app or tag else " yet"))
+        where = f" in project {project}" if project else ""
+        err.print("no jobs" + where + (" match" if state or app or tag else " yet"))
         return
-    grid = table("id", "name", "app", "state", "reason", "progress", "created")
+    # a project's listing is all of one project; yours may span several
+    columns = ["id", "name", "app", "state", "reason", "progress", "created"] + (
+        [] if project else ["project"]
+    )
+    grid = table(*columns, title=f"project {project}" if project else None)
     grid.columns[0].no_wrap = True
     for job in items:
         grid.add_row(
@@ -314,6 +348,7 @@ def jobs(
             Text(job.get("reason") or ""),
             percent(job.get("progress")),
             local_time(job.get("created_at"), relative=True),
+            *([] if project else [Text(_project(job, short=True))]),
         )
     out.print(grid)
     if page.get("next_cursor"):
