@@ -173,6 +173,11 @@ class ProjectInfo(Model):
     join_code_expires_at: datetime | None = Field(
         description="Until when its current join code works (shown to managers; None: no code)."
     )
+    over_quota: str = Field(
+        "refuse",
+        description="What a job that does not fit in a time quota gets: refuse (409) or cut (a shorter "
+        "time limit).",
+    )
     created_at: datetime
 
     def __repr__(self) -> str:
