@@ -403,6 +403,7 @@ def test_projects_are_created_with_errors_by_field_and_do_not_exist_for_outsider
             "/projects/vision/members",
             data={"csrf_token": csrf_of(other.get("/").text), "email": outsider.email},
         ),
+        other.get("/jobs?project=vision"),
     ):
         assert r.status_code == 404 and "text/html" in r.headers["content-type"]
     assert 'data-project="vision"' not in other.get("/projects").text
@@ -459,6 +460,67 @@ def test_managers_handle_members_and_join_codes_and_anyone_may_leave(app: Any, m
     r = newcomer.post("/projects/vision/leave", data={"csrf_token": csrf_of(listing)})
     assert r.status_code == 200 and "You left Vision" in r.text and 'data-project="vision"' not in r.text
     assert newcomer.get("/projects/vision").status_code == 404
+
+
+def test_a_member_runs_a_job_in_a_project_that_its_viewers_see_read_only(
+    app: Any, make_user: Any, settings: Settings
+) -> None:
+    write_app(settings.effective_apps_dir, "nap", ["sleep", "30"])
+    owner, member, viewer, outsider = (make_user() for _ in range(4))
+    as_owner = browser_login(app, owner.email, owner.password)
+    create_project(as_owner, "Vision", "vision")
+    add_member(as_owner, "vision", member.email, "member")
+    add_member(as_owner, "vision", viewer.email, "viewer")
+    as_member, as_viewer = (
+        browser_login(app, member.email, member.password),
+        browser_login(app, viewer.email, viewer.password),
+    )
+
+    # the chooser offers the projects where one may run jobs, the personal one chosen
+    form = as_member.get("/apps/nap").text
+    chooser = form[
+        form.index('<select id="f-project"') : form.index("</select>", form.index('id="f-project"'))
+    ]
+    assert re.search(r'<option value="user-[0-9a-f]+" selected>Test User \(personal\)</option>', chooser)
+    assert '<option value="vision" >Vision</option>' in chooser
+    viewer_form = as_viewer.get("/apps/nap").text
+    assert 'value="vision"' not in viewer_form
+    r = as_viewer.post("/apps/nap/run", data={"csrf_token": csrf_of(viewer_form), "project": "vision"})
+    assert r.status_code == 422 and re.search(r'data-error-for="project">Your role in project', r.text)
+
+    r = as_member.post(
+        "/apps/nap/run", data={"csrf_token": csrf_of(form), "project": "vision"}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+    job_url = r.headers["location"]
+    job = as_member.get("/api/v1/jobs", headers=member.headers).json()["items"][0]
+    assert job_url == f"/jobs/{job['id']}" and job["project"] == "vision"
+
+    # everyone in the project reads the job's page; only its owner and managers get a cancel button
+    for who, cancels in ((as_member, True), (as_owner, True), (as_viewer, False)):
+        page = who.get(job_url)
+        assert page.status_code == 200
+        assert '<a href="/projects/vision" id="job-project">Vision</a>' in page.text
+        assert ('id="cancel-job"' in page.text) is cancels
+    assert "run by Test User" in as_viewer.get(job_url).text
+    assert as_viewer.post(f"{job_url}/cancel", data={"csrf_token": csrf_of(viewer_form)}).status_code == 403
+    assert browser_login(app, outsider.email, outsider.password).get(job_url).status_code == 404
+
+    # the jobs list: your own by default; a project's, everyone's, when chosen; each with its project
+    assert job["id"] not in as_viewer.get("/jobs").text
+    listing = as_viewer.get("/jobs?project=vision").text
+    assert '<option value="vision" selected>Vision</option>' in listing
+    row = listing[listing.index(f'data-job="{job["id"]}"') :]
+    assert '<td data-project><a href="/projects/vision">Vision</a></td>' in row
+    assert 'hx-get="/jobs/rows?project=vision"' in listing  # the polls keep the filter
+
+    r = as_owner.post(f"{job_url}/cancel", data={"csrf_token": csrf_of(as_owner.get(job_url).text)})
+    assert r.status_code == 200 and "Cancel requested." in r.text
+    assert wait_for_end(as_member, job["id"], member.headers)["state"] == "cancelled"
+    assert 'id="rerun-job"' in as_member.get(job_url).text  # a rerun needs a role that runs jobs
+    assert 'id="rerun-job"' not in as_viewer.get(job_url).text
+    r = as_viewer.post(f"{job_url}/rerun", data={"csrf_token": csrf_of(viewer_form)})
+    assert r.status_code == 200 and "It could not start again: Your role in project" in r.text
 
 
 # ------------------------------------------------------------------------------------ account, admin
