@@ -463,7 +463,7 @@ def test_managers_handle_members_and_join_codes_and_anyone_may_leave(app: Any, m
 
 
 def test_a_member_runs_a_job_in_a_project_that_its_viewers_see_read_only(
-    app: Any, make_user: Any, settings: Settings
+    app: Any, make_user: Any, settings: Settings, admin: Account
 ) -> None:
     write_app(settings.effective_apps_dir, "nap", ["sleep", "30"])
     owner, member, viewer, outsider = (make_user() for _ in range(4))
@@ -495,6 +495,14 @@ def test_a_member_runs_a_job_in_a_project_that_its_viewers_see_read_only(
     job_url = r.headers["location"]
     job = as_member.get("/api/v1/jobs", headers=member.headers).json()["items"][0]
     assert job_url == f"/jobs/{job['id']}" and job["project"] == "vision"
+    # the chosen project's quota refuses the next one: the form says so next to the chooser
+    quota = {"limit": 0, "period": "daily"}
+    r = as_owner.put("/api/v1/projects/vision/quotas/jobs_per_day", json=quota, headers=admin.headers)
+    assert r.status_code == 200, r.text
+    r = as_member.post("/apps/nap/run", data={"csrf_token": csrf_of(form), "project": "vision"})
+    assert r.status_code == 409 and re.search(
+        r'data-error-for="project">Project &#39;vision&#39; has 0', r.text
+    )
 
     # everyone in the project reads the job's page; only its owner and managers get a cancel button
     for who, cancels in ((as_member, True), (as_owner, True), (as_viewer, False)):

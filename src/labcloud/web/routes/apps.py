@@ -15,6 +15,7 @@ from labcloud.registry import ResolvedEntrypoint
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
 from labcloud.services import files, projects
+from labcloud.services.quotas import QuotaExceeded
 from labcloud.services.tokens import Principal
 from labcloud.web import forms
 from labcloud.web.deps import FormUser, PageRoute, PageUser, redirect
@@ -132,4 +133,8 @@ def _submit(
         session.rollback()
         forms.attach_errors(form, exc.errors or [{"loc": [], "msg": exc.detail}])
         return _page(request, ctx, resolved, form, 422)
+    except QuotaExceeded as exc:  # the chosen project has no room for it: next to the chooser
+        session.rollback()
+        form.project_error = exc.detail
+        return _page(request, ctx, resolved, form, exc.status)
     return redirect(f"/jobs/{job.id}")

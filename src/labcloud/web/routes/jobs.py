@@ -21,6 +21,7 @@ from labcloud.runtime import Runtime
 from labcloud.services import files, job_logs, projects, users
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
+from labcloud.services.quotas import QuotaExceeded
 from labcloud.services.tokens import Principal
 from labcloud.web import previews
 from labcloud.web import session as web_session
@@ -198,7 +199,7 @@ def cancel(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx)
 def rerun(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
     try:
         new = ctx.rerun(session, principal.user, job_id)
-    except InvalidInput as exc:  # e.g. its inputs are another member's files, or no longer there
+    except (InvalidInput, Forbidden, QuotaExceeded) as exc:  # e.g. inputs gone, the project's quota
         session.rollback()
         response = redirect(f"/jobs/{job_id}")
         problems = "; ".join(str(e.get("msg", "")) for e in exc.errors or []) or exc.detail
