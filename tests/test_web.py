@@ -178,6 +178,7 @@ def test_every_main_page_renders(browser: TestClient) -> None:
         ("/files", "No files yet"),
         ("/jobs", "You have not run any jobs yet"),
         ("/account", "API tokens"),
+        ("/projects", "Your projects"),
         ("/admin/users", ADMIN_EMAIL),
         ("/admin/apps", "Every app file loaded"),
         ("/admin/workers", "No workers are registered"),
@@ -339,6 +340,195 @@ def test_errors_are_pages_for_browsers_and_problems_for_the_api(browser: TestCli
     assert api.status_code == 404 and api.headers["content-type"] == "application/problem+json"
     bad_id = browser.get("/jobs/not-a-uuid")
     assert bad_id.status_code == 404 and "text/html" in bad_id.headers["content-type"]
+
+
+# ------------------------------------------------------------------------------------------ projects
+
+
+def project_page(browser: TestClient, slug: str) -> str:
+    r = browser.get(f"/projects/{slug}")
+    assert r.status_code == 200, r.text[:500]
+    return r.text
+
+
+def member_row(html: str, email: str) -> str:
+    start = html.index(f'data-member="{email}"')
+    return html[start : html.index("</tr>", start)]
+
+
+def create_project(browser: TestClient, name: str, slug: str) -> None:
+    html = browser.get("/projects").text
+    r = browser.post(
+        "/projects", data={"csrf_token": csrf_of(html), "name": name, "slug": slug}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"/projects/{slug}", r.text
+
+
+def add_member(browser: TestClient, slug: str, email: str, role: str) -> Any:
+    html = project_page(browser, slug)
+    return browser.post(
+        f"/projects/{slug}/members", data={"csrf_token": csrf_of(html), "email": email, "role": role}
+    )
+
+
+def test_projects_are_created_with_errors_by_field_and_do_not_exist_for_outsiders(
+    app: Any, make_user: Any
+) -> None:
+    owner, outsider = make_user(), make_user()
+    browser, other = (
+        browser_login(app, owner.email, owner.password),
+        browser_login(app, outsider.email, outsider.password),
+    )
+    html = browser.get("/projects").text
+    assert re.search(r'<tr data-project="user-[0-9a-f]+">\s*<td><a href="/projects/user-', html)
+    bad = browser.post("/projects", data={"csrf_token": csrf_of(html), "name": " ", "slug": "Bad Slug!"})
+    assert bad.status_code == 422 and "The project was not created" in bad.text
+    assert re.search(r'data-error-for="name">a name of 1 to 200', bad.text)  # every error at once
+    assert re.search(r'data-error-for="slug">3 to 40 lower-case', bad.text)
+    assert 'value="Bad Slug!"' in bad.text
+    create_project(browser, XSS, "vision")
+    page = project_page(browser, "vision")
+    assert XSS not in page and "&lt;script&gt;" in page and 'id="your-role">owner<' in page
+    taken = browser.post("/projects", data={"csrf_token": csrf_of(html), "name": "Again", "slug": "vision"})
+    assert taken.status_code == 409 and re.search(
+        r'data-error-for="slug">A project with the slug', taken.text
+    )
+    listing = browser.get("/projects").text
+    assert listing.index("(personal)") < listing.index('data-project="vision"')  # personal first
+
+    # to anyone without a role in it, the project is not there, and nor are its forms
+    for r in (
+        other.get("/projects/vision"),
+        other.post(
+            "/projects/vision/members",
+            data={"csrf_token": csrf_of(other.get("/").text), "email": outsider.email},
+        ),
+        other.get("/jobs?project=vision"),
+    ):
+        assert r.status_code == 404 and "text/html" in r.headers["content-type"]
+    assert 'data-project="vision"' not in other.get("/projects").text
+
+
+def test_managers_handle_members_and_join_codes_and_anyone_may_leave(app: Any, make_user: Any) -> None:
+    owner, manager, member, joiner = (make_user() for _ in range(4))
+    browser = browser_login(app, owner.email, owner.password)
+    create_project(browser, "Vision", "vision")
+    unknown = add_member(browser, "vision", "nobody@example.org", "member")
+    assert unknown.status_code == 422 and re.search(r'data-error-for="email">there is no user', unknown.text)
+    assert add_member(browser, "vision", manager.email, "manager").status_code == 200
+    as_manager = browser_login(app, manager.email, manager.password)
+    assert add_member(as_manager, "vision", member.email, "member").status_code == 200
+
+    # a manager is offered (and allowed) only viewers and members; the owners' rows have no controls
+    html = project_page(as_manager, "vision")
+    assert '<option value="owner"' not in html and "Make a new join code" in html
+    assert "Change role" not in member_row(html, owner.email)
+    refused = add_member(as_manager, "vision", member.email, "owner")
+    assert refused.status_code == 403 and re.search(r'data-error-for="role">Only the project', refused.text)
+    row = member_row(html, member.email)
+    change = re.search(r'action="(/projects/vision/members/[^"/]+)"', row)
+    assert change
+    r = as_manager.post(change.group(1), data={"csrf_token": csrf_of(html), "role": "viewer"})
+    assert r.status_code == 200 and "data-role>viewer<" in member_row(r.text, member.email)
+
+    # a join code is shown once, with its expiry, and lets a signed-in user join as a member
+    r = as_manager.post("/projects/vision/join-code", data={"csrf_token": csrf_of(html), "days": "999"})
+    assert r.status_code == 422 and re.search(r'data-error-for="days">from 1 to 365 days', r.text)
+    r = as_manager.post("/projects/vision/join-code", data={"csrf_token": csrf_of(html), "days": "7"})
+    assert r.status_code == 201
+    code = re.search(r'value="([^"]+)" id="join-code-value"', r.text)
+    assert code and "can join as a member until <time" in r.text
+    assert code.group(1) not in project_page(as_manager, "vision")
+    newcomer = browser_login(app, joiner.email, joiner.password)
+    listing = newcomer.get("/projects").text
+    wrong = newcomer.post("/projects/join", data={"csrf_token": csrf_of(listing), "code": "vision-nope"})
+    assert wrong.status_code == 404 and re.search(
+        r'data-error-for="code">That join code is not valid', wrong.text
+    )
+    joined = newcomer.post("/projects/join", data={"csrf_token": csrf_of(listing), "code": code.group(1)})
+    assert joined.status_code == 200 and 'id="your-role">member<' in joined.text
+    assert "Make a new join code" not in joined.text and "Change role" not in joined.text
+    html = project_page(as_manager, "vision")
+    as_manager.post("/projects/vision/join-code/remove", data={"csrf_token": csrf_of(html)})
+    assert "No join code works now" in project_page(as_manager, "vision")
+
+    # a manager removes a member; a member leaves; the project is then gone for them
+    remove = re.search(r'action="(/projects/vision/members/[^"]+/remove)"', member_row(html, member.email))
+    assert remove
+    r = as_manager.post(remove.group(1), data={"csrf_token": csrf_of(html)})
+    assert f'data-member="{member.email}"' not in r.text and "is no longer a member" in r.text
+    r = newcomer.post("/projects/vision/leave", data={"csrf_token": csrf_of(listing)})
+    assert r.status_code == 200 and "You left Vision" in r.text and 'data-project="vision"' not in r.text
+    assert newcomer.get("/projects/vision").status_code == 404
+
+
+def test_a_member_runs_a_job_in_a_project_that_its_viewers_see_read_only(
+    app: Any, make_user: Any, settings: Settings, admin: Account
+) -> None:
+    write_app(settings.effective_apps_dir, "nap", ["sleep", "30"])
+    owner, member, viewer, outsider = (make_user() for _ in range(4))
+    as_owner = browser_login(app, owner.email, owner.password)
+    create_project(as_owner, "Vision", "vision")
+    add_member(as_owner, "vision", member.email, "member")
+    add_member(as_owner, "vision", viewer.email, "viewer")
+    as_member, as_viewer = (
+        browser_login(app, member.email, member.password),
+        browser_login(app, viewer.email, viewer.password),
+    )
+
+    # the chooser offers the projects where one may run jobs, the personal one chosen
+    form = as_member.get("/apps/nap").text
+    chooser = form[
+        form.index('<select id="f-project"') : form.index("</select>", form.index('id="f-project"'))
+    ]
+    assert re.search(r'<option value="user-[0-9a-f]+" selected>Test User \(personal\)</option>', chooser)
+    assert '<option value="vision" >Vision</option>' in chooser
+    viewer_form = as_viewer.get("/apps/nap").text
+    assert 'value="vision"' not in viewer_form
+    r = as_viewer.post("/apps/nap/run", data={"csrf_token": csrf_of(viewer_form), "project": "vision"})
+    assert r.status_code == 422 and re.search(r'data-error-for="project">Your role in project', r.text)
+
+    r = as_member.post(
+        "/apps/nap/run", data={"csrf_token": csrf_of(form), "project": "vision"}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+    job_url = r.headers["location"]
+    job = as_member.get("/api/v1/jobs", headers=member.headers).json()["items"][0]
+    assert job_url == f"/jobs/{job['id']}" and job["project"] == "vision"
+    # the chosen project's quota refuses the next one: the form says so next to the chooser
+    quota = {"limit": 0, "period": "daily"}
+    r = as_owner.put("/api/v1/projects/vision/quotas/jobs_per_day", json=quota, headers=admin.headers)
+    assert r.status_code == 200, r.text
+    r = as_member.post("/apps/nap/run", data={"csrf_token": csrf_of(form), "project": "vision"})
+    assert r.status_code == 409 and re.search(
+        r'data-error-for="project">Project &#39;vision&#39; has 0', r.text
+    )
+
+    # everyone in the project reads the job's page; only its owner and managers get a cancel button
+    for who, cancels in ((as_member, True), (as_owner, True), (as_viewer, False)):
+        page = who.get(job_url)
+        assert page.status_code == 200
+        assert '<a href="/projects/vision" id="job-project">Vision</a>' in page.text
+        assert ('id="cancel-job"' in page.text) is cancels
+    assert "run by Test User" in as_viewer.get(job_url).text
+    assert as_viewer.post(f"{job_url}/cancel", data={"csrf_token": csrf_of(viewer_form)}).status_code == 403
+    assert browser_login(app, outsider.email, outsider.password).get(job_url).status_code == 404
+
+    # the jobs list: your own by default; a project's, everyone's, when chosen; each with its project
+    assert job["id"] not in as_viewer.get("/jobs").text
+    listing = as_viewer.get("/jobs?project=vision").text
+    assert '<option value="vision" selected>Vision</option>' in listing
+    row = listing[listing.index(f'data-job="{job["id"]}"') :]
+    assert '<td data-project><a href="/projects/vision">Vision</a></td>' in row
+    assert 'hx-get="/jobs/rows?project=vision"' in listing  # the polls keep the filter
+
+    r = as_owner.post(f"{job_url}/cancel", data={"csrf_token": csrf_of(as_owner.get(job_url).text)})
+    assert r.status_code == 200 and "Cancel requested." in r.text
+    assert wait_for_end(as_member, job["id"], member.headers)["state"] == "cancelled"
+    assert 'id="rerun-job"' in as_member.get(job_url).text  # a rerun needs a role that runs jobs
+    assert 'id="rerun-job"' not in as_viewer.get(job_url).text
+    r = as_viewer.post(f"{job_url}/rerun", data={"csrf_token": csrf_of(viewer_form)})
+    assert r.status_code == 200 and "It could not start again: Your role in project" in r.text
 
 
 # ------------------------------------------------------------------------------------ account, admin

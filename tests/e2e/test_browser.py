@@ -2,7 +2,8 @@
 
 The tests share one server and one logged-in browser and run in order: log in, upload, run the spike
 detection demo through its generated form, follow it, look at and download its results, cancel a long
-job, create an API token, and check that user content never runs as script.
+job, create an API token, check that user content never runs as script, and share a project with a
+colleague who runs a job in it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, Route, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 import labcloud_demo
 
@@ -228,3 +229,58 @@ def test_admin_pages(page: Page) -> None:
     page.get_by_role("link", name="App registry").click()
     expect(page.get_by_role("heading", name="Loaded apps")).to_be_visible()
     screenshot(page, "11-admin-apps")
+
+
+def test_share_a_project(page: Page, browser: Browser, live_server: LiveServer) -> None:
+    colleague, password = "grace@example.org", "grace-password-1"
+    with live_server.api(live_server.admin_token()) as api:
+        r = api.post("/api/v1/users", json={"email": colleague, "password": password, "name": "Grace"})
+        assert r.status_code == 201, r.text
+    page.goto("/")
+    page.get_by_role("link", name="Projects").click()
+    page.get_by_label("Name").fill("Vision Lab")
+    page.get_by_label("Slug (optional)").fill("Vision!")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.locator('[data-error-for="slug"]')).to_contain_text("lower-case letters")
+    screenshot(page, "12-projects")
+    page.get_by_label("Slug (optional)").fill("")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("heading", name="Vision Lab")).to_be_visible()
+    page.get_by_label("Email").fill(colleague)
+    page.get_by_label("Role", exact=True).select_option("member")
+    page.get_by_role("button", name="Add member").click()
+    expect(page.locator(f'tr[data-member="{colleague}"] [data-role]')).to_have_text("member")
+    screenshot(page, "13-project")
+
+    # the colleague, in a browser of her own, starts a job in the project
+    own = browser.new_context(base_url=live_server.url)
+    try:
+        tab = own.new_page()
+        tab.goto("/login")
+        tab.get_by_label("Email").fill(colleague)
+        tab.get_by_label("Password").fill(password)
+        tab.get_by_role("button", name="Log in").click()
+        expect(tab.get_by_role("heading", name="Dashboard")).to_be_visible()
+        tab.goto("/apps/hello")
+        tab.get_by_label("Project").select_option(label="Vision Lab")
+        screenshot(tab, "14-run-in-a-project")
+        tab.get_by_role("button", name="Start job").click()
+        expect(tab.locator("#job-project")).to_have_text("Vision Lab")
+        expect(tab.locator("#job-status")).to_have_attribute(
+            "data-state", "succeeded", timeout=JOB_TIMEOUT_MS
+        )
+        job_url = tab.url
+    finally:
+        own.close()
+
+    # the owner finds it among the project's jobs
+    page.goto("/jobs")
+    page.get_by_label("Project").select_option(label="Vision Lab")
+    page.get_by_role("button", name="Filter").click()
+    row = page.locator("#job-table tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("[data-project]")).to_have_text("Vision Lab")
+    screenshot(page, "15-project-jobs")
+    row.get_by_role("link").first.click()
+    expect(page).to_have_url(job_url)
+    expect(page.get_by_text("run by Grace")).to_be_visible()

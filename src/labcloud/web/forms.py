@@ -46,6 +46,10 @@ class RunForm:
     name: str = ""
     tags: str = ""
     errors: list[str] = field(default_factory=list)  # those that belong to no field
+    # The project chooser: (slug, name) of each project the user may run jobs in, personal first.
+    projects: list[tuple[str, str]] = field(default_factory=list)
+    project: str = ""  # the chosen slug
+    project_error: str = ""
 
 
 def _label(key: str, schema: dict[str, Any]) -> str:
@@ -95,8 +99,10 @@ def build(
     spec: EntrypointSpec,
     file_choices: dict[str, list[str]],
     ceiling: dict[str, float] | None,
+    projects: list[tuple[str, str]] | None = None,
 ) -> RunForm:
-    """The empty form for ``spec``. ``file_choices``: paths offered per input type ("file", "folder")."""
+    """The empty form for ``spec``. ``file_choices``: paths offered per input type ("file", "folder");
+    ``projects``: (slug, name) of the projects offered, the first one chosen."""
     properties: dict[str, Any] = spec.parameters.get("properties", {})
     required = set(spec.parameters.get("required", []))
     params = [param_field(k, v if isinstance(v, dict) else {}, k in required) for k, v in properties.items()]
@@ -136,7 +142,8 @@ def build(
                 },
             )
         )
-    return RunForm(params, inputs, resources)
+    offered = list(projects or [])
+    return RunForm(params, inputs, resources, projects=offered, project=offered[0][0] if offered else "")
 
 
 def _number(raw: str, integer: bool) -> Any:
@@ -196,6 +203,8 @@ def read(form: RunForm, spec: EntrypointSpec, data: FormData) -> Submission:
             sub.resources[f.key] = _number(raw, f.key != "cpus")
     form.name = str(data.get("name", "")).strip()
     sub.name = form.name
+    form.project = str(data.get("project", "")).strip()
+    sub.project = form.project or None  # none chosen: the personal project
     form.tags = str(data.get("tags", ""))
     for line in form.tags.replace(",", "\n").splitlines():
         key, sep, value = line.strip().partition("=")
@@ -216,7 +225,9 @@ def attach_errors(form: RunForm, errors: list[dict[str, Any]]) -> None:
             loc = loc[1:]
         target = by_name.get(".".join(loc[:2])) if len(loc) >= 2 else None
         message = str(error.get("msg", "invalid"))
-        if target is not None:
+        if loc == ["project"]:
+            form.project_error = f"{form.project_error} {message}".strip()
+        elif target is not None:
             target.error = f"{target.error} {message}".strip() if target.error else message
         else:
             where = ".".join(loc)

@@ -9,11 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from labcloud.db.models import User
 from labcloud.errors import InvalidInput
 from labcloud.registry import ResolvedEntrypoint
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import files
+from labcloud.services import files, projects
+from labcloud.services.quotas import QuotaExceeded
 from labcloud.services.tokens import Principal
 from labcloud.web import forms
 from labcloud.web.deps import FormUser, PageRoute, PageUser, redirect
@@ -52,6 +54,21 @@ def file_choices(session: Session, owner_id: uuid.UUID) -> dict[str, list[str]]:
     }
 
 
+def project_choices(session: Session, user: User) -> list[tuple[str, str]]:
+    """(slug, name) of the projects the user may start jobs in (member or more), personal first."""
+    return [
+        (project.slug, project.name)
+        for project, role in projects.mine(session, user)
+        if projects.Access(project, role, user.is_admin).may(projects.Action.RUN)
+    ]
+
+
+def _form(session: Session, ctx: Runtime, resolved: ResolvedEntrypoint, user: User) -> forms.RunForm:
+    return forms.build(
+        resolved.entrypoint, file_choices(session, user.id), ctx.ceiling(), project_choices(session, user)
+    )
+
+
 def _page(
     request: Request, ctx: Ctx, resolved: ResolvedEntrypoint, form: forms.RunForm, status: int = 200
 ) -> Response:
@@ -83,7 +100,7 @@ def app_page(
     entrypoint: str | None = None,
 ) -> Response:
     resolved = _resolve(ctx, name, version, entrypoint)
-    form = forms.build(resolved.entrypoint, file_choices(session, principal.user.id), ctx.ceiling())
+    form = _form(session, ctx, resolved, principal.user)
     for f in form.inputs:  # "Run with this file" links from the files page
         f.value = request.query_params.get(f.name, "")
     return _page(request, ctx, resolved, form)
@@ -105,7 +122,7 @@ def _submit(
         version if isinstance(version, str) else None,
         entrypoint if isinstance(entrypoint, str) else None,
     )
-    form = forms.build(resolved.entrypoint, file_choices(session, principal.user.id), ctx.ceiling())
+    form = _form(session, ctx, resolved, principal.user)
     sub = forms.read(form, resolved.entrypoint, data)
     if form.errors:
         return _page(request, ctx, resolved, form, 422)
@@ -116,4 +133,8 @@ def _submit(
         session.rollback()
         forms.attach_errors(form, exc.errors or [{"loc": [], "msg": exc.detail}])
         return _page(request, ctx, resolved, form, 422)
+    except QuotaExceeded as exc:  # the chosen project has no room for it: next to the chooser
+        session.rollback()
+        form.project_error = exc.detail
+        return _page(request, ctx, resolved, form, exc.status)
     return redirect(f"/jobs/{job.id}")

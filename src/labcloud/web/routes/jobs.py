@@ -6,18 +6,22 @@ Log streams and output downloads are the API's own handlers, called with the bro
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud.api.routers import jobs as api_jobs
-from labcloud.errors import Conflict
+from labcloud.db.models import Job, Project
+from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import files, job_logs
+from labcloud.services import files, job_logs, projects, users
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
+from labcloud.services.quotas import QuotaExceeded
 from labcloud.services.tokens import Principal
 from labcloud.web import previews
 from labcloud.web import session as web_session
@@ -29,10 +33,28 @@ PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 * 1024
 
 
-def _filter(state: list[str], app: str) -> tuple[job_service.JobFilter, dict[str, Any]]:
+@dataclass(frozen=True)
+class ProjectLabel:
+    """How a job's project is shown: its name and page for the user's projects, else its slug."""
+
+    name: str
+    url: str | None
+
+
+def project_labels(
+    session: Session, mine: list[Project], jobs: Iterable[Job]
+) -> dict[uuid.UUID, ProjectLabel]:
+    """The label of each job's project; ``mine``: the user's projects (:func:`projects.mine`)."""
+    wanted = {job.project_id for job in jobs}
+    labels = {p.id: ProjectLabel(p.name, f"/projects/{p.slug}") for p in mine if p.id in wanted}
+    others = projects.slugs(session, [i for i in wanted if i not in labels])  # e.g. an admin's look
+    return {**labels, **{i: ProjectLabel(slug, None) for i, slug in others.items()}}
+
+
+def _filter(state: list[str], app: str, project: str) -> tuple[job_service.JobFilter, dict[str, Any]]:
     known = [JobState(s) for s in state if s in {m.value for m in JobState}]
-    flt = job_service.JobFilter(states=known, app=app.strip() or None)
-    return flt, {"state": [s.value for s in known], "app": app.strip()}
+    flt = job_service.JobFilter(states=known, app=app.strip() or None, project=project.strip() or None)
+    return flt, {"state": [s.value for s in known], "app": app.strip(), "project": project.strip()}
 
 
 def _list_context(
@@ -42,14 +64,19 @@ def _list_context(
     ctx: Ctx,
     state: list[str] = Query([]),
     app: str = "",
+    project: str = Query("", max_length=40),
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    """A page of the user's jobs as the query filters them: what the list and its table show."""
-    flt, chosen = _filter(state, app)
+    """A page of the user's jobs, or of a project's (everyone's), as the query filters them: what the
+    list and its table show."""
+    flt, chosen = _filter(state, app, project)
     page = job_service.list_jobs(session, principal.user, flt, limit=PAGE_SIZE, cursor=cursor)
     live = any(job.state not in TERMINAL for job in page.items)
+    mine = [p for p, _ in projects.mine(session, principal.user)]
     return {
         "jobs": page.items,
+        "project_labels": project_labels(session, mine, page.items),
+        "projects": mine,
         "next_cursor": page.next_cursor,
         "cursor": cursor,
         "chosen": chosen,
@@ -73,10 +100,22 @@ def job_rows(request: Request, context: JobList) -> Response:
     return render(request, "partials/job_table.html", context)
 
 
+def _allowed(check: Callable[[], object]) -> bool:
+    """Whether a service's check lets the user through: the page offers only what the services allow."""
+    try:
+        check()
+    except (Forbidden, NotFound):
+        return False
+    return True
+
+
 def _status_context(
     session: Session, principal: Principal, ctx: Runtime, job_id: uuid.UUID
 ) -> dict[str, Any]:
-    job = job_service.get_job(session, principal.user, job_id)
+    user = principal.user
+    job = job_service.get_job(session, user, job_id)
+    project = session.get(Project, job.project_id)
+    assert project is not None  # (the foreign key)
     ended = job.state in {s.value for s in TERMINAL}
     outputs = files.job_outputs(session, job.owner_id, job.id) if ended else []
     start = len(files.job_outputs_folder(job.id)) + 1
@@ -86,7 +125,10 @@ def _status_context(
         "events": job_service.events(session, job),
         "ended": ended,
         "cancellable": job.state not in {s.value for s in TERMINAL}
-        and job.state != JobState.CANCELLING.value,
+        and job.state != JobState.CANCELLING.value
+        and _allowed(lambda: projects.authorize_job(session, user, job, projects.Action.MANAGE)),
+        # a rerun goes into the same project: it takes a role that runs jobs there
+        "rerunnable": _allowed(lambda: projects.authorize(session, user, project, projects.Action.RUN)),
         "outputs": [(row, row.path[start:]) for row in outputs],
         "previews": previews.previews(ctx.storage, outputs) if ended else {},
     }
@@ -97,7 +139,12 @@ def job_page(
     request: Request, job_id: uuid.UUID, principal: PageUser, session: DbSession, ctx: Ctx
 ) -> Response:
     context = _status_context(session, principal, ctx, job_id)
+    job = context["job"]
     context["log_offset"] = job_logs.tail_start(ctx.settings, job_id, LOG_TAIL_BYTES)
+    mine = [p for p, _ in projects.mine(session, principal.user)]
+    context["project"] = project_labels(session, mine, [job])[job.project_id]
+    context["mine"] = job.owner_id == principal.user.id
+    context["owner"] = None if context["mine"] else users.get_user(session, job.owner_id)
     return render(request, "job.html", context)
 
 
@@ -150,7 +197,14 @@ def cancel(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx)
 
 @router.post("/jobs/{job_id}/rerun")
 def rerun(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
-    new = ctx.rerun(session, principal.user, job_id)
+    try:
+        new = ctx.rerun(session, principal.user, job_id)
+    except (InvalidInput, Forbidden, QuotaExceeded) as exc:  # e.g. inputs gone, the project's quota
+        session.rollback()
+        response = redirect(f"/jobs/{job_id}")
+        problems = "; ".join(str(e.get("msg", "")) for e in exc.errors or []) or exc.detail
+        web_session.flash(response, ctx.settings, f"It could not start again: {problems}", "bad")
+        return response
     response = redirect(f"/jobs/{new.id}")
     web_session.flash(response, ctx.settings, f"Started again as job {new.id}.")
     return response
