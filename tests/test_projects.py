@@ -70,7 +70,7 @@ def test_roles_decide_who_sees_runs_and_changes_a_projects_jobs(
     assert client.get(f"/api/v1/jobs/{job['id']}/logs", headers=outsider.headers).status_code == 404
     assert client.get("/api/v1/projects/vision", headers=outsider.headers).status_code == 404
     listed = client.get("/api/v1/jobs", params={"project": "vision"}, headers=viewer.headers).json()
-    assert [j["id"] for j in listed["items"]] == [job["id"]]
+    assert [(j["id"], j["owner"]) for j in listed["items"]] == [(job["id"], member.email)]
     assert (
         client.get("/api/v1/jobs", params={"project": "vision"}, headers=outsider.headers).status_code == 404
     )

@@ -83,6 +83,8 @@ class JobOut(BaseModel):
     spec_hash: str
     project_id: uuid.UUID
     project: str = Field("", description="The slug of the project the job runs in.")
+    owner_id: uuid.UUID
+    owner: str = Field("", description="The e-mail of who submitted it.")
     executor: str
     queue: str | None = Field(None, description="The Slurm partition or Celery queue it went to.")
     image: str | None = Field(None, description="A container job: the content id of the image it ran.")

@@ -255,6 +255,8 @@ class JobInfo(Model):
     spec_hash: str
     project_id: str = ""
     project: str = Field("", description="The slug of the project it runs in.")
+    owner_id: str = ""
+    owner: str = Field("", description="The e-mail of who submitted it (a project's jobs are everyone's).")
     executor: str
     queue: str | None = None
     image: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -253,6 +253,23 @@ def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, curso
     if flt.created_before:
         stmt = stmt.where(Job.created_at < flt.created_before)
     return paginate(session, stmt, Job.id, limit=limit, cursor=cursor, newest_first=True)
+
+
+@dataclass(frozen=True)
+class Names:
+    """What jobs refer to by id, in words: their projects' slugs and their owners' e-mails."""
+
+    projects: dict[uuid.UUID, str]
+    owners: dict[uuid.UUID, str]
+
+
+def names_of(session: Session, jobs: Sequence[Job]) -> Names:
+    """The names of the jobs' projects and owners (two queries for a whole page)."""
+    owners: dict[uuid.UUID, str] = {}
+    wanted = {job.owner_id for job in jobs}
+    if wanted:
+        owners = {i: e for i, e in session.execute(select(User.id, User.email).where(User.id.in_(wanted)))}
+    return Names(projects.slugs(session, [job.project_id for job in jobs]), owners)
 
 
 def events(session: Session, job: Job) -> list[JobEvent]:

@@ -18,7 +18,7 @@ from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.services import files, job_logs, projects
+from labcloud.services import files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
@@ -28,14 +28,14 @@ MAX_TAG_FILTERS = 20  # a job has at most 20 tags
 
 
 def _out(
-    job: Job, ctx: Ctx, session: Session, detail: bool = False, slugs: dict[uuid.UUID, str] | None = None
+    job: Job, ctx: Ctx, session: Session, detail: bool = False, names: job_service.Names | None = None
 ) -> JobOut:
     model = JobDetail if detail else JobOut
     out = model.model_validate(job)
     out.message = ctx.message(job)
-    out.project = (slugs if slugs is not None else projects.slugs(session, [job.project_id])).get(
-        job.project_id, ""
-    )
+    names = names or job_service.names_of(session, [job])
+    out.project = names.projects.get(job.project_id, "")
+    out.owner = names.owners.get(job.owner_id, "")
     return out
 
 
@@ -78,8 +78,8 @@ def list_jobs(
         project=project,
     )
     page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
-    slugs = projects.slugs(session, [job.project_id for job in page.items])
-    return PageOut[JobOut].of(page, lambda job: _out(job, ctx, session, slugs=slugs))
+    names = job_service.names_of(session, page.items)
+    return PageOut[JobOut].of(page, lambda job: _out(job, ctx, session, names=names))
 
 
 def _tag_filters(items: list[str]) -> dict[str, str]:
