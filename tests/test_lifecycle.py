@@ -11,14 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
-from labcloud.db.models import Job, JobEvent, User
+from labcloud.db.models import Job, JobEvent, Quota, UsageRecord, User
 from labcloud.errors import Conflict
 from labcloud.execution.run_end import RunEnd
 from labcloud.registry.models import Resources
-from labcloud.services import lifecycle, projects
+from labcloud.services import lifecycle, projects, quotas
 from labcloud.services.job_states import (
     ACTIVE,
     TERMINAL,
@@ -198,3 +199,30 @@ def test_a_runner_that_vanishes_ends_its_job_once(db: Database, owner: uuid.UUID
         assert ended.state == JobState.SUCCEEDED
         for job in (lost, cancelling, spent, ended):
             assert job.state not in ACTIVE
+
+
+def test_an_attempt_is_recorded_and_a_retry_needs_room_in_the_quotas(db: Database, owner: uuid.UUID) -> None:
+    """A lost run writes its usage record and gives back what the job held; it is retried only when its
+    project's quotas can hold it again, and the holds of a retry that does not fit are all undone."""
+    with db.session() as session:
+        user = session.get(User, owner)
+        assert user is not None
+        project = projects.personal(session, user)
+        quotas.set_quota(session, project, "cpu_hours", 100, "none")
+        quotas.set_quota(session, project, "concurrent_jobs", 1, "none")
+        job = make_job(session, owner, JobState.QUEUED, attempts=0, max_attempts=3)
+        quotas.reserve(session, project, job)
+        assert job.quota_hold == {"cpu_hours": pytest.approx(60 / 3600), "concurrent_jobs": 1.0}
+        lifecycle.transition(session, job, JobState.STAGING, attempts=1)
+        lifecycle.transition(session, job, JobState.RUNNING)
+        # the slot goes to someone else while it runs: no room for a retry
+        session.execute(sa_update(Quota).where(Quota.resource == "concurrent_jobs").values(limit=0))
+        lifecycle.fail_or_retry(session, job, FailureReason.WORKER_LOST, "lost")
+        assert job.state == JobState.FAILED and "not retried" in job.message, job.message
+        rows = {q.resource: q for q in session.scalars(select(Quota))}
+        for row in rows.values():
+            session.refresh(row)
+        assert rows["cpu_hours"].reserved == pytest.approx(0.0) and rows["concurrent_jobs"].reserved == 0.0
+        [record] = session.scalars(select(UsageRecord).where(UsageRecord.job_id == job.id)).all()
+        assert (record.attempt, record.state, record.project_id) == (1, "failed", project.id)
+        assert rows["cpu_hours"].used == pytest.approx(record.cpu_hours)

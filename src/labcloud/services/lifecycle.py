@@ -111,7 +111,8 @@ def fail_or_retry(session: Session, job: Job, reason: FailureReason, message: st
         project = session.get(Project, job.project_id)
         try:
             if project is not None:
-                quotas.reserve(session, project, job)
+                with session.begin_nested():  # (holds that fitted are undone when another does not)
+                    quotas.reserve(session, project, job)
         except quotas.QuotaExceeded as exc:  # no room for another attempt: it stays failed
             session.execute(
                 update(Job).where(Job.id == job.id).values(message=f"{message}; not retried: {exc.detail}")

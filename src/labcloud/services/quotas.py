@@ -157,22 +157,27 @@ def reserve(
     if project.over_quota == "cut":
         _cut_to_fit(job, quotas, min_cut_s)
     want = worst_case(job.resources)
-    hold: dict[str, float] = {}
-    for quota in quotas:
-        amount = want[quota.resource]
-        if amount <= 0:
-            continue
-        column = Quota.used if quota.resource in SPENT_AT_SUBMIT else Quota.reserved
-        done = session.execute(
+    asked = {q.id: (q, want[q.resource]) for q in quotas if want[q.resource] > 0}
+    if asked:
+        # One statement holds it in every quota, each only if it fits: all rows or the job does not fit.
+        amount = case({i: a for i, (_, a) in asked.items()}, value=Quota.id, else_=0.0)
+        spent_now = Quota.resource.in_(SPENT_AT_SUBMIT)
+        held = session.scalars(
             update(Quota)
-            .where(Quota.id == quota.id, Quota.used + Quota.reserved + amount <= Quota.limit + 1e-9)
-            .values({column: column + amount})
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
+            .where(Quota.id.in_(list(asked)), Quota.used + Quota.reserved + amount <= Quota.limit + 1e-9)
+            .values(
+                used=case((spent_now, Quota.used + amount), else_=Quota.used),
+                reserved=case((spent_now, Quota.reserved), else_=Quota.reserved + amount),
+            )
+            .returning(Quota.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        refused = [asked[i] for i in asked if i not in set(held)]
+        if refused:  # (the request's transaction undoes the holds that fitted)
+            quota, a = refused[0]
             session.refresh(quota)
-            raise _refusal(project, quota, amount)
-        if quota.resource not in SPENT_AT_SUBMIT:
-            hold[quota.resource] = amount
+            raise _refusal(project, quota, a)
+    hold = {q.resource: a for q, a in asked.values() if q.resource not in SPENT_AT_SUBMIT}
     if job.quota_hold and "cut_timeout_s" in job.quota_hold:
         hold["cut_timeout_s"] = job.quota_hold["cut_timeout_s"]
     job.quota_hold = hold or None
@@ -243,29 +248,30 @@ def _num(value: float) -> str:
 
 def release(session: Session, job: Job) -> None:
     """The job has ended: give back what it held (what it used is charged by its usage records)."""
-    hold = job.quota_hold or {}
-    for resource, amount in hold.items():
-        if resource not in RESOURCES or amount <= 0:
-            continue
+    hold = {r: a for r, a in (job.quota_hold or {}).items() if r in RESOURCES and a > 0}
+    if hold:
+        back = case(hold, value=Quota.resource, else_=0.0)
         session.execute(
             update(Quota)
-            .where(Quota.project_id == job.project_id, Quota.resource == resource)
-            .values(reserved=case((Quota.reserved - amount < 0, 0.0), else_=Quota.reserved - amount))
+            .where(Quota.project_id == job.project_id, Quota.resource.in_(list(hold)))
+            .values(reserved=case((Quota.reserved - back < 0, 0.0), else_=Quota.reserved - back))
+            .execution_options(synchronize_session=False)
         )
-    if hold:
+    if job.quota_hold:
         session.execute(update(Job).where(Job.id == job.id).values(quota_hold=None))
         job.quota_hold = None
 
 
 def charge(session: Session, project_id: Any, cpu_hours: float, gpu_hours: float) -> None:
     """Add what an attempt used to its project's time quotas (whatever their limit: it was spent)."""
-    for resource, amount in (("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours)):
-        if amount > 0:
-            session.execute(
-                update(Quota)
-                .where(Quota.project_id == project_id, Quota.resource == resource)
-                .values(used=Quota.used + amount)
-            )
+    spent = {r: a for r, a in (("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours)) if a > 0}
+    if spent:
+        session.execute(
+            update(Quota)
+            .where(Quota.project_id == project_id, Quota.resource.in_(list(spent)))
+            .values(used=Quota.used + case(spent, value=Quota.resource, else_=0.0))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def was_cut(job: Job) -> float | None:
