@@ -620,6 +620,30 @@ def test_backend_parameters(tes_client: TestClient, user: Account) -> None:
         assert any("VmSize" in line for line in again["logs"][0]["system_logs"]), again
 
 
+def test_a_task_runs_in_the_project_its_backend_parameter_names(
+    tes_client: TestClient, user: Account, make_user: Any
+) -> None:
+    client = tes_client
+    other = make_user()
+    for who, slug in ((user, "tes-lab"), (other, "elsewhere")):
+        r = client.post("/api/v1/projects", json={"name": slug, "slug": slug}, headers=who.headers)
+        assert r.status_code == 201, r.text
+    ok = {"image": IMAGE, "command": ["true"]}
+    task_id = create(
+        client, user, {"executors": [ok], "resources": {"backend_parameters": {"project": "tes-lab"}}}
+    )
+    assert client.get(f"/api/v1/jobs/{task_id}", headers=user.headers).json()["project"] == "tes-lab"
+    shown = client.get(f"{TES}/tasks/{task_id}", params={"view": "BASIC"}, headers=user.headers).json()
+    assert shown["resources"]["backend_parameters"] == {"project": "tes-lab"}
+    r = client.post(
+        f"{TES}/tasks",
+        json={"executors": [ok], "resources": {"backend_parameters": {"project": "elsewhere"}}},
+        headers=user.headers,
+    )
+    assert r.status_code == 400 and "project" in r.text and "elsewhere" in r.text, r.text
+    assert wait(client, user, task_id)["state"] == "COMPLETE"
+
+
 @pytest.mark.db_agnostic
 def test_a_task_follows_no_link_it_planted(tes_client: TestClient, user: Account, tmp_path: Path) -> None:
     client = tes_client

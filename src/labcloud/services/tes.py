@@ -33,7 +33,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from labcloud import __version__
-from labcloud.db.models import Job, JobTag, TesTask, User
+from labcloud.db.models import Job, JobTag, Project, TesTask, User
 from labcloud.errors import Forbidden, InvalidInput, LabcloudError, NotFound
 from labcloud.execution.task import (
     Step,
@@ -45,7 +45,7 @@ from labcloud.execution.task import (
     parent,
 )
 from labcloud.registry.models import IMAGE_PATTERN, ContainerOptions, EntrypointSpec, Resources
-from labcloud.services import files, routing, tes_s3, url_fetch
+from labcloud.services import files, projects, routing, tes_s3, url_fetch
 from labcloud.services import jobs as job_service
 from labcloud.services.job_logs import log_path
 from labcloud.services.job_states import FailureReason, JobState
@@ -72,7 +72,9 @@ STATES = (
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 256, 2047
 SCHEME = "labcloud:"
 IGNORED = "backend parameters not supported and ignored: "  # a task's note, and a rerun's
-BACKEND_PARAMETERS = ("timeout_s",)  # the keys of resources.backend_parameters this server takes
+# The keys of resources.backend_parameters this server takes: the task's time limit, and the labcloud
+# project it runs in and answers to (a slug; default the caller's personal project).
+BACKEND_PARAMETERS = ("timeout_s", "project")
 MAX_EXECUTORS, MAX_FILES, MAX_VOLUMES, MAX_ARGS = 100, 1000, 100, 10_000
 LOG_TAIL_BYTES = 64 * 1024  # of each executor's output in the FULL view
 # Paths inside a container: plain characters only (they become --mount options), absolute, no '..'.
@@ -201,6 +203,7 @@ def create(
     except InvalidInput as exc:
         errors.items += exc.errors or []
     resources, notes, strict_refusal = _resources(errors, settings, task.resources, ignored)
+    project = _project(errors, session, user, task.resources)
     errors.raise_any()
     layout = _layout(task, settings, inputs=[])
     _check_streams(errors, task, layout)
@@ -245,6 +248,7 @@ def create(
             executor=where.executor,
             queue=where.queue,
             rerun_of=rerun_of,
+            project_id=project.id if project is not None else None,
         ),
     )
     session.add(
@@ -427,7 +431,7 @@ def _resources(
                 )
             else:
                 timeout = int(value)
-        else:
+        elif key.lower() != "project":  # (the project is the job's, not a resource: see create)
             unsupported.append(key)
     refusal = ""
     ignored = ", ".join(unsupported) or ignored
@@ -442,6 +446,20 @@ def _resources(
         cpus=float(given.cpu_cores or 1), memory_mb=max(math.ceil(ram_gb * 1024), 6), timeout_s=timeout
     )
     return resources, notes, refusal
+
+
+def _project(errors: _Errors, session: Session, user: User, given: ResourcesIn | None) -> Project | None:
+    """The project named by the backend parameter ``project`` (where the caller may run jobs), or the
+    caller's personal one."""
+    slug = next(
+        (v for k, v in ((given.backend_parameters or {}) if given else {}).items() if k.lower() == "project"),
+        "",
+    )
+    try:
+        return projects.for_submit(session, user, slug or None)
+    except InvalidInput as exc:
+        errors.add(["resources", "backend_parameters", "project"], exc.detail)
+        return None
 
 
 def _check_streams(errors: _Errors, task: TaskIn, layout: TaskLayout) -> None:
