@@ -438,3 +438,61 @@ def test_members_ask_for_more_and_managers_decide(client: TestClient, admin: Acc
     assert [(h["state"], h["note"], h["justification"]) for h in history] == [
         ("approved", "granted for spring", why)
     ]
+
+
+def test_everything_of_a_project_is_404_to_outsiders_and_403_beyond_a_role(
+    client: TestClient, admin: Account, make_user: Any, apps: None
+) -> None:
+    owner, viewer, outsider = make_user(), make_user(), make_user()
+    project(client, owner, "Closed", "closed")
+    add(client, owner, "closed", viewer.email, "viewer")
+    set_quota(client, admin, "closed", "cpu_hours", limit=100, period="monthly")
+    job = submit(client, owner, "quick", "closed").json()
+    wait_for_end(client, job["id"], owner.headers)
+    asked = client.post(
+        "/api/v1/projects/closed/quota-requests",
+        json={"resource": "cpu_hours", "amount": 1, "justification": "for the test of who sees it"},
+        headers=owner.headers,
+    ).json()
+    ids = {
+        m["email"]: m["user_id"]
+        for m in client.get("/api/v1/projects/closed", headers=owner.headers).json()["members"]
+    }
+    base, jobs = "/api/v1/projects/closed", f"/api/v1/jobs/{job['id']}"
+    reads = [
+        ("GET", base, None),
+        ("GET", f"{base}/quotas", None),
+        ("GET", f"{base}/usage", None),
+        ("GET", f"{base}/quota-requests", None),
+        ("GET", "/api/v1/jobs?project=closed", None),
+        ("GET", jobs, None),
+        ("GET", f"{jobs}/logs", None),
+        ("GET", f"{jobs}/events", None),
+        ("GET", f"{jobs}/outputs", None),
+    ]
+    writes = [
+        ("PATCH", base, {"name": "Mine now"}),
+        ("POST", f"{base}/members", {"email": outsider.email, "role": "owner"}),
+        ("PATCH", f"{base}/members/{ids[owner.email]}", {"role": "viewer"}),
+        ("DELETE", f"{base}/members/{ids[owner.email]}", None),
+        ("POST", f"{base}/join-code", {}),
+        ("DELETE", f"{base}/join-code", None),
+        ("POST", f"{base}/quota-requests/{asked['id']}/approve", {}),
+        ("POST", f"{base}/quota-requests", {"resource": "cpu_hours", "amount": 1, "justification": "x" * 20}),
+        ("POST", f"{jobs}/cancel", None),
+        ("DELETE", jobs, None),
+    ]
+    for method, path, body in reads + writes:
+        r = client.request(method, path, json=body, headers=outsider.headers)
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+        assert "Closed" not in r.text and "Mine now" not in r.text
+    for method, path, body in reads:
+        r = client.request(method, path, json=body, headers=viewer.headers)
+        assert r.status_code == 200, (method, path, r.text)
+    for method, path, body in writes:
+        r = client.request(method, path, json=body, headers=viewer.headers)
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+    # nothing changed
+    after = client.get(base, headers=owner.headers).json()
+    assert after["name"] == "Closed" and len(after["members"]) == 2
+    assert client.get(jobs, headers=owner.headers).json()["state"] == "succeeded"
