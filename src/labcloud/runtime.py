@@ -34,6 +34,7 @@ from labcloud.services import workers as worker_service
 from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
 from labcloud.services.projects import Action
+from labcloud.services.webhooks import WebhookSender
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
 from labcloud.storage.base import Storage
@@ -51,6 +52,7 @@ class Runtime:
     storage: Storage
     schedulers: list[Scheduler] = field(default_factory=list)
     housekeeper: Housekeeper | None = None
+    webhook_sender: WebhookSender | None = None
     executors: dict[str, Executor] = field(default_factory=dict)
     leadership: Leadership | None = None
     wakeups: Wakeups | None = None
@@ -111,6 +113,8 @@ class Runtime:
                 self.schedulers.append(scheduler)
         self.housekeeper = Housekeeper(self.db, self.storage, self.settings)
         self.housekeeper.start()
+        self.webhook_sender = WebhookSender(self.db, self.settings)
+        self.webhook_sender.start()
 
     def _step_down(self) -> None:
         for scheduler in self.schedulers:
@@ -121,6 +125,9 @@ class Runtime:
         if self.housekeeper is not None:
             self.housekeeper.stop()
             self.housekeeper = None
+        if self.webhook_sender is not None:
+            self.webhook_sender.stop()
+            self.webhook_sender = None
 
     def notify(self) -> None:
         """There is new work (or room for it): wake the dispatchers and waiting claims, here and on every

@@ -234,6 +234,23 @@ class Settings(ContainerSettings):
         "fewest CPU-hours lately goes first, each hour of use weighing half as much after this many hours "
         "(Slurm's fair-share half-life); 0: projects' use does not count.",
     )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Webhooks may target loopback, link-local and private addresses (a lab's own "
+        "services); off, such targets are refused when subscribing and on every try.",
+    )
+    webhook_retry_s: float = Field(
+        30.0,
+        gt=0,
+        description="Webhooks: the first wait before a failed try is tried again; it doubles (at most 6 h).",
+    )
+    webhook_max_attempts: int = Field(
+        12, ge=1, le=50, description="Webhooks: tries of one delivery before it is given up."
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Webhooks: how long one try may take.")
+    webhook_pause_after: int = Field(
+        5, ge=1, description="Webhooks: a subscription that gave up on this many events in a row is paused."
+    )
     quota_min_cut_s: float = Field(
         60.0,
         gt=0,

@@ -24,6 +24,7 @@ from labcloud.api.routers import (
     tes,
     uploads,
     users,
+    webhooks,
     worker_api,
     workers,
 )
@@ -68,7 +69,21 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.add_middleware(Utf8Addresses)
     if settings.trusted_proxies:  # the client's address and scheme as the proxy saw them
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
-    for module in (health, auth, me, users, projects, apps, files, uploads, jobs, workers, worker_api, tes):
+    for module in (
+        health,
+        auth,
+        me,
+        users,
+        projects,
+        apps,
+        files,
+        uploads,
+        jobs,
+        webhooks,
+        workers,
+        worker_api,
+        tes,
+    ):
         app.include_router(module.router)
     app.include_router(projects.usage_router)
     app.include_router(docs.router)

@@ -18,7 +18,7 @@ from labcloud.db.models import Job, JobEvent, Project
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict
 from labcloud.execution.run_end import RunEnd
-from labcloud.services import accounting, quotas
+from labcloud.services import accounting, quotas, webhooks
 from labcloud.services.job_states import (
     ACTIVE,
     TERMINAL,
@@ -101,6 +101,8 @@ def transition(
         if current in ACTIVE:
             accounting.attempt_ended(session, job, target.value, changes)
         quotas.release(session, job)
+        if not (target == JobState.FAILED and can_retry(reason, job.attempts, job.max_attempts)):
+            webhooks.emit_job_end(session, job)  # (a lost run that is retried has not ended)
     return job
 
 
@@ -118,6 +120,7 @@ def fail_or_retry(session: Session, job: Job, reason: FailureReason, message: st
                 update(Job).where(Job.id == job.id).values(message=f"{message}; not retried: {exc.detail}")
             )
             job.message = f"{message}; not retried: {exc.detail}"
+            webhooks.emit_job_end(session, job)
             return job
         transition(
             session,

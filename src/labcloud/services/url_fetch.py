@@ -54,22 +54,27 @@ def _addresses(host: str, port: int, allow_private: bool) -> list[str]:
     return addresses
 
 
+def _pinned(url: str, allow_private: bool) -> tuple[str, str, dict[str, str]]:
+    """The URL rewritten to the checked address of its host, the host (for messages and TLS), and the
+    Host header that keeps its name."""
+    host = check_url(url)
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = _addresses(host, port, allow_private)[0]
+    shown = f"[{address}]" if ":" in address else address
+    direct = urlunsplit((parts.scheme, f"{shown}:{port}", parts.path or "/", parts.query, ""))
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return direct, host, {"Host": netloc}
+
+
 def download(url: str, dest: BinaryIO, *, limit: int, allow_private: bool = False) -> int:
     """Write what ``url`` answers into ``dest``; the number of bytes. FetchError on any failure."""
     for _ in range(MAX_REDIRECTS + 1):
-        host = check_url(url)
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = _addresses(host, port, allow_private)[0]
-        shown = f"[{address}]" if ":" in address else address
-        direct = urlunsplit((parts.scheme, f"{shown}:{port}", parts.path or "/", parts.query, ""))
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        direct, host, headers = _pinned(url, allow_private)
         try:
             with (
                 httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as client,
-                client.stream(
-                    "GET", direct, headers={"Host": netloc}, extensions={"sni_hostname": host}
-                ) as response,
+                client.stream("GET", direct, headers=headers, extensions={"sni_hostname": host}) as response,
             ):
                 if response.is_redirect and "location" in response.headers:
                     url = urljoin(url, response.headers["location"])
@@ -89,3 +94,19 @@ def download(url: str, dest: BinaryIO, *, limit: int, allow_private: bool = Fals
         except httpx.HTTPError as exc:
             raise FetchError(f"{host}: {type(exc).__name__}") from None
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def post(
+    url: str, body: bytes, headers: dict[str, str], *, timeout_s: float, allow_private: bool = False
+) -> tuple[int, str]:
+    """POST ``body`` to ``url`` (the same address checks as a download; a redirect is not followed: its
+    status is the answer); the status and the start of the answer. FetchError when it cannot be sent."""
+    direct, host, pinned = _pinned(url, allow_private)
+    try:
+        with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
+            response = client.post(
+                direct, content=body, headers={**headers, **pinned}, extensions={"sni_hostname": host}
+            )
+            return response.status_code, response.text[:500]
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{host}: {type(exc).__name__}") from None

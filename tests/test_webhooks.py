@@ -1,0 +1,250 @@
+"""Webhooks: signed deliveries of job events to a real HTTP receiver, retried until it answers, paused
+when they keep failing, never to private addresses unless allowed, and sent after a restart when the
+server stopped between the commit and the send."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from standardwebhooks.webhooks import Webhook
+
+from conftest import Account
+from jobs_helpers import wait_for_end, write_app
+from labcloud.api.app import create_app
+from labcloud.db.engine import Database
+from labcloud.db.models import WebhookSubscription
+from labcloud.settings import Settings
+from live_server import eventually
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that keeps every POST and answers the statuses it is told, in turn."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict[str, str], bytes]] = []
+        self.answers: list[int] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                receiver.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                code = receiver.answers.pop(0) if receiver.answers else 204
+                self.send_response(code)
+                if code in (301, 302, 307):
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.seen]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.server.shutdown()
+
+
+@pytest.fixture
+def hooked(settings: Settings) -> Settings:
+    settings.webhook_allow_private = True  # the receiver is on 127.0.0.1
+    settings.webhook_retry_s = 0.1
+    write_app(settings.effective_apps_dir, "quick", ["echo", "done"])
+    write_app(settings.effective_apps_dir, "fails", ["sh", "-c", "exit 3"])
+    return settings
+
+
+def subscribe(client: TestClient, who: Account, url: str, events: list[str], **extra: Any) -> dict[str, Any]:
+    r = client.post("/api/v1/webhooks", json={"url": url, "events": events, **extra}, headers=who.headers)
+    assert r.status_code == 201, r.text
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def deliveries(client: TestClient, who: Account, hook: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = client.get(
+        f"/api/v1/webhooks/{hook['id']}/deliveries", headers=who.headers
+    ).json()
+    return found
+
+
+def test_a_job_end_is_delivered_signed_and_retried_until_the_receiver_answers(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    hook = subscribe(client, user, receiver.url, ["job.succeeded", "job.failed"])
+    assert (
+        hook["secret"].startswith("whsec_")
+        and "secret" not in client.get(f"/api/v1/webhooks/{hook['id']}", headers=user.headers).json()
+    )
+    receiver.answers = [500, 503, 500]  # three failures, then 204
+    job = client.post("/api/v1/jobs", json={"app": "fails"}, headers=user.headers).json()
+    assert wait_for_end(client, job["id"], user.headers)["state"] == "failed"
+    done = eventually(
+        lambda: (d := deliveries(client, user, hook)) and d[0]["state"] == "delivered" and d,
+        30,
+        "the delivery",
+    )
+    [delivery] = done
+    assert [t["status"] for t in delivery["tries"]] == [500, 503, 500, 204] and delivery["attempts"] == 4
+    assert len(receiver.seen) == 4
+    ids = {headers["webhook-id"] for headers, _ in receiver.seen}
+    assert ids == {delivery["event_id"]}  # the same event each time: receivers drop repeats by it
+    for headers, body in receiver.seen:  # each one verifies with the subscription's secret
+        Webhook(hook["secret"]).verify(body, headers)
+    event = receiver.bodies()[-1]
+    assert event["type"] == "job.failed" and event["data"]["job"]["id"] == job["id"]
+    assert event["data"]["job"]["reason"] == "app_error" and event["data"]["job"]["exit_code"] == 3
+    # a job.succeeded too; events it did not ask for are not sent; a test; a redelivery
+    quick = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()
+    wait_for_end(client, quick["id"], user.headers)
+    eventually(lambda: len(receiver.seen) == 5, 30, "the second event")
+    assert receiver.bodies()[-1]["type"] == "job.succeeded"
+    r = client.post(f"/api/v1/webhooks/{hook['id']}/test", headers=user.headers)
+    assert r.status_code == 202
+    eventually(lambda: len(receiver.seen) == 6, 30, "the test event")
+    assert receiver.bodies()[-1]["type"] == "webhook.test"
+    r = client.post(
+        f"/api/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver", headers=user.headers
+    )
+    assert r.status_code == 200, r.text
+    eventually(lambda: len(receiver.seen) == 7, 30, "the redelivery")
+    assert receiver.seen[-1][0]["webhook-id"] == delivery["event_id"]
+    # another user's webhook is not found
+    other = make_user()
+    assert client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=other.headers).status_code == 404
+
+
+def test_a_webhook_that_keeps_failing_is_paused_and_redirects_are_not_followed(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    hooked.webhook_max_attempts = 2
+    hooked.webhook_pause_after = 2
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    hook = subscribe(client, user, receiver.url, ["job.succeeded"])
+    receiver.answers = [302, 302, 500, 500]  # a redirect (to loopback) is an answer, not followed
+    for _ in range(2):
+        job = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()
+        wait_for_end(client, job["id"], user.headers)
+    paused = eventually(
+        lambda: (
+            (w := client.get(f"/api/v1/webhooks/{hook['id']}", headers=user.headers).json())["state"]
+            == "paused"
+            and w
+        ),
+        30,
+        "the webhook to pause",
+    )
+    assert "2 events in a row" in paused["paused_reason"]
+    tries = [t["status"] for d in deliveries(client, user, hook) for t in d["tries"]]
+    assert sorted(tries) == [302, 302, 500, 500]  # two tries of each: a redirect counts as a failure
+    assert len(receiver.seen) == 4  # and nothing went to where the redirect pointed
+    job = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()
+    wait_for_end(client, job["id"], user.headers)
+    r = client.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True}, headers=user.headers)
+    assert r.status_code == 200 and r.json()["state"] == "active"
+    assert len(receiver.seen) == 4  # a paused webhook heard nothing
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://[::1]:9/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:9/hook",  # a name that resolves to loopback
+        "http://10.1.2.3/hook",
+        "ftp://example.org/hook",
+        "http://user:pass@example.org/hook",
+    ],
+)
+def test_webhooks_to_private_addresses_are_refused(client: TestClient, user: Account, url: str) -> None:
+    r = client.post("/api/v1/webhooks", json={"url": url, "events": ["job.succeeded"]}, headers=user.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "url"], r.text
+
+
+def test_an_event_committed_before_a_stop_is_sent_after_the_restart(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    hook = subscribe(client, user, receiver.url, ["job.succeeded"])
+    receiver.server.shutdown()  # nobody answers while the job ends: the delivery waits in the database
+    receiver.server.server_close()
+    job = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()
+    wait_for_end(client, job["id"], user.headers)
+    eventually(
+        lambda: deliveries(client, user, hook) and deliveries(client, user, hook)[0]["attempts"] >= 1,
+        30,
+        "a try",
+    )
+    client.__exit__(None, None, None)  # the server stops with the delivery unsent
+    again = Receiver()  # (on another port: the webhook is pointed at it while no server runs)
+    db = Database(hooked)
+    with db.session() as session:
+        row = session.get(WebhookSubscription, uuid.UUID(hook["id"]))
+        assert row is not None
+        row.url = again.url
+    db.dispose()
+    with TestClient(create_app(hooked)):
+        eventually(lambda: len(again.seen) == 1, 30, "the delivery after the restart")
+        assert json.loads(again.seen[0][1])["data"]["job"]["id"] == job["id"]
+    again.server.shutdown()
+
+
+def test_a_projects_webhook_hears_its_members_jobs(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    client: TestClient = request.getfixturevalue("client")
+    manager, member, outsider = make_user(), make_user(), make_user()
+    assert (
+        client.post(
+            "/api/v1/projects", json={"name": "Hooks", "slug": "hooks"}, headers=manager.headers
+        ).status_code
+        == 201
+    )
+    client.post(
+        "/api/v1/projects/hooks/members",
+        json={"email": member.email, "role": "member"},
+        headers=manager.headers,
+    )
+    r = client.post(
+        "/api/v1/webhooks",
+        json={"url": receiver.url, "events": ["job.succeeded"], "project": "hooks"},
+        headers=member.headers,
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "project"]  # members do not
+    r = client.post(
+        "/api/v1/webhooks",
+        json={"url": receiver.url, "events": ["job.succeeded"], "project": "hooks"},
+        headers=outsider.headers,
+    )
+    assert r.status_code == 422
+    hook = subscribe(client, manager, receiver.url, ["job.succeeded"], project="hooks")
+    assert hook["project"] == "hooks"
+    inside = client.post(
+        "/api/v1/jobs", json={"app": "quick", "project": "hooks"}, headers=member.headers
+    ).json()
+    outside = client.post("/api/v1/jobs", json={"app": "quick"}, headers=member.headers).json()
+    for job in (inside, outside):
+        wait_for_end(client, job["id"], member.headers)
+    eventually(lambda: len(receiver.seen) >= 1, 30, "the project's event")
+    assert [b["data"]["job"]["id"] for b in receiver.bodies()] == [inside["id"]]
