@@ -33,6 +33,7 @@ from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
 from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
+from labcloud.services.mail import MailSender
 from labcloud.services.projects import Action
 from labcloud.services.webhooks import WebhookSender
 from labcloud.settings import Settings
@@ -53,6 +54,7 @@ class Runtime:
     schedulers: list[Scheduler] = field(default_factory=list)
     housekeeper: Housekeeper | None = None
     webhook_sender: WebhookSender | None = None
+    mail_sender: MailSender | None = None
     executors: dict[str, Executor] = field(default_factory=dict)
     leadership: Leadership | None = None
     wakeups: Wakeups | None = None
@@ -115,6 +117,9 @@ class Runtime:
         self.housekeeper.start()
         self.webhook_sender = WebhookSender(self.db, self.settings)
         self.webhook_sender.start()
+        if self.settings.smtp_url:
+            self.mail_sender = MailSender(self.db, self.settings)
+            self.mail_sender.start()
 
     def _step_down(self) -> None:
         for scheduler in self.schedulers:
@@ -128,6 +133,9 @@ class Runtime:
         if self.webhook_sender is not None:
             self.webhook_sender.stop()
             self.webhook_sender = None
+        if self.mail_sender is not None:
+            self.mail_sender.stop()
+            self.mail_sender = None
 
     def notify(self) -> None:
         """There is new work (or room for it): wake the dispatchers and waiting claims, here and on every

@@ -234,6 +234,25 @@ class Settings(ContainerSettings):
         "fewest CPU-hours lately goes first, each hour of use weighing half as much after this many hours "
         "(Slurm's fair-share half-life); 0: projects' use does not count.",
     )
+    smtp_url: str = Field(
+        "",
+        description="The SMTP server for e-mail: smtp://[user:password@]host[:port][?starttls=auto|required|"
+        "never] or smtps://... (TLS at once); empty: no e-mail.",
+    )
+    mail_from: str = Field("labcloud <labcloud@localhost>", description="The sender of labcloud's e-mail.")
+    smtp_ca_file: str = Field(
+        "",
+        description="CA certificates to trust for the SMTP server's TLS (a PEM file); empty: the system's.",
+    )
+    smtp_timeout_s: float = Field(20.0, gt=0, description="How long one SMTP conversation may take.")
+    mail_retry_s: float = Field(
+        60.0, gt=0, description="After a mail could not be sent: the wait before the next try."
+    )
+    mail_digest_window_s: float = Field(
+        30.0,
+        ge=0,
+        description="A user's first ended job waits this long for others to end: several make one mail.",
+    )
     webhook_allow_private: bool = Field(
         False,
         description="Webhooks may target loopback, link-local and private addresses (a lab's own "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,6 +57,9 @@ class JobSubmit(BaseModel):
         max_length=40,
         description="The slug of a project you may run jobs in (GET /api/v1/projects); default: your "
         "personal project.",
+    )
+    notify: Literal["always", "failure", "never"] | None = Field(
+        None, description="An e-mail when it ends: always, on failure only, never; default: your preference."
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
@@ -45,6 +45,7 @@ class UserOut(BaseModel):
     last_login_at: datetime | None
     storage_used_bytes: int = 0
     storage_limit_bytes: int | None = Field(None, description="null: the installation's default")
+    notify_email: str = Field("always", description="An e-mail when a job ends: always, failure, never.")
 
 
 class UserCreate(BaseModel):
@@ -88,6 +89,9 @@ class MeUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=200)
+    notify_email: Literal["always", "failure", "never"] | None = Field(
+        None, description="An e-mail when a job of yours ends: always, on failure only, or never."
+    )
 
 
 class PasswordChange(BaseModel):

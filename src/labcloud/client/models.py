@@ -128,6 +128,7 @@ class User(Model):
     last_login_at: datetime | None
     storage_used_bytes: int = 0
     storage_limit_bytes: int | None = Field(None, description="None: the installation's default.")
+    notify_email: str = Field("always", description="An e-mail when a job ends: always, failure or never.")
 
 
 class FileInfo(Model):

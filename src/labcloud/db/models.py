@@ -64,6 +64,9 @@ class User(Base):
     # Storage: a per-user limit (None: the installation's default) and the bytes the user's files hold.
     storage_limit_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     storage_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When a job of theirs ends, an e-mail: "always", "failure" (failed only) or "never" (a job may say
+    # otherwise when it is submitted).
+    notify_email: Mapped[str] = mapped_column(String(16), default="always")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -220,6 +223,8 @@ class Job(Base):
     # What its project's quotas hold for it until it ends: {resource: amount}, and "cut_timeout_s" when its
     # time limit was cut to what a quota had left.
     quota_hold: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
+    # This job's e-mail when it ends, over its owner's preference: always, failure, never (None: theirs).
+    notify: Mapped[str | None] = mapped_column(String(16), default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
     app: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
@@ -416,7 +421,10 @@ class Event(Base):
     its id is the delivery's ``webhook-id``, by which receivers can drop a repeat."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_fanned_out_id", "fanned_out", "id"),)
+    __table_args__ = (
+        Index("ix_events_fanned_out_id", "fanned_out", "id"),
+        Index("ix_events_mailed_user_id", "mailed", "user_id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(40))  # job.succeeded, job.failed, job.cancelled, webhook.test
@@ -426,6 +434,7 @@ class Event(Base):
     subscription_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     fanned_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    mailed: Mapped[bool] = mapped_column(Boolean, default=False)  # its e-mail sent (or none was due)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

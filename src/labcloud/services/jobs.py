@@ -40,6 +40,7 @@ class Submission:
     name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     project: str | None = None  # a project's slug; None: the submitter's personal project
+    notify: str | None = None  # this job's e-mail when it ends: always, failure, never (None: the owner's)
 
 
 @dataclass
@@ -110,6 +111,7 @@ def submit(
             queue=where.queue if where else None,
             rerun_of=rerun_of,
             project_id=project.id,
+            notify=sub.notify,
         ),
     )
 

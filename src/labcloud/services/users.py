@@ -84,9 +84,11 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     return user
 
 
-def update_profile(user: User, *, name: str | None) -> User:
+def update_profile(user: User, *, name: str | None, notify_email: str | None = None) -> User:
     if name is not None:
         user.name = name.strip()
+    if notify_email is not None:
+        user.notify_email = notify_email
     return user
 
 

@@ -30,7 +30,9 @@ def read_me(principal: Reader) -> UserOut:
 
 @router.patch("", response_model=UserOut, summary="Update your account")
 def update_me(body: MeUpdate, principal: Writer) -> UserOut:
-    return UserOut.model_validate(users.update_profile(principal.user, name=body.name))
+    return UserOut.model_validate(
+        users.update_profile(principal.user, name=body.name, notify_email=body.notify_email)
+    )
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change your password")
