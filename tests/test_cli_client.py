@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import labcloud_demo
-from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, LABCLOUD, Server, login_headers
+from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, LABCLOUD, Server, eventually, login_headers
 
 pytestmark = pytest.mark.db_agnostic  # the client side; the server's database is tested elsewhere
 
@@ -247,6 +247,67 @@ def test_projects_members_join_codes_and_a_projects_jobs(cli: Server) -> None:
     assert "removed viewer@example.org from project vision" in removed.stderr, removed.stderr
     left = cli.run("projects", "leave", "vision", env=member)
     assert left.returncode == 0 and "you left project vision" in left.stderr, left.stderr
+
+
+# ------------------------------------------------------------------------------------ quotas, usage
+
+
+def test_quota_bars_requests_decisions_and_usage(cli: Server) -> None:
+    assert "has no quotas" in cli.run("quota").stderr  # your personal project, by default
+    cli.ok("projects", "create", "Budget", "--slug", "budget")
+    member = _user_env(cli, "member")
+    cli.ok("projects", "add", "budget", "member@example.org")
+    admin = {"Authorization": f"Bearer {json.loads(cli.config.read_text())['token']}"}
+    quota = {"limit": 5, "period": "daily"}
+    r = httpx.put(f"{cli.url}/api/v1/projects/budget/quotas/jobs_per_day", json=quota, headers=admin)
+    assert r.status_code == 200, r.text
+    headers = {"Authorization": f"Bearer {member['LABCLOUD_TOKEN']}"}
+    job = {"app": "hello", "params": {"times": 1}, "project": "budget"}
+    ids = [httpx.post(f"{cli.url}/api/v1/jobs", json=job, headers=headers).json()["id"] for _ in range(4)]
+
+    shown = cli.run("quota", "--project", "budget", env=member)
+    assert "jobs_per_day" in shown.stdout and "████████████████░░░░ 80%" in shown.stdout, shown.stderr
+    assert "warning" in shown.stdout and "daily" in shown.stdout
+    [listed] = json.loads(cli.run("quota", "-p", "budget", "--json", env=member).stdout)["items"]
+    assert (listed["used"], listed["left"], listed["level"]) == (4, 1, "warning")
+
+    # asking for more: every bad field named; a manager decides, once
+    bad = cli.run("quota", "request", "budget", "gpu_hours", "0", "--why", "more", env=member)
+    assert bad.returncode == 1 and "error: Some fields of the request are not valid." in bad.stderr
+    for line in (
+        "resource: project 'budget' has no gpu_hours quota",
+        "amount: a number above 0",
+        "justification",
+    ):
+        assert f"  {line}" in bad.stderr, bad.stderr
+    why = "a sweep over twelve thresholds"
+    asked = cli.run("quota", "request", "budget", "jobs_per_day", "10", "--why", why, env=member)
+    request_id = asked.stdout.strip()
+    assert asked.returncode == 0 and "its managers decide" in asked.stderr, asked.stderr
+    requests = cli.run("quota", "requests", "budget", env=member).stdout
+    assert request_id in requests and "member@example.org" in requests and "pending" in requests
+    refused = cli.run("quota", "approve", "budget", request_id, env=member)
+    assert refused.returncode == 1 and "this needs manager or more" in refused.stderr
+    approved = cli.run("quota", "approve", "budget", request_id, "--note", "granted")
+    assert "approved: 10 more jobs_per_day in project budget" in approved.stderr, approved.stderr
+    twice = cli.run("quota", "reject", "budget", request_id)
+    assert twice.returncode == 1 and "error: That request was approved already." in twice.stderr
+    assert cli.json("quota", "-p", "budget")["items"][0]["limit"] == 15
+
+    # what the project used: a table per app, CSV per user
+    def ended() -> bool:
+        jobs = [httpx.get(f"{cli.url}/api/v1/jobs/{i}", headers=headers).json() for i in ids]
+        return all(j["state"] in ("succeeded", "failed", "cancelled") for j in jobs)
+
+    eventually(ended, 120, "the jobs to end")
+    by_app = cli.run("usage", "budget", "--by", "app", env=member)
+    assert by_app.returncode == 0 and "hello" in by_app.stdout and "CPU-hours" in by_app.stdout, by_app.stderr
+    csv = cli.run("usage", "budget", "--csv", env=member).stdout.splitlines()
+    assert csv[0] == "user,attempts,cpu_hours,gpu_hours,wall_hours,peak_memory_mb"
+    assert csv[1].startswith("member@example.org,4,")
+    wrong = cli.run("usage", "budget", "--since", "yesterday")
+    assert wrong.returncode == 1 and "error: --since: a date (YYYY-MM-DD)" in wrong.stderr
+    assert "used nothing" in cli.run("usage", "budget", "--until", "2000-01-01").stderr
 
 
 # ---------------------------------------------------------------------------------------------- uploads

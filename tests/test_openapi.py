@@ -250,6 +250,9 @@ def test_the_python_clients_models_have_the_fields_the_document_gives(document: 
         models.ProjectDetail: "ProjectDetail",
         models.ProjectMember: "MemberOut",
         models.JoinCode: "JoinCodeOut",
+        models.Quota: "QuotaOut",
+        models.QuotaRequest: "QuotaRequestOut",
+        models.UsageRow: "ProjectUsageRow",
     }
     for model, name in pairs.items():
         assert set(model.model_fields) == set(schemas[name]["properties"]), (model.__name__, name)

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from labcloud.client import (
     WaitTimeout,
 )
 from labcloud.client.config import UploadState
-from labcloud.client.models import ProjectDetail, ProjectInfo
+from labcloud.client.models import ProjectDetail, ProjectInfo, Quota, QuotaRequest, UsageRow
 from labcloud.client.sse import SseEvent, SseParser
 from labcloud.settings import Settings
 from live_server import ADMIN_EMAIL, ADMIN_PASSWORD, Server
@@ -405,6 +406,86 @@ def test_projects_share_jobs_between_their_members(client: Client) -> None:
 
         listed = asyncio.run(as_the_newcomer(str(outsider.connection.token)))
         assert len(listed) == 2 and listed[1] == job.id
+
+
+def test_a_projects_quotas_requests_and_usage(client: Client) -> None:
+    client.projects.create("Budget", slug="budget")
+    with _account(client, "member") as member:
+        client.projects.add_member("budget", "member@example.org")
+        # an admin sets quotas; an allocation's dates may be dates
+        [cpu] = client.projects.set_quota("budget", "cpu_hours", 10)
+        assert isinstance(cpu, Quota) and (cpu.limit, cpu.period, cpu.level) == (10, "monthly", "ok")
+        both = client.projects.set_quota(
+            "budget",
+            "gpu_hours",
+            2,
+            period="allocation",
+            starts_at=date(2020, 1, 1),
+            ends_at="2100-01-01T00:00:00Z",
+        )
+        assert [(q.resource, q.starts_at) for q in both] == [
+            ("cpu_hours", None),
+            ("gpu_hours", datetime(2020, 1, 1, tzinfo=UTC)),
+        ]
+        with pytest.raises(Forbidden):
+            member.projects.set_quota("budget", "cpu_hours", 1000)
+
+        # a job's CPU-hours are charged when it ends
+        member.jobs.submit("hello", params={"times": 1}, project="budget", wait=True)
+        [cpu, _] = member.projects.quotas("budget")
+        assert 0 < cpu.used < 0.1 and cpu.reserved == 0 and cpu.left == pytest.approx(10 - cpu.used)
+
+        # a member asks for more, an owner or admin decides, once
+        with pytest.raises(ValidationError) as bad:
+            member.projects.request_more("budget", "jobs_per_day", -1, "why")
+        assert set(bad.value.fields) == {"resource", "amount", "justification"}
+        asked = member.projects.request_more("budget", "cpu_hours", 15, "the spring campaign needs more fits")
+        assert isinstance(asked, QuotaRequest) and asked.state == "pending"
+        with pytest.raises(Forbidden):
+            member.projects.approve("budget", asked.id)
+        approved = client.projects.approve("budget", asked.id, note="granted")
+        assert (approved.state, approved.note, approved.requested_by) == (
+            "approved",
+            "granted",
+            member.me().id,
+        )
+        with pytest.raises(Conflict) as twice:
+            client.projects.reject("budget", asked.id)
+        assert "approved already" in twice.value.detail
+        assert member.projects.quotas("budget")[0].limit == 25
+
+        # the usage report: typed rows per user, app, executor or month, between two moments
+        [row] = member.projects.usage("budget", by="app", since=datetime.now(UTC).date())
+        assert isinstance(row, UsageRow) and (row.by, row.key, row.attempts) == ("app", "hello", 1)
+        assert row.cpu_hours == pytest.approx(cpu.used)
+        assert [r.key for r in member.projects.usage("budget")] == ["member@example.org"]
+        assert member.projects.usage("budget", until=datetime(2000, 1, 1)) == []
+
+        async def the_twin(member_token: str, admin_token: str) -> list[Any]:
+            async with (
+                AsyncClient(client.server, member_token) as amember,
+                AsyncClient(client.server, admin_token) as aadmin,
+            ):
+                again = await amember.projects.request_more(
+                    "budget", "cpu_hours", 5, "one more round of fits"
+                )
+                rejected = await aadmin.projects.reject("budget", again.id, note="not this month")
+                listed = await amember.projects.requests("budget")
+                await aadmin.projects.set_quota("budget", "jobs_per_day", 50, period="daily")
+                await aadmin.projects.remove_quota("budget", "gpu_hours")
+                quotas = await amember.projects.quotas("budget")
+                months = await amember.projects.usage("budget", by="month")
+                return [rejected.state, [r.state for r in listed], [q.resource for q in quotas], months]
+
+        state, states, resources, months = asyncio.run(
+            the_twin(str(member.connection.token), str(client.connection.token))
+        )
+        assert (state, states, resources) == (
+            "rejected",
+            ["rejected", "approved"],
+            ["cpu_hours", "jobs_per_day"],
+        )
+        assert [m.key for m in months] == [f"{datetime.now(UTC):%Y-%m}"]
 
 
 def test_importing_the_client_or_the_commands_does_not_load_httpx() -> None:

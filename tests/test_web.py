@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -529,6 +530,225 @@ def test_a_member_runs_a_job_in_a_project_that_its_viewers_see_read_only(
     assert 'id="rerun-job"' not in as_viewer.get(job_url).text
     r = as_viewer.post(f"{job_url}/rerun", data={"csrf_token": csrf_of(viewer_form)})
     assert r.status_code == 200 and "It could not start again: Your role in project" in r.text
+
+
+# ------------------------------------------------------------------------ quotas, requests and usage
+
+
+def quota_item(html: str, resource: str) -> str:
+    start = html.index(f'data-quota="{resource}"')
+    return html[start : html.index("</li>", start)]
+
+
+def request_row(html: str) -> str:
+    start = html.index("data-request=")
+    return html[start : html.index("</tr>", start)]
+
+
+def run_in(client: TestClient, who: Account, project: str) -> dict[str, Any]:
+    r = client.post(
+        "/api/v1/jobs", json={"app": "hello", "params": {"times": 1}, "project": project}, headers=who.headers
+    )
+    assert r.status_code == 201, r.text
+    job: dict[str, Any] = r.json()
+    return job
+
+
+def test_quotas_show_as_bars_with_their_numbers_in_words_and_admins_set_them_on_the_page(
+    app: Any, client: TestClient, make_user: Any
+) -> None:
+    owner = make_user()
+    as_owner, as_admin = (
+        browser_login(app, owner.email, owner.password),
+        browser_login(app, ADMIN_EMAIL, ADMIN_PASSWORD),
+    )
+    personal = project_page(as_owner, "personal")  # one's personal project has its budget too
+    assert "This project has no quotas" in personal and 'id="usage"' in personal
+    create_project(as_owner, "Budget", "budget")
+    html = project_page(as_owner, "budget")
+    assert "This project has no quotas" in html and "Set a quota" not in html and 'id="ask"' not in html
+
+    # an admin sets a quota on the page: every bad field at once, what was typed kept, nothing set
+    page = project_page(as_admin, "budget")
+    form = {
+        "csrf_token": csrf_of(page),
+        "resource": "jobs_per_day",
+        "limit": "lots",
+        "period": "allocation",
+        "starts_at": "2030-02-01",
+        "ends_at": "2030-01-01",
+    }
+    r = as_admin.post("/projects/budget/quotas", data=form)
+    assert r.status_code == 422 and 'id="quota-errors"' in r.text
+    assert re.search(r'data-error-for="limit">a number from 0 up', r.text)
+    assert re.search(r'data-error-for="ends_at">an allocation needs starts_at before ends_at', r.text)
+    assert 'value="lots"' in r.text and 'value="2030-02-01"' in r.text
+    assert "This project has no quotas" in r.text
+    daily = {**form, "limit": "5", "period": "daily", "starts_at": "", "ends_at": ""}
+    r = as_admin.post("/projects/budget/quotas", data=daily, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/projects/budget#quotas", r.text
+    assert (
+        as_owner.post("/projects/budget/quotas", data={**daily, "csrf_token": csrf_of(html)}).status_code
+        == 403
+    )
+
+    # a bar per quota, its numbers in words, its period and when it resets; a warning from 80%
+    for _ in range(4):
+        run_in(client, owner, "budget")
+    item = quota_item(project_page(as_owner, "budget"), "jobs_per_day")
+    assert 'data-level="warning"' in item and "Warning: 80% or more" in item
+    assert (
+        '<meter id="quota-jobs_per_day" min="0" max="100" low="79.99" high="99.99" optimum="0" value="80.0"'
+        in item
+    )
+    assert (
+        'aria-labelledby="quota-jobs_per_day-title"' in item and 'aria-valuetext="80% used or held"' in item
+    )
+    assert "4 of 5 jobs used or held (80%)" in item and "<strong>1 left</strong>" in item
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    assert re.search(rf'Daily:.*next at <time datetime="{tomorrow}T00:00:00\+00:00"', item)
+    run_in(client, owner, "budget")
+    item = quota_item(project_page(as_owner, "budget"), "jobs_per_day")
+    assert 'data-level="exceeded"' in item and "Exceeded: nothing left" in item and "5 of 5 jobs" in item
+
+    # an allocation shows its dates, and that it gives nothing outside them; admins remove quotas
+    ended = {
+        **form,
+        "resource": "cpu_hours",
+        "limit": "100",
+        "starts_at": "2020-01-01",
+        "ends_at": "2021-01-01",
+    }
+    as_admin.post("/projects/budget/quotas", data=ended)
+    item = quota_item(project_page(as_owner, "budget"), "cpu_hours")
+    assert 'An allocation from <time datetime="2020-01-01T00:00:00+00:00"' in item
+    assert "It has ended: it gives nothing any more." in item and "Remove" not in item
+    r = as_admin.post("/projects/budget/quotas/cpu_hours/remove", data={"csrf_token": csrf_of(page)})
+    assert r.status_code == 200 and "The cpu_hours quota is removed" in r.text
+    assert 'data-quota="cpu_hours"' not in r.text and 'data-quota="jobs_per_day"' in r.text
+
+
+def test_members_ask_for_more_and_managers_decide_on_the_project_page(
+    app: Any, client: TestClient, admin: Account, make_user: Any
+) -> None:
+    owner, member, viewer = make_user(), make_user(), make_user()
+    as_owner = browser_login(app, owner.email, owner.password)
+    create_project(as_owner, "Asks", "asks")
+    add_member(as_owner, "asks", member.email, "member")
+    add_member(as_owner, "asks", viewer.email, "viewer")
+    quota = client.put("/api/v1/projects/asks/quotas/cpu_hours", json={"limit": 10}, headers=admin.headers)
+    assert quota.status_code == 200, quota.text
+    as_member, as_viewer = (
+        browser_login(app, member.email, member.password),
+        browser_login(app, viewer.email, viewer.password),
+    )
+    assert 'id="ask"' not in project_page(as_viewer, "asks")  # viewers run nothing, so ask for nothing
+    page = project_page(as_member, "asks")
+    assert 'id="ask"' in page and 'id="settings"' not in page
+
+    # every bad field at once, next to it, what was typed kept (and escaped)
+    ask = {"csrf_token": csrf_of(page), "resource": "gpu_hours", "amount": "-1", "justification": "<b>"}
+    bad = as_member.post("/projects/asks/quota-requests", data=ask)
+    assert bad.status_code == 422 and 'id="ask-errors"' in bad.text
+    assert re.search(r'data-error-for="resource">project &#39;asks&#39; has no gpu_hours quota', bad.text)
+    assert re.search(r'data-error-for="amount">a number above 0', bad.text)
+    assert re.search(r'data-error-for="justification">say why', bad.text)
+    assert "<b>" not in bad.text and ">&lt;b&gt;</textarea>" in bad.text
+    why = f"the spring imaging campaign {XSS}"
+    r = as_member.post(
+        "/projects/asks/quota-requests",
+        data={**ask, "resource": "cpu_hours", "amount": "15", "justification": why},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/projects/asks#requests", r.text
+    page = as_member.get("/projects/asks").text
+    assert "You asked for 15 CPU-hours more of cpu_hours" in page and XSS not in page
+    row = request_row(page)
+    assert 'data-state="pending"' in row and "the spring imaging campaign &lt;script&gt;" in row
+    assert "Approve" not in row  # the member does not decide
+    owner_page = project_page(as_owner, "asks")
+    action = re.search(r'action="(/projects/asks/quota-requests/[^"]+)"', request_row(owner_page))
+    assert action
+    decision = {"csrf_token": csrf_of(owner_page), "decision": "approve"}
+    refused = as_member.post(action.group(1), data={**decision, "csrf_token": csrf_of(page)})
+    assert refused.status_code == 403
+
+    # an owner approves with a note: the limit grows; a decision is taken once
+    r = as_owner.post(action.group(1), data={**decision, "note": f"granted {XSS}"})
+    assert r.status_code == 200 and "Approved: 15 CPU-hours more of cpu_hours" in r.text
+    row = request_row(r.text)
+    assert 'data-state="approved"' in row and "<span data-note>granted &lt;script&gt;" in row
+    assert "Approve" not in row and "0 of 25 CPU-hours used or held" in quota_item(r.text, "cpu_hours")
+    again = as_owner.post(action.group(1), data={**decision, "decision": "reject"})
+    assert 'class="flash bad"' in again.text and "That request was approved already." in again.text
+
+    # an admin who is no member decides too
+    as_member.post(
+        "/projects/asks/quota-requests",
+        data={**ask, "resource": "cpu_hours", "amount": "5", "justification": "one more round of fits"},
+    )
+    as_admin = browser_login(app, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin_page = project_page(as_admin, "asks")
+    action = re.search(r'action="(/projects/asks/quota-requests/[^"]+)"', request_row(admin_page))
+    assert action
+    rejection = {"csrf_token": csrf_of(admin_page), "decision": "reject", "note": "not this month"}
+    r = as_admin.post(action.group(1), data=rejection)
+    assert "Rejected: 5 CPU-hours more of cpu_hours." in r.text
+    assert 'data-state="rejected"' in request_row(r.text)
+    assert "of 25 CPU-hours" in quota_item(r.text, "cpu_hours")
+
+
+def test_usage_per_user_app_and_month_as_a_table_a_chart_and_csv_and_the_managers_settings(
+    app: Any, client: TestClient, make_user: Any
+) -> None:
+    owner, viewer = make_user(), make_user()
+    as_owner = browser_login(app, owner.email, owner.password)
+    create_project(as_owner, "Lab", "lab")
+    add_member(as_owner, "lab", viewer.email, "viewer")
+    job = run_in(client, owner, "lab")
+    assert wait_for_end(client, job["id"], owner.headers)["state"] == "succeeded"
+
+    as_viewer = browser_login(app, viewer.email, viewer.password)
+    html = project_page(as_viewer, "lab")
+    usage = html[html.index('id="usage"') :]
+    assert f'<tr data-usage="{owner.email}">' in usage and '<option value="user" selected>' in usage
+    chart = usage[usage.index("<svg") : usage.index("</svg>")]
+    assert 'role="img"' in chart and "<title" in chart and f">{owner.email}</text>" in chart
+    assert 'class="bar"' in chart and "style=" not in chart  # (no inline style: the CSP forbids it)
+    assert '<a href="/projects/lab/usage.csv?by=user&amp;months=6" download' in usage
+    by_app = as_viewer.get("/projects/lab", params={"by": "app", "months": "1"}).text
+    assert '<tr data-usage="hello">' in by_app and '<option value="1" selected>this month</option>' in by_app
+    by_month = as_viewer.get("/projects/lab", params={"by": "month"}).text
+    assert f'<tr data-usage="{datetime.now(UTC):%Y-%m}">' in by_month
+    csv = as_viewer.get("/projects/lab/usage.csv", params={"by": "app", "months": "3"})
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert csv.headers["content-disposition"].startswith('attachment; filename="lab-usage-by-app-since-')
+    lines = csv.text.splitlines()
+    assert lines[0] == "app,attempts,cpu_hours,gpu_hours,wall_hours,peak_memory_mb" and lines[1].startswith(
+        "hello,1,"
+    )
+    wrong = as_viewer.get("/projects/lab", params={"by": "project", "months": "7"})
+    assert wrong.status_code == 422 and "by: one of user, app, month, executor" in wrong.text
+    assert "months: one of 1, 3, 6, 12" in wrong.text
+
+    # managers rename, describe and choose what a job beyond a time quota gets; others are refused
+    assert 'id="settings"' not in html
+    page = project_page(as_owner, "lab")
+    settings = {"csrf_token": csrf_of(page), "name": " ", "description": "retina", "over_quota": "maybe"}
+    r = as_owner.post("/projects/lab/settings", data=settings)
+    assert r.status_code == 422 and 'id="settings-errors"' in r.text
+    assert re.search(r'data-error-for="name">a name of 1 to 200', r.text)
+    assert re.search(r'data-error-for="over_quota">refuse or cut', r.text)
+    assert "<h1>Lab</h1>" in r.text  # nothing was saved
+    r = as_owner.post("/projects/lab/settings", data={**settings, "name": f"Lab {XSS}", "over_quota": "cut"})
+    assert r.status_code == 200 and "The project&#39;s settings are saved." in r.text
+    assert XSS not in r.text and '<input type="radio" name="over_quota" value="cut" checked>' in r.text
+    saved = client.get("/api/v1/projects/lab", headers=owner.headers).json()
+    assert (saved["name"], saved["description"], saved["over_quota"]) == (f"Lab {XSS}", "retina", "cut")
+    assert (
+        as_viewer.post("/projects/lab/settings", data={**settings, "csrf_token": csrf_of(html)}).status_code
+        == 403
+    )
 
 
 # ------------------------------------------------------------------------------------ account, admin

@@ -18,7 +18,10 @@ from labcloud.client.client import (
     LocalPath,
     Paths,
     ProjectList,
+    QuotaList,
+    RequestList,
     StoredFiles,
+    UsageRows,
     bind,
     file_target,
     from_environment,
@@ -40,11 +43,14 @@ from labcloud.client.models import (
     OutputFile,
     ProjectDetail,
     ProjectInfo,
+    Quota,
+    QuotaRequest,
     StorageUsage,
+    UsageRow,
     User,
 )
 from labcloud.client.progress import ShowProgress, download_progress, upload_watcher
-from labcloud.client.projects import Role, is_email, member_id
+from labcloud.client.projects import Moment, Period, Role, UsageBy, is_email, member_id, moment
 
 __all__ = ["AsyncClient", "AsyncFiles", "AsyncJob", "AsyncJobs", "AsyncProjects"]
 
@@ -182,7 +188,8 @@ class AsyncJobs:
 
 
 class AsyncProjects:
-    """Your projects, their members and join codes; the twin of :class:`labcloud.client.Projects`."""
+    """Your projects, their members, join codes, quotas and usage; the twin of
+    :class:`labcloud.client.Projects`."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
@@ -231,6 +238,52 @@ class AsyncProjects:
     async def join(self, code: str) -> ProjectDetail:
         """Join the project of a join code, as a member."""
         return ProjectDetail.model_validate(await self._call(calls.join(code)))
+
+    async def quotas(self, slug: str) -> QuotaList:
+        """The project's quotas with what is used, held and left, and their level."""
+        return [Quota.model_validate(q) for q in await self._call(calls.quotas(slug))]
+
+    async def request_more(self, slug: str, resource: str, amount: float, justification: str) -> QuotaRequest:
+        """Ask the project's managers for ``amount`` more of one of its quotas, saying why."""
+        found = await self._call(calls.request_quota(slug, resource, amount, justification))
+        return QuotaRequest.model_validate(found)
+
+    async def requests(self, slug: str) -> RequestList:
+        """The project's quota requests and their decisions, newest first."""
+        return [QuotaRequest.model_validate(r) for r in await self._call(calls.quota_requests(slug))]
+
+    async def approve(self, slug: str, request_id: str, note: str = "") -> QuotaRequest:
+        """Approve a pending request: the quota's limit grows by its amount."""
+        return QuotaRequest.model_validate(await self._call(calls.decide(slug, request_id, "approve", note)))
+
+    async def reject(self, slug: str, request_id: str, note: str = "") -> QuotaRequest:
+        """Reject a pending request, with a note for whoever asked."""
+        return QuotaRequest.model_validate(await self._call(calls.decide(slug, request_id, "reject", note)))
+
+    async def usage(
+        self, slug: str, by: UsageBy = "user", since: Moment | None = None, until: Moment | None = None
+    ) -> UsageRows:
+        """What the project's ended job attempts used in [since, until), a row per user, app, executor or
+        month (``row.key``)."""
+        found = await self._call(calls.usage(slug, by, moment(since), moment(until)))
+        return [UsageRow.model_validate(row) for row in found["rows"]]
+
+    async def set_quota(
+        self,
+        slug: str,
+        resource: str,
+        limit: float,
+        period: Period = "monthly",
+        starts_at: Moment | None = None,
+        ends_at: Moment | None = None,
+    ) -> QuotaList:
+        """Admins: set (or make) the project's quota of ``resource``; the project's quotas after."""
+        call = calls.set_quota(slug, resource, limit, period, moment(starts_at), moment(ends_at))
+        return [Quota.model_validate(q) for q in await self._call(call)]
+
+    async def remove_quota(self, slug: str, resource: str) -> None:
+        """Admins: the project has no quota of ``resource`` any more."""
+        await self._call(calls.remove_quota(slug, resource))
 
     async def _member_id(self, slug: str, member: str) -> str:
         if not is_email(member):

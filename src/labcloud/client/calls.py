@@ -239,3 +239,47 @@ def drop_join_code(slug: str) -> Call:
 
 def join(code: str) -> Call:
     return Call("POST", "/projects/join", json={"code": code})
+
+
+# ------------------------------------------------------------------------------------------ quotas, usage
+
+
+def quotas(slug: str) -> Call:
+    return Call("GET", f"{_project(slug)}/quotas")
+
+
+def set_quota(
+    slug: str, resource: str, limit: float, period: str, starts_at: str | None, ends_at: str | None
+) -> Call:
+    """Admins: set (or make) a project's quota; ``starts_at``/``ends_at`` (ISO 8601) for an allocation."""
+    body: dict[str, Any] = {"limit": limit, "period": period}
+    if starts_at is not None:
+        body["starts_at"] = starts_at
+    if ends_at is not None:
+        body["ends_at"] = ends_at
+    return Call("PUT", f"{_project(slug)}/quotas/{_segment(resource)}", json=body)
+
+
+def remove_quota(slug: str, resource: str) -> Call:
+    return Call("DELETE", f"{_project(slug)}/quotas/{_segment(resource)}", returns="nothing")
+
+
+def request_quota(slug: str, resource: str, amount: float, justification: str) -> Call:
+    body = {"resource": resource, "amount": amount, "justification": justification}
+    return Call("POST", f"{_project(slug)}/quota-requests", json=body)
+
+
+def quota_requests(slug: str) -> Call:
+    return Call("GET", f"{_project(slug)}/quota-requests")
+
+
+def decide(slug: str, request_id: str, decision: Literal["approve", "reject"], note: str) -> Call:
+    path = f"{_project(slug)}/quota-requests/{_segment(request_id)}/{decision}"
+    return Call("POST", path, json={"note": note})
+
+
+def usage(slug: str, by: str, since: str | None, until: str | None, csv: bool = False) -> Call:
+    """A project's usage report, grouped ``by`` user, app, executor or month; as CSV text with ``csv``."""
+    params: dict[str, Any] = {"by": by, "format": "csv" if csv else "json"}
+    params |= {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+    return Call("GET", f"{_project(slug)}/usage", params=params, returns="text" if csv else "json")

@@ -27,12 +27,15 @@ from labcloud.client.models import (
     OutputFile,
     ProjectDetail,
     ProjectInfo,
+    Quota,
+    QuotaRequest,
     StorageUsage,
     StoredFile,
+    UsageRow,
     User,
 )
 from labcloud.client.progress import ShowProgress, download_progress, upload_watcher
-from labcloud.client.projects import Role, is_email, member_id
+from labcloud.client.projects import Moment, Period, Role, UsageBy, is_email, member_id, moment
 from labcloud.client.uploads import plan_uploads
 
 __all__ = ["Client", "Files", "Job", "Jobs", "Projects"]
@@ -41,6 +44,9 @@ LocalPath = str | PathLike[str]
 # (named, because in the classes below ``list`` is a method's name)
 StoredFiles = list[StoredFile]
 ProjectList = list[ProjectInfo]
+QuotaList = list[Quota]
+RequestList = list[QuotaRequest]
+UsageRows = list[UsageRow]
 Paths = list[Path]
 M = TypeVar("M", bound=JobInfo)
 
@@ -262,7 +268,8 @@ class Jobs:
 
 class Projects:
     """Your projects, the lab groups whose members share jobs: list, read, create; members and their
-    roles, join codes, joining and leaving.
+    roles, join codes, joining and leaving; their quotas, asking for more and deciding, and what they
+    used.
 
     Roles rank viewer (reads the project's jobs) < member (runs jobs in it) < manager (adds viewers and
     members, hands out join codes, cancels anyone's jobs there) < owner (anything, managers and owners
@@ -323,6 +330,62 @@ class Projects:
         """Join the project of a join code, as a member (a member already keeps their role);
         :class:`~labcloud.client.errors.NotFound` when the code is not valid (any more)."""
         return ProjectDetail.model_validate(self._connection.join_project(code))
+
+    def quotas(self, slug: str) -> QuotaList:
+        """The project's quotas: each resource's limit, what ended jobs ``used`` this period, what
+        unfinished jobs hold (``reserved``), what is ``left`` and the ``level`` (ok, warning from 80%,
+        exceeded). A project with none has no limit but the server's capacity."""
+        return [Quota.model_validate(q) for q in self._connection.quotas(slug)]
+
+    def request_more(self, slug: str, resource: str, amount: float, justification: str) -> QuotaRequest:
+        """Ask the project's managers for ``amount`` more of one of its quotas, saying why (10 to 5000
+        characters); a :class:`~labcloud.client.errors.ValidationError` names every bad field. Members
+        (and more) may ask."""
+        return QuotaRequest.model_validate(
+            self._connection.request_quota(slug, resource, amount, justification)
+        )
+
+    def requests(self, slug: str) -> RequestList:
+        """The project's quota requests and their decisions, newest first."""
+        return [QuotaRequest.model_validate(r) for r in self._connection.quota_requests(slug)]
+
+    def approve(self, slug: str, request_id: str, note: str = "") -> QuotaRequest:
+        """Approve a pending request (managers, owners, admins): the quota's limit grows by its amount.
+        :class:`~labcloud.client.errors.Conflict` when it was decided already."""
+        return QuotaRequest.model_validate(self._connection.decide(slug, request_id, True, note))
+
+    def reject(self, slug: str, request_id: str, note: str = "") -> QuotaRequest:
+        """Reject a pending request, with a note for whoever asked."""
+        return QuotaRequest.model_validate(self._connection.decide(slug, request_id, False, note))
+
+    def usage(
+        self, slug: str, by: UsageBy = "user", since: Moment | None = None, until: Moment | None = None
+    ) -> UsageRows:
+        """What the project's ended job attempts used in [since, until), a row per user (email), app,
+        executor or month (``row.key``); biggest CPU-hours first, months in order. A datetime without a
+        time zone is UTC, a date its first moment in UTC."""
+        found = self._connection.usage(slug, by, moment(since), moment(until))
+        return [UsageRow.model_validate(row) for row in found["rows"]]
+
+    def set_quota(
+        self,
+        slug: str,
+        resource: str,
+        limit: float,
+        period: Period = "monthly",
+        starts_at: Moment | None = None,
+        ends_at: Moment | None = None,
+    ) -> QuotaList:
+        """Admins: set (or make) the project's quota of ``resource`` (cpu_hours, gpu_hours,
+        concurrent_jobs, jobs_per_day): its limit and period (monthly, daily, none; or allocation, from
+        ``starts_at`` until before ``ends_at``). What was used this period stays. The project's quotas
+        after."""
+        found = self._connection.set_quota(slug, resource, limit, period, moment(starts_at), moment(ends_at))
+        return [Quota.model_validate(q) for q in found]
+
+    def remove_quota(self, slug: str, resource: str) -> None:
+        """Admins: the project has no quota of ``resource`` any more."""
+        self._connection.remove_quota(slug, resource)
 
     def _member_id(self, slug: str, member: str) -> str:
         return member_id(self._connection.project(slug), member) if is_email(member) else member

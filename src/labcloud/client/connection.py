@@ -508,6 +508,60 @@ class Connection(ConnectionBase):
         result: dict[str, Any] = self.call(calls.join(code))
         return result
 
+    # ------------------------------------------------------------------------------------ quotas, usage
+
+    def quotas(self, slug: str) -> list[dict[str, Any]]:
+        """A project's quotas with what is used, held and left, and their level."""
+        result: list[dict[str, Any]] = self.call(calls.quotas(slug))
+        return result
+
+    def set_quota(
+        self,
+        slug: str,
+        resource: str,
+        limit: float,
+        period: str = "monthly",
+        starts_at: str | None = None,
+        ends_at: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Admins: set a quota; the project's quotas after."""
+        result: list[dict[str, Any]] = self.call(
+            calls.set_quota(slug, resource, limit, period, starts_at, ends_at)
+        )
+        return result
+
+    def remove_quota(self, slug: str, resource: str) -> None:
+        self.call(calls.remove_quota(slug, resource))
+
+    def request_quota(self, slug: str, resource: str, amount: float, justification: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(calls.request_quota(slug, resource, amount, justification))
+        return result
+
+    def quota_requests(self, slug: str) -> list[dict[str, Any]]:
+        """A project's quota requests and their decisions, newest first."""
+        result: list[dict[str, Any]] = self.call(calls.quota_requests(slug))
+        return result
+
+    def decide(self, slug: str, request_id: str, approve: bool, note: str = "") -> dict[str, Any]:
+        """Approve (the limit grows by the amount asked for) or reject a pending request."""
+        result: dict[str, Any] = self.call(
+            calls.decide(slug, request_id, "approve" if approve else "reject", note)
+        )
+        return result
+
+    def usage(
+        self, slug: str, by: str = "user", since: str | None = None, until: str | None = None
+    ) -> dict[str, Any]:
+        """A project's usage report: ``{by, rows}``, each row with the ``by`` column."""
+        result: dict[str, Any] = self.call(calls.usage(slug, by, since, until))
+        return result
+
+    def usage_csv(
+        self, slug: str, by: str = "user", since: str | None = None, until: str | None = None
+    ) -> str:
+        """The same report as CSV, a header first."""
+        return str(self.call(calls.usage(slug, by, since, until, csv=True)))
+
 
 def unreadable(local: Path, exc: OSError) -> ClientError:
     """A local file that could not be read, as the failure of its upload."""

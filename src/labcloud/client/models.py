@@ -26,9 +26,12 @@ __all__ = [
     "ProjectDetail",
     "ProjectInfo",
     "ProjectMember",
+    "Quota",
+    "QuotaRequest",
     "Resources",
     "StorageUsage",
     "StoredFile",
+    "UsageRow",
     "User",
 ]
 
@@ -207,6 +210,77 @@ class JoinCode(Model):
 
     code: str
     expires_at: datetime
+
+
+class Quota(Model):
+    """How much of one resource a project may use, and how much of it is gone.
+
+    ``used`` is what ended jobs used this period, ``reserved`` what unfinished jobs may still take (their
+    worst case: time limit x CPUs or GPUs); a new job must fit in ``left``. ``level`` is ok, warning (80%
+    or more) or exceeded (all of it)."""
+
+    resource: str = Field(description="cpu_hours, gpu_hours, concurrent_jobs or jobs_per_day")
+    unit: str = Field(description="CPU-hours, GPU-hours or jobs")
+    limit: float
+    period: str = Field(description="monthly or daily (resets, UTC), allocation (between its dates) or none")
+    starts_at: datetime | None = Field(description="An allocation's first moment.")
+    ends_at: datetime | None = Field(description="An allocation's end (exclusive).")
+    period_start: datetime | None = Field(description="Where the current period began.")
+    used: float
+    reserved: float
+    left: float
+    percent: float = Field(description="Of the limit used or held.")
+    level: str = Field(description="ok, warning (from 80%) or exceeded (at 100%)")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(resource={self.resource!r}, used={self.used:g}, reserved="
+            f"{self.reserved:g}, limit={self.limit:g}, level={self.level!r})"
+        )
+
+
+class QuotaRequest(Model):
+    """A member's request for more of a quota, and its decision (``state`` pending, approved or
+    rejected; an approval adds ``amount`` to the limit)."""
+
+    id: str
+    resource: str
+    amount: float = Field(description="How much more than the limit was then.")
+    justification: str
+    requested_by: str | None = Field(description="The user id of who asked (None: the account is gone).")
+    state: str = Field(description="pending, approved or rejected")
+    decided_by: str | None
+    decided_at: datetime | None
+    note: str = Field(description="What whoever decided said.")
+    created_at: datetime
+
+
+USAGE_GROUPS = ("project", "user", "app", "executor", "month")
+
+
+class UsageRow(Model):
+    """One row of a usage report: what the ended attempts of one user, app, executor or month (``by``)
+    used; ``key`` is who or what that is (a user's email, an app's name, ``2026-03``)."""
+
+    attempts: int
+    cpu_hours: float = Field(description="Wall time x the CPUs asked for, as Slurm bills.")
+    gpu_hours: float
+    wall_hours: float
+    peak_memory_mb: float = Field(description="The highest peak of one attempt.")
+
+    @property
+    def by(self) -> str:
+        """What the report is grouped by: project, user, app, executor or month."""
+        extra = self.model_extra or {}
+        return next((name for name in USAGE_GROUPS if name in extra), "")
+
+    @property
+    def key(self) -> str:
+        """The row's user (email), app, executor, project (slug) or month (``YYYY-MM``)."""
+        return str((self.model_extra or {}).get(self.by, ""))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.by}={self.key!r}, cpu_hours={self.cpu_hours:g})"
 
 
 class JobEvent(Model):

@@ -52,6 +52,18 @@ def duration(seconds: float | None) -> str:
     return f"{secs} s"
 
 
+def amount(value: float) -> str:
+    """A quantity as people write it: whole numbers without decimals, others to about three significant
+    digits, never in exponent notation."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == round(value) or abs(value) >= 100:
+        return str(round(value))
+    decimals = min(max(2 - math.floor(math.log10(abs(value))), 0), 6)
+    text = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+    return text if text not in ("0", "-0") else ("< 0.000001" if value > 0 else "> -0.000001")
+
+
 def path_url(path: str) -> str:
     """A file path for use inside a URL path (each segment percent-encoded, slashes kept)."""
     return quote(path, safe="/")
@@ -71,7 +83,12 @@ def state_class(state: str) -> str:
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.filters.update(
-    filesize=filesize, timestamp=timestamp, duration=duration, path_url=path_url, state_class=state_class
+    filesize=filesize,
+    timestamp=timestamp,
+    duration=duration,
+    path_url=path_url,
+    state_class=state_class,
+    amount=amount,
 )
 templates.env.globals.update(
     version=__version__,

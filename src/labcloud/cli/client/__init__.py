@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli.client import account, apps, data, jobs, projects
+from labcloud.cli.client import account, apps, data, jobs, projects, quotas
 from labcloud.client.errors import ClientError
 
 __all__ = ["ClientError", "register"]
@@ -17,9 +17,10 @@ __all__ = ["ClientError", "register"]
 
 def register(app: typer.Typer) -> None:
     """Add login, logout, whoami, apps, upload, files, submit, jobs, status, logs, cancel, rerun, download,
-    projects."""
+    projects, quota, usage."""
     account.register(app)
     apps.register(app)
     data.register(app)
     jobs.register(app)
     projects.register(app)
+    quotas.register(app)

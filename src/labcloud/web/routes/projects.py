@@ -3,6 +3,7 @@ and for its managers adding members, changing roles, removing members and join c
 
 What each role may do is :mod:`labcloud.services.projects`'s to decide: the page offers the controls the
 user's access allows, and the service refuses anything else. A project you have no role in is not found.
+The page's quotas, quota requests, usage and settings are :mod:`.project_budget`'s forms.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Project, ProjectRole, User
@@ -20,6 +21,7 @@ from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
 from labcloud.services import projects, users
 from labcloud.services.projects import Action
+from labcloud.web import budget
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, PageUser, redirect
 from labcloud.web.rendering import render
@@ -28,14 +30,14 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 ROLES = [r.value for r in sorted(ProjectRole, key=lambda r: projects.RANK[r])]
 
 
-def _back(ctx: Runtime, url: str, message: str, kind: str = "ok") -> Response:
+def back(ctx: Runtime, url: str, message: str, kind: str = "ok") -> Response:
     """After a form: to ``url`` (post/redirect/get), with a message for the page there."""
     response = redirect(url)
     web_session.flash(response, ctx.settings, message, kind)
     return response
 
 
-def _field_errors(exc: LabcloudError, default: str) -> dict[str, str]:
+def field_errors(exc: LabcloudError, default: str) -> dict[str, str]:
     """Each of the service's ``{loc, msg}`` under its field's name (all of them at once); an error that
     names no field goes to ``default``."""
     errors: dict[str, list[str]] = {}
@@ -78,10 +80,10 @@ def create(
     try:
         project = projects.create(session, principal.user, name, slug.strip() or None, description)
     except (InvalidInput, Conflict) as exc:
-        errors = _field_errors(exc, "slug")  # (a Conflict is a slug that is taken)
+        errors = field_errors(exc, "slug")  # (a Conflict is a slug that is taken)
         form = {"name": name, "slug": slug, "description": description}
         return _list_page(request, session, principal.user, exc.status, errors=errors, form=form)
-    return _back(ctx, f"/projects/{project.slug}", f"Project {project.name} is created; you are its owner.")
+    return back(ctx, f"/projects/{project.slug}", f"Project {project.name} is created; you are its owner.")
 
 
 @router.post("/projects/join")
@@ -101,16 +103,25 @@ def join(
     except (InvalidInput, NotFound) as exc:
         errors = {"code": exc.detail}
         return _list_page(request, session, principal.user, exc.status, join_errors=errors, join_code=code)
-    return _back(ctx, f"/projects/{project.slug}", f"You are a member of {project.name}.")
+    return back(ctx, f"/projects/{project.slug}", f"You are a member of {project.name}.")
 
 
 # ------------------------------------------------------------------------------------------ one project
 
 
-def _project_page(
-    request: Request, session: Session, user: User, project: Project, status: int = 200, **extra: Any
+def show_project(
+    request: Request,
+    session: Session,
+    user: User,
+    project: Project,
+    status: int = 200,
+    usage: tuple[str, int] = (budget.USAGE_GROUPS[0], budget.DEFAULT_MONTHS),
+    **extra: Any,
 ) -> Response:
+    """The project's page; ``usage``: the usage report's grouping and months; ``extra``: what a form that
+    failed puts back (its values and errors)."""
     access = projects.authorize(session, user, project, Action.READ)
+    settings = request.app.state.ctx.settings
     owns = access.may(Action.OWN)
     # The roles the page offers this user to give or take away (managers: viewers and members; owners:
     # any); set_member and remove_member decide, this only leaves out controls that they would refuse.
@@ -130,15 +141,26 @@ def _project_page(
         "created_code": None,
         "errors": {},
         "form": {},
+        **budget.page_context(session, settings, project, access, utcnow(), *usage),
         **extra,
     }
     return render(request, "project.html", context, status)
 
 
 @router.get("/projects/{slug}")
-def project_page(request: Request, slug: str, principal: PageUser, session: DbSession) -> Response:
+def project_page(
+    request: Request,
+    slug: str,
+    principal: PageUser,
+    session: DbSession,
+    by: Annotated[str, Query(max_length=20)] = budget.USAGE_GROUPS[0],
+    months: Annotated[str, Query(max_length=4)] = str(budget.DEFAULT_MONTHS),
+) -> Response:
+    """``by`` and ``months`` choose the usage report: grouped per user, app, month or executor, over the
+    last months."""
     project = projects.by_slug(session, principal.user, slug)
-    return _project_page(request, session, principal.user, project)
+    usage = budget.usage_choice(by, months)
+    return show_project(request, session, principal.user, project, usage=usage)
 
 
 def _a(role: str) -> str:
@@ -173,10 +195,10 @@ def add_member(
             )
         projects.set_member(session, principal.user, project, target, _role(role))
     except (InvalidInput, Forbidden, Conflict) as exc:
-        errors = _field_errors(exc, "role" if isinstance(exc, Forbidden) else "email")
+        errors = field_errors(exc, "role" if isinstance(exc, Forbidden) else "email")
         form = {"email": email, "role": role}
-        return _project_page(request, session, principal.user, project, exc.status, errors=errors, form=form)
-    return _back(ctx, f"/projects/{project.slug}", f"{target.email} is now {_a(role)} of {project.name}.")
+        return show_project(request, session, principal.user, project, exc.status, errors=errors, form=form)
+    return back(ctx, f"/projects/{project.slug}", f"{target.email} is now {_a(role)} of {project.name}.")
 
 
 def _member(session: Session, project: Project, user_id: uuid.UUID) -> User:
@@ -201,8 +223,8 @@ def change_role(
     try:
         projects.set_member(session, principal.user, project, target, _role(role))
     except (InvalidInput, Forbidden, Conflict) as exc:
-        return _back(ctx, here, exc.detail, "bad")
-    return _back(ctx, here, f"{target.email} is now {_a(role)}.")
+        return back(ctx, here, exc.detail, "bad")
+    return back(ctx, here, f"{target.email} is now {_a(role)}.")
 
 
 @router.post("/projects/{slug}/members/{user_id}/remove")
@@ -215,8 +237,8 @@ def remove_member(
     try:
         projects.remove_member(session, principal.user, project, target)
     except (Forbidden, Conflict) as exc:
-        return _back(ctx, here, exc.detail, "bad")
-    return _back(ctx, here, f"{target.email} is no longer a member; their jobs stay.")
+        return back(ctx, here, exc.detail, "bad")
+    return back(ctx, here, f"{target.email} is no longer a member; their jobs stay.")
 
 
 @router.post("/projects/{slug}/leave")
@@ -225,8 +247,8 @@ def leave(slug: str, principal: FormUser, session: DbSession, ctx: Ctx) -> Respo
     try:
         projects.remove_member(session, principal.user, project, principal.user)
     except Conflict as exc:
-        return _back(ctx, f"/projects/{project.slug}", exc.detail, "bad")
-    return _back(ctx, "/projects", f"You left {project.name}; your jobs there stay in it.")
+        return back(ctx, f"/projects/{project.slug}", exc.detail, "bad")
+    return back(ctx, "/projects", f"You left {project.name}; your jobs there stay in it.")
 
 
 @router.post("/projects/{slug}/join-code")
@@ -246,14 +268,14 @@ def new_join_code(
     try:
         code = projects.new_join_code(session, principal.user, project, chosen)
     except (InvalidInput, Conflict) as exc:
-        errors = _field_errors(exc, "days")
+        errors = field_errors(exc, "days")
         form = {"days": days}
-        return _project_page(request, session, principal.user, project, exc.status, errors=errors, form=form)
-    return _project_page(request, session, principal.user, project, 201, created_code=code)
+        return show_project(request, session, principal.user, project, exc.status, errors=errors, form=form)
+    return show_project(request, session, principal.user, project, 201, created_code=code)
 
 
 @router.post("/projects/{slug}/join-code/remove")
 def drop_join_code(slug: str, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
     project = projects.by_slug(session, principal.user, slug, Action.MANAGE)
     projects.drop_join_code(session, principal.user, project)
-    return _back(ctx, f"/projects/{project.slug}", "The join code no longer works.")
+    return back(ctx, f"/projects/{project.slug}", "The join code no longer works.")
