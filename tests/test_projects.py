@@ -202,13 +202,23 @@ def empty_database(tmp_path: Path, database_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+LATER_COLUMNS = {"notify_email", "project_id", "quota_hold", "notify"}  # added after revision 0009
+
+
+def _as_of_0009(table: Any) -> sa.TableClause:
+    """The model's table with only the columns it had at revision 0009 (typed, without later defaults)."""
+    return sa.table(
+        table.name, *(sa.column(c.name, c.type) for c in table.columns if c.name not in LATER_COLUMNS)
+    )
+
+
 def test_the_migration_puts_every_job_in_its_owners_personal_project(
     empty_database: str, tmp_path: Path
 ) -> None:
     settings = Settings(home=tmp_path / "home", database_url=empty_database)
     migrate.upgrade(settings, "0009")
     engine = sa.create_engine(empty_database)
-    users, jobs = User.__table__, Job.__table__  # (the models' tables: the same columns, typed)
+    users, jobs = _as_of_0009(User.__table__), _as_of_0009(Job.__table__)
     people = [uuid.uuid4() for _ in range(3)]
     now = utcnow()
     with engine.begin() as conn:
@@ -257,7 +267,7 @@ def test_the_migration_puts_every_job_in_its_owners_personal_project(
                 )
             )
     migrate.upgrade(settings)
-    projects, members = Project.__table__, ProjectMember.__table__
+    projects, members, jobs = Project.__table__, ProjectMember.__table__, Job.__table__
     with engine.connect() as conn:
         personal = {row.personal_user_id: row for row in conn.execute(sa.select(projects))}
         assert set(personal) == set(people)
@@ -496,3 +506,58 @@ def test_everything_of_a_project_is_404_to_outsiders_and_403_beyond_a_role(
     after = client.get(base, headers=owner.headers).json()
     assert after["name"] == "Closed" and len(after["members"]) == 2
     assert client.get(jobs, headers=owner.headers).json()["state"] == "succeeded"
+
+
+def test_nobody_grants_themselves_more_and_an_allocation_binds_only_what_it_is_of(
+    client: TestClient, admin: Account, make_user: Any, apps: None
+) -> None:
+    owner, manager = make_user(), make_user()
+    project(client, owner, "Self", "self-grant")
+    add(client, owner, "self-grant", manager.email, "manager")
+    set_quota(client, admin, "self-grant", "cpu_hours", limit=1, period="monthly")
+    base = "/api/v1/projects/self-grant/quota-requests"
+    why = "a justification long enough"
+    mine = client.post(
+        base, json={"resource": "cpu_hours", "amount": 10**6, "justification": why}, headers=manager.headers
+    )
+    assert (
+        client.post(f"{base}/{mine.json()['id']}/approve", json={}, headers=manager.headers).status_code
+        == 403
+    )
+    assert (
+        client.post(f"{base}/{mine.json()['id']}/approve", json={}, headers=owner.headers).status_code == 200
+    )
+    # a personal project's owner asks an admin
+    personal = client.get("/api/v1/projects", headers=owner.headers).json()[0]["slug"]
+    set_quota(client, admin, personal, "cpu_hours", limit=1, period="monthly")
+    pbase = f"/api/v1/projects/{personal}/quota-requests"
+    asked = client.post(
+        pbase, json={"resource": "cpu_hours", "amount": 10**6, "justification": why}, headers=owner.headers
+    )
+    assert (
+        client.post(f"{pbase}/{asked.json()['id']}/approve", json={}, headers=owner.headers).status_code
+        == 403
+    )
+    assert (
+        client.post(f"{pbase}/{asked.json()['id']}/reject", json={}, headers=admin.headers).status_code == 200
+    )
+    # a GPU allocation that has ended refuses GPU work only
+    set_quota(
+        client,
+        admin,
+        "self-grant",
+        "gpu_hours",
+        limit=10,
+        period="allocation",
+        starts_at="2020-01-01T00:00:00Z",
+        ends_at="2020-02-01T00:00:00Z",
+    )
+    assert submit(client, owner, "quick", "self-grant").status_code == 201
+
+
+def test_usage_csv_cells_are_never_spreadsheet_formulas() -> None:
+    from labcloud.services.accounting import COLUMNS, Report
+
+    rows = [{"user": name, **dict.fromkeys(COLUMNS, 0)} for name in ("=cmd|' /C calc'!A0", "+1", "@x", "ok")]
+    lines = Report("user", rows).csv().splitlines()[1:]
+    assert [line.split(",")[0].strip('"') for line in lines] == ["'=cmd|' /C calc'!A0", "'+1", "'@x", "ok"]

@@ -71,7 +71,9 @@ class AsyncJob(JobInfo):
 
     async def wait(self, timeout: float | None = None, *, check: bool = False) -> AsyncJob:
         """Wait until the job has ended; returns itself (see :meth:`labcloud.client.Job.wait`)."""
-        self.assign(await self._connection.wait({"id": self.id, "state": self.state}, timeout))
+        ended = await self._connection.wait({"id": self.id, "state": self.state}, timeout)
+        if ended.keys() != {"id", "state"}:  # (nothing was read again when it had ended already)
+            self.assign(ended)
         return waited(self, timeout, check)
 
     async def logs(self, follow: bool = False) -> AsyncIterator[str]:

@@ -135,7 +135,9 @@ class Job(JobInfo):
 
         :class:`~labcloud.client.errors.WaitTimeout` (a :class:`TimeoutError`) when ``timeout`` seconds
         pass first; with ``check=True``, :class:`~labcloud.client.errors.JobFailed` unless it succeeded."""
-        self.assign(self._connection.wait({"id": self.id, "state": self.state}, timeout))
+        ended = self._connection.wait({"id": self.id, "state": self.state}, timeout)
+        if ended.keys() != {"id", "state"}:  # (nothing was read again when it had ended already)
+            self.assign(ended)
         return waited(self, timeout, check)
 
     def logs(self, follow: bool = False) -> Iterator[str]:

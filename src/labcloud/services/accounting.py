@@ -93,12 +93,18 @@ class Report:
     rows: list[dict[str, Any]]
 
     def csv(self) -> str:
+        """The rows as CSV; a name a spreadsheet would run as a formula (=, +, -, @ first) is quoted
+        with a leading apostrophe."""
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow([self.group_by, *COLUMNS])
         for row in self.rows:
-            writer.writerow([row[self.group_by], *(row[c] for c in COLUMNS)])
+            writer.writerow([_cell(str(row[self.group_by])), *(row[c] for c in COLUMNS)])
         return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def report(

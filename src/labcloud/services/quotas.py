@@ -27,9 +27,9 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, Project, Quota, QuotaRequest
+from labcloud.db.models import Job, Project, Quota, QuotaRequest, User
 from labcloud.db.types import utcnow
-from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound
+from labcloud.errors import Conflict, Forbidden, InvalidInput, LabcloudError, NotFound
 from labcloud.registry.models import Resources
 
 RESOURCES = ("cpu_hours", "gpu_hours", "concurrent_jobs", "jobs_per_day")
@@ -151,9 +151,11 @@ def reserve(
         job.quota_hold = None
         return
     now = utcnow()
+    needs = worst_case(job.resources)
     for quota in quotas:
         _roll(session, quota, now)
-        _check_dates(quota, project, now)
+        if needs[quota.resource] > 0:  # (an allocation of what the job does not use is no matter)
+            _check_dates(quota, project, now)
     if project.over_quota == "cut":
         _cut_to_fit(job, quotas, min_cut_s)
     want = worst_case(job.resources)
@@ -382,13 +384,20 @@ def requests_of(session: Session, project: Project) -> list[QuotaRequest]:
 
 
 def decide(
-    session: Session, decider_id: Any, project: Project, request_id: Any, approve: bool, note: str = ""
+    session: Session, decider: User, project: Project, request_id: Any, approve: bool, note: str = ""
 ) -> QuotaRequest:
     """Approve (the quota's limit grows by the amount asked for) or reject a pending request; the decision
-    is kept with it. Conflict when it was decided already."""
+    is kept with it. Conflict when it was decided already. Nobody but an admin decides their own request,
+    or one of a personal project (whose owner would be granting themselves more)."""
     found = session.get(QuotaRequest, request_id)
     if found is None or found.project_id != project.id:
         raise NotFound(f"Project {project.slug!r} has no quota request {request_id}.")
+    if not decider.is_admin:
+        if project.personal_user_id is not None:
+            raise Forbidden("Requests for a personal project's quotas are decided by an admin.")
+        if found.requested_by == decider.id:
+            raise Forbidden("Another manager of the project, or an admin, decides your own request.")
+    decider_id = decider.id
     decided = session.execute(
         update(QuotaRequest)
         .where(QuotaRequest.id == found.id, QuotaRequest.state == "pending")

@@ -446,7 +446,7 @@ def decide_quota_request(
     session: DbSession,
 ) -> QuotaRequestOut:
     project = projects.by_slug(session, principal.user, slug, Action.MANAGE)
-    found = quotas.decide(session, principal.user.id, project, request_id, decision == "approve", body.note)
+    found = quotas.decide(session, principal.user, project, request_id, decision == "approve", body.note)
     return QuotaRequestOut.model_validate(found)
 
 

@@ -106,7 +106,7 @@ def decide(
         raise InvalidInput.field(["body", "decision"], "approve or reject")
     here = f"/projects/{project.slug}#requests"
     try:
-        found = quotas.decide(session, principal.user.id, project, request_id, decision == "approve", note)
+        found = quotas.decide(session, principal.user, project, request_id, decision == "approve", note)
     except Conflict as exc:
         return back(ctx, here, exc.detail, "bad")
     what = f"{budget.amount(found.amount)} {quotas.UNITS[found.resource]} more of {found.resource}"
