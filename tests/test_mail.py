@@ -22,6 +22,7 @@ from jobs_helpers import wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.settings import Settings
 from live_server import eventually
+from test_web import csrf_of
 
 USER, PASSWORD = "mailer", "mail-secret-1"
 
@@ -214,3 +215,70 @@ def test_implicit_tls_and_a_server_that_comes_back(
         assert job["id"] in _parts(box.messages[0])["text/plain"]
     finally:
         controller.stop()
+
+
+def _link(message: Message) -> str:
+    import re
+
+    found = re.search(
+        r"https://lab\.example\.org(/login/set-password\?token=[^\s\"<]+)", _parts(message)["text/plain"]
+    )
+    assert found, _parts(message)
+    return found.group(1)
+
+
+def test_a_reset_link_sets_a_password_once_and_an_invitation_lets_a_newcomer_in(
+    mailing: Settings, inbox: tuple[Inbox, int], make_user: Any, admin: Any, request: pytest.FixtureRequest
+) -> None:
+    from conftest import login
+
+    box, _ = inbox
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    # the same answer for an unknown address; a mail for a known one
+    assert client.post("/api/v1/auth/password-reset", json={"email": "nobody@example.org"}).status_code == 202
+    assert client.post("/api/v1/auth/password-reset", json={"email": user.email}).status_code == 202
+    eventually(lambda: len(box.messages) == 1, 30, "the reset mail")
+    assert (
+        box.messages[0]["To"] == user.email and box.messages[0]["Subject"] == "labcloud: reset your password"
+    )
+    link = _link(box.messages[0])
+    token = link.split("token=", 1)[1]
+    # the link's page sets it (the browser's way), then the token is spent
+    browser = TestClient(client.app, base_url="https://testserver")  # (https: the cookies are Secure)
+    page = browser.get(link)
+    assert page.status_code == 200 and "Choose your password" in page.text
+    form = {"token": token, "password": "a-new-password-1", "csrf_token": csrf_of(page.text)}
+    done = browser.post("/login/set-password", data=form)
+    assert done.status_code == 200 and "Your password is set" in done.text, done.text
+    assert login(client, user.email, "a-new-password-1")
+    again = client.post(
+        "/api/v1/auth/password-reset/confirm", json={"token": token, "password": "another-one-22"}
+    )
+    assert again.status_code == 422 and again.json()["errors"][0]["loc"] == ["body", "token"], again.text
+    forged = client.post(
+        "/api/v1/auth/password-reset/confirm", json={"token": token[:-4] + "AAAA", "password": "x" * 12}
+    )
+    assert forged.status_code == 422
+    # an invitation: no password is shown, the newcomer chooses one from the mail
+    invited = client.post(
+        "/api/v1/users", json={"email": "newcomer@example.org", "invite": True}, headers=admin.headers
+    )
+    assert invited.status_code == 201 and invited.json()["initial_password"] is None, invited.text
+    eventually(lambda: len(box.messages) == 2, 30, "the invitation")
+    assert box.messages[1]["Subject"] == "labcloud: your invitation"
+    token = _link(box.messages[1]).split("token=", 1)[1]
+    r = client.post(
+        "/api/v1/auth/password-reset/confirm", json={"token": token, "password": "newcomer-pass-1"}
+    )
+    assert r.status_code == 204, r.text
+    assert login(client, "newcomer@example.org", "newcomer-pass-1")
+
+
+def test_without_a_mail_server_resets_and_invitations_say_so(client: TestClient, admin: Any) -> None:
+    r = client.post("/api/v1/auth/password-reset", json={"email": "someone@example.org"})
+    assert r.status_code == 409 and "sends no e-mail" in r.text
+    r = client.post("/api/v1/users", json={"email": "x@example.org", "invite": True}, headers=admin.headers)
+    assert r.status_code == 409
+    page = client.get("/login/forgot")
+    assert page.status_code == 200 and "sends no e-mail" in page.text

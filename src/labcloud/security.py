@@ -99,3 +99,34 @@ def decode_access_token(token: str, key: str) -> dict[str, Any] | None:
     except jwt.PyJWTError:
         return None
     return claims
+
+
+PASSWORD_AUDIENCE = "labcloud-password"
+
+
+def issue_password_token(user_id: uuid.UUID, token_version: int, key: str, hours: float) -> str:
+    """A signed link token that lets its holder set the user's password once: it names the account's
+    token version, which setting a password bumps (so the token works once), and expires."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "ver": token_version,
+        "iat": now,
+        "exp": now + timedelta(hours=hours),
+        "aud": PASSWORD_AUDIENCE,
+    }
+    return jwt.encode(claims, key, algorithm=JWT_ALGORITHM)
+
+
+def decode_password_token(token: str, key: str) -> dict[str, Any] | None:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[JWT_ALGORITHM],
+            audience=PASSWORD_AUDIENCE,
+            options={"require": ["exp", "sub", "ver"]},
+        )
+    except jwt.PyJWTError:
+        return None
+    return claims

@@ -57,6 +57,9 @@ class UserCreate(BaseModel):
         None, max_length=1000, description="Leave out to generate one; it is returned once."
     )
     is_admin: bool = False
+    invite: bool = Field(
+        False, description="Mail them a link to choose their password (needs smtp_url); none is returned."
+    )
 
 
 class UserCreated(UserOut):

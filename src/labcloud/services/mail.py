@@ -93,6 +93,18 @@ def send(settings: Settings, to: str, subject: str, text: str, html_body: str) -
         client.send_message(message)
 
 
+def send_link(settings: Settings, to: str, subject: str, intro: str, link: str, expires: str) -> None:
+    """A mail with one link (a password reset, an invitation): text and HTML."""
+    text = f"{intro}\n\n{link}\n\nThe link works once, for {expires}. If you did not expect it, ignore it.\n"
+    html_body = (
+        f"<!doctype html><html><body><p>{html.escape(intro)}</p>"
+        f'<p><a href="{html.escape(link)}">{html.escape(link)}</a></p>'
+        f"<p>The link works once, for {html.escape(expires)}. If you did not expect it, ignore it.</p>"
+        "</body></html>"
+    )
+    send(settings, to, subject, text, html_body)
+
+
 # --- what to send -------------------------------------------------------------------------------------------
 
 

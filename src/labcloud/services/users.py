@@ -189,3 +189,80 @@ def ensure_initial_admin(session: Session, settings: Settings) -> InitialAdmin |
         session.rollback()
         return None
     return InitialAdmin(email=email, password=None if configured else password)
+
+
+# --- setting a password by a link (resets and invitations) ------------------------------------------------
+
+RESET_HOURS, INVITE_HOURS = 1.0, 7 * 24.0
+
+
+def password_link(settings: Settings, user: User, hours: float) -> str:
+    token = security.issue_password_token(user.id, user.token_version, settings.signing_key, hours)
+    return f"{settings.public_url.rstrip('/')}/login/set-password?token={token}"
+
+
+def set_password_by_token(session: Session, settings: Settings, token: str, new_password: str) -> User:
+    """Set the password of the account a valid link token names; the token then no longer works (the
+    account's token version moves on, and with it every login)."""
+    claims = security.decode_password_token(token, settings.signing_key)
+    user = None
+    if claims is not None:
+        try:
+            user = session.get(User, uuid.UUID(str(claims["sub"])))
+        except ValueError:
+            user = None
+    if user is None or not user.is_active or claims is None or claims.get("ver") != user.token_version:
+        raise InvalidInput.field(
+            ["body", "token"],
+            "this link is not valid any more (used, expired or replaced); ask for a new one",
+        )
+    check_password_strength(new_password, settings, "password")
+    user.password_hash = security.hash_password(new_password)
+    user.token_version += 1
+    sessions.end_all(session, user)
+    log.info("password set by a link for %s", user.email)
+    return user
+
+
+@dataclass(frozen=True)
+class LinkMail:
+    """A mail with a link to set a password, made while the account is at hand and sent later."""
+
+    to: str
+    subject: str
+    intro: str
+    link: str
+    expires: str
+
+    def send(self, settings: Settings) -> None:
+        """OSError or smtplib.SMTPException when it cannot be sent."""
+        from labcloud.services import mail
+
+        mail.send_link(settings, self.to, self.subject, self.intro, self.link, self.expires)
+
+
+def password_mail(settings: Settings, user: User, *, invitation: bool) -> LinkMail:
+    """The mail with a link to set the user's password: an invitation (valid a week) or a reset (an hour)."""
+    if invitation:
+        intro = f"You have been invited to labcloud at {settings.public_url}. Choose your password here:"
+        return LinkMail(
+            user.email,
+            "labcloud: your invitation",
+            intro,
+            password_link(settings, user, INVITE_HOURS),
+            "7 days",
+        )
+    intro = "Someone (we hope you) asked to reset your labcloud password. Choose a new one here:"
+    return LinkMail(
+        user.email,
+        "labcloud: reset your password",
+        intro,
+        password_link(settings, user, RESET_HOURS),
+        "1 hour",
+    )
+
+
+def reset_requested(session: Session, settings: Settings, email: str) -> User | None:
+    """The active account a reset was asked for (None: none; the caller answers the same either way)."""
+    user = find_by_email(session, email)
+    return user if user is not None and user.is_active else None

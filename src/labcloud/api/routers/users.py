@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, BackgroundTasks, Query, status
 
 from labcloud import security
 from labcloud.api.deps import Admin, AppSettings, DbSession, PageCursor, PageLimit
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.api.schemas import PageOut, UserCreate, UserCreated, UserOut, UserUpdate
+from labcloud.errors import Conflict
 from labcloud.services import users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
+from labcloud.settings import Settings
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/users", tags=["users"], route_class=GuardedRoute)
 
 
@@ -36,8 +40,13 @@ def list_users(
     responses=problems(409),
     summary="Invite a user",
 )
-def create_user(body: UserCreate, _admin: Admin, session: DbSession, settings: AppSettings) -> UserCreated:
-    """Without a password one is generated and returned once, to hand to the new user."""
+def create_user(
+    body: UserCreate, _admin: Admin, session: DbSession, settings: AppSettings, background: BackgroundTasks
+) -> UserCreated:
+    """Without a password one is generated and returned once, to hand to the new user; with ``invite``
+    they get a mail with a link to choose their own (valid a week), and no password is shown."""
+    if body.invite and not settings.smtp_url:
+        raise Conflict("This installation sends no e-mail: leave out invite to get a password to hand over.")
     generated = security.generate_password() if body.password is None else None
     user = users.create_user(
         session,
@@ -47,9 +56,19 @@ def create_user(body: UserCreate, _admin: Admin, session: DbSession, settings: A
         name=body.name,
         is_admin=body.is_admin,
     )
+    if body.invite:  # (sent once the answer is out: the account is committed by then)
+        background.add_task(_send_invitation, users.password_mail(settings, user, invitation=True), settings)
+        generated = None
     return UserCreated.model_validate(
         {**UserOut.model_validate(user).model_dump(), "initial_password": generated}
     )
+
+
+def _send_invitation(mail: users.LinkMail, settings: Settings) -> None:
+    try:
+        mail.send(settings)
+    except Exception as exc:  # (the admin can invite again: PATCH a password, or create anew)
+        log.warning("invitation mail to %s not sent: %s", mail.to, exc)
 
 
 @router.get("/{user_id}", response_model=UserOut, summary="One user")

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Form, Request, Response
 
-from labcloud.errors import Forbidden, TooManyRequests, Unauthorized
+from labcloud.errors import Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.services import sessions, users
+from labcloud.settings import Settings
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, redirect, safe_next
 from labcloud.web.rendering import render
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def _login_page(
-    request: Request, ctx: Ctx, next_url: str, email: str = "", error: str = "", status: int = 200
+    request: Request,
+    ctx: Ctx,
+    next_url: str,
+    email: str = "",
+    error: str = "",
+    status: int = 200,
+    notice: str = "",
 ) -> Response:
     csrf = web_session.login_csrf(request)
     response = render(
@@ -27,6 +36,7 @@ def _login_page(
             "login_csrf": csrf,
             "email": email,
             "error": error,
+            "notice": notice,
             "next": safe_next(next_url),
         },
         status,
@@ -81,3 +91,80 @@ def logout(request: Request, principal: FormUser, session: DbSession) -> Respons
     response = redirect("/login")
     web_session.clear(response)
     return response
+
+
+# --- a forgotten password, and a link to set one ----------------------------------------------------------
+
+
+def _anonymous_form(
+    request: Request, ctx: Ctx, template: str, values: dict[str, object], status: int = 200
+) -> Response:
+    csrf = web_session.login_csrf(request)
+    response = render(request, template, {"login_csrf": csrf, **values}, status)
+    web_session.store_login_csrf(response, request, ctx.settings, csrf)
+    return response
+
+
+def _check_csrf(request: Request, csrf_token: str) -> None:
+    expected = request.cookies.get(web_session.LOGIN_CSRF_COOKIE, "")
+    if not expected or not web_session.csrf_matches(expected, csrf_token):
+        raise Forbidden("The form has expired or did not come from this site. Reload it and try again.")
+
+
+@router.get("/login/forgot")
+def forgot_form(request: Request, ctx: Ctx) -> Response:
+    return _anonymous_form(request, ctx, "password_forgot.html", {"mail": bool(ctx.settings.smtp_url)})
+
+
+@router.post("/login/forgot")
+def forgot(
+    request: Request,
+    ctx: Ctx,
+    session: DbSession,
+    background: BackgroundTasks,
+    email: Annotated[str, Form(max_length=320)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """The same answer whether or not the account exists (nobody learns who has one)."""
+    _check_csrf(request, csrf_token)
+    user = users.reset_requested(session, ctx.settings, email) if ctx.settings.smtp_url else None
+    if user is not None:
+        background.add_task(_send, users.password_mail(ctx.settings, user, invitation=False), ctx.settings)
+    return _anonymous_form(
+        request,
+        ctx,
+        "password_forgot.html",
+        {"mail": bool(ctx.settings.smtp_url), "sent": True, "email": email},
+    )
+
+
+def _send(mail: users.LinkMail, settings: Settings) -> None:
+    try:
+        mail.send(settings)
+    except Exception as exc:
+        log.warning("password mail to %s not sent: %s", mail.to, exc)
+
+
+@router.get("/login/set-password")
+def set_password_form(request: Request, ctx: Ctx) -> Response:
+    return _anonymous_form(
+        request, ctx, "password_set.html", {"token": request.query_params.get("token", "")[:2000]}
+    )
+
+
+@router.post("/login/set-password")
+def set_password(
+    request: Request,
+    ctx: Ctx,
+    session: DbSession,
+    token: Annotated[str, Form(max_length=2000)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    _check_csrf(request, csrf_token)
+    try:
+        users.set_password_by_token(session, ctx.settings, token, password)
+    except InvalidInput as exc:
+        error = exc.errors[0]["msg"] if exc.errors else exc.detail
+        return _anonymous_form(request, ctx, "password_set.html", {"token": token, "error": error}, 422)
+    return _login_page(request, ctx, "/", notice="Your password is set: log in with it.")
