@@ -644,6 +644,30 @@ def test_a_task_runs_in_the_project_its_backend_parameter_names(
     assert wait(client, user, task_id)["state"] == "COMPLETE"
 
 
+def test_a_task_in_a_project_keeps_its_files_in_its_submitters_space(
+    tes_client: TestClient, user: Account
+) -> None:
+    client = tes_client
+    r = client.post("/api/v1/projects", json={"name": "tes-files", "slug": "tes-files"}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    put_file(client, user, "in/words.txt", b"one two\n")
+    task_id = create(
+        client,
+        user,
+        {
+            "inputs": [{"url": "labcloud:///in/words.txt", "path": "/in/words.txt"}],
+            "outputs": [{"url": "labcloud:///out/copy.txt", "path": "/out/copy.txt"}],
+            "executors": [{"image": IMAGE, "command": ["cp", "/in/words.txt", "/out/copy.txt"]}],
+            "resources": {"backend_parameters": {"project": "tes-files"}},
+        },
+    )
+    done = wait(client, user, task_id)
+    assert done["state"] == "COMPLETE", done
+    assert get_file(client, user, "out/copy.txt") == b"one two\n"
+    project_top = client.get("/api/v1/files", params={"prefix": "projects/tes-files"}, headers=user.headers)
+    assert project_top.status_code == 200 and project_top.json()["items"] == []
+
+
 @pytest.mark.db_agnostic
 def test_a_task_follows_no_link_it_planted(tes_client: TestClient, user: Account, tmp_path: Path) -> None:
     client = tes_client

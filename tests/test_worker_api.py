@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -20,18 +18,6 @@ from labcloud.services import claims
 from labcloud.settings import Settings
 
 FREE = {"cpus": 4, "memory_mb": 8192, "gpus": 0}
-
-
-@pytest.fixture
-def pull_settings(settings: Settings) -> Settings:
-    settings.executor = "pull"
-    settings.lease_seconds = 30
-    return settings
-
-
-@pytest.fixture
-def pclient(pull_settings: Settings, client: TestClient) -> Iterator[TestClient]:
-    yield client
 
 
 def register(client: TestClient, admin: Account, name: str, **labels: str) -> str:

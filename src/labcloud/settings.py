@@ -370,6 +370,12 @@ class Settings(ContainerSettings):
     storage_quota_bytes: int = Field(
         0, ge=0, description="Default storage limit per user (admins can set one per user); 0 means none."
     )
+    project_storage_bytes: int = Field(
+        0,
+        ge=0,
+        description="Default storage limit of a shared project's files (admins can set one per project); "
+        "0 means none.",
+    )
     storage_url: str = Field(
         "", description="Where file bytes live: empty for the data dir, or s3://bucket/prefix."
     )

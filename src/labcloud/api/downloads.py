@@ -1,4 +1,4 @@
-"""Sending a file or a folder of a user's space: straight from local disk (with Range), a redirect to a
+"""Sending a file or a folder of a space: straight from local disk (with Range), a redirect to a
 presigned URL when the store is S3, or a zip streamed while it is built."""
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    # Storage: a per-user limit (None: the installation's default) and the bytes the user's files hold.
+    # Storage: a per-user limit (None: the installation's default) for the user's personal project, and
+    # the bytes its files hold (kept equal to the personal project's ``storage_used_bytes``, which counts).
     storage_limit_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     storage_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     # When a job of theirs ends, an e-mail: "always", "failure" (failed only) or "never" (a job may say
@@ -99,6 +100,10 @@ class Project(Base):
     # A job whose worst case does not fit in a time quota: refused ("refuse"), or admitted with its time
     # limit cut to what is left ("cut"; it ends as quota_exceeded when it reaches that).
     over_quota: Mapped[str] = mapped_column(String(16), default="refuse")
+    # Storage: the bytes the project's files hold, and a limit an admin set (None: for a personal project
+    # its user's limit, for a shared one the installation's ``project_storage_bytes``).
+    storage_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    storage_limit_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -307,19 +312,21 @@ class JobEvent(Base):
 
 
 class FileEntry(Base):
-    """One file or folder of a user's space. Files point at an immutable object of the store by key.
+    """One file or folder of a project's space (a user's own files are in their personal project's).
+    Files point at an immutable object of the store by key; ``owner_id`` is who wrote it.
 
     ``parent`` is the folder's path ("" at the top), so listing a folder is one index range.
     """
 
     __tablename__ = "files"
     __table_args__ = (
-        Index("uq_files_owner_id_path", "owner_id", "path", unique=True),
-        Index("ix_files_owner_id_parent_name", "owner_id", "parent", "name"),
+        Index("uq_files_project_id_path", "project_id", "path", unique=True),
+        Index("ix_files_project_id_parent_name", "project_id", "parent", "name"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(String(1024))
     parent: Mapped[str] = mapped_column(String(1024))
     name: Mapped[str] = mapped_column(String(255))
@@ -339,6 +346,8 @@ class Upload(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The project whose space the file goes into.
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(String(1024))
     length: Mapped[int] = mapped_column(BigInteger)
     offset: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -354,6 +363,8 @@ class DirectUpload(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The project whose space the file goes into.
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import FileEntry, Job, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.services import files, job_logs, lifecycle, tes_run
+from labcloud.services import files, job_logs, lifecycle, spaces, tes_run
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import held_job, issue_job_token
@@ -213,9 +213,9 @@ def staging(
 def inputs_of(session: Session, settings: Settings, storage: Storage, job: Job) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for slot, raw in job.inputs.items():
-        entry = files.resolve_input(session, job.owner_id, raw, ["inputs", slot])
+        entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
         items = []
-        for rel, row in files.input_entries(session, job.owner_id, entry):
+        for rel, row in files.input_entries(session, entry):
             url = storage.presigned_get(row.blob_key or "", row.name, settings.presign_expiry_s)
             items.append(
                 {
@@ -256,11 +256,12 @@ def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry:
     if task_file is not None:
         return task_file
     row = session.get(FileEntry, file_id)
-    if row is None or row.owner_id != job.owner_id or row.kind != files.FILE:
+    if row is None or row.kind != files.FILE:
         raise NotFound("No such input file.")
     for slot, raw in job.inputs.items():
-        entry = files.resolve_input(session, job.owner_id, raw, ["inputs", slot])
-        if row.path == entry.path or row.path.startswith(entry.path + "/"):
+        entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
+        inside = row.path == entry.path or row.path.startswith(entry.path + "/")
+        if row.project_id == entry.project_id and inside:
             return row
     raise NotFound("No such input file.")
 

@@ -1,7 +1,7 @@
 """Uploads that go straight from the client to the S3 store through presigned part URLs.
 
 The bytes never pass through the API. On completion the server joins the parts, then reads the object
-back once to check its size and SHA-256 before it becomes visible in the user's space.
+back once to check its size and SHA-256 before it becomes visible in its space (the user's, or a project's).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import DirectUpload
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.services import file_store, files
+from labcloud.services import file_store, files, spaces
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -32,15 +32,15 @@ def start(
     db: Database,
     storage: Storage,
     settings: Settings,
-    owner_id: uuid.UUID,
+    space: files.Space,
     raw_path: str,
     size: int,
     sha256: str | None,
     part_size: int | None,
 ) -> dict[str, Any]:
     path = files.clean(raw_path, ["body", "path"])
-    files.check_target(db, owner_id, path, ["body", "path"])
-    file_store.check_room(db, settings, owner_id, size, path)
+    files.check_target(db, space, path, ["body", "path"])
+    file_store.check_room(db, settings, space, size, path)
     part_size = part_size or max(DEFAULT_PART_SIZE, math.ceil(size / MAX_PARTS))
     count = max(1, math.ceil(size / part_size))
     if count > MAX_PARTS:
@@ -49,7 +49,8 @@ def start(
     store_id = storage.start_multipart(key)  # local disk refuses here, with a pointer to tus
     expires_s = settings.presign_expiry_s
     upload = DirectUpload(
-        owner_id=owner_id,
+        owner_id=space.user_id,
+        project_id=space.project_id,
         path=path,
         size=size,
         sha256=sha256,
@@ -116,8 +117,16 @@ def complete(
         storage.delete([upload.blob_key])
         _forget(db, upload_id)
         raise
+    space = files.Space(upload.project_id, owner_id)
+    try:
+        with db.session() as session:
+            spaces.writable(session, owner_id, upload.project_id)
+    except BaseException:
+        storage.delete([upload.blob_key])
+        _forget(db, upload_id)
+        raise
     item = files.Upload(upload.path, Path(), size, sha256)
-    entries = file_store.index_stored(db, storage, settings, owner_id, [item], [upload.blob_key])
+    entries = file_store.index_stored(db, storage, settings, space, [item], [upload.blob_key])
     _forget(db, upload_id)
     return entries[0]
 

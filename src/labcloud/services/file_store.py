@@ -1,9 +1,9 @@
-"""The store side of a user's file space: bytes in, objects out.
+"""The store side of a file space: bytes in, objects out.
 
 An upload is received into a private temporary file, checksummed on the way (:func:`receive`), with its
 room checked up front and as the bytes arrive (:func:`check_room`, :func:`room_left`). Only a complete one
 is published (:func:`publish`): the object goes into the store first, then one transaction indexes it and
-books its size against the user's storage limit (:func:`labcloud.services.files.index_objects`). A crash
+books its size against its project's storage limit (:func:`labcloud.services.files.index_objects`). A crash
 before that transaction leaves an object no row refers to, swept later (:func:`sweep_orphans`), never a
 row pointing at a partial object.
 """
@@ -38,28 +38,28 @@ SYNC_EVERY = 64 << 20
 
 
 def check_room(
-    db: Database, settings: Settings, owner_id: uuid.UUID, length: int, path: str | None = None
+    db: Database, settings: Settings, space: files.Space, length: int, path: str | None = None
 ) -> None:
     """Refuse up front (413, saying how much room is left) an upload of ``length`` bytes that won't fit."""
     if length > settings.max_upload_bytes:
         raise TooLarge(
             f"The file is {length} bytes; the largest one upload may store is {settings.max_upload_bytes}."
         )
-    room, limit = _room(db, settings, owner_id, path)
+    room, limit = _room(db, settings, space, path)
     if room is not None and limit is not None and length > room:
         raise TooLarge(files.no_room(length, room, limit))
 
 
-def room_left(db: Database, settings: Settings, owner_id: uuid.UUID, path: str | None = None) -> int | None:
+def room_left(db: Database, settings: Settings, space: files.Space, path: str | None = None) -> int | None:
     """Bytes an upload to ``path`` may bring (the file it replaces counts as free); None: no limit."""
-    return _room(db, settings, owner_id, path)[0]
+    return _room(db, settings, space, path)[0]
 
 
 def _room(
-    db: Database, settings: Settings, owner_id: uuid.UUID, path: str | None
+    db: Database, settings: Settings, space: files.Space, path: str | None
 ) -> tuple[int | None, int | None]:
     with db.session() as session:
-        return files.room(session, settings, owner_id, path)
+        return files.room(session, settings, space, path)
 
 
 # ------------------------------------------------------------------------------------------ receiving
@@ -132,21 +132,21 @@ def publish(
     db: Database,
     storage: Storage,
     settings: Settings,
-    owner_id: uuid.UUID,
+    space: files.Space,
     path: str,
     source: Path,
     size: int,
     sha256: str,
 ) -> files.Entry:
     """Store the complete local file ``source`` (consumed) and index it at ``path``, replacing a file."""
-    return publish_many(db, storage, settings, owner_id, [files.Upload(path, source, size, sha256)])[0]
+    return publish_many(db, storage, settings, space, [files.Upload(path, source, size, sha256)])[0]
 
 
 def publish_many(
     db: Database,
     storage: Storage,
     settings: Settings,
-    owner_id: uuid.UUID,
+    space: files.Space,
     uploads: list[files.Upload],
     *,
     job_id: uuid.UUID | None = None,
@@ -165,7 +165,7 @@ def publish_many(
             item.source.unlink(missing_ok=True)
         raise
     return index_stored(
-        db, storage, settings, owner_id, uploads, keys, job_id=job_id, enforce_limit=enforce_limit
+        db, storage, settings, space, uploads, keys, job_id=job_id, enforce_limit=enforce_limit
     )
 
 
@@ -173,7 +173,7 @@ def index_stored(
     db: Database,
     storage: Storage,
     settings: Settings,
-    owner_id: uuid.UUID,
+    space: files.Space,
     uploads: list[files.Upload],
     keys: list[str],
     *,
@@ -186,7 +186,7 @@ def index_stored(
             try:
                 with db.session() as session:
                     entries, replaced = files.index_objects(
-                        session, settings, owner_id, uploads, keys, job_id=job_id, enforce=enforce_limit
+                        session, settings, space, uploads, keys, job_id=job_id, enforce=enforce_limit
                     )
                 break
             except IntegrityError:  # a concurrent upload created the same path or folder: once more

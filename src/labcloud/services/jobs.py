@@ -17,7 +17,7 @@ from labcloud.db.models import Job, JobEvent, JobTag, Project, User
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.registry.models import Resources
-from labcloud.services import files, projects, quotas, routing
+from labcloud.services import files, projects, quotas, routing, spaces
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
@@ -74,8 +74,9 @@ def submit(
     params = problems.check(lambda: registry.validate_params(spec, sub.params)) or {}
     inputs = problems.check(lambda: registry.validate_inputs(spec, sub.inputs)) or {}
     for slot, raw in list(inputs.items()):
-        entry = problems.check(files.resolve_input, session, user.id, raw, ["body", "inputs", slot])
-        inputs[slot] = entry.path if entry is not None else raw
+        loc: list[str | int] = ["body", "inputs", slot]
+        entry = problems.check(spaces.job_input, session, user, raw, loc)
+        inputs[slot] = files.clean(raw, loc) if entry is not None else raw  # as the submitter named it
     problems.check(lambda: registry.job_environment(spec, params, {}, "", sub.env))  # the env allowlist
     resources = problems.check(lambda: _resources(spec, sub.resources))
     where = (

@@ -362,7 +362,8 @@ def _check_inputs(
                 errors.add([*loc, "type"], "an http(s) input is a FILE")
         elif kind == "space":
             try:
-                entry = files.resolve_input(session, user.id, where, [*loc, "url"])
+                personal = files.Space(projects.personal(session, user).id, user.id)
+                entry = files.resolve_input(session, personal, where, [*loc, "url"])
             except InvalidInput as exc:
                 errors.items += [{"loc": ["body", *loc, "url"], "msg": e["msg"]} for e in exc.errors or []]
                 continue

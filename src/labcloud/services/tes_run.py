@@ -23,12 +23,12 @@ from typing import Any, BinaryIO
 from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
-from labcloud.db.models import FileEntry, Job, TesTask
+from labcloud.db.models import FileEntry, Job, TesTask, User
 from labcloud.errors import LabcloudError, NotFound
 from labcloud.execution.attempt import Writer
 from labcloud.execution.runner import InputSource
 from labcloud.execution.task import TaskInput, TaskLayout
-from labcloud.services import file_store, files, tes_s3, url_fetch
+from labcloud.services import file_store, files, projects, tes_s3, url_fetch
 from labcloud.services.tes import APP, SCHEME, TaskIn, TaskRefused, _layout, _url
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
@@ -52,7 +52,7 @@ def count_outputs(session: Session, job: Job) -> int:
     row = task_row(session, job)
     if row is not None:
         return len(row.outputs_log)
-    return files.count_outputs(session, job.owner_id, job.id)
+    return files.count_outputs(session, job.project_id, job.id)
 
 
 # --- on this server -------------------------------------------------------------------------------------
@@ -121,18 +121,33 @@ def _space_input(
     )
 
 
+def outputs_space(session: Session, job: Job) -> files.Space:
+    """Where a job's files go: its project's space; a task's (``labcloud:///path`` outputs) its owner's
+    personal space, whichever project the task runs in, as its inputs are read from there."""
+    if job.app != APP:
+        return files.job_space(job)
+    return personal_space(session, job.owner_id)
+
+
+def personal_space(session: Session, user_id: uuid.UUID) -> files.Space:
+    """The user's personal space (``labcloud:///path`` of a task)."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("The task's owner is gone.")
+    return files.Space(projects.personal(session, user).id, user.id)
+
+
 def _space_files(
     session: Session, job: Job, name: str, where: str, loc: list[str | int]
 ) -> list[tuple[str, FileEntry]]:
     """(path under the input's folder, file) of each file a space input brings: the file itself, named
     after the input's path, or every file in the folder."""
-    entry = files.resolve_input(session, job.owner_id, where, loc)
+    space = personal_space(session, job.owner_id)
+    entry = files.resolve_input(session, space, where, loc)
     if entry.kind == files.FILE:
         return [(name, entry)]
     start = len(entry.path) + 1
-    return [
-        (f"{name}/{row.path[start:]}", row) for row in files.files_under(session, job.owner_id, entry.path)
-    ]
+    return [(f"{name}/{row.path[start:]}", row) for row in files.files_under(session, space, entry.path)]
 
 
 class TaskOutputs:
@@ -271,12 +286,12 @@ def deliver(
     storage: Storage,
     settings: Settings,
     job_id: uuid.UUID,
-    owner_id: uuid.UUID,
+    into: files.Space,
     upload: files.Upload,
 ) -> None:
     """Place one file a remote runner collected (``upload.path`` is its path under the containers' root;
-    the file is consumed) where the task's outputs point: s3:// objects and paths of the owner's space, and
-    note it in the task's output log."""
+    the file is consumed) where the task's outputs point: s3:// objects and paths of the space ``into``
+    (the task's project's), and note it in the task's output log."""
     rel = upload.path
     try:
         with db.session() as session:
@@ -303,9 +318,7 @@ def deliver(
             uploads.append(files.Upload(path, source, upload.size, upload.sha256))
             placed.append((rel, path, upload.size))
         if uploads:
-            file_store.publish_many(
-                db, storage, settings, owner_id, uploads, job_id=job_id, enforce_limit=False
-            )
+            file_store.publish_many(db, storage, settings, into, uploads, job_id=job_id, enforce_limit=False)
     finally:
         upload.source.unlink(missing_ok=True)
     with db.session() as session:

@@ -38,7 +38,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Upload
 from labcloud.db.types import new_id, utcnow
 from labcloud.errors import Conflict, LabcloudError, NotFound
-from labcloud.services import file_store, files, partial_files
+from labcloud.services import file_store, files, partial_files, spaces
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -88,7 +88,8 @@ class Checksum:
 @dataclass
 class UploadInfo:
     id: uuid.UUID
-    path: str
+    project_id: uuid.UUID  # the space it goes into
+    path: str  # in that space
     length: int
     offset: int
     meta: dict[str, str]
@@ -105,7 +106,9 @@ class Written:
 
 
 def _info(row: Upload, offset: int) -> UploadInfo:
-    return UploadInfo(row.id, row.path, row.length, offset, dict(row.meta or {}), row.expires_at)
+    return UploadInfo(
+        row.id, row.project_id, row.path, row.length, offset, dict(row.meta or {}), row.expires_at
+    )
 
 
 def _get(db: Database, owner_id: uuid.UUID, upload_id: uuid.UUID, now: datetime | None = None) -> UploadInfo:
@@ -126,24 +129,25 @@ def _get(db: Database, owner_id: uuid.UUID, upload_id: uuid.UUID, now: datetime 
 def create(
     db: Database,
     settings: Settings,
-    owner_id: uuid.UUID,
+    space: files.Space,
     raw_path: str,
     loc: list[str | int],
     length: int,
     meta: dict[str, str],
 ) -> UploadInfo:
-    """Check the destination ``raw_path`` (named at ``loc``) and the room, then start; ``meta`` is kept
-    as the client gave it."""
+    """Check the destination ``raw_path`` in the space (named at ``loc``) and the room, then start;
+    ``meta`` is kept as the client gave it."""
     path = files.clean(raw_path, loc)
-    files.check_target(db, owner_id, path, loc)
-    file_store.check_room(db, settings, owner_id, length, path)
+    files.check_target(db, space, path, loc)
+    file_store.check_room(db, settings, space, length, path)
     upload_id = new_id()
     part = partial_files.create(settings, upload_id)
     try:
         now = utcnow()
         row = Upload(
             id=upload_id,
-            owner_id=owner_id,
+            owner_id=space.user_id,
+            project_id=space.project_id,
             path=path,
             length=length,
             offset=0,
@@ -265,19 +269,26 @@ async def _complete(
 ) -> Written:
     """Hash (unless followed all along), publish, and forget the upload. If publishing is refused (the
     storage limit filled up meanwhile, the path became a folder) the upload is dropped too: ``publish``
-    has consumed the partial file either way."""
+    has consumed the partial file either way, as it has if the user may no longer write there."""
+    space = files.Space(info.project_id, owner_id)
     try:
+        await run_in_threadpool(_still_writable, db, space)
         sha256 = (
             digest.hexdigest() if digest is not None else await run_in_threadpool(file_store.sha256_of, part)
         )
         entry = await run_in_threadpool(
-            file_store.publish, db, storage, settings, owner_id, info.path, part, info.length, sha256
+            file_store.publish, db, storage, settings, space, info.path, part, info.length, sha256
         )
     except BaseException:
         await run_in_threadpool(_drop, db, part, info.id)
         raise
     await run_in_threadpool(_forget, db, info.id)
     return Written(info.length, None, entry)
+
+
+def _still_writable(db: Database, space: files.Space) -> None:
+    with db.session() as session:
+        spaces.writable(session, space.user_id, space.project_id)
 
 
 def _drop(db: Database, part: Path, upload_id: uuid.UUID) -> None:

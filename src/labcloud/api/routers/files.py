@@ -1,8 +1,10 @@
-"""Your file space: list, upload (raw body or form), download (Range, ETag, folders as zip), move, delete,
-and uploads that go straight to S3 storage through presigned part URLs."""
+"""Your files and your projects': list, upload (raw body or form), download (Range, ETag, folders as zip),
+move, delete, and uploads that go straight to S3 storage through presigned part URLs. A path
+``projects/<slug>/...`` is in that project's space (:mod:`labcloud.services.spaces`), any other in yours."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -15,9 +17,10 @@ from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import BINARY, file_download_responses, problems
 from labcloud.errors import InvalidInput
-from labcloud.services import direct_uploads, file_store
+from labcloud.services import direct_uploads, file_store, projects, spaces
 from labcloud.services import files as file_service
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
+from labcloud.services.projects import Action
 
 router = APIRouter(prefix="/api/v1", tags=["files"], route_class=GuardedRoute)
 
@@ -53,17 +56,19 @@ def _out(entry: file_service.Entry) -> FileOut:
     return FileOut(**entry.__dict__)
 
 
-@router.get("/files", response_model=FilePage, summary="List a folder of your space")
+@router.get("/files", response_model=FilePage, summary="List a folder of your space or a project's")
 def list_files(
     principal: Reader,
     session: DbSession,
-    prefix: str = Query("", max_length=2048, description="Folder to list; empty for the top."),
+    prefix: str = Query(
+        "",
+        max_length=2048,
+        description="Folder to list; empty for the top (which shows 'projects': your projects' files).",
+    ),
     cursor: str | None = Query(None, max_length=2000),
     limit: PageLimit = DEFAULT_PAGE_SIZE,
 ) -> FilePage:
-    items, next_cursor = file_service.list_folder(
-        session, principal.user.id, prefix, limit=limit, cursor=cursor
-    )
+    items, next_cursor = spaces.list_folder(session, principal.user, prefix, limit=limit, cursor=cursor)
     return FilePage(items=[_out(e) for e in items], next_cursor=next_cursor)
 
 
@@ -74,7 +79,8 @@ def list_files(
     summary="How much of your storage limit you use",
 )
 def storage_usage(principal: Reader, session: DbSession, ctx: Ctx) -> UsageOut:
-    used, limit = file_service.usage(session, ctx.settings, principal.user.id)
+    """Your personal space's; a project's is in the project's storage_used_bytes."""
+    used, limit = file_service.usage(session, ctx.settings, projects.personal(session, principal.user).id)
     return UsageOut(
         used_bytes=used, limit_bytes=limit, available_bytes=None if limit is None else max(limit - used, 0)
     )
@@ -88,7 +94,13 @@ def storage_usage(principal: Reader, session: DbSession, ctx: Ctx) -> UsageOut:
     summary="Move or rename a file or folder",
 )
 def move(body: MoveIn, principal: Writer, ctx: Ctx) -> FileOut:
-    return _out(file_service.move(ctx.db, principal.user.id, body.from_, body.to))
+    """Within one space: between your space and a project's (or two projects'), download and upload."""
+    with ctx.db.session() as session:
+        source = spaces.locate(session, principal.user, body.from_, Action.RUN, ["body", "from"])
+        target = spaces.locate(session, principal.user, body.to, Action.RUN, ["body", "to"])
+    if source.space.project_id != target.space.project_id:
+        raise InvalidInput.field(["body", "to"], "a move stays in one space (yours, or one project's)")
+    return _out(target.shown(file_service.move(ctx.db, source.space, source.path, target.path)))
 
 
 @router.put(
@@ -104,8 +116,9 @@ async def upload(path: str, request: Request, principal: StreamWriter, ctx: Ctx)
 
     Nothing is visible until the whole body has arrived; a refused or broken upload stores nothing.
     """
-    owner = principal.user.id
-    target = file_service.clean(path, ["path", "path"])
+    where = await run_in_threadpool(spaces.place, ctx.db, principal.user, path, Action.RUN, ["path", "path"])
+    owner = where.space
+    target = file_service.clean(where.path, ["path", "path"])
     length = _content_length(request)
     await run_in_threadpool(file_service.check_target, ctx.db, owner, target, ["path", "path"])
     if length is not None:
@@ -118,7 +131,7 @@ async def upload(path: str, request: Request, principal: StreamWriter, ctx: Ctx)
     entry = await run_in_threadpool(
         file_store.publish, ctx.db, ctx.storage, ctx.settings, owner, target, source, size, sha256
     )
-    return _out(entry)
+    return _out(where.shown(entry))
 
 
 def _content_length(request: Request) -> int | None:
@@ -167,10 +180,11 @@ def download(path: str, request: Request, principal: StreamReader, ctx: Ctx) -> 
     """Files support `Range` and `If-None-Match` (the ETag is the SHA-256). With S3 storage the answer is
     a redirect to a short-lived presigned URL. A folder comes as a zip built while it streams."""
     with ctx.db.session() as session:  # closed before the bytes flow
-        row = file_service.get(session, principal.user.id, path, ["path", "path"])
+        where = spaces.locate(session, principal.user, path, Action.READ, ["path", "path"])
+        row = file_service.get(session, where.space, where.path, ["path", "path"])
         if row.kind == file_service.FILE:
             return send_file(ctx, request, row)
-        rows = file_service.files_under(session, principal.user.id, row.path)
+        rows = file_service.files_under(session, where.space, row.path)
     return send_zip(ctx.storage, rows, row.path, f"{row.name}.zip")
 
 
@@ -181,7 +195,8 @@ def download(path: str, request: Request, principal: StreamReader, ctx: Ctx) -> 
     summary="Delete a file or folder",
 )
 def delete(path: str, principal: Writer, ctx: Ctx) -> Response:
-    file_service.delete_path(ctx.db, ctx.storage, principal.user.id, path)
+    where = spaces.place(ctx.db, principal.user, path, Action.RUN, ["path", "path"])
+    file_service.delete_path(ctx.db, ctx.storage, where.space, where.path)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -231,17 +246,18 @@ class CompleteIn(BaseModel):
 )
 def start_direct_upload(body: DirectUploadIn, principal: Writer, ctx: Ctx) -> DirectUploadOut:
     """PUT each part's bytes to its URL, keep each answer's ETag, then complete. 409 on local storage."""
+    where = spaces.place(ctx.db, principal.user, body.path, Action.RUN, ["body", "path"])
     started = direct_uploads.start(
         ctx.db,
         ctx.storage,
         ctx.settings,
-        principal.user.id,
-        body.path,
+        where.space,
+        where.path,
         body.size,
         body.sha256,
         body.part_size,
     )
-    return DirectUploadOut(**started)
+    return DirectUploadOut(**{**started, "path": where.prefix + started["path"]})
 
 
 @router.post(
@@ -258,7 +274,10 @@ def complete_direct_upload(upload_id: uuid.UUID, body: CompleteIn, principal: Wr
         upload_id,
         [(p.part_number, p.etag) for p in body.parts],
     )
-    return _out(entry)
+    assert entry.project_id is not None  # (an entry of a row)
+    with ctx.db.session() as session:
+        prefix = spaces.prefix_of(session, entry.project_id)
+    return _out(dataclasses.replace(entry, path=prefix + entry.path))
 
 
 @router.delete(

@@ -192,7 +192,7 @@ async def logs(
 
 def _outputs(session: DbSession, principal: Reader, job_id: uuid.UUID) -> tuple[Job, list[FileEntry]]:
     job = job_service.get_job(session, principal.user, job_id)
-    return job, files.job_outputs(session, job.owner_id, job.id)
+    return job, files.job_outputs(session, job.project_id, job.id)
 
 
 @router.get(
@@ -202,7 +202,8 @@ def _outputs(session: DbSession, principal: Reader, job_id: uuid.UUID) -> tuple[
     summary="The job's output files",
 )
 def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[OutputFile]:
-    """Paths are relative to the job's folder in your space, ``jobs/{job_id}/``."""
+    """Paths are relative to the job's folder, ``jobs/{job_id}/`` in your space (for a job of a shared
+    project: ``projects/<slug>/jobs/{job_id}/``)."""
     _, rows = _outputs(session, principal, job_id)
     start = len(files.job_outputs_folder(job_id)) + 1
     return [OutputFile(path=r.path[start:], size=r.size, sha256=r.sha256) for r in rows]

@@ -17,9 +17,10 @@ from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.db.models import Project, ProjectRole, User
 from labcloud.errors import NotFound
-from labcloud.services import accounting, projects, quotas
+from labcloud.services import accounting, files, projects, quotas
 from labcloud.services import users as user_service
 from labcloud.services.projects import Action
+from labcloud.settings import Settings
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=GuardedRoute)
 # A usage report answers JSON, or CSV with format=csv.
@@ -377,6 +378,51 @@ def set_quota(
 def remove_quota(slug: str, resource: str, principal: Admin, session: DbSession) -> Response:
     quotas.remove_quota(session, projects.by_slug(session, principal.user, slug), resource)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class StorageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit_bytes: int | None = Field(
+        ge=0, description="0: no limit; null: the default (a personal project's user's, else the setting's)"
+    )
+
+
+class StorageOut(BaseModel):
+    used_bytes: int
+    limit_bytes: int | None = Field(description="null: no limit")
+    available_bytes: int | None
+
+
+def _storage_out(session: Session, settings: Settings, project: Project) -> StorageOut:
+    used, limit = files.usage(session, settings, project.id)
+    return StorageOut(
+        used_bytes=used, limit_bytes=limit, available_bytes=None if limit is None else max(limit - used, 0)
+    )
+
+
+@router.get(
+    "/{slug}/storage",
+    response_model=StorageOut,
+    responses=problems(404),
+    summary="What the project's files use of its storage limit",
+)
+def project_storage(slug: str, principal: Reader, session: DbSession, settings: AppSettings) -> StorageOut:
+    return _storage_out(session, settings, projects.by_slug(session, principal.user, slug))
+
+
+@router.put(
+    "/{slug}/storage",
+    response_model=StorageOut,
+    responses=problems(404),
+    summary="Admin: set the storage limit of the project's files",
+)
+def set_project_storage(
+    slug: str, body: StorageIn, principal: Admin, session: DbSession, settings: AppSettings
+) -> StorageOut:
+    project = projects.by_slug(session, principal.user, slug)
+    files.set_limit(session, project, body.limit_bytes)
+    return _storage_out(session, settings, project)
 
 
 @router.get(

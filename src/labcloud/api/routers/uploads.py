@@ -20,7 +20,8 @@ from labcloud.api.deps import Ctx, StreamReader, StreamWriter
 from labcloud.api.openapi import headers_only, problems
 from labcloud.errors import LabcloudError
 from labcloud.runtime import Runtime
-from labcloud.services import uploads
+from labcloud.services import spaces, uploads
+from labcloud.services.projects import Action
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], route_class=tus.TusRoute)
 
@@ -106,7 +107,10 @@ async def create(request: Request, principal: StreamWriter, ctx: Ctx) -> Respons
     meta = tus.parse_metadata(request.headers.get("upload-metadata"))
     path, loc = tus.destination(meta)
     owner = principal.user.id
-    info = await run_in_threadpool(uploads.create, ctx.db, ctx.settings, owner, path, loc, length, meta)
+    where = await run_in_threadpool(spaces.place, ctx.db, principal.user, path, Action.RUN, loc)
+    info = await run_in_threadpool(
+        uploads.create, ctx.db, ctx.settings, where.space, where.path, loc, length, meta
+    )
     location = _location(request, ctx, info.id)
     headers = tus.created_headers(location, info)
     with_body = tus.is_offset_stream(request) and tus.has_body(request)

@@ -507,10 +507,11 @@ def _is_task(ctx: Ctx, job_id: uuid.UUID) -> bool:
         return job is not None and tes_run.task_row(session, job) is not None
 
 
-def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> uuid.UUID:
+def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> files.Space:
+    """The space the held job's outputs go to (its project's, written as its owner's)."""
     with ctx.db.session() as session:
         job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
-        return job.owner_id
+        return tes_run.outputs_space(session, job)
 
 
 @router.post(

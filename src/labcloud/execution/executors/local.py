@@ -35,7 +35,7 @@ from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.models import Resources
-from labcloud.services import files, lifecycle, tes_run
+from labcloud.services import files, lifecycle, spaces, tes_run
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
@@ -185,8 +185,8 @@ class LocalExecutor(Executor):
         """Where each input's files come from; resolved when the job starts, not when it was submitted."""
         inputs = {}
         for slot, raw in job.inputs.items():
-            entry = files.resolve_input(session, job.owner_id, raw, ["inputs", slot])
-            sources = files.input_files(session, job.owner_id, entry)
+            entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
+            sources = files.input_files(session, entry)
             inputs[slot] = InputSource(
                 entry.name, [(rel, partial(self.storage.fetch, key)) for rel, key in sources]
             )
@@ -307,7 +307,6 @@ class DatabaseReporter:
         self.executor = executor
         self.db = executor.db
         self.job_id = job.id
-        self.owner_id = job.owner_id
         self.attempt = job.attempts
         self.handle: Handle | None = None
         self._gone = False
@@ -442,7 +441,8 @@ class DatabaseReporter:
                 return []
             if index and self._stored:
                 settings = self.executor.settings
-                replaced = files.index_outputs(session, settings, self.owner_id, self.job_id, self._stored)
+                space = tes_run.outputs_space(session, job)
+                replaced = files.index_outputs(session, settings, space, self.job_id, self._stored)
                 if self.outputs is not None:
                     self.outputs.record(session, self._placed)
             lifecycle.record_end(session, job, end, tes_run.count_outputs(session, job))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
@@ -46,12 +44,11 @@ def _resolve(ctx: Ctx, name: str, version: str | None, entrypoint: str | None) -
     return ctx.apps.resolve(name, chosen, entrypoint)
 
 
-def file_choices(session: Session, owner_id: uuid.UUID) -> dict[str, list[str]]:
-    """Paths of the user's files and folders for the input pickers, job outputs last, bounded so that a
-    huge space still gives a quick page (any other path can be typed in)."""
-    return {
-        kind: files.list_paths(session, owner_id, kind, PICKER_MAX_ENTRIES) for kind in ("file", "folder")
-    }
+def file_choices(session: Session, user: User) -> dict[str, list[str]]:
+    """Paths of the user's own files and folders for the input pickers, job outputs last, bounded so that
+    a huge space still gives a quick page (any other path, a project's too, can be typed in)."""
+    space = files.Space(projects.personal(session, user).id, user.id)
+    return {kind: files.list_paths(session, space, kind, PICKER_MAX_ENTRIES) for kind in ("file", "folder")}
 
 
 def project_choices(session: Session, user: User) -> list[tuple[str, str]]:
@@ -65,7 +62,7 @@ def project_choices(session: Session, user: User) -> list[tuple[str, str]]:
 
 def _form(session: Session, ctx: Runtime, resolved: ResolvedEntrypoint, user: User) -> forms.RunForm:
     return forms.build(
-        resolved.entrypoint, file_choices(session, user.id), ctx.ceiling(), project_choices(session, user)
+        resolved.entrypoint, file_choices(session, user), ctx.ceiling(), project_choices(session, user)
     )
 
 

@@ -1,5 +1,6 @@
 """The file browser: folders, uploads (the page's script speaks tus to /api/v1/uploads), downloads,
-renames and deletes."""
+renames and deletes; in the user's space and, under ``projects/<slug>/``, in their projects'
+(:mod:`labcloud.services.spaces`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from labcloud.api.downloads import send_file, send_zip
-from labcloud.errors import LabcloudError
+from labcloud.db.models import User
+from labcloud.errors import InvalidInput, LabcloudError
 from labcloud.request_scope import Ctx, DbSession
-from labcloud.services import files, tokens
+from labcloud.services import files, projects, spaces, tokens
+from labcloud.services.projects import Action
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, PageUser, StreamUser, redirect
 from labcloud.web.rendering import path_url, render
@@ -33,13 +36,16 @@ def _folder_url(folder: str) -> str:
 def _listing(
     principal: PageUser, session: DbSession, ctx: Ctx, path: str = "", cursor: str | None = None
 ) -> dict[str, Any]:
-    """A page of the folder ``?path=`` (from ``?cursor=``) and the user's storage use: what the file
-    browser and its table show."""
+    """A page of the folder ``?path=`` (from ``?cursor=``) and the storage use of its space (the user's,
+    or the project's): what the file browser and its table show."""
+    user = principal.user
     folder = files.clean(path, ["query", "path"]) if path.strip("/") else ""
-    entries, next_cursor = files.list_folder(
-        session, principal.user.id, folder, limit=PAGE_SIZE, cursor=cursor
-    )
-    used, limit = files.usage(session, ctx.settings, principal.user.id)
+    entries, next_cursor = spaces.list_folder(session, user, folder, limit=PAGE_SIZE, cursor=cursor)
+    if spaces.is_projects_folder(folder):
+        space_id = projects.personal(session, user).id
+    else:
+        space_id = spaces.locate(session, user, folder, Action.READ, ["query", "path"]).space.project_id
+    used, limit = files.usage(session, ctx.settings, space_id)
     return {
         "folder": folder,
         "crumbs": _crumbs(folder),
@@ -70,10 +76,11 @@ def download(path: str, request: Request, principal: StreamUser, ctx: Ctx) -> Re
     """A file (Range, ETag), or a folder as a zip streamed while it is built; the API's download, with
     the browser's session."""
     with ctx.db.session() as session:
-        row = files.get(session, principal.user.id, path, ["path"])
+        where = spaces.locate(session, principal.user, path, Action.READ, ["path"])
+        row = files.get(session, where.space, where.path, ["path"])
         if row.kind == files.FILE:
             return send_file(ctx, request, row)
-        rows = files.files_under(session, principal.user.id, row.path)
+        rows = files.files_under(session, where.space, row.path)
     return send_zip(ctx.storage, rows, row.path, f"{row.name}.zip")
 
 
@@ -84,7 +91,8 @@ def _parent(path: str) -> str:
 @router.post("/files/delete")
 def delete(principal: FormUser, ctx: Ctx, path: Annotated[str, Form(max_length=2048)]) -> Response:
     clean = files.clean(path, ["body", "path"])
-    count = files.delete_path(ctx.db, ctx.storage, principal.user.id, clean)
+    where = spaces.place(ctx.db, principal.user, clean, Action.RUN, ["body", "path"])
+    count = files.delete_path(ctx.db, ctx.storage, where.space, where.path)
     response = redirect(_folder_url(_parent(clean)))
     what = f"'{clean}'" if count <= 1 else f"'{clean}' and the {count} files in it"
     web_session.flash(response, ctx.settings, f"Deleted {what}.")
@@ -104,7 +112,7 @@ def move(
     if "/" not in target and _parent(source):
         target = f"{_parent(source)}/{target}"
     try:
-        entry = files.move(ctx.db, principal.user.id, source, target)
+        entry = _move(ctx, principal.user, source, target)
     except LabcloudError as exc:
         response = redirect(_folder_url(_parent(source)))
         web_session.flash(response, ctx.settings, f"Could not rename '{source}': {exc.detail}", "bad")
@@ -112,6 +120,15 @@ def move(
     response = redirect(_folder_url(_parent(entry.path)))
     web_session.flash(response, ctx.settings, f"Renamed '{source}' to '{entry.path}'.")
     return response
+
+
+def _move(ctx: Ctx, user: User, source: str, target: str) -> files.Entry:
+    """A rename within one space, paths as the user sees them."""
+    from_ = spaces.place(ctx.db, user, source, Action.RUN, ["body", "from"])
+    to = spaces.place(ctx.db, user, target, Action.RUN, ["body", "to"])
+    if from_.space.project_id != to.space.project_id:
+        raise InvalidInput.field(["body", "to"], "a move stays in one space (yours, or one project's)")
+    return to.shown(files.move(ctx.db, from_.space, from_.path, to.path))
 
 
 @router.post("/ui/token")

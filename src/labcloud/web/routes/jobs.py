@@ -117,7 +117,7 @@ def _status_context(
     project = session.get(Project, job.project_id)
     assert project is not None  # (the foreign key)
     ended = job.state in {s.value for s in TERMINAL}
-    outputs = files.job_outputs(session, job.owner_id, job.id) if ended else []
+    outputs = files.job_outputs(session, job.project_id, job.id) if ended else []
     start = len(files.job_outputs_folder(job.id)) + 1
     return {
         "job": job,
