@@ -119,7 +119,7 @@ def app(settings: Settings) -> Any:
 @pytest.fixture
 def empty_database(tmp_path: Path, database_url: str) -> Iterator[str]:
     """A database of its own (the suite's, ``database_url``, is already at the newest revision; asking for
-    it keeps this test in the PostgreSQL pass). (tests/test_projects.py still has its own copy.)"""
+    it keeps this test in the PostgreSQL pass)."""
     if backend() != "postgresql":
         yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
         return

@@ -3,20 +3,16 @@ owners and managers; and the migration that puts every existing job into its own
 
 from __future__ import annotations
 
-import os
-import secrets
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from conftest import PG_SERVER, Account, backend
+from conftest import Account
 from jobs_helpers import wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.db import migrate
@@ -184,22 +180,6 @@ def test_a_join_code_lets_a_user_in_until_it_is_replaced_or_expires(
 
 
 # --------------------------------------------------------------------------------------------- migration
-
-
-@pytest.fixture
-def empty_database(tmp_path: Path, database_url: str) -> Iterator[str]:
-    """A database of its own (the suite's, ``database_url``, is already at the newest revision; asking for
-    it keeps this test in the PostgreSQL pass)."""
-    if backend() != "postgresql":
-        yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
-        return
-    name = f"labcloud_migrate_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}/{name}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 LATER_COLUMNS = {"notify_email", "project_id", "quota_hold", "notify"}  # added after revision 0009
