@@ -435,6 +435,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_fanned_out_id", "fanned_out", "id"),
         Index("ix_events_mailed_user_id", "mailed", "user_id"),
+        Index("ix_events_user_id_id", "user_id", "id"),  # a page's poll for its user's new events
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)

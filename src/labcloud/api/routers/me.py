@@ -1,10 +1,13 @@
-"""The caller's own account and personal API tokens."""
+"""The caller's own account, personal API tokens, and the ends of their jobs (for open pages)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, Field
 
 from labcloud.api.deps import AppSettings, DbSession, PageCursor, PageLimit, Reader, Writer
 from labcloud.api.guard import GuardedRoute
@@ -17,7 +20,7 @@ from labcloud.api.schemas import (
     TokenOut,
     UserOut,
 )
-from labcloud.services import tokens, users
+from labcloud.services import tokens, users, webhooks
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/me", tags=["me"], route_class=GuardedRoute)
@@ -85,3 +88,37 @@ def create_token(
 def revoke_token(token_id: uuid.UUID, principal: Writer, session: DbSession) -> Response:
     tokens.revoke_api_token(session, principal.user, token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class JobEndOut(BaseModel):
+    id: uuid.UUID = Field(description="Time-ordered: pass the last one seen as ?after=.")
+    type: str = Field(description="job.succeeded, job.failed or job.cancelled")
+    created_at: datetime
+    job: dict[str, Any] = Field(description="The job as it ended (id, name, app, state, reason, ...).")
+
+
+class JobEndsOut(BaseModel):
+    items: list[JobEndOut]
+    last_id: uuid.UUID | None = Field(
+        description="Where the next call starts (?after=): the last item's id, else where this one started."
+    )
+
+
+@router.get("/events", response_model=JobEndsOut, summary="Your jobs that ended since an event")
+def job_ends(
+    principal: Reader,
+    session: DbSession,
+    after: Annotated[uuid.UUID | None, Query(description="The last event id you have seen.")] = None,
+) -> JobEndsOut:
+    """Your own jobs' end events newer than ``after``, oldest first, at most 50 a call: what an open page
+    polls to tell you a job ended. Without ``after`` there are none, only ``last_id`` (your newest event)
+    to start from: a page that opens does not replay old ends."""
+    found = webhooks.job_ends_of(session, principal.user, after)
+    last = found[-1].id if found else after
+    if after is None:
+        last = webhooks.last_job_end_id(session, principal.user)
+    items = [
+        JobEndOut(id=e.id, type=e.kind, created_at=e.created_at, job=dict(e.payload.get("job") or {}))
+        for e in found
+    ]
+    return JobEndsOut(items=items, last_id=last)
