@@ -189,6 +189,20 @@ def test_every_main_page_renders(browser: TestClient) -> None:
         assert text in r.text, path
 
 
+def test_signed_in_pages_listen_for_job_ends(browser: TestClient) -> None:
+    """Every page of a signed-in user has the job-end notes' script and its polite live region; the
+    account page, the button that asks for desktop notifications; the login page, neither."""
+    for path in ("/", "/files", "/account"):
+        html = browser.get(path).text
+        assert '<script src="/static/notices.js?v=' in html, path
+        assert re.search(r'id="job-notices"[^>]*role="status" aria-live="polite"', html), path
+    assert 'id="desktop-notices"' in browser.get("/account").text
+    assert browser.get("/static/notices.js").status_code == 200
+    browser.cookies.clear()
+    anonymous = browser.get("/login").text
+    assert "notices.js" not in anonymous and "job-notices" not in anonymous
+
+
 def test_run_form_is_generated_from_the_parameter_schema(browser: TestClient, admin: Account) -> None:
     upload(browser, admin, "recordings/a.csv", b"1\n2\n3\n")
     html = browser.get("/apps/spikes").text

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 import labcloud_demo
+from live_server import eventually
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, screenshot
 
@@ -284,3 +285,32 @@ def test_share_a_project(page: Page, browser: Browser, live_server: LiveServer) 
     row.get_by_role("link").first.click()
     expect(page).to_have_url(job_url)
     expect(page.get_by_text("run by Grace")).to_be_visible()
+
+
+def test_a_note_appears_when_a_job_ends_while_a_page_is_open(page: Page, live_server: LiveServer) -> None:
+    with live_server.api(live_server.admin_token()) as api:
+        old = api.post("/api/v1/jobs", json={"app": "hello", "name": "ended before"}).json()
+        url = f"/api/v1/jobs/{old['id']}"
+        eventually(
+            lambda: api.get(url).json()["state"] == "succeeded", JOB_TIMEOUT_MS / 1000, "the first job"
+        )
+        page.goto("/files")
+        # the page starts from now: it notes where it stands, and shows nothing old
+        page.wait_for_function("() => sessionStorage.getItem('labcloud.last-job-end')")
+        job = api.post("/api/v1/jobs", json={"app": "hello", "name": "greeted"}).json()
+    notes = page.locator("#job-notices")
+    expect(notes).to_have_attribute("role", "status")
+    expect(notes).to_have_attribute("aria-live", "polite")
+    note = notes.locator(".toast")
+    expect(note).to_have_count(1, timeout=JOB_TIMEOUT_MS)
+    expect(note.get_by_role("link")).to_have_text("Job “greeted” succeeded.")
+    expect(note.get_by_role("link")).to_have_attribute("href", f"/jobs/{job['id']}")
+    screenshot(page, "16-job-end-note")
+    note.get_by_role("button", name="Dismiss").click()
+    expect(note).to_have_count(0)
+    # a reload does not show it again
+    with page.expect_response(lambda r: "/api/v1/me/events" in r.url):
+        page.reload()
+    expect(notes.locator(".toast")).to_have_count(0)
+    page.goto("/account")
+    expect(page.get_by_role("button", name="Enable desktop notifications")).to_be_visible()
