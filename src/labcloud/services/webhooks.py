@@ -81,32 +81,6 @@ def emit_job_end(session: Session, job: Job) -> None:
     )
 
 
-def job_ends_of(session: Session, user: User, after: uuid.UUID | None, limit: int = BATCH) -> list[Event]:
-    """The user's own job-end events newer than ``after``, oldest first: what an open page of theirs has
-    not shown yet (ids are time-ordered; the ``(user_id, id)`` index answers it). Without ``after``, none:
-    a page starts from :func:`last_job_end_id`, so an old backlog is never replayed."""
-    if after is None:
-        return []
-    stmt = (
-        select(Event)
-        .where(Event.user_id == user.id, Event.id > after, Event.kind.in_(JOB_EVENTS))
-        .order_by(Event.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
-
-
-def last_job_end_id(session: Session, user: User) -> uuid.UUID | None:
-    """The id of the user's newest job-end event: where a page that just opened starts from."""
-    stmt = (
-        select(Event.id)
-        .where(Event.user_id == user.id, Event.kind.in_(JOB_EVENTS))
-        .order_by(Event.id.desc())
-        .limit(1)
-    )
-    return session.scalars(stmt).first()
-
-
 # --- subscriptions ------------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from labcloud.api.schemas import (
     TokenOut,
     UserOut,
 )
-from labcloud.services import tokens, users, webhooks
+from labcloud.services import job_ends, tokens, users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/me", tags=["me"], route_class=GuardedRoute)
@@ -105,7 +105,7 @@ class JobEndsOut(BaseModel):
 
 
 @router.get("/events", response_model=JobEndsOut, summary="Your jobs that ended since an event")
-def job_ends(
+def list_job_ends(
     principal: Reader,
     session: DbSession,
     after: Annotated[uuid.UUID | None, Query(description="The last event id you have seen.")] = None,
@@ -113,12 +113,11 @@ def job_ends(
     """Your own jobs' end events newer than ``after``, oldest first, at most 50 a call: what an open page
     polls to tell you a job ended. Without ``after`` there are none, only ``last_id`` (your newest event)
     to start from: a page that opens does not replay old ends."""
-    found = webhooks.job_ends_of(session, principal.user, after)
-    last = found[-1].id if found else after
     if after is None:
-        last = webhooks.last_job_end_id(session, principal.user)
+        return JobEndsOut(items=[], last_id=job_ends.last_id(session, principal.user))
+    found = job_ends.since(session, principal.user, after)
     items = [
         JobEndOut(id=e.id, type=e.kind, created_at=e.created_at, job=dict(e.payload.get("job") or {}))
         for e in found
     ]
-    return JobEndsOut(items=items, last_id=last)
+    return JobEndsOut(items=items, last_id=found[-1].id if found else after)
