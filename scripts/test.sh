@@ -2,7 +2,8 @@
 # Install everything the tests need, check style and types, and run the whole suite twice:
 # on SQLite and on PostgreSQL (127.0.0.1:5432; the suite creates and drops its own databases), the
 # second time only the tests that reach the database (tests/conftest.py says which). Tests run in one
-# process per core, a test module per process (each process has its own database and servers).
+# process per core, a test module per process (each process has its own database and servers), handed out
+# in the order tests/conftest.py puts them in: the longest modules first.
 # Both passes run whatever the first one found; the exit status is non-zero if either failed, and the
 # last line sums both up. Arguments go to pytest (e.g. tests/test_jobs.py -k cancel).
 set -euo pipefail
@@ -20,7 +21,7 @@ bash scripts/ensure-system.sh --postgres
 run_pass() {
   local name=$1 db=$2 status=0
   shift 2
-  LABCLOUD_TEST_DB=$db .venv/bin/python -m pytest -n auto --dist loadfile "$@" || status=$?
+  LABCLOUD_TEST_DB=$db .venv/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@" || status=$?
   case $status in
     0) printf -v "$name" 'passed' ;;
     # The PostgreSQL pass keeps only tests that reach the database: a selection without any is fine.
