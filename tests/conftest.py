@@ -93,6 +93,10 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
         kill_grace_s=1.0,
         scheduler_interval_s=0.5,
         apps_check_interval_s=0,
+        # No container engine unless the test names one (engines.use_engine): with "auto", every app built on
+        # these settings asked this machine's Podman for leftover containers as it started (~0.1-0.2 s a
+        # test). How "auto" chooses is tested in tests/test_containers.py.
+        container_engine="none",
     )
     yield s
     kill_processes_under(s.home)
@@ -226,7 +230,7 @@ def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Se
             "LABCLOUD_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
             "LABCLOUD_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
         }
-    if settings.container_engine != "auto":  # a test that named its engine (engines.use_engine)
+    if settings.container_engine != "auto":  # "none", or the engine a test named (engines.use_engine)
         env |= {
             "LABCLOUD_CONTAINER_ENGINE": settings.container_engine,
             "LABCLOUD_DOCKER_HOST": settings.docker_host,
