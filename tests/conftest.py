@@ -46,10 +46,12 @@ def backend() -> str:
 def quick_password_hashing() -> Iterator[None]:
     """Argon2 at its lowest cost in this process: the suite creates and logs in hundreds of accounts, and
     the production cost (~0.1-0.25 s a hash here, on purpose) would be a third of its time. The hashing
-    code and the format are the same; servers started as processes keep the full cost."""
-    cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    code and the format are the same, the hash checked for unknown accounts too; servers started as
+    processes keep the full cost."""
+    hasher = Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(security, "_password_hash", cheap)
+        patch.setattr(security, "_password_hash", PasswordHash((hasher,)))
+        patch.setattr(security, "_DUMMY_HASH", hasher.hash(secrets.token_urlsafe(16)))
         yield
 
 
