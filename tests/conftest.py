@@ -10,7 +10,8 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,12 @@ def backend() -> str:
 def quick_password_hashing() -> Iterator[None]:
     """Argon2 at its lowest cost in this process: the suite creates and logs in hundreds of accounts, and
     the production cost (~0.1-0.25 s a hash here, on purpose) would be a third of its time. The hashing
-    code and the format are the same; servers started as processes keep the full cost."""
-    cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    code and the format are the same, the hash checked for unknown accounts too; servers started as
+    processes keep the full cost."""
+    hasher = Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(security, "_password_hash", cheap)
+        patch.setattr(security, "_password_hash", PasswordHash((hasher,)))
+        patch.setattr(security, "_DUMMY_HASH", hasher.hash(secrets.token_urlsafe(16)))
         yield
 
 
@@ -92,6 +95,10 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
         kill_grace_s=1.0,
         scheduler_interval_s=0.5,
         apps_check_interval_s=0,
+        # No container engine unless the test names one (engines.use_engine): with "auto", every app built on
+        # these settings asked this machine's Podman for leftover containers as it started (~0.1-0.2 s a
+        # test). How "auto" chooses is tested in tests/test_containers.py.
+        container_engine="none",
     )
     yield s
     kill_processes_under(s.home)
@@ -225,7 +232,7 @@ def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Se
             "LABCLOUD_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
             "LABCLOUD_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
         }
-    if settings.container_engine != "auto":  # a test that named its engine (engines.use_engine)
+    if settings.container_engine != "auto":  # "none", or the engine a test named (engines.use_engine)
         env |= {
             "LABCLOUD_CONTAINER_ENGINE": settings.container_engine,
             "LABCLOUD_DOCKER_HOST": settings.docker_host,
@@ -281,6 +288,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reach it (through ``database_url``), on the local store. The browser, the client CLI (``db_agnostic``),
     the S3 variants and the tests without a database ran in the SQLite pass; they are deselected, and
     pytest's summary counts them.
+
+    Then the files are put in the order their processes take them up in: the longest first.
     """
     for item in items:
         names = getattr(item, "fixturenames", None)
@@ -293,6 +302,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    items.sort(key=_file_order(items))
+
+
+# The files that take longest, longest first: seconds on the 2-core test machine in the SQLite and the
+# PostgreSQL pass. scripts/test.sh hands whole files to its processes in the order of the items
+# (--dist loadfile --no-loadscope-reorder); xdist's own order, most tests first, left these files of a few
+# long tests for the end, where one process ran them alone after the other had run out of work.
+LONGEST_FIRST = (
+    "test_tes_snakemake.py",  # 60 (200 when it builds its image first) / -
+    "test_workers.py",  # 70 / 115
+    "test_cli_client.py",  # 100 / -
+    "test_newcomer.py",  # 85 / 6
+    "test_crash.py",  # 40 / 40
+    "test_scheduling.py",  # 30 / 32
+    "test_service.py",  # 25 / 25
+    "test_leader.py",  # 10 / 16
+    "test_bench_containers.py",  # 13 / -
+    "e2e/test_docs.py",  # 9 / -
+)
+
+
+def _file_order(items: list[pytest.Item]) -> Callable[[pytest.Item], tuple[int, int]]:
+    """The sort key of an item: its file's place in LONGEST_FIRST, then (the other files) the file's number of
+    tests, most first. Each file's items stay together and in their order (the sort is stable)."""
+    here = Path(__file__).parent
+    counts = Counter(item.path for item in items)
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.relative_to(here).as_posix() if item.path.is_relative_to(here) else item.path.name
+        rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return rank, -counts[item.path]
+
+    return key
 
 
 def _runs_in_this_pass(item: pytest.Item) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import threading
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
+from labcloud import security
 from labcloud.api.app import create_app
 from labcloud.settings import Settings
 from live_server import ADMIN_EMAIL as LIVE_ADMIN_EMAIL
@@ -45,6 +47,19 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(client: TestClient,
     assert wrong.json() == unknown.json()
     assert wrong.headers["content-type"] == "application/problem+json"
     assert wrong.headers["www-authenticate"] == "Bearer"
+
+
+def test_an_unknown_account_costs_a_password_check_like_a_known_one() -> None:
+    """The hash checked for an account that does not exist has the parameters of the hashes made for those
+    that do (what a check costs), and no password gets through it. (The module as it is, not as this test
+    process made its hashing cheap: see quick_password_hashing.)"""
+    spec = importlib.util.find_spec("labcloud.security")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert not module._HASHER.check_needs_rehash(module._DUMMY_HASH)
+    assert module.verify_password("anything", None) is False
+    assert security.verify_password("anything", None) is False  # and with the tests' cheap hashing
 
 
 def test_deactivated_user_cannot_log_in_and_loses_existing_tokens(

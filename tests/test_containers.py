@@ -487,3 +487,17 @@ def test_the_command_line_holds_every_limit_and_nothing_of_the_job_before_the_im
     assert "--network=none" not in with_gpus
     with pytest.raises(ValueError, match="cannot be mounted"):
         engine.run_argv(_run(output=Path("/srv/a,b/work/output")))
+
+
+def test_auto_takes_docker_when_its_daemon_answers_else_podman(
+    docker_cli: EngineCLI, podman_cli: EngineCLI, tmp_path: Path
+) -> None:
+    from labcloud.execution.containers import find_engine
+
+    podman_options = podman_cli.argv[1:]
+    docker = find_engine("auto", docker_cli.argv[docker_cli.argv.index("-H") + 1], podman_options)
+    assert docker.kind == "docker"
+    no_daemon = f"unix://{tmp_path / 'docker.sock'}"  # nothing listens there
+    podman = find_engine("auto", no_daemon, podman_options)
+    assert podman.kind == "podman" and podman.argv[1:] == tuple(podman_options)
+    assert podman.labelled() == []  # it answers: no container of labcloud's in this storage

@@ -21,10 +21,15 @@ API_TOKEN_PREFIX = "lc_"
 JWT_ALGORITHM = "HS256"
 JWT_AUDIENCE = "labcloud"
 
-_password_hash = PasswordHash((Argon2Hasher(),))
-# A real hash of a random password, checked when the account does not exist so that unknown accounts
-# and wrong passwords take the same time.
-_DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
+_HASHER = Argon2Hasher()
+_password_hash = PasswordHash((_HASHER,))
+# A real hash (of a random password, thrown away), checked when the account does not exist so that unknown
+# accounts and wrong passwords take the same time: checking costs what its parameters say, which are those
+# _HASHER gives new hashes (a test sees to it). Written out rather than made at import, which cost every
+# process that imports this module (each server start, each admin command) a password hash: ~0.2 s of CPU.
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$aBubERAIgpJUoUq/fWyOGQ$LkVwUI31VkkOx4FLDg6oBfjRC6e5rc3+9INKlBripoA"
+)
 
 
 class Scope(StrEnum):

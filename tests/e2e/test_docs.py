@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, LiveServer, screenshot
+
+pytestmark = pytest.mark.e2e
 
 
 def test_swagger_ui_runs_under_its_csp_and_logs_in(page: Page, live_server: LiveServer) -> None:
