@@ -23,9 +23,6 @@ class Replicas:
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env, self.logs = env, logs
         self.procs: dict[str, Popen] = {}
-        # One client for the test's requests, most of them polls: a new one per request (httpx.get) loads
-        # the CA certificates each time, ~20 ms of CPU taken from the replicas 20 times a second.
-        self.http = httpx.Client(timeout=30)
 
     def start(self, name: str) -> str:
         url, proc = start_server(self.env, self.logs / f"{name}.log")
@@ -36,7 +33,7 @@ class Replicas:
         """The replicas that say they dispatch (the dead ones say nothing)."""
         found = []
         for url, proc in self.procs.items():
-            if proc.poll() is None and self.http.get(f"{url}/readyz").json()["dispatching"]:
+            if proc.poll() is None and httpx.get(f"{url}/readyz", timeout=5).json()["dispatching"]:
                 found.append(url)
         return found
 
@@ -49,7 +46,6 @@ class Replicas:
         for proc in self.procs.values():
             if proc.poll() is None:
                 stop_server(proc)
-        self.http.close()
 
 
 @pytest.fixture
@@ -83,56 +79,53 @@ def _headers(url: str) -> dict[str, str]:
     return login_headers(url, *ADMIN)
 
 
-def _submit(http: httpx.Client, url: str, headers: dict[str, str], seconds: float) -> str:
-    r = http.post(f"{url}/api/v1/jobs", json={"app": "nap", "params": {"seconds": seconds}}, headers=headers)
+def _submit(url: str, headers: dict[str, str], seconds: float) -> str:
+    r = httpx.post(f"{url}/api/v1/jobs", json={"app": "nap", "params": {"seconds": seconds}}, headers=headers)
     assert r.status_code == 201, r.text
     job_id: str = r.json()["id"]
     return job_id
 
 
-def _job(http: httpx.Client, url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
-    job: dict[str, Any] = http.get(f"{url}/api/v1/jobs/{job_id}", headers=headers).json()
+def _job(url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
+    job: dict[str, Any] = httpx.get(f"{url}/api/v1/jobs/{job_id}", headers=headers).json()
     return job
 
 
-def _wait_end(http: httpx.Client, url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
+def _wait_end(url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
     return eventually(
-        lambda: (j := _job(http, url, headers, job_id))["state"] in TERMINAL and j, 60, f"job {job_id} to end"
+        lambda: (j := _job(url, headers, job_id))["state"] in TERMINAL and j, 60, f"job {job_id} to end"
     )
 
 
 def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Replicas) -> None:
-    http = replicas.http
     first = replicas.start("first")
     second = replicas.start("second")
     assert replicas.leaders() == [first]  # the first to start leads; the other only serves the API
     headers = _headers(second)
 
     # a job submitted through the follower is run by the leader
-    quick = _submit(http, second, headers, 0)
-    done = _wait_end(http, second, headers, quick)
+    quick = _submit(second, headers, 0)
+    done = _wait_end(second, headers, quick)
     assert done["state"] == "succeeded", done
 
     # the leader dies while a job it started is running
-    running = _submit(http, second, headers, 3)
-    eventually(
-        lambda: _job(http, second, headers, running)["state"] == "running", 60, "the long job to start"
-    )
+    running = _submit(second, headers, 3)
+    eventually(lambda: _job(second, headers, running)["state"] == "running", 60, "the long job to start")
     replicas.kill(first)
     assert eventually(lambda: replicas.leaders() == [second], 30, "the second replica to take over")
 
     # the new leader follows the job the old one started, and dispatches new work
-    after = _submit(http, second, headers, 0)
+    after = _submit(second, headers, 0)
     for job_id in (running, after):
-        end = _wait_end(http, second, headers, job_id)
+        end = _wait_end(second, headers, job_id)
         assert end["state"] == "succeeded" and end["attempts"] == 1, end
-    log = http.get(f"{second}/api/v1/jobs/{running}/logs", headers=headers).text
+    log = httpx.get(f"{second}/api/v1/jobs/{running}/logs", headers=headers).text
     assert "begin" in log and "end" in log, log
 
     # a replica started later waits its turn
     third = replicas.start("third")
     assert replicas.leaders() == [second]
-    assert _job(http, third, headers, after)["state"] == "succeeded"
+    assert _job(third, headers, after)["state"] == "succeeded"
 
 
 @pytest.mark.postgresql_only
@@ -140,12 +133,11 @@ def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Re
 def test_a_job_submitted_to_a_follower_wakes_the_leader(replicas: Replicas) -> None:
     # The leader's scheduler only looks on its own every 10 minutes here: the job can start sooner only
     # because the follower's submit reached the leader as a wake-up (PostgreSQL NOTIFY).
-    http = replicas.http
     leader = replicas.start("leader")
     follower = replicas.start("follower")
     assert replicas.leaders() == [leader]
     headers = _headers(follower)
     for _ in range(3):
-        job_id = _submit(http, follower, headers, 0)
-        end = _wait_end(http, follower, headers, job_id)
+        job_id = _submit(follower, headers, 0)
+        end = _wait_end(follower, headers, job_id)
         assert end["state"] == "succeeded", end
