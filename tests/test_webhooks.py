@@ -22,6 +22,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import WebhookSubscription
 from labcloud.settings import Settings
 from live_server import eventually
+from mail_helpers import mail_parts
 
 
 class Receiver:
@@ -162,6 +163,37 @@ def test_a_webhook_that_keeps_failing_is_paused_and_redirects_are_not_followed(
     r = client.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True}, headers=user.headers)
     assert r.status_code == 200 and r.json()["state"] == "active"
     assert len(receiver.seen) == 4  # a paused webhook heard nothing
+
+
+@pytest.mark.usefixtures("mailing")  # (before the server starts: it sends mail)
+def test_the_owner_of_a_paused_webhook_is_told_by_mail(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    """One mail to the owner (a real SMTP server), naming the URL, why, and how to resume; the webhooks
+    themselves hear nothing of it."""
+    box, _ = request.getfixturevalue("inbox")
+    hooked.webhook_max_attempts = 1
+    hooked.webhook_pause_after = 1
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    assert client.patch("/api/v1/me", json={"notify_email": "never"}, headers=user.headers).status_code == 200
+    hook = subscribe(client, user, receiver.url, ["job.succeeded"])
+    listener = Receiver()  # another webhook of the same user, which keeps working
+    subscribe(client, user, listener.url, ["job.succeeded"])
+    receiver.answers = [500]
+    job = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()
+    wait_for_end(client, job["id"], user.headers)
+    eventually(lambda: len(box.messages) == 1, 30, "the mail about the pause")
+    mail = box.messages[0]
+    assert mail["To"] == user.email and mail["Subject"] == "labcloud: your webhook was paused"
+    parts = mail_parts(mail)
+    assert set(parts) == {"text/plain", "text/html"}
+    for body in parts.values():
+        assert receiver.url in body and "1 events in a row" in body and "HTTP 500" in body
+        assert f"PATCH /api/v1/webhooks/{hook['id']}" in body
+    assert client.get(f"/api/v1/webhooks/{hook['id']}", headers=user.headers).json()["state"] == "paused"
+    assert [b["type"] for b in listener.bodies()] == ["job.succeeded"]
+    listener.server.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
 EVENTS = JOB_EVENTS
 TEST_EVENT = "webhook.test"
+# Told to the subscription's owner by mail, never to webhooks (written already fanned out).
+PAUSED_EVENT = "webhook.paused"
 MAX_SUBSCRIPTIONS = 20  # per user
 BATCH = 50  # events fanned out, deliveries tried, per round
 
@@ -304,9 +306,29 @@ def record(
                 sub.state = "paused"
                 sub.paused_reason = f"{sub.failures_in_a_row} events in a row could not be delivered"
                 log.warning("webhook %s paused: %s", sub.id, sub.paused_reason)
+                _emit_paused(session, sub, error or f"HTTP {status}")
     else:
         delivery.next_try_at = at + next_wait(settings, delivery.attempts)
     session.flush()
+
+
+def _emit_paused(session: Session, sub: WebhookSubscription, last_error: str) -> None:
+    """The owner is told (by the mail sender) that their webhook paused, in the pausing transaction."""
+    session.add(
+        Event(
+            kind=PAUSED_EVENT,
+            user_id=sub.owner_id,
+            payload={
+                "webhook": {
+                    "id": str(sub.id),
+                    "url": sub.url,
+                    "reason": sub.paused_reason,
+                    "last_error": last_error[:200],
+                }
+            },
+            fanned_out=True,
+        )
+    )
 
 
 class WebhookSender(Loop):
