@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from conftest import Account
 from jobs_helpers import wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.db.engine import Database
-from labcloud.db.models import WebhookSubscription
+from labcloud.db.models import Event, WebhookSubscription
 from labcloud.settings import Settings
 from live_server import eventually
 from mail_helpers import mail_parts
@@ -194,6 +195,32 @@ def test_the_owner_of_a_paused_webhook_is_told_by_mail(
     assert client.get(f"/api/v1/webhooks/{hook['id']}", headers=user.headers).json()["state"] == "paused"
     assert [b["type"] for b in listener.bodies()] == ["job.succeeded"]
     listener.server.shutdown()
+
+
+def test_every_state_change_of_a_job_is_delivered_and_written_only_when_asked_for(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    client: TestClient = request.getfixturevalue("client")
+    user, quiet = make_user(), make_user()
+    subscribe(client, user, receiver.url, ["job.state_changed"])
+    job = client.post("/api/v1/jobs", json={"app": "fails"}, headers=user.headers).json()
+    wait_for_end(client, job["id"], user.headers)
+    eventually(
+        lambda: any(b["data"]["to"] == "failed" for b in receiver.bodies()), 30, "the change to failed"
+    )
+    changes = [b["data"] for b in sorted(receiver.bodies(), key=lambda b: b["timestamp"])]
+    assert {b["type"] for b in receiver.bodies()} == {"job.state_changed"}  # (not the job.failed)
+    assert all(c["job"]["id"] == job["id"] for c in changes)
+    assert len(changes) >= 2 and changes[-1]["reason"] == "app_error", changes
+    assert [c["from"] for c in changes[1:]] == [c["to"] for c in changes[:-1]]  # each change, in turn
+    # a user nobody listens to: no event row is written for their job's changes
+    other = client.post("/api/v1/jobs", json={"app": "quick"}, headers=quiet.headers).json()
+    wait_for_end(client, other["id"], quiet.headers)
+    db = Database(hooked)
+    with db.session() as session:
+        kinds = [e.kind for e in session.scalars(select(Event).where(Event.user_id == quiet.id))]
+    db.dispose()
+    assert kinds == ["job.succeeded"]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Text, cast, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -41,7 +41,8 @@ from labcloud.settings import Settings
 log = logging.getLogger(__name__)
 
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
-EVENTS = JOB_EVENTS
+STATE_CHANGED = "job.state_changed"
+EVENTS = (*JOB_EVENTS, STATE_CHANGED)
 TEST_EVENT = "webhook.test"
 # Told to the subscription's owner by mail, never to webhooks (written already fanned out).
 PAUSED_EVENT = "webhook.paused"
@@ -77,6 +78,41 @@ def emit_job_end(session: Session, job: Job) -> None:
                     "finished_at": job.finished_at.isoformat() if job.finished_at else None,
                     "usage": dict(job.usage or {}),
                 }
+            },
+            fanned_out=False,
+        )
+    )
+
+
+def emit_state_change(
+    session: Session, job: Job, from_state: str, to_state: str, reason: str | None, message: str
+) -> None:
+    """A job changed state: its event, in the caller's transaction, but only when some active subscription
+    of the job's owner or project asks for it (one query on the indexed owner and project), so that the
+    job path pays for no row nobody will read."""
+    mine = (WebhookSubscription.owner_id == job.owner_id) & WebhookSubscription.project_id.is_(None)
+    wanted = session.scalar(
+        select(WebhookSubscription.id)
+        .where(
+            or_(mine, WebhookSubscription.project_id == job.project_id),
+            WebhookSubscription.state == "active",
+            cast(WebhookSubscription.events, Text).contains(f'"{STATE_CHANGED}"'),
+        )
+        .limit(1)
+    )
+    if wanted is None:
+        return
+    session.add(
+        Event(
+            kind=STATE_CHANGED,
+            user_id=job.owner_id,
+            project_id=job.project_id,
+            payload={
+                "job": {"id": str(job.id), "name": job.name, "app": job.app, "version": job.version},
+                "from": str(from_state),
+                "to": str(to_state),
+                "reason": str(reason) if reason else None,
+                "message": message,
             },
             fanned_out=False,
         )
