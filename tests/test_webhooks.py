@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -221,6 +222,38 @@ def test_every_state_change_of_a_job_is_delivered_and_written_only_when_asked_fo
         kinds = [e.kind for e in session.scalars(select(Event).where(Event.user_id == quiet.id))]
     db.dispose()
     assert kinds == ["job.succeeded"]
+
+
+def test_a_quota_crossing_80_percent_and_reaching_its_limit_is_told_once_each(
+    hooked: Settings, receiver: Receiver, make_user: Any, admin: Account, request: pytest.FixtureRequest
+) -> None:
+    client: TestClient = request.getfixturevalue("client")
+    manager = make_user()
+    r = client.post("/api/v1/projects", json={"name": "Budget", "slug": "budget"}, headers=manager.headers)
+    assert r.status_code == 201, r.text
+    r = client.put(
+        "/api/v1/projects/budget/quotas/jobs_per_day",
+        json={"limit": 10, "period": "daily"},
+        headers=admin.headers,
+    )
+    assert r.status_code == 200, r.text
+    subscribe(client, manager, receiver.url, ["quota.warning"], project="budget")
+    codes = [
+        client.post(
+            "/api/v1/jobs", json={"app": "quick", "project": "budget"}, headers=manager.headers
+        ).status_code
+        for _ in range(11)
+    ]
+    assert codes == [201] * 10 + [409]
+    eventually(lambda: len(receiver.seen) >= 2, 30, "the warnings")
+    time.sleep(1.5)  # (time for any repeat to arrive)
+    quotas = sorted((b["data"]["quota"] for b in receiver.bodies()), key=lambda q: q["used"])
+    assert {b["type"] for b in receiver.bodies()} == {"quota.warning"}
+    assert [(q["level"], q["used"]) for q in quotas] == [("warning", 8), ("exceeded", 10)]  # once each
+    assert all(
+        q["project"] == "budget" and q["resource"] == "jobs_per_day" and q["limit"] == 10 for q in quotas
+    )
+    assert all(q["held"] == 0 for q in quotas)
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,8 @@ class Quota(Base):
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     used: Mapped[float] = mapped_column(Float, default=0.0)
     reserved: Mapped[float] = mapped_column(Float, default=0.0)
+    # The level of use its project was last told of by a quota.warning event: 0, 80 or 100 (percent).
+    warned_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
