@@ -256,6 +256,35 @@ def test_a_quota_crossing_80_percent_and_reaching_its_limit_is_told_once_each(
     assert all(q["held"] == 0 for q in quotas)
 
 
+def test_a_file_put_into_a_space_is_told_and_a_jobs_outputs_are_not(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    import hashlib
+
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    subscribe(client, user, receiver.url, ["file.uploaded", "job.succeeded"])
+    data = b"calibration,1\n"
+    r = client.put("/api/v1/files/runs/a.csv", content=data, headers=user.headers)
+    assert r.status_code in (200, 201), r.text
+    eventually(lambda: len(receiver.seen) >= 1, 30, "the upload's event")
+    [event] = receiver.bodies()
+    assert event["type"] == "file.uploaded"
+    told = event["data"]["file"]
+    assert told["path"] == "runs/a.csv" and told["size"] == len(data), told
+    assert told["sha256"] == hashlib.sha256(data).hexdigest() and told["user"] == str(user.id)
+    assert told["project"]  # (the user's personal project)
+    job = client.post(
+        "/api/v1/jobs", json={"app": "hello", "params": {"name": "Ada", "times": 1}}, headers=user.headers
+    ).json()
+    assert wait_for_end(client, job["id"], user.headers)["state"] == "succeeded"
+    outputs = client.get(f"/api/v1/jobs/{job['id']}/outputs", headers=user.headers).json()
+    assert [o["path"] for o in outputs] == ["greeting.txt"]
+    eventually(lambda: len(receiver.seen) >= 2, 30, "the job's end")
+    time.sleep(1.0)  # (time for an event of its outputs, were there one)
+    assert [b["type"] for b in receiver.bodies()] == ["file.uploaded", "job.succeeded"]
+
+
 @pytest.mark.parametrize(
     "url",
     [

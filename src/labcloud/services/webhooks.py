@@ -34,7 +34,7 @@ from labcloud.db.models import Event, Job, Project, User, WebhookDelivery, Webho
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, NotFound
 from labcloud.execution.loops import Loop
-from labcloud.services import projects, quotas, url_fetch
+from labcloud.services import file_store, projects, quotas, url_fetch
 from labcloud.services.projects import Action
 from labcloud.settings import Settings
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
 STATE_CHANGED = "job.state_changed"
-EVENTS = (*JOB_EVENTS, STATE_CHANGED, quotas.WARNING_EVENT)
+EVENTS = (*JOB_EVENTS, STATE_CHANGED, quotas.WARNING_EVENT, file_store.UPLOADED_EVENT)
 TEST_EVENT = "webhook.test"
 # Told to the subscription's owner by mail, never to webhooks (written already fanned out).
 PAUSED_EVENT = "webhook.paused"
