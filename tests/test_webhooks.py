@@ -285,6 +285,53 @@ def test_a_file_put_into_a_space_is_told_and_a_jobs_outputs_are_not(
     assert [b["type"] for b in receiver.bodies()] == ["file.uploaded", "job.succeeded"]
 
 
+def test_a_chat_channel_hears_of_job_ends_as_the_preference_says_and_is_never_shown(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    """An Apprise json:// channel posting to the real receiver (no mail server: chat alone)."""
+    hooked.base_url = "https://lab.example.org"
+    hooked.mail_digest_window_s = 0.2
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    channel = receiver.url.replace("http://", "json://")
+    r = client.patch(
+        "/api/v1/me", json={"notify_apprise_url": channel, "notify_email": "failure"}, headers=user.headers
+    )
+    assert r.status_code == 200 and channel not in r.text, r.text
+    shown = client.get("/api/v1/me/chat", headers=user.headers)
+    assert (
+        shown.json() == {"scheme": "json"}
+        and channel not in client.get("/api/v1/me", headers=user.headers).text
+    )
+    quiet = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()  # not told
+    job = client.post(
+        "/api/v1/jobs", json={"app": "fails", "name": "calibration"}, headers=user.headers
+    ).json()
+    for one in (quiet, job):
+        wait_for_end(client, one["id"], user.headers)
+    eventually(lambda: len(receiver.seen) >= 1, 30, "the chat message")
+    time.sleep(1.0)  # (time for a message of the success, were there one)
+    [message] = receiver.bodies()
+    text = json.dumps(message)
+    assert "calibration" in text and "failed" in text and "app_error" in text
+    assert f"https://lab.example.org/jobs/{job['id']}" in text and quiet["id"] not in text
+    r = client.patch("/api/v1/me", json={"notify_apprise_url": ""}, headers=user.headers)
+    assert r.status_code == 200 and client.get("/api/v1/me/chat", headers=user.headers).json() == {
+        "scheme": None
+    }
+
+
+@pytest.mark.parametrize(
+    "channel",
+    ["json://127.0.0.1:9/hook", "form://localhost/hook", "json://10.1.2.3/x", "nonsense://what", "not a url"],
+)
+def test_chat_channels_to_private_addresses_or_unknown_schemes_are_refused(
+    client: TestClient, user: Account, channel: str
+) -> None:
+    r = client.patch("/api/v1/me", json={"notify_apprise_url": channel}, headers=user.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "notify_apprise_url"], r.text
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -11,6 +11,9 @@ unmailed end, so that many jobs ending together make one digest instead of a flo
 be sent is tried again (the events stay unmailed), so a mail is sent at least once; a slow or dead SMTP
 server only delays mail, never a job.
 
+The same decision tells a user's chat channel (:mod:`.chat`), when they set one, after the mail; the
+sender runs whenever the installation sends mail or any user may have a channel.
+
 A webhook paused because it kept failing (``webhook.paused``) is told to its owner at once, whatever their
 preference for jobs: nothing else would tell them that their receiver hears nothing any more.
 """
@@ -36,6 +39,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Event, Job, User
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
+from labcloud.services import chat
 from labcloud.services.webhooks import JOB_EVENTS, PAUSED_EVENT
 from labcloud.settings import Settings
 
@@ -227,7 +231,7 @@ class MailSender(Loop):
     def _mail_paused(self, event: Event) -> None:
         with self.db.session() as session:
             user = session.get(User, event.user_id)
-        if user is not None and user.is_active:
+        if user is not None and user.is_active and self.settings.smtp_url:
             subject, text, html_body = compose_paused(self.settings, dict(event.payload.get("webhook") or {}))
             if not self._send(user, subject, text, html_body):
                 return
@@ -260,10 +264,12 @@ class MailSender(Loop):
             preference = overrides.get(_job_id(event)) or (user.notify_email if user else "never")
             if user is not None and user.is_active and wanted(preference, event.kind):
                 jobs.append(job)
-        if jobs and user is not None:
+        if jobs and user is not None and self.settings.smtp_url:
             subject, text, html_body = compose(self.settings, jobs)
             if not self._send(user, subject, text, html_body):
                 return
+        if jobs and user is not None and user.notify_apprise_url:  # (after the mail: told once)
+            chat.tell(user.notify_apprise_url, *chat.compose(self.settings, jobs))
         self._wait_until.pop(user_id, None)
         with self.db.session() as session:
             session.execute(update(Event).where(Event.id.in_([e.id for e in events])).values(mailed=True))
