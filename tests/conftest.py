@@ -251,7 +251,7 @@ def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Se
 # A real SeaweedFS (tests/seaweed.py) for everything that runs on S3: fixtures `seaweedfs` and `s3_bucket`;
 # a real Slurm (tests/slurm.py): `slurm_cluster`, `slurm`; real container engines (tests/engines.py):
 # `docker_cli` (a private dockerd) and `podman_cli` (a private Podman storage), with labcloud/busybox:1.
-pytest_plugins = ("seaweed", "slurm", "engines")
+pytest_plugins = ("seaweed", "slurm", "engines", "mail_helpers")
 
 STORAGE_BACKENDS = ("local", "s3")
 

@@ -4,123 +4,20 @@ one digest; a server that is down gets the mail once it is back."""
 
 from __future__ import annotations
 
-import email
-import socket
-import ssl
-import subprocess
-from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from fastapi.testclient import TestClient
 
 from jobs_helpers import wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.settings import Settings
 from live_server import eventually
+from mail_helpers import Inbox, free_port, mail_parts, tls_context
 from test_web import csrf_of
-
-USER, PASSWORD = "mailer", "mail-secret-1"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # (aiosmtpd's name)
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (USER.encode(), PASSWORD.encode())
-    return AuthResult(success=ok, handled=False)
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("smtp-tls")
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(certificate[1]), str(certificate[0]))
-    return context
-
-
-@pytest.fixture
-def inbox(certificate: tuple[Path, Path]) -> Iterator[tuple[Inbox, int]]:
-    """An SMTP server on 127.0.0.1 that requires STARTTLS and a login."""
-    box, port = Inbox(), _free_port()
-    controller = Controller(
-        box,
-        hostname="127.0.0.1",
-        port=port,
-        tls_context=_context(certificate),
-        require_starttls=True,
-        authenticator=_authenticate,
-        auth_required=True,
-    )
-    controller.start()
-    yield box, port
-    controller.stop()
-
-
-@pytest.fixture
-def mailing(settings: Settings, inbox: tuple[Inbox, int], certificate: tuple[Path, Path]) -> Settings:
-    settings.smtp_url = f"smtp://{USER}:{PASSWORD}@127.0.0.1:{inbox[1]}"
-    settings.smtp_ca_file = str(certificate[1])
-    settings.mail_from = "labcloud <noreply@lab.example.org>"
-    settings.mail_digest_window_s = 0.3
-    settings.base_url = "https://lab.example.org"
-    write_app(settings.effective_apps_dir, "quick", ["echo", "done"])
-    write_app(settings.effective_apps_dir, "fails", ["sh", "-c", "exit 2"])
-    return settings
-
-
-def _parts(message: Message) -> dict[str, str]:
-    found = {}
-    for part in message.walk():
-        if part.get_content_type() in ("text/plain", "text/html"):
-            payload = part.get_payload(decode=True)
-            assert isinstance(payload, bytes)
-            found[part.get_content_type()] = payload.decode()
-    return found
 
 
 def test_a_job_end_is_mailed_over_starttls_with_a_login_as_each_preference_says(
@@ -137,7 +34,7 @@ def test_a_job_end_is_mailed_over_starttls_with_a_login_as_each_preference_says(
     mail = box.messages[0]
     assert mail["To"] == user.email and mail["From"] == "labcloud <noreply@lab.example.org>"
     assert mail["Subject"] == "labcloud: calibration failed"
-    parts = _parts(mail)
+    parts = mail_parts(mail)
     assert set(parts) == {"text/plain", "text/html"}
     link = f"https://lab.example.org/jobs/{job['id']}"
     for body in parts.values():
@@ -154,8 +51,8 @@ def test_a_job_end_is_mailed_over_starttls_with_a_login_as_each_preference_says(
         wait_for_end(client, one["id"], user.headers)
     eventually(lambda: len(box.messages) == 2, 30, "the second mail")
     assert box.messages[1]["Subject"] == "labcloud: told failed"
-    assert hushed["id"] not in str(_parts(box.messages[1])) and quiet["id"] not in str(
-        _parts(box.messages[1])
+    assert hushed["id"] not in str(mail_parts(box.messages[1])) and quiet["id"] not in str(
+        mail_parts(box.messages[1])
     )
 
 
@@ -182,14 +79,14 @@ def test_jobs_that_end_together_make_one_digest(
             wait_for_end(client, job["id"], headers)
         eventually(lambda: len(box.messages) >= 1, 30, "the digest")
         assert len(box.messages) == 1 and box.messages[0]["Subject"] == "labcloud: 3 jobs ended (1 failed)"
-        text = _parts(box.messages[0])["text/plain"]
+        text = mail_parts(box.messages[0])["text/plain"]
         assert all(job["id"] in text for job in jobs)
 
 
 @pytest.fixture
 def smtps(settings: Settings, certificate: tuple[Path, Path]) -> int:
     """The server's settings name an smtps:// server (on a port nobody listens on yet)."""
-    port = _free_port()
+    port = free_port()
     settings.smtp_url = f"smtps://127.0.0.1:{port}"
     settings.smtp_ca_file = str(certificate[1])
     settings.mail_digest_window_s = 0
@@ -208,11 +105,11 @@ def test_implicit_tls_and_a_server_that_comes_back(
     job = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()
     wait_for_end(client, job["id"], user.headers)
     box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=smtps, ssl_context=_context(certificate))
+    controller = Controller(box, hostname="127.0.0.1", port=smtps, ssl_context=tls_context(certificate))
     controller.start()
     try:
         eventually(lambda: len(box.messages) == 1, 30, "the mail once the server is up")
-        assert job["id"] in _parts(box.messages[0])["text/plain"]
+        assert job["id"] in mail_parts(box.messages[0])["text/plain"]
     finally:
         controller.stop()
 
@@ -221,9 +118,9 @@ def _link(message: Message) -> str:
     import re
 
     found = re.search(
-        r"https://lab\.example\.org(/login/set-password\?token=[^\s\"<]+)", _parts(message)["text/plain"]
+        r"https://lab\.example\.org(/login/set-password\?token=[^\s\"<]+)", mail_parts(message)["text/plain"]
     )
-    assert found, _parts(message)
+    assert found, mail_parts(message)
     return found.group(1)
 
 

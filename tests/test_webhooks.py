@@ -7,21 +7,24 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from conftest import Account
 from jobs_helpers import wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.db.engine import Database
-from labcloud.db.models import WebhookSubscription
+from labcloud.db.models import Event, WebhookSubscription
 from labcloud.settings import Settings
 from live_server import eventually
+from mail_helpers import mail_parts
 
 
 class Receiver:
@@ -162,6 +165,171 @@ def test_a_webhook_that_keeps_failing_is_paused_and_redirects_are_not_followed(
     r = client.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True}, headers=user.headers)
     assert r.status_code == 200 and r.json()["state"] == "active"
     assert len(receiver.seen) == 4  # a paused webhook heard nothing
+
+
+@pytest.mark.usefixtures("mailing")  # (before the server starts: it sends mail)
+def test_the_owner_of_a_paused_webhook_is_told_by_mail(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    """One mail to the owner (a real SMTP server), naming the URL, why, and how to resume; the webhooks
+    themselves hear nothing of it."""
+    box, _ = request.getfixturevalue("inbox")
+    hooked.webhook_max_attempts = 1
+    hooked.webhook_pause_after = 1
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    assert client.patch("/api/v1/me", json={"notify_email": "never"}, headers=user.headers).status_code == 200
+    hook = subscribe(client, user, receiver.url, ["job.succeeded"])
+    listener = Receiver()  # another webhook of the same user, which keeps working
+    subscribe(client, user, listener.url, ["job.succeeded"])
+    receiver.answers = [500]
+    job = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()
+    wait_for_end(client, job["id"], user.headers)
+    eventually(lambda: len(box.messages) == 1, 30, "the mail about the pause")
+    mail = box.messages[0]
+    assert mail["To"] == user.email and mail["Subject"] == "labcloud: your webhook was paused"
+    parts = mail_parts(mail)
+    assert set(parts) == {"text/plain", "text/html"}
+    for body in parts.values():
+        assert receiver.url in body and "1 events in a row" in body and "HTTP 500" in body
+        assert f"PATCH /api/v1/webhooks/{hook['id']}" in body
+    assert client.get(f"/api/v1/webhooks/{hook['id']}", headers=user.headers).json()["state"] == "paused"
+    assert [b["type"] for b in listener.bodies()] == ["job.succeeded"]
+    listener.server.shutdown()
+
+
+def test_every_state_change_of_a_job_is_delivered_and_written_only_when_asked_for(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    client: TestClient = request.getfixturevalue("client")
+    user, quiet = make_user(), make_user()
+    subscribe(client, user, receiver.url, ["job.state_changed"])
+    job = client.post("/api/v1/jobs", json={"app": "fails"}, headers=user.headers).json()
+    wait_for_end(client, job["id"], user.headers)
+    eventually(
+        lambda: any(b["data"]["to"] == "failed" for b in receiver.bodies()), 30, "the change to failed"
+    )
+    changes = [b["data"] for b in sorted(receiver.bodies(), key=lambda b: b["timestamp"])]
+    assert {b["type"] for b in receiver.bodies()} == {"job.state_changed"}  # (not the job.failed)
+    assert all(c["job"]["id"] == job["id"] for c in changes)
+    assert len(changes) >= 2 and changes[-1]["reason"] == "app_error", changes
+    assert [c["from"] for c in changes[1:]] == [c["to"] for c in changes[:-1]]  # each change, in turn
+    # a user nobody listens to: no event row is written for their job's changes
+    other = client.post("/api/v1/jobs", json={"app": "quick"}, headers=quiet.headers).json()
+    wait_for_end(client, other["id"], quiet.headers)
+    db = Database(hooked)
+    with db.session() as session:
+        kinds = [e.kind for e in session.scalars(select(Event).where(Event.user_id == quiet.id))]
+    db.dispose()
+    assert kinds == ["job.succeeded"]
+
+
+def test_a_quota_crossing_80_percent_and_reaching_its_limit_is_told_once_each(
+    hooked: Settings, receiver: Receiver, make_user: Any, admin: Account, request: pytest.FixtureRequest
+) -> None:
+    client: TestClient = request.getfixturevalue("client")
+    manager = make_user()
+    r = client.post("/api/v1/projects", json={"name": "Budget", "slug": "budget"}, headers=manager.headers)
+    assert r.status_code == 201, r.text
+    r = client.put(
+        "/api/v1/projects/budget/quotas/jobs_per_day",
+        json={"limit": 10, "period": "daily"},
+        headers=admin.headers,
+    )
+    assert r.status_code == 200, r.text
+    subscribe(client, manager, receiver.url, ["quota.warning"], project="budget")
+    codes = [
+        client.post(
+            "/api/v1/jobs", json={"app": "quick", "project": "budget"}, headers=manager.headers
+        ).status_code
+        for _ in range(11)
+    ]
+    assert codes == [201] * 10 + [409]
+    eventually(lambda: len(receiver.seen) >= 2, 30, "the warnings")
+    time.sleep(1.5)  # (time for any repeat to arrive)
+    quotas = sorted((b["data"]["quota"] for b in receiver.bodies()), key=lambda q: q["used"])
+    assert {b["type"] for b in receiver.bodies()} == {"quota.warning"}
+    assert [(q["level"], q["used"]) for q in quotas] == [("warning", 8), ("exceeded", 10)]  # once each
+    assert all(
+        q["project"] == "budget" and q["resource"] == "jobs_per_day" and q["limit"] == 10 for q in quotas
+    )
+    assert all(q["held"] == 0 for q in quotas)
+
+
+def test_a_file_put_into_a_space_is_told_and_a_jobs_outputs_are_not(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    import hashlib
+
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    subscribe(client, user, receiver.url, ["file.uploaded", "job.succeeded"])
+    data = b"calibration,1\n"
+    r = client.put("/api/v1/files/runs/a.csv", content=data, headers=user.headers)
+    assert r.status_code in (200, 201), r.text
+    eventually(lambda: len(receiver.seen) >= 1, 30, "the upload's event")
+    [event] = receiver.bodies()
+    assert event["type"] == "file.uploaded"
+    told = event["data"]["file"]
+    assert told["path"] == "runs/a.csv" and told["size"] == len(data), told
+    assert told["sha256"] == hashlib.sha256(data).hexdigest() and told["user"] == str(user.id)
+    assert told["project"]  # (the user's personal project)
+    job = client.post(
+        "/api/v1/jobs", json={"app": "hello", "params": {"name": "Ada", "times": 1}}, headers=user.headers
+    ).json()
+    assert wait_for_end(client, job["id"], user.headers)["state"] == "succeeded"
+    outputs = client.get(f"/api/v1/jobs/{job['id']}/outputs", headers=user.headers).json()
+    assert [o["path"] for o in outputs] == ["greeting.txt"]
+    eventually(lambda: len(receiver.seen) >= 2, 30, "the job's end")
+    time.sleep(1.0)  # (time for an event of its outputs, were there one)
+    assert [b["type"] for b in receiver.bodies()] == ["file.uploaded", "job.succeeded"]
+
+
+def test_a_chat_channel_hears_of_job_ends_as_the_preference_says_and_is_never_shown(
+    hooked: Settings, receiver: Receiver, make_user: Any, request: pytest.FixtureRequest
+) -> None:
+    """An Apprise json:// channel posting to the real receiver (no mail server: chat alone)."""
+    hooked.base_url = "https://lab.example.org"
+    hooked.mail_digest_window_s = 0.2
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    channel = receiver.url.replace("http://", "json://")
+    r = client.patch(
+        "/api/v1/me", json={"notify_apprise_url": channel, "notify_email": "failure"}, headers=user.headers
+    )
+    assert r.status_code == 200 and channel not in r.text, r.text
+    shown = client.get("/api/v1/me/chat", headers=user.headers)
+    assert (
+        shown.json() == {"scheme": "json"}
+        and channel not in client.get("/api/v1/me", headers=user.headers).text
+    )
+    quiet = client.post("/api/v1/jobs", json={"app": "quick"}, headers=user.headers).json()  # not told
+    job = client.post(
+        "/api/v1/jobs", json={"app": "fails", "name": "calibration"}, headers=user.headers
+    ).json()
+    for one in (quiet, job):
+        wait_for_end(client, one["id"], user.headers)
+    eventually(lambda: len(receiver.seen) >= 1, 30, "the chat message")
+    time.sleep(1.0)  # (time for a message of the success, were there one)
+    [message] = receiver.bodies()
+    text = json.dumps(message)
+    assert "calibration" in text and "failed" in text and "app_error" in text
+    assert f"https://lab.example.org/jobs/{job['id']}" in text and quiet["id"] not in text
+    r = client.patch("/api/v1/me", json={"notify_apprise_url": ""}, headers=user.headers)
+    assert r.status_code == 200 and client.get("/api/v1/me/chat", headers=user.headers).json() == {
+        "scheme": None
+    }
+
+
+@pytest.mark.parametrize(
+    "channel",
+    ["json://127.0.0.1:9/hook", "form://localhost/hook", "json://10.1.2.3/x", "nonsense://what", "not a url"],
+)
+def test_chat_channels_to_private_addresses_or_unknown_schemes_are_refused(
+    client: TestClient, user: Account, channel: str
+) -> None:
+    r = client.patch("/api/v1/me", json={"notify_apprise_url": channel}, headers=user.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "notify_apprise_url"], r.text
 
 
 @pytest.mark.parametrize(

@@ -117,9 +117,8 @@ class Runtime:
         self.housekeeper.start()
         self.webhook_sender = WebhookSender(self.db, self.settings)
         self.webhook_sender.start()
-        if self.settings.smtp_url:
-            self.mail_sender = MailSender(self.db, self.settings)
-            self.mail_sender.start()
+        self.mail_sender = MailSender(self.db, self.settings)  # (mail, and chat channels without it)
+        self.mail_sender.start()
 
     def _step_down(self) -> None:
         for scheduler in self.schedulers:

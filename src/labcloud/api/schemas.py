@@ -48,6 +48,12 @@ class UserOut(BaseModel):
     notify_email: str = Field("always", description="An e-mail when a job ends: always, failure, never.")
 
 
+class ChatChannelOut(BaseModel):
+    scheme: str | None = Field(
+        description="The scheme of your chat channel (its URL is a secret, never shown); null: none."
+    )
+
+
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +100,12 @@ class MeUpdate(BaseModel):
     name: str | None = Field(None, max_length=200)
     notify_email: Literal["always", "failure", "never"] | None = Field(
         None, description="An e-mail when a job of yours ends: always, on failure only, or never."
+    )
+    notify_apprise_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="A chat channel told as the e-mail is (an Apprise URL: slack://, matrix://, json://...); "
+        '"" removes it. Its host must be a public address unless the installation allows private ones.',
     )
 
 

@@ -68,6 +68,14 @@ class User(Base):
     # When a job of theirs ends, an e-mail: "always", "failure" (failed only) or "never" (a job may say
     # otherwise when it is submitted).
     notify_email: Mapped[str] = mapped_column(String(16), default="always")
+    # The same news by chat, through Apprise (an apprise URL, e.g. slack://... or json://...): a secret,
+    # never shown back but for its scheme; "" for none.
+    notify_apprise_url: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+    @property
+    def notify_apprise(self) -> str | None:
+        """The scheme of the chat channel (what may be shown of it), or None."""
+        return self.notify_apprise_url.split("://", 1)[0] if self.notify_apprise_url else None
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -126,6 +134,8 @@ class Quota(Base):
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     used: Mapped[float] = mapped_column(Float, default=0.0)
     reserved: Mapped[float] = mapped_column(Float, default=0.0)
+    # The level of use its project was last told of by a quota.warning event: 0, 80 or 100 (percent).
+    warned_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

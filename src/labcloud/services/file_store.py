@@ -20,15 +20,18 @@ from pathlib import Path
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
-from labcloud.db.models import FileEntry
+from labcloud.db.models import Event, FileEntry, Project
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput
 from labcloud.services import files
 from labcloud.services.files import TooLarge
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
+
+UPLOADED_EVENT = "file.uploaded"  # a file published into a space (not a job's output)
 
 WRITE_BUFFER = 1 << 20
 SYNC_EVERY = 64 << 20
@@ -188,6 +191,8 @@ def index_stored(
                     entries, replaced = files.index_objects(
                         session, settings, space, uploads, keys, job_id=job_id, enforce=enforce_limit
                     )
+                    if job_id is None:  # (a job's outputs are told by the job's own events)
+                        _emit_uploaded(session, space, entries)
                 break
             except IntegrityError:  # a concurrent upload created the same path or folder: once more
                 if attempt == 2:
@@ -197,6 +202,31 @@ def index_stored(
         raise
     storage.delete(replaced)
     return entries
+
+
+def _emit_uploaded(session: Session, space: files.Space, entries: list[files.Entry]) -> None:
+    """A ``file.uploaded`` event for each file published into the space, in the indexing transaction."""
+    slug = session.scalar(select(Project.slug).where(Project.id == space.project_id))
+    for entry in entries:
+        if entry.type != "file":
+            continue
+        session.add(
+            Event(
+                kind=UPLOADED_EVENT,
+                user_id=space.user_id,
+                project_id=space.project_id,
+                payload={
+                    "file": {
+                        "project": slug,
+                        "user": str(space.user_id),
+                        "path": entry.path,
+                        "size": entry.size,
+                        "sha256": entry.sha256,
+                    }
+                },
+                fanned_out=False,
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------------ sweeping

@@ -95,6 +95,7 @@ def transition(
     session.add(
         JobEvent(job_id=job.id, at=now, from_state=current, to_state=target, reason=reason, message=message)
     )
+    webhooks.emit_state_change(session, job, current.value, target.value, reason, message)
     for key, value in values.items():
         setattr(job, key, value)
     if target in TERMINAL:  # the attempt's usage is recorded and charged; what the job held goes back

@@ -10,6 +10,12 @@ the job's own (``notify`` at submit), says so. It waits ``mail_digest_window_s``
 unmailed end, so that many jobs ending together make one digest instead of a flood. A mail that could not
 be sent is tried again (the events stay unmailed), so a mail is sent at least once; a slow or dead SMTP
 server only delays mail, never a job.
+
+The same decision tells a user's chat channel (:mod:`.chat`), when they set one, after the mail; the
+sender runs whenever the installation sends mail or any user may have a channel.
+
+A webhook paused because it kept failing (``webhook.paused``) is told to its owner at once, whatever their
+preference for jobs: nothing else would tell them that their receiver hears nothing any more.
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Event, Job, User
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
-from labcloud.services.webhooks import JOB_EVENTS
+from labcloud.services import chat
+from labcloud.services.webhooks import JOB_EVENTS, PAUSED_EVENT
 from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MAILED = (*JOB_EVENTS, PAUSED_EVENT)  # the events that may become mail
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,29 @@ def compose(settings: Settings, jobs: list[dict[str, Any]]) -> tuple[str, str, s
     return subject, text, html_body
 
 
+def compose_paused(settings: Settings, webhook: dict[str, Any]) -> tuple[str, str, str]:
+    """(subject, text, html) of the mail telling an owner that their webhook was paused."""
+    url, reason = str(webhook.get("url")), str(webhook.get("reason"))
+    last = str(webhook.get("last_error") or "")
+    resume = f"PATCH /api/v1/webhooks/{webhook.get('id')}"
+    body = '{"active": true}'
+    subject = "labcloud: your webhook was paused"
+    text = (
+        f"Your webhook {url} was paused: {reason} (last answer: {last or '-'}).\n\n"
+        "It hears no events while paused. Once the receiver works again, resume it with\n"
+        f"  {resume} {body}\n"
+    )
+    if settings.public_url:
+        text += f"\n{settings.public_url.rstrip('/')}/api/v1/webhooks/{webhook.get('id')}/deliveries\n"
+    html_body = (
+        f"<!doctype html><html><body><p>Your webhook <code>{html.escape(url)}</code> was paused: "
+        f"{html.escape(reason)} (last answer: {html.escape(last or '-')}).</p>"
+        "<p>It hears no events while paused. Once the receiver works again, resume it with "
+        f"<code>{html.escape(resume)} {html.escape(body)}</code>.</p></body></html>"
+    )
+    return subject, text, html_body
+
+
 class MailSender(Loop):
     """On the leader: mails each user's ended jobs once their digest window has passed."""
 
@@ -179,9 +211,13 @@ class MailSender(Loop):
             pending = list(
                 session.scalars(select(Event).where(Event.mailed.is_(False)).order_by(Event.id).limit(500))
             )
-            nothing = [e.id for e in pending if e.kind not in JOB_EVENTS or e.user_id is None]
+            nothing = [e.id for e in pending if e.kind not in MAILED or e.user_id is None]
             if nothing:
                 session.execute(update(Event).where(Event.id.in_(nothing)).values(mailed=True))
+        for event in pending:
+            waiting = self._wait_until.get(event.user_id, 0.0) > time.monotonic()
+            if event.kind == PAUSED_EVENT and event.user_id is not None and not waiting:
+                self._mail_paused(event)
         by_user: dict[Any, list[Event]] = defaultdict(list)
         for event in pending:
             if event.kind in JOB_EVENTS and event.user_id is not None:
@@ -191,6 +227,27 @@ class MailSender(Loop):
             if events[0].created_at > now - window or self._wait_until.get(user_id, 0.0) > time.monotonic():
                 continue
             self._mail(user_id, events)
+
+    def _mail_paused(self, event: Event) -> None:
+        with self.db.session() as session:
+            user = session.get(User, event.user_id)
+        if user is not None and user.is_active and self.settings.smtp_url:
+            subject, text, html_body = compose_paused(self.settings, dict(event.payload.get("webhook") or {}))
+            if not self._send(user, subject, text, html_body):
+                return
+        with self.db.session() as session:
+            session.execute(update(Event).where(Event.id == event.id).values(mailed=True))
+
+    def _send(self, user: User, subject: str, text: str, html_body: str) -> bool:
+        """Send; when it cannot, wait ``mail_retry_s`` before trying this user again."""
+        try:
+            send(self.settings, user.email, subject, text, html_body)
+        except (OSError, smtplib.SMTPException, ValueError) as exc:
+            wait = self.settings.mail_retry_s
+            log.warning("mail to %s not sent (tried again in %.0f s): %s", user.email, wait, exc)
+            self._wait_until[user.id] = time.monotonic() + wait
+            return False
+        return True
 
     def _mail(self, user_id: Any, events: list[Event]) -> None:
         with self.db.session() as session:
@@ -207,15 +264,12 @@ class MailSender(Loop):
             preference = overrides.get(_job_id(event)) or (user.notify_email if user else "never")
             if user is not None and user.is_active and wanted(preference, event.kind):
                 jobs.append(job)
-        if jobs and user is not None:
+        if jobs and user is not None and self.settings.smtp_url:
             subject, text, html_body = compose(self.settings, jobs)
-            try:
-                send(self.settings, user.email, subject, text, html_body)
-            except (OSError, smtplib.SMTPException, ValueError) as exc:
-                wait = self.settings.mail_retry_s
-                log.warning("mail to %s not sent (tried again in %.0f s): %s", user.email, wait, exc)
-                self._wait_until[user_id] = time.monotonic() + wait
+            if not self._send(user, subject, text, html_body):
                 return
+        if jobs and user is not None and user.notify_apprise_url:  # (after the mail: told once)
+            chat.tell(user.notify_apprise_url, *chat.compose(self.settings, jobs))
         self._wait_until.pop(user_id, None)
         with self.db.session() as session:
             session.execute(update(Event).where(Event.id.in_([e.id for e in events])).values(mailed=True))

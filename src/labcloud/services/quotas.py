@@ -13,6 +13,10 @@ record, :mod:`.accounting`), and the job's end gives back what it held. Both cha
 overspend, on either database. A job that does not fit is refused with a 409 naming the quota, what is left
 and how to ask for more; or, when its project says so (``over_quota = "cut"``), it is admitted with its
 time limit cut to what is left, and ends as ``quota_exceeded`` if it reaches it.
+
+When a hold or a charge brings a quota's use (used and held) to another level than its project was last
+told of (80% or all of it), a ``quota.warning`` event is written in the same transaction, once per
+crossing: the level told is kept on the quota (``warned_level``) by the same conditional ``UPDATE``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, Project, Quota, QuotaRequest, User
+from labcloud.db.models import Event, Job, Project, Quota, QuotaRequest, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, Forbidden, InvalidInput, LabcloudError, NotFound
 from labcloud.registry.models import Resources
@@ -36,6 +40,7 @@ RESOURCES = ("cpu_hours", "gpu_hours", "concurrent_jobs", "jobs_per_day")
 PERIODS = ("monthly", "daily", "allocation", "none")
 TIME = ("cpu_hours", "gpu_hours")
 SPENT_AT_SUBMIT = ("jobs_per_day",)  # counted once when queued, never given back
+WARNING_EVENT = "quota.warning"
 POLICIES = ("refuse", "cut")
 WARN_AT = 0.8
 MIN_CUT_S = 60.0  # by default, a time limit cut below this is no use: the job is refused instead
@@ -179,6 +184,7 @@ def reserve(
             quota, a = refused[0]
             session.refresh(quota)
             raise _refusal(project, quota, a)
+        _warn(session, project.id, [q.resource for q, _ in asked.values()], project.slug)
     hold = {q.resource: a for q, a in asked.values() if q.resource not in SPENT_AT_SUBMIT}
     if job.quota_hold and "cut_timeout_s" in job.quota_hold:
         hold["cut_timeout_s"] = job.quota_hold["cut_timeout_s"]
@@ -273,6 +279,50 @@ def charge(session: Session, project_id: Any, cpu_hours: float, gpu_hours: float
             .where(Quota.project_id == project_id, Quota.resource.in_(list(spent)))
             .values(used=Quota.used + case(spent, value=Quota.resource, else_=0.0))
             .execution_options(synchronize_session=False)
+        )
+        _warn(session, project_id, list(spent), None)
+
+
+def _warn(session: Session, project_id: Any, resources: list[str], slug: str | None) -> None:
+    """Note the level of use of these quotas (one statement, which touches only those whose level moved)
+    and write a quota.warning event for each that reached 80% or all of its limit."""
+    spent = Quota.used + Quota.reserved
+    level = case(
+        (Quota.limit <= 0, 100),
+        (spent >= Quota.limit - 1e-9, 100),
+        (spent >= Quota.limit * WARN_AT, 80),
+        else_=0,
+    )
+    moved = session.execute(
+        update(Quota)
+        .where(Quota.project_id == project_id, Quota.resource.in_(resources), level != Quota.warned_level)
+        .values(warned_level=level)
+        .returning(Quota.resource, Quota.limit, Quota.used, Quota.reserved, Quota.warned_level)
+        .execution_options(synchronize_session=False)
+    ).all()
+    told = [row for row in moved if row.warned_level > 0]
+    if not told:
+        return
+    if slug is None:
+        slug = session.scalar(select(Project.slug).where(Project.id == project_id))
+    for row in told:
+        session.add(
+            Event(
+                kind=WARNING_EVENT,
+                project_id=project_id,
+                payload={
+                    "quota": {
+                        "project": slug,
+                        "resource": row.resource,
+                        "limit": row.limit,
+                        "used": row.used,
+                        "held": row.reserved,
+                        "level": "exceeded" if row.warned_level >= 100 else "warning",
+                        "percent": row.warned_level,
+                    }
+                },
+                fanned_out=False,
+            )
         )
 
 

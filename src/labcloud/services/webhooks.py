@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Text, cast, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -34,15 +34,18 @@ from labcloud.db.models import Event, Job, Project, User, WebhookDelivery, Webho
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, NotFound
 from labcloud.execution.loops import Loop
-from labcloud.services import projects, url_fetch
+from labcloud.services import file_store, projects, quotas, url_fetch
 from labcloud.services.projects import Action
 from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
-EVENTS = JOB_EVENTS
+STATE_CHANGED = "job.state_changed"
+EVENTS = (*JOB_EVENTS, STATE_CHANGED, quotas.WARNING_EVENT, file_store.UPLOADED_EVENT)
 TEST_EVENT = "webhook.test"
+# Told to the subscription's owner by mail, never to webhooks (written already fanned out).
+PAUSED_EVENT = "webhook.paused"
 MAX_SUBSCRIPTIONS = 20  # per user
 BATCH = 50  # events fanned out, deliveries tried, per round
 
@@ -75,6 +78,41 @@ def emit_job_end(session: Session, job: Job) -> None:
                     "finished_at": job.finished_at.isoformat() if job.finished_at else None,
                     "usage": dict(job.usage or {}),
                 }
+            },
+            fanned_out=False,
+        )
+    )
+
+
+def emit_state_change(
+    session: Session, job: Job, from_state: str, to_state: str, reason: str | None, message: str
+) -> None:
+    """A job changed state: its event, in the caller's transaction, but only when some active subscription
+    of the job's owner or project asks for it (one query on the indexed owner and project), so that the
+    job path pays for no row nobody will read."""
+    mine = (WebhookSubscription.owner_id == job.owner_id) & WebhookSubscription.project_id.is_(None)
+    wanted = session.scalar(
+        select(WebhookSubscription.id)
+        .where(
+            or_(mine, WebhookSubscription.project_id == job.project_id),
+            WebhookSubscription.state == "active",
+            cast(WebhookSubscription.events, Text).contains(f'"{STATE_CHANGED}"'),
+        )
+        .limit(1)
+    )
+    if wanted is None:
+        return
+    session.add(
+        Event(
+            kind=STATE_CHANGED,
+            user_id=job.owner_id,
+            project_id=job.project_id,
+            payload={
+                "job": {"id": str(job.id), "name": job.name, "app": job.app, "version": job.version},
+                "from": str(from_state),
+                "to": str(to_state),
+                "reason": str(reason) if reason else None,
+                "message": message,
             },
             fanned_out=False,
         )
@@ -304,9 +342,29 @@ def record(
                 sub.state = "paused"
                 sub.paused_reason = f"{sub.failures_in_a_row} events in a row could not be delivered"
                 log.warning("webhook %s paused: %s", sub.id, sub.paused_reason)
+                _emit_paused(session, sub, error or f"HTTP {status}")
     else:
         delivery.next_try_at = at + next_wait(settings, delivery.attempts)
     session.flush()
+
+
+def _emit_paused(session: Session, sub: WebhookSubscription, last_error: str) -> None:
+    """The owner is told (by the mail sender) that their webhook paused, in the pausing transaction."""
+    session.add(
+        Event(
+            kind=PAUSED_EVENT,
+            user_id=sub.owner_id,
+            payload={
+                "webhook": {
+                    "id": str(sub.id),
+                    "url": sub.url,
+                    "reason": sub.paused_reason,
+                    "last_error": last_error[:200],
+                }
+            },
+            fanned_out=True,
+        )
+    )
 
 
 class WebhookSender(Loop):

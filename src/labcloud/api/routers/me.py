@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from labcloud.api.deps import AppSettings, DbSession, PageCursor, PageLimit, Reader, Writer
 from labcloud.api.guard import GuardedRoute
 from labcloud.api.schemas import (
+    ChatChannelOut,
     MeUpdate,
     PageOut,
     PasswordChange,
@@ -20,7 +21,7 @@ from labcloud.api.schemas import (
     TokenOut,
     UserOut,
 )
-from labcloud.services import job_ends, tokens, users
+from labcloud.services import chat, job_ends, tokens, users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/me", tags=["me"], route_class=GuardedRoute)
@@ -32,10 +33,18 @@ def read_me(principal: Reader) -> UserOut:
 
 
 @router.patch("", response_model=UserOut, summary="Update your account")
-def update_me(body: MeUpdate, principal: Writer) -> UserOut:
+def update_me(body: MeUpdate, principal: Writer, settings: AppSettings) -> UserOut:
+    if body.notify_apprise_url is not None:
+        principal.user.notify_apprise_url = chat.check(settings, body.notify_apprise_url)
     return UserOut.model_validate(
         users.update_profile(principal.user, name=body.name, notify_email=body.notify_email)
     )
+
+
+@router.get("/chat", response_model=ChatChannelOut, summary="Your chat channel (only its scheme)")
+def read_chat(principal: Reader) -> ChatChannelOut:
+    """Set it with PATCH /api/v1/me {"notify_apprise_url"}; the URL itself is never shown back."""
+    return ChatChannelOut(scheme=principal.user.notify_apprise)
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change your password")

@@ -32,7 +32,9 @@ class WebhookIn(BaseModel):
 class WebhookPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    events: list[str] | None = Field(None, max_length=20)
+    events: list[str] | None = Field(
+        None, max_length=20, description=f"One or more of {', '.join(webhooks.EVENTS)}."
+    )
     active: bool | None = Field(
         None, description="false pauses it; true resumes it (and clears its failures)."
     )
