@@ -76,6 +76,38 @@ def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> N
     assert order[1] == bob_job, "bob's one job waited behind alice's queue"
 
 
+def _queue_one_each(
+    db: Database, people: list[Account], executor: str
+) -> list[tuple[Account, tuple[Any, Any]]]:
+    """A queued job for each person in their personal project, for ``executor``: (person, (job id,
+    project id))."""
+    found = []
+    with db.session() as session:
+        for who in people:
+            person = session.get(User, who.id)
+            assert person is not None
+            project = projects.personal(session, person)
+            job = Job(
+                owner_id=who.id,
+                project_id=project.id,
+                app="nap",
+                version="1",
+                entrypoint="main",
+                spec={},
+                spec_hash="-",
+                params={},
+                inputs={},
+                env={},
+                tags={},
+                resources=Resources(cpus=1, memory_mb=32),
+                executor=executor,
+            )
+            session.add(job)
+            session.flush()
+            found.append((who, (job.id, project.id)))
+    return found
+
+
 class _FreesMidRound:
     """An executor with room for one job, held until the first time a job is found not to fit: then the job
     holding it ends, between that check and the next one (the moment a real dispatcher can hit)."""
@@ -111,29 +143,7 @@ def test_room_freed_during_a_round_goes_to_the_first_in_line(
     it to alice."""
     alice, bob = make_user("alice@example.org"), make_user("bob@example.org")
     db = Database(settings)
-    ids = {}
-    with db.session() as session:
-        for who in (alice, bob):
-            person = session.get(User, who.id)
-            assert person is not None
-            job = Job(
-                owner_id=who.id,
-                project_id=projects.personal(session, person).id,
-                app="nap",
-                version="1",
-                entrypoint="main",
-                spec={},
-                spec_hash="-",
-                params={},
-                inputs={},
-                env={},
-                tags={},
-                resources=Resources(cpus=1, memory_mb=32),
-                executor=_FreesMidRound.name,
-            )
-            session.add(job)
-            session.flush()
-            ids[who.email] = job.id
+    ids = {who.email: job_id for who, (job_id, _) in _queue_one_each(db, [alice, bob], _FreesMidRound.name)}
     executor = _FreesMidRound()
     scheduler = Scheduler(db, cast(Executor, executor))
     scheduler._last_served[alice.id] = time.monotonic()  # alice had the last turn
@@ -162,30 +172,8 @@ def test_the_project_that_used_least_lately_goes_first(
     and bob's nothing: with fair share bob's job takes the one free slot; without it, alice's would."""
     alice, bob = make_user("alice@example.org"), make_user("bob@example.org")
     db = Database(settings)
-    ids = {}
+    ids = {who.email: found for who, found in _queue_one_each(db, [alice, bob], _OneSlot.name)}
     with db.session() as session:
-        for who in (alice, bob):
-            person = session.get(User, who.id)
-            assert person is not None
-            project = projects.personal(session, person)
-            job = Job(
-                owner_id=who.id,
-                project_id=project.id,
-                app="nap",
-                version="1",
-                entrypoint="main",
-                spec={},
-                spec_hash="-",
-                params={},
-                inputs={},
-                env={},
-                tags={},
-                resources=Resources(cpus=1, memory_mb=32),
-                executor=_OneSlot.name,
-            )
-            session.add(job)
-            session.flush()
-            ids[who.email] = (job.id, project.id)
         session.add(
             UsageRecord(
                 job_id=uuid.uuid4(),

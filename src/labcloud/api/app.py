@@ -16,6 +16,7 @@ from labcloud.api.guard import Utf8Addresses
 from labcloud.api.routers import (
     apps,
     auth,
+    budgets,
     files,
     health,
     jobs,
@@ -85,7 +86,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         tes,
     ):
         app.include_router(module.router)
-    app.include_router(projects.usage_router)
+    app.include_router(budgets.router)
+    app.include_router(budgets.usage_router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
     openapi.install(app)  # every operation's problems, for client generators

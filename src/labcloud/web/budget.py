@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.models import Project, QuotaRequest, User
 from labcloud.errors import InvalidInput
-from labcloud.services import accounting, quotas
+from labcloud.services import accounting, quota_requests, quotas
 from labcloud.services.projects import Access, Action
 from labcloud.settings import Settings
 from labcloud.web.rendering import amount
@@ -51,7 +51,7 @@ def page_context(
     report = accounting.report(session, usage_by, project_id=project.id, since=since)
     return {
         "quotas": quota_views(quotas.states(session, project, settings.default_quotas), now),
-        "requests": request_views(session, quotas.requests_of(session, project)),
+        "requests": request_views(session, quota_requests.requests_of(session, project)),
         "may_ask": access.may(Action.RUN),
         "titles": TITLES,
         "resources": quotas.RESOURCES,

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.request_scope import Ctx, DbSession
-from labcloud.services import accounting, projects, quotas
+from labcloud.services import accounting, projects, quota_requests, quotas
 from labcloud.services.projects import Action
 from labcloud.web import budget
 from labcloud.web.deps import AdminForm, FormUser, PageRoute, PageUser
@@ -76,7 +76,7 @@ def ask(
     """Members (and more) ask for more of one of the project's quotas, saying why."""
     project = projects.by_slug(session, principal.user, slug, Action.RUN)
     try:
-        found = quotas.request_more(
+        found = quota_requests.request_more(
             session, principal.user.id, project, resource, _number(amount), justification
         )
     except InvalidInput as exc:
@@ -106,7 +106,9 @@ def decide(
         raise InvalidInput.field(["body", "decision"], "approve or reject")
     here = f"/projects/{project.slug}#requests"
     try:
-        found = quotas.decide(session, principal.user, project, request_id, decision == "approve", note)
+        found = quota_requests.decide(
+            session, principal.user, project, request_id, decision == "approve", note
+        )
     except Conflict as exc:
         return back(ctx, here, exc.detail, "bad")
     what = f"{budget.amount(found.amount)} {quotas.UNITS[found.resource]} more of {found.resource}"
