@@ -19,6 +19,7 @@ from labcloud.db import migrate
 from labcloud.db.models import Job, Project, ProjectMember, User
 from labcloud.db.types import utcnow
 from labcloud.settings import Settings
+from live_server import eventually
 
 
 @pytest.fixture
@@ -288,10 +289,10 @@ def set_quota(
 def test_a_quota_refuses_what_does_not_fit_and_gives_back_what_ends(
     client: TestClient, admin: Account, make_user: Any, settings: Settings
 ) -> None:
-    write_app(
+    write_app(  # (each waits for the test to open its gate: none ends before the quota is checked)
         settings.effective_apps_dir,
         "hour",
-        ["echo", "done"],
+        ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"],
         resources={"cpus": 2, "memory_mb": 64, "timeout_s": 3600},
     )
     owner = make_user()
@@ -314,7 +315,15 @@ def test_a_quota_refuses_what_does_not_fit_and_gives_back_what_ends(
     states = client.get("/api/v1/projects/budget/quotas", headers=owner.headers).json()
     assert states[0]["reserved"] == pytest.approx(4.0) and states[0]["level"] == "warning", states
     # the jobs end: what they held goes back, what they used (seconds) is charged
-    for job in (first.json(), second.json()):
+    for job in (first.json(), second.json()):  # (one at a time: each takes all the CPUs)
+        eventually(
+            lambda job=job: (
+                client.get(f"/api/v1/jobs/{job['id']}", headers=owner.headers).json()["state"] == "running"
+            ),
+            60,
+            "the job to run",
+        )
+        (settings.home / "jobs" / job["id"] / "attempt-1" / "work" / "open").touch()
         assert wait_for_end(client, job["id"], owner.headers)["state"] == "succeeded"
     [after] = client.get("/api/v1/projects/budget/quotas", headers=owner.headers).json()
     assert after["reserved"] == pytest.approx(0.0) and 0 < after["used"] < 0.1, after
