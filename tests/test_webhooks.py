@@ -5,6 +5,7 @@ server stopped between the commit and the send."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import threading
 import time
@@ -206,9 +207,13 @@ def test_every_state_change_of_a_job_is_delivered_and_written_only_when_asked_fo
     subscribe(client, user, receiver.url, ["job.state_changed"])
     job = client.post("/api/v1/jobs", json={"app": "fails"}, headers=user.headers).json()
     wait_for_end(client, job["id"], user.headers)
-    eventually(
-        lambda: any(b["data"]["to"] == "failed" for b in receiver.bodies()), 30, "the change to failed"
-    )
+
+    def whole_chain() -> bool:  # deliveries run in parallel: wait until every change has arrived
+        got = [b["data"] for b in sorted(receiver.bodies(), key=lambda b: b["timestamp"])]
+        linked = all(a["to"] == b["from"] for a, b in itertools.pairwise(got))
+        return bool(got) and got[0]["from"] == "queued" and got[-1]["to"] == "failed" and linked
+
+    eventually(whole_chain, 30, "every change up to failed")
     changes = [b["data"] for b in sorted(receiver.bodies(), key=lambda b: b["timestamp"])]
     assert {b["type"] for b in receiver.bodies()} == {"job.state_changed"}  # (not the job.failed)
     assert all(c["job"]["id"] == job["id"] for c in changes)
