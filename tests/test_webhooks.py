@@ -4,27 +4,32 @@ server stopped between the commit and the send."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
 import json
+import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from conftest import Account
+from conftest import Account, backend
 from jobs_helpers import wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.db.engine import Database
 from labcloud.db.models import Event, WebhookSubscription
 from labcloud.settings import Settings
-from live_server import eventually
+from live_server import eventually, login_headers, server_env, start_server, stop_server
 from mail_helpers import mail_parts
 
 
@@ -34,12 +39,17 @@ class Receiver:
     def __init__(self) -> None:
         self.seen: list[tuple[dict[str, str], bytes]] = []
         self.answers: list[int] = []
+        self.stall = 0  # how many of the next POSTs get no answer until ``release`` is set
+        self.release = threading.Event()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 receiver.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if receiver.stall > 0:
+                    receiver.stall -= 1
+                    receiver.release.wait(120)
                 code = receiver.answers.pop(0) if receiver.answers else 204
                 self.send_response(code)
                 if code in (301, 302, 307):
@@ -49,6 +59,10 @@ class Receiver:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def handle(self) -> None:
+                with contextlib.suppress(OSError):  # (a sender killed while it waited for the answer)
+                    super().handle()
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
@@ -381,6 +395,61 @@ def test_an_event_committed_before_a_stop_is_sent_after_the_restart(
         eventually(lambda: len(again.seen) == 1, 30, "the delivery after the restart")
         assert json.loads(again.seen[0][1])["data"]["job"]["id"] == job["id"]
     again.server.shutdown()
+
+
+def test_a_server_killed_while_it_sends_sends_the_event_again_after_its_restart(
+    hooked: Settings, receiver: Receiver, database_url: str, tmp_path: Path
+) -> None:
+    """kill -9 of a real ``labcloud serve`` after the job's end was committed and while its event was on
+    the wire, unanswered: the restarted server sends it again, with the same id (at least once)."""
+    admin = ("hook-admin@example.org", "hook-admin-password")
+    env = server_env(
+        hooked.home,
+        admin,
+        database_url if backend() == "postgresql" else None,
+        webhook_allow_private="true",
+        webhook_retry_s="0.1",
+        webhook_timeout_s="2",
+    )
+    url, proc = start_server(env, tmp_path / "first.log")
+    try:
+        headers = login_headers(url, *admin)
+        r = httpx.post(
+            f"{url}/api/v1/webhooks", json={"url": receiver.url, "events": ["job.succeeded"]}, headers=headers
+        )
+        assert r.status_code == 201, r.text
+        hook = r.json()
+        receiver.stall = 1  # the first try gets no answer: the server is killed while it waits
+        job = httpx.post(f"{url}/api/v1/jobs", json={"app": "quick"}, headers=headers).json()
+        eventually(lambda: receiver.seen, 60, "the first try to reach the receiver")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            stop_server(proc)
+    receiver.release.set()
+    url, proc = start_server(env, tmp_path / "second.log")
+    try:
+        eventually(lambda: len(receiver.seen) == 2, 60, "the delivery after the restart")
+        assert {h["webhook-id"] for h, _ in receiver.seen} == {receiver.seen[0][0]["webhook-id"]}
+        assert [b["data"]["job"]["id"] for b in receiver.bodies()] == [job["id"]] * 2
+        for seen_headers, body in receiver.seen:
+            Webhook(hook["secret"]).verify(body, seen_headers)
+        headers = login_headers(url, *admin)
+        [delivery] = eventually(
+            lambda: [
+                d
+                for d in httpx.get(f"{url}/api/v1/webhooks/{hook['id']}/deliveries", headers=headers).json()
+                if d["state"] == "delivered"
+            ],
+            30,
+            "the delivery to be recorded",
+        )
+        assert delivery["attempts"] == 1  # the killed try left no answer behind, the second did
+        time.sleep(1.5)  # (several rounds of the sender)
+        assert len(receiver.seen) == 2  # once delivered, never again
+    finally:
+        stop_server(proc)
 
 
 def test_a_projects_webhook_hears_its_members_jobs(
