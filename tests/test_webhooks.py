@@ -340,6 +340,35 @@ def test_a_chat_channel_hears_of_job_ends_as_the_preference_says_and_is_never_sh
     }
 
 
+def test_a_chat_message_that_fails_is_tried_again_and_the_mail_is_not_sent_twice(
+    hooked: Settings,
+    mailing: Settings,
+    inbox: tuple[Any, int],
+    receiver: Receiver,
+    make_user: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    hooked.mail_retry_s = 0.2
+    client: TestClient = request.getfixturevalue("client")
+    user = make_user()
+    channel = receiver.url.replace("http://", "json://")
+    r = client.patch("/api/v1/me", json={"notify_apprise_url": channel}, headers=user.headers)
+    assert r.status_code == 200, r.text
+    receiver.answers = [500, 502, 503]  # the chat service is down for three tries
+    job = client.post("/api/v1/jobs", json={"app": "fails", "name": "retried"}, headers=user.headers).json()
+    wait_for_end(client, job["id"], user.headers)
+    eventually(lambda: len(receiver.seen) == 4, 30, "the fourth try of the chat message")
+    time.sleep(1.5)  # (several of the sender's rounds: a delivered message is not sent again)
+    assert len(receiver.seen) == 4
+    assert all("retried" in json.dumps(b) and job["id"] in json.dumps(b) for b in receiver.bodies())
+    assert len(inbox[0].messages) == 1  # the mail went once, before the chat tries
+    db = Database(hooked)
+    with db.session() as session:
+        left = list(session.scalars(select(Event).where(Event.user_id == user.id, Event.mailed.is_(False))))
+    db.dispose()
+    assert left == []  # nothing waits in the outbox any more
+
+
 @pytest.mark.parametrize(
     "channel",
     ["json://127.0.0.1:9/hook", "form://localhost/hook", "json://10.1.2.3/x", "nonsense://what", "not a url"],

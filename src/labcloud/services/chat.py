@@ -6,18 +6,24 @@ for its scheme. Apprise can reach any host, so a URL whose host is on loopback, 
 network is refused unless ``webhook_allow_private`` (the check is made when it is set, on what its host
 resolves to then; a host that resolves to nothing is taken for part of the service's own address, as
 Slack's tokens are). The mail sender decides what to tell (the same preference and per-job override as the
-e-mail) and tells it after the mail; a channel that fails is logged, not tried again.
+e-mail) and tells it after the mail. A message that could not be sent becomes an outbox event of its own
+(``chat.retry``, holding the message, its tries and when to try next), so it is tried again with a doubling
+wait, after a restart too, and given up (logged) after ``RETRY_LIMIT`` tries; the mail is not sent again.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import apprise
 
+from labcloud.db.models import Event
+from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput
 from labcloud.services import url_fetch
 from labcloud.settings import Settings
@@ -25,6 +31,8 @@ from labcloud.settings import Settings
 log = logging.getLogger(__name__)
 
 FIELD: list[str | int] = ["body", "notify_apprise_url"]
+RETRY = "chat.retry"  # the outbox event of a message still to send
+RETRY_LIMIT = 10  # tries of one message, the first included
 
 
 def check(settings: Settings, url: str) -> str:
@@ -66,6 +74,25 @@ def tell(url: str, title: str, body: str) -> bool:
     if not ok:
         log.warning("a chat message could not be sent (%s)", url.split("://", 1)[0])
     return ok
+
+
+def retry_event(user_id: uuid.UUID, title: str, body: str, tries: int, wait_s: float) -> Event:
+    """The outbox row of a message that failed its ``tries``-th time: tried again after a doubling wait
+    (``wait_s`` first, an hour at most). Written as already fanned out (no webhook hears of it)."""
+    due = utcnow() + timedelta(seconds=min(wait_s * 2 ** (tries - 1), 3600.0))
+    return Event(
+        kind=RETRY,
+        user_id=user_id,
+        payload={"title": title, "body": body, "tries": tries, "due": due.isoformat()},
+        fanned_out=True,
+    )
+
+
+def due(event: Event) -> bool:
+    try:
+        return datetime.fromisoformat(str(event.payload.get("due"))) <= utcnow()
+    except ValueError:
+        return True
 
 
 def compose(settings: Settings, jobs: list[dict[str, Any]]) -> tuple[str, str]:

@@ -12,7 +12,8 @@ be sent is tried again (the events stay unmailed), so a mail is sent at least on
 server only delays mail, never a job.
 
 The same decision tells a user's chat channel (:mod:`.chat`), when they set one, after the mail; the
-sender runs whenever the installation sends mail or any user may have a channel.
+sender runs whenever the installation sends mail or any user may have a channel. A chat message that could
+not be sent waits in the outbox (``chat.retry``) and this sender tries it again when it is due.
 
 A webhook paused because it kept failing (``webhook.paused``) is told to its owner at once, whatever their
 preference for jobs: nothing else would tell them that their receiver hears nothing any more.
@@ -45,7 +46,7 @@ from labcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAILED = (*JOB_EVENTS, PAUSED_EVENT)  # the events that may become mail
+MAILED = (*JOB_EVENTS, PAUSED_EVENT, chat.RETRY)  # the events this sender acts on
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,8 @@ class MailSender(Loop):
             waiting = self._wait_until.get(event.user_id, 0.0) > time.monotonic()
             if event.kind == PAUSED_EVENT and event.user_id is not None and not waiting:
                 self._mail_paused(event)
+            elif event.kind == chat.RETRY and event.user_id is not None and chat.due(event):
+                self._chat_again(event)
         by_user: dict[Any, list[Event]] = defaultdict(list)
         for event in pending:
             if event.kind in JOB_EVENTS and event.user_id is not None:
@@ -268,11 +271,35 @@ class MailSender(Loop):
             subject, text, html_body = compose(self.settings, jobs)
             if not self._send(user, subject, text, html_body):
                 return
+        again = None
         if jobs and user is not None and user.notify_apprise_url:  # (after the mail: told once)
-            chat.tell(user.notify_apprise_url, *chat.compose(self.settings, jobs))
+            title, body = chat.compose(self.settings, jobs)
+            if not chat.tell(user.notify_apprise_url, title, body):
+                again = chat.retry_event(user.id, title, body, 1, self.settings.mail_retry_s)
         self._wait_until.pop(user_id, None)
         with self.db.session() as session:
             session.execute(update(Event).where(Event.id.in_([e.id for e in events])).values(mailed=True))
+            if again is not None:
+                session.add(again)
+
+    def _chat_again(self, event: Event) -> None:
+        """A chat message that failed before: sent now, or put off again, or (after the last try) dropped."""
+        with self.db.session() as session:
+            user = session.get(User, event.user_id)
+        title, body = str(event.payload.get("title", "")), str(event.payload.get("body", ""))
+        tries = int(event.payload.get("tries", 1)) + 1
+        again = None
+        told = user is None or not user.is_active or not user.notify_apprise_url  # (nobody to tell)
+        if not told and user is not None and user.notify_apprise_url:
+            told = chat.tell(user.notify_apprise_url, title, body)
+        if not told and user is not None and tries < chat.RETRY_LIMIT:
+            again = chat.retry_event(user.id, title, body, tries, self.settings.mail_retry_s)
+        elif not told:
+            log.warning("a chat message was given up after %d tries", tries)
+        with self.db.session() as session:  # (the old row done, the next try a new one: one commit)
+            session.execute(update(Event).where(Event.id == event.id).values(mailed=True))
+            if again is not None:
+                session.add(again)
 
 
 def _job_id(event: Event) -> uuid.UUID | None:
