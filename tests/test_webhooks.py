@@ -451,6 +451,15 @@ def test_a_server_killed_while_it_sends_sends_the_event_again_after_its_restart(
         receiver.stall = 1  # the first try gets no answer: the server is killed while it waits
         job = httpx.post(f"{url}/api/v1/jobs", json={"app": "quick"}, headers=headers).json()
         eventually(lambda: receiver.seen, 60, "the first try to reach the receiver")
+        # a receiver that does not answer holds no job back
+        other = httpx.post(f"{url}/api/v1/jobs", json={"app": "fails"}, headers=headers).json()
+        eventually(
+            lambda: (
+                httpx.get(f"{url}/api/v1/jobs/{other['id']}", headers=headers).json()["state"] == "failed"
+            ),
+            30,
+            "a job to end while the receiver stalls",
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
