@@ -185,6 +185,7 @@ def test_cancel_running_and_queued_jobs(client: TestClient, settings: Settings, 
     assert done["state"] == "cancelled"
     outputs = client.get(f"/api/v1/jobs/{first['id']}/outputs", headers=user.headers).json()
     assert [o["path"] for o in outputs] == ["partial.txt"]
+    assert done["message"].startswith("cancelled; its one partial output file is kept"), done["message"]
     history = [
         e["to_state"] for e in client.get(f"/api/v1/jobs/{first['id']}/events", headers=user.headers).json()
     ]

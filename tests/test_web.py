@@ -897,7 +897,8 @@ def test_admin_registers_a_worker_and_sees_its_token_once(
     page = browser.get("/admin/workers").text
     assert token not in page
     row = worker_row(page, "rig-1")
-    assert 'data-state="lost"' in row and "never" in row  # registered, not yet heard from
+    assert 'data-state="waiting"' in row and "waiting for first connection" in row  # not yet heard from
+    assert "never" in row and "lost" not in row
     assert "platform=spinnaker" in row and "gpu=a100" in row
     assert 'hx-get="/admin/workers/rows"' in page and 'hx-trigger="every 3s"' in page
 
@@ -1011,7 +1012,7 @@ def test_the_workers_page_is_for_admins_only(
     assert [w["name"] for w in client.get("/api/v1/workers", headers=admin.headers).json()["items"]] == [
         "admins-only"
     ]
-    assert api_worker(client, admin, "admins-only")["state"] == "lost"  # not drained
+    assert api_worker(client, admin, "admins-only")["state"] == "waiting"  # not drained, never heard from
 
 
 def test_worker_names_and_labels_are_escaped(browser: TestClient, client: TestClient) -> None:

@@ -278,7 +278,7 @@ def announce_initial_admin(admin: user_service.InitialAdmin, settings: Settings)
     lines += [
         f"  data dir: {settings.home}",
         f"  database: {database_location(settings)}",
-        f"  log in at {settings.public_url}/docs (Authorize) or with 'labcloud login'.",
+        f"  log in at {settings.public_url}/ in a browser, or with 'labcloud login'.",
         "  Change the password after logging in; this message is not shown again.",
         "",
     ]

@@ -31,7 +31,13 @@ if TYPE_CHECKING:
 
 TOKEN_ENV = "LABCLOUD_WORKER_TOKEN"
 TOKEN_FILE_ENV = "LABCLOUD_WORKER_TOKEN_FILE"
-STATE_STYLES = {"active": "green", "draining": "yellow", "lost": "bold red", "revoked": "dim"}
+STATE_STYLES = {
+    "active": "green",
+    "draining": "yellow",
+    "lost": "bold red",
+    "waiting": "cyan",
+    "revoked": "dim",
+}
 
 
 SANDBOX_OPTION = typer.Option(

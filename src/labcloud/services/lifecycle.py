@@ -166,6 +166,14 @@ def begin_finishing(session: Session, job: Job) -> bool:
     return job.state == JobState.FINISHING
 
 
+def _kept(outputs: int) -> str:
+    if outputs <= 0:
+        return "it had written no outputs"
+    if outputs == 1:
+        return "its one partial output file is kept"
+    return f"its {outputs} partial output files are kept"
+
+
 def record_end(session: Session, job: Job, end: RunEnd, outputs: int = 0) -> None:
     """Settle an active job by how its run ended. ``outputs``: how many output files it has now."""
     state = JobState(job.state)
@@ -196,7 +204,7 @@ def record_end(session: Session, job: Job, end: RunEnd, outputs: int = 0) -> Non
             session,
             job,
             JobState.CANCELLED,
-            message=f"cancelled; partial outputs are kept{note}",
+            message=f"cancelled; {_kept(outputs)}{note}",
             usage=usage,
         )
         return

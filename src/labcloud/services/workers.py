@@ -71,14 +71,17 @@ def get(session: Session, worker_id: uuid.UUID) -> Worker:
 
 
 def state_of(worker: Worker, settings: Settings, now: datetime | None = None) -> str:
-    """active, draining, revoked, or lost (no heartbeat for longer than a lease)."""
+    """active, draining, revoked, waiting (registered, no heartbeat yet) or lost (no heartbeat for longer
+    than a lease)."""
     if worker.state == "revoked":
         return "revoked"
     if worker.token_prefix == ENGINE_TOKEN_PREFIX:  # Slurm's or Celery's: no heartbeats of its own
         return worker.state
     now = now or utcnow()
     seen = worker.last_heartbeat_at
-    if seen is None or now - seen > timedelta(seconds=settings.lease_seconds):
+    if seen is None:
+        return "waiting" if worker.state == "active" else worker.state
+    if now - seen > timedelta(seconds=settings.lease_seconds):
         return "lost"
     return worker.state
 

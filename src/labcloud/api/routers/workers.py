@@ -30,7 +30,10 @@ class WorkerOut(BaseModel):
     id: uuid.UUID
     name: str
     labels: dict[str, str]
-    state: str = Field(description="active, draining, lost (no heartbeat for a lease) or revoked")
+    state: str = Field(
+        description="active, draining, waiting (registered, never heard from), lost (no heartbeat for a "
+        "lease) or revoked"
+    )
     token_prefix: str
     created_at: datetime
     last_heartbeat_at: datetime | None
