@@ -64,8 +64,15 @@ def test_pages_need_a_login_and_send_the_browser_to_the_login_form(client: TestC
         "/login?next=%2Fjobs%3Fstate%3Drunning"
     )
     # htmx polls are told to go to the login page instead of swapping a login form into the page
+    # and back afterwards to the page the poll came from, never to the fragment it asked for
+    shown = {"HX-Request": "true", "HX-Current-URL": "http://testserver/jobs/abc?tab=log"}
+    r = client.get("/jobs/abc/status", headers=shown, follow_redirects=False)
+    assert r.headers["HX-Redirect"] == "/login?next=%2Fjobs%2Fabc%3Ftab%3Dlog"
     r = client.get("/jobs/rows", headers={"HX-Request": "true"}, follow_redirects=False)
-    assert r.headers["HX-Redirect"] == "/login?next=%2Fjobs%2Frows"
+    assert r.headers["HX-Redirect"] == "/login"  # (no page named: the dashboard afterwards)
+    evil = {"HX-Request": "true", "HX-Current-URL": "https://evil.example//elsewhere"}
+    r = client.get("/jobs/rows", headers=evil, follow_redirects=False)
+    assert r.headers["HX-Redirect"] == "/login"
 
 
 def test_login_sets_a_private_session_cookie_and_logout_ends_it(client: TestClient, app: Any) -> None:
@@ -355,6 +362,9 @@ def test_errors_are_pages_for_browsers_and_problems_for_the_api(browser: TestCli
     assert api.status_code == 404 and api.headers["content-type"] == "application/problem+json"
     bad_id = browser.get("/jobs/not-a-uuid")
     assert bad_id.status_code == 404 and "text/html" in bad_id.headers["content-type"]
+    icon = browser.get("/favicon.ico")  # every browser asks for it, logged in or not
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg") and 'rel="icon"' in browser.get("/").text
 
 
 # ------------------------------------------------------------------------------------------ projects

@@ -10,7 +10,7 @@ import inspect
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from labcloud.web.deps import security_headers, wants_html
 from labcloud.web.rendering import STATIC_DIR, error_page
@@ -21,6 +21,13 @@ def install(app: FastAPI) -> None:
     for module in (auth, home, apps, files, jobs, projects, project_budget, account, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # (asked for by every browser, whatever the page's <link> says)
+        return FileResponse(
+            STATIC_DIR / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+        )
+
     api_handler = app.exception_handlers[StarletteHTTPException]
 
     async def not_found(request: Request, exc: Exception) -> Response:

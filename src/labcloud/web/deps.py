@@ -150,9 +150,15 @@ def safe_next(target: str | None) -> str:
 
 
 def login_redirect(request: Request) -> Response:
+    """To the login page, coming back afterwards to the page the browser shows: for an htmx request that
+    is the page it was made from (``HX-Current-URL``), never the fragment it asked for."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    partial = bool(request.headers.get("hx-request"))
+    if partial:
+        shown = urlsplit(request.headers.get("hx-current-url", ""))
+        target = safe_next(shown.path + (f"?{shown.query}" if shown.query else ""))
     location = "/login" if target == "/" else f"/login?next={quote(target, safe='')}"
-    if request.headers.get("hx-request"):
+    if partial:
         return Response(status_code=200, headers={"HX-Redirect": location})
     return RedirectResponse(location, status_code=303)
 
