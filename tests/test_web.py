@@ -294,6 +294,51 @@ def test_a_job_started_from_the_form_has_its_page(browser: TestClient, admin: Ac
     assert job["id"] in listing.text
 
 
+def test_the_jobs_list_finds_jobs_by_name_tag_and_date_and_shows_their_tags(
+    browser: TestClient, admin: Account
+) -> None:
+    def submit(name: str, tags: dict[str, str]) -> str:
+        r = browser.post(
+            "/api/v1/jobs", json={"app": "hello", "name": name, "tags": tags}, headers=admin.headers
+        )
+        assert r.status_code == 201, r.text
+        job_id: str = r.json()["id"]
+        return job_id
+
+    calib = submit("Calibration 100%_run", {"exp": "7", "rig": "b"})
+    other = submit("mapping", {"exp": "8"})
+    plain = submit("calibrate again", {})
+
+    def listed(query: str) -> set[str]:
+        html = browser.get(f"/jobs?{query}").text
+        return {j for j in (calib, other, plain) if f'data-job="{j}"' in html}
+
+    assert listed("") == {calib, other, plain}
+    assert listed("q=CALIB") == {calib, plain}  # any case
+    assert listed("q=100%25_") == {calib}  # % and _ are letters here, not wildcards
+    assert listed("q=0%25") == {calib} and listed("q=_run") == {calib} and listed("q=a_a") == set()
+    assert listed("tag=exp%3D7") == {calib}
+    assert listed("tag=exp%3D7+rig%3Db") == {calib} and listed("tag=exp%3D7+rig%3Dc") == set()
+    today = datetime.now(UTC).date()
+    assert listed(f"after={today}&before={today}") == {calib, other, plain}  # (the whole day)
+    assert listed(f"after={today + timedelta(days=1)}") == set()
+    assert listed("q=calib&tag=exp%3D7") == {calib}
+    html = browser.get("/jobs").text  # tags are shown, each a link to its filter
+    row = html[html.index(f'data-job="{calib}"') :]
+    row = row[: row.index("</tr>")]
+    assert 'href="/jobs?tag=exp%3D7"' in row and ">exp=7<" in row and ">rig=b<" in row
+    bad = browser.get("/jobs?tag=nokey&after=31.12.2026")  # told next to the field, the rest still works
+    assert (
+        bad.status_code == 200
+        and "write tags as key=value" in bad.text
+        and "a date, as 2026-12-31" in bad.text
+    )
+    assert bad.text.count('aria-invalid="true"') == 2
+    # the API filters by name too
+    found = browser.get("/api/v1/jobs?q=calibration", headers=admin.headers).json()["items"]
+    assert [j["id"] for j in found] == [calib]
+
+
 def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
     browser: TestClient, admin: Account, settings: Settings
 ) -> None:

@@ -51,6 +51,30 @@ class JobFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     project: str | None = None  # a project's jobs (everyone's); None: the caller's own jobs
+    text: str | None = None  # what the job's name contains, in any case
+
+
+MAX_TAG_FILTERS = 20  # a job has at most 20 tags
+
+
+def tag_filters(items: Sequence[str], loc: list[str | int]) -> dict[str, str]:
+    """``key=value`` filters, at most as many as a job can have tags, each as long as a tag can be;
+    InvalidInput naming each bad one (at ``loc`` + its index)."""
+    if len(items) > MAX_TAG_FILTERS:
+        raise InvalidInput.field(loc, f"at most {MAX_TAG_FILTERS} tag filters")
+    tags: dict[str, str] = {}
+    errors = []
+    for i, item in enumerate(items):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            errors.append({"loc": [*loc, i], "msg": f"write tags as key=value (not {item[:40]!r})"})
+        elif len(key) > 64 or len(value) > 200:
+            errors.append({"loc": [*loc, i], "msg": "tag names have 1-64 characters, values at most 200"})
+        else:
+            tags[key] = value
+    if errors:
+        raise InvalidInput("Some tag filters are not valid.", errors=errors)
+    return tags
 
 
 # ------------------------------------------------------------------------------------------- submitting
@@ -251,6 +275,9 @@ def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, curso
     for key, value in flt.tags.items():
         tagged = select(JobTag.job_id).where(JobTag.key == key, JobTag.value == value)
         stmt = stmt.where(Job.id.in_(tagged))
+    if flt.text and flt.text.strip():
+        words = flt.text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Job.name.ilike(f"%{words}%", escape="\\"))
     if flt.created_after:
         stmt = stmt.where(Job.created_at >= flt.created_after)
     if flt.created_before:

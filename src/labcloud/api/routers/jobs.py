@@ -17,14 +17,13 @@ from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, 
 from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
-from labcloud.errors import InvalidInput, NotFound
+from labcloud.errors import NotFound
 from labcloud.services import files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=GuardedRoute)
-MAX_TAG_FILTERS = 20  # a job has at most 20 tags
 
 
 def _out(
@@ -59,6 +58,7 @@ def list_jobs(
     state: list[JobState] = Query([], description="Repeat for several states."),
     app: str | None = Query(None, max_length=64),
     tag: list[str] = Query([], description="key=value; repeat to require several (at most 20)."),
+    q: str | None = Query(None, max_length=200, description="Words the job's name contains (any case)."),
     created_after: AwareDatetime | None = Query(None),
     created_before: AwareDatetime | None = Query(None),
     project: str | None = Query(
@@ -72,7 +72,8 @@ def list_jobs(
     flt = job_service.JobFilter(
         states=list(dict.fromkeys(state)),
         app=app,
-        tags=_tag_filters(tag),
+        tags=job_service.tag_filters(tag, ["query", "tag"]),
+        text=q,
         created_after=created_after,
         created_before=created_before,
         project=project,
@@ -80,27 +81,6 @@ def list_jobs(
     page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
     names = job_service.names_of(session, page.items)
     return PageOut[JobOut].of(page, lambda job: _out(job, ctx, session, names=names))
-
-
-def _tag_filters(items: list[str]) -> dict[str, str]:
-    """``key=value`` filters, at most as many as a job can have tags, each as long as a tag can be."""
-    if len(items) > MAX_TAG_FILTERS:
-        raise InvalidInput.field(["query", "tag"], f"at most {MAX_TAG_FILTERS} tag filters")
-    tags: dict[str, str] = {}
-    errors = []
-    for i, item in enumerate(items):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            errors.append({"loc": ["query", "tag", i], "msg": "write tags as key=value"})
-        elif len(key) > 64 or len(value) > 200:
-            errors.append(
-                {"loc": ["query", "tag", i], "msg": "tag names have 1-64 characters, values at most 200"}
-            )
-        else:
-            tags[key] = value
-    if errors:
-        raise InvalidInput("Some tag filters are not valid.", errors=errors)
-    return tags
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="One job")

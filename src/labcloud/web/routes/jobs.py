@@ -8,7 +8,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -51,10 +53,46 @@ def project_labels(
     return {**labels, **{i: ProjectLabel(slug, None) for i, slug in others.items()}}
 
 
-def _filter(state: list[str], app: str, project: str) -> tuple[job_service.JobFilter, dict[str, Any]]:
+def _filter(
+    state: list[str], app: str, project: str, q: str, tag: str, after: str, before: str
+) -> tuple[job_service.JobFilter, dict[str, Any], dict[str, str]]:
+    """The filter, what the form shows as chosen, and the error of each field that could not be read
+    (the rest still filters)."""
     known = [JobState(s) for s in state if s in {m.value for m in JobState}]
-    flt = job_service.JobFilter(states=known, app=app.strip() or None, project=project.strip() or None)
-    return flt, {"state": [s.value for s in known], "app": app.strip(), "project": project.strip()}
+    errors: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    try:
+        tags = job_service.tag_filters(tag.split(), ["tag"])
+    except InvalidInput as exc:
+        errors["tag"] = "; ".join(e["msg"] for e in exc.errors or [])
+    dates: dict[str, datetime | None] = {}
+    for name, text in (("after", after), ("before", before)):
+        try:
+            day = date.fromisoformat(text.strip()) if text.strip() else None
+        except ValueError:
+            errors[name], day = "a date, as 2026-12-31", None
+        dates[name] = datetime.combine(day, time(), tzinfo=UTC) if day else None
+    if dates["before"] is not None:
+        dates["before"] += timedelta(days=1)  # (the whole of that day)
+    flt = job_service.JobFilter(
+        states=known,
+        app=app.strip() or None,
+        project=project.strip() or None,
+        tags=tags,
+        text=q.strip() or None,
+        created_after=dates["after"],
+        created_before=dates["before"],
+    )
+    chosen = {
+        "state": [s.value for s in known],
+        "app": app.strip(),
+        "project": project.strip(),
+        "q": q.strip(),
+        "tag": tag.strip(),
+        "after": after.strip(),
+        "before": before.strip(),
+    }
+    return flt, chosen, errors
 
 
 def _list_context(
@@ -65,11 +103,15 @@ def _list_context(
     state: list[str] = Query([]),
     app: str = "",
     project: str = Query("", max_length=40),
+    q: str = Query("", max_length=200),
+    tag: str = Query("", max_length=2000),
+    after: str = Query("", max_length=20),
+    before: str = Query("", max_length=20),
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """A page of the user's jobs, or of a project's (everyone's), as the query filters them: what the
     list and its table show."""
-    flt, chosen = _filter(state, app, project)
+    flt, chosen, errors = _filter(state, app, project, q, tag, after, before)
     page = job_service.list_jobs(session, principal.user, flt, limit=PAGE_SIZE, cursor=cursor)
     live = any(job.state not in TERMINAL for job in page.items)
     mine = [p for p, _ in projects.mine(session, principal.user)]
@@ -80,6 +122,11 @@ def _list_context(
         "next_cursor": page.next_cursor,
         "cursor": cursor,
         "chosen": chosen,
+        "filtered": any(chosen.values()),
+        "narrowed": any(v for k, v in chosen.items() if k != "project"),  # (more than whose jobs)
+        "errors": errors,
+        "more": urlencode({k: v for k, v in chosen.items() if k != "state" and v}, doseq=True)
+        + "".join(f"&state={s}" for s in chosen["state"]),
         "live": live,
         "query": request.url.query,
         "app_names": [a.name for a in ctx.apps.apps()],
