@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -290,6 +291,13 @@ def test_a_job_started_from_the_form_has_its_page(browser: TestClient, admin: Ac
     assert page.status_code == 200
     assert "greet" in page.text and f'data-stream="/jobs/{job["id"]}/log/stream"' in page.text
     assert browser.get(f"/jobs/{job['id']}/status").status_code == 200
+    done = wait_for_end(browser, job["id"], admin.headers)
+    assert done["worker"] is None  # (not a pull job)
+    [attempt] = browser.get(f"/api/v1/jobs/{job['id']}", headers=admin.headers).json()["attempt_history"]
+    assert attempt["ran_on"] == f"this server ({socket.gethostname()})" and attempt["state"] == "succeeded"
+    assert (
+        f"Attempt 1 ran on <strong>this server ({socket.gethostname()})</strong>" in browser.get(job_url).text
+    )
     listing = browser.get("/jobs/rows")
     assert job["id"] in listing.text
 

@@ -148,6 +148,9 @@ def test_a_job_runs_on_a_worker_with_inputs_outputs_log_and_sandbox(cl: Cluster,
     assert done["attempts"] == 1 and done["exit_code"] == 0 and done["progress"] == 1.0
     assert done["usage"]["wall_s"] > 0
     assert cl.ran_on(job["id"]) == ["alpha"]
+    assert done["worker"] == "alpha"  # the API says where it ran, per attempt too
+    history = cl.api("GET", f"/jobs/{job['id']}")["attempt_history"]
+    assert [(a["attempt"], a["ran_on"], a["state"]) for a in history] == [(1, "worker alpha", "succeeded")]
     assert [e["to_state"] for e in cl.events(job["id"])] == [
         "queued",
         "staging",
@@ -190,6 +193,12 @@ def test_a_killed_worker_s_job_completes_on_another(cl: Cluster) -> None:
     assert done["state"] == "succeeded", (done, cl.log(job["id"]), second.log())
     assert done["attempts"] == 2
     assert cl.ran_on(job["id"]) == ["kill-a", "kill-b"]
+    attempts = cl.api("GET", f"/jobs/{job['id']}")["attempt_history"]
+    assert [(a["ran_on"], a["state"]) for a in attempts] == [
+        ("worker kill-a", "failed"),
+        ("worker kill-b", "succeeded"),
+    ]
+    assert done["worker"] == "kill-b"
     history = cl.events(job["id"])
     assert any(e["reason"] == "worker_lost" for e in history), history
     assert cl.http.get(f"/api/v1/jobs/{job['id']}/outputs/done.txt").text == "done\n"

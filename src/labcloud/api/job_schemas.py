@@ -91,6 +91,7 @@ class JobOut(BaseModel):
     executor: str
     queue: str | None = Field(None, description="The Slurm partition or Celery queue it went to.")
     image: str | None = Field(None, description="A container job: the content id of the image it ran.")
+    worker: str | None = Field(None, description="A pull job: the name of the worker that holds or ran it.")
     rerun_of: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
@@ -98,8 +99,23 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
+class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    ran_on: str = Field(description='Where: "worker NAME", "Slurm job ID", "Celery task ID" or this server.')
+    state: str = Field(description="How the attempt ended.")
+    wall_s: float
+    peak_memory_mb: float
+    started_at: datetime | None
+    finished_at: datetime
+
+
 class JobDetail(JobOut):
     spec: dict[str, Any] = Field(description="The exact entrypoint spec this job runs with.")
+    attempt_history: list[AttemptOut] = Field(
+        default_factory=list, description="Each ended attempt: where it ran, how it ended, what it used."
+    )
 
 
 class JobEventOut(BaseModel):

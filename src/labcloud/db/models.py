@@ -177,6 +177,8 @@ class UsageRecord(Base):
     app: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
     executor: Mapped[str] = mapped_column(String(32))
+    # Where it ran, in words: "worker rig-1", "Slurm job 123", "Celery task ...", "this server (host)".
+    ran_on: Mapped[str] = mapped_column(String(200), default="")
     state: Mapped[str] = mapped_column(String(16))  # how the attempt ended: succeeded, failed, cancelled
     cpus: Mapped[float] = mapped_column(Float)
     gpus: Mapped[float] = mapped_column(Float)

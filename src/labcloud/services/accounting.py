@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,13 +20,36 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, Project, UsageRecord, User
+from labcloud.db.models import Job, Project, UsageRecord, User, Worker
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput
 from labcloud.services import quotas
+from labcloud.services.executor_refs import CeleryRef, SlurmRef
 
 GROUPS = ("project", "user", "app", "executor", "month")
 COLUMNS = ("attempts", "cpu_hours", "gpu_hours", "wall_hours", "peak_memory_mb")
+
+
+def where_it_ran(session: Session, job: Job) -> str:
+    """Where the job's current (or last) attempt runs, in words."""
+    ref = job.executor_ref
+    if isinstance(ref, SlurmRef):
+        return f"Slurm job {ref.engine_id}"
+    if isinstance(ref, CeleryRef):
+        return f"Celery task {ref.engine_id}"
+    if job.worker_id is not None:
+        worker = session.get(Worker, job.worker_id)
+        return f"worker {worker.name}" if worker is not None else "a worker since removed"
+    if job.executor == "local":
+        return f"this server ({socket.gethostname()})"
+    return job.executor
+
+
+def attempts(session: Session, job: Job) -> list[UsageRecord]:
+    """The job's ended attempts, first first."""
+    return list(
+        session.scalars(select(UsageRecord).where(UsageRecord.job_id == job.id).order_by(UsageRecord.attempt))
+    )
 
 
 def attempt_ended(session: Session, job: Job, state: str, changes: dict[str, Any]) -> UsageRecord | None:
@@ -45,6 +69,7 @@ def attempt_ended(session: Session, job: Job, state: str, changes: dict[str, Any
     record = UsageRecord(
         job_id=job.id,
         attempt=job.attempts,
+        ran_on=where_it_ran(session, job)[:200],
         project_id=job.project_id,
         user_id=job.owner_id,
         app=job.app,

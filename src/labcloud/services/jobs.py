@@ -13,7 +13,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
-from labcloud.db.models import Job, JobEvent, JobTag, Project, User
+from labcloud.db.models import Job, JobEvent, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.registry.models import Resources
@@ -291,15 +291,21 @@ class Names:
 
     projects: dict[uuid.UUID, str]
     owners: dict[uuid.UUID, str]
+    workers: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 def names_of(session: Session, jobs: Sequence[Job]) -> Names:
-    """The names of the jobs' projects and owners (two queries for a whole page)."""
+    """The names of the jobs' projects, owners and workers (a query each for a whole page)."""
     owners: dict[uuid.UUID, str] = {}
     wanted = {job.owner_id for job in jobs}
     if wanted:
         owners = {i: e for i, e in session.execute(select(User.id, User.email).where(User.id.in_(wanted)))}
-    return Names(projects.slugs(session, [job.project_id for job in jobs]), owners)
+    held = {job.worker_id for job in jobs if job.worker_id is not None}
+    workers: dict[uuid.UUID, str] = {}
+    if held:
+        rows = session.execute(select(Worker.id, Worker.name).where(Worker.id.in_(held)))
+        workers = {i: n for i, n in rows}
+    return Names(projects.slugs(session, [job.project_id for job in jobs]), owners, workers)
 
 
 def events(session: Session, job: Job) -> list[JobEvent]:

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
 from labcloud.api.downloads import send_file, send_zip
 from labcloud.api.guard import GuardedRoute
-from labcloud.api.job_schemas import JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
+from labcloud.api.job_schemas import AttemptOut, JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
 from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
 from labcloud.errors import NotFound
-from labcloud.services import files, job_logs
+from labcloud.services import accounting, files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
@@ -35,6 +35,9 @@ def _out(
     names = names or job_service.names_of(session, [job])
     out.project = names.projects.get(job.project_id, "")
     out.owner = names.owners.get(job.owner_id, "")
+    out.worker = names.workers.get(job.worker_id) if job.worker_id is not None else None
+    if isinstance(out, JobDetail):
+        out.attempt_history = [AttemptOut.model_validate(r) for r in accounting.attempts(session, job)]
     return out
 
 

@@ -20,7 +20,7 @@ from labcloud.db.models import Job, Project
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import files, job_logs, projects, users
+from labcloud.services import accounting, files, job_logs, projects, users
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.quotas import QuotaExceeded
@@ -178,6 +178,10 @@ def _status_context(
         "rerunnable": _allowed(lambda: projects.authorize(session, user, project, projects.Action.RUN)),
         "outputs": [(row, row.path[start:]) for row in outputs],
         "previews": previews.previews(ctx.storage, outputs) if ended else {},
+        "attempt_history": accounting.attempts(session, job),
+        "running_on": None
+        if ended or job.state == JobState.QUEUED.value
+        else accounting.where_it_ran(session, job),
     }
 
 
