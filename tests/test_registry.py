@@ -165,7 +165,7 @@ def test_params_each_bad_field_is_named(bundled: AppRegistry) -> None:
     with pytest.raises(InvalidInput) as exc:
         validate_params(detect, {"threshold": "high", "bogus": 1})
     assert locs(exc) == [["body", "params", "threshold"], ["body", "params", "bogus"]]
-    assert "not of type 'number'" in exc.value.errors[0]["msg"]  # type: ignore[index]
+    assert exc.value.errors[0]["msg"] == "must be a number"  # type: ignore[index]
     assert "unknown parameter 'bogus'" in exc.value.errors[1]["msg"]  # type: ignore[index]
     with pytest.raises(InvalidInput) as exc:
         validate_params(detect, {"threshold": True})  # a bool is not a number in JSON Schema
@@ -188,6 +188,39 @@ def test_params_required_missing_names_the_field() -> None:
         validate_params(ep, {"opts": {}})
     assert locs(exc) == [["body", "params", "a"], ["body", "params", "b"], ["body", "params", "opts", "k"]]
     assert exc.value.errors[0]["msg"] == "missing required parameter 'a'"  # type: ignore[index]
+
+
+def test_params_errors_are_worded_for_people_in_the_parameters_units() -> None:
+    ep = entrypoint(
+        parameters={
+            "type": "object",
+            "properties": {
+                "low": {"type": "number", "minimum": 0.5, "maximum": 500, "unit": "Hz"},
+                "n": {"type": "integer"},
+                "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$", "examples": ["ABC-12"]},
+                "tag": {"type": "string", "pattern": "^x", "patternDescription": "starts with x"},
+                "mode": {"enum": ["fast", "exact"]},
+                "label": {"type": "string", "maxLength": 3},
+                "gain": {"type": "number", "exclusiveMinimum": 0},
+            },
+        }
+    )
+    with pytest.raises(InvalidInput) as exc:
+        validate_params(
+            ep,
+            {"low": 900, "n": 2.5, "code": "abc", "tag": "y", "mode": "slow", "label": "long", "gain": 0},
+        )
+    said = {e["loc"][-1]: e["msg"] for e in exc.value.errors or []}
+    assert said == {
+        "low": "must be at most 500 Hz",
+        "n": "must be a whole number",
+        "code": "is not in the expected form (for example ABC-12)",
+        "tag": "is not in the expected form: starts with x",
+        "mode": "must be one of: fast, exact",
+        "label": "must have at most 3 characters",
+        "gain": "must be more than 0",
+    }
+    assert "^[A-Z]" not in exc.value.detail and "of type" not in exc.value.detail
 
 
 def test_params_integers_and_defaults_are_not_shared() -> None:

@@ -573,7 +573,7 @@ def test_tasks_that_are_not_valid_are_refused_with_400(
         ({"executors": [ok], "outputs": [{"url": "out", "path": "/x.txt"}]}, "root folder"),
         ({"executors": [{**ok, "stdin": "/nowhere/x"}]}, "stdin"),
         ({"executors": [ok], "tags": {"": "x"}}, "tag"),
-        ({"executors": [ok], "resources": {"ram_gb": 10_000}}, "offers at most"),
+        ({"executors": [ok], "resources": {"ram_gb": 10_000}}, "MB here (asked for 10240000 MB)"),
         ({"executors": [ok], "resources": {"backend_parameters": {"timeout_s": "forever"}}}, "seconds"),
     ]
     for body, words in bad_tasks:

@@ -224,6 +224,14 @@ def test_run_form_is_generated_from_the_parameter_schema(browser: TestClient, ad
     assert '<option value="neg" selected>neg</option>' in html
     assert '<option value="recordings/a.csv"' in html
     assert 'name="resources.memory_mb"' in html
+    # labels are the schema's titles with their units; a pattern's error quotes its description
+    assert re.search(r'<label for="f-params-threshold">Threshold \(σ\)', html)  # noqa: RUF001
+    lif = browser.get("/apps/lif").text
+    assert re.search(r'<label for="f-params-drive">External drive \(kHz\)', lif) and "Low hz" not in lif
+    r = browser.post("/apps/lif/run", data={"csrf_token": csrf_of(lif), "params.values": "4;5"})
+    assert r.status_code == 422
+    assert 'data-error-for="params.values">is not in the expected form: numbers separated by commas' in r.text
+    assert "\\d+" not in r.text
 
 
 def test_invalid_values_are_shown_next_to_their_fields(browser: TestClient, admin: Account) -> None:
@@ -242,7 +250,7 @@ def test_invalid_values_are_shown_next_to_their_fields(browser: TestClient, admi
     )
     assert r.status_code == 422
     assert "The job was not started" in r.text
-    assert re.search(r'data-error-for="params.threshold">[^<]*0.5 is less than the minimum of 1', r.text)
+    assert re.search(r'data-error-for="params.threshold">must be at least 1 σ<', r.text)  # noqa: RUF001
     assert 'value="0.5"' in r.text  # what was typed stays in the form
     assert browser.get("/api/v1/jobs", headers=admin.headers).json()["items"] == []
 
@@ -267,6 +275,57 @@ def test_invalid_values_are_shown_next_to_their_fields(browser: TestClient, admi
     )
     assert too_big.status_code == 422
     assert re.search(r'data-error-for="resources.memory_mb">', too_big.text)
+
+
+def test_every_problem_of_the_run_form_is_told_at_once_in_words_and_units(
+    browser: TestClient, admin: Account
+) -> None:
+    html = browser.get("/apps/spikes").text
+    assert not re.search(r'max="\d+\.0"', html) and "up to 1024" not in html  # the machine's own limits
+    r = browser.post(
+        "/apps/spikes/run",
+        data={
+            "csrf_token": csrf_of(html),
+            "tags": "good=1, broken",
+            "params.threshold": "high",
+            "resources.cpus": "64",
+            "resources.memory_mb": "999999999",
+            "resources.timeout_s": "1.5",
+        },
+    )
+    assert r.status_code == 422
+    errors = dict(re.findall(r'data-error-for="([^"]+)">([^<]*)<', r.text))
+    assert set(errors) == {
+        "tags",
+        "inputs.trace",
+        "params.threshold",
+        "resources.cpus",
+        "resources.memory_mb",
+        "resources.timeout_s",
+    }, errors  # a bad tag hides nothing else
+    assert errors["tags"] == "write each tag as key=value (&#39;broken&#39; is not)"
+    assert errors["params.threshold"] == "must be a number"
+    assert re.fullmatch(r"at most \d+ CPUs here \(asked for 64 CPUs\)", errors["resources.cpus"]), errors
+    assert errors["resources.memory_mb"] == "must be a whole number from 1 MB to 16777216 MB"
+    assert errors["resources.timeout_s"] == "must be a whole number from 1 seconds to 2592000 seconds"
+    assert "e+" not in r.text and "of type" not in r.text
+    # the summary takes focus and links each field, in the page's order
+    summary = r.text[r.text.index('id="form-errors"') :]
+    summary = summary[: summary.index("</div>")]
+    assert "data-focus-on-load" in summary and "6 fields to fix" in summary
+    links = re.findall(r'<a href="#([^"]+)">', summary)
+    assert links == [
+        "f-inputs-trace",
+        "f-params-threshold",
+        "f-tags",
+        "f-resources-cpus",
+        "f-resources-memory_mb",
+        "f-resources-timeout_s",
+    ]
+    for fid in links:
+        assert f'id="{fid}"' in r.text
+    assert 'id="f-tags"' in r.text and 'aria-invalid="true"' in r.text.split('id="f-tags"')[1][:300]
+    assert browser.get("/api/v1/jobs", headers=admin.headers).json()["items"] == []
 
 
 def test_a_job_started_from_the_form_has_its_page(browser: TestClient, admin: Account) -> None:

@@ -186,9 +186,18 @@ class Runtime:
 
     # ------------------------------------------------------------------------------------- commands
 
-    def submit(self, session: Session, user: User, sub: job_service.Submission) -> Job:
-        """Queue a job (every problem of the submission at once, else InvalidInput)."""
-        job = job_service.submit(session, self.settings, self.apps, user, sub, ceiling=self.ceiling)
+    def submit(
+        self,
+        session: Session,
+        user: User,
+        sub: job_service.Submission,
+        known: list[dict[str, Any]] | None = None,
+    ) -> Job:
+        """Queue a job (every problem of the submission at once, with the ``known`` ones a form found
+        before, else InvalidInput)."""
+        job = job_service.submit(
+            session, self.settings, self.apps, user, sub, ceiling=self.ceiling, known=known or ()
+        )
         self._done(session)
         return job
 

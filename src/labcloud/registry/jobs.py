@@ -65,7 +65,62 @@ def _schema_errors(error: SchemaValidationError, reported: set[tuple[Any, ...]])
         known = ", ".join(declared) or "none"
         what = "parameter" if top else "property"
         return [{"loc": [*path, k], "msg": f"unknown {what} {k!r}; {what}s: {known}"} for k in extras]
-    return [{"loc": path, "msg": _short(error.message)}]
+    return [{"loc": path, "msg": _short(words(error))}]
+
+
+KINDS = {
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "text",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a set of named values",
+    "null": "empty",
+}
+
+
+def _amount(value: Any, unit: str) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text} {unit}".strip()
+
+
+def words(error: SchemaValidationError) -> str:
+    """A schema error as a scientist would say it: in the units the parameter declares (its ``unit``),
+    without regular expressions or Python's type names."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    unit = str(schema.get("unit", ""))
+    rule, value = error.validator, error.validator_value
+    if rule == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return "must be " + " or ".join(KINDS.get(str(k), str(k)) for k in kinds)
+    if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        says = {
+            "minimum": "at least",
+            "maximum": "at most",
+            "exclusiveMinimum": "more than",
+            "exclusiveMaximum": "less than",
+        }[str(rule)]
+        return f"must be {says} {_amount(value, unit)}"
+    if rule == "multipleOf":
+        return f"must be a multiple of {_amount(value, unit)}"
+    if rule in ("minLength", "maxLength"):
+        return f"must have {'at least' if rule == 'minLength' else 'at most'} {value} characters"
+    if rule in ("minItems", "maxItems"):
+        return f"must have {'at least' if rule == 'minItems' else 'at most'} {value} items"
+    if rule == "enum" and isinstance(value, list):
+        return "must be one of: " + ", ".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+    if rule == "const":
+        return f"must be {json.dumps(value)}"
+    if rule == "pattern":  # the expression means nothing to most people: its description and examples do
+        hint = schema.get("patternDescription")
+        examples = schema.get("examples")
+        example = f" (for example {examples[0]})" if isinstance(examples, list) and examples else ""
+        return f"is not in the expected form{': ' + str(hint) if hint else ''}{example}"
+    if rule == "format":
+        return f"must be a valid {value}"
+    if rule == "uniqueItems":
+        return "must not repeat an item"
+    return error.message
 
 
 def validate_params(entrypoint: EntrypointSpec, params: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -89,8 +89,26 @@ def submit(
     *,
     ceiling: Callable[[str], dict[str, float] | None] | None = None,
     rerun_of: uuid.UUID | None = None,
+    known: Sequence[dict[str, Any]] = (),
 ) -> Job:
     """Queue a job. ``ceiling``: the most an executor (by name) can ever give a job; more is refused."""
+    job = prepare(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=rerun_of, known=known)
+    return queue(session, settings, user, job)
+
+
+def prepare(
+    session: Session,
+    settings: Settings,
+    apps: registry.AppRegistry,
+    user: User,
+    sub: Submission,
+    *,
+    ceiling: Callable[[str], dict[str, float] | None] | None = None,
+    rerun_of: uuid.UUID | None = None,
+    known: Sequence[dict[str, Any]] = (),
+) -> Job:
+    """The job a submission asks for, checked but not stored; InvalidInput listing every problem, with
+    ``known`` ones (found before, e.g. by a form) among them."""
     resolved = apps.resolve(sub.app, sub.version, sub.entrypoint)
     spec = resolved.entrypoint
     # Every problem at once (a form shows each next to its field), not only the first group's.
@@ -102,42 +120,37 @@ def submit(
         entry = problems.check(spaces.job_input, session, user, raw, loc)
         inputs[slot] = files.clean(raw, loc) if entry is not None else raw  # as the submitter named it
     problems.check(lambda: registry.job_environment(spec, params, {}, "", sub.env))  # the env allowlist
-    resources = problems.check(lambda: _resources(spec, sub.resources))
-    where = (
-        problems.check(
-            lambda: routing.route(settings, resolved.app.name, resolved.entrypoint_name, spec, resources)
-        )
-        if resources is not None
-        else None
+    resources, bad_resources = _resources(spec, sub.resources)
+    problems.add(bad_resources)
+    where = problems.check(
+        lambda: routing.route(settings, resolved.app.name, resolved.entrypoint_name, spec, resources)
     )
-    if where is not None and resources is not None:
-        problems.check(lambda: within(resources, (ceiling(where.executor) if ceiling else None) or {}))
+    if where is not None:
+        limits = (ceiling(where.executor) if ceiling else None) or {}
+        told = {e["loc"][-1] for e in bad_resources}  # (a bad value is told once)
+        problems.check(lambda: within(resources, {k: v for k, v in limits.items() if k not in told}))
     problems.check(lambda: check_tags(sub.tags))
     project = problems.check(projects.for_submit, session, user, sub.project)
+    problems.add(known)
     problems.raise_any()
-    assert resources is not None and project is not None  # (raise_any raised otherwise)
-    return queue(
-        session,
-        settings,
-        user,
-        Job(
-            name=sub.name.strip()[:200],
-            app=resolved.app.name,
-            version=resolved.version,
-            entrypoint=resolved.entrypoint_name,
-            spec=spec.model_dump(mode="json"),
-            spec_hash=spec.spec_hash(),
-            params=params,
-            inputs=inputs,
-            env=dict(sub.env),
-            resources=resources,
-            tags=dict(sub.tags),
-            executor=where.executor if where else settings.executor,
-            queue=where.queue if where else None,
-            rerun_of=rerun_of,
-            project_id=project.id,
-            notify=sub.notify,
-        ),
+    assert project is not None  # (raise_any raised otherwise)
+    return Job(
+        name=sub.name.strip()[:200],
+        app=resolved.app.name,
+        version=resolved.version,
+        entrypoint=resolved.entrypoint_name,
+        spec=spec.model_dump(mode="json"),
+        spec_hash=spec.spec_hash(),
+        params=params,
+        inputs=inputs,
+        env=dict(sub.env),
+        resources=resources,
+        tags=dict(sub.tags),
+        executor=where.executor if where else settings.executor,
+        queue=where.queue if where else None,
+        rerun_of=rerun_of,
+        project_id=project.id,
+        notify=sub.notify,
     )
 
 
@@ -177,6 +190,11 @@ class _Problems:
             self.errors += exc.errors or [{"loc": ["body"], "msg": exc.detail}]
             return None
 
+    def add(self, errors: Sequence[dict[str, Any]]) -> None:
+        if errors:
+            self.first = self.first or InvalidInput("Some fields are not valid.", errors=[])
+            self.errors += errors
+
     def raise_any(self) -> None:
         if self.first is not None:
             detail = (
@@ -193,11 +211,22 @@ RESOURCE_LIMITS = {
     "gpus": (0, 64),
     "timeout_s": (1, 30 * 86400),
 }
+RESOURCE_UNITS = {"cpus": "CPUs", "memory_mb": "MB", "gpus": "GPUs", "timeout_s": "seconds"}
 
 
-def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> Resources:
+def amount(value: float, key: str = "") -> str:
+    """A resource amount as people write it: 19284 MB, 0.5 CPUs (never 1.67772e+07)."""
+    number = float(value)
+    text = str(int(number)) if number.is_integer() else f"{number:.6g}"
+    unit = RESOURCE_UNITS.get(key, "")
+    return f"{text} {unit}".strip()
+
+
+def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> tuple[Resources, list[Any]]:
+    """The resources asked for, a bad value replaced by the app's default; and the errors of the bad ones
+    (checked against the executor's limits all the same: a form hears of every problem at once)."""
     resources = spec.resources.model_dump()
-    errors = []
+    errors: list[dict[str, Any]] = []
     for key, value in overrides.items():
         if key not in RESOURCE_LIMITS:
             errors.append(
@@ -208,15 +237,18 @@ def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> Reso
             )
             continue
         low, high = RESOURCE_LIMITS[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not low <= value <= high or (key != "cpus" and not float(value).is_integer()):
+            whole = "" if key == "cpus" else "whole "
             errors.append(
-                {"loc": ["body", "resources", key], "msg": f"must be a number from {low:g} to {high:g}"}
+                {
+                    "loc": ["body", "resources", key],
+                    "msg": f"must be a {whole}number from {amount(low, key)} to {amount(high, key)}",
+                }
             )
             continue
         resources[key] = int(value) if key != "cpus" else float(value)
-    if errors:
-        raise InvalidInput("Some resources are not valid.", errors=errors)
-    return Resources.model_validate(resources)
+    return Resources.model_validate(resources), errors
 
 
 def within(resources: Resources, ceiling: dict[str, float]) -> None:
@@ -224,7 +256,7 @@ def within(resources: Resources, ceiling: dict[str, float]) -> None:
     errors = [
         {
             "loc": ["body", "resources", key],
-            "msg": f"needs {needs[key]:g}; this installation offers at most {limit:g}",
+            "msg": f"at most {amount(limit, key)} here (asked for {amount(needs[key], key)})",
         }
         for key, limit in ceiling.items()
         if needs.get(key, 0.0) > limit

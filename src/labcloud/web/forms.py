@@ -45,7 +45,10 @@ class RunForm:
     resources: list[Field]
     name: str = ""
     tags: str = ""
+    tags_error: str = ""
     errors: list[str] = field(default_factory=list)  # those that belong to no field
+    # What the form itself found wrong ({loc, msg}), checked again with everything else by the service.
+    problems: list[dict[str, Any]] = field(default_factory=list)
     # The project chooser: (slug, name) of each project the user may run jobs in, personal first.
     projects: list[tuple[str, str]] = field(default_factory=list)
     project: str = ""  # the chosen slug
@@ -53,8 +56,10 @@ class RunForm:
 
 
 def _label(key: str, schema: dict[str, Any]) -> str:
-    title = schema.get("title")
-    return str(title) if title else key.replace("_", " ").capitalize()
+    """The schema's title (else the name, as words) and its unit: "Low cut-off (Hz)"."""
+    title = str(schema.get("title") or "") or key.replace("_", " ").capitalize()
+    unit = str(schema.get("unit") or "")
+    return f"{title} ({unit})" if unit else title
 
 
 def param_field(key: str, schema: dict[str, Any], required: bool) -> Field:
@@ -137,7 +142,7 @@ def build(
                 value=defaults.get(key),
                 attrs={
                     "min": low if key != "gpus" else 0,
-                    "max": top,
+                    "max": int(top) if float(top).is_integer() else top,
                     "step": "any" if key == "cpus" else "1",
                 },
             )
@@ -210,10 +215,24 @@ def read(form: RunForm, spec: EntrypointSpec, data: FormData) -> Submission:
         key, sep, value = line.strip().partition("=")
         if line.strip():
             if not sep or not key.strip():
-                form.errors.append(f"Tags: write each tag as key=value (got {line.strip()!r}).")
+                msg = f"write each tag as key=value ({line.strip()[:40]!r} is not)"
+                form.problems.append({"loc": ["body", "tags"], "msg": msg})
                 continue
             sub.tags[key.strip()] = value.strip()
     return sub
+
+
+def summary(form: RunForm) -> list[tuple[str, str, str]]:
+    """(field id, label, message) of each field with an error, in the order of the page."""
+    found = [
+        (f"f-{f.name.replace('.', '-')}", f.label, f.error) for f in (*form.inputs, *form.params) if f.error
+    ]
+    if form.project_error:
+        found.append(("f-project", "Project", form.project_error))
+    if form.tags_error:
+        found.append(("f-tags", "Tags", form.tags_error))
+    found += [(f"f-{f.name.replace('.', '-')}", f.label, f.error) for f in form.resources if f.error]
+    return found
 
 
 def attach_errors(form: RunForm, errors: list[dict[str, Any]]) -> None:
@@ -227,6 +246,8 @@ def attach_errors(form: RunForm, errors: list[dict[str, Any]]) -> None:
         message = str(error.get("msg", "invalid"))
         if loc == ["project"]:
             form.project_error = f"{form.project_error} {message}".strip()
+        elif loc[:1] == ["tags"]:
+            form.tags_error = f"{form.tags_error} {message}".strip()
         elif target is not None:
             target.error = f"{target.error} {message}".strip() if target.error else message
         else:

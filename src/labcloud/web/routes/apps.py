@@ -79,6 +79,7 @@ def _page(
             "versions": app.sorted_versions(),
             "entrypoints": list(app.versions[resolved.version].entrypoints),
             "form": form,
+            "summary": forms.summary(form),
             "boolean_marker": forms.BOOLEAN_MARKER,
             "unavailable": ctx.container_problem() if resolved.entrypoint.runtime == "container" else None,
         },
@@ -121,11 +122,9 @@ def _submit(
     )
     form = _form(session, ctx, resolved, principal.user)
     sub = forms.read(form, resolved.entrypoint, data)
-    if form.errors:
-        return _page(request, ctx, resolved, form, 422)
     sub.app, sub.version, sub.entrypoint = resolved.app.name, resolved.version, resolved.entrypoint_name
-    try:
-        job = ctx.submit(session, principal.user, sub)
+    try:  # (what the form found is told with all the service finds: one pass)
+        job = ctx.submit(session, principal.user, sub, known=form.problems)
     except InvalidInput as exc:
         session.rollback()
         forms.attach_errors(form, exc.errors or [{"loc": [], "msg": exc.detail}])

@@ -240,6 +240,9 @@
     const log = document.getElementById("log");
     if (log && log.dataset.stream) followLog(log);
     setUpUploads();
+    // A form sent back with errors: its summary takes focus, so the first thing read is what to fix.
+    const summary = document.querySelector("[data-focus-on-load]");
+    if (summary) summary.focus();
     document.body.addEventListener("htmx:configRequest", (e) => { e.detail.headers["X-CSRF-Token"] = csrfToken(); });
     // A polled table is not swapped while a confirmation in it is open or focus is inside it.
     document.body.addEventListener("htmx:beforeRequest", (e) => {
