@@ -250,8 +250,9 @@ def server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[Se
 # -- storage backends ------------------------------------------------------------------------------------
 # A real SeaweedFS (tests/seaweed.py) for everything that runs on S3: fixtures `seaweedfs` and `s3_bucket`;
 # a real Slurm (tests/slurm.py): `slurm_cluster`, `slurm`; real container engines (tests/engines.py):
-# `docker_cli` (a private dockerd) and `podman_cli` (a private Podman storage), with labcloud/busybox:1.
-pytest_plugins = ("seaweed", "slurm", "engines", "mail_helpers")
+# `docker_cli` (a private dockerd) and `podman_cli` (a private Podman storage), with labcloud/busybox:1;
+# a real SMTP server (tests/mail_helpers.py) and a real webhook receiver (tests/webhook_helpers.py).
+pytest_plugins = ("seaweed", "slurm", "engines", "mail_helpers", "webhook_helpers")
 
 STORAGE_BACKENDS = ("local", "s3")
 

@@ -4,16 +4,12 @@ server stopped between the commit and the send."""
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import itertools
 import json
 import os
 import signal
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,68 +20,14 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from conftest import Account, backend
-from jobs_helpers import wait_for_end, write_app
+from jobs_helpers import wait_for_end
 from labcloud.api.app import create_app
 from labcloud.db.engine import Database
 from labcloud.db.models import Event, WebhookSubscription
 from labcloud.settings import Settings
 from live_server import eventually, login_headers, server_env, start_server, stop_server
 from mail_helpers import mail_parts
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that keeps every POST and answers the statuses it is told, in turn."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[dict[str, str], bytes]] = []
-        self.answers: list[int] = []
-        self.stall = 0  # how many of the next POSTs get no answer until ``release`` is set
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                receiver.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                if receiver.stall > 0:
-                    receiver.stall -= 1
-                    receiver.release.wait(120)
-                code = receiver.answers.pop(0) if receiver.answers else 204
-                self.send_response(code)
-                if code in (301, 302, 307):
-                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def handle(self) -> None:
-                with contextlib.suppress(OSError):  # (a sender killed while it waited for the answer)
-                    super().handle()
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.seen]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.server.shutdown()
-
-
-@pytest.fixture
-def hooked(settings: Settings) -> Settings:
-    settings.webhook_allow_private = True  # the receiver is on 127.0.0.1
-    settings.webhook_retry_s = 0.1
-    write_app(settings.effective_apps_dir, "quick", ["echo", "done"])
-    write_app(settings.effective_apps_dir, "fails", ["sh", "-c", "exit 3"])
-    return settings
+from webhook_helpers import Receiver
 
 
 def subscribe(client: TestClient, who: Account, url: str, events: list[str], **extra: Any) -> dict[str, Any]:

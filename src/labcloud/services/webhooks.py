@@ -23,9 +23,9 @@ import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Text, cast, or_, select, update
+from sqlalchemy import Text, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -216,6 +216,59 @@ def send_test(session: Session, found: WebhookSubscription) -> Event:
 def deliveries(session: Session, found: WebhookSubscription, limit: int = 100) -> list[WebhookDelivery]:
     stmt = select(WebhookDelivery).where(WebhookDelivery.subscription_id == found.id)
     return list(session.scalars(stmt.order_by(WebhookDelivery.created_at.desc()).limit(limit)))
+
+
+def deliveries_with_kinds(
+    session: Session, found: WebhookSubscription, limit: int = 100
+) -> list[tuple[WebhookDelivery, str]]:
+    """Its deliveries, newest first, each with the kind of event it carries (one query)."""
+    stmt = (
+        select(WebhookDelivery, Event.kind)
+        .join(Event, Event.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.subscription_id == found.id)
+        .order_by(WebhookDelivery.created_at.desc())
+        .limit(limit)
+    )
+    return [(delivery, kind) for delivery, kind in session.execute(stmt)]
+
+
+class LastError(NamedTuple):
+    words: str  # the receiver's status ("HTTP 500") or why it could not be sent
+    at: datetime | None  # when that try was made
+
+
+def last_errors(session: Session, found: list[WebhookSubscription]) -> dict[uuid.UUID, LastError]:
+    """For each of these subscriptions that has one, the answer of the last try of its newest delivery that
+    has not got through (still being retried, or given up on)."""
+    ids = [sub.id for sub in found]
+    if not ids:
+        return {}
+    newest = (
+        select(WebhookDelivery.subscription_id, func.max(WebhookDelivery.created_at).label("at"))
+        .where(
+            WebhookDelivery.subscription_id.in_(ids),
+            WebhookDelivery.state != "delivered",
+            WebhookDelivery.attempts > 0,
+        )
+        .group_by(WebhookDelivery.subscription_id)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(WebhookDelivery).join(
+            newest,
+            (WebhookDelivery.subscription_id == newest.c.subscription_id)
+            & (WebhookDelivery.created_at == newest.c.at),
+        )
+    )
+    errors = {}
+    for delivery in rows:
+        words = delivery.last_error
+        if delivery.last_status is not None:
+            words = f"HTTP {delivery.last_status}" + (f": {words}" if words else "")
+        last = delivery.tries[-1] if delivery.tries else {}
+        at = datetime.fromisoformat(last["at"]) if isinstance(last.get("at"), str) else None
+        errors[delivery.subscription_id] = LastError(words or "no answer", at)
+    return errors
 
 
 def redeliver(session: Session, found: WebhookSubscription, delivery_id: uuid.UUID) -> WebhookDelivery:

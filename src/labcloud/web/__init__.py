@@ -14,11 +14,22 @@ from starlette.responses import FileResponse, Response
 
 from labcloud.web.deps import security_headers, wants_html
 from labcloud.web.rendering import STATIC_DIR, error_page
-from labcloud.web.routes import account, admin, apps, auth, files, home, jobs, project_budget, projects
+from labcloud.web.routes import (
+    account,
+    admin,
+    apps,
+    auth,
+    files,
+    home,
+    jobs,
+    project_budget,
+    projects,
+    webhooks,
+)
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, home, apps, files, jobs, projects, project_budget, account, admin):
+    for module in (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
