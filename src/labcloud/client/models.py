@@ -301,6 +301,20 @@ class OutputFile(Model):
     sha256: str | None = None
 
 
+class Attempt(Model):
+    """One ended attempt of a job: where it ran, how it ended, what it used."""
+
+    attempt: int
+    ran_on: str = Field(
+        description='"worker NAME", "Slurm job ID", "Celery task ID" or "this server (HOST)".'
+    )
+    state: str
+    wall_s: float
+    peak_memory_mb: float
+    started_at: datetime | None
+    finished_at: datetime
+
+
 class JobInfo(Model):
     """A job: what it runs, where it is, and how it ended.
 
@@ -335,6 +349,7 @@ class JobInfo(Model):
     executor: str
     queue: str | None = None
     image: str | None = None
+    worker: str | None = Field(None, description="A pull job: the worker that holds or ran it.")
     rerun_of: str | None
     created_at: datetime
     updated_at: datetime
@@ -343,6 +358,7 @@ class JobInfo(Model):
     spec: dict[str, Any] | None = Field(
         None, description="The exact entrypoint spec it runs with (not in listings)."
     )
+    attempt_history: list[Attempt] | None = Field(None, description="Each ended attempt (not in listings).")
 
     def assign(self, data: dict[str, Any]) -> None:
         """Take the fields of ``data``: the job as the server answered it just now."""
