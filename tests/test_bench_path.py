@@ -13,7 +13,7 @@ from bench.bench_path import Call, Climb, Segment, analyse, layering_breaks, mea
 from labcloud.execution import runner
 
 RUNNER = "labcloud.execution.runner"
-REPORTER = f"{bench_path.LOCAL_PY}:DatabaseReporter"
+REPORTER = "labcloud.execution.db_reporter"
 
 
 def test_a_local_job_climbs_only_through_its_reporter() -> None:
@@ -24,7 +24,7 @@ def test_a_local_job_climbs_only_through_its_reporter() -> None:
         "job thread",
     ]
     reporting = {str(c) for c in path.climbs if c.caller == REPORTER}
-    assert "execution.executors.local:DatabaseReporter -> services.lifecycle (record_end)" in reporting
+    assert "execution.db_reporter -> services.lifecycle (record_end)" in reporting
     breaks = [str(c) for c in layering_breaks(path)]
     assert not breaks, f"climbs outside the rule: {breaks}"
 
@@ -79,10 +79,10 @@ def test_what_counts_as_a_climb() -> None:
         ],
     )
     assert [str(c) for c in path.climbs] == [
-        "execution.executors.local:DatabaseReporter -> services.lifecycle (record_end)",
+        "execution.db_reporter -> services.lifecycle (record_end)",
         "execution.runner -> execution.executors.local (LocalExecutor.cancel_flag)",
         "execution.runner -> runtime (Runtime.notify)",
     ]
     assert layering_breaks(path) == path.climbs[1:]
     assert path.stops == 6  # every call but the support one, each entering another unit
-    assert path.local_py == 2  # the reporter and the executor, both in executors/local.py
+    assert path.local_py == 1  # the executor's cancel flag

@@ -2,7 +2,7 @@
 report the end. The local executor, pull workers and the runners Slurm and Celery start all run jobs here.
 
 It knows nothing of databases or HTTP: what it learns it tells a :class:`Reporter`. The local executor's
-reporter writes to the database (:mod:`labcloud.execution.executors.local`); everywhere else an HTTP
+reporter writes to the database (:mod:`labcloud.execution.db_reporter`); everywhere else an HTTP
 reporter reports over the worker API (:mod:`labcloud.worker.job`).
 """
 
