@@ -293,6 +293,10 @@ class Sandboxing:
     problem: str | None  # why there is no sandbox (None when enabled, or off on purpose)
     refuse: bool  # no sandbox where one is needed: jobs are not run at all
 
+    def refusal(self) -> str | None:
+        """Why commands may not run here at all (no sandbox where one is needed), else None."""
+        return (self.problem or "no sandbox") if self.refuse else None
+
     def describe(self) -> str:
         who = f"as {self.user}" if self.user else f"as uid {os.geteuid()}"
         if self.enabled:

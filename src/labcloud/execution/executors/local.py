@@ -31,7 +31,6 @@ from labcloud.execution import containers, runner
 from labcloud.execution.attempt import AttemptDir
 from labcloud.execution.db_reporter import DatabaseReporter
 from labcloud.execution.executors.base import Executor
-from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.models import Resources
@@ -172,14 +171,9 @@ class LocalExecutor(Executor):
                 problem = f"the inputs could not be staged: {exc.detail}"
         _clear_earlier_attempts(plan.folder.path)
         if problem is not None:
-            runner.append_log(plan, problem)
-            reporter.finish(RunEnd("staging_failed", message=problem))
-            return
-        if self.sandboxing.refuse and not plan.in_container:
-            runner.append_log(plan, self.sandboxing.problem or "no sandbox")
-            reporter.finish(RunEnd("start_failed", message=self.sandboxing.problem or "no sandbox"))
-            return
-        runner.run(plan, reporter)
+            runner.unplanned(reporter, problem, plan)
+        else:
+            runner.run(plan, reporter)
 
     def _reporter(self, job: Job) -> DatabaseReporter:
         """The runner's reporter for the job's current attempt, with the attempt's cancel check."""
@@ -224,6 +218,7 @@ class LocalExecutor(Executor):
             grace_s=self.settings.kill_grace_s,
             detach=self._detach,
             image=job.image,
+            refused=self.sandboxing.refusal(),
         )
         if plan.in_container:
             plan.engine, plan.engine_problem = self.engines.get()
