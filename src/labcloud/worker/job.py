@@ -204,7 +204,7 @@ class JobRun:
             else None,
             grace_s=self.settings.grace_s,
             image=str(a["image"]) if a.get("image") else None,  # a rerun's: the image its first run ran
-            refused=sandboxing.refusal(),
+            refused=sandboxing.refusal,
         )
         if a.get("task"):  # a GA4GH TES task: its executors, files and outputs
             plan.task = TaskLayout.from_wire(

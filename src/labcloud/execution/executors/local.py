@@ -218,7 +218,7 @@ class LocalExecutor(Executor):
             grace_s=self.settings.kill_grace_s,
             detach=self._detach,
             image=job.image,
-            refused=self.sandboxing.refusal(),
+            refused=self.sandboxing.refusal,
         )
         if plan.in_container:
             plan.engine, plan.engine_problem = self.engines.get()
