@@ -27,12 +27,14 @@ REPORTER = "labcloud.execution.db_reporter"
 
 
 # The most each path may take, a little above what it took when these were set (local: 117 stops in 32
-# modules, 6 climbs, 7 entries into executors/local.py; pull: the server 87 stops in 25 modules with 1
-# climb, the worker 74 in 11 with 3). A path that grows past one fails here: shorten it, or raise the limit
-# in the same change and say why.
+# modules, 6 climbs, 7 entries into executors/local.py; pull: the server 89 or 90 stops in 27 modules with
+# 1 climb, the worker 74 in 11 with 3). A path that grows past one fails here: shorten it, or raise the
+# limit in the same change and say why. Raised so far: the pull server's, from 87 stops in 25 modules, when
+# a held job's worker calls moved to their own router (api/routers/worker_jobs.py) and its start and
+# finish went through a service (services/remote_runs.py) instead of calling lifecycle from the router.
 LIMITS: dict[str, dict[str, int]] = {
     "local": {"stops": 120, "modules": 33, "climbs": 6, "local_py": 7},
-    "pull: server": {"stops": 90, "modules": 26, "climbs": 1, "local_py": 0},
+    "pull: server": {"stops": 92, "modules": 28, "climbs": 1, "local_py": 0},
     "pull: worker": {"stops": 77, "modules": 12, "climbs": 3, "local_py": 0},
 }
 
