@@ -36,14 +36,14 @@ What is recorded (everything else is left out)
 Definitions
   call     a labcloud function starting; a generator or coroutine resumed after ``yield``/``await`` is
            not a new call. Property reads and dataclass constructors are calls.
-  unit     the function's module, except that ``DatabaseReporter`` (in ``executors/local.py``) and
-           ``HttpReporter`` (in ``worker/job.py``) are units of their own.
+  unit     the function's module, except that ``HttpReporter`` (in ``worker/job.py``) is a unit of its
+           own.
   layer    of a unit, from the top (:data:`LAYERS`, as docs/architecture.md orders them): http
            (``api.*``, ``web.*``, ``request_scope``), runtime, executors (``execution.executors.*``,
            ``scheduler``, ``leader``, ``loops``, ``wakeups``; on a worker ``worker.agent`` and ``JobRun``),
            services (``services.*``), runner (``execution.runner``, ``run_end``, ``attempt``, ``process``,
            ``watch``, ``sandbox``, ``supervise``, ``container_job``, ``containers``),
-           reporter (``DatabaseReporter``, ``HttpReporter``, ``worker.logship``). The rest is support
+           reporter (``execution.db_reporter``, ``HttpReporter``, ``worker.logship``). The rest is support
            (``db``, ``settings``, ``registry``, ``storage``, ``errors``, ``security``, ``worker.api``...).
            A module without a layer stops the bench.
   caller   of a call: the innermost enclosing layered frame on the same thread and in the same segment,
@@ -70,8 +70,8 @@ found the job at once.
 
 The layering rule the local path keeps (:func:`layering_breaks`; tests/test_bench_path.py)
   Every climb on the local path is made by the reporter (``DatabaseReporter``: the runner's one way back
-  up, into the services, the executor's cancel flag and the runtime's wake-up), or is one of the climbs
-  named in :data:`ALLOWED_CLIMBS`, each with why. Any other climb breaks the rule.
+  up, into the services), or is one of the climbs named in :data:`ALLOWED_CLIMBS`, each with why. Any
+  other climb breaks the rule.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ LAYERS: dict[str, str] = {
     "labcloud.execution.container_job": RUNNER,
     "labcloud.execution.containers": RUNNER,
     "labcloud.execution.run_end": RUNNER,
-    f"{LOCAL_PY}:DatabaseReporter": REPORTER,
+    "labcloud.execution.db_reporter": REPORTER,
     "labcloud.worker.job:HttpReporter": REPORTER,
     "labcloud.worker.logship": REPORTER,
     "labcloud.worker.api": SUPPORT,
@@ -148,9 +148,8 @@ LAYERS: dict[str, str] = {
     "labcloud.ratelimit": SUPPORT,
     "labcloud.cli": SUPPORT,
 }
-# Classes that are units of their own inside a module: the reporters live beside what they report for.
+# Classes that are units of their own inside a module: the worker's reporter lives beside its transport.
 SPLIT = {
-    LOCAL_PY: {"DatabaseReporter": f"{LOCAL_PY}:DatabaseReporter"},
     "labcloud.worker.job": {"HttpReporter": "labcloud.worker.job:HttpReporter"},
 }
 # The climbs the local path makes besides the reporter's: (caller unit, callee unit, function) -> why.

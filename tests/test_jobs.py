@@ -16,9 +16,11 @@ from fastapi.testclient import TestClient
 
 from conftest import Account
 from jobs_helpers import follow_log, py, wait_for_end, write_app
+from labcloud.execution.sandbox import Sandboxing
 from labcloud.services import job_logs
 from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
+from live_server import eventually
 
 
 def put_file(client: TestClient, account: Account, rel: str, data: bytes) -> None:
@@ -152,6 +154,45 @@ def test_failures_carry_their_reason(client: TestClient, settings: Settings, use
     assert (missing["state"], missing["reason"]) == ("failed", "system_error")
     log = client.get(f"/api/v1/jobs/{results['missing']['id']}/logs", headers=user.headers).text
     assert "no-such-command-here" in log
+
+
+def test_a_job_that_cannot_start_here_ends_before_anything_is_made_for_it(
+    client: TestClient, settings: Settings, user: Account
+) -> None:
+    """Two endings the runner decides before an attempt's folder exists: the job's input is gone when it
+    starts (staging failed), and this server may not run commands (the sandbox it must use does not
+    work: the command's start failed). Each says why, in its message and its log."""
+    apps = settings.effective_apps_dir
+    gate = {"cpus": settings.local_cpus or 2, "memory_mb": 32, "timeout_s": 60}  # holds every CPU
+    write_app(apps, "gate", ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"], resources=gate)
+    small = {"cpus": 0.1, "memory_mb": 32, "timeout_s": 60}
+    write_app(apps, "reader", ["cat", "{inputs.data}"], inputs={"data": {"type": "file"}}, resources=small)
+    write_app(apps, "nap", ["true"], resources=small)
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    put_file(client, user, "in/a.txt", b"alpha")
+    holder = submit(client, user, {"app": "gate"})["id"]
+
+    def state(job_id: str) -> str:
+        return str(client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()["state"])
+
+    eventually(lambda: state(holder) == "running", 30, "the gate job to run")
+    unstaged = submit(client, user, {"app": "reader", "inputs": {"data": "in/a.txt"}})["id"]
+    refused = submit(client, user, {"app": "nap"})["id"]
+    assert client.delete("/api/v1/files/in/a.txt", headers=user.headers).status_code == 204
+    executor = client.app.state.ctx.executors["local"]  # type: ignore[attr-defined]
+    why = "the sandbox is required but does not work: (this test)"
+    executor.sandboxing = Sandboxing(False, None, why, refuse=True)
+    (settings.jobs_dir / holder / "attempt-1" / "work" / "open").touch()
+
+    ends = {job_id: wait_for_end(client, job_id, user.headers) for job_id in (unstaged, refused)}
+    logs = {job_id: client.get(f"/api/v1/jobs/{job_id}/logs", headers=user.headers).text for job_id in ends}
+    assert (ends[unstaged]["state"], ends[unstaged]["reason"]) == ("failed", "staging_failed")
+    assert ends[unstaged]["message"].startswith("the inputs could not be staged"), ends[unstaged]
+    assert "the inputs could not be staged" in logs[unstaged]
+    assert (ends[refused]["state"], ends[refused]["reason"]) == ("failed", "system_error")
+    assert why in ends[refused]["message"] and why in logs[refused]
+    for job_id in ends:
+        assert not (settings.jobs_dir / job_id / "attempt-1").exists()
 
 
 def test_cancel_running_and_queued_jobs(client: TestClient, settings: Settings, user: Account) -> None:

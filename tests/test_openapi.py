@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from conftest import Account
 from labcloud.api.app import create_app
 from labcloud.api.openapi import Problem
-from labcloud.api.routers.worker_api import Assignment
+from labcloud.api.worker_schemas import Assignment
 from labcloud.client import models
 from labcloud.registry import app_to_public
 from labcloud.registry.models import Resources

@@ -33,18 +33,24 @@ from live_server import eventually, login_headers, server_env
 from testing.crash import KillableServer
 
 
-def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
-    """Alice's first job holds the only CPU until the test opens its gate; by then alice has three more
-    jobs waiting and bob one. Bob's must run next: how fast the submissions arrive does not matter."""
+def _one_cpu_gate_and_nap(settings: Settings, nap: list[str]) -> None:
+    """One CPU, and two apps that each take it: ``gate`` runs until a file ``open`` appears in its work
+    folder, ``nap`` runs ``nap``."""
     settings.local_cpus = 1  # one job at a time
     resources = {"cpus": 1, "memory_mb": 32, "timeout_s": 60}
-    write_app(settings.effective_apps_dir, "nap", ["sleep", "0.2"], resources=resources)
+    write_app(settings.effective_apps_dir, "nap", nap, resources=resources)
     write_app(
         settings.effective_apps_dir,
         "gate",
         ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"],
         resources=resources,
     )
+
+
+def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> None:
+    """Alice's first job holds the only CPU until the test opens its gate; by then alice has three more
+    jobs waiting and bob one. Bob's must run next: how fast the submissions arrive does not matter."""
+    _one_cpu_gate_and_nap(settings, ["sleep", "0.2"])
     with TestClient(create_app(settings)) as client:
         admin = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
         heads = {}
@@ -74,6 +80,28 @@ def test_one_users_many_jobs_do_not_starve_anothers_one(settings: Settings) -> N
     order = [job_id for _, job_id in started]
     assert order[0] == gate
     assert order[1] == bob_job, "bob's one job waited behind alice's queue"
+
+
+def test_a_queued_job_starts_as_soon_as_the_running_one_ends(settings: Settings) -> None:
+    """The only CPU is held by a job waiting for its gate; a second job waits for capacity. The dispatcher's
+    own rounds are a minute apart, so the second job starting within seconds of the gate opening is the
+    wake-up the local executor sends when the first job has ended and given its CPU back."""
+    _one_cpu_gate_and_nap(settings, ["true"])
+    settings.scheduler_interval_s = 60.0
+    with TestClient(create_app(settings)) as client:
+        admin = bearer(login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+
+        def state(job_id: str) -> str:
+            return str(client.get(f"/api/v1/jobs/{job_id}", headers=admin).json()["state"])
+
+        gate = client.post("/api/v1/jobs", json={"app": "gate"}, headers=admin).json()["id"]
+        eventually(lambda: state(gate) == "running", 30, "the gate job to run")
+        waiting = client.post("/api/v1/jobs", json={"app": "nap"}, headers=admin).json()["id"]
+        reason = client.get(f"/api/v1/jobs/{waiting}", headers=admin).json()["message"]
+        assert state(waiting) == "queued" and "waiting for capacity" in reason, reason
+        (settings.home / "jobs" / gate / "attempt-1" / "work" / "open").touch()
+        eventually(lambda: state(gate) == "succeeded", 30, "the gate job to end")
+        eventually(lambda: state(waiting) == "succeeded", 20, "the waiting job to start and end")
 
 
 def _queue_one_each(

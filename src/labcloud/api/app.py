@@ -27,6 +27,7 @@ from labcloud.api.routers import (
     users,
     webhooks,
     worker_api,
+    worker_jobs,
     workers,
 )
 from labcloud.runtime import Runtime, prepare_database
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         webhooks,
         workers,
         worker_api,
+        worker_jobs,
         tes,
     ):
         app.include_router(module.router)

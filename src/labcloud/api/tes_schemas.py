@@ -1,6 +1,6 @@
 """The answers of GA4GH TES 1.1 (shared/specs/ga4gh-tes-1.1.openapi.yaml), for the OpenAPI document only.
 
-The routes answer the dicts :mod:`labcloud.services.tes` cuts for each view (``response_model=None``): a
+The routes answer the dicts :mod:`labcloud.services.tes_views` cuts for each view (``response_model=None``): a
 response model would add every field it names to every answer, and the MINIMAL and BASIC views must not
 gain any. So these models say what may be there; a field the spec does not require is left out of an
 answer that has nothing for it, never sent as null, and the schemas say so (no ``null`` type).
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.services.tes import STATES
+from labcloud.services.tes_views import STATES
 
 
 def _absent_not_null(schema: dict[str, Any]) -> None:

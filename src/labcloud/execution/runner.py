@@ -2,7 +2,7 @@
 report the end. The local executor, pull workers and the runners Slurm and Celery start all run jobs here.
 
 It knows nothing of databases or HTTP: what it learns it tells a :class:`Reporter`. The local executor's
-reporter writes to the database (:mod:`labcloud.execution.executors.local`); everywhere else an HTTP
+reporter writes to the database (:mod:`labcloud.execution.db_reporter`); everywhere else an HTTP
 reporter reports over the worker API (:mod:`labcloud.worker.job`).
 """
 
@@ -58,6 +58,9 @@ class JobPlan:
     engine: Engine | None = None
     engine_problem: str = ""
     image: str | None = None  # the image's content id to run (a rerun's), else the one the spec names
+    # Why commands may not run on this machine (the sandbox it must use does not work), else None. A
+    # container app still runs: its engine isolates it.
+    refused: str | None = None
     # Set when this runner's process is stopping: stop following and report nothing more, leaving the job
     # (and its folder) as they are, to be taken up again by the next one (:func:`resume`).
     detach: threading.Event | None = None
@@ -106,9 +109,26 @@ def append_log(plan: JobPlan, line: str) -> None:
         fh.write(f"[labcloud] {line}\n")
 
 
+def unplanned(reporter: Reporter, message: str, plan: JobPlan | None = None) -> RunEnd | None:
+    """End an attempt that could not be planned here (its inputs were not found, its assignment is not
+    understood) as staging_failed, before anything was made for it; ``message`` goes to the job's log when
+    the plan that knows the log is there."""
+    end = RunEnd("staging_failed", message=message)
+    if plan is not None:
+        append_log(plan, message)
+        return _finish(plan, reporter, end)
+    if reporter.gone():
+        return None
+    reporter.finish(end)
+    return end
+
+
 def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
     """Run one attempt from an empty folder to its reported end; the end, or None when the job was taken
     away (nothing more was reported)."""
+    if plan.refused is not None and not plan.in_container:  # nothing may run here: nothing is made
+        append_log(plan, plan.refused)
+        return _finish(plan, reporter, RunEnd("start_failed", message=plan.refused))
     if plan.in_container:
         plan.folder = container_job.folder(plan)
     plan.folder.create()

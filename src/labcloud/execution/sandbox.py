@@ -23,7 +23,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -292,6 +292,11 @@ class Sandboxing:
     user: JobUser | None  # the host user jobs run as (when labcloud runs as root)
     problem: str | None  # why there is no sandbox (None when enabled, or off on purpose)
     refuse: bool  # no sandbox where one is needed: jobs are not run at all
+    # Why commands may not run here at all (``refuse``), in words for the job's log; else None.
+    refusal: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "refusal", (self.problem or "no sandbox") if self.refuse else None)
 
     def describe(self) -> str:
         who = f"as {self.user}" if self.user else f"as uid {os.geteuid()}"

@@ -29,7 +29,8 @@ from labcloud.execution.attempt import Writer
 from labcloud.execution.runner import InputSource
 from labcloud.execution.task import TaskInput, TaskLayout
 from labcloud.services import file_store, files, projects, tes_s3, url_fetch
-from labcloud.services.tes import APP, SCHEME, TaskIn, TaskRefused, _layout, _url
+from labcloud.services.tes import APP
+from labcloud.services.tes_document import SCHEME, TaskIn, TaskRefused, task_layout, url_kind
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -68,13 +69,13 @@ def layout(
     for i, item in enumerate(task.inputs or [] if inputs else []):
         name = PurePosixPath(item.path).name
         content = row.contents.get(str(i))
-        kind, where = _url(item.url or "")
+        kind, where = url_kind(item.url or "")
         if content is None and kind == "space":
             source = _space_input(session, storage, job, name, where, [f"inputs[{i}]"])
         else:
             source = InputSource(name, [(name, _fetcher(settings, row, i))])
         sources.append(TaskInput(item.path, item.type == "DIRECTORY", source))
-    return _layout(task, settings, sources)
+    return task_layout(task, settings, sources)
 
 
 def _fetcher(settings: Settings, row: TesTask, index: int) -> Writer:
@@ -84,7 +85,7 @@ def _fetcher(settings: Settings, row: TesTask, index: int) -> Writer:
     if content is not None:
         return partial(_write_bytes, content.encode())
     item = (TaskIn.model_validate(row.document).inputs or [])[index]
-    kind, where = _url(item.url or "")
+    kind, where = url_kind(item.url or "")
     if kind == "s3":
         return partial(tes_s3.download, settings, where)
     if kind == "http":
@@ -165,7 +166,7 @@ class TaskOutputs:
         one for each output it belongs to."""
         found = []
         for index, below in self.layout.place(rel):
-            kind, base = _url(self.outputs[index].url)
+            kind, base = url_kind(self.outputs[index].url)
             base = base.rstrip("/")
             path = f"{base}/{below}" if below else base
             found.append(path if kind == "s3" else files.clean(path, ["outputs", index, "url"]))
@@ -218,7 +219,7 @@ def remote_task(session: Session, settings: Settings, storage: Storage, job: Job
     inputs = []
     for i, item in enumerate(task.inputs or []):
         name = PurePosixPath(item.path).name
-        kind, where = _url(item.url or "")
+        kind, where = url_kind(item.url or "")
         content = row.contents.get(str(i))
         found: list[dict[str, Any]]
         if content is None and kind == "space":
@@ -245,7 +246,7 @@ def remote_task(session: Session, settings: Settings, storage: Storage, job: Job
         inputs.append(
             {"path": item.path, "directory": item.type == "DIRECTORY", "name": name, "files": found}
         )
-    return {**_layout(task, settings, []).to_wire(), "inputs": inputs}
+    return {**task_layout(task, settings, []).to_wire(), "inputs": inputs}
 
 
 def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry | None:
@@ -255,7 +256,7 @@ def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry | No
     if row is None:
         return None
     for i, item in enumerate(TaskIn.model_validate(row.document).inputs or []):
-        kind, where = _url(item.url or "")
+        kind, where = url_kind(item.url or "")
         if row.contents.get(str(i)) is not None or kind != "space":
             continue
         name = PurePosixPath(item.path).name
@@ -272,7 +273,7 @@ def input_bytes(settings: Settings, row: TesTask, index: int, dest: BinaryIO) ->
     items = TaskIn.model_validate(row.document).inputs or []
     if not 0 <= index < len(items):
         raise NotFound("The task has no such input.")
-    kind, _ = _url(items[index].url or "")
+    kind, _ = url_kind(items[index].url or "")
     if row.contents.get(str(index)) is None and kind not in ("s3", "http"):
         raise NotFound("That input is a file of the space: fetch it by its file id.")
     try:

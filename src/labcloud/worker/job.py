@@ -169,17 +169,9 @@ class JobRun:
             try:
                 plan = reporter.plan = self._plan(shipper.path)
             except Exception as exc:
-                reporter.finish(
-                    RunEnd("staging_failed", message=f"this worker cannot run the job: {_detail(exc)}")
-                )
-                return
-            refused = self.settings.sandboxing.refuse and not plan.in_container  # an engine isolates those
-            if refused:
-                message = self.settings.sandboxing.problem or "no sandbox"
-                runner.append_log(plan, message)
-                reporter.finish(RunEnd("start_failed", message=message))
-                return
-            runner.run(plan, reporter)
+                runner.unplanned(reporter, f"this worker cannot run the job: {_detail(exc)}")
+            else:
+                runner.run(plan, reporter)
         finally:
             shipper.stop()
             progress.stop()
@@ -212,6 +204,7 @@ class JobRun:
             else None,
             grace_s=self.settings.grace_s,
             image=str(a["image"]) if a.get("image") else None,  # a rerun's: the image its first run ran
+            refused=sandboxing.refusal,
         )
         if a.get("task"):  # a GA4GH TES task: its executors, files and outputs
             plan.task = TaskLayout.from_wire(

@@ -1,6 +1,7 @@
 """GA4GH TES 1.1 at /ga4gh/tes/v1 (spec: shared/specs/ga4gh-tes-1.1.openapi.yaml): service-info, and the
 caller's tasks: create, list, read (MINIMAL, BASIC or FULL view), cancel. The rules are
-:mod:`labcloud.services.tes`; a task is a job (:mod:`labcloud.services.jobs`)."""
+:mod:`labcloud.services.tes` (checked by ``tes_document``, read by ``tes_views``); a task is a job
+(:mod:`labcloud.services.jobs`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from labcloud.api.tes_schemas import (
     TesServiceInfo,
     TesTask,
 )
-from labcloud.services import tes
+from labcloud.services import tes_views
+from labcloud.services.tes_document import TaskRefused
 
 REFUSED = "Not valid: the task (`errors` names each field at fault), or a query parameter."
 
@@ -38,8 +40,8 @@ def _answers(model: type[BaseModel], description: str, refuses: bool = False) ->
 
 def _view(view: str) -> str:
     chosen = view.upper() if view else "MINIMAL"
-    if chosen not in tes.VIEWS:
-        raise tes.TaskRefused(f"view must be one of {', '.join(tes.VIEWS)}.")
+    if chosen not in tes_views.VIEWS:
+        raise TaskRefused(f"view must be one of {', '.join(tes_views.VIEWS)}.")
     return chosen
 
 
@@ -50,7 +52,7 @@ def _view(view: str) -> str:
     responses=_answers(TesServiceInfo, "The service and what of TES it supports."),
 )
 def service_info(settings: AppSettings) -> dict[str, Any]:
-    return tes.service_info(settings)
+    return tes_views.service_info(settings)
 
 
 @router.post(
@@ -80,21 +82,21 @@ def list_tasks(
     state: str = Query("", max_length=20),
     tag_key: list[str] = Query([], max_length=20),
     tag_value: list[str] = Query([], max_length=20),
-    page_size: str = Query(str(tes.DEFAULT_PAGE_SIZE), max_length=10),
+    page_size: str = Query(str(tes_views.DEFAULT_PAGE_SIZE), max_length=10),
     page_token: str | None = Query(None, max_length=100),
     view: str = Query("MINIMAL", max_length=10),
 ) -> dict[str, Any]:
     chosen = _view(view)
-    if state and state not in tes.STATES:
-        raise tes.TaskRefused(f"state must be one of {', '.join(tes.STATES)}.")
-    if not page_size.isdigit() or not 1 <= int(page_size) <= tes.MAX_PAGE_SIZE:
-        raise tes.TaskRefused(f"page_size must be a number from 1 to {tes.MAX_PAGE_SIZE}.")
+    if state and state not in tes_views.STATES:
+        raise TaskRefused(f"state must be one of {', '.join(tes_views.STATES)}.")
+    if not page_size.isdigit() or not 1 <= int(page_size) <= tes_views.MAX_PAGE_SIZE:
+        raise TaskRefused(f"page_size must be a number from 1 to {tes_views.MAX_PAGE_SIZE}.")
     if len(tag_value) > len(tag_key):
-        raise tes.TaskRefused("Each tag_value needs its tag_key.")
+        raise TaskRefused("Each tag_value needs its tag_key.")
     tags = [(key, tag_value[i] if i < len(tag_value) else "") for i, key in enumerate(tag_key)]
-    flt = tes.TaskFilter(name_prefix=name_prefix, state=state, tags=tags)
-    found, token = tes.list_tasks(session, principal.user, flt, int(page_size), page_token)
-    answer: dict[str, Any] = {"tasks": [tes.view(settings, job, row, chosen) for job, row in found]}
+    flt = tes_views.TaskFilter(name_prefix=name_prefix, state=state, tags=tags)
+    found, token = tes_views.list_tasks(session, principal.user, flt, int(page_size), page_token)
+    answer: dict[str, Any] = {"tasks": [tes_views.view(settings, job, row, chosen) for job, row in found]}
     if token:
         answer["next_page_token"] = token
     return answer
@@ -109,8 +111,8 @@ def list_tasks(
 def cancel_task(task_id: str, principal: Writer, session: DbSession, ctx: Ctx) -> dict[str, Any]:
     """A queued task is canceled at once, a running one is CANCELING until its container is gone; a task
     that has ended stays as it is."""
-    job, _ = tes.get(session, principal.user, task_id)
-    if tes.tes_state(job) in ("QUEUED", "INITIALIZING", "RUNNING"):
+    job, _ = tes_views.get(session, principal.user, task_id)
+    if tes_views.tes_state(job) in ("QUEUED", "INITIALIZING", "RUNNING"):
         ctx.cancel(session, principal.user, job.id)
     return {}
 
@@ -128,5 +130,5 @@ def get_task(
     settings: AppSettings,
     view: str = Query("MINIMAL", max_length=10),
 ) -> dict[str, Any]:
-    job, row = tes.get(session, principal.user, task_id)
-    return tes.view(settings, job, row, _view(view))
+    job, row = tes_views.get(session, principal.user, task_id)
+    return tes_views.view(settings, job, row, _view(view))

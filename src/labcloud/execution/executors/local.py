@@ -1,13 +1,14 @@
 """The local executor: jobs run on this machine, through the one runner, each under a detached supervisor.
 
-What is local here is admission (CPUs and memory in use), one thread per running job, and the runner's
-database reporter. Supervisors outlive the server, so after a restart :meth:`recover` finds them again by
-their attempt's folder (no record in the database is needed for that) and takes the jobs up where they are.
+What is local here is admission (CPUs and memory in use) and one thread per running job, which runs the
+job through the runner with a :class:`~labcloud.execution.db_reporter.DatabaseReporter` and, once the job
+ended and its resources are given back, wakes the dispatchers. Supervisors outlive the server, so after a
+restart :meth:`recover` finds them again by their attempt's folder (no record in the database is needed
+for that) and takes the jobs up where they are.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -20,18 +21,16 @@ from pathlib import Path
 
 import psutil
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from labcloud import registry
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
-from labcloud.errors import Conflict, LabcloudError
+from labcloud.errors import LabcloudError
 from labcloud.execution import containers, runner
-from labcloud.execution.attempt import AttemptDir, Collected
+from labcloud.execution.attempt import AttemptDir
+from labcloud.execution.db_reporter import DatabaseReporter
 from labcloud.execution.executors.base import Executor
-from labcloud.execution.process import Handle
-from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.models import Resources
@@ -42,8 +41,6 @@ from labcloud.settings import Settings, config_path_from_env
 from labcloud.storage.base import Storage
 
 log = logging.getLogger(__name__)
-PROGRESS_WRITE_INTERVAL_S = 0.5
-CANCEL_POLL_INTERVAL_S = 1.0
 
 
 class LocalExecutor(Executor):
@@ -155,6 +152,8 @@ class LocalExecutor(Executor):
                 self._held.pop(job_id, None)
                 self._cancel.pop(job_id, None)
                 self._threads.pop(job_id, None)
+            # Once per job end, after its resources are given back: a queued job may fit now (also this
+            # one, queued again after a lost run), here and on the other replicas.
             self.notify()
 
     def _run(self, job_id: uuid.UUID) -> None:
@@ -163,7 +162,7 @@ class LocalExecutor(Executor):
             if job is None or job.state != JobState.STAGING:
                 return
             plan = self._plan(job)
-            reporter = DatabaseReporter(self, job)
+            reporter = self._reporter(job)
             problem: str | None = None
             try:
                 plan.inputs = self._inputs(session, job)
@@ -172,14 +171,13 @@ class LocalExecutor(Executor):
                 problem = f"the inputs could not be staged: {exc.detail}"
         _clear_earlier_attempts(plan.folder.path)
         if problem is not None:
-            runner.append_log(plan, problem)
-            reporter.finish(RunEnd("staging_failed", message=problem))
-            return
-        if self.sandboxing.refuse and not plan.in_container:
-            runner.append_log(plan, self.sandboxing.problem or "no sandbox")
-            reporter.finish(RunEnd("start_failed", message=self.sandboxing.problem or "no sandbox"))
-            return
-        runner.run(plan, reporter)
+            runner.unplanned(reporter, problem, plan)
+        else:
+            runner.run(plan, reporter)
+
+    def _reporter(self, job: Job) -> DatabaseReporter:
+        """The runner's reporter for the job's current attempt, with the attempt's cancel check."""
+        return DatabaseReporter(self.settings, self.db, self.storage, job, self.cancel_flag(job.id).is_set)
 
     def _inputs(self, session: Session, job: Job) -> dict[str, InputSource]:
         """Where each input's files come from; resolved when the job starts, not when it was submitted."""
@@ -220,6 +218,7 @@ class LocalExecutor(Executor):
             grace_s=self.settings.kill_grace_s,
             detach=self._detach,
             image=job.image,
+            refused=self.sandboxing.refusal,
         )
         if plan.in_container:
             plan.engine, plan.engine_problem = self.engines.get()
@@ -262,7 +261,7 @@ class LocalExecutor(Executor):
             with self._lock:
                 followed = job.id in self._held
             if not followed:  # a server that leads again already follows the jobs it started
-                plan, reporter = self._plan(job), DatabaseReporter(self, job)
+                plan, reporter = self._plan(job), self._reporter(job)
                 with self.db.session() as session:
                     reporter.outputs = self._task(session, job, plan, inputs=False)
                 log.info("job %s (%s): taking it up again after a restart", job.id, job.state)
@@ -300,165 +299,6 @@ def _resume(plan: JobPlan, reporter: DatabaseReporter, _job_id: uuid.UUID) -> No
     runner.resume(plan, reporter)
 
 
-class DatabaseReporter:
-    """The runner's reporter for a local job: what it learns goes to the database directly."""
-
-    def __init__(self, executor: LocalExecutor, job: Job) -> None:
-        self.executor = executor
-        self.db = executor.db
-        self.job_id = job.id
-        self.attempt = job.attempts
-        self.handle: Handle | None = None
-        self._gone = False
-        self._last_write = 0.0
-        self._last_check = time.monotonic()
-        self._stored: list[tuple[files.Upload, str]] = []
-        # A task: where its outputs go (else to jobs/<id>/ in the owner's space), and what went where.
-        self.outputs: tes_run.TaskOutputs | None = None
-        self._placed: list[tuple[str, str, int]] = []
-
-    def _job(self, session: Session) -> Job | None:
-        """The job while this attempt is its current one, else None (and the job is gone for us)."""
-        job = session.get(Job, self.job_id)
-        if job is None or job.attempts != self.attempt:
-            self._gone = True
-            return None
-        return job
-
-    def begin(self) -> bool:
-        with self.db.session() as session:
-            job = self._job(session)
-            if job is None:
-                return False
-            try:
-                lifecycle.transition(session, job, JobState.RUNNING)
-            except Conflict:  # cancelled while staging
-                return False
-            return True
-
-    def launched(self, handle: Handle) -> None:
-        self.handle = handle
-
-    def progress(self, fraction: float) -> None:
-        now = time.monotonic()
-        if now - self._last_write < PROGRESS_WRITE_INTERVAL_S and fraction < 1.0:
-            return
-        self._last_write = now
-        with self.db.session() as session:
-            job = self._job(session)
-            if job is not None and job.state == JobState.RUNNING:
-                job.progress = fraction
-
-    def cancel_requested(self) -> bool:
-        if self.executor.cancel_flag(self.job_id).is_set():
-            return True
-        now = time.monotonic()
-        if now - self._last_check >= CANCEL_POLL_INTERVAL_S:  # a cancel through another server
-            self._last_check = now
-            with self.db.session() as session:
-                job = self._job(session)
-                if job is None or job.state == JobState.CANCELLING:
-                    return True
-        return False
-
-    def gone(self) -> bool:
-        return self._gone
-
-    def keep(self, collected: Collected, succeeded: bool) -> str | None:
-        """Store the copies of the outputs (the index is written with the job's end, in one transaction)."""
-        if succeeded:
-            with self.db.session() as session:  # a crash from here on resumes from "finishing"
-                job = self._job(session)
-                if job is None:
-                    return None
-                lifecycle.begin_finishing(session, job)
-        try:
-            for item in collected.files:
-                try:
-                    paths = (
-                        self.outputs.paths(item.rel)
-                        if self.outputs is not None
-                        else [files.output_path(self.job_id, item.rel)]
-                    )
-                except LabcloudError as exc:
-                    collected.skip(f"'{item.rel}': {exc.errors[0]['msg'] if exc.errors else exc.detail}")
-                    continue
-                paths = [p for p in paths if all(p != upload.path for upload, _ in self._stored)]
-                if self.outputs is not None:  # a task's file may go to object stores, and to the space
-                    for url in [p for p in paths if tes_run.is_s3(p)]:
-                        self.outputs.upload(url, item.copy)
-                        self._placed.append((item.rel, url, item.size))
-                    paths = [p for p in paths if not tes_run.is_s3(p)]
-                for n, path in enumerate(paths):  # (a task's file may go to several outputs)
-                    copy = item.copy
-                    if n < len(paths) - 1:
-                        copy = item.copy.with_name(f"{item.copy.name}.{n}")
-                        shutil.copyfile(item.copy, copy)
-                    key = self.executor.storage.new_key()
-                    self.executor.storage.put_file(key, copy)  # consumes the copy, never the job's file
-                    self._stored.append((files.Upload(path, copy, item.size, item.sha256), key))
-                    self._placed.append((item.rel, path, item.size))
-        except Exception as exc:
-            log.exception("outputs of job %s could not be stored", self.job_id)
-            self._drop_stored()
-            return f"the outputs could not be stored: {_detail(exc)}"
-        if succeeded and self.outputs is not None:
-            missing = self.outputs.missing([item.rel for item in collected.files])
-            if missing:
-                return f"the task left no file at {', '.join(missing)}"
-        return None
-
-    def finish(self, end: RunEnd) -> None:
-        try:
-            try:
-                replaced = self._record(end, index=True)
-            except LabcloudError as exc:  # an output's path clashes with the owner's own files
-                self._drop_stored()
-                end = dataclasses.replace(end, problem=f"the outputs could not be kept: {exc.detail}")
-                replaced = self._record(end, index=False)
-        except BaseException:
-            self._drop_stored()  # nothing refers to them: the next try stores its own
-            raise
-        self._stored = []
-        self.executor.storage.delete(replaced)
-        self.executor.notify()
-
-    def _record(self, end: RunEnd, index: bool) -> list[str]:
-        """The outputs' index and the job's end, in one transaction; the keys of replaced objects."""
-        for attempt in range(3):
-            try:
-                return self._record_once(end, index)
-            except IntegrityError:  # another job's outputs created the same folder (jobs/) meanwhile
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _record_once(self, end: RunEnd, index: bool) -> list[str]:
-        replaced: list[str] = []
-        with self.db.session() as session:
-            job = self._job(session)
-            if job is None:
-                return []
-            if index and self._stored:
-                settings = self.executor.settings
-                space = tes_run.outputs_space(session, job)
-                replaced = files.index_outputs(session, settings, space, self.job_id, self._stored)
-                if self.outputs is not None:
-                    self.outputs.record(session, self._placed)
-            lifecycle.record_end(session, job, end, tes_run.count_outputs(session, job))
-        return replaced
-
-    def _drop_stored(self) -> None:
-        keys = [key for _, key in self._stored]
-        self._stored, self._placed = [], []
-        try:
-            self.executor.storage.delete(keys)
-        except Exception:
-            log.warning(
-                "could not remove %d stored output(s) of job %s; housekeeping will", len(keys), self.job_id
-            )
-
-
 def _clear_earlier_attempts(folder: Path) -> None:
     """Earlier attempts' folders (their supervisors are gone: the job would not be queued again otherwise)."""
     parent = folder.parent
@@ -467,7 +307,3 @@ def _clear_earlier_attempts(folder: Path) -> None:
     for entry in parent.iterdir():
         if entry.name.startswith("attempt-") and entry != folder and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _detail(exc: BaseException) -> str:
-    return getattr(exc, "detail", None) or str(exc) or exc.__class__.__name__
