@@ -39,10 +39,11 @@ Definitions
   unit     the function's module, except that ``DatabaseReporter`` (in ``executors/local.py``) and
            ``HttpReporter`` (in ``worker/job.py``) are units of their own.
   layer    of a unit, from the top (:data:`LAYERS`, as docs/architecture.md orders them): http
-           (``api.*``, ``web.*``, ``request_scope``), runtime, executors (``execution.executors.*``,
-           ``scheduler``, ``leader``, ``loops``, ``wakeups``; on a worker ``worker.agent`` and ``JobRun``),
-           services (``services.*``), runner (``execution.runner``, ``run_end``, ``attempt``, ``process``,
-           ``watch``, ``sandbox``, ``supervise``, ``container_job``, ``containers``),
+           (``api.*``, ``web.*``, ``http.*``, ``request_scope``), runtime, executors
+           (``execution.executors.*``, ``scheduler``, ``leader``, ``loops``, ``wakeups``; on a worker
+           ``worker.agent`` and ``JobRun``), services (``services.*``), runner (``execution.runner``,
+           ``run_end``, ``attempt``, ``process``, ``watch``, ``sandbox``, ``supervise``, ``container_job``,
+           ``containers``),
            reporter (``DatabaseReporter``, ``HttpReporter``, ``worker.logship``). The rest is support
            (``db``, ``settings``, ``registry``, ``storage``, ``errors``, ``security``, ``worker.api``...).
            A module without a layer stops the bench.
@@ -112,6 +113,7 @@ LOCAL_PY = "labcloud.execution.executors.local"
 LAYERS: dict[str, str] = {
     "labcloud.api": HTTP,
     "labcloud.web": HTTP,
+    "labcloud.http": HTTP,
     "labcloud.request_scope": HTTP,
     "labcloud.runtime": RUNTIME,
     "labcloud.services": SERVICES,

@@ -11,13 +11,13 @@ from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
-from labcloud.api.downloads import send_file, send_zip
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.job_schemas import AttemptOut, JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
 from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import FileEntry, Job
 from labcloud.errors import NotFound
+from labcloud.http.downloads import send_file, send_zip
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import accounting, files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState

@@ -1,0 +1,69 @@
+"""Sending a file or a folder of a space: straight from local disk (with Range), a redirect to a
+presigned URL when the store is S3, or a zip streamed while it is built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
+
+from fastapi import Request, Response, status
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+
+from labcloud.db.models import FileEntry
+from labcloud.errors import NotFound
+from labcloud.http.zipstream import ZipMember, zip_stream
+from labcloud.runtime import Runtime
+from labcloud.storage.base import Storage
+
+
+def send_file(ctx: Runtime, request: Request, row: FileEntry) -> Response:
+    etag = f'"{row.sha256}"' if row.sha256 else None
+    if etag and etag in _etags(request.headers.get("if-none-match", "")):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    key = row.blob_key or ""
+    headers = {"ETag": etag} if etag else {}
+    url = ctx.storage.presigned_get(key, row.name, ctx.settings.presign_expiry_s)
+    if url is not None:
+        headers["Cache-Control"] = "private, no-store"
+        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT, headers=headers)
+    local = ctx.storage.local_path(key)
+    if local is None or not local.is_file():
+        raise NotFound(f"The bytes of '{row.path}' are missing from the store.")
+    return LargeChunkFileResponse(
+        local, filename=row.name, headers=headers, content_disposition_type="attachment"
+    )
+
+
+class LargeChunkFileResponse(FileResponse):
+    """Reads of 1 MiB instead of 64 KiB: a sixteenth of the thread hand-offs per byte sent."""
+
+    chunk_size = 1 << 20
+
+
+def _etags(header: str) -> set[str]:
+    return {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
+
+
+def send_zip(
+    storage: Storage, rows: list[FileEntry], root: str, filename: str, *, keep_root: bool = True
+) -> StreamingResponse:
+    """``rows`` (files under the folder ``root``) as one zip: inside a folder named like ``root``, or,
+    without ``keep_root``, with paths relative to it."""
+    start = len(root) + 1
+    if keep_root:
+        start = len(root.rpartition("/")[0]) + 1 if "/" in root else 0
+    members = [ZipMember(r.path[start:], r.modified_at, _chunks(storage, r.blob_key or "")) for r in rows]
+    return StreamingResponse(
+        zip_stream(members),
+        media_type="application/zip",
+        headers={"Content-Disposition": _disposition(filename)},
+    )
+
+
+def _chunks(storage: Storage, key: str) -> Callable[[], Iterator[bytes]]:
+    return lambda: storage.iter_bytes(key)
+
+
+def _disposition(filename: str) -> str:
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
