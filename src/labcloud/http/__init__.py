@@ -5,5 +5,6 @@
   not text;
 - :mod:`.problems`: RFC 9457 problem details, and which database errors mean "busy, try again";
 - :mod:`.downloads`: a file (Range, ETag, or a presigned redirect) or a folder as a zip
-  (:mod:`.zipstream`, built while it is sent).
+  (:mod:`.zipstream`, built while it is sent);
+- :mod:`.job_log`: a job's log as text or as server-sent events.
 """
