@@ -21,6 +21,7 @@ from labcloud.db import migrate
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, User, Worker
 from labcloud.execution import containers
+from labcloud.execution.executors import PLUGINS, plugin_class
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.leader import Leadership
 from labcloud.execution.scheduler import Scheduler
@@ -165,17 +166,26 @@ class Runtime:
         return containers.probe(*self.settings.container_settings()).get()
 
     def container_problem(self) -> str | None:
-        """Why container apps cannot run here, or None: this machine's engine answers, or jobs go to pull
-        workers by default and a live one has an engine."""
+        """Why container apps cannot run here, or None: this machine's engine answers, or jobs go to remote
+        workers by default (their executor says so) and a live one has an engine."""
         engine, problem = self.container_engine()
         if engine is not None:
             return None
-        if self.settings.executor == "pull":
+        default = self._executor_class(self.settings.executor)
+        if default is not None and default.engines_on_workers:
             with self.db.session() as session:
                 if worker_service.container_workers(session, self.settings):
                     return None
             return f"{problem}; and no connected worker has a container engine"
         return problem
+
+    def _executor_class(self, name: str) -> type[Executor] | None:
+        """The plugin that runs the jobs routed to ``name``: the loaded one's class, or (on a server that
+        does not dispatch) the class the plugin list names; None for a name it does not know."""
+        found = self.executors.get(name)
+        if found is not None:
+            return type(found)
+        return plugin_class(name) if name in PLUGINS else None
 
     def message(self, job: Job) -> str:
         """A job's message as its owner sees it: a queued first attempt says why it waits; a retry says
