@@ -139,8 +139,15 @@ class Runtime:
 
     def notify(self) -> None:
         """There is new work (or room for it): wake the dispatchers and waiting claims, here and on every
-        other replica of this database."""
-        self._wake_here()
+        other replica of this database.
+
+        A wake that fails costs only the wait until the next round (``scheduler_interval_s``, a claim's
+        poll), as telling the other replicas does: it is logged, never raised. The callers have committed
+        by then; a command is answered as done, and a client does not send the same job again."""
+        try:
+            self._wake_here()
+        except Exception:
+            log.exception("waking the dispatchers and waiting claims failed")
         if self.wakeups is not None:
             self.wakeups.send()
 
@@ -215,13 +222,8 @@ class Runtime:
     def submit_task(self, session: Session, user: User, body: Any) -> uuid.UUID:
         """Queue a GA4GH TES task (refused with 400 when it is not valid); its id. Once it is stored, nothing
         after the commit may fail the request: a client would create it again."""
-        job = tes_service.create(session, self.settings, user, body, self.ceiling)
-        job_id = job.id
-        session.commit()
-        try:
-            self.notify()
-        except Exception:  # the dispatchers look again within scheduler_interval_s anyway
-            log.exception("task %s is stored; waking the dispatchers failed", job_id)
+        job_id = tes_service.create(session, self.settings, user, body, self.ceiling).id
+        self._done(session)
         return job_id
 
     def cancel(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
@@ -245,6 +247,7 @@ class Runtime:
         return worker
 
     def _done(self, session: Session) -> None:
+        """Commit, then wake the dispatchers (which never fails the command: see :meth:`notify`)."""
         session.commit()  # visible to the dispatchers before they are woken
         self.notify()
 
