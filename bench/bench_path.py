@@ -39,13 +39,13 @@ Definitions
   unit     the function's module, except that ``HttpReporter`` (in ``worker/job.py``) is a unit of its
            own.
   layer    of a unit, from the top (:data:`LAYERS`, as docs/architecture.md orders them): http
-           (``api.*``, ``web.*``, ``request_scope``), runtime, executors (``execution.executors.*``,
-           ``scheduler``, ``leader``, ``loops``, ``wakeups``; on a worker ``worker.agent`` and ``JobRun``),
-           services (``services.*``), runner (``execution.runner``, ``run_end``, ``attempt``, ``process``,
-           ``watch``, ``sandbox``, ``supervise``, ``container_job``, ``containers``),
-           reporter (``execution.db_reporter``, ``HttpReporter``, ``worker.logship``). The rest is support
-           (``db``, ``settings``, ``registry``, ``storage``, ``errors``, ``security``, ``worker.api``...).
-           A module without a layer stops the bench.
+           (``api.*``, ``web.*``, ``http.*``, ``request_scope``), runtime, executors
+           (``execution.executors.*``, ``scheduler``, ``leader``, ``loops``, ``wakeups``; on a worker
+           ``worker.agent`` and ``JobRun``), services (``services.*``), runner (``execution.runner``,
+           ``run_end``, ``attempt``, ``process``, ``watch``, ``sandbox``, ``supervise``, ``container_job``,
+           ``containers``), reporter (``execution.db_reporter``, ``HttpReporter``, ``worker.logship``).
+           The rest is support (``db``, ``settings``, ``registry``, ``storage``, ``errors``,
+           ``security``, ``worker.api``...). A module without a layer stops the bench.
   caller   of a call: the innermost enclosing layered frame on the same thread and in the same segment,
            looking through support frames and non-labcloud ones (SQLAlchemy, FastAPI, the standard
            library). A call without one (a segment's first; a function FastAPI runs in its thread pool;
@@ -112,6 +112,7 @@ LOCAL_PY = "labcloud.execution.executors.local"
 LAYERS: dict[str, str] = {
     "labcloud.api": HTTP,
     "labcloud.web": HTTP,
+    "labcloud.http": HTTP,
     "labcloud.request_scope": HTTP,
     "labcloud.runtime": RUNTIME,
     "labcloud.services": SERVICES,

@@ -24,9 +24,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import make_url
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, backend, bearer, login
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend, bearer, login
+from jobs_helpers import wait_for_end
 from labcloud.api.app import create_app
 from labcloud.db.models import ApiToken, User
+from labcloud.execution.wakeups import Waker
 from labcloud.settings import Settings
 
 
@@ -151,3 +153,33 @@ def test_a_write_that_cannot_commit_is_503_and_is_done_once_it_can(short_lock_wa
             stored(url, ApiToken.revoked_at, ApiToken.id == uuid.UUID(created["id"])).revoked_at is not None
         )
         assert client.get("/api/v1/me", headers=bearer(created["token"])).status_code == 401
+
+
+# -- a wake that fails after the commit ------------------------------------------------------------------
+
+
+class ClosedWaker(Waker):
+    """Waking the claims that wait in this process fails, as when the event loop of one has closed."""
+
+    def notify(self) -> None:
+        raise RuntimeError("Event loop is closed")
+
+
+def test_a_stored_job_is_answered_as_stored_when_waking_the_dispatchers_fails(
+    client: TestClient, app: Any, user: Account
+) -> None:
+    """A command commits, then wakes: what it committed is the answer, whatever the wake does; the
+    dispatchers find the job on their next round."""
+    app.state.ctx.waker = ClosedWaker()
+    job = client.post("/api/v1/jobs", json={"app": "hello"}, headers=user.headers)
+    assert job.status_code == 201, job.text
+    task = {"executors": [{"image": "labcloud/busybox:1", "command": ["true"]}]}
+    created = client.post("/ga4gh/tes/v1/tasks", json=task, headers=user.headers)
+    assert created.status_code == 200, created.text
+    again = client.post(f"/api/v1/jobs/{job.json()['id']}/rerun", headers=user.headers)
+    assert again.status_code == 201, again.text
+    listed = client.get("/api/v1/jobs", headers=user.headers).json()["items"]
+    assert sorted(j["id"] for j in listed) == sorted(
+        [job.json()["id"], created.json()["id"], again.json()["id"]]
+    )  # each stored once
+    assert wait_for_end(client, again.json()["id"], user.headers)["state"] == "succeeded"

@@ -197,7 +197,7 @@ def _routes_with_parsed_bodies() -> Iterator[Any]:
 
 
 def test_every_route_with_a_parsed_body_authenticates_before_reading_it() -> None:
-    from labcloud.api.guard import GuardedRoute, find_gate
+    from labcloud.http.guard import GuardedRoute, find_gate
 
     public = {  # (anonymous by nature; their bodies are still bounded and checked)
         "/api/v1/auth/login",

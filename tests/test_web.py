@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
 import socket
+import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -426,6 +428,34 @@ def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
     with browser.stream("GET", f"/jobs/{job_id}/log/stream", params={"offset": 2**62}) as r:
         assert r.read() == b'event: end\ndata: {"state": "succeeded"}\n\n'
     assert browser.get(f"/jobs/{job_id}/log/stream", params={"offset": 2**62 + 1}).status_code == 404
+
+
+def test_a_job_s_outputs_download_from_its_page_with_the_session(
+    browser: TestClient, admin: Account, user_browser: TestClient
+) -> None:
+    body = {"app": "hello", "params": {"name": "Ada", "times": 2}}
+    job_id = browser.post("/api/v1/jobs", json=body, headers=admin.headers).json()["id"]
+    assert wait_for_end(browser, job_id, admin.headers)["state"] == "succeeded"
+    one = browser.get(f"/jobs/{job_id}/outputs/greeting.txt")
+    assert one.status_code == 200 and one.text.count("Ada") == 2
+    etag = one.headers["etag"]
+    again = browser.get(f"/jobs/{job_id}/outputs/greeting.txt", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    ranged = browser.get(f"/jobs/{job_id}/outputs/greeting.txt", headers={"Range": "bytes=0-2"})
+    assert ranged.status_code == 206 and ranged.content == one.content[:3]
+    zipped = browser.get(f"/jobs/{job_id}/outputs.zip")
+    assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip"
+    assert f"job-{job_id}-outputs.zip" in zipped.headers["content-disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(zipped.content))
+    assert archive.namelist() == ["greeting.txt"] and archive.read("greeting.txt") == one.content
+    missing = browser.get(f"/jobs/{job_id}/outputs/other.txt")
+    assert missing.status_code == 404 and "has no output" in missing.text
+    assert "text/html" in missing.headers["content-type"]
+    escape = browser.get(f"/jobs/{job_id}/outputs/..%2F..%2Fsecret")
+    assert escape.status_code == 400 and "<title>Invalid path" in escape.text  # never read outside
+    stranger = user_browser.get(f"/jobs/{job_id}/outputs/greeting.txt")
+    assert stranger.status_code == 404 and "greeting" not in stranger.text
+    assert user_browser.get(f"/jobs/{job_id}/log.txt").status_code == 404
 
 
 def test_user_content_is_escaped_everywhere(

@@ -8,11 +8,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from conftest import Account
 from jobs_helpers import write_app
+from labcloud.api.app import create_app
 from labcloud.db.models import Job, Worker
 from labcloud.services import claims
 from labcloud.settings import Settings
@@ -342,6 +344,41 @@ def heartbeat(client: TestClient, token: str, **body: Any) -> dict[str, Any]:
 
 def engine(kind: str, *images: str) -> dict[str, Any]:
     return {"engines": [{"kind": kind, "images": list(images)}]}
+
+
+def boxed_entrypoint(client: TestClient, account: Account) -> dict[str, Any]:
+    r = client.get("/api/v1/apps/boxed", headers=account.headers)
+    assert r.status_code == 200, r.text
+    entrypoint: dict[str, Any] = r.json()["versions"]["1.0"]["entrypoints"]["main"]
+    return entrypoint
+
+
+def test_without_an_engine_here_container_apps_can_run_once_a_worker_has_one(
+    settings: Settings, request: pytest.FixtureRequest
+) -> None:
+    """Jobs go to pull workers by default: the pull executor says its jobs run on the workers' engines,
+    so container apps are available as soon as a live worker reports one, here or not."""
+    settings.container_engine = "none"
+    write_app(settings.effective_apps_dir, "boxed", ["true"], runtime="container", image=BUSYBOX)
+    pclient: TestClient = request.getfixturevalue("pclient")
+    admin: Account = request.getfixturevalue("admin")
+    user: Account = request.getfixturevalue("user")
+    before = boxed_entrypoint(pclient, user)
+    assert before["available"] is False
+    assert "container_engine = none" in before["unavailable_reason"]
+    assert "no connected worker has a container engine" in before["unavailable_reason"]
+    bare = register(pclient, admin, "bare")
+    heartbeat(pclient, bare, engine_problem="docker is not installed; podman is not installed")
+    assert boxed_entrypoint(pclient, user)["available"] is False
+    holder = register(pclient, admin, "holder")
+    heartbeat(pclient, holder, **engine("docker", BUSYBOX))
+    assert boxed_entrypoint(pclient, user) == {**before, "available": True, "unavailable_reason": None}
+    with TestClient(create_app(settings, dispatch=False)) as looking:  # no executor loaded: its class says
+        assert boxed_entrypoint(looking, user)["available"] is True
+    settings.executor = "local"  # jobs run here: the workers' engines do not count
+    with TestClient(create_app(settings, dispatch=False)) as local:
+        reason = boxed_entrypoint(local, user)["unavailable_reason"]
+    assert "container_engine = none" in reason and "worker" not in reason
 
 
 def test_container_jobs_go_to_workers_with_an_engine_first_to_one_with_the_image(

@@ -29,7 +29,7 @@ async def get_settings(ctx: Annotated[Runtime, Depends(get_runtime)]) -> Setting
 def get_session(ctx: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
     """One transaction per request: committed when the handler succeeds, rolled back otherwise; before
     the answer (see ``DbSession``), so a commit that fails (a locked database) is an error answer (503,
-    see :mod:`labcloud.api.errors`), never a success for a write that did not happen."""
+    see :mod:`labcloud.http.problems`), never a success for a write that did not happen."""
     with ctx.db.session() as session:
         yield session
 

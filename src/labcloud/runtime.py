@@ -21,6 +21,7 @@ from labcloud.db import migrate
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, User, Worker
 from labcloud.execution import containers
+from labcloud.execution.executors import PLUGINS, plugin_class
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.leader import Leadership
 from labcloud.execution.scheduler import Scheduler
@@ -138,8 +139,15 @@ class Runtime:
 
     def notify(self) -> None:
         """There is new work (or room for it): wake the dispatchers and waiting claims, here and on every
-        other replica of this database."""
-        self._wake_here()
+        other replica of this database.
+
+        A wake that fails costs only the wait until the next round (``scheduler_interval_s``, a claim's
+        poll), as telling the other replicas does: it is logged, never raised. The callers have committed
+        by then; a command is answered as done, and a client does not send the same job again."""
+        try:
+            self._wake_here()
+        except Exception:
+            log.exception("waking the dispatchers and waiting claims failed")
         if self.wakeups is not None:
             self.wakeups.send()
 
@@ -165,17 +173,26 @@ class Runtime:
         return containers.probe(*self.settings.container_settings()).get()
 
     def container_problem(self) -> str | None:
-        """Why container apps cannot run here, or None: this machine's engine answers, or jobs go to pull
-        workers by default and a live one has an engine."""
+        """Why container apps cannot run here, or None: this machine's engine answers, or jobs go to remote
+        workers by default (their executor says so) and a live one has an engine."""
         engine, problem = self.container_engine()
         if engine is not None:
             return None
-        if self.settings.executor == "pull":
+        default = self._executor_class(self.settings.executor)
+        if default is not None and default.engines_on_workers:
             with self.db.session() as session:
                 if worker_service.container_workers(session, self.settings):
                     return None
             return f"{problem}; and no connected worker has a container engine"
         return problem
+
+    def _executor_class(self, name: str) -> type[Executor] | None:
+        """The plugin that runs the jobs routed to ``name``: the loaded one's class, or (on a server that
+        does not dispatch) the class the plugin list names; None for a name it does not know."""
+        found = self.executors.get(name)
+        if found is not None:
+            return type(found)
+        return plugin_class(name) if name in PLUGINS else None
 
     def message(self, job: Job) -> str:
         """A job's message as its owner sees it: a queued first attempt says why it waits; a retry says
@@ -214,13 +231,8 @@ class Runtime:
     def submit_task(self, session: Session, user: User, body: Any) -> uuid.UUID:
         """Queue a GA4GH TES task (refused with 400 when it is not valid); its id. Once it is stored, nothing
         after the commit may fail the request: a client would create it again."""
-        job = tes_service.create(session, self.settings, user, body, self.ceiling)
-        job_id = job.id
-        session.commit()
-        try:
-            self.notify()
-        except Exception:  # the dispatchers look again within scheduler_interval_s anyway
-            log.exception("task %s is stored; waking the dispatchers failed", job_id)
+        job_id = tes_service.create(session, self.settings, user, body, self.ceiling).id
+        self._done(session)
         return job_id
 
     def cancel(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
@@ -244,6 +256,7 @@ class Runtime:
         return worker
 
     def _done(self, session: Session) -> None:
+        """Commit, then wake the dispatchers (which never fails the command: see :meth:`notify`)."""
         session.commit()  # visible to the dispatchers before they are woken
         self.notify()
 

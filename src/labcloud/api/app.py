@@ -12,7 +12,6 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from labcloud import __version__, web
 from labcloud.api import docs, openapi
 from labcloud.api.errors import install_error_handlers
-from labcloud.api.guard import Utf8Addresses
 from labcloud.api.routers import (
     apps,
     auth,
@@ -30,6 +29,7 @@ from labcloud.api.routers import (
     worker_jobs,
     workers,
 )
+from labcloud.http.guard import Utf8Addresses
 from labcloud.runtime import Runtime, prepare_database
 from labcloud.settings import Settings
 

@@ -15,8 +15,8 @@ from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from labcloud.api.guard import gate
 from labcloud.errors import Forbidden, Unauthorized
+from labcloud.http.guard import gate
 from labcloud.request_scope import AppSettings, Ctx, DbSession
 from labcloud.runtime import Runtime
 from labcloud.security import Scope

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from labcloud.api.errors import PROBLEM_JSON
+from labcloud.http.problems import PROBLEM_JSON
 
 WORKER_PROTOCOL = "/api/v1/worker/"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}

@@ -18,8 +18,8 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from labcloud.api.errors import PROBLEM_JSON, TYPE_BASE
 from labcloud.errors import InvalidInput, LabcloudError, NotFound
+from labcloud.http.problems import PROBLEM_JSON, TYPE_BASE
 from labcloud.services import uploads
 from labcloud.settings import Settings
 

@@ -13,7 +13,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
-from labcloud.db.models import Job, JobEvent, JobTag, Project, User, Worker
+from labcloud.db.models import FileEntry, Job, JobEvent, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.registry.models import Resources
@@ -291,6 +291,22 @@ def get_job(
         raise NotFound(f"You have no job with id {job_id}.")
     projects.authorize_job(session, user, job, action)
     return job
+
+
+def outputs(session: Session, user: User, job_id: uuid.UUID) -> list[FileEntry]:
+    """The output files of a job ``user`` may read, as they are now in its project's space
+    (:func:`labcloud.services.files.job_outputs`)."""
+    job = get_job(session, user, job_id)
+    return files.job_outputs(session, job.project_id, job.id)
+
+
+def output(session: Session, user: User, job_id: uuid.UUID, rel: str) -> FileEntry:
+    """One output file of a job ``user`` may read, by its clean path in the job's folder."""
+    wanted = f"{files.job_outputs_folder(job_id)}/{rel}"
+    for row in outputs(session, user, job_id):
+        if row.path == wanted:
+            return row
+    raise NotFound(f"Job {job_id} has no output '{rel}'.")
 
 
 def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:

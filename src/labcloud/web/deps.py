@@ -16,9 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labcloud.api.errors import RETRY_AFTER_S, database_busy
-from labcloud.api.guard import GuardedRoute, gate
 from labcloud.errors import Forbidden, LabcloudError
+from labcloud.http.guard import GuardedRoute, gate
+from labcloud.http.problems import RETRY_AFTER_S, database_busy
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
 from labcloud.services import sessions, tokens

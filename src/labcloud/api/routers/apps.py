@@ -10,8 +10,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Admin, Ctx, DetachedAdmin, Reader
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.job_schemas import ResourcesOut
+from labcloud.http.guard import GuardedRoute
 from labcloud.registry import app_to_public
 from labcloud.registry.models import AppSpec
 from labcloud.services import images

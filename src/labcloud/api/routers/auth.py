@@ -10,10 +10,10 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from labcloud.api.deps import Ctx, DbSession
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.api.schemas import LoginOut, SignUp, UserOut
 from labcloud.errors import Conflict, Forbidden
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import tokens, users
 from labcloud.settings import Settings
 

@@ -15,9 +15,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Admin, AppSettings, DbSession, Reader, Writer
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.db.models import Project
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import accounting, files, projects, quota_requests, quotas
 from labcloud.services.projects import Action
 from labcloud.settings import Settings

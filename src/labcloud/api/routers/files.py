@@ -13,10 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Ctx, DbSession, PageLimit, Reader, StreamReader, StreamWriter, Writer
-from labcloud.api.downloads import send_file, send_zip
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import BINARY, file_download_responses, problems
 from labcloud.errors import InvalidInput
+from labcloud.http.downloads import send_file, send_zip
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import direct_uploads, file_store, projects, spaces
 from labcloud.services import files as file_service
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE

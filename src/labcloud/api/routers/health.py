@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 
 from labcloud import __version__
 from labcloud.api.deps import Ctx
-from labcloud.api.errors import problem
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
+from labcloud.http.guard import GuardedRoute
+from labcloud.http.problems import problem
 
 router = APIRouter(tags=["health"], route_class=GuardedRoute)
 log = logging.getLogger(__name__)

@@ -5,19 +5,18 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
-from labcloud.api.downloads import send_file, send_zip
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.job_schemas import AttemptOut, JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
 from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
-from labcloud.db.models import FileEntry, Job
-from labcloud.errors import NotFound
+from labcloud.db.models import Job
+from labcloud.http import job_log
+from labcloud.http.downloads import send_file, send_outputs_zip
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import accounting, files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
@@ -160,22 +159,7 @@ async def logs(
     follow: bool = Query(False),
     offset: int = Query(0, ge=0, le=job_logs.MAX_OFFSET, description="Start at this byte of the log."),
 ) -> Response:
-    def state() -> JobState:
-        with ctx.db.session() as session:
-            return JobState(job_service.get_job(session, principal.user, job_id).state)
-
-    current = await run_in_threadpool(state)
-    if not follow:
-        data = await run_in_threadpool(job_logs.read, ctx.settings, job_id, offset)
-        return PlainTextResponse(job_logs.text(data))
-    offset = job_logs.resume_offset(offset, request.headers.get("last-event-id"))
-    events = job_logs.follow(ctx.db, ctx.settings, job_id, offset, current, request.is_disconnected)
-    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _outputs(session: DbSession, principal: Reader, job_id: uuid.UUID) -> tuple[Job, list[FileEntry]]:
-    job = job_service.get_job(session, principal.user, job_id)
-    return job, files.job_outputs(session, job.project_id, job.id)
+    return await job_log.log_response(ctx, request, principal.user, job_id, follow=follow, offset=offset)
 
 
 @router.get(
@@ -187,7 +171,7 @@ def _outputs(session: DbSession, principal: Reader, job_id: uuid.UUID) -> tuple[
 def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[OutputFile]:
     """Paths are relative to the job's folder, ``jobs/{job_id}/`` in your space (for a job of a shared
     project: ``projects/<slug>/jobs/{job_id}/``)."""
-    _, rows = _outputs(session, principal, job_id)
+    rows = job_service.outputs(session, principal.user, job_id)
     start = len(files.job_outputs_folder(job_id)) + 1
     return [OutputFile(path=r.path[start:], size=r.size, sha256=r.sha256) for r in rows]
 
@@ -201,10 +185,8 @@ def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[Ou
 )
 def outputs_zip(job_id: uuid.UUID, principal: StreamReader, ctx: Ctx) -> StreamingResponse:
     with ctx.db.session() as session:  # not held while the zip streams
-        _, rows = _outputs(session, principal, job_id)
-    return send_zip(
-        ctx.storage, rows, files.job_outputs_folder(job_id), f"job-{job_id}-outputs.zip", keep_root=False
-    )
+        rows = job_service.outputs(session, principal.user, job_id)
+    return send_outputs_zip(ctx.storage, job_id, rows)
 
 
 @router.get(
@@ -219,9 +201,5 @@ def output_file(
 ) -> Response:
     rel = files.clean(path, ["path", "path"])
     with ctx.db.session() as session:
-        _, rows = _outputs(session, principal, job_id)
-    wanted = f"{files.job_outputs_folder(job_id)}/{rel}"
-    for row in rows:
-        if row.path == wanted:
-            return send_file(ctx, request, row)
-    raise NotFound(f"Job {job_id} has no output '{rel}'.")
+        row = job_service.output(session, principal.user, job_id, rel)
+    return send_file(ctx, request, row)

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
 from labcloud.api.deps import AppSettings, DbSession, PageCursor, PageLimit, Reader, Writer
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.schemas import (
     ChatChannelOut,
     MeUpdate,
@@ -21,6 +20,7 @@ from labcloud.api.schemas import (
     TokenOut,
     UserOut,
 )
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import chat, job_ends, tokens, users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 

@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from sqlalchemy.orm import Session
 
 from labcloud.api.deps import DbSession, Reader, Writer
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.db.models import Project, ProjectRole, User
 from labcloud.errors import NotFound
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import projects
 from labcloud.services import users as user_service
 from labcloud.services.projects import Action

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel
 
 from labcloud.api.deps import AppSettings, Ctx, DbSession, Reader, Writer
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.api.tes_schemas import (
     TesCancelTaskResponse,
@@ -20,6 +19,7 @@ from labcloud.api.tes_schemas import (
     TesServiceInfo,
     TesTask,
 )
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import tes_views
 from labcloud.services.tes_document import TaskRefused
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, BackgroundTasks, Query, status
 
 from labcloud import security
 from labcloud.api.deps import Admin, AppSettings, DbSession, PageCursor, PageLimit
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.api.schemas import PageOut, UserCreate, UserCreated, UserOut, UserUpdate
 from labcloud.errors import Conflict
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 from labcloud.settings import Settings

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import AppSettings, DbSession, Reader, Writer
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.db.models import WebhookSubscription
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import projects, webhooks
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], route_class=GuardedRoute)

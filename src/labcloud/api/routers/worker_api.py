@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
-from labcloud.api.guard import GuardedRoute, gate
 from labcloud.api.worker_schemas import ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut
 from labcloud.errors import Unauthorized
+from labcloud.http.guard import GuardedRoute, gate
 from labcloud.runtime import Runtime
 from labcloud.services import claims, job_tokens, workers
 

@@ -16,8 +16,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from labcloud.api.deps import Ctx
-from labcloud.api.downloads import send_file
-from labcloud.api.guard import GuardedRoute, read_body
 from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.routers.worker_api import Credential
 from labcloud.api.worker_schemas import (
@@ -33,6 +31,8 @@ from labcloud.api.worker_schemas import (
 from labcloud.db.models import Job
 from labcloud.errors import InvalidInput, NotFound
 from labcloud.execution.run_end import RunEnd
+from labcloud.http.downloads import send_file
+from labcloud.http.guard import GuardedRoute, read_body
 from labcloud.services import claims, file_store, files, handover, job_logs, job_tokens, remote_runs, tes_run
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)

@@ -10,9 +10,9 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Admin, Ctx, DbSession, PageCursor, PageLimit
-from labcloud.api.guard import GuardedRoute
 from labcloud.api.openapi import problems
 from labcloud.db.models import Worker
+from labcloud.http.guard import GuardedRoute
 from labcloud.services import workers
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 

@@ -35,6 +35,9 @@ class Executor(abc.ABC):
     # True: the leader runs a scheduler that hands this executor its queued jobs. False: they are taken
     # otherwise (remote workers claim them).
     dispatched: ClassVar[bool] = True
+    # True: its jobs run on remote workers, which report their container engines with each heartbeat;
+    # whether container apps can run is then theirs to say as well as this server's engine's.
+    engines_on_workers: ClassVar[bool] = False
 
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 class PullExecutor(Executor):
     name = "pull"
     dispatched = False  # workers claim their jobs
+    engines_on_workers = True  # and run container jobs on their own engines
 
     def duties(self) -> list[Loop]:
         return [Loop("leases", max(0.2, self.settings.lease_seconds / 10), self.expire_leases)]

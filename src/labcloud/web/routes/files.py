@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 
-from labcloud.api.downloads import send_file, send_zip
 from labcloud.db.models import User
 from labcloud.errors import InvalidInput, LabcloudError
+from labcloud.http.downloads import send_file, send_zip
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.services import files, projects, spaces, tokens
 from labcloud.services.projects import Action

@@ -1,6 +1,6 @@
 """Jobs: the list (live), one job's page (state, progress, timeline, live log, outputs), cancel, rerun.
 
-Log streams and output downloads are the API's own handlers, called with the browser's session.
+Log streams and output downloads answer as the API's do (:mod:`labcloud.http`), with the browser's session.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from labcloud.api.routers import jobs as api_jobs
 from labcloud.db.models import Job, Project
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
+from labcloud.http import job_log
+from labcloud.http.downloads import send_file, send_outputs_zip
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
 from labcloud.services import accounting, files, job_logs, projects, users
@@ -216,22 +217,27 @@ async def log_stream(
     offset: int = Query(0, ge=0, le=job_logs.MAX_OFFSET),
 ) -> Response:
     """The live log as server-sent events (EventSource cannot send a bearer header; the cookie goes)."""
-    return await api_jobs.logs(job_id, request, principal, ctx, follow=True, offset=offset)
+    return await job_log.log_response(ctx, request, principal.user, job_id, follow=True, offset=offset)
 
 
 @router.get("/jobs/{job_id}/log.txt")
 async def log_text(job_id: uuid.UUID, request: Request, principal: StreamUser, ctx: Ctx) -> Response:
-    return await api_jobs.logs(job_id, request, principal, ctx, follow=False, offset=0)
+    return await job_log.log_response(ctx, request, principal.user, job_id, follow=False, offset=0)
 
 
 @router.get("/jobs/{job_id}/outputs.zip")
 def outputs_zip(job_id: uuid.UUID, principal: StreamUser, ctx: Ctx) -> Response:
-    return api_jobs.outputs_zip(job_id, principal, ctx)
+    with ctx.db.session() as session:  # not held while the zip streams
+        rows = job_service.outputs(session, principal.user, job_id)
+    return send_outputs_zip(ctx.storage, job_id, rows)
 
 
 @router.get("/jobs/{job_id}/outputs/{path:anypath}")
 def output_file(job_id: uuid.UUID, path: str, request: Request, principal: StreamUser, ctx: Ctx) -> Response:
-    return api_jobs.output_file(job_id, path, request, principal, ctx)
+    rel = files.clean(path, ["path", "path"])
+    with ctx.db.session() as session:
+        row = job_service.output(session, principal.user, job_id, rel)
+    return send_file(ctx, request, row)
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -30,8 +30,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from labcloud.api.errors import problem
 from labcloud.errors import InvalidInput, LabcloudError
+from labcloud.http.problems import problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 Gate = Callable[[Request, Any], None]  # (request, Runtime): raises to refuse; runs in the thread pool

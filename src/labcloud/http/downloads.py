@@ -3,16 +3,18 @@ presigned URL when the store is S3, or a zip streamed while it is built."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 from fastapi import Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from labcloud.api.zipstream import ZipMember, zip_stream
 from labcloud.db.models import FileEntry
 from labcloud.errors import NotFound
+from labcloud.http.zipstream import ZipMember, zip_stream
 from labcloud.runtime import Runtime
+from labcloud.services import files
 from labcloud.storage.base import Storage
 
 
@@ -58,6 +60,13 @@ def send_zip(
         media_type="application/zip",
         headers={"Content-Disposition": _disposition(filename)},
     )
+
+
+def send_outputs_zip(storage: Storage, job_id: uuid.UUID, rows: list[FileEntry]) -> StreamingResponse:
+    """A job's outputs (``rows``: :func:`labcloud.services.jobs.outputs`) as one zip, paths relative to
+    the job's folder."""
+    name = f"job-{job_id}-outputs.zip"
+    return send_zip(storage, rows, files.job_outputs_folder(job_id), name, keep_root=False)
 
 
 def _chunks(storage: Storage, key: str) -> Callable[[], Iterator[bytes]]:
