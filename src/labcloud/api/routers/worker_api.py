@@ -116,6 +116,14 @@ class HeartbeatIn(BaseModel):
     engine_problem: str = Field("", max_length=MAX_PROBLEM, description="why it has no engine")
 
 
+class AttemptsIn(BaseModel):
+    attempts: list[HeldJob] = Field(max_length=1000, description="attempts whose containers an engine holds")
+
+
+class AttemptsOut(BaseModel):
+    active: list[HeldJob] = Field(description="those that are their job's current attempt, still running")
+
+
 class HeartbeatOut(BaseModel):
     state: str
     lease_seconds: int
@@ -280,6 +288,19 @@ def heartbeat(body: HeartbeatIn, credential: Credential, ctx: Ctx) -> dict[str, 
     with ctx.db.session() as session:
         worker = workers.authenticate(session, credential)
         return workers.heartbeat(session, ctx.settings, worker, body.model_dump(mode="json"))
+
+
+@router.post(
+    "/attempts",
+    response_model=AttemptsOut,
+    summary="Which of these attempts still run (a worker sweeping its engine's containers)",
+)
+def attempts(body: AttemptsIn, credential: Credential, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        workers.authenticate(session, credential)
+        pairs = [(item.id, item.attempt) for item in body.attempts]
+        active = claims.active_attempts(session, pairs)
+    return {"active": [{"id": job_id, "attempt": attempt} for job_id, attempt in active]}
 
 
 @router.post(
