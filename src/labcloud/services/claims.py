@@ -158,10 +158,11 @@ def image_key(reference: str) -> str:
 
 
 def worker_images(worker: Worker) -> set[str]:
-    """The images a worker's last heartbeat reported, by :func:`image_key`."""
+    """The images a worker's last heartbeat reported, by :func:`image_key` (by digest too, where reported)."""
     found: set[str] = set()
     for engine in worker.engines or []:
         found.update(image_key(str(ref)) for ref in engine.get("images") or [])
+        found.update(image_key(str(ref)) for ref in engine.get("image_ids") or {})
     return found
 
 

@@ -90,6 +90,7 @@ class HeldJob(BaseModel):
 
 
 ImageReference = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REFERENCE, pattern=r"^\S+$")]
+ImageId = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 
 
 class EngineIn(BaseModel):
@@ -98,6 +99,12 @@ class EngineIn(BaseModel):
     kind: Literal["docker", "podman", "apptainer"]
     images: list[ImageReference] = Field(
         default_factory=list, max_length=MAX_IMAGES, description="its local images (repository:tag)"
+    )
+    image_ids: dict[ImageReference, ImageId] = Field(
+        default_factory=dict,
+        max_length=2 * MAX_IMAGES,
+        description="each local image's content id, by reference (repository:tag, and repository@sha256:..."
+        " where the engine knows the registry digest)",
     )
 
 
