@@ -250,7 +250,7 @@ def test_admins_list_and_pull_images_from_the_command_line(
     listed = server.ok("apps", "images", "boxed")
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.splitlines() if "│" in line]
     short = image_id(engine, IMAGE)[: len("sha256:") + 12]
-    assert rows[0] == ["1.0", "main", IMAGE, engine.kind, "yes", short, ""], listed
+    assert rows[0] == ["1.0", "main", IMAGE, engine.kind, "yes", short, "", "none live"], listed
     assert rows[1][:6] == ["1.0", "other", MISSING, engine.kind, "no", ""] and MISSING in rows[1][6], listed
     assert server.json("apps", "images", "boxed")["items"][0]["engine"]["id"] == image_id(engine, IMAGE)
 

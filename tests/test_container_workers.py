@@ -8,6 +8,7 @@ an engine is never given one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,41 @@ def run_small_task(cl: Cluster, name: str) -> dict[str, Any]:
     assert cl.http.get(f"/api/v1/files/{name}/sum.txt").content == b"sum 7\n65534\n"
     assert [e["exit_code"] for e in done["logs"][0]["logs"]] == [0, 0], done
     return done
+
+
+def test_an_app_s_images_say_which_live_workers_have_them(
+    cl: Cluster, docker_cli: EngineCLI, podman_cli: EngineCLI
+) -> None:
+    """From the workers' heartbeats: by repository:tag, and by digest for an image pinned with one (Podman
+    knows its images' digests; the imported image has none in Docker)."""
+    tag = f"labcloud/only-docker:{uuid.uuid4().hex[:8]}"
+    docker_cli.run("tag", IMAGE, tag)
+    try:
+        digest = podman_cli.run("image", "inspect", "--format", "{{.Digest}}", IMAGE).stdout.strip()
+        assert digest.startswith("sha256:"), digest
+        write_container_app(cl.apps_dir, "c-tagged", ["true"], image=tag)
+        write_container_app(cl.apps_dir, "c-pinned", ["true"], image=f"localhost/labcloud/busybox@{digest}")
+        eventually(lambda: cl.http.get("/api/v1/apps/c-pinned").status_code == 200, 30, "the apps to load")
+        cl.start_worker("img-docker", *engine_flags(docker_cli))
+        cl.start_worker("img-podman", *engine_flags(podman_cli))
+
+        def workers_of(app: str) -> list[dict[str, Any]]:
+            [item] = cl.api("GET", f"/apps/{app}/images")["items"]
+            found: list[dict[str, Any]] = item["workers"]
+            return found
+
+        assert workers_of("c-tagged") == [
+            {"name": "img-docker", "kind": "docker", "present": True, "id": image_id(docker_cli)},
+            {"name": "img-podman", "kind": "podman", "present": False, "id": None},
+        ]
+        assert workers_of("c-pinned") == [
+            {"name": "img-docker", "kind": "docker", "present": False, "id": None},
+            {"name": "img-podman", "kind": "podman", "present": True, "id": image_id(podman_cli)},
+        ]
+        listed = cl.cli("apps", "images", "c-tagged").stdout
+        assert "img-docker" in listed and "img-podman (missing)" in listed, listed
+        cl.stop_workers()  # revoked: no longer live
+        assert workers_of("c-tagged") == []
+        assert "none live" in cl.cli("apps", "images", "c-tagged").stdout
+    finally:
+        docker_cli.run("rmi", tag, check=False)

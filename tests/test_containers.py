@@ -19,8 +19,8 @@ from conftest import Account, backend
 from jobs_helpers import follow_log, wait_for_end
 from labcloud.execution.process import Handle
 from labcloud.settings import Settings
-from live_server import eventually, login_headers, server_env
-from test_web import browser_login
+from live_server import Server, eventually, login_headers, server_env
+from test_web import browser_login, csrf_of
 from testing.crash import KillableServer
 from testing.engines import IMAGE, EngineCLI
 
@@ -395,6 +395,15 @@ def test_a_server_removes_containers_of_attempts_that_are_over(
         engine.run("rm", "--force", stale, other, check=False)
 
 
+def move_tag(cli: EngineCLI, tag: str) -> None:
+    """Make ``tag`` name another image: IMAGE with /version in it."""
+    name = f"build-{uuid.uuid4().hex[:8]}"
+    write = ["sh", "-c", "echo second > /version"]
+    cli.run("run", "--name", name, *cli.run_args, "--network=none", IMAGE, *write)
+    cli.run("commit", name, tag)
+    cli.run("rm", name)
+
+
 def test_a_rerun_runs_the_image_its_job_ran_even_when_the_tag_moved(
     running: tuple[TestClient, Settings, EngineCLI], user: Account
 ) -> None:
@@ -410,32 +419,61 @@ def test_a_rerun_runs_the_image_its_job_ran_even_when_the_tag_moved(
         )
         first = wait_for_end(client, submit(client, user, "moving"), user.headers)
         assert first["state"] == "succeeded" and first["image"].startswith("sha256:"), first
-        # The tag now names another image (one with /version in it).
-        name = f"build-{uuid.uuid4().hex[:8]}"
-        cli.run(
-            "run",
-            "--name",
-            name,
-            *cli.run_args,
-            "--network=none",
-            IMAGE,
-            "sh",
-            "-c",
-            "echo second > /version",
-        )
-        cli.run("commit", name, tag)
-        cli.run("rm", name)
+        move_tag(cli, tag)
         rerun = client.post(f"/api/v1/jobs/{first['id']}/rerun", headers=user.headers).json()
         rerun = wait_for_end(client, rerun["id"], user.headers)
         fresh = wait_for_end(client, submit(client, user, "moving"), user.headers)
         assert rerun["image"] == first["image"] != fresh["image"], (first, rerun, fresh)
+        # Asked otherwise, a rerun runs what the tag names now: through the API, and the job page's button.
+        body = {"image": "current"}
+        current = client.post(f"/api/v1/jobs/{first['id']}/rerun", json=body, headers=user.headers)
+        assert current.status_code == 201, current.text
+        current = wait_for_end(client, current.json()["id"], user.headers)
+        browser = browser_login(client.app, user.email, user.password)
+        page = browser.get(f"/jobs/{first['id']}").text
+        assert 'id="rerun-current-image"' in page, page
+        r = browser.post(
+            f"/jobs/{first['id']}/rerun",
+            data={"csrf_token": csrf_of(page), "image": "current"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        from_page = wait_for_end(client, r.headers["location"].rsplit("/", 1)[-1], user.headers)
+        assert current["image"] == from_page["image"] == fresh["image"], (current, from_page, fresh)
+        assert current["rerun_of"] == from_page["rerun_of"] == first["id"]
         logs = {
             j["id"]: client.get(f"/api/v1/jobs/{j['id']}/logs", headers=user.headers).text
-            for j in (rerun, fresh)
+            for j in (rerun, fresh, current, from_page)
         }
         assert "\nfirst" in logs[rerun["id"]] and "\nsecond" in logs[fresh["id"]], logs
+        assert "\nsecond" in logs[current["id"]] and "\nsecond" in logs[from_page["id"]], logs
+        bad = client.post(f"/api/v1/jobs/{first['id']}/rerun", json={"image": "latest"}, headers=user.headers)
+        assert bad.status_code == 422, bad.text
     finally:
         cli.run("rmi", "--force", tag, check=False)
+
+
+def test_the_command_line_reruns_with_the_current_image_when_asked(
+    settings: Settings, docker_cli: EngineCLI, request: pytest.FixtureRequest
+) -> None:
+    use_engine(settings, docker_cli)
+    tag = f"labcloud/moving:{uuid.uuid4().hex[:8]}"
+    docker_cli.run("tag", IMAGE, tag)
+    try:
+        command = ["sh", "-c", "cat /version 2>/dev/null || echo first"]
+        write_container_app(settings.effective_apps_dir, "moving", command, image=tag)
+        server: Server = request.getfixturevalue("server")
+        server.login()
+        first = server.json("submit", "moving", "--wait")
+        assert first["state"] == "succeeded", first
+        move_tag(docker_cli, tag)
+        pinned = server.json("rerun", first["id"], "--wait")
+        current = server.json("rerun", first["id"], "--current-image", "--wait")
+        assert pinned["image"] == first["image"] != current["image"], (first, pinned, current)
+        assert server.ok("logs", current["id"]).splitlines()[-1] == "second"
+        assert server.ok("logs", pinned["id"]).splitlines()[-1] == "first"
+    finally:
+        docker_cli.run("rmi", "--force", tag, check=False)
 
 
 def _run(**changes: Any) -> Any:

@@ -395,7 +395,7 @@ def test_container_jobs_go_to_workers_with_an_engine_first_to_one_with_the_image
     heartbeat(pclient, other, **engine("docker", "other/thing:2"))
     listed = {w["name"]: w for w in pclient.get("/api/v1/workers", headers=admin.headers).json()["items"]}
     assert listed["holder"]["engines"] == [
-        {"kind": "podman", "images": [f"localhost/{BUSYBOX}", "docker.io/library/python:3"]}
+        {"kind": "podman", "images": [f"localhost/{BUSYBOX}", "docker.io/library/python:3"], "image_ids": {}}
     ]
     assert listed["bare"]["engines"] == [] and "docker is not installed" in listed["bare"]["engine_problem"]
 
@@ -442,6 +442,9 @@ def test_container_jobs_go_to_workers_with_an_engine_first_to_one_with_the_image
     assert again is not None and again["id"] == rerun["id"] and again["image"] == image_id
 
 
+ZERO_ID = "sha256:" + "0" * 64
+
+
 def test_engine_reports_are_bounded(pclient: TestClient, admin: Account) -> None:
     token = register(pclient, admin, "big")
     for body in (
@@ -452,6 +455,9 @@ def test_engine_reports_are_bounded(pclient: TestClient, admin: Account) -> None
         {"engines": [{"kind": "docker", "images": [], "extra": 1}]},
         {"engines": [{"kind": "docker"}] * 5},
         {"engine_problem": "x" * 1001},
+        {"engines": [{"kind": "docker", "image_ids": {BUSYBOX: "sha256:not-a-content-id"}}]},
+        {"engines": [{"kind": "docker", "image_ids": {"two words:1": ZERO_ID}}]},
+        {"engines": [{"kind": "docker", "image_ids": {f"i/{i}:1": ZERO_ID for i in range(2001)}}]},
     ):
         r = pclient.post("/api/v1/worker/heartbeat", json=body, headers=bearer(token))
         assert r.status_code == 422, (str(body)[:80], r.status_code)

@@ -218,13 +218,18 @@ class Runtime:
         self._done(session)
         return job
 
-    def rerun(self, session: Session, user: User, job_id: uuid.UUID) -> Job:
-        """The same job again, as a new one (a GA4GH TES task: the same task, as a new one)."""
+    def rerun(
+        self, session: Session, user: User, job_id: uuid.UUID, image: job_service.RerunImage = "pinned"
+    ) -> Job:
+        """The same job again, as a new one (a GA4GH TES task: the same task, as a new one); a container
+        job's with the image it ran, or with the ``current`` one its reference names."""
         job = job_service.get_job(session, user, job_id)
         if job.app == tes_service.APP:
             new = tes_service.rerun(session, self.settings, user, job, self.ceiling)
         else:
-            new = job_service.rerun(session, self.settings, self.apps, user, job, ceiling=self.ceiling)
+            new = job_service.rerun(
+                session, self.settings, self.apps, user, job, ceiling=self.ceiling, image=image
+            )
         self._done(session)
         return new
 

@@ -27,6 +27,7 @@ class HeldJob(BaseModel):
 
 
 ImageReference = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REFERENCE, pattern=r"^\S+$")]
+ImageId = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 
 
 class EngineIn(BaseModel):
@@ -35,6 +36,12 @@ class EngineIn(BaseModel):
     kind: Literal["docker", "podman", "apptainer"]
     images: list[ImageReference] = Field(
         default_factory=list, max_length=MAX_IMAGES, description="its local images (repository:tag)"
+    )
+    image_ids: dict[ImageReference, ImageId] = Field(
+        default_factory=dict,
+        max_length=2 * MAX_IMAGES,
+        description="each local image's content id, by reference (repository:tag, and repository@sha256:..."
+        " where the engine knows the registry digest)",
     )
 
 
@@ -51,6 +58,14 @@ class HeartbeatIn(BaseModel):
         description="the container engines that run its container jobs",
     )
     engine_problem: str = Field("", max_length=MAX_PROBLEM, description="why it has no engine")
+
+
+class AttemptsIn(BaseModel):
+    attempts: list[HeldJob] = Field(max_length=1000, description="attempts whose containers an engine holds")
+
+
+class AttemptsOut(BaseModel):
+    active: list[HeldJob] = Field(description="those that are their job's current attempt, still running")
 
 
 class HeartbeatOut(BaseModel):

@@ -116,9 +116,11 @@ class AsyncJob(JobInfo):
         self.assign(await self._connection.call(calls.cancel(self.id)))
         return self
 
-    async def rerun(self) -> AsyncJob:
-        """A new job with the same app, parameters and inputs."""
-        return bind(AsyncJob, await self._connection.call(calls.rerun(self.id)), self._client)
+    async def rerun(self, current_image: bool = False) -> AsyncJob:
+        """A new job with the same app, parameters and inputs (a container job's with the image it ran,
+        unless ``current_image``: then the one its reference names now)."""
+        call = calls.rerun(self.id, current_image)
+        return bind(AsyncJob, await self._connection.call(call), self._client)
 
     async def delete(self) -> None:
         """Delete the ended job, its history and log (its output files stay in your space)."""

@@ -157,8 +157,8 @@ def cancel(job_id: str) -> Call:
     return Call("POST", f"{_job(job_id)}/cancel")
 
 
-def rerun(job_id: str) -> Call:
-    return Call("POST", f"{_job(job_id)}/rerun")
+def rerun(job_id: str, current_image: bool = False) -> Call:
+    return Call("POST", f"{_job(job_id)}/rerun", json={"image": "current"} if current_image else None)
 
 
 def delete_job(job_id: str) -> Call:

@@ -181,9 +181,10 @@ class Job(JobInfo):
         self.assign(self._connection.cancel(self.id))
         return self
 
-    def rerun(self) -> Job:
-        """A new job with the same app, parameters and inputs."""
-        return bind(Job, self._connection.rerun(self.id), self._client)
+    def rerun(self, current_image: bool = False) -> Job:
+        """A new job with the same app, parameters and inputs (a container job's with the image it ran,
+        unless ``current_image``: then the one its reference names now)."""
+        return bind(Job, self._connection.rerun(self.id, current_image), self._client)
 
     def delete(self) -> None:
         """Delete the ended job, its history and log (its output files stay in your space)."""

@@ -395,8 +395,8 @@ class Connection(ConnectionBase):
         result: dict[str, Any] = self.call(calls.cancel(job_id))
         return result
 
-    def rerun(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(calls.rerun(job_id))
+    def rerun(self, job_id: str, current_image: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(calls.rerun(job_id, current_image))
         return result
 
     def log(self, job_id: str) -> str:

@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,6 +327,15 @@ def parse_name(name: str) -> tuple[str, int] | None:
     job_id, _, attempt = name[len(NAME_PREFIX) :].rpartition("-")
     attempt = attempt.partition(".")[0]
     return (job_id, int(attempt)) if attempt.isdigit() and job_id else None
+
+
+def is_job_id(text: str) -> bool:
+    """Whether a name's job id (see :func:`parse_name`) could be a job's: a UUID."""
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _bind(source: Path, target: str, readonly: bool) -> str:

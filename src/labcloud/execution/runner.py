@@ -176,10 +176,7 @@ def resume(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
         reporter.launched(handle)
         return follow(plan, handle, reporter, _log_size(plan))
     result = process.read_result(plan.folder.status_path)
-    if plan.in_container and plan.engine is not None:  # its supervisor is gone: so must its container be
-        steps = [None] if plan.task is None else list(range(len(plan.task.steps)))
-        for step in steps:
-            plan.engine.remove(containers.container_name(plan.job_id, plan.attempt, step))
+    _remove_containers(plan)  # its supervisor is gone: so must its container be
     if result is None:
         message = "the job's process was lost while labcloud was down"
         append_log(plan, message)
@@ -208,6 +205,7 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
     if reporter.gone():
         return _abandon(plan)
     if result.outcome == "lost":  # nothing to collect: the server retries while attempts remain
+        _remove_containers(plan)  # (its supervisor died: its container would run on unseen)
         append_log(plan, result.message)
         return _finish(plan, reporter, RunEnd("lost", message=result.message))
     problem = note = None
@@ -239,6 +237,14 @@ def _settle(plan: JobPlan, reporter: Reporter, result: ProcessResult) -> RunEnd 
         steps=result.steps if plan.task is not None else None,
     )
     return _finish(plan, reporter, end)
+
+
+def _remove_containers(plan: JobPlan) -> None:
+    """Remove the attempt's containers (each step's, for a task), whatever state they are in."""
+    if plan.in_container and plan.engine is not None:
+        steps = [None] if plan.task is None else list(range(len(plan.task.steps)))
+        for step in steps:
+            plan.engine.remove(containers.container_name(plan.job_id, plan.attempt, step))
 
 
 def _finish(plan: JobPlan, reporter: Reporter, end: RunEnd) -> RunEnd | None:

@@ -158,10 +158,11 @@ def image_key(reference: str) -> str:
 
 
 def worker_images(worker: Worker) -> set[str]:
-    """The images a worker's last heartbeat reported, by :func:`image_key`."""
+    """The images a worker's last heartbeat reported, by :func:`image_key` (by digest too, where reported)."""
     found: set[str] = set()
     for engine in worker.engines or []:
         found.update(image_key(str(ref)) for ref in engine.get("images") or [])
+        found.update(image_key(str(ref)) for ref in engine.get("image_ids") or {})
     return found
 
 
@@ -284,6 +285,17 @@ def expire_leases(session: Session, now: datetime | None = None) -> int:
 
 def heartbeat_interval(settings: Settings) -> float:
     return max(0.2, min(10.0, settings.lease_seconds / 4))
+
+
+def active_attempts(session: Session, attempts: list[tuple[uuid.UUID, int]]) -> list[tuple[uuid.UUID, int]]:
+    """Which of these (job, attempt) pairs are their job's current attempt while it is active: a worker
+    sweeping its engine keeps their containers (whoever runs them) and removes the others'."""
+    ids = list({job_id for job_id, _ in attempts})
+    if not ids:
+        return []
+    rows = session.execute(select(Job.id, Job.attempts).where(Job.id.in_(ids), Job.state.in_(list(ACTIVE))))
+    current = {job_id: attempt for job_id, attempt in rows}
+    return [(job_id, attempt) for job_id, attempt in attempts if current.get(job_id) == attempt]
 
 
 def job_heartbeat(session: Session, settings: Settings, credential: str, job_id: uuid.UUID) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The container images of an app on this server's engine: which of them the engine has, and pulling them.
+"""The container images of an app on this server's engine: which of them the engine has (and which live
+workers' engines, from their heartbeats), and pulling them.
 
 For admins: a job of a container app runs only an image its engine already holds (``--pull=never``), so an
 image is pulled ahead, here. The caller gives the engine (or why there is none); nothing here knows HTTP or
@@ -9,13 +10,18 @@ settings. What an engine says is passed on as its words, with the auth file's na
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
+from labcloud.db.models import Worker
 from labcloud.execution.containers import Engine, ImageUnavailable
 from labcloud.registry.models import AppSpec
+from labcloud.services.claims import image_key
 
 log = logging.getLogger("labcloud.images")
 
+CONTENT_ID = re.compile(r"sha256:[0-9a-f]{64}")
 APPTAINER_NOTE = "Apptainer fetches an image when a job runs it; labcloud does not look for it beforehand"
 
 
@@ -39,11 +45,32 @@ class EngineImage:
 
 
 @dataclass(frozen=True)
+class WorkerEngine:
+    """What a worker's last heartbeat said of its engine's images."""
+
+    name: str
+    kind: str
+    images: list[str]  # repository:tag
+    image_ids: dict[str, str]  # reference (repository:tag, repository@sha256:...) → content id
+
+
+@dataclass(frozen=True)
+class WorkerImage:
+    """Whether a live worker's engine holds one image (a job of it can run there)."""
+
+    name: str
+    kind: str
+    present: bool
+    id: str | None  # its content id there, when the worker reported it
+
+
+@dataclass(frozen=True)
 class ImageState:
     version: str
     entrypoint: str
     image: str
     engine: EngineImage
+    workers: list[WorkerImage] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,15 +92,47 @@ def image_uses(app: AppSpec, version: str | None = None) -> list[ImageUse]:
     ]
 
 
-def image_states(app: AppSpec, engine: Engine | None, problem: str) -> list[ImageState]:
-    """Every container entrypoint of ``app`` with what the engine holds of its image (asked once an image)."""
+def image_states(
+    app: AppSpec, engine: Engine | None, problem: str, workers: Sequence[WorkerEngine] = ()
+) -> list[ImageState]:
+    """Every container entrypoint of ``app`` with what the engine holds of its image (asked once an image),
+    and which of ``workers`` (live ones, with an engine) hold it."""
     known: dict[str, EngineImage] = {}
     states = []
     for use in image_uses(app):
         if use.image not in known:
             known[use.image] = _look(use.image, engine, problem)
-        states.append(ImageState(use.version, use.entrypoint, use.image, known[use.image]))
+        on_workers = [on_worker(use.image, worker) for worker in workers]
+        states.append(ImageState(use.version, use.entrypoint, use.image, known[use.image], on_workers))
     return states
+
+
+def worker_engines(workers: Iterable[Worker]) -> list[WorkerEngine]:
+    """The engines these workers' last heartbeats reported."""
+    return [
+        WorkerEngine(
+            worker.name,
+            str(engine.get("kind")),
+            [str(ref) for ref in engine.get("images") or []],
+            {str(ref): str(found) for ref, found in (engine.get("image_ids") or {}).items()},
+        )
+        for worker in workers
+        for engine in worker.engines or []
+    ]
+
+
+def on_worker(image: str, worker: WorkerEngine) -> WorkerImage:
+    """Whether ``worker`` holds ``image``: by reference as engines list them (repository:tag, or
+    repository@sha256:... for an image pinned by digest), or by content id for one named by it."""
+    wanted = image_key(image)
+    ids = {image_key(ref): found for ref, found in worker.image_ids.items()}
+    if wanted in ids:
+        return WorkerImage(worker.name, worker.kind, True, ids[wanted])
+    if wanted in {image_key(ref) for ref in worker.images}:
+        return WorkerImage(worker.name, worker.kind, True, None)
+    if CONTENT_ID.fullmatch(image) and image in ids.values():
+        return WorkerImage(worker.name, worker.kind, True, image)
+    return WorkerImage(worker.name, worker.kind, False, None)
 
 
 def _look(image: str, engine: Engine | None, problem: str) -> EngineImage:

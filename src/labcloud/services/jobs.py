@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
@@ -375,6 +375,9 @@ def cancel(session: Session, job: Job) -> Job:
     return transition(session, job, JobState.CANCELLING, message="cancel requested")
 
 
+RerunImage = Literal["pinned", "current"]
+
+
 def rerun(
     session: Session,
     settings: Settings,
@@ -383,8 +386,11 @@ def rerun(
     job: Job,
     *,
     ceiling: Callable[[str], dict[str, float] | None] | None = None,
+    image: RerunImage = "pinned",
 ) -> Job:
-    """The same app version, entrypoint, parameters and inputs again, as a new job."""
+    """The same app version, entrypoint, parameters and inputs again, as a new job. A container job's
+    rerun runs the image its job ran (by content id, even if its tag moved since) unless ``image`` is
+    "current": then whatever its reference names now."""
     sub = Submission(
         app=job.app,
         version=job.version,
@@ -398,7 +404,7 @@ def rerun(
         project=_slug(session, job.project_id),
     )
     new = submit(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=job.id)
-    if job.image and new.spec.get("image") == job.spec.get("image"):
+    if image == "pinned" and job.image and new.spec.get("image") == job.spec.get("image"):
         new.image = job.image  # the same container image, by its content id, even if its tag moved since
     return new
 

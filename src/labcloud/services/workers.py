@@ -124,7 +124,11 @@ def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[s
     worker.telemetry = dict(body.get("telemetry") or {})
     worker.version = str(body.get("version") or "")[:64]
     worker.engines = [
-        {"kind": str(e["kind"]), "images": [str(i) for i in e.get("images") or []]}
+        {
+            "kind": str(e["kind"]),
+            "images": [str(i) for i in e.get("images") or []],
+            "image_ids": {str(ref): str(i) for ref, i in (e.get("image_ids") or {}).items()},
+        }
         for e in body.get("engines") or []
     ]
     worker.engine_problem = str(body.get("engine_problem") or "")
@@ -159,8 +163,15 @@ def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[s
 
 def container_workers(session: Session, settings: Settings) -> int:
     """How many active workers heartbeating now reported a container engine."""
+    return len(with_engines(session, settings))
+
+
+def with_engines(session: Session, settings: Settings) -> list[Worker]:
+    """The active workers heartbeating now (within a lease) that reported a container engine, by name."""
     since = utcnow() - timedelta(seconds=settings.lease_seconds)
     rows = session.scalars(
-        select(Worker).where(Worker.state == WorkerState.ACTIVE, Worker.last_heartbeat_at >= since)
+        select(Worker)
+        .where(Worker.state == WorkerState.ACTIVE, Worker.last_heartbeat_at >= since)
+        .order_by(Worker.name)
     )
-    return sum(1 for worker in rows if worker.engines)
+    return [worker for worker in rows if worker.engines]

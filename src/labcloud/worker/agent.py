@@ -31,7 +31,7 @@ from labcloud.execution import engine_options, process
 from labcloud.execution.containers import EngineProbe
 from labcloud.execution.sandbox import Sandboxing, resolve_sandboxing
 from labcloud.settings import ContainerSettings
-from labcloud.worker import engines, workdir
+from labcloud.worker import engines, record, resume, workdir
 from labcloud.worker.api import (
     Abandoned,
     Backoff,
@@ -135,6 +135,7 @@ class WorkerAgent:
         try:
             self._prepare()
             self._first_heartbeat()
+            self._take_up_leftovers()
         except StartupError as exc:
             log.error("%s", exc)
             self._release_lock()
@@ -202,7 +203,6 @@ class WorkerAgent:
                 EXIT_UNREACHABLE,
             )
         self._lock_fd = fd
-        workdir.clean_leftovers(self.jobs_dir, self.config.kill_grace_s)
         try:
             self.sandboxing = resolve_sandboxing(self.config.sandbox, self.config.job_user)
         except ValueError as exc:
@@ -214,6 +214,31 @@ class WorkerAgent:
         self.sandboxed = self.sandboxing.enabled
         self.engines = engine_options.probe(self.config.containers or ContainerSettings())
         self.engine_report = engines.EngineReport(self.engines)
+
+    def _take_up_leftovers(self) -> None:
+        """What an earlier worker process on this work dir left: the attempts the server still counts as
+        ours are followed to their end, the rest stopped; then the containers of attempts that are over go
+        from the engine (:mod:`labcloud.worker.resume`)."""
+        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings = self._run_settings()
+        resumed: list[JobRun] = []
+        for entry in sorted(self.jobs_dir.iterdir()):
+            if entry.is_symlink() or not entry.is_dir():
+                continue
+            assignment = record.load(entry, self.api.server)
+            if assignment is not None and resume.still_ours(self.api, assignment):
+                resumed.append(resume.ResumedRun(settings, assignment, self._ended))
+        kept = [run.job_dir for run in resumed]
+        stopped = workdir.clean_leftovers(self.jobs_dir, self.config.kill_grace_s, kept)
+        with self._cond:
+            for run in resumed:
+                self._runs[run.key] = run
+        engine = self.engines.get()[0] if self.engines is not None else None
+        if engine is not None:
+            ended = [ref for ref in map(resume.attempt_of, stopped) if ref is not None]
+            resume.sweep(self.api, self.config.token, engine, [r.key for r in resumed], ended)
+        for run in resumed:
+            run.start()
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -12,26 +13,39 @@ from typing import Any
 from labcloud.execution.containers import Engine, EngineProbe
 from labcloud.execution.engine_options import MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
 
+CONTENT_ID = re.compile(r"sha256:[0-9a-f]{64}")
 IMAGES_REFRESH_S = 30.0  # how often the engine's image list is read again for heartbeats
 
 
-def local_images(engine: Engine) -> list[str]:
-    """The engine's local images by reference (repository:tag, as the engine lists them), sorted; none for
-    Apptainer (its images are files) or when the engine does not answer."""
+def local_image_ids(engine: Engine) -> dict[str, str]:
+    """The engine's local images: each reference it lists (repository:tag, and repository@sha256:... where
+    the engine knows the image's registry digest) with the image's content id (sha256:...). Empty for
+    Apptainer or when the engine does not answer."""
     if engine.kind == "apptainer":
-        return []
+        return {}
+    fields = "{{.Repository}} {{.Tag}} {{.ID}} {{.Digest}}"
     try:
-        done = engine.call("image", "ls", "--format", "{{.Repository}}:{{.Tag}}")
+        done = engine.call("image", "ls", "--no-trunc", "--digests", "--format", fields)
     except (OSError, subprocess.TimeoutExpired):
-        return []
+        return {}
     if done.returncode != 0:
-        return []
-    found = {
-        ref
-        for ref in done.stdout.split()
-        if "<none>" not in ref and 0 < len(ref) <= MAX_REFERENCE and ref.isprintable()
-    }
-    return sorted(found)[:MAX_IMAGES]
+        return {}
+    found: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) != 4 or parts[0] == "<none>":
+            continue
+        repository, tag, image_id, digest = parts
+        image_id = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
+        if not CONTENT_ID.fullmatch(image_id):
+            continue
+        refs = [f"{repository}:{tag}"] if tag != "<none>" else []
+        if CONTENT_ID.fullmatch(digest):
+            refs.append(f"{repository}@{digest}")
+        for ref in refs:
+            if len(ref) <= MAX_REFERENCE and ref.isprintable() and len(found) < 2 * MAX_IMAGES:
+                found[ref] = image_id
+    return found
 
 
 class EngineReport:
@@ -72,7 +86,10 @@ class EngineReport:
         engine, problem = self.probe.get()
         if engine is None:
             return {"engines": [], "engine_problem": problem[:MAX_PROBLEM]}
-        return {"engines": [{"kind": engine.kind, "images": local_images(engine)}], "engine_problem": ""}
+        ids = local_image_ids(engine)
+        tagged = sorted(ref for ref in ids if "@" not in ref)[:MAX_IMAGES]
+        entry = {"kind": engine.kind, "images": tagged, "image_ids": ids}
+        return {"engines": [entry], "engine_problem": ""}
 
 
 def summary(report: Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import Sandboxing, SandboxPolicy
 from labcloud.execution.task import TaskInput, TaskLayout
 from labcloud.registry.models import Resources
+from labcloud.worker import record
 from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
 from labcloud.worker.logship import LOG_INTERVAL_S, PROGRESS_INTERVAL_S, LogShipper, ProgressSender
 
@@ -297,6 +298,7 @@ class HttpReporter:
             return False
         if state != "running":
             raise RuntimeError(f"the server answered the start with state {state!r}")
+        record.save(self.run.job_dir, self.api.server, self.run.assignment)  # for a restarted worker
         return True
 
     def launched(self, handle: Handle) -> None:

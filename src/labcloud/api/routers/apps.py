@@ -1,5 +1,5 @@
 """The app registry: what can be run, with everything a client needs to build a form; for admins, the
-container images of an app on this server's engine, and pulling them."""
+container images of an app on this server's engine (and on the live workers'), and pulling them."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from labcloud.api.deps import Admin, Ctx, DetachedAdmin, Reader
+from labcloud.api.deps import Admin, Ctx, DbSession, DetachedAdmin, Reader
 from labcloud.api.job_schemas import ResourcesOut
 from labcloud.http.guard import GuardedRoute
 from labcloud.registry import app_to_public
 from labcloud.registry.models import AppSpec
-from labcloud.services import images
+from labcloud.services import images, workers
 
 router = APIRouter(prefix="/api/v1/apps", tags=["apps"], route_class=GuardedRoute)
 
@@ -108,11 +108,21 @@ class EngineImageOut(BaseModel):
     problem: str | None = Field(description="Why it is not present, in the engine's words, or why no engine.")
 
 
+class WorkerImageOut(BaseModel):
+    name: str = Field(description="The worker's name.")
+    kind: str = Field(description="Its engine: docker, podman or apptainer.")
+    present: bool = Field(description="Its engine holds the image (by reference, digest or content id).")
+    id: str | None = Field(description="The image's content id there (sha256:...), when the worker said.")
+
+
 class ImageOut(BaseModel):
     version: str
     entrypoint: str
     image: str
     engine: EngineImageOut
+    workers: list[WorkerImageOut] = Field(
+        description="Each live worker with a container engine (a heartbeat within a lease), as it said."
+    )
 
 
 class ImagesOut(BaseModel):
@@ -143,13 +153,15 @@ class PullOut(BaseModel):
     "/{app}/images",
     response_model=ImagesOut,
     operation_id="list_app_images",
-    summary="Admin: an app's images on this server",
+    summary="Admin: an app's images on this server and on the workers",
 )
-def app_images(app: str, _admin: Admin, ctx: Ctx) -> ImagesOut:
-    """Which images of the app's container entrypoints this server's engine holds (jobs never pull)."""
+def app_images(app: str, _admin: Admin, session: DbSession, ctx: Ctx) -> ImagesOut:
+    """Which images of the app's container entrypoints this server's engine holds (jobs never pull), and
+    which live workers' engines hold them (as their heartbeats said)."""
     found = ctx.apps.get(app)
+    live = images.worker_engines(workers.with_engines(session, ctx.settings))
     engine, problem = ctx.container_engine()
-    states = images.image_states(found, engine, problem)
+    states = images.image_states(found, engine, problem, live)
     return ImagesOut(app=found.name, items=[ImageOut(**dataclasses.asdict(s)) for s in states])
 
 

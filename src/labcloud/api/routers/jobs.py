@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
@@ -23,6 +23,16 @@ from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=GuardedRoute)
+
+
+class RerunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: job_service.RerunImage = Field(
+        "pinned",
+        description="A container job's image: the one its job ran (pinned, by content id) or the one its "
+        "reference names now (current).",
+    )
 
 
 def _out(
@@ -109,8 +119,14 @@ def cancel(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -
     operation_id="rerun_job",
     summary="Run again",
 )
-def rerun(job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
-    return _out(ctx.rerun(session, principal.user, job_id), ctx, session, detail=True)
+def rerun(
+    job_id: uuid.UUID, principal: Writer, session: DbSession, ctx: Ctx, body: RerunIn | None = None
+) -> JobOut:
+    """A new job with the same app version, entrypoint, parameters, inputs and resources. A container
+    job's runs the image its job ran, by content id, even if the image's tag names another one now; with
+    `{"image": "current"}` it runs what the tag names now."""
+    image = body.image if body is not None else "pinned"
+    return _out(ctx.rerun(session, principal.user, job_id, image), ctx, session, detail=True)
 
 
 @router.delete(

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
-from labcloud.api.worker_schemas import ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut
+from labcloud.api.worker_schemas import AttemptsIn, AttemptsOut, ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut
 from labcloud.errors import Unauthorized
 from labcloud.http.guard import GuardedRoute, gate
 from labcloud.runtime import Runtime
@@ -60,6 +60,19 @@ def heartbeat(body: HeartbeatIn, credential: Credential, ctx: Ctx) -> dict[str, 
     with ctx.db.session() as session:
         worker = workers.authenticate(session, credential)
         return workers.heartbeat(session, ctx.settings, worker, body.model_dump(mode="json"))
+
+
+@router.post(
+    "/attempts",
+    response_model=AttemptsOut,
+    summary="Which of these attempts still run (a worker sweeping its engine's containers)",
+)
+def attempts(body: AttemptsIn, credential: Credential, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        workers.authenticate(session, credential)
+        pairs = [(item.id, item.attempt) for item in body.attempts]
+        active = claims.active_attempts(session, pairs)
+    return {"active": [{"id": job_id, "attempt": attempt} for job_id, attempt in active]}
 
 
 @router.post(

@@ -41,7 +41,8 @@ class WorkerOut(BaseModel):
     telemetry: dict[str, Any]
     version: str
     engines: list[dict[str, Any]] = Field(
-        description='container engines, as its last heartbeat said: [{"kind": "docker", "images": [...]}]'
+        description='container engines, as its last heartbeat said: [{"kind": "docker", "images": [...], '
+        '"image_ids": {reference: content id}}]'
     )
     engine_problem: str = Field(description="why it has no container engine (empty when it has one)")
     running_jobs: list[uuid.UUID]

@@ -237,9 +237,9 @@ def _short_id(image_id: str | None) -> str:
 @apps_app.command("images")
 @handle_errors
 def images(app_name: str = typer.Argument(..., metavar="APP"), json_out: bool = JSON_OPTION) -> None:
-    """Admin: which of an app's images the server's container engine holds.
+    """Admin: which of an app's images the server's container engine holds, and which live workers have them.
 
-    Jobs never pull an image: `labcloud apps pull` does."""
+    Jobs never pull an image: `labcloud apps pull` does on the server; a worker's engine is its own."""
     with open_client() as client:
         result = client.app_images(app_name)
     if json_out:
@@ -249,7 +249,7 @@ def images(app_name: str = typer.Argument(..., metavar="APP"), json_out: bool = 
     if not items:
         err.print(f"{app_name} has no container entrypoints")
         return
-    grid = table("version", "entrypoint", "image", "engine", "present", "id", "problem")
+    grid = table("version", "entrypoint", "image", "engine", "present", "id", "problem", "workers")
     for item in items:
         engine = item.get("engine") or {}
         grid.add_row(
@@ -260,8 +260,25 @@ def images(app_name: str = typer.Argument(..., metavar="APP"), json_out: bool = 
             Text("yes", style="green") if engine.get("present") else Text("no", style="bold red"),
             Text(_short_id(engine.get("id"))),
             Text(str(engine.get("problem") or "")),
+            _on_workers(item.get("workers") or []),
         )
     out.print(grid)
+
+
+def _on_workers(workers: list[dict[str, Any]]) -> Text:
+    """The live workers that have the image, and those that do not (marked), or "none live"."""
+    if not workers:
+        return Text("none live", style="dim")
+    text = Text()
+    for n, worker in enumerate(workers):
+        if n:
+            text.append(", ")
+        name = str(worker.get("name", "?"))
+        if worker.get("present"):
+            text.append(name)
+        else:
+            text.append(f"{name} (missing)", style="bold red")
+    return text
 
 
 @apps_app.command("pull")

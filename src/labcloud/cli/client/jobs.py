@@ -406,10 +406,16 @@ def rerun(
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the new job to end."),
     json_out: bool = JSON_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the new job's id."),
+    current_image: bool = typer.Option(
+        False,
+        "--current-image",
+        help="A container job: run the image its reference names now, not the one the job ran.",
+    ),
 ) -> None:
-    """Run a job again with the same app, parameters and inputs (as a new job)."""
+    """Run a job again with the same app, parameters and inputs (as a new job). A container job runs the
+    image it ran, by content id, unless --current-image."""
     with open_client() as client:
-        job = client.rerun(job_id)
+        job = client.rerun(job_id, current_image)
         if wait:
             err.print(f"submitted job {job['id']} (rerun of {job_id})")
             job = wait_for(client, job)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job, Project
@@ -253,9 +253,15 @@ def cancel(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx)
 
 
 @router.post("/jobs/{job_id}/rerun")
-def rerun(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
+def rerun(
+    job_id: uuid.UUID,
+    principal: FormUser,
+    session: DbSession,
+    ctx: Ctx,
+    image: Annotated[str, Form(max_length=10)] = "pinned",
+) -> Response:
     try:
-        new = ctx.rerun(session, principal.user, job_id)
+        new = ctx.rerun(session, principal.user, job_id, "current" if image == "current" else "pinned")
     except (InvalidInput, Forbidden, QuotaExceeded) as exc:  # e.g. inputs gone, the project's quota
         session.rollback()
         response = redirect(f"/jobs/{job_id}")
