@@ -408,6 +408,59 @@ def test_the_jobs_list_finds_jobs_by_name_tag_and_date_and_shows_their_tags(
     assert [j["id"] for j in found] == [calib]
 
 
+def test_edit_and_run_again_opens_the_form_filled_in_and_marks_an_input_that_moved(
+    browser: TestClient, admin: Account, user_browser: TestClient
+) -> None:
+    upload(browser, admin, "rec/a.csv", b"1\n2\n3\n")
+    r = browser.post(
+        "/api/v1/jobs",
+        json={
+            "app": "spikes",
+            "params": {"threshold": 7.5, "polarity": "both"},
+            "inputs": {"trace": "rec/a.csv"},
+            "resources": {"memory_mb": 300},
+            "name": "first try",
+            "tags": {"exp": "4"},
+        },
+        headers=admin.headers,
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    wait_for_end(browser, job["id"], admin.headers)
+    page = browser.get(f"/jobs/{job['id']}").text
+    link = re.search(r'id="edit-rerun" href="([^"]+)"', page)
+    assert link, page
+    form = browser.get(link.group(1).replace("&amp;", "&")).text
+    assert 'id="from-job"' in form and "first try" in form
+    assert re.search(r'id="f-params-threshold"[^>]*value="7.5"', form)
+    assert '<option value="both" selected>both</option>' in form
+    assert '<option value="rec/a.csv" selected' in form
+    assert re.search(r'id="f-resources-memory_mb"[^>]*value="300"', form)
+    assert 'value="first try"' in form and 'value="exp=4"' in form
+    # sent back as it is, with one change: a new job with the same answers but that one
+    fields = dict(re.findall(r'<input id="f-[^"]+" name="([^"]+)"[^>]*value="([^"]*)"', form))
+    fields.update({"csrf_token": csrf_of(form), "params.polarity": "both", "inputs.trace": "rec/a.csv"})
+    fields.update(
+        {"tags": "exp=4", "params.threshold": "9", "version": job["version"], "entrypoint": "detect"}
+    )
+    r = browser.post("/apps/spikes/run", data=fields, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    new = browser.get(f"/api/v1/jobs/{r.headers['location'].rsplit('/', 1)[1]}", headers=admin.headers).json()
+    assert new["params"]["threshold"] == 9 and new["params"]["polarity"] == "both"
+    assert new["inputs"] == {"trace": "rec/a.csv"} and new["resources"]["memory_mb"] == 300
+    assert new["name"] == "first try" and new["tags"] == {"exp": "4"}
+    # the input moved away: the form still opens, the input marked, never a bare error
+    moved = browser.post(
+        "/api/v1/files:move", json={"from": "rec/a.csv", "to": "rec/b.csv"}, headers=admin.headers
+    )
+    assert moved.status_code in (200, 201), moved.text
+    form = browser.get(link.group(1).replace("&amp;", "&"))
+    assert form.status_code == 200
+    assert 'data-error-for="inputs.trace">rec/a.csv was moved or deleted since that job ran' in form.text
+    # someone else's job is not found
+    assert user_browser.get(link.group(1).replace("&amp;", "&")).status_code == 404
+
+
 def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
     browser: TestClient, admin: Account, settings: Settings
 ) -> None:
