@@ -326,6 +326,7 @@ class JobInfo(Model):
 
     id: str
     name: str
+    run_number: int = 0
     app: str
     version: str
     entrypoint: str

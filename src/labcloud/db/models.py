@@ -71,6 +71,7 @@ class User(Base):
     # The same news by chat, through Apprise (an apprise URL, e.g. slack://... or json://...): a secret,
     # never shown back but for its scheme; "" for none.
     notify_apprise_url: Mapped[str] = mapped_column(Text, default="", server_default="")
+    jobs_submitted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the last run number
 
     @property
     def notify_apprise(self) -> str | None:
@@ -243,6 +244,8 @@ class Job(Base):
     # This job's e-mail when it ends, over its owner's preference: always, failure, never (None: theirs).
     notify: Mapped[str | None] = mapped_column(String(16), default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
+    # Its owner's n-th job (1, 2, 3...): how an unnamed job is told apart ("spikes #12").
+    run_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     app: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
     entrypoint: Mapped[str] = mapped_column(String(64))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
@@ -165,6 +165,12 @@ def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
     job.project_id = project.id
     # QuotaExceeded (409) when the project's quotas cannot hold it
     quotas.reserve(session, project, job, settings.default_quotas, settings.quota_min_cut_s)
+    job.run_number = session.execute(  # (one conditional update: concurrent submits get distinct numbers)
+        update(User)
+        .where(User.id == user.id)
+        .values(jobs_submitted=User.jobs_submitted + 1)
+        .returning(User.jobs_submitted)
+    ).scalar_one()
     job.state = JobState.QUEUED
     job.max_attempts = settings.job_max_attempts
     job.usage = {}

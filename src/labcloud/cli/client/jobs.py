@@ -110,6 +110,7 @@ def _job_rows(job: dict[str, Any]) -> list[tuple[str, str | Text]]:
     return [
         ("id", job.get("id", "")),
         ("name", job.get("name", "")),
+        ("run", f"#{job.get('run_number', '')}"),
         ("app", f"{_app_label(job)}:{job.get('entrypoint', '')}"),
         ("state", state),
         ("message", job.get("message", "")),
@@ -334,7 +335,7 @@ def jobs(
         err.print("no jobs" + where + (" match" if state or app or tag else " yet"))
         return
     # a project's listing is all of one project; yours may span several
-    columns = ["id", "name", "app", "state", "reason", "progress", "created"] + (
+    columns = ["id", "#", "name", "app", "state", "reason", "progress", "created"] + (
         [] if project else ["project"]
     )
     grid = table(*columns, title=f"project {project}" if project else None)
@@ -342,6 +343,7 @@ def jobs(
     for job in items:
         grid.add_row(
             str(job["id"]),
+            str(job.get("run_number", "")),
             Text(job.get("name", "")),
             Text(_app_label(job)),
             state_text(job.get("state", "")),
