@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account
 from jobs_helpers import wait_for_end, write_app
 from labcloud.settings import Settings
 from labcloud.web import session as web_session
+from live_server import eventually
 
 XSS = "<script>alert(1)</script>"
 
@@ -1021,6 +1023,58 @@ def test_password_change_keeps_this_session_and_reports_errors_by_field(
     )
     assert ok.status_code == 200 and "Your password is changed" in ok.text
     assert user_browser.get("/account").status_code == 200
+
+
+def test_admins_see_every_users_queue_with_why_jobs_wait_and_cancel_them(
+    browser: TestClient, client: TestClient, admin: Account, user: Account, settings: Settings
+) -> None:
+    write_app(  # (it waits for the test to open its gate, a file in its own work folder)
+        settings.effective_apps_dir,
+        "hold",
+        ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"],
+        resources={"cpus": settings.local_cpus or 2, "memory_mb": 64, "timeout_s": 120},
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    try:
+        first = client.post("/api/v1/jobs", json={"app": "hold"}, headers=user.headers).json()
+        eventually(
+            lambda: (
+                client.get(f"/api/v1/jobs/{first['id']}", headers=user.headers).json()["state"] == "running"
+            ),
+            30,
+            "the first job to run",
+        )
+        second = client.post("/api/v1/jobs", json={"app": "hold"}, headers=user.headers).json()
+        page = browser.get("/admin/jobs")
+        assert page.status_code == 200 and 'href="/admin/jobs" aria-current="page"' in page.text
+        rows = {j: page.text[page.text.index(f'data-job="{j}"') :] for j in (first["id"], second["id"])}
+        rows = {j: r[: r.index("</tr>")] for j, r in rows.items()}
+        assert user.email in rows[first["id"]] and "running" in rows[first["id"]]
+        assert "capacity" in rows[second["id"]] and "hold #2" in rows[second["id"]]  # why it waits
+        assert f'action="/admin/jobs/{second["id"]}/cancel"' in rows[second["id"]]
+        r = browser.post(
+            f"/admin/jobs/{second['id']}/cancel",
+            data={"csrf_token": csrf_of(page.text)},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/admin/jobs"
+        assert client.get(f"/api/v1/jobs/{second['id']}", headers=user.headers).json()["state"] == "cancelled"
+        assert second["id"] not in browser.get("/admin/jobs/rows").text  # the queue: waiting and running only
+        assert second["id"] in browser.get("/admin/jobs?view=ended").text
+        # the API's view of everyone's jobs, for admins only
+        everyone = client.get("/api/v1/jobs?everyone=true&limit=100", headers=admin.headers).json()["items"]
+        assert {first["id"], second["id"]} <= {j["id"] for j in everyone}
+        assert client.get("/api/v1/jobs?everyone=true", headers=user.headers).status_code == 403
+    finally:
+        (settings.home / "jobs" / first["id"] / "attempt-1" / "work" / "open").touch()
+    assert wait_for_end(client, first["id"], user.headers)["state"] == "succeeded"
+
+
+def test_admin_pages_about_jobs_are_for_admins_only(user_browser: TestClient, user: Account) -> None:
+    assert user_browser.get("/admin/jobs").status_code == 403
+    csrf = csrf_of(user_browser.get("/").text)
+    r = user_browser.post(f"/admin/jobs/{uuid.uuid4()}/cancel", data={"csrf_token": csrf})
+    assert r.status_code == 403
 
 
 def test_admin_invites_promotes_and_deactivates(browser: TestClient, app: Any) -> None:
