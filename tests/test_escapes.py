@@ -22,6 +22,7 @@ from conftest import Account, backend, kill_processes_under
 from engine_helpers import CeleryCluster, celery_cluster
 from jobs_helpers import wait_for_end, write_app
 from labcloud.execution.process import Handle
+from labcloud.execution.sandbox import resolve_job_user
 from labcloud.settings import Settings
 from live_server import eventually
 from worker_helpers import Cluster, pull_server
@@ -215,6 +216,89 @@ def test_a_retried_local_job_stages_into_a_fresh_folder(
     assert_canary_untouched(canary)
     assert _outputs(client, job_id, user.headers) == {"copy.txt": b"the input"}
     assert not first.exists()  # the lost attempt's folder (and its links) went before the next one began
+
+
+# --- with the sandbox off ------------------------------------------------------------------------------
+
+JOB_USER = resolve_job_user("nobody")  # None unless the tests run as root (as they do in CI)
+WHOAMI = (
+    'echo "uid $(id -u) gid $(id -g) groups $(id -G)"; id -u > "$LABCLOUD_OUTPUT/uid.txt"; '
+    'cat "$1" || echo "canary unreadable"'
+)
+
+
+def whoami_app(apps_dir: Path) -> None:
+    write_app(
+        apps_dir,
+        "x-whoami",
+        ["sh", "-c", WHOAMI, "sh", "{params.canary}"],
+        parameters={"type": "object", "properties": {"canary": {"type": "string"}}, "required": ["canary"]},
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
+    )
+
+
+def _whoami(
+    client: TestClient, settings: Settings, user: Account, canary: Path
+) -> tuple[dict[str, Any], str]:
+    whoami_app(settings.effective_apps_dir)
+    _refresh(client)
+    r = client.post(
+        "/api/v1/jobs", json={"app": "x-whoami", "params": {"canary": str(canary)}}, headers=user.headers
+    )
+    assert r.status_code == 201, r.text
+    job = wait_for_end(client, r.json()["id"], user.headers)
+    return job, client.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+
+
+@pytest.fixture
+def sandbox_off(settings: Settings, open_scratch: Path) -> Settings:
+    """The local executor without a sandbox, its data dir where the job user may pass through."""
+    settings.sandbox = "off"
+    settings.home = open_scratch / "home"
+    return settings
+
+
+def test_local_jobs_with_the_sandbox_off_still_run_as_the_job_user(
+    sandbox_off: Settings, client: TestClient, user: Account, open_scratch: Path
+) -> None:
+    canary = open_scratch / "root-only.txt"
+    canary.write_text(CANARY)
+    canary.chmod(0o600)
+    job, log = _whoami(client, sandbox_off, user, canary)
+    assert job["state"] == "succeeded", (job, log)
+    uid = client.get(f"/api/v1/jobs/{job['id']}/outputs/uid.txt", headers=user.headers).text.strip()
+    assert uid != "0" and "uid 0 " not in log, log
+    if JOB_USER is not None:
+        assert uid == str(JOB_USER.uid)
+        assert f"uid {JOB_USER.uid} gid {JOB_USER.gid} groups {JOB_USER.gid}\n" in log, log
+        assert "canary unreadable" in log and CANARY not in log, log
+        # The job user passes through the data dir to its folder; nobody else gets anything of it.
+        home = os.stat(sandbox_off.home)
+        assert home.st_mode & 0o777 == 0o710 and home.st_gid == JOB_USER.gid, oct(home.st_mode)
+    assert canary.read_text() == CANARY
+
+
+@pytest.fixture
+def sandbox_off_in_tmp_path(settings: Settings) -> Settings:
+    """The local executor without a sandbox, its data dir in tmp_path (only its own user may enter that)."""
+    settings.sandbox = "off"
+    return settings
+
+
+def test_local_jobs_with_the_sandbox_off_start_only_where_the_job_user_reaches(
+    sandbox_off_in_tmp_path: Settings, client: TestClient, user: Account, tmp_path: Path
+) -> None:
+    """Run by root with its data dir below a folder only root may enter (pytest's): a job would run as the
+    job user all the same and could not reach its folder. It does not start, and says why."""
+    settings = sandbox_off_in_tmp_path
+    canary = make_canary(tmp_path / "canary") / "secret.txt"
+    job, log = _whoami(client, settings, user, canary)
+    if JOB_USER is None:  # (not root: jobs run as this user, who reaches everything of its own)
+        assert job["state"] == "succeeded", (job, log)
+        return
+    assert (job["state"], job["reason"]) == ("failed", "system_error"), (job, log)
+    assert "sandbox = off" in job["message"] and "may not enter" in job["message"], job
+    assert "uid " not in log and CANARY not in log, log
 
 
 # --- on a pull worker and a Celery runner ------------------------------------------------------------
