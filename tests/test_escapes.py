@@ -8,12 +8,18 @@ Every target is a canary file in a scratch folder of the test, never a real syst
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
+import socket
+import subprocess
+import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from fastapi.testclient import TestClient
@@ -80,6 +86,57 @@ PLANT = textwrap.dedent(
     """
 )
 
+# A job that looks around: reads files it is given (the data dir's database and secret key, another job's
+# file), lists folders, connects to Unix sockets (a path, or "@name" in the abstract namespace) and reads the
+# command lines of every process it can see. It reports what it learned as one JSON line. A "victim" writes
+# its secret into its own folder and waits there to be snooped on.
+SNOOP = textwrap.dedent(
+    """
+    import errno, json, os, socket, sys, time
+    mode, targets = sys.argv[1], json.loads(sys.argv[2])
+    if mode == "victim":
+        with open(os.path.join(os.environ["HOME"], "victim.txt"), "w") as f:
+            f.write(targets["secret"])
+        print("victim ready", flush=True)
+        time.sleep(120)
+        sys.exit(0)
+    def err(exc):
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return errno.errorcode.get(exc.errno, str(exc.errno))
+        return type(exc).__name__
+    seen = dict(files=dict(), folders=dict(), sockets=dict(), processes=[])
+    for path in targets["files"]:
+        try:
+            with open(path, "rb") as f:
+                seen["files"][path] = "read " + f.read(200).decode(errors="replace")
+        except Exception as exc:
+            seen["files"][path] = err(exc)
+    for path in targets["folders"]:
+        try:
+            seen["folders"][path] = sorted(os.listdir(path))
+        except Exception as exc:
+            seen["folders"][path] = err(exc)
+    for address in targets["sockets"]:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        try:
+            s.connect("\\0" + address[1:] if address.startswith("@") else address)
+            seen["sockets"][address] = "connected " + s.recv(200).decode(errors="replace")
+        except Exception as exc:
+            seen["sockets"][address] = err(exc)
+        finally:
+            s.close()
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    seen["processes"].append(f.read().replace(b"\\0", b" ").decode(errors="replace"))
+            except OSError:
+                pass
+    print("SNOOP " + json.dumps(seen), flush=True)
+    """
+)
+
 
 def hostile_apps(apps_dir: Path) -> None:
     string = {"type": "string"}
@@ -100,6 +157,17 @@ def hostile_apps(apps_dir: Path) -> None:
         ["python", "-c", PLANT, "{params.canary}"],
         parameters={"type": "object", "properties": {"canary": string}, "required": ["canary"]},
         inputs={"data": {"type": "file"}},
+        resources={"cpus": 0.1, "memory_mb": 128, "timeout_s": 180},
+    )
+    write_app(
+        apps_dir,
+        "x-snoop",
+        ["python", "-c", SNOOP, "{params.mode}", "{params.targets}"],
+        parameters={
+            "type": "object",
+            "properties": {"mode": string, "targets": string},
+            "required": ["mode", "targets"],
+        },
         resources={"cpus": 0.1, "memory_mb": 128, "timeout_s": 180},
     )
 
@@ -140,6 +208,154 @@ def assert_escape_contained(attack: str, job: dict[str, Any], outputs: dict[str,
         assert "output not kept: 'sock': a socket" in log, log
         assert log.count("a name that is not valid") + log.count("output not kept: 'back") >= 1, log
         assert "4 output entries not kept" in job["message"], job
+
+
+# --- snooping: what a job may learn of the host, the data dir and other jobs ---------------------------
+
+
+class CanarySocket:
+    """A Unix socket listening on the host (at a path in a scratch folder, open to every user, and in the
+    abstract namespace), answering whoever connects with the canary: the stand-in for a database's or a
+    container engine's socket."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "canary.sock"
+        self.abstract = f"@labcloud-canary-{secrets.token_hex(6)}"
+        self.accepted = 0
+        self.listeners = []
+        for address in (str(self.path), "\0" + self.abstract[1:]):
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(address)
+            listener.listen(8)
+            self.listeners.append(listener)
+            threading.Thread(target=self._serve, args=(listener,), daemon=True).start()
+        self.path.chmod(0o777)
+
+    def _serve(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with conn:
+                conn.sendall(CANARY.encode())
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+
+@pytest.fixture
+def host_canaries(tmp_path: Path) -> Iterator[tuple[CanarySocket, str]]:
+    """A canary socket and a host process whose command line holds a canary marker."""
+    marker = f"CANARY-PROCESS-{secrets.token_hex(6)}"
+    sock = CanarySocket(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", marker])
+    try:
+        yield sock, marker
+    finally:
+        proc.kill()
+        proc.wait()
+        sock.close()
+
+
+class Jobs(Protocol):
+    def submit(self, app: str, params: dict[str, Any]) -> str: ...
+    def log(self, job_id: str) -> str: ...
+    def wait_end(self, job_id: str) -> dict[str, Any]: ...
+    def cancel(self, job_id: str) -> None: ...
+
+
+def data_dir_canaries(data_dir: Path) -> list[Path]:
+    """Files of the data dir a job must never read: the real database and secret key where this data dir
+    has them, and canaries standing in for them where it has not (mode 0600, as labcloud's own)."""
+    found = [data_dir / name for name in ("labcloud.sqlite3", "secret_key") if (data_dir / name).exists()]
+    for name in ("canary.sqlite3", "canary_secret_key"):
+        (data_dir / name).write_text(CANARY)
+        (data_dir / name).chmod(0o600)
+        found.append(data_dir / name)
+    return found
+
+
+def snoop_and_assert_nothing_learned(
+    jobs: Jobs, root: Path, data_dir: Path, canaries: tuple[CanarySocket, str]
+) -> None:
+    """Start a victim job, then a snooping one on the same executor (``root``: a folder holding the
+    executor's job folders, to find the victim's), and check the snoop learned nothing."""
+    sock, marker = canaries
+    victim_secret = f"VICTIM-SECRET-{secrets.token_hex(6)}"
+    victim = jobs.submit("x-snoop", {"mode": "victim", "targets": json.dumps({"secret": victim_secret})})
+    eventually(lambda: "victim ready" in jobs.log(victim).splitlines(), 90, "the victim job to be ready")
+    victim_file = next(p for p in root.rglob("victim.txt") if victim_secret in p.read_text())
+    targets = {
+        "files": [str(p) for p in (*data_dir_canaries(data_dir), victim_file)],
+        "folders": [str(data_dir), str(victim_file.parent), str(victim_file.parents[2])],
+        "sockets": [str(sock.path), sock.abstract],
+    }
+    snoop = jobs.submit("x-snoop", {"mode": "snoop", "targets": json.dumps(targets)})
+    try:
+        done = jobs.wait_end(snoop)
+        log = jobs.log(snoop)
+    finally:
+        jobs.cancel(victim)
+    assert done["state"] == "succeeded", (done, log)
+    lines = [line for line in log.splitlines() if line.startswith("SNOOP ")]
+    assert len(lines) == 1, log
+    seen = json.loads(lines[0][len("SNOOP ") :])
+    assert set(seen["files"]) == set(targets["files"]), seen
+    assert not [p for p, what in seen["files"].items() if what.startswith("read")], seen["files"]
+    # A folder is gone for the job, or shows no more than the way to the job's own folder.
+    assert isinstance(seen["folders"][str(victim_file.parent)], str), seen["folders"]
+    secret_names = {"victim.txt", *(Path(p).name for p in targets["files"])}
+    for folder, what in seen["folders"].items():
+        assert isinstance(what, str) or not [n for n in what if victim in n or n in secret_names], (
+            folder,
+            what,
+        )
+    assert set(seen["sockets"].values()) <= {"ENOENT", "ECONNREFUSED", "EACCES"}, seen["sockets"]
+    assert sock.accepted == 0
+    everything = "\n".join(seen["processes"])
+    assert marker not in everything and victim_secret not in everything, seen["processes"]
+    # It sees its own sandbox (bwrap, running its command) and nothing else: no server, worker or job.
+    assert all('print("SNOOP "' in command for command in seen["processes"]), seen["processes"]
+    assert CANARY not in log and victim_secret not in log, log
+
+
+class LocalJobs:
+    def __init__(self, client: TestClient, user: Account) -> None:
+        self.client, self.user = client, user
+
+    def submit(self, app: str, params: dict[str, Any]) -> str:
+        r = self.client.post("/api/v1/jobs", json={"app": app, "params": params}, headers=self.user.headers)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def log(self, job_id: str) -> str:
+        return self.client.get(f"/api/v1/jobs/{job_id}/logs", headers=self.user.headers).text
+
+    def wait_end(self, job_id: str) -> dict[str, Any]:
+        return wait_for_end(self.client, job_id, self.user.headers)
+
+    def cancel(self, job_id: str) -> None:
+        self.client.post(f"/api/v1/jobs/{job_id}/cancel", headers=self.user.headers)
+
+
+class RemoteJobs:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def submit(self, app: str, params: dict[str, Any]) -> str:
+        return str(self.cluster.submit(app, params)["id"])
+
+    def log(self, job_id: str) -> str:
+        return self.cluster.log(job_id)
+
+    def wait_end(self, job_id: str) -> dict[str, Any]:
+        return self.cluster.wait_end(job_id, timeout=90)
+
+    def cancel(self, job_id: str) -> None:
+        self.cluster.http.post(f"/api/v1/jobs/{job_id}/cancel")
 
 
 # --- on the local executor ----------------------------------------------------------------------------
@@ -216,6 +432,14 @@ def test_a_retried_local_job_stages_into_a_fresh_folder(
     assert_canary_untouched(canary)
     assert _outputs(client, job_id, user.headers) == {"copy.txt": b"the input"}
     assert not first.exists()  # the lost attempt's folder (and its links) went before the next one began
+
+
+def test_local_jobs_learn_nothing_of_the_host_or_other_jobs(
+    client: TestClient, settings: Settings, user: Account, host_canaries: tuple[CanarySocket, str]
+) -> None:
+    hostile_apps(settings.effective_apps_dir)
+    _refresh(client)
+    snoop_and_assert_nothing_learned(LocalJobs(client, user), settings.home, settings.home, host_canaries)
 
 
 # --- with the sandbox off ------------------------------------------------------------------------------
@@ -373,3 +597,20 @@ def test_a_worker_s_retried_job_stages_into_a_fresh_folder(worker_cluster: Clust
     assert done["state"] == "succeeded" and done["attempts"] == 2, (done, cluster.log(job["id"]))
     assert_canary_untouched(canary)
     assert _cluster_outputs(cluster, job["id"]) == {"copy.txt": b"the input"}
+
+
+def test_worker_jobs_learn_nothing_of_the_host_or_other_jobs(
+    worker_cluster: Cluster, host_canaries: tuple[CanarySocket, str]
+) -> None:
+    cluster = worker_cluster
+    snoop_and_assert_nothing_learned(
+        RemoteJobs(cluster), cluster.workers[0].work_dir, cluster.home, host_canaries
+    )
+
+
+@pytest.mark.celery
+@pytest.mark.db_agnostic
+def test_celery_jobs_learn_nothing_of_the_host_or_other_jobs(
+    celery: CeleryCluster, host_canaries: tuple[CanarySocket, str]
+) -> None:
+    snoop_and_assert_nothing_learned(RemoteJobs(celery), celery.home / "celery", celery.home, host_canaries)
