@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from labcloud.execution.process import Handle
 from labcloud.execution.sandbox import resolve_job_user
 from labcloud.settings import Settings
 from live_server import eventually
+from slurm import SlurmCluster
 from worker_helpers import Cluster, pull_server
 
 CANARY = "CANARY-SECRET-CONTENT"
@@ -54,6 +56,11 @@ ESCAPE = textwrap.dedent(
         with open(mine, "w") as f:
             f.write("mine")
         os.link(mine, os.path.join(out, "linked.txt"))
+        try:  # a host file owned by another user, that any user may read and write
+            os.link(os.path.join(canary, "shared.txt"), os.path.join(out, "host-linked.txt"))
+            print("host link made", flush=True)
+        except OSError as exc:
+            print("host link refused", exc.strerror, flush=True)
     elif attack == "specials":
         with open(os.path.join(out, "ok.txt"), "w") as f:
             f.write("fine")
@@ -138,11 +145,11 @@ SNOOP = textwrap.dedent(
 )
 
 
-def hostile_apps(apps_dir: Path) -> None:
+def hostile_apps(apps_dir: Path, prefix: str = "x-") -> None:
     string = {"type": "string"}
     write_app(
         apps_dir,
-        "x-escape",
+        f"{prefix}escape",
         ["python", "-c", ESCAPE, "{params.attack}", "{params.canary}"],
         parameters={
             "type": "object",
@@ -153,7 +160,7 @@ def hostile_apps(apps_dir: Path) -> None:
     )
     write_app(
         apps_dir,
-        "x-plant",
+        f"{prefix}plant",
         ["python", "-c", PLANT, "{params.canary}"],
         parameters={"type": "object", "properties": {"canary": string}, "required": ["canary"]},
         inputs={"data": {"type": "file"}},
@@ -161,7 +168,7 @@ def hostile_apps(apps_dir: Path) -> None:
     )
     write_app(
         apps_dir,
-        "x-snoop",
+        f"{prefix}snoop",
         ["python", "-c", SNOOP, "{params.mode}", "{params.targets}"],
         parameters={
             "type": "object",
@@ -177,13 +184,18 @@ def make_canary(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "secret.txt").write_text(CANARY)
     (folder / "other.txt").write_text("another host file")
+    # Open to every user: the kernel lets a user hard-link only files it owns or may read and write.
+    (folder / "shared.txt").write_text(CANARY)
+    (folder / "shared.txt").chmod(0o666)
     return folder
 
 
 def assert_canary_untouched(folder: Path) -> None:
-    assert sorted(p.name for p in folder.iterdir()) == ["other.txt", "secret.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["other.txt", "secret.txt", "shared.txt"]
     assert (folder / "secret.txt").read_text() == CANARY
     assert (folder / "other.txt").read_text() == "another host file"
+    assert (folder / "shared.txt").read_text() == CANARY
+    assert (folder / "shared.txt").stat().st_nlink == 1  # the job's link went with its folder
 
 
 def assert_escape_contained(attack: str, job: dict[str, Any], outputs: dict[str, bytes], log: str) -> None:
@@ -201,7 +213,14 @@ def assert_escape_contained(attack: str, job: dict[str, Any], outputs: dict[str,
         assert "output not kept: 'stolen.txt': a symbolic link" in log, log
         assert "output not kept: 'dir': a symbolic link" in log, log
         assert "output not kept: 'linked.txt': a hard link" in log, log
-        assert "3 output entries not kept" in job["message"], job
+        if (
+            "host link made" in log.splitlines()
+        ):  # (only where the job sees the host file on its own folder's mount)
+            assert "output not kept: 'host-linked.txt': a hard link" in log, log
+            assert "4 output entries not kept" in job["message"], job
+        else:
+            assert any(line.startswith("host link refused ") for line in log.splitlines()), log
+            assert "3 output entries not kept" in job["message"], job
     elif attack == "specials":
         assert outputs == {"ok.txt": b"fine"}
         assert "output not kept: 'pipe': a fifo" in log, log
@@ -525,6 +544,41 @@ def test_local_jobs_with_the_sandbox_off_start_only_where_the_job_user_reaches(
     assert "uid " not in log and CANARY not in log, log
 
 
+def test_with_the_sandbox_off_a_hard_link_to_a_host_file_is_not_kept(
+    sandbox_off: Settings, client: TestClient, user: Account, open_scratch: Path
+) -> None:
+    """Without a sandbox a job may hard-link a host file it can reach (here one of root's, open to every
+    user) into its output: collection refuses it as a hard link, and the host file stays as it was."""
+    write_app(
+        sandbox_off.effective_apps_dir,
+        "x-hardlink",
+        [
+            "sh",
+            "-c",
+            'echo mine > "$LABCLOUD_OUTPUT/ok.txt"; ln "$1" "$LABCLOUD_OUTPUT/host.txt" && echo linked',
+            "sh",
+            "{params.canary}",
+        ],
+        parameters={"type": "object", "properties": {"canary": {"type": "string"}}, "required": ["canary"]},
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
+    )
+    _refresh(client)
+    canary = make_canary(open_scratch / "canary")
+    r = client.post(
+        "/api/v1/jobs",
+        json={"app": "x-hardlink", "params": {"canary": str(canary / "shared.txt")}},
+        headers=user.headers,
+    )
+    assert r.status_code == 201, r.text
+    job = wait_for_end(client, r.json()["id"], user.headers)
+    log = client.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+    assert job["state"] == "succeeded", (job, log)
+    assert "linked" in log.splitlines(), log  # the case arises: the link was made
+    assert "output not kept: 'host.txt': a hard link" in log, log
+    assert _outputs(client, job["id"], user.headers) == {"ok.txt": b"mine\n"}
+    assert_canary_untouched(canary)
+
+
 # --- on a pull worker and a Celery runner ------------------------------------------------------------
 
 
@@ -559,8 +613,8 @@ def _cluster_outputs(cluster: Cluster, job_id: str) -> dict[str, bytes]:
     }
 
 
-def _remote_escape(cluster: Cluster, canary: Path, attack: str) -> None:
-    job = cluster.submit("x-escape", {"attack": attack, "canary": str(canary)})
+def _remote_escape(cluster: Cluster, canary: Path, attack: str, app: str = "x-escape") -> None:
+    job = cluster.submit(app, {"attack": attack, "canary": str(canary)})
     done = cluster.wait_end(job["id"], timeout=90)
     log = cluster.log(job["id"])
     assert_escape_contained(attack, done, _cluster_outputs(cluster, job["id"]), log)
@@ -583,20 +637,33 @@ def test_celery_jobs_cannot_escape_through_their_outputs(
     _remote_escape(celery, make_canary(tmp_path / "canary"), attack)
 
 
-def test_a_worker_s_retried_job_stages_into_a_fresh_folder(worker_cluster: Cluster, tmp_path: Path) -> None:
-    cluster = worker_cluster
+def _remote_retry_stages_fresh(cluster: Cluster, tmp_path: Path, runs: Path) -> None:
+    """The first attempt plants links and its supervisor is killed (``runs``: a folder holding the
+    attempt's); the second one stages into a fresh folder and never writes through them."""
     canary = make_canary(tmp_path / "canary")
     cluster.api("PUT", "/files/in/plant.txt", expect=201, content=b"the input")
     job = cluster.submit("x-plant", {"canary": str(canary / "secret.txt")}, inputs={"data": "in/plant.txt"})
     eventually(lambda: "planted" in cluster.log(job["id"]).splitlines(), 60, "the links to be planted")
-    worker = cluster.workers[0]
-    handles = list((worker.work_dir / "jobs").glob(f"{job['id']}-1/handle.json"))
-    assert len(handles) == 1, list((worker.work_dir / "jobs").iterdir())
+    handles = list(runs.rglob(f"{job['id']}-1/handle.json"))
+    assert len(handles) == 1, list(runs.rglob("handle.json"))
     os.kill(Handle.from_json(handles[0].read_text()).pid, signal.SIGKILL)
     done = cluster.wait_end(job["id"], timeout=90)
     assert done["state"] == "succeeded" and done["attempts"] == 2, (done, cluster.log(job["id"]))
+    assert "attempt 2 copied" in cluster.log(job["id"]).splitlines()
     assert_canary_untouched(canary)
     assert _cluster_outputs(cluster, job["id"]) == {"copy.txt": b"the input"}
+
+
+def test_a_worker_s_retried_job_stages_into_a_fresh_folder(worker_cluster: Cluster, tmp_path: Path) -> None:
+    _remote_retry_stages_fresh(worker_cluster, tmp_path, worker_cluster.workers[0].work_dir / "jobs")
+
+
+@pytest.mark.celery
+@pytest.mark.db_agnostic
+def test_a_celery_runner_s_retried_job_stages_into_a_fresh_folder(
+    celery: CeleryCluster, tmp_path: Path
+) -> None:
+    _remote_retry_stages_fresh(celery, tmp_path, celery.home / "celery")
 
 
 def test_worker_jobs_learn_nothing_of_the_host_or_other_jobs(
@@ -614,3 +681,27 @@ def test_celery_jobs_learn_nothing_of_the_host_or_other_jobs(
     celery: CeleryCluster, host_canaries: tuple[CanarySocket, str]
 ) -> None:
     snoop_and_assert_nothing_learned(RemoteJobs(celery), celery.home / "celery", celery.home, host_canaries)
+
+
+# --- on a Slurm runner ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slurm_escapes(tmp_path_factory: pytest.TempPathFactory, slurm_cluster: SlurmCluster) -> Iterator[Cluster]:
+    """A server whose route sends the ``e-*`` apps to Slurm, whose runners run them in the sandbox."""
+    from test_slurm import slurm_pull_server
+
+    home = tmp_path_factory.mktemp("escape-slurm")
+    with slurm_pull_server(
+        home, partial(hostile_apps, prefix="e-"), {"SLURM_CONF": str(slurm_cluster.conf)}, sandbox="required"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.mark.slurm
+@pytest.mark.db_agnostic
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_slurm_jobs_cannot_escape_through_their_outputs(
+    slurm_escapes: Cluster, tmp_path: Path, attack: str
+) -> None:
+    _remote_escape(slurm_escapes, make_canary(tmp_path / "canary"), attack, app="e-escape")

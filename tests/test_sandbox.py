@@ -404,6 +404,21 @@ print(json.dumps({{
     assert canary.read_text() == "SECRET-ROOT-ONLY"
 
 
+def test_a_job_cannot_hard_link_a_host_file_into_its_folder(layout: Layout) -> None:
+    """A host file the job sees (read-only) and may even write by its mode is on another mount than the
+    job's folder: no hard link to it can appear among the job's files."""
+    shared = layout.root / "shared.txt"
+    shared.write_text("SECRET-SHARED")
+    shared.chmod(0o666)
+    code = f"""{TRY}
+print(json.dumps({{"link": attempt(lambda: os.link({str(shared)!r}, "linked.txt"))}}))
+"""
+    _, seen = run_sandboxed(layout, code)
+    assert seen["link"] == "EXDEV", seen
+    assert not (layout.job / "linked.txt").exists()
+    assert shared.stat().st_nlink == 1
+
+
 def test_the_hosts_private_folders_are_empty(layout: Layout) -> None:
     """Service sockets (/run), homes, service state, logs and temporary files of the host are covered."""
     code = f"""
