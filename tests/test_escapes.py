@@ -298,13 +298,13 @@ def data_dir_canaries(data_dir: Path) -> list[Path]:
 
 
 def snoop_and_assert_nothing_learned(
-    jobs: Jobs, root: Path, data_dir: Path, canaries: tuple[CanarySocket, str]
+    jobs: Jobs, root: Path, data_dir: Path, canaries: tuple[CanarySocket, str], app: str = "x-snoop"
 ) -> None:
     """Start a victim job, then a snooping one on the same executor (``root``: a folder holding the
     executor's job folders, to find the victim's), and check the snoop learned nothing."""
     sock, marker = canaries
     victim_secret = f"VICTIM-SECRET-{secrets.token_hex(6)}"
-    victim = jobs.submit("x-snoop", {"mode": "victim", "targets": json.dumps({"secret": victim_secret})})
+    victim = jobs.submit(app, {"mode": "victim", "targets": json.dumps({"secret": victim_secret})})
     eventually(lambda: "victim ready" in jobs.log(victim).splitlines(), 90, "the victim job to be ready")
     victim_file = next(p for p in root.rglob("victim.txt") if victim_secret in p.read_text())
     targets = {
@@ -312,7 +312,7 @@ def snoop_and_assert_nothing_learned(
         "folders": [str(data_dir), str(victim_file.parent), str(victim_file.parents[2])],
         "sockets": [str(sock.path), sock.abstract],
     }
-    snoop = jobs.submit("x-snoop", {"mode": "snoop", "targets": json.dumps(targets)})
+    snoop = jobs.submit(app, {"mode": "snoop", "targets": json.dumps(targets)})
     try:
         done = jobs.wait_end(snoop)
         log = jobs.log(snoop)
@@ -705,3 +705,13 @@ def test_slurm_jobs_cannot_escape_through_their_outputs(
     slurm_escapes: Cluster, tmp_path: Path, attack: str
 ) -> None:
     _remote_escape(slurm_escapes, make_canary(tmp_path / "canary"), attack, app="e-escape")
+
+
+@pytest.mark.slurm
+@pytest.mark.db_agnostic
+def test_slurm_jobs_learn_nothing_of_the_host_or_other_jobs(
+    slurm_escapes: Cluster, host_canaries: tuple[CanarySocket, str]
+) -> None:
+    cluster = slurm_escapes
+    jobs = RemoteJobs(cluster)
+    snoop_and_assert_nothing_learned(jobs, cluster.home / "runs", cluster.home, host_canaries, app="e-snoop")
