@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -116,6 +118,17 @@ def kill_processes_under(home: Path) -> None:
                 proc.kill()
         except psutil.Error:
             pass
+
+
+@pytest.fixture
+def open_scratch() -> Iterator[Path]:
+    """A scratch folder (under /tmp) any user may pass through. Pytest's own are private to the user who
+    runs the tests; a job run without a sandbox reaches its folder by its real path, as its own user."""
+    folder = Path(tempfile.mkdtemp(prefix="labcloud-test-"))
+    folder.chmod(0o755)
+    yield folder
+    kill_processes_under(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
