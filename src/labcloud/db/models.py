@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -72,6 +73,8 @@ class User(Base):
     # never shown back but for its scheme; "" for none.
     notify_apprise_url: Mapped[str] = mapped_column(Text, default="", server_default="")
     jobs_submitted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the last run number
+    # Its password was issued by an administrator: the web asks for one of its own before anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def notify_apprise(self) -> str | None:

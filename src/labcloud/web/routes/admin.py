@@ -60,7 +60,7 @@ def invite(
     password = security.generate_password()
     try:
         user = users.create_user(
-            session, ctx.settings, email=email, password=password, name=name, is_admin=is_admin
+            session, ctx.settings, email=email, password=password, name=name, is_admin=is_admin, issued=True
         )
     except (InvalidInput, Conflict) as exc:
         form = {"email": email, "name": name, "is_admin": is_admin}
