@@ -1077,6 +1077,56 @@ def test_admin_pages_about_jobs_are_for_admins_only(user_browser: TestClient, us
     assert r.status_code == 403
 
 
+def test_admins_rename_limit_and_reset_a_user_who_then_chooses_their_own_password(
+    browser: TestClient, client: TestClient, app: Any, user: Account
+) -> None:
+    page = browser.get("/admin/users").text
+    assert f'href="/admin/users/{user.id}"' in page
+    page = browser.get(f"/admin/users/{user.id}").text
+    csrf = {"csrf_token": csrf_of(page)}
+    bad = browser.post(
+        f"/admin/users/{user.id}/profile", data={**csrf, "name": "Ada", "storage_limit": "lots"}
+    )
+    assert bad.status_code == 422 and 'data-error-for="storage_limit">a number of megabytes' in bad.text
+    r = browser.post(
+        f"/admin/users/{user.id}/profile",
+        data={**csrf, "name": "Ada Lovelace", "storage_limit": "1.5"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    me = client.get("/api/v1/me", headers=user.headers).json()
+    assert me["name"] == "Ada Lovelace" and me["storage_limit_bytes"] == int(1.5 * 1024 * 1024)
+    browser.post(
+        f"/admin/users/{user.id}/profile", data={**csrf, "name": "Ada Lovelace", "storage_limit": ""}
+    )
+    assert client.get("/api/v1/me", headers=user.headers).json()["storage_limit_bytes"] is None
+    # a reset: a new password shown once; the user's sessions end; at their login they choose their own
+    own = browser_login(app, user.email, user.password)
+    r = browser.post(f"/admin/users/{user.id}/password", data={**csrf, "how": "generate"})
+    password = re.search(r'<input type="text" readonly value="([^"]+)" id="issued-password"', r.text)
+    assert password, r.text
+    assert own.get("/files", follow_redirects=False).headers["location"].startswith("/login")
+    own = browser_login(app, user.email, password.group(1))
+    for path in ("/", "/files", "/apps/hello", "/jobs"):
+        r = own.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/account#password", path
+    poll = own.get("/jobs/rows", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert poll.headers["HX-Redirect"] == "/account#password"
+    account = own.get("/account")
+    assert account.status_code == 200 and 'id="choose-password"' in account.text
+    r = own.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf_of(account.text),
+            "current_password": password.group(1),
+            "new_password": "my-very-own-password",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert own.get("/files").status_code == 200 and 'id="choose-password"' not in own.get("/account").text
+
+
 def test_admin_invites_promotes_and_deactivates(browser: TestClient, app: Any) -> None:
     html = browser.get("/admin/users").text
     r = browser.post(
