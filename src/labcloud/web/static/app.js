@@ -295,6 +295,18 @@
     // A form sent back with errors: its summary takes focus, so the first thing read is what to fix.
     const summary = document.querySelector("[data-focus-on-load]");
     if (summary) summary.focus();
+    // An input's browser: a chosen file or folder goes into its field, and the browser closes.
+    document.body.addEventListener("click", (e) => {
+      const pick = e.target.closest("[data-pick]");
+      if (!pick) return;
+      const field = document.getElementById(pick.dataset.target || "");
+      if (!field) return;
+      field.value = pick.dataset.pick;
+      field.dispatchEvent(new Event("change", { bubbles: true }));
+      const details = pick.closest("details");
+      if (details) details.open = false;
+      field.focus();
+    });
     document.body.addEventListener("htmx:configRequest", (e) => { e.detail.headers["X-CSRF-Token"] = csrfToken(); });
     // A polled table is not swapped while a confirmation in it is open or focus is inside it.
     document.body.addEventListener("htmx:beforeRequest", (e) => {
