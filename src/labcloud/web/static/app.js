@@ -236,7 +236,32 @@
     let queue = Promise.resolve();
     let pending = 0;
 
+    // A file whose name is already in the folder is asked about on the page (no browser dialog): replace
+    // it, or keep the one there.
     function add(file) {
+      const path = folder ? folder + "/" + file.name : file.name;
+      const shown = Array.from(document.querySelectorAll("#file-table tr[data-path]")).some((row) => row.dataset.path === path);
+      if (!shown) { start(file, path); return; }
+      const item = document.createElement("li");
+      item.className = "ask";
+      const question = document.createElement("span");
+      question.textContent = "“" + path + "” is already there. ";
+      const replace = document.createElement("button");
+      replace.type = "button";
+      replace.className = "small danger";
+      replace.textContent = "Replace it";
+      const keep = document.createElement("button");
+      keep.type = "button";
+      keep.className = "small";
+      keep.textContent = "Keep the one there";
+      item.append(question, replace, " ", keep);
+      list.append(item);
+      replace.focus();
+      replace.addEventListener("click", () => { item.remove(); start(file, path); });
+      keep.addEventListener("click", () => { item.className = "kept"; item.textContent = file.name + ": not uploaded, the one there is kept"; });
+    }
+
+    function start(file, path) {
       const item = document.createElement("li");
       const name = document.createElement("span");
       name.className = "upload-name";
@@ -253,7 +278,6 @@
       pending += 1;
       queue = queue.then(async () => {
         item.classList.add("active");
-        const path = folder ? folder + "/" + file.name : file.name;
         try {
           await tusUpload(file, path, (done) => {
             bar.value = Math.min(done, bar.max);
