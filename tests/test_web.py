@@ -546,6 +546,39 @@ def test_a_job_s_outputs_download_from_its_page_with_the_session(
     stranger = user_browser.get(f"/jobs/{job_id}/outputs/greeting.txt")
     assert stranger.status_code == 404 and "greeting" not in stranger.text
     assert user_browser.get(f"/jobs/{job_id}/log.txt").status_code == 404
+    assert one.headers["content-disposition"].startswith("attachment")
+    # opened full size: shown, not downloaded, and in a sandbox where nothing runs
+    shown = browser.get(f"/jobs/{job_id}/outputs/greeting.txt?view=1")
+    assert shown.status_code == 200 and shown.content == one.content
+    assert shown.headers["content-disposition"].startswith("inline")
+    assert shown.headers["content-type"] == "text/plain; charset=utf-8"
+    assert shown.headers["x-content-type-options"] == "nosniff"
+    assert shown.headers["content-security-policy"].startswith("sandbox;")
+    page = browser.get(f"/jobs/{job_id}").text
+    assert f'href="/jobs/{job_id}/outputs/greeting.txt?view=1"' in page
+
+
+def test_only_images_and_text_open_in_the_browser_never_markup(
+    browser: TestClient, admin: Account, settings: Settings
+) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "pages",
+        [
+            "sh",
+            "-c",
+            'echo \'<script>alert(1)</script>\' > "$0/page.html"; cp "$0/page.html" "$0/pic.svg"',
+            "{output}",
+        ],
+    )
+    browser.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    job_id = browser.post("/api/v1/jobs", json={"app": "pages"}, headers=admin.headers).json()["id"]
+    assert wait_for_end(browser, job_id, admin.headers)["state"] == "succeeded"
+    for name in ("page.html", "pic.svg"):
+        r = browser.get(f"/jobs/{job_id}/outputs/{name}?view=1")
+        assert r.status_code == 200 and r.headers["content-disposition"].startswith("attachment"), name
+    page = browser.get(f"/jobs/{job_id}").text
+    assert "?view=1" not in page
 
 
 def test_user_content_is_escaped_everywhere(

@@ -233,11 +233,14 @@ def outputs_zip(job_id: uuid.UUID, principal: StreamUser, ctx: Ctx) -> Response:
 
 
 @router.get("/jobs/{job_id}/outputs/{path:anypath}")
-def output_file(job_id: uuid.UUID, path: str, request: Request, principal: StreamUser, ctx: Ctx) -> Response:
+def output_file(
+    job_id: uuid.UUID, path: str, request: Request, principal: StreamUser, ctx: Ctx, view: bool = False
+) -> Response:
+    """An output, downloaded; with ``?view=1`` an image or a text shown full size in the browser."""
     rel = files.clean(path, ["path", "path"])
     with ctx.db.session() as session:
         row = job_service.output(session, principal.user, job_id, rel)
-    return send_file(ctx, request, row)
+    return send_file(ctx, request, row, view=view)
 
 
 @router.post("/jobs/{job_id}/cancel")
