@@ -498,6 +498,58 @@ def test_edit_and_run_again_opens_the_form_filled_in_and_marks_an_input_that_mov
     assert user_browser.get(link.group(1).replace("&amp;", "&")).status_code == 404
 
 
+def test_jobs_ticked_in_the_list_are_downloaded_cancelled_or_deleted_together(
+    user_browser: TestClient, admin: Account, user: Account, settings: Settings
+) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "hold",
+        ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"],
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 120},
+    )
+    user_browser.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    done = [
+        user_browser.post(
+            "/api/v1/jobs", json={"app": "hello", "params": {"name": n, "times": 1}}, headers=user.headers
+        ).json()["id"]
+        for n in ("Ada", "Grace")
+    ]
+    for job_id in done:
+        wait_for_end(user_browser, job_id, user.headers)
+    held = user_browser.post("/api/v1/jobs", json={"app": "hold"}, headers=user.headers).json()["id"]
+    theirs = user_browser.post("/api/v1/jobs", json={"app": "hello"}, headers=admin.headers).json()["id"]
+    page = user_browser.get("/jobs").text
+    assert f'<input type="checkbox" name="job" value="{held}" form="bulk-jobs"' in page
+    csrf = csrf_of(page)
+
+    def act(action: str, ids: list[str]) -> Any:
+        data = {"csrf_token": csrf, "action": action, "back": "/jobs", "job": ids}
+        return user_browser.post("/jobs/bulk", data=data, follow_redirects=False)
+
+    zipped = act("download", [*done, theirs])  # (someone else's job adds nothing)
+    assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip"
+    names = sorted(zipfile.ZipFile(io.BytesIO(zipped.content)).namelist())
+    assert names == sorted(f"{j}/greeting.txt" for j in done)
+    r = act("cancel", [held, done[0]])
+    assert r.status_code == 303
+    flash = user_browser.get("/jobs").text
+    assert "Cancelled 1 job." in flash and "1 could not be" in flash
+    eventually(
+        lambda: user_browser.get(f"/api/v1/jobs/{held}", headers=user.headers).json()["state"] == "cancelled",
+        30,
+        "the held job to be cancelled",
+    )
+    act("delete", [*done, theirs])
+    assert "Deleted 2 jobs." in user_browser.get("/jobs").text
+    for job_id in done:
+        assert user_browser.get(f"/api/v1/jobs/{job_id}", headers=user.headers).status_code == 404
+    assert (
+        user_browser.get(f"/api/v1/jobs/{theirs}", headers=admin.headers).status_code == 200
+    )  # not theirs to delete
+    nothing = act("cancel", [])
+    assert nothing.status_code == 303 and "Tick some jobs first" in user_browser.get("/jobs").text
+
+
 def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
     browser: TestClient, admin: Account, settings: Settings
 ) -> None:

@@ -335,7 +335,8 @@
     // A polled table is not swapped while a confirmation in it is open or focus is inside it.
     document.body.addEventListener("htmx:beforeRequest", (e) => {
       const elt = e.detail.elt;
-      if (elt.hasAttribute("data-poll-pauses") && (elt.querySelector("details[open]") || elt.contains(document.activeElement))) {
+      const busy = elt.querySelector("details[open]") || elt.querySelector("input[type=checkbox]:checked") || elt.contains(document.activeElement);
+      if (elt.hasAttribute("data-poll-pauses") && busy) {
         e.preventDefault();
       }
     });
