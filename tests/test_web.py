@@ -550,6 +550,43 @@ def test_jobs_ticked_in_the_list_are_downloaded_cancelled_or_deleted_together(
     assert nothing.status_code == 303 and "Tick some jobs first" in user_browser.get("/jobs").text
 
 
+def test_one_search_finds_apps_jobs_and_files_of_ones_projects_only(
+    browser: TestClient, client: TestClient, admin: Account, user: Account, user_browser: TestClient
+) -> None:
+    upload(browser, admin, "calib/Calibration_2024.csv", b"1\n")
+    upload(browser, admin, "other/notes.txt", b"x\n")
+    upload(user_browser, user, "calib/theirs-calibration.csv", b"1\n")
+    r = client.post("/api/v1/projects", json={"name": "Vision", "slug": "vision"}, headers=admin.headers)
+    assert r.status_code == 201, r.text
+    assert (
+        client.put(
+            "/api/v1/files/projects/vision/calibration-shared.csv", content=b"1", headers=admin.headers
+        ).status_code
+        == 201
+    )
+    job = browser.post(
+        "/api/v1/jobs",
+        json={"app": "hello", "name": "calibration run", "tags": {"rig": "b"}},
+        headers=admin.headers,
+    ).json()
+    page = browser.get("/search?q=CALIBRATION").text
+    files = re.findall(r'data-found-file="([^"]+)"', page)
+    assert files == [
+        "calib/Calibration_2024.csv",
+        "projects/vision/calibration-shared.csv",
+    ]  # never another user's
+    assert re.findall(r'data-found-job="([^"]+)"', page) == [job["id"]]
+    assert browser.get("/search?q=rig%3Db").text.count(f'data-found-job="{job["id"]}"') == 1
+    spikes = browser.get("/search?q=spike").text
+    assert 'data-found-app="spikes"' in spikes and 'data-found-app="hello"' not in spikes
+    assert "data-found-job=" in browser.get("/search?q=hello").text  # an app's name finds its jobs
+    assert "Nothing is named like" in browser.get("/search?q=%25_%25").text  # (no wildcards)
+    assert 'action="/search"' in browser.get("/").text  # the box in every page's header
+    theirs = user_browser.get("/search?q=calibration").text
+    assert re.findall(r'data-found-file="([^"]+)"', theirs) == ["calib/theirs-calibration.csv"]
+    assert job["id"] not in theirs
+
+
 def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
     browser: TestClient, admin: Account, settings: Settings
 ) -> None:

@@ -24,12 +24,14 @@ from labcloud.web.routes import (
     jobs,
     project_budget,
     projects,
+    search,
     webhooks,
 )
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, admin):
+    modules = (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, search, admin)
+    for module in modules:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
