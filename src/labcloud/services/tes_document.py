@@ -27,7 +27,7 @@ from labcloud.execution.task import (
     parent,
 )
 from labcloud.registry.models import IMAGE_PATTERN, Resources
-from labcloud.services import files, projects, tes_s3, url_fetch
+from labcloud.services import files, job_files, projects, tes_s3, url_fetch
 from labcloud.services import jobs as job_service
 from labcloud.settings import Settings
 
@@ -251,7 +251,7 @@ def _check_inputs(
         elif kind == "space":
             try:
                 personal = files.Space(projects.personal(session, user).id, user.id)
-                entry = files.resolve_input(session, personal, where, [*loc, "url"])
+                entry = job_files.resolve_input(session, personal, where, [*loc, "url"])
             except InvalidInput as exc:
                 errors.items += [{"loc": ["body", *loc, "url"], "msg": e["msg"]} for e in exc.errors or []]
                 continue

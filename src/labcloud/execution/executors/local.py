@@ -34,7 +34,7 @@ from labcloud.execution.executors.base import Executor
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.models import Resources
-from labcloud.services import files, lifecycle, spaces, tes_run
+from labcloud.services import job_files, lifecycle, spaces, tes_run
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
@@ -184,7 +184,7 @@ class LocalExecutor(Executor):
         inputs = {}
         for slot, raw in job.inputs.items():
             entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
-            sources = files.input_files(session, entry)
+            sources = job_files.input_files(session, entry)
             inputs[slot] = InputSource(
                 entry.name, [(rel, partial(self.storage.fetch, key)) for rel, key in sources]
             )
