@@ -36,7 +36,7 @@ from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
 from labcloud.services.mail import MailSender
 from labcloud.services.projects import Action
-from labcloud.services.webhooks import WebhookSender
+from labcloud.services.webhook_sender import WebhookSender
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
 from labcloud.storage.base import Storage
