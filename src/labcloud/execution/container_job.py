@@ -15,7 +15,7 @@ from labcloud.execution.process import LaunchSpec, Limits
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import JobUser
 from labcloud.execution.task import ROOT, relative
-from labcloud.registry.models import ContainerOptions
+from labcloud.registry.spec_parts import ContainerOptions
 
 if TYPE_CHECKING:
     from labcloud.execution.runner import JobPlan

@@ -23,7 +23,7 @@ from labcloud.execution.process import Handle, LaunchSpec, Limits, ProcessResult
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import SandboxPolicy
 from labcloud.execution.watch import watch
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 
 if TYPE_CHECKING:
     from labcloud.execution.task import TaskLayout

@@ -16,7 +16,7 @@ from labcloud import registry
 from labcloud.db.models import FileEntry, Job, JobEvent, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import files, job_files, projects, quotas, routing, spaces
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job, TesTask, User
 from labcloud.errors import Forbidden, InvalidInput, NotFound
-from labcloud.registry.models import ContainerOptions, EntrypointSpec
+from labcloud.registry.entrypoint import EntrypointSpec
+from labcloud.registry.spec_parts import ContainerOptions
 from labcloud.services import jobs as job_service
 from labcloud.services import routing, tes_document
 from labcloud.services.job_states import FailureReason, JobState

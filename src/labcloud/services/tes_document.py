@@ -26,7 +26,7 @@ from labcloud.execution.task import (
     inside,
     parent,
 )
-from labcloud.registry.models import IMAGE_PATTERN, Resources
+from labcloud.registry.spec_parts import IMAGE_PATTERN, Resources
 from labcloud.services import files, job_files, projects, tes_s3, url_fetch
 from labcloud.services import jobs as job_service
 from labcloud.settings import Settings

@@ -58,6 +58,6 @@ class TesSettings(BaseModel):
     @field_validator("tes_user", mode="after")
     @classmethod
     def _tes_user_not_root(cls, value: str) -> str:
-        from labcloud.registry.models import ContainerOptions  # (its checks: numeric, never root)
+        from labcloud.registry.spec_parts import ContainerOptions  # (its checks: numeric, never root)
 
         return ContainerOptions(user=value).user

@@ -33,7 +33,7 @@ from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import Sandboxing, SandboxPolicy
 from labcloud.execution.task import TaskInput, TaskLayout
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.worker import record
 from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
 from labcloud.worker.logship import LOG_INTERVAL_S, PROGRESS_INTERVAL_S, LogShipper, ProgressSender

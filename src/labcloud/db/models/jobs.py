@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from labcloud.db.models.base import Base
 from labcloud.db.types import EnumText, ResourcesJSON, UTCDateTime, new_id, utcnow
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services.executor_refs import ExecutorRef, ExecutorRefText
 from labcloud.services.job_states import FailureReason, JobState
 

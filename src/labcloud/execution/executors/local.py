@@ -33,7 +33,7 @@ from labcloud.execution.db_reporter import DatabaseReporter
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import job_files, lifecycle, spaces, tes_run
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
