@@ -42,7 +42,7 @@ class ContainerSettings(SettingsBase):
     )
 
     def container_settings(self) -> tuple[str, str, tuple[str, ...], tuple[str, ...], Path | None]:
-        """The container engine's settings, as :func:`labcloud.execution.containers.probe` takes them."""
+        """The container engine's settings, as :func:`labcloud.execution.engine_probe.probe` takes them."""
         return (
             self.container_engine,
             self.docker_host,

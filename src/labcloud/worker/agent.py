@@ -28,7 +28,7 @@ import httpx
 
 from labcloud import __version__
 from labcloud.execution import engine_options, process
-from labcloud.execution.containers import EngineProbe
+from labcloud.execution.engine_probe import EngineProbe
 from labcloud.execution.sandbox import Sandboxing, resolve_sandboxing
 from labcloud.settings import ContainerSettings
 from labcloud.worker import engines, record, resume, workdir

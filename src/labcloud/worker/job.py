@@ -27,7 +27,7 @@ import httpx
 from labcloud import registry
 from labcloud.execution import process, runner
 from labcloud.execution.attempt import AttemptDir, Collected, Writer
-from labcloud.execution.containers import EngineProbe
+from labcloud.execution.engine_probe import EngineProbe
 from labcloud.execution.process import Handle
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labcloud.execution import containers, runner
+from labcloud.execution import container_run, runner
 from labcloud.execution.containers import Engine
 from labcloud.worker.api import Fenced, WorkerApi, WorkerApiError
 from labcloud.worker.job import HttpReporter, JobRun
@@ -95,9 +95,11 @@ def sweep(
 ) -> SweepResult:
     """Remove labcloud's containers on ``engine`` whose attempt is over: one of ``stopped`` (this worker's,
     given up), or one the server says is no job's current attempt. ``running``: attempts this worker runs."""
-    found = {name: containers.parse_name(name) for name in engine.labelled()}
+    found = {name: container_run.parse_name(name) for name in engine.labelled()}
     candidates = {name: ref for name, ref in found.items() if ref is not None and ref not in running}
-    ask = sorted({ref for ref in candidates.values() if ref not in stopped and containers.is_job_id(ref[0])})
+    ask = sorted(
+        {ref for ref in candidates.values() if ref not in stopped and container_run.is_job_id(ref[0])}
+    )
     active: set[tuple[str, int]] = set()
     for start in range(0, len(ask), MAX_SWEEP):
         chunk = ask[start : start + MAX_SWEEP]
@@ -128,4 +130,4 @@ def sweep(
 def attempt_of(folder: Path) -> tuple[str, int] | None:
     """(job id, attempt) of an attempt's folder on a worker (``<job id>-<attempt>``)."""
     job_id, _, attempt = folder.name.rpartition("-")
-    return (job_id, int(attempt)) if attempt.isdigit() and containers.is_job_id(job_id) else None
+    return (job_id, int(attempt)) if attempt.isdigit() and container_run.is_job_id(job_id) else None

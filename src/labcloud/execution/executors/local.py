@@ -27,7 +27,7 @@ from labcloud import registry
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.errors import LabcloudError
-from labcloud.execution import containers, runner
+from labcloud.execution import container_run, engine_probe, runner
 from labcloud.execution.attempt import AttemptDir
 from labcloud.execution.db_reporter import DatabaseReporter
 from labcloud.execution.executors.base import Executor
@@ -58,7 +58,7 @@ class LocalExecutor(Executor):
         self._threads: dict[uuid.UUID, threading.Thread] = {}
         self._detach = threading.Event()  # set when this server stops leading: runners let go of their jobs
         self.sandboxing = resolve_sandboxing(settings.sandbox, settings.job_user)
-        self.engines = containers.probe(*settings.container_settings())
+        self.engines = engine_probe.probe(*settings.container_settings())
         log.log(
             logging.ERROR if self.sandboxing.refuse else logging.INFO,
             "local jobs run %s",
@@ -274,7 +274,7 @@ class LocalExecutor(Executor):
         engine, _ = self.engines.get()
         if engine is None:
             return
-        found = {name: containers.parse_name(name) for name in engine.labelled()}
+        found = {name: container_run.parse_name(name) for name in engine.labelled()}
         ids = {uuid.UUID(ref[0]) for ref in found.values() if ref is not None and _is_uuid(ref[0])}
         if not ids:
             return
