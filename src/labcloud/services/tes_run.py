@@ -30,7 +30,8 @@ from labcloud.execution.runner import InputSource
 from labcloud.execution.task import TaskInput, TaskLayout
 from labcloud.services import file_store, files, job_files, projects, tes_s3, url_fetch
 from labcloud.services.tes import APP
-from labcloud.services.tes_document import SCHEME, TaskIn, TaskRefused, task_layout, url_kind
+from labcloud.services.tes_document import SCHEME, TaskRefused, task_layout, url_kind
+from labcloud.services.tes_task_in import TaskIn
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
