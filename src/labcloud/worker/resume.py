@@ -26,7 +26,8 @@ from typing import Any
 from labcloud.execution import container_run, runner
 from labcloud.execution.containers import Engine
 from labcloud.worker.api import Fenced, WorkerApi, WorkerApiError
-from labcloud.worker.job import HttpReporter, JobRun
+from labcloud.worker.http_reporter import HttpReporter
+from labcloud.worker.job import JobRun
 from labcloud.worker.logship import LogShipper, ProgressSender
 
 log = logging.getLogger(__name__)
