@@ -122,6 +122,7 @@ LAYERS: dict[str, str] = {
     "labcloud.execution.loops": EXECUTORS,
     "labcloud.execution.wakeups": EXECUTORS,
     "labcloud.worker.agent": EXECUTORS,
+    "labcloud.worker.telemetry": EXECUTORS,
     "labcloud.worker.job": EXECUTORS,
     "labcloud.worker.single": EXECUTORS,
     "labcloud.worker.runjob": EXECUTORS,
@@ -144,6 +145,7 @@ LAYERS: dict[str, str] = {
     "labcloud.worker.api": SUPPORT,
     "labcloud.worker.workdir": SUPPORT,
     "labcloud.worker.record": SUPPORT,
+    "labcloud.worker.config": SUPPORT,
     "labcloud.db": SUPPORT,
     "labcloud.settings": SUPPORT,
     "labcloud.registry": SUPPORT,
@@ -674,8 +676,9 @@ class _Borrowed(httpx.BaseTransport):
 
 def measure_pull(database_url: str = "", runs: int = 1) -> list[list[PathStats]]:
     """The same job on a pull worker, ``runs`` times after a warm-up job: [server, worker] per run."""
-    from labcloud.worker.agent import WorkerAgent, WorkerConfig
+    from labcloud.worker.agent import WorkerAgent
     from labcloud.worker.api import WorkerApi
+    from labcloud.worker.config import WorkerConfig
 
     def sent(segment: Segment, _returned: Any) -> bool:
         return any(c.func == "JobRun._send_log" for c in segment.calls)

@@ -183,7 +183,8 @@ def worker(
 
     Exit code 3: the server refused the token (revoked or wrong); 1: the server could not be reached.
     """
-    from labcloud.worker.agent import WorkerAgent, WorkerConfig, configure_logging
+    from labcloud.worker.agent import WorkerAgent
+    from labcloud.worker.config import WorkerConfig, configure_logging
 
     _check_sandbox_mode(sandbox)
     containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
@@ -291,8 +292,8 @@ def celery_worker(
     from labcloud.execution import engine_options
     from labcloud.execution.executors.celery.task import queue_names
     from labcloud.worker import workdir
-    from labcloud.worker.agent import configure_logging
     from labcloud.worker.celery_app import create_app
+    from labcloud.worker.config import configure_logging
 
     _check_sandbox_mode(sandbox)
     containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
