@@ -16,7 +16,7 @@ import httpx
 from labcloud.client import calls, uploads
 from labcloud.client.connection_base import ConnectionBase, unreadable
 from labcloud.client.downloads import CHUNK, PartialFile, downloading
-from labcloud.client.errors import ClientError, NotFound
+from labcloud.client.errors import ClientError, NotFound, check_options
 from labcloud.client.jobs import waiting
 from labcloud.client.sse import LogFollow, SseEvent, SseParser
 from labcloud.client.steps import Download, FetchJob, Pause, adrive
@@ -134,6 +134,7 @@ class AsyncConnection(ConnectionBase):
     ) -> tuple[list[dict[str, Any]], list[tuple[Path, ClientError]]]:
         """Upload the plan's (local file, remote path) pairs, ``parallel`` at a time, each resumably; the
         stored files (in plan order) and the failures."""
+        check_options("upload_many", options, TransferOptions)
         watch = watcher or UploadWatcher()
         room = asyncio.Semaphore(max(1, parallel))
 

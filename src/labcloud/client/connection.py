@@ -25,7 +25,7 @@ from labcloud.client import calls, uploads
 from labcloud.client.connection_base import ConnectionBase, unreadable
 from labcloud.client.connection_projects import ProjectRequests
 from labcloud.client.downloads import CHUNK, PartialFile, downloading
-from labcloud.client.errors import ClientError, NotFound
+from labcloud.client.errors import ClientError, NotFound, check_options
 from labcloud.client.jobs import JobUpdate, waiting
 from labcloud.client.sse import LogFollow, SseEvent, SseParser
 from labcloud.client.steps import Download, FetchJob, Pause, drive
@@ -208,6 +208,7 @@ class Connection(ConnectionBase, ProjectRequests):
         """Upload the plan's (local file, remote path) pairs, ``parallel`` at a time (a connection per
         thread), each resumably; the stored files (in plan order) and the failures. Ctrl-C stops the
         running uploads after their chunk and starts no more (they can be resumed)."""
+        check_options("upload_many", options, TransferOptions)
         watch = watcher or UploadWatcher()
         done: dict[int, dict[str, Any]] = {}
         failed: dict[int, ClientError] = {}

@@ -11,7 +11,7 @@ import httpx
 
 from labcloud.client import calls
 from labcloud.client.config import UPLOAD_CHUNK, UPLOAD_RETRIES, normalise_server
-from labcloud.client.errors import ClientError, Unreachable
+from labcloud.client.errors import ClientError, Unreachable, check_options
 from labcloud.client.uploads import Progress, ResumableUpload, UploadOptions
 
 API = "/api/v1"
@@ -74,6 +74,7 @@ class ConnectionBase:
         options: UploadOptions,
         cancel: threading.Event | None = None,
     ) -> ResumableUpload:
+        check_options("upload", options, UploadOptions)
         return ResumableUpload(
             self.base_url,
             local,

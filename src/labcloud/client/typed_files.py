@@ -19,6 +19,7 @@ from labcloud.client.common import (
     uploaded,
 )
 from labcloud.client.downloads import check_download
+from labcloud.client.errors import check_options
 from labcloud.client.models import FileInfo, StorageUsage
 from labcloud.client.progress import ShowProgress, download_progress, upload_watcher
 
@@ -56,6 +57,7 @@ class Files:
         crash, a restarted notebook) continues when it is run again. ``progress=True`` shows bars; a
         function is called with (bytes done, total). ``parallel`` files go at a time (4), in requests of
         ``chunk_size`` bytes."""
+        check_options("upload", options, FilesUpload)
         plan = upload_plan(paths, to)
         progress, settings = upload_settings(options)
         with upload_watcher(progress, plan) as watcher:
@@ -108,6 +110,7 @@ class AsyncFiles:
     ) -> StoredFiles:
         """Upload files or folders into the folder ``to`` of your space, resumably (see
         :meth:`labcloud.client.Files.upload`)."""
+        check_options("upload", options, FilesUpload)
         plan = upload_plan(paths, to)
         progress, settings = upload_settings(options)
         with upload_watcher(progress, plan) as watcher:

@@ -14,6 +14,7 @@ from pydantic import PrivateAttr
 
 from labcloud.client import calls
 from labcloud.client.common import LocalPath, Paths, bind, outputs_target, waited
+from labcloud.client.errors import check_options
 from labcloud.client.jobs import JobFilters, SubmitOptions, filters_query, input_plan, submission_of
 from labcloud.client.models import JobEvent, JobInfo, OutputFile
 from labcloud.client.progress import ShowProgress, download_progress
@@ -120,6 +121,7 @@ class Jobs:
         are a member or more (its members see the job; :class:`~labcloud.client.errors.ValidationError` on
         ``project`` otherwise); by default the job goes to your personal project. With ``wait=True`` it
         returns once the job has ended, or ``timeout`` seconds have passed (see :meth:`Job.wait`)."""
+        check_options("submit", options, SubmitOptions)
         paths, plan = input_plan(options.get("inputs") or {})
         for local, remote in plan:
             self._client.files.upload(
@@ -140,9 +142,10 @@ class Jobs:
         in a time range (``created_after``, ``created_before``). With ``project`` (a slug) the project's jobs
         instead, everyone's (:class:`~labcloud.client.errors.NotFound` unless you have a role in it).
         ``page_size`` jobs (at most 200, the default) are read at a time."""
+        check_options("list", filters, JobFilters)
         query, page_size = filters_query(filters)
-        for item in self._client.connection.pages("/jobs", query, page_size):
-            yield bind(Job, item, self._client)
+        pages = self._client.connection.pages("/jobs", query, page_size)
+        return (bind(Job, item, self._client) for item in pages)
 
 
 class AsyncJob(JobInfo):
@@ -225,6 +228,7 @@ class AsyncJobs:
 
     async def submit(self, app: str, **options: Unpack[SubmitOptions]) -> AsyncJob:
         """Start a job (see :meth:`labcloud.client.Jobs.submit`)."""
+        check_options("submit", options, SubmitOptions)
         paths, plan = input_plan(options.get("inputs") or {})
         for local, remote in plan:
             await self._client.files.upload(
@@ -238,9 +242,10 @@ class AsyncJobs:
         """One of your jobs, or of your projects."""
         return bind(AsyncJob, await self._client.connection.call(calls.job(str(job_id))), self._client)
 
-    async def list(self, **filters: Unpack[JobFilters]) -> AsyncIterator[AsyncJob]:
+    def list(self, **filters: Unpack[JobFilters]) -> AsyncIterator[AsyncJob]:
         """Your jobs (or with ``project``, the project's), newest first, all of them, page after page (see
         :meth:`labcloud.client.Jobs.list`)."""
+        check_options("list", filters, JobFilters)
         query, page_size = filters_query(filters)
-        async for item in self._client.connection.pages("/jobs", query, page_size):
-            yield bind(AsyncJob, item, self._client)
+        pages = self._client.connection.pages("/jobs", query, page_size)
+        return (bind(AsyncJob, item, self._client) async for item in pages)
