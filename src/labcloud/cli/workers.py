@@ -40,8 +40,6 @@ STATE_STYLES = {
 workers_app = typer.Typer(
     help="Admin: remote workers (register, list, drain, revoke).", no_args_is_help=False
 )
-
-
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
 
 

@@ -9,17 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INPUTS_MOUNT = "/labcloud/inputs"
-
-
 OUTPUT_MOUNT = "/labcloud/output"
-
-
 NAME_PREFIX = "labcloud-"
-
-
 JOB_LABEL = "org.labcloud.job"
-
-
 ATTEMPT_LABEL = "org.labcloud.attempt"
 
 

@@ -11,28 +11,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 APP_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-
-
 ENTRYPOINT_NAME_PATTERN = APP_NAME_PATTERN
-
-
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-
-
 ENV_NAME_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-
-
 # Parameter and input names become environment variable suffixes (LABCLOUD_PARAM_<NAME>), so they
 # must be identifiers.
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
 RESERVED_ENV_PREFIX = "LABCLOUD_"
-
-
 JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
-
-
 DEFAULT_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
@@ -113,8 +99,6 @@ IMAGE_PATTERN = re.compile(
     r"|[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?)$"
 )
-
-
 CONTAINER_USER_PATTERN = re.compile(r"^[0-9]{1,9}(:[0-9]{1,9})?$")
 
 

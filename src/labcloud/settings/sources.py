@@ -12,8 +12,6 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_HOME = Path("labcloud-data")
-
-
 CONFIG_FILE_NAME = "labcloud.toml"
 
 

@@ -13,14 +13,8 @@ from typing import Literal
 from labcloud.settings import ContainerSettings
 
 EXIT_OK = 0
-
-
 EXIT_UNREACHABLE = 1
-
-
 EXIT_REVOKED = 3
-
-
 REVOKED_MESSAGE = "the worker token was revoked or is wrong; stopping"
 
 

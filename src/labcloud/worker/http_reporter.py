@@ -25,11 +25,7 @@ if TYPE_CHECKING:
     from labcloud.worker.job import JobRun
 
 log = logging.getLogger(__name__)
-
-
 OUTPUT_TRIES = 3  # uploads that arrive different from the file on disk, before the file is skipped
-
-
 UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=None, read=600.0, pool=None)
 
 
