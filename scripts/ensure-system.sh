@@ -16,6 +16,8 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 if [ "$want_postgres" = 1 ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   dpkg -s chromium-driver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # The crash test that kills the server while it stores a job's outputs slows those down with strace.
+  command -v strace >/dev/null 2>&1 || missing+=(strace)
 fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "$want_postgres" = 1 ] && ! command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

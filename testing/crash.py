@@ -118,6 +118,7 @@ class Client:
         self.admin = admin
         self.headers: dict[str, str] = {}
         self.submitted = 0
+        self.acknowledged: list[str] = []  # the ids of the submits the server answered 201
         self.http = httpx.Client(timeout=10)
 
     def close(self) -> None:
@@ -148,6 +149,7 @@ class Client:
             if r.status_code != 201:
                 raise RuntimeError(f"submit answered {r.status_code}: {r.text}")
             self.submitted += 1
+            self.acknowledged.append(str(r.json()["id"]))
 
     def all_jobs(self) -> list[dict[str, Any]]:
         jobs: list[dict[str, Any]] = []
@@ -168,6 +170,7 @@ class Account:
     submitted: int = 0
     kills: int = 0
     ran_twice: dict[str, int] = field(default_factory=dict)  # job id -> runs, for any job not run once
+    missing: list[str] = field(default_factory=list)  # acknowledged submits (201) the server does not list
     stuck: Counter[str] = field(default_factory=Counter)  # states of jobs that never ended
     problems: list[str] = field(default_factory=list)  # jobs that did not succeed whole
     attempts: Counter[int] = field(default_factory=Counter)
@@ -175,7 +178,10 @@ class Account:
 
     @property
     def clean(self) -> bool:
-        return not (self.ran_twice or self.stuck or self.problems) and self.jobs >= self.submitted
+        return (
+            not (self.ran_twice or self.stuck or self.problems or self.missing)
+            and self.jobs >= self.submitted
+        )
 
 
 def run(
@@ -235,6 +241,8 @@ def _take_account(client: Client, kills: int, end_timeout_s: float) -> Account:
             break
         time.sleep(0.5)
     account.jobs = len(listed)
+    known = {str(j["id"]) for j in listed}
+    account.missing = [job_id for job_id in client.acknowledged if job_id not in known]
     account.stuck = Counter(j["state"] for j in listed if j["state"] not in TERMINAL)
     for job in listed:
         account.attempts[job["attempts"]] += 1

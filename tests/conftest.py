@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -119,6 +121,17 @@ def kill_processes_under(home: Path) -> None:
 
 
 @pytest.fixture
+def open_scratch() -> Iterator[Path]:
+    """A scratch folder (under /tmp) any user may pass through. Pytest's own are private to the user who
+    runs the tests; a job run without a sandbox reaches its folder by its real path, as its own user."""
+    folder = Path(tempfile.mkdtemp(prefix="labcloud-test-"))
+    folder.chmod(0o755)
+    yield folder
+    kill_processes_under(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 def app(settings: Settings) -> Any:
     return create_app(settings)
 
@@ -194,7 +207,13 @@ def make_user(client: TestClient, admin: Account) -> Any:
         email = email or f"user-{secrets.token_hex(4)}@example.org"
         r = client.post(
             "/api/v1/users",
-            json={"email": email, "password": password, "name": "Test User", "is_admin": is_admin},
+            json={
+                "email": email,
+                "password": password,
+                "name": "Test User",
+                "is_admin": is_admin,
+                "must_change_password": False,
+            },
             headers=admin.headers,
         )
         assert r.status_code == 201, r.text

@@ -71,7 +71,7 @@ class CeleryCluster(Cluster):
         concurrency: int = 2,
         work_dir: Path | None = None,
         ready: bool = True,
-        sandbox: str = "off",
+        sandbox: str = "auto",  # (as root, "off" still runs jobs as nobody, who cannot reach tmp_path)
         options: tuple[str, ...] = (),
     ) -> WorkerProc:
         work_dir = work_dir or self.home / "celery" / name

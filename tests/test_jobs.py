@@ -7,6 +7,7 @@ import csv
 import io
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -477,3 +478,26 @@ def test_a_follower_waits_for_the_log_and_streams_what_is_appended_to_it(
         "event: log\ndata: three\nid: 13\n\n",
         'event: end\ndata: {"state": "succeeded"}\n\n',
     ]
+
+
+def test_each_users_jobs_are_numbered_in_turn_even_when_submitted_at_once(
+    client: TestClient, user: Account, make_user: Any
+) -> None:
+    other: Account = make_user()
+    first = submit(client, user, {"app": "hello", "params": {"times": 1}})
+    assert first["run_number"] == 1
+    mine = [submit(client, user, {"app": "hello", "params": {"times": 1}})["run_number"] for _ in range(2)]
+    theirs = [submit(client, other, {"app": "hello", "params": {"times": 1}})["run_number"] for _ in range(2)]
+    assert mine == [2, 3] and theirs == [1, 2]  # per user
+
+    def at_once(_: int) -> int:
+        r = client.post("/api/v1/jobs", json={"app": "hello", "params": {"times": 1}}, headers=user.headers)
+        assert r.status_code == 201, r.text
+        number: int = r.json()["run_number"]
+        return number
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = list(pool.map(at_once, range(16)))
+    assert sorted(numbers) == list(range(4, 20))  # none twice, none skipped
+    listed = client.get("/api/v1/jobs?limit=100", headers=user.headers).json()["items"]
+    assert sorted(j["run_number"] for j in listed) == list(range(1, 20))

@@ -576,3 +576,37 @@ def test_a_sandbox_that_met_a_vanishing_host_mount_is_started_again(
     other = {"outcome": "start_failed", "message": "command not found: nope"}
     monkeypatch.setattr(supervise.Supervisor, "_run_once", lambda self: other)
     assert supervise.Supervisor(spec).run() == other  # not the host's mounts: no second start
+
+
+def test_the_supervisor_s_bytecode_is_cached_per_installation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two installations (another path, or other source bytes) never share a compiled supervisor: each
+    gets its own cache file, whose bytecode names its own source file (as its tracebacks will)."""
+    import marshal
+
+    from labcloud.execution import process, supervise
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = Path(supervise.__file__).read_bytes()
+    installs = {
+        "first": (tmp_path / "one" / "supervise.py", source),
+        "elsewhere": (tmp_path / "two" / "supervise.py", source),  # the same bytes at another path
+        "changed": (tmp_path / "three" / "supervise.py", source + b"\n# another version\n"),
+    }
+    compiled: dict[str, Path] = {}
+    for name, (path, data) in installs.items():
+        path.parent.mkdir()
+        path.write_bytes(data)
+        monkeypatch.setattr(process, "SUPERVISOR_SCRIPT", path)
+        process.supervisor_program.cache_clear()
+        compiled[name] = Path(process.supervisor_program())
+    process.supervisor_program.cache_clear()
+    monkeypatch.undo()
+    process.supervisor_program.cache_clear()  # (the real one again for the tests that follow)
+
+    assert len(set(compiled.values())) == 3, compiled
+    for name, pyc in compiled.items():
+        assert pyc.parent == tmp_path / "cache" / "labcloud" and pyc.suffix == ".pyc", pyc
+        code = marshal.loads(pyc.read_bytes()[16:])
+        assert code.co_filename == str(installs[name][0]), (name, code.co_filename)

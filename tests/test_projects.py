@@ -183,7 +183,9 @@ def test_a_join_code_lets_a_user_in_until_it_is_replaced_or_expires(
 # --------------------------------------------------------------------------------------------- migration
 
 
-LATER_COLUMNS = {"notify_email", "project_id", "quota_hold", "notify"}  # added after revision 0009
+# added after revision 0009
+LATER_COLUMNS = {"notify_email", "project_id", "quota_hold", "notify", "notify_apprise_url"}
+LATER_COLUMNS |= {"run_number", "jobs_submitted"}
 
 
 def _as_of_0009(table: Any) -> sa.TableClause:
@@ -263,6 +265,11 @@ def test_the_migration_puts_every_job_in_its_owners_personal_project(
         for job_id, owner in made.items():
             assert found[job_id].project_id == personal[owner].id
             assert found[job_id].params["n"] is not None  # nothing else of the job changed
+        # each owner's jobs are numbered 1, 2, ... and the owner's counter goes on from there
+        submitted = {row.id: row.jobs_submitted for row in conn.execute(sa.select(User.__table__))}
+        for person in people:
+            mine = sorted(j.run_number for j in found.values() if j.owner_id == person)
+            assert mine == list(range(1, len(mine) + 1)) and submitted[person] == len(mine)
     engine.dispose()
     # and down again, to where it was
     from alembic import command

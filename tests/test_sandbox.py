@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,11 +21,14 @@ import pytest
 from labcloud.execution.process import LaunchSpec, Limits, ProcessResult
 from labcloud.execution.sandbox import (
     HOST_PRIVATE,
+    JobUser,
     SandboxPolicy,
     bwrap_path,
     resolve_job_user,
+    resolve_sandboxing,
     sandbox_problem,
     software_paths,
+    unreachable,
     wrap_command,
 )
 from labcloud.execution.watch import run
@@ -400,6 +404,21 @@ print(json.dumps({{
     assert canary.read_text() == "SECRET-ROOT-ONLY"
 
 
+def test_a_job_cannot_hard_link_a_host_file_into_its_folder(layout: Layout) -> None:
+    """A host file the job sees (read-only) and may even write by its mode is on another mount than the
+    job's folder: no hard link to it can appear among the job's files."""
+    shared = layout.root / "shared.txt"
+    shared.write_text("SECRET-SHARED")
+    shared.chmod(0o666)
+    code = f"""{TRY}
+print(json.dumps({{"link": attempt(lambda: os.link({str(shared)!r}, "linked.txt"))}}))
+"""
+    _, seen = run_sandboxed(layout, code)
+    assert seen["link"] == "EXDEV", seen
+    assert not (layout.job / "linked.txt").exists()
+    assert shared.stat().st_nlink == 1
+
+
 def test_the_hosts_private_folders_are_empty(layout: Layout) -> None:
     """Service sockets (/run), homes, service state, logs and temporary files of the host are covered."""
     code = f"""
@@ -463,3 +482,85 @@ print(json.dumps({{"found": found, "reached": reached}}))
             assert seen == {"found": [], "reached": []}
     finally:
         server.close()
+
+
+# --- without the sandbox ----------------------------------------------------------------------------------
+
+
+def python_for(user: JobUser | None) -> str:
+    """An interpreter ``user`` may run by its path (this one may live in a folder private to root)."""
+    for candidate in (PY, shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")):
+        if candidate and (
+            user is None or unreachable(Path(os.path.realpath(candidate)).parent, user) is None
+        ):
+            return candidate
+    raise AssertionError(f"no Python interpreter that {user} may run")
+
+
+def test_with_the_sandbox_off_root_still_runs_jobs_as_the_job_user(open_scratch: Path) -> None:
+    """``sandbox = off`` gives up the sandbox, never the job user: run by root, the supervisor drops to it
+    (no supplementary groups, no way back to root through a setuid program) before the command starts."""
+    sandboxing = resolve_sandboxing("off", "nobody")
+    assert not sandboxing.enabled and not sandboxing.refuse
+    assert sandboxing.user == JOB_USER
+    job = open_scratch / "job"
+    job.mkdir()
+    job.chmod(0o755)
+    if JOB_USER is not None:
+        os.chown(job, JOB_USER.uid, JOB_USER.gid)
+    canary = open_scratch / "root-only"
+    canary.write_text("SECRET-ROOT-ONLY")
+    canary.chmod(0o600)
+    code = f"""{TRY}
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+print(json.dumps({{
+    "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups()],
+    "no_new_privs": status["NoNewPrivs"].strip(),
+    "effective_caps": status["CapEff"].strip(),
+    "canary": attempt(lambda: read({str(canary)!r})),
+    "chmod": attempt(lambda: os.chmod({str(canary)!r}, 0o644)),
+    "own": attempt(lambda: write({str(job / "mine.txt")!r})),
+}}))
+"""
+    spec = LaunchSpec(
+        argv=[python_for(sandboxing.user), "-c", textwrap.dedent(code)],
+        cwd=job,
+        env={"PATH": os.environ.get("PATH", os.defpath)},
+        log_path=open_scratch / "job.log",
+        status_path=open_scratch / "status.json",
+        limits=Limits(timeout_s=30, grace_s=1),
+        sandbox=None,
+        user=sandboxing.user,
+    )
+    rec = Recorder()
+    result = run(spec, rec)
+    assert result.outcome == "exited" and result.exit_code == 0, (result, rec.text)
+    seen = json.loads(rec.text.strip().splitlines()[-1])
+    uid, euid, gid, egid, groups = seen["ids"]
+    assert uid != 0 and euid != 0 and gid != 0 and egid != 0, seen
+    if JOB_USER is not None:
+        assert (uid, euid, gid, egid) == (JOB_USER.uid, JOB_USER.uid, JOB_USER.gid, JOB_USER.gid)
+        assert groups in ([], [JOB_USER.gid])
+        assert seen["no_new_privs"] == "1"
+        assert (job / "mine.txt").stat().st_uid == JOB_USER.uid
+    assert int(seen["effective_caps"], 16) == 0
+    assert seen["canary"] == "EACCES"
+    assert seen["chmod"] == "EPERM"
+    assert seen["own"] == "1"
+    assert canary.read_text() == "SECRET-ROOT-ONLY"
+
+
+def test_a_job_user_that_cannot_reach_its_folder_is_told_why(open_scratch: Path) -> None:
+    """Without a sandbox the job uses its folder's real path: when a folder on the way is closed to the job
+    user, the job does not start, and its message names the setting and the folder."""
+    user = JobUser(65534, 65534, "nobody")
+    closed = open_scratch / "closed"
+    inner = closed / "jobs" / "job"
+    inner.mkdir(parents=True)
+    for folder in (closed / "jobs", inner):
+        folder.chmod(0o755)
+    closed.chmod(0o700)
+    problem = unreachable(inner, user)
+    assert problem is not None and "sandbox = off" in problem and f"{closed} (mode 0700" in problem, problem
+    closed.chmod(0o711)  # search, not listing, is all it takes
+    assert unreachable(inner, user) is None

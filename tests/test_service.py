@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from conftest import backend
 from labcloud.api.app import create_app
 from labcloud.settings import Settings
+from live_server import Server, eventually, login_headers
 from testing.daemons import free_port
 
 LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
@@ -239,3 +241,38 @@ def test_readyz_reports_an_unreachable_store(storage_backend: str, settings: Set
     with TestClient(create_app(settings, dispatch=False)) as client:
         r = client.get("/readyz")
         assert r.status_code == 503 and "file store" in r.json()["detail"]
+
+
+def test_the_data_dir_is_private_to_labcloud_s_user(server: Server, settings: Settings) -> None:
+    """After a job ran and a file was uploaded, nothing in the data dir is open to the group or others:
+    the home is 0700, and the database, the secret key, the blobs and the job logs have no such bits."""
+    home = settings.home
+    with httpx.Client(base_url=server.url, headers=login_headers(server.url), timeout=30) as http:
+        r = http.put("/api/v1/files/in/data.txt", content=b"an uploaded file")
+        assert r.status_code == 201, r.text
+        r = http.post("/api/v1/jobs", json={"app": "hello", "params": {"name": "privacy", "times": 1}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+
+        def ended() -> dict[str, Any] | None:
+            job: dict[str, Any] = http.get(f"/api/v1/jobs/{job_id}").json()
+            return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
+        job = eventually(ended, 120, "the job to end")
+        assert job["state"] == "succeeded", (job, http.get(f"/api/v1/jobs/{job_id}/logs").text)
+        assert [o["path"] for o in http.get(f"/api/v1/jobs/{job_id}/outputs").json()] == ["greeting.txt"]
+
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    expected = [home / "secret_key", home / "jobs" / job_id / "job.log"]
+    if backend() == "sqlite":
+        expected.append(home / "labcloud.sqlite3")
+    for path in expected:
+        assert path.is_file(), f"{path} is missing: this test would check nothing of it"
+    blobs = [p for p in (home / "files").rglob("*") if p.is_file()]
+    assert len(blobs) >= 2, blobs  # the upload and the job's output
+    open_to_others = {
+        str(path.relative_to(home)): oct(stat.S_IMODE(path.lstat().st_mode))
+        for path in [home, *home.rglob("*")]
+        if path.lstat().st_mode & 0o077
+    }
+    assert open_to_others == {}, open_to_others

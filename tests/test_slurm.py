@@ -52,10 +52,11 @@ def slurm_pull_server(
             executor="local",  # the jobs reach Slurm by a route, as most installations would send them
             executor_routes='[{"app": "e-*", "executor": "slurm"}, {"app": "tes", "executor": "slurm"}]',
             slurm_poll_s="0.5",
-            sandbox="off",
             kill_grace_s="1",
             runner_work_dir=str(home / "runs"),
-            **settings,
+            # Run by root, the runners drop their jobs to nobody; with the sandbox off those could not
+            # reach their folders below this test's (root's own) tmp_path.
+            **{"sandbox": "auto", **settings},
         ) as cluster:
             yield cluster
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account
 from jobs_helpers import wait_for_end, write_app
 from labcloud.settings import Settings
 from labcloud.web import session as web_session
+from live_server import eventually
 
 XSS = "<script>alert(1)</script>"
 
@@ -406,6 +408,59 @@ def test_the_jobs_list_finds_jobs_by_name_tag_and_date_and_shows_their_tags(
     # the API filters by name too
     found = browser.get("/api/v1/jobs?q=calibration", headers=admin.headers).json()["items"]
     assert [j["id"] for j in found] == [calib]
+
+
+def test_edit_and_run_again_opens_the_form_filled_in_and_marks_an_input_that_moved(
+    browser: TestClient, admin: Account, user_browser: TestClient
+) -> None:
+    upload(browser, admin, "rec/a.csv", b"1\n2\n3\n")
+    r = browser.post(
+        "/api/v1/jobs",
+        json={
+            "app": "spikes",
+            "params": {"threshold": 7.5, "polarity": "both"},
+            "inputs": {"trace": "rec/a.csv"},
+            "resources": {"memory_mb": 300},
+            "name": "first try",
+            "tags": {"exp": "4"},
+        },
+        headers=admin.headers,
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    wait_for_end(browser, job["id"], admin.headers)
+    page = browser.get(f"/jobs/{job['id']}").text
+    link = re.search(r'id="edit-rerun" href="([^"]+)"', page)
+    assert link, page
+    form = browser.get(link.group(1).replace("&amp;", "&")).text
+    assert 'id="from-job"' in form and "first try" in form
+    assert re.search(r'id="f-params-threshold"[^>]*value="7.5"', form)
+    assert '<option value="both" selected>both</option>' in form
+    assert '<option value="rec/a.csv" selected' in form
+    assert re.search(r'id="f-resources-memory_mb"[^>]*value="300"', form)
+    assert 'value="first try"' in form and 'value="exp=4"' in form
+    # sent back as it is, with one change: a new job with the same answers but that one
+    fields = dict(re.findall(r'<input id="f-[^"]+" name="([^"]+)"[^>]*value="([^"]*)"', form))
+    fields.update({"csrf_token": csrf_of(form), "params.polarity": "both", "inputs.trace": "rec/a.csv"})
+    fields.update(
+        {"tags": "exp=4", "params.threshold": "9", "version": job["version"], "entrypoint": "detect"}
+    )
+    r = browser.post("/apps/spikes/run", data=fields, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    new = browser.get(f"/api/v1/jobs/{r.headers['location'].rsplit('/', 1)[1]}", headers=admin.headers).json()
+    assert new["params"]["threshold"] == 9 and new["params"]["polarity"] == "both"
+    assert new["inputs"] == {"trace": "rec/a.csv"} and new["resources"]["memory_mb"] == 300
+    assert new["name"] == "first try" and new["tags"] == {"exp": "4"}
+    # the input moved away: the form still opens, the input marked, never a bare error
+    moved = browser.post(
+        "/api/v1/files:move", json={"from": "rec/a.csv", "to": "rec/b.csv"}, headers=admin.headers
+    )
+    assert moved.status_code in (200, 201), moved.text
+    form = browser.get(link.group(1).replace("&amp;", "&"))
+    assert form.status_code == 200
+    assert 'data-error-for="inputs.trace">rec/a.csv was moved or deleted since that job ran' in form.text
+    # someone else's job is not found
+    assert user_browser.get(link.group(1).replace("&amp;", "&")).status_code == 404
 
 
 def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
@@ -968,6 +1023,58 @@ def test_password_change_keeps_this_session_and_reports_errors_by_field(
     )
     assert ok.status_code == 200 and "Your password is changed" in ok.text
     assert user_browser.get("/account").status_code == 200
+
+
+def test_admins_see_every_users_queue_with_why_jobs_wait_and_cancel_them(
+    browser: TestClient, client: TestClient, admin: Account, user: Account, settings: Settings
+) -> None:
+    write_app(  # (it waits for the test to open its gate, a file in its own work folder)
+        settings.effective_apps_dir,
+        "hold",
+        ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"],
+        resources={"cpus": settings.local_cpus or 2, "memory_mb": 64, "timeout_s": 120},
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    try:
+        first = client.post("/api/v1/jobs", json={"app": "hold"}, headers=user.headers).json()
+        eventually(
+            lambda: (
+                client.get(f"/api/v1/jobs/{first['id']}", headers=user.headers).json()["state"] == "running"
+            ),
+            30,
+            "the first job to run",
+        )
+        second = client.post("/api/v1/jobs", json={"app": "hold"}, headers=user.headers).json()
+        page = browser.get("/admin/jobs")
+        assert page.status_code == 200 and 'href="/admin/jobs" aria-current="page"' in page.text
+        rows = {j: page.text[page.text.index(f'data-job="{j}"') :] for j in (first["id"], second["id"])}
+        rows = {j: r[: r.index("</tr>")] for j, r in rows.items()}
+        assert user.email in rows[first["id"]] and "running" in rows[first["id"]]
+        assert "capacity" in rows[second["id"]] and "hold #2" in rows[second["id"]]  # why it waits
+        assert f'action="/admin/jobs/{second["id"]}/cancel"' in rows[second["id"]]
+        r = browser.post(
+            f"/admin/jobs/{second['id']}/cancel",
+            data={"csrf_token": csrf_of(page.text)},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/admin/jobs"
+        assert client.get(f"/api/v1/jobs/{second['id']}", headers=user.headers).json()["state"] == "cancelled"
+        assert second["id"] not in browser.get("/admin/jobs/rows").text  # the queue: waiting and running only
+        assert second["id"] in browser.get("/admin/jobs?view=ended").text
+        # the API's view of everyone's jobs, for admins only
+        everyone = client.get("/api/v1/jobs?everyone=true&limit=100", headers=admin.headers).json()["items"]
+        assert {first["id"], second["id"]} <= {j["id"] for j in everyone}
+        assert client.get("/api/v1/jobs?everyone=true", headers=user.headers).status_code == 403
+    finally:
+        (settings.home / "jobs" / first["id"] / "attempt-1" / "work" / "open").touch()
+    assert wait_for_end(client, first["id"], user.headers)["state"] == "succeeded"
+
+
+def test_admin_pages_about_jobs_are_for_admins_only(user_browser: TestClient, user: Account) -> None:
+    assert user_browser.get("/admin/jobs").status_code == 403
+    csrf = csrf_of(user_browser.get("/").text)
+    r = user_browser.post(f"/admin/jobs/{uuid.uuid4()}/cancel", data={"csrf_token": csrf})
+    assert r.status_code == 403
 
 
 def test_admin_invites_promotes_and_deactivates(browser: TestClient, app: Any) -> None:

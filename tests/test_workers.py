@@ -208,9 +208,21 @@ def test_a_killed_worker_s_job_completes_on_another(cl: Cluster) -> None:
     assert second_attempt.count(f"started {job['id']}\n") == 1, log
 
 
-def test_many_quick_jobs_through_several_workers_run_exactly_once(cl: Cluster, tmp_path: Path) -> None:
-    sink = tmp_path / "sink.txt"
-    workers = [cl.start_worker(f"many-{i}", "--sandbox", "off", wait=False) for i in range(8)]
+def open_sink(scratch: Path) -> Path:
+    """A file every job may append to: the workers run without a sandbox, their jobs as the job user (run
+    by root: nobody), in work folders it can reach (``scratch``, unlike tmp_path, lets everyone through)."""
+    sink = scratch / "sink.txt"
+    sink.touch()
+    sink.chmod(0o666)
+    return sink
+
+
+def test_many_quick_jobs_through_several_workers_run_exactly_once(cl: Cluster, open_scratch: Path) -> None:
+    sink = open_sink(open_scratch)
+    workers = [
+        cl.start_worker(f"many-{i}", "--sandbox", "off", wait=False, work_dir=open_scratch / f"many-{i}")
+        for i in range(8)
+    ]
     for worker in workers:
         worker.wait_log("connected to", timeout=60)
     started = time.monotonic()
@@ -246,15 +258,15 @@ def test_many_quick_jobs_through_several_workers_run_exactly_once(cl: Cluster, t
     )
 
 
-def test_a_stopped_worker_is_fenced_when_it_comes_back(cl: Cluster, tmp_path: Path) -> None:
-    sink = tmp_path / "sink.txt"
-    first = cl.start_worker("stop-a", "--sandbox", "off")
+def test_a_stopped_worker_is_fenced_when_it_comes_back(cl: Cluster, open_scratch: Path) -> None:
+    sink = open_sink(open_scratch)
+    first = cl.start_worker("stop-a", "--sandbox", "off", work_dir=open_scratch / "stop-a")
     # The first attempt would write its side effect after a minute: fencing must stop it before that,
     # however slowly this machine moves today. The second attempt takes a second.
     job = cl.submit("w-sleep", {"seconds": 1, "first": "60", "sink": str(sink)})
     cl.wait_job(job["id"], running, 30, "the job to run on the first worker")
     first.signal(signal.SIGSTOP)  # its job's process keeps running; its heartbeats stop
-    second = cl.start_worker("stop-b", "--sandbox", "off")
+    second = cl.start_worker("stop-b", "--sandbox", "off", work_dir=open_scratch / "stop-b")
     cl.wait_job(job["id"], lambda j: j["attempts"] == 2 and running(j), 30, "the job to move to stop-b")
     first.signal(signal.SIGCONT)
     log = first.wait_log("reporting nothing more", timeout=30)

@@ -247,12 +247,13 @@ class Cluster:
         memory_mb: int = 1024,
         wait: bool = True,
         server: str | None = None,
+        work_dir: Path | None = None,
     ) -> WorkerProc:
         """Register (unless ``token`` is given; "" passes none, for ``--token-file``) and start
-        ``labcloud worker``; wait for its first heartbeat."""
+        ``labcloud worker``; wait for its first heartbeat. ``work_dir``: its folder (else one in the home)."""
         if token is None:
             token = self.add_worker(name, *labels)
-        work_dir = self.home / "workers" / name
+        work_dir = work_dir or self.home / "workers" / name
         log_path = self.home / "workers" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**clean_env(), **({"LABCLOUD_WORKER_TOKEN": token} if token else {})}

@@ -68,6 +68,7 @@ class JobOut(BaseModel):
 
     id: uuid.UUID
     name: str
+    run_number: int = Field(description="Its owner's n-th job: #12 tells an unnamed job apart.")
     app: str
     version: str
     entrypoint: str

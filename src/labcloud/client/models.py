@@ -132,6 +132,7 @@ class User(Model):
     storage_used_bytes: int = 0
     storage_limit_bytes: int | None = Field(None, description="None: the installation's default.")
     notify_email: str = Field("always", description="An e-mail when a job ends: always, failure or never.")
+    must_change_password: bool = Field(False, description="Its password was issued by an administrator.")
 
 
 class FileInfo(Model):
@@ -326,6 +327,7 @@ class JobInfo(Model):
 
     id: str
     name: str
+    run_number: int = 0
     app: str
     version: str
     entrypoint: str

@@ -47,6 +47,9 @@ class StagingError(Exception):
 class AttemptDir:
     path: Path
     user: JobUser | None = None  # the job's host user (labcloud runs as root); None: labcloud's own
+    # Without a sandbox the job's user reaches its folder by its real path: the folders labcloud made from
+    # this one down to the attempt's let the user's group through (search only: 0710, never listing).
+    reach_from: Path | None = None
 
     @property
     def work(self) -> Path:
@@ -82,7 +85,22 @@ class AttemptDir:
             os.chmod(folder, 0o755)  # whatever the umask
             if self.user is not None:
                 os.chown(folder, self.user.uid, self.user.gid)
+        self._let_through()
         return self
+
+    def _let_through(self) -> None:
+        if self.user is None or self.reach_from is None:
+            return
+        top = self.reach_from
+        for folder in (self.path, *self.path.parents):
+            if folder != top and top not in folder.parents:
+                break
+            info = os.lstat(folder)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+                continue  # not one of labcloud's own folders
+            if info.st_gid != self.user.gid:
+                os.chown(folder, -1, self.user.gid, follow_symlinks=False)
+            os.chmod(folder, (stat.S_IMODE(info.st_mode) & ~0o070) | 0o010)
 
     def remove_work(self) -> None:
         """Drop the job's folder and the copies (after the outputs are stored). rmtree does not follow

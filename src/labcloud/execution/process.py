@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from labcloud.execution import supervise
 from labcloud.execution.run_end import Outcome
-from labcloud.execution.sandbox import SandboxPolicy, wrap_command
+from labcloud.execution.sandbox import JobUser, SandboxPolicy, wrap_command
 
 __all__ = [
     "Handle",
@@ -83,6 +83,9 @@ class LaunchSpec:
     # its "container" command lines, "program", "shown" (its command line for the log), "ignore_error",
     # and "stdin"/"stdout"/"stderr" paths below "root" (opened by the supervisor, created for "owner").
     steps: list[dict[str, Any]] | None = None
+    # Without a sandbox: the host user the command runs as (labcloud runs as root). The supervisor drops to
+    # it, with no supplementary groups and no way to gain privileges, before the command starts.
+    user: JobUser | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,8 @@ def launch(spec: LaunchSpec) -> Handle:
     """
     if not spec.argv:
         raise ValueError("empty command")
+    if spec.user is not None and (spec.sandbox is not None or spec.container is not None or spec.steps):
+        raise ValueError("a job user of its own only for a command run without a sandbox")
     argv = wrap_command(spec.argv, spec.sandbox, spec.cwd) if spec.sandbox is not None else list(spec.argv)
     spec.status_path.unlink(missing_ok=True)  # a stale result would end watch() at once
     lock_fd = os.open(lock_file(spec.status_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -309,6 +314,7 @@ def launch(spec: LaunchSpec) -> Handle:
         "memory_mb": spec.limits.memory_mb,
         "grace_s": spec.limits.grace_s,
         "sandboxed": spec.sandbox is not None,
+        "user": None if spec.user is None else [spec.user.uid, spec.user.gid],
         "ready_fd": ready_w,
         "lock_fd": lock_fd,  # the supervisor inherits our hold on the lock and keeps it to its end
         "handle_path": str(handle_file(spec.status_path)),

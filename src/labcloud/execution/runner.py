@@ -21,7 +21,7 @@ from labcloud.execution.attempt import AttemptDir, Collected, StagingError, Writ
 from labcloud.execution.containers import Engine
 from labcloud.execution.process import Handle, LaunchSpec, Limits, ProcessResult
 from labcloud.execution.run_end import RunEnd
-from labcloud.execution.sandbox import SandboxPolicy
+from labcloud.execution.sandbox import SandboxPolicy, unreachable
 from labcloud.execution.watch import watch
 from labcloud.registry.spec_parts import Resources
 
@@ -326,6 +326,12 @@ def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
             readonly=sandbox.readonly,
             user=sandbox.user,
         )
+    # Without a sandbox, run by root: the job still runs as the job user, who must reach its folder.
+    user = plan.folder.user if sandbox is None else None
+    if user is not None:
+        problem = unreachable(plan.folder.output, user)
+        if problem is not None:
+            raise process.LaunchError(problem)
     spec = LaunchSpec(
         argv=argv,
         cwd=plan.folder.work,
@@ -334,6 +340,7 @@ def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
         status_path=plan.folder.status_path,
         limits=_limits(plan),
         sandbox=sandbox,
+        user=user,
     )
     append_log(plan, "$ " + " ".join(_quote(a) for a in spec.argv))
     return spec

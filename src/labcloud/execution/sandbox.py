@@ -10,7 +10,9 @@ A job never runs as root. When labcloud itself runs as root, bwrap sets the sand
 started through ``setpriv`` as an unprivileged *host* user (``nobody`` by default): the kernel checks the
 job's every file access as that user's, whatever the sandbox shows. A user namespace that only renames root
 inside the sandbox would not do that. When labcloud runs as an ordinary user, jobs run as that user in an
-unprivileged sandbox.
+unprivileged sandbox. With the sandbox off, a job run by root still runs as that host user (the supervisor
+drops to it before the command starts), and must be able to reach its folder by its real path
+(:func:`unreachable`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "resolve_job_user",
     "resolve_sandboxing",
     "sandbox_problem",
+    "unreachable",
     "wrap_command",
 ]
 
@@ -309,11 +312,12 @@ class Sandboxing:
 
 def resolve_sandboxing(mode: SandboxMode, job_user: str = "nobody") -> Sandboxing:
     """``required``: bubblewrap or nothing runs; ``auto``: bubblewrap when it works, and when it does not,
-    jobs still run unsandboxed as an ordinary user, but never as root; ``off``: no sandbox (jobs run as this
-    process's user, root included: for machines where nothing else needs protecting)."""
-    if mode == "off":
-        return Sandboxing(False, None, "the sandbox is off (sandbox = off)", refuse=False)
+    jobs still run unsandboxed as an ordinary user, but never as root; ``off``: no sandbox (for machines
+    where nothing else needs protecting), jobs run as this process's user or, when that is root, as the job
+    user all the same (never as root)."""
     user = resolve_job_user(job_user)
+    if mode == "off":
+        return Sandboxing(False, user, "the sandbox is off (sandbox = off)", refuse=False)
     problem = sandbox_problem(user)
     if problem is None:
         return Sandboxing(True, user, None, refuse=False)
@@ -328,3 +332,36 @@ def resolve_sandboxing(mode: SandboxMode, job_user: str = "nobody") -> Sandboxin
             refuse=True,
         )
     return Sandboxing(False, None, problem, refuse=False)
+
+
+def _may_search(info: os.stat_result, user: JobUser) -> bool:
+    if info.st_uid == user.uid:
+        return bool(info.st_mode & 0o100)
+    if info.st_gid == user.gid:  # (the job runs with no supplementary groups)
+        return bool(info.st_mode & 0o010)
+    return bool(info.st_mode & 0o001)
+
+
+def unreachable(folder: Path, user: JobUser) -> str | None:
+    """Why ``user`` cannot reach ``folder`` by its path (a job run without a sandbox uses its folder's real
+    path), or None when every folder on the way lets it through."""
+    for step in (*reversed(Path(os.path.realpath(folder)).parents), Path(os.path.realpath(folder))):
+        try:
+            info = os.stat(step)
+        except OSError as exc:
+            return f"{step}: {exc.strerror}"
+        if not _may_search(info, user):
+            owner = f"{_user_name(info.st_uid)}:{group_name(info.st_gid)}"
+            return (
+                f"the sandbox is off (sandbox = off) and jobs run as {user}, who may not enter {step} "
+                f"(mode {info.st_mode & 0o7777:04o}, owner {owner}) on the way to the job's folder: let it "
+                "through (search permission only), choose a work folder it can reach, or turn the sandbox on"
+            )
+    return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -32,6 +32,7 @@ SANDBOX_TRIES = 3  # starts of a sandbox that met a host mount going away (see S
 SAMPLE_S = 0.1  # memory sampling period with a memory limit...
 SAMPLE_IDLE_S = 0.5  # ...and without one, when only the peak is of interest
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -750,9 +751,18 @@ class Supervisor:
         import subprocess  # (lazily: the sandboxed path does not need it)
 
         me = self.me
+        # [uid, gid]: run by root without a sandbox, the job still runs as an unprivileged host user. Popen
+        # drops to it in the child (groups, then gid, then uid; the working folder is entered before), and
+        # with that user every capability goes.
+        user: list[int] | None = self.spec.get("user")
 
         def die_with_supervisor() -> None:
-            # The job gets SIGKILL if we die, like bwrap --die-with-parent does for sandboxed jobs.
+            if user is not None:  # no setuid program gives root back (su, a sudo left over)
+                _prctl(PR_SET_NO_NEW_PRIVS, 1)
+                if os.getuid() == 0 or os.geteuid() == 0 or os.getgid() == 0 or os.getgroups():
+                    os._exit(126)
+            # The job gets SIGKILL if we die, like bwrap --die-with-parent does for sandboxed jobs. (After
+            # the change of user, which would clear it.)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != me:  # we died before prctl took effect
                 os._exit(1)
@@ -766,6 +776,9 @@ class Supervisor:
             stderr=self.log_fd,
             process_group=0,
             preexec_fn=die_with_supervisor,
+            user=None if user is None else user[0],
+            group=None if user is None else user[1],
+            extra_groups=None if user is None else [],
         )
         # We reap it ourselves with waitpid(-1); tell Popen so it never waits or warns about it.
         proc.returncode = 0

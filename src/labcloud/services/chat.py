@@ -102,7 +102,8 @@ def compose(settings: Settings, jobs: list[dict[str, Any]]) -> tuple[str, str]:
     for job in jobs:
         reason = f" ({job['reason']})" if job.get("reason") else ""
         lines.append(
-            f"{job.get('name') or job.get('app')}: {job.get('state')}{reason} {base}/jobs/{job['id']}"
+            f"{job.get('title') or job.get('name') or job.get('app')}: {job.get('state')}{reason} "
+            f"{base}/jobs/{job['id']}"
         )
     title = (
         f"labcloud: {len(jobs)} jobs ended" if len(jobs) > 1 else f"labcloud: {lines[0].split(' http')[0]}"

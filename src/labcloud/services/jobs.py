@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
 from labcloud.db.models import FileEntry, Job, JobEvent, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
-from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from labcloud.registry.spec_parts import Resources
 from labcloud.services import files, job_files, projects, quotas, routing, spaces
 from labcloud.services.job_logs import job_dir
@@ -52,6 +52,7 @@ class JobFilter:
     created_before: datetime | None = None
     project: str | None = None  # a project's jobs (everyone's); None: the caller's own jobs
     text: str | None = None  # what the job's name contains, in any case
+    everyone: bool = False  # every user's jobs (administrators only)
 
 
 MAX_TAG_FILTERS = 20  # a job has at most 20 tags
@@ -165,6 +166,12 @@ def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
     job.project_id = project.id
     # QuotaExceeded (409) when the project's quotas cannot hold it
     quotas.reserve(session, project, job, settings.default_quotas, settings.quota_min_cut_s)
+    job.run_number = session.execute(  # (one conditional update: concurrent submits get distinct numbers)
+        update(User)
+        .where(User.id == user.id)
+        .values(jobs_submitted=User.jobs_submitted + 1)
+        .returning(User.jobs_submitted)
+    ).scalar_one()
     job.state = JobState.QUEUED
     job.max_attempts = settings.job_max_attempts
     job.usage = {}
@@ -312,9 +319,11 @@ def output(session: Session, user: User, job_id: uuid.UUID, rel: str) -> FileEnt
 def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
     # The entrypoint spec is the bulkiest column and listings do not show it.
     stmt: Select[Any] = select(Job).options(defer(Job.spec))
+    if flt.everyone and not user.is_admin:
+        raise Forbidden("Only administrators see every user's jobs.")
     if flt.project:
         stmt = stmt.where(Job.project_id == projects.by_slug(session, user, flt.project).id)
-    else:
+    elif not flt.everyone:
         stmt = stmt.where(Job.owner_id == user.id)
     if flt.states:
         stmt = stmt.where(Job.state.in_(list(flt.states)))

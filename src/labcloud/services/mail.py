@@ -141,7 +141,7 @@ def compose(settings: Settings, jobs: list[dict[str, Any]]) -> tuple[str, str, s
     base = settings.public_url.rstrip("/")
     lines, rows = [], []
     for job in jobs:
-        name = job.get("name") or job.get("app")
+        name = job.get("title") or job.get("name") or job.get("app")
         state = job.get("state", "")
         reason = f" ({job['reason']})" if job.get("reason") else ""
         link = f"{base}/jobs/{job['id']}"
@@ -161,7 +161,7 @@ def compose(settings: Settings, jobs: list[dict[str, Any]]) -> tuple[str, str, s
         )
     if len(jobs) == 1:
         job = jobs[0]
-        subject = f"labcloud: {job.get('name') or job.get('app')} {job.get('state')}"
+        subject = f"labcloud: {job.get('title') or job.get('name') or job.get('app')} {job.get('state')}"
     else:
         failed = sum(1 for j in jobs if j.get("state") == "failed")
         subject = f"labcloud: {len(jobs)} jobs ended ({failed} failed)"

@@ -49,6 +49,11 @@ MAX_SUBSCRIPTIONS = 20  # per user
 # --- the outbox ---------------------------------------------------------------------------------------------
 
 
+def title(job: Job) -> str:
+    """How a job is named to people: its name, else its app and run number ("spikes #12")."""
+    return job.name or f"{job.app} #{job.run_number}"
+
+
 def emit_job_end(session: Session, job: Job) -> None:
     """A job ended: its event, in the caller's transaction."""
     kind = f"job.{job.state}"
@@ -63,6 +68,8 @@ def emit_job_end(session: Session, job: Job) -> None:
                 "job": {
                     "id": str(job.id),
                     "name": job.name,
+                    "run_number": job.run_number,
+                    "title": title(job),
                     "app": job.app,
                     "version": job.version,
                     "state": str(job.state),
@@ -104,7 +111,14 @@ def emit_state_change(
             user_id=job.owner_id,
             project_id=job.project_id,
             payload={
-                "job": {"id": str(job.id), "name": job.name, "app": job.app, "version": job.version},
+                "job": {
+                    "id": str(job.id),
+                    "name": job.name,
+                    "run_number": job.run_number,
+                    "title": title(job),
+                    "app": job.app,
+                    "version": job.version,
+                },
                 "from": str(from_state),
                 "to": str(to_state),
                 "reason": str(reason) if reason else None,

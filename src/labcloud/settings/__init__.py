@@ -118,7 +118,8 @@ class Settings(
     sandbox: Literal["auto", "required", "off"] = Field(
         "auto",
         description="Run jobs under bubblewrap: when it works (without it jobs never run as root: they are "
-        "refused), always (refuse jobs otherwise), or never (jobs run as labcloud's own user).",
+        "refused), always (refuse jobs otherwise), or never (jobs run as labcloud's own user, or as job_user "
+        "when that is root).",
     )
     job_user: str = Field(
         "nobody",

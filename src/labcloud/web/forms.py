@@ -151,6 +151,39 @@ def build(
     return RunForm(params, inputs, resources, projects=offered, project=offered[0][0] if offered else "")
 
 
+def _shown(f: Field, value: Any) -> Any:
+    """A value as its control shows it (what :func:`read` turns back into the same value)."""
+    if f.widget == "checkbox":
+        return bool(value)
+    if f.widget == "json" or (f.widget == "select" and not isinstance(value, str)):
+        return json.dumps(value)
+    return value
+
+
+def prefill(
+    form: RunForm,
+    params: dict[str, Any],
+    inputs: dict[str, str],
+    resources: dict[str, Any],
+    name: str,
+    tags: dict[str, str],
+    project: str,
+) -> None:
+    """Fill the form with an earlier job's answers (edit and run again)."""
+    for f in form.params:
+        if f.key in params:
+            f.value = _shown(f, params[f.key])
+    for f in form.inputs:
+        f.value = inputs.get(f.key, "")
+    for f in form.resources:
+        if resources.get(f.key) is not None:
+            f.value = resources[f.key]
+    form.name = name
+    form.tags = ", ".join(f"{k}={v}" for k, v in tags.items())
+    if project:
+        form.project = project
+
+
 def _number(raw: str, integer: bool) -> Any:
     try:
         value = float(raw)

@@ -210,6 +210,7 @@ class WorkerAgent:
             api=self.api,
             jobs_dir=self.jobs_dir,
             sandboxing=self.sandboxing,
+            work_dir=self.config.work_dir,
             hidden=tuple(dict.fromkeys(p.expanduser().resolve() for p in candidates)),
             grace_s=self.config.kill_grace_s,
             engines=self.engines,

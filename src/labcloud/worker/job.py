@@ -49,6 +49,7 @@ class RunSettings:
     jobs_dir: Path
     sandboxing: Sandboxing
     hidden: tuple[Path, ...] = ()  # besides the host's private folders: the worker's folder, its token...
+    work_dir: Path | None = None  # the worker's own folder (holding jobs_dir), if it made it
     grace_s: float = 5.0
     engines: EngineProbe | None = None  # this machine's container engine (None: no container apps here)
     log_interval_s: float = LOG_INTERVAL_S
@@ -192,7 +193,11 @@ class JobRun:
             inputs=inputs,
             env={str(k): str(v) for k, v in (a.get("env") or {}).items()},
             resources=self.job_resources,
-            folder=AttemptDir(self.job_dir, sandboxing.user),
+            folder=AttemptDir(
+                self.job_dir,
+                sandboxing.user,
+                reach_from=None if sandboxing.enabled else self.settings.work_dir or self.settings.jobs_dir,
+            ),
             log_path=log_path,
             sandbox=SandboxPolicy(
                 writable=(), hidden=self.settings.hidden, network=spec.network, user=sandboxing.user

@@ -78,6 +78,7 @@ def list_jobs(
         max_length=40,
         description="A project's jobs, everyone's (you need a role in it); default: yours.",
     ),
+    everyone: bool = Query(False, description="Every user's jobs (administrators only)."),
     limit: PageLimit = DEFAULT_PAGE_SIZE,
     cursor: PageCursor = None,
 ) -> PageOut[JobOut]:
@@ -89,6 +90,7 @@ def list_jobs(
         created_after=created_after,
         created_before=created_before,
         project=project,
+        everyone=everyone,
     )
     page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
     names = job_service.names_of(session, page.items)

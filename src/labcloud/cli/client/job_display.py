@@ -61,6 +61,7 @@ def _job_rows(job: dict[str, Any]) -> list[tuple[str, str | Text]]:
     return [
         ("id", job.get("id", "")),
         ("name", job.get("name", "")),
+        ("run", f"#{job.get('run_number', '')}"),
         ("app", f"{app_label(job)}:{job.get('entrypoint', '')}"),
         ("state", state),
         ("message", job.get("message", "")),

@@ -188,7 +188,7 @@ def jobs(
         err.print("no jobs" + where + (" match" if state or app or tag else " yet"))
         return
     # a project's listing is all of one project; yours may span several
-    columns = ["id", "name", "app", "state", "reason", "progress", "created"] + (
+    columns = ["id", "#", "name", "app", "state", "reason", "progress", "created"] + (
         [] if project else ["project"]
     )
     grid = table(*columns, title=f"project {project}" if project else None)
@@ -196,6 +196,7 @@ def jobs(
     for job in items:
         grid.add_row(
             str(job["id"]),
+            str(job.get("run_number", "")),
             Text(job.get("name", "")),
             Text(app_label(job)),
             state_text(job.get("state", "")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from labcloud.db.models.base import Base
@@ -36,6 +36,9 @@ class User(Base):
     # The same news by chat, through Apprise (an apprise URL, e.g. slack://... or json://...): a secret,
     # never shown back but for its scheme; "" for none.
     notify_apprise_url: Mapped[str] = mapped_column(Text, default="", server_default="")
+    jobs_submitted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the last run number
+    # Its password was issued by an administrator: the web asks for one of its own before anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def notify_apprise(self) -> str | None:

@@ -37,6 +37,8 @@ class Job(Base):
     # This job's e-mail when it ends, over its owner's preference: always, failure, never (None: theirs).
     notify: Mapped[str | None] = mapped_column(String(16), default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
+    # Its owner's n-th job (1, 2, 3...): how an unnamed job is told apart ("spikes #12").
+    run_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     app: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(64))
     entrypoint: Mapped[str] = mapped_column(String(64))

@@ -202,7 +202,9 @@ class LocalExecutor(Executor):
     def _plan(self, job: Job) -> JobPlan:
         """What the runner needs for the job's current attempt (inputs are added when staging)."""
         folder = AttemptDir(
-            job_service.job_dir(self.settings, job.id) / f"attempt-{job.attempts}", self.sandboxing.user
+            job_service.job_dir(self.settings, job.id) / f"attempt-{job.attempts}",
+            self.sandboxing.user,
+            reach_from=None if self.sandboxing.enabled else self.settings.home,
         )
         plan = JobPlan(
             job_id=str(job.id),

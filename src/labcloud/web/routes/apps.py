@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from labcloud.db.models import User
-from labcloud.errors import InvalidInput
+from labcloud.db.models import Job, User
+from labcloud.errors import InvalidInput, NotFound
 from labcloud.registry import ResolvedEntrypoint
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import files, projects
+from labcloud.services import files, projects, spaces
+from labcloud.services import jobs as job_service
 from labcloud.services.quotas import QuotaExceeded
 from labcloud.services.tokens import Principal
 from labcloud.web import forms
@@ -67,7 +70,12 @@ def _form(session: Session, ctx: Runtime, resolved: ResolvedEntrypoint, user: Us
 
 
 def _page(
-    request: Request, ctx: Ctx, resolved: ResolvedEntrypoint, form: forms.RunForm, status: int = 200
+    request: Request,
+    ctx: Ctx,
+    resolved: ResolvedEntrypoint,
+    form: forms.RunForm,
+    status: int = 200,
+    earlier: Job | None = None,
 ) -> Response:
     app = resolved.app
     return render(
@@ -79,6 +87,7 @@ def _page(
             "versions": app.sorted_versions(),
             "entrypoints": list(app.versions[resolved.version].entrypoints),
             "form": form,
+            "earlier": earlier,
             "summary": forms.summary(form),
             "boolean_marker": forms.BOOLEAN_MARKER,
             "unavailable": ctx.container_problem() if resolved.entrypoint.runtime == "container" else None,
@@ -96,12 +105,48 @@ def app_page(
     ctx: Ctx,
     version: str | None = None,
     entrypoint: str | None = None,
+    from_job: uuid.UUID | None = None,
 ) -> Response:
-    resolved = _resolve(ctx, name, version, entrypoint)
+    earlier = job_service.get_job(session, principal.user, from_job) if from_job else None
+    notes: list[str] = []
+    try:
+        resolved = _resolve(ctx, name, version, entrypoint)
+    except NotFound:
+        if earlier is None:
+            raise
+        resolved = _resolve(ctx, name, None, None)  # the job's version is gone: the current one
+        notes.append(
+            f"Version {version} is no longer offered: the form is {resolved.app.name} {resolved.version}'s, "
+            "with the earlier job's answers where they still fit."
+        )
     form = _form(session, ctx, resolved, principal.user)
-    for f in form.inputs:  # "Run with this file" links from the files page
-        f.value = request.query_params.get(f.name, "")
-    return _page(request, ctx, resolved, form)
+    if earlier is not None:
+        _fill_from(session, principal.user, form, earlier)
+    else:
+        for f in form.inputs:  # "Run with this file" links from the files page
+            f.value = request.query_params.get(f.name, "")
+    form.errors += notes
+    return _page(request, ctx, resolved, form, earlier=earlier)
+
+
+def _fill_from(session: Session, user: User, form: forms.RunForm, job: Job) -> None:
+    """An earlier job's answers in the form; an input that is no longer where it was is marked."""
+    slug = projects.slugs(session, [job.project_id]).get(job.project_id, "")
+    offered = {s for s, _ in form.projects}
+    resources = {
+        "cpus": job.resources.cpus,
+        "memory_mb": job.resources.memory_mb,
+        "gpus": job.resources.gpus,
+        "timeout_s": job.resources.timeout_s,
+    }
+    chosen = slug if slug in offered else ""
+    forms.prefill(form, job.params, job.inputs, resources, job.name, job.tags, chosen)
+    for f in form.inputs:
+        if f.value:
+            try:
+                spaces.job_input(session, user, f.value, ["body", "inputs", f.key])
+            except InvalidInput:
+                f.error = f"{f.value} was moved or deleted since that job ran: choose a {f.attrs['type']}"
 
 
 @router.post("/apps/{name}/run")

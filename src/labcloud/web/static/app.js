@@ -48,9 +48,53 @@
   }
 
   // -------------------------------------------------------------------------------------- live log
+  // A log line: numbered (a link to itself), control lines (::progress ...) marked so that they can be
+  // hidden, and the job's own folder left out of paths (".../jobs/ID/attempt-N/work/output/x" is "output/x").
+  const CONTROL = /^::[a-z-]+(\s|$)/;
+  function logLine(pre, text, number) {
+    const line = document.createElement("span");
+    line.className = "line" + (CONTROL.test(text) ? " control" : "");
+    line.id = "L" + number;
+    const link = document.createElement("a");
+    link.className = "ln";
+    link.href = "#L" + number;
+    link.textContent = String(number);
+    link.setAttribute("aria-label", "line " + number);
+    const body = document.createElement("span");
+    body.className = "lt";
+    body.textContent = pre.jobFolder ? text.replace(pre.jobFolder, "") : text;
+    line.append(link, body, document.createTextNode("\n"));
+    return line;
+  }
+
+  function setUpLogTools(pre) {
+    const controls = document.getElementById("log-controls");
+    const search = document.getElementById("log-search");
+    const count = document.getElementById("log-matches");
+    if (controls) controls.addEventListener("change", () => pre.classList.toggle("show-control", controls.checked));
+    if (!search) return () => {};
+    const apply = () => {
+      const words = search.value.trim().toLowerCase();
+      let shown = 0;
+      pre.querySelectorAll(".line").forEach((line) => {
+        const hit = !words || line.textContent.toLowerCase().includes(words);
+        line.classList.toggle("miss", !hit);
+        if (hit && words) shown += 1;
+      });
+      if (count) count.textContent = words ? shown + " matching line" + (shown === 1 ? "" : "s") : "";
+    };
+    search.addEventListener("input", apply);
+    return apply;
+  }
+
   function followLog(pre) {
     let offset = Number(pre.dataset.offset || 0);
     let failures = 0;
+    let number = 0;
+    let partial = "";  // (an event's text ends at a line's end; kept in case one does not)
+    const id = (pre.dataset.job || "").replace(/[^0-9a-f-]/g, "");
+    pre.jobFolder = id ? new RegExp("/[^\\s'\"]*/jobs/" + id + "/attempt-\\d+/work/", "g") : null;
+    const refilter = setUpLogTools(pre);
     const state = document.getElementById("log-state");
     const say = (text) => state && (state.textContent = text);
     function open() {
@@ -59,9 +103,17 @@
       source.addEventListener("log", (event) => {
         failures = 0;
         const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
-        pre.append(document.createTextNode(event.data + "\n"));
+        const lines = (partial + event.data).split("\n");
+        partial = "";
+        const batch = document.createDocumentFragment();
+        lines.forEach((text) => { number += 1; batch.append(logLine(pre, text, number)); });
+        pre.append(batch);
+        refilter();
         if (event.lastEventId) offset = Number(event.lastEventId);
-        if (atBottom) pre.scrollTop = pre.scrollHeight;
+        if (location.hash && location.hash.startsWith("#L") && !pre.dataset.jumped) {
+          const target = document.getElementById(location.hash.slice(1));
+          if (target) { target.scrollIntoView({ block: "center" }); pre.dataset.jumped = "true"; }
+        } else if (atBottom) pre.scrollTop = pre.scrollHeight;
       });
       source.addEventListener("end", (event) => {
         source.close();

@@ -48,7 +48,7 @@
   // ----------------------------------------------------------------------------------------- telling
   function words(event) {
     const job = event.job || {};
-    const name = job.name || job.app || "job " + String(job.id || "").slice(0, 8);
+    const name = job.title || job.name || job.app || "job " + String(job.id || "").slice(0, 8);
     if (event.type === "job.succeeded") return { title: "“" + name + "” succeeded", kind: "ok" };
     if (event.type === "job.cancelled") return { title: "“" + name + "” was cancelled", kind: "" };
     const reason = job.reason ? " (" + String(job.reason).replace(/_/g, " ") + ")" : "";
