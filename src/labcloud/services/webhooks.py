@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.orm import Session
@@ -54,6 +54,18 @@ def title(job: Job) -> str:
     return job.name or f"{job.app} #{job.run_number}"
 
 
+def job_identity(job: Job) -> dict[str, Any]:
+    """Which job an event is about, as every job event tells it."""
+    return {
+        "id": str(job.id),
+        "name": job.name,
+        "run_number": job.run_number,
+        "title": title(job),
+        "app": job.app,
+        "version": job.version,
+    }
+
+
 def emit_job_end(session: Session, job: Job) -> None:
     """A job ended: its event, in the caller's transaction."""
     kind = f"job.{job.state}"
@@ -66,12 +78,7 @@ def emit_job_end(session: Session, job: Job) -> None:
             project_id=job.project_id,
             payload={
                 "job": {
-                    "id": str(job.id),
-                    "name": job.name,
-                    "run_number": job.run_number,
-                    "title": title(job),
-                    "app": job.app,
-                    "version": job.version,
+                    **job_identity(job),
                     "state": str(job.state),
                     "reason": str(job.reason) if job.reason else None,
                     "message": job.message,
@@ -111,14 +118,7 @@ def emit_state_change(
             user_id=job.owner_id,
             project_id=job.project_id,
             payload={
-                "job": {
-                    "id": str(job.id),
-                    "name": job.name,
-                    "run_number": job.run_number,
-                    "title": title(job),
-                    "app": job.app,
-                    "version": job.version,
-                },
+                "job": job_identity(job),
                 "from": str(from_state),
                 "to": str(to_state),
                 "reason": str(reason) if reason else None,
