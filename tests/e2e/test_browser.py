@@ -66,7 +66,17 @@ def test_upload_files_with_progress(page: Page, tmp_path: Path) -> None:
     table = page.locator("#file-table")
     expect(table.get_by_role("link", name="trace.csv", exact=True)).to_be_visible()
     expect(table.get_by_role("link", name="notes.txt", exact=True)).to_be_visible()
+    expect(page.locator("#storage-line")).not_to_contain_text("0 B used")  # (without a reload)
     screenshot(page, "03-files")
+
+    # the same name again: asked on the page first; "keep" sends nothing, "replace" replaces it
+    second.write_text("a newer version\n")
+    page.locator("#file-picker").set_input_files([str(second)])
+    page.locator("#uploads").get_by_role("button", name="Keep the one there").click()
+    expect(uploads.nth(2)).to_have_text("notes.txt: not uploaded, the one there is kept")
+    page.locator("#file-picker").set_input_files([str(second)])
+    page.locator("#uploads").get_by_role("button", name="Replace it").click()
+    expect(uploads.nth(3).locator(".upload-state")).to_have_text("uploaded")
 
     # rename, download and delete from the browser
     row = page.locator('tr[data-path="notes.txt"]')
@@ -76,7 +86,7 @@ def test_upload_files_with_progress(page: Page, tmp_path: Path) -> None:
     expect(page.locator(".flash")).to_contain_text("Renamed 'notes.txt' to 'renamed.txt'.")
     with page.expect_download() as download:
         page.locator('tr[data-path="renamed.txt"]').get_by_role("link", name="Download").click()
-    assert Path(download.value.path()).read_text() == second.read_text()
+    assert Path(download.value.path()).read_text() == "a newer version\n"
     row = page.locator('tr[data-path="renamed.txt"]')
     row.locator("summary", has_text="Delete").click()
     row.get_by_role("button", name="Delete file").click()
@@ -127,7 +137,9 @@ def test_run_spike_detection_from_the_generated_form(page: Page, tmp_path: Path)
     expect(page.get_by_label("Polarity")).to_have_value("neg")
 
     # a value the schema refuses comes back next to its field
-    page.get_by_label("Trace").select_option("trace.csv")
+    page.locator("details.browse summary").first.click()  # (the path could be typed too)
+    page.locator(".browse-pane").get_by_role("button", name="trace.csv").click()
+    expect(page.locator("#f-inputs-trace")).to_have_value("trace.csv")
     threshold.fill("0.5")
     page.get_by_role("button", name="Start job").click()
     expect(page.locator('[data-error-for="params.threshold"]')).to_contain_text("must be at least 1")

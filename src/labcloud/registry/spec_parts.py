@@ -90,6 +90,25 @@ class InputSpec(SpecModel):
     type: Literal["file", "folder"] = "file"
     required: bool = True
     description: str = ""
+    # The file endings it takes (".csv", ".ome.tif"), any case; empty: any file. Pickers offer only those.
+    accept: tuple[str, ...] = ()
+
+    @field_validator("accept")
+    @classmethod
+    def _endings(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [e for e in value if not re.fullmatch(r"\.[A-Za-z0-9_.+-]{1,30}", e)]
+        if bad:
+            raise ValueError(f"accept takes file endings such as .csv, not {', '.join(map(repr, bad))}")
+        return tuple(e.lower() for e in value)
+
+    def takes(self, name: str) -> bool:
+        """Whether a file of this name fits the slot's endings."""
+        return not self.accept or name.lower().endswith(self.accept)
+
+    def expects(self) -> str:
+        """What the slot takes, in words: "a file (.csv or .npy)"."""
+        endings = " or ".join(self.accept)
+        return f"a {self.type}" + (f" ({endings})" if endings else "")
 
 
 # An image reference as a registry knows it: [host[:port]/]path[:tag][@sha256:hex], or a local image id

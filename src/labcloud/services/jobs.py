@@ -120,6 +120,11 @@ def prepare(
         loc: list[str | int] = ["body", "inputs", slot]
         entry = problems.check(spaces.job_input, session, user, raw, loc)
         inputs[slot] = files.clean(raw, loc) if entry is not None else raw  # as the submitter named it
+        wanted = spec.inputs[slot]
+        if entry is not None and (
+            entry.kind != wanted.type or (entry.kind == "file" and not wanted.takes(entry.name))
+        ):
+            problems.add([{"loc": loc, "msg": f"takes {wanted.expects()}; {entry.path!r} is not one"}])
     problems.check(lambda: registry.job_environment(spec, params, {}, "", sub.env))  # the env allowlist
     resources, bad_resources = _resources(spec, sub.resources)
     problems.add(bad_resources)

@@ -119,8 +119,8 @@ def build(
             widget="file",
             help=s.description,
             required=s.required,
-            options=file_choices.get(s.type, []),
-            attrs={"type": s.type},
+            options=[p for p in file_choices.get(s.type, []) if s.type == "folder" or s.takes(p)],
+            attrs={"type": s.type, "accept": ",".join(s.accept), "expects": s.expects()},
         )
         for slot, s in spec.inputs.items()
     ]

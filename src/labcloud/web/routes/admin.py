@@ -3,10 +3,11 @@ waits, and cancel), remote workers (register, drain, revoke) and the app registr
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Form, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud import security
@@ -18,11 +19,13 @@ from labcloud.services import users
 from labcloud.services import workers as worker_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.tokens import Principal
+from labcloud.settings import Settings
 from labcloud.web import session as web_session
 from labcloud.web.deps import AdminForm, AdminPage, PageRoute, redirect
 from labcloud.web.rendering import render
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def _users_page(
@@ -296,3 +299,106 @@ def cancel_any_job(job_id: uuid.UUID, admin: AdminForm, session: DbSession, ctx:
         return response
     web_session.flash(response, ctx.settings, f"Job {job.app} #{job.run_number} of its owner is {job.state}.")
     return response
+
+
+# ------------------------------------------------------------------------------------------- one user
+
+
+def _user_page(
+    request: Request, session: Session, ctx: Runtime, user_id: uuid.UUID, **extra: Any
+) -> Response:
+    user = users.get_user(session, user_id)
+    status = extra.pop("status", 200)
+    context = {
+        "who": user,
+        "default_limit": ctx.settings.storage_quota_bytes,
+        "mail": bool(ctx.settings.smtp_url),
+        "errors": {},
+        "issued": None,
+        "min_password_length": ctx.settings.min_password_length,
+        **extra,
+    }
+    return render(request, "admin_user.html", context, status)
+
+
+@router.get("/admin/users/{user_id}")
+def user_page(
+    request: Request, user_id: uuid.UUID, _admin: AdminPage, session: DbSession, ctx: Ctx
+) -> Response:
+    return _user_page(request, session, ctx, user_id)
+
+
+def _said(exc: InvalidInput) -> str:
+    return str((exc.errors or [{"msg": exc.detail}])[0].get("msg", exc.detail))
+
+
+def _megabytes(text: str) -> int | None:
+    """The storage limit field: empty for the installation's default, 0 for none, else megabytes."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput.field(["storage_limit"], "a number of megabytes, 0 for no limit") from None
+    if value < 0 or value > 2**43:
+        raise InvalidInput.field(["storage_limit"], "from 0 (no limit) up to 8 EB")
+    return int(value * 1024 * 1024)
+
+
+@router.post("/admin/users/{user_id}/profile")
+def update_profile(
+    request: Request,
+    user_id: uuid.UUID,
+    _admin: AdminForm,
+    session: DbSession,
+    ctx: Ctx,
+    name: Annotated[str, Form(max_length=200)] = "",
+    storage_limit: Annotated[str, Form(max_length=30)] = "",
+) -> Response:
+    user = users.get_user(session, user_id)
+    try:
+        limit = _megabytes(storage_limit)
+    except InvalidInput as exc:
+        form = {"name": name, "storage_limit": storage_limit}
+        return _user_page(
+            request, session, ctx, user_id, status=422, errors={"storage_limit": _said(exc)}, form=form
+        )
+    users.admin_update(session, ctx.settings, user, name=name)
+    users.set_storage_limit(user, limit)
+    response = redirect(f"/admin/users/{user_id}")
+    web_session.flash(response, ctx.settings, f"{user.email}: name and storage limit saved.")
+    return response
+
+
+@router.post("/admin/users/{user_id}/password")
+def reset_password(
+    request: Request,
+    user_id: uuid.UUID,
+    _admin: AdminForm,
+    session: DbSession,
+    ctx: Ctx,
+    background: BackgroundTasks,
+    how: Annotated[str, Form(max_length=10)] = "generate",
+) -> Response:
+    """A new password shown once (to hand over; the user chooses their own at their next login), or, where
+    the installation sends mail, a link that lets them choose one."""
+    user = users.get_user(session, user_id)
+    if how == "mail" and ctx.settings.smtp_url:
+        mail = users.password_mail(ctx.settings, user, invitation=False)
+        background.add_task(_send_link, mail, ctx.settings)
+        response = redirect(f"/admin/users/{user_id}")
+        web_session.flash(
+            response, ctx.settings, f"A link to choose a new password is on its way to {user.email}."
+        )
+        return response
+    password = security.generate_password()
+    users.admin_update(session, ctx.settings, user, password=password)
+    return _user_page(request, session, ctx, user_id, issued=password)
+
+
+def _send_link(mail: users.LinkMail, settings: Settings) -> None:
+    try:
+        mail.send(settings)
+    except Exception as exc:  # (logged: the admin can send another)
+        log.warning("password mail to %s not sent: %s", mail.to, exc)

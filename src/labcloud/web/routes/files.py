@@ -67,8 +67,8 @@ def browse(request: Request, page: Listing) -> Response:
 
 @router.get("/files/listing")
 def listing(request: Request, page: Listing) -> Response:
-    """The folder's table alone: htmx swaps it in after uploads."""
-    return render(request, "partials/file_table.html", page)
+    """The folder's table alone, and the storage line beside it: htmx swaps both in after uploads."""
+    return render(request, "partials/file_table.html", {**page, "refreshed": True})
 
 
 @router.get("/files/download/{path:anypath}")

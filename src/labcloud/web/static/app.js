@@ -236,7 +236,32 @@
     let queue = Promise.resolve();
     let pending = 0;
 
+    // A file whose name is already in the folder is asked about on the page (no browser dialog): replace
+    // it, or keep the one there.
     function add(file) {
+      const path = folder ? folder + "/" + file.name : file.name;
+      const shown = Array.from(document.querySelectorAll("#file-table tr[data-path]")).some((row) => row.dataset.path === path);
+      if (!shown) { start(file, path); return; }
+      const item = document.createElement("li");
+      item.className = "ask";
+      const question = document.createElement("span");
+      question.textContent = "“" + path + "” is already there. ";
+      const replace = document.createElement("button");
+      replace.type = "button";
+      replace.className = "small danger";
+      replace.textContent = "Replace it";
+      const keep = document.createElement("button");
+      keep.type = "button";
+      keep.className = "small";
+      keep.textContent = "Keep the one there";
+      item.append(question, replace, " ", keep);
+      list.append(item);
+      replace.focus();
+      replace.addEventListener("click", () => { item.remove(); start(file, path); });
+      keep.addEventListener("click", () => { item.className = "kept"; item.textContent = file.name + ": not uploaded, the one there is kept"; });
+    }
+
+    function start(file, path) {
       const item = document.createElement("li");
       const name = document.createElement("span");
       name.className = "upload-name";
@@ -253,7 +278,6 @@
       pending += 1;
       queue = queue.then(async () => {
         item.classList.add("active");
-        const path = folder ? folder + "/" + file.name : file.name;
         try {
           await tusUpload(file, path, (done) => {
             bar.value = Math.min(done, bar.max);
@@ -295,11 +319,24 @@
     // A form sent back with errors: its summary takes focus, so the first thing read is what to fix.
     const summary = document.querySelector("[data-focus-on-load]");
     if (summary) summary.focus();
+    // An input's browser: a chosen file or folder goes into its field, and the browser closes.
+    document.body.addEventListener("click", (e) => {
+      const pick = e.target.closest("[data-pick]");
+      if (!pick) return;
+      const field = document.getElementById(pick.dataset.target || "");
+      if (!field) return;
+      field.value = pick.dataset.pick;
+      field.dispatchEvent(new Event("change", { bubbles: true }));
+      const details = pick.closest("details");
+      if (details) details.open = false;
+      field.focus();
+    });
     document.body.addEventListener("htmx:configRequest", (e) => { e.detail.headers["X-CSRF-Token"] = csrfToken(); });
     // A polled table is not swapped while a confirmation in it is open or focus is inside it.
     document.body.addEventListener("htmx:beforeRequest", (e) => {
       const elt = e.detail.elt;
-      if (elt.hasAttribute("data-poll-pauses") && (elt.querySelector("details[open]") || elt.contains(document.activeElement))) {
+      const busy = elt.querySelector("details[open]") || elt.querySelector("input[type=checkbox]:checked") || elt.contains(document.activeElement);
+      if (elt.hasAttribute("data-poll-pauses") && busy) {
         e.preventDefault();
       }
     });
