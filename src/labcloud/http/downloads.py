@@ -15,7 +15,7 @@ from labcloud.db.models import FileEntry
 from labcloud.errors import NotFound
 from labcloud.http.zipstream import ZipMember, zip_stream
 from labcloud.runtime import Runtime
-from labcloud.services import files
+from labcloud.services import job_files
 from labcloud.storage.base import Storage
 
 # What a browser may show of a user's file instead of downloading it: images and plain text only (never
@@ -98,7 +98,7 @@ def send_outputs_zip(storage: Storage, job_id: uuid.UUID, rows: list[FileEntry])
     """A job's outputs (``rows``: :func:`labcloud.services.jobs.outputs`) as one zip, paths relative to
     the job's folder."""
     name = f"job-{job_id}-outputs.zip"
-    return send_zip(storage, rows, files.job_outputs_folder(job_id), name, keep_root=False)
+    return send_zip(storage, rows, job_files.job_outputs_folder(job_id), name, keep_root=False)
 
 
 def _chunks(storage: Storage, key: str) -> Callable[[], Iterator[bytes]]:

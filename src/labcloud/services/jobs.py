@@ -16,8 +16,8 @@ from labcloud import registry
 from labcloud.db.models import FileEntry, Job, JobEvent, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
-from labcloud.registry.models import Resources
-from labcloud.services import files, projects, quotas, routing, spaces
+from labcloud.registry.spec_parts import Resources
+from labcloud.services import files, job_files, projects, quotas, routing, spaces
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
@@ -309,12 +309,12 @@ def outputs(session: Session, user: User, job_id: uuid.UUID) -> list[FileEntry]:
     """The output files of a job ``user`` may read, as they are now in its project's space
     (:func:`labcloud.services.files.job_outputs`)."""
     job = get_job(session, user, job_id)
-    return files.job_outputs(session, job.project_id, job.id)
+    return job_files.job_outputs(session, job.project_id, job.id)
 
 
 def output(session: Session, user: User, job_id: uuid.UUID, rel: str) -> FileEntry:
     """One output file of a job ``user`` may read, by its clean path in the job's folder."""
-    wanted = f"{files.job_outputs_folder(job_id)}/{rel}"
+    wanted = f"{job_files.job_outputs_folder(job_id)}/{rel}"
     for row in outputs(session, user, job_id):
         if row.path == wanted:
             return row

@@ -21,7 +21,7 @@ from labcloud.http import job_log
 from labcloud.http.downloads import send_file, send_outputs_zip, send_zip
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import accounting, files, job_logs, projects, users
+from labcloud.services import accounting, files, job_files, job_logs, projects, users
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.quotas import QuotaExceeded
@@ -165,8 +165,8 @@ def _status_context(
     project = session.get(Project, job.project_id)
     assert project is not None  # (the foreign key)
     ended = job.state in {s.value for s in TERMINAL}
-    outputs = files.job_outputs(session, job.project_id, job.id) if ended else []
-    start = len(files.job_outputs_folder(job.id)) + 1
+    outputs = job_files.job_outputs(session, job.project_id, job.id) if ended else []
+    start = len(job_files.job_outputs_folder(job.id)) + 1
     return {
         "job": job,
         "message": ctx.message(job),
