@@ -59,6 +59,7 @@ class InputSlot(Model):
     type: str = Field(description="file or folder")
     required: bool
     description: str
+    accept: list[str] = Field(default_factory=list, description="The file endings it takes; empty: any.")
 
 
 class Entrypoint(Model):

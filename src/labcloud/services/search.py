@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from labcloud import registry
 from labcloud.db.models import FileEntry, Job, User
 from labcloud.errors import InvalidInput
+from labcloud.services import job_checks, projects
 from labcloud.services import jobs as job_service
-from labcloud.services import projects
 
 LIMIT = 20  # of each kind
 
@@ -55,7 +55,7 @@ def search(session: Session, apps: registry.AppRegistry, user: User, query: str)
     found.apps = found.apps[:LIMIT]
     tags = [w for w in words.split() if "=" in w]
     try:
-        wanted = job_service.tag_filters(tags, ["q"]) if tags else {}
+        wanted = job_checks.tag_filters(tags, ["q"]) if tags else {}
     except InvalidInput:
         wanted = {}
     plain = " ".join(w for w in words.split() if "=" not in w)

@@ -19,8 +19,7 @@ from labcloud.db.models import Project, User
 from labcloud.errors import InvalidInput, LabcloudError
 from labcloud.execution.task import Step, TaskInput, TaskLayout, TaskOutput, has_wildcards, inside, parent
 from labcloud.registry.spec_parts import IMAGE_PATTERN, Resources
-from labcloud.services import files, job_files, projects, tes_s3, url_fetch
-from labcloud.services import jobs as job_service
+from labcloud.services import files, job_checks, job_files, projects, tes_s3, url_fetch
 from labcloud.services.tes_task_in import ExecutorIn, InputIn, OutputIn, ResourcesIn, TaskIn
 from labcloud.settings import Settings
 
@@ -104,7 +103,7 @@ def check(session: Session, settings: Settings, user: User, body: Any, ignored: 
         _check_path(errors, ["volumes", i], volume)
     tags = dict(task.tags or {})
     try:
-        job_service.check_tags(tags)
+        job_checks.check_tags(tags)
     except InvalidInput as exc:
         errors.items += exc.errors or []
     resources, notes, strict_refusal = _resources(errors, settings, task.resources, ignored)

@@ -14,7 +14,8 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from labcloud.registry import EntrypointSpec
-from labcloud.services.jobs import RESOURCE_LIMITS, Submission
+from labcloud.services.job_checks import RESOURCE_LIMITS
+from labcloud.services.jobs import Submission
 
 PARAM_PREFIX = "params."
 INPUT_PREFIX = "inputs."

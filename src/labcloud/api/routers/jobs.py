@@ -17,7 +17,7 @@ from labcloud.db.models import Job
 from labcloud.http import job_log
 from labcloud.http.downloads import send_file, send_outputs_zip
 from labcloud.http.guard import GuardedRoute
-from labcloud.services import accounting, files, job_files, job_logs
+from labcloud.services import accounting, files, job_checks, job_files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
@@ -85,7 +85,7 @@ def list_jobs(
     flt = job_service.JobFilter(
         states=list(dict.fromkeys(state)),
         app=app,
-        tags=job_service.tag_filters(tag, ["query", "tag"]),
+        tags=job_checks.tag_filters(tag, ["query", "tag"]),
         text=q,
         created_after=created_after,
         created_before=created_before,

@@ -21,7 +21,7 @@ from labcloud.http import job_log
 from labcloud.http.downloads import send_file, send_outputs_zip, send_zip
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import accounting, files, job_files, job_logs, projects, users
+from labcloud.services import accounting, files, job_checks, job_files, job_logs, projects, users
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.quotas import QuotaExceeded
@@ -63,7 +63,7 @@ def _filter(
     errors: dict[str, str] = {}
     tags: dict[str, str] = {}
     try:
-        tags = job_service.tag_filters(tag.split(), ["tag"])
+        tags = job_checks.tag_filters(tag.split(), ["tag"])
     except InvalidInput as exc:
         errors["tag"] = "; ".join(e["msg"] for e in exc.errors or [])
     dates: dict[str, datetime | None] = {}
