@@ -62,6 +62,7 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         apps_check_interval_s="0",
         local_cpus="2",
         local_memory_mb="4096",
+        webhook_allow_private="true",  # webhooks to 127.0.0.1 (the accessibility test's show failed tries)
     )
     try:
         with serve(env, home / "server.log") as url:
