@@ -410,3 +410,26 @@ def test_a_job_cannot_take_another_users_file_as_input(client: TestClient, make_
         "/api/v1/jobs", json={"app": "spikes", "inputs": {"trace": "trace.csv"}}, headers=bob.headers
     )
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "inputs", "trace"]
+
+
+def test_an_empty_folder_is_made_with_the_folders_above_it_and_a_taken_name_is_refused(
+    client: TestClient, user: Account, make_user: Any
+) -> None:
+    r = client.post("/api/v1/files:mkdir", json={"path": "raw/2026/dec"}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["path"] == "raw/2026/dec" and r.json()["type"] == "folder"
+    listed = client.get("/api/v1/files?prefix=raw/2026", headers=user.headers).json()["items"]
+    assert [(e["path"], e["type"]) for e in listed] == [("raw/2026/dec", "folder")]
+    again = client.post("/api/v1/files:mkdir", json={"path": "raw/2026/dec"}, headers=user.headers)
+    assert again.status_code == 409 and "already exists as a folder" in again.text
+    assert client.put("/api/v1/files/notes.txt", content=b"x", headers=user.headers).status_code == 201
+    inside_file = client.post("/api/v1/files:mkdir", json={"path": "notes.txt/sub"}, headers=user.headers)
+    assert inside_file.status_code == 422 and "is a file" in inside_file.text
+    escape = client.post("/api/v1/files:mkdir", json={"path": "../up"}, headers=user.headers)
+    assert escape.status_code in (400, 422)
+    # a file can go into the new folder; another user sees nothing of it
+    assert (
+        client.put("/api/v1/files/raw/2026/dec/a.csv", content=b"1", headers=user.headers).status_code == 201
+    )
+    other: Account = make_user()
+    assert client.get("/api/v1/files?prefix=raw", headers=other.headers).status_code == 404

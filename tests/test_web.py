@@ -1488,3 +1488,23 @@ def test_worker_names_and_labels_are_escaped(browser: TestClient, client: TestCl
         assert XSS not in html and "<img src=x" not in html and "<b>k</b>" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
         assert "&lt;b&gt;k&lt;/b&gt;=&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_a_new_folder_is_made_from_the_files_page(browser: TestClient, admin: Account) -> None:
+    page = browser.get("/files").text
+    assert 'action="/files/folder"' in page
+    csrf = csrf_of(page)
+    r = browser.post(
+        "/files/folder", data={"csrf_token": csrf, "inside": "", "name": "raw"}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/files?path=raw"
+    r = browser.post(
+        "/files/folder", data={"csrf_token": csrf, "inside": "raw", "name": "day 1"}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/files?path=raw")
+    listed = browser.get("/api/v1/files?prefix=raw", headers=admin.headers).json()["items"]
+    assert [(e["path"], e["type"]) for e in listed] == [("raw/day 1", "folder")]
+    taken = browser.post("/files/folder", data={"csrf_token": csrf, "inside": "", "name": "raw"})
+    assert "Could not make the folder: &#39;raw&#39; already exists as a folder." in taken.text
+    slash = browser.post("/files/folder", data={"csrf_token": csrf, "inside": "", "name": "a/b"})
+    assert "Give the new folder a name (without /)." in slash.text

@@ -272,6 +272,33 @@ def _ensure_folders(session: Session, space: Space, path: str, now: datetime) ->
             row.modified_at = now
 
 
+def make_folder(db: Database, space: Space, raw_path: str, loc: list[str | int]) -> Entry:
+    """A new, empty folder (and the folders above it that are missing); Conflict when the name is taken."""
+    path = clean(raw_path, loc)
+    with db.session() as session:
+        found = entry_at(session, space, path)
+        if found is not None:
+            what = "a folder" if found.kind == FOLDER else "a file"
+            raise Conflict(f"'{path}' already exists as {what}.")
+        _check_target(session, space, path, loc)
+        now = utcnow()
+        _ensure_folders(session, space, path, now)
+        parent, name = _split(path)
+        row = FileEntry(
+            project_id=space.project_id,
+            owner_id=space.user_id,
+            path=path,
+            parent=parent,
+            name=name,
+            kind=FOLDER,
+            created_at=now,
+            modified_at=now,
+        )
+        session.add(row)
+        session.flush()
+        return Entry.of(row)
+
+
 # ------------------------------------------------------------------------------------- moves, deletes
 
 

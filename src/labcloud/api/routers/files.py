@@ -103,6 +103,25 @@ def move(body: MoveIn, principal: Writer, ctx: Ctx) -> FileOut:
     return _out(target.shown(file_service.move(ctx.db, source.space, source.path, target.path)))
 
 
+class FolderIn(BaseModel):
+    path: str = Field(max_length=2048, description="The new folder, e.g. data/2026-12 or projects/SLUG/raw.")
+
+
+@router.post(
+    "/files:mkdir",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileOut,
+    operation_id="make_folder",
+    responses=problems(409),
+    summary="Make an empty folder",
+)
+def make_folder(body: FolderIn, principal: Writer, ctx: Ctx) -> FileOut:
+    """The folders above it are made too when missing; a name already taken is 409."""
+    with ctx.db.session() as session:
+        where = spaces.locate(session, principal.user, body.path, Action.RUN, ["body", "path"])
+    return _out(where.shown(file_service.make_folder(ctx.db, where.space, where.path, ["body", "path"])))
+
+
 @router.put(
     "/files/{path:anypath}",
     status_code=status.HTTP_201_CREATED,

@@ -99,6 +99,31 @@ def delete(principal: FormUser, ctx: Ctx, path: Annotated[str, Form(max_length=2
     return response
 
 
+@router.post("/files/folder")
+def new_folder(
+    principal: FormUser,
+    ctx: Ctx,
+    inside: Annotated[str, Form(max_length=2048)] = "",
+    name: Annotated[str, Form(max_length=255)] = "",
+) -> Response:
+    """A new folder in the folder the page shows."""
+    here = inside.strip().strip("/")
+    back = redirect(_folder_url(here))
+    if not name.strip() or "/" in name:
+        web_session.flash(back, ctx.settings, "Give the new folder a name (without /).", "bad")
+        return back
+    path = f"{here}/{name.strip()}" if here else name.strip()
+    try:
+        where = spaces.place(ctx.db, principal.user, path, Action.RUN, ["body", "name"])
+        files.make_folder(ctx.db, where.space, where.path, ["body", "name"])
+    except LabcloudError as exc:
+        web_session.flash(back, ctx.settings, f"Could not make the folder: {exc.detail}", "bad")
+        return back
+    response = redirect(_folder_url(path))
+    web_session.flash(response, ctx.settings, f"Made the folder '{path}'.")
+    return response
+
+
 @router.post("/files/move")
 def move(
     principal: FormUser,
