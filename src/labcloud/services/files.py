@@ -250,23 +250,25 @@ def index_objects(
     return [Entry.of(r) for r in rows], replaced
 
 
+def _folder_row(space: Space, path: str, now: datetime) -> FileEntry:
+    parent, name = _split(path)
+    return FileEntry(
+        project_id=space.project_id,
+        owner_id=space.user_id,
+        path=path,
+        parent=parent,
+        name=name,
+        kind=FOLDER,
+        created_at=now,
+        modified_at=now,
+    )
+
+
 def _ensure_folders(session: Session, space: Space, path: str, now: datetime) -> None:
     for folder in _ancestors(path):
         row = entry_at(session, space, folder)
         if row is None:
-            parent, name = _split(folder)
-            session.add(
-                FileEntry(
-                    project_id=space.project_id,
-                    owner_id=space.user_id,
-                    path=folder,
-                    parent=parent,
-                    name=name,
-                    kind=FOLDER,
-                    created_at=now,
-                    modified_at=now,
-                )
-            )
+            session.add(_folder_row(space, folder, now))
             session.flush()
         else:
             row.modified_at = now
@@ -283,17 +285,7 @@ def make_folder(db: Database, space: Space, raw_path: str, loc: list[str | int])
         _check_target(session, space, path, loc)
         now = utcnow()
         _ensure_folders(session, space, path, now)
-        parent, name = _split(path)
-        row = FileEntry(
-            project_id=space.project_id,
-            owner_id=space.user_id,
-            path=path,
-            parent=parent,
-            name=name,
-            kind=FOLDER,
-            created_at=now,
-            modified_at=now,
-        )
+        row = _folder_row(space, path, now)
         session.add(row)
         session.flush()
         return Entry.of(row)
