@@ -426,6 +426,15 @@ def test_the_jobs_list_finds_jobs_by_name_tag_and_date_and_shows_their_tags(
     assert listed(f"after={today}&before={today}") == {calib, other, plain}  # (the whole day)
     assert listed(f"after={today + timedelta(days=1)}") == set()
     assert listed("q=calib&tag=exp%3D7") == {calib}
+    html = browser.get("/jobs?order=oldest").text  # oldest first, as asked
+    assert html.index(f'data-job="{calib}"') < html.index(f'data-job="{plain}"')
+    html = browser.get("/jobs").text
+    assert html.index(f'data-job="{plain}"') < html.index(f'data-job="{calib}"')
+    oldest = browser.get("/api/v1/jobs?order=oldest&limit=1", headers=admin.headers).json()
+    assert oldest["items"][0]["id"] == calib and oldest["next_cursor"]
+    cursor = oldest["next_cursor"]
+    after = browser.get(f"/api/v1/jobs?order=oldest&limit=1&cursor={cursor}", headers=admin.headers)
+    assert after.json()["items"][0]["id"] == other
     html = browser.get("/jobs").text  # tags are shown, each a link to its filter
     row = html[html.index(f'data-job="{calib}"') :]
     row = row[: row.index("</tr>")]

@@ -53,6 +53,7 @@ class JobFilter:
     project: str | None = None  # a project's jobs (everyone's); None: the caller's own jobs
     text: str | None = None  # what the job's name contains, in any case
     everyone: bool = False  # every user's jobs (administrators only)
+    oldest_first: bool = False
 
 
 # ------------------------------------------------------------------------------------------- submitting
@@ -218,7 +219,7 @@ def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, curso
         stmt = stmt.where(Job.created_at >= flt.created_after)
     if flt.created_before:
         stmt = stmt.where(Job.created_at < flt.created_before)
-    return paginate(session, stmt, Job.id, limit=limit, cursor=cursor, newest_first=True)
+    return paginate(session, stmt, Job.id, limit=limit, cursor=cursor, newest_first=not flt.oldest_first)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -79,6 +80,7 @@ def list_jobs(
         description="A project's jobs, everyone's (you need a role in it); default: yours.",
     ),
     everyone: bool = Query(False, description="Every user's jobs (administrators only)."),
+    order: Literal["newest", "oldest"] = Query("newest", description="Newest first, or oldest first."),
     limit: PageLimit = DEFAULT_PAGE_SIZE,
     cursor: PageCursor = None,
 ) -> PageOut[JobOut]:
@@ -91,6 +93,7 @@ def list_jobs(
         created_before=created_before,
         project=project,
         everyone=everyone,
+        oldest_first=order == "oldest",
     )
     page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
     names = job_service.names_of(session, page.items)

@@ -55,7 +55,7 @@ def project_labels(
 
 
 def _filter(
-    state: list[str], app: str, project: str, q: str, tag: str, after: str, before: str
+    state: list[str], app: str, project: str, q: str, tag: str, after: str, before: str, order: str = ""
 ) -> tuple[job_service.JobFilter, dict[str, Any], dict[str, str]]:
     """The filter, what the form shows as chosen, and the error of each field that could not be read
     (the rest still filters)."""
@@ -83,6 +83,7 @@ def _filter(
         text=q.strip() or None,
         created_after=dates["after"],
         created_before=dates["before"],
+        oldest_first=order == "oldest",
     )
     chosen = {
         "state": [s.value for s in known],
@@ -92,6 +93,7 @@ def _filter(
         "tag": tag.strip(),
         "after": after.strip(),
         "before": before.strip(),
+        "order": "oldest" if order == "oldest" else "",
     }
     return flt, chosen, errors
 
@@ -108,11 +110,12 @@ def _list_context(
     tag: str = Query("", max_length=2000),
     after: str = Query("", max_length=20),
     before: str = Query("", max_length=20),
+    order: str = Query("", max_length=10),
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """A page of the user's jobs, or of a project's (everyone's), as the query filters them: what the
     list and its table show."""
-    flt, chosen, errors = _filter(state, app, project, q, tag, after, before)
+    flt, chosen, errors = _filter(state, app, project, q, tag, after, before, order)
     page = job_service.list_jobs(session, principal.user, flt, limit=PAGE_SIZE, cursor=cursor)
     live = any(job.state not in TERMINAL for job in page.items)
     mine = [p for p, _ in projects.mine(session, principal.user)]
@@ -124,7 +127,7 @@ def _list_context(
         "cursor": cursor,
         "chosen": chosen,
         "filtered": any(chosen.values()),
-        "narrowed": any(v for k, v in chosen.items() if k != "project"),  # (more than whose jobs)
+        "narrowed": any(v for k, v in chosen.items() if k not in ("project", "order")),
         "errors": errors,
         "more": urlencode({k: v for k, v in chosen.items() if k != "state" and v}, doseq=True)
         + "".join(f"&state={s}" for s in chosen["state"]),
