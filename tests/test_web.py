@@ -1517,3 +1517,37 @@ def test_a_new_folder_is_made_from_the_files_page(browser: TestClient, admin: Ac
     assert "Could not make the folder: &#39;raw&#39; already exists as a folder." in taken.text
     slash = browser.post("/files/folder", data={"csrf_token": csrf, "inside": "", "name": "a/b"})
     assert "Give the new folder a name (without /)." in slash.text
+
+
+def test_files_ticked_in_a_folder_are_downloaded_or_deleted_together(
+    browser: TestClient, admin: Account, user: Account, user_browser: TestClient
+) -> None:
+    for path in ("a/1.csv", "a/2.csv", "a/sub/3.csv", "top.txt"):
+        upload(browser, admin, path, path.encode())
+    upload(user_browser, user, "a/1.csv", b"theirs")
+    page = browser.get("/files?path=a").text
+    assert '<input type="checkbox" name="path" value="a/sub" form="bulk-files"' in page
+    csrf = csrf_of(page)
+
+    def act(action: str, paths: list[str], inside: str = "a") -> Any:
+        data = {"csrf_token": csrf, "action": action, "inside": inside, "path": paths}
+        return browser.post("/files/bulk", data=data, follow_redirects=False)
+
+    zipped = act("download", ["a/1.csv", "a/sub"])
+    assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(zipped.content))
+    assert sorted(archive.namelist()) == ["1.csv", "sub/3.csv"] and archive.read("1.csv") == b"a/1.csv"
+    top = act("download", ["top.txt", "a"], inside="")
+    assert sorted(zipfile.ZipFile(io.BytesIO(top.content)).namelist()) == [
+        "a/1.csv",
+        "a/2.csv",
+        "a/sub/3.csv",
+        "top.txt",
+    ]
+    r = act("delete", ["a/1.csv", "a/sub", "a/nothing.csv"])
+    assert r.status_code == 303 and r.headers["location"].startswith("/files?path=a")
+    assert "Deleted 2 of 3. Not deleted:" in browser.get("/files?path=a").text
+    left = browser.get("/api/v1/files?prefix=a", headers=admin.headers).json()["items"]
+    assert [e["path"] for e in left] == ["a/2.csv"]
+    theirs = user_browser.get("/api/v1/files?prefix=a", headers=user.headers).json()["items"]
+    assert [e["path"] for e in theirs] == ["a/1.csv"]  # another user's file of the same name stays

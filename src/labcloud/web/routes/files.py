@@ -165,3 +165,51 @@ def upload_token(principal: FormUser, ctx: Ctx) -> Response:
     return JSONResponse(
         {"access_token": token, "expires_in": lifetime}, headers={"Cache-Control": "no-store"}
     )
+
+
+BULK_MAX = 200  # entries one bulk action takes
+
+
+@router.post("/files/bulk")
+def bulk(
+    principal: FormUser,
+    session: DbSession,
+    ctx: Ctx,
+    action: Annotated[str, Form(max_length=10)] = "",
+    inside: Annotated[str, Form(max_length=2048)] = "",
+    path: Annotated[list[str] | None, Form(max_length=BULK_MAX)] = None,
+) -> Response:
+    """The files and folders ticked in one folder: downloaded together as one zip, or deleted. Each path
+    is checked as if it were alone (a project's need a role that may change its files)."""
+    here = inside.strip().strip("/")
+    paths = [p for p in (path or []) if p.strip()]
+    back = redirect(_folder_url(here))
+    if not paths or action not in ("download", "delete"):
+        told = "Tick some files first, then choose what to do with them."
+        web_session.flash(back, ctx.settings, told, "bad")
+        return back
+    if action == "download":
+        rows, root = [], None
+        for one in paths:
+            try:
+                where = spaces.locate(session, principal.user, one, Action.READ, ["body", "path"])
+                row = files.get(session, where.space, where.path, ["body", "path"])
+            except LabcloudError:
+                continue
+            root = where.path.rpartition("/")[0] if root is None else root
+            rows += [row] if row.kind == files.FILE else files.files_under(session, where.space, row.path)
+        name = f"{here.rpartition('/')[2] or 'files'}-{len(paths)}.zip"
+        return send_zip(ctx.storage, rows, root or "", name, keep_root=not root)
+    removed, refused = 0, []
+    for one in paths:
+        try:
+            where = spaces.place(ctx.db, principal.user, one, Action.RUN, ["body", "path"])
+            files.delete_path(ctx.db, ctx.storage, where.space, where.path)
+            removed += 1
+        except LabcloudError as exc:
+            refused.append(exc.detail)
+    words = f"Deleted {removed} of {len(paths)}."
+    if refused:
+        words += f" Not deleted: {refused[0]}" + (" (and others)" if len(refused) > 1 else "")
+    web_session.flash(back, ctx.settings, words, "bad" if refused and not removed else "ok")
+    return back
