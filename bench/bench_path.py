@@ -36,14 +36,14 @@ What is recorded (everything else is left out)
 Definitions
   call     a labcloud function starting; a generator or coroutine resumed after ``yield``/``await`` is
            not a new call. Property reads and dataclass constructors are calls.
-  unit     the function's module, except that ``HttpReporter`` (in ``worker/job.py``) is a unit of its
-           own.
+  unit     the function's module.
   layer    of a unit, from the top (:data:`LAYERS`, as docs/architecture.md orders them): http
            (``api.*``, ``web.*``, ``http.*``, ``request_scope``), runtime, executors
            (``execution.executors.*``, ``scheduler``, ``leader``, ``loops``, ``wakeups``; on a worker
            ``worker.agent`` and ``JobRun``), services (``services.*``), runner (``execution.runner``,
            ``run_end``, ``attempt``, ``process``, ``watch``, ``sandbox``, ``supervise``, ``container_job``,
-           ``containers``), reporter (``execution.db_reporter``, ``HttpReporter``, ``worker.logship``).
+           ``containers``...), reporter (``execution.db_reporter``, ``worker.http_reporter``,
+           ``worker.logship``).
            The rest is support (``db``, ``settings``, ``registry``, ``storage``, ``errors``,
            ``security``, ``worker.api``...). A module without a layer stops the bench.
   caller   of a call: the innermost enclosing layered frame on the same thread and in the same segment,
@@ -122,6 +122,7 @@ LAYERS: dict[str, str] = {
     "labcloud.execution.loops": EXECUTORS,
     "labcloud.execution.wakeups": EXECUTORS,
     "labcloud.worker.agent": EXECUTORS,
+    "labcloud.worker.telemetry": EXECUTORS,
     "labcloud.worker.job": EXECUTORS,
     "labcloud.worker.single": EXECUTORS,
     "labcloud.worker.runjob": EXECUTORS,
@@ -135,13 +136,16 @@ LAYERS: dict[str, str] = {
     "labcloud.execution.supervise": RUNNER,
     "labcloud.execution.container_job": RUNNER,
     "labcloud.execution.containers": RUNNER,
+    "labcloud.execution.container_run": RUNNER,
+    "labcloud.execution.engine_probe": RUNNER,
     "labcloud.execution.run_end": RUNNER,
     "labcloud.execution.db_reporter": REPORTER,
-    "labcloud.worker.job:HttpReporter": REPORTER,
+    "labcloud.worker.http_reporter": REPORTER,
     "labcloud.worker.logship": REPORTER,
     "labcloud.worker.api": SUPPORT,
     "labcloud.worker.workdir": SUPPORT,
     "labcloud.worker.record": SUPPORT,
+    "labcloud.worker.config": SUPPORT,
     "labcloud.db": SUPPORT,
     "labcloud.settings": SUPPORT,
     "labcloud.registry": SUPPORT,
@@ -150,10 +154,6 @@ LAYERS: dict[str, str] = {
     "labcloud.security": SUPPORT,
     "labcloud.ratelimit": SUPPORT,
     "labcloud.cli": SUPPORT,
-}
-# Classes that are units of their own inside a module: the worker's reporter lives beside its transport.
-SPLIT = {
-    "labcloud.worker.job": {"HttpReporter": "labcloud.worker.job:HttpReporter"},
 }
 # The climbs the local path makes besides the reporter's: (caller unit, callee unit, function) -> why.
 # Both are callables the runtime hands down (the architecture says so); the rule allows these and no others,
@@ -283,11 +283,8 @@ def _labcloud(frame: FrameType) -> bool:
 
 
 def unit_of(frame: FrameType) -> str:
-    module = str(frame.f_globals.get("__name__", ""))
-    classes = SPLIT.get(module)
-    if classes:
-        return classes.get(frame.f_code.co_qualname.split(".", 1)[0], module)
-    return module
+    """A function's unit: its module."""
+    return str(frame.f_globals.get("__name__", ""))
 
 
 def _func(frame: FrameType) -> str:
@@ -679,8 +676,9 @@ class _Borrowed(httpx.BaseTransport):
 
 def measure_pull(database_url: str = "", runs: int = 1) -> list[list[PathStats]]:
     """The same job on a pull worker, ``runs`` times after a warm-up job: [server, worker] per run."""
-    from labcloud.worker.agent import WorkerAgent, WorkerConfig
+    from labcloud.worker.agent import WorkerAgent
     from labcloud.worker.api import WorkerApi
+    from labcloud.worker.config import WorkerConfig
 
     def sent(segment: Segment, _returned: Any) -> bool:
         return any(c.func == "JobRun._send_log" for c in segment.calls)

@@ -207,7 +207,13 @@ def make_user(client: TestClient, admin: Account) -> Any:
         email = email or f"user-{secrets.token_hex(4)}@example.org"
         r = client.post(
             "/api/v1/users",
-            json={"email": email, "password": password, "name": "Test User", "is_admin": is_admin},
+            json={
+                "email": email,
+                "password": password,
+                "name": "Test User",
+                "is_admin": is_admin,
+                "must_change_password": False,
+            },
             headers=admin.headers,
         )
         assert r.status_code == 201, r.text

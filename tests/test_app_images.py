@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from conftest import Account
 from image_registry import ImageRegistry, unreachable_registry, write_auth_file
-from labcloud.execution import containers
+from labcloud.execution import containers, engine_probe
 from labcloud.execution.containers import ImageUnavailable
 from labcloud.settings import Settings
 from live_server import Server
@@ -175,7 +175,7 @@ def test_a_pull_takes_the_auth_file_to_the_registry(
     engine = started(request, kind)
     ref = registry.add(f"lab/tool-{engine.kind}", "1")
     use_engine(settings, engine)
-    found = containers.find_engine(*settings.container_settings())
+    found = engine_probe.find_engine(*settings.container_settings())
     if engine.kind == "podman":  # plain HTTP to this registry (Docker allows it on 127.0.0.0/8 by default)
         conf = registry.registries_conf(tmp_path / "registries.conf")
         found = dataclasses.replace(found, env={**found.env, "CONTAINERS_REGISTRIES_CONF": str(conf)})

@@ -34,7 +34,8 @@ REPORTER = "labcloud.execution.db_reporter"
 # finish went through a service (services/remote_runs.py) instead of calling lifecycle from the router.
 LIMITS: dict[str, dict[str, int]] = {
     "local": {"stops": 120, "modules": 33, "climbs": 6, "local_py": 7},
-    "pull: server": {"stops": 92, "modules": 28, "climbs": 1, "local_py": 0},
+    # (96: where an attempt ran and a job's title for its events joined the path)
+    "pull: server": {"stops": 96, "modules": 29, "climbs": 1, "local_py": 0},
     "pull: worker": {"stops": 77, "modules": 12, "climbs": 3, "local_py": 0},
 }
 

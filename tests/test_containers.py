@@ -477,7 +477,7 @@ def test_the_command_line_reruns_with_the_current_image_when_asked(
 
 
 def _run(**changes: Any) -> Any:
-    from labcloud.execution.containers import ContainerRun
+    from labcloud.execution.container_run import ContainerRun
 
     base: dict[str, Any] = {
         "job_id": "j",
@@ -530,7 +530,7 @@ def test_the_command_line_holds_every_limit_and_nothing_of_the_job_before_the_im
 def test_auto_takes_docker_when_its_daemon_answers_else_podman(
     docker_cli: EngineCLI, podman_cli: EngineCLI, tmp_path: Path
 ) -> None:
-    from labcloud.execution.containers import find_engine
+    from labcloud.execution.engine_probe import find_engine
 
     podman_options = podman_cli.argv[1:]
     docker = find_engine("auto", docker_cli.argv[docker_cli.argv.index("-H") + 1], podman_options)

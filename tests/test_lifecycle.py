@@ -18,7 +18,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Job, JobEvent, Quota, UsageRecord, User
 from labcloud.errors import Conflict
 from labcloud.execution.run_end import RunEnd
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import lifecycle, projects, quotas
 from labcloud.services.job_states import (
     ACTIVE,

@@ -21,7 +21,7 @@ from labcloud.api.openapi import Problem
 from labcloud.api.worker_schemas import Assignment
 from labcloud.client import models
 from labcloud.registry import app_to_public
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import claims
 from labcloud.settings import Settings
 from test_tes import spec_file

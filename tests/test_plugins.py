@@ -21,7 +21,7 @@ from labcloud.execution.executors.base import Executor
 from labcloud.execution.executors.celery.settings import CelerySettings
 from labcloud.execution.executors.slurm.settings import SlurmSettings
 from labcloud.execution.loops import Loop
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.settings import Settings
 from live_server import LABCLOUD, eventually
 from testing.daemons import clean_env, free_port

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from labcloud.errors import InvalidInput
 from labcloud.registry import EntrypointSpec
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services.routing import Destination, executors_in_use, route
 from labcloud.settings import Settings
 

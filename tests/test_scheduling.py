@@ -25,7 +25,7 @@ from labcloud.db.types import utcnow
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle
 from labcloud.execution.scheduler import Scheduler
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import lifecycle, projects
 from labcloud.services.job_states import JobState
 from labcloud.settings import Settings

@@ -351,6 +351,19 @@ def test_presigned_get_downloads_as_the_file_name(
         assert f"filename*=UTF-8''{encoded}" in disposition
 
 
+def test_a_presigned_get_to_view_shows_the_object_as_its_media_type(
+    s3_store: S3Storage, make_file: Callable[[bytes], Path]
+) -> None:
+    key = s3_store.new_key()
+    s3_store.put_file(key, make_file(b"a,b\n1,2\n"))
+    url = s3_store.presigned_get(key, "t.csv", 120, "text/plain; charset=utf-8")
+    assert url is not None
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 200 and r.content == b"a,b\n1,2\n"
+    assert r.headers["content-disposition"].startswith("inline;")
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+
+
 def test_seaweedfs_checks_signatures(
     s3_store: S3Storage, s3_settings: Settings, make_file: Callable[[bytes], Path]
 ) -> None:

@@ -238,6 +238,38 @@ def test_run_form_is_generated_from_the_parameter_schema(browser: TestClient, ad
     assert "\\d+" not in r.text
 
 
+def test_the_input_picker_offers_what_the_slot_takes_and_browses_folders(
+    browser: TestClient, admin: Account
+) -> None:
+    for path in ("rec/day1/a.csv", "rec/day1/b.npy", "rec/notes.txt", "top.csv"):
+        upload(browser, admin, path, b"1\n2\n")
+    html = browser.get("/apps/spikes").text
+    datalist = html[html.index('<datalist id="f-inputs-trace-list">') :]
+    datalist = datalist[: datalist.index("</datalist>")]
+    offered = re.findall(r'<option value="([^"]+)">', datalist)
+    assert set(offered) == {"rec/day1/a.csv", "rec/day1/b.npy", "top.csv"}  # not the .txt
+    assert "Takes a file (.csv or .npy)" in html
+    # the browser: a folder at a time, its folders to open and the files the slot takes
+    top = browser.get("/ui/picker?type=file&accept=.csv,.npy&target=f-inputs-trace").text
+    assert 'data-pick="top.csv" data-target="f-inputs-trace"' in top and "path=rec" in top
+    inside = browser.get("/ui/picker?type=file&accept=.csv,.npy&target=f-inputs-trace&path=rec").text
+    assert "path=rec/day1" in inside and "notes.txt" not in inside and "↑ up" in inside
+    day = browser.get("/ui/picker?type=file&accept=.csv,.npy&target=f-inputs-trace&path=rec/day1").text
+    assert 'data-pick="rec/day1/a.csv"' in day and 'data-pick="rec/day1/b.npy"' in day
+    assert browser.get("/ui/picker?target=bad%22id").status_code == 404  # (a target is an element id)
+    # a typed path the slot does not take is refused at submit, in words
+    r = browser.post("/apps/spikes/run", data={"csrf_token": csrf_of(html), "inputs.trace": "rec/notes.txt"})
+    assert r.status_code == 422
+    assert (
+        'data-error-for="inputs.trace">takes a file (.csv or .npy); &#39;rec/notes.txt&#39; is not one'
+        in r.text
+    )
+    r = browser.post("/apps/spikes/run", data={"csrf_token": csrf_of(html), "inputs.trace": "rec/day1"})
+    assert (
+        'data-error-for="inputs.trace">takes a file (.csv or .npy); &#39;rec/day1&#39; is not one' in r.text
+    )
+
+
 def test_invalid_values_are_shown_next_to_their_fields(browser: TestClient, admin: Account) -> None:
     upload(browser, admin, "a.csv", b"1\n2\n")
     html = browser.get("/apps/spikes").text
@@ -436,7 +468,10 @@ def test_edit_and_run_again_opens_the_form_filled_in_and_marks_an_input_that_mov
     assert 'id="from-job"' in form and "first try" in form
     assert re.search(r'id="f-params-threshold"[^>]*value="7.5"', form)
     assert '<option value="both" selected>both</option>' in form
-    assert '<option value="rec/a.csv" selected' in form
+    assert re.search(
+        r'id="f-inputs-trace" name="inputs.trace" type="text" list="f-inputs-trace-list" value="rec/a.csv"',
+        form,
+    )
     assert re.search(r'id="f-resources-memory_mb"[^>]*value="300"', form)
     assert 'value="first try"' in form and 'value="exp=4"' in form
     # sent back as it is, with one change: a new job with the same answers but that one
@@ -461,6 +496,95 @@ def test_edit_and_run_again_opens_the_form_filled_in_and_marks_an_input_that_mov
     assert 'data-error-for="inputs.trace">rec/a.csv was moved or deleted since that job ran' in form.text
     # someone else's job is not found
     assert user_browser.get(link.group(1).replace("&amp;", "&")).status_code == 404
+
+
+def test_jobs_ticked_in_the_list_are_downloaded_cancelled_or_deleted_together(
+    user_browser: TestClient, admin: Account, user: Account, settings: Settings
+) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "hold",
+        ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"],
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 120},
+    )
+    user_browser.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    done = [
+        user_browser.post(
+            "/api/v1/jobs", json={"app": "hello", "params": {"name": n, "times": 1}}, headers=user.headers
+        ).json()["id"]
+        for n in ("Ada", "Grace")
+    ]
+    for job_id in done:
+        wait_for_end(user_browser, job_id, user.headers)
+    held = user_browser.post("/api/v1/jobs", json={"app": "hold"}, headers=user.headers).json()["id"]
+    theirs = user_browser.post("/api/v1/jobs", json={"app": "hello"}, headers=admin.headers).json()["id"]
+    page = user_browser.get("/jobs").text
+    assert f'<input type="checkbox" name="job" value="{held}" form="bulk-jobs"' in page
+    csrf = csrf_of(page)
+
+    def act(action: str, ids: list[str]) -> Any:
+        data = {"csrf_token": csrf, "action": action, "back": "/jobs", "job": ids}
+        return user_browser.post("/jobs/bulk", data=data, follow_redirects=False)
+
+    zipped = act("download", [*done, theirs])  # (someone else's job adds nothing)
+    assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip"
+    names = sorted(zipfile.ZipFile(io.BytesIO(zipped.content)).namelist())
+    assert names == sorted(f"{j}/greeting.txt" for j in done)
+    r = act("cancel", [held, done[0]])
+    assert r.status_code == 303
+    flash = user_browser.get("/jobs").text
+    assert "Cancelled 1 job." in flash and "1 could not be" in flash
+    eventually(
+        lambda: user_browser.get(f"/api/v1/jobs/{held}", headers=user.headers).json()["state"] == "cancelled",
+        30,
+        "the held job to be cancelled",
+    )
+    act("delete", [*done, theirs])
+    assert "Deleted 2 jobs." in user_browser.get("/jobs").text
+    for job_id in done:
+        assert user_browser.get(f"/api/v1/jobs/{job_id}", headers=user.headers).status_code == 404
+    assert (
+        user_browser.get(f"/api/v1/jobs/{theirs}", headers=admin.headers).status_code == 200
+    )  # not theirs to delete
+    nothing = act("cancel", [])
+    assert nothing.status_code == 303 and "Tick some jobs first" in user_browser.get("/jobs").text
+
+
+def test_one_search_finds_apps_jobs_and_files_of_ones_projects_only(
+    browser: TestClient, client: TestClient, admin: Account, user: Account, user_browser: TestClient
+) -> None:
+    upload(browser, admin, "calib/Calibration_2024.csv", b"1\n")
+    upload(browser, admin, "other/notes.txt", b"x\n")
+    upload(user_browser, user, "calib/theirs-calibration.csv", b"1\n")
+    r = client.post("/api/v1/projects", json={"name": "Vision", "slug": "vision"}, headers=admin.headers)
+    assert r.status_code == 201, r.text
+    assert (
+        client.put(
+            "/api/v1/files/projects/vision/calibration-shared.csv", content=b"1", headers=admin.headers
+        ).status_code
+        == 201
+    )
+    job = browser.post(
+        "/api/v1/jobs",
+        json={"app": "hello", "name": "calibration run", "tags": {"rig": "b"}},
+        headers=admin.headers,
+    ).json()
+    page = browser.get("/search?q=CALIBRATION").text
+    files = re.findall(r'data-found-file="([^"]+)"', page)
+    assert files == [
+        "calib/Calibration_2024.csv",
+        "projects/vision/calibration-shared.csv",
+    ]  # never another user's
+    assert re.findall(r'data-found-job="([^"]+)"', page) == [job["id"]]
+    assert browser.get("/search?q=rig%3Db").text.count(f'data-found-job="{job["id"]}"') == 1
+    spikes = browser.get("/search?q=spike").text
+    assert 'data-found-app="spikes"' in spikes and 'data-found-app="hello"' not in spikes
+    assert "data-found-job=" in browser.get("/search?q=hello").text  # an app's name finds its jobs
+    assert "Nothing is named like" in browser.get("/search?q=%25_%25").text  # (no wildcards)
+    assert 'action="/search"' in browser.get("/").text  # the box in every page's header
+    theirs = user_browser.get("/search?q=calibration").text
+    assert re.findall(r'data-found-file="([^"]+)"', theirs) == ["calib/theirs-calibration.csv"]
+    assert job["id"] not in theirs
 
 
 def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
@@ -511,6 +635,39 @@ def test_a_job_s_outputs_download_from_its_page_with_the_session(
     stranger = user_browser.get(f"/jobs/{job_id}/outputs/greeting.txt")
     assert stranger.status_code == 404 and "greeting" not in stranger.text
     assert user_browser.get(f"/jobs/{job_id}/log.txt").status_code == 404
+    assert one.headers["content-disposition"].startswith("attachment")
+    # opened full size: shown, not downloaded, and in a sandbox where nothing runs
+    shown = browser.get(f"/jobs/{job_id}/outputs/greeting.txt?view=1")
+    assert shown.status_code == 200 and shown.content == one.content
+    assert shown.headers["content-disposition"].startswith("inline")
+    assert shown.headers["content-type"] == "text/plain; charset=utf-8"
+    assert shown.headers["x-content-type-options"] == "nosniff"
+    assert shown.headers["content-security-policy"].startswith("sandbox;")
+    page = browser.get(f"/jobs/{job_id}").text
+    assert f'href="/jobs/{job_id}/outputs/greeting.txt?view=1"' in page
+
+
+def test_only_images_and_text_open_in_the_browser_never_markup(
+    browser: TestClient, admin: Account, settings: Settings
+) -> None:
+    write_app(
+        settings.effective_apps_dir,
+        "pages",
+        [
+            "sh",
+            "-c",
+            'echo \'<script>alert(1)</script>\' > "$0/page.html"; cp "$0/page.html" "$0/pic.svg"',
+            "{output}",
+        ],
+    )
+    browser.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    job_id = browser.post("/api/v1/jobs", json={"app": "pages"}, headers=admin.headers).json()["id"]
+    assert wait_for_end(browser, job_id, admin.headers)["state"] == "succeeded"
+    for name in ("page.html", "pic.svg"):
+        r = browser.get(f"/jobs/{job_id}/outputs/{name}?view=1")
+        assert r.status_code == 200 and r.headers["content-disposition"].startswith("attachment"), name
+    page = browser.get(f"/jobs/{job_id}").text
+    assert "?view=1" not in page
 
 
 def test_user_content_is_escaped_everywhere(
@@ -1075,6 +1232,56 @@ def test_admin_pages_about_jobs_are_for_admins_only(user_browser: TestClient, us
     csrf = csrf_of(user_browser.get("/").text)
     r = user_browser.post(f"/admin/jobs/{uuid.uuid4()}/cancel", data={"csrf_token": csrf})
     assert r.status_code == 403
+
+
+def test_admins_rename_limit_and_reset_a_user_who_then_chooses_their_own_password(
+    browser: TestClient, client: TestClient, app: Any, user: Account
+) -> None:
+    page = browser.get("/admin/users").text
+    assert f'href="/admin/users/{user.id}"' in page
+    page = browser.get(f"/admin/users/{user.id}").text
+    csrf = {"csrf_token": csrf_of(page)}
+    bad = browser.post(
+        f"/admin/users/{user.id}/profile", data={**csrf, "name": "Ada", "storage_limit": "lots"}
+    )
+    assert bad.status_code == 422 and 'data-error-for="storage_limit">a number of megabytes' in bad.text
+    r = browser.post(
+        f"/admin/users/{user.id}/profile",
+        data={**csrf, "name": "Ada Lovelace", "storage_limit": "1.5"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    me = client.get("/api/v1/me", headers=user.headers).json()
+    assert me["name"] == "Ada Lovelace" and me["storage_limit_bytes"] == int(1.5 * 1024 * 1024)
+    browser.post(
+        f"/admin/users/{user.id}/profile", data={**csrf, "name": "Ada Lovelace", "storage_limit": ""}
+    )
+    assert client.get("/api/v1/me", headers=user.headers).json()["storage_limit_bytes"] is None
+    # a reset: a new password shown once; the user's sessions end; at their login they choose their own
+    own = browser_login(app, user.email, user.password)
+    r = browser.post(f"/admin/users/{user.id}/password", data={**csrf, "how": "generate"})
+    password = re.search(r'<input type="text" readonly value="([^"]+)" id="issued-password"', r.text)
+    assert password, r.text
+    assert own.get("/files", follow_redirects=False).headers["location"].startswith("/login")
+    own = browser_login(app, user.email, password.group(1))
+    for path in ("/", "/files", "/apps/hello", "/jobs"):
+        r = own.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/account#password", path
+    poll = own.get("/jobs/rows", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert poll.headers["HX-Redirect"] == "/account#password"
+    account = own.get("/account")
+    assert account.status_code == 200 and 'id="choose-password"' in account.text
+    r = own.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf_of(account.text),
+            "current_password": password.group(1),
+            "new_password": "my-very-own-password",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert own.get("/files").status_code == 200 and 'id="choose-password"' not in own.get("/account").text
 
 
 def test_admin_invites_promotes_and_deactivates(browser: TestClient, app: Any) -> None:

@@ -150,6 +150,7 @@ def test_the_owner_of_a_paused_webhook_is_told_by_mail(
     for body in parts.values():
         assert receiver.url in body and "1 events in a row" in body and "HTTP 500" in body
         assert f"PATCH /api/v1/webhooks/{hook['id']}" in body
+        assert f"/account/webhooks/{hook['id']}" in body  # its page, with a resume button
     assert client.get(f"/api/v1/webhooks/{hook['id']}", headers=user.headers).json()["state"] == "paused"
     assert [b["type"] for b in listener.bodies()] == ["job.succeeded"]
     listener.server.shutdown()

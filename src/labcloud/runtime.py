@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from labcloud.db import migrate
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, User, Worker
-from labcloud.execution import containers
+from labcloud.execution import containers, engine_probe
 from labcloud.execution.executors import PLUGINS, plugin_class
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.leader import Leadership
@@ -36,7 +36,7 @@ from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
 from labcloud.services.mail import MailSender
 from labcloud.services.projects import Action
-from labcloud.services.webhooks import WebhookSender
+from labcloud.services.webhook_sender import WebhookSender
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
 from labcloud.storage.base import Storage
@@ -170,7 +170,7 @@ class Runtime:
 
     def container_engine(self) -> tuple[containers.Engine | None, str]:
         """This server's container engine, or None and why there is none."""
-        return containers.probe(*self.settings.container_settings()).get()
+        return engine_probe.probe(*self.settings.container_settings()).get()
 
     def container_problem(self) -> str | None:
         """Why container apps cannot run here, or None: this machine's engine answers, or jobs go to remote

@@ -28,6 +28,7 @@ import labcloud_demo
 from labcloud.web.routes import (
     account,
     admin,
+    admin_jobs,
     apps,
     auth,
     files,
@@ -35,6 +36,7 @@ from labcloud.web.routes import (
     jobs,
     project_budget,
     projects,
+    search,
     webhooks,
 )
 from live_server import eventually
@@ -66,6 +68,7 @@ class World:
     waiting: str
     project: str
     webhook: str
+    user_id: str
 
 
 def _wait_state(api: Any, job_id: str, states: set[str]) -> str:
@@ -114,9 +117,16 @@ def world(live_server: LiveServer) -> Iterator[World]:
     (live_server.apps_dir / "half-written.yaml").write_text("name: half-written\nversions: [\n")
     with live_server.api(live_server.admin_token()) as api:
         r = api.post(
-            "/api/v1/users", json={"email": USER_EMAIL, "password": USER_PASSWORD, "name": USER_NAME}
+            "/api/v1/users",
+            json={
+                "email": USER_EMAIL,
+                "password": USER_PASSWORD,
+                "name": USER_NAME,
+                "must_change_password": False,
+            },
         )
         assert r.status_code == 201, r.text
+        user_id = r.json()["id"]
         for path in ("trace.csv", "recordings/2025-03-14/session-01-visual-cortex-trace.csv"):
             r = api.put(f"/api/v1/files/{path}", content=SAMPLE_TRACE.read_bytes())
             assert r.status_code == 201, r.text
@@ -161,7 +171,7 @@ def world(live_server: LiveServer) -> Iterator[World]:
             json={"resource": "cpu_hours", "amount": 20, "justification": "The March recordings need more."},
         )
         assert r.status_code == 201, r.text
-    yield World(succeeded, failed, running, waiting, slug, webhook)
+    yield World(succeeded, failed, running, waiting, slug, webhook, user_id)
     with live_server.api(live_server.admin_token()) as api:
         for job_id in (running, waiting):
             api.post(f"/api/v1/jobs/{job_id}/cancel")
@@ -323,6 +333,9 @@ PAGES: list[tuple[str, str, Visit]] = [
     ("webhooks", "admin", "/account/webhooks"),
     ("webhook", "admin", "/account/webhooks/{webhook}"),
     ("admin-users", "admin", "/admin/users"),
+    ("admin-user", "admin", "/admin/users/{user_id}"),
+    ("search", "admin", "/search?q=trace"),
+    ("search-nothing", "admin", "/search?q=no-such-thing"),
     ("admin-jobs", "admin", "/admin/jobs"),
     ("admin-jobs-ended", "admin", "/admin/jobs?view=ended"),
     ("admin-workers", "admin", "/admin/workers"),
@@ -482,7 +495,9 @@ def test_the_upload_picker_shows_where_the_focus_is(contexts: Contexts) -> None:
         page.close()
 
 
-NOT_PAGES = re.compile(r"/rows$|/listing$|/status$|/log|\.(txt|zip|csv)$|/download/|/outputs/|/deliveries$")
+NOT_PAGES = re.compile(
+    r"/rows$|/listing$|/status$|/log|\.(txt|zip|csv)$|/download/|/outputs/|/deliveries$|/ui/picker$|favicon"
+)
 
 
 def test_every_page_is_in_the_list() -> None:
@@ -494,7 +509,8 @@ def test_every_page_is_in_the_list() -> None:
     ]
     visited = [re.sub(r"[?#].*", "", v) for v in starts]
     missing = []
-    for module in (account, admin, apps, auth, files, home, jobs, project_budget, projects, webhooks):
+    modules = (account, admin, admin_jobs, apps, auth, files, home, jobs, project_budget, projects, search)
+    for module in (*modules, webhooks):
         for route in module.router.routes:
             if not isinstance(route, APIRoute) or "GET" not in route.methods or NOT_PAGES.search(route.path):
                 continue

@@ -78,7 +78,8 @@ def test_an_admin_drains_a_worker(page: Page, live_server: LiveServer, start_wor
     page.get_by_role("button", name="Copy the token").click()
     expect(page.get_by_role("button", name="Copied")).to_be_visible()
     row = page.locator('tr[data-worker="rig-1"]')
-    expect(row).to_have_attribute("data-state", "lost")  # registered, never heard from
+    expect(row).to_have_attribute("data-state", "waiting")  # registered, never heard from
+    expect(row).to_contain_text("waiting for first connection")
     expect(row).to_contain_text("platform=spinnaker")
 
     worker = start_worker(token)

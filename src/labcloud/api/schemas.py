@@ -46,6 +46,7 @@ class UserOut(BaseModel):
     storage_used_bytes: int = 0
     storage_limit_bytes: int | None = Field(None, description="null: the installation's default")
     notify_email: str = Field("always", description="An e-mail when a job ends: always, failure, never.")
+    must_change_password: bool = Field(False, description="Its password was issued by an administrator.")
 
 
 class ChatChannelOut(BaseModel):
@@ -65,6 +66,9 @@ class UserCreate(BaseModel):
     is_admin: bool = False
     invite: bool = Field(
         False, description="Mail them a link to choose their password (needs smtp_url); none is returned."
+    )
+    must_change_password: bool = Field(
+        True, description="The web asks them to choose a password of their own at their first login."
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli import admin, client, db, server, worker
+from labcloud.cli import admin, client, db, server, worker, workers
 
 app = typer.Typer(
     name="labcloud",
@@ -16,6 +16,7 @@ app = typer.Typer(
 server.register(app)
 client.register(app)
 worker.register(app)
+workers.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
 

@@ -42,7 +42,7 @@ def create_user(
         prepare_database(ctx)
         with ctx.db.session() as session:
             user = users.create_user(
-                session, settings, email=email, password=password, name=name, is_admin=admin
+                session, settings, email=email, password=password, name=name, is_admin=admin, issued=True
             )
     except SchemaOutOfDate as exc:
         raise fail(str(exc)) from None

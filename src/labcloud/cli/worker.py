@@ -1,43 +1,29 @@
-"""``labcloud worker`` (run a worker on this machine) and ``labcloud workers`` (admin: register, list,
-drain, revoke)."""
+"""``labcloud worker`` (run a worker on this machine), ``labcloud run-job`` (one job an engine started) and
+``labcloud celery-worker``; ``labcloud workers`` (admin) is :mod:`labcloud.cli.workers`."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.text import Text
 
 from labcloud.cli.client.ui import (
-    age,
-    compact,
-    err,
     fail,
-    handle_errors,
-    open_client,
-    out,
-    parse_time,
-    print_json,
-    table,
 )
-from labcloud.client.errors import ClientError
 from labcloud.worker.runjob import DEFAULT_WORK_DIR
 
 if TYPE_CHECKING:
-    from labcloud.client.connection import Connection
     from labcloud.settings import ContainerSettings
+
 
 TOKEN_ENV = "LABCLOUD_WORKER_TOKEN"
 TOKEN_FILE_ENV = "LABCLOUD_WORKER_TOKEN_FILE"
-STATE_STYLES = {
-    "active": "green",
-    "draining": "yellow",
-    "lost": "bold red",
-    "waiting": "cyan",
-    "revoked": "dim",
-}
 
 
 SANDBOX_OPTION = typer.Option(
@@ -46,6 +32,8 @@ SANDBOX_OPTION = typer.Option(
     help="auto: bubblewrap when it works (never root without it); required: refuse to run jobs without "
     "it; off: never.",
 )
+
+
 JOB_USER_OPTION = typer.Option(
     "nobody",
     "--job-user",
@@ -62,12 +50,16 @@ CONTAINER_ENGINE_OPTION = typer.Option(
     "answers, else Podman).",
     show_default=False,
 )
+
+
 DOCKER_HOST_OPTION = typer.Option(
     None,
     "--docker-host",
     help="The Docker daemon's address (else $LABCLOUD_DOCKER_HOST, else $DOCKER_HOST, else the default).",
     show_default=False,
 )
+
+
 PODMAN_OPTIONS_OPTION = typer.Option(
     None,
     "--podman-options",
@@ -76,6 +68,8 @@ PODMAN_OPTIONS_OPTION = typer.Option(
     "$LABCLOUD_PODMAN_OPTIONS, else --runtime runc.",
     show_default=False,
 )
+
+
 CONTAINER_RUN_OPTIONS_OPTION = typer.Option(
     None,
     "--container-run-options",
@@ -84,6 +78,57 @@ CONTAINER_RUN_OPTIONS_OPTION = typer.Option(
     "words; else $LABCLOUD_CONTAINER_RUN_OPTIONS.",
     show_default=False,
 )
+
+
+KILL_GRACE_OPTION = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL.")
+# Where a command's runner options stand among its options; @runner_options puts them there.
+RUNNER_OPTIONS: Any = None
+# The options of every command that runs jobs on this machine, in the order they are shown.
+RUNNER_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+    for name, default, annotation in (
+        ("sandbox", SANDBOX_OPTION, str),
+        ("job_user", JOB_USER_OPTION, str),
+        ("container_engine", CONTAINER_ENGINE_OPTION, str | None),
+        ("docker_host", DOCKER_HOST_OPTION, str | None),
+        ("podman_options", PODMAN_OPTIONS_OPTION, str | None),
+        ("container_run_options", CONTAINER_RUN_OPTIONS_OPTION, str | None),
+        ("kill_grace", KILL_GRACE_OPTION, float),
+    )
+]
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How jobs run on this machine, as every command that runs them is told: the sandbox, the account
+    jobs run as, the container engine, and the seconds between TERM and KILL."""
+
+    sandbox: str
+    job_user: str
+    containers: ContainerSettings
+    kill_grace: float
+
+
+def runner_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with the runner options (:data:`RUNNER_PARAMETERS`) in place of its parameter
+    ``runner``, which it gets checked, as :class:`RunnerOptions`."""
+    signature = inspect.signature(command, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        parameters += RUNNER_PARAMETERS if parameter.name == "runner" else [parameter]
+
+    @functools.wraps(command)
+    def with_runner(**given: Any) -> None:
+        sandbox, job_user, engine, docker_host, podman, run_options, kill_grace = (
+            given.pop(p.name) for p in RUNNER_PARAMETERS
+        )
+        _check_sandbox_mode(sandbox)
+        containers = _container_settings(engine, docker_host, podman, run_options)
+        command(**given, runner=RunnerOptions(sandbox, job_user, containers, kill_grace))
+
+    with_runner.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_runner.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_runner
 
 
 def _container_settings(
@@ -102,7 +147,7 @@ def _check_sandbox_mode(mode: str) -> None:
         raise fail(f"--sandbox {mode!r}: use auto, required or off", 2)
 
 
-def _labels(items: list[str], option: str = "--label") -> dict[str, str]:
+def parse_labels(items: list[str], option: str = "--label") -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -130,6 +175,7 @@ def _read_token(token: str | None, token_file: Path | None) -> str:
     )
 
 
+@runner_options
 def worker(
     server: str = typer.Option(
         ...,
@@ -168,13 +214,7 @@ def worker(
         envvar="LABCLOUD_WORKER_DIR",
         help="Where job folders live (one worker per folder).",
     ),
-    sandbox: str = SANDBOX_OPTION,
-    job_user: str = JOB_USER_OPTION,
-    container_engine: str | None = CONTAINER_ENGINE_OPTION,
-    docker_host: str | None = DOCKER_HOST_OPTION,
-    podman_options: str | None = PODMAN_OPTIONS_OPTION,
-    container_run_options: str | None = CONTAINER_RUN_OPTIONS_OPTION,
-    kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
+    runner: RunnerOptions = RUNNER_OPTIONS,
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Run jobs from a labcloud server on this machine (pulls over HTTP(S); only outbound connections).
@@ -183,10 +223,9 @@ def worker(
 
     Exit code 3: the server refused the token (revoked or wrong); 1: the server could not be reached.
     """
-    from labcloud.worker.agent import WorkerAgent, WorkerConfig, configure_logging
+    from labcloud.worker.agent import WorkerAgent
+    from labcloud.worker.config import WorkerConfig, configure_logging
 
-    _check_sandbox_mode(sandbox)
-    containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
     secret = _read_token(token, token_file)
     os.environ.pop(TOKEN_ENV, None)  # not inherited by anything this process starts
     configure_logging(log_level)
@@ -196,13 +235,13 @@ def worker(
         cpus=cpus or float(os.cpu_count() or 1),
         memory_mb=memory_mb,
         gpus=gpus,
-        labels=_labels(label),
+        labels=parse_labels(label),
         work_dir=work_dir,
-        sandbox=sandbox,  # type: ignore[arg-type]
-        job_user=job_user,
+        sandbox=runner.sandbox,  # type: ignore[arg-type]
+        job_user=runner.job_user,
         token_file=token_file.expanduser().resolve() if token_file else None,
-        kill_grace_s=kill_grace,
-        containers=containers,
+        kill_grace_s=runner.kill_grace,
+        containers=runner.containers,
         # a worker beside a labcloud server: its data dir and config stay out of the jobs' sight too
         extra_hidden=tuple(
             Path(os.environ[v]) for v in ("LABCLOUD_HOME", "LABCLOUD_CONFIG") if os.environ.get(v)
@@ -211,19 +250,14 @@ def worker(
     raise typer.Exit(WorkerAgent(config).run())
 
 
+@runner_options
 def run_job(
     server: str = typer.Option(..., "--server", help="The labcloud server's URL (its worker API)."),
     job: str = typer.Option(..., "--job", help="The job's id."),
     work_dir: Path = typer.Option(
         DEFAULT_WORK_DIR, "--work-dir", help="Where the job's folder is made (removed after)."
     ),
-    sandbox: str = SANDBOX_OPTION,
-    job_user: str = JOB_USER_OPTION,
-    container_engine: str | None = CONTAINER_ENGINE_OPTION,
-    docker_host: str | None = DOCKER_HOST_OPTION,
-    podman_options: str | None = PODMAN_OPTIONS_OPTION,
-    container_run_options: str | None = CONTAINER_RUN_OPTIONS_OPTION,
-    kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
+    runner: RunnerOptions = RUNNER_OPTIONS,
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Run one job an engine started (a Slurm batch script runs this, or its lean twin
@@ -234,22 +268,21 @@ def run_job(
     """
     from labcloud.worker.runjob import run_here
 
-    _check_sandbox_mode(sandbox)
-    containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
     raise typer.Exit(
         run_here(
             server,
             job,
             work_dir=work_dir,
-            sandbox=sandbox,
-            job_user=job_user,
-            kill_grace=kill_grace,
+            sandbox=runner.sandbox,
+            job_user=runner.job_user,
+            kill_grace=runner.kill_grace,
             log_level=log_level,
-            containers=containers,
+            containers=runner.containers,
         )
     )
 
 
+@runner_options
 def celery_worker(
     broker: str = typer.Option(
         "redis://127.0.0.1:6379/0",
@@ -269,13 +302,7 @@ def celery_worker(
     work_dir: Path = typer.Option(
         Path("labcloud-celery-worker"), "--work-dir", help="Where jobs are staged (one worker per folder)."
     ),
-    sandbox: str = SANDBOX_OPTION,
-    job_user: str = JOB_USER_OPTION,
-    container_engine: str | None = CONTAINER_ENGINE_OPTION,
-    docker_host: str | None = DOCKER_HOST_OPTION,
-    podman_options: str | None = PODMAN_OPTIONS_OPTION,
-    container_run_options: str | None = CONTAINER_RUN_OPTIONS_OPTION,
-    kill_grace: float = typer.Option(5.0, "--kill-grace", min=0, help="Seconds between TERM and KILL."),
+    runner: RunnerOptions = RUNNER_OPTIONS,
     wait_held: float = typer.Option(
         3600.0, "--wait-held", min=0, help="A job delivered again waits this long for a lost runner's lease."
     ),
@@ -291,23 +318,23 @@ def celery_worker(
     from labcloud.execution import engine_options
     from labcloud.execution.executors.celery.task import queue_names
     from labcloud.worker import workdir
-    from labcloud.worker.agent import configure_logging
     from labcloud.worker.celery_app import create_app
+    from labcloud.worker.config import configure_logging
 
-    _check_sandbox_mode(sandbox)
-    containers = _container_settings(container_engine, docker_host, podman_options, container_run_options)
     configure_logging(log_level)
     work_dir = work_dir.resolve()
     if workdir.lock(work_dir) is None:  # held until this process ends
         raise fail(f"another worker is using {work_dir}; give each worker its own --work-dir", 1)
-    workdir.clean_leftovers(work_dir / "jobs", kill_grace)  # a killed worker's jobs went to other runners
+    workdir.clean_leftovers(
+        work_dir / "jobs", runner.kill_grace
+    )  # a killed worker's jobs went to other runners
     os.environ.update(
         LABCLOUD_RUNNER_WORK_DIR=str(work_dir / "jobs"),
-        LABCLOUD_RUNNER_SANDBOX=sandbox,
-        LABCLOUD_RUNNER_JOB_USER=job_user,
-        LABCLOUD_RUNNER_KILL_GRACE=str(kill_grace),
+        LABCLOUD_RUNNER_SANDBOX=runner.sandbox,
+        LABCLOUD_RUNNER_JOB_USER=runner.job_user,
+        LABCLOUD_RUNNER_KILL_GRACE=str(runner.kill_grace),
         LABCLOUD_RUNNER_WAIT_HELD_S=str(wait_held),
-        **engine_options.environment(containers),  # the tasks read them as every runner does
+        **engine_options.environment(runner.containers),  # the tasks read them as every runner does
     )
     chosen = [q.strip() for q in queues.split(",") if q.strip()] or queue_names(prefix)
     app = create_app(broker, visibility_timeout)
@@ -325,161 +352,7 @@ def celery_worker(
     )
 
 
-# ---------------------------------------------------------------------------------------------- admin
-
-workers_app = typer.Typer(
-    help="Admin: remote workers (register, list, drain, revoke).", no_args_is_help=False
-)
-JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
-
-
-def _find(client: Connection, name_or_id: str) -> dict[str, Any]:
-    items = list(client.pages("/workers", {}))
-    for item in items:
-        if name_or_id in (item.get("id"), item.get("name")):
-            return item
-    matches = (
-        [i for i in items if str(i.get("id", "")).startswith(name_or_id)] if len(name_or_id) >= 6 else []
-    )
-    if len(matches) == 1:
-        return matches[0]
-    known = ", ".join(sorted(str(i.get("name")) for i in items)) or "none registered"
-    raise fail(f"no worker named {name_or_id!r} (workers: {known})")
-
-
-def _capacity(capacity: dict[str, Any]) -> str:
-    if not capacity:
-        return ""
-    free = capacity.get("free") or {}
-    parts = []
-    for key, unit in (("cpus", "CPU"), ("memory_mb", "MB"), ("gpus", "GPU")):
-        if key not in capacity or (key == "gpus" and not capacity.get(key)):
-            continue
-        total = float(capacity[key])
-        used = total - float(free.get(key, total))
-        parts.append(f"{used:g}/{total:g} {unit}")
-    return " · ".join(parts)
-
-
-def _containers(item: dict[str, Any]) -> str:
-    """The worker's container engine and how many images it has, or none."""
-    from labcloud.worker.engines import summary
-
-    return summary(item) if item.get("engines") else "none"
-
-
-def _admin_hint(exc: ClientError) -> None:
-    if exc.status == 403:
-        err.print(
-            "workers are managed with an administrator's token that has the 'admin' scope "
-            "(set LABCLOUD_TOKEN to one)"
-        )
-
-
-@workers_app.callback(invoke_without_command=True)
-@handle_errors
-def workers(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
-    """List the workers: state, last heartbeat, capacity in use, running jobs, container engine, labels."""
-    if ctx.invoked_subcommand is not None:
-        return
-    with open_client() as client:
-        try:
-            items = list(client.pages("/workers", {}))
-        except ClientError as exc:
-            _admin_hint(exc)
-            raise
-    if json_out:
-        print_json(items)
-        return
-    if not items:
-        err.print("no workers registered (labcloud workers add NAME)")
-        return
-    grid = table("name", "state", "heartbeat", "in use", "jobs", "containers", "labels", "version", "id")
-    for item in items:
-        seen = parse_time(item.get("last_heartbeat_at"))
-        jobs = item.get("running_jobs") or []
-        grid.add_row(
-            Text(str(item.get("name", ""))),
-            Text(str(item.get("state", "")), style=STATE_STYLES.get(str(item.get("state")), "")),
-            f"{age(seen)} ago" if seen else "never",
-            _capacity(item.get("capacity") or {}),
-            str(len(jobs)),
-            Text(_containers(item)),
-            Text(compact(item.get("labels") or {})),
-            Text(str(item.get("version") or "")),
-            Text(str(item.get("id", ""))),
-        )
-    out.print(grid)
-
-
-@workers_app.command("add")
-@handle_errors
-def add(
-    name: str = typer.Argument(..., help="A name for the worker or pool."),
-    label: list[str] = typer.Option(
-        [], "--label", metavar="KEY=VALUE", help="A label its jobs may require (gpu=a100); repeat."
-    ),
-    json_out: bool = JSON_OPTION,
-) -> None:
-    """Register a worker; its token is printed once (on stdout)."""
-    with open_client() as client:
-        try:
-            created: dict[str, Any] = client.json(
-                "POST", "/workers", json={"name": name, "labels": _labels(label)}
-            )
-        except ClientError as exc:
-            _admin_hint(exc)
-            raise
-        server = client.base_url
-    if json_out:
-        print_json(created)
-        return
-    err.print(
-        f"registered worker {created.get('name')} ({created.get('id')}). Its token, shown only now, is on "
-        f"standard output. On the worker machine:\n"
-        f"  {TOKEN_ENV}=<token> labcloud worker --server {server}"
-    )
-    out.print(str(created["token"]))
-
-
-def _act(name_or_id: str, action: str) -> dict[str, Any]:
-    with open_client() as client:
-        try:
-            worker = _find(client, name_or_id)
-            result: dict[str, Any] = client.json("POST", f"/workers/{worker['id']}/{action}")
-        except ClientError as exc:
-            _admin_hint(exc)
-            raise
-    return result
-
-
-@workers_app.command("drain")
-@handle_errors
-def drain(name_or_id: str = typer.Argument(..., metavar="NAME_OR_ID"), json_out: bool = JSON_OPTION) -> None:
-    """Let a worker finish its running jobs and take no more."""
-    result = _act(name_or_id, "drain")
-    if json_out:
-        print_json(result)
-        return
-    running = len(result.get("running_jobs") or [])
-    err.print(
-        f"worker {result.get('name')} is draining: it finishes its {running} running job(s), takes no more"
-    )
-
-
-@workers_app.command("revoke")
-@handle_errors
-def revoke(name_or_id: str = typer.Argument(..., metavar="NAME_OR_ID"), json_out: bool = JSON_OPTION) -> None:
-    """Revoke a worker's token at once; its running jobs go back to the queue."""
-    result = _act(name_or_id, "revoke")
-    if json_out:
-        print_json(result)
-        return
-    err.print(f"worker {result.get('name')} revoked: its token no longer works; its jobs were queued again")
-
-
 def register(app: typer.Typer) -> None:
     app.command("worker", rich_help_panel="Compute")(worker)
     app.command("run-job", rich_help_panel="Compute")(run_job)
     app.command("celery-worker", rich_help_panel="Compute")(celery_worker)
-    app.add_typer(workers_app, name="workers", rich_help_panel="Compute")

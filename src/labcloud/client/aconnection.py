@@ -7,27 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
-from labcloud.client import calls
-from labcloud.client.config import UPLOAD_CHUNK, UPLOAD_RETRIES
-from labcloud.client.connection import ConnectionBase, unreadable
-from labcloud.client.downloads import CHUNK, PartialFile, check_download, inside
-from labcloud.client.errors import ClientError, NotFound
+from labcloud.client import calls, uploads
+from labcloud.client.connection_base import ConnectionBase, unreadable
+from labcloud.client.downloads import CHUNK, PartialFile, downloading
+from labcloud.client.errors import ClientError, NotFound, check_options
 from labcloud.client.jobs import waiting
 from labcloud.client.sse import LogFollow, SseEvent, SseParser
-from labcloud.client.steps import FetchJob, Pause, adrive
+from labcloud.client.steps import Download, FetchJob, Pause, adrive
 from labcloud.client.uploads import (
-    Append,
-    Create,
-    Lookup,
-    Note,
-    Offset,
     Progress,
-    UploadUrls,
+    TransferOptions,
+    UploadOptions,
     UploadWatcher,
     normalise_remote,
 )
@@ -99,14 +95,16 @@ class AsyncConnection(ConnectionBase):
             return None
         if isinstance(step, FetchJob):
             return await self.call(calls.job(step.job_id))
-        if isinstance(step, Create):
+        if isinstance(step, uploads.Create):
             return (await self.call(calls.tus_create(step.remote, step.size))).headers
-        if isinstance(step, Offset):
+        if isinstance(step, uploads.Offset):
             return int((await self.call(calls.tus_offset(step.url))).headers["Upload-Offset"])
-        if isinstance(step, Append):
+        if isinstance(step, uploads.Append):
             return (await self.call(calls.tus_append(step.url, step.offset, step.data))).headers
-        if isinstance(step, Lookup):
+        if isinstance(step, uploads.Lookup):
             return await self.file_info(step.remote)
+        if isinstance(step, Download):
+            return await self.download(step.path, step.dest, step.on_progress)
         raise TypeError(f"not a step: {step!r}")
 
     async def file_info(self, path: str) -> dict[str, Any] | None:
@@ -120,18 +118,10 @@ class AsyncConnection(ConnectionBase):
         return self._file_info(wanted, items)
 
     async def upload(
-        self,
-        local: Path,
-        remote: str,
-        on_progress: Progress | None = None,
-        *,
-        urls: UploadUrls | None = None,
-        chunk_size: int = UPLOAD_CHUNK,
-        retries: int = UPLOAD_RETRIES,
-        on_note: Note | None = None,
+        self, local: Path, remote: str, on_progress: Progress | None = None, **options: Unpack[UploadOptions]
     ) -> dict[str, Any]:
         """Upload a local file to ``remote`` in the user's space, resumably (tus)."""
-        run = self._upload(local, remote, on_progress, urls, chunk_size, retries, on_note, None)
+        run = self._upload(local, remote, on_progress, options)
         return await adrive(run.steps(), self.perform)
 
     async def upload_many(
@@ -139,13 +129,12 @@ class AsyncConnection(ConnectionBase):
         plan: list[tuple[Path, str]],
         *,
         parallel: int = 4,
-        chunk_size: int = UPLOAD_CHUNK,
-        retries: int = UPLOAD_RETRIES,
-        urls: UploadUrls | None = None,
         watcher: UploadWatcher | None = None,
+        **options: Unpack[TransferOptions],
     ) -> tuple[list[dict[str, Any]], list[tuple[Path, ClientError]]]:
         """Upload the plan's (local file, remote path) pairs, ``parallel`` at a time, each resumably; the
         stored files (in plan order) and the failures."""
+        check_options("upload_many", options, TransferOptions)
         watch = watcher or UploadWatcher()
         room = asyncio.Semaphore(max(1, parallel))
 
@@ -154,15 +143,8 @@ class AsyncConnection(ConnectionBase):
             async with room:
                 watch.started(index, local, remote, local.stat().st_size)
                 try:
-                    stored = await self.upload(
-                        local,
-                        remote,
-                        lambda count: watch.moved(index, count),
-                        urls=urls,
-                        chunk_size=chunk_size,
-                        retries=retries,
-                        on_note=watch.note,
-                    )
+                    moved = partial(watch.moved, index)
+                    stored = await self.upload(local, remote, moved, on_note=watch.note, **options)
                 except (ClientError, OSError) as exc:
                     error = exc if isinstance(exc, ClientError) else unreadable(local, exc)
                     watch.failed(index, error)
@@ -192,10 +174,11 @@ class AsyncConnection(ConnectionBase):
                 ) as resp:
                     parser = SseParser()
                     async for chunk in resp.aiter_text():
-                        for event in parser.feed_text(chunk):
+                        events, ended = where.take(parser, chunk)
+                        for event in events:
                             yield event
-                            if where.seen(event):
-                                return
+                        if ended:
+                            return
             except ClientError as exc:
                 error = exc
             await asyncio.sleep(where.retry_delay(error))
@@ -219,10 +202,6 @@ class AsyncConnection(ConnectionBase):
     ) -> list[dict[str, Any]]:
         """Every output of the job (``outputs``, when they were just read) into ``root``, keeping its path,
         each checked by its SHA-256."""
-        written: list[dict[str, Any]] = []
-        for item in await self.call(calls.outputs(job_id)) if outputs is None else outputs:
-            target = inside(root, item["path"])
-            size = await self.download(calls.output(job_id, item["path"]), target, on_progress)
-            check_download(target, item["path"], item.get("sha256"))
-            written.append({"path": item["path"], "size": size, "local": str(target)})
-        return written
+        items = await self.call(calls.outputs(job_id)) if outputs is None else outputs
+        address = partial(calls.output, job_id)
+        return await adrive(downloading(items, root, address, on_progress), self.perform)

@@ -4,7 +4,8 @@
 :class:`Connection` blocks; :class:`labcloud.client.aconnection.AsyncConnection` is its asynchronous twin.
 Both send the requests described in :mod:`labcloud.client.calls` and raise a
 :class:`~labcloud.client.errors.ClientError` (of the kind the status says, with the server's problem
-details) for every answer that is not a success and every network failure.
+details) for every answer that is not a success and every network failure. The requests about projects,
+quotas and usage are :class:`~labcloud.client.connection_projects.ProjectRequests`.
 """
 
 from __future__ import annotations
@@ -14,104 +15,35 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
-from labcloud.client import calls
-from labcloud.client.config import UPLOAD_CHUNK, UPLOAD_RETRIES, normalise_server
-from labcloud.client.downloads import CHUNK, PartialFile, check_download, inside
-from labcloud.client.errors import ClientError, NotFound, Unreachable
+from labcloud.client import calls, uploads
+from labcloud.client.connection_base import ConnectionBase, unreadable
+from labcloud.client.connection_projects import ProjectRequests
+from labcloud.client.downloads import CHUNK, PartialFile, downloading
+from labcloud.client.errors import ClientError, NotFound, check_options
 from labcloud.client.jobs import JobUpdate, waiting
 from labcloud.client.sse import LogFollow, SseEvent, SseParser
-from labcloud.client.steps import FetchJob, Pause, drive
+from labcloud.client.steps import Download, FetchJob, Pause, drive
 from labcloud.client.uploads import (
-    Append,
-    Create,
-    Lookup,
-    Note,
-    Offset,
     Progress,
-    ResumableUpload,
+    TransferOptions,
     UploadCancelled,
-    UploadUrls,
+    UploadOptions,
     UploadWatcher,
     normalise_remote,
 )
 
-__all__ = ["Connection", "ConnectionBase"]
+__all__ = ["Connection"]
 
-API = "/api/v1"
-USER_AGENT = "labcloud-client"
 OnFile = Callable[[dict[str, Any]], None]  # called with each output before it is downloaded
 
 
-class ConnectionBase:
-    """What both connections share: the server's address, the token, and how a request is addressed."""
-
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
-        self.base_url = normalise_server(base_url)
-        self.token = token
-        self.timeout = timeout
-
-    def _client_options(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url,
-            "timeout": httpx.Timeout(self.timeout, connect=10.0),
-            "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
-            "follow_redirects": False,
-        }
-
-    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = dict(extra or {})
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return headers
-
-    def _unreachable(self, exc: httpx.HTTPError) -> ClientError:
-        if isinstance(exc, httpx.TimeoutException):
-            return Unreachable(0, f"the server at {self.base_url} did not answer in time")
-        reason = str(exc) or type(exc).__name__
-        return Unreachable(0, f"cannot reach the server at {self.base_url} ({reason})")
-
-    @staticmethod
-    def _url(path: str) -> str:
-        """An API path below /api/v1, or an absolute URL the server gave out (an upload's Location)."""
-        return path if path.startswith(("http://", "https://")) else API + path
-
-    @staticmethod
-    def _answer(call: calls.Call, response: httpx.Response) -> Any:
-        if call.returns == "json":
-            return response.json()
-        if call.returns == "text":
-            return response.text
-        return response if call.returns == "response" else None
-
-    @staticmethod
-    def _file_info(wanted: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-        if len(items) == 1 and items[0].get("path") == wanted and items[0].get("type") == "file":
-            return dict(items[0])
-        # a folder lists its children; say so without listing them
-        return {"path": wanted, "type": "folder"}
-
-    def _upload(
-        self,
-        local: Path,
-        remote: str,
-        on_progress: Progress | None,
-        urls: UploadUrls | None,
-        chunk_size: int,
-        retries: int,
-        on_note: Note | None,
-        cancel: threading.Event | None,
-    ) -> ResumableUpload:
-        return ResumableUpload(
-            self.base_url, local, remote, on_progress, urls, chunk_size, retries, on_note, cancel
-        )
-
-
-class Connection(ConnectionBase):
+class Connection(ConnectionBase, ProjectRequests):
     """The HTTP API of one labcloud server, as one user (bearer ``token``; optional for :meth:`login`)."""
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
@@ -198,14 +130,16 @@ class Connection(ConnectionBase):
             return None
         if isinstance(step, FetchJob):
             return self.job(step.job_id)
-        if isinstance(step, Create):
+        if isinstance(step, uploads.Create):
             return self.tus_create(step.remote, step.size).headers
-        if isinstance(step, Offset):
+        if isinstance(step, uploads.Offset):
             return self.tus_offset(step.url)
-        if isinstance(step, Append):
+        if isinstance(step, uploads.Append):
             return self.tus_append(step.url, step.offset, step.data).headers
-        if isinstance(step, Lookup):
+        if isinstance(step, uploads.Lookup):
             return self.file_info(step.remote)
+        if isinstance(step, Download):
+            return self.download(step.path, step.dest, step.on_progress)
         raise TypeError(f"not a step: {step!r}")
 
     # ------------------------------------------------------------------------------------------ account
@@ -255,15 +189,12 @@ class Connection(ConnectionBase):
         remote: str,
         on_progress: Progress | None = None,
         *,
-        urls: UploadUrls | None = None,
-        chunk_size: int = UPLOAD_CHUNK,
-        retries: int = UPLOAD_RETRIES,
-        on_note: Note | None = None,
         cancel: threading.Event | None = None,
+        **options: Unpack[UploadOptions],
     ) -> dict[str, Any]:
         """Upload a local file to ``remote`` in the user's space, resumably (tus); ``{path, size, sha256,
         local}`` of the stored file. See :class:`~labcloud.client.uploads.ResumableUpload`."""
-        run = self._upload(local, remote, on_progress, urls, chunk_size, retries, on_note, cancel)
+        run = self._upload(local, remote, on_progress, options, cancel)
         return drive(run.steps(), lambda step: self.perform(step, cancel))
 
     def upload_many(
@@ -271,14 +202,13 @@ class Connection(ConnectionBase):
         plan: list[tuple[Path, str]],
         *,
         parallel: int = 4,
-        chunk_size: int = UPLOAD_CHUNK,
-        retries: int = UPLOAD_RETRIES,
-        urls: UploadUrls | None = None,
         watcher: UploadWatcher | None = None,
+        **options: Unpack[TransferOptions],
     ) -> tuple[list[dict[str, Any]], list[tuple[Path, ClientError]]]:
         """Upload the plan's (local file, remote path) pairs, ``parallel`` at a time (a connection per
         thread), each resumably; the stored files (in plan order) and the failures. Ctrl-C stops the
         running uploads after their chunk and starts no more (they can be resumed)."""
+        check_options("upload_many", options, TransferOptions)
         watch = watcher or UploadWatcher()
         done: dict[int, dict[str, Any]] = {}
         failed: dict[int, ClientError] = {}
@@ -298,16 +228,8 @@ class Connection(ConnectionBase):
         def one(index: int) -> dict[str, Any]:
             local, remote = plan[index]
             watch.started(index, local, remote, local.stat().st_size)
-            return own_connection().upload(
-                local,
-                remote,
-                lambda count: watch.moved(index, count),
-                urls=urls,
-                chunk_size=chunk_size,
-                retries=retries,
-                on_note=watch.note,
-                cancel=cancel,
-            )
+            moved = partial(watch.moved, index)
+            return own_connection().upload(local, remote, moved, on_note=watch.note, cancel=cancel, **options)
 
         def outcome(index: int, future: Future[dict[str, Any]]) -> None:
             try:
@@ -413,10 +335,10 @@ class Connection(ConnectionBase):
                 with self.stream(call.method, call.path, params=call.params, headers=call.headers) as resp:
                     parser = SseParser()
                     for chunk in resp.iter_text():
-                        for event in parser.feed_text(chunk):
-                            yield event
-                            if where.seen(event):
-                                return
+                        events, ended = where.take(parser, chunk)
+                        yield from events
+                        if ended:
+                            return
             except ClientError as exc:
                 error = exc
             time.sleep(where.retry_delay(error))  # then ask again from where it stopped
@@ -455,114 +377,9 @@ class Connection(ConnectionBase):
     ) -> list[dict[str, Any]]:
         """Every output of the job (``outputs``, when they were just read) into ``root``, keeping its path,
         each checked by its SHA-256; ``{path, size, local}`` of each."""
-        written: list[dict[str, Any]] = []
-        for item in self.outputs(job_id) if outputs is None else outputs:
-            target = inside(root, item["path"])
-            if on_file:
-                on_file(item)
-            size = self.download_output(job_id, item["path"], target, on_progress)
-            check_download(target, item["path"], item.get("sha256"))
-            written.append({"path": item["path"], "size": size, "local": str(target)})
-        return written
+        items = self.outputs(job_id) if outputs is None else outputs
+        address = partial(calls.output, job_id)
+        return drive(downloading(items, root, address, on_progress, on_file), self.perform)
 
     def download_zip(self, job_id: str, dest: Path, on_progress: Progress | None = None) -> int:
         return self.download(calls.outputs_zip(job_id), dest, on_progress)
-
-    # ------------------------------------------------------------------------------------------ projects
-
-    def projects(self) -> list[dict[str, Any]]:
-        """Your projects with your role in each, your personal one first."""
-        result: list[dict[str, Any]] = self.call(calls.projects())
-        return result
-
-    def project(self, slug: str) -> dict[str, Any]:
-        """A project with its members."""
-        result: dict[str, Any] = self.call(calls.project(slug))
-        return result
-
-    def create_project(self, name: str, slug: str | None = None, description: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = self.call(calls.create_project(name, slug, description))
-        return result
-
-    def add_member(self, slug: str, email: str, role: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(calls.add_member(slug, email, role))
-        return result
-
-    def set_role(self, slug: str, user_id: str, role: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(calls.set_role(slug, user_id, role))
-        return result
-
-    def remove_member(self, slug: str, user_id: str) -> None:
-        """Take a member out of a project; with your own id, leave it."""
-        self.call(calls.remove_member(slug, user_id))
-
-    def join_code(self, slug: str, days: int | None = None) -> dict[str, Any]:
-        """A new join code (``{code, expires_at}``); only this answer holds it."""
-        result: dict[str, Any] = self.call(calls.join_code(slug, days))
-        return result
-
-    def drop_join_code(self, slug: str) -> None:
-        self.call(calls.drop_join_code(slug))
-
-    def join_project(self, code: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(calls.join(code))
-        return result
-
-    # ------------------------------------------------------------------------------------ quotas, usage
-
-    def quotas(self, slug: str) -> list[dict[str, Any]]:
-        """A project's quotas with what is used, held and left, and their level."""
-        result: list[dict[str, Any]] = self.call(calls.quotas(slug))
-        return result
-
-    def set_quota(
-        self,
-        slug: str,
-        resource: str,
-        limit: float,
-        period: str = "monthly",
-        starts_at: str | None = None,
-        ends_at: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Admins: set a quota; the project's quotas after."""
-        result: list[dict[str, Any]] = self.call(
-            calls.set_quota(slug, resource, limit, period, starts_at, ends_at)
-        )
-        return result
-
-    def remove_quota(self, slug: str, resource: str) -> None:
-        self.call(calls.remove_quota(slug, resource))
-
-    def request_quota(self, slug: str, resource: str, amount: float, justification: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(calls.request_quota(slug, resource, amount, justification))
-        return result
-
-    def quota_requests(self, slug: str) -> list[dict[str, Any]]:
-        """A project's quota requests and their decisions, newest first."""
-        result: list[dict[str, Any]] = self.call(calls.quota_requests(slug))
-        return result
-
-    def decide(self, slug: str, request_id: str, approve: bool, note: str = "") -> dict[str, Any]:
-        """Approve (the limit grows by the amount asked for) or reject a pending request."""
-        result: dict[str, Any] = self.call(
-            calls.decide(slug, request_id, "approve" if approve else "reject", note)
-        )
-        return result
-
-    def usage(
-        self, slug: str, by: str = "user", since: str | None = None, until: str | None = None
-    ) -> dict[str, Any]:
-        """A project's usage report: ``{by, rows}``, each row with the ``by`` column."""
-        result: dict[str, Any] = self.call(calls.usage(slug, by, since, until))
-        return result
-
-    def usage_csv(
-        self, slug: str, by: str = "user", since: str | None = None, until: str | None = None
-    ) -> str:
-        """The same report as CSV, a header first."""
-        return str(self.call(calls.usage(slug, by, since, until, csv=True)))
-
-
-def unreadable(local: Path, exc: OSError) -> ClientError:
-    """A local file that could not be read, as the failure of its upload."""
-    return ClientError(0, f"cannot read {local}: {exc.strerror or exc}")

@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from labcloud.client.errors import DownloadMismatch
+from labcloud.client.steps import Download
 
 CHUNK = 1 << 20  # bytes read or written at a time
 
@@ -76,3 +79,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def downloading(
+    items: list[dict[str, Any]],
+    root: Path,
+    address: Callable[[str], str],
+    on_progress: Callable[[int], None] | None = None,
+    on_file: Callable[[dict[str, Any]], None] | None = None,
+) -> Generator[Download, int, list[dict[str, Any]]]:
+    """Download each file of ``items`` (a job's outputs: ``{path, sha256, ...}``) from its ``address`` into
+    ``root``, keeping its path, each checked by its SHA-256, as steps (:mod:`labcloud.client.steps`);
+    ``{path, size, local}`` of each. ``on_file`` is told of each file before it is downloaded."""
+    written: list[dict[str, Any]] = []
+    for item in items:
+        target = inside(root, item["path"])
+        if on_file:
+            on_file(item)
+        size = yield Download(address(item["path"]), target, on_progress)
+        check_download(target, item["path"], item.get("sha256"))
+        written.append({"path": item["path"], "size": size, "local": str(target)})
+    return written

@@ -7,6 +7,7 @@ Importing this module does not import httpx.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -248,3 +249,12 @@ def field_name(loc: Any) -> str:
     if len(parts) > 1 and parts[0] == "body":
         parts = parts[1:]
     return ".".join(parts)
+
+
+def check_options(function: str, given: Mapping[str, Any], allowed: Any) -> None:
+    """Refuse an option the TypedDict ``allowed`` does not name, as Python refuses a keyword argument a
+    function does not take (a TypeError), so that a misspelt option is never silently ignored."""
+    names = allowed.__required_keys__ | allowed.__optional_keys__
+    for name in given:
+        if name not in names:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")

@@ -9,15 +9,47 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from labcloud.client.errors import ClientError
 from labcloud.client.models import TERMINAL_STATES
 from labcloud.client.steps import FetchJob, Pause
 
+if TYPE_CHECKING:
+    from labcloud.client.progress import ShowProgress
+
 InputValue = str | PathLike[str]
 JobUpdate = Callable[[dict[str, Any]], None]  # called with the job each time it is read while waiting
 NETWORK_FAILURES = 10  # failed reads in a row (the server restarting, say) before waiting gives up
+
+
+class SubmitOptions(TypedDict, total=False):
+    """What a job is submitted with besides its app (see :meth:`labcloud.client.Jobs.submit`)."""
+
+    params: Mapping[str, Any] | None
+    inputs: Mapping[str, InputValue] | None
+    version: str | None
+    entrypoint: str | None
+    name: str
+    tags: Mapping[str, str] | None
+    resources: Mapping[str, float] | None
+    env: Mapping[str, str] | None
+    project: str | None
+    wait: bool
+    timeout: float | None
+    progress: ShowProgress
+
+
+class JobFilters(TypedDict, total=False):
+    """Which jobs a listing yields (see :meth:`labcloud.client.Jobs.list`), and how many are read at once."""
+
+    state: str | Iterable[str] | None
+    app: str | None
+    tag: Mapping[str, str] | Iterable[str] | None
+    created_after: datetime | None
+    created_before: datetime | None
+    project: str | None
+    page_size: int
 
 
 def parse_app_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -83,6 +115,36 @@ def submission(
     if project:
         body["project"] = project
     return body
+
+
+def submission_of(app: str, inputs: Mapping[str, str], options: SubmitOptions) -> dict[str, Any]:
+    """The body of ``POST /jobs`` for :meth:`labcloud.client.Jobs.submit`, its inputs already paths of your
+    space."""
+    return submission(
+        app,
+        version=options.get("version"),
+        entrypoint=options.get("entrypoint"),
+        params=options.get("params"),
+        inputs=inputs,
+        name=options.get("name", ""),
+        tags=options.get("tags"),
+        resources=options.get("resources"),
+        env=options.get("env"),
+        project=options.get("project"),
+    )
+
+
+def filters_query(filters: JobFilters) -> tuple[dict[str, Any], int]:
+    """The query of ``GET /jobs`` for :meth:`labcloud.client.Jobs.list`, and the page size."""
+    query = list_query(
+        filters.get("state"),
+        filters.get("app"),
+        filters.get("tag"),
+        filters.get("created_after"),
+        filters.get("created_before"),
+        filters.get("project"),
+    )
+    return query, filters.get("page_size", 200)
 
 
 def list_query(

@@ -59,6 +59,7 @@ class InputSlot(Model):
     type: str = Field(description="file or folder")
     required: bool
     description: str
+    accept: list[str] = Field(default_factory=list, description="The file endings it takes; empty: any.")
 
 
 class Entrypoint(Model):
@@ -132,6 +133,7 @@ class User(Model):
     storage_used_bytes: int = 0
     storage_limit_bytes: int | None = Field(None, description="None: the installation's default.")
     notify_email: str = Field("always", description="An e-mail when a job ends: always, failure or never.")
+    must_change_password: bool = Field(False, description="Its password was issued by an administrator.")
 
 
 class FileInfo(Model):

@@ -103,6 +103,15 @@ class LogFollow:
             self.offset = int(event.id)
         return event.event == "end"
 
+    def take(self, parser: SseParser, text: str) -> tuple[list[SseEvent], bool]:
+        """The events a piece of the stream completes, up to the ``end`` event, and whether it came."""
+        events: list[SseEvent] = []
+        for event in parser.feed_text(text):
+            events.append(event)
+            if self.seen(event):
+                return events, True
+        return events, False
+
     def retry_delay(self, error: ClientError | None) -> float:
         """After the stream failed with ``error`` (None: it closed before the end), the seconds to wait
         before asking again; raises when it is not worth it (an answer such as 404, or too many tries)."""

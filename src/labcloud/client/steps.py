@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from labcloud.client.errors import ClientError
@@ -34,39 +35,59 @@ class FetchJob:
     job_id: str
 
 
-def _advance(steps: Generator[S, Any, R], answer: Any, error: ClientError | None) -> tuple[bool, Any]:
-    """Hand the last step's answer (or error) to ``steps``: (True, its result) or (False, the next step)."""
-    try:
-        return False, steps.send(answer) if error is None else steps.throw(error)
-    except StopIteration as done:
-        return True, done.value
+@dataclass(frozen=True)
+class Download:
+    """Stream ``GET {path}`` into the file ``dest``; the answer is the number of bytes."""
+
+    path: str
+    dest: Path
+    on_progress: Callable[[int], None] | None = None
+
+
+class _Run:
+    """Where a run of steps is: the step to carry out next, or its result once ``finished``."""
+
+    def __init__(self, steps: Generator[Any, Any, Any]) -> None:
+        self.steps = steps
+        self.finished, self.step = self._advance(None, None)
+
+    def _advance(self, answer: Any, error: ClientError | None) -> tuple[bool, Any]:
+        """Hand the last step's answer (or error) on: (True, the result) or (False, the next step)."""
+        try:
+            return False, self.steps.send(answer) if error is None else self.steps.throw(error)
+        except StopIteration as done:
+            return True, done.value
+
+    def answer(self, value: Any) -> None:
+        self.finished, self.step = self._advance(value, None)
+
+    def fail(self, error: ClientError) -> None:
+        self.finished, self.step = self._advance(None, error)
 
 
 def drive(steps: Generator[S, Any, R], perform: Callable[[S], Any]) -> R:
     """Run ``steps`` to the end, carrying out each with ``perform``; its return value."""
-    answer: Any = None
-    error: ClientError | None = None
     with contextlib.closing(steps):
-        while True:
-            finished, step = _advance(steps, answer, error)
-            if finished:
-                return cast(R, step)
+        run = _Run(steps)
+        while not run.finished:
             try:
-                answer, error = perform(step), None
+                value = perform(run.step)
             except ClientError as exc:
-                answer, error = None, exc
+                run.fail(exc)
+            else:
+                run.answer(value)
+        return cast(R, run.step)
 
 
 async def adrive(steps: Generator[S, Any, R], perform: Callable[[S], Awaitable[Any]]) -> R:
     """:func:`drive` for an asynchronous ``perform``."""
-    answer: Any = None
-    error: ClientError | None = None
     with contextlib.closing(steps):
-        while True:
-            finished, step = _advance(steps, answer, error)
-            if finished:
-                return cast(R, step)
+        run = _Run(steps)
+        while not run.finished:
             try:
-                answer, error = await perform(step), None
+                value = await perform(run.step)
             except ClientError as exc:
-                answer, error = None, exc
+                run.fail(exc)
+            else:
+                run.answer(value)
+        return cast(R, run.step)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypedDict
 from urllib.parse import unquote
 
 from labcloud.client.errors import ClientError, UploadMismatch
@@ -34,6 +34,22 @@ class UploadUrls(Protocol):
     def get(self, key: str) -> str | None: ...
     def put(self, key: str, url: str) -> None: ...
     def drop(self, key: str) -> None: ...
+
+
+class TransferOptions(TypedDict, total=False):
+    """How each file of an upload goes (see :class:`ResumableUpload`): ``urls`` remembers its URL for a
+    later run, ``chunk_size`` bytes a request (default ``config.UPLOAD_CHUNK``), ``retries`` failures in a
+    row before it ends (default ``config.UPLOAD_RETRIES``)."""
+
+    urls: UploadUrls | None
+    chunk_size: int
+    retries: int
+
+
+class UploadOptions(TransferOptions, total=False):
+    """:class:`TransferOptions`, and ``on_note``, told what is worth telling the user (resuming, retrying)."""
+
+    on_note: Note | None
 
 
 def upload_key(server: str, local: Path, remote: str) -> str:

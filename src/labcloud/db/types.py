@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import JSON, DateTime, Dialect, String
 from sqlalchemy.types import TypeDecorator
 
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 
 
 def utcnow() -> datetime:
@@ -69,7 +69,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class ResourcesJSON(TypeDecorator[Resources]):
-    """A job's resources: JSON in the database, :class:`~labcloud.registry.models.Resources` in Python."""
+    """A job's resources: JSON in the database, :class:`~labcloud.registry.spec_parts.Resources` in Python."""
 
     impl = JSON
     cache_ok = True

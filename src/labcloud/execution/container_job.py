@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labcloud import registry
-from labcloud.execution import containers
+from labcloud.execution import container_run, containers
 from labcloud.execution.attempt import AttemptDir
 from labcloud.execution.process import LaunchSpec, Limits
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import JobUser
 from labcloud.execution.task import ROOT, relative
-from labcloud.registry.models import ContainerOptions
+from labcloud.registry.spec_parts import ContainerOptions
 
 if TYPE_CHECKING:
     from labcloud.execution.runner import JobPlan
@@ -58,10 +58,10 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
     assert engine is not None
     image = plan.image or plan.spec.image or ""  # a rerun's: the content id its job ran
     inside = {
-        slot: f"{containers.INPUTS_MOUNT}/{Path(path).relative_to(plan.folder.inputs).as_posix()}"
+        slot: f"{container_run.INPUTS_MOUNT}/{Path(path).relative_to(plan.folder.inputs).as_posix()}"
         for slot, path in staged.items()
     }
-    output = containers.OUTPUT_MOUNT
+    output = container_run.OUTPUT_MOUNT
     argv = registry.render_command(plan.spec, plan.params, inside, output, None, plan.resources)
     env = {
         "HOME": "/tmp",
@@ -80,7 +80,7 @@ def launch_spec(plan: JobPlan, staged: dict[str, str], limits: Limits) -> tuple[
     if os.geteuid() != 0:
         os.chmod(plan.folder.output, 0o777)  # not root: the container's user is no user of this host
     _write_env_file(env_file(plan), env)
-    run = containers.ContainerRun(
+    run = container_run.ContainerRun(
         job_id=plan.job_id,
         attempt=plan.attempt,
         image=image,
@@ -140,7 +140,7 @@ def task_launch_spec(plan: JobPlan, limits: Limits) -> tuple[LaunchSpec, list[st
     for index, step in enumerate(task.steps):
         env = {"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"} | step.env
         _write_env_file(env_file(plan, index), env)
-        run = containers.ContainerRun(
+        run = container_run.ContainerRun(
             job_id=plan.job_id,
             attempt=plan.attempt,
             image=step.image,

@@ -24,32 +24,44 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import functools
 import json
 import os
-import shutil
 import subprocess
 import tempfile
-import threading
-import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from labcloud.execution.container_run import (
+    ATTEMPT_LABEL,
+    INPUTS_MOUNT,
+    JOB_LABEL,
+    NAME_PREFIX,
+    OUTPUT_MOUNT,
+    ContainerRun,
+    bind_option,
+    cgroup_parent,
+)
+
 EngineKind = Literal["docker", "podman", "apptainer"]
+
+
 ENGINE_KINDS: tuple[EngineKind, ...] = ("docker", "podman", "apptainer")
 
-INPUTS_MOUNT = "/labcloud/inputs"
-OUTPUT_MOUNT = "/labcloud/output"
-NAME_PREFIX = "labcloud-"
-JOB_LABEL = "org.labcloud.job"
-ATTEMPT_LABEL = "org.labcloud.attempt"
+
 PIDS_LIMIT = 4096
+
+
 TMPFS = "--tmpfs=/tmp:rw,nosuid,nodev,mode=1777"
+
+
 PROBE_TIMEOUT_S = 10.0
+
+
 PULL_TIMEOUT_S = 3600.0
+
+
 AUTH_FILE_WORDS = "<the container auth file>"
 
 
@@ -107,7 +119,7 @@ class Engine:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ImageUnavailable(f"the {self.kind} engine did not answer: {exc}") from None
         if done.returncode != 0:
-            words = _last_line(done.stderr) or f"{self.kind} image inspect exited with {done.returncode}"
+            words = last_line(done.stderr) or f"{self.kind} image inspect exited with {done.returncode}"
             raise ImageUnavailable(f"image {image} is not available to {self.kind}: {words}")
         found = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
         return found if found.startswith("sha256:") else f"sha256:{found}"
@@ -126,7 +138,7 @@ class Engine:
         except OSError as exc:
             raise ImageUnavailable(self.redact(f"{self.kind} pull could not be started: {exc}")) from None
         if done.returncode != 0:
-            words = _last_line(done.stderr) or f"{self.kind} pull exited with {done.returncode}"
+            words = last_line(done.stderr) or f"{self.kind} pull exited with {done.returncode}"
             raise ImageUnavailable(self.redact(f"{self.kind} could not pull {image}: {words}"))
         return self.image_id(image)
 
@@ -196,10 +208,10 @@ class Engine:
         if run.workdir:
             argv.append(f"--workdir={run.workdir}")
         if run.inputs is not None:
-            argv.append(_bind(run.inputs, INPUTS_MOUNT, readonly=True))
+            argv.append(bind_option(run.inputs, INPUTS_MOUNT, readonly=True))
         if run.output is not None:
-            argv.append(_bind(run.output, OUTPUT_MOUNT, readonly=False))
-        argv += [_bind(source, target, readonly) for source, target, readonly in run.mounts]
+            argv.append(bind_option(run.output, OUTPUT_MOUNT, readonly=False))
+        argv += [bind_option(source, target, readonly) for source, target, readonly in run.mounts]
         argv.append(f"--env-file={run.env_file}")
         argv += list(self.run_options)
         return [*argv, run.image, *run.command]
@@ -277,72 +289,9 @@ class Engine:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EngineUnavailable(f"{self.kind} does not answer: {exc}") from None
         if done.returncode != 0:
-            words = _last_line(done.stderr) or f"exit status {done.returncode}"
+            words = last_line(done.stderr) or f"exit status {done.returncode}"
             raise EngineUnavailable(f"{self.kind} does not answer: {words}")
         return dataclasses.replace(self, cgroupfs=done.stdout.strip() == "cgroupfs")
-
-
-@dataclass(frozen=True)
-class ContainerRun:
-    """One attempt's container."""
-
-    job_id: str
-    attempt: int
-    image: str
-    command: Sequence[str]
-    user: str
-    workdir: str
-    env_file: Path  # the container's variables (NAME=value lines), never on the command line
-    inputs: Path | None  # the staged inputs folder (mounted read-only), None when there are none
-    output: Path | None  # the only writable folder (an app's); None for a task's step, which has mounts
-    cpus: float
-    memory_mb: int
-    gpus: int = 0
-    network: bool = False
-    # A task's step: its folders (host folder or file, path in the container, read-only), its number (in
-    # its container's name), whether it reads standard input, and its network ("" for network above).
-    mounts: tuple[tuple[Path, str, bool], ...] = ()
-    step: int | None = None
-    interactive: bool = False
-    network_mode: str = ""
-
-    @property
-    def name(self) -> str:
-        return container_name(self.job_id, self.attempt, self.step)
-
-
-def cgroup_parent(name: str) -> str:
-    return f"/labcloud/{name}"
-
-
-def container_name(job_id: str, attempt: int, step: int | None = None) -> str:
-    """``labcloud-<job>-<attempt>``, and ``.<step>`` after it for a task's step."""
-    return f"{NAME_PREFIX}{job_id}-{attempt}" + ("" if step is None else f".{step}")
-
-
-def parse_name(name: str) -> tuple[str, int] | None:
-    """(job id, attempt) of a container labcloud named (a task's step's too), else None."""
-    if not name.startswith(NAME_PREFIX):
-        return None
-    job_id, _, attempt = name[len(NAME_PREFIX) :].rpartition("-")
-    attempt = attempt.partition(".")[0]
-    return (job_id, int(attempt)) if attempt.isdigit() and job_id else None
-
-
-def is_job_id(text: str) -> bool:
-    """Whether a name's job id (see :func:`parse_name`) could be a job's: a UUID."""
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _bind(source: Path, target: str, readonly: bool) -> str:
-    text = str(source)
-    if any(c in text + target for c in ',"\n') or not source.is_absolute():
-        raise ValueError(f"a folder that cannot be mounted in a container: {text!r} at {target!r}")
-    return f"--mount=type=bind,source={text},target={target}" + (",readonly" if readonly else "")
 
 
 def _secrets_in(auth_file: Path) -> set[str]:
@@ -367,96 +316,6 @@ def _secrets_in(auth_file: Path) -> set[str]:
     return found
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def find_engine(
-    choice: str,
-    docker_host: str = "",
-    podman_options: Sequence[str] = (),
-    run_options: Sequence[str] = (),
-    auth_file: Path | None = None,
-) -> Engine:
-    """The engine to use: ``choice`` is auto, docker, podman or apptainer. EngineUnavailable says why none.
-
-    ``auto`` takes Docker when its daemon answers, else Podman when it is installed and answers.
-    """
-    choice = choice.strip().lower() or "auto"
-    if choice not in ("auto", *ENGINE_KINDS):
-        raise EngineUnavailable(f"unknown container engine {choice!r}; use auto, docker, podman or apptainer")
-    candidates: list[EngineKind] = ["docker", "podman"] if choice == "auto" else [choice]  # type: ignore[list-item]
-    problems: list[str] = []
-    for kind in candidates:
-        program = shutil.which(kind)
-        if program is None:
-            problems.append(f"{kind} is not installed")
-            continue
-        env: dict[str, str] = {}
-        options: tuple[str, ...] = ()
-        if kind == "docker":
-            host = docker_host or os.environ.get("DOCKER_HOST", "")
-            if host:
-                env["DOCKER_HOST"] = host
-        elif kind == "podman":
-            options = tuple(podman_options)
-        try:
-            return Engine(kind, (program, *options), env, tuple(run_options), auth_file=auth_file).check()
-        except EngineUnavailable as exc:
-            problems.append(str(exc))
-    raise EngineUnavailable("; ".join(problems) or "no container engine")
-
-
-class EngineProbe:
-    """This machine's engine, looked for when first needed and again (at most once a minute) while none
-    answers: an engine started after labcloud is found without a restart."""
-
-    RETRY_S = 60.0
-
-    def __init__(
-        self,
-        choice: str,
-        docker_host: str = "",
-        podman_options: Sequence[str] = (),
-        run_options: Sequence[str] = (),
-        auth_file: Path | None = None,
-    ) -> None:
-        self.choice = choice
-        self.docker_host = docker_host
-        self.podman_options = tuple(podman_options)
-        self.run_options = tuple(run_options)
-        self.auth_file = auth_file
-        self._engine: Engine | None = None
-        self._problem = ""
-        self._checked_at: float | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> tuple[Engine | None, str]:
-        """The engine, or None and why there is none."""
-        if self.choice == "none":
-            return None, "container apps are turned off here (container_engine = none)"
-        with self._lock:
-            now = time.monotonic()
-            if self._engine is None and (self._checked_at is None or now - self._checked_at > self.RETRY_S):
-                self._checked_at = now
-                try:
-                    self._engine = find_engine(
-                        self.choice, self.docker_host, self.podman_options, self.run_options, self.auth_file
-                    )
-                    self._problem = ""
-                except EngineUnavailable as exc:
-                    self._problem = str(exc)
-            return self._engine, self._problem
-
-
-@functools.cache
-def probe(
-    choice: str,
-    docker_host: str = "",
-    podman_options: tuple[str, ...] = (),
-    run_options: tuple[str, ...] = (),
-    auth_file: Path | None = None,
-) -> EngineProbe:
-    """The one probe of these settings in this process (the executor's, the app listing's, the pulls')."""
-    return EngineProbe(choice, docker_host, podman_options, run_options, auth_file)

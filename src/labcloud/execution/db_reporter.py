@@ -23,7 +23,7 @@ from labcloud.errors import Conflict, LabcloudError
 from labcloud.execution.attempt import Collected
 from labcloud.execution.process import Handle
 from labcloud.execution.run_end import RunEnd
-from labcloud.services import files, lifecycle, tes_run
+from labcloud.services import files, job_files, lifecycle, tes_run
 from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
@@ -115,7 +115,7 @@ class DatabaseReporter:
                     paths = (
                         self.outputs.paths(item.rel)
                         if self.outputs is not None
-                        else [files.output_path(self.job_id, item.rel)]
+                        else [job_files.output_path(self.job_id, item.rel)]
                     )
                 except LabcloudError as exc:
                     collected.skip(f"'{item.rel}': {exc.errors[0]['msg'] if exc.errors else exc.detail}")
@@ -177,7 +177,7 @@ class DatabaseReporter:
                 return []
             if index and self._stored:
                 space = tes_run.outputs_space(session, job)
-                replaced = files.index_outputs(session, self.settings, space, self.job_id, self._stored)
+                replaced = job_files.index_outputs(session, self.settings, space, self.job_id, self._stored)
                 if self.outputs is not None:
                     self.outputs.record(session, self._placed)
             lifecycle.record_end(session, job, end, tes_run.count_outputs(session, job))

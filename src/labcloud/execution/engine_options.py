@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from labcloud.execution import containers
-from labcloud.execution.containers import EngineProbe
+from labcloud.execution import engine_probe
+from labcloud.execution.engine_probe import EngineProbe
 from labcloud.settings import ContainerSettings
 
 MAX_ENGINES = 4  # engines one heartbeat reports
@@ -65,7 +65,7 @@ def settings_from(
 
 def probe(settings: ContainerSettings) -> EngineProbe:
     """The one probe of these settings in this process."""
-    return containers.probe(*settings.container_settings())
+    return engine_probe.probe(*settings.container_settings())
 
 
 def runner_options(settings: ContainerSettings) -> list[str]:

@@ -16,14 +16,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from labcloud import registry
-from labcloud.execution import container_job, containers, process
+from labcloud.execution import container_job, container_run, process
 from labcloud.execution.attempt import AttemptDir, Collected, StagingError, Writer
 from labcloud.execution.containers import Engine
 from labcloud.execution.process import Handle, LaunchSpec, Limits, ProcessResult
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.sandbox import SandboxPolicy, unreachable
 from labcloud.execution.watch import watch
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 
 if TYPE_CHECKING:
     from labcloud.execution.task import TaskLayout
@@ -244,7 +244,7 @@ def _remove_containers(plan: JobPlan) -> None:
     if plan.in_container and plan.engine is not None:
         steps = [None] if plan.task is None else list(range(len(plan.task.steps)))
         for step in steps:
-            plan.engine.remove(containers.container_name(plan.job_id, plan.attempt, step))
+            plan.engine.remove(container_run.container_name(plan.job_id, plan.attempt, step))
 
 
 def _finish(plan: JobPlan, reporter: Reporter, end: RunEnd) -> RunEnd | None:

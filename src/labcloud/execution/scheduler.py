@@ -24,7 +24,7 @@ from labcloud.db.models import Job
 from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import accounting
 from labcloud.services.job_states import JobState
 

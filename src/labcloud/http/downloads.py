@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import PurePosixPath
 from urllib.parse import quote
 
 from fastapi import Request, Response, status
@@ -14,17 +15,44 @@ from labcloud.db.models import FileEntry
 from labcloud.errors import NotFound
 from labcloud.http.zipstream import ZipMember, zip_stream
 from labcloud.runtime import Runtime
-from labcloud.services import files
+from labcloud.services import job_files
 from labcloud.storage.base import Storage
 
+# What a browser may show of a user's file instead of downloading it: images and plain text only (never
+# HTML, SVG or anything else that can run script), and then in a sandbox that allows no script anyway.
+VIEWABLE = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    **{
+        ending: "text/plain; charset=utf-8"
+        for ending in (".txt", ".log", ".csv", ".tsv", ".json", ".md", ".yaml", ".yml", ".out", ".err")
+    },
+}
+VIEW_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
 
-def send_file(ctx: Runtime, request: Request, row: FileEntry) -> Response:
+
+def viewable(name: str) -> str | None:
+    """The media type a file is shown as in the browser, or None: it is only downloaded."""
+    return VIEWABLE.get(PurePosixPath(name.lower()).suffix)
+
+
+def send_file(ctx: Runtime, request: Request, row: FileEntry, view: bool = False) -> Response:
+    """The file's bytes: a download, or with ``view`` shown in the browser when :func:`viewable`."""
     etag = f'"{row.sha256}"' if row.sha256 else None
     if etag and etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     key = row.blob_key or ""
     headers = {"ETag": etag} if etag else {}
-    url = ctx.storage.presigned_get(key, row.name, ctx.settings.presign_expiry_s)
+    shown_as = viewable(row.name) if view else None
+    if shown_as:
+        headers.update(VIEW_HEADERS)
+    url = ctx.storage.presigned_get(key, row.name, ctx.settings.presign_expiry_s, shown_as)
     if url is not None:
         headers["Cache-Control"] = "private, no-store"
         return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT, headers=headers)
@@ -32,7 +60,11 @@ def send_file(ctx: Runtime, request: Request, row: FileEntry) -> Response:
     if local is None or not local.is_file():
         raise NotFound(f"The bytes of '{row.path}' are missing from the store.")
     return LargeChunkFileResponse(
-        local, filename=row.name, headers=headers, content_disposition_type="attachment"
+        local,
+        filename=row.name,
+        headers=headers,
+        media_type=shown_as,
+        content_disposition_type="inline" if shown_as else "attachment",
     )
 
 
@@ -66,7 +98,7 @@ def send_outputs_zip(storage: Storage, job_id: uuid.UUID, rows: list[FileEntry])
     """A job's outputs (``rows``: :func:`labcloud.services.jobs.outputs`) as one zip, paths relative to
     the job's folder."""
     name = f"job-{job_id}-outputs.zip"
-    return send_zip(storage, rows, files.job_outputs_folder(job_id), name, keep_root=False)
+    return send_zip(storage, rows, job_files.job_outputs_folder(job_id), name, keep_root=False)
 
 
 def _chunks(storage: Storage, key: str) -> Callable[[], Iterator[bytes]]:

@@ -3,6 +3,7 @@
 Pure Python: no HTTP, no database.
 """
 
+from labcloud.registry.entrypoint import EntrypointSpec
 from labcloud.registry.jobs import (
     job_environment,
     render_command,
@@ -11,17 +12,10 @@ from labcloud.registry.jobs import (
     validate_params,
 )
 from labcloud.registry.loader import LoadProblem, LoadResult, format_loc, load_app_file, parse_app
-from labcloud.registry.models import (
-    AppSpec,
-    EntrypointSpec,
-    InputSpec,
-    Resources,
-    SpecError,
-    VersionSpec,
-    version_key,
-)
+from labcloud.registry.models import AppSpec, VersionSpec, version_key
 from labcloud.registry.public import app_to_public, bundled_apps_dir, entrypoint_to_public
 from labcloud.registry.registry import AppRegistry, RegistrySnapshot, ResolvedEntrypoint
+from labcloud.registry.spec_parts import InputSpec, Resources, SpecError
 from labcloud.registry.template import Placeholder, TemplateError, parse_template, render_value
 
 __all__ = [

@@ -16,7 +16,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 
 from labcloud.errors import InvalidInput
-from labcloud.registry.models import EntrypointSpec, Resources
+from labcloud.registry.entrypoint import EntrypointSpec
+from labcloud.registry.spec_parts import Resources
 from labcloud.registry.template import Placeholder, parse_template, render_value
 
 Loc = list[str | int]

@@ -15,14 +15,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from labcloud.registry.models import (
-    AppSpec,
-    EntrypointSpec,
-    InputSpec,
-    Resources,
-    SpecError,
-    VersionSpec,
-)
+from labcloud.registry.entrypoint import EntrypointSpec
+from labcloud.registry.models import AppSpec, VersionSpec
+from labcloud.registry.spec_parts import InputSpec, Resources, SpecError
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000  # aliases can make a small file expand enormously; app files are never this big

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import labcloud
-from labcloud.registry.models import AppSpec, EntrypointSpec
+from labcloud.registry.entrypoint import EntrypointSpec
+from labcloud.registry.models import AppSpec
 
 
 def bundled_apps_dir() -> Path:

@@ -19,8 +19,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from labcloud.errors import InvalidInput, NotFound
+from labcloud.registry.entrypoint import EntrypointSpec
 from labcloud.registry.loader import LoadProblem, LoadResult, parse_app_bytes
-from labcloud.registry.models import AppSpec, EntrypointSpec
+from labcloud.registry.models import AppSpec
 
 log = logging.getLogger("labcloud.apps")
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import FileEntry, Job, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.services import files, job_logs, lifecycle, spaces, tes_run
+from labcloud.services import files, job_files, job_logs, lifecycle, spaces, tes_run
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import held_job, issue_job_token
@@ -216,7 +216,7 @@ def inputs_of(session: Session, settings: Settings, storage: Storage, job: Job) 
     for slot, raw in job.inputs.items():
         entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
         items = []
-        for rel, row in files.input_entries(session, entry):
+        for rel, row in job_files.input_entries(session, entry):
             url = storage.presigned_get(row.blob_key or "", row.name, settings.presign_expiry_s)
             items.append(
                 {

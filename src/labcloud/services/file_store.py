@@ -26,8 +26,8 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Event, FileEntry, Project
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput
-from labcloud.services import files
-from labcloud.services.files import TooLarge
+from labcloud.services import files, storage_limits
+from labcloud.services.storage_limits import TooLarge
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -50,7 +50,7 @@ def check_room(
         )
     room, limit = _room(db, settings, space, path)
     if room is not None and limit is not None and length > room:
-        raise TooLarge(files.no_room(length, room, limit))
+        raise TooLarge(storage_limits.no_room(length, room, limit))
 
 
 def room_left(db: Database, settings: Settings, space: files.Space, path: str | None = None) -> int | None:
@@ -62,7 +62,7 @@ def _room(
     db: Database, settings: Settings, space: files.Space, path: str | None
 ) -> tuple[int | None, int | None]:
     with db.session() as session:
-        return files.room(session, settings, space, path)
+        return storage_limits.room(session, settings, space.project_id, files.size_at(session, space, path))
 
 
 # ------------------------------------------------------------------------------------------ receiving

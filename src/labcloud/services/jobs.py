@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, defer
 from labcloud import registry
 from labcloud.db.models import FileEntry, Job, JobEvent, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
-from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
-from labcloud.registry.models import Resources
-from labcloud.services import files, projects, quotas, routing, spaces
+from labcloud.errors import Conflict, Forbidden, NotFound
+from labcloud.services import files, job_files, projects, quotas, routing, spaces
+from labcloud.services.job_checks import Problems, check_tags, resources_asked, within
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
@@ -55,29 +55,6 @@ class JobFilter:
     everyone: bool = False  # every user's jobs (administrators only)
 
 
-MAX_TAG_FILTERS = 20  # a job has at most 20 tags
-
-
-def tag_filters(items: Sequence[str], loc: list[str | int]) -> dict[str, str]:
-    """``key=value`` filters, at most as many as a job can have tags, each as long as a tag can be;
-    InvalidInput naming each bad one (at ``loc`` + its index)."""
-    if len(items) > MAX_TAG_FILTERS:
-        raise InvalidInput.field(loc, f"at most {MAX_TAG_FILTERS} tag filters")
-    tags: dict[str, str] = {}
-    errors = []
-    for i, item in enumerate(items):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            errors.append({"loc": [*loc, i], "msg": f"write tags as key=value (not {item[:40]!r})"})
-        elif len(key) > 64 or len(value) > 200:
-            errors.append({"loc": [*loc, i], "msg": "tag names have 1-64 characters, values at most 200"})
-        else:
-            tags[key] = value
-    if errors:
-        raise InvalidInput("Some tag filters are not valid.", errors=errors)
-    return tags
-
-
 # ------------------------------------------------------------------------------------------- submitting
 
 
@@ -113,15 +90,20 @@ def prepare(
     resolved = apps.resolve(sub.app, sub.version, sub.entrypoint)
     spec = resolved.entrypoint
     # Every problem at once (a form shows each next to its field), not only the first group's.
-    problems = _Problems()
+    problems = Problems()
     params = problems.check(lambda: registry.validate_params(spec, sub.params)) or {}
     inputs = problems.check(lambda: registry.validate_inputs(spec, sub.inputs)) or {}
     for slot, raw in list(inputs.items()):
         loc: list[str | int] = ["body", "inputs", slot]
         entry = problems.check(spaces.job_input, session, user, raw, loc)
         inputs[slot] = files.clean(raw, loc) if entry is not None else raw  # as the submitter named it
+        wanted = spec.inputs[slot]
+        if entry is not None and (
+            entry.kind != wanted.type or (entry.kind == "file" and not wanted.takes(entry.name))
+        ):
+            problems.add([{"loc": loc, "msg": f"takes {wanted.expects()}; {entry.path!r} is not one"}])
     problems.check(lambda: registry.job_environment(spec, params, {}, "", sub.env))  # the env allowlist
-    resources, bad_resources = _resources(spec, sub.resources)
+    resources, bad_resources = resources_asked(spec, sub.resources)
     problems.add(bad_resources)
     where = problems.check(
         lambda: routing.route(settings, resolved.app.name, resolved.entrypoint_name, spec, resources)
@@ -182,109 +164,6 @@ def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
     return job
 
 
-class _Problems:
-    """Collects InvalidInput errors from several checks, to raise them together."""
-
-    def __init__(self) -> None:
-        self.errors: list[dict[str, Any]] = []
-        self.first: InvalidInput | None = None
-
-    def check(self, fn: Callable[..., T], *args: Any) -> T | None:
-        try:
-            return fn(*args)
-        except InvalidInput as exc:
-            self.first = self.first or exc
-            self.errors += exc.errors or [{"loc": ["body"], "msg": exc.detail}]
-            return None
-
-    def add(self, errors: Sequence[dict[str, Any]]) -> None:
-        if errors:
-            self.first = self.first or InvalidInput("Some fields are not valid.", errors=[])
-            self.errors += errors
-
-    def raise_any(self) -> None:
-        if self.first is not None:
-            detail = (
-                self.first.detail
-                if len(self.errors) == 1
-                else f"{len(self.errors)} problems in the submission"
-            )
-            raise type(self.first)(detail, errors=self.errors)
-
-
-RESOURCE_LIMITS = {
-    "cpus": (0.01, 1024.0),
-    "memory_mb": (1, 16 * 1024 * 1024),
-    "gpus": (0, 64),
-    "timeout_s": (1, 30 * 86400),
-}
-RESOURCE_UNITS = {"cpus": "CPUs", "memory_mb": "MB", "gpus": "GPUs", "timeout_s": "seconds"}
-
-
-def amount(value: float, key: str = "") -> str:
-    """A resource amount as people write it: 19284 MB, 0.5 CPUs (never 1.67772e+07)."""
-    number = float(value)
-    text = str(int(number)) if number.is_integer() else f"{number:.6g}"
-    unit = RESOURCE_UNITS.get(key, "")
-    return f"{text} {unit}".strip()
-
-
-def _resources(spec: registry.EntrypointSpec, overrides: dict[str, Any]) -> tuple[Resources, list[Any]]:
-    """The resources asked for, a bad value replaced by the app's default; and the errors of the bad ones
-    (checked against the executor's limits all the same: a form hears of every problem at once)."""
-    resources = spec.resources.model_dump()
-    errors: list[dict[str, Any]] = []
-    for key, value in overrides.items():
-        if key not in RESOURCE_LIMITS:
-            errors.append(
-                {
-                    "loc": ["body", "resources", key],
-                    "msg": f"unknown resource; known: {', '.join(RESOURCE_LIMITS)}",
-                }
-            )
-            continue
-        low, high = RESOURCE_LIMITS[key]
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not low <= value <= high or (key != "cpus" and not float(value).is_integer()):
-            whole = "" if key == "cpus" else "whole "
-            errors.append(
-                {
-                    "loc": ["body", "resources", key],
-                    "msg": f"must be a {whole}number from {amount(low, key)} to {amount(high, key)}",
-                }
-            )
-            continue
-        resources[key] = int(value) if key != "cpus" else float(value)
-    return Resources.model_validate(resources), errors
-
-
-def within(resources: Resources, ceiling: dict[str, float]) -> None:
-    needs = resources.needs()
-    errors = [
-        {
-            "loc": ["body", "resources", key],
-            "msg": f"at most {amount(limit, key)} here (asked for {amount(needs[key], key)})",
-        }
-        for key, limit in ceiling.items()
-        if needs.get(key, 0.0) > limit
-    ]
-    if errors:
-        raise InvalidInput("Some resources are not valid.", errors=errors)
-
-
-def check_tags(tags: dict[str, str]) -> None:
-    errors = []
-    if len(tags) > 20:
-        errors.append({"loc": ["body", "tags"], "msg": "at most 20 tags"})
-    for key, value in tags.items():
-        if not key or len(key) > 64 or not isinstance(value, str) or len(value) > 200:
-            errors.append(
-                {"loc": ["body", "tags", key], "msg": "tag names have 1-64 characters, values at most 200"}
-            )
-    if errors:
-        raise InvalidInput("Some tags are not valid.", errors=errors)
-
-
 # ---------------------------------------------------------------------------------------------- reading
 
 
@@ -304,12 +183,12 @@ def outputs(session: Session, user: User, job_id: uuid.UUID) -> list[FileEntry]:
     """The output files of a job ``user`` may read, as they are now in its project's space
     (:func:`labcloud.services.files.job_outputs`)."""
     job = get_job(session, user, job_id)
-    return files.job_outputs(session, job.project_id, job.id)
+    return job_files.job_outputs(session, job.project_id, job.id)
 
 
 def output(session: Session, user: User, job_id: uuid.UUID, rel: str) -> FileEntry:
     """One output file of a job ``user`` may read, by its clean path in the job's folder."""
-    wanted = f"{files.job_outputs_folder(job_id)}/{rel}"
+    wanted = f"{job_files.job_outputs_folder(job_id)}/{rel}"
     for row in outputs(session, user, job_id):
         if row.path == wanted:
             return row

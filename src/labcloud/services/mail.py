@@ -181,17 +181,17 @@ def compose_paused(settings: Settings, webhook: dict[str, Any]) -> tuple[str, st
     resume = f"PATCH /api/v1/webhooks/{webhook.get('id')}"
     body = '{"active": true}'
     subject = "labcloud: your webhook was paused"
+    page = f"{settings.public_url.rstrip('/')}/account/webhooks/{webhook.get('id')}"
     text = (
         f"Your webhook {url} was paused: {reason} (last answer: {last or '-'}).\n\n"
-        "It hears no events while paused. Once the receiver works again, resume it with\n"
-        f"  {resume} {body}\n"
+        "It hears no events while paused. Once the receiver works again, resume it on its page, where\n"
+        f"every try is listed:\n  {page}\nor with\n  {resume} {body}\n"
     )
-    if settings.public_url:
-        text += f"\n{settings.public_url.rstrip('/')}/api/v1/webhooks/{webhook.get('id')}/deliveries\n"
     html_body = (
         f"<!doctype html><html><body><p>Your webhook <code>{html.escape(url)}</code> was paused: "
         f"{html.escape(reason)} (last answer: {html.escape(last or '-')}).</p>"
-        "<p>It hears no events while paused. Once the receiver works again, resume it with "
+        "<p>It hears no events while paused. Once the receiver works again, resume it on "
+        f'<a href="{html.escape(page)}">its page</a>, where every try is listed, or with '
         f"<code>{html.escape(resume)} {html.escape(body)}</code>.</p></body></html>"
     )
     return subject, text, html_body

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from labcloud.errors import Conflict, NotFound
-from labcloud.services import files
+from labcloud.services import storage_limits
 from labcloud.settings import Settings
 
 WRITE_BUFFER = 1 << 20  # bytes collected from the body before one write to disk
@@ -178,7 +178,7 @@ async def receive(
                 continue
             count += len(chunk)
             if offset + count > length:
-                raise files.TooLarge(
+                raise storage_limits.TooLarge(
                     f"The body passed the Upload-Length of {length} bytes; this chunk was discarded."
                 )
             buffer += chunk

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Event, Job, Project, Quota
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, LabcloudError
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 
 RESOURCES = ("cpu_hours", "gpu_hours", "concurrent_jobs", "jobs_per_day")
 PERIODS = ("monthly", "daily", "allocation", "none")

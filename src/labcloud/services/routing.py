@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from labcloud.errors import InvalidInput
 from labcloud.registry import EntrypointSpec
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.settings import Route, Settings
 
 LABELLED = "pull"  # where entrypoints with labels go when no route says otherwise: remote workers

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.engine import Database
 from labcloud.db.models import FileEntry, Project, User
 from labcloud.errors import Forbidden, InvalidInput, NotFound
-from labcloud.services import files, projects
+from labcloud.services import files, job_files, projects
 from labcloud.services.projects import Action
 
 PROJECTS = "projects"
@@ -150,7 +150,7 @@ def job_input(session: Session, user: User, raw: str, loc: list[str | int]) -> F
         raise InvalidInput.field(loc, exc.detail) from None
     if not where.path:
         raise InvalidInput.field(loc, "name a file or folder inside the project")
-    return files.resolve_input(session, where.space, where.path, loc)
+    return job_files.resolve_input(session, where.space, where.path, loc)
 
 
 def job_input_of(session: Session, owner_id: uuid.UUID, raw: str, loc: list[str | int]) -> FileEntry:

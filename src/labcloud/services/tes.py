@@ -27,9 +27,10 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job, TesTask, User
 from labcloud.errors import Forbidden, InvalidInput, NotFound
-from labcloud.registry.models import ContainerOptions, EntrypointSpec
+from labcloud.registry.entrypoint import EntrypointSpec
+from labcloud.registry.spec_parts import ContainerOptions
+from labcloud.services import job_checks, routing, tes_document, tes_task_in
 from labcloud.services import jobs as job_service
-from labcloud.services import routing, tes_document
 from labcloud.services.job_states import FailureReason, JobState
 from labcloud.services.lifecycle import transition
 from labcloud.services.tes_document import IGNORED, TaskRefused
@@ -71,11 +72,11 @@ def create(
     limits = ceiling(where.executor) if ceiling else None
     if limits:
         try:
-            job_service.within(resources, limits)
+            job_checks.within(resources, limits)
         except InvalidInput as exc:
             errors.items += exc.errors or []
     errors.raise_any()
-    document = tes_document.document(task)
+    document = tes_task_in.document(task)
     job = job_service.queue(
         session,
         settings,

@@ -1,7 +1,7 @@
-"""A GA4GH TES task document as it arrives, and its checks: the models of what a client sends, every
-problem found at once (400, :class:`TaskRefused`), what of the document is stored and shown
-(:func:`document`), and the layout its runner gets (:func:`task_layout`). :mod:`.tes` stores a checked
-task as a job; :mod:`.tes_run` and :mod:`.tes_views` read the stored document back through these models.
+"""A GA4GH TES task document's checks: every problem found at once (400, :class:`TaskRefused`), and the
+layout its runner gets (:func:`task_layout`). The document's models and what of it is stored and shown are
+:mod:`.tes_task_in`. :mod:`.tes` stores a checked task as a job; :mod:`.tes_run` and :mod:`.tes_views`
+read the stored document back through those models.
 """
 
 from __future__ import annotations
@@ -10,37 +10,35 @@ import fnmatch
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Project, User
 from labcloud.errors import InvalidInput, LabcloudError
-from labcloud.execution.task import (
-    Step,
-    TaskInput,
-    TaskLayout,
-    TaskOutput,
-    has_wildcards,
-    inside,
-    parent,
-)
-from labcloud.registry.models import IMAGE_PATTERN, Resources
-from labcloud.services import files, projects, tes_s3, url_fetch
-from labcloud.services import jobs as job_service
+from labcloud.execution.task import Step, TaskInput, TaskLayout, TaskOutput, has_wildcards, inside, parent
+from labcloud.registry.spec_parts import IMAGE_PATTERN, Resources
+from labcloud.services import files, job_checks, job_files, projects, tes_s3, url_fetch
+from labcloud.services.tes_task_in import ExecutorIn, InputIn, OutputIn, ResourcesIn, TaskIn
 from labcloud.settings import Settings
 
 SCHEME = "labcloud:"
+
+
 IGNORED = "backend parameters not supported and ignored: "  # a task's note, and a rerun's
-# The keys of resources.backend_parameters this server takes: the task's time limit, and the labcloud
-# project it runs in and answers to (a slug; default the caller's personal project).
-BACKEND_PARAMETERS = ("timeout_s", "project")
-MAX_EXECUTORS, MAX_FILES, MAX_VOLUMES, MAX_ARGS = 100, 1000, 100, 10_000
+
+
 # Paths inside a container: plain characters only (they become --mount options), absolute, no '..'.
 PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._+@%~=/-]*$")
+
+
 PATTERN_PATTERN = re.compile(r"^/[A-Za-z0-9._+@%~=/*?\[\]!-]*$")
+
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 # Where nothing of a task may be mounted: the kernel's and devices' file systems, and the sockets under /run
 # (the container engine's among them).
 FORBIDDEN = ("/proc", "/sys", "/dev", "/run", "/var/run")
@@ -48,65 +46,6 @@ FORBIDDEN = ("/proc", "/sys", "/dev", "/run", "/var/run")
 
 class TaskRefused(LabcloudError):
     status, title, type_slug = 400, "Bad request", "invalid-task"
-
-
-# --- the task document as it arrives -----------------------------------------------------------------------
-
-
-class _In(BaseModel):
-    # Fields a client sends back from a task it read (id, state, logs, creation_time) are ignored.
-    model_config = ConfigDict(extra="ignore")
-
-
-class InputIn(_In):
-    name: str | None = Field(None, max_length=1000)
-    description: str | None = Field(None, max_length=10_000)
-    url: str | None = Field(None, max_length=4096)
-    path: str = Field(max_length=1024)
-    type: Literal["FILE", "DIRECTORY"] | None = None
-    content: str | None = None
-    streamable: bool | None = None
-
-
-class OutputIn(_In):
-    name: str | None = Field(None, max_length=1000)
-    description: str | None = Field(None, max_length=10_000)
-    url: str = Field(max_length=4096)
-    path: str = Field(max_length=1024)
-    path_prefix: str | None = Field(None, max_length=1024)
-    type: Literal["FILE", "DIRECTORY"] | None = None
-
-
-class ResourcesIn(_In):
-    cpu_cores: int | None = Field(None, ge=0, le=1024)
-    preemptible: bool | None = None
-    ram_gb: float | None = Field(None, ge=0, le=16 * 1024)
-    disk_gb: float | None = Field(None, ge=0)
-    zones: list[str] | None = Field(None, max_length=100)
-    backend_parameters: dict[str, str] | None = None
-    backend_parameters_strict: bool | None = None
-
-
-class ExecutorIn(_In):
-    image: str = Field(max_length=255)
-    command: list[str] = Field(max_length=MAX_ARGS)
-    workdir: str | None = Field(None, max_length=1024)
-    stdin: str | None = Field(None, max_length=1024)
-    stdout: str | None = Field(None, max_length=1024)
-    stderr: str | None = Field(None, max_length=1024)
-    env: dict[str, str] | None = None
-    ignore_error: bool | None = None
-
-
-class TaskIn(_In):
-    name: str | None = Field(None, max_length=200)
-    description: str | None = Field(None, max_length=100_000)
-    inputs: list[InputIn] | None = Field(None, max_length=MAX_FILES)
-    outputs: list[OutputIn] | None = Field(None, max_length=MAX_FILES)
-    resources: ResourcesIn | None = None
-    executors: list[ExecutorIn] = Field(min_length=1, max_length=MAX_EXECUTORS)
-    volumes: list[str] | None = Field(None, max_length=MAX_VOLUMES)
-    tags: dict[str, str] | None = None
 
 
 class Errors:
@@ -164,7 +103,7 @@ def check(session: Session, settings: Settings, user: User, body: Any, ignored: 
         _check_path(errors, ["volumes", i], volume)
     tags = dict(task.tags or {})
     try:
-        job_service.check_tags(tags)
+        job_checks.check_tags(tags)
     except InvalidInput as exc:
         errors.items += exc.errors or []
     resources, notes, strict_refusal = _resources(errors, settings, task.resources, ignored)
@@ -251,7 +190,7 @@ def _check_inputs(
         elif kind == "space":
             try:
                 personal = files.Space(projects.personal(session, user).id, user.id)
-                entry = files.resolve_input(session, personal, where, [*loc, "url"])
+                entry = job_files.resolve_input(session, personal, where, [*loc, "url"])
             except InvalidInput as exc:
                 errors.items += [{"loc": ["body", *loc, "url"], "msg": e["msg"]} for e in exc.errors or []]
                 continue
@@ -363,23 +302,6 @@ def _check_streams(errors: Errors, task: TaskIn, layout: TaskLayout) -> None:
             value = getattr(ex, name)
             if value and parent(value) == "/":
                 errors.add(["executors", i, name], "must lie in a folder, not in the root folder")
-
-
-def document(task: TaskIn) -> dict[str, Any]:
-    """The task as stored and shown: what was given, without inline content and unsupported parameters,
-    with every input's and output's type."""
-    doc = task.model_dump(mode="json", exclude_none=True)
-    for item in doc.get("inputs", []):
-        item.pop("content", None)
-        item.setdefault("type", "FILE")
-    for item in doc.get("outputs", []):
-        item.setdefault("type", "FILE")
-    params = doc.get("resources", {}).get("backend_parameters")
-    if params is not None:
-        doc["resources"]["backend_parameters"] = {
-            k: v for k, v in params.items() if k.lower() in BACKEND_PARAMETERS
-        }
-    return doc
 
 
 def task_layout(task: TaskIn, settings: Settings, inputs: list[TaskInput]) -> TaskLayout:

@@ -28,9 +28,10 @@ from labcloud.errors import LabcloudError, NotFound
 from labcloud.execution.attempt import Writer
 from labcloud.execution.runner import InputSource
 from labcloud.execution.task import TaskInput, TaskLayout
-from labcloud.services import file_store, files, projects, tes_s3, url_fetch
+from labcloud.services import file_store, files, job_files, projects, tes_s3, url_fetch
 from labcloud.services.tes import APP
-from labcloud.services.tes_document import SCHEME, TaskIn, TaskRefused, task_layout, url_kind
+from labcloud.services.tes_document import SCHEME, TaskRefused, task_layout, url_kind
+from labcloud.services.tes_task_in import TaskIn
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -53,7 +54,7 @@ def count_outputs(session: Session, job: Job) -> int:
     row = task_row(session, job)
     if row is not None:
         return len(row.outputs_log)
-    return files.count_outputs(session, job.project_id, job.id)
+    return job_files.count_outputs(session, job.project_id, job.id)
 
 
 # --- on this server -------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def outputs_space(session: Session, job: Job) -> files.Space:
     """Where a job's files go: its project's space; a task's (``labcloud:///path`` outputs) its owner's
     personal space, whichever project the task runs in, as its inputs are read from there."""
     if job.app != APP:
-        return files.job_space(job)
+        return job_files.job_space(job)
     return personal_space(session, job.owner_id)
 
 
@@ -144,7 +145,7 @@ def _space_files(
     """(path under the input's folder, file) of each file a space input brings: the file itself, named
     after the input's path, or every file in the folder."""
     space = personal_space(session, job.owner_id)
-    entry = files.resolve_input(session, space, where, loc)
+    entry = job_files.resolve_input(session, space, where, loc)
     if entry.kind == files.FILE:
         return [(name, entry)]
     start = len(entry.path) + 1

@@ -18,7 +18,8 @@ from labcloud.errors import InvalidInput, NotFound
 from labcloud.services import job_logs
 from labcloud.services.job_states import FailureReason, JobState
 from labcloud.services.pagination import decode_cursor, paginate
-from labcloud.services.tes_document import BACKEND_PARAMETERS, SCHEME, TaskRefused
+from labcloud.services.tes_document import SCHEME, TaskRefused
+from labcloud.services.tes_task_in import BACKEND_PARAMETERS
 from labcloud.settings import Settings
 
 TES_VERSION = "1.1.0"

@@ -38,7 +38,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Upload
 from labcloud.db.types import new_id, utcnow
 from labcloud.errors import Conflict, LabcloudError, NotFound
-from labcloud.services import file_store, files, partial_files, spaces
+from labcloud.services import file_store, files, partial_files, spaces, storage_limits
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -230,7 +230,7 @@ async def write(
                 f"Upload-Offset is {offset} but the upload is at {current}; continue from there.", current
             )
         if content_length is not None and offset + content_length > info.length:
-            raise files.TooLarge(
+            raise storage_limits.TooLarge(
                 f"{content_length} bytes at offset {offset} would pass the Upload-Length of {info.length}."
             )
         await run_in_threadpool(partial_files.start, fh, offset)

@@ -56,13 +56,20 @@ def create_user(
     password: str,
     name: str = "",
     is_admin: bool = False,
+    issued: bool = False,
 ) -> User:
+    """A new account; ``issued``: its password was chosen by an administrator, not by its user, who is
+    asked to choose their own at their first login."""
     check_password_strength(password, settings)
     email = normalise_email(email)
     if find_by_email(session, email) is not None:
         raise Conflict(f"A user with email {email} already exists.")
     user = User(
-        email=email, name=name.strip(), password_hash=security.hash_password(password), is_admin=is_admin
+        email=email,
+        name=name.strip(),
+        password_hash=security.hash_password(password),
+        is_admin=is_admin,
+        must_change_password=issued,
     )
     session.add(user)
     try:
@@ -99,6 +106,7 @@ def change_password(
         raise InvalidInput.field(["body", "current_password"], "the current password is not correct")
     check_password_strength(new_password, settings, "new_password")
     user.password_hash = security.hash_password(new_password)
+    user.must_change_password = False
     user.token_version += 1  # login tokens issued with the old password stop working
     sessions.end_all(session, user)  # and so does every browser logged in with it
     log.info("password changed for %s", user.email)
@@ -133,6 +141,7 @@ def admin_update(
     if password is not None:
         check_password_strength(password, settings)
         user.password_hash = security.hash_password(password)
+        user.must_change_password = True  # (the admin knows it: its user chooses their own next)
         user.token_version += 1
         sessions.end_all(session, user)
     log.info("user %s updated by an admin", user.email)
@@ -180,7 +189,11 @@ def ensure_initial_admin(session: Session, settings: Settings) -> InitialAdmin |
     password = configured or security.generate_password()
     email = normalise_email(settings.initial_admin_email)
     user = User(
-        email=email, name="Administrator", password_hash=security.hash_password(password), is_admin=True
+        email=email,
+        name="Administrator",
+        password_hash=security.hash_password(password),
+        is_admin=True,
+        must_change_password=not configured,  # (a generated one was printed on the console)
     )
     session.add(user)
     try:
@@ -218,6 +231,7 @@ def set_password_by_token(session: Session, settings: Settings, token: str, new_
         )
     check_password_strength(new_password, settings, "password")
     user.password_hash = security.hash_password(new_password)
+    user.must_change_password = False
     user.token_version += 1
     sessions.end_all(session, user)
     log.info("password set by a link for %s", user.email)

@@ -1,15 +1,10 @@
 """Webhooks: URLs that hear of events, signed as the Standard Webhooks spec says, delivered at least once.
 
 An event is written to the outbox (:class:`~labcloud.db.models.Event`) in the same transaction as what it
-tells (:func:`emit`, called by the job lifecycle), so nothing is told that did not happen and nothing that
-happened is lost: a server killed after the commit sends it after its restart. The sender
-(:class:`WebhookSender`, on the leader) fans each new event out into a delivery per subscription that
-wants it, then posts the due deliveries: ``webhook-id`` (the event's id: receivers drop repeats by it),
-``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256 with the subscription's secret, the
-``standardwebhooks`` library). A try that fails is tried again after a doubling wait (``webhook_retry_s``,
-``webhook_max_attempts`` tries: hours), each try's answer is kept, and a subscription that gave up on
-``webhook_pause_after`` events in a row is paused. Sending never holds a job up: it runs on its own
-thread, a try at a time per delivery, with a time limit.
+tells (:func:`emit_job_end`, called by the job lifecycle), so nothing is told that did not happen and
+nothing that happened is lost: a server killed after the commit sends it after its restart. This module is
+the outbox and the subscriptions (who hears of what, their deliveries, a test, a redelivery); sending them
+is :mod:`labcloud.services.webhook_sender`.
 
 Targets on loopback, link-local and private addresses are refused (when subscribing, and again on the
 address each try connects to) unless ``webhook_allow_private``; redirects are not followed.
@@ -17,37 +12,38 @@ address each try connects to) unless ``webhook_allow_private``; redirects are no
 
 from __future__ import annotations
 
-import json
-import logging
 import secrets
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Text, cast, func, or_, select, update
+from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.orm import Session
-from standardwebhooks.webhooks import Webhook
 
-from labcloud.db.engine import Database
 from labcloud.db.models import Event, Job, Project, User, WebhookDelivery, WebhookSubscription
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.execution.loops import Loop
 from labcloud.services import file_store, projects, quotas, url_fetch
 from labcloud.services.projects import Action
 from labcloud.settings import Settings
 
-log = logging.getLogger(__name__)
-
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
+
+
 STATE_CHANGED = "job.state_changed"
+
+
 EVENTS = (*JOB_EVENTS, STATE_CHANGED, quotas.WARNING_EVENT, file_store.UPLOADED_EVENT)
+
+
 TEST_EVENT = "webhook.test"
+
+
 # Told to the subscription's owner by mail, never to webhooks (written already fanned out).
 PAUSED_EVENT = "webhook.paused"
+
+
 MAX_SUBSCRIPTIONS = 20  # per user
-BATCH = 50  # events fanned out, deliveries tried, per round
 
 
 # --- the outbox ---------------------------------------------------------------------------------------------
@@ -56,6 +52,18 @@ BATCH = 50  # events fanned out, deliveries tried, per round
 def title(job: Job) -> str:
     """How a job is named to people: its name, else its app and run number ("spikes #12")."""
     return job.name or f"{job.app} #{job.run_number}"
+
+
+def job_identity(job: Job) -> dict[str, Any]:
+    """Which job an event is about, as every job event tells it."""
+    return {
+        "id": str(job.id),
+        "name": job.name,
+        "run_number": job.run_number,
+        "title": title(job),
+        "app": job.app,
+        "version": job.version,
+    }
 
 
 def emit_job_end(session: Session, job: Job) -> None:
@@ -70,12 +78,7 @@ def emit_job_end(session: Session, job: Job) -> None:
             project_id=job.project_id,
             payload={
                 "job": {
-                    "id": str(job.id),
-                    "name": job.name,
-                    "run_number": job.run_number,
-                    "title": title(job),
-                    "app": job.app,
-                    "version": job.version,
+                    **job_identity(job),
                     "state": str(job.state),
                     "reason": str(job.reason) if job.reason else None,
                     "message": job.message,
@@ -115,14 +118,7 @@ def emit_state_change(
             user_id=job.owner_id,
             project_id=job.project_id,
             payload={
-                "job": {
-                    "id": str(job.id),
-                    "name": job.name,
-                    "run_number": job.run_number,
-                    "title": title(job),
-                    "app": job.app,
-                    "version": job.version,
-                },
+                "job": job_identity(job),
                 "from": str(from_state),
                 "to": str(to_state),
                 "reason": str(reason) if reason else None,
@@ -293,184 +289,3 @@ def redeliver(session: Session, found: WebhookSubscription, delivery_id: uuid.UU
     delivery.state, delivery.attempts, delivery.next_try_at = "pending", 0, utcnow()
     session.flush()
     return delivery
-
-
-# --- sending ------------------------------------------------------------------------------------------------
-
-
-def fan_out(session: Session) -> int:
-    """A delivery for each subscription that wants each new event; the events marked. How many."""
-    events = list(
-        session.scalars(select(Event).where(Event.fanned_out.is_(False)).order_by(Event.id).limit(BATCH))
-    )
-    made = 0
-    now = utcnow()
-    for event in events:
-        for sub in _wanting(session, event):
-            session.add(
-                WebhookDelivery(
-                    event_id=event.id, subscription_id=sub.id, state="pending", next_try_at=now, tries=[]
-                )
-            )
-            made += 1
-        event.fanned_out = True
-    session.flush()
-    return made
-
-
-def _wanting(session: Session, event: Event) -> list[WebhookSubscription]:
-    if event.subscription_id is not None:  # a test: its own subscription, paused or not
-        found = session.get(WebhookSubscription, event.subscription_id)
-        return [found] if found is not None else []
-    whose = [WebhookSubscription.owner_id == event.user_id] if event.user_id else []
-    if event.project_id is not None:
-        whose.append(WebhookSubscription.project_id == event.project_id)
-    if not whose:
-        return []
-    rows = session.scalars(
-        select(WebhookSubscription).where(WebhookSubscription.state == "active", or_(*whose))
-    )
-    wanted = []
-    for sub in rows:
-        # A user's own webhook hears of their jobs; a project's webhook, of the project's.
-        if sub.project_id is not None and sub.project_id != event.project_id:
-            continue
-        if sub.project_id is None and sub.owner_id != event.user_id:
-            continue
-        if event.kind in sub.events:
-            wanted.append(sub)
-    return wanted
-
-
-def body_of(event: Event, settings: Settings) -> bytes:
-    data: dict[str, Any] = {
-        "type": event.kind,
-        "timestamp": event.created_at.isoformat(),
-        "data": dict(event.payload),
-    }
-    job = data["data"].get("job")
-    if isinstance(job, dict) and settings.public_url:
-        job["url"] = f"{settings.public_url.rstrip('/')}/jobs/{job['id']}"
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-def try_once(
-    settings: Settings, url: str, secret: str, event_id: uuid.UUID, body: bytes
-) -> tuple[int | None, str]:
-    """Post one delivery; (status or None, error words)."""
-    now = utcnow()
-    signature = Webhook(secret).sign(str(event_id), now, body.decode())
-    headers = {
-        "content-type": "application/json",
-        "user-agent": "labcloud-webhooks",
-        "webhook-id": str(event_id),
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signature,
-    }
-    try:
-        status, text = url_fetch.post(
-            url,
-            body,
-            headers,
-            timeout_s=settings.webhook_timeout_s,
-            allow_private=settings.webhook_allow_private,
-        )
-    except url_fetch.FetchError as exc:
-        return None, str(exc)
-    return status, "" if 200 <= status < 300 else text[:200]
-
-
-def next_wait(settings: Settings, attempts: int) -> timedelta:
-    """After the ``attempts``-th failed try: a doubling wait, at most six hours."""
-    return timedelta(seconds=min(settings.webhook_retry_s * 2 ** (attempts - 1), 6 * 3600))
-
-
-def record(
-    session: Session, settings: Settings, delivery_id: uuid.UUID, status: int | None, error: str, at: datetime
-) -> None:
-    """Note a try's answer; schedule the next or give up; pause a subscription that keeps failing."""
-    delivery = session.get(WebhookDelivery, delivery_id)
-    if delivery is None:
-        return
-    ok = status is not None and 200 <= status < 300
-    delivery.attempts += 1
-    delivery.last_status, delivery.last_error = status, error
-    delivery.tries = [*delivery.tries, {"at": at.isoformat(), "status": status, "error": error}][-30:]
-    sub = session.get(WebhookSubscription, delivery.subscription_id)
-    if ok:
-        delivery.state, delivery.delivered_at, delivery.next_try_at = "delivered", at, None
-        if sub is not None:
-            sub.failures_in_a_row = 0
-    elif delivery.attempts >= settings.webhook_max_attempts:
-        delivery.state, delivery.next_try_at = "failed", None
-        if sub is not None:
-            sub.failures_in_a_row += 1
-            if sub.failures_in_a_row >= settings.webhook_pause_after and sub.state == "active":
-                sub.state = "paused"
-                sub.paused_reason = f"{sub.failures_in_a_row} events in a row could not be delivered"
-                log.warning("webhook %s paused: %s", sub.id, sub.paused_reason)
-                _emit_paused(session, sub, error or f"HTTP {status}")
-    else:
-        delivery.next_try_at = at + next_wait(settings, delivery.attempts)
-    session.flush()
-
-
-def _emit_paused(session: Session, sub: WebhookSubscription, last_error: str) -> None:
-    """The owner is told (by the mail sender) that their webhook paused, in the pausing transaction."""
-    session.add(
-        Event(
-            kind=PAUSED_EVENT,
-            user_id=sub.owner_id,
-            payload={
-                "webhook": {
-                    "id": str(sub.id),
-                    "url": sub.url,
-                    "reason": sub.paused_reason,
-                    "last_error": last_error[:200],
-                }
-            },
-            fanned_out=True,
-        )
-    )
-
-
-class WebhookSender(Loop):
-    """On the leader: fans out new events and tries the due deliveries, a few at a time."""
-
-    def __init__(self, db: Database, settings: Settings, interval_s: float = 1.0) -> None:
-        super().__init__("webhooks", interval_s, step_first=True)
-        self.db = db
-        self.settings = settings
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="labcloud-webhook")
-
-    def step(self) -> None:
-        with self.db.session() as session:
-            fan_out(session)
-        with self.db.session() as session:
-            due = list(
-                session.execute(
-                    select(WebhookDelivery.id, WebhookSubscription.url, WebhookSubscription.secret, Event)
-                    .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-                    .join(Event, Event.id == WebhookDelivery.event_id)
-                    .where(WebhookDelivery.state == "pending", WebhookDelivery.next_try_at <= utcnow())
-                    .order_by(WebhookDelivery.next_try_at)
-                    .limit(BATCH)
-                )
-            )
-            work = [(d, url, secret, e.id, body_of(e, self.settings)) for d, url, secret, e in due]
-            # Not again before this try has had its time (a second sender would wait too).
-            hold = utcnow() + timedelta(seconds=self.settings.webhook_timeout_s + 5)
-            if work:
-                session.execute(
-                    update(WebhookDelivery)
-                    .where(WebhookDelivery.id.in_([w[0] for w in work]))
-                    .values(next_try_at=hold)
-                )
-        for answer in self.pool.map(lambda w: (w[0], *try_once(self.settings, *w[1:])), work):
-            delivery_id, status, error = answer
-            with self.db.session() as session:
-                record(session, self.settings, delivery_id, status, error, utcnow())
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        super().stop(timeout_s)
-        self.pool.shutdown(wait=False, cancel_futures=True)

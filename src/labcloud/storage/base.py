@@ -70,8 +70,11 @@ class Storage(ABC):
         """The object's file when the store is a local disk (served directly, with Range); else None."""
         return None
 
-    def presigned_get(self, key: str, filename: str, expires_s: int) -> str | None:
-        """A short-lived URL that downloads the object as ``filename``; None when the store has none."""
+    def presigned_get(
+        self, key: str, filename: str, expires_s: int, inline_as: str | None = None
+    ) -> str | None:
+        """A short-lived URL that downloads the object as ``filename`` (or, with ``inline_as``, shows it in
+        the browser as that media type); None when the store has none."""
         return None
 
     # -- uploads that bypass the server (S3 multipart with presigned part URLs) -------------------------

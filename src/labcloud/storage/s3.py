@@ -49,10 +49,11 @@ def _check_key(key: str) -> str:
     return key
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback name and the exact name in RFC 5987 form when it needs one."""
+def content_disposition(filename: str, kind: str = "attachment") -> str:
+    """``attachment`` (or ``inline``) with an ASCII fallback name and the exact name in RFC 5987 form when
+    it needs one."""
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "download"
-    header = f'attachment; filename="{fallback}"'
+    header = f'{kind}; filename="{fallback}"'
     if fallback != filename:
         header += f"; filename*=UTF-8''{quote(filename, safe='')}"
     return header
@@ -216,16 +217,19 @@ class S3Storage(Storage):
                 raise FileNotFoundError(f"no object {key} in the store") from exc
             raise
 
-    def presigned_get(self, key: str, filename: str, expires_s: int) -> str | None:
-        return self.client.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": self._name(key),
-                "ResponseContentDisposition": content_disposition(filename),
-            },
-            ExpiresIn=expires_s,
-        )
+    def presigned_get(
+        self, key: str, filename: str, expires_s: int, inline_as: str | None = None
+    ) -> str | None:
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._name(key),
+            "ResponseContentDisposition": content_disposition(
+                filename, "inline" if inline_as else "attachment"
+            ),
+        }
+        if inline_as:
+            params["ResponseContentType"] = inline_as
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
 
     # -- uploads that bypass the server -------------------------------------------------------------------
     def start_multipart(self, key: str) -> str:

@@ -17,6 +17,7 @@ from labcloud.web.rendering import STATIC_DIR, error_page
 from labcloud.web.routes import (
     account,
     admin,
+    admin_jobs,
     apps,
     auth,
     files,
@@ -24,12 +25,15 @@ from labcloud.web.routes import (
     jobs,
     project_budget,
     projects,
+    search,
     webhooks,
 )
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, admin):
+    pages = (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, search)
+    modules = (*pages, admin, admin_jobs)
+    for module in modules:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

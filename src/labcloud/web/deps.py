@@ -54,6 +54,14 @@ class LoginRequired(Exception):
     """No valid session: the browser is sent to the login page."""
 
 
+class PasswordChangeRequired(Exception):
+    """The account's password was issued by an administrator: the browser is sent to choose its own."""
+
+
+# Where a user whose password must change may still go: to change it, or to leave.
+WHILE_PASSWORD_CHANGES = ("/account", "/account/password", "/logout")
+
+
 def _live_session(
     request: Request, ctx: Runtime, session: Any
 ) -> tuple[web_session.BrowserSession, sessions.Live]:
@@ -90,8 +98,12 @@ def session_gate(request: Request, ctx: Runtime) -> None:
 
 @gate(session_gate)
 def page_principal(request: Request, session: DbSession, ctx: Ctx) -> Principal:
-    """The logged-in user of a page request (the request's database session is reused)."""
-    return _authenticate(request, ctx, session)
+    """The logged-in user of a page request (the request's database session is reused). One whose
+    password an administrator issued is sent to choose their own first."""
+    principal = _authenticate(request, ctx, session)
+    if principal.user.must_change_password and request.url.path not in WHILE_PASSWORD_CHANGES:
+        raise PasswordChangeRequired
+    return principal
 
 
 @gate(session_gate)
@@ -191,6 +203,12 @@ class PageRoute(GuardedRoute):
                 response = login_redirect(request)
                 if web_session.SESSION_COOKIE in request.cookies:  # an ended session: forget its cookie
                     web_session.clear(response)
+            except PasswordChangeRequired:
+                response = (
+                    Response(status_code=200, headers={"HX-Redirect": "/account#password"})
+                    if request.headers.get("hx-request")
+                    else RedirectResponse("/account#password", status_code=303)
+                )
             except LabcloudError as exc:
                 response = error_page(request, exc.status, exc.title, exc.detail)
             except RequestValidationError:

@@ -14,7 +14,8 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from labcloud.registry import EntrypointSpec
-from labcloud.services.jobs import RESOURCE_LIMITS, Submission
+from labcloud.services.job_checks import RESOURCE_LIMITS
+from labcloud.services.jobs import Submission
 
 PARAM_PREFIX = "params."
 INPUT_PREFIX = "inputs."
@@ -119,8 +120,8 @@ def build(
             widget="file",
             help=s.description,
             required=s.required,
-            options=file_choices.get(s.type, []),
-            attrs={"type": s.type},
+            options=[p for p in file_choices.get(s.type, []) if s.type == "folder" or s.takes(p)],
+            attrs={"type": s.type, "accept": ",".join(s.accept), "expects": s.expects()},
         )
         for slot, s in spec.inputs.items()
     ]

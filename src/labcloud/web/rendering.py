@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from labcloud import __version__
+from labcloud.http.downloads import viewable
 from labcloud.services.job_states import ACTIVE, TERMINAL, JobState
 from labcloud.web import session as web_session
 
@@ -87,6 +88,7 @@ templates.env.filters.update(
     timestamp=timestamp,
     duration=duration,
     path_url=path_url,
+    viewable=lambda name: viewable(str(name)) is not None,
     state_class=state_class,
     amount=amount,
 )

@@ -12,80 +12,41 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
-import shutil
 import signal
-import socket
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
 from labcloud import __version__
 from labcloud.execution import engine_options, process
-from labcloud.execution.containers import EngineProbe
+from labcloud.execution.engine_probe import EngineProbe
 from labcloud.execution.sandbox import Sandboxing, resolve_sandboxing
 from labcloud.settings import ContainerSettings
-from labcloud.worker import engines, record, resume, workdir
-from labcloud.worker.api import (
-    Abandoned,
-    Backoff,
-    TokenRejected,
-    Unreachable,
-    WorkerApi,
-    WorkerApiError,
+from labcloud.worker import engines, resume, telemetry, workdir
+from labcloud.worker.api import Abandoned, Backoff, TokenRejected, Unreachable, WorkerApi, WorkerApiError
+from labcloud.worker.config import (
+    EXIT_OK,
+    EXIT_REVOKED,
+    EXIT_UNREACHABLE,
+    REVOKED_MESSAGE,
+    StartupError,
+    WorkerConfig,
 )
 from labcloud.worker.job import JobRun, RunSettings
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_UNREACHABLE = 1
-EXIT_REVOKED = 3
-REVOKED_MESSAGE = "the worker token was revoked or is wrong; stopping"
+
 DEFAULT_HEARTBEAT_S = 5.0
+
+
 BUSY_CLAIM_WAIT_S = 5.0  # a claim made while jobs run waits less: their end frees capacity it cannot see
+
+
 FIT_EPSILON = 1e-9
-
-
-@dataclass
-class WorkerConfig:
-    server: str
-    token: str
-    cpus: float = field(default_factory=lambda: float(os.cpu_count() or 1))
-    memory_mb: int = 0  # 0: 80% of this machine's memory
-    gpus: int = 0
-    labels: dict[str, str] = field(default_factory=dict)
-    work_dir: Path = Path("labcloud-worker")
-    sandbox: Literal["auto", "required", "off"] = "auto"
-    job_user: str = "nobody"  # the account jobs run as when the worker runs as root
-    token_file: Path | None = None  # hidden from jobs, like the work dir
-    claim_wait_s: float = 20.0
-    kill_grace_s: float = 5.0
-    connect_tries: int = 7  # first heartbeat: tries before giving up (backoff in between: 8-16 s in all)
-    extra_hidden: tuple[Path, ...] = ()
-    containers: ContainerSettings | None = None  # the container engine (None: the LABCLOUD_* variables')
-
-    def __post_init__(self) -> None:
-        if not self.memory_mb:
-            import psutil
-
-            self.memory_mb = int(psutil.virtual_memory().total / 2**20 * 0.8)
-        self.work_dir = self.work_dir.expanduser().resolve()
-
-    def capacity(self) -> dict[str, float]:
-        return {"cpus": float(self.cpus), "memory_mb": float(self.memory_mb), "gpus": float(self.gpus)}
-
-
-class StartupError(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class WorkerAgent:
@@ -216,27 +177,21 @@ class WorkerAgent:
         self.engine_report = engines.EngineReport(self.engines)
 
     def _take_up_leftovers(self) -> None:
-        """What an earlier worker process on this work dir left: the attempts the server still counts as
-        ours are followed to their end, the rest stopped; then the containers of attempts that are over go
-        from the engine (:mod:`labcloud.worker.resume`)."""
-        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        settings = self._run_settings()
-        resumed: list[JobRun] = []
-        for entry in sorted(self.jobs_dir.iterdir()):
-            if entry.is_symlink() or not entry.is_dir():
-                continue
-            assignment = record.load(entry, self.api.server)
-            if assignment is not None and resume.still_ours(self.api, assignment):
-                resumed.append(resume.ResumedRun(settings, assignment, self._ended))
-        kept = [run.job_dir for run in resumed]
-        stopped = workdir.clean_leftovers(self.jobs_dir, self.config.kill_grace_s, kept)
+        """What an earlier worker process on this work dir left (:func:`labcloud.worker.resume.take_up`):
+        the attempts the server still counts as ours are followed to their end, the rest stopped."""
+        engine = self.engines.get()[0] if self.engines is not None else None
+        resumed = resume.take_up(
+            self.api,
+            self.config.token,
+            self.jobs_dir,
+            self._run_settings(),
+            self._ended,
+            self.config.kill_grace_s,
+            engine,
+        )
         with self._cond:
             for run in resumed:
                 self._runs[run.key] = run
-        engine = self.engines.get()[0] if self.engines is not None else None
-        if engine is not None:
-            ended = [ref for ref in map(resume.attempt_of, stopped) if ref is not None]
-            resume.sweep(self.api, self.config.token, engine, [r.key for r in resumed], ended)
         for run in resumed:
             run.start()
 
@@ -264,25 +219,7 @@ class WorkerAgent:
     # ------------------------------------------------------------------------------------- heartbeats
 
     def telemetry(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "hostname": socket.gethostname(),
-            "platform": platform.platform(terse=True),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count() or 0,
-            "sandbox": self.sandboxed,
-            "pid": os.getpid(),
-            "jobs_completed": self.completed,
-        }
-        with contextlib.suppress(OSError):
-            data["load1"], data["load5"], data["load15"] = (round(v, 2) for v in os.getloadavg())
-        with contextlib.suppress(OSError):
-            usage = shutil.disk_usage(self.config.work_dir)
-            data["disk_free_bytes"], data["disk_total_bytes"] = usage.free, usage.total
-        with contextlib.suppress(Exception):
-            import psutil
-
-            data["memory_available_mb"] = int(psutil.virtual_memory().available / 2**20)
-        return data
+        return telemetry.collect(self.config.work_dir, self.sandboxed, self.completed)
 
     def _heartbeat(self, *, tries: int | None = 1, jobs: list[JobRun] | None = None) -> None:
         runs = [r for r in (self.held() if jobs is None else jobs) if r.reporting]
@@ -459,13 +396,3 @@ class WorkerAgent:
         deadline = time.monotonic() + self.config.kill_grace_s + 15
         for run in self.held():
             run.join(max(0.0, deadline - time.monotonic()))
-
-
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)

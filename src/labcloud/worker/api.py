@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -260,7 +260,7 @@ class WorkerApi:
                 raise Abandoned(url)
             attempt += 1
             try:
-                problem = self._download_once(url, target, send_token, size, sha256, until)
+                problem = self._download_once(url, target, send_token, Expected(size, sha256), until)
             except httpx.TransportError as exc:
                 problem = describe(exc)
             except _Mismatch as exc:
@@ -277,15 +277,10 @@ class WorkerApi:
             _pause(delay, until, url)
 
     def _download_once(
-        self,
-        url: str,
-        target: BinaryIO,
-        token: str | None,
-        size: int | None,
-        sha256: str | None,
-        until: threading.Event | None,
+        self, url: str, target: BinaryIO, token: str | None, expected: Expected, until: threading.Event | None
     ) -> str | None:
         """One try: None when done, else why to try again (non-retryable problems raise)."""
+        size, sha256 = expected
         digest = hashlib.sha256()
         written = 0
         timeout = httpx.Timeout(self.timeout, connect=10.0, pool=None)
@@ -317,6 +312,13 @@ class WorkerApi:
         if sha256 and digest.hexdigest() != sha256:
             raise _Mismatch(f"its SHA-256 is {digest.hexdigest()}, not {sha256}")
         return None
+
+
+class Expected(NamedTuple):
+    """What a download must be: its size and SHA-256 (None: not known)."""
+
+    size: int | None
+    sha256: str | None
 
 
 class _Mismatch(Exception):

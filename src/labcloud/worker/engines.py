@@ -10,8 +10,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from labcloud.execution.containers import Engine, EngineProbe
+from labcloud.execution.containers import Engine
 from labcloud.execution.engine_options import MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
+from labcloud.execution.engine_probe import EngineProbe
 
 CONTENT_ID = re.compile(r"sha256:[0-9a-f]{64}")
 IMAGES_REFRESH_S = 30.0  # how often the engine's image list is read again for heartbeats

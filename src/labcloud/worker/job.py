@@ -1,8 +1,9 @@
 """One claimed job on a worker: the transport around the one runner (:mod:`labcloud.execution.runner`).
 
-A :class:`JobRun` lives in its own thread and runs its job through the runner with an :class:`HttpReporter`,
-which reports over the worker API with the job token of this attempt only: the log (shipped as it grows),
-progress, the outputs (uploaded one by one) and the end. Two flags steer it from outside: ``cancel`` (a user
+A :class:`JobRun` lives in its own thread and runs its job through the runner with an
+:class:`~labcloud.worker.http_reporter.HttpReporter`, which reports over the worker API with the job token
+of this attempt only: the log (shipped as it grows), progress, the outputs (uploaded one by one) and the
+end. Two flags steer it from outside: ``cancel`` (a user
 cancelled: stop the process, finish with ``cancelled``) and ``forget`` (the job is no longer ours: fenced,
 aborted, or the worker was revoked: kill the process, report nothing more). When anything unexpected
 happens the run forgets the job rather than guess: the server takes it back when its lease runs out (and
@@ -11,7 +12,6 @@ retries it while attempts remain).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import threading
@@ -22,26 +22,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import httpx
-
 from labcloud import registry
 from labcloud.execution import process, runner
-from labcloud.execution.attempt import AttemptDir, Collected, Writer
-from labcloud.execution.containers import EngineProbe
+from labcloud.execution.attempt import AttemptDir, Writer
+from labcloud.execution.engine_probe import EngineProbe
 from labcloud.execution.process import Handle
-from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import Sandboxing, SandboxPolicy
 from labcloud.execution.task import TaskInput, TaskLayout
-from labcloud.registry.models import Resources
-from labcloud.worker import record
-from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
+from labcloud.registry.spec_parts import Resources
+from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError
+from labcloud.worker.http_reporter import HttpReporter
 from labcloud.worker.logship import LOG_INTERVAL_S, PROGRESS_INTERVAL_S, LogShipper, ProgressSender
 
 log = logging.getLogger(__name__)
 
-OUTPUT_TRIES = 3  # uploads that arrive different from the file on disk, before the file is skipped
-UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=None, read=600.0, pool=None)
+
 LOG_FILE = "job.log"
 
 
@@ -284,121 +280,6 @@ class JobRun:
             return
         if isinstance(answer, dict) and answer.get("cancel"):
             self.request_cancel("cancelled by its owner")
-
-
-class HttpReporter:
-    """The runner's :class:`~labcloud.execution.runner.Reporter` for a job run away from the server."""
-
-    def __init__(self, run: JobRun, shipper: LogShipper, progress: ProgressSender) -> None:
-        self.run = run
-        self.api = run.api
-        self.shipper = shipper
-        self.sender = progress
-        self.plan: JobPlan | None = None
-
-    def begin(self) -> bool:
-        answer = self.api.json("POST", f"/jobs/{self.run.id}/start", **self.run.call("start"), json={})
-        state = (answer or {}).get("state")
-        if state == "cancelling":
-            return False
-        if state != "running":
-            raise RuntimeError(f"the server answered the start with state {state!r}")
-        record.save(self.run.job_dir, self.api.server, self.run.assignment)  # for a restarted worker
-        return True
-
-    def launched(self, handle: Handle) -> None:
-        self.run.handle = handle
-        if self.run.forget.is_set():  # taken away while it was starting
-            process.cancel(handle)
-
-    def progress(self, fraction: float) -> None:
-        self.sender.report(fraction)
-
-    def cancel_requested(self) -> bool:
-        return self.run.cancel.is_set()
-
-    def gone(self) -> bool:
-        return self.run.forget.is_set()
-
-    def keep(self, collected: Collected, succeeded: bool) -> str | None:
-        """Send every output file; say which could not be stored (named in the log too)."""
-        self.sender.stop()
-        unkept: list[str] = []
-        for item in collected.files:
-            if self.run.forget.is_set():
-                raise Abandoned("outputs")
-            try:
-                self._put(item.rel, item.copy)
-            except (Fenced, Abandoned):
-                raise
-            except WorkerApiError as exc:
-                collected.skip(f"'{item.rel}': not stored ({exc.detail})")
-                unkept.append(item.rel)
-        if unkept:
-            return f"{len(unkept)} output file(s) could not be stored: {', '.join(unkept[:5])}"
-        task = self.plan.task if self.plan is not None else None
-        if succeeded and task is not None:
-            missing = task.missing([item.rel for item in collected.files])
-            if missing:
-                return f"the task left no file at {', '.join(missing)}"
-        return None
-
-    def _put(self, rel: str, path: Path) -> None:
-        for _ in range(OUTPUT_TRIES):
-            digests: list[Any] = []
-
-            def body(path: Path = path, digests: list[Any] = digests) -> Any:
-                digests.append(hashlib.sha256())
-                return file_chunks(path, digests[-1])
-
-            answer = self.api.json(
-                "PUT",
-                f"/jobs/{self.run.id}/outputs/{quote_path(rel)}",
-                **self.run.call(f"output {rel}"),
-                body=body,
-                headers={
-                    "Content-Length": str(path.stat().st_size),
-                    "Content-Type": "application/octet-stream",
-                },
-                timeout=UPLOAD_TIMEOUT,
-            )
-            sent = digests[-1].hexdigest() if digests else ""
-            if not isinstance(answer, dict) or answer.get("sha256") in (None, sent):
-                return
-            log.warning(
-                "%s: output %s arrived damaged (SHA-256 %s); sending it again",
-                self.run,
-                rel,
-                answer["sha256"],
-            )
-        raise WorkerApiError(0, f"it arrived damaged {OUTPUT_TRIES} times")
-
-    def finish(self, end: RunEnd) -> None:
-        self.sender.stop()
-        self.shipper.close()  # every byte of the log is with the server before the end is
-        body: dict[str, Any] = {
-            "outcome": end.outcome,
-            "exit_code": end.exit_code,
-            "message": end.message[:4000],
-            "usage": end.usage,
-        }
-        if end.problem:
-            body["problem"] = end.problem[:4000]
-        if end.note:
-            body["note"] = end.note[:4000]
-        if end.image:
-            body["image"] = end.image
-        if end.steps is not None:
-            body["steps"] = end.steps
-        answer = self.api.json("POST", f"/jobs/{self.run.id}/finish", **self.run.call("finish"), json=body)
-        self.run.final_state = str((answer or {}).get("state", ""))
-        log.info(
-            "%s: %s (%s%s)",
-            self.run,
-            self.run.final_state,
-            end.outcome,
-            "" if end.exit_code is None else f" {end.exit_code}",
-        )
 
 
 def _detail(exc: BaseException) -> str:

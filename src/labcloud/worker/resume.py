@@ -18,15 +18,17 @@ workers (and a server) may share one engine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labcloud.execution import containers, runner
+from labcloud.execution import container_run, runner
 from labcloud.execution.containers import Engine
+from labcloud.worker import record, workdir
 from labcloud.worker.api import Fenced, WorkerApi, WorkerApiError
-from labcloud.worker.job import HttpReporter, JobRun
+from labcloud.worker.http_reporter import HttpReporter
+from labcloud.worker.job import JobRun, RunSettings
 from labcloud.worker.logship import LogShipper, ProgressSender
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,34 @@ class ResumedRun(JobRun):
             shipper.path.unlink(missing_ok=True)
 
 
+def take_up(
+    api: WorkerApi,
+    token: str,
+    jobs_dir: Path,
+    settings: RunSettings,
+    on_end: Callable[[JobRun], None],
+    grace_s: float,
+    engine: Engine | None,
+) -> list[ResumedRun]:
+    """What an earlier worker process on ``jobs_dir`` left: the attempts the server still counts as ours,
+    as runs to follow to their end (not started yet); the rest is stopped, then the containers of attempts
+    that are over go from the engine (:func:`sweep`)."""
+    jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    resumed: list[ResumedRun] = []
+    for entry in sorted(jobs_dir.iterdir()):
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        assignment = record.load(entry, api.server)
+        if assignment is not None and still_ours(api, assignment):
+            resumed.append(ResumedRun(settings, assignment, on_end))
+    kept = [run.job_dir for run in resumed]
+    stopped = workdir.clean_leftovers(jobs_dir, grace_s, kept)
+    if engine is not None:
+        ended = [ref for ref in map(attempt_of, stopped) if ref is not None]
+        sweep(api, token, engine, [r.key for r in resumed], ended)
+    return resumed
+
+
 @dataclass
 class SweepResult:
     removed: list[str]
@@ -95,9 +125,11 @@ def sweep(
 ) -> SweepResult:
     """Remove labcloud's containers on ``engine`` whose attempt is over: one of ``stopped`` (this worker's,
     given up), or one the server says is no job's current attempt. ``running``: attempts this worker runs."""
-    found = {name: containers.parse_name(name) for name in engine.labelled()}
+    found = {name: container_run.parse_name(name) for name in engine.labelled()}
     candidates = {name: ref for name, ref in found.items() if ref is not None and ref not in running}
-    ask = sorted({ref for ref in candidates.values() if ref not in stopped and containers.is_job_id(ref[0])})
+    ask = sorted(
+        {ref for ref in candidates.values() if ref not in stopped and container_run.is_job_id(ref[0])}
+    )
     active: set[tuple[str, int]] = set()
     for start in range(0, len(ask), MAX_SWEEP):
         chunk = ask[start : start + MAX_SWEEP]
@@ -128,4 +160,4 @@ def sweep(
 def attempt_of(folder: Path) -> tuple[str, int] | None:
     """(job id, attempt) of an attempt's folder on a worker (``<job id>-<attempt>``)."""
     job_id, _, attempt = folder.name.rpartition("-")
-    return (job_id, int(attempt)) if attempt.isdigit() and containers.is_job_id(job_id) else None
+    return (job_id, int(attempt)) if attempt.isdigit() and container_run.is_job_id(job_id) else None

@@ -40,8 +40,8 @@ def run_here(
 ) -> int:
     from labcloud.execution import engine_options
     from labcloud.settings import ContainerSettings
-    from labcloud.worker.agent import configure_logging
     from labcloud.worker.api import WorkerApi
+    from labcloud.worker.config import configure_logging
     from labcloud.worker.single import run_one
 
     token = os.environ.pop(JOB_TOKEN_ENV, "").strip()  # not inherited by the job

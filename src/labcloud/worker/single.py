@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labcloud.execution.containers import EngineProbe
+from labcloud.execution.engine_probe import EngineProbe
 from labcloud.execution.sandbox import SandboxMode, resolve_sandboxing
 from labcloud.worker.api import Abandoned, Backoff, Fenced, WorkerApi, WorkerApiError, problem_detail
 from labcloud.worker.job import JobRun, RunSettings

@@ -25,6 +25,7 @@ class InputOut(BaseModel):
     type: Literal["file", "folder"]
     required: bool
     description: str
+    accept: list[str] = Field(default_factory=list, description="The file endings it takes; empty: any.")
 
 
 class EntrypointOut(BaseModel):

@@ -18,7 +18,7 @@ from labcloud.api.deps import Admin, AppSettings, DbSession, Reader, Writer
 from labcloud.api.openapi import problems
 from labcloud.db.models import Project
 from labcloud.http.guard import GuardedRoute
-from labcloud.services import accounting, files, projects, quota_requests, quotas
+from labcloud.services import accounting, projects, quota_requests, quotas, storage_limits
 from labcloud.services.projects import Action
 from labcloud.settings import Settings
 
@@ -171,7 +171,7 @@ class StorageOut(BaseModel):
 
 
 def _storage_out(session: Session, settings: Settings, project: Project) -> StorageOut:
-    used, limit = files.usage(session, settings, project.id)
+    used, limit = storage_limits.usage(session, settings, project.id)
     return StorageOut(
         used_bytes=used, limit_bytes=limit, available_bytes=None if limit is None else max(limit - used, 0)
     )
@@ -197,7 +197,7 @@ def set_project_storage(
     slug: str, body: StorageIn, principal: Admin, session: DbSession, settings: AppSettings
 ) -> StorageOut:
     project = projects.by_slug(session, principal.user, slug)
-    files.set_limit(session, project, body.limit_bytes)
+    storage_limits.set_limit(session, project, body.limit_bytes)
     return _storage_out(session, settings, project)
 
 

@@ -17,7 +17,7 @@ from labcloud.db.models import Job
 from labcloud.http import job_log
 from labcloud.http.downloads import send_file, send_outputs_zip
 from labcloud.http.guard import GuardedRoute
-from labcloud.services import accounting, files, job_logs
+from labcloud.services import accounting, files, job_checks, job_files, job_logs
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import JobState
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
@@ -85,7 +85,7 @@ def list_jobs(
     flt = job_service.JobFilter(
         states=list(dict.fromkeys(state)),
         app=app,
-        tags=job_service.tag_filters(tag, ["query", "tag"]),
+        tags=job_checks.tag_filters(tag, ["query", "tag"]),
         text=q,
         created_after=created_after,
         created_before=created_before,
@@ -190,7 +190,7 @@ def outputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[Ou
     """Paths are relative to the job's folder, ``jobs/{job_id}/`` in your space (for a job of a shared
     project: ``projects/<slug>/jobs/{job_id}/``)."""
     rows = job_service.outputs(session, principal.user, job_id)
-    start = len(files.job_outputs_folder(job_id)) + 1
+    start = len(job_files.job_outputs_folder(job_id)) + 1
     return [OutputFile(path=r.path[start:], size=r.size, sha256=r.sha256) for r in rows]
 
 

@@ -55,6 +55,7 @@ def create_user(
         password=body.password or generated or "",
         name=body.name,
         is_admin=body.is_admin,
+        issued=body.must_change_password,  # (a link lets them choose their own anyway)
     )
     if body.invite:  # (sent once the answer is out: the account is committed by then)
         background.add_task(_send_invitation, users.password_mail(settings, user, invitation=True), settings)

@@ -33,7 +33,17 @@ from labcloud.errors import InvalidInput, NotFound
 from labcloud.execution.run_end import RunEnd
 from labcloud.http.downloads import send_file
 from labcloud.http.guard import GuardedRoute, read_body
-from labcloud.services import claims, file_store, files, handover, job_logs, job_tokens, remote_runs, tes_run
+from labcloud.services import (
+    claims,
+    file_store,
+    files,
+    handover,
+    job_files,
+    job_logs,
+    job_tokens,
+    remote_runs,
+    tes_run,
+)
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
 CHUNK = 1 << 20
@@ -179,7 +189,7 @@ def progress(job_id: uuid.UUID, body: ProgressIn, credential: Credential, ctx: C
 )
 async def output(job_id: uuid.UUID, path: str, request: Request, credential: Credential, ctx: Ctx) -> Any:
     rel = files.clean(path, ["path", "path"])
-    dest = f"{files.job_outputs_folder(job_id)}/{rel}"
+    dest = f"{job_files.job_outputs_folder(job_id)}/{rel}"
     owner = await run_in_threadpool(_held_owner, ctx, credential, job_id)
     task = await run_in_threadpool(_is_task, ctx, job_id)
     length_header = request.headers.get("content-length")

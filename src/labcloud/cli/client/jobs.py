@@ -1,4 +1,5 @@
-"""``labcloud submit``, ``jobs``, ``status``, ``logs``, ``cancel`` and ``rerun``."""
+"""``labcloud submit``, ``jobs``, ``status``, ``logs``, ``cancel`` and ``rerun``; how they show and follow a
+job is :mod:`labcloud.cli.client.job_display`."""
 
 from __future__ import annotations
 
@@ -13,13 +14,9 @@ from rich.text import Text
 
 from labcloud.cli.client.data import upload_files
 from labcloud.cli.client.ui import (
-    compact,
-    duration,
     err,
     fail,
     handle_errors,
-    job_progress,
-    key_values,
     local_time,
     open_client,
     out,
@@ -29,16 +26,25 @@ from labcloud.cli.client.ui import (
     table,
 )
 from labcloud.client import jobs as job_requests
-from labcloud.client.errors import ClientError
 
 if TYPE_CHECKING:
-    from labcloud.client.connection import Connection
+    pass
+from labcloud.cli.client.job_display import (
+    app_label,
+    ended_text,
+    finish,
+    follow_log,
+    last_lines,
+    print_job,
+    project_label,
+    show_events,
+    show_job,
+    wait_for,
+)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the job as JSON.")
 PROJECT_HELP = "A project's slug (labcloud projects)"
-PERSONAL_SLUG_PREFIX = "user-"
 ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The job's id.")
-TAIL_LINES = 10
 
 
 class State(StrEnum):
@@ -76,159 +82,6 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-# ---------------------------------------------------------------------------------------------- display
-
-
-def _app_label(job: dict[str, Any]) -> str:
-    return f"{job.get('app', '')}:{job.get('version', '')}"
-
-
-def _project(job: dict[str, Any], short: bool = False) -> str:
-    """The job's project; a personal one (only those have ``user-`` slugs) as ``personal``, with its slug
-    unless ``short``."""
-    slug = str(job.get("project") or "")
-    if not slug.startswith(PERSONAL_SLUG_PREFIX):
-        return slug
-    return "personal" if short else f"personal ({slug})"
-
-
-def _where(job: dict[str, Any]) -> str:
-    """The executor, and its queue (a Slurm partition, a Celery queue) when there is one."""
-    executor = str(job.get("executor") or "")
-    return f"{executor} ({job['queue']})" if executor and job.get("queue") else executor
-
-
-def _job_rows(job: dict[str, Any]) -> list[tuple[str, str | Text]]:
-    state = state_text(job.get("state", ""))
-    if job.get("reason"):
-        state.append(f" ({job['reason']})")
-    attempts = job.get("attempts")
-    if attempts is not None and job.get("max_attempts"):
-        attempts = f"{attempts} of {job['max_attempts']}"
-    return [
-        ("id", job.get("id", "")),
-        ("name", job.get("name", "")),
-        ("run", f"#{job.get('run_number', '')}"),
-        ("app", f"{_app_label(job)}:{job.get('entrypoint', '')}"),
-        ("state", state),
-        ("message", job.get("message", "")),
-        ("exit code", "" if job.get("exit_code") is None else str(job["exit_code"])),
-        ("progress", percent(job.get("progress"))),
-        ("attempts", "" if attempts is None else str(attempts)),
-        ("project", _project(job)),
-        ("runs on", _where(job)),
-        ("params", compact(job.get("params")) if job.get("params") else ""),
-        ("inputs", compact(job.get("inputs")) if job.get("inputs") else ""),
-        ("resources", compact(job.get("resources")) if job.get("resources") else ""),
-        ("tags", compact(job.get("tags")) if job.get("tags") else ""),
-        ("usage", compact(job.get("usage")) if job.get("usage") else ""),
-        ("rerun of", job.get("rerun_of") or ""),
-        ("created", local_time(job.get("created_at"), relative=True)),
-        ("started", local_time(job.get("started_at"))),
-        ("finished", local_time(job.get("finished_at"))),
-        ("run time", duration(job.get("started_at"), job.get("finished_at"))),
-    ]
-
-
-def show_job(job: dict[str, Any]) -> None:
-    out.print(key_values(_job_rows(job)))
-
-
-def show_events(events: list[dict[str, Any]]) -> None:
-    grid = table("at", "change", "reason", "message", title="history")
-    for event in events:
-        change = Text(event.get("from_state") or "·")
-        change.append(" → ")
-        change.append_text(state_text(event.get("to_state", "")))
-        grid.add_row(
-            local_time(event.get("at")),
-            change,
-            Text(event.get("reason") or ""),
-            Text(event.get("message", "")),
-        )
-    out.print(grid)
-
-
-def _ended(job: dict[str, Any]) -> str:
-    text = f"job {job['id']} {job['state']}"
-    if job.get("reason"):
-        text += f" ({job['reason']}"
-        text += f", exit code {job['exit_code']})" if job.get("exit_code") is not None else ")"
-    if job.get("message"):
-        text += f": {job['message']}"
-    return text
-
-
-# ---------------------------------------------------------------------------------------------- waiting
-
-
-def _wait_label(job: dict[str, Any]) -> str:
-    message = (job.get("message") or "").replace("\n", " ")
-    label = f"{str(job['id'])[:8]} {job['state']}"
-    return f"{label}: {message[:60]}" if message else label
-
-
-def wait_for(client: Connection, job: dict[str, Any]) -> dict[str, Any]:
-    """Poll the job until it ends, with a spinner and its progress bar; returns its last state."""
-    with job_progress() as progress:
-        task = progress.add_task(_wait_label(job), total=None, pct="")
-
-        def show(job: dict[str, Any]) -> None:
-            fraction = job.get("progress")
-            progress.update(
-                task,
-                description=_wait_label(job),
-                total=None if fraction is None else 1.0,
-                completed=fraction or 0,
-                pct=percent(fraction),
-            )
-
-        return client.wait(job, on_update=show)
-
-
-def follow_log(client: Connection, job_id: str) -> str:
-    """Print the log as it grows until the job ends; returns the final state."""
-    state = ""
-    for event in client.follow_log(job_id):
-        if event.event == "log":
-            sys.stdout.write("".join(line + "\n" for line in event.data))
-            sys.stdout.flush()
-        elif event.event == "end":
-            state = event.end_state()
-    return state
-
-
-def print_job(job: dict[str, Any], json_out: bool, quiet: bool) -> None:
-    """A job as JSON, as its id alone (``--quiet``), or in full."""
-    if json_out:
-        print_json(job)
-    elif quiet:
-        out.print(str(job["id"]))
-    else:
-        show_job(job)
-
-
-def finish(job: dict[str, Any], json_out: bool, quiet: bool = False, log_tail: str = "") -> None:
-    """Print a job that was waited for; exit 1 unless it succeeded (showing the end of its log)."""
-    print_job(job, json_out, quiet)
-    if job["state"] != "succeeded":
-        lines = log_tail.rstrip("\n").splitlines()[-TAIL_LINES:]
-        if lines:
-            err.print(Text(f"last lines of the log (labcloud logs {job['id']}):", style="dim"))
-            err.print(Text("\n".join(lines)))
-        err.print(Text(_ended(job), style="red"))
-        raise typer.Exit(1)
-
-
-def _tail(client: Connection, job: dict[str, Any]) -> str:
-    if job["state"] != "failed":
-        return ""
-    try:
-        return client.log(str(job["id"]))
-    except ClientError:
-        return ""
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -290,11 +143,11 @@ def submit(
         if not (wait or follow):
             print_job(job, json_out, quiet)
             return
-        err.print(f"submitted job {job['id']} ({_app_label(job)}:{job.get('entrypoint', '')})")
+        err.print(f"submitted job {job['id']} ({app_label(job)}:{job.get('entrypoint', '')})")
         if follow:
             follow_log(client, str(job["id"]))
         job = wait_for(client, job)
-        tail = "" if follow else _tail(client, job)
+        tail = "" if follow else last_lines(client, job)
     finish(job, json_out, quiet, tail)
 
 
@@ -345,12 +198,12 @@ def jobs(
             str(job["id"]),
             str(job.get("run_number", "")),
             Text(job.get("name", "")),
-            Text(_app_label(job)),
+            Text(app_label(job)),
             state_text(job.get("state", "")),
             Text(job.get("reason") or ""),
             percent(job.get("progress")),
             local_time(job.get("created_at"), relative=True),
-            *([] if project else [Text(_project(job, short=True))]),
+            *([] if project else [Text(project_label(job, short=True))]),
         )
     out.print(grid)
     if page.get("next_cursor"):
@@ -387,7 +240,7 @@ def logs(
         state = follow_log(client, job_id)
         if state != "succeeded":
             job = client.job(job_id)
-            err.print(Text(_ended(job), style="red"))
+            err.print(Text(ended_text(job), style="red"))
             raise typer.Exit(1)
 
 
@@ -421,7 +274,7 @@ def rerun(
         if wait:
             err.print(f"submitted job {job['id']} (rerun of {job_id})")
             job = wait_for(client, job)
-            tail = _tail(client, job)
+            tail = last_lines(client, job)
     if wait:
         finish(job, json_out, quiet, tail)
     else:

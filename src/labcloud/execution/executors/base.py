@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.execution.loops import Loop
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import lifecycle
 from labcloud.services.job_states import ACTIVE, JobState
 from labcloud.settings import PluginSettings, Settings

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Job, JobEvent
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import executor_refs, handover, lifecycle
 from labcloud.services.executor_refs import EngineRefs, ExecutorRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState

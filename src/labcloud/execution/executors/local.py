@@ -27,14 +27,14 @@ from labcloud import registry
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.errors import LabcloudError
-from labcloud.execution import containers, runner
+from labcloud.execution import container_run, engine_probe, runner
 from labcloud.execution.attempt import AttemptDir
 from labcloud.execution.db_reporter import DatabaseReporter
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
-from labcloud.registry.models import Resources
-from labcloud.services import files, lifecycle, spaces, tes_run
+from labcloud.registry.spec_parts import Resources
+from labcloud.services import job_files, lifecycle, spaces, tes_run
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
@@ -58,7 +58,7 @@ class LocalExecutor(Executor):
         self._threads: dict[uuid.UUID, threading.Thread] = {}
         self._detach = threading.Event()  # set when this server stops leading: runners let go of their jobs
         self.sandboxing = resolve_sandboxing(settings.sandbox, settings.job_user)
-        self.engines = containers.probe(*settings.container_settings())
+        self.engines = engine_probe.probe(*settings.container_settings())
         log.log(
             logging.ERROR if self.sandboxing.refuse else logging.INFO,
             "local jobs run %s",
@@ -184,7 +184,7 @@ class LocalExecutor(Executor):
         inputs = {}
         for slot, raw in job.inputs.items():
             entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
-            sources = files.input_files(session, entry)
+            sources = job_files.input_files(session, entry)
             inputs[slot] = InputSource(
                 entry.name, [(rel, partial(self.storage.fetch, key)) for rel, key in sources]
             )
@@ -276,7 +276,7 @@ class LocalExecutor(Executor):
         engine, _ = self.engines.get()
         if engine is None:
             return
-        found = {name: containers.parse_name(name) for name in engine.labelled()}
+        found = {name: container_run.parse_name(name) for name in engine.labelled()}
         ids = {uuid.UUID(ref[0]) for ref in found.values() if ref is not None and _is_uuid(ref[0])}
         if not ids:
             return

@@ -14,7 +14,7 @@ import uuid
 from labcloud.db.models import Job
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
-from labcloud.registry.models import Resources
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import claims
 
 log = logging.getLogger(__name__)

@@ -3,26 +3,26 @@ waits, and cancel), remote workers (register, drain, revoke) and the app registr
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Form, Request, Response
 from sqlalchemy.orm import Session
 
 from labcloud import security
 from labcloud.errors import Conflict, InvalidInput
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import jobs as job_service
 from labcloud.services import users
 from labcloud.services import workers as worker_service
-from labcloud.services.job_states import TERMINAL, JobState
-from labcloud.services.tokens import Principal
+from labcloud.settings import Settings
 from labcloud.web import session as web_session
 from labcloud.web.deps import AdminForm, AdminPage, PageRoute, redirect
 from labcloud.web.rendering import render
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def _users_page(
@@ -60,7 +60,7 @@ def invite(
     password = security.generate_password()
     try:
         user = users.create_user(
-            session, ctx.settings, email=email, password=password, name=name, is_admin=is_admin
+            session, ctx.settings, email=email, password=password, name=name, is_admin=is_admin, issued=True
         )
     except (InvalidInput, Conflict) as exc:
         form = {"email": email, "name": name, "is_admin": is_admin}
@@ -222,77 +222,104 @@ def revoke_worker(worker_id: uuid.UUID, _admin: AdminForm, session: DbSession, c
     return response
 
 
-# --------------------------------------------------------------------------------------------- all jobs
-
-ADMIN_JOBS_PAGE = 100
-QUEUE_VIEWS = {  # what the page shows: the queue (what waits and runs) by default
-    "active": [s for s in JobState if s not in TERMINAL],
-    "queued": [JobState.QUEUED],
-    "ended": list(TERMINAL),
-    "all": [],
-}
+# ------------------------------------------------------------------------------------------- one user
 
 
-def _jobs_context(
-    session: Session, ctx: Runtime, admin: Principal, view: str, cursor: str | None
-) -> dict[str, Any]:
-    view = view if view in QUEUE_VIEWS else "active"
-    flt = job_service.JobFilter(states=QUEUE_VIEWS[view], everyone=True)
-    page = job_service.list_jobs(session, admin.user, flt, limit=ADMIN_JOBS_PAGE, cursor=cursor)
-    names = job_service.names_of(session, page.items)
-    return {
-        "rows": [
-            {
-                "job": job,
-                "owner": names.owners.get(job.owner_id, ""),
-                "project": names.projects.get(job.project_id, ""),
-                "message": ctx.message(job),
-                "where": names.workers.get(job.worker_id) if job.worker_id else None,
-                "ended": job.state in TERMINAL,
-                "cancellable": job.state not in TERMINAL and job.state != JobState.CANCELLING,
-            }
-            for job in page.items
-        ],
-        "view": view,
-        "views": list(QUEUE_VIEWS),
-        "next_cursor": page.next_cursor,
-        "cursor": cursor,
+def _user_page(
+    request: Request, session: Session, ctx: Runtime, user_id: uuid.UUID, **extra: Any
+) -> Response:
+    user = users.get_user(session, user_id)
+    status = extra.pop("status", 200)
+    context = {
+        "who": user,
+        "default_limit": ctx.settings.storage_quota_bytes,
+        "mail": bool(ctx.settings.smtp_url),
+        "errors": {},
+        "issued": None,
+        "min_password_length": ctx.settings.min_password_length,
+        **extra,
     }
+    return render(request, "admin_user.html", context, status)
 
 
-@router.get("/admin/jobs")
-def all_jobs(
-    request: Request,
-    admin: AdminPage,
-    session: DbSession,
-    ctx: Ctx,
-    view: Annotated[str, Query(max_length=10)] = "active",
-    cursor: str | None = None,
+@router.get("/admin/users/{user_id}")
+def user_page(
+    request: Request, user_id: uuid.UUID, _admin: AdminPage, session: DbSession, ctx: Ctx
 ) -> Response:
-    """Every user's jobs: by default the queue, what waits (and why) and what runs, with cancel."""
-    return render(request, "admin_jobs.html", _jobs_context(session, ctx, admin, view, cursor))
+    return _user_page(request, session, ctx, user_id)
 
 
-@router.get("/admin/jobs/rows")
-def all_job_rows(
-    request: Request,
-    admin: AdminPage,
-    session: DbSession,
-    ctx: Ctx,
-    view: Annotated[str, Query(max_length=10)] = "active",
-    cursor: str | None = None,
-) -> Response:
-    return render(request, "partials/admin_job_table.html", _jobs_context(session, ctx, admin, view, cursor))
+def _said(exc: InvalidInput) -> str:
+    return str((exc.errors or [{"msg": exc.detail}])[0].get("msg", exc.detail))
 
 
-@router.post("/admin/jobs/{job_id}/cancel")
-def cancel_any_job(job_id: uuid.UUID, admin: AdminForm, session: DbSession, ctx: Ctx) -> Response:
-    response = redirect("/admin/jobs")
+def _megabytes(text: str) -> int | None:
+    """The storage limit field: empty for the installation's default, 0 for none, else megabytes."""
+    text = text.strip()
+    if not text:
+        return None
     try:
-        job = ctx.cancel(session, admin.user, job_id)
-    except Conflict as exc:  # it ended meanwhile
-        session.rollback()
-        web_session.flash(response, ctx.settings, exc.detail, "bad")
-        return response
-    web_session.flash(response, ctx.settings, f"Job {job.app} #{job.run_number} of its owner is {job.state}.")
+        value = float(text)
+    except ValueError:
+        raise InvalidInput.field(["storage_limit"], "a number of megabytes, 0 for no limit") from None
+    if value < 0 or value > 2**43:
+        raise InvalidInput.field(["storage_limit"], "from 0 (no limit) up to 8 EB")
+    return int(value * 1024 * 1024)
+
+
+@router.post("/admin/users/{user_id}/profile")
+def update_profile(
+    request: Request,
+    user_id: uuid.UUID,
+    _admin: AdminForm,
+    session: DbSession,
+    ctx: Ctx,
+    name: Annotated[str, Form(max_length=200)] = "",
+    storage_limit: Annotated[str, Form(max_length=30)] = "",
+) -> Response:
+    user = users.get_user(session, user_id)
+    try:
+        limit = _megabytes(storage_limit)
+    except InvalidInput as exc:
+        form = {"name": name, "storage_limit": storage_limit}
+        return _user_page(
+            request, session, ctx, user_id, status=422, errors={"storage_limit": _said(exc)}, form=form
+        )
+    users.admin_update(session, ctx.settings, user, name=name)
+    users.set_storage_limit(user, limit)
+    response = redirect(f"/admin/users/{user_id}")
+    web_session.flash(response, ctx.settings, f"{user.email}: name and storage limit saved.")
     return response
+
+
+@router.post("/admin/users/{user_id}/password")
+def reset_password(
+    request: Request,
+    user_id: uuid.UUID,
+    _admin: AdminForm,
+    session: DbSession,
+    ctx: Ctx,
+    background: BackgroundTasks,
+    how: Annotated[str, Form(max_length=10)] = "generate",
+) -> Response:
+    """A new password shown once (to hand over; the user chooses their own at their next login), or, where
+    the installation sends mail, a link that lets them choose one."""
+    user = users.get_user(session, user_id)
+    if how == "mail" and ctx.settings.smtp_url:
+        mail = users.password_mail(ctx.settings, user, invitation=False)
+        background.add_task(_send_link, mail, ctx.settings)
+        response = redirect(f"/admin/users/{user_id}")
+        web_session.flash(
+            response, ctx.settings, f"A link to choose a new password is on its way to {user.email}."
+        )
+        return response
+    password = security.generate_password()
+    users.admin_update(session, ctx.settings, user, password=password)
+    return _user_page(request, session, ctx, user_id, issued=password)
+
+
+def _send_link(mail: users.LinkMail, settings: Settings) -> None:
+    try:
+        mail.send(settings)
+    except Exception as exc:  # (logged: the admin can send another)
+        log.warning("password mail to %s not sent: %s", mail.to, exc)

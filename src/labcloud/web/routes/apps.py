@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
@@ -179,3 +180,42 @@ def _submit(
         form.project_error = exc.detail
         return _page(request, ctx, resolved, form, exc.status)
     return redirect(f"/jobs/{job.id}")
+
+
+PICKER_PAGE = 200
+
+
+@router.get("/ui/picker")
+def picker(
+    request: Request,
+    principal: PageUser,
+    session: DbSession,
+    type: Annotated[str, Query(max_length=6)] = "file",
+    accept: Annotated[str, Query(max_length=400)] = "",
+    path: Annotated[str, Query(max_length=1024)] = "",
+    target: Annotated[str, Query(max_length=80, pattern=r"^[A-Za-z0-9_-]+$")] = "",
+) -> Response:
+    """One folder of the user's files for an input's browser: its folders to open (and, for a folder
+    slot, to choose) and the files the slot takes, each to choose."""
+    endings = tuple(e.strip().lower() for e in accept.split(",") if e.strip())
+    space = files.Space(projects.personal(session, principal.user).id, principal.user.id)
+    try:
+        entries, more = files.list_folder(session, space, path, limit=PICKER_PAGE, cursor=None)
+    except (NotFound, InvalidInput):
+        entries, more, path = [], None, ""
+    shown = [
+        e
+        for e in entries
+        if e.type == "folder" or (type == "file" and (not endings or e.path.lower().endswith(endings)))
+    ]
+    parent = path.rstrip("/").rpartition("/")[0] if path.strip("/") else None
+    context = {
+        "entries": shown,
+        "path": path.strip("/"),
+        "parent": parent,
+        "more": more is not None,
+        "kind": type if type in ("file", "folder") else "file",
+        "accept": accept,
+        "target": target,
+    }
+    return render(request, "partials/picker.html", context)

@@ -13,7 +13,7 @@ from labcloud.db.models import User
 from labcloud.errors import InvalidInput, LabcloudError
 from labcloud.http.downloads import send_file, send_zip
 from labcloud.request_scope import Ctx, DbSession
-from labcloud.services import files, projects, spaces, tokens
+from labcloud.services import files, projects, spaces, storage_limits, tokens
 from labcloud.services.projects import Action
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, PageUser, StreamUser, redirect
@@ -45,7 +45,7 @@ def _listing(
         space_id = projects.personal(session, user).id
     else:
         space_id = spaces.locate(session, user, folder, Action.READ, ["query", "path"]).space.project_id
-    used, limit = files.usage(session, ctx.settings, space_id)
+    used, limit = storage_limits.usage(session, ctx.settings, space_id)
     return {
         "folder": folder,
         "crumbs": _crumbs(folder),
@@ -67,8 +67,8 @@ def browse(request: Request, page: Listing) -> Response:
 
 @router.get("/files/listing")
 def listing(request: Request, page: Listing) -> Response:
-    """The folder's table alone: htmx swaps it in after uploads."""
-    return render(request, "partials/file_table.html", page)
+    """The folder's table alone, and the storage line beside it: htmx swaps both in after uploads."""
+    return render(request, "partials/file_table.html", {**page, "refreshed": True})
 
 
 @router.get("/files/download/{path:anypath}")

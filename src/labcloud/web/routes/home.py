@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from labcloud.request_scope import Ctx, DbSession
-from labcloud.services import files, projects
 from labcloud.services import jobs as job_service
+from labcloud.services import projects, storage_limits
 from labcloud.services.job_states import ACTIVE, TERMINAL, JobState
 from labcloud.web.deps import PageRoute, PageUser
 from labcloud.web.rendering import render
@@ -24,7 +24,7 @@ def dashboard(request: Request, principal: PageUser, session: DbSession, ctx: Ct
     recent = job_service.list_jobs(
         session, user, job_service.JobFilter(states=list(TERMINAL)), limit=SHOWN, cursor=None
     )
-    used, limit = files.usage(session, ctx.settings, projects.personal(session, user).id)
+    used, limit = storage_limits.usage(session, ctx.settings, projects.personal(session, user).id)
     return render(
         request,
         "dashboard.html",

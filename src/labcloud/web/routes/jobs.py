@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Job, Project
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from labcloud.http import job_log
-from labcloud.http.downloads import send_file, send_outputs_zip
+from labcloud.http.downloads import send_file, send_outputs_zip, send_zip
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import accounting, files, job_logs, projects, users
+from labcloud.services import accounting, files, job_checks, job_files, job_logs, projects, users
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.quotas import QuotaExceeded
@@ -63,7 +63,7 @@ def _filter(
     errors: dict[str, str] = {}
     tags: dict[str, str] = {}
     try:
-        tags = job_service.tag_filters(tag.split(), ["tag"])
+        tags = job_checks.tag_filters(tag.split(), ["tag"])
     except InvalidInput as exc:
         errors["tag"] = "; ".join(e["msg"] for e in exc.errors or [])
     dates: dict[str, datetime | None] = {}
@@ -165,8 +165,8 @@ def _status_context(
     project = session.get(Project, job.project_id)
     assert project is not None  # (the foreign key)
     ended = job.state in {s.value for s in TERMINAL}
-    outputs = files.job_outputs(session, job.project_id, job.id) if ended else []
-    start = len(files.job_outputs_folder(job.id)) + 1
+    outputs = job_files.job_outputs(session, job.project_id, job.id) if ended else []
+    start = len(job_files.job_outputs_folder(job.id)) + 1
     return {
         "job": job,
         "message": ctx.message(job),
@@ -233,11 +233,14 @@ def outputs_zip(job_id: uuid.UUID, principal: StreamUser, ctx: Ctx) -> Response:
 
 
 @router.get("/jobs/{job_id}/outputs/{path:anypath}")
-def output_file(job_id: uuid.UUID, path: str, request: Request, principal: StreamUser, ctx: Ctx) -> Response:
+def output_file(
+    job_id: uuid.UUID, path: str, request: Request, principal: StreamUser, ctx: Ctx, view: bool = False
+) -> Response:
+    """An output, downloaded; with ``?view=1`` an image or a text shown full size in the browser."""
     rel = files.clean(path, ["path", "path"])
     with ctx.db.session() as session:
         row = job_service.output(session, principal.user, job_id, rel)
-    return send_file(ctx, request, row)
+    return send_file(ctx, request, row, view=view)
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -271,3 +274,52 @@ def rerun(
     response = redirect(f"/jobs/{new.id}")
     web_session.flash(response, ctx.settings, f"Started again as job {new.id}.")
     return response
+
+
+BULK_MAX = 100  # jobs one bulk action takes
+
+
+@router.post("/jobs/bulk")
+async def bulk(request: Request, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
+    """One action on the jobs ticked in the list: cancel them, delete them (ended ones), or download all
+    their outputs as one zip (a folder per job). Each job is checked as if it were alone; what could not
+    be done is counted and said."""
+    form = await request.form()
+    action = str(form.get("action", ""))
+    ids: list[uuid.UUID] = []
+    for raw in form.getlist("job")[:BULK_MAX]:
+        try:
+            ids.append(uuid.UUID(str(raw)))
+        except ValueError:
+            continue
+    shown = str(form.get("back", ""))
+    back = redirect(shown if shown.startswith("/jobs") and "//" not in shown else "/jobs")
+    if not ids or action not in ("cancel", "delete", "download"):
+        told = "Tick some jobs first, then choose what to do with them."
+        web_session.flash(back, ctx.settings, told, "bad")
+        return back
+    if action == "download":
+        rows = []
+        for job_id in ids:
+            try:
+                rows += job_service.outputs(session, principal.user, job_id)
+            except (NotFound, Forbidden):
+                continue
+        return send_zip(ctx.storage, rows, "jobs", f"{len(ids)}-jobs-outputs.zip", keep_root=False)
+    done, refused = 0, []
+    for job_id in ids:
+        try:  # (each one is committed by itself, or undone)
+            if action == "cancel":
+                ctx.cancel(session, principal.user, job_id)
+            else:
+                ctx.delete_job(session, principal.user, job_id)
+            done += 1
+        except (Conflict, Forbidden, NotFound) as exc:
+            session.rollback()
+            refused.append(exc.detail)
+    verb = {"cancel": "Cancelled", "delete": "Deleted"}[action]
+    words = f"{verb} {done} job{'s' if done != 1 else ''}."
+    if refused:
+        words += f" {len(refused)} could not be: {refused[0]}" + (" (and others)" if len(refused) > 1 else "")
+    web_session.flash(back, ctx.settings, words, "bad" if refused and not done else "ok")
+    return back

@@ -48,9 +48,53 @@
   }
 
   // -------------------------------------------------------------------------------------- live log
+  // A log line: numbered (a link to itself), control lines (::progress ...) marked so that they can be
+  // hidden, and the job's own folder left out of paths (".../jobs/ID/attempt-N/work/output/x" is "output/x").
+  const CONTROL = /^::[a-z-]+(\s|$)/;
+  function logLine(pre, text, number) {
+    const line = document.createElement("span");
+    line.className = "line" + (CONTROL.test(text) ? " control" : "");
+    line.id = "L" + number;
+    const link = document.createElement("a");
+    link.className = "ln";
+    link.href = "#L" + number;
+    link.textContent = String(number);
+    link.setAttribute("aria-label", "line " + number);
+    const body = document.createElement("span");
+    body.className = "lt";
+    body.textContent = pre.jobFolder ? text.replace(pre.jobFolder, "") : text;
+    line.append(link, body, document.createTextNode("\n"));
+    return line;
+  }
+
+  function setUpLogTools(pre) {
+    const controls = document.getElementById("log-controls");
+    const search = document.getElementById("log-search");
+    const count = document.getElementById("log-matches");
+    if (controls) controls.addEventListener("change", () => pre.classList.toggle("show-control", controls.checked));
+    if (!search) return () => {};
+    const apply = () => {
+      const words = search.value.trim().toLowerCase();
+      let shown = 0;
+      pre.querySelectorAll(".line").forEach((line) => {
+        const hit = !words || line.textContent.toLowerCase().includes(words);
+        line.classList.toggle("miss", !hit);
+        if (hit && words) shown += 1;
+      });
+      if (count) count.textContent = words ? shown + " matching line" + (shown === 1 ? "" : "s") : "";
+    };
+    search.addEventListener("input", apply);
+    return apply;
+  }
+
   function followLog(pre) {
     let offset = Number(pre.dataset.offset || 0);
     let failures = 0;
+    let number = 0;
+    let partial = "";  // (an event's text ends at a line's end; kept in case one does not)
+    const id = (pre.dataset.job || "").replace(/[^0-9a-f-]/g, "");
+    pre.jobFolder = id ? new RegExp("/[^\\s'\"]*/jobs/" + id + "/attempt-\\d+/work/", "g") : null;
+    const refilter = setUpLogTools(pre);
     const state = document.getElementById("log-state");
     const say = (text) => state && (state.textContent = text);
     function open() {
@@ -59,9 +103,17 @@
       source.addEventListener("log", (event) => {
         failures = 0;
         const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
-        pre.append(document.createTextNode(event.data + "\n"));
+        const lines = (partial + event.data).split("\n");
+        partial = "";
+        const batch = document.createDocumentFragment();
+        lines.forEach((text) => { number += 1; batch.append(logLine(pre, text, number)); });
+        pre.append(batch);
+        refilter();
         if (event.lastEventId) offset = Number(event.lastEventId);
-        if (atBottom) pre.scrollTop = pre.scrollHeight;
+        if (location.hash && location.hash.startsWith("#L") && !pre.dataset.jumped) {
+          const target = document.getElementById(location.hash.slice(1));
+          if (target) { target.scrollIntoView({ block: "center" }); pre.dataset.jumped = "true"; }
+        } else if (atBottom) pre.scrollTop = pre.scrollHeight;
       });
       source.addEventListener("end", (event) => {
         source.close();
@@ -184,7 +236,32 @@
     let queue = Promise.resolve();
     let pending = 0;
 
+    // A file whose name is already in the folder is asked about on the page (no browser dialog): replace
+    // it, or keep the one there.
     function add(file) {
+      const path = folder ? folder + "/" + file.name : file.name;
+      const shown = Array.from(document.querySelectorAll("#file-table tr[data-path]")).some((row) => row.dataset.path === path);
+      if (!shown) { start(file, path); return; }
+      const item = document.createElement("li");
+      item.className = "ask";
+      const question = document.createElement("span");
+      question.textContent = "“" + path + "” is already there. ";
+      const replace = document.createElement("button");
+      replace.type = "button";
+      replace.className = "small danger";
+      replace.textContent = "Replace it";
+      const keep = document.createElement("button");
+      keep.type = "button";
+      keep.className = "small";
+      keep.textContent = "Keep the one there";
+      item.append(question, replace, " ", keep);
+      list.append(item);
+      replace.focus();
+      replace.addEventListener("click", () => { item.remove(); start(file, path); });
+      keep.addEventListener("click", () => { item.className = "kept"; item.textContent = file.name + ": not uploaded, the one there is kept"; });
+    }
+
+    function start(file, path) {
       const item = document.createElement("li");
       const name = document.createElement("span");
       name.className = "upload-name";
@@ -201,7 +278,6 @@
       pending += 1;
       queue = queue.then(async () => {
         item.classList.add("active");
-        const path = folder ? folder + "/" + file.name : file.name;
         try {
           await tusUpload(file, path, (done) => {
             bar.value = Math.min(done, bar.max);
@@ -243,11 +319,24 @@
     // A form sent back with errors: its summary takes focus, so the first thing read is what to fix.
     const summary = document.querySelector("[data-focus-on-load]");
     if (summary) summary.focus();
+    // An input's browser: a chosen file or folder goes into its field, and the browser closes.
+    document.body.addEventListener("click", (e) => {
+      const pick = e.target.closest("[data-pick]");
+      if (!pick) return;
+      const field = document.getElementById(pick.dataset.target || "");
+      if (!field) return;
+      field.value = pick.dataset.pick;
+      field.dispatchEvent(new Event("change", { bubbles: true }));
+      const details = pick.closest("details");
+      if (details) details.open = false;
+      field.focus();
+    });
     document.body.addEventListener("htmx:configRequest", (e) => { e.detail.headers["X-CSRF-Token"] = csrfToken(); });
     // A polled table is not swapped while a confirmation in it is open or focus is inside it.
     document.body.addEventListener("htmx:beforeRequest", (e) => {
       const elt = e.detail.elt;
-      if (elt.hasAttribute("data-poll-pauses") && (elt.querySelector("details[open]") || elt.contains(document.activeElement))) {
+      const busy = elt.querySelector("details[open]") || elt.querySelector("input[type=checkbox]:checked") || elt.contains(document.activeElement);
+      if (elt.hasAttribute("data-poll-pauses") && busy) {
         e.preventDefault();
       }
     });

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from celery import Celery
 
 if TYPE_CHECKING:
-    from labcloud.registry.models import Resources
+    from labcloud.registry.spec_parts import Resources
 
 TASK_NAME = "labcloud.run_job"
 RESOURCE_CLASSES = ("small", "large", "gpu")

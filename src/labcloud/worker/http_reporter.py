@@ -1,0 +1,144 @@
+"""How a worker's run of a job reports (:class:`HttpReporter`): over the worker API, with the job token of
+this attempt only, the log (shipped as it grows), progress, the outputs (uploaded one by one, each checked
+by its SHA-256) and the end; the reporter of :mod:`labcloud.execution.runner` for a
+:class:`~labcloud.worker.job.JobRun`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from labcloud.execution import process
+from labcloud.execution.attempt import Collected
+from labcloud.execution.process import Handle
+from labcloud.execution.run_end import RunEnd
+from labcloud.execution.runner import JobPlan
+from labcloud.worker import record
+from labcloud.worker.api import Abandoned, Fenced, WorkerApiError, file_chunks, quote_path
+from labcloud.worker.logship import LogShipper, ProgressSender
+
+if TYPE_CHECKING:
+    from labcloud.worker.job import JobRun
+
+log = logging.getLogger(__name__)
+OUTPUT_TRIES = 3  # uploads that arrive different from the file on disk, before the file is skipped
+UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=None, read=600.0, pool=None)
+
+
+class HttpReporter:
+    """The runner's :class:`~labcloud.execution.runner.Reporter` for a job run away from the server."""
+
+    def __init__(self, run: JobRun, shipper: LogShipper, progress: ProgressSender) -> None:
+        self.run = run
+        self.api = run.api
+        self.shipper = shipper
+        self.sender = progress
+        self.plan: JobPlan | None = None
+
+    def begin(self) -> bool:
+        answer = self.api.json("POST", f"/jobs/{self.run.id}/start", **self.run.call("start"), json={})
+        state = (answer or {}).get("state")
+        if state == "cancelling":
+            return False
+        if state != "running":
+            raise RuntimeError(f"the server answered the start with state {state!r}")
+        record.save(self.run.job_dir, self.api.server, self.run.assignment)  # for a restarted worker
+        return True
+
+    def launched(self, handle: Handle) -> None:
+        self.run.handle = handle
+        if self.run.forget.is_set():  # taken away while it was starting
+            process.cancel(handle)
+
+    def progress(self, fraction: float) -> None:
+        self.sender.report(fraction)
+
+    def cancel_requested(self) -> bool:
+        return self.run.cancel.is_set()
+
+    def gone(self) -> bool:
+        return self.run.forget.is_set()
+
+    def keep(self, collected: Collected, succeeded: bool) -> str | None:
+        """Send every output file; say which could not be stored (named in the log too)."""
+        self.sender.stop()
+        unkept: list[str] = []
+        for item in collected.files:
+            if self.run.forget.is_set():
+                raise Abandoned("outputs")
+            try:
+                self._put(item.rel, item.copy)
+            except (Fenced, Abandoned):
+                raise
+            except WorkerApiError as exc:
+                collected.skip(f"'{item.rel}': not stored ({exc.detail})")
+                unkept.append(item.rel)
+        if unkept:
+            return f"{len(unkept)} output file(s) could not be stored: {', '.join(unkept[:5])}"
+        task = self.plan.task if self.plan is not None else None
+        if succeeded and task is not None:
+            missing = task.missing([item.rel for item in collected.files])
+            if missing:
+                return f"the task left no file at {', '.join(missing)}"
+        return None
+
+    def _put(self, rel: str, path: Path) -> None:
+        for _ in range(OUTPUT_TRIES):
+            digests: list[Any] = []
+
+            def body(path: Path = path, digests: list[Any] = digests) -> Any:
+                digests.append(hashlib.sha256())
+                return file_chunks(path, digests[-1])
+
+            answer = self.api.json(
+                "PUT",
+                f"/jobs/{self.run.id}/outputs/{quote_path(rel)}",
+                **self.run.call(f"output {rel}"),
+                body=body,
+                headers={
+                    "Content-Length": str(path.stat().st_size),
+                    "Content-Type": "application/octet-stream",
+                },
+                timeout=UPLOAD_TIMEOUT,
+            )
+            sent = digests[-1].hexdigest() if digests else ""
+            if not isinstance(answer, dict) or answer.get("sha256") in (None, sent):
+                return
+            log.warning(
+                "%s: output %s arrived damaged (SHA-256 %s); sending it again",
+                self.run,
+                rel,
+                answer["sha256"],
+            )
+        raise WorkerApiError(0, f"it arrived damaged {OUTPUT_TRIES} times")
+
+    def finish(self, end: RunEnd) -> None:
+        self.sender.stop()
+        self.shipper.close()  # every byte of the log is with the server before the end is
+        body: dict[str, Any] = {
+            "outcome": end.outcome,
+            "exit_code": end.exit_code,
+            "message": end.message[:4000],
+            "usage": end.usage,
+        }
+        if end.problem:
+            body["problem"] = end.problem[:4000]
+        if end.note:
+            body["note"] = end.note[:4000]
+        if end.image:
+            body["image"] = end.image
+        if end.steps is not None:
+            body["steps"] = end.steps
+        answer = self.api.json("POST", f"/jobs/{self.run.id}/finish", **self.run.call("finish"), json=body)
+        self.run.final_state = str((answer or {}).get("state", ""))
+        log.info(
+            "%s: %s (%s%s)",
+            self.run,
+            self.run.final_state,
+            end.outcome,
+            "" if end.exit_code is None else f" {end.exit_code}",
+        )
