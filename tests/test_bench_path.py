@@ -26,17 +26,16 @@ RUNNER = "labcloud.execution.runner"
 REPORTER = "labcloud.execution.db_reporter"
 
 
-# The most each path may take, a little above what it took when these were set (local: 117 stops in 32
-# modules, 6 climbs, 7 entries into executors/local.py; pull: the server 89 or 90 stops in 27 modules with
-# 1 climb, the worker 74 in 11 with 3). A path that grows past one fails here: shorten it, or raise the
-# limit in the same change and say why. Raised so far: the pull server's, from 87 stops in 25 modules, when
-# a held job's worker calls moved to their own router (api/routers/worker_jobs.py) and its start and
-# finish went through a service (services/remote_runs.py) instead of calling lifecycle from the router.
+# The most each path may take. Climbs and entries into executors/local.py are the architecture's and are
+# held exactly. Stops and modules also count what timing adds (the follower's polls, a wake-up the
+# dispatcher happens to handle during the job): on a quiet machine local is 117 stops in 32 modules, the
+# pull server 89-90 in 27, the worker 74 in 11, but a loaded CI run saw 139 in 34 and 113 in 29. Their
+# limits leave room for that and still catch a path that grows by a third. A path that grows past one
+# fails here: shorten it, or raise the limit in the same change and say why.
 LIMITS: dict[str, dict[str, int]] = {
-    "local": {"stops": 120, "modules": 33, "climbs": 6, "local_py": 7},
-    # (96: where an attempt ran and a job's title for its events joined the path)
-    "pull: server": {"stops": 96, "modules": 29, "climbs": 1, "local_py": 0},
-    "pull: worker": {"stops": 77, "modules": 12, "climbs": 3, "local_py": 0},
+    "local": {"stops": 160, "modules": 37, "climbs": 6, "local_py": 7},
+    "pull: server": {"stops": 125, "modules": 32, "climbs": 1, "local_py": 0},
+    "pull: worker": {"stops": 100, "modules": 14, "climbs": 3, "local_py": 0},
 }
 
 
@@ -76,9 +75,9 @@ def test_a_pull_job_stays_within_its_limits() -> None:
 
 def test_a_path_over_a_limit_is_named() -> None:
     grown = PathStats(
-        "local", 121, 32, [Climb(RUNNER, "labcloud.runtime", "probe")] * 7, 7, 0, 0, 0, 0, [], []
+        "local", 161, 32, [Climb(RUNNER, "labcloud.runtime", "probe")] * 7, 7, 0, 0, 0, 0, [], []
     )
-    assert _over_limits(grown) == {"stops": (121, 120), "climbs": (7, 6)}
+    assert _over_limits(grown) == {"stops": (161, 160), "climbs": (7, 6)}
 
 
 def test_a_call_from_the_runner_up_into_the_runtime_breaks_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
