@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from labcloud.client import calls
 
 
-class ProjectRequests:
-    """Projects, quotas and usage, each method one request (:mod:`labcloud.client.calls`)."""
+class ProjectRequests(ABC):
+    """Projects, quotas and usage, each method one request (:mod:`labcloud.client.calls`) made through
+    the connection's own :meth:`call`."""
 
+    @abstractmethod
     def call(self, call: calls.Call) -> Any:
-        raise NotImplementedError
+        """Make one request and answer its JSON (the connection's)."""
 
     def projects(self) -> list[dict[str, Any]]:
         """Your projects with your role in each, your personal one first."""

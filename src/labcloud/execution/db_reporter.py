@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import Callable
 
@@ -126,11 +125,8 @@ class DatabaseReporter:
                         self.outputs.upload(url, item.copy)
                         self._placed.append((item.rel, url, item.size))
                     paths = [p for p in paths if not tes_run.is_s3(p)]
-                for n, path in enumerate(paths):  # (a task's file may go to several outputs)
-                    copy = item.copy
-                    if n < len(paths) - 1:
-                        copy = item.copy.with_name(f"{item.copy.name}.{n}")
-                        shutil.copyfile(item.copy, copy)
+                # (a task's file may go to several outputs)
+                for path, copy in zip(paths, tes_run.copies_for(item.copy, len(paths)), strict=True):
                     key = self.storage.new_key()
                     self.storage.put_file(key, copy)  # consumes the copy, never the job's file
                     self._stored.append((files.Upload(path, copy, item.size, item.sha256), key))

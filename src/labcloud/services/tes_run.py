@@ -201,6 +201,18 @@ class TaskOutputs:
         row.outputs_log = entries
 
 
+def copies_for(source: Path, count: int) -> list[Path]:
+    """``count`` files with ``source``'s bytes, for a file that goes to several outputs (storing a file
+    consumes it): ``source`` itself last, a copy beside it for each other one. ``source`` is always a
+    file the server owns (a collected output's copy, an upload received), never one of a job's folder."""
+    copies = []
+    for n in range(count - 1):
+        copy = source.with_name(f"{source.name}.{n}")
+        shutil.copyfile(source, copy)
+        copies.append(copy)
+    return [*copies, source] if count > 0 else []
+
+
 def is_s3(destination: str) -> bool:
     return destination.startswith("s3://")
 
@@ -312,11 +324,7 @@ def deliver(
             placed.append((rel, url, upload.size))
         space = [p for p in paths if not is_s3(p)]
         uploads = []
-        for n, path in enumerate(space):
-            source = upload.source
-            if n < len(space) - 1:  # (a file may go to several outputs: each gets a copy)
-                source = source.with_name(f"{source.name}.{n}")
-                shutil.copyfile(upload.source, source)
+        for path, source in zip(space, copies_for(upload.source, len(space)), strict=True):
             uploads.append(files.Upload(path, source, upload.size, upload.sha256))
             placed.append((rel, path, upload.size))
         if uploads:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from labcloud.errors import Conflict
 from labcloud.request_scope import Ctx, DbSession
-from labcloud.runtime import Runtime
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
-from labcloud.services.tokens import Principal
 from labcloud.web import session as web_session
 from labcloud.web.deps import AdminForm, AdminPage, PageRoute, redirect
 from labcloud.web.rendering import render
@@ -31,8 +28,13 @@ QUEUE_VIEWS = {  # what the page shows: the queue (what waits and runs) by defau
 
 
 def _jobs_context(
-    session: Session, ctx: Runtime, admin: Principal, view: str, cursor: str | None
+    admin: AdminPage,
+    session: DbSession,
+    ctx: Ctx,
+    view: Annotated[str, Query(max_length=10)] = "active",
+    cursor: str | None = None,
 ) -> dict[str, Any]:
+    """A page of every user's jobs in the chosen view: what the page and its polled table show."""
     view = view if view in QUEUE_VIEWS else "active"
     flt = job_service.JobFilter(states=QUEUE_VIEWS[view], everyone=True)
     page = job_service.list_jobs(session, admin.user, flt, limit=ADMIN_JOBS_PAGE, cursor=cursor)
@@ -45,7 +47,6 @@ def _jobs_context(
                 "project": names.projects.get(job.project_id, ""),
                 "message": ctx.message(job),
                 "where": names.workers.get(job.worker_id) if job.worker_id else None,
-                "ended": job.state in TERMINAL,
                 "cancellable": job.state not in TERMINAL and job.state != JobState.CANCELLING,
             }
             for job in page.items
@@ -57,29 +58,19 @@ def _jobs_context(
     }
 
 
+AdminJobs = Annotated[dict[str, Any], Depends(_jobs_context)]
+
+
 @router.get("/admin/jobs")
-def all_jobs(
-    request: Request,
-    admin: AdminPage,
-    session: DbSession,
-    ctx: Ctx,
-    view: Annotated[str, Query(max_length=10)] = "active",
-    cursor: str | None = None,
-) -> Response:
+def all_jobs(request: Request, context: AdminJobs) -> Response:
     """Every user's jobs: by default the queue, what waits (and why) and what runs, with cancel."""
-    return render(request, "admin_jobs.html", _jobs_context(session, ctx, admin, view, cursor))
+    return render(request, "admin_jobs.html", context)
 
 
 @router.get("/admin/jobs/rows")
-def all_job_rows(
-    request: Request,
-    admin: AdminPage,
-    session: DbSession,
-    ctx: Ctx,
-    view: Annotated[str, Query(max_length=10)] = "active",
-    cursor: str | None = None,
-) -> Response:
-    return render(request, "partials/admin_job_table.html", _jobs_context(session, ctx, admin, view, cursor))
+def all_job_rows(request: Request, context: AdminJobs) -> Response:
+    """The table alone, polled by the page."""
+    return render(request, "partials/admin_job_table.html", context)
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
