@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from conftest import Account
 from jobs_helpers import follow_log, py, wait_for_end, write_app
+from labcloud.db.models import JobInput
 from labcloud.execution.sandbox import Sandboxing
 from labcloud.services import job_logs
 from labcloud.services.job_states import JobState
@@ -161,8 +163,9 @@ def test_a_job_that_cannot_start_here_ends_before_anything_is_made_for_it(
     client: TestClient, settings: Settings, user: Account
 ) -> None:
     """Two endings the runner decides before an attempt's folder exists: the job's input is gone when it
-    starts (staging failed), and this server may not run commands (the sandbox it must use does not
-    work: the command's start failed). Each says why, in its message and its log."""
+    starts (staging failed: a job queued before inputs were pinned at submit, so it reads its path when it
+    starts), and this server may not run commands (the sandbox it must use does not work: the command's
+    start failed). Each says why, in its message and its log."""
     apps = settings.effective_apps_dir
     gate = {"cpus": settings.local_cpus or 2, "memory_mb": 32, "timeout_s": 60}  # holds every CPU
     write_app(apps, "gate", ["sh", "-c", "while [ ! -e open ]; do sleep 0.05; done"], resources=gate)
@@ -179,6 +182,8 @@ def test_a_job_that_cannot_start_here_ends_before_anything_is_made_for_it(
     eventually(lambda: state(holder) == "running", 30, "the gate job to run")
     unstaged = submit(client, user, {"app": "reader", "inputs": {"data": "in/a.txt"}})["id"]
     refused = submit(client, user, {"app": "nap"})["id"]
+    with client.app.state.ctx.db.session() as session:  # type: ignore[attr-defined]
+        session.execute(delete(JobInput).where(JobInput.job_id == uuid.UUID(unstaged)))
     assert client.delete("/api/v1/files/in/a.txt", headers=user.headers).status_code == 204
     executor = client.app.state.ctx.executors["local"]  # type: ignore[attr-defined]
     why = "the sandbox is required but does not work: (this test)"

@@ -4,9 +4,12 @@ whole and once, characters intact, and every event's id resumes exactly where th
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -257,3 +260,66 @@ def test_where_the_job_page_starts_showing_a_long_log(settings: Settings) -> Non
     for data, start in cases:
         path.write_bytes(data)
         assert job_logs.tail_start(settings, job_id, 10) == start, data
+
+
+def test_each_line_of_a_job_log_says_when_it_came(
+    client: TestClient, settings: Settings, user: Account
+) -> None:
+    """A real job writes a line, waits over a second, writes another: the log read with times leads each
+    line with when it came (as the supervisor noted it), and the followed log sends a ``times`` event with
+    one time per line before each ``log`` event."""
+    write_app(
+        settings.effective_apps_dir,
+        "slow",
+        py("""
+        import time
+        print("early", flush=True)
+        time.sleep(1.5)
+        print("late", flush=True)
+    """),
+        resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
+    )
+    client.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    before = datetime.now(UTC)
+    r = client.post("/api/v1/jobs", json={"app": "slow"}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    url = f"/api/v1/jobs/{r.json()['id']}/logs"
+    with client.stream("GET", url, params={"follow": "true", "times": "true"}, headers=user.headers) as s:
+        events = sse_events(s.read().decode())
+    after = datetime.now(UTC)
+
+    stamped = {}
+    for line in client.get(url, params={"times": "true"}, headers=user.headers).text.splitlines():
+        stamp, _, rest = line.partition(" ")
+        stamped[rest] = datetime.fromisoformat(stamp)
+    assert before - timedelta(seconds=1) <= stamped["early"] <= stamped["late"] <= after
+    assert stamped["late"] - stamped["early"] >= timedelta(seconds=1.2), stamped
+
+    followed = {}
+    for first, second in itertools.pairwise(events):
+        if second.event == "log":
+            assert first.event == "times", events
+            [times] = first.data
+            stamps = json.loads(times)
+            assert len(stamps) == len(second.data)
+            followed.update(zip(second.data, stamps, strict=True))
+    assert (followed["late"] - followed["early"]) / 1000 >= 1.2, followed
+    untimed = client.get(url, headers=user.headers).text.splitlines()
+    assert "early" in untimed and "late" in untimed  # without times=true: the log as written
+
+
+def test_a_remote_runners_chunks_are_timed_as_they_arrive(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = uuid.uuid4()
+    clock = iter([1_000.0, 1_002.5])
+    monkeypatch.setattr(job_logs.time, "time", lambda: next(clock))
+    job_logs.append(settings, job_id, 0, 0, b"one\ntw")
+    job_logs.append(settings, job_id, 0, 6, b"o\nthree\n")
+    job_logs.append(settings, job_id, 0, 0, b"one\n")  # sent again: nothing new, no new note
+    lines = job_logs.read_timed(settings, job_id).splitlines()
+    assert lines == [
+        "1970-01-01T00:16:40.000Z one",
+        "1970-01-01T00:16:42.500Z two",
+        "1970-01-01T00:16:42.500Z three",
+    ]

@@ -219,16 +219,22 @@ class Runtime:
         return job
 
     def rerun(
-        self, session: Session, user: User, job_id: uuid.UUID, image: job_service.RerunImage = "pinned"
+        self,
+        session: Session,
+        user: User,
+        job_id: uuid.UUID,
+        image: job_service.RerunImage = "pinned",
+        inputs: job_service.RerunInputs = "original",
     ) -> Job:
-        """The same job again, as a new one (a GA4GH TES task: the same task, as a new one); a container
-        job's with the image it ran, or with the ``current`` one its reference names."""
+        """The same job again, as a new one (a GA4GH TES task: the same task, as a new one): with the
+        inputs' content it ran with, or the ``current`` content of their paths; a container job's with the
+        image it ran, or with the ``current`` one its reference names."""
         job = job_service.get_job(session, user, job_id)
         if job.app == tes_service.APP:
             new = tes_service.rerun(session, self.settings, user, job, self.ceiling)
         else:
             new = job_service.rerun(
-                session, self.settings, self.apps, user, job, ceiling=self.ceiling, image=image
+                session, self.settings, self.apps, user, job, ceiling=self.ceiling, image=image, inputs=inputs
             )
         self._done(session)
         return new

@@ -129,6 +129,23 @@ class JobEventOut(BaseModel):
     message: str
 
 
+class InputFileOut(BaseModel):
+    slot: str = Field(description="The input it belongs to.")
+    path: str = Field(
+        description="Its path in the job's folder: the file's name, or folder/... for a folder."
+    )
+    source: str = Field(description="Where it was in its space when the job was submitted.")
+    size: int
+    sha256: str | None = None
+    now: Literal["same", "changed", "gone"] = Field(
+        description="Whether that path still holds this content (same), holds other content (changed), or "
+        "holds nothing (gone). The job keeps its content either way."
+    )
+    url: str | None = Field(
+        None, description="Where to download the content the job used; None if you may not."
+    )
+
+
 class OutputFile(BaseModel):
     path: str
     size: int

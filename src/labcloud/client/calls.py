@@ -157,21 +157,34 @@ def cancel(job_id: str) -> Call:
     return Call("POST", f"{_job(job_id)}/cancel")
 
 
-def rerun(job_id: str, current_image: bool = False) -> Call:
-    return Call("POST", f"{_job(job_id)}/rerun", json={"image": "current"} if current_image else None)
+def rerun(job_id: str, current_image: bool = False, current_inputs: bool = False) -> Call:
+    body = {"image": "current"} if current_image else {}
+    if current_inputs:
+        body["inputs"] = "current"
+    return Call("POST", f"{_job(job_id)}/rerun", json=body or None)
 
 
 def delete_job(job_id: str) -> Call:
     return Call("DELETE", _job(job_id), returns="nothing")
 
 
-def log(job_id: str) -> Call:
-    return Call("GET", f"{_job(job_id)}/logs", headers={"Accept": "text/plain"}, returns="text")
+def log(job_id: str, times: bool = False) -> Call:
+    return Call(
+        "GET",
+        f"{_job(job_id)}/logs",
+        params={"times": "true"} if times else None,
+        headers={"Accept": "text/plain"},
+        returns="text",
+    )
 
 
 def follow_log(job_id: str, params: dict[str, Any]) -> Call:
     """The live log as server-sent events (sent as a stream)."""
     return Call("GET", f"{_job(job_id)}/logs", params=params, headers={"Accept": "text/event-stream"})
+
+
+def inputs(job_id: str) -> Call:
+    return Call("GET", f"{_job(job_id)}/inputs")
 
 
 def outputs(job_id: str) -> Call:

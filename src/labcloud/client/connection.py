@@ -317,12 +317,12 @@ class Connection(ConnectionBase, ProjectRequests):
         result: dict[str, Any] = self.call(calls.cancel(job_id))
         return result
 
-    def rerun(self, job_id: str, current_image: bool = False) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(calls.rerun(job_id, current_image))
+    def rerun(self, job_id: str, current_image: bool = False, current_inputs: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(calls.rerun(job_id, current_image, current_inputs))
         return result
 
-    def log(self, job_id: str) -> str:
-        return str(self.call(calls.log(job_id)))
+    def log(self, job_id: str, times: bool = False) -> str:
+        return str(self.call(calls.log(job_id, times)))
 
     def follow_log(self, job_id: str, reconnects: int = 5) -> Iterator[SseEvent]:
         """The live log as server-sent events, ending with the ``end`` event. A dropped connection is

@@ -303,6 +303,19 @@ class OutputFile(Model):
     sha256: str | None = None
 
 
+class InputFile(Model):
+    """A file one of a job's inputs brought, as the job read it: ``sha256`` is the content it ran with,
+    kept while the job exists; ``now`` says whether ``source`` still holds it (same, changed, gone)."""
+
+    slot: str
+    path: str
+    source: str
+    size: int
+    sha256: str | None = None
+    now: str
+    url: str | None = None
+
+
 class Attempt(Model):
     """One ended attempt of a job: where it ran, how it ended, what it used."""
 

@@ -16,7 +16,7 @@ from labcloud.client import calls
 from labcloud.client.common import LocalPath, Paths, bind, outputs_target, waited
 from labcloud.client.errors import check_options
 from labcloud.client.jobs import JobFilters, SubmitOptions, filters_query, input_plan, submission_of
-from labcloud.client.models import JobEvent, JobInfo, OutputFile
+from labcloud.client.models import InputFile, JobEvent, JobInfo, OutputFile
 from labcloud.client.progress import ShowProgress, download_progress
 
 if TYPE_CHECKING:
@@ -68,6 +68,10 @@ class Job(JobInfo):
         """The job's history: every change of state, with when and why."""
         return [JobEvent.model_validate(e) for e in self._connection.events(self.id)]
 
+    def input_files(self) -> list[InputFile]:
+        """The files its inputs brought, with the checksum of the content it read."""
+        return [InputFile.model_validate(i) for i in self._connection.call(calls.inputs(self.id))]
+
     def outputs(self) -> list[OutputFile]:
         """The job's output files (paths relative to its folder ``jobs/{id}/`` of your space)."""
         return [OutputFile.model_validate(o) for o in self._connection.outputs(self.id)]
@@ -95,10 +99,11 @@ class Job(JobInfo):
         self.assign(self._connection.cancel(self.id))
         return self
 
-    def rerun(self, current_image: bool = False) -> Job:
-        """A new job with the same app, parameters and inputs (a container job's with the image it ran,
-        unless ``current_image``: then the one its reference names now)."""
-        return bind(Job, self._connection.rerun(self.id, current_image), self._client)
+    def rerun(self, current_image: bool = False, current_inputs: bool = False) -> Job:
+        """A new job with the same app, parameters and inputs: the exact content its inputs had, unless
+        ``current_inputs`` (then what their paths hold now); a container job's with the image it ran,
+        unless ``current_image`` (then the one its reference names now)."""
+        return bind(Job, self._connection.rerun(self.id, current_image, current_inputs), self._client)
 
     def delete(self) -> None:
         """Delete the ended job, its history and log (its output files stay in your space)."""
@@ -184,6 +189,10 @@ class AsyncJob(JobInfo):
         """The job's history: every change of state, with when and why."""
         return [JobEvent.model_validate(e) for e in await self._connection.call(calls.events(self.id))]
 
+    async def input_files(self) -> list[InputFile]:
+        """The files its inputs brought, with the checksum of the content it read."""
+        return [InputFile.model_validate(i) for i in await self._connection.call(calls.inputs(self.id))]
+
     async def outputs(self) -> list[OutputFile]:
         """The job's output files (paths relative to its folder ``jobs/{id}/`` of your space)."""
         return [OutputFile.model_validate(o) for o in await self._connection.call(calls.outputs(self.id))]
@@ -209,10 +218,11 @@ class AsyncJob(JobInfo):
         self.assign(await self._connection.call(calls.cancel(self.id)))
         return self
 
-    async def rerun(self, current_image: bool = False) -> AsyncJob:
-        """A new job with the same app, parameters and inputs (a container job's with the image it ran,
-        unless ``current_image``: then the one its reference names now)."""
-        call = calls.rerun(self.id, current_image)
+    async def rerun(self, current_image: bool = False, current_inputs: bool = False) -> AsyncJob:
+        """A new job with the same app, parameters and inputs: the exact content its inputs had, unless
+        ``current_inputs`` (then what their paths hold now); a container job's with the image it ran,
+        unless ``current_image`` (then the one its reference names now)."""
+        call = calls.rerun(self.id, current_image, current_inputs)
         return bind(AsyncJob, await self._connection.call(call), self._client)
 
     async def delete(self) -> None:

@@ -153,7 +153,7 @@ class DatabaseReporter:
             self._drop_stored()  # nothing refers to them: the next try stores its own
             raise
         self._stored = []
-        self.storage.delete(replaced)
+        files.release(self.db, self.storage, replaced)
 
     def _record(self, end: RunEnd, index: bool) -> list[str]:
         """The outputs' index and the job's end, in one transaction; the keys of replaced objects."""

@@ -417,6 +417,11 @@ class Supervisor:
         self.t0 = time.monotonic()
         # O_RDWR so that _log can peek at the last byte; O_APPEND so the job and we never overwrite.
         self.log_fd = os.open(spec["log_path"], os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # "<size> <ms>" lines: by that time the log held that many bytes (what gives its lines their times).
+        times = spec["log_path"] + ".times"
+        self.times_fd = os.open(times, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.marked = -1
+        self._mark()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -436,6 +441,14 @@ class Supervisor:
         if size and os.pread(self.log_fd, 1, size - 1) != b"\n":
             prefix = b"\n"
         os.write(self.log_fd, prefix + f"[labcloud] {message}\n".encode())
+        self._mark()
+
+    def _mark(self) -> None:
+        """Note the log's size and the time, when it has grown since the last note."""
+        size = os.fstat(self.log_fd).st_size
+        if size != self.marked:
+            os.write(self.times_fd, f"{size} {int(time.time() * 1000)}\n".encode())
+            self.marked = size
 
     def _write_status(self, result: dict[str, Any]) -> None:
         """Write the result JSON atomically: a reader sees the old state or the whole file."""
@@ -837,6 +850,7 @@ class Supervisor:
                 self._wait(0.005)
                 self._reap()
         leftovers = self._kill_tree()
+        self._mark()
         if self.job_pidfd is not None:
             os.close(self.job_pidfd)
         if self.container is not None:
@@ -890,6 +904,7 @@ class Supervisor:
                     self._log(f"{self._oom_message()}; killing the job")
                     self._kill_tree()
                     continue
+            self._mark()
             wake = [next_sample]
             if deadline is not None and self.reason is None:
                 wake.append(deadline)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
+from typing import Protocol
 from urllib.parse import quote
 
 from fastapi import Request, Response, status
@@ -42,7 +43,20 @@ def viewable(name: str) -> str | None:
     return VIEWABLE.get(PurePosixPath(name.lower()).suffix)
 
 
-def send_file(ctx: Runtime, request: Request, row: FileEntry, view: bool = False) -> Response:
+class Stored(Protocol):
+    """A file as sent: a file of a space, or the content a job's input was pinned to."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def blob_key(self) -> str | None: ...
+
+
+def send_file(ctx: Runtime, request: Request, row: Stored, view: bool = False) -> Response:
     """The file's bytes: a download, or with ``view`` shown in the browser when :func:`viewable`."""
     etag = f'"{row.sha256}"' if row.sha256 else None
     if etag and etag in _etags(request.headers.get("if-none-match", "")):

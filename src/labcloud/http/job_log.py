@@ -17,9 +17,18 @@ from labcloud.services.job_states import JobState
 
 
 async def log_response(
-    ctx: Runtime, request: Request, user: User, job_id: uuid.UUID, *, follow: bool, offset: int
+    ctx: Runtime,
+    request: Request,
+    user: User,
+    job_id: uuid.UUID,
+    *,
+    follow: bool,
+    offset: int,
+    times: bool = False,
 ) -> Response:
-    """The log of a job ``user`` may read; no database session is held while it streams."""
+    """The log of a job ``user`` may read, with ``times`` when each line came (text: leading each line;
+    followed: a ``times`` event before each ``log`` event); no database session is held while it
+    streams."""
 
     def state() -> JobState:
         with ctx.db.session() as session:
@@ -27,8 +36,12 @@ async def log_response(
 
     current = await run_in_threadpool(state)
     if not follow:
+        if times:
+            return PlainTextResponse(
+                await run_in_threadpool(job_logs.read_timed, ctx.settings, job_id, offset)
+            )
         data = await run_in_threadpool(job_logs.read, ctx.settings, job_id, offset)
         return PlainTextResponse(job_logs.text(data))
     offset = job_logs.resume_offset(offset, request.headers.get("last-event-id"))
-    events = job_logs.follow(ctx.db, ctx.settings, job_id, offset, current, request.is_disconnected)
+    events = job_logs.follow(ctx.db, ctx.settings, job_id, offset, current, request.is_disconnected, times)
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

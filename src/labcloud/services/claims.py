@@ -29,10 +29,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import FileEntry, Job, Worker, WorkerState
+from labcloud.db.models import FileEntry, Job, JobInput, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.services import files, job_files, job_logs, lifecycle, spaces, tes_run
+from labcloud.services import job_inputs, job_logs, lifecycle, tes_run
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import held_job, issue_job_token
@@ -212,21 +212,21 @@ def staging(
 
 
 def inputs_of(session: Session, settings: Settings, storage: Storage, job: Job) -> dict[str, dict[str, Any]]:
+    """Each input's name and files: the content pinned when the job was submitted."""
     out: dict[str, dict[str, Any]] = {}
-    for slot, raw in job.inputs.items():
-        entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
+    for slot, staged in job_inputs.for_staging(session, job).items():
         items = []
-        for rel, row in job_files.input_entries(session, entry):
-            url = storage.presigned_get(row.blob_key or "", row.name, settings.presign_expiry_s)
+        for row in staged.files:
+            url = storage.presigned_get(row.blob_key, row.name, settings.presign_expiry_s)
             items.append(
                 {
-                    "path": rel,
+                    "path": row.rel,
                     "size": row.size,
                     "sha256": row.sha256,
-                    "url": url or f"/api/v1/worker/jobs/{job.id}/inputs/{row.id}",
+                    "url": url or f"/api/v1/worker/jobs/{job.id}/pinned/{row.id}",
                 }
             )
-        out[slot] = {"name": entry.name, "files": items}
+        out[slot] = {"name": staged.name, "files": items}
     return out
 
 
@@ -252,19 +252,19 @@ def assignment(claimed: Claimed) -> dict[str, Any]:
 
 
 def input_file(session: Session, job: Job, file_id: uuid.UUID) -> FileEntry:
-    """An input file of the job (by file id), for a worker staging it."""
-    task_file = tes_run.input_file(session, job, file_id)
-    if task_file is not None:
-        return task_file
-    row = session.get(FileEntry, file_id)
-    if row is None or row.kind != files.FILE:
+    """A file of the owner's space a task's input brings (by file id), for a worker staging it."""
+    row = tes_run.input_file(session, job, file_id)
+    if row is None:
         raise NotFound("No such input file.")
-    for slot, raw in job.inputs.items():
-        entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
-        inside = row.path == entry.path or row.path.startswith(entry.path + "/")
-        if row.project_id == entry.project_id and inside:
-            return row
-    raise NotFound("No such input file.")
+    return row
+
+
+def pinned_input(session: Session, job: Job, pin_id: int) -> JobInput:
+    """The content one of the job's inputs was pinned to (by its id), for a worker staging it."""
+    row = session.get(JobInput, pin_id)
+    if row is None or row.job_id != job.id:
+        raise NotFound("No such input file.")
+    return row
 
 
 def lose(session: Session, job: Job, why: str) -> bool:

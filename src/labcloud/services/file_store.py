@@ -200,7 +200,7 @@ def index_stored(
     except BaseException:
         storage.delete(keys)
         raise
-    storage.delete(replaced)
+    files.release(db, storage, replaced)
     return entries
 
 
@@ -233,7 +233,8 @@ def _emit_uploaded(session: Session, space: files.Space, entries: list[files.Ent
 
 
 def sweep_orphans(db: Database, storage: Storage, older_than: timedelta = timedelta(hours=1)) -> int:
-    """Remove objects no file refers to (left by a crash between storing and indexing)."""
+    """Remove objects no file refers to and no job holds as an input's content: left by a crash between
+    storing and indexing, or held by jobs since deleted."""
     removed = 0
     batch: list[str] = []
     for key in storage.iter_keys(utcnow() - older_than):
@@ -249,6 +250,7 @@ def sweep_orphans(db: Database, storage: Storage, older_than: timedelta = timede
 def _drop_unreferenced(db: Database, storage: Storage, keys: list[str]) -> int:
     with db.session() as session:
         known = set(session.scalars(select(FileEntry.blob_key).where(FileEntry.blob_key.in_(keys))))
+    known |= files.held_keys(db, keys)  # a job's inputs' content: kept while the job exists
     orphans = [k for k in keys if k not in known]
     storage.delete(orphans)
     return len(orphans)

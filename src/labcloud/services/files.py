@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from labcloud.db.engine import Database
-from labcloud.db.models import FileEntry
+from labcloud.db.models import FileEntry, JobInput
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
 from labcloud.services.storage_limits import book, usage
@@ -341,5 +341,25 @@ def delete_path(db: Database, storage: Storage, space: Space, raw_path: str) -> 
             )
         )
         book(session, space.project_id, -freed, None)
-    storage.delete(keys)  # after the commit: a crash in between leaves only unreferenced objects
+    release(db, storage, keys)  # after the commit: a crash in between leaves only unreferenced objects
     return sum(1 for r in rows if r.kind == FILE)
+
+
+def release(db: Database, storage: Storage, keys: list[str]) -> None:
+    """Remove the objects of files deleted or replaced, once that is committed, except those a job holds
+    as the content of its inputs (:class:`JobInput`: kept while the job exists, swept after).
+
+    A submit reads its inputs' rows with a share lock (PostgreSQL), so the delete or replacement that let an
+    object go waited for that submit's commit, and its hold is seen here."""
+    if keys:
+        storage.delete([k for k in keys if k not in held_keys(db, keys)])
+
+
+def held_keys(db: Database, keys: list[str]) -> set[str]:
+    """Which of ``keys`` a job holds as an input's content."""
+    held: set[str] = set()
+    with db.session() as session:
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            held.update(session.scalars(select(JobInput.blob_key).where(JobInput.blob_key.in_(batch))))
+    return held

@@ -3,18 +3,22 @@
 The log is ``jobs_dir/<job id>/job.log``, outside the job's reach. The local runner writes the app's output
 and its own ``[labcloud]`` lines there (:mod:`labcloud.execution.runner`); a remote runner sends its output
 in chunks, at offsets counted from the start of its attempt (:func:`append`). Readers get the bytes from
-an offset (:func:`read`), or follow them as server-sent events until the job ends (:func:`follow`).
+an offset (:func:`read`), or follow them as server-sent events until the job ends (:func:`follow`). When
+each line came is noted beside the log (:func:`times_path`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
@@ -41,6 +45,53 @@ def log_path(settings: Settings, job_id: uuid.UUID) -> Path:
     return job_dir(settings, job_id) / "job.log"
 
 
+def times_path(log: Path) -> Path:
+    """Beside a log, when its bytes came: lines "<size> <ms since the epoch>", each saying that by then the
+    log held that many bytes. Whoever appends to a log notes it there (the job supervisor as it watches
+    the job, the server as a remote runner's chunks arrive); a line's time is that of the first note
+    that covers its end."""
+    return log.with_name(log.name + ".times")
+
+
+def _mark(log: Path, size: int) -> None:
+    with open(times_path(log), "a", encoding="ascii") as fh:
+        fh.write(f"{size} {int(time.time() * 1000)}\n")
+
+
+class Clock:
+    """When a log's bytes came, read from its notes as far as they go (and further as they grow)."""
+
+    def __init__(self, log: Path) -> None:
+        self.path = times_path(log)
+        self.read_to = 0
+        self.sizes: list[int] = []
+        self.ms: list[int] = []
+
+    def at(self, end: int) -> int | None:
+        """When the byte before ``end`` had come (ms since the epoch); None when no note covers it yet."""
+        if not self.sizes or self.sizes[-1] < end:
+            self._more()
+        i = bisect.bisect_left(self.sizes, end)
+        return self.ms[i] if i < len(self.sizes) else None
+
+    def _more(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.read_to)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        whole = data.rfind(b"\n") + 1
+        self.read_to += whole
+        for line in data[:whole].splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                size, ms = int(parts[0]), int(parts[1])
+                if not self.sizes or size > self.sizes[-1]:
+                    self.sizes.append(size)
+                    self.ms.append(ms)
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 
@@ -65,6 +116,8 @@ def append(settings: Settings, job_id: uuid.UUID, base: int, offset: int, data: 
         fresh = data[size - offset :] if offset < size else data
         if fresh:
             fh.write(fresh)
+            fh.flush()
+            _mark(path, fh.tell())
         return Appended(size + len(fresh))
 
 
@@ -86,6 +139,21 @@ def read(settings: Settings, job_id: uuid.UUID, offset: int = 0, limit: int = -1
             return b""
         fh.seek(offset)
         return fh.read(limit)
+
+
+def read_timed(settings: Settings, job_id: uuid.UUID, offset: int = 0) -> str:
+    """The log from ``offset`` as text, each line led by when it came (UTC, to the millisecond, as far as
+    the notes tell; a line no note covers yet is led by the time now)."""
+    data = read(settings, job_id, offset)
+    clock = Clock(log_path(settings, job_id))
+    out = []
+    position = offset
+    for line in data.splitlines(keepends=True):
+        position += len(line)
+        ms = clock.at(position)
+        when = datetime.fromtimestamp((ms if ms is not None else time.time() * 1000) / 1000, UTC)
+        out.append(when.isoformat(timespec="milliseconds").replace("+00:00", "Z") + " " + text(line))
+    return "".join(out)
 
 
 def text(data: bytes) -> str:
@@ -131,6 +199,7 @@ async def follow(
     offset: int,
     state: JobState,
     disconnected: Callable[[], Awaitable[bool]],
+    times: bool = False,
 ) -> AsyncIterator[str]:
     """The log from ``offset`` as server-sent events, new bytes as they come, until the job has ended
     (``state``: its state when the reader was let in) or the reader has gone.
@@ -141,12 +210,16 @@ async def follow(
     or a lone CR (a progress bar's steps: a CR inside a ``data:`` line would end it); a line longer than
     :data:`LINE_PIECE` comes in pieces cut between characters. What is left without its line end comes
     once the job has ended, then an event ``end`` with the job's state.
+
+    With ``times``, each ``log`` event comes after an event ``times``: a JSON list with, for each of its
+    lines, when it came (ms since the epoch; the time now for a line no note covers yet).
     """
     start = offset  # the byte of the log that ``pending`` starts at
     pending = b""
     current: JobState | None = state
     last_state_check = asyncio.get_running_loop().time()
     tail = _Tail(log_path(settings, job_id))
+    clock = Clock(tail.path) if times else None
     try:
         while True:
             chunk = tail.read(start + len(pending), FOLLOW_CHUNK)
@@ -154,6 +227,8 @@ async def follow(
                 pending += chunk
                 lines, used = _lines(pending, ended=False)
                 if lines:
+                    if clock is not None:
+                        yield _times_event(clock, pending[:used], start, len(lines))
                     start, pending = start + used, pending[used:]
                     yield _log_event(lines, start)
                 continue
@@ -162,6 +237,8 @@ async def follow(
             if current in TERMINAL:
                 lines, used = _lines(pending, ended=True)
                 if lines:
+                    if clock is not None:
+                        yield _times_event(clock, pending[:used], start, len(lines))
                     yield _log_event(lines, start + used)
                 yield f"event: end\ndata: {json.dumps({'state': current.value})}\n\n"
                 return
@@ -234,6 +311,16 @@ class _Tail:
             self.fd = None
 
 
+def _times_event(clock: Clock, data: bytes, start: int, count: int) -> str:
+    """When each of the ``count`` lines ``data`` (from byte ``start``) brings came."""
+    ends = [start + m.end() for m in LINE_END.finditer(data)]
+    if len(ends) < count:  # a last line without its end, or a long line's pieces: the event's end
+        ends += [start + len(data)] * (count - len(ends))
+    now = int(time.time() * 1000)
+    stamps = [clock.at(end) for end in ends[:count]]
+    return f"event: times\ndata: {json.dumps([now if t is None else t for t in stamps])}\n\n"
+
+
 def _log_event(lines: list[str], position: int) -> str:
     return "event: log\n" + "".join(f"data: {line}\n" for line in lines) + f"id: {position}\n\n"
 
@@ -246,4 +333,6 @@ def open_attempt(settings: Settings, job_id: uuid.UUID, attempt: int, where: str
         return 0
     with open(path, "ab") as fh:
         fh.write(f"[labcloud] attempt {attempt} on worker {where}\n".encode())
+        fh.flush()
+        _mark(path, fh.tell())
         return fh.tell()

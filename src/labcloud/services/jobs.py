@@ -13,10 +13,10 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, defer
 
 from labcloud import registry
-from labcloud.db.models import FileEntry, Job, JobEvent, JobTag, Project, User, Worker
+from labcloud.db.models import FileEntry, Job, JobEvent, JobInput, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, Forbidden, NotFound
-from labcloud.services import files, job_files, projects, quotas, routing, spaces
+from labcloud.services import files, job_files, job_inputs, projects, quotas, routing, spaces
 from labcloud.services.job_checks import Problems, check_tags, resources_asked, within
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
@@ -69,10 +69,23 @@ def submit(
     ceiling: Callable[[str], dict[str, float] | None] | None = None,
     rerun_of: uuid.UUID | None = None,
     known: Sequence[dict[str, Any]] = (),
+    inputs_of: Job | None = None,
 ) -> Job:
-    """Queue a job. ``ceiling``: the most an executor (by name) can ever give a job; more is refused."""
-    job = prepare(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=rerun_of, known=known)
-    return queue(session, settings, user, job)
+    """Queue a job. ``ceiling``: the most an executor (by name) can ever give a job; more is refused.
+    ``inputs_of``: a job whose inputs' content this one takes (a rerun of it), rather than what the paths
+    hold now."""
+    job = prepare(
+        session,
+        settings,
+        apps,
+        user,
+        sub,
+        ceiling=ceiling,
+        rerun_of=rerun_of,
+        known=known,
+        read_inputs=inputs_of is None,
+    )
+    return queue(session, settings, user, job, inputs_of=inputs_of)
 
 
 def prepare(
@@ -85,16 +98,18 @@ def prepare(
     ceiling: Callable[[str], dict[str, float] | None] | None = None,
     rerun_of: uuid.UUID | None = None,
     known: Sequence[dict[str, Any]] = (),
+    read_inputs: bool = True,
 ) -> Job:
     """The job a submission asks for, checked but not stored; InvalidInput listing every problem, with
-    ``known`` ones (found before, e.g. by a form) among them."""
+    ``known`` ones (found before, e.g. by a form) among them. ``read_inputs`` false: the inputs' files are
+    not looked up (their content comes from the job rerun)."""
     resolved = apps.resolve(sub.app, sub.version, sub.entrypoint)
     spec = resolved.entrypoint
     # Every problem at once (a form shows each next to its field), not only the first group's.
     problems = Problems()
     params = problems.check(lambda: registry.validate_params(spec, sub.params)) or {}
     inputs = problems.check(lambda: registry.validate_inputs(spec, sub.inputs)) or {}
-    for slot, raw in list(inputs.items()):
+    for slot, raw in list(inputs.items()) if read_inputs else ():
         loc: list[str | int] = ["body", "inputs", slot]
         entry = problems.check(spaces.job_input, session, user, raw, loc)
         inputs[slot] = files.clean(raw, loc) if entry is not None else raw  # as the submitter named it
@@ -138,8 +153,9 @@ def prepare(
     )
 
 
-def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
-    """Insert a checked job of ``user``, queued, with its tags and its history's first event."""
+def queue(session: Session, settings: Settings, user: User, job: Job, *, inputs_of: Job | None = None) -> Job:
+    """Insert a checked job of ``user``, queued, with its tags, its history's first event and its inputs'
+    content (what the paths hold now, or what ``inputs_of`` ran with)."""
     job.id = new_id()  # known before the insert, so job, tags and event go in one flush
     job.owner_id = user.id
     project = (
@@ -162,6 +178,10 @@ def queue(session: Session, settings: Settings, user: User, job: Job) -> Job:
     session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in job.tags.items())
     session.add(JobEvent(job_id=job.id, from_state=None, to_state=JobState.QUEUED, message="submitted"))
     session.flush()
+    if inputs_of is not None:
+        job_inputs.copy(session, user, inputs_of, job)
+    else:
+        job_inputs.pin(session, user, job)
     return job
 
 
@@ -178,6 +198,44 @@ def get_job(
         raise NotFound(f"You have no job with id {job_id}.")
     projects.authorize_job(session, user, job, action)
     return job
+
+
+@dataclass
+class InputFile:
+    """A file one of a job's inputs brought: its pinned content, whether its path still holds it, and
+    whether the reader may fetch it."""
+
+    pin: JobInput
+    now: job_inputs.Now
+    readable: bool
+    source: str  # where it was, as a user names it (projects/<slug>/... for a project's file)
+
+
+def input_files(session: Session, user: User, job_id: uuid.UUID) -> list[InputFile]:
+    """What the job's inputs were, file by file, for whoever sees the job."""
+    job = get_job(session, user, job_id)
+    rows = job_inputs.pinned(session, job.id)
+    now = job_inputs.now_at(session, rows)
+    may: dict[uuid.UUID, tuple[bool, str]] = {}
+    out = []
+    for row in rows:
+        if row.project_id not in may:
+            may[row.project_id] = (
+                job_inputs.readable(session, user, row),
+                spaces.prefix_of(session, row.project_id),
+            )
+        readable, prefix = may[row.project_id]
+        out.append(InputFile(row, now[row.id], readable, prefix + row.path))
+    return out
+
+
+def input_file(session: Session, user: User, job_id: uuid.UUID, slot: str, rel: str) -> JobInput:
+    """The content one of the job's input files was pinned to, if ``user`` may read it (NotFound else)."""
+    job = get_job(session, user, job_id)
+    row = job_inputs.one(session, job.id, slot, rel)
+    if not job_inputs.readable(session, user, row):
+        raise NotFound(f"The job's input {slot!r} has no file '{rel}' you may read.")
+    return row
 
 
 def outputs(session: Session, user: User, job_id: uuid.UUID) -> list[FileEntry]:
@@ -265,6 +323,7 @@ def cancel(session: Session, job: Job) -> Job:
 
 
 RerunImage = Literal["pinned", "current"]
+RerunInputs = Literal["original", "current"]
 
 
 def rerun(
@@ -276,10 +335,13 @@ def rerun(
     *,
     ceiling: Callable[[str], dict[str, float] | None] | None = None,
     image: RerunImage = "pinned",
+    inputs: RerunInputs = "original",
 ) -> Job:
-    """The same app version, entrypoint, parameters and inputs again, as a new job. A container job's
-    rerun runs the image its job ran (by content id, even if its tag moved since) unless ``image`` is
-    "current": then whatever its reference names now."""
+    """The same app version, entrypoint, parameters and inputs again, as a new job. Its inputs are the
+    exact content the job ran with (even if the files were changed or deleted since) unless ``inputs`` is
+    "current": then what their paths hold now. A container job's rerun runs the image its job ran (by
+    content id, even if its tag moved since) unless ``image`` is "current": then whatever its reference
+    names now."""
     sub = Submission(
         app=job.app,
         version=job.version,
@@ -292,7 +354,16 @@ def rerun(
         tags=dict(job.tags),
         project=_slug(session, job.project_id),
     )
-    new = submit(session, settings, apps, user, sub, ceiling=ceiling, rerun_of=job.id)
+    new = submit(
+        session,
+        settings,
+        apps,
+        user,
+        sub,
+        ceiling=ceiling,
+        rerun_of=job.id,
+        inputs_of=job if inputs == "original" else None,
+    )
     if image == "pinned" and job.image and new.spec.get("image") == job.spec.get("image"):
         new.image = job.image  # the same container image, by its content id, even if its tag moved since
     return new

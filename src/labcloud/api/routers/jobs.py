@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -11,7 +12,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
-from labcloud.api.job_schemas import AttemptOut, JobDetail, JobEventOut, JobOut, JobSubmit, OutputFile
+from labcloud.api.job_schemas import (
+    AttemptOut,
+    InputFileOut,
+    JobDetail,
+    JobEventOut,
+    JobOut,
+    JobSubmit,
+    OutputFile,
+)
 from labcloud.api.openapi import binary, file_download_responses, problems
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import Job
@@ -33,6 +42,11 @@ class RerunIn(BaseModel):
         "pinned",
         description="A container job's image: the one its job ran (pinned, by content id) or the one its "
         "reference names now (current).",
+    )
+    inputs: job_service.RerunInputs = Field(
+        "original",
+        description="Its inputs: the exact content the job ran with (original), even if those files were "
+        "changed or deleted since, or what their paths hold now (current).",
     )
 
 
@@ -130,8 +144,9 @@ def rerun(
     """A new job with the same app version, entrypoint, parameters, inputs and resources. A container
     job's runs the image its job ran, by content id, even if the image's tag names another one now; with
     `{"image": "current"}` it runs what the tag names now."""
-    image = body.image if body is not None else "pinned"
-    return _out(ctx.rerun(session, principal.user, job_id, image), ctx, session, detail=True)
+    body = body or RerunIn()
+    new = ctx.rerun(session, principal.user, job_id, body.image, body.inputs)
+    return _out(new, ctx, session, detail=True)
 
 
 @router.delete(
@@ -166,7 +181,9 @@ def events(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[Job
         200: {
             "description": "The log as text; with follow=true a stream of server-sent events: `log` events "
             "(one `data:` line a whole log line, `id:` the byte offset to resume from, as `offset` or as "
-            "the `Last-Event-ID` header, which wins) and a last `end` event with the job's state.",
+            "the `Last-Event-ID` header, which wins) and a last `end` event with the job's state. With "
+            "times=true each line comes with when it came: as text, an ISO 8601 UTC time leads it; followed, "
+            "a `times` event (a JSON list, ms since the epoch, one per line) comes before each `log` event.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
     },
@@ -179,8 +196,50 @@ async def logs(
     ctx: Ctx,
     follow: bool = Query(False),
     offset: int = Query(0, ge=0, le=job_logs.MAX_OFFSET, description="Start at this byte of the log."),
+    times: bool = Query(False, description="When each line came (as noted while the job ran)."),
 ) -> Response:
-    return await job_log.log_response(ctx, request, principal.user, job_id, follow=follow, offset=offset)
+    return await job_log.log_response(
+        ctx, request, principal.user, job_id, follow=follow, offset=offset, times=times
+    )
+
+
+@router.get(
+    "/{job_id}/inputs",
+    response_model=list[InputFileOut],
+    operation_id="list_job_inputs",
+    summary="The files the job's inputs brought, as it read them",
+)
+def inputs(job_id: uuid.UUID, principal: Reader, session: DbSession) -> list[InputFileOut]:
+    """Each file of each input with the checksum of the content the job ran with, kept while the job
+    exists: renaming, deleting or uploading over the file at its path changes `now`, never what the job
+    used. Its `url` downloads that content."""
+    return [
+        InputFileOut(
+            slot=f.pin.slot,
+            path=f.pin.rel,
+            source=f.source,
+            size=f.pin.size,
+            sha256=f.pin.sha256,
+            now=f.now,
+            url=f"/api/v1/jobs/{job_id}/inputs/{f.pin.slot}/{quote(f.pin.rel)}" if f.readable else None,
+        )
+        for f in job_service.input_files(session, principal.user, job_id)
+    ]
+
+
+@router.get(
+    "/{job_id}/inputs/{slot}/{path:anypath}",
+    response_class=Response,
+    operation_id="download_job_input",
+    responses=file_download_responses(),
+    summary="Download the content one of the job's input files had when it was submitted",
+)
+def input_file(
+    job_id: uuid.UUID, slot: str, path: str, request: Request, principal: StreamReader, ctx: Ctx
+) -> Response:
+    with ctx.db.session() as session:
+        row = job_service.input_file(session, principal.user, job_id, slot, path)
+    return send_file(ctx, request, row)
 
 
 @router.get(

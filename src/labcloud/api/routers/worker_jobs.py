@@ -92,7 +92,7 @@ def start(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, str]
     "/jobs/{job_id}/inputs/{file_id}",
     response_class=Response,
     responses={**file_download_responses(), **problems(409)},
-    summary="An input file's bytes (local storage)",
+    summary="A task input's file of the space (local storage)",
 )
 def input_file(
     job_id: uuid.UUID, file_id: uuid.UUID, request: Request, credential: Credential, ctx: Ctx
@@ -100,6 +100,21 @@ def input_file(
     with ctx.db.session() as session:
         job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
         row = claims.input_file(session, job, file_id)
+        return send_file(ctx, request, row)
+
+
+@router.get(
+    "/jobs/{job_id}/pinned/{pin_id}",
+    response_class=Response,
+    responses={**file_download_responses(), **problems(409)},
+    summary="The content an input was pinned to at submit (local storage)",
+)
+def pinned_input(
+    job_id: uuid.UUID, pin_id: int, request: Request, credential: Credential, ctx: Ctx
+) -> Response:
+    with ctx.db.session() as session:
+        job, _ = job_tokens.held_job(session, ctx.settings, credential, job_id)
+        row = claims.pinned_input(session, job, pin_id)
         return send_file(ctx, request, row)
 
 

@@ -230,11 +230,14 @@ def logs(
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Keep printing until the job ends; exit 1 unless it succeeded."
     ),
+    timestamps: bool = typer.Option(
+        False, "--timestamps", "-t", help="Lead each line with when it came (UTC); not with --follow."
+    ),
 ) -> None:
     """Print a job's log."""
     with open_client() as client:
         if not follow:
-            text = client.log(job_id)
+            text = client.log(job_id, timestamps)
             sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
             return
         state = follow_log(client, job_id)
@@ -266,11 +269,17 @@ def rerun(
         "--current-image",
         help="A container job: run the image its reference names now, not the one the job ran.",
     ),
+    current_inputs: bool = typer.Option(
+        False,
+        "--current-inputs",
+        help="Read the inputs' paths anew, not the exact content the job ran with.",
+    ),
 ) -> None:
-    """Run a job again with the same app, parameters and inputs (as a new job). A container job runs the
-    image it ran, by content id, unless --current-image."""
+    """Run a job again with the same app, parameters and inputs (as a new job). Its inputs are the exact
+    content the job read, even if those files changed since, unless --current-inputs. A container job runs
+    the image it ran, by content id, unless --current-image."""
     with open_client() as client:
-        job = client.rerun(job_id, current_image)
+        job = client.rerun(job_id, current_image, current_inputs)
         if wait:
             err.print(f"submitted job {job['id']} (rerun of {job_id})")
             job = wait_for(client, job)

@@ -17,6 +17,7 @@ from labcloud.db.models.files import FileEntry as FileEntry
 from labcloud.db.models.files import Upload as Upload
 from labcloud.db.models.jobs import Job as Job
 from labcloud.db.models.jobs import JobEvent as JobEvent
+from labcloud.db.models.jobs import JobInput as JobInput
 from labcloud.db.models.jobs import JobTag as JobTag
 from labcloud.db.models.jobs import TesTask as TesTask
 from labcloud.db.models.projects import Project as Project

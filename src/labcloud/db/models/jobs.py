@@ -92,6 +92,31 @@ class TesTask(Base):
     system_logs: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
+class JobInput(Base):
+    """One file a job's input brought, as it was when the job was submitted: the stored object it read (kept
+    while the job exists, whatever later happens to the file at that path) and its checksum."""
+
+    __tablename__ = "job_inputs"
+    __table_args__ = (Index("uq_job_inputs_job_id_slot_rel", "job_id", "slot", "rel", unique=True),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    slot: Mapped[str] = mapped_column(String(64))
+    # Where it lands in the job's folder: the file's name, or the folder input's name / path inside it.
+    rel: Mapped[str] = mapped_column(String(1024))
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)  # the space it was read from
+    path: Mapped[str] = mapped_column(String(1024))  # its path in that space then
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    blob_key: Mapped[str] = mapped_column(String(200), index=True)
+
+    @property
+    def name(self) -> str:
+        return self.rel.rsplit("/", 1)[-1]
+
+
 class JobTag(Base):
     """Tags as rows, so that listing jobs by tag is an index lookup on every database."""
 

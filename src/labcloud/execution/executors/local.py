@@ -34,7 +34,7 @@ from labcloud.execution.executors.base import Executor
 from labcloud.execution.runner import InputSource, JobPlan
 from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.spec_parts import Resources
-from labcloud.services import job_files, lifecycle, spaces, tes_run
+from labcloud.services import job_inputs, lifecycle, tes_run
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
@@ -180,15 +180,13 @@ class LocalExecutor(Executor):
         return DatabaseReporter(self.settings, self.db, self.storage, job, self.cancel_flag(job.id).is_set)
 
     def _inputs(self, session: Session, job: Job) -> dict[str, InputSource]:
-        """Where each input's files come from; resolved when the job starts, not when it was submitted."""
-        inputs = {}
-        for slot, raw in job.inputs.items():
-            entry = spaces.job_input_of(session, job.owner_id, raw, ["inputs", slot])
-            sources = job_files.input_files(session, entry)
-            inputs[slot] = InputSource(
-                entry.name, [(rel, partial(self.storage.fetch, key)) for rel, key in sources]
+        """Where each input's files come from: the content pinned when the job was submitted."""
+        return {
+            slot: InputSource(
+                staged.name, [(row.rel, partial(self.storage.fetch, row.blob_key)) for row in staged.files]
             )
-        return inputs
+            for slot, staged in job_inputs.for_staging(session, job).items()
+        }
 
     def _task(self, session: Session, job: Job, plan: JobPlan, inputs: bool) -> tes_run.TaskOutputs | None:
         """A task's layout on its plan (with where its inputs come from, when staging), and where its

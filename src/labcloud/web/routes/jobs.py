@@ -170,7 +170,11 @@ def _status_context(
     ended = job.state in {s.value for s in TERMINAL}
     outputs = job_files.job_outputs(session, job.project_id, job.id) if ended else []
     start = len(job_files.job_outputs_folder(job.id)) + 1
+    inputs = job_service.input_files(session, user, job.id)
     return {
+        "input_files": _by_slot(inputs),
+        # something at an input's path is no longer what the job read: a rerun may take either
+        "inputs_moved_on": any(f.now != "same" for f in inputs),
         "job": job,
         "message": ctx.message(job),
         "events": job_service.events(session, job),
@@ -187,6 +191,13 @@ def _status_context(
         if ended or job.state == JobState.QUEUED.value
         else accounting.where_it_ran(session, job),
     }
+
+
+def _by_slot(inputs: list[job_service.InputFile]) -> dict[str, list[job_service.InputFile]]:
+    out: dict[str, list[job_service.InputFile]] = {}
+    for item in inputs:
+        out.setdefault(item.pin.slot, []).append(item)
+    return out
 
 
 @router.get("/jobs/{job_id}")
@@ -219,13 +230,20 @@ async def log_stream(
     ctx: Ctx,
     offset: int = Query(0, ge=0, le=job_logs.MAX_OFFSET),
 ) -> Response:
-    """The live log as server-sent events (EventSource cannot send a bearer header; the cookie goes)."""
-    return await job_log.log_response(ctx, request, principal.user, job_id, follow=True, offset=offset)
+    """The live log as server-sent events, with when each line came (EventSource cannot send a bearer
+    header; the cookie goes)."""
+    return await job_log.log_response(
+        ctx, request, principal.user, job_id, follow=True, offset=offset, times=True
+    )
 
 
 @router.get("/jobs/{job_id}/log.txt")
-async def log_text(job_id: uuid.UUID, request: Request, principal: StreamUser, ctx: Ctx) -> Response:
-    return await job_log.log_response(ctx, request, principal.user, job_id, follow=False, offset=0)
+async def log_text(
+    job_id: uuid.UUID, request: Request, principal: StreamUser, ctx: Ctx, times: bool = False
+) -> Response:
+    return await job_log.log_response(
+        ctx, request, principal.user, job_id, follow=False, offset=0, times=times
+    )
 
 
 @router.get("/jobs/{job_id}/outputs.zip")
@@ -265,9 +283,16 @@ def rerun(
     session: DbSession,
     ctx: Ctx,
     image: Annotated[str, Form(max_length=10)] = "pinned",
+    inputs: Annotated[str, Form(max_length=10)] = "original",
 ) -> Response:
     try:
-        new = ctx.rerun(session, principal.user, job_id, "current" if image == "current" else "pinned")
+        new = ctx.rerun(
+            session,
+            principal.user,
+            job_id,
+            "current" if image == "current" else "pinned",
+            "current" if inputs == "current" else "original",
+        )
     except (InvalidInput, Forbidden, QuotaExceeded) as exc:  # e.g. inputs gone, the project's quota
         session.rollback()
         response = redirect(f"/jobs/{job_id}")

@@ -51,7 +51,9 @@
   // A log line: numbered (a link to itself), control lines (::progress ...) marked so that they can be
   // hidden, and the job's own folder left out of paths (".../jobs/ID/attempt-N/work/output/x" is "output/x").
   const CONTROL = /^::[a-z-]+(\s|$)/;
-  function logLine(pre, text, number) {
+  // When it came (ms since the epoch, from the stream's "times" event) leads it, shown with "Show times".
+  const pad = (n) => String(n).padStart(2, "0");
+  function logLine(pre, text, number, ms) {
     const line = document.createElement("span");
     line.className = "line" + (CONTROL.test(text) ? " control" : "");
     line.id = "L" + number;
@@ -60,10 +62,20 @@
     link.href = "#L" + number;
     link.textContent = String(number);
     link.setAttribute("aria-label", "line " + number);
+    const parts = [link];
+    if (typeof ms === "number") {
+      const at = new Date(ms);
+      const stamp = document.createElement("time");
+      stamp.className = "ts";
+      stamp.dateTime = at.toISOString();
+      stamp.title = at.toLocaleString();
+      stamp.textContent = pad(at.getHours()) + ":" + pad(at.getMinutes()) + ":" + pad(at.getSeconds());
+      parts.push(stamp);
+    }
     const body = document.createElement("span");
     body.className = "lt";
     body.textContent = pre.jobFolder ? text.replace(pre.jobFolder, "") : text;
-    line.append(link, body, document.createTextNode("\n"));
+    line.append(...parts, body, document.createTextNode("\n"));
     return line;
   }
 
@@ -72,6 +84,8 @@
     const search = document.getElementById("log-search");
     const count = document.getElementById("log-matches");
     if (controls) controls.addEventListener("change", () => pre.classList.toggle("show-control", controls.checked));
+    const times = document.getElementById("log-times");
+    if (times) times.addEventListener("change", () => pre.classList.toggle("show-times", times.checked));
     if (!search) return () => {};
     const apply = () => {
       const words = search.value.trim().toLowerCase();
@@ -100,13 +114,18 @@
     function open() {
       const source = new EventSource(pre.dataset.stream + "?offset=" + offset);
       say("following…");
+      let stamps = [];
+      source.addEventListener("times", (event) => {
+        try { stamps = JSON.parse(event.data); } catch (e) { stamps = []; }
+      });
       source.addEventListener("log", (event) => {
         failures = 0;
         const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
         const lines = (partial + event.data).split("\n");
         partial = "";
         const batch = document.createDocumentFragment();
-        lines.forEach((text) => { number += 1; batch.append(logLine(pre, text, number)); });
+        lines.forEach((text, i) => { number += 1; batch.append(logLine(pre, text, number, stamps[i])); });
+        stamps = [];
         pre.append(batch);
         refilter();
         if (event.lastEventId) offset = Number(event.lastEventId);
