@@ -116,6 +116,7 @@ def _client_launch(
         cwd=plan.folder.work,
         env=engine.environment(),
         log_path=plan.log_path,
+        log_times=plan.log_times,
         status_path=plan.folder.status_path,
         limits=limits,
         sandbox=None,

@@ -78,6 +78,7 @@ class LaunchSpec:
     container: dict[str, list[str]] | None = None
     engine_env: dict[str, str] | None = None
     program: str = ""  # the program the job runs, for messages (argv[0] when empty)
+    log_times: bool = False  # note beside the log when its bytes came (the server's own log: job_logs)
     image: str = ""  # a container job's image, for messages
     # A task: containers run one after the other (argv runs none), each a dict with its client's "argv",
     # its "container" command lines, "program", "shown" (its command line for the log), "ignore_error",
@@ -309,6 +310,7 @@ def launch(spec: LaunchSpec) -> Handle:
         "cwd": str(spec.cwd),
         "env": dict(spec.env),
         "log_path": str(spec.log_path),
+        "log_times": spec.log_times,
         "status_path": str(spec.status_path),
         "timeout_s": spec.limits.timeout_s,
         "memory_mb": spec.limits.memory_mb,

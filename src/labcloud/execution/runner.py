@@ -54,6 +54,7 @@ class JobPlan:
     log_path: Path  # the job's log, outside the job's reach
     sandbox: SandboxPolicy | None  # None: no sandbox (the writable folder is added by the runner)
     grace_s: float = 5.0
+    log_times: bool = False  # the supervisor notes beside the log when its bytes came (the server's log)
     # The container engine of this machine (container apps), or why there is none.
     engine: Engine | None = None
     engine_problem: str = ""
@@ -337,6 +338,7 @@ def _launch_spec(plan: JobPlan, staged: dict[str, str]) -> LaunchSpec:
         cwd=plan.folder.work,
         env=env,
         log_path=plan.log_path,
+        log_times=plan.log_times,
         status_path=plan.folder.status_path,
         limits=_limits(plan),
         sandbox=sandbox,

@@ -417,9 +417,12 @@ class Supervisor:
         self.t0 = time.monotonic()
         # O_RDWR so that _log can peek at the last byte; O_APPEND so the job and we never overwrite.
         self.log_fd = os.open(spec["log_path"], os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        # "<size> <ms>" lines: by that time the log held that many bytes (what gives its lines their times).
-        times = spec["log_path"] + ".times"
-        self.times_fd = os.open(times, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # "<size> <ms>" lines: by that time the log held that many bytes (what gives its lines their times;
+        # for the server's own job log only: a remote runner's are timed as its chunks arrive).
+        self.times_fd: int | None = None
+        if spec.get("log_times"):
+            times = spec["log_path"] + ".times"
+            self.times_fd = os.open(times, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.marked = -1
         self._mark()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -445,6 +448,8 @@ class Supervisor:
 
     def _mark(self) -> None:
         """Note the log's size and the time, when it has grown since the last note."""
+        if self.times_fd is None:
+            return
         size = os.fstat(self.log_fd).st_size
         if size != self.marked:
             os.write(self.times_fd, f"{size} {int(time.time() * 1000)}\n".encode())

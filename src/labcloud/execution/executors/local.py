@@ -214,6 +214,7 @@ class LocalExecutor(Executor):
             resources=job.resources,
             folder=folder,
             log_path=job_service.log_path(self.settings, job.id),
+            log_times=True,
             sandbox=self._policy(job) if self.sandboxing.enabled else None,
             grace_s=self.settings.kill_grace_s,
             detach=self._detach,
