@@ -78,6 +78,15 @@ def test_pages_need_a_login_and_send_the_browser_to_the_login_form(client: TestC
     evil = {"HX-Request": "true", "HX-Current-URL": "https://evil.example//elsewhere"}
     r = client.get("/jobs/rows", headers=evil, follow_redirects=False)
     assert r.headers["HX-Redirect"] == "/login"
+    # a form sent after the session ended: back to the page it was on, not to the address it was sent to
+    page = {"Referer": "http://testserver/jobs/abc?tab=log"}
+    r = client.post("/jobs/abc/cancel", data={"csrf_token": "x"}, headers=page, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fjobs%2Fabc%3Ftab%3Dlog"
+    r = client.post("/jobs/abc/cancel", data={"csrf_token": "x"}, follow_redirects=False)
+    assert r.headers["location"] == "/login"
+    evil = {"Referer": "https://evil.example//elsewhere"}
+    r = client.post("/files/delete", data={"path": "x"}, headers=evil, follow_redirects=False)
+    assert r.headers["location"] == "/login"
 
 
 def test_login_sets_a_private_session_cookie_and_logout_ends_it(client: TestClient, app: Any) -> None:

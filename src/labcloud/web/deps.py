@@ -163,11 +163,13 @@ def safe_next(target: str | None) -> str:
 
 def login_redirect(request: Request) -> Response:
     """To the login page, coming back afterwards to the page the browser shows: for an htmx request that
-    is the page it was made from (``HX-Current-URL``), never the fragment it asked for."""
+    is the page it was made from (``HX-Current-URL``), never the fragment it asked for; for a form sent
+    (POST) the page it was sent from (``Referer``), never the address it was sent to, which is no page (its
+    action is not done: it can be sent again from there)."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     partial = bool(request.headers.get("hx-request"))
-    if partial:
-        shown = urlsplit(request.headers.get("hx-current-url", ""))
+    if partial or request.method not in ("GET", "HEAD"):
+        shown = urlsplit(request.headers.get("hx-current-url" if partial else "referer", ""))
         target = safe_next(shown.path + (f"?{shown.query}" if shown.query else ""))
     location = "/login" if target == "/" else f"/login?next={quote(target, safe='')}"
     if partial:
