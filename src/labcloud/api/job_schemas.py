@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from labcloud.services.job_states import JobState
 
@@ -61,6 +61,12 @@ class JobSubmit(BaseModel):
     notify: Literal["always", "failure", "never"] | None = Field(
         None, description="An e-mail when it ends: always, on failure only, never; default: your preference."
     )
+    workers: list[Annotated[str, StringConstraints(max_length=100)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Run only on one of these workers (by name: an instrument, a chosen machine); its labels "
+        "and resources must fit too. It waits for them, however long.",
+    )
 
 
 class JobOut(BaseModel):
@@ -93,6 +99,8 @@ class JobOut(BaseModel):
     queue: str | None = Field(None, description="The Slurm partition or Celery queue it went to.")
     image: str | None = Field(None, description="A container job: the content id of the image it ran.")
     worker: str | None = Field(None, description="A pull job: the name of the worker that holds or ran it.")
+    workers: list[str] = Field(default_factory=list, description="The only workers it may run on, if named.")
+    group_id: uuid.UUID | None = Field(None, description="The session (or sweep) it was submitted in.")
     rerun_of: uuid.UUID | None
     created_at: datetime
     updated_at: datetime

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import FileEntry, Job, JobInput, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.services import job_inputs, job_logs, lifecycle, tes_run
+from labcloud.services import job_inputs, job_logs, lifecycle, targets, tes_run
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import held_job, issue_job_token
@@ -74,7 +74,7 @@ def claim(
     have = worker.labels  # what an admin registered; labels a worker claims for itself count for nothing
     stmt = (
         select(Job)
-        .where(Job.state == JobState.QUEUED, Job.executor == PULL)
+        .where(Job.state == JobState.QUEUED, Job.executor == PULL, targets.claimable_by(worker.id))
         .order_by(Job.id)
         .limit(CANDIDATES)
     )

@@ -16,7 +16,7 @@ from labcloud import registry
 from labcloud.db.models import FileEntry, Job, JobEvent, JobInput, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, Forbidden, NotFound
-from labcloud.services import files, job_files, job_inputs, projects, quotas, routing, spaces
+from labcloud.services import files, job_files, job_inputs, projects, quotas, routing, spaces, targets
 from labcloud.services.job_checks import Problems, check_tags, resources_asked, within
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
@@ -41,6 +41,7 @@ class Submission:
     tags: dict[str, str] = field(default_factory=dict)
     project: str | None = None  # a project's slug; None: the submitter's personal project
     notify: str | None = None  # this job's e-mail when it ends: always, failure, never (None: the owner's)
+    workers: list[str] = field(default_factory=list)  # it runs only on one of these (by name)
 
 
 @dataclass
@@ -85,7 +86,11 @@ def submit(
         known=known,
         read_inputs=inputs_of is None,
     )
-    return queue(session, settings, user, job, inputs_of=inputs_of)
+    job = queue(session, settings, user, job, inputs_of=inputs_of)
+    if sub.workers:
+        workers, _ = targets.resolve(session, sub.workers, ["body", "workers"])
+        targets.attach(session, job, workers)
+    return job
 
 
 def prepare(
@@ -124,6 +129,14 @@ def prepare(
     where = problems.check(
         lambda: routing.route(settings, resolved.app.name, resolved.entrypoint_name, spec, resources)
     )
+    if sub.workers:
+        problems.add(targets.resolve(session, sub.workers, ["body", "workers"])[1])
+        if where is not None and where.executor != routing.LABELLED:
+            if spec.executor:
+                why = f"this entrypoint runs on the '{spec.executor}' executor, not on workers by name"
+                problems.add([{"loc": ["body", "workers"], "msg": why}])
+            else:  # named workers are pull workers: it goes to them whatever the routes say
+                where = routing.Destination(routing.LABELLED, where.queue)
     if where is not None:
         limits = (ceiling(where.executor) if ceiling else None) or {}
         told = {e["loc"][-1] for e in bad_resources}  # (a bad value is told once)
@@ -287,6 +300,7 @@ class Names:
     projects: dict[uuid.UUID, str]
     owners: dict[uuid.UUID, str]
     workers: dict[uuid.UUID, str] = field(default_factory=dict)
+    targets: dict[uuid.UUID, list[str]] = field(default_factory=dict)  # a targeted job's workers, by job
 
 
 def names_of(session: Session, jobs: Sequence[Job]) -> Names:
@@ -300,7 +314,8 @@ def names_of(session: Session, jobs: Sequence[Job]) -> Names:
     if held:
         rows = session.execute(select(Worker.id, Worker.name).where(Worker.id.in_(held)))
         workers = {i: n for i, n in rows}
-    return Names(projects.slugs(session, [job.project_id for job in jobs]), owners, workers)
+    named = targets.workers_of(session, [job.id for job in jobs if job.targeted])
+    return Names(projects.slugs(session, [job.project_id for job in jobs]), owners, workers, named)
 
 
 def events(session: Session, job: Job) -> list[JobEvent]:
@@ -353,6 +368,7 @@ def rerun(
         name=job.name,
         tags=dict(job.tags),
         project=_slug(session, job.project_id),
+        workers=targets.workers_of(session, [job.id]).get(job.id, []),
     )
     new = submit(
         session,

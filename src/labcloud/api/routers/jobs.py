@@ -60,6 +60,7 @@ def _out(
     out.project = names.projects.get(job.project_id, "")
     out.owner = names.owners.get(job.owner_id, "")
     out.worker = names.workers.get(job.worker_id) if job.worker_id is not None else None
+    out.workers = names.targets.get(job.id, [])
     if isinstance(out, JobDetail):
         out.attempt_history = [AttemptOut.model_validate(r) for r in accounting.attempts(session, job)]
     return out

@@ -17,8 +17,10 @@ from labcloud.db.models.files import FileEntry as FileEntry
 from labcloud.db.models.files import Upload as Upload
 from labcloud.db.models.jobs import Job as Job
 from labcloud.db.models.jobs import JobEvent as JobEvent
+from labcloud.db.models.jobs import JobGroup as JobGroup
 from labcloud.db.models.jobs import JobInput as JobInput
 from labcloud.db.models.jobs import JobTag as JobTag
+from labcloud.db.models.jobs import JobTarget as JobTarget
 from labcloud.db.models.jobs import TesTask as TesTask
 from labcloud.db.models.projects import Project as Project
 from labcloud.db.models.projects import ProjectMember as ProjectMember

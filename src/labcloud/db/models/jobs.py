@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from labcloud.db.models.base import Base
@@ -63,6 +63,12 @@ class Job(Base):
     # A container job: the content id (sha256:...) of the image it ran, once known; a rerun runs the same.
     image: Mapped[str | None] = mapped_column(String(300), default=None)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # Runs only on the workers named in job_targets (an instrument, a chosen set of them).
+    targeted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The group it was submitted in: a session across devices, a sweep over parameters.
+    group_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("job_groups.id", ondelete="SET NULL"), default=None, index=True
+    )
     # A job run in steps (a GA4GH TES task): each step's exit code, times and stretch of the log, in order.
     steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     # Pull executor: the worker holding the job and until when; ``attempts`` fences older holders.
@@ -115,6 +121,39 @@ class JobInput(Base):
     @property
     def name(self) -> str:
         return self.rel.rsplit("/", 1)[-1]
+
+
+class JobTarget(Base):
+    """A worker a targeted job may run on (and no other)."""
+
+    __tablename__ = "job_targets"
+    __table_args__ = (Index("ix_job_targets_worker_id_job_id", "worker_id", "job_id"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    worker_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class JobGroup(Base):
+    """Jobs submitted together: a session (one job on each of a chosen set of devices, with per-device
+    parameters beside shared ones) or a sweep (one job per combination of parameter values)."""
+
+    __tablename__ = "job_groups"
+    __table_args__ = (Index("ix_job_groups_owner_id_id", "owner_id", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))  # "session" | "sweep"
+    name: Mapped[str] = mapped_column(String(200), default="")
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    app: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    entrypoint: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # shared by every job
+    # What was said of each member when it was submitted, by job id (a device busy in another session).
+    notes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class JobTag(Base):

@@ -28,6 +28,9 @@ class Worker(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Where it is and what it is, in words (an instrument's room, its rig): set at registration.
+    location: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     token_prefix: Mapped[str] = mapped_column(String(16))
     state: Mapped[WorkerState] = mapped_column(EnumText(WorkerState, 16), default=WorkerState.ACTIVE)

@@ -15,7 +15,7 @@ from labcloud.db.models import Job
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
 from labcloud.registry.spec_parts import Resources
-from labcloud.services import claims
+from labcloud.services import claims, targets
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,11 @@ class PullExecutor(Executor):
         the ones that went quiet meanwhile."""
 
     def wait_reason(self, job: Job) -> str:
+        if job.targeted:
+            with self.db.session() as session:
+                named = targets.wait_reason(session, self.settings, job)
+            if named:
+                return named
         labels = (job.spec or {}).get("labels") or {}
         wanted = [f"{k}={v}" for k, v in sorted(labels.items())]
         if claims.is_container(job):
