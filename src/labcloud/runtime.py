@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.db import migrate
 from labcloud.db.engine import Database
-from labcloud.db.models import Job, User, Worker
+from labcloud.db.models import Job, JobGroup, User, Worker
 from labcloud.execution import containers, engine_probe
 from labcloud.execution.executors import PLUGINS, plugin_class
 from labcloud.execution.executors.base import Executor
@@ -28,6 +28,7 @@ from labcloud.execution.scheduler import Scheduler
 from labcloud.execution.wakeups import Waker, Wakeups
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
+from labcloud.services import device_sessions
 from labcloud.services import jobs as job_service
 from labcloud.services import tes as tes_service
 from labcloud.services import users as user_service
@@ -255,6 +256,29 @@ class Runtime:
         if found is not None:
             found.cancel(job.id)
         return job
+
+    def start_session(self, session: Session, user: User, req: device_sessions.SessionRequest) -> JobGroup:
+        """Queue a session's jobs, one per device, all or none."""
+        group = device_sessions.start(session, self.settings, self.apps, user, req, ceiling=self.ceiling)
+        self._done(session)
+        return group
+
+    def cancel_session(self, session: Session, user: User, group_id: uuid.UUID) -> JobGroup:
+        """Cancel every part of a session that has not ended (each as :meth:`cancel` would, by whoever may
+        manage it); what was already over stays as it was."""
+        group = device_sessions.get(session, user, group_id)
+        cancelled = []
+        for job in device_sessions.active_jobs(session, group):
+            job_service.get_job(
+                session, user, job.id, MANAGE
+            )  # Forbidden for another member's, unless manager
+            cancelled.append(job_service.cancel(session, job))
+        session.commit()
+        for job in cancelled:
+            found = self.executors.get(job.executor)
+            if found is not None:
+                found.cancel(job.id)
+        return group
 
     def delete_job(self, session: Session, user: User, job_id: uuid.UUID) -> None:
         job_service.delete(session, self.settings, job_service.get_job(session, user, job_id, MANAGE))
