@@ -16,6 +16,7 @@ from jobs_helpers import write_app
 from labcloud.db.models import Job
 from labcloud.services import claims
 from labcloud.settings import Settings
+from test_web import browser_login, csrf_of
 from test_worker_api import bearer, claim, heartbeat, register
 
 RECORD = {
@@ -239,3 +240,54 @@ def test_sessions_are_their_owners_and_their_projects(
     assert pclient.get(f"/api/v1/sessions/{started['id']}", headers=other.headers).status_code == 404
     assert pclient.post(f"/api/v1/sessions/{started['id']}/cancel", headers=other.headers).status_code == 404
     assert pclient.get(f"/api/v1/sessions/{started['id']}", headers=admin.headers).status_code == 200
+
+
+def test_a_session_is_started_from_an_apps_page_and_followed_on_its_own(
+    app: Any, pclient: TestClient, settings: Settings, admin: Account, user: Account
+) -> None:
+    _record_app(pclient, settings)
+    tokens = {name: register(pclient, admin, name) for name in ("web-1", "web-2")}
+    heartbeat(pclient, tokens["web-1"])
+    browser = browser_login(app, user.email, user.password)
+    form = browser.get("/apps/record").text
+    assert 'id="run-on-devices"' in form and 'value="web-1"' in form and 'value="web-2"' in form
+    base = {"csrf_token": csrf_of(form), "params.duration_s": "30", "name": "trial", "as_session": "1"}
+
+    bad = browser.post(
+        "/apps/record/run",
+        data={
+            **base,
+            "device": ["web-1", "web-2"],
+            "device_params.web-1": "prefix=Bad Name",
+            "device_params.web-2": "nope",
+        },
+    )
+    assert bad.status_code == 422
+    assert "Device web-1" in bad.text and "Device web-2" in bad.text  # in the summary, each named
+    assert pclient.get("/api/v1/sessions", headers=user.headers).json()["items"] == []
+
+    r = browser.post(
+        "/apps/record/run",
+        data={
+            **base,
+            "device": ["web-1", "web-2"],
+            "device_params.web-1": "prefix=a1",
+            "device_params.web-2": "prefix=b2",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    where = r.headers["location"]
+    page = browser.get(where).text
+    assert 'data-device="web-1"' in page and "prefix=a1" in page and "prefix=b2" in page
+    assert 'hx-get="' + where + '/parts"' in page  # live until every part has ended
+    listed = browser.get("/sessions").text
+    assert where in listed and "trial" in listed
+    r = browser.post(where + "/cancel", data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    assert r.status_code == 303
+    ended = browser.get(where).text
+    assert 'data-state="cancelled"' in ended and "hx-get" not in ended.split('id="session-parts"')[1][:200]
+    job_id = pclient.get(f"/api/v1/sessions/{where.rsplit('/', 1)[1]}", headers=user.headers).json()[
+        "devices"
+    ][0]["job_id"]
+    assert "part of session" in browser.get(f"/jobs/{job_id}").text

@@ -257,10 +257,21 @@ class Runtime:
             found.cancel(job.id)
         return job
 
-    def start_session(self, session: Session, user: User, req: device_sessions.SessionRequest) -> JobGroup:
-        """Queue a session's jobs, one per device, all or none."""
-        group = device_sessions.start(session, self.settings, self.apps, user, req, ceiling=self.ceiling)
-        self._done(session)
+    def start_session(
+        self,
+        session: Session,
+        user: User,
+        req: device_sessions.SessionRequest,
+        known: list[dict[str, Any]] | None = None,
+        commit: bool = True,
+    ) -> JobGroup:
+        """Queue a session's jobs, one per device, all or none (every problem at once, with the ``known``
+        ones a form found before); ``commit`` false only checks it (the caller rolls it back)."""
+        group = device_sessions.start(
+            session, self.settings, self.apps, user, req, ceiling=self.ceiling, known=known or ()
+        )
+        if commit:
+            self._done(session)
         return group
 
     def cancel_session(self, session: Session, user: User, group_id: uuid.UUID) -> JobGroup:

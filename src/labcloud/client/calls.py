@@ -183,6 +183,22 @@ def follow_log(job_id: str, params: dict[str, Any]) -> Call:
     return Call("GET", f"{_job(job_id)}/logs", params=params, headers={"Accept": "text/event-stream"})
 
 
+def start_session(body: dict[str, Any]) -> Call:
+    return Call("POST", "/sessions", json=body)
+
+
+def sessions(project: str | None = None) -> Call:
+    return Call("GET", "/sessions", params={"project": project} if project else None)
+
+
+def session(session_id: str) -> Call:
+    return Call("GET", f"/sessions/{quote(session_id, safe='')}")
+
+
+def cancel_session(session_id: str) -> Call:
+    return Call("POST", f"/sessions/{quote(session_id, safe='')}/cancel")
+
+
 def inputs(job_id: str) -> Call:
     return Call("GET", f"{_job(job_id)}/inputs")
 

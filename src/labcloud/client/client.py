@@ -12,6 +12,7 @@ from labcloud.client.typed_files import Files as Files
 from labcloud.client.typed_jobs import Job as Job
 from labcloud.client.typed_jobs import Jobs as Jobs
 from labcloud.client.typed_projects import Projects as Projects
+from labcloud.client.typed_sessions import Sessions
 
 __all__ = ["Client", "Files", "Job", "Jobs", "Projects"]
 
@@ -31,6 +32,7 @@ class Client:
         self.files = Files(self)
         self.jobs = Jobs(self)
         self.projects = Projects(self)
+        self.sessions = Sessions(self)
 
     @classmethod
     def from_env(cls, server: str | None = None, *, timeout: float = 30.0) -> Client:

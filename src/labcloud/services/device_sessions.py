@@ -82,8 +82,10 @@ def start(
     req: SessionRequest,
     *,
     ceiling: Callable[[str], dict[str, float] | None] | None = None,
+    known: Sequence[dict[str, Any]] = (),
 ) -> JobGroup:
-    """Queue one job per device, all or none; InvalidInput listing every problem of every device."""
+    """Queue one job per device, all or none; InvalidInput listing every problem of every device (and the
+    ``known`` ones, found before by a form)."""
     devices = _devices(session, settings, req)
     problems = Problems()
     shared: dict[tuple[str, ...], dict[str, Any]] = {}  # a problem every device has, told once
@@ -116,6 +118,7 @@ def start(
                 else:
                     shared.setdefault((*loc, str(error.get("msg"))), error)
     problems.add(list(shared.values()))
+    problems.add([k for k in known if (*map(str, k.get("loc", [])), str(k.get("msg"))) not in shared])
     problems.raise_any()
     first = prepared[0][1]
     group = JobGroup(

@@ -20,6 +20,7 @@ from labcloud.web.routes import (
     admin_jobs,
     apps,
     auth,
+    device_sessions,
     files,
     home,
     jobs,
@@ -31,7 +32,19 @@ from labcloud.web.routes import (
 
 
 def install(app: FastAPI) -> None:
-    pages = (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, search)
+    pages = (
+        auth,
+        home,
+        apps,
+        files,
+        jobs,
+        device_sessions,
+        projects,
+        project_budget,
+        account,
+        webhooks,
+        search,
+    )
     modules = (*pages, admin, admin_jobs)
     for module in modules:
         app.include_router(module.router)

@@ -54,6 +54,11 @@ class RunForm:
     projects: list[tuple[str, str]] = field(default_factory=list)
     project: str = ""  # the chosen slug
     project_error: str = ""
+    # "Run on devices": the devices one may choose (name, where, state), those chosen and their own answers.
+    devices: list[tuple[str, str, str]] = field(default_factory=list)
+    chosen_devices: list[str] = field(default_factory=list)
+    device_params: dict[str, str] = field(default_factory=dict)
+    device_errors: dict[str, str] = field(default_factory=dict)
 
 
 def _label(key: str, schema: dict[str, Any]) -> str:
@@ -266,7 +271,28 @@ def summary(form: RunForm) -> list[tuple[str, str, str]]:
     if form.tags_error:
         found.append(("f-tags", "Tags", form.tags_error))
     found += [(f"f-{f.name.replace('.', '-')}", f.label, f.error) for f in form.resources if f.error]
+    for n, (name, _, _) in enumerate(form.devices, start=1):
+        if form.device_errors.get(name):
+            found.append((f"device-params-{n}", f"Device {name}", form.device_errors[name]))
     return found
+
+
+def device_params(form: RunForm, spec: EntrypointSpec, raw: str) -> dict[str, Any]:
+    """A device's own answers, ``key=value, key=value``, typed as the form's fields are; ValueError for
+    text that is no such list or names no parameter."""
+    properties: dict[str, Any] = spec.parameters.get("properties", {})
+    fields = {f.key: f for f in form.params}
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"{part!r}: write parameter=value pairs (parameters: {', '.join(fields)})")
+        schema = properties.get(key, {})
+        out[key] = _param_value(fields[key], schema if isinstance(schema, dict) else {}, value.strip())
+    return out
 
 
 def attach_errors(form: RunForm, errors: list[dict[str, Any]]) -> None:
@@ -276,6 +302,17 @@ def attach_errors(form: RunForm, errors: list[dict[str, Any]]) -> None:
         loc = [str(p) for p in error.get("loc", [])]
         if loc and loc[0] == "body":
             loc = loc[1:]
+        if (
+            loc[:1] == ["devices"]
+            and len(loc) >= 2
+            and loc[1].isdigit()
+            and int(loc[1]) < len(form.chosen_devices)
+        ):
+            name = form.chosen_devices[int(loc[1])]
+            said = ".".join(loc[2:])
+            message = f"{said}: {error.get('msg', 'invalid')}" if said else str(error.get("msg", "invalid"))
+            form.device_errors[name] = f"{form.device_errors.get(name, '')} {message}".strip()
+            continue
         target = by_name.get(".".join(loc[:2])) if len(loc) >= 2 else None
         message = str(error.get("msg", "invalid"))
         if loc == ["project"]:

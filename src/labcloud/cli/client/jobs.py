@@ -108,6 +108,12 @@ def submit(
         metavar="SLUG",
         help=f"{PROJECT_HELP}: run the job there, for its members to see (default: your personal one).",
     ),
+    worker: list[str] = typer.Option(
+        [],
+        "--worker",
+        metavar="NAME",
+        help="Run it only on this worker (an instrument); repeat for a choice.",
+    ),
     wait: bool = typer.Option(
         False, "--wait", "-w", help="Wait for the job to end; exit 1 unless it succeeds."
     ),
@@ -125,7 +131,7 @@ def submit(
         local = Path(value).expanduser()
         given[slot] = local if local.is_file() else value  # a local file is uploaded to inputs/ first
     inputs, plan = job_requests.input_plan(given)
-    body = {
+    body: dict[str, Any] = {
         "app": app,
         "version": version,
         "entrypoint": entrypoint,
@@ -136,6 +142,8 @@ def submit(
     }
     if project:
         body["project"] = project
+    if worker:
+        body["workers"] = worker
     with open_client() as client:
         if plan:
             upload_files(client, plan)

@@ -7,16 +7,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from labcloud.db.models import Job, User
+from labcloud.db.models import Job, User, Worker, WorkerState
 from labcloud.errors import InvalidInput, NotFound
 from labcloud.registry import ResolvedEntrypoint
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import files, projects, spaces
+from labcloud.services import device_sessions, files, projects, spaces
 from labcloud.services import jobs as job_service
+from labcloud.services import workers as worker_service
+from labcloud.services.handover import ENGINE_TOKEN_PREFIX
 from labcloud.services.quotas import QuotaExceeded
 from labcloud.services.tokens import Principal
 from labcloud.web import forms
@@ -65,9 +68,23 @@ def project_choices(session: Session, user: User) -> list[tuple[str, str]]:
 
 
 def _form(session: Session, ctx: Runtime, resolved: ResolvedEntrypoint, user: User) -> forms.RunForm:
-    return forms.build(
+    form = forms.build(
         resolved.entrypoint, file_choices(session, user), ctx.ceiling(), project_choices(session, user)
     )
+    if resolved.entrypoint.executor in (None, "pull"):  # (an entrypoint bound elsewhere runs on no device)
+        form.devices = _devices(session, ctx)
+    return form
+
+
+def _devices(session: Session, ctx: Runtime) -> list[tuple[str, str, str]]:
+    """(name, location, state) of every worker one may choose to run on, by name."""
+    rows = session.scalars(
+        select(Worker).where(Worker.state != WorkerState.REVOKED, Worker.token_prefix != ENGINE_TOKEN_PREFIX)
+    )
+    return [
+        (w.name, w.location, worker_service.state_of(w, ctx.settings))
+        for w in sorted(rows, key=lambda w: w.name)
+    ]
 
 
 def _page(
@@ -169,6 +186,8 @@ def _submit(
     form = _form(session, ctx, resolved, principal.user)
     sub = forms.read(form, resolved.entrypoint, data)
     sub.app, sub.version, sub.entrypoint = resolved.app.name, resolved.version, resolved.entrypoint_name
+    if data.get("as_session"):
+        return _start_session(request, principal, session, ctx, resolved, form, sub, data)
     try:  # (what the form found is told with all the service finds: one pass)
         job = ctx.submit(session, principal.user, sub, known=form.problems)
     except InvalidInput as exc:
@@ -180,6 +199,64 @@ def _submit(
         form.project_error = exc.detail
         return _page(request, ctx, resolved, form, exc.status)
     return redirect(f"/jobs/{job.id}")
+
+
+def _start_session(
+    request: Request,
+    principal: Principal,
+    session: Session,
+    ctx: Runtime,
+    resolved: ResolvedEntrypoint,
+    form: forms.RunForm,
+    sub: job_service.Submission,
+    data: FormData,
+) -> Response:
+    """The form's answers shared by every chosen device, each device's own over them: a session."""
+    offered = {name for name, _, _ in form.devices}
+    form.chosen_devices = [str(d) for d in data.getlist("device") if str(d) in offered]
+    devices = []
+    for name in form.chosen_devices:
+        raw = str(data.get(f"device_params.{name}", "")).strip()[:2000]
+        form.device_params[name] = raw
+        try:
+            own = forms.device_params(form, resolved.entrypoint, raw)
+        except ValueError as exc:
+            form.device_errors[name] = str(exc)
+            own = {}
+        devices.append(device_sessions.DeviceRequest(name, own))
+    answered = {key for d in devices for key in d.params}  # (a device's own answer fills a field left empty)
+    known = [p for p in form.problems if not (len(p["loc"]) > 2 and p["loc"][2] in answered)]
+    if not form.chosen_devices:
+        form.errors.append("Choose at least one device under “Run on devices”.")
+        forms.attach_errors(form, known)
+        return _page(request, ctx, resolved, form, 422)
+    req = device_sessions.SessionRequest(
+        app=sub.app,
+        version=sub.version,
+        entrypoint=sub.entrypoint,
+        params=sub.params,
+        inputs=sub.inputs,
+        resources=sub.resources,
+        devices=devices,
+        name=sub.name,
+        tags=sub.tags,
+        project=sub.project,
+        notify=sub.notify,
+    )
+    try:  # (checked whole even when a device's answers could not be read: every problem at once)
+        group = ctx.start_session(session, principal.user, req, known, commit=not form.device_errors)
+    except InvalidInput as exc:
+        session.rollback()
+        forms.attach_errors(form, exc.errors or [{"loc": [], "msg": exc.detail}])
+        return _page(request, ctx, resolved, form, 422)
+    except QuotaExceeded as exc:
+        session.rollback()
+        form.project_error = exc.detail
+        return _page(request, ctx, resolved, form, exc.status)
+    if form.device_errors:
+        session.rollback()
+        return _page(request, ctx, resolved, form, 422)
+    return redirect(f"/sessions/{group.id}")
 
 
 PICKER_PAGE = 200

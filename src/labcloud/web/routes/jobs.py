@@ -15,13 +15,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, Project
+from labcloud.db.models import Job, JobGroup, Project
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from labcloud.http import job_log
 from labcloud.http.downloads import send_file, send_outputs_zip, send_zip
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import accounting, files, job_checks, job_files, job_logs, projects, users
+from labcloud.services import accounting, files, job_checks, job_files, job_logs, projects, targets, users
 from labcloud.services import jobs as job_service
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.services.quotas import QuotaExceeded
@@ -211,6 +211,8 @@ def job_page(
     context["project"] = project_labels(session, mine, [job])[job.project_id]
     context["mine"] = job.owner_id == principal.user.id
     context["owner"] = None if context["mine"] else users.get_user(session, job.owner_id)
+    context["group"] = session.get(JobGroup, job.group_id) if job.group_id else None
+    context["targets"] = targets.workers_of(session, [job.id]).get(job.id, []) if job.targeted else []
     return render(request, "job.html", context)
 
 
