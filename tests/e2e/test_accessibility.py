@@ -31,6 +31,7 @@ from labcloud.web.routes import (
     admin_jobs,
     apps,
     auth,
+    device_sessions,
     files,
     home,
     jobs,
@@ -69,6 +70,7 @@ class World:
     project: str
     webhook: str
     user_id: str
+    session: str
 
 
 def _wait_state(api: Any, job_id: str, states: set[str]) -> str:
@@ -139,6 +141,17 @@ def world(live_server: LiveServer) -> Iterator[World]:
         assert r.status_code == 200, r.text
         r = api.post("/api/v1/workers", json={"name": "rig-1", "labels": {"platform": "spinnaker"}})
         assert r.status_code == 201, r.text
+        r = api.post(
+            "/api/v1/sessions",
+            json={
+                "app": "hello",
+                "name": "enclosures, morning",
+                "params": {"times": 1},
+                "devices": [{"worker": "rig-1", "params": {"name": "Ada"}}],
+            },
+        )
+        assert r.status_code == 201, r.text
+        session = r.json()["id"]
         r = api.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["job.succeeded"]})
         assert r.status_code == 201, r.text
         webhook = r.json()["id"]
@@ -171,10 +184,11 @@ def world(live_server: LiveServer) -> Iterator[World]:
             json={"resource": "cpu_hours", "amount": 20, "justification": "The March recordings need more."},
         )
         assert r.status_code == 201, r.text
-    yield World(succeeded, failed, running, waiting, slug, webhook, user_id)
+    yield World(succeeded, failed, running, waiting, slug, webhook, user_id, session)
     with live_server.api(live_server.admin_token()) as api:
         for job_id in (running, waiting):
             api.post(f"/api/v1/jobs/{job_id}/cancel")
+        api.post(f"/api/v1/sessions/{session}/cancel")
 
 
 def _token(live_server: LiveServer, email: str, password: str) -> str:
@@ -303,6 +317,16 @@ def _invalid_worker(page: Page, world: World) -> None:
     expect(page.locator("#worker-name-help .error")).to_be_visible()
 
 
+def _devices_form(page: Page, world: World) -> None:
+    """The run form's devices, opened, with a device's answers that could not be read."""
+    page.goto("/apps/hello")
+    page.locator("#run-on-devices summary").click()
+    page.get_by_label("rig-1", exact=True).check()
+    page.get_by_label("rig-1's own answers").fill("no pairs here")
+    page.get_by_role("button", name="Start a session on the ticked devices").click()
+    expect(page.locator("#run-on-devices .error")).to_be_visible()
+
+
 Visit = str | Callable[[Page, World], None]
 PAGES: list[tuple[str, str, Visit]] = [
     ("dashboard", "admin", "/"),
@@ -334,6 +358,9 @@ PAGES: list[tuple[str, str, Visit]] = [
     ("webhook", "admin", "/account/webhooks/{webhook}"),
     ("admin-users", "admin", "/admin/users"),
     ("admin-user", "admin", "/admin/users/{user_id}"),
+    ("sessions", "admin", "/sessions"),
+    ("session", "admin", "/sessions/{session}"),
+    ("app-hello-devices", "admin", _devices_form),
     ("search", "admin", "/search?q=trace"),
     ("search-nothing", "admin", "/search?q=no-such-thing"),
     ("admin-jobs", "admin", "/admin/jobs"),
@@ -496,7 +523,7 @@ def test_the_upload_picker_shows_where_the_focus_is(contexts: Contexts) -> None:
 
 
 NOT_PAGES = re.compile(
-    r"/rows$|/listing$|/status$|/log|\.(txt|zip|csv)$|/download/|/outputs/|/deliveries$|/ui/picker$|favicon"
+    r"/rows$|/parts$|/listing$|/status$|/log|\.(txt|zip|csv)$|/download/|/outputs/|/deliveries$|/ui/picker$|favicon"
 )
 
 
@@ -509,7 +536,20 @@ def test_every_page_is_in_the_list() -> None:
     ]
     visited = [re.sub(r"[?#].*", "", v) for v in starts]
     missing = []
-    modules = (account, admin, admin_jobs, apps, auth, files, home, jobs, project_budget, projects, search)
+    modules = (
+        account,
+        admin,
+        admin_jobs,
+        apps,
+        auth,
+        device_sessions,
+        files,
+        home,
+        jobs,
+        project_budget,
+        projects,
+        search,
+    )
     for module in (*modules, webhooks):
         for route in module.router.routes:
             if not isinstance(route, APIRoute) or "GET" not in route.methods or NOT_PAGES.search(route.path):
