@@ -229,7 +229,7 @@ def test_the_job_page_links_the_content_and_offers_both_reruns(
     _log(client, user, job_id)
     browser = browser_login(app, user.email, user.password)
     page = browser.get(f"/jobs/{job_id}").text
-    assert f'href="/api/v1/jobs/{job_id}/inputs/data/page.txt"' in page
+    assert f'href="/jobs/{job_id}/inputs/data/page.txt"' in page
     assert "changed since" not in page and 'id="rerun-current-inputs"' not in page
 
     _put(client, user, "page.txt", b"edited")

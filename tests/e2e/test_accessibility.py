@@ -523,7 +523,7 @@ def test_the_upload_picker_shows_where_the_focus_is(contexts: Contexts) -> None:
 
 
 NOT_PAGES = re.compile(
-    r"/rows$|/parts$|/listing$|/status$|/log|\.(txt|zip|csv)$|/download/|/outputs/|/deliveries$|/ui/picker$|favicon"
+    r"/rows$|/parts$|/listing$|/status$|/log|\.(txt|zip|csv)$|/download/|/outputs/|/inputs/|/deliveries$|/ui/picker$|favicon"
 )
 
 

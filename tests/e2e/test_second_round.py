@@ -552,12 +552,20 @@ def test_the_log_viewer(page: Page, world: World, live_server: LiveServer) -> No
     expect(page).to_have_url(re.compile(rf"#{number}$"))
     assert line.evaluate("el => el.matches(':target')")
     screenshot(page, "second-07-log")
-    # a link to a line opens the page at that line
-    # a link to a line opens the page there (on a screen too short to show the log without scrolling)
+    # each line says when it came, shown on request
+    stamp = line.locator("time.ts")
+    expect(stamp).to_be_hidden()
+    page.get_by_label("Show times").check()
+    expect(stamp).to_be_visible()
+    expect(stamp).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", stamp.get_attribute("datetime") or "")
+    # a link to a line opens the page there (on a screen too short to show the log without scrolling),
+    # the line marked
     page.set_viewport_size({"width": 1280, "height": 320})
     page.goto("/")
     page.goto(f"/jobs/{world.spikes}#{number}")
     expect(page.locator(f"#{number}")).to_be_in_viewport()
+    expect(page.locator(f"#{number}")).to_have_class(re.compile(r"\blinked\b"))
     assert page.evaluate("() => window.scrollY") > 0
 
 
@@ -839,3 +847,32 @@ def test_admin_tables_fit_a_phone(own_browser: Any, path: str) -> None:
     assert not broken, f"words broken mid-word: {broken}"
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= PHONE["width"] + 1, page.evaluate(WIDER_THAN_THE_VIEWPORT, PHONE["width"])
+
+
+# -------------------------------------------------------------------------------------------- provenance
+
+
+def test_a_job_page_links_the_input_it_read_after_the_file_changed(page: Page, api: httpx.Client) -> None:
+    trace = (SAMPLES / "trace.csv").read_bytes()
+    _put(api, "provenance/trace.csv", trace)
+    job = _submit(api, app="spikes", inputs={"trace": "provenance/trace.csv"}, name="provenance")
+    assert _wait_state(api, job["id"], {"succeeded", "failed"}) == "succeeded"
+    page.goto(f"/jobs/{job['id']}")
+    link = page.get_by_role("link", name="provenance/trace.csv")
+    expect(link).to_have_attribute("href", f"/jobs/{job['id']}/inputs/trace/trace.csv")
+    expect(page.get_by_text("changed since")).to_have_count(0)
+    expect(page.locator("#rerun-current-inputs")).to_have_count(0)
+
+    _put(api, "provenance/trace.csv", b"time,value\n0,1\n")  # the same name, other content
+    page.reload()
+    expect(page.get_by_text("changed since")).to_be_visible()
+    with page.expect_download() as got:
+        page.get_by_role("link", name="provenance/trace.csv").click()
+    assert Path(got.value.path()).read_bytes() == trace  # what the job read, not what is there now
+    expect(page.locator("#rerun-current-inputs")).to_be_visible()
+    page.locator("#rerun-job").click()  # the same content again
+    expect(page.locator(".flash")).to_contain_text("Started again")
+    rerun = page.url.rsplit("/", 1)[1]
+    assert _wait_state(api, rerun, {"succeeded", "failed"}) == "succeeded"
+    [pinned] = api.get(f"/api/v1/jobs/{rerun}/inputs").json()
+    assert pinned["now"] == "changed" and pinned["size"] == len(trace)

@@ -80,6 +80,8 @@ def amount(value: float, key: str = "") -> str:
     number = float(value)
     text = str(int(number)) if number.is_integer() else f"{number:.6g}"
     unit = RESOURCE_UNITS.get(key, "")
+    if number == 1 and unit.endswith("s"):
+        unit = unit[:-1]  # 1 CPU, 1 second
     return f"{text} {unit}".strip()
 
 

@@ -17,7 +17,7 @@ from labcloud.db.models import FileEntry, Job, JobEvent, JobInput, JobTag, Proje
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, Forbidden, NotFound
 from labcloud.services import files, job_files, job_inputs, projects, quotas, routing, spaces, targets
-from labcloud.services.job_checks import Problems, check_tags, resources_asked, within
+from labcloud.services.job_checks import Problems, amount, check_tags, resources_asked, within
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
 from labcloud.services.job_states import TERMINAL, JobState
@@ -139,6 +139,10 @@ def prepare(
                 where = routing.Destination(routing.LABELLED, where.queue)
     if where is not None:
         limits = (ceiling(where.executor) if ceiling else None) or {}
+        for error in bad_resources:  # over every installation's bound, and over this one's: say this one's
+            key, asked = error["loc"][-1], sub.resources.get(error["loc"][-1])
+            if key in limits and isinstance(asked, int | float) and asked > limits[key]:
+                error["msg"] = f"at most {amount(limits[key], key)} here (asked for {amount(asked, key)})"
         told = {e["loc"][-1] for e in bad_resources}  # (a bad value is told once)
         problems.check(lambda: within(resources, {k: v for k, v in limits.items() if k not in told}))
     problems.check(lambda: check_tags(sub.tags))

@@ -36,6 +36,7 @@ from labcloud.execution.sandbox import SandboxPolicy, resolve_sandboxing
 from labcloud.registry.spec_parts import Resources
 from labcloud.services import job_inputs, lifecycle, tes_run
 from labcloud.services import jobs as job_service
+from labcloud.services.job_checks import amount
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.settings import Settings, config_path_from_env
 from labcloud.storage.base import Storage
@@ -89,8 +90,8 @@ class LocalExecutor(Executor):
             cpus, mem = self._used()
         if not self.fits_now(resources):
             return (
-                f"waiting for capacity: needs {resources.cpus:g} CPU and "
-                f"{resources.memory_mb} MB; {cpus:g} of {self.cpus:g} CPUs and "
+                f"waiting for capacity: needs {amount(resources.cpus, 'cpus')} and "
+                f"{resources.memory_mb} MB; {cpus:g} of {amount(self.cpus, 'cpus')} and "
                 f"{mem} of {self.memory_mb} MB are in use"
             )
         return (

@@ -266,6 +266,22 @@ def output_file(
     return send_file(ctx, request, row, view=view)
 
 
+@router.get("/jobs/{job_id}/inputs/{slot}/{path:anypath}")
+def input_file(
+    job_id: uuid.UUID,
+    slot: str,
+    path: str,
+    request: Request,
+    principal: StreamUser,
+    ctx: Ctx,
+    view: bool = False,
+) -> Response:
+    """The content an input's file had when the job was submitted (what the job read), downloaded."""
+    with ctx.db.session() as session:
+        row = job_service.input_file(session, principal.user, job_id, slot, path)
+    return send_file(ctx, request, row, view=view)
+
+
 @router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: uuid.UUID, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
     response = redirect(f"/jobs/{job_id}")

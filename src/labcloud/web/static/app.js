@@ -84,6 +84,9 @@
     const search = document.getElementById("log-search");
     const count = document.getElementById("log-matches");
     if (controls) controls.addEventListener("change", () => pre.classList.toggle("show-control", controls.checked));
+    window.addEventListener("hashchange", () => {
+      pre.querySelectorAll(".line.linked").forEach((line) => line.classList.remove("linked"));
+    });
     const times = document.getElementById("log-times");
     if (times) times.addEventListener("change", () => pre.classList.toggle("show-times", times.checked));
     if (!search) return () => {};
@@ -131,7 +134,12 @@
         if (event.lastEventId) offset = Number(event.lastEventId);
         if (location.hash && location.hash.startsWith("#L") && !pre.dataset.jumped) {
           const target = document.getElementById(location.hash.slice(1));
-          if (target) { target.scrollIntoView({ block: "center" }); pre.dataset.jumped = "true"; }
+          if (target) {
+            // (added after the page loaded, the line never matched :target: marked by hand instead)
+            target.classList.add("linked");
+            target.scrollIntoView({ block: "center" });
+            pre.dataset.jumped = "true";
+          }
         } else if (atBottom) pre.scrollTop = pre.scrollHeight;
       });
       source.addEventListener("end", (event) => {
