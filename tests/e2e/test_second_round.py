@@ -717,10 +717,11 @@ def test_admin_sees_every_users_queue_and_cancels_a_job_there(
         run_row = table.locator(f'tr[data-job="{running["id"]}"]')
         wait_row = table.locator(f'tr[data-job="{waiting["id"]}"]')
         expect(run_row).to_contain_text(USER_EMAIL)
+        expect(run_row).to_contain_text(f"{USER_EMAIL}'s own")  # her personal project, said as hers
         expect(run_row.locator(".badge")).to_have_text("running")
         expect(wait_row.locator(".badge")).to_have_text("queued")
         # why it waits, in words
-        expect(wait_row.locator("td").nth(4)).to_have_text(re.compile(r"^waiting for capacity: needs 2 CPU"))
+        expect(wait_row.locator("td").nth(4)).to_have_text(re.compile(r"^waiting for capacity: needs 2 CPUs and"))
         screenshot(page, "second-11-admin-queue")
 
         # where an attempt runs, on the job's page
