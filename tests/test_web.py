@@ -624,7 +624,11 @@ def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
     with browser.stream("GET", f"/jobs/{job_id}/log/stream", params={"offset": 64 * 1024}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         streamed = r.read()
-    assert streamed == b'event: log\ndata: tail\nid: 65541\n\nevent: end\ndata: {"state": "succeeded"}\n\n'
+    # each log event comes after the times of its lines (the page's "Show times")
+    assert re.fullmatch(
+        rb'event: times\ndata: \[\d{13}\]\n\nevent: log\ndata: tail\nid: 65541\n\nevent: end\ndata: \{"state": "succeeded"\}\n\n',
+        streamed,
+    ), streamed
     with browser.stream("GET", f"/jobs/{job_id}/log/stream", params={"offset": 2**62}) as r:
         assert r.read() == b'event: end\ndata: {"state": "succeeded"}\n\n'
     assert browser.get(f"/jobs/{job_id}/log/stream", params={"offset": 2**62 + 1}).status_code == 404

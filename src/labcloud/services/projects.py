@@ -158,6 +158,20 @@ def for_submit(session: Session, user: User, slug: str | None) -> Project:
         raise InvalidInput.field(["body", "project"], exc.detail) from None
 
 
+def display_names(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """What to call these projects on a page (one query): a shared one by its name, a personal one as its
+    user's ("ada@example.org's own")."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Project.id, Project.name, User.email)
+        .outerjoin(User, User.id == Project.personal_user_id)
+        .where(Project.id.in_(wanted))
+    )
+    return {i: f"{email}'s own" if email else name for i, name, email in rows}
+
+
 def slugs(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The slugs of these projects (one query), to name each job's project in a listing."""
     wanted = set(ids)

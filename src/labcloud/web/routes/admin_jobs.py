@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from labcloud.errors import Conflict
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.services import jobs as job_service
+from labcloud.services import projects
 from labcloud.services.job_states import TERMINAL, JobState
 from labcloud.web import session as web_session
 from labcloud.web.deps import AdminForm, AdminPage, PageRoute, redirect
@@ -39,12 +40,13 @@ def _jobs_context(
     flt = job_service.JobFilter(states=QUEUE_VIEWS[view], everyone=True)
     page = job_service.list_jobs(session, admin.user, flt, limit=ADMIN_JOBS_PAGE, cursor=cursor)
     names = job_service.names_of(session, page.items)
+    called = projects.display_names(session, [job.project_id for job in page.items])
     return {
         "rows": [
             {
                 "job": job,
                 "owner": names.owners.get(job.owner_id, ""),
-                "project": names.projects.get(job.project_id, ""),
+                "project": called.get(job.project_id, ""),
                 "message": ctx.message(job),
                 "where": names.workers.get(job.worker_id) if job.worker_id else None,
                 "cancellable": job.state not in TERMINAL and job.state != JobState.CANCELLING,

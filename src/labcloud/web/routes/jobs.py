@@ -13,10 +13,9 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, JobGroup, Project, User
+from labcloud.db.models import Job, JobGroup, Project
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from labcloud.http import job_log
 from labcloud.http.downloads import send_file, send_outputs_zip, send_zip
@@ -51,16 +50,8 @@ def project_labels(
     """The label of each job's project; ``mine``: the user's projects (:func:`projects.mine`)."""
     wanted = {job.project_id for job in jobs}
     labels = {p.id: ProjectLabel(p.name, f"/projects/{p.slug}") for p in mine if p.id in wanted}
-    others = [i for i in wanted if i not in labels]  # e.g. an admin's look at everyone's jobs
-    if others:
-        rows = session.execute(
-            select(Project, User.email)
-            .outerjoin(User, User.id == Project.personal_user_id)
-            .where(Project.id.in_(others))
-        )
-        for project, email in rows:  # another user's personal project is theirs, by their e-mail
-            labels[project.id] = ProjectLabel(f"{email}'s own" if email else project.slug, None)
-    return labels
+    others = projects.display_names(session, [i for i in wanted if i not in labels])  # e.g. an admin's look
+    return {**labels, **{i: ProjectLabel(name, None) for i, name in others.items()}}
 
 
 def _filter(
