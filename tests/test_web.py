@@ -626,7 +626,9 @@ def test_the_job_page_shows_the_end_of_a_long_log_and_streams_it(
         streamed = r.read()
     # each log event comes after the times of its lines (the page's "Show times")
     assert re.fullmatch(
-        rb'event: times\ndata: \[\d{13}\]\n\nevent: log\ndata: tail\nid: 65541\n\nevent: end\ndata: \{"state": "succeeded"\}\n\n',
+        rb"event: times\ndata: \[\d{13}\]\n\n"
+        rb"event: log\ndata: tail\nid: 65541\n\n"
+        rb'event: end\ndata: \{"state": "succeeded"\}\n\n',
         streamed,
     ), streamed
     with browser.stream("GET", f"/jobs/{job_id}/log/stream", params={"offset": 2**62}) as r:

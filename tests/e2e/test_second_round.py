@@ -721,7 +721,8 @@ def test_admin_sees_every_users_queue_and_cancels_a_job_there(
         expect(run_row.locator(".badge")).to_have_text("running")
         expect(wait_row.locator(".badge")).to_have_text("queued")
         # why it waits, in words
-        expect(wait_row.locator("td").nth(4)).to_have_text(re.compile(r"^waiting for capacity: needs 2 CPUs and"))
+        why = re.compile(r"^waiting for capacity: needs 2 CPUs and")
+        expect(wait_row.locator("td").nth(4)).to_have_text(why)
         screenshot(page, "second-11-admin-queue")
 
         # where an attempt runs, on the job's page
