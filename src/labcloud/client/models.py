@@ -366,6 +366,8 @@ class JobInfo(Model):
     queue: str | None = None
     image: str | None = None
     worker: str | None = Field(None, description="A pull job: the worker that holds or ran it.")
+    workers: list[str] = Field(default_factory=list, description="The only workers it may run on, if named.")
+    group_id: str | None = Field(None, description="The session it was submitted in.")
     rerun_of: str | None
     created_at: datetime
     updated_at: datetime
