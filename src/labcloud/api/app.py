@@ -16,6 +16,7 @@ from labcloud.api.routers import (
     apps,
     auth,
     budgets,
+    devices,
     files,
     health,
     jobs,
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         jobs,
         webhooks,
         workers,
+        devices,
         worker_api,
         worker_jobs,
         tes,
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         app.include_router(module.router)
     app.include_router(budgets.router)
     app.include_router(budgets.usage_router)
+    app.include_router(devices.schemas_router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
     openapi.install(app)  # every operation's problems, for client generators
