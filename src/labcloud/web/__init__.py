@@ -20,6 +20,7 @@ from labcloud.web.routes import (
     admin_jobs,
     apps,
     auth,
+    devices,
     files,
     home,
     jobs,
@@ -31,7 +32,7 @@ from labcloud.web.routes import (
 
 
 def install(app: FastAPI) -> None:
-    pages = (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, search)
+    pages = (auth, home, apps, files, jobs, projects, project_budget, account, webhooks, search, devices)
     modules = (*pages, admin, admin_jobs)
     for module in modules:
         app.include_router(module.router)
