@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 WIDTH, HEIGHT = 640, 160
 LEFT, RIGHT, TOP, BOTTOM = 8, 8, 10, 24  # room inside the frame: time labels below
@@ -43,12 +43,15 @@ def line_chart(
     until: datetime,
     gap_s: float,
     fmt: Callable[[float], str],
+    min_span_s: float = 0,
 ) -> LineChart | None:
-    """A chart of ``values`` at ``times`` between ``since`` and ``until`` (None where there is no sample);
-    the line breaks where samples are more than ``gap_s`` apart. None when there is nothing to draw."""
+    """A chart of ``values`` at ``times`` up to ``until`` (None where there is no sample), from ``since``
+    or, for a shorter history, from its first sample (but over ``min_span_s`` at least); the line breaks
+    where samples are more than ``gap_s`` apart. None when there is nothing to draw."""
     points = [(t, v) for t, v in zip(times, values, strict=True) if v is not None]
     if not points:
         return None
+    since = max(since, min(points[0][0], until - timedelta(seconds=min_span_s)))
     span = max((until - since).total_seconds(), 1.0)
     if len(points) > MAX_POINTS:
         points = _averaged(points, since, span)
@@ -73,11 +76,10 @@ def line_chart(
         previous = t
     paths = ["M" + " L".join(f"{x},{y}" for x, y in stretch) for stretch in stretches if len(stretch) > 1]
     dots = [stretch[0] for stretch in stretches if len(stretch) == 1]
-    hours = span / 3600
-    since_label = f"{hours:g} h ago" if hours >= 1 else f"{round(span / 60)} min ago"
+    since_label = f"{_span_words(span)} ago"
     latest = fmt(points[-1][1])
     summary = (
-        f"{title} over the last {since_label.removesuffix(' ago')}: from {fmt(low)} to {fmt(high)}, "
+        f"{title} over the last {_span_words(span)}: from {fmt(low)} to {fmt(high)}, "
         f"latest {latest} ({len(times)} sample{'' if len(times) == 1 else 's'})"
     )
     return LineChart(
@@ -110,3 +112,11 @@ def _averaged(
         middle = group[len(group) // 2][0]
         out.append((middle, sum(v for _, v in group) / len(group)))
     return out
+
+
+def _span_words(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds)} s"

@@ -116,12 +116,20 @@ def _status_context(session: Session, ctx: Runtime, principal: Principal, worker
 
 def _charts(session: Session, ctx: Runtime, worker: Worker) -> list[charts.LineChart]:
     past = devices.history(session, ctx.settings, worker)
-    gap = 3 * ctx.settings.device_sample_interval_s
+    interval = ctx.settings.device_sample_interval_s
     drawn = []
     for field, values in past.series.items():
         title = FIELD_TITLES.get(field, field)
         chart = charts.line_chart(
-            field, title, past.times, values, past.since, past.until, gap, _format_of(field)
+            field,
+            title,
+            past.times,
+            values,
+            past.since,
+            past.until,
+            gap_s=3 * interval,
+            fmt=_format_of(field),
+            min_span_s=20 * interval,  # a young history is drawn over its own time, not a day's
         )
         if chart is not None:
             drawn.append(chart)
