@@ -86,9 +86,9 @@ def worker_row(client: TestClient, name: str) -> Worker:
         return found
 
 
-def set_worker(client: TestClient, name: str, **values: Any) -> None:
+def set_worker(client: TestClient, worker_name: str, **values: Any) -> None:
     with _ctx(client).db.session() as session:
-        session.execute(update(Worker).where(Worker.name == name).values(**values))
+        session.execute(update(Worker).where(Worker.name == worker_name).values(**values))
 
 
 def samples(client: TestClient, name: str) -> list[dict[str, float]]:
@@ -491,6 +491,11 @@ def test_the_devices_pages_show_state_status_problems_and_charts(
     assert '<tr data-device="rig-2" data-state="waiting">' in html
     rows = browser.get("/ui/devices/rows?state=waiting").text
     assert 'data-device="rig-2"' in rows and 'data-device="cam-1"' not in rows
+    # a name from before names could not have a slash: its page is found by its id
+    set_worker(pclient, "rig-2", name="lab/rig-2")
+    legacy = worker_row(pclient, "lab/rig-2").id
+    assert f'href="/devices/{legacy}"' in browser.get("/devices").text
+    assert "<h1>lab/rig-2</h1>" in browser.get(f"/devices/{legacy}").text
 
     page = browser.get("/devices/cam-1")
     assert page.status_code == 200

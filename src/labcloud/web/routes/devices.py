@@ -34,8 +34,15 @@ def status_value(value: Any) -> str:
     return text if len(text) <= MAX_VALUE_SHOWN else text[: MAX_VALUE_SHOWN - 1] + "…"
 
 
-# what the device pages' templates use (only they do)
-templates.env.filters.update(status_value=status_value, flat_status=devices.flat_status)
+def device_url(worker: Worker) -> str:
+    """A device's page: by name, or by id for a name with a slash (from before names could not have one)."""
+    return f"/devices/{quote(worker.name, safe='') if '/' not in worker.name else worker.id}"
+
+
+# what the device pages' templates use (and the admin's workers table, which links to them)
+templates.env.filters.update(
+    status_value=status_value, flat_status=devices.flat_status, device_url=device_url
+)
 
 STATE_TITLES = {
     "busy": "busy",
@@ -194,13 +201,9 @@ def edit_device(
         return _device_page(
             request, session, ctx, principal, worker, exc.status, errors={field: exc.detail}, form=form
         )
-    response = redirect(f"/devices/{_quote(worker.name)}")
+    response = redirect(device_url(worker))
     web_session.flash(response, ctx.settings, f"{worker.name}: saved.")
     return response
-
-
-def _quote(name: str) -> str:
-    return quote(name, safe="")
 
 
 # ------------------------------------------------------------------------------------------- schemas
@@ -217,9 +220,7 @@ def _schemas_page(request: Request, session: Session, status: int = 200, **extra
                 "row": row,
                 "text": json.dumps(row.schema, indent=2, ensure_ascii=False),
                 "workers": [
-                    w.name
-                    for w in live
-                    if (w.labels or {}).get(row.key) == row.value and not devices.is_engine(w)
+                    w for w in live if (w.labels or {}).get(row.key) == row.value and not devices.is_engine(w)
                 ],
             }
             for row in device_schemas.list_schemas(session)
