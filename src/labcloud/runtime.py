@@ -33,6 +33,7 @@ from labcloud.services import jobs as job_service
 from labcloud.services import tes as tes_service
 from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
+from labcloud.services.device_schemas import SchemaCache
 from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
 from labcloud.services.mail import MailSender
@@ -62,6 +63,8 @@ class Runtime:
     wakeups: Wakeups | None = None
     # Wakes what waits for new work in this process's event loops: remote workers' long-polling claims.
     waker: Waker = field(default_factory=Waker)
+    # The devices' status schemas, compiled, for heartbeats (read again every device_schema_cache_s).
+    device_schemas: SchemaCache = field(default_factory=SchemaCache)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

@@ -63,6 +63,7 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         local_cpus="2",
         local_memory_mb="4096",
         webhook_allow_private="true",  # webhooks to 127.0.0.1 (the accessibility test's show failed tries)
+        device_sample_interval_s="1",  # a device's history fills in seconds (the accessibility test's charts)
     )
     try:
         with serve(env, home / "server.log") as url:

@@ -32,6 +32,7 @@ from labcloud.web.routes import (
     apps,
     auth,
     device_sessions,
+    devices,
     files,
     home,
     jobs,
@@ -139,8 +140,17 @@ def world(live_server: LiveServer) -> Iterator[World]:
         assert r.status_code == 200, r.text
         r = api.put(f"/api/v1/projects/{slug}/quotas/cpu_hours", json={"limit": 10, "period": "monthly"})
         assert r.status_code == 200, r.text
-        r = api.post("/api/v1/workers", json={"name": "rig-1", "labels": {"platform": "spinnaker"}})
+        r = api.post(
+            "/api/v1/workers",
+            json={
+                "name": "rig-1",
+                "labels": {"platform": "spinnaker"},
+                "location": "Room B12, behaviour suite (bench 3)",
+                "description": "Home-cage enclosure: two infrared cameras, a lick sensor, a reward pump.",
+            },
+        )
         assert r.status_code == 201, r.text
+        _devices(api, r.json()["token"])
         r = api.post(
             "/api/v1/sessions",
             json={
@@ -189,6 +199,54 @@ def world(live_server: LiveServer) -> Iterator[World]:
         for job_id in (running, waiting):
             api.post(f"/api/v1/jobs/{job_id}/cancel")
         api.post(f"/api/v1/sessions/{session}/cancel")
+
+
+DEVICE_SCHEMAS = {
+    "platform=spinnaker": {
+        "type": "object",
+        "required": ["board"],
+        "properties": {"board": {"enum": ["ready", "running"]}, "temperature_c": {"type": "number"}},
+    },
+    "kind=camera": {"type": "object", "required": ["camera"], "properties": {"camera": {"enum": ["ready"]}}},
+}
+
+
+def _devices(api: Any, rig_token: str) -> None:
+    """rig-1 with a valid status and a history of a few samples (the server samples every second here);
+    cam-2 with a status its label's schema finds wrong."""
+    for label, schema in DEVICE_SCHEMAS.items():
+        r = api.put(f"/api/v1/device-schemas/{label}", json={"schema": schema})
+        assert r.status_code == 201, r.text
+    beats = iter(range(1000))
+
+    def beat(token: str, status: dict[str, Any]) -> dict[str, Any]:
+        telemetry = {
+            "load1": 0.4,
+            "disk_free_bytes": 52 * 2**30,
+            "memory_available_mb": 6100,
+            "status": status,
+        }
+        r = api.post("/api/v1/worker/heartbeat", json={"telemetry": telemetry}, headers=_bearer(token))
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
+    def sampled() -> bool:
+        n = next(beats)
+        beat(rig_token, {"board": "ready", "temperature_c": 24 + n % 5 * 0.5, "cameras": {"left_fps": 30}})
+        return len(api.get("/api/v1/devices/rig-1").json()["history"]["times"]) >= 4
+
+    eventually(sampled, 30, "rig-1's history to have samples", interval=0.3)
+    r = api.post(
+        "/api/v1/workers",
+        json={"name": "cam-2", "labels": {"kind": "camera"}, "location": "Room C4"},
+    )
+    assert r.status_code == 201, r.text
+    assert beat(r.json()["token"], {"camera": "unplugged", "temperature_c": 41.5})["status_problems"]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _token(live_server: LiveServer, email: str, password: str) -> str:
@@ -310,6 +368,14 @@ def _admin_apps(page: Page, world: World) -> None:
     expect(page.locator("tr.problem")).to_contain_text("half-written.yaml")
 
 
+def _invalid_device_schema(page: Page, world: World) -> None:
+    page.goto("/admin/device-schemas")
+    page.get_by_label("Label", exact=True).fill("kind=microscope")
+    page.get_by_label("JSON Schema", exact=True).fill("{not json")
+    page.get_by_role("button", name="Set schema").click()
+    expect(page.locator("#schema-text-help .error")).to_be_visible()
+
+
 def _invalid_worker(page: Page, world: World) -> None:
     page.goto("/admin/workers")
     page.get_by_label("Name", exact=True).fill("rig-1")  # taken
@@ -372,6 +438,9 @@ PAGES: list[tuple[str, str, Visit]] = [
     ("account-token-created", "admin", _create_token),
     ("webhooks-added", "admin", _add_webhook),
     ("admin-apps", "admin", _admin_apps),  # with a file that failed to load
+    ("admin-device-schemas", "admin", "/admin/device-schemas"),
+    ("admin-device-schemas-invalid", "admin", _invalid_device_schema),
+    ("device-admin", "admin", "/devices/rig-1"),  # with the form that changes it
     ("not-found", "admin", "/no-such-page"),
     ("job-not-found", "admin", "/jobs/00000000-0000-4000-8000-000000000000"),
     ("user-dashboard", "user", "/"),
@@ -379,6 +448,9 @@ PAGES: list[tuple[str, str, Visit]] = [
     ("user-jobs", "user", "/jobs"),
     ("user-project", "user", "/projects/{project}"),
     ("user-account", "user", "/account"),
+    ("user-devices", "user", "/devices"),
+    ("user-device", "user", "/devices/rig-1"),  # its status and charts
+    ("user-device-problems", "user", "/devices/cam-2"),  # a status its schema finds wrong
     ("user-forbidden", "user", "/admin/users"),
     ("login", "anyone", "/login"),
     ("login-error", "anyone", _login_error),
@@ -550,7 +622,7 @@ def test_every_page_is_in_the_list() -> None:
         projects,
         search,
     )
-    for module in (*modules, webhooks):
+    for module in (*modules, webhooks, devices):
         for route in module.router.routes:
             if not isinstance(route, APIRoute) or "GET" not in route.methods or NOT_PAGES.search(route.path):
                 continue

@@ -17,6 +17,7 @@ from labcloud.api.routers import (
     auth,
     budgets,
     device_sessions,
+    devices,
     files,
     health,
     jobs,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         device_sessions,
         webhooks,
         workers,
+        devices,
         worker_api,
         worker_jobs,
         tes,
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         app.include_router(module.router)
     app.include_router(budgets.router)
     app.include_router(budgets.usage_router)
+    app.include_router(devices.schemas_router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
     openapi.install(app)  # every operation's problems, for client generators

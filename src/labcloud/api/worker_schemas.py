@@ -68,12 +68,30 @@ class AttemptsOut(BaseModel):
     active: list[HeldJob] = Field(description="those that are their job's current attempt, still running")
 
 
+class StatusProblem(BaseModel):
+    field: str = Field(description="the field at fault, from the status down: status.temperature_c")
+    message: str
+    schema_: str = Field(
+        "",
+        alias="schema",
+        serialization_alias="schema",
+        description="the label whose schema it breaks (key=value); empty for a problem of form or size",
+    )
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
 class HeartbeatOut(BaseModel):
     state: str
     lease_seconds: int
     heartbeat_interval_s: float
     cancel: list[uuid.UUID]
     abort: list[uuid.UUID]
+    status_problems: list[StatusProblem] = Field(
+        default_factory=list,
+        description="what is wrong with the status this heartbeat carried (telemetry.status): empty when it "
+        "is valid, or there is none and none is asked for",
+    )
 
 
 class ClaimIn(BaseModel):

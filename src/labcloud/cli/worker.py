@@ -215,6 +215,31 @@ def worker(
         help="Where job folders live (one worker per folder).",
     ),
     runner: RunnerOptions = RUNNER_OPTIONS,
+    status_command: str | None = typer.Option(
+        None,
+        "--status-command",
+        envvar="LABCLOUD_WORKER_STATUS_COMMAND",
+        metavar="CMD",
+        help="Run CMD (with /bin/sh) for each heartbeat: the JSON object it prints is this device's status "
+        "(sensors, temperature...), shown on the devices page and checked against its labels' schemas.",
+        show_default=False,
+    ),
+    status_file: Path | None = typer.Option(
+        None,
+        "--status-file",
+        envvar="LABCLOUD_WORKER_STATUS_FILE",
+        metavar="PATH",
+        help="A JSON object in this file is the device's status, read for each heartbeat (with "
+        "--status-command too, the command's fields win).",
+        show_default=False,
+    ),
+    status_timeout: float = typer.Option(
+        5.0,
+        "--status-timeout",
+        min=0.1,
+        max=60,
+        help="Seconds the status command may take (then it is killed).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Run jobs from a labcloud server on this machine (pulls over HTTP(S); only outbound connections).
@@ -225,6 +250,7 @@ def worker(
     """
     from labcloud.worker.agent import WorkerAgent
     from labcloud.worker.config import WorkerConfig, configure_logging
+    from labcloud.worker.status import StatusSource
 
     secret = _read_token(token, token_file)
     os.environ.pop(TOKEN_ENV, None)  # not inherited by anything this process starts
@@ -242,6 +268,11 @@ def worker(
         token_file=token_file.expanduser().resolve() if token_file else None,
         kill_grace_s=runner.kill_grace,
         containers=runner.containers,
+        status=StatusSource(
+            command=status_command or None,
+            file=status_file.expanduser().resolve() if status_file else None,
+            timeout_s=status_timeout,
+        ),
         # a worker beside a labcloud server: its data dir and config stay out of the jobs' sight too
         extra_hidden=tuple(
             Path(os.environ[v]) for v in ("LABCLOUD_HOME", "LABCLOUD_CONFIG") if os.environ.get(v)

@@ -1,5 +1,5 @@
 """``labcloud workers`` (admin): register a worker and print its token once, list the workers with their
-state, capacity, labels and engines, drain one, revoke one."""
+state, location, capacity, labels and engines, say again where and what one is, drain one, revoke one."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ STATE_STYLES = {
 # ---------------------------------------------------------------------------------------------- admin
 
 workers_app = typer.Typer(
-    help="Admin: remote workers (register, list, drain, revoke).", no_args_is_help=False
+    help="Admin: remote workers (register, list, edit, drain, revoke).", no_args_is_help=False
 )
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
 
@@ -104,13 +104,16 @@ def workers(ctx: typer.Context, json_out: bool = JSON_OPTION) -> None:
     if not items:
         err.print("no workers registered (labcloud workers add NAME)")
         return
-    grid = table("name", "state", "heartbeat", "in use", "jobs", "containers", "labels", "version", "id")
+    grid = table(
+        "name", "state", "location", "heartbeat", "in use", "jobs", "containers", "labels", "version", "id"
+    )
     for item in items:
         seen = parse_time(item.get("last_heartbeat_at"))
         jobs = item.get("running_jobs") or []
         grid.add_row(
             Text(str(item.get("name", ""))),
             Text(str(item.get("state", "")), style=STATE_STYLES.get(str(item.get("state")), "")),
+            Text(str(item.get("location") or "")),
             f"{age(seen)} ago" if seen else "never",
             _capacity(item.get("capacity") or {}),
             str(len(jobs)),
@@ -129,14 +132,20 @@ def add(
     label: list[str] = typer.Option(
         [], "--label", metavar="KEY=VALUE", help="A label its jobs may require (gpu=a100); repeat."
     ),
+    location: str = typer.Option("", "--location", help="Where it is (a room, a rig), shown with it."),
+    description: str = typer.Option("", "--description", help="What it is, in words, shown with it."),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Register a worker; its token is printed once (on stdout)."""
+    body = {
+        "name": name,
+        "labels": parse_labels(label),
+        "location": location,
+        "description": description,
+    }
     with open_client() as client:
         try:
-            created: dict[str, Any] = client.json(
-                "POST", "/workers", json={"name": name, "labels": parse_labels(label)}
-            )
+            created: dict[str, Any] = client.json("POST", "/workers", json=body)
         except ClientError as exc:
             _admin_hint(exc)
             raise
@@ -150,6 +159,34 @@ def add(
         f"  {TOKEN_ENV}=<token> labcloud worker --server {server}"
     )
     out.print(str(created["token"]))
+
+
+@workers_app.command("edit")
+@handle_errors
+def edit(
+    name_or_id: str = typer.Argument(..., metavar="NAME_OR_ID"),
+    name: str | None = typer.Option(None, "--name", help="A new name (its token and jobs stay)."),
+    location: str | None = typer.Option(None, "--location", help="Where it is."),
+    description: str | None = typer.Option(None, "--description", help="What it is."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Rename a worker, or say again where and what it is (only the options given change)."""
+    given = {"name": name, "location": location, "description": description}
+    body = {key: value for key, value in given.items() if value is not None}
+    if not body:
+        raise fail("nothing to change: give --name, --location or --description", 2)
+    with open_client() as client:
+        try:
+            worker = _find(client, name_or_id)
+            result: dict[str, Any] = client.json("PATCH", f"/workers/{worker['id']}", json=body)
+        except ClientError as exc:
+            _admin_hint(exc)
+            raise
+    if json_out:
+        print_json(result)
+        return
+    where = f" at {result['location']}" if result.get("location") else ""
+    err.print(f"worker {result.get('name')}{where}: saved")
 
 
 def _act(name_or_id: str, action: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Periodic cleaning: expired resumable and direct uploads, temporary files a crash left behind, and
-stored objects that no file refers to. Runs in the process that dispatches jobs."""
+"""Periodic cleaning: expired resumable and direct uploads, temporary files a crash left behind, stored
+objects that no file refers to, and devices' history samples older than they are kept. Runs in the process
+that dispatches jobs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import timedelta
 from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
-from labcloud.services import direct_uploads, file_store, uploads
+from labcloud.services import devices, direct_uploads, file_store, uploads
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -25,6 +26,7 @@ class Report:
     direct_uploads_expired: int = 0
     temporary_files_removed: int = 0
     orphans_removed: int = 0
+    samples_pruned: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -38,6 +40,7 @@ def run_once(
         ("direct_uploads_expired", lambda: direct_uploads.expire(db, storage)),
         ("temporary_files_removed", lambda: _remove_stale_temporaries(settings)),
         ("orphans_removed", lambda: file_store.sweep_orphans(db, storage, orphan_age)),
+        ("samples_pruned", lambda: devices.prune(db, settings)),
     ]
     for name, task in tasks:
         try:
@@ -76,6 +79,7 @@ class Housekeeper(Loop):
             + report.direct_uploads_expired
             + report.temporary_files_removed
             + report.orphans_removed
+            + report.samples_pruned
         )
         if cleaned:
             log.info("housekeeping: %s", report)

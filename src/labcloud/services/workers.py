@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Job, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from labcloud.services import devices
 from labcloud.services.claims import heartbeat_interval, lose
+from labcloud.services.device_schemas import SchemaCache
 from labcloud.services.handover import ENGINE_TOKEN_PREFIX
 from labcloud.services.job_states import ACTIVE, JobState
 from labcloud.services.pagination import Page, paginate
@@ -25,22 +27,94 @@ from labcloud.settings import Settings
 WORKER_TOKEN_PREFIX = "lcw_"
 
 
-def register(session: Session, name: str, labels: dict[str, str]) -> tuple[Worker, str]:
-    name = name.strip()
-    if not name:
-        raise InvalidInput.field(["body", "name"], "a worker needs a name")
-    if session.scalar(select(Worker).where(Worker.name == name)) is not None:
-        raise Conflict(f"A worker named '{name}' exists; pick another name or revoke it first.")
+MAX_LOCATION = 200
+MAX_DESCRIPTION = 2000
+
+
+def register(
+    session: Session,
+    name: str,
+    labels: dict[str, str],
+    *,
+    location: str = "",
+    description: str = "",
+) -> tuple[Worker, str]:
+    name = check_name(session, name)
     secret = WORKER_TOKEN_PREFIX + secrets.token_urlsafe(32)
     worker = Worker(
         name=name,
         labels=_check_labels(labels, ["body", "labels"]),
+        location=check_location(location),
+        description=check_description(description),
         token_hash=_digest(secret),
         token_prefix=secret[:12],
     )
     session.add(worker)
     session.flush()
     return worker, secret
+
+
+def check_name(session: Session, name: str, worker: Worker | None = None) -> str:
+    """A new name (of ``worker``, when renamed): 1-100 characters, none of them a control character or a
+    slash (it is part of the device page's address), not another worker's."""
+    name = name.strip()
+    loc: list[str | int] = ["body", "name"]
+    if not name:
+        raise InvalidInput.field(loc, "a worker needs a name")
+    if len(name) > 100:
+        raise InvalidInput.field(loc, "at most 100 characters")
+    if "/" in name or _has_control(name):
+        raise InvalidInput.field(loc, "no slashes or control characters")
+    taken = session.scalar(select(Worker).where(Worker.name == name))
+    if taken is not None and taken is not worker:
+        raise Conflict(f"A worker named '{name}' exists; pick another name or revoke it first.")
+    return name
+
+
+def check_location(location: str) -> str:
+    """Where it is, in one line of up to 200 characters."""
+    location = location.strip()
+    if len(location) > MAX_LOCATION:
+        raise InvalidInput.field(["body", "location"], f"at most {MAX_LOCATION} characters")
+    if _has_control(location):
+        raise InvalidInput.field(["body", "location"], "one line, without control characters")
+    return location
+
+
+def check_description(description: str) -> str:
+    """What it is, in up to 2000 characters (lines and tabs allowed, no other control characters)."""
+    description = description.strip().replace("\r\n", "\n")
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidInput.field(["body", "description"], f"at most {MAX_DESCRIPTION} characters")
+    if _has_control(description, allowed="\n\t"):
+        raise InvalidInput.field(["body", "description"], "no control characters (lines and tabs are fine)")
+    return description
+
+
+def _has_control(text: str, allowed: str = "") -> bool:
+    return any((ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029") and c not in allowed for c in text)
+
+
+def update(
+    session: Session,
+    worker: Worker,
+    *,
+    name: str | None = None,
+    location: str | None = None,
+    description: str | None = None,
+) -> Worker:
+    """Rename it, or say again where and what it is (None: unchanged). Its token, labels and jobs stay."""
+    if worker.state == WorkerState.REVOKED:
+        raise Conflict("This worker was revoked.")
+    if worker.token_prefix == ENGINE_TOKEN_PREFIX:  # found by its name when jobs are handed to it
+        raise Conflict("This is an executor's engine, not a worker of its own; it keeps its name.")
+    if name is not None:
+        worker.name = check_name(session, name, worker)
+    if location is not None:
+        worker.location = check_location(location)
+    if description is not None:
+        worker.description = check_description(description)
+    return worker
 
 
 def _digest(secret: str) -> str:
@@ -117,11 +191,22 @@ def revoke(session: Session, worker: Worker) -> Worker:
     return worker
 
 
-def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+def heartbeat(
+    session: Session,
+    settings: Settings,
+    worker: Worker,
+    body: dict[str, Any],
+    schemas: SchemaCache | None = None,
+) -> dict[str, Any]:
+    """Renew the leases of the jobs the worker holds, keep what it says of itself (its status checked
+    against the schemas of its labels: ``schemas``, the server's cache), and answer with the jobs to
+    cancel or abandon and what is wrong with its status."""
     now = utcnow()
     worker.last_heartbeat_at = now
     worker.capacity = dict(body.get("capacity") or {}) | {"free": dict(body.get("free") or {})}
-    worker.telemetry = dict(body.get("telemetry") or {})
+    status_problems = devices.record_heartbeat(
+        session, settings, schemas or SchemaCache(), worker, dict(body.get("telemetry") or {}), now
+    )
     worker.version = str(body.get("version") or "")[:64]
     worker.engines = [
         {
@@ -158,6 +243,7 @@ def heartbeat(session: Session, settings: Settings, worker: Worker, body: dict[s
         "heartbeat_interval_s": heartbeat_interval(settings),
         "cancel": cancel,
         "abort": abort,
+        "status_problems": status_problems,
     }
 
 

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from labcloud.settings.containers import ContainerSettings as ContainerSettings
+from labcloud.settings.devices import DeviceSettings as DeviceSettings
 from labcloud.settings.dispatch import DefaultQuota as DefaultQuota
 from labcloud.settings.dispatch import DispatchSettings as DispatchSettings
 from labcloud.settings.dispatch import QuotaResource as QuotaResource
@@ -44,7 +45,13 @@ from labcloud.settings.tes import TesSettings as TesSettings
 
 
 class Settings(
-    ContainerSettings, DispatchSettings, StorageSettings, MailSettings, WebhookSettings, TesSettings
+    ContainerSettings,
+    DispatchSettings,
+    StorageSettings,
+    MailSettings,
+    WebhookSettings,
+    TesSettings,
+    DeviceSettings,
 ):
     """Every knob of a labcloud installation, documented where it is declared."""
 

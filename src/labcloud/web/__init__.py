@@ -21,6 +21,7 @@ from labcloud.web.routes import (
     apps,
     auth,
     device_sessions,
+    devices,
     files,
     home,
     jobs,
@@ -44,6 +45,7 @@ def install(app: FastAPI) -> None:
         account,
         webhooks,
         search,
+        devices,
     )
     modules = (*pages, admin, admin_jobs)
     for module in modules:

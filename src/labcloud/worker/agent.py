@@ -68,6 +68,7 @@ class WorkerAgent:
         self.engine_report = engines.EngineReport(None)
         self.signals = 0
         self.completed = 0
+        self.status_problems: list[dict[str, Any]] = []  # what the server last found wrong with our status
         self._lock_fd: int | None = None
         self._threads: list[threading.Thread] = []
 
@@ -219,7 +220,14 @@ class WorkerAgent:
     # ------------------------------------------------------------------------------------- heartbeats
 
     def telemetry(self) -> dict[str, Any]:
-        return telemetry.collect(self.config.work_dir, self.sandboxed, self.completed)
+        data = telemetry.collect(self.config.work_dir, self.sandboxed, self.completed)
+        if self.config.status:
+            status, error = self.config.status.read()
+            if status is not None:
+                data["status"] = status
+            if error:
+                data["status_error"] = error
+        return data
 
     def _heartbeat(self, *, tries: int | None = 1, jobs: list[JobRun] | None = None) -> None:
         runs = [r for r in (self.held() if jobs is None else jobs) if r.reporting]
@@ -243,6 +251,7 @@ class WorkerAgent:
             self.heartbeat_interval_s = max(0.1, interval)
         with contextlib.suppress(TypeError, ValueError):
             self.lease_seconds = float(answer["lease_seconds"])
+        self._status_answer(answer.get("status_problems") or [])
         draining = answer.get("state") == "draining"
         if draining != self.draining:
             self.draining = draining
@@ -259,6 +268,18 @@ class WorkerAgent:
         for job_id in answer.get("abort") or []:
             if (run := by_id.get(str(job_id))) is not None and run.reporting:
                 run.request_forget("the server took the job back (its lease ran out)")
+
+    def _status_answer(self, problems: list[dict[str, Any]]) -> None:
+        """Say so when the server starts (or stops) finding problems with the status we send."""
+        if problems == self.status_problems:
+            return
+        if problems:
+            said = "; ".join(f"{p.get('field')} {p.get('message')}" for p in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            log.warning("the server finds this worker's status wrong: %s%s", said, more)
+        else:
+            log.info("the server takes this worker's status as valid again")
+        self.status_problems = list(problems)
 
     def _first_heartbeat(self) -> None:
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from labcloud.settings import ContainerSettings
+from labcloud.worker.status import StatusSource
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
@@ -35,6 +36,7 @@ class WorkerConfig:
     connect_tries: int = 7  # first heartbeat: tries before giving up (backoff in between: 8-16 s in all)
     extra_hidden: tuple[Path, ...] = ()
     containers: ContainerSettings | None = None  # the container engine (None: the LABCLOUD_* variables')
+    status: StatusSource = field(default_factory=StatusSource)  # its own status, sent with each heartbeat
 
     def __post_init__(self) -> None:
         if not self.memory_mb:

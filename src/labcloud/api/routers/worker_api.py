@@ -59,7 +59,9 @@ Credential = Annotated[str, Depends(_credential)]
 def heartbeat(body: HeartbeatIn, credential: Credential, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.session() as session:
         worker = workers.authenticate(session, credential)
-        return workers.heartbeat(session, ctx.settings, worker, body.model_dump(mode="json"))
+        return workers.heartbeat(
+            session, ctx.settings, worker, body.model_dump(mode="json"), ctx.device_schemas
+        )
 
 
 @router.post(

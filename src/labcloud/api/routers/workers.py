@@ -1,4 +1,5 @@
-"""Admin: register remote workers (token shown once), list them with their state, drain, revoke."""
+"""Admin: register remote workers (token shown once), list them with their state, say where and what they
+are, drain, revoke."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labcloud.api.deps import Admin, Ctx, DbSession, PageCursor, PageLimit
 from labcloud.api.openapi import problems
+from labcloud.api.worker_schemas import StatusProblem
 from labcloud.db.models import Worker
 from labcloud.http.guard import GuardedRoute
-from labcloud.services import workers
+from labcloud.services import devices, workers
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"], route_class=GuardedRoute)
@@ -24,15 +26,31 @@ class WorkerIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     labels: dict[str, str] = Field(default_factory=dict, description="e.g. {platform: spinnaker, gpu: a100}")
+    location: str = Field("", max_length=200, description="where it is: a room, a rig (one line)")
+    description: str = Field("", max_length=2000, description="what it is, in words")
+
+
+class WorkerPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=100, description="a new name")
+    location: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=2000)
 
 
 class WorkerOut(BaseModel):
     id: uuid.UUID
     name: str
     labels: dict[str, str]
+    location: str
+    description: str
     state: str = Field(
         description="active, draining, waiting (registered, never heard from), lost (no heartbeat for a "
         "lease) or revoked"
+    )
+    device_state: str = Field(
+        description="as the devices page says: busy (holding jobs), idle (heartbeating, no jobs), draining, "
+        "down (no heartbeat for device_down_after_s), waiting, revoked, or up (an executor's engine)"
     )
     token_prefix: str
     created_at: datetime
@@ -45,6 +63,9 @@ class WorkerOut(BaseModel):
         '"image_ids": {reference: content id}}]'
     )
     engine_problem: str = Field(description="why it has no container engine (empty when it has one)")
+    status_problems: list[StatusProblem] = Field(
+        description="what was wrong with the status (telemetry.status) of its last heartbeat"
+    )
     running_jobs: list[uuid.UUID]
 
 
@@ -62,7 +83,10 @@ def _out(worker: Worker, ctx: Ctx, running: list[uuid.UUID]) -> dict[str, Any]:
         "id": worker.id,
         "name": worker.name,
         "labels": worker.labels,
+        "location": worker.location,
+        "description": worker.description,
         "state": workers.state_of(worker, ctx.settings),
+        "device_state": devices.device_state(worker, ctx.settings, bool(running)),
         "token_prefix": worker.token_prefix,
         "created_at": worker.created_at,
         "last_heartbeat_at": worker.last_heartbeat_at,
@@ -71,6 +95,7 @@ def _out(worker: Worker, ctx: Ctx, running: list[uuid.UUID]) -> dict[str, Any]:
         "version": worker.version,
         "engines": worker.engines,
         "engine_problem": worker.engine_problem,
+        "status_problems": worker.status_problems or [],
         "running_jobs": running,
     }
 
@@ -85,7 +110,9 @@ def _out(worker: Worker, ctx: Ctx, running: list[uuid.UUID]) -> dict[str, Any]:
 )
 def create(body: WorkerIn, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerCreated:
     """Run `labcloud worker --server URL` with the returned token (env `LABCLOUD_WORKER_TOKEN`)."""
-    worker, token = workers.register(session, body.name, body.labels)
+    worker, token = workers.register(
+        session, body.name, body.labels, location=body.location, description=body.description
+    )
     return WorkerCreated(**_out(worker, ctx, []), token=token)
 
 
@@ -113,6 +140,26 @@ def list_all(
 @router.get("/{worker_id}", response_model=WorkerOut, operation_id="get_worker", summary="One worker")
 def get_one(worker_id: uuid.UUID, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
     worker = workers.get(session, worker_id)
+    return WorkerOut(**_out(worker, ctx, workers.running_jobs(session, [worker.id]).get(worker.id, [])))
+
+
+@router.patch(
+    "/{worker_id}",
+    response_model=WorkerOut,
+    operation_id="update_worker",
+    responses=problems(409),
+    summary="Rename a worker, or change its location or description",
+)
+def update(worker_id: uuid.UUID, body: WorkerPatch, _admin: Admin, session: DbSession, ctx: Ctx) -> WorkerOut:
+    """Only the fields given change; its token, labels and jobs stay. A name is unique and has no slash."""
+    worker = workers.update(
+        session,
+        workers.get(session, worker_id),
+        name=body.name,
+        location=body.location,
+        description=body.description,
+    )
+    session.flush()
     return WorkerOut(**_out(worker, ctx, workers.running_jobs(session, [worker.id]).get(worker.id, [])))
 
 

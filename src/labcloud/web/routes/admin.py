@@ -130,9 +130,9 @@ def _parse_labels(text: str) -> dict[str, str]:
 
 
 def _field_of(exc: InvalidInput | Conflict) -> str:
-    """The form field an error is about: the labels when the service names them, else the name."""
+    """The form field an error is about: the one the service names, else the name."""
     loc = (exc.errors or [{}])[0].get("loc", [])
-    return "labels" if "labels" in loc else "name"
+    return next((f for f in ("labels", "location", "description") if f in loc), "name")
 
 
 def _workers_context(session: Session, ctx: Runtime, cursor: str | None) -> dict[str, Any]:
@@ -178,13 +178,15 @@ def register_worker(
     ctx: Ctx,
     name: Annotated[str, Form(max_length=1000)] = "",
     labels: Annotated[str, Form(max_length=20_000)] = "",
+    location: Annotated[str, Form(max_length=1000)] = "",
+    description: Annotated[str, Form(max_length=10_000)] = "",
 ) -> Response:
     """Rendered directly (not redirected) so that the token is shown once and never lands in a URL."""
-    form = {"name": name, "labels": labels}
+    form = {"name": name, "labels": labels, "location": location, "description": description}
     try:
-        if len(name.strip()) > 100:
-            raise InvalidInput.field(["body", "name"], "at most 100 characters")
-        worker, token = worker_service.register(session, name, _parse_labels(labels))
+        worker, token = worker_service.register(
+            session, name, _parse_labels(labels), location=location, description=description
+        )
     except (InvalidInput, Conflict) as exc:
         return _workers_page(
             request, session, ctx, None, exc.status, errors={_field_of(exc): exc.detail}, form=form
