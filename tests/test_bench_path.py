@@ -31,9 +31,11 @@ REPORTER = "labcloud.execution.db_reporter"
 # dispatcher happens to handle during the job): on a quiet machine local is 117 stops in 32 modules, the
 # pull server 89-90 in 27, the worker 74 in 11, but a loaded CI run saw 139 in 34 and 113 in 29. Their
 # limits leave room for that and still catch a path that grows by a third. A path that grows past one
-# fails here: shorten it, or raise the limit in the same change and say why.
+# fails here: shorten it, or raise the limit in the same change and say why. (Local climbs went from 6 to 7
+# when the reporter began releasing the objects its outputs replace through services.files, which keeps
+# those a job holds as its inputs' content.)
 LIMITS: dict[str, dict[str, int]] = {
-    "local": {"stops": 160, "modules": 37, "climbs": 6, "local_py": 7},
+    "local": {"stops": 160, "modules": 37, "climbs": 7, "local_py": 7},
     "pull: server": {"stops": 125, "modules": 32, "climbs": 1, "local_py": 0},
     "pull: worker": {"stops": 100, "modules": 14, "climbs": 3, "local_py": 0},
 }
@@ -75,9 +77,9 @@ def test_a_pull_job_stays_within_its_limits() -> None:
 
 def test_a_path_over_a_limit_is_named() -> None:
     grown = PathStats(
-        "local", 161, 32, [Climb(RUNNER, "labcloud.runtime", "probe")] * 7, 7, 0, 0, 0, 0, [], []
+        "local", 161, 32, [Climb(RUNNER, "labcloud.runtime", "probe")] * 8, 7, 0, 0, 0, 0, [], []
     )
-    assert _over_limits(grown) == {"stops": (161, 160), "climbs": (7, 6)}
+    assert _over_limits(grown) == {"stops": (161, 160), "climbs": (8, 7)}
 
 
 def test_a_call_from_the_runner_up_into_the_runtime_breaks_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:

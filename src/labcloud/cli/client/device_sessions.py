@@ -23,7 +23,6 @@ from labcloud.cli.client.ui import (
     state_text,
     table,
 )
-from labcloud.client import calls
 
 sessions_app = typer.Typer()
 ID_ARGUMENT = typer.Argument(..., metavar="ID", help="The session's id.")
@@ -113,6 +112,8 @@ def start(
     }
     if project:
         body["project"] = project
+    from labcloud.client import calls  # (imported when a command runs: the CLI starts without httpx)
+
     with open_client() as client:
         found: dict[str, Any] = client.call(calls.start_session(body))
         if wait:
@@ -135,6 +136,8 @@ def list_sessions(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Your sessions, newest first."""
+    from labcloud.client import calls
+
     with open_client() as client:
         page: dict[str, Any] = client.call(calls.sessions(project))
     items = page.get("items") or []
@@ -161,6 +164,8 @@ def list_sessions(
 @handle_errors
 def show(session_id: str = ID_ARGUMENT, json_out: bool = JSON_OPTION) -> None:
     """A session and each device's part in it."""
+    from labcloud.client import calls
+
     with open_client() as client:
         found: dict[str, Any] = client.call(calls.session(session_id))
     if json_out:
@@ -173,6 +178,8 @@ def show(session_id: str = ID_ARGUMENT, json_out: bool = JSON_OPTION) -> None:
 @handle_errors
 def cancel(session_id: str = ID_ARGUMENT, json_out: bool = JSON_OPTION) -> None:
     """Cancel every part of the session that has not ended."""
+    from labcloud.client import calls
+
     with open_client() as client:
         found: dict[str, Any] = client.call(calls.cancel_session(session_id))
     if json_out:
