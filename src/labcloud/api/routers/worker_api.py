@@ -11,9 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.worker_schemas import AttemptsIn, AttemptsOut, ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut
+from labcloud.db.models import Worker, WorkerState
 from labcloud.errors import Unauthorized
 from labcloud.http.guard import GuardedRoute, gate
 from labcloud.runtime import Runtime
@@ -35,7 +37,7 @@ def _worker_gate(request: Request, ctx: Runtime) -> None:
                 raise Unauthorized("This needs a worker token (lcw_...).")
             job_tokens.held_job(session, ctx.settings, credential, job_id)
         else:
-            workers.authenticate(session, credential)
+            request.state.worker_id = workers.check_token(session, credential)
 
 
 def _path_job_id(request: Request) -> uuid.UUID | None:
@@ -55,10 +57,20 @@ async def _credential(credential: Annotated[str | None, Depends(oauth2_scheme)])
 Credential = Annotated[str, Depends(_credential)]
 
 
+def _gated_worker(session: Session, request: Request, credential: str) -> Worker:
+    """The worker the gate let in (by id: the token was checked a moment ago), else by its token; a worker
+    revoked in between is refused all the same."""
+    worker_id = getattr(request.state, "worker_id", None)
+    worker = session.get(Worker, worker_id) if worker_id is not None else None
+    if worker is None or worker.state == WorkerState.REVOKED:
+        return workers.authenticate(session, credential)
+    return worker
+
+
 @router.post("/heartbeat", response_model=HeartbeatOut, summary="I am alive; these are my jobs")
-def heartbeat(body: HeartbeatIn, credential: Credential, ctx: Ctx) -> dict[str, Any]:
+def heartbeat(body: HeartbeatIn, request: Request, credential: Credential, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.session() as session:
-        worker = workers.authenticate(session, credential)
+        worker = _gated_worker(session, request, credential)
         return workers.heartbeat(
             session, ctx.settings, worker, body.model_dump(mode="json"), ctx.device_schemas
         )
