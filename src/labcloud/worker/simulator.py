@@ -4,8 +4,10 @@ heartbeat with telemetry and an instrument ``status``, claims), which "record" t
 What for: trying a server with a fleet of rigs before the rigs exist, load tests (``bench/devices.py``), and
 tests that need devices which vanish and come back (:meth:`Simulation.kill`, :meth:`Simulation.pause`).
 
-All devices share one asyncio loop and one ``httpx.AsyncClient`` (keep-alive connections, one per waiting
-claim plus a few for everything else), so hundreds fit in one process. Each speaks the worker protocol
+All devices share one asyncio loop and one ``httpx.AsyncClient`` with a few keep-alive connections for their
+heartbeats and reports; each device's long-polling claim has a client of its own with one connection (a
+pool of hundreds of waiting requests costs httpcore time quadratic in their number). Hundreds of devices
+fit in one process. Each speaks the worker protocol
 (``docs/worker-protocol.md``) as :class:`labcloud.worker.Device` does, with the same errors and retry rules
 (:mod:`labcloud.worker.api`). A job it takes it records for its ``duration_s`` parameter (else
 :attr:`SimSettings.duration_s`): a log line and a progress report every :attr:`SimSettings.step_s`, then an
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 MAX_CLAIM_WAIT_S = 30.0
 DEFAULT_INTERVAL_S = 5.0  # until the server's first answer says otherwise
+SHARED_CONNECTIONS = 32  # for every device's heartbeats and reports (each claim has its own)
 
 
 @dataclass
@@ -112,7 +115,7 @@ class SimulatorError(Exception):
 
 
 class Wire:
-    """The worker protocol over one shared ``httpx.AsyncClient``, with the rules of
+    """The worker protocol over an ``httpx.AsyncClient``, with the rules of
     :meth:`labcloud.worker.api.WorkerApi.call`: retries with backoff on network failures and "try again"
     answers; 409 ``fenced`` and a job call's 401 raise :class:`Fenced`, a worker call's 401
     :class:`TokenRejected`, other 4xx :class:`WorkerApiError`."""
@@ -335,12 +338,16 @@ class SimDevice:
     # ------------------------------------------------------------------------------------- jobs
 
     async def _claims(self) -> None:
+        async with self.sim.client(1) as client:  # closed with the task (a kill cancels it)
+            await self._claim_loop(Wire(client))
+
+    async def _claim_loop(self, wire: Wire) -> None:
         wait_s = min(MAX_CLAIM_WAIT_S, self.sim.settings.claim_wait_s)
         backoff = Backoff()
         while True:
             await self.awake.wait()
             try:
-                response = await self.sim.wire.call(
+                response = await wire.call(
                     "POST",
                     "/claim",
                     token=self.token,
@@ -495,16 +502,21 @@ class Simulation:
             name: SimDevice(self, name, token, i) for i, (name, token) in enumerate(tokens.items())
         }
         self.wire: Wire
+        self._ssl = httpx.create_ssl_context()  # made once: loading the CA certificates takes some 20 ms
+
+    def client(self, connections: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.server,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            timeout=httpx.Timeout(30.0, connect=10.0, pool=None),
+            headers={"User-Agent": f"labcloud-simulator/{__version__}", "Accept": "application/json"},
+            verify=self._ssl,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run every device until ``stop`` is set, then stop them all (held jobs are left to their leases)."""
+        """Run every device until ``stop`` is set, then stop them all (a job held is reported lost)."""
         n = len(self.devices)
-        limits = httpx.Limits(max_connections=n + 32, max_keepalive_connections=n + 32)
-        timeout = httpx.Timeout(30.0, connect=10.0, pool=None)
-        headers = {"User-Agent": f"labcloud-simulator/{__version__}", "Accept": "application/json"}
-        async with httpx.AsyncClient(
-            base_url=self.server, limits=limits, timeout=timeout, headers=headers
-        ) as c:
+        async with self.client(SHARED_CONNECTIONS) as c:
             self.wire = Wire(c)
             stagger = self.settings.stagger_s
             if stagger is None:
@@ -521,8 +533,10 @@ class Simulation:
                         ),
                         10.0,
                     )
+                tasks = [task for device in self.devices.values() for task in device._all_tasks()]
                 for device in self.devices.values():
                     device.kill()
+                await asyncio.gather(*tasks, return_exceptions=True)  # their clients closed
 
     def _device(self, name: str) -> SimDevice:
         try:
@@ -649,7 +663,7 @@ class SimulationThread:
         self._thread.join(30)
 
     def __enter__(self) -> SimulationThread:
-        return self.start()
+        return self if self._thread.ident is not None else self.start()  # started already: as it is
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
