@@ -205,6 +205,18 @@ def test_a_revoked_device_gives_up_its_job(cl: Cluster) -> None:
     assert requeued["state"] == "queued" and requeued["attempts"] == 1
 
 
+def test_a_device_closed_with_a_job_gives_it_back(cl: Cluster) -> None:
+    job = cl.submit(RECORD, {"duration_s": 600})
+    with device(cl, "rig-closing") as dev:
+        taken = take(dev)
+        taken.start()
+    assert taken.gone and not taken.reporting
+    requeued = cl.job(job["id"])  # at once, not when the lease runs out
+    assert requeued["state"] == "queued" and requeued["attempts"] == 1
+    lost = [e for e in cl.events(job["id"]) if e["reason"] == "worker_lost"]
+    assert [e["message"] for e in lost] == ["the device closed without ending it"]
+
+
 # ---------------------------------------------------------------------------------------------- the simulator
 
 

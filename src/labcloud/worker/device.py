@@ -184,10 +184,12 @@ class Device:
             self._heartbeat(tries=self.connect_tries)
         except TokenRejected as exc:
             self._revoked.set()
+            self._release()
             raise DeviceError(
                 f"the server refused the worker token (revoked or wrong): {exc.detail}"
             ) from None
         except WorkerApiError as exc:
+            self._release()
             raise DeviceError(
                 f"cannot reach the labcloud server at {self.api.server}: {exc.detail}"
             ) from None
@@ -203,7 +205,7 @@ class Device:
         """Stop: jobs still held are reported ``lost`` (the server runs them again while attempts remain),
         a last heartbeat says so, and the heartbeats end."""
         for job in self.jobs:
-            job._finish(RunEnd("lost", None, "the device closed without ending the job"), outputs=False)
+            job._give_back()
         self._quit.set()
         self._wake.set()
         if self._thread is not None:
@@ -212,6 +214,9 @@ class Device:
         if self._connected and not self.revoked:  # a last word: no jobs held any more
             with contextlib.suppress(Exception):
                 self._heartbeat(tries=1)
+        self._release()
+
+    def _release(self) -> None:
         self.api.close()
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -574,14 +579,27 @@ class DeviceJob:
     def _usage(self) -> dict[str, float]:
         return {"wall_s": round(time.monotonic() - self.taken_at, 3)}
 
-    def _finish(self, end: RunEnd, outputs: bool = True) -> str | None:
+    def _give_back(self) -> None:
+        """The device closes with the job unended: it is reported ``lost`` (a few tries), so that the server
+        queues it again now rather than when its lease runs out."""
+        with self._end:
+            if not self.reporting:
+                return
+            self._clean_up()
+            body = finish_body(RunEnd("lost", None, "the device closed without ending it", self._usage()))
+            with contextlib.suppress(WorkerApiError, Abandoned):
+                self.api.json("POST", f"/jobs/{self.id}/finish", **self.call("finish"), json=body, tries=3)
+            self._gone.set()
+            self.device._ended(self)
+
+    def _finish(self, end: RunEnd) -> str | None:
         with self._end:
             if not self.reporting:
                 self._clean_up()
                 return self.final_state
             self._progress.stop()
             try:
-                problem = self._send_outputs() if outputs else None
+                problem = self._send_outputs()
                 with self._log_lock:
                     self._log_closed = True  # a line written from now on is not sent
                 try:
