@@ -1,20 +1,20 @@
 """Simulated instruments: many devices in one process, each a pull worker of its own (a worker token, a
 heartbeat with telemetry and an instrument ``status``, claims), which "record" the jobs they take.
 
-What for: trying a server with a fleet of rigs before the rigs exist, load tests (``bench/devices.py``), and
-tests that need devices which vanish and come back (:meth:`Simulation.kill`, :meth:`Simulation.pause`).
+What for: trying a server with a fleet of rigs before the rigs exist, load tests (``bench/bench_devices.py``),
+and tests that need devices which vanish and come back (:meth:`Simulation.kill`, :meth:`Simulation.pause`).
 
-All devices share one asyncio loop and one ``httpx.AsyncClient`` with a few keep-alive connections for their
-heartbeats and reports; each device's long-polling claim has a client of its own with one connection (a
-pool of hundreds of waiting requests costs httpcore time quadratic in their number). Hundreds of devices
-fit in one process. Each speaks the worker protocol
-(``docs/worker-protocol.md``) as :class:`labcloud.worker.Device` does, with the same errors and retry rules
-(:mod:`labcloud.worker.api`). A job it takes it records for its ``duration_s`` parameter (else
-:attr:`SimSettings.duration_s`): a log line and a progress report every :attr:`SimSettings.step_s`, then an
-output ``<prefix>.txt`` (the job's ``prefix`` parameter, else the device's name) of a few lines, then the
-end: succeeded, or failed at :attr:`SimSettings.fail_rate`. A cancel (from a heartbeat's answer or a
-progress report's) stops the recording and ends the job as cancelled; an abort (the lease ran out, another
-attempt has the job) drops it without a word more.
+All devices share one asyncio loop, so hundreds fit in one process. Each has its own ``httpx.AsyncClient``
+with a few keep-alive connections (one for its long-polling claim), as a real device has its own: one client
+shared by hundreds of waiting claims would make them wait for each other, and costs httpcore time quadratic in
+the number of requests in its pool. Each speaks the worker protocol (``docs/worker-protocol.md``) as
+:class:`labcloud.worker.Device` does, with the same errors and retry rules (:mod:`labcloud.worker.api`). A job
+it takes it records for its ``duration_s`` parameter (else :attr:`SimSettings.duration_s`): a log line and a
+progress report every :attr:`SimSettings.step_s`, then an output ``<prefix>.txt`` (the job's ``prefix``
+parameter, else the device's name) of a few lines, then the end: succeeded, or failed at
+:attr:`SimSettings.fail_rate`. A cancel (from a heartbeat's answer or a progress report's) stops the recording
+and ends the job as cancelled; an abort (the lease ran out, another attempt has the job) drops it without a
+word more.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 MAX_CLAIM_WAIT_S = 30.0
 DEFAULT_INTERVAL_S = 5.0  # until the server's first answer says otherwise
-SHARED_CONNECTIONS = 32  # for every device's heartbeats and reports (each claim has its own)
+DEVICE_CONNECTIONS = 3  # a device's: its waiting claim, its heartbeats, its job's reports
 
 
 @dataclass
@@ -215,6 +215,7 @@ class SimDevice:
         self.revoked = False
         self.job: SimJob | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.wire: Wire  # while its heartbeat task runs
 
     def __repr__(self) -> str:
         return f"device {self.name}"
@@ -281,6 +282,11 @@ class SimDevice:
 
     async def _heartbeats(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
+        async with self.sim.client(DEVICE_CONNECTIONS) as client:  # closed when the task ends (or is killed)
+            self.wire = Wire(client)
+            await self._heartbeat_loop()
+
+    async def _heartbeat_loop(self) -> None:
         backoff = Backoff()
         while True:
             await self.awake.wait()
@@ -311,7 +317,7 @@ class SimDevice:
             "version": __version__,
         }
         began = time.perf_counter()
-        response = await self.sim.wire.call("POST", "/heartbeat", token=self.token, json=body, tries=1)
+        response = await self.wire.call("POST", "/heartbeat", token=self.token, json=body, tries=1)
         self.sim.stats.heartbeat_latency_s.append(time.perf_counter() - began)
         self.sim.stats.heartbeats += 1
         answer = response.json()
@@ -338,16 +344,12 @@ class SimDevice:
     # ------------------------------------------------------------------------------------- jobs
 
     async def _claims(self) -> None:
-        async with self.sim.client(1) as client:  # closed with the task (a kill cancels it)
-            await self._claim_loop(Wire(client))
-
-    async def _claim_loop(self, wire: Wire) -> None:
         wait_s = min(MAX_CLAIM_WAIT_S, self.sim.settings.claim_wait_s)
         backoff = Backoff()
         while True:
             await self.awake.wait()
             try:
-                response = await wire.call(
+                response = await self.wire.call(
                     "POST",
                     "/claim",
                     token=self.token,
@@ -398,7 +400,7 @@ class SimDevice:
 
     async def _job_call(self, job: SimJob, method: str, what: str, **kwargs: Any) -> httpx.Response:
         await self.awake.wait()
-        return await self.sim.wire.call(
+        return await self.wire.call(
             method, f"/jobs/{job.id}/{what}", token=job.token, job_call=True, **kwargs
         )
 
@@ -516,7 +518,7 @@ class Simulation:
     async def run(self, stop: asyncio.Event) -> None:
         """Run every device until ``stop`` is set, then stop them all (a job held is reported lost)."""
         n = len(self.devices)
-        async with self.client(SHARED_CONNECTIONS) as c:
+        async with self.client(16) as c:  # for the give-backs at the end
             self.wire = Wire(c)
             stagger = self.settings.stagger_s
             if stagger is None:
