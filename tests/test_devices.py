@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -132,6 +133,34 @@ def test_a_device_takes_a_job_reports_and_succeeds(cl: Cluster, tmp_path: Path) 
     assert log.index("recording mouse-7") < log.index("done"), log
     info = cl.worker_info("rig-a")
     assert info["running_jobs"] == [] and info["labels"] == {}  # labels are the admin's, not the device's
+
+
+def test_a_device_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "LABCLOUD_WORKER_SERVER",
+        "LABCLOUD_SERVER",
+        "LABCLOUD_WORKER_TOKEN",
+        "LABCLOUD_WORKER_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(DeviceError, match="LABCLOUD_WORKER_SERVER"):
+        Device.from_env()
+    monkeypatch.setenv("LABCLOUD_SERVER", "http://127.0.0.1:9")
+    with pytest.raises(DeviceError, match="no worker token"):
+        Device.from_env()
+    token_file = tmp_path / "token"
+    token_file.write_text("lcw_from-the-file\n")
+    monkeypatch.setenv("LABCLOUD_WORKER_TOKEN_FILE", str(token_file))
+    dev = Device.from_env(capacity=CAPACITY, connect_tries=1)
+    assert (dev.api.server, dev.token) == ("http://127.0.0.1:9", "lcw_from-the-file")
+    assert dev.capacity == {"cpus": 2.0, "memory_mb": 1024.0, "gpus": 0.0}
+    with pytest.raises(ValueError, match="JSON"):
+        dev.status = {"frame": object()}
+    with pytest.raises(
+        DeviceError, match=re.escape("cannot reach the labcloud server at http://127.0.0.1:9")
+    ):
+        dev.connect()  # nothing listens there
+    assert not dev.work_dir.exists()  # its temporary folder went with it
 
 
 def test_a_cancel_reaches_the_device(cl: Cluster) -> None:
