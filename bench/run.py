@@ -19,6 +19,7 @@ from rich.table import Table
 
 from bench import (
     bench_containers,
+    bench_devices,
     bench_engines,
     bench_files,
     bench_jobs,
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "trust": bench_trust.run,
     "path": bench_path.run,
     "containers": bench_containers.run,
+    "devices": bench_devices.run,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli import admin, client, db, server, worker, workers
+from labcloud.cli import admin, client, db, devices, server, worker, workers
 
 app = typer.Typer(
     name="labcloud",
@@ -17,6 +17,7 @@ server.register(app)
 client.register(app)
 worker.register(app)
 workers.register(app)
+devices.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
 

@@ -18,7 +18,7 @@ from labcloud.execution.process import Handle
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import JobPlan
 from labcloud.worker import record
-from labcloud.worker.api import Abandoned, Fenced, WorkerApiError, file_chunks, quote_path
+from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
 from labcloud.worker.logship import LogShipper, ProgressSender
 
 if TYPE_CHECKING:
@@ -87,52 +87,12 @@ class HttpReporter:
         return None
 
     def _put(self, rel: str, path: Path) -> None:
-        for _ in range(OUTPUT_TRIES):
-            digests: list[Any] = []
-
-            def body(path: Path = path, digests: list[Any] = digests) -> Any:
-                digests.append(hashlib.sha256())
-                return file_chunks(path, digests[-1])
-
-            answer = self.api.json(
-                "PUT",
-                f"/jobs/{self.run.id}/outputs/{quote_path(rel)}",
-                **self.run.call(f"output {rel}"),
-                body=body,
-                headers={
-                    "Content-Length": str(path.stat().st_size),
-                    "Content-Type": "application/octet-stream",
-                },
-                timeout=UPLOAD_TIMEOUT,
-            )
-            sent = digests[-1].hexdigest() if digests else ""
-            if not isinstance(answer, dict) or answer.get("sha256") in (None, sent):
-                return
-            log.warning(
-                "%s: output %s arrived damaged (SHA-256 %s); sending it again",
-                self.run,
-                rel,
-                answer["sha256"],
-            )
-        raise WorkerApiError(0, f"it arrived damaged {OUTPUT_TRIES} times")
+        put_output(self.api, self.run.id, self.run.call(f"output {rel}"), rel, path)
 
     def finish(self, end: RunEnd) -> None:
         self.sender.stop()
         self.shipper.close()  # every byte of the log is with the server before the end is
-        body: dict[str, Any] = {
-            "outcome": end.outcome,
-            "exit_code": end.exit_code,
-            "message": end.message[:4000],
-            "usage": end.usage,
-        }
-        if end.problem:
-            body["problem"] = end.problem[:4000]
-        if end.note:
-            body["note"] = end.note[:4000]
-        if end.image:
-            body["image"] = end.image
-        if end.steps is not None:
-            body["steps"] = end.steps
+        body = finish_body(end)
         answer = self.api.json("POST", f"/jobs/{self.run.id}/finish", **self.run.call("finish"), json=body)
         self.run.final_state = str((answer or {}).get("state", ""))
         log.info(
@@ -142,3 +102,80 @@ class HttpReporter:
             end.outcome,
             "" if end.exit_code is None else f" {end.exit_code}",
         )
+
+
+# ------------------------------------------------------------------------------------- shared calls
+# What any holder of a job token sends the same way: this reporter, and a device's job
+# (:mod:`labcloud.worker.device`). ``call`` is the token, stop event and name of the call (``JobRun.call``).
+
+
+def put_output(api: WorkerApi, job_id: str, call: dict[str, Any], rel: str, path: Path) -> dict[str, Any]:
+    """Store one output file as ``rel``, streamed from disk; sent again when the server's SHA-256 differs
+    from what was read (:class:`WorkerApiError` after :data:`OUTPUT_TRIES`). The server's record of it."""
+    for _ in range(OUTPUT_TRIES):
+        digests: list[Any] = []
+
+        def body(path: Path = path, digests: list[Any] = digests) -> Any:
+            digests.append(hashlib.sha256())
+            return file_chunks(path, digests[-1])
+
+        answer = api.json(
+            "PUT",
+            f"/jobs/{job_id}/outputs/{quote_path(rel)}",
+            **call,
+            body=body,
+            headers={"Content-Length": str(path.stat().st_size), "Content-Type": "application/octet-stream"},
+            timeout=UPLOAD_TIMEOUT,
+        )
+        sent = digests[-1].hexdigest() if digests else ""
+        if not isinstance(answer, dict):
+            return {}
+        if answer.get("sha256") in (None, sent):
+            return answer
+        log.warning(
+            "job %s: output %s arrived damaged (SHA-256 %s); sending it again", job_id, rel, answer["sha256"]
+        )
+    raise WorkerApiError(0, f"it arrived damaged {OUTPUT_TRIES} times")
+
+
+def post_log(api: WorkerApi, job_id: str, call: dict[str, Any], offset: int, data: bytes) -> int:
+    """Send the log's bytes from ``offset``; how much of the attempt's log the server has now (less than
+    ``offset`` after a gap: send again from there)."""
+    response = api.call(
+        "POST",
+        f"/jobs/{job_id}/log",
+        **call,
+        accept=(409,),
+        body=data,
+        headers={"Log-Offset": str(offset), "Content-Type": "application/octet-stream"},
+    )
+    try:
+        size = int(response.json()["size"])
+    except (ValueError, KeyError, TypeError):
+        raise WorkerApiError(
+            response.status_code, f"unexpected answer to a log chunk: {response.text[:200]}"
+        ) from None
+    if response.status_code == 409:
+        log.info(
+            "job %s: the server has %d bytes of the log, not %d; resending from there", job_id, size, offset
+        )
+    return size
+
+
+def finish_body(end: RunEnd) -> dict[str, Any]:
+    """The body of ``finish`` for how the run ended."""
+    body: dict[str, Any] = {
+        "outcome": end.outcome,
+        "exit_code": end.exit_code,
+        "message": end.message[:4000],
+        "usage": end.usage,
+    }
+    if end.problem:
+        body["problem"] = end.problem[:4000]
+    if end.note:
+        body["note"] = end.note[:4000]
+    if end.image:
+        body["image"] = end.image
+    if end.steps is not None:
+        body["steps"] = end.steps
+    return body

@@ -32,7 +32,7 @@ from labcloud.execution.sandbox import Sandboxing, SandboxPolicy
 from labcloud.execution.task import TaskInput, TaskLayout
 from labcloud.registry.spec_parts import Resources
 from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError
-from labcloud.worker.http_reporter import HttpReporter
+from labcloud.worker.http_reporter import HttpReporter, post_log
 from labcloud.worker.logship import LOG_INTERVAL_S, PROGRESS_INTERVAL_S, LogShipper, ProgressSender
 
 log = logging.getLogger(__name__)
@@ -247,25 +247,7 @@ class JobRun:
         return {"token": self.token, "job_call": True, "until": self.forget, "what": f"{what} of {self}"}
 
     def _send_log(self, offset: int, data: bytes) -> int:
-        response = self.api.call(
-            "POST",
-            f"/jobs/{self.id}/log",
-            **self.call("log"),
-            accept=(409,),
-            body=data,
-            headers={"Log-Offset": str(offset), "Content-Type": "application/octet-stream"},
-        )
-        try:
-            size = int(response.json()["size"])
-        except (ValueError, KeyError, TypeError):
-            raise WorkerApiError(
-                response.status_code, f"unexpected answer to a log chunk: {response.text[:200]}"
-            ) from None
-        if response.status_code == 409:
-            log.info(
-                "%s: the server has %d bytes of the log, not %d; resending from there", self, size, offset
-            )
-        return size
+        return post_log(self.api, self.id, self.call("log"), offset, data)
 
     def _send_progress(self, fraction: float) -> None:
         try:
