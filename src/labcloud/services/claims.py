@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labcloud.db.engine import Database
 from labcloud.db.models import FileEntry, Job, JobInput, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
@@ -112,6 +113,15 @@ def claim(
         if not raced:
             return None
     return None
+
+
+def any_queued(db: Database) -> bool:
+    """Whether any job waits for a pull worker (one indexed look)."""
+    with db.session() as session:
+        found = session.execute(
+            select(Job.id).where(Job.state == JobState.QUEUED, Job.executor == PULL).limit(1)
+        ).first()
+    return found is not None
 
 
 def hold(

@@ -6,6 +6,8 @@ claim) are :mod:`labcloud.api.routers.worker_jobs`. The bodies are :mod:`labclou
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.worker_schemas import AttemptsIn, AttemptsOut, ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut
+from labcloud.db.engine import Database
 from labcloud.db.models import Worker, WorkerState
 from labcloud.errors import Unauthorized
 from labcloud.http.guard import GuardedRoute, gate
@@ -23,6 +26,31 @@ from labcloud.services import claims, job_tokens, workers
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
 RECHECK_S = 5.0  # a waiting claim also looks again this often (jobs re-queued elsewhere)
+
+
+class QueueWatch:
+    """Whether any pull job waits at all, looked up at most once per wake-up generation and
+    :data:`RECHECK_S` for all the claims waiting on this server: hundreds of idle devices rechecking every
+    few seconds cost one small query, not a claim each. A new job anywhere (a wake-up, also from another
+    server) or the recheck time makes the next claim look again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: tuple[int, float, bool] = (-1, 0.0, True)  # generation, when, whether any waited
+
+    def idle(self, db: Database, generation: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            seen_generation, at, waiting = self._seen
+            if seen_generation == generation and now - at < RECHECK_S:
+                return not waiting
+        waiting = claims.any_queued(db)
+        with self._lock:
+            self._seen = (generation, now, waiting)
+        return not waiting
+
+
+_QUEUE = QueueWatch()
 
 
 def _worker_gate(request: Request, ctx: Runtime) -> None:
@@ -101,7 +129,8 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
     free = body.free.model_dump()
     while True:
         since = ctx.waker.generation
-        found = await run_in_threadpool(_try_claim, ctx, credential, free, body.labels)
+        idle = await run_in_threadpool(_QUEUE.idle, ctx.db, since)
+        found = None if idle else await run_in_threadpool(_try_claim, ctx, credential, free, body.labels)
         if found is not None:
             return found
         remaining = deadline - loop.time()
