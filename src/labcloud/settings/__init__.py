@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from labcloud.settings.backup import BackupSettings as BackupSettings
 from labcloud.settings.containers import ContainerSettings as ContainerSettings
 from labcloud.settings.dispatch import DefaultQuota as DefaultQuota
 from labcloud.settings.dispatch import DispatchSettings as DispatchSettings
@@ -44,7 +45,13 @@ from labcloud.settings.tes import TesSettings as TesSettings
 
 
 class Settings(
-    ContainerSettings, DispatchSettings, StorageSettings, MailSettings, WebhookSettings, TesSettings
+    ContainerSettings,
+    DispatchSettings,
+    StorageSettings,
+    MailSettings,
+    WebhookSettings,
+    TesSettings,
+    BackupSettings,
 ):
     """Every knob of a labcloud installation, documented where it is declared."""
 
