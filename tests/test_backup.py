@@ -588,3 +588,38 @@ def test_a_file_deleted_before_its_object_is_copied_makes_the_backup_read_the_da
     restored = _settings(tmp_path / "c")
     backup.restore(restored, str(tmp_path / "b"))
     assert _files_of(restored) == {"data/kept.txt": b"data/kept.txt"}
+
+
+def test_settings_are_backed_up_without_their_secrets_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = """# this lab's labcloud
+secret_key = "signing-key-0123456789abcdef0123456789"
+initial_admin_password = "first-admin-password"
+smtp_url = "smtp://mailer:mail-password@mail.example.org:587"
+s3_secret_access_key = "s3-secret-key"
+slurm_rest_token = "slurm-jwt"
+port = 8123
+"""
+    (home / "labcloud.toml").write_text(config)
+    monkeypatch.setenv("LABCLOUD_HOME", str(home))  # the settings are read as the server reads them
+    settings = Settings()
+    migrate.upgrade(settings)
+    hidden = ["signing-key-0123", "first-admin-password", "mail-password", "s3-secret-key", "slurm-jwt"]
+
+    plain = backup.create(settings, str(tmp_path / "plain"), backup.Options())
+    everything = b"".join(p.read_bytes() for p in (tmp_path / "plain").rglob("*") if p.is_file())
+    assert [h for h in hidden if h.encode() in everything] == []
+    kept = (tmp_path / "plain" / "settings" / "labcloud.toml").read_text()
+    assert kept.startswith("# this lab's labcloud") and "port = 8123" in kept
+    assert "smtp://mailer:REDACTED@mail.example.org:587" in kept
+    effective = json.loads((tmp_path / "plain" / "settings" / "settings.json").read_text())
+    assert effective["port"] == 8123 and effective["secret_key"] == REDACTED
+    assert plain.manifest["settings"]["secret_key"] is None and plain.manifest["with_secrets"] is False
+
+    backup.create(settings, str(tmp_path / "full"), backup.Options(with_secrets=True))
+    assert (tmp_path / "full" / "settings" / "labcloud.toml").read_text() == config
+    effective = json.loads((tmp_path / "full" / "settings" / "settings.json").read_text())
+    assert effective["smtp_url"] == "smtp://mailer:mail-password@mail.example.org:587"

@@ -61,7 +61,7 @@ from labcloud.services.backup_places import (
     prune,
 )
 from labcloud.services.job_logs import log_path, times_path
-from labcloud.settings import CONFIG_FILE_NAME, Settings, config_path_from_env
+from labcloud.settings import CONFIG_FILE_NAME, Settings, absolute
 from labcloud.storage import open_storage
 from labcloud.storage.base import Storage
 
@@ -371,10 +371,17 @@ def _add_apps(settings: Settings, writer: _Writer) -> int:
     return count
 
 
+def config_path(settings: Settings) -> Path:
+    """The configuration file of the installation ``settings`` describe: $LABCLOUD_CONFIG, else the one in
+    its home."""
+    explicit = os.environ.get("LABCLOUD_CONFIG")
+    return absolute(explicit) if explicit else settings.home / CONFIG_FILE_NAME
+
+
 def _add_settings(settings: Settings, writer: _Writer, with_secrets: bool) -> dict[str, Any]:
     part: dict[str, Any] = {"settings": "settings/settings.json", "config_file": None, "secret_key": None}
     writer.add_bytes(part["settings"], _json(backup_settings.document(settings, with_secrets)))
-    config = backup_settings.config_text(config_path_from_env(), settings, with_secrets)
+    config = backup_settings.config_text(config_path(settings), settings, with_secrets)
     if config is not None:
         part["config_file"] = f"settings/{CONFIG_FILE_NAME}"
         writer.add_bytes(part["config_file"], config.encode())
@@ -402,7 +409,9 @@ def refuse_unless_empty_home(settings: Settings) -> None:
         return
     if not home.is_dir():
         raise BackupError(f"the home {home} is not a folder")
-    allowed = {CONFIG_FILE_NAME, "lost+found"} if config_path_from_env().parent == home else {"lost+found"}
+    allowed = (
+        {"lost+found", config_path(settings).name} if config_path(settings).parent == home else {"lost+found"}
+    )
     found = sorted(p.name for p in home.iterdir() if p.name not in allowed)
     if found:
         shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")

@@ -225,8 +225,9 @@ class FolderSink(Sink):
         _fsync_dir(self.final.parent)
 
     def abort(self) -> None:
-        if self.created or self.root != self.final:
-            shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)  # all ours: it was new, or empty
+        if not self.created and self.root == self.final:
+            self.root.mkdir(mode=0o700, exist_ok=True)  # as it was
 
 
 def _fsync_dir(folder: Path) -> None:

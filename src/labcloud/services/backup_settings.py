@@ -9,7 +9,6 @@ Celery broker's).
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from pathlib import Path
@@ -62,7 +61,7 @@ def without_password(text: str) -> str:
 
 
 def has_url_password(text: str) -> bool:
-    return bool(_URL_PASSWORD.search(text))
+    return any(m.group("password") != "REDACTED" for m in _URL_PASSWORD.finditer(text))
 
 
 def document(settings: Settings, with_secrets: bool) -> dict[str, Any]:
@@ -70,13 +69,13 @@ def document(settings: Settings, with_secrets: bool) -> dict[str, Any]:
     known = secret_names(settings)
 
     def dump(model: BaseModel, key: Any) -> dict[str, Any]:
+        plain = model.model_dump(mode="json")  # paths, nested models ... as JSON (secrets masked)
         out: dict[str, Any] = {}
         for field in type(model).model_fields:
-            name = key(field)
-            value = getattr(model, field)
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            value = json.loads(json.dumps(value, default=str))  # paths, enums ... as text
+            name, value = key(field), plain[field]
+            raw = getattr(model, field)
+            if isinstance(raw, SecretStr):
+                value = raw.get_secret_value()
             if not with_secrets and value not in ("", None) and is_secret(name, known):
                 value = REDACTED
             elif not with_secrets and isinstance(value, str):
