@@ -469,7 +469,7 @@ def test_on_s3_objects_are_copied_into_a_backup_or_listed_and_checked_on_restore
         )
     lost = next(iter(inventory))
     seaweedfs.client().delete_object(Bucket=s3_bucket, Key=f"store/{lost}")
-    with pytest.raises(BackupError, match=r"1 object.* not in s3://"):
+    with pytest.raises(BackupError, match=r"1 stored object.* not in the store"):
         backup.restore(c, str(tmp_path / "listed"))
     assert not (tmp_path / "c" / "labcloud.sqlite3").exists()  # refused before anything was written
     done = backup.restore(c, str(tmp_path / "listed"), allow_missing_objects=True)
@@ -588,6 +588,18 @@ def test_a_file_deleted_before_its_object_is_copied_makes_the_backup_read_the_da
     restored = _settings(tmp_path / "c")
     backup.restore(restored, str(tmp_path / "b"))
     assert _files_of(restored) == {"data/kept.txt": b"data/kept.txt"}
+
+    # an object lost from the store before a backup: named in its manifest, and a restore asks first
+    [kept] = [rel.removeprefix("objects/") for rel in made.manifest["files"] if rel.startswith("objects/")]
+    (settings.files_dir / kept).unlink()
+    said.clear()
+    lossy = backup.create(settings, str(tmp_path / "lossy"), backup.Options(), say=said.append)
+    assert lossy.manifest["missing_objects"] == [kept] and lossy.manifest["storage"]["count"] == 0
+    assert any(line.startswith("warning: 1 object(s)") for line in said), said
+    with pytest.raises(BackupError, match=r"1 stored object.* not in the backup"):
+        backup.restore(_settings(tmp_path / "d"), str(tmp_path / "lossy"))
+    done = backup.restore(_settings(tmp_path / "d"), str(tmp_path / "lossy"), allow_missing_objects=True)
+    assert done.missing_objects == [kept]
 
 
 def test_settings_are_backed_up_without_their_secrets_unless_asked(

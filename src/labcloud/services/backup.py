@@ -463,11 +463,21 @@ def _restore(
     _check_revision(settings, manifest)
     result = Restored(manifest)
     storage = open_storage(settings)
-    storage.check()
-    versions = _plan_listed(settings, storage, source, manifest, files, work, allow_missing, result)
+    versions = _plan_listed(settings, storage, source, manifest, files, work, result)
+    result.missing_objects += [
+        k for k in manifest.get("missing_objects", []) if k not in result.missing_objects
+    ]
+    if result.missing_objects and not allow_missing:
+        where = "the store" if manifest["storage"].get("objects") == "listed" else "the backup"
+        raise BackupError(
+            f"{len(result.missing_objects)} stored object(s) the database refers to are not in {where} "
+            f"(e.g. {result.missing_objects[0]}): their files would be restored without content. Restore "
+            "anyway with --allow-missing-objects"
+        )
 
     database = manifest["database"]
     db_file = _fetch(source, database["file"], files, work / "database")  # checked before anything is written
+    storage.check()  # reachable and writable (a local store's folder is made)
     try:
         _put_back(settings, storage, source, manifest, files, work, db_file, versions, result, say)
     except BackupError as exc:
@@ -557,11 +567,10 @@ def _plan_listed(
     manifest: dict[str, Any],
     files: dict[str, dict[str, Any]],
     work: Path,
-    allow_missing: bool,
     result: Restored,
 ) -> list[tuple[str, str]]:
     """For a backup that lists its S3 objects: check the store holds them. The objects to put back from an
-    earlier version of a versioned bucket (key, version); refuses when some cannot be found."""
+    earlier version of a versioned bucket (key, version); those that cannot be found go into ``result``."""
     part = manifest["storage"]
     if part.get("objects") != "listed":
         return []
@@ -584,13 +593,6 @@ def _plan_listed(
             versions.append((key, recorded["version_id"]))
         else:
             result.missing_objects.append(key)
-    result.missing_objects += list(manifest.get("missing_objects", []))
-    if result.missing_objects and not allow_missing:
-        raise BackupError(
-            f"{len(result.missing_objects)} object(s) the backup refers to are not in {where} "
-            f"(e.g. {result.missing_objects[0]}): their files would be restored without content. Restore "
-            "anyway with --allow-missing-objects"
-        )
     return versions
 
 
