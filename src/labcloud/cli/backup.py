@@ -56,7 +56,7 @@ def restore(
     allow_missing_objects: bool = typer.Option(
         False,
         "--allow-missing-objects",
-        help="Restore even when stored objects a backup lists (S3, without --copy-objects) are gone.",
+        help="Restore even when stored objects the database refers to are not in the backup or the store.",
     ),
     home: Path = typer.Option(None, "--home", help=HOME_HELP),
 ) -> None:

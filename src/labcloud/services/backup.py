@@ -133,7 +133,7 @@ class _Writer:
         """A regular file (never through a link unless ``follow``) as it is now; False if there is none."""
         try:
             fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW))
-        except (FileNotFoundError, OSError):
+        except OSError:  # not there, or a link
             return False
         with os.fdopen(fd, "rb") as fh:
             info = os.fstat(fh.fileno())
@@ -241,12 +241,15 @@ def _make(
 
     storage_part: dict[str, Any] = {"kind": storage.kind, "objects": "copied" if copy else "listed"}
     if storage.kind == "s3":
+        from labcloud.storage.s3 import S3Storage
+
+        assert isinstance(storage, S3Storage)
         storage_part |= {
-            "bucket": storage.bucket,  # type: ignore[attr-defined]
-            "prefix": storage.prefix,  # type: ignore[attr-defined]
-            "endpoint_url": storage.endpoint_url or "",  # type: ignore[attr-defined]
+            "bucket": storage.bucket,
+            "prefix": storage.prefix,
+            "endpoint_url": storage.endpoint_url or "",
         }
-    if copy:
+    if copy:  # (with, after a deletion, objects the final snapshot no longer names: swept after a restore)
         storage_part |= {"count": len(copied), "bytes": sum(copied.values())}
     else:
         listed = {k: {**listing[k], "sha256": sha} for k, sha in snap.refs.objects.items() if k in listing}
