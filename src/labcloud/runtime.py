@@ -33,6 +33,7 @@ from labcloud.services import jobs as job_service
 from labcloud.services import tes as tes_service
 from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
+from labcloud.services.backup import ScheduledBackups
 from labcloud.services.device_schemas import SchemaCache
 from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
@@ -56,6 +57,7 @@ class Runtime:
     storage: Storage
     schedulers: list[Scheduler] = field(default_factory=list)
     housekeeper: Housekeeper | None = None
+    backups: ScheduledBackups | None = None  # scheduled backups (backup_dest), on the leader
     webhook_sender: WebhookSender | None = None
     mail_sender: MailSender | None = None
     executors: dict[str, Executor] = field(default_factory=dict)
@@ -120,6 +122,9 @@ class Runtime:
                 self.schedulers.append(scheduler)
         self.housekeeper = Housekeeper(self.db, self.storage, self.settings)
         self.housekeeper.start()
+        if self.settings.backup_dest:
+            self.backups = ScheduledBackups(self.settings)
+            self.backups.start()
         self.webhook_sender = WebhookSender(self.db, self.settings)
         self.webhook_sender.start()
         self.mail_sender = MailSender(self.db, self.settings)  # (mail, and chat channels without it)
@@ -134,6 +139,9 @@ class Runtime:
         if self.housekeeper is not None:
             self.housekeeper.stop()
             self.housekeeper = None
+        if self.backups is not None:
+            self.backups.stop()
+            self.backups = None
         if self.webhook_sender is not None:
             self.webhook_sender.stop()
             self.webhook_sender = None

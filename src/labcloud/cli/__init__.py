@@ -1,10 +1,10 @@
-"""The ``labcloud`` command: server side (serve, db, admin, init-config) and client side."""
+"""The ``labcloud`` command: server side (serve, db, admin, init-config, backup, restore) and client side."""
 
 from __future__ import annotations
 
 import typer
 
-from labcloud.cli import admin, client, db, devices, server, worker, workers
+from labcloud.cli import admin, backup, client, db, devices, server, worker, workers
 
 app = typer.Typer(
     name="labcloud",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 server.register(app)
+backup.register(app)
 client.register(app)
 worker.register(app)
 workers.register(app)

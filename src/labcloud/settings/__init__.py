@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from labcloud.settings.backup import BackupSettings as BackupSettings
 from labcloud.settings.containers import ContainerSettings as ContainerSettings
 from labcloud.settings.devices import DeviceSettings as DeviceSettings
 from labcloud.settings.dispatch import DefaultQuota as DefaultQuota
@@ -52,6 +53,7 @@ class Settings(
     WebhookSettings,
     TesSettings,
     DeviceSettings,
+    BackupSettings,
 ):
     """Every knob of a labcloud installation, documented where it is declared."""
 

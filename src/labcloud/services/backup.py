@@ -1,0 +1,730 @@
+"""Backups of a running installation, and restoring one into a new, empty installation.
+
+A backup is taken while the server runs and jobs run. First the database (:mod:`.backup_database`: one
+consistent snapshot), then the stored objects that snapshot refers to (files, and the content jobs hold
+as their inputs). Objects are immutable once written, so every object a snapshot names is complete; one
+deleted between the snapshot and its copy (a file removed or replaced just then) makes the backup take the
+database again and copy what the new snapshot names, a few times at most. On S3 the objects are listed
+(key, size, ETag, version) rather than copied unless ``copy_objects``. Then the job logs, the home's app
+files and the settings (without secrets unless ``with_secrets``), and last ``manifest.json``: what the
+backup holds, each file's size and SHA-256, the labcloud version and the database's schema revision.
+
+Not in a backup: uploads in progress (their rows are in the database, their bytes are not copied: a restore
+drops those rows, so a resumed upload is told 404 and starts again), the jobs' working folders, and on S3
+without ``copy_objects`` the objects themselves.
+
+A restore goes into an empty home and an empty database: the database first (then migrated forward if the
+backup is of an older schema), then the objects into the configured store, then logs and app files.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, cast
+
+from sqlalchemy import delete
+
+from labcloud import __version__
+from labcloud.db import migrate
+from labcloud.db.engine import Database
+from labcloud.db.models import DirectUpload, Upload
+from labcloud.db.types import utcnow
+from labcloud.execution.loops import Loop
+from labcloud.services import backup_database, backup_settings
+from labcloud.services.backup_places import (
+    MANIFEST,
+    BackupError,
+    HashingReader,
+    Place,
+    Sink,
+    Source,
+    check_name,
+    file_chunks,
+    list_series,
+    new_name,
+    open_sink,
+    open_source,
+    parse_place,
+    prune,
+)
+from labcloud.services.job_logs import log_path, times_path
+from labcloud.settings import CONFIG_FILE_NAME, Settings, absolute
+from labcloud.storage import open_storage
+from labcloud.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+FORMAT = "labcloud-backup"
+FORMAT_VERSION = 1
+MAX_ROUNDS = 4  # database snapshots taken when objects it names vanish before they are copied
+OBJECTS = "objects/"
+OBJECT_LIST = "objects.json"
+SECRET_KEY_FILE = "secrets/secret_key"
+RESTORED_SETTINGS = "restored-settings"  # where a restore puts the backup's settings, to read
+APP_SUFFIXES = (".yaml", ".yml")
+_KEY = re.compile(r"[0-9A-Za-z]+/[0-9A-Za-z]+/[0-9A-Za-z]+")  # a stored object's key (Storage.new_key)
+
+__all__ = ["BackupError", "Made", "Options", "Restored", "ScheduledBackups", "create", "restore"]
+
+
+class Cancelled(BackupError):
+    """The server is stopping: the backup in progress was abandoned."""
+
+
+@dataclass
+class Options:
+    copy_objects: bool = False  # S3: copy the objects into the backup (the local store's always are)
+    with_secrets: bool = False
+    keep_daily: int | None = None  # either set: a dated subfolder, and older backups pruned
+    keep_weekly: int | None = None
+
+    @property
+    def dated(self) -> bool:
+        return self.keep_daily is not None or self.keep_weekly is not None
+
+
+@dataclass
+class Made:
+    place: str
+    manifest: dict[str, Any]
+    pruned: list[str] = field(default_factory=list)
+
+
+def _nothing(_message: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------ making one
+
+
+class _Writer:
+    """Writes files into a sink and remembers each one's size and SHA-256 for the manifest."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def add(self, rel: str, chunks: Iterator[bytes], size: int) -> str:
+        reader = HashingReader(chunks)
+        self.sink.write(rel, cast(IO[bytes], reader), size)  # it reads like a binary file
+        reader.drain()
+        if reader.size != size:
+            raise BackupError(f"{rel}: {reader.size} bytes were read where {size} were expected")
+        self.files[rel] = {"size": size, "sha256": reader.sha256}
+        return reader.sha256
+
+    def add_bytes(self, rel: str, data: bytes) -> None:
+        self.add(rel, iter([data]), len(data))
+
+    def add_file(self, rel: str, path: Path, follow: bool = False) -> bool:
+        """A regular file (never through a link unless ``follow``) as it is now; False if there is none."""
+        try:
+            fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW))
+        except OSError:  # not there, or a link
+            return False
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not _is_regular(info.st_mode):
+                return False
+            self.add(rel, file_chunks(fh, info.st_size), info.st_size)  # a growing log: what it held now
+        return True
+
+
+def _is_regular(mode: int) -> bool:
+    return stat.S_ISREG(mode)
+
+
+def create(
+    settings: Settings,
+    dest: str,
+    options: Options,
+    *,
+    say: Callable[[str], None] = _nothing,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Made:
+    """Back the installation up to ``dest`` (a folder, FILE.tar.gz or s3://bucket/prefix)."""
+    place = parse_place(dest)
+    if options.dated and place.kind == "tar":
+        raise BackupError(
+            "--keep-daily and --keep-weekly keep dated backups in subfolders: name a folder or "
+            "s3://bucket/prefix, not a .tar.gz file"
+        )
+    if options.dated and not (options.keep_daily or options.keep_weekly):
+        raise BackupError("keeping 0 daily and 0 weekly backups would keep none: give at least one")
+    storage = open_storage(settings)
+    copy = storage.kind == "local" or options.copy_objects
+    started = utcnow()
+    target = place
+    if options.dated:
+        target = place.child(new_name((d.name for d in list_series(place, settings)), started))
+    settings.ensure_home()
+    sink = open_sink(target, settings, staged=options.dated)
+    work = Path(tempfile.mkdtemp(prefix=".backup-", dir=settings.home))
+    try:
+        manifest = _make(settings, storage, _Writer(sink), target, copy, options, work, say, stopping)
+        manifest["created_at"] = started.isoformat()
+        sink.write(MANIFEST, _json_stream(manifest), len(_json(manifest)))
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    made = Made(str(target), manifest)
+    if options.dated:
+        made.pruned = prune(place, settings, options.keep_daily or 0, options.keep_weekly or 0, started)
+    return made
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=1, sort_keys=True).encode()
+
+
+def _json_stream(data: Any) -> IO[bytes]:
+    return io.BytesIO(_json(data))
+
+
+def _make(
+    settings: Settings,
+    storage: Storage,
+    writer: _Writer,
+    target: Place,
+    copy: bool,
+    options: Options,
+    work: Path,
+    say: Callable[[str], None],
+    stopping: Callable[[], bool],
+) -> dict[str, Any]:
+    copied: dict[str, int] = {}  # object → size, of those in the backup
+    damaged: set[str] = set()
+    gone_before: set[str] | None = None
+    listing: dict[str, dict[str, Any]] = {}
+    snap = None
+    for round_ in range(1, MAX_ROUNDS + 1):
+        if snap is not None:
+            shutil.rmtree(snap.path.parent, ignore_errors=True)
+        snap = backup_database.snapshot(settings, work / f"database-{round_}")
+        wanted = snap.refs.objects
+        say(f"database: {_counts(snap.refs.counts)}; {len(wanted)} stored object(s) referred to")
+        if copy:
+            gone = _copy_objects(storage, writer, wanted, copied, damaged, stopping)
+        else:
+            listing = _inventory(storage)
+            gone = {key for key in wanted if key not in listing}
+        if not gone or (gone_before is not None and gone <= gone_before):
+            break  # nothing missing, or the same objects again: they are not in the store at all
+        gone_before = gone
+        say(f"{len(gone)} object(s) were deleted during the backup: reading the database again")
+    assert snap is not None
+    have = copied if copy else listing
+    missing = sorted(k for k in snap.refs.objects if k not in have)
+    if missing:
+        say(
+            f"warning: {len(missing)} object(s) the database refers to are not in the store "
+            f"(e.g. {missing[0]}): their files cannot be restored"
+        )
+    if damaged:
+        say(f"warning: {len(damaged)} stored object(s) do not match their recorded SHA-256")
+
+    storage_part: dict[str, Any] = {"kind": storage.kind, "objects": "copied" if copy else "listed"}
+    if storage.kind == "s3":
+        from labcloud.storage.s3 import S3Storage
+
+        assert isinstance(storage, S3Storage)
+        storage_part |= {
+            "bucket": storage.bucket,
+            "prefix": storage.prefix,
+            "endpoint_url": storage.endpoint_url or "",
+        }
+    if copy:  # (with, after a deletion, objects the final snapshot no longer names: swept after a restore)
+        storage_part |= {"count": len(copied), "bytes": sum(copied.values())}
+    else:
+        listed = {k: {**listing[k], "sha256": sha} for k, sha in snap.refs.objects.items() if k in listing}
+        writer.add_bytes(OBJECT_LIST, _json(listed))
+        storage_part |= {"count": len(listed), "bytes": sum(v["size"] for v in listed.values())}
+
+    logs = _add_logs(settings, writer, snap.refs.job_ids)
+    apps = _add_apps(settings, writer)
+    settings_part = _add_settings(settings, writer, options.with_secrets)
+    writer.add_file(snap.name, snap.path)
+    say(
+        f"{storage_part['count']} object(s) {storage_part['objects']}, {logs} job log(s), "
+        f"{apps} app file(s); written to {target}"
+    )
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "labcloud_version": __version__,
+        "alembic_revision": snap.revision,
+        "database": {"kind": snap.kind, "file": snap.name},
+        "storage": storage_part,
+        "counts": snap.refs.counts,
+        "missing_objects": missing,
+        "damaged_objects": sorted(damaged),
+        "job_logs": logs,
+        "apps": apps,
+        "settings": settings_part,
+        "with_secrets": options.with_secrets,
+        "files": writer.files,
+    }
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+
+
+def _copy_objects(
+    storage: Storage,
+    writer: _Writer,
+    wanted: dict[str, str | None],
+    copied: dict[str, int],
+    damaged: set[str],
+    stopping: Callable[[], bool],
+) -> set[str]:
+    """Copy the objects of ``wanted`` not copied yet; the ones that are not in the store."""
+    gone = set()
+    for key in sorted(wanted):
+        if key in copied:
+            continue
+        if stopping():
+            raise Cancelled("the server is stopping: the backup was abandoned")
+        try:
+            size = storage.size(key)
+            chunks = storage.iter_bytes(key)
+            first = next(chunks, b"")  # opened (a local file stays readable once open) before writing
+        except FileNotFoundError:
+            gone.add(key)
+            continue
+        sha256 = writer.add(f"{OBJECTS}{key}", itertools.chain([first], chunks), size)
+        copied[key] = size
+        if wanted[key] and wanted[key] != sha256:
+            damaged.add(key)
+    return gone
+
+
+def _inventory(storage: Storage) -> dict[str, dict[str, Any]]:
+    """Every object of an S3 store: size, ETag and (on a versioned bucket) the current version."""
+    from botocore.exceptions import ClientError
+
+    from labcloud.storage.s3 import S3Storage
+
+    assert isinstance(storage, S3Storage)
+    client, bucket = storage.client, storage.bucket
+    start = f"{storage.prefix}/" if storage.prefix else ""
+    try:
+        versioned = client.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
+    except ClientError:
+        versioned = False
+    found: dict[str, dict[str, Any]] = {}
+    if versioned:
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=start)
+        for versions in pages:
+            for version in versions.get("Versions", []):
+                if version.get("IsLatest"):
+                    found[version["Key"][len(start) :]] = {
+                        "size": version["Size"],
+                        "etag": version.get("ETag", "").strip('"'),
+                        "version_id": version.get("VersionId"),
+                    }
+    else:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start):
+            for obj in page.get("Contents", []):
+                etag = obj.get("ETag", "").strip('"')
+                found[obj["Key"][len(start) :]] = {"size": obj["Size"], "etag": etag}
+    return found
+
+
+def _add_logs(settings: Settings, writer: _Writer, job_ids: list[uuid.UUID]) -> int:
+    count = 0
+    for job_id in job_ids:
+        log_file = log_path(settings, job_id)
+        if writer.add_file(f"logs/{job_id}/job.log", log_file):
+            count += 1
+            writer.add_file(f"logs/{job_id}/{times_path(log_file).name}", times_path(log_file))
+    return count
+
+
+def _add_apps(settings: Settings, writer: _Writer) -> int:
+    folder = settings.effective_apps_dir
+    if not folder.is_dir():
+        return 0
+    count = 0
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or not entry.name.endswith(APP_SUFFIXES):
+            continue
+        try:
+            check_name(f"apps/{entry.name}")
+        except BackupError:
+            continue
+        if writer.add_file(f"apps/{entry.name}", entry, follow=True):
+            count += 1
+    return count
+
+
+def config_path(settings: Settings) -> Path:
+    """The configuration file of the installation ``settings`` describe: $LABCLOUD_CONFIG, else the one in
+    its home."""
+    explicit = os.environ.get("LABCLOUD_CONFIG")
+    return absolute(explicit) if explicit else settings.home / CONFIG_FILE_NAME
+
+
+def _add_settings(settings: Settings, writer: _Writer, with_secrets: bool) -> dict[str, Any]:
+    part: dict[str, Any] = {"settings": "settings/settings.json", "config_file": None, "secret_key": None}
+    writer.add_bytes(part["settings"], _json(backup_settings.document(settings, with_secrets)))
+    config = backup_settings.config_text(config_path(settings), settings, with_secrets)
+    if config is not None:
+        part["config_file"] = f"settings/{CONFIG_FILE_NAME}"
+        writer.add_bytes(part["config_file"], config.encode())
+    if with_secrets and writer.add_file(SECRET_KEY_FILE, settings.home / "secret_key"):
+        part["secret_key"] = SECRET_KEY_FILE
+    return part
+
+
+# ------------------------------------------------------------------------------------------ restoring
+
+
+@dataclass
+class Restored:
+    manifest: dict[str, Any]
+    objects: int = 0
+    uploads_dropped: int = 0
+    missing_objects: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def refuse_unless_empty_home(settings: Settings) -> None:
+    """BackupError unless the home is missing or empty (its configuration file aside)."""
+    home = settings.home
+    if not home.exists():
+        return
+    if not home.is_dir():
+        raise BackupError(f"the home {home} is not a folder")
+    allowed = (
+        {"lost+found", config_path(settings).name} if config_path(settings).parent == home else {"lost+found"}
+    )
+    found = sorted(p.name for p in home.iterdir() if p.name not in allowed)
+    if found:
+        shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+        raise BackupError(
+            f"the home {home} is not empty ({shown}): a restore goes into a new, empty home; "
+            "name another with --home or LABCLOUD_HOME"
+        )
+
+
+def restore(
+    settings: Settings,
+    src: str,
+    *,
+    allow_missing_objects: bool = False,
+    say: Callable[[str], None] = _nothing,
+) -> Restored:
+    """Restore the backup at ``src`` into this installation's empty home and database."""
+    place = parse_place(src)
+    refuse_unless_empty_home(settings)
+    backup_database.refuse_unless_empty(settings)
+    settings.ensure_home()
+    work = Path(tempfile.mkdtemp(prefix=".restore-", dir=settings.home))
+    try:
+        source = open_source(place, settings, work / "unpacked")
+        try:
+            return _restore(settings, source, work, allow_missing_objects, say)
+        finally:
+            source.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _restore(
+    settings: Settings, source: Source, work: Path, allow_missing: bool, say: Callable[[str], None]
+) -> Restored:
+    with source.open(MANIFEST) as fh:
+        try:
+            manifest = json.loads(fh.read())
+        except ValueError as exc:
+            raise BackupError(f"{source.place}: its manifest is not JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(f"{source.place} is not a labcloud backup")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version")
+        raise BackupError(f"backup format {version} is not known to labcloud {__version__}")
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    for rel in files:
+        check_name(rel)
+    _check_revision(settings, manifest)
+    result = Restored(manifest)
+    storage = open_storage(settings)
+    versions = _plan_listed(settings, storage, source, manifest, files, work, result)
+    result.missing_objects += [
+        k for k in manifest.get("missing_objects", []) if k not in result.missing_objects
+    ]
+    if result.missing_objects and not allow_missing:
+        where = "the store" if manifest["storage"].get("objects") == "listed" else "the backup"
+        raise BackupError(
+            f"{len(result.missing_objects)} stored object(s) the database refers to are not in {where} "
+            f"(e.g. {result.missing_objects[0]}): their files would be restored without content. Restore "
+            "anyway with --allow-missing-objects"
+        )
+
+    database = manifest["database"]
+    db_file = _fetch(source, database["file"], files, work / "database")  # checked before anything is written
+    storage.check()  # reachable and writable (a local store's folder is made)
+    try:
+        _put_back(settings, storage, source, manifest, files, work, db_file, versions, result, say)
+    except BackupError as exc:
+        raise BackupError(
+            f"{exc}. The restore stopped part way: empty the home {settings.home} and the database before "
+            "trying again"
+        ) from exc
+    return result
+
+
+def _put_back(
+    settings: Settings,
+    storage: Storage,
+    source: Source,
+    manifest: dict[str, Any],
+    files: dict[str, dict[str, Any]],
+    work: Path,
+    db_file: Path,
+    versions: list[tuple[str, str]],
+    result: Restored,
+    say: Callable[[str], None],
+) -> None:
+    database = manifest["database"]
+    backup_database.restore(settings, database["kind"], db_file)
+    say(f"database restored into {backup_database.where(settings)} (schema {manifest['alembic_revision']})")
+    migrate.upgrade(settings)
+    if manifest["alembic_revision"] != migrate.head_revision(settings):
+        say(f"database migrated to schema {migrate.head_revision(settings)}")
+    result.uploads_dropped = _drop_unfinished_uploads(settings)
+
+    for rel in sorted(r for r in files if r.startswith(OBJECTS)):
+        key = rel[len(OBJECTS) :]
+        if not _KEY.fullmatch(key):
+            raise BackupError(f"{rel}: not a stored object's name")
+        storage.put_file(key, _fetch(source, rel, files, work / "object"))  # consumes the fetched copy
+        result.objects += 1
+    for key, version in versions:
+        _restore_version(storage, key, version)
+    _restore_logs(settings, source, files, work)
+    _restore_apps(settings, source, files, work, result)
+    _restore_secret_key(settings, source, manifest, files, work, result)
+    _restore_settings(settings, source, manifest, files, work, result)
+
+
+def _check_revision(settings: Settings, manifest: dict[str, Any]) -> None:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    revision = manifest.get("alembic_revision")
+    if revision is None:
+        return
+    scripts = ScriptDirectory.from_config(migrate.alembic_config(settings))
+    try:
+        scripts.get_revision(revision)
+    except CommandError:
+        raise BackupError(
+            f"the backup's database is at schema revision {revision}, which labcloud {__version__} does not "
+            f"know: restore it with labcloud {manifest.get('labcloud_version')} or newer"
+        ) from None
+
+
+def _fetch(source: Source, rel: str, files: dict[str, dict[str, Any]], folder: Path) -> Path:
+    """Copy the backup's file ``rel`` into a private file of ``folder``, checked against the manifest."""
+    expected = files.get(rel)
+    if expected is None:
+        raise BackupError(f"{rel} is not in the backup's manifest")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out = folder / uuid.uuid4().hex
+    with source.open(rel) as fh:
+        reader = HashingReader(file_chunks(fh))
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(reader, dst, 1 << 20)
+    if reader.size != expected["size"] or reader.sha256 != expected["sha256"]:
+        out.unlink()
+        raise BackupError(
+            f"{rel} in {source.place} is damaged: {reader.size} bytes with SHA-256 {reader.sha256}, "
+            f"where the manifest says {expected['size']} bytes with {expected['sha256']}"
+        )
+    return out
+
+
+def _plan_listed(
+    settings: Settings,
+    storage: Storage,
+    source: Source,
+    manifest: dict[str, Any],
+    files: dict[str, dict[str, Any]],
+    work: Path,
+    result: Restored,
+) -> list[tuple[str, str]]:
+    """For a backup that lists its S3 objects: check the store holds them. The objects to put back from an
+    earlier version of a versioned bucket (key, version); those that cannot be found go into ``result``."""
+    part = manifest["storage"]
+    if part.get("objects") != "listed":
+        return []
+    where = f"s3://{part['bucket']}/{part['prefix']}".rstrip("/")
+    here = (getattr(storage, "bucket", None), getattr(storage, "prefix", None))
+    if storage.kind != "s3" or here != (part["bucket"], part["prefix"]):
+        raise BackupError(
+            f"this backup lists its objects in {where} rather than holding them: restore it into an "
+            f"installation whose storage_url is {where} (backups made with --copy-objects hold them)"
+        )
+    listed_file = _fetch(source, OBJECT_LIST, files, work / "listing")
+    listed: dict[str, dict[str, Any]] = json.loads(listed_file.read_text())
+    present = _inventory(storage)
+    versions: list[tuple[str, str]] = []
+    for key, recorded in sorted(listed.items()):
+        have = present.get(key)
+        if have is not None and (not recorded.get("etag") or have["etag"] == recorded["etag"]):
+            continue
+        if recorded.get("version_id"):
+            versions.append((key, recorded["version_id"]))
+        else:
+            result.missing_objects.append(key)
+    return versions
+
+
+def _restore_version(storage: Storage, key: str, version: str) -> None:
+    from labcloud.storage.s3 import S3Storage
+
+    assert isinstance(storage, S3Storage)
+    name = storage._name(key)
+    earlier = {"Bucket": storage.bucket, "Key": name, "VersionId": version}
+    storage.client.copy_object(Bucket=storage.bucket, Key=name, CopySource=earlier)  # type: ignore[arg-type]
+
+
+def _drop_unfinished_uploads(settings: Settings) -> int:
+    """Uploads in progress when the backup was taken: their bytes are not in it, so they go (a resumed
+    upload is told 404 and starts again)."""
+    db = Database(settings)
+    try:
+        with db.session() as session:
+            tus = session.execute(delete(Upload)).rowcount  # type: ignore[attr-defined]
+            direct = session.execute(delete(DirectUpload)).rowcount  # type: ignore[attr-defined]
+    finally:
+        db.dispose()
+    return int(tus or 0) + int(direct or 0)
+
+
+def _write_private(path: Path, source: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.move(source, path)
+    os.chmod(path, 0o600)
+
+
+def _restore_logs(settings: Settings, source: Source, files: dict[str, dict[str, Any]], work: Path) -> None:
+    for rel in files:
+        parts = rel.split("/")
+        if len(parts) != 3 or parts[0] != "logs" or parts[2] not in ("job.log", "job.log.times"):
+            continue
+        try:
+            job_id = uuid.UUID(parts[1])
+        except ValueError:
+            continue
+        fetched = _fetch(source, rel, files, work / "log")
+        _write_private(log_path(settings, job_id).with_name(parts[2]), fetched)
+
+
+def _restore_apps(
+    settings: Settings, source: Source, files: dict[str, dict[str, Any]], work: Path, result: Restored
+) -> None:
+    apps = sorted(r for r in files if r.startswith("apps/") and r.count("/") == 1)
+    if not apps:
+        return
+    folder = settings.effective_apps_dir
+    if folder.is_dir() and any(folder.iterdir()):
+        result.notes.append(f"the apps folder {folder} is not empty: the backup's app files were not put in")
+        return
+    for rel in apps:
+        _write_private(folder / rel.split("/", 1)[1], _fetch(source, rel, files, work / "app"))
+
+
+def _restore_secret_key(
+    settings: Settings,
+    source: Source,
+    manifest: dict[str, Any],
+    files: dict[str, dict[str, Any]],
+    work: Path,
+    result: Restored,
+) -> None:
+    rel = manifest["settings"].get("secret_key")
+    if rel is None:
+        if not settings.secret_key.get_secret_value():
+            result.notes.append(
+                "the backup holds no signing key (made without --with-secrets): a new one is made, so "
+                "everyone logs in again (passwords and API tokens still work)"
+            )
+        return
+    if settings.secret_key.get_secret_value():
+        result.notes.append("secret_key is configured: the backup's signing key was not put in the home")
+        return
+    _write_private(settings.home / "secret_key", _fetch(source, rel, files, work / "secret"))
+
+
+def _restore_settings(
+    settings: Settings,
+    source: Source,
+    manifest: dict[str, Any],
+    files: dict[str, dict[str, Any]],
+    work: Path,
+    result: Restored,
+) -> None:
+    folder = settings.home / RESTORED_SETTINGS
+    part = manifest["settings"]
+    for rel in (part.get("settings"), part.get("config_file")):
+        if rel:
+            _write_private(folder / rel.rsplit("/", 1)[1], _fetch(source, rel, files, work / "settings"))
+    result.notes.append(
+        f"the backup's settings are in {folder} to read; this installation keeps its own configuration"
+    )
+
+
+# ------------------------------------------------------------------------------------------ schedule
+
+
+class ScheduledBackups(Loop):
+    """On the leader: a dated backup into ``backup_dest`` whenever the newest one there is older than
+    ``backup_every_h`` (so a restart or a new leader does not make an extra one), then pruning."""
+
+    def __init__(self, settings: Settings) -> None:
+        every_s = settings.backup_every_h * 3600
+        super().__init__("backups", min(300.0, max(1.0, every_s / 10)), step_first=True)
+        self.settings = settings
+
+    def due(self, now: datetime) -> bool:
+        place = parse_place(self.settings.backup_dest)
+        newest = next((d for d in list_series(place, self.settings) if d.complete), None)
+        return newest is None or now - newest.at >= timedelta(hours=self.settings.backup_every_h)
+
+    def step(self) -> None:
+        if not self.due(utcnow()):
+            return
+        options = Options(
+            copy_objects=self.settings.backup_copy_objects,
+            with_secrets=self.settings.backup_with_secrets,
+            keep_daily=self.settings.backup_keep_daily,
+            keep_weekly=self.settings.backup_keep_weekly,
+        )
+        try:
+            made = create(self.settings, self.settings.backup_dest, options, stopping=lambda: self.stopping)
+        except Cancelled:
+            return
+        except BackupError as exc:
+            log.warning("scheduled backup failed: %s", exc)
+            return
+        log.info("scheduled backup made: %s; removed by retention: %s", made.place, made.pruned or "none")
