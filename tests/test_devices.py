@@ -370,3 +370,47 @@ def test_the_simulate_command(cl: Cluster, tmp_path: Path) -> None:
     assert stats["succeeded"] == 3 and stats["connected"] == 3 and stats["heartbeats"] >= 3
     assert len(stats["heartbeat_latency_s"]) == stats["heartbeats"]
     assert "3/3 devices connected" in (tmp_path / "sim.log").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+
+
+def test_a_session_over_twenty_simulated_devices_survives_one_lost_mid_session(
+    cl: Cluster, tmp_path: Path
+) -> None:
+    """One submission, one recording on each of 20 devices with its own prefix; one device dies mid-session:
+    only its part fails, the other 19 are recorded, and the device, back again, is not handed its old part."""
+    tokens = fleet(cl, "sess", 20, tmp_path)
+    devices = [{"worker": name, "params": {"prefix": f"m12-{name}"}} for name in tokens]
+    started = cl.api(
+        "POST",
+        "/sessions",
+        json={"app": RECORD, "name": "mouse 12", "params": {"duration_s": 3}, "devices": devices},
+    )
+    assert [d["worker"] for d in started["devices"]] == sorted(tokens)
+    victim = "sess-7"
+    part = next(d for d in started["devices"] if d["worker"] == victim)
+    with SimulationThread(cl.url, tokens, sim_settings()) as sim:
+        eventually(lambda: sim.holding().get(part["job_id"]) == victim, 30, "sess-7 to take its part")
+        eventually(lambda: f"{victim}: recording" in cl.log(part["job_id"]), 10, "its recording to start")
+        sim.kill(victim)  # gone without a word: its lease (3 s) runs out
+
+        def ended() -> dict[str, Any] | None:
+            found: dict[str, Any] = cl.api("GET", f"/sessions/{started['id']}")
+            return found if found["state"] in ("succeeded", "partial", "failed") else None
+
+        done = eventually(ended, 90, "every part of the session to end")
+        sim.revive(victim)
+        beats = cl.worker_info(victim)["last_heartbeat_at"]
+        eventually(lambda: cl.worker_info(victim)["last_heartbeat_at"] != beats, 20, "sess-7 to be back")
+        assert sim.holding() == {}  # back again, nothing handed to it
+    assert done["state"] == "partial" and done["counts"] == {"succeeded": 19, "failed": 1}, done
+    by_worker = {d["worker"]: d for d in done["devices"]}
+    assert (by_worker[victim]["state"], by_worker[victim]["reason"]) == ("failed", "worker_lost")
+    for name, p in by_worker.items():
+        if name != victim:
+            assert f"m12-{name}.txt" in outputs(cl, str(p["job_id"])), name
+            [ran_on] = cl.ran_on(str(p["job_id"]))
+            assert ran_on == name  # each part on its own device
+    lost = cl.job(part["job_id"])
+    assert lost["attempts"] == 1 and lost["state"] == "failed"
