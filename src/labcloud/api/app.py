@@ -73,7 +73,11 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.add_middleware(Utf8Addresses)
     if settings.trusted_proxies:  # the client's address and scheme as the proxy saw them
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    # The worker protocol first: a fleet's heartbeats and claims are most of the requests, and a request is
+    # matched against the routes in order (every route before it costs each of them a match).
     for module in (
+        worker_api,
+        worker_jobs,
         health,
         auth,
         me,
@@ -87,8 +91,6 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         webhooks,
         workers,
         devices,
-        worker_api,
-        worker_jobs,
         tes,
     ):
         app.include_router(module.router)
