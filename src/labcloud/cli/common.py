@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from labcloud.settings import Settings
 
@@ -27,5 +28,7 @@ def say(message: str) -> None:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    """Say what went wrong (as written: no markup read in it, not wrapped, so a path stays whole and a
+    script can match the words) and the exit to raise."""
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
