@@ -34,7 +34,7 @@ from conftest import PG_SERVER, kill_processes_under
 from jobs_helpers import TERMINAL, py, write_app
 from labcloud.api.app import create_app
 from labcloud.db import migrate
-from labcloud.services import backup
+from labcloud.services import backup, backup_restore
 from labcloud.services.backup_places import STAMP_FORMAT, BackupError, parse_place, prune, to_keep
 from labcloud.services.backup_settings import REDACTED
 from labcloud.settings import Settings
@@ -452,7 +452,7 @@ def test_on_s3_objects_are_copied_into_a_backup_or_listed_and_checked_on_restore
     names = seaweedfs.client().list_objects_v2(Bucket=s3_bucket, Prefix="backups/")["Contents"]
     assert {n["Key"].split("/")[1] for n in names} == {second.place.rsplit("/", 1)[1]}
     b = _s3_settings(tmp_path / "b", seaweedfs, f"s3://{s3_bucket}/elsewhere")  # another prefix
-    done = backup.restore(b, second.place)
+    done = backup_restore.restore(b, second.place)
     assert done.objects == 2
     assert _files_of(b) == content
 
@@ -464,15 +464,15 @@ def test_on_s3_objects_are_copied_into_a_backup_or_listed_and_checked_on_restore
     assert sorted(v["sha256"] for v in inventory.values()) == sorted(sha256(d) for d in content.values())
     c = _s3_settings(tmp_path / "c", seaweedfs, f"s3://{s3_bucket}/store")
     with pytest.raises(BackupError, match="lists its objects in"):  # not where the objects are
-        backup.restore(
+        backup_restore.restore(
             _s3_settings(tmp_path / "c2", seaweedfs, f"s3://{s3_bucket}/elsewhere"), str(tmp_path / "listed")
         )
     lost = next(iter(inventory))
     seaweedfs.client().delete_object(Bucket=s3_bucket, Key=f"store/{lost}")
     with pytest.raises(BackupError, match=r"1 stored object.* not in the store"):
-        backup.restore(c, str(tmp_path / "listed"))
+        backup_restore.restore(c, str(tmp_path / "listed"))
     assert not (tmp_path / "c" / "labcloud.sqlite3").exists()  # refused before anything was written
-    done = backup.restore(c, str(tmp_path / "listed"), allow_missing_objects=True)
+    done = backup_restore.restore(c, str(tmp_path / "listed"), allow_missing_objects=True)
     assert done.missing_objects == [lost] and done.objects == 0
 
 
@@ -545,10 +545,10 @@ def test_an_older_schema_is_migrated_forward_and_a_damaged_backup_refused(tmp_pa
     raw[-1] ^= 1
     database.write_bytes(bytes(raw))
     with pytest.raises(BackupError, match=r"database/labcloud\.sqlite3 .* is damaged"):
-        backup.restore(_settings(tmp_path / "damaged"), str(unpacked))
+        backup_restore.restore(_settings(tmp_path / "damaged"), str(unpacked))
 
     new = _settings(tmp_path / "new")
-    done = backup.restore(new, str(archive))
+    done = backup_restore.restore(new, str(archive))
     assert done.uploads_dropped == 0
     engine = create_engine(new.effective_database_url)
     try:
@@ -586,7 +586,7 @@ def test_a_file_deleted_before_its_object_is_copied_makes_the_backup_read_the_da
     assert made.manifest["missing_objects"] == [] and made.manifest["storage"]["count"] == 1
     assert made.manifest["counts"]["files"] == 2  # the folder and the file left: as the second snapshot saw
     restored = _settings(tmp_path / "c")
-    backup.restore(restored, str(tmp_path / "b"))
+    backup_restore.restore(restored, str(tmp_path / "b"))
     assert _files_of(restored) == {"data/kept.txt": b"data/kept.txt"}
 
     # an object lost from the store before a backup: named in its manifest, and a restore asks first
@@ -597,8 +597,10 @@ def test_a_file_deleted_before_its_object_is_copied_makes_the_backup_read_the_da
     assert lossy.manifest["missing_objects"] == [kept] and lossy.manifest["storage"]["count"] == 0
     assert any(line.startswith("warning: 1 object(s)") for line in said), said
     with pytest.raises(BackupError, match=r"1 stored object.* not in the backup"):
-        backup.restore(_settings(tmp_path / "d"), str(tmp_path / "lossy"))
-    done = backup.restore(_settings(tmp_path / "d"), str(tmp_path / "lossy"), allow_missing_objects=True)
+        backup_restore.restore(_settings(tmp_path / "d"), str(tmp_path / "lossy"))
+    done = backup_restore.restore(
+        _settings(tmp_path / "d"), str(tmp_path / "lossy"), allow_missing_objects=True
+    )
     assert done.missing_objects == [kept]
 
 

@@ -61,7 +61,7 @@ def restore(
     home: Path = typer.Option(None, "--home", help=HOME_HELP),
 ) -> None:
     """Restore a backup into a new, empty home (and empty database), then migrate it to this version."""
-    from labcloud.services import backup as service
+    from labcloud.services import backup_restore as service
 
     os.umask(0o077)
     _use_home(home)

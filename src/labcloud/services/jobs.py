@@ -230,7 +230,11 @@ class InputFile:
 
 def input_files(session: Session, user: User, job_id: uuid.UUID) -> list[InputFile]:
     """What the job's inputs were, file by file, for whoever sees the job."""
-    job = get_job(session, user, job_id)
+    return inputs_of(session, user, get_job(session, user, job_id))
+
+
+def inputs_of(session: Session, user: User, job: Job) -> list[InputFile]:
+    """:func:`input_files` of a job ``user`` was already let see."""
     rows = job_inputs.pinned(session, job.id)
     now = job_inputs.now_at(session, rows)
     may: dict[uuid.UUID, tuple[bool, str]] = {}

@@ -161,7 +161,7 @@ def _allowed(check: Callable[[], object]) -> bool:
 
 
 def _status_context(
-    session: Session, principal: Principal, ctx: Runtime, job_id: uuid.UUID
+    session: Session, principal: Principal, ctx: Runtime, job_id: uuid.UUID, full: bool = False
 ) -> dict[str, Any]:
     user = principal.user
     job = job_service.get_job(session, user, job_id)
@@ -170,7 +170,8 @@ def _status_context(
     ended = job.state in {s.value for s in TERMINAL}
     outputs = job_files.job_outputs(session, job.project_id, job.id) if ended else []
     start = len(job_files.job_outputs_folder(job.id)) + 1
-    inputs = job_service.input_files(session, user, job.id)
+    # (what a finished job's rerun may take; the page shows them too, the polled status only once ended)
+    inputs = job_service.inputs_of(session, user, job) if ended or full else []
     return {
         "input_files": _by_slot(inputs),
         # something at an input's path is no longer what the job read: a rerun may take either
@@ -204,7 +205,7 @@ def _by_slot(inputs: list[job_service.InputFile]) -> dict[str, list[job_service.
 def job_page(
     request: Request, job_id: uuid.UUID, principal: PageUser, session: DbSession, ctx: Ctx
 ) -> Response:
-    context = _status_context(session, principal, ctx, job_id)
+    context = _status_context(session, principal, ctx, job_id, full=True)
     job = context["job"]
     context["log_offset"] = job_logs.tail_start(ctx.settings, job_id, LOG_TAIL_BYTES)
     mine = [p for p, _ in projects.mine(session, principal.user)]
