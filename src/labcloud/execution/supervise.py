@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SPEC_VERSION = 1
-SANDBOX_TRIES = 3  # starts of a sandbox that met a host mount going away (see Supervisor.run)
+SANDBOX_TRIES = 6  # starts of a sandbox that met a host mount going away (see Supervisor.run)
 SAMPLE_S = 0.1  # memory sampling period with a memory limit...
 SAMPLE_IDLE_S = 0.5  # ...and without one, when only the peak is of interest
 PR_SET_PDEATHSIG = 1
@@ -813,7 +813,7 @@ class Supervisor:
         self.t0 = time.monotonic()
         if self.spec.get("steps"):
             return self._run_steps(self.spec["steps"])
-        for _ in range(SANDBOX_TRIES - 1):
+        for tries in range(1, SANDBOX_TRIES):
             result = self._run_once()
             if not (self.sandboxed and self.reason is None and _mounts_changed(result)):
                 return result
@@ -821,7 +821,7 @@ class Supervisor:
             # sandbox's) fails the copy. Nothing of the job ran: start it again.
             self._log("the host's mounts changed while the sandbox was set up; starting it again")
             self._reset()
-            time.sleep(0.05)
+            time.sleep(0.05 * 2**tries)  # a container engine busy mounting settles within a second or so
         return self._run_once()
 
     def _reset(self) -> None:
