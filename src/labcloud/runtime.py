@@ -35,6 +35,7 @@ from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
 from labcloud.services.backup import ScheduledBackups
 from labcloud.services.device_schemas import SchemaCache
+from labcloud.services.heartbeats import HeartbeatWriter
 from labcloud.services.housekeeping import Housekeeper
 from labcloud.services.job_states import JobState
 from labcloud.services.mail import MailSender
@@ -67,6 +68,7 @@ class Runtime:
     waker: Waker = field(default_factory=Waker)
     # The devices' status schemas, compiled, for heartbeats (read again every device_schema_cache_s).
     device_schemas: SchemaCache = field(default_factory=SchemaCache)
+    _heartbeats: HeartbeatWriter | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -101,7 +103,16 @@ class Runtime:
         )
         self.leadership.start()
 
+    @property
+    def heartbeats(self) -> HeartbeatWriter:
+        """Writes remote workers' heartbeats, together (made with the first one)."""
+        if self._heartbeats is None:
+            self._heartbeats = HeartbeatWriter(self.db, self.settings, self.device_schemas)
+        return self._heartbeats
+
     def stop_dispatch(self) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.close()
         if self.leadership is not None:
             self.leadership.stop()
         if self.wakeups is not None:

@@ -35,7 +35,11 @@ from labcloud.http.problems import problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 Gate = Callable[[Request, Any], None]  # (request, Runtime): raises to refuse; runs in the thread pool
+# (request, Runtime) -> whether the caller is known already, without I/O: then the gate is not run. Runs on
+# the event loop; for callers that come back every few seconds (workers' heartbeats and claims).
+Known = Callable[[Request, Any], bool]
 GATE_ATTRIBUTE = "labcloud_gate"
+KNOWN_ATTRIBUTE = "labcloud_known"
 MAX_JSON_DEPTH = 64
 MAX_REPORTED = 50  # bad strings named in one answer
 
@@ -44,12 +48,15 @@ class BodyTooLarge(LabcloudError):
     status, title, type_slug = 413, "Content too large", "too-large"
 
 
-def gate(check: Gate) -> Callable[[F], F]:
+def gate(check: Gate, known: Known | None = None) -> Callable[[F], F]:
     """Mark a dependency that authenticates the caller: a :class:`GuardedRoute` using it runs ``check``
-    before it reads the request's body."""
+    before it reads the request's body, unless ``known`` says the caller was let in moments ago (the
+    route's own code then checks the credential against the database all the same)."""
 
     def mark(dependency: F) -> F:
         setattr(dependency, GATE_ATTRIBUTE, check)
+        if known is not None:
+            setattr(check, KNOWN_ATTRIBUTE, known)
         return dependency
 
     return mark
@@ -202,9 +209,11 @@ class GuardedRoute(APIRoute):
 def guarded(
     handler: Callable[[Request], Awaitable[Response]], check: Gate | None
 ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    known: Known | None = getattr(check, KNOWN_ATTRIBUTE, None)
+
     async def guarded_handler(request: Request) -> Response:
         ctx = request.app.state.ctx
-        if check is not None:
+        if check is not None and not (known is not None and known(request, ctx)):
             await run_in_threadpool(check, request, ctx)
         limit = ctx.settings.max_json_body_bytes
         check_declared_length(request, limit)

@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
@@ -129,16 +129,30 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+_SAMPLE = insert(cast(Table, DeviceSample.__table__))  # built once: heartbeats are frequent
+
+
+class Heard(Protocol):
+    """What a heartbeat needs of its worker's row (a few columns, not the whole worker)."""
+
+    id: uuid.UUID
+    labels: dict[str, str]
+    status_problems: list[dict[str, str]]
+    sampled_at: datetime | None
+
+
 def record_heartbeat(
     session: Session,
     settings: Settings,
     schemas: SchemaCache,
-    worker: Worker,
+    worker: Heard,
     telemetry: dict[str, Any],
     now: datetime,
-) -> list[dict[str, str]]:
-    """Keep what a heartbeat says of the device: its telemetry (with a status of the right form), what is
-    wrong with its status, and, once an interval, a history sample. The status problems, for the answer."""
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """What a heartbeat says of the device: the status problems (for the answer), and the worker's columns
+    to set: its telemetry (with a status of the right form), what is wrong with its status (when that
+    changed), and, once an interval, when a history sample was taken (the sample itself is inserted
+    here)."""
     status, problems = _status_of(settings, telemetry)
     labels = worker.labels or {}
     if status is not None:
@@ -149,9 +163,9 @@ def record_heartbeat(
         and any((key, str(value)) in schemas.current(session, settings) for key, value in labels.items())
     ):
         problems.append(problem("status", "no status was reported; this device's labels have a schema"))
-    worker.telemetry = telemetry
+    changes: dict[str, Any] = {"telemetry": telemetry}
     if worker.status_problems != problems:
-        worker.status_problems = problems
+        changes["status_problems"] = problems
     valid = status is not None and not problems
     due = worker.sampled_at is None or now - worker.sampled_at >= timedelta(
         seconds=settings.device_sample_interval_s
@@ -159,9 +173,9 @@ def record_heartbeat(
     if due:
         data = sample_of(telemetry, status if valid else None)
         if data:
-            session.add(DeviceSample(worker_id=worker.id, at=now, data=data))
-            worker.sampled_at = now
-    return problems
+            session.connection().execute(_SAMPLE, {"worker_id": worker.id, "at": now, "data": data})
+            changes["sampled_at"] = now
+    return problems, changes
 
 
 def sample_of(telemetry: Mapping[str, Any], status: Mapping[str, Any] | None) -> dict[str, float]:

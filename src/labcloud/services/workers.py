@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job, Worker, WorkerState
@@ -151,6 +153,32 @@ def check_token(session: Session, credential: str) -> uuid.UUID:
     return worker_id
 
 
+class KnownTokens:
+    """Worker tokens found valid lately, by their digest, for ``ttl_s`` seconds: for a gate that would look
+    each up before every heartbeat and claim. Only good for letting a request's body be read: whoever
+    acts on the request checks the worker in the database again (a revoked token counts at once)."""
+
+    def __init__(self, ttl_s: float = 30.0, most: int = 10_000) -> None:
+        self.ttl_s, self.most = ttl_s, most
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[uuid.UUID, float]] = {}
+
+    def get(self, credential: str) -> uuid.UUID | None:
+        if not credential.startswith(WORKER_TOKEN_PREFIX):
+            return None
+        with self._lock:
+            found = self._known.get(_digest(credential))
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
+
+    def remember(self, credential: str, worker_id: uuid.UUID) -> None:
+        with self._lock:
+            if len(self._known) >= self.most:
+                self._known.clear()
+            self._known[_digest(credential)] = (worker_id, time.monotonic() + self.ttl_s)
+
+
 def get(session: Session, worker_id: uuid.UUID) -> Worker:
     worker = session.get(Worker, worker_id)
     if worker is None:
@@ -205,24 +233,47 @@ def revoke(session: Session, worker: Worker) -> Worker:
     return worker
 
 
+# A heartbeat's statements, built once: hundreds of devices heartbeat every few seconds, and building a
+# statement (and its cache key) each time, or loading and flushing a Worker through the ORM, was most of
+# what a heartbeat cost. It reads a few columns of its worker and writes what the heartbeat said.
+_WORKERS = cast(Table, Worker.__table__)
+_HEARD = select(
+    _WORKERS.c.id, _WORKERS.c.state, _WORKERS.c.labels, _WORKERS.c.status_problems, _WORKERS.c.sampled_at
+).where(_WORKERS.c.id == bindparam("worker_id", type_=_WORKERS.c.id.type))
+_SAID = ("last_heartbeat_at", "capacity", "version", "engines", "engine_problem", "telemetry")
+_SAY = (
+    _WORKERS.update()
+    .where(_WORKERS.c.id == bindparam("worker_id", type_=_WORKERS.c.id.type))
+    .values(
+        {
+            name: bindparam(f"new_{name}", type_=_WORKERS.c[name].type)
+            for name in (*_SAID, "status_problems", "sampled_at")
+        }
+    )
+)
+
+
 def heartbeat(
     session: Session,
     settings: Settings,
-    worker: Worker,
+    worker_id: uuid.UUID,
     body: dict[str, Any],
     schemas: SchemaCache | None = None,
 ) -> dict[str, Any]:
     """Renew the leases of the jobs the worker holds, keep what it says of itself (its status checked
     against the schemas of its labels: ``schemas``, the server's cache), and answer with the jobs to
-    cancel or abandon and what is wrong with its status."""
+    cancel or abandon and what is wrong with its status. Unauthorized for a worker revoked (or removed)
+    since its token was checked."""
+    connection = session.connection()
+    row = connection.execute(_HEARD, {"worker_id": worker_id}).first()
+    if row is None or row.state == WorkerState.REVOKED:
+        raise Unauthorized("The worker token is unknown or was revoked.")
     now = utcnow()
-    worker.last_heartbeat_at = now
-    worker.capacity = dict(body.get("capacity") or {}) | {"free": dict(body.get("free") or {})}
-    status_problems = devices.record_heartbeat(
-        session, settings, schemas or SchemaCache(), worker, dict(body.get("telemetry") or {}), now
+    telemetry = dict(body.get("telemetry") or {})
+    status_problems, heard = devices.record_heartbeat(
+        session, settings, schemas or SchemaCache(), row, telemetry, now
     )
-    worker.version = str(body.get("version") or "")[:64]
-    worker.engines = [
+    engines = [
         {
             "kind": str(e["kind"]),
             "images": [str(i) for i in e.get("images") or []],
@@ -230,7 +281,17 @@ def heartbeat(
         }
         for e in body.get("engines") or []
     ]
-    worker.engine_problem = str(body.get("engine_problem") or "")
+    said = {
+        "last_heartbeat_at": now,
+        "capacity": dict(body.get("capacity") or {}) | {"free": dict(body.get("free") or {})},
+        "version": str(body.get("version") or "")[:64],
+        "engines": engines,
+        "engine_problem": str(body.get("engine_problem") or ""),
+        "status_problems": row.status_problems,
+        "sampled_at": row.sampled_at,
+        **heard,
+    }
+    connection.execute(_SAY, {"worker_id": worker_id} | {f"new_{k}": v for k, v in said.items()})
     held = {uuid.UUID(str(j["id"])): int(j["attempt"]) for j in body.get("jobs") or []}
     cancel, abort = [], []
     lease_until = now + timedelta(seconds=settings.lease_seconds)
@@ -240,7 +301,7 @@ def heartbeat(
         job = found.get(job_id)
         mine = (
             job is not None
-            and job.worker_id == worker.id
+            and job.worker_id == worker_id
             and job.attempts == attempt
             and JobState(job.state) in ACTIVE
         )
@@ -252,7 +313,7 @@ def heartbeat(
         if job.state == JobState.CANCELLING:
             cancel.append(job_id)
     return {
-        "state": worker.state,
+        "state": str(row.state),
         "lease_seconds": settings.lease_seconds,
         "heartbeat_interval_s": heartbeat_interval(settings),
         "cancel": cancel,

@@ -6,6 +6,7 @@ claim) are :mod:`labcloud.api.routers.worker_jobs`. The bodies are :mod:`labclou
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -13,12 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.worker_schemas import AttemptsIn, AttemptsOut, ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut
 from labcloud.db.engine import Database
-from labcloud.db.models import Worker, WorkerState
 from labcloud.errors import Unauthorized
 from labcloud.http.guard import GuardedRoute, gate
 from labcloud.runtime import Runtime
@@ -38,6 +37,14 @@ class QueueWatch:
         self._lock = threading.Lock()
         self._seen: tuple[int, float, bool] = (-1, 0.0, True)  # generation, when, whether any waited
 
+    def known_idle(self, generation: int) -> bool | None:
+        """Whether no job waits, if looked up lately (no I/O: on the event loop); None: look again."""
+        with self._lock:
+            seen_generation, at, waiting = self._seen
+        if seen_generation == generation and time.monotonic() - at < RECHECK_S:
+            return not waiting
+        return None
+
     def idle(self, db: Database, generation: int) -> bool:
         now = time.monotonic()
         with self._lock:
@@ -51,6 +58,7 @@ class QueueWatch:
 
 
 _QUEUE = QueueWatch()
+_KNOWN = workers.KnownTokens()
 
 
 def _worker_gate(request: Request, ctx: Runtime) -> None:
@@ -66,6 +74,19 @@ def _worker_gate(request: Request, ctx: Runtime) -> None:
             job_tokens.held_job(session, ctx.settings, credential, job_id)
         else:
             request.state.worker_id = workers.check_token(session, credential)
+            _KNOWN.remember(credential, request.state.worker_id)
+
+
+def _known_worker(request: Request, ctx: Runtime) -> bool:
+    """A worker token let in moments ago (its worker's id noted for the route): no second look before the
+    body is read. Every route behind the gate loads its worker anew and refuses a revoked one."""
+    credential = bearer_credential(request)
+    worker_id = _KNOWN.get(credential) if credential else None
+    if worker_id is None:
+        return False
+    request.state.worker_id = worker_id
+    request.state.remembered = True  # a route that may answer without loading its worker checks it first
+    return True
 
 
 def _path_job_id(request: Request) -> uuid.UUID | None:
@@ -75,7 +96,7 @@ def _path_job_id(request: Request) -> uuid.UUID | None:
         return None
 
 
-@gate(_worker_gate)
+@gate(_worker_gate, known=_known_worker)
 async def _credential(credential: Annotated[str | None, Depends(oauth2_scheme)]) -> str:
     if not credential:
         raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
@@ -85,23 +106,20 @@ async def _credential(credential: Annotated[str | None, Depends(oauth2_scheme)])
 Credential = Annotated[str, Depends(_credential)]
 
 
-def _gated_worker(session: Session, request: Request, credential: str) -> Worker:
-    """The worker the gate let in (by id: the token was checked a moment ago), else by its token; a worker
-    revoked in between is refused all the same."""
-    worker_id = getattr(request.state, "worker_id", None)
-    worker = session.get(Worker, worker_id) if worker_id is not None else None
-    if worker is None or worker.state == WorkerState.REVOKED:
-        return workers.authenticate(session, credential)
-    return worker
-
-
 @router.post("/heartbeat", response_model=HeartbeatOut, summary="I am alive; these are my jobs")
-def heartbeat(body: HeartbeatIn, request: Request, credential: Credential, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.session() as session:
-        worker = _gated_worker(session, request, credential)
-        return workers.heartbeat(
-            session, ctx.settings, worker, body.model_dump(mode="json"), ctx.device_schemas
-        )
+async def heartbeat(body: HeartbeatIn, request: Request, credential: Credential, ctx: Ctx) -> Response:
+    gated = getattr(request.state, "worker_id", None)  # the gate's (it checked the token)
+    worker_id = (
+        gated if isinstance(gated, uuid.UUID) else await run_in_threadpool(_worker_id, ctx, credential)
+    )
+    answer = await ctx.heartbeats.beat(worker_id, body.model_dump(mode="json"))
+    # Answered as built (the shape is HeartbeatOut's, for the documentation): not validated again.
+    return Response(json.dumps(answer, default=str, separators=(",", ":")), media_type="application/json")
+
+
+def _worker_id(ctx: Ctx, credential: str) -> uuid.UUID:
+    with ctx.db.sessions() as session:
+        return workers.check_token(session, credential)
 
 
 @router.post(
@@ -127,9 +145,13 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_s
     free = body.free.model_dump()
+    if getattr(request.state, "remembered", False):  # let in by a remembered token: is it still good?
+        await run_in_threadpool(_worker_id, ctx, credential)
     while True:
         since = ctx.waker.generation
-        idle = await run_in_threadpool(_QUEUE.idle, ctx.db, since)
+        idle = _QUEUE.known_idle(since)
+        if idle is None:
+            idle = await run_in_threadpool(_QUEUE.idle, ctx.db, since)
         found = None if idle else await run_in_threadpool(_try_claim, ctx, credential, free, body.labels)
         if found is not None:
             return found
