@@ -140,3 +140,19 @@ def test_a_remembered_token_stops_at_once_when_its_worker_is_revoked(
     assert "revoked" in r.json()["detail"]
     r = pclient.post("/api/v1/worker/claim", json={"free": {"cpus": 1}, "wait_s": 0}, headers=headers)
     assert r.status_code == 401, r.text
+
+
+def test_a_worker_twice_in_one_batch_is_written_in_order_and_sampled_once(ctx: Any) -> None:
+    from labcloud.db.models import DeviceSample
+
+    [worker_id] = register(ctx.db, 1)
+    with ctx.db.session() as session:
+        outcomes = workers.heartbeats(
+            session, ctx.settings, [(worker_id, body(1)), (worker_id, body(2))], ctx.device_schemas
+        )
+    assert [o["state"] for o in outcomes if isinstance(o, dict)] == ["active", "active"]
+    with ctx.db.sessions() as session:
+        row = session.get(Worker, worker_id)
+        assert row is not None and row.version == "v2"  # the later one wins
+        samples = session.scalars(select(DeviceSample).where(DeviceSample.worker_id == worker_id)).all()
+    assert [s.data["status.temperature_c"] for s in samples] == [21]  # one per interval: the first

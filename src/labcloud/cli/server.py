@@ -53,6 +53,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        timeout_keep_alive=settings.http_keep_alive_s,
         proxy_headers=False,  # the app believes X-Forwarded-* only from settings.trusted_proxies
     )
 

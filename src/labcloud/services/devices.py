@@ -129,7 +129,7 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-_SAMPLE = insert(cast(Table, DeviceSample.__table__))  # built once: heartbeats are frequent
+SAMPLE = insert(cast(Table, DeviceSample.__table__))  # built once: heartbeats are frequent
 
 
 class Heard(Protocol):
@@ -148,11 +148,11 @@ def record_heartbeat(
     worker: Heard,
     telemetry: dict[str, Any],
     now: datetime,
-) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """What a heartbeat says of the device: the status problems (for the answer), and the worker's columns
+) -> tuple[list[dict[str, str]], dict[str, Any], dict[str, float] | None]:
+    """What a heartbeat says of the device: the status problems (for the answer); the worker's columns
     to set: its telemetry (with a status of the right form), what is wrong with its status (when that
-    changed), and, once an interval, when a history sample was taken (the sample itself is inserted
-    here)."""
+    changed), and, once an interval, when a history sample was taken; and that sample's numbers (to insert
+    with :data:`SAMPLE`), or None."""
     status, problems = _status_of(settings, telemetry)
     labels = worker.labels or {}
     if status is not None:
@@ -170,12 +170,10 @@ def record_heartbeat(
     due = worker.sampled_at is None or now - worker.sampled_at >= timedelta(
         seconds=settings.device_sample_interval_s
     )
-    if due:
-        data = sample_of(telemetry, status if valid else None)
-        if data:
-            session.connection().execute(_SAMPLE, {"worker_id": worker.id, "at": now, "data": data})
-            changes["sampled_at"] = now
-    return problems, changes
+    data = sample_of(telemetry, status if valid else None) if due else None
+    if data:
+        changes["sampled_at"] = now
+    return problems, changes, data or None
 
 
 def sample_of(telemetry: Mapping[str, Any], status: Mapping[str, Any] | None) -> dict[str, float]:

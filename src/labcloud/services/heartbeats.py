@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from labcloud.db.engine import Database
-from labcloud.errors import LabcloudError
 from labcloud.services import workers
 from labcloud.services.device_schemas import SchemaCache
 from labcloud.settings import Settings
@@ -87,14 +86,11 @@ class HeartbeatWriter:
             self._write(batch)
 
     def _write(self, batch: list[_Beat]) -> None:
-        outcomes: list[dict[str, Any] | BaseException] = []
+        outcomes: list[dict[str, Any] | BaseException]
         try:
             with self.db.session() as session:
-                for beat in batch:
-                    try:
-                        outcomes.append(self._one(session, beat))
-                    except LabcloudError as exc:  # refused before it wrote anything: the others go on
-                        outcomes.append(exc)
+                beats = [(beat.worker_id, beat.body) for beat in batch]
+                outcomes = list(workers.heartbeats(session, self.settings, beats, self.schemas))
         except Exception:  # the transaction itself failed: each heartbeat again, on its own
             log.warning("writing %d heartbeats together failed; writing them one by one", len(batch))
             outcomes = [self._alone(beat) for beat in batch]

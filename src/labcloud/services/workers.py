@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.models import Job, Worker, WorkerState
 from labcloud.db.types import utcnow
-from labcloud.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from labcloud.errors import Conflict, InvalidInput, LabcloudError, NotFound, Unauthorized
 from labcloud.services import devices
 from labcloud.services.claims import heartbeat_interval, lose
 from labcloud.services.device_schemas import SchemaCache
@@ -158,7 +159,7 @@ class KnownTokens:
     each up before every heartbeat and claim. Only good for letting a request's body be read: whoever
     acts on the request checks the worker in the database again (a revoked token counts at once)."""
 
-    def __init__(self, ttl_s: float = 30.0, most: int = 10_000) -> None:
+    def __init__(self, ttl_s: float = 600.0, most: int = 10_000) -> None:
         self.ttl_s, self.most = ttl_s, most
         self._lock = threading.Lock()
         self._known: dict[str, tuple[uuid.UUID, float]] = {}
@@ -239,7 +240,7 @@ def revoke(session: Session, worker: Worker) -> Worker:
 _WORKERS = cast(Table, Worker.__table__)
 _HEARD = select(
     _WORKERS.c.id, _WORKERS.c.state, _WORKERS.c.labels, _WORKERS.c.status_problems, _WORKERS.c.sampled_at
-).where(_WORKERS.c.id == bindparam("worker_id", type_=_WORKERS.c.id.type))
+).where(_WORKERS.c.id.in_(bindparam("worker_ids", expanding=True)))
 _SAID = ("last_heartbeat_at", "capacity", "version", "engines", "engine_problem", "telemetry")
 _SAY = (
     _WORKERS.update()
@@ -253,6 +254,17 @@ _SAY = (
 )
 
 
+@dataclass
+class _Heard:
+    """What a heartbeat reads of its worker."""
+
+    id: uuid.UUID
+    state: str
+    labels: dict[str, str]
+    status_problems: list[dict[str, str]]
+    sampled_at: datetime | None
+
+
 def heartbeat(
     session: Session,
     settings: Settings,
@@ -264,16 +276,75 @@ def heartbeat(
     against the schemas of its labels: ``schemas``, the server's cache), and answer with the jobs to
     cancel or abandon and what is wrong with its status. Unauthorized for a worker revoked (or removed)
     since its token was checked."""
+    [outcome] = heartbeats(session, settings, [(worker_id, body)], schemas)
+    if isinstance(outcome, LabcloudError):
+        raise outcome
+    return outcome
+
+
+def heartbeats(
+    session: Session,
+    settings: Settings,
+    beats: list[tuple[uuid.UUID, dict[str, Any]]],
+    schemas: SchemaCache | None = None,
+) -> list[dict[str, Any] | LabcloudError]:
+    """:func:`heartbeat` for many workers' heartbeats at once, in a few statements for all: the answer of
+    each, or why it was refused (Unauthorized: that one wrote nothing). A worker's second heartbeat in
+    one batch is written after its first."""
+    schemas = schemas or SchemaCache()
     connection = session.connection()
-    row = connection.execute(_HEARD, {"worker_id": worker_id}).first()
-    if row is None or row.state == WorkerState.REVOKED:
-        raise Unauthorized("The worker token is unknown or was revoked.")
+    found = connection.execute(_HEARD, {"worker_ids": list({w for w, _ in beats})})
+    rows = {row.id: _Heard(*row) for row in found}
     now = utcnow()
-    telemetry = dict(body.get("telemetry") or {})
-    status_problems, heard = devices.record_heartbeat(
-        session, settings, schemas or SchemaCache(), row, telemetry, now
-    )
-    engines = [
+    outcomes: list[dict[str, Any] | LabcloudError] = []
+    updates: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    held_by: list[dict[uuid.UUID, int]] = []
+    for worker_id, body in beats:
+        row = rows.get(worker_id)
+        if row is None or row.state == WorkerState.REVOKED:
+            outcomes.append(Unauthorized("The worker token is unknown or was revoked."))
+            held_by.append({})
+            continue
+        held_by.append({uuid.UUID(str(j["id"])): int(j["attempt"]) for j in body.get("jobs") or []})
+        telemetry = dict(body.get("telemetry") or {})
+        problems, heard, sample = devices.record_heartbeat(session, settings, schemas, row, telemetry, now)
+        said = {
+            "last_heartbeat_at": now,
+            "capacity": dict(body.get("capacity") or {}) | {"free": dict(body.get("free") or {})},
+            "version": str(body.get("version") or "")[:64],
+            "engines": _engines(body),
+            "engine_problem": str(body.get("engine_problem") or ""),
+            "status_problems": row.status_problems,
+            "sampled_at": row.sampled_at,
+            **heard,
+        }
+        updates.append({"worker_id": worker_id} | {f"new_{k}": v for k, v in said.items()})
+        if sample is not None:
+            samples.append({"worker_id": worker_id, "at": now, "data": sample})
+        # As this heartbeat left it, for the worker's next one in the same batch.
+        row.status_problems, row.sampled_at = said["status_problems"], said["sampled_at"]
+        outcomes.append(
+            {
+                "state": str(row.state),
+                "lease_seconds": settings.lease_seconds,
+                "heartbeat_interval_s": heartbeat_interval(settings),
+                "cancel": [],
+                "abort": [],
+                "status_problems": problems,
+            }
+        )
+    if updates:
+        connection.execute(_SAY, updates)
+    if samples:
+        connection.execute(devices.SAMPLE, samples)
+    if any(held_by):
+        _renew_leases(session, settings, beats, held_by, outcomes, now)
+    return outcomes
+
+
+def _engines(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
         {
             "kind": str(e["kind"]),
             "images": [str(i) for i in e.get("images") or []],
@@ -281,45 +352,39 @@ def heartbeat(
         }
         for e in body.get("engines") or []
     ]
-    said = {
-        "last_heartbeat_at": now,
-        "capacity": dict(body.get("capacity") or {}) | {"free": dict(body.get("free") or {})},
-        "version": str(body.get("version") or "")[:64],
-        "engines": engines,
-        "engine_problem": str(body.get("engine_problem") or ""),
-        "status_problems": row.status_problems,
-        "sampled_at": row.sampled_at,
-        **heard,
-    }
-    connection.execute(_SAY, {"worker_id": worker_id} | {f"new_{k}": v for k, v in said.items()})
-    held = {uuid.UUID(str(j["id"])): int(j["attempt"]) for j in body.get("jobs") or []}
-    cancel, abort = [], []
+
+
+def _renew_leases(
+    session: Session,
+    settings: Settings,
+    beats: list[tuple[uuid.UUID, dict[str, Any]]],
+    held_by: list[dict[uuid.UUID, int]],
+    outcomes: list[dict[str, Any] | LabcloudError],
+    now: datetime,
+) -> None:
+    """Renew the leases of the jobs each heartbeat says its worker holds (when it still does), and tell
+    it which of them to cancel and which to abandon (no longer its own)."""
     lease_until = now + timedelta(seconds=settings.lease_seconds)
-    jobs = session.scalars(select(Job).where(Job.id.in_(list(held)))).all() if held else []
-    found = {job.id: job for job in jobs}
-    for job_id, attempt in held.items():
-        job = found.get(job_id)
-        mine = (
-            job is not None
-            and job.worker_id == worker_id
-            and job.attempts == attempt
-            and JobState(job.state) in ACTIVE
-        )
-        if not mine:
-            abort.append(job_id)
+    ids = list({job_id for held in held_by for job_id in held})
+    found = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
+    for (worker_id, _), held, outcome in zip(beats, held_by, outcomes, strict=True):
+        if isinstance(outcome, LabcloudError):
             continue
-        assert job is not None
-        job.lease_expires_at = lease_until
-        if job.state == JobState.CANCELLING:
-            cancel.append(job_id)
-    return {
-        "state": str(row.state),
-        "lease_seconds": settings.lease_seconds,
-        "heartbeat_interval_s": heartbeat_interval(settings),
-        "cancel": cancel,
-        "abort": abort,
-        "status_problems": status_problems,
-    }
+        for job_id, attempt in held.items():
+            job = found.get(job_id)
+            mine = (
+                job is not None
+                and job.worker_id == worker_id
+                and job.attempts == attempt
+                and JobState(job.state) in ACTIVE
+            )
+            if not mine:
+                outcome["abort"].append(job_id)
+                continue
+            assert job is not None
+            job.lease_expires_at = lease_until
+            if job.state == JobState.CANCELLING:
+                outcome["cancel"].append(job_id)
 
 
 def container_workers(session: Session, settings: Settings) -> int:

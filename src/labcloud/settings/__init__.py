@@ -66,6 +66,14 @@ class Settings(
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    http_keep_alive_s: int = Field(
+        65,
+        ge=1,
+        le=3600,
+        description="How long an idle HTTP connection is kept open. Longer than workers' heartbeat interval "
+        "(at most 10 s), so a fleet of devices does not connect anew for every heartbeat; behind a proxy, "
+        "longer than the proxy's keep-alive to its upstream.",
+    )
     base_url: str = Field(
         "", description="Public URL of the service, used in messages; default http://host:port"
     )

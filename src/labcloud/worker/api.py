@@ -31,6 +31,9 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 FENCED_TYPE = "/fenced"
 CHUNK = 1 << 20
 MAX_MISMATCHES = 3  # downloads that arrive different from what was announced, before giving up
+# An idle connection is kept this long: past the heartbeat interval (at most 10 s), so heartbeats reuse it,
+# and short of the server's keep-alive (http_keep_alive_s, 65 s), so the server does not close it first.
+KEEP_ALIVE_S = 30.0
 
 
 class Backoff:
@@ -144,7 +147,11 @@ class WorkerApi:
         self._http = httpx.Client(
             base_url=server,
             timeout=httpx.Timeout(timeout, connect=10.0, pool=None),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEP_ALIVE_S,
+            ),
             headers={"User-Agent": f"labcloud-worker/{__version__}", "Accept": "application/json"},
             follow_redirects=False,
             transport=transport,

@@ -39,6 +39,7 @@ from labcloud import __version__
 from labcloud.worker.api import (
     API,
     FENCED_TYPE,
+    KEEP_ALIVE_S,
     RETRY_STATUSES,
     Backoff,
     Fenced,
@@ -509,7 +510,11 @@ class Simulation:
     def client(self, connections: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.server,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            limits=httpx.Limits(
+                max_connections=connections,
+                max_keepalive_connections=connections,
+                keepalive_expiry=KEEP_ALIVE_S,
+            ),
             timeout=httpx.Timeout(30.0, connect=10.0, pool=None),
             headers={"User-Agent": f"labcloud-simulator/{__version__}", "Accept": "application/json"},
             verify=self._ssl,
