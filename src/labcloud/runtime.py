@@ -120,7 +120,7 @@ class Runtime:
                 )
                 scheduler.start()
                 self.schedulers.append(scheduler)
-        self.housekeeper = Housekeeper(self.db, self.storage, self.settings)
+        self.housekeeper = Housekeeper(self.db, self.storage, self.settings, self.apps)
         self.housekeeper.start()
         if self.settings.backup_dest:
             self.backups = ScheduledBackups(self.settings)
