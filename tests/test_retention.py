@@ -23,6 +23,7 @@ from labcloud.registry import parse_app
 from labcloud.services import housekeeping, retention
 from labcloud.settings import Settings
 from live_server import eventually
+from test_web import browser_login
 from testing.daemons import clean_env
 
 SMALL = {"cpus": 0.1, "memory_mb": 32, "timeout_s": 60}
@@ -155,6 +156,8 @@ def test_dry_run_lists_what_the_real_run_deletes_and_the_storage_use_follows(
     assert client.get(f"/api/v1/jobs/{outputs}/outputs", headers=h).json() == []
     assert client.get(f"/api/v1/files/jobs/{outputs}/out.bin", headers=h).status_code == 404
     assert "made" in client.get(f"/api/v1/jobs/{outputs}/logs", headers=h).text  # the log stays
+    page = browser_login(client.app, user.email, user.password).get(f"/jobs/{outputs}")
+    assert "deleted by the retention policy" in page.text
     assert not (settings.jobs_dir / outputs / "attempt-1").exists()
     assert not (settings.jobs_dir / folder / "attempt-1").exists()
     assert len(client.get(f"/api/v1/jobs/{folder}/outputs", headers=h).json()) == 1
