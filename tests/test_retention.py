@@ -5,6 +5,7 @@ follows; what other jobs hold, running and queued jobs, and each user's newest j
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from conftest import Account
@@ -109,7 +112,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_dry_run_lists_what_the_real_run_deletes_and_the_storage_use_follows(
-    client: TestClient, settings: Settings, user: Account
+    client: TestClient, settings: Settings, user: Account, caplog: pytest.LogCaptureFixture
 ) -> None:
     _apps(client, settings)
     old, outputs, folder, newest = (_run(client, user, {"app": "maker"}) for _ in range(4))
@@ -142,9 +145,16 @@ def test_dry_run_lists_what_the_real_run_deletes_and_the_storage_use_follows(
     assert _objects(client) == objects and _used(client, user) == used  # a dry run deletes nothing
 
     ctx = _ctx(client)
-    done = retention.run(ctx.db, ctx.storage, settings, ctx.apps)
+    with caplog.at_level(logging.INFO, logger="labcloud.services.retention"):
+        done = retention.run(ctx.db, ctx.storage, settings, ctx.apps)
     assert _planned([i.to_json() for i in done.done]) == expected  # what the dry run listed, no more
     assert done.skipped == []
+    said = [r.getMessage() for r in caplog.records if r.name == "labcloud.services.retention"]
+    logged = [
+        line.split(" of job ")[1].split(" ")[0] for line in said if line.startswith("retention: deleted")
+    ]
+    assert sorted(logged) == sorted(job_id for _, job_id in expected)  # each deletion, then the summary
+    assert "jobs_deleted 1, outputs_deleted 1, folders_deleted 2, files_deleted 2, bytes_freed" in said[-1]
     assert _used(client, user) == (2000, 2000)  # two jobs' outputs of 1000 bytes each
     assert len(objects - _objects(client)) == 2
 
@@ -246,6 +256,13 @@ def test_an_apps_retention_block_is_checked_naming_every_bad_key() -> None:
     for key in ("retention.jobs_days", "retention.keep_last", "retention.outputs_days", "folder_days"):
         assert key in said, said
     assert "did you mean 'folders_days'" in said
+    with pytest.raises(ValidationError) as bad:
+        Settings(retention_jobs_days=-1, retention_keep_last=-2, retention_every_h=0)
+    assert {e["loc"][0] for e in bad.value.errors()} == {
+        "retention_jobs_days",
+        "retention_keep_last",
+        "retention_every_h",
+    }
     fine = parse_app(
         text.replace(
             '"jobs_days": -1, "keep_last": "many", "outputs_days": true, "folder_days": 3', '"jobs_days": 7'
