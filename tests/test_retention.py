@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 
 from conftest import Account
 from jobs_helpers import wait_for_end, write_app
-from labcloud.db.models import Job, Project, RetentionRun, User
+from labcloud.db.models import Job, JobGroup, JobInput, Project, RetentionRun, User
 from labcloud.registry import parse_app
 from labcloud.services import housekeeping, retention
 from labcloud.settings import Settings
@@ -182,7 +182,9 @@ def test_dry_run_lists_what_the_real_run_deletes_and_the_storage_use_follows(
     assert wait_for_end(client, queued, h)["state"] == "succeeded"
 
 
-def test_what_other_jobs_hold_survives(client: TestClient, settings: Settings, user: Account) -> None:
+def test_what_other_jobs_hold_survives(
+    storage_backend: str, client: TestClient, settings: Settings, user: Account
+) -> None:
     _apps(client, settings)
     h = user.headers
     assert client.put("/api/v1/files/in/data.txt", content=b"first", headers=h).status_code == 201
@@ -196,15 +198,36 @@ def test_what_other_jobs_hold_survives(client: TestClient, settings: Settings, u
     gate = _submit(client, user, {"app": "gate"})
     eventually(lambda: _state(client, user, gate) == "running", 30, "the gate job to run")
     reads = _submit(client, user, {"app": "reader", "inputs": {"data": f"jobs/{made}/out.bin"}})
-    for job_id in (source, made):
+    grouped = _submit(client, user, {"app": "maker"})  # ended long ago, in a session with the gate
+    ctx = _ctx(client)
+    with ctx.db.session() as session:
+        job = session.get(Job, uuid.UUID(gate))
+        assert job is not None
+        group = JobGroup(
+            kind="session",
+            owner_id=job.owner_id,
+            project_id=job.project_id,
+            app="gate",
+            version="1.0",
+            entrypoint="main",
+        )
+        session.add(group)
+        session.flush()
+        session.execute(
+            update(Job).where(Job.id.in_([uuid.UUID(gate), uuid.UUID(grouped)])).values(group_id=group.id)
+        )
+        session.execute(
+            update(Job).where(Job.id == uuid.UUID(grouped)).values(state="cancelled")
+        )  # (cancelled while it waited)
+    for job_id in (source, made, grouped):
         _age(client, job_id, 100)
     settings.retention_jobs_days = 90
-    ctx = _ctx(client)
 
     first = retention.run(ctx.db, ctx.storage, settings, ctx.apps)
     assert _planned([i.to_json() for i in first.done]) == [("job", source)]
-    assert first.kept_held == 1  # `made`: a queued job reads its output
+    assert first.kept_held == 2  # `made`: a queued job reads its output; `grouped`: its session runs
     assert client.get(f"/api/v1/jobs/{made}", headers=h).status_code == 200
+    assert client.get(f"/api/v1/jobs/{grouped}", headers=h).status_code == 200
     (settings.jobs_dir / gate / "attempt-1" / "work" / "open").touch()
     assert wait_for_end(client, reads, h)["state"] == "succeeded"
     # the rerun still holds the content the deleted job read, and runs with it again
@@ -214,10 +237,13 @@ def test_what_other_jobs_hold_survives(client: TestClient, settings: Settings, u
     assert "first" in client.get(f"/api/v1/jobs/{again.json()['id']}/logs", headers=h).text
 
     second = retention.run(ctx.db, ctx.storage, settings, ctx.apps)
-    assert _planned([i.to_json() for i in second.done]) == [("job", made)]
+    assert _planned([i.to_json() for i in second.done]) == sorted([("job", made), ("job", grouped)])
+    with ctx.db.session() as session:
+        [key] = session.scalars(select(JobInput.blob_key).where(JobInput.job_id == uuid.UUID(reads)))
+    assert ctx.storage.exists(key)  # the reader's copy of the deleted job's output stays
     [held] = client.get(f"/api/v1/jobs/{reads}/inputs", headers=h).json()
-    content = client.get(held["url"], headers=h)
-    assert content.status_code == 200 and content.content == b"\0" * 1000  # the reader's copy stays
+    content = client.get(held["url"], headers=h, follow_redirects=False)
+    assert content.status_code == (307 if storage_backend == "s3" else 200)
 
 
 def test_an_apps_policy_beats_the_installations(
