@@ -1,12 +1,18 @@
-"""An installation of an older release is upgraded as an operator would (``labcloud db upgrade``, then
-``labcloud serve``) and serves its old data: accounts, jobs in each state with their history and logs, files
-and job outputs with their bytes; a job it left queued runs. On SQLite and PostgreSQL (docs/upgrades.md)."""
+"""Upgrades (docs/upgrades.md), on SQLite and PostgreSQL.
+
+An installation of an older release is upgraded as an operator would (``labcloud db upgrade``, then ``labcloud
+serve``) and serves its old data: accounts, jobs in each state with their history and logs, files and job
+outputs with their bytes; a job it left queued runs. A replica of the previous release, run from its own code,
+serves on while the database is upgraded under it. A server starts on a database a newer release expanded.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
+import tarfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,16 +21,22 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from jobs_helpers import TERMINAL
+from jobs_helpers import TERMINAL, write_app
 from labcloud import security
 from labcloud.db import migrate
 from labcloud.registry import AppRegistry, bundled_apps_dir
 from labcloud.settings import Settings
 from labcloud.storage import open_storage
-from live_server import eventually, serve, server_env
+from live_server import LABCLOUD, eventually, serve, server_env
 from testing.daemons import clean_env
 
 PREVIOUS = "0021"  # the schema the older release left
+# The code of the release before this one (schema 0024): a replica of it serves while this one migrates.
+PREVIOUS_RELEASE = "f4bd9f00e5fb6a513963f39f5be60f77bae4ce41"
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = ("admin@example.org", "admin-password-for-upgrades")
+MAKER = ["sh", "-c", 'echo "$1" > "$0/out.txt"; echo made', "{output}", "{params.word}"]
+WORD = {"type": "object", "properties": {"word": {"type": "string", "default": "w"}}}
 EMAIL, PASSWORD = "old-user@example.org", "a password from before"
 
 # The tables as that release had them (only the columns it wrote).
@@ -240,7 +252,11 @@ def test_a_database_of_the_previous_release_is_upgraded_and_served(
     assert head != PREVIOUS and f"database schema is at {head}" in upgraded.stderr
 
     env = server_env(
-        home, ("unused@example.org", "unused-password-1"), empty_database, local_memory_mb="4096"
+        home,
+        ("unused@example.org", "unused-password-1"),
+        empty_database,
+        local_memory_mb="4096",
+        scheduler_interval_s="0.5",
     )
     with serve(env, tmp_path / "server.log") as url, httpx.Client(base_url=url, timeout=30) as http:
         token = http.post("/api/v1/auth/login", data={"username": EMAIL, "password": PASSWORD})
@@ -283,3 +299,122 @@ def test_a_database_of_the_previous_release_is_upgraded_and_served(
         job = eventually(ended, 120, "the old queued job to end")
         assert job["state"] == "succeeded", job
         assert "Hello, before!" in http.get(f"/api/v1/jobs/{queued}/logs", headers=h).text
+
+
+# -- a replica of the previous release beside the upgrade --------------------------------------------------
+
+
+def _previous_release(tmp_path: Path) -> Path:
+    """The previous release's ``src`` folder, from this checkout's history."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "src"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert archive.returncode == 0, (
+        f"the previous release ({PREVIOUS_RELEASE}) is not in this checkout's history (a shallow clone? "
+        f"git fetch --unshallow): {archive.stderr.decode(errors='replace')}"
+    )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(tmp_path / "previous", filter="data")
+    return tmp_path / "previous" / "src"
+
+
+def _db_upgrade(env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [*LABCLOUD, "db", "upgrade"], env={**clean_env(), **env}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def _login(http: httpx.Client) -> dict[str, str]:
+    token = http.post("/api/v1/auth/login", data={"username": ADMIN[0], "password": ADMIN[1]})
+    assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+def _job_runs(http: httpx.Client, h: dict[str, str], word: str) -> str:
+    """Submit a job of the test app, wait for it to succeed; its id."""
+    r = http.post("/api/v1/jobs", json={"app": "maker", "params": {"word": word}}, headers=h)
+    assert r.status_code == 201, r.text
+    job_id = str(r.json()["id"])
+
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = http.get(f"/api/v1/jobs/{job_id}", headers=h).json()
+        return job if job["state"] in TERMINAL else None
+
+    assert eventually(ended, 120, f"job {job_id} to end")["state"] == "succeeded"
+    out = http.get(f"/api/v1/files/jobs/{job_id}/out.txt", headers=h)
+    assert out.status_code == 200 and out.text == f"{word}\n", out.text
+    return job_id
+
+
+def test_a_replica_of_the_previous_release_serves_on_while_the_database_is_upgraded(
+    empty_database: str, tmp_path: Path
+) -> None:
+    previous = _previous_release(tmp_path)
+    home = tmp_path / "home"
+    write_app(
+        home / "apps",
+        "maker",
+        MAKER,
+        parameters=WORD,
+        resources={"cpus": 0.1, "memory_mb": 32, "timeout_s": 60},
+    )
+    env = server_env(
+        home, ADMIN, empty_database, local_cpus="2", local_memory_mb="4096", scheduler_interval_s="0.5"
+    )
+    old_env = {**env, "PYTHONPATH": str(previous)}  # the previous release's code, same dependencies
+    assert "database schema is at 0024" in _db_upgrade(old_env)  # as that release left the database
+
+    with serve(old_env, tmp_path / "old.log") as old_url, httpx.Client(base_url=old_url, timeout=30) as old:
+        h = _login(old)
+        assert old.put("/api/v1/files/notes/a.txt", content=b"before", headers=h).status_code == 201
+        before = _job_runs(old, h, "before")
+
+        said = _db_upgrade(env)  # this release's migrations, while the older replica serves
+        head = migrate.head_revision(Settings(home=home, database_url=empty_database))
+        assert head != "0024" and f"database schema is at {head}" in said
+
+        # the older replica goes on serving everything, writing included
+        h = _login(old)
+        assert old.get("/api/v1/files/notes/a.txt", headers=h).content == b"before"
+        assert old.put("/api/v1/files/notes/b.txt", content=b"during", headers=h).status_code == 201
+        during = _job_runs(old, h, "during")
+        listed = {j["id"] for j in old.get("/api/v1/jobs", headers=h).json()["items"]}
+        assert {before, during} <= listed
+
+        # and a replica of this release beside it sees the same, and runs jobs too
+        with serve(env, tmp_path / "new.log") as new_url, httpx.Client(base_url=new_url, timeout=30) as new:
+            h2 = _login(new)
+            assert new.get("/api/v1/files/notes/b.txt", headers=h2).content == b"during"
+            jobs = {j["id"]: j for j in new.get("/api/v1/jobs", headers=h2).json()["items"]}
+            assert jobs[during]["state"] == "succeeded" and jobs[during]["outputs_deleted_at"] is None
+            after = _job_runs(new, h2, "after")
+            assert old.get(f"/api/v1/jobs/{after}", headers=h).json()["state"] == "succeeded"
+
+
+def test_a_server_starts_on_a_database_a_newer_release_expanded(empty_database: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    write_app(
+        home / "apps",
+        "maker",
+        MAKER,
+        parameters=WORD,
+        resources={"cpus": 0.1, "memory_mb": 32, "timeout_s": 60},
+    )
+    env = server_env(
+        home, ADMIN, empty_database, local_cpus="2", local_memory_mb="4096", scheduler_interval_s="0.5"
+    )
+    _db_upgrade(env)
+    engine = sa.create_engine(empty_database)
+    with engine.begin() as conn:  # what a newer release's expand step may do, and its revision
+        conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN priority INTEGER DEFAULT 0 NOT NULL"))
+        conn.execute(sa.text("CREATE TABLE future_things (id INTEGER PRIMARY KEY, note TEXT)"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with serve(env, tmp_path / "server.log") as url, httpx.Client(base_url=url, timeout=30) as http:
+        _job_runs(http, _login(http), "later")
+    assert "newer than this release's" in (tmp_path / "server.log").read_text()
