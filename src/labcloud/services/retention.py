@@ -392,7 +392,11 @@ def run(
         return report
     run_id = _start(db, now)
     for item in todo.items:
-        why_not = _do(db, storage, settings, item, now)
+        try:
+            why_not = _do(db, storage, settings, item, now)
+        except Exception as exc:  # (a deadlock with a concurrent rerun, the store away): next run tries again
+            log.warning("retention: job %s (%s) failed: %s", item.job_id, item.action, exc)
+            why_not = f"failed: {exc}"
         if why_not is None:
             report.done.append(item)
             record_deletion(item)
@@ -493,7 +497,10 @@ def _do(db: Database, storage: Storage, settings: Settings, item: Item, now: dat
             session.delete(job)  # its history, tags, pins and task go with it (foreign keys cascade)
         else:
             job.outputs_deleted_at = now
-    file_store.drop_unreferenced(db, storage, keys)  # after the commit; what is still held stays
+    try:
+        file_store.drop_unreferenced(db, storage, keys)  # after the commit; what is still held stays
+    except Exception as exc:  # (the store away) done all the same: housekeeping sweeps unreferenced objects
+        log.warning("retention: job %s's objects stay until housekeeping sweeps them: %s", item.job_id, exc)
     if item.action == "job":
         shutil.rmtree(job_dir(settings, item.job_id), ignore_errors=True)
     return None
