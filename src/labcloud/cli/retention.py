@@ -23,8 +23,9 @@ def run(
         None, "--home", help="The server's data dir (default: $LABCLOUD_HOME, else ./labcloud-data)."
     ),
 ) -> None:
-    """Delete what the retention policies say is due (the installation's settings and the apps' retention
-    blocks), and expire abandoned uploads. Every deletion is logged; the summary is printed."""
+    """Delete what the retention policies say is due, and expire abandoned uploads.
+
+    The policies: the retention_* settings and the apps' retention blocks. Each deletion is logged."""
     from labcloud.db.engine import Database
     from labcloud.registry import AppRegistry, bundled_apps_dir
     from labcloud.services import retention
@@ -33,7 +34,8 @@ def run(
     if home is not None:
         os.environ["LABCLOUD_HOME"] = str(absolute(home))
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger(retention.__name__).setLevel(settings.log_level.upper())  # each deletion, the summary
     db = Database(settings)
     try:
         apps = AppRegistry([bundled_apps_dir(), settings.effective_apps_dir])
