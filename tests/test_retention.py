@@ -19,8 +19,9 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
-from conftest import Account
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login
 from jobs_helpers import wait_for_end, write_app
+from labcloud.api.app import create_app
 from labcloud.db.models import Job, JobGroup, JobInput, Project, RetentionRun, User
 from labcloud.registry import parse_app
 from labcloud.services import housekeeping, retention
@@ -324,3 +325,27 @@ def test_scheduled_at_most_once_per_interval_and_leftover_folders_are_swept(
         session.execute(update(RetentionRun).values(started_at=datetime.now(UTC) - timedelta(hours=25)))
     housekeeping.run_once(ctx.db, ctx.storage, settings, apps=ctx.apps)
     assert runs() == 2
+
+
+def test_the_dispatching_server_applies_retention_on_its_own(settings: Settings) -> None:
+    settings.housekeeping_interval_s = 0.2
+    settings.retention_every_h = 0.0001  # a run at most every 0.36 s
+    settings.retention_jobs_days = 30
+    with TestClient(create_app(settings)) as c:
+        h = bearer(login(c, ADMIN_EMAIL, ADMIN_PASSWORD))
+        write_app(settings.effective_apps_dir, "maker", MAKER, resources=SMALL)
+        _ctx(c).apps.refresh(force=True)
+        r = c.post("/api/v1/jobs", json={"app": "maker"}, headers=h)
+        assert r.status_code == 201, r.text
+        job_id = str(r.json()["id"])
+        assert wait_for_end(c, job_id, h)["state"] == "succeeded"
+
+        def runs() -> int:
+            with _ctx(c).db.session() as session:
+                return int(session.scalar(select(func.count()).select_from(RetentionRun)) or 0)
+
+        seen = runs()
+        eventually(lambda: runs() >= seen + 2, 30, "two more scheduled runs")  # that passed the young job
+        assert c.get(f"/api/v1/jobs/{job_id}", headers=h).status_code == 200
+        _age(c, job_id, 40)
+        eventually(lambda: c.get(f"/api/v1/jobs/{job_id}", headers=h).status_code == 404, 30, "its deletion")

@@ -430,7 +430,9 @@ def record_deletion(item: Item) -> None:
 
 
 def _start(db: Database, now: datetime) -> uuid.UUID:
+    """Record a run as it starts (a crash part way counts as a run); runs of over a year ago go."""
     with db.session() as session:
+        session.execute(delete(RetentionRun).where(RetentionRun.started_at < now - timedelta(days=366)))
         row = RetentionRun(started_at=now, summary={})
         session.add(row)
         session.flush()
