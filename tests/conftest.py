@@ -334,6 +334,7 @@ LONGEST_FIRST = (
     "test_workers.py",  # 70 / 115
     "test_cli_client.py",  # 100 / -
     "test_backup.py",  # 90 / - (four live servers, SQLite and PostgreSQL in one pass; SeaweedFS)
+    "test_upgrade_previous.py",  # 100 / 140 (five live servers, two of them the previous release)
     "test_newcomer.py",  # 85 / 6
     "test_crash.py",  # 40 / 40
     "test_scheduling.py",  # 30 / 32

@@ -131,7 +131,7 @@ class Runtime:
                 )
                 scheduler.start()
                 self.schedulers.append(scheduler)
-        self.housekeeper = Housekeeper(self.db, self.storage, self.settings)
+        self.housekeeper = Housekeeper(self.db, self.storage, self.settings, self.apps)
         self.housekeeper.start()
         if self.settings.backup_dest:
             self.backups = ScheduledBackups(self.settings)
@@ -337,8 +337,17 @@ class SchemaOutOfDate(RuntimeError):
 
 
 def prepare_database(ctx: Runtime) -> None:
-    """SQLite is migrated on start; PostgreSQL must be migrated explicitly with ``labcloud db upgrade``."""
-    if ctx.settings.is_sqlite:
+    """SQLite is migrated on start; PostgreSQL must be migrated explicitly with ``labcloud db upgrade``. A
+    database a newer release migrated is served as it is (expand first, contract a release later)."""
+    newer = migrate.newer_revision(ctx.settings, ctx.db.engine)
+    if newer is not None:
+        log.warning(
+            "the database schema (%s) is newer than this release's (%s): serving as an older replica while "
+            "the upgrade rolls out",
+            newer,
+            migrate.head_revision(ctx.settings),
+        )
+    elif ctx.settings.is_sqlite:
         migrate.upgrade(ctx.settings)
     elif not migrate.is_up_to_date(ctx.settings, ctx.db.engine):
         raise SchemaOutOfDate(

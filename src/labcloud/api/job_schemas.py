@@ -106,6 +106,9 @@ class JobOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    outputs_deleted_at: datetime | None = Field(
+        None, description="When retention deleted its outputs (the job, its history and log stay)."
+    )
 
 
 class AttemptOut(BaseModel):

@@ -373,6 +373,7 @@ class JobInfo(Model):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    outputs_deleted_at: datetime | None = Field(None, description="When retention deleted its outputs.")
     spec: dict[str, Any] | None = Field(
         None, description="The exact entrypoint spec it runs with (not in listings)."
     )

@@ -40,3 +40,15 @@ def current_revision(engine: Engine) -> str | None:
 
 def is_up_to_date(settings: Settings, engine: Engine) -> bool:
     return current_revision(engine) == head_revision(settings)
+
+
+def newer_revision(settings: Settings, engine: Engine) -> str | None:
+    """The database's revision when this code does not know it: a newer release's ``db upgrade`` ran, and
+    this server is an older replica still serving while the upgrade rolls out (its migrations only expanded
+    the schema: docs/upgrades.md). None when the revision is one of ours (or there is none)."""
+    revision = current_revision(engine)
+    if revision is None:
+        return None
+    scripts = ScriptDirectory.from_config(alembic_config(settings))
+    known = {script.revision for script in scripts.walk_revisions()}
+    return None if revision in known else revision

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from labcloud.registry.entrypoint import EntrypointSpec
 from labcloud.registry.models import AppSpec, VersionSpec
-from labcloud.registry.spec_parts import InputSpec, Resources, SpecError
+from labcloud.registry.spec_parts import InputSpec, Resources, RetentionSpec, SpecError
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000  # aliases can make a small file expand enormously; app files are never this big
@@ -27,7 +27,7 @@ Loc = tuple[str | int, ...]
 _KNOWN_KEYS = sorted(
     {
         name
-        for model in (AppSpec, VersionSpec, EntrypointSpec, InputSpec, Resources)
+        for model in (AppSpec, VersionSpec, EntrypointSpec, InputSpec, Resources, RetentionSpec)
         for name in model.model_fields
     }
 )

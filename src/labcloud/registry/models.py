@@ -18,6 +18,7 @@ from labcloud.registry.spec_parts import (
     APP_NAME_PATTERN,
     ENTRYPOINT_NAME_PATTERN,
     VERSION_PATTERN,
+    RetentionSpec,
     SpecError,
     SpecModel,
 )
@@ -63,6 +64,8 @@ class AppSpec(SpecModel):
     title: str = ""
     description: str = ""
     versions: dict[str, VersionSpec] = Field(min_length=1)
+    # How long this app's ended jobs keep their folders, outputs and themselves (over the installation's).
+    retention: RetentionSpec | None = None
 
     @field_validator("versions", mode="before")
     @classmethod

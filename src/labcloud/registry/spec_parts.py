@@ -167,3 +167,22 @@ class ContainerOptions(SpecModel):
     def uid_gid(self) -> tuple[int, int]:
         uid, _, gid = self.user.partition(":")
         return int(uid), int(gid or uid)
+
+
+class RetentionSpec(SpecModel):
+    """An app's ``retention:`` block: each key given replaces the installation's setting of the same name
+    (``retention_<key>``) for this app's jobs; a key left out keeps it. Days count from when a job ended; 0
+    keeps for ever."""
+
+    folders_days: float | None = Field(default=None, ge=0, le=36500)
+    outputs_days: float | None = Field(default=None, ge=0, le=36500)
+    jobs_days: float | None = Field(default=None, ge=0, le=36500)
+    keep_last: int | None = Field(default=None, ge=0, le=1_000_000)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # YAML's `yes`/`true` would be read as 1 day; each key refuses it on its own (all named at once).
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number of days or jobs, not {str(value).lower()}")
+        return value

@@ -247,6 +247,14 @@ def sweep_orphans(db: Database, storage: Storage, older_than: timedelta = timede
     return removed
 
 
+def drop_unreferenced(db: Database, storage: Storage, keys: list[str]) -> int:
+    """Remove those of ``keys`` that no file refers to and no job holds (rows deleted and committed)."""
+    removed = 0
+    for start in range(0, len(keys), 500):
+        removed += _drop_unreferenced(db, storage, keys[start : start + 500])
+    return removed
+
+
 def _drop_unreferenced(db: Database, storage: Storage, keys: list[str]) -> int:
     with db.session() as session:
         known = set(session.scalars(select(FileEntry.blob_key).where(FileEntry.blob_key.in_(keys))))

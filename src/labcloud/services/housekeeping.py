@@ -1,6 +1,6 @@
 """Periodic cleaning: expired resumable and direct uploads, temporary files a crash left behind, stored
-objects that no file refers to, and devices' history samples older than they are kept. Runs in the process
-that dispatches jobs."""
+objects that no file refers to, devices' history samples older than they are kept, and retention (at most
+once per ``retention_every_h``). Runs in the process that dispatches jobs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from datetime import timedelta
 from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
-from labcloud.services import devices, direct_uploads, file_store, uploads
+from labcloud.registry import AppRegistry
+from labcloud.services import devices, direct_uploads, file_store, retention, uploads
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -27,11 +28,17 @@ class Report:
     temporary_files_removed: int = 0
     orphans_removed: int = 0
     samples_pruned: int = 0
+    retention_deletions: int = 0
     problems: list[str] = field(default_factory=list)
 
 
 def run_once(
-    db: Database, storage: Storage, settings: Settings, *, orphan_age: timedelta = ORPHAN_AGE
+    db: Database,
+    storage: Storage,
+    settings: Settings,
+    *,
+    orphan_age: timedelta = ORPHAN_AGE,
+    apps: AppRegistry | None = None,
 ) -> Report:
     """One round; each task on its own, so one failing (the store unreachable) doesn't stop the others."""
     report = Report()
@@ -42,6 +49,8 @@ def run_once(
         ("orphans_removed", lambda: file_store.sweep_orphans(db, storage, orphan_age)),
         ("samples_pruned", lambda: devices.prune(db, settings)),
     ]
+    if apps is not None:
+        tasks.append(("retention_deletions", lambda: retention.run_if_due(db, storage, settings, apps)))
     for name, task in tasks:
         try:
             setattr(report, name, task())
@@ -68,18 +77,21 @@ def _remove_stale_temporaries(settings: Settings) -> int:
 class Housekeeper(Loop):
     """A round at once, then every ``housekeeping_interval_s`` (on the leader)."""
 
-    def __init__(self, db: Database, storage: Storage, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, storage: Storage, settings: Settings, apps: AppRegistry | None = None
+    ) -> None:
         super().__init__("housekeeping", settings.housekeeping_interval_s, step_first=True)
-        self.db, self.storage, self.settings = db, storage, settings
+        self.db, self.storage, self.settings, self.apps = db, storage, settings, apps
 
     def step(self) -> None:
-        report = run_once(self.db, self.storage, self.settings)
+        report = run_once(self.db, self.storage, self.settings, apps=self.apps)
         cleaned = (
             report.uploads_expired
             + report.direct_uploads_expired
             + report.temporary_files_removed
             + report.orphans_removed
             + report.samples_pruned
+            + report.retention_deletions
         )
         if cleaned:
             log.info("housekeeping: %s", report)

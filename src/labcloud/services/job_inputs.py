@@ -111,7 +111,10 @@ def _why_not(session: Session, user: User, project_id: uuid.UUID) -> str | None:
 
 def copy(session: Session, user: User, source: Job, job: Job) -> None:
     """Give ``job`` (a rerun by ``user``) exactly the inputs' content ``source`` ran with; InvalidInput
-    when ``user`` may not read where it came from."""
+    when ``user`` may not read where it came from. The source is read with a share lock: retention
+    deleting it at the same moment either waits for this copy (and then sees the new holds) or came first."""
+    if session.scalar(select(Job.id).where(Job.id == source.id).with_for_update(read=True)) is None:
+        raise NotFound(f"Job {source.id} was deleted meanwhile.")
     rows = pinned(session, source.id)
     check_readable(session, user, rows)
     for row in rows:

@@ -33,6 +33,7 @@ from labcloud.settings.dispatch import QuotaResource as QuotaResource
 from labcloud.settings.dispatch import Route as Route
 from labcloud.settings.notifications import MailSettings as MailSettings
 from labcloud.settings.notifications import WebhookSettings as WebhookSettings
+from labcloud.settings.retention import RetentionSettings as RetentionSettings
 from labcloud.settings.sources import CONFIG_FILE_NAME as CONFIG_FILE_NAME
 from labcloud.settings.sources import DEFAULT_HOME as DEFAULT_HOME
 from labcloud.settings.sources import PluginSettings as PluginSettings
@@ -54,6 +55,7 @@ class Settings(
     TesSettings,
     DeviceSettings,
     BackupSettings,
+    RetentionSettings,
 ):
     """Every knob of a labcloud installation, documented where it is declared."""
 

@@ -21,6 +21,7 @@ from labcloud.db.models.jobs import JobGroup as JobGroup
 from labcloud.db.models.jobs import JobInput as JobInput
 from labcloud.db.models.jobs import JobTag as JobTag
 from labcloud.db.models.jobs import JobTarget as JobTarget
+from labcloud.db.models.jobs import RetentionRun as RetentionRun
 from labcloud.db.models.jobs import TesTask as TesTask
 from labcloud.db.models.projects import Project as Project
 from labcloud.db.models.projects import ProjectMember as ProjectMember

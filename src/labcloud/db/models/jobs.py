@@ -79,6 +79,19 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When retention deleted its outputs (the job itself stays, with its history and log).
+    outputs_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class RetentionRun(Base):
+    """One run of retention that deleted (not a dry run): when, and what it removed (counts by kind)."""
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class TesTask(Base):
