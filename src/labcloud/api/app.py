@@ -26,6 +26,7 @@ from labcloud.api.routers import (
     projects,
     tes,
     uploads,
+    usage_stats,
     users,
     webhooks,
     worker_api,
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(budgets.router)
     app.include_router(budgets.usage_router)
     app.include_router(devices.schemas_router)
+    app.include_router(usage_stats.router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
     openapi.install(app)  # every operation's problems, for client generators
