@@ -3,16 +3,21 @@ own parser, and changed by real uploads and jobs; two replicas on one database r
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from conftest import Server, backend
 from jobs_helpers import py, write_app
+from labcloud.api.app import create_app
 from live_server import Popen, eventually, login_headers, server_env, start_server, stop_server
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -221,3 +226,28 @@ def test_two_replicas_report_the_same_gauges(two_replicas: list[str]) -> None:
     assert value(scrape(a), "labcloud_dispatching") + value(scrape(b), "labcloud_dispatching") == 1
     # the heartbeat ages are read from one database too (newest: the beat just sent)
     assert 0 <= value(scrape(a), "labcloud_worker_heartbeat_age_seconds", which="newest") < 30
+
+
+# -- the Grafana dashboard ---------------------------------------------------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "labcloud-dashboard.json"
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",), "info": ("",)}
+
+
+def test_the_dashboard_graphs_only_metrics_that_exist(settings: Any) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())  # valid JSON
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    titles = " ".join(p["title"] for p in panels).lower()
+    for subject in ("jobs by state", "queue wait", "run time", "workers", "requests", "errors", "storage"):
+        assert subject in titles, subject
+    used = {name for p in panels for t in p["targets"] for name in re.findall(r"labcloud_[a-z_]+", t["expr"])}
+    settings.metrics_token = SecretStr("dashboard-check")
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/metrics", headers={"Authorization": "Bearer dashboard-check"})
+        assert r.status_code == 200, r.text
+    exposed = {
+        family.name + suffix
+        for family in text_string_to_metric_families(r.text)
+        for suffix in SUFFIXES.get(family.type, ("",))
+    }
+    assert used and used <= exposed, used - exposed
