@@ -27,7 +27,7 @@ class Report:
     temporary_files_removed: int = 0
     orphans_removed: int = 0
     samples_pruned: int = 0
-    usage_sampled: int = 0  # today's storage sample for the usage statistics (once a day)
+    usage_sampled: int = 0  # today's storage sample for the usage statistics, brought up to date
     problems: list[str] = field(default_factory=list)
 
 

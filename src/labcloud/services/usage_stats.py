@@ -1,7 +1,7 @@
 """Usage statistics for admins: per calendar month (UTC) the jobs submitted (per app), the active users
 (those who submitted a job that month) and the CPU- and GPU-hours used (the usage records that accounting
 keeps of every ended attempt, by the month the attempt ended); and the storage held, day by day, from the
-samples housekeeping takes once a day on the leader (:func:`sample`).
+sample of each day that the leader's housekeeping keeps up to date (:func:`sample`).
 """
 
 from __future__ import annotations
@@ -92,20 +92,22 @@ def statistics(session: Session, months: int, now: datetime | None = None) -> St
 
 
 def sample(db: Database, now: datetime | None = None) -> int:
-    """Take today's sample (UTC) unless it was taken: 1 when it was taken now, else 0."""
+    """Write today's sample (UTC), or bring it up to date: a day's sample ends as what its last
+    housekeeping round saw. 1 when it was written."""
     now = now or utcnow()
     today = now.date()
     try:
         with db.session() as session:
-            if session.get(UsageSample, today) is not None:
-                return 0
-            stored = session.scalar(select(func.coalesce(func.sum(Project.storage_used_bytes), 0)))
-            count = session.scalar(
-                select(func.count()).select_from(FileEntry).where(FileEntry.kind == "file")
+            stored = int(session.scalar(select(func.coalesce(func.sum(Project.storage_used_bytes), 0))) or 0)
+            count = int(
+                session.scalar(select(func.count()).select_from(FileEntry).where(FileEntry.kind == "file"))
+                or 0
             )
-            session.add(
-                UsageSample(day=today, storage_bytes=int(stored or 0), files=int(count or 0), taken_at=now)
-            )
-    except IntegrityError:  # another process took it meanwhile (a leader handing over)
+            row = session.get(UsageSample, today)
+            if row is None:
+                session.add(UsageSample(day=today, storage_bytes=stored, files=count, taken_at=now))
+            else:
+                row.storage_bytes, row.files, row.taken_at = stored, count, now
+    except IntegrityError:  # another process wrote it meanwhile (a leader handing over): its is as good
         return 0
     return 1
