@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from conftest import Account, backend
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
-from labcloud.services import lifecycle
+from labcloud.services import claims, lifecycle
 from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 from labcloud.telemetry import metrics
 from live_server import login_headers, serve, server_env
+from test_worker_api import bearer, claim, register, submit
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -135,8 +138,55 @@ def test_observations_follow_their_transaction(settings: Settings) -> None:
             with pytest.raises(RuntimeError), session.begin_nested():
                 metrics.after_commit(session, lambda: calls.append("in a failed savepoint"))
                 raise RuntimeError
-            with session.begin_nested():
+            with session.begin_nested(), session.begin_nested():
                 metrics.after_commit(session, lambda: calls.append("in a savepoint"))
+            assert calls == ["committed"]  # released savepoints: not yet, the transaction may still fail
+        assert calls == ["committed", "outer", "in a savepoint"]
+        with pytest.raises(RuntimeError), db.session() as session:
+            with session.begin_nested():
+                metrics.after_commit(session, lambda: calls.append("released, then rolled back"))
+            raise RuntimeError
         assert calls == ["committed", "outer", "in a savepoint"]
     finally:
         db.dispose()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_pull_worker_job_is_timed_and_its_lost_lease_counted(
+    pclient: TestClient, admin: Account, user: Account
+) -> None:
+    waits = _sample("labcloud_job_queue_wait_seconds_count", app="hello")
+    failed = _sample("labcloud_job_run_seconds_count", app="hello", outcome="failed")
+    expiries = _sample("labcloud_lease_expiries_total")
+    job = submit(pclient, user)
+    first = claim(pclient, register(pclient, admin, "timed"))
+    assert first is not None
+    assert _sample("labcloud_job_queue_wait_seconds_count", app="hello") == waits + 1  # taken by a claim
+    started = pclient.post(f"/api/v1/worker/jobs/{job['id']}/start", json={}, headers=bearer(first["token"]))
+    assert started.status_code == 200, started.text
+
+    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    with ctx.db.session() as session:
+        session.execute(update(Job).values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    with pytest.raises(RuntimeError), ctx.db.session() as session:
+        assert claims.expire_leases(session) == 1
+        raise RuntimeError("rolled back: nothing expired")
+    assert _sample("labcloud_lease_expiries_total") == expiries
+    with ctx.db.session() as session:
+        assert claims.expire_leases(session) == 1
+    assert _sample("labcloud_lease_expiries_total") == expiries + 1
+    assert (
+        _sample("labcloud_job_run_seconds_count", app="hello", outcome="failed") == failed + 1
+    )  # the lost run
+
+    # queued again: its next wait counts from the re-queue, not from the submission
+    assert pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == "queued"
+    before = _sample("labcloud_job_queue_wait_seconds_sum", app="hello")
+    with ctx.db.session() as session:  # (as if it had been re-queued an hour after it was submitted)
+        session.execute(update(Job).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+    assert claim(pclient, register(pclient, admin, "second")) is not None
+    assert _sample("labcloud_job_queue_wait_seconds_count", app="hello") == waits + 2
+    assert _sample("labcloud_job_queue_wait_seconds_sum", app="hello") - before < 60

@@ -112,9 +112,23 @@ def after_commit(session: Session, observe: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint was released (SQLAlchemy says "commit" for it too)
+        _released(session)
+        return
     pending: Pending | None = session.info.pop(_PENDING, None)
     for _, observe in pending or ():
         observe()
+
+
+def _released(session: Session) -> None:
+    """What was observed in the released savepoint now stands or falls with the transaction around it."""
+    pending: Pending | None = session.info.get(_PENDING)
+    released = session.get_nested_transaction()
+    if not pending or released is None:
+        return
+    parent = released.parent
+    around = parent if parent is not None and parent.nested else None
+    session.info[_PENDING] = [(around if tx is released else tx, fn) for tx, fn in pending]
 
 
 @event.listens_for(Session, "after_soft_rollback")
