@@ -22,9 +22,11 @@ from labcloud.api.routers import (
     health,
     jobs,
     me,
+    metrics,
     projects,
     tes,
     uploads,
+    usage_stats,
     users,
     webhooks,
     worker_api,
@@ -34,6 +36,7 @@ from labcloud.api.routers import (
 from labcloud.http.guard import Utf8Addresses
 from labcloud.runtime import Runtime, prepare_database
 from labcloud.settings import Settings
+from labcloud.telemetry.asgi import RequestTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +76,14 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.add_middleware(Utf8Addresses)
     if settings.trusted_proxies:  # the client's address and scheme as the proxy saw them
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    app.add_middleware(RequestTelemetry)  # outermost: a request id and a count for every request
     # The worker protocol first: a fleet's heartbeats and claims are most of the requests, and a request is
     # matched against the routes in order (every route before it costs each of them a match).
     for module in (
         worker_api,
         worker_jobs,
         health,
+        metrics,
         auth,
         me,
         users,
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(budgets.router)
     app.include_router(budgets.usage_router)
     app.include_router(devices.schemas_router)
+    app.include_router(usage_stats.router)
     app.include_router(docs.router)
     web.install(app)  # the browser UI: pages, static files, HTML error pages
     openapi.install(app)  # every operation's problems, for client generators

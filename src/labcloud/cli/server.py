@@ -10,6 +10,7 @@ import typer
 
 from labcloud.cli.common import console, fail, load_settings
 from labcloud.settings import absolute, config_path_from_env, render_config_file
+from labcloud.telemetry import logs
 
 log = logging.getLogger("labcloud.serve")
 
@@ -36,9 +37,7 @@ def serve(
         settings.host = host
     if port is not None:
         settings.port = port
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     log.info("data dir %s; database %s", settings.home, database_location(settings))
     # Check the schema (and migrate SQLite) before listening: a refusal is a clear message, not a traceback.
     preflight = Runtime.create(settings)
@@ -54,6 +53,8 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         timeout_keep_alive=settings.http_keep_alive_s,
+        # JSON: uvicorn's own lines (access log too) go through labcloud's handler, with the request id.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         proxy_headers=False,  # the app believes X-Forwarded-* only from settings.trusted_proxies
     )
 

@@ -27,6 +27,7 @@ from labcloud.execution.loops import Loop
 from labcloud.registry.spec_parts import Resources
 from labcloud.services import accounting
 from labcloud.services.job_states import JobState
+from labcloud.telemetry import metrics
 
 USAGE_TTL_S = 5.0
 
@@ -128,10 +129,12 @@ class Scheduler(Loop):
                 return "waits"
             if any(self.executor.fits_now(earlier) for earlier in passed_over):
                 return "room_freed"
+            taken = time.perf_counter()
             try:
                 self.executor.admit(session, job)
             except Conflict:  # cancelled (or taken) between our read and our write
                 return "gone"
         self._last_served[owner_id] = time.monotonic()
         self.executor.submit(job_id, owner_id, resources)
+        metrics.DISPATCH_SECONDS.labels(self.executor.name).observe(time.perf_counter() - taken)
         return "started"

@@ -39,6 +39,7 @@ from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import held_job, issue_job_token
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
+from labcloud.telemetry import metrics
 
 CANDIDATES = 32  # queued jobs looked at per claim
 IMAGE_AFFINITY_S = 30.0  # a container job waits this long for a worker that has its image (see above)
@@ -290,7 +291,9 @@ def expire_leases(session: Session, now: datetime | None = None) -> int:
         Job.lease_expires_at < now,
     )
     lost = list(session.scalars(stmt))
-    return sum(lose(session, job, "its worker stopped answering (lease expired)") for job in lost)
+    expired = sum(lose(session, job, "its worker stopped answering (lease expired)") for job in lost)
+    metrics.leases_expired(session, expired)
+    return expired
 
 
 def heartbeat_interval(settings: Settings) -> float:

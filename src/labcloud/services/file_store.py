@@ -30,6 +30,7 @@ from labcloud.services import files, storage_limits
 from labcloud.services.storage_limits import TooLarge
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
+from labcloud.telemetry import metrics
 
 UPLOADED_EVENT = "file.uploaded"  # a file published into a space (not a job's output)
 
@@ -201,6 +202,8 @@ def index_stored(
         storage.delete(keys)
         raise
     files.release(db, storage, replaced)
+    if job_id is None:  # a user's upload (a job's outputs are not)
+        metrics.uploaded([e.size for e in entries if e.type == "file"])
     return entries
 
 

@@ -13,7 +13,7 @@ from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
 from labcloud.registry import AppRegistry
-from labcloud.services import devices, direct_uploads, file_store, retention, uploads
+from labcloud.services import devices, direct_uploads, file_store, retention, uploads, usage_stats
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -29,6 +29,7 @@ class Report:
     orphans_removed: int = 0
     samples_pruned: int = 0
     retention_deletions: int = 0
+    usage_sampled: int = 0  # today's storage sample for the usage statistics, brought up to date
     problems: list[str] = field(default_factory=list)
 
 
@@ -48,6 +49,7 @@ def run_once(
         ("temporary_files_removed", lambda: _remove_stale_temporaries(settings)),
         ("orphans_removed", lambda: file_store.sweep_orphans(db, storage, orphan_age)),
         ("samples_pruned", lambda: devices.prune(db, settings)),
+        ("usage_sampled", lambda: usage_stats.sample(db)),
     ]
     if apps is not None:
         tasks.append(("retention_deletions", lambda: retention.run_if_due(db, storage, settings, apps)))

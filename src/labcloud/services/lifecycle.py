@@ -27,6 +27,7 @@ from labcloud.services.job_states import (
     can_retry,
     refusal,
 )
+from labcloud.telemetry import metrics
 
 
 def _clear_run(job: Job, now: Any) -> dict[str, Any]:
@@ -96,6 +97,7 @@ def transition(
         JobEvent(job_id=job.id, at=now, from_state=current, to_state=target, reason=reason, message=message)
     )
     webhooks.emit_state_change(session, job, current.value, target.value, reason, message)
+    metrics.job_moved(session, job, current, target, now)  # (job as it was; counted once this commits)
     for key, value in values.items():
         setattr(job, key, value)
     if target in TERMINAL:  # the attempt's usage is recorded and charged; what the job held goes back

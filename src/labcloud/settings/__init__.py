@@ -112,6 +112,14 @@ class Settings(
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object a line (time, level, logger, message, request_id)."
+    )
+    metrics_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token that lets a Prometheus anywhere read /metrics; empty: only this machine "
+        "may (never through a proxy).",
+    )
 
     apps_dir: Path | None = Field(None, description="Extra app registry files; default $LABCLOUD_HOME/apps.")
     runner_url: str = Field(

@@ -115,6 +115,8 @@ def _averaged(
 
 
 def _span_words(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{round(seconds / 86400)} days"
     if seconds >= 3600:
         return f"{seconds / 3600:.3g} h"
     if seconds >= 60:

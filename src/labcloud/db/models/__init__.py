@@ -29,6 +29,7 @@ from labcloud.db.models.projects import ProjectRole as ProjectRole
 from labcloud.db.models.projects import Quota as Quota
 from labcloud.db.models.projects import QuotaRequest as QuotaRequest
 from labcloud.db.models.projects import UsageRecord as UsageRecord
+from labcloud.db.models.usage import UsageSample as UsageSample
 from labcloud.db.models.workers import DeviceSample as DeviceSample
 from labcloud.db.models.workers import DeviceSchema as DeviceSchema
 from labcloud.db.models.workers import Worker as Worker
