@@ -6,17 +6,26 @@ answers /healthz). The nginx site has a module of its own: tests/test_nginx_prox
 from __future__ import annotations
 
 import configparser
+import ipaddress
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+import yaml
 
+from labcloud import cli
 from labcloud.execution import sandbox
 from labcloud.execution.sandbox import SandboxPolicy, wrap_command
+from labcloud.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 UNITS = DEPLOY / "systemd"
@@ -145,3 +154,88 @@ def test_a_job_sandbox_starts_without_any_privilege(
     assert canary.read_text() == "untouched"
     status = dict(line.split(":\t", 1) for line in r.stdout.splitlines() if ":\t" in line)
     assert status["NoNewPrivs"].strip() == "1" and status["CapEff"].strip() == "0" * 16, status
+
+
+# -- the compose file -------------------------------------------------------------------------------------
+
+COMPOSE = DEPLOY / "compose.yaml"
+LABCLOUD_IMAGE_SERVICES = ("migrate", "server-1", "server-2", "worker")
+VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())  # merge keys (<<) resolved
+    return loaded
+
+
+def labcloud_reads(command: str) -> set[str]:
+    """The LABCLOUD_* variables a labcloud command reads: every setting, and the command's own options."""
+    names = {f"LABCLOUD_{name.upper()}" for name in Settings.model_fields}
+    group = typer.main.get_command(cli.app)
+    for param in group.commands[command].params:  # type: ignore[attr-defined]
+        envvar = getattr(param, "envvar", None)
+        names |= {envvar} if isinstance(envvar, str) else set(envvar or ())
+    return names
+
+
+def test_the_compose_file_holds_together() -> None:
+    """Checked by reading it (no compose tool is on the test machines; where one is, it checks the file
+    too): every reference names something the file declares, every setting given to labcloud is one it
+    reads, and what nginx's command rewrites is in the site file."""
+    spec = compose()
+    services: dict[str, Any] = spec["services"]
+    assert {"postgres", "seaweedfs", "migrate", "server-1", "server-2", "nginx", "worker"} <= set(services)
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        assert set(depends) <= set(services), (name, depends)
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):  # a file or folder beside compose.yaml
+                assert source in ("./tls",) or (DEPLOY / source).exists(), (name, source)
+            else:
+                assert source in spec["volumes"], (name, source)
+        networks = service.get("networks", [])
+        assert set(networks) <= set(spec["networks"]), (name, networks)
+        assert set(service.get("secrets", [])) <= set(spec.get("secrets", {})), name
+    for name in LABCLOUD_IMAGE_SERVICES:
+        service = services[name]
+        assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).is_file(), name
+        command = service["command"][0]
+        unknown = {key for key in service["environment"] if key.startswith("LABCLOUD_")} - labcloud_reads(
+            command
+        )
+        assert not unknown, f"{name} is given settings labcloud does not read: {sorted(unknown)}"
+    # The worker holds no database or storage key: only its server and its token.
+    assert not [key for key in services["worker"]["environment"] if "DATABASE" in key or "S3" in key]
+    # Only nginx's forwarded headers are believed, and it has that address.
+    nginx_address = services["nginx"]["networks"]["front"]["ipv4_address"]
+    assert json.loads(services["server-1"]["environment"]["LABCLOUD_TRUSTED_PROXIES"]) == [nginx_address]
+    subnet = spec["networks"]["front"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(nginx_address) in ipaddress.ip_network(subnet)
+    site = (DEPLOY / "nginx" / "labcloud.conf").read_text()
+    rewrite = " ".join(services["nginx"]["command"])
+    for original in re.findall(r"s/([^/]+)/", rewrite):
+        assert original.replace("\\.", ".") in site, original
+    assert "server-1:8000" in rewrite and "server-2:8000" in rewrite
+    assert "/etc/ssl/labcloud/fullchain.pem" in site  # where the tls folder is mounted
+    # Every variable the file takes from .env is in env.example.
+    example = (DEPLOY / "env.example").read_text()
+    for variable in set(VARIABLE.findall(COMPOSE.read_text())):
+        assert re.search(rf"^#? ?{variable}=", example, re.MULTILINE), variable
+    for tool_command in (["docker", "compose"], ["docker-compose"]):
+        if (
+            shutil.which(tool_command[0])
+            and subprocess.run([*tool_command, "version"], capture_output=True).returncode == 0
+        ):
+            env = {
+                **os.environ,
+                **dict(line.split("=", 1) for line in example.splitlines() if re.match(r"^[A-Z_]+=.", line)),
+            }
+            r = subprocess.run(
+                [*tool_command, "-f", str(COMPOSE), "config", "--quiet"],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
+            )
+            assert r.returncode == 0, r.stderr
