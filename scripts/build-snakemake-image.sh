@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the root file system of labcloud/snakemake:<version>, the image the Snakemake-over-TES test runs its
 # tasks in, as a tar (no registry is needed, nor reachable): Debian bookworm (minbase, with python3) made by
-# debootstrap from Debian's packages, and a venv /opt/snakemake holding Snakemake and its S3 storage plugin,
+# debootstrap from Debian's packages (the root file system of scripts/build-base-image.sh, shared with the
+# deployment kit's image and built once), and a venv /opt/snakemake holding Snakemake and its S3 storage plugin,
 # installed from wheels downloaded on this machine. The wheels of the storage plugin stay in /opt/wheels and
 # pip in the image installs from there only (/etc/pip.conf: no index): a Snakemake job installs the plugin
 # into its working folder before it runs, and the container has no way to PyPI.
@@ -19,28 +20,22 @@ shopt -s inherit_errexit
   exit 2
 }
 snakemake=$1 plugin=$2
-RECIPE=1
+RECIPE=2 # 2: from the shared base root file system
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/labcloud/images
 tar=$cache/snakemake-$snakemake-s3-$plugin-r$RECIPE.tar
 if [ -s "$tar" ]; then
   echo "$tar"
   exit 0
 fi
-command -v debootstrap >/dev/null || {
-  echo "build-snakemake-image: install debootstrap (apt-get install debootstrap)" >&2
-  exit 1
-}
+base=$(bash "$(dirname "$0")/build-base-image.sh" tar)
 mkdir -p "$cache"
 stage=$(mktemp -d "${TMPDIR:-/tmp}/labcloud-snakemake.XXXXXX")
 tmp=$(mktemp "$cache/.snakemake.XXXXXX")
 trap 'umount "$stage/rootfs/proc" 2>/dev/null || true; rm -rf "$stage" "$tmp"' EXIT
 root=$stage/rootfs
 
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$root" \
-  http://deb.debian.org/debian >"$stage/debootstrap.log" 2>&1 || {
-  tail -20 "$stage/debootstrap.log" >&2
-  exit 1
-}
+mkdir "$root"
+tar --numeric-owner -C "$root" -xf "$base"
 
 # The wheels, made here (this machine reaches PyPI; the image never does) by a Python 3.11 like the image's.
 python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' || {

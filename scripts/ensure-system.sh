@@ -45,6 +45,8 @@ if [ "$want_postgres" = 1 ]; then
   dpkg -s busybox-static >/dev/null 2>&1 || lean_missing+=(busybox-static)
   # debootstrap makes the Snakemake image of the TES test (scripts/build-snakemake-image.sh)
   has debootstrap || lean_missing+=(debootstrap)
+  # nginx in front of two replicas, the deployment kit's proxy tests (testing/nginx.py)
+  has nginx || lean_missing+=(nginx-light)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

@@ -331,6 +331,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # long tests for the end, where one process ran them alone after the other had run out of work.
 LONGEST_FIRST = (
     "test_tes_snakemake.py",  # 60 (200 when it builds its image first) / -
+    "test_deploy_image.py",  # 300 (600 when it builds its base and wheels first) / -
     "test_workers.py",  # 70 / 115
     "test_cli_client.py",  # 100 / -
     "test_backup.py",  # 90 / - (four live servers, SQLite and PostgreSQL in one pass; SeaweedFS)
@@ -339,6 +340,7 @@ LONGEST_FIRST = (
     "test_crash.py",  # 40 / 40
     "test_scheduling.py",  # 30 / 32
     "test_service.py",  # 25 / 25
+    "test_nginx_proxy.py",  # 55 / 55
     "test_leader.py",  # 10 / 16
     "test_bench_containers.py",  # 13 / -
     "e2e/test_docs.py",  # 9 / -
