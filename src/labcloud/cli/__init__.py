@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli import admin, backup, client, db, devices, server, worker, workers
+from labcloud.cli import admin, backup, client, db, devices, maintenance, server, worker, workers
 
 app = typer.Typer(
     name="labcloud",
@@ -21,6 +21,7 @@ workers.register(app)
 devices.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
+app.add_typer(maintenance.app, name="maintenance")
 
 
 def main() -> None:
