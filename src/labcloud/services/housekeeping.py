@@ -12,7 +12,7 @@ from datetime import timedelta
 from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
-from labcloud.services import devices, direct_uploads, file_store, uploads
+from labcloud.services import audit, devices, direct_uploads, file_store, uploads
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -27,6 +27,7 @@ class Report:
     temporary_files_removed: int = 0
     orphans_removed: int = 0
     samples_pruned: int = 0
+    audit_events_pruned: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -41,6 +42,7 @@ def run_once(
         ("temporary_files_removed", lambda: _remove_stale_temporaries(settings)),
         ("orphans_removed", lambda: file_store.sweep_orphans(db, storage, orphan_age)),
         ("samples_pruned", lambda: devices.prune(db, settings)),
+        ("audit_events_pruned", lambda: audit.prune(db.engine, settings.audit_keep_days)),
     ]
     for name, task in tasks:
         try:
@@ -80,6 +82,7 @@ class Housekeeper(Loop):
             + report.temporary_files_removed
             + report.orphans_removed
             + report.samples_pruned
+            + report.audit_events_pruned
         )
         if cleaned:
             log.info("housekeeping: %s", report)

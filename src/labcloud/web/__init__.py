@@ -18,6 +18,7 @@ from labcloud.web.routes import (
     account,
     admin,
     admin_jobs,
+    admin_ops,
     apps,
     auth,
     device_sessions,
@@ -47,7 +48,7 @@ def install(app: FastAPI) -> None:
         search,
         devices,
     )
-    modules = (*pages, admin, admin_jobs)
+    modules = (*pages, admin, admin_jobs, admin_ops)
     for module in modules:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
