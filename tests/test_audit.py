@@ -4,6 +4,7 @@ admin API and page with their filters, hostile input, and retention."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,15 +12,16 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import create_engine, select, update
 
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, backend
 from labcloud.db.models import AuditEvent
 from labcloud.services import housekeeping
 from labcloud.settings import Settings
-from live_server import login_headers, serve, server_env
+from live_server import LABCLOUD, login_headers, serve, server_env
 from test_web import browser_login, csrf_of
 from test_worker_api import register
+from testing.daemons import clean_env
 
 AGENT = "audit-test/1.0"
 
@@ -303,3 +305,44 @@ def test_the_address_is_the_proxys_only_when_it_is_trusted(
         ]
         assert failed and failed[0]["ip"] == "203.0.113.9" and failed[0]["user_agent"] == AGENT
         assert any(e["action"] == "login.succeeded" and e["ip"] == "127.0.0.1" for e in events)
+
+
+def test_backups_and_restores_are_recorded(
+    client: TestClient,
+    admin: Account,
+    settings: Settings,
+    database_url: str,
+    empty_database: str,
+    tmp_path: Path,
+) -> None:
+    dest = tmp_path / "backup"
+    env = {
+        **clean_env(),
+        "LABCLOUD_HOME": str(settings.home),
+        "LABCLOUD_DATABASE_URL": database_url,
+        "LABCLOUD_SECRET_KEY": settings.secret_key.get_secret_value(),
+    }
+    made = subprocess.run(
+        [*LABCLOUD, "backup", str(dest)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr
+    event = _one(client, admin, "backup.created")
+    assert event["target"] == {"kind": "backup", "id": str(dest)} and event["actor"]["label"].startswith(
+        "cli:"
+    )
+    assert event["details"]["files"] > 0
+
+    home = tmp_path / "restored-home"
+    env |= {"LABCLOUD_HOME": str(home), "LABCLOUD_DATABASE_URL": empty_database}
+    done = subprocess.run(
+        [*LABCLOUD, "restore", str(dest)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    engine = create_engine(empty_database)
+    try:
+        with engine.connect() as conn:
+            actions = list(conn.execute(select(AuditEvent.action, AuditEvent.actor_label)))
+    finally:
+        engine.dispose()
+    assert ("backup.restored", event["actor"]["label"]) in actions
+    assert "backup.created" not in {a for a, _ in actions}  # (recorded after the snapshot was taken)

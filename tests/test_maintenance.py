@@ -206,6 +206,9 @@ def test_the_admin_page_switches_it(client: TestClient, app: Any, admin: Account
     assert done.status_code == 200 and "Maintenance is <strong>on</strong>" in done.text
     assert MESSAGE in done.text
     _refused(client.post("/api/v1/jobs", json={"app": "hello"}, headers=user.headers), 90)
+    form = browser.post("/apps/hello/run", data={"csrf_token": csrf, "params.name": "x", "params.times": "1"})
+    assert form.status_code == 503 and form.headers["retry-after"] == "90" and MESSAGE in form.text
+    assert client.get("/api/v1/jobs", headers=admin.headers).json()["items"] == []
     browser.post("/admin/maintenance", data={"csrf_token": csrf, "action": "off"})
     assert client.post("/api/v1/jobs", json={"app": "hello"}, headers=user.headers).status_code == 201
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import getpass
+import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labcloud.db.models import AuditEvent, User
 from labcloud.db.types import utcnow
+from labcloud.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_DETAIL_TEXT = 500  # characters of a string in the details
 MAX_USER_AGENT = 400
@@ -202,6 +206,26 @@ def record_apart(
     """Write an event in a transaction of its own (for what is refused and so changes nothing)."""
     with Session(engine) as session, session.begin():
         record(session, action, target_kind, target_id, details, actor=actor)
+
+
+def record_for(
+    settings: Settings,
+    action: str,
+    target_kind: str | None = None,
+    target_id: Any = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Write an event into the installation's database after work that is not a transaction of it (a
+    backup, a restore); logged, never raised, when it cannot be written: the work is done either way."""
+    from labcloud.db.engine import Database
+
+    db = Database(settings)
+    try:
+        record_apart(db.engine, action, target_kind, target_id, details)
+    except Exception as exc:
+        log.warning("audit event %s not recorded: %s", action, exc)
+    finally:
+        db.dispose()
 
 
 def prune(engine: Engine, keep_days: int) -> int:
