@@ -91,15 +91,29 @@ def test_logins_and_failed_logins_without_the_password(
 def test_account_and_token_changes_name_who_did_them(
     client: TestClient, admin: Account, user: Account, make_user: Any
 ) -> None:
-    r = client.post("/api/v1/me/tokens", json={"name": "laptop", "scopes": ["read"]}, headers=user.headers)
+    r = client.post(
+        "/api/v1/me/tokens", json={"name": "laptop", "scopes": ["read", "write"]}, headers=user.headers
+    )
     assert r.status_code == 201
     token_id, secret = r.json()["id"], r.json()["token"]
     created = _one(client, admin, "token.created")
     assert created["actor"]["email"] == user.email and created["target"] == {"kind": "token", "id": token_id}
-    assert created["details"]["scopes"] == ["read"] and secret not in json.dumps(created)
-    # a request made with the token names it
-    assert client.delete(f"/api/v1/me/tokens/{token_id}", headers=user.headers).status_code == 204
-    assert _one(client, admin, "token.revoked")["actor"]["email"] == user.email
+    assert created["details"]["scopes"] == ["read", "write"] and secret not in json.dumps(created)
+    assert created["actor"]["token_id"] is None  # (a login token)
+    # a request made with the API token names it: here, the token revoking itself
+    with_token = {"Authorization": f"Bearer {secret}"}
+    assert client.delete(f"/api/v1/me/tokens/{token_id}", headers=with_token).status_code == 204
+    revoked = _one(client, admin, "token.revoked")
+    assert revoked["actor"]["email"] == user.email and revoked["actor"]["token_id"] == token_id
+    assert revoked["actor"]["label"] == f"token {created['details']['prefix']}"
+    assert _events(client, admin, actor=revoked["actor"]["label"])[0]["id"] == revoked["id"]
+    r = client.post(
+        "/api/v1/me/password",
+        json={"current_password": user.password, "new_password": "n3w-password-x"},
+        headers=user.headers,
+    )
+    assert r.status_code == 204, r.text
+    assert _one(client, admin, "user.password_changed", actor=user.email)["target"]["id"] == str(user.id)
 
     other = make_user("carol@example.org")
     for change in (

@@ -42,7 +42,7 @@ MAX_USER_AGENT = 400
 
 @dataclass
 class Actor:
-    kind: str  # user | worker | system | anonymous
+    kind: str  # user | system | anonymous
     id: uuid.UUID | None = None
     email: str | None = None
     label: str = ""
@@ -98,12 +98,6 @@ def acting_user(user: User, token_id: uuid.UUID | None = None, token_prefix: str
     if scope is not None:
         label = f"token {token_prefix}" if token_prefix else ""
         scope.actor = Actor.of_user(user, token_id, label)
-
-
-def acting_worker(worker_id: uuid.UUID, name: str) -> None:
-    scope = _scope.get()
-    if scope is not None:
-        scope.actor = Actor("worker", worker_id, None, f"worker {name}")
 
 
 class AuditScopeMiddleware:

@@ -24,7 +24,7 @@ MAX_FILTER = 320
 
 @dataclass
 class AuditFilter:
-    actor: str | None = None  # a user or worker id, an e-mail, or a label such as cli:root
+    actor: str | None = None  # a user id, an e-mail, or a label such as cli:root
     action: str | None = None  # an action (login.failed) or its family (login)
     target_kind: str | None = None
     target_id: str | None = None

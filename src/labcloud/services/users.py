@@ -119,6 +119,7 @@ def change_password(
     user.must_change_password = False
     user.token_version += 1  # login tokens issued with the old password stop working
     sessions.end_all(session, user)  # and so does every browser logged in with it
+    audit.record(session, "user.password_changed", "user", user.id, {"email": user.email})
     log.info("password changed for %s", user.email)
 
 
@@ -263,6 +264,7 @@ def set_password_by_token(session: Session, settings: Settings, token: str, new_
     user.must_change_password = False
     user.token_version += 1
     sessions.end_all(session, user)
+    audit.record(session, "user.password_changed", "user", user.id, {"email": user.email, "by_link": True})
     log.info("password set by a link for %s", user.email)
     return user
 

@@ -38,10 +38,10 @@ class MaintenanceIn(BaseModel):
 
 
 class ActorOut(BaseModel):
-    kind: str = Field(description="user, worker, system or anonymous")
+    kind: str = Field(description="user, system (the server, or cli:<os user> on its shell) or anonymous")
     id: uuid.UUID | None
     email: str | None = Field(description="The account's e-mail when it acted.")
-    label: str = Field(description="The API token (its prefix), the worker, or cli:<os user>.")
+    label: str = Field(description="The API token used (its prefix), or cli:<os user>.")
     token_id: uuid.UUID | None
 
 
@@ -92,7 +92,7 @@ async def put_maintenance(body: MaintenanceIn, _admin: Admin, ctx: Ctx) -> Maint
 def list_audit(
     _admin: Admin,
     session: DbSession,
-    actor: str | None = Query(None, description="A user or worker id, an e-mail, or a label (cli:root)."),
+    actor: str | None = Query(None, description="A user id, an e-mail, or a label (cli:root)."),
     action: str | None = Query(None, description="An action (login.failed) or its family (login)."),
     target: str | None = Query(None, description="KIND or KIND:ID, e.g. job:0193... or user."),
     since: str | None = Query(None, description="ISO 8601 date or time (UTC unless it says)."),

@@ -27,7 +27,7 @@ class MaintenanceState(Base):
 
 
 class AuditEvent(Base):
-    """A security-relevant action: who (the account and its e-mail at the time, the API token, a worker,
+    """A security-relevant action: who (the account and its e-mail at the time, the API token used,
     or the system), what, on which target, from where. Written in the transaction of the change."""
 
     __tablename__ = "audit_events"
@@ -35,7 +35,7 @@ class AuditEvent(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)  # time-ordered
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    actor_kind: Mapped[str] = mapped_column(String(16))  # user | worker | system | anonymous
+    actor_kind: Mapped[str] = mapped_column(String(16))  # user | system | anonymous
     actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None, index=True)
     actor_email: Mapped[str | None] = mapped_column(String(320), default=None)
     actor_label: Mapped[str] = mapped_column(String(200), default="")  # "token lc_ab12", "cli:root"
