@@ -246,10 +246,6 @@ def test_bad_filters_are_named_at_once_and_only_admins_read(
     }
     r = client.get("/api/v1/admin/audit", params=bad, headers=admin.headers)
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
-    assert {e["loc"][1] for e in r.json()["errors"]} == {"actor"}  # too long: said before anything is parsed
-    del bad["actor"]
-    r = client.get("/api/v1/admin/audit", params=bad, headers=admin.headers)
-    assert r.status_code == 422
     assert {e["loc"][1] for e in r.json()["errors"]} == set(bad)
     r = client.get(
         "/api/v1/admin/audit", params={"since": "2026-02-01", "until": "2026-01-01"}, headers=admin.headers

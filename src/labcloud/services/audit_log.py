@@ -60,8 +60,9 @@ def parse_filter(
     for name, value in given.items():
         if value is not None and len(value) > MAX_FILTER:
             errors.append({"loc": ["query", name], "msg": f"at most {MAX_FILTER} characters"})
-    if errors:
-        raise InvalidInput("Some filters are not valid.", errors=errors)
+            given[name] = None  # (not looked at further)
+    actor, action, target, since, until = (given[k] for k in ("actor", "action", "target", "since", "until"))
+    cursor, limit = given["cursor"], given["limit"]
     if actor and actor.strip():
         if not actor.strip().isprintable():
             errors.append({"loc": ["query", "actor"], "msg": "printable text only"})
