@@ -62,6 +62,8 @@ def test_new_work_is_refused_and_the_rest_continues(
     assert r.status_code == 201, r.text
     earlier = r.json()["id"]
 
+    begun = _tus_create(client, user, "begun.txt")  # an upload begun before: it may finish
+    assert begun.status_code == 201, begun.text
     state = _on(client, admin, message=MESSAGE, retry_after_s=120)
     assert state["enabled"] is True and state["message"] == MESSAGE and state["retry_after_s"] == 120
     assert state["changed_by"] == admin.email
@@ -84,6 +86,10 @@ def test_new_work_is_refused_and_the_rest_continues(
     assert client.get("/api/v1/jobs", headers=user.headers).status_code == 200
     assert client.get(f"/api/v1/jobs/{earlier}", headers=user.headers).status_code == 200
     assert _login(client, user.email, user.password).status_code == 200
+    tus = {"Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    r = client.patch(begun.headers["location"], content=b"bytes", headers={**user.headers, **tus})
+    assert r.status_code == 204, r.text
+    assert client.get("/api/v1/files/begun.txt", headers=user.headers).content == b"bytes"
 
     # the pages show the banner, the login page too
     page = client.get("/login")
@@ -130,11 +136,6 @@ def test_only_admins_switch_it_and_bad_input_is_named_at_once(
     r = client.put("/api/v1/admin/maintenance", json={"enabled": "maybe", "extra": 1}, headers=admin.headers)
     assert r.status_code == 422
     assert client.get("/api/v1/admin/maintenance", headers=admin.headers).json()["enabled"] is False
-    # a user's page has no admin form
-    assert client.get("/admin/maintenance", headers=user.headers, follow_redirects=False).status_code in (
-        303,
-        403,
-    )
 
 
 def test_workers_drain_and_take_up_again(pclient: TestClient, admin: Account, user: Account) -> None:
@@ -209,6 +210,11 @@ def test_the_admin_page_switches_it(client: TestClient, app: Any, admin: Account
     form = browser.post("/apps/hello/run", data={"csrf_token": csrf, "params.name": "x", "params.times": "1"})
     assert form.status_code == 503 and form.headers["retry-after"] == "90" and MESSAGE in form.text
     assert client.get("/api/v1/jobs", headers=admin.headers).json()["items"] == []
+    mine = browser_login(app, user.email, user.password)  # not an admin: neither the page nor the switch
+    assert mine.get("/admin/maintenance").status_code == 403
+    csrf_mine = csrf_of(mine.get("/account").text)
+    assert mine.post("/admin/maintenance", data={"csrf_token": csrf_mine, "action": "off"}).status_code == 403
+    _refused(client.post("/api/v1/jobs", json={"app": "hello"}, headers=user.headers), 90)
     browser.post("/admin/maintenance", data={"csrf_token": csrf, "action": "off"})
     assert client.post("/api/v1/jobs", json={"app": "hello"}, headers=user.headers).status_code == 201
 
