@@ -58,19 +58,38 @@ SERVER = Actor("system", label="server")
 
 @dataclass
 class AuditScope:
-    """Where the work comes from: one per request (or per command run on the server's shell)."""
+    """Where the work comes from: one per request (or per command run on the server's shell). A request's
+    address, agent and face are read from its ASGI scope only when an event is written (most requests
+    write none)."""
 
     actor: Actor = field(default_factory=lambda: Actor("anonymous"))
-    ip: str | None = None
-    user_agent: str | None = None
-    via: str = ""  # api | web | cli | server
+    via_: str = ""  # cli | server; a request's is api or web
+    request: Scope | None = None
+
+    @property
+    def ip(self) -> str | None:
+        client = self.request.get("client") if self.request is not None else None
+        return str(client[0])[:64] if client else None
+
+    @property
+    def user_agent(self) -> str | None:
+        if self.request is None:
+            return None
+        agent = next((v for k, v in self.request.get("headers", []) if k == b"user-agent"), b"")
+        return _text(agent.decode("latin-1"), MAX_USER_AGENT) or None
+
+    @property
+    def via(self) -> str:
+        if self.request is None:
+            return self.via_
+        return "api" if str(self.request.get("path", "")).startswith(("/api/", "/ga4gh/")) else "web"
 
 
 _scope: contextvars.ContextVar[AuditScope | None] = contextvars.ContextVar("labcloud_audit", default=None)
 
 
 def current_scope() -> AuditScope:
-    return _scope.get() or AuditScope(actor=SERVER, via="server")
+    return _scope.get() or AuditScope(actor=SERVER, via_="server")
 
 
 def shell_scope() -> AuditScope:
@@ -79,7 +98,7 @@ def shell_scope() -> AuditScope:
         who = getpass.getuser()
     except (KeyError, OSError):
         who = str(os.getuid())
-    return AuditScope(actor=Actor("system", label=f"cli:{who}"), via="cli")
+    return AuditScope(actor=Actor("system", label=f"cli:{who}"), via_="cli")
 
 
 @contextlib.contextmanager
@@ -111,16 +130,7 @@ class AuditScopeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        agent = next((v for k, v in scope.get("headers", []) if k == b"user-agent"), b"")
-        path: str = scope.get("path", "")
-        token = _scope.set(
-            AuditScope(
-                ip=client[0] if client else None,
-                user_agent=_text(agent.decode("latin-1"), MAX_USER_AGENT) or None,
-                via="api" if path.startswith(("/api/", "/ga4gh/")) else "web",
-            )
-        )
+        token = _scope.set(AuditScope(request=scope))
         try:
             await self.app(scope, receive, send)
         finally:
