@@ -255,9 +255,20 @@ def test_bad_filters_are_named_at_once_and_only_admins_read(
 
 def test_the_admin_page(client: TestClient, app: Any, admin: Account, user: Account) -> None:
     client.post("/api/v1/auth/login", data={"username": user.email, "password": "wrong-wrong-1"})
+    xss = "<script>alert(1)</script>"
+    client.post(
+        "/api/v1/auth/login",
+        data={"username": f"{xss}\nforged line", "password": "x"},
+        headers={"User-Agent": xss},
+    )
     browser = browser_login(app, ADMIN_EMAIL, ADMIN_PASSWORD)
     page = browser.get("/admin/audit", params={"action": "login.failed"})
     assert page.status_code == 200 and "login.failed" in page.text and user.email in page.text
+    assert xss not in page.text and "&lt;script&gt;" in page.text
+    hostile = _events(client, admin, action="login.failed")[0]
+    assert (
+        "\n" not in hostile["details"]["email"] and hostile["user_agent"] == xss
+    )  # (kept as sent, shown escaped)
     assert "login.succeeded" not in page.text
     bad = browser.get("/admin/audit", params={"since": "yesterday", "target": "nope"})
     assert bad.status_code == 422 and bad.text.count('class="error"') == 2
