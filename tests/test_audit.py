@@ -77,6 +77,12 @@ def test_logins_and_failed_logins_without_the_password(
         (user.email, "wrong_password", "api"),
     ]
     assert all(e["actor"]["kind"] == "anonymous" and e["ip"] == "testclient" for e in failed)
+    assert [e["target"] for e in failed] == [
+        {"kind": "user", "id": str(user.id)},
+        {"kind": "user", "id": None},
+        {"kind": "user", "id": str(user.id)},
+    ]
+    assert len(_events(client, admin, action="login.failed", target=f"user:{user.id}")) == 2
     assert failed[-1]["user_agent"] == AGENT
     ok = _events(client, admin, action="login.succeeded", actor=user.email)
     assert (

@@ -84,21 +84,23 @@ def create_user(
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The active user with these credentials, or None. Takes the same time for unknown accounts."""
-    return _check_login(session, email, password)[0]
+    user, _, _ = _check_login(session, email, password)
+    return user
 
 
-def _check_login(session: Session, email: str, password: str) -> tuple[User | None, str]:
-    """The active user with these credentials, or None and why not (for the audit log only)."""
+def _check_login(session: Session, email: str, password: str) -> tuple[User | None, User | None, str]:
+    """The active user with these credentials or None; the account the email names, if any; and why the
+    login fails ("" when it does not), for the audit log only."""
     user = find_by_email(session, email)
     ok = security.verify_password(password, user.password_hash if user else None)
     if user is None:
-        return None, "unknown_account"
+        return None, None, "unknown_account"
     if not ok:
-        return None, "wrong_password"
+        return None, user, "wrong_password"
     if not user.is_active:
-        return None, "deactivated"
+        return None, user, "deactivated"
     user.last_login_at = utcnow()
-    return user, ""
+    return user, user, ""
 
 
 def update_profile(user: User, *, name: str | None, notify_email: str | None = None) -> User:
@@ -175,9 +177,11 @@ def login(session: Session, throttle: LoginThrottle, email: str, password: str, 
             session.get_bind().engine, "login.failed", details={**tried, "reason": "throttled"}
         )
         raise
-    user, reason = _check_login(session, email, password)
+    user, named, reason = _check_login(session, email, password)
     if user is None:  # (written apart: the request's transaction is rolled back)
-        audit.record_apart(session.get_bind().engine, "login.failed", details={**tried, "reason": reason})
+        target = None if named is None else named.id
+        details = {**tried, "reason": reason}
+        audit.record_apart(session.get_bind().engine, "login.failed", "user", target, details)
         raise Unauthorized("The email or password is not correct.")
     throttle.succeeded(attempt)
     audit.record(session, "login.succeeded", "user", user.id, actor=audit.Actor.of_user(user))
