@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,7 @@ def test_every_replica_follows_the_command_line(
 
         status = json.loads(_cli(cli_env, "status", "--json").stdout)
         assert status["enabled"] is True and status["changed_by"].startswith("cli:")
+        assert datetime.fromisoformat(status["changed_at"]).tzinfo is not None
 
         # off through the first replica's API: the second takes jobs again
         r = httpx.put(f"{first}/api/v1/admin/maintenance", json={"enabled": False}, headers=admin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def _check_schema(settings: Any, db: Any) -> None:
 
 def _show(state: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(state, default=str))
+        typer.echo(json.dumps(state, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
         return
     if state["enabled"]:
         typer.echo(f"maintenance: on (Retry-After {state['retry_after_s']} s)")
