@@ -172,9 +172,18 @@ def test_projects_quotas_deletions_workers_and_maintenance(
     ]
     r = client.put("/api/v1/projects/vision/quotas/cpu_hours", json={"limit": 10}, headers=admin.headers)
     assert r.status_code == 200, r.text
+    asks = "/api/v1/projects/vision/quota-requests"
+    body = {"resource": "cpu_hours", "amount": 5, "justification": "a longer campaign"}
+    request_id = client.post(asks, json=body, headers=user.headers).json()["id"]
+    assert client.post(f"{asks}/{request_id}/approve", json={}, headers=admin.headers).status_code == 200
+    assert client.post(f"{asks}/{request_id}/reject", json={}, headers=admin.headers).status_code == 409
+    approved = _one(client, admin, "quota.request_approved")
+    assert approved["details"]["amount"] == 5 and approved["actor"]["email"] == ADMIN_EMAIL
+    assert _events(client, admin, action="quota.request_rejected") == []
     assert client.delete("/api/v1/projects/vision/quotas/cpu_hours", headers=admin.headers).status_code == 204
     assert [e["action"] for e in _events(client, admin, action="quota", target=f"project:{project_id}")] == [
         "quota.removed",
+        "quota.request_approved",
         "quota.set",
     ]
 
