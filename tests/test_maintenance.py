@@ -79,8 +79,8 @@ def test_new_work_is_refused_and_the_rest_continues(
     _refused(client.post("/ga4gh/tes/v1/tasks", json=task, headers=user.headers))
     _refused(client.put("/api/v1/files/new.txt", content=b"new", headers=user.headers))
     _refused(_tus_create(client, user, "resumable.txt"))
-    assert client.get("/api/v1/files", headers=user.headers).json()["items"][0]["path"] == "kept.txt"
-    assert "resumable.txt" not in str(client.get("/api/v1/files", headers=user.headers).json())
+    listed = {f["path"] for f in client.get("/api/v1/files", headers=user.headers).json()["items"]}
+    assert "kept.txt" in listed and not listed & {"new.txt", "resumable.txt", "begun.txt"}
 
     # what is not new continues: downloads, listings, a job's page, deleting, logins
     assert client.get("/api/v1/files/kept.txt", headers=user.headers).content == b"kept"
@@ -261,7 +261,7 @@ def test_every_replica_follows_the_command_line(
                 lambda u=url: (x := _submit_status(u, admin)).status_code == 503 and x, 10, f"503 from {url}"
             )
             assert refused.headers["retry-after"] == "45" and refused.json()["detail"] == MESSAGE
-        assert time.monotonic() - started < 5  # cached for at most ~2 s per process
+        assert time.monotonic() - started < 8  # cached for at most ~2 s per process (and a busy machine)
         page = httpx.get(f"{second}/login")
         assert MESSAGE in page.text
 
