@@ -28,7 +28,7 @@ from labcloud.execution.scheduler import Scheduler
 from labcloud.execution.wakeups import Waker, Wakeups
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
-from labcloud.services import device_sessions
+from labcloud.services import audit, device_sessions, maintenance
 from labcloud.services import jobs as job_service
 from labcloud.services import tes as tes_service
 from labcloud.services import users as user_service
@@ -234,7 +234,8 @@ class Runtime:
         known: list[dict[str, Any]] | None = None,
     ) -> Job:
         """Queue a job (every problem of the submission at once, with the ``known`` ones a form found
-        before, else InvalidInput)."""
+        before, else InvalidInput); 503 in maintenance."""
+        maintenance.refuse_new_work(self.db.engine)
         job = job_service.submit(
             session, self.settings, self.apps, user, sub, ceiling=self.ceiling, known=known or ()
         )
@@ -252,6 +253,7 @@ class Runtime:
         """The same job again, as a new one (a GA4GH TES task: the same task, as a new one): with the
         inputs' content it ran with, or the ``current`` content of their paths; a container job's with the
         image it ran, or with the ``current`` one its reference names."""
+        maintenance.refuse_new_work(self.db.engine)
         job = job_service.get_job(session, user, job_id)
         if job.app == tes_service.APP:
             new = tes_service.rerun(session, self.settings, user, job, self.ceiling)
@@ -265,6 +267,7 @@ class Runtime:
     def submit_task(self, session: Session, user: User, body: Any) -> uuid.UUID:
         """Queue a GA4GH TES task (refused with 400 when it is not valid); its id. Once it is stored, nothing
         after the commit may fail the request: a client would create it again."""
+        maintenance.refuse_new_work(self.db.engine)
         job_id = tes_service.create(session, self.settings, user, body, self.ceiling).id
         self._done(session)
         return job_id
@@ -289,6 +292,7 @@ class Runtime:
     ) -> JobGroup:
         """Queue a session's jobs, one per device, all or none (every problem at once, with the ``known``
         ones a form found before); ``commit`` false only checks it (the caller rolls it back)."""
+        maintenance.refuse_new_work(self.db.engine)
         group = device_sessions.start(
             session, self.settings, self.apps, user, req, ceiling=self.ceiling, known=known or ()
         )
@@ -320,6 +324,7 @@ class Runtime:
     def revoke_worker(self, session: Session, worker_id: uuid.UUID) -> Worker:
         """The worker's token stops working at once; its jobs are queued again (or failed)."""
         worker = worker_service.revoke(session, worker_service.get(session, worker_id))
+        audit.record(session, "worker.revoked", "worker", worker.id, {"name": worker.name})
         self._done(session)
         return worker
 

@@ -23,6 +23,7 @@ from labcloud.api.routers import (
     jobs,
     me,
     metrics,
+    operations,
     projects,
     tes,
     uploads,
@@ -35,6 +36,7 @@ from labcloud.api.routers import (
 )
 from labcloud.http.guard import Utf8Addresses
 from labcloud.runtime import Runtime, prepare_database
+from labcloud.services.audit import AuditScopeMiddleware
 from labcloud.settings import Settings
 from labcloud.telemetry.asgi import RequestTelemetry
 
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
+    app.add_middleware(AuditScopeMiddleware)  # inside the proxy headers' one: the client as it saw it
     app.add_middleware(Utf8Addresses)
     if settings.trusted_proxies:  # the client's address and scheme as the proxy saw them
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         workers,
         devices,
         tes,
+        operations,
     ):
         app.include_router(module.router)
     app.include_router(budgets.router)

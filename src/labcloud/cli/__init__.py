@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli import admin, backup, client, db, devices, retention, server, worker, workers
+from labcloud.cli import admin, backup, client, db, devices, maintenance, retention, server, worker, workers
 
 app = typer.Typer(
     name="labcloud",
@@ -22,6 +22,7 @@ devices.register(app)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
 app.add_typer(retention.app, name="retention")
+app.add_typer(maintenance.app, name="maintenance")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ def create_user(
     from labcloud import security
     from labcloud.errors import LabcloudError
     from labcloud.runtime import Runtime, SchemaOutOfDate, database_location, prepare_database
-    from labcloud.services import users
+    from labcloud.services import audit, users
 
     settings = load_settings()
     generated = None
@@ -40,7 +40,7 @@ def create_user(
     ctx = Runtime.create(settings)
     try:
         prepare_database(ctx)
-        with ctx.db.session() as session:
+        with audit.scoped(audit.shell_scope()), ctx.db.session() as session:
             user = users.create_user(
                 session, settings, email=email, password=password, name=name, is_admin=admin, issued=True
             )

@@ -36,6 +36,7 @@ def backup(
     home: Path = typer.Option(None, "--home", help=HOME_HELP),
 ) -> None:
     """Back the installation up while it runs: database, stored files, job logs, app files, settings."""
+    from labcloud.services import audit
     from labcloud.services import backup as service
 
     os.umask(0o077)  # a backup holds password hashes and the files of every user
@@ -43,7 +44,8 @@ def backup(
     settings = load_settings()
     options = service.Options(copy_objects, with_secrets, keep_daily, keep_weekly)
     try:
-        made = service.create(settings, dest, options, say=say)
+        with audit.scoped(audit.shell_scope()):
+            made = service.create(settings, dest, options, say=say)
     except service.BackupError as exc:
         raise fail(str(exc)) from None
     for name in made.pruned:
@@ -61,13 +63,15 @@ def restore(
     home: Path = typer.Option(None, "--home", help=HOME_HELP),
 ) -> None:
     """Restore a backup into a new, empty home (and empty database), then migrate it to this version."""
+    from labcloud.services import audit
     from labcloud.services import backup_restore as service
 
     os.umask(0o077)
     _use_home(home)
     settings = load_settings()
     try:
-        done = service.restore(settings, src, allow_missing_objects=allow_missing_objects, say=say)
+        with audit.scoped(audit.shell_scope()):
+            done = service.restore(settings, src, allow_missing_objects=allow_missing_objects, say=say)
     except service.BackupError as exc:
         raise fail(str(exc)) from None
     except BaseException:

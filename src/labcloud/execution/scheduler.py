@@ -25,7 +25,7 @@ from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
 from labcloud.registry.spec_parts import Resources
-from labcloud.services import accounting
+from labcloud.services import accounting, maintenance
 from labcloud.services.job_states import JobState
 from labcloud.telemetry import metrics
 
@@ -50,7 +50,9 @@ class Scheduler(Loop):
         self.dispatch()
 
     def dispatch(self) -> int:
-        """Start as many queued jobs as fit; return how many were started."""
+        """Start as many queued jobs as fit (none in maintenance); return how many were started."""
+        if maintenance.current(self.db.engine).enabled:
+            return 0
         started = 0
         while True:
             started_this_round, again = self._round()

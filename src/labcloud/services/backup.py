@@ -38,7 +38,7 @@ from typing import IO, Any, cast
 from labcloud import __version__
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
-from labcloud.services import backup_database, backup_settings
+from labcloud.services import audit, backup_database, backup_settings
 from labcloud.services.backup_places import (
     MANIFEST,
     BackupError,
@@ -179,6 +179,8 @@ def create(
     made = Made(str(target), manifest)
     if options.dated:
         made.pruned = prune(place, settings, options.keep_daily or 0, options.keep_weekly or 0, started)
+    details = {"files": len(manifest.get("files", {})), "with_secrets": options.with_secrets}
+    audit.record_for(settings, "backup.created", "backup", made.place, {**details, "pruned": made.pruned})
     return made
 
 

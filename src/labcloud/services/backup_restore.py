@@ -21,7 +21,7 @@ from labcloud import __version__
 from labcloud.db import migrate
 from labcloud.db.engine import Database
 from labcloud.db.models import DirectUpload, Upload
-from labcloud.services import backup_database
+from labcloud.services import audit, backup_database
 from labcloud.services.backup import (
     _KEY,
     FORMAT,
@@ -146,6 +146,8 @@ def _restore(
             f"{exc}. The restore stopped part way: empty the home {settings.home} and the database before "
             "trying again"
         ) from exc
+    details = {"created_at": manifest.get("created_at"), "missing_objects": len(result.missing_objects)}
+    audit.record_for(settings, "backup.restored", "backup", source.place, details)
     return result
 
 

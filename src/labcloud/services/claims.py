@@ -33,7 +33,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import FileEntry, Job, JobInput, Worker, WorkerState
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
-from labcloud.services import job_inputs, job_logs, lifecycle, targets, tes_run
+from labcloud.services import job_inputs, job_logs, lifecycle, maintenance, targets, tes_run
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import held_job, issue_job_token
@@ -70,8 +70,11 @@ def claim(
     free: dict[str, float],
     labels: dict[str, str],
 ) -> Claimed | None:
-    """Take the oldest queued job this worker can run, or None."""
+    """Take the oldest queued job this worker can run, or None (always None in maintenance: workers
+    finish what they hold and take nothing new)."""
     if worker.state != WorkerState.ACTIVE:
+        return None
+    if maintenance.current(session.get_bind().engine).enabled:
         return None
     have = worker.labels  # what an admin registered; labels a worker claims for itself count for nothing
     stmt = (

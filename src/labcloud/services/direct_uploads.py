@@ -20,7 +20,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import DirectUpload
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, NotFound
-from labcloud.services import file_store, files, spaces
+from labcloud.services import file_store, files, maintenance, spaces
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -38,6 +38,7 @@ def start(
     sha256: str | None,
     part_size: int | None,
 ) -> dict[str, Any]:
+    maintenance.refuse_new_work(db.engine)
     path = files.clean(raw_path, ["body", "path"])
     files.check_target(db, space, path, ["body", "path"])
     file_store.check_room(db, settings, space, size, path)

@@ -25,6 +25,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import FileEntry, JobInput
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.services import audit
 from labcloud.services.storage_limits import book, usage
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
@@ -341,6 +342,8 @@ def delete_path(db: Database, storage: Storage, space: Space, raw_path: str) -> 
             )
         )
         book(session, space.project_id, -freed, None)
+        details = {"project_id": space.project_id, "path": path, "files": len(keys), "bytes": freed}
+        audit.record(session, "file.deleted", "file", f"{space.project_id}:{path}", details)
     release(db, storage, keys)  # after the commit: a crash in between leaves only unreferenced objects
     return sum(1 for r in rows if r.kind == FILE)
 

@@ -13,7 +13,7 @@ from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
 from labcloud.registry import AppRegistry
-from labcloud.services import devices, direct_uploads, file_store, retention, uploads, usage_stats
+from labcloud.services import audit, devices, direct_uploads, file_store, retention, uploads, usage_stats
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -30,6 +30,7 @@ class Report:
     samples_pruned: int = 0
     retention_deletions: int = 0
     usage_sampled: int = 0  # today's storage sample for the usage statistics, brought up to date
+    audit_events_pruned: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -50,6 +51,7 @@ def run_once(
         ("orphans_removed", lambda: file_store.sweep_orphans(db, storage, orphan_age)),
         ("samples_pruned", lambda: devices.prune(db, settings)),
         ("usage_sampled", lambda: usage_stats.sample(db)),
+        ("audit_events_pruned", lambda: audit.prune(db.engine, settings.audit_keep_days)),
     ]
     if apps is not None:
         tasks.append(("retention_deletions", lambda: retention.run_if_due(db, storage, settings, apps)))
@@ -94,6 +96,7 @@ class Housekeeper(Loop):
             + report.orphans_removed
             + report.samples_pruned
             + report.retention_deletions
+            + report.audit_events_pruned
         )
         if cleaned:
             log.info("housekeeping: %s", report)

@@ -16,7 +16,7 @@ from labcloud import registry
 from labcloud.db.models import FileEntry, Job, JobEvent, JobInput, JobTag, Project, User, Worker
 from labcloud.db.types import new_id
 from labcloud.errors import Conflict, Forbidden, NotFound
-from labcloud.services import files, job_files, job_inputs, projects, quotas, routing, spaces, targets
+from labcloud.services import audit, files, job_files, job_inputs, projects, quotas, routing, spaces, targets
 from labcloud.services.job_checks import Problems, amount, check_tags, resources_asked, within
 from labcloud.services.job_logs import job_dir
 from labcloud.services.job_logs import log_path as log_path  # the executors' name for it
@@ -403,6 +403,8 @@ def _slug(session: Session, project_id: uuid.UUID) -> str:
 def delete(session: Session, settings: Settings, job: Job) -> None:
     if JobState(job.state) not in TERMINAL:
         raise Conflict(f"Job {job.id} is {job.state}; cancel it and wait for it to end before deleting it.")
+    details = {"app": job.app, "name": job.name, "owner_id": job.owner_id, "state": job.state}
+    audit.record(session, "job.deleted", "job", job.id, details)
     session.delete(job)
     session.flush()
     shutil.rmtree(job_dir(settings, job.id), ignore_errors=True)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Job, Project, ProjectMember, ProjectRole, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
+from labcloud.services import audit
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38}[a-z0-9])$")
 PERSONAL = "personal"  # what a user may call their personal project where a project is asked for
@@ -269,6 +270,7 @@ def set_member(
     touches_high = role in high or (current is not None and ProjectRole(current.role) in high)
     if touches_high and not access.may(Action.OWN):
         raise Forbidden("Only the project's owners make or change managers and owners.")
+    was = None if current is None else ProjectRole(current.role).value
     if current is None:
         current = ProjectMember(project_id=project.id, user_id=target.id, role=role)
         session.add(current)
@@ -277,6 +279,14 @@ def set_member(
             _keep_an_owner(session, project, target)
         current.role = role
     session.flush()
+    if was != ProjectRole(role).value:
+        details = {
+            "project": project.slug,
+            "member": target.email,
+            "from": was,
+            "to": ProjectRole(role).value,
+        }
+        audit.record(session, "project.role_changed", "project", project.id, details)
     return current
 
 
@@ -297,8 +307,10 @@ def remove_member(session: Session, actor: User, project: Project, target: User)
         raise Conflict("Nobody leaves their personal project.")
     if ProjectRole(current.role) == ProjectRole.OWNER:
         _keep_an_owner(session, project, target)
+    details = {"project": project.slug, "member": target.email, "from": ProjectRole(current.role).value}
     session.delete(current)
     session.flush()
+    audit.record(session, "project.member_removed", "project", project.id, details)
 
 
 def _keep_an_owner(session: Session, project: Project, leaving: User) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Project, Quota, QuotaRequest, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
+from labcloud.services import audit
 from labcloud.services.quotas import RESOURCES, _quota
 
 
@@ -87,4 +88,11 @@ def decide(
             .values(limit=Quota.limit + found.amount)
         )
     session.refresh(found)
+    details = {
+        "project": project.slug,
+        "request": found.id,
+        "resource": found.resource,
+        "amount": found.amount,
+    }
+    audit.record(session, f"quota.request_{found.state}", "project", project.id, details)
     return found

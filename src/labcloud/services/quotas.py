@@ -35,6 +35,7 @@ from labcloud.db.models import Event, Job, Project, Quota
 from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput, LabcloudError
 from labcloud.registry.spec_parts import Resources
+from labcloud.services import audit
 
 RESOURCES = ("cpu_hours", "gpu_hours", "concurrent_jobs", "jobs_per_day")
 PERIODS = ("monthly", "daily", "allocation", "none")
@@ -378,16 +379,32 @@ def set_quota(
         session.add(quota)
     if quota.period != period:
         quota.period_start = None  # a new kind of period starts now
+    was = None if quota.limit is None else {"limit": quota.limit, "period": quota.period}
     quota.limit, quota.period, quota.starts_at, quota.ends_at = float(limit), period, starts_at, ends_at
     session.flush()
+    details = {
+        "project": project.slug,
+        "resource": resource,
+        "from": was,
+        "limit": float(limit),
+        "period": period,
+    }
+    audit.record(session, "quota.set", "project", project.id, details)
     return quota
 
 
 def remove_quota(session: Session, project: Project, resource: str) -> None:
     quota = _quota(session, project, resource)
     if quota is not None:
+        details = {
+            "project": project.slug,
+            "resource": resource,
+            "limit": quota.limit,
+            "period": quota.period,
+        }
         session.delete(quota)
         session.flush()
+        audit.record(session, "quota.removed", "project", project.id, details)
 
 
 def _quota(session: Session, project: Project, resource: str) -> Quota | None:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.models import Project, User
 from labcloud.errors import LabcloudError, NotFound
+from labcloud.services import audit
 from labcloud.settings import Settings
 
 
@@ -42,6 +43,9 @@ def limit_of(session: Session, settings: Settings, project: Project) -> int | No
 def set_limit(session: Session, project: Project, limit: int | None) -> None:
     """An admin's storage limit for the project (0: none; None: back to the default); what is stored
     already stays even if it is more."""
+    if limit != project.storage_limit_bytes:
+        details = {"project": project.slug, "from": project.storage_limit_bytes, "to": limit}
+        audit.record(session, "quota.storage_limit_changed", "project", project.id, details)
     project.storage_limit_bytes = limit
     session.flush()
 

@@ -15,7 +15,7 @@ from labcloud.db.models import ApiToken, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from labcloud.security import ALL_SCOPES, Scope
-from labcloud.services import sessions
+from labcloud.services import audit, sessions
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 
@@ -69,6 +69,7 @@ def authenticate_bearer(session: Session, settings: Settings, credential: str) -
         raise Unauthorized("The token is no longer valid; log in again.")
     if session_id is not None and not sessions.is_live(session, session_id):
         raise Unauthorized("The browser session this token was issued to has ended; log in again.")
+    audit.acting_user(user)
     return Principal(
         user=user, scopes=frozenset(claims.get("scopes", [])), token_id=None, session_id=session_id
     )
@@ -92,6 +93,7 @@ def _from_api_token(session: Session, secret: str) -> Principal:
         raise Unauthorized("The account is deactivated.")
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         token.last_used_at = now
+    audit.acting_user(user, token.id, token.prefix)
     return Principal(user=user, scopes=frozenset(token.scopes), token_id=token.id)
 
 
@@ -139,6 +141,13 @@ def create_api_token(
     )
     session.add(token)
     session.flush()
+    audit.record(
+        session,
+        "token.created",
+        "token",
+        token.id,
+        {"name": token.name, "scopes": token.scopes, "prefix": prefix, "owner": user.email},
+    )
     return token, secret
 
 
@@ -152,3 +161,4 @@ def revoke_api_token(session: Session, user: User, token_id: uuid.UUID) -> None:
     if token is None or token.user_id != user.id or token.revoked_at is not None:
         raise NotFound(f"You have no API token with id {token_id}.")
     token.revoked_at = utcnow()
+    audit.record(session, "token.revoked", "token", token.id, {"name": token.name, "prefix": token.prefix})

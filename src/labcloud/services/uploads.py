@@ -38,7 +38,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import Upload
 from labcloud.db.types import new_id, utcnow
 from labcloud.errors import Conflict, LabcloudError, NotFound
-from labcloud.services import file_store, files, partial_files, spaces, storage_limits
+from labcloud.services import file_store, files, maintenance, partial_files, spaces, storage_limits
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -136,7 +136,8 @@ def create(
     meta: dict[str, str],
 ) -> UploadInfo:
     """Check the destination ``raw_path`` in the space (named at ``loc``) and the room, then start;
-    ``meta`` is kept as the client gave it."""
+    ``meta`` is kept as the client gave it. Refused (503) in maintenance."""
+    maintenance.refuse_new_work(db.engine)
     path = files.clean(raw_path, loc)
     files.check_target(db, space, path, loc)
     file_store.check_room(db, settings, space, length, path)

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from labcloud import security
 from labcloud.db.models import User
 from labcloud.db.types import utcnow
-from labcloud.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from labcloud.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthorized
 from labcloud.ratelimit import LoginThrottle
-from labcloud.services import sessions
+from labcloud.services import audit, sessions
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 
@@ -77,18 +77,30 @@ def create_user(
     except IntegrityError:  # a concurrent request created the same email first
         session.rollback()
         raise Conflict(f"A user with email {email} already exists.") from None
+    audit.record(session, "user.created", "user", user.id, {"email": email, "admin": is_admin})
     log.info("user created: %s (admin=%s)", email, is_admin)
     return user
 
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The active user with these credentials, or None. Takes the same time for unknown accounts."""
+    user, _, _ = _check_login(session, email, password)
+    return user
+
+
+def _check_login(session: Session, email: str, password: str) -> tuple[User | None, User | None, str]:
+    """The active user with these credentials or None; the account the email names, if any; and why the
+    login fails ("" when it does not), for the audit log only."""
     user = find_by_email(session, email)
     ok = security.verify_password(password, user.password_hash if user else None)
-    if not ok or user is None or not user.is_active:
-        return None
+    if user is None:
+        return None, None, "unknown_account"
+    if not ok:
+        return None, user, "wrong_password"
+    if not user.is_active:
+        return None, user, "deactivated"
     user.last_login_at = utcnow()
-    return user
+    return user, user, ""
 
 
 def update_profile(user: User, *, name: str | None, notify_email: str | None = None) -> User:
@@ -109,6 +121,7 @@ def change_password(
     user.must_change_password = False
     user.token_version += 1  # login tokens issued with the old password stop working
     sessions.end_all(session, user)  # and so does every browser logged in with it
+    audit.record(session, "user.password_changed", "user", user.id, {"email": user.email})
     log.info("password changed for %s", user.email)
 
 
@@ -132,18 +145,22 @@ def admin_update(
     if loses_admin and _active_admins(session) <= 1:
         raise Conflict("This is the last active admin; promote another user first.")
     update_profile(user, name=name)
-    if is_admin is not None:
+    if is_admin is not None and is_admin != user.is_admin:
         user.is_admin = is_admin
+        audit.record(session, "user.role_changed", "user", user.id, {"email": user.email, "admin": is_admin})
     if is_active is not None and is_active != user.is_active:
         user.is_active = is_active
         user.token_version += 1
         sessions.end_all(session, user)
+        action = "user.activated" if is_active else "user.deactivated"
+        audit.record(session, action, "user", user.id, {"email": user.email})
     if password is not None:
         check_password_strength(password, settings)
         user.password_hash = security.hash_password(password)
         user.must_change_password = True  # (the admin knows it: its user chooses their own next)
         user.token_version += 1
         sessions.end_all(session, user)
+        audit.record(session, "user.password_reset", "user", user.id, {"email": user.email})
     log.info("user %s updated by an admin", user.email)
     return user
 
@@ -152,17 +169,33 @@ def login(session: Session, throttle: LoginThrottle, email: str, password: str, 
     """Check a password login, throttled per account at the client's address and per address (429 with
     Retry-After while slowed down; see :mod:`labcloud.ratelimit`). The try is counted before the password
     is checked, so parallel tries cannot slip past the limit."""
-    attempt = throttle.begin(normalise_email(email), address)
-    user = authenticate(session, email, password)
-    if user is None:
+    tried = {"email": normalise_email(email)[:320]}
+    try:
+        attempt = throttle.begin(normalise_email(email), address)
+    except TooManyRequests:
+        audit.record_apart(
+            session.get_bind().engine, "login.failed", details={**tried, "reason": "throttled"}
+        )
+        raise
+    user, named, reason = _check_login(session, email, password)
+    if user is None:  # (written apart: the request's transaction is rolled back)
+        target = None if named is None else named.id
+        details = {**tried, "reason": reason}
+        audit.record_apart(session.get_bind().engine, "login.failed", "user", target, details)
         raise Unauthorized("The email or password is not correct.")
     throttle.succeeded(attempt)
+    audit.record(session, "login.succeeded", "user", user.id, actor=audit.Actor.of_user(user))
     return user
 
 
 def set_storage_limit(user: User, limit: int | None) -> None:
     """Bytes this user may store (0: no limit; None: the installation's default). Files already stored
     stay; a user over a lowered limit can only delete until back under it."""
+    if limit != user.storage_limit_bytes:
+        session = Session.object_session(user)
+        if session is not None:
+            details = {"email": user.email, "from": user.storage_limit_bytes, "to": limit}
+            audit.record(session, "quota.storage_limit_changed", "user", user.id, details)
     user.storage_limit_bytes = limit
     log.info("storage limit of %s set to %s", user.email, "default" if limit is None else limit)
 
@@ -201,6 +234,7 @@ def ensure_initial_admin(session: Session, settings: Settings) -> InitialAdmin |
     except IntegrityError:  # another replica created it at the same moment
         session.rollback()
         return None
+    audit.record(session, "user.created", "user", user.id, {"email": email, "admin": True, "initial": True})
     return InitialAdmin(email=email, password=None if configured else password)
 
 
@@ -234,6 +268,7 @@ def set_password_by_token(session: Session, settings: Settings, token: str, new_
     user.must_change_password = False
     user.token_version += 1
     sessions.end_all(session, user)
+    audit.record(session, "user.password_changed", "user", user.id, {"email": user.email, "by_link": True})
     log.info("password set by a link for %s", user.email)
     return user
 

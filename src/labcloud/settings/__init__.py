@@ -168,6 +168,9 @@ class Settings(
     housekeeping_interval_s: float = Field(
         600, gt=0, description="How often expired uploads and unreferenced stored objects are cleaned."
     )
+    audit_keep_days: int = Field(
+        365, ge=0, le=36500, description="Audit log events older than this are deleted; 0 keeps them all."
+    )
     apps_check_interval_s: float = Field(
         1.0, ge=0, description="How often app files are checked for changes."
     )

@@ -18,6 +18,7 @@ from labcloud.web.routes import (
     account,
     admin,
     admin_jobs,
+    admin_ops,
     admin_usage,
     apps,
     auth,
@@ -48,7 +49,7 @@ def install(app: FastAPI) -> None:
         search,
         devices,
     )
-    modules = (*pages, admin, admin_jobs, admin_usage)
+    modules = (*pages, admin, admin_jobs, admin_usage, admin_ops)
     for module in modules:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

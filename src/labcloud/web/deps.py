@@ -21,7 +21,7 @@ from labcloud.http.guard import GuardedRoute, gate
 from labcloud.http.problems import RETRY_AFTER_S, database_busy
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import sessions, tokens
+from labcloud.services import audit, sessions, tokens
 from labcloud.services.tokens import Principal
 from labcloud.settings import Settings
 from labcloud.web import session as web_session
@@ -85,6 +85,7 @@ def _authenticate(request: Request, ctx: Runtime, session: Any) -> Principal:
     )
     request.state.browser = browser
     request.state.principal = principal
+    audit.acting_user(live.user)
     if sessions.renew_if_due(ctx.settings, live.row):
         request.state.renewed = browser
     return principal
@@ -213,6 +214,8 @@ class PageRoute(GuardedRoute):
                 )
             except LabcloudError as exc:
                 response = error_page(request, exc.status, exc.title, exc.detail)
+                if "Retry-After" in exc.headers:  # (busy, throttled, maintenance)
+                    response.headers["Retry-After"] = exc.headers["Retry-After"]
             except RequestValidationError:
                 response = error_page(request, 404, "Not found", "This address does not name anything here.")
             except StarletteHTTPException as exc:

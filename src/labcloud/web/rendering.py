@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from labcloud import __version__
 from labcloud.http.downloads import viewable
+from labcloud.services import maintenance
 from labcloud.services.job_states import ACTIVE, TERMINAL, JobState
 from labcloud.web import session as web_session
 
@@ -109,6 +110,7 @@ def render(
         "user": principal.user if principal is not None else None,
         "csrf_token": browser.csrf if browser is not None else "",
         "flash": None,
+        "maintenance": _maintenance(request),
     }
     settings = getattr(request.state, "settings", None)
     if settings is not None and web_session.FLASH_COOKIE in request.cookies:
@@ -116,6 +118,17 @@ def render(
         request.state.flash_taken = True
     response: HTMLResponse = templates.TemplateResponse(request, name, {**base, **(context or {})}, status)
     return response
+
+
+def _maintenance(request: Request) -> maintenance.State | None:
+    """The maintenance switch for the banner (read at most every two seconds); None when unknown."""
+    ctx = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        return None
+    try:
+        return maintenance.current(ctx.db.engine)
+    except Exception:  # (the database unreachable: the page says so itself, if it needs it)
+        return None
 
 
 def error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:

@@ -17,7 +17,7 @@ from labcloud.api.openapi import BINARY, file_download_responses, problems
 from labcloud.errors import InvalidInput
 from labcloud.http.downloads import send_file, send_zip
 from labcloud.http.guard import GuardedRoute
-from labcloud.services import direct_uploads, file_store, projects, spaces
+from labcloud.services import direct_uploads, file_store, maintenance, projects, spaces
 from labcloud.services import files as file_service
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 from labcloud.services.projects import Action
@@ -135,6 +135,7 @@ async def upload(path: str, request: Request, principal: StreamWriter, ctx: Ctx)
 
     Nothing is visible until the whole body has arrived; a refused or broken upload stores nothing.
     """
+    await run_in_threadpool(maintenance.refuse_new_work, ctx.db.engine)
     where = await run_in_threadpool(spaces.place, ctx.db, principal.user, path, Action.RUN, ["path", "path"])
     owner = where.space
     target = file_service.clean(where.path, ["path", "path"])

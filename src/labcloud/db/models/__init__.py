@@ -23,6 +23,8 @@ from labcloud.db.models.jobs import JobTag as JobTag
 from labcloud.db.models.jobs import JobTarget as JobTarget
 from labcloud.db.models.jobs import RetentionRun as RetentionRun
 from labcloud.db.models.jobs import TesTask as TesTask
+from labcloud.db.models.operations import AuditEvent as AuditEvent
+from labcloud.db.models.operations import MaintenanceState as MaintenanceState
 from labcloud.db.models.projects import Project as Project
 from labcloud.db.models.projects import ProjectMember as ProjectMember
 from labcloud.db.models.projects import ProjectRole as ProjectRole
