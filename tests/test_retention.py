@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, bearer, login
 from jobs_helpers import wait_for_end, write_app
 from labcloud.api.app import create_app
-from labcloud.db.models import Job, JobGroup, JobInput, Project, RetentionRun, User
+from labcloud.db.models import AuditEvent, Job, JobGroup, JobInput, Project, RetentionRun, User
 from labcloud.registry import parse_app
 from labcloud.services import housekeeping, retention
 from labcloud.settings import Settings
@@ -158,6 +158,12 @@ def test_dry_run_lists_what_the_real_run_deletes_and_the_storage_use_follows(
     assert "jobs_deleted 1, outputs_deleted 1, folders_deleted 2, files_deleted 2, bytes_freed" in said[-1]
     assert _used(client, user) == (2000, 2000)  # two jobs' outputs of 1000 bytes each
     assert len(objects - _objects(client)) == 2
+    with ctx.db.sessions() as session:  # the audit log has each deletion, by the server
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action.startswith("retention."))).all()
+    audited = sorted((e.action.split(".")[1].removesuffix("_deleted"), e.target_id) for e in events)
+    assert audited == expected
+    assert {e.actor_label for e in events} == {"server"}
+    assert next(e.details for e in events if e.target_id == old)["bytes"] == 1000
 
     h = user.headers
     assert client.get(f"/api/v1/jobs/{old}", headers=h).status_code == 404

@@ -37,7 +37,7 @@ from labcloud.db.engine import Database
 from labcloud.db.models import DirectUpload, FileEntry, Job, JobInput, RetentionRun, Upload
 from labcloud.db.types import utcnow
 from labcloud.registry import AppRegistry, AppSpec
-from labcloud.services import direct_uploads, file_store, uploads
+from labcloud.services import audit, direct_uploads, file_store, uploads
 from labcloud.services.files import FILE, FOLDER, inside_folder
 from labcloud.services.job_files import job_outputs, job_outputs_folder
 from labcloud.services.job_inputs import pinned
@@ -414,8 +414,20 @@ def run(
     return report
 
 
+def _audited(item: Item) -> dict[str, Any]:
+    """What the audit log keeps of a deletion by retention."""
+    return {
+        "app": item.app,
+        "owner_id": str(item.owner_id),
+        "project_id": str(item.project_id),
+        "ended_at": item.ended_at.isoformat(),
+        "files": item.files,
+        "bytes": item.bytes,
+    }
+
+
 def record_deletion(item: Item) -> None:
-    """The one place a deletion by retention is recorded: a log line now; an audit record belongs here."""
+    """A deletion by retention, in the server's log (its audit event was written with the deletion)."""
     log.info(
         "retention: deleted %s of job %s (app %s, owner %s, project %s, ended %s): %d file(s), %d bytes",
         {"job": "the whole job", "outputs": "the outputs", "folder": "the working folders"}[item.action],
@@ -479,6 +491,7 @@ def _do(db: Database, storage: Storage, settings: Settings, item: Item, now: dat
                 return "the job is gone or was queued again"
         for path in _leftovers(settings, item.job_id):
             _remove(path)
+        audit.record_apart(db.engine, "retention.folder_deleted", "job", item.job_id, _audited(item))
         return None
     keys: list[str] = []
     with db.session() as session:
@@ -499,6 +512,7 @@ def _do(db: Database, storage: Storage, settings: Settings, item: Item, now: dat
             session.delete(job)  # its history, tags, pins and task go with it (foreign keys cascade)
         else:
             job.outputs_deleted_at = now
+        audit.record(session, f"retention.{item.action}_deleted", "job", item.job_id, _audited(item))
     try:
         file_store.drop_unreferenced(db, storage, keys)  # after the commit; what is still held stays
     except Exception as exc:  # (the store away) done all the same: housekeeping sweeps unreferenced objects
