@@ -154,6 +154,10 @@ LAYERS: dict[str, str] = {
     "labcloud.security": SUPPORT,
     "labcloud.ratelimit": SUPPORT,
     "labcloud.cli": SUPPORT,
+    # Metrics and logs: observed from every layer (a state change counted where it commits), like the
+    # database; the request middleware is part of the HTTP layer.
+    "labcloud.telemetry": SUPPORT,
+    "labcloud.telemetry.asgi": HTTP,
 }
 # The climbs the local path makes besides the reporter's: (caller unit, callee unit, function) -> why.
 # Both are callables the runtime hands down (the architecture says so); the rule allows these and no others,

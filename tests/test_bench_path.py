@@ -33,10 +33,13 @@ REPORTER = "labcloud.execution.db_reporter"
 # limits leave room for that and still catch a path that grows by a third. A path that grows past one
 # fails here: shorten it, or raise the limit in the same change and say why. (Local climbs went from 6 to 7
 # when the reporter began releasing the objects its outputs replace through services.files, which keeps
-# those a job holds as its inputs' content.)
+# those a job holds as its inputs' content. Operations then put three modules on every request and claim:
+# the request middleware's id and metrics (telemetry.asgi), the audit log's scope (services.audit) and the
+# maintenance check (services.maintenance); local went to 152 stops in 39 modules on a loaded run, the pull
+# server to 145 in 34, and their limits with them.)
 LIMITS: dict[str, dict[str, int]] = {
-    "local": {"stops": 160, "modules": 37, "climbs": 7, "local_py": 7},
-    "pull: server": {"stops": 125, "modules": 32, "climbs": 1, "local_py": 0},
+    "local": {"stops": 170, "modules": 41, "climbs": 7, "local_py": 7},
+    "pull: server": {"stops": 160, "modules": 36, "climbs": 1, "local_py": 0},
     "pull: worker": {"stops": 100, "modules": 14, "climbs": 3, "local_py": 0},
 }
 
@@ -77,9 +80,9 @@ def test_a_pull_job_stays_within_its_limits() -> None:
 
 def test_a_path_over_a_limit_is_named() -> None:
     grown = PathStats(
-        "local", 161, 32, [Climb(RUNNER, "labcloud.runtime", "probe")] * 8, 7, 0, 0, 0, 0, [], []
+        "local", 171, 32, [Climb(RUNNER, "labcloud.runtime", "probe")] * 8, 7, 0, 0, 0, 0, [], []
     )
-    assert _over_limits(grown) == {"stops": (161, 160), "climbs": (8, 7)}
+    assert _over_limits(grown) == {"stops": (171, 170), "climbs": (8, 7)}
 
 
 def test_a_call_from_the_runner_up_into_the_runtime_breaks_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
