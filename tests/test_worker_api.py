@@ -288,26 +288,71 @@ def test_worker_tokens_are_admin_made_and_only_open_worker_endpoints(
     assert r.status_code == 401
 
 
-def test_a_waiting_claim_wakes_when_a_job_arrives(pclient: TestClient, admin: Account, user: Account) -> None:
-    token = register(pclient, admin, "idle")
+def waiting_claim(client: TestClient, token: str, wait_s: float) -> tuple[threading.Thread, dict[str, Any]]:
     result: dict[str, Any] = {}
 
     def wait() -> None:
-        r = pclient.post("/api/v1/worker/claim", json={"free": FREE, "wait_s": 20}, headers=bearer(token))
+        r = client.post("/api/v1/worker/claim", json={"free": FREE, "wait_s": wait_s}, headers=bearer(token))
         result["status"], result["at"] = r.status_code, datetime.now(UTC)
         result["job"] = r.json()["job"]["id"] if r.status_code == 200 else None
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    waker = client.app.state.ctx.waker  # type: ignore[attr-defined]
     deadline = datetime.now(UTC) + timedelta(seconds=10)
-    while not ctx.waker._waiters and datetime.now(UTC) < deadline:  # the claim is waiting
+    while not waker.waiting and datetime.now(UTC) < deadline:
         threading.Event().wait(0.01)
+    assert waker.waiting
+    return waiter, result
+
+
+def test_a_waiting_claim_wakes_when_a_job_arrives(pclient: TestClient, admin: Account, user: Account) -> None:
+    waiter, result = waiting_claim(pclient, register(pclient, admin, "idle"), 20)
     job = submit(pclient, user)
     submitted = datetime.now(UTC)
     waiter.join(timeout=30)
     assert result["status"] == 200 and result["job"] == job["id"]
     assert result["at"] - submitted < timedelta(seconds=4)  # woken by the submit, not the 20 s timeout
+
+
+def test_idle_claims_sleep_until_their_deadline_not_each_on_a_timer(
+    pclient: TestClient, admin: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of idle devices wait in claims: nothing wakes them while no job waits, however often the
+    server's one recheck looks."""
+    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    ctx.queue_watch.interval_s = 0.1
+    ctx.queue_watch.wake()
+    waits: list[float] = []
+    original = ctx.waker.wait
+
+    async def counted(since: int, timeout: float) -> None:
+        waits.append(timeout)
+        await original(since, timeout)
+
+    monkeypatch.setattr(ctx.waker, "wait", counted)
+    generation = ctx.waker.generation
+    waiter, result = waiting_claim(pclient, register(pclient, admin, "idle-a"), 5.5)
+    waiter.join(timeout=30)
+    assert result["status"] == 204
+    assert len(waits) == 1 and waits[0] > 5.0  # one wait, for the whole time (past the 5 s recheck)
+    assert ctx.waker.generation == generation
+
+
+def test_a_job_whose_wake_up_was_lost_reaches_a_waiting_claim_at_the_recheck(
+    pclient: TestClient, admin: Account, user: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = pclient.app.state.ctx  # type: ignore[attr-defined]
+    ctx.queue_watch.interval_s = 0.3
+    ctx.queue_watch.wake()
+    waiter, result = waiting_claim(pclient, register(pclient, admin, "idle-b"), 20)
+    with monkeypatch.context() as lost:  # the submit's wake-up never arrives here
+        lost.setattr(ctx.waker, "notify", lambda: None)
+        job = submit(pclient, user)
+    submitted = datetime.now(UTC)
+    waiter.join(timeout=30)
+    assert result["status"] == 200 and result["job"] == job["id"]
+    assert result["at"] - submitted < timedelta(seconds=4)  # the recheck found it, not the deadline
 
 
 def test_a_worker_cannot_put_outputs_outside_the_job_s_folder(

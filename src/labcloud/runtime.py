@@ -34,6 +34,7 @@ from labcloud.services import tes as tes_service
 from labcloud.services import users as user_service
 from labcloud.services import workers as worker_service
 from labcloud.services.backup import ScheduledBackups
+from labcloud.services.claim_waits import QueueWatch
 from labcloud.services.device_schemas import SchemaCache
 from labcloud.services.heartbeats import HeartbeatWriter
 from labcloud.services.housekeeping import Housekeeper
@@ -69,6 +70,7 @@ class Runtime:
     # The devices' status schemas, compiled, for heartbeats (read again every device_schema_cache_s).
     device_schemas: SchemaCache = field(default_factory=SchemaCache)
     _heartbeats: HeartbeatWriter | None = None
+    _queue_watch: QueueWatch | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -102,6 +104,15 @@ class Runtime:
             interval_s=self.settings.leader_check_interval_s,
         )
         self.leadership.start()
+        self.queue_watch.start()
+
+    @property
+    def queue_watch(self) -> QueueWatch:
+        """Whether pull jobs wait, for the claims waiting here, and their one recheck (started with
+        dispatch)."""
+        if self._queue_watch is None:
+            self._queue_watch = QueueWatch(self.db, self.waker)
+        return self._queue_watch
 
     @property
     def heartbeats(self) -> HeartbeatWriter:
@@ -111,6 +122,8 @@ class Runtime:
         return self._heartbeats
 
     def stop_dispatch(self) -> None:
+        if self._queue_watch is not None:
+            self._queue_watch.stop()
         if self._heartbeats is not None:
             self._heartbeats.close()
         if self.leadership is not None:

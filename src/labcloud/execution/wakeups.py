@@ -40,6 +40,12 @@ class Waker:
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self.generation = 0
 
+    @property
+    def waiting(self) -> bool:
+        """Whether anything waits now."""
+        with self._lock:
+            return bool(self._waiters)
+
     def notify(self) -> None:
         with self._lock:
             self.generation += 1

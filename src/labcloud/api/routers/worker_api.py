@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 import uuid
 from typing import Annotated, Any
 
@@ -17,47 +15,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from labcloud.api.deps import Ctx, bearer_credential, oauth2_scheme
 from labcloud.api.worker_schemas import AttemptsIn, AttemptsOut, ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut
-from labcloud.db.engine import Database
 from labcloud.errors import Unauthorized
 from labcloud.http.guard import GuardedRoute, gate
 from labcloud.runtime import Runtime
 from labcloud.services import claims, job_tokens, workers
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker protocol"], route_class=GuardedRoute)
-RECHECK_S = 5.0  # a waiting claim also looks again this often (jobs re-queued elsewhere)
-
-
-class QueueWatch:
-    """Whether any pull job waits at all, looked up at most once per wake-up generation and
-    :data:`RECHECK_S` for all the claims waiting on this server: hundreds of idle devices rechecking every
-    few seconds cost one small query, not a claim each. A new job anywhere (a wake-up, also from another
-    server) or the recheck time makes the next claim look again."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: tuple[int, float, bool] = (-1, 0.0, True)  # generation, when, whether any waited
-
-    def known_idle(self, generation: int) -> bool | None:
-        """Whether no job waits, if looked up lately (no I/O: on the event loop); None: look again."""
-        with self._lock:
-            seen_generation, at, waiting = self._seen
-        if seen_generation == generation and time.monotonic() - at < RECHECK_S:
-            return not waiting
-        return None
-
-    def idle(self, db: Database, generation: int) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            seen_generation, at, waiting = self._seen
-            if seen_generation == generation and now - at < RECHECK_S:
-                return not waiting
-        waiting = claims.any_queued(db)
-        with self._lock:
-            self._seen = (generation, now, waiting)
-        return not waiting
-
-
-_QUEUE = QueueWatch()
 _KNOWN = workers.KnownTokens()
 
 
@@ -147,18 +110,20 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
     free = body.free.model_dump()
     if getattr(request.state, "remembered", False):  # let in by a remembered token: is it still good?
         await run_in_threadpool(_worker_id, ctx, credential)
+    watch = ctx.queue_watch
     while True:
         since = ctx.waker.generation
-        idle = _QUEUE.known_idle(since)
+        idle = watch.known_idle(since)
         if idle is None:
-            idle = await run_in_threadpool(_QUEUE.idle, ctx.db, since)
+            idle = await run_in_threadpool(watch.idle, since)
         found = None if idle else await run_in_threadpool(_try_claim, ctx, credential, free, body.labels)
         if found is not None:
             return found
         remaining = deadline - loop.time()
         if remaining <= 0 or await request.is_disconnected():
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        await ctx.waker.wait(since, min(remaining, RECHECK_S))
+        # Until a wake-up (the server's one recheck sends one while a job waits) or the deadline.
+        await ctx.waker.wait(since, remaining)
         if await request.is_disconnected():  # nobody to hand a job to: leave it queued
             return Response(status_code=status.HTTP_204_NO_CONTENT)
 
