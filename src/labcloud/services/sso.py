@@ -64,7 +64,7 @@ class Metadata:
 @dataclass
 class _Keys:
     keys: KeySet
-    fetched: float
+    refreshed: float = 0.0  # when they were last read again for a key not among them
 
 
 @dataclass
@@ -128,21 +128,22 @@ def metadata(provider: SsoProvider) -> Metadata:
 
 
 def _keys(provider: SsoProvider, meta: Metadata, kid: str | None) -> KeySet:
-    """The provider's keys; read again when ``kid`` is not among them (a rotated key)."""
+    """The provider's keys; read again when ``kid`` is not among them (the provider rotated its keys), at
+    most every few seconds (tokens naming made-up keys do not make this server hammer the provider)."""
     with _cache.lock:
         cached = _cache.keys.get(meta.jwks_uri)
     if cached is not None:
         known = kid is None or any(k.kid == kid for k in cached.keys.keys)
-        if known or time.monotonic() - cached.fetched < JWKS_REFRESH_MIN_S:
+        if known or time.monotonic() - cached.refreshed < JWKS_REFRESH_MIN_S:
             return cached.keys
     try:
-        keys = KeySet.import_key_set(_get_json(meta.jwks_uri, provider, "its keys (JWKS)"))  # type: ignore[arg-type]
+        document = _get_json(meta.jwks_uri, provider, "its keys (JWKS)")
+        keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
     except (JoseError, ValueError, TypeError) as exc:
-        raise LoginRefused(
-            "provider_unreachable", f"{provider.button_label}: its keys are not valid.", 502
-        ) from exc
+        message = f"{provider.button_label}: its keys are not valid."
+        raise LoginRefused("provider_unreachable", message, 502) from exc
     with _cache.lock:
-        _cache.keys[meta.jwks_uri] = _Keys(keys, time.monotonic())
+        _cache.keys[meta.jwks_uri] = _Keys(keys, time.monotonic() if cached is not None else 0.0)
     return keys
 
 

@@ -70,8 +70,11 @@ _ERRORS: dict[int, type[LabcloudError]] = {
 }
 
 
-def _refusal(ctx: Runtime, provider: str, exc: LoginRefused) -> LabcloudError:
-    audit.record_apart(ctx.db.engine, "login.failed", details={"sso": provider, "reason": exc.reason})
+def _refusal(session: Session, provider: str, exc: LoginRefused) -> LabcloudError:
+    """The error to answer; the refusal is committed first with its audit event (the tokens used stay
+    used)."""
+    audit.record(session, "login.failed", details={"sso": provider, "reason": exc.reason})
+    session.commit()
     log.info("single sign-on at %s refused: %s", provider, exc.reason)
     return _ERRORS.get(exc.status, Unauthorized)(exc.message)
 
@@ -102,12 +105,12 @@ def providers(ctx: Ctx) -> list[ProviderOut]:
     responses=problems(404, 409, 502),
     summary="Start a device login at the provider (409 when it offers none: use the loopback login)",
 )
-def device_start(name: str, ctx: Ctx) -> DeviceOut:
+def device_start(name: str, ctx: Ctx, session: DbSession) -> DeviceOut:
     provider = _provider(ctx, name)
     try:
         answer = sso.device_start(provider)
     except LoginRefused as exc:
-        raise _refusal(ctx, name, exc) from None
+        raise _refusal(session, name, exc) from None
     expires = min(int(answer.get("expires_in") or 600), 1800)
     handle = sso_handles.seal(
         {"p": provider.name, "dc": str(answer["device_code"])},
@@ -145,7 +148,7 @@ def device_token(body: DeviceTokenIn, session: DbSession, ctx: Ctx) -> Any:
             return JSONResponse({"status": "pending"}, status_code=202)
         user = sso_accounts.account_for(session, ctx.settings, provider, verified.claims)
     except LoginRefused as exc:
-        raise _refusal(ctx, provider.name, exc) from None
+        raise _refusal(session, provider.name, exc) from None
     return _logged_in(session, ctx, user, provider.name)
 
 
@@ -159,5 +162,5 @@ def cli_token(body: CliCodeIn, session: DbSession, ctx: Ctx) -> LoginOut:
     try:
         user = sso_handles.redeem_cli_code(session, ctx.settings, body.code, body.verifier)
     except LoginRefused as exc:
-        raise _refusal(ctx, "loopback", exc) from None
+        raise _refusal(session, "loopback", exc) from None
     return _logged_in(session, ctx, user, "loopback")

@@ -8,6 +8,7 @@ import re
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
 
 from labcloud.errors import NotFound
 from labcloud.request_scope import Ctx, DbSession
@@ -38,9 +39,11 @@ def _callback_url(settings: Settings, provider: SsoProvider) -> str:
     return f"{settings.public_url.rstrip('/')}/login/sso/{provider.name}/callback"
 
 
-def _refused(request: Request, ctx: Ctx, provider: SsoProvider, exc: LoginRefused) -> Response:
-    details = {"sso": provider.name, "reason": exc.reason}
-    audit.record_apart(ctx.db.engine, "login.failed", details=details)
+def _refused(
+    request: Request, ctx: Ctx, session: Session, provider: SsoProvider, exc: LoginRefused
+) -> Response:
+    """The login page with the refusal. It commits (the tokens used stay used) with its audit event."""
+    audit.record(session, "login.failed", details={"sso": provider.name, "reason": exc.reason})
     log.info("single sign-on at %s refused: %s", provider.name, exc.reason)
     csrf = web_session.login_csrf(request)
     response = render(
@@ -63,7 +66,7 @@ def login_context(settings: Settings) -> dict[str, object]:
 
 
 @router.get("/login/sso/{name}")
-def start(request: Request, name: str, ctx: Ctx) -> Response:
+def start(request: Request, name: str, ctx: Ctx, session: DbSession) -> Response:
     """Off to the provider, with a state, a nonce and a PKCE challenge that its answer must match.
     ``?cli=PORT&challenge=C``: a command line waits on 127.0.0.1:PORT for a one-time code."""
     provider = _provider(ctx, name)
@@ -76,7 +79,7 @@ def start(request: Request, name: str, ctx: Ctx) -> Response:
     try:
         url, pending = sso.start(provider, _callback_url(ctx.settings, provider))
     except LoginRefused as exc:
-        return _refused(request, ctx, provider, exc)
+        return _refused(request, ctx, session, provider, exc)
     claims = {
         "p": pending.provider,
         "s": pending.state,
@@ -123,7 +126,7 @@ def callback(request: Request, name: str, ctx: Ctx, session: DbSession) -> Respo
         )
         user = sso_accounts.account_for(session, ctx.settings, provider, verified.claims)
     except LoginRefused as exc:
-        return _refused(request, ctx, provider, exc)
+        return _refused(request, ctx, session, provider, exc)
     audit.record(
         session, "login.succeeded", "user", user.id, {"sso": provider.name}, actor=audit.Actor.of_user(user)
     )
