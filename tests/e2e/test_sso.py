@@ -1,0 +1,157 @@
+"""Single sign-on against a real, certified OpenID provider (npm's oidc-provider, started here): in the
+browser (log in with the provider's button, the claims making an administrator, log out at the provider too)
+and on the command line (``labcloud login --sso`` with the device login, a code entered in a browser)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page
+
+from conftest import _empty_tables, backend, kill_processes_under
+from live_server import LABCLOUD, eventually, serve, server_env
+from testing.daemons import clean_env, free_port
+from testing.oidc import oidc_provider
+
+ADMIN = ("root@example.org", "sso-e2e-admin-password")
+CLIENT_ID, CLIENT_SECRET = "labcloud", "e2e-client-secret"
+ACCOUNTS = {
+    "ada": {"email": "ada@lab.example", "email_verified": True, "name": "Ada", "groups": ["lab-admins"]},
+    "carol": {"email": "carol@lab.example", "email_verified": True, "name": "Carol", "groups": []},
+}
+
+
+@dataclass
+class SsoSite:
+    url: str
+    issuer: str
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def site(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SsoSite]:
+    home = tmp_path_factory.mktemp("sso-home")
+    op_port = free_port()
+    provider = {
+        "name": "lab",
+        "label": "Log in with Lab ID",
+        "discovery_url": f"http://127.0.0.1:{op_port}",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "scopes": ["openid", "email", "profile", "groups"],
+        "allowed_domains": ["lab.example"],
+        "roles_claim": "groups",
+        "admin_values": ["lab-admins"],
+    }
+    env = server_env(
+        home,
+        ADMIN,
+        database_url if backend() == "postgresql" else None,
+        sso_providers=json.dumps([provider]),
+    )
+    try:
+        with serve(env, home / "server.log") as url:
+            client = {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirect_uris": [f"{url}/login/sso/lab/callback"],
+                "post_logout_redirect_uris": [f"{url}/login"],
+                "grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
+                "response_types": ["code"],
+            }
+            with oidc_provider(home, op_port, [client], ACCOUNTS) as issuer:
+                yield SsoSite(url, issuer, home)
+    finally:
+        kill_processes_under(home)
+        if backend() == "postgresql":
+            _empty_tables(database_url)
+
+
+def _provider_login(page: Page, login: str) -> None:
+    """The provider's own pages: its login form (any password), then its consent, when it asks."""
+    page.wait_for_selector("input[name=login]")
+    page.fill("input[name=login]", login)
+    page.fill("input[name=password]", "any password")
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    if page.locator("input[name=prompt][value=consent]").count():
+        page.click("button[type=submit]")
+
+
+def test_browser_login_and_logout_through_the_provider(browser: Browser, site: SsoSite) -> None:
+    ctx = browser.new_context(base_url=site.url)
+    ctx.set_default_timeout(30_000)
+    page = ctx.new_page()
+    try:
+        page.goto("/login")
+        page.click("#sso-lab")
+        assert page.url.startswith(site.issuer), page.url
+        _provider_login(page, "ada")
+        page.wait_for_url(f"{site.url}/**")
+        page.goto("/account")
+        assert "ada@lab.example" in page.content()
+        # The provider's groups claim made Ada an administrator: the admin pages open.
+        assert page.goto("/admin/users").status == 200
+        # Logging out here sends the browser on to log out at the provider too.
+        page.click("form[action='/logout'] button")
+        page.wait_for_url(f"{site.issuer}/**")
+        page.click("button[type=submit]")  # the provider asks whether to log out of it
+        page.wait_for_url(f"{site.url}/login**")
+        assert page.goto("/account").url.startswith(f"{site.url}/login")
+        # Logged out at the provider too: a new login asks for the login again.
+        page.goto("/login")
+        page.click("#sso-lab")
+        page.wait_for_selector("input[name=login]")
+    finally:
+        ctx.close()
+
+
+def test_command_line_device_login(browser: Browser, site: SsoSite, tmp_path: Path) -> None:
+    env = {**clean_env(), "LABCLOUD_CLIENT_CONFIG": str(tmp_path / "client.toml"), "COLUMNS": "300"}
+    proc = subprocess.Popen(
+        [*LABCLOUD, "login", "--sso", "--no-browser", "--server", site.url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"open (\S+) and enter the code (\S+)", line)
+        assert found, line + proc.stderr.read()
+        verification_uri, user_code = found.group(1), found.group(2)
+        assert verification_uri.startswith(site.issuer)
+        ctx = browser.new_context()
+        ctx.set_default_timeout(30_000)
+        page = ctx.new_page()
+        page.goto(verification_uri)
+        page.fill("input[name=user_code]", user_code)
+        page.click("button[type=submit]")
+        _provider_login(page, "carol")
+        page.wait_for_selector("text=Confirm Device")
+        page.click("button[autofocus]")
+        page.wait_for_selector("text=Sign-in Success")
+        ctx.close()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "logged in to" in err and "carol@lab.example" in err
+    who = subprocess.run(
+        [*LABCLOUD, "whoami", "--json"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(who.stdout)["email"] == "carol@lab.example"
+    # The result is an ordinary API token: it works without the provider.
+    token = (tmp_path / "client.toml").read_text()
+    assert "lc_" in token
+    eventually(lambda: httpx.get(f"{site.url}/readyz").status_code == 200, 10, "the server")
