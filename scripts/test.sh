@@ -16,8 +16,6 @@ unset PYTHONDONTWRITEBYTECODE
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q --no-compile -e '.[test]'
-# The certified OpenID provider the single sign-on tests start (testing/oidc/package.json pins it).
-npm ci --prefix testing/oidc --no-audit --no-fund --loglevel=error
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -25,9 +25,12 @@ START_DEADLINE_S = 30.0
 
 def node() -> str:
     found = shutil.which("node")
-    assert found, "node is missing: Node.js 20 or later runs the tests' OpenID provider (apt-get install nodejs npm)"
+    assert found, (
+        "node is missing: Node.js 20 or later runs the tests' OpenID provider (apt-get install nodejs npm)"
+    )
     assert (HERE / "node_modules" / "oidc-provider" / "package.json").exists(), (
-        "the oidc-provider package is missing: run `npm ci` in testing/oidc (scripts/test.sh does)"
+        "the oidc-provider package is missing: run scripts/ensure-system.sh --postgres (scripts/test.sh "
+        "does), which runs npm ci in testing/oidc"
     )
     return found
 

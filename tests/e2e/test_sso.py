@@ -135,9 +135,10 @@ def test_command_line_device_login(browser: Browser, site: SsoSite, tmp_path: Pa
         page.goto(verification_uri)
         page.fill("input[name=user_code]", user_code)
         page.click("button[type=submit]")
-        _provider_login(page, "carol")
-        page.wait_for_selector("text=Confirm Device")
+        page.wait_for_selector("text=Confirm Device")  # the provider shows the code to compare
+        assert user_code in page.content()
         page.click("button[autofocus]")
+        _provider_login(page, "carol")
         page.wait_for_selector("text=Sign-in Success")
         ctx.close()
         _, err = proc.communicate(timeout=60)

@@ -4,7 +4,7 @@ server, and the one-time code of a loopback login. Each ends in an ordinary logi
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -38,6 +38,10 @@ class DeviceOut(BaseModel):
     verification_uri_complete: str | None = None
     expires_in: int
     interval: int
+
+
+class DevicePending(BaseModel):
+    status: Literal["pending"] = "pending"
 
 
 class DeviceTokenIn(BaseModel):
@@ -132,7 +136,7 @@ def device_start(name: str, ctx: Ctx, session: DbSession) -> DeviceOut:
     "/device/token",
     response_model=LoginOut,
     responses={
-        202: {"description": "Not approved yet: ask again after the interval."},
+        202: {"model": DevicePending, "description": "Not approved yet: ask again after the interval."},
         **problems(401, 403, 410),
     },
     summary="The login token once the device login is approved (202 until then)",
