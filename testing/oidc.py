@@ -37,14 +37,25 @@ def node() -> str:
 
 @contextlib.contextmanager
 def oidc_provider(
-    folder: Path, port: int, clients: list[dict[str, Any]], accounts: dict[str, dict[str, Any]]
+    folder: Path,
+    port: int,
+    clients: list[dict[str, Any]],
+    accounts: dict[str, dict[str, Any]],
+    device_flow: bool = True,
 ) -> Iterator[str]:
     """The provider on 127.0.0.1:``port`` for the ``with``; its issuer URL. Its development login form takes
     any password; the login typed names one of ``accounts`` (login → claims)."""
     issuer = f"http://127.0.0.1:{port}"
-    config = folder / "oidc-provider.json"
-    config.write_text(json.dumps({"port": port, "issuer": issuer, "clients": clients, "accounts": accounts}))
-    log_path = folder / "oidc-provider.log"
+    config = folder / f"oidc-provider-{port}.json"
+    settings = {
+        "port": port,
+        "issuer": issuer,
+        "clients": clients,
+        "accounts": accounts,
+        "deviceFlow": device_flow,
+    }
+    config.write_text(json.dumps(settings))
+    log_path = folder / f"oidc-provider-{port}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [node(), str(HERE / "provider.mjs"), str(config)],

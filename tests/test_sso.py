@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, insert, select
 
 from conftest import Account, bearer
 from labcloud.api.app import create_app
@@ -287,3 +288,22 @@ def test_the_loopback_login_gives_the_command_line_a_one_time_code(
     )
     again = client.post("/api/v1/auth/sso/cli-token", json={"code": code, "verifier": verifier})
     assert again.status_code == 401
+
+
+def test_used_tokens_are_forgotten_once_expired(settings: Settings, client: TestClient) -> None:
+    engine = create_engine(settings.effective_database_url)
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(SsoUsedToken),
+                [
+                    {"digest": "a" * 64, "expires_at": now - timedelta(minutes=1)},
+                    {"digest": "b" * 64, "expires_at": now + timedelta(minutes=5)},
+                ],
+            )
+        assert sso.forget_used(engine) == 1
+        with engine.connect() as conn:
+            assert conn.execute(select(SsoUsedToken.digest)).scalars().all() == ["b" * 64]
+    finally:
+        engine.dispose()

@@ -1,5 +1,6 @@
 // A real OpenID Provider (the certified `oidc-provider` package) for the single sign-on tests.
-// Usage: node provider.mjs CONFIG.json. The file says {port, issuer, clients: [...], accounts: {login: claims}}.
+// Usage: node provider.mjs CONFIG.json. The file says {port, issuer, clients: [...], accounts: {login: claims}}
+// and may say deviceFlow: false (a provider without the device login).
 // Its development login form takes any password; the account is the claims stored under the login typed.
 // It prints "listening ISSUER" once it answers.
 import { readFileSync } from 'node:fs';
@@ -19,7 +20,7 @@ const provider = new Provider(config.issuer, {
   scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
   features: {
     devInteractions: { enabled: true },
-    deviceFlow: { enabled: true },
+    deviceFlow: { enabled: config.deviceFlow !== false },
     rpInitiatedLogout: { enabled: true },
   },
   pkce: { required: () => true },

@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
 from conftest import _empty_tables, backend, kill_processes_under
-from live_server import LABCLOUD, eventually, serve, server_env
-from testing.daemons import clean_env, free_port
+from live_server import LABCLOUD, serve, server_env
+from testing.daemons import clean_env, free_ports
 from testing.oidc import oidc_provider
 
 ADMIN = ("root@example.org", "sso-e2e-admin-password")
@@ -32,13 +31,14 @@ ACCOUNTS = {
 class SsoSite:
     url: str
     issuer: str
+    campus: str  # the issuer of the provider without device login
     home: Path
 
 
 @pytest.fixture(scope="module")
 def site(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SsoSite]:
     home = tmp_path_factory.mktemp("sso-home")
-    op_port = free_port()
+    op_port, campus_port = free_ports(2)
     provider = {
         "name": "lab",
         "label": "Log in with Lab ID",
@@ -54,20 +54,27 @@ def site(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         home,
         ADMIN,
         database_url if backend() == "postgresql" else None,
-        sso_providers=json.dumps([provider]),
+        # "campus": another provider, without the device login (the command line then uses a browser here)
+        sso_providers=json.dumps(
+            [provider, {**provider, "name": "campus", "discovery_url": f"http://127.0.0.1:{campus_port}"}]
+        ),
     )
     try:
         with serve(env, home / "server.log") as url:
             client = {
                 "client_id": CLIENT_ID,
                 "client_secret": CLIENT_SECRET,
-                "redirect_uris": [f"{url}/login/sso/lab/callback"],
+                "redirect_uris": [f"{url}/login/sso/lab/callback", f"{url}/login/sso/campus/callback"],
                 "post_logout_redirect_uris": [f"{url}/login"],
                 "grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
                 "response_types": ["code"],
             }
-            with oidc_provider(home, op_port, [client], ACCOUNTS) as issuer:
-                yield SsoSite(url, issuer, home)
+            campus_client = {**client, "grant_types": ["authorization_code"]}
+            with (
+                oidc_provider(home, op_port, [client], ACCOUNTS) as issuer,
+                oidc_provider(home, campus_port, [campus_client], ACCOUNTS, device_flow=False) as campus,
+            ):
+                yield SsoSite(url, issuer, campus, home)
     finally:
         kill_processes_under(home)
         if backend() == "postgresql":
@@ -116,7 +123,7 @@ def test_browser_login_and_logout_through_the_provider(browser: Browser, site: S
 def test_command_line_device_login(browser: Browser, site: SsoSite, tmp_path: Path) -> None:
     env = {**clean_env(), "LABCLOUD_CLIENT_CONFIG": str(tmp_path / "client.toml"), "COLUMNS": "300"}
     proc = subprocess.Popen(
-        [*LABCLOUD, "login", "--sso", "--no-browser", "--server", site.url],
+        [*LABCLOUD, "login", "--sso", "--provider", "lab", "--no-browser", "--server", site.url],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -155,4 +162,37 @@ def test_command_line_device_login(browser: Browser, site: SsoSite, tmp_path: Pa
     # The result is an ordinary API token: it works without the provider.
     token = (tmp_path / "client.toml").read_text()
     assert "lc_" in token
-    eventually(lambda: httpx.get(f"{site.url}/readyz").status_code == 200, 10, "the server")
+
+
+def test_command_line_loopback_login_where_the_provider_has_no_device_login(
+    browser: Browser, site: SsoSite, tmp_path: Path
+) -> None:
+    env = {**clean_env(), "LABCLOUD_CLIENT_CONFIG": str(tmp_path / "client.toml"), "COLUMNS": "300"}
+    command = [*LABCLOUD, "login", "--sso", "--provider", "campus", "--no-browser", "--server", site.url]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"open (\S+)", line)
+        assert found and found.group(1).startswith(f"{site.url}/login/sso/campus?cli="), line
+        ctx = browser.new_context()
+        ctx.set_default_timeout(30_000)
+        page = ctx.new_page()
+        page.goto(found.group(1))
+        assert page.url.startswith(site.campus), page.url
+        _provider_login(page, "carol")
+        page.wait_for_selector("text=you are logged in on the command line")
+        assert page.url.startswith("http://127.0.0.1:") and "code=" in page.url
+        # The browser itself is not logged in to labcloud: the code went to the command line only.
+        assert page.goto(f"{site.url}/account").url.startswith(f"{site.url}/login")
+        ctx.close()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    who = subprocess.run(
+        [*LABCLOUD, "whoami", "--json"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(who.stdout)["email"] == "carol@lab.example"

@@ -26,6 +26,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
+from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -195,6 +196,13 @@ def use_once(session: Session, digest: str, expires: float) -> None:
             session.flush()
     except IntegrityError:
         raise LoginRefused("id_token_replayed", "This ID token was used already; log in again.") from None
+
+
+def forget_used(engine: Engine) -> int:
+    """Forget used tokens past their expiry (and leeway): the expiry check refuses them from then on."""
+    with engine.begin() as conn:
+        done = conn.execute(delete(SsoUsedToken).where(SsoUsedToken.expires_at < datetime.now(UTC)))
+    return int(done.rowcount or 0)
 
 
 def digest(value: str) -> str:
