@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,3 +308,31 @@ def test_used_tokens_are_forgotten_once_expired(settings: Settings, client: Test
             assert conn.execute(select(SsoUsedToken.digest)).scalars().all() == ["b" * 64]
     finally:
         engine.dispose()
+
+
+def test_providers_come_from_the_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "labcloud.toml"
+    config.write_text(
+        'password_login = false\n\n[[sso_providers]]\nname = "lab"\ndiscovery_url = "https://id.lab.example"\n'
+        'client_id = "labcloud"\nproject_roles = { "neuro" = "neuro-lab:manager" }\n'
+    )
+    monkeypatch.setenv("LABCLOUD_CONFIG", str(config))
+    from_file = Settings(home=tmp_path)
+    (provider,) = from_file.sso_providers
+    assert not from_file.password_login and provider.project_roles == {"neuro": "neuro-lab:manager"}
+    assert provider.metadata_url == "https://id.lab.example/.well-known/openid-configuration"
+    monkeypatch.setenv(
+        "LABCLOUD_SSO_PROVIDERS", '[{"name": "a", "discovery_url": "https://a", "client_id": "c"}]'
+    )
+    assert [p.name for p in Settings(home=tmp_path).sso_providers] == ["a"]
+    for wrong in (
+        '[{"name": "a", "discovery_url": "https://a", "client_id": "c"}, '
+        '{"name": "a", "discovery_url": "https://b", "client_id": "c"}]',
+        '[{"name": "Not A Name", "discovery_url": "https://a", "client_id": "c"}]',
+        '[{"name": "a", "discovery_url": "https://a", "client_id": "c", "project_roles": {"x": "p:boss"}}]',
+    ):
+        monkeypatch.setenv("LABCLOUD_SSO_PROVIDERS", wrong)
+        with pytest.raises(ValueError):
+            Settings(home=tmp_path)

@@ -94,6 +94,14 @@ class SsoSettings(BaseModel):
         True, description="false: nobody logs in with a password (API tokens keep working)."
     )
 
+    @field_validator("sso_providers")
+    @classmethod
+    def _unique_names(cls, value: list[SsoProvider]) -> list[SsoProvider]:
+        names = [p.name for p in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each provider needs a name of its own: {', '.join(names)}")
+        return value
+
     def sso_provider(self, name: str) -> SsoProvider | None:
         return next((p for p in self.sso_providers if p.name == name), None)
 
