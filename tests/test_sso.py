@@ -244,6 +244,11 @@ def test_claims_make_admins_and_project_members(
     members = client.get("/api/v1/projects/neuro-lab", headers=admin.headers).json()["members"]
     roles = {m["email"]: m["role"] for m in members}
     assert roles["ada@lab.example"] == "manager"
+    # Her browser session is an administrator's now; the account's page shows where she logs in from.
+    page = client.get(f"/admin/users/{user.id}")
+    assert (
+        page.status_code == 200 and 'id="sso-identities"' in page.text and "lab: ada@lab.example" in page.text
+    )
 
 
 def test_passwords_can_be_turned_off(settings: Settings, op: TokenProvider, admin: Account) -> None:
@@ -336,3 +341,14 @@ def test_providers_come_from_the_file_or_the_environment(
         monkeypatch.setenv("LABCLOUD_SSO_PROVIDERS", wrong)
         with pytest.raises(ValueError):
             Settings(home=tmp_path)
+
+
+def test_the_device_login_needs_a_provider_that_offers_it(client: TestClient, settings: Settings) -> None:
+    r = client.post("/api/v1/auth/sso/lab/device")
+    assert r.status_code == 409 and "no device login" in r.json()["detail"]
+    assert _reasons(settings)[-1] == "no_device_flow"
+    assert client.post("/api/v1/auth/sso/nobody/device").status_code == 404
+    r = client.post("/api/v1/auth/sso/device/token", json={"handle": "forged"})
+    assert r.status_code == 410
+    providers = client.get("/api/v1/auth/sso/providers").json()
+    assert providers == [{"name": "lab", "label": "Lab login"}]

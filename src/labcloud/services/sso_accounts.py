@@ -118,6 +118,12 @@ def _first_login(
     return user
 
 
+def identities(session: Session, user: User) -> list[SsoIdentity]:
+    """The user's identities at providers, oldest first."""
+    stmt = select(SsoIdentity).where(SsoIdentity.user_id == user.id).order_by(SsoIdentity.created_at)
+    return list(session.scalars(stmt))
+
+
 def claim_values(provider: SsoProvider, claims: dict[str, Any]) -> set[str]:
     """The values of the provider's roles claim (a list or a single string; a dotted name reaches into
     objects, e.g. realm_access.roles)."""
