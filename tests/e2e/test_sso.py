@@ -24,6 +24,8 @@ CLIENT_ID, CLIENT_SECRET = "labcloud", "e2e-client-secret"
 ACCOUNTS = {
     "ada": {"email": "ada@lab.example", "email_verified": True, "name": "Ada", "groups": ["lab-admins"]},
     "carol": {"email": "carol@lab.example", "email_verified": True, "name": "Carol", "groups": []},
+    # Claims the first administrator's address without the provider having verified it.
+    "dan": {"email": ADMIN[0], "email_verified": False, "name": "Dan", "groups": []},
 }
 
 
@@ -116,6 +118,45 @@ def test_browser_login_and_logout_through_the_provider(browser: Browser, site: S
         page.goto("/login")
         page.click("#sso-lab")
         page.wait_for_selector("input[name=login]")
+    finally:
+        ctx.close()
+
+
+def test_refused_at_the_callback(browser: Browser, site: SsoSite) -> None:
+    """Against the real provider: an answer played again (with or without the login's cookie), a forged
+    state, and an unverified e-mail reaching for an existing account log nobody in."""
+    ctx = browser.new_context(base_url=site.url)
+    ctx.set_default_timeout(30_000)
+    page = ctx.new_page()
+    callbacks: list[str] = []
+    page.on("request", lambda r: callbacks.append(r.url) if "/login/sso/lab/callback" in r.url else None)
+    try:
+        page.goto("/login/sso/lab")
+        pending = next(c for c in ctx.cookies() if c["name"] == "labcloud_sso")
+        _provider_login(page, "carol")
+        page.wait_for_url(f"{site.url}/**")
+        (callback,) = callbacks
+        # The same answer again: its login's cookie is gone, and with the cookie put back the provider
+        # refuses the used code.
+        assert page.goto(callback).status == 401
+        assert "did not start here" in page.content()
+        ctx.add_cookies([pending])
+        assert page.goto(callback).status == 401
+        assert "did not accept this login" in page.content()
+        ctx.add_cookies([pending])
+        forged = re.sub(r"state=[^&]+", "state=forged", callback)
+        assert page.goto(forged).status == 401 and "does not belong to this login" in page.content()
+    finally:
+        ctx.close()
+    ctx = browser.new_context(base_url=site.url)
+    ctx.set_default_timeout(30_000)
+    page = ctx.new_page()
+    try:
+        page.goto("/login/sso/lab")
+        _provider_login(page, "dan")
+        page.wait_for_url(f"{site.url}/**")
+        assert "has not verified this e-mail" in page.content()
+        assert page.goto("/account").url.startswith(f"{site.url}/login")
     finally:
         ctx.close()
 
