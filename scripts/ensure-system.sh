@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages labcloud uses and, with --postgres (the test setup), make sure PostgreSQL answers
-# on 127.0.0.1:5432 and the end-to-end tests' browser is there. Idempotent: does nothing when all is there.
+# on 127.0.0.1:5432, and the end-to-end tests' browser and the single sign-on tests' OpenID provider are there.
+# Idempotent: does nothing when all is there.
 # Needs root or sudo for installs.
 set -euo pipefail
 
@@ -90,4 +91,15 @@ if [ "$want_postgres" = 1 ] && ! answers 5672; then
   command -v rabbitmq-server >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq rabbitmq-server >/dev/null
   as_root rabbitmq-server -detached
   for _ in $(seq 1 120); do answers 5672 && break; sleep 0.5; done
+fi
+
+# The certified OpenID provider of the single sign-on tests: npm's oidc-provider, at the version
+# testing/oidc/package-lock.json pins, run by Node (20 or later). Test setup only.
+if [ "$want_postgres" = 1 ]; then
+  command -v npm >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+  oidc="$(dirname "$0")/../testing/oidc"
+  if ! cmp -s "$oidc/package-lock.json" "$oidc/node_modules/.installed-lock.json" 2>/dev/null; then
+    npm ci --prefix "$oidc" --no-audit --no-fund --loglevel=error
+    cp "$oidc/package-lock.json" "$oidc/node_modules/.installed-lock.json"
+  fi
 fi

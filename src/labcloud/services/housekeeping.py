@@ -1,6 +1,7 @@
 """Periodic cleaning: expired resumable and direct uploads, temporary files a crash left behind, stored
-objects that no file refers to, devices' history samples older than they are kept, and retention (at most
-once per ``retention_every_h``). Runs in the process that dispatches jobs."""
+objects that no file refers to, devices' history samples older than they are kept, used single sign-on
+tokens past their expiry, and retention (at most once per ``retention_every_h``). Runs in the process that
+dispatches jobs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from labcloud.db.engine import Database
 from labcloud.db.types import utcnow
 from labcloud.execution.loops import Loop
 from labcloud.registry import AppRegistry
-from labcloud.services import audit, devices, direct_uploads, file_store, retention, uploads, usage_stats
+from labcloud.services import (
+    audit,
+    devices,
+    direct_uploads,
+    file_store,
+    retention,
+    sso,
+    uploads,
+    usage_stats,
+)
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 
@@ -31,6 +41,7 @@ class Report:
     retention_deletions: int = 0
     usage_sampled: int = 0  # today's storage sample for the usage statistics, brought up to date
     audit_events_pruned: int = 0
+    sso_tokens_forgotten: int = 0  # used ID tokens past their expiry (a replay is refused by expiry then)
     problems: list[str] = field(default_factory=list)
 
 
@@ -52,6 +63,7 @@ def run_once(
         ("samples_pruned", lambda: devices.prune(db, settings)),
         ("usage_sampled", lambda: usage_stats.sample(db)),
         ("audit_events_pruned", lambda: audit.prune(db.engine, settings.audit_keep_days)),
+        ("sso_tokens_forgotten", lambda: sso.forget_used(db.engine)),
     ]
     if apps is not None:
         tasks.append(("retention_deletions", lambda: retention.run_if_due(db, storage, settings, apps)))

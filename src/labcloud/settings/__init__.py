@@ -42,6 +42,8 @@ from labcloud.settings.sources import absolute_sqlite_url
 from labcloud.settings.sources import config_path_from_env as config_path_from_env
 from labcloud.settings.sources import home_from_env as home_from_env
 from labcloud.settings.sources import render_config_file as render_config_file
+from labcloud.settings.sso import SsoProvider as SsoProvider
+from labcloud.settings.sso import SsoSettings as SsoSettings
 from labcloud.settings.storage import StorageSettings as StorageSettings
 from labcloud.settings.tes import TesSettings as TesSettings
 
@@ -56,6 +58,7 @@ class Settings(
     DeviceSettings,
     BackupSettings,
     RetentionSettings,
+    SsoSettings,
 ):
     """Every knob of a labcloud installation, documented where it is declared."""
 

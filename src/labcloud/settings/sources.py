@@ -118,4 +118,13 @@ open_signup = false
 # The first admin, created on first start when there are no users.
 initial_admin_email = "admin@labcloud.local"
 initial_admin_password = "{secrets.token_urlsafe(12)}"
+
+# Single sign-on through OpenID Connect providers (README: "Single sign-on"), one table each, at the end:
+# [[sso_providers]]
+# name = "lab"
+# label = "Log in with Lab ID"
+# discovery_url = "https://id.lab.example/realms/lab"
+# client_id = "labcloud"
+# client_secret = "..."
+# allowed_domains = ["lab.example"]
 """

@@ -30,6 +30,7 @@ from labcloud.web.routes import (
     project_budget,
     projects,
     search,
+    sso,
     webhooks,
 )
 
@@ -37,6 +38,7 @@ from labcloud.web.routes import (
 def install(app: FastAPI) -> None:
     pages = (
         auth,
+        sso,
         home,
         apps,
         files,

@@ -14,7 +14,7 @@ from labcloud.api.openapi import problems
 from labcloud.api.schemas import LoginOut, SignUp, UserOut
 from labcloud.errors import Conflict, Forbidden
 from labcloud.http.guard import GuardedRoute
-from labcloud.services import tokens, users
+from labcloud.services import sso_accounts, tokens, users
 from labcloud.settings import Settings
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"], route_class=GuardedRoute)
@@ -35,7 +35,10 @@ class SetPasswordIn(BaseModel):
 
 
 @router.post(
-    "/login", response_model=LoginOut, responses=problems(401, 429), summary="Log in with email and password"
+    "/login",
+    response_model=LoginOut,
+    responses=problems(401, 403, 429),
+    summary="Log in with email and password (403 when passwords are turned off for the account)",
 )
 def login(
     request: Request,
@@ -45,6 +48,7 @@ def login(
 ) -> LoginOut:
     """OAuth2 password flow: `username` is the email. Returns a short-lived bearer token."""
     address = request.client.host if request.client else "unknown"
+    sso_accounts.check_password_login(ctx.settings, form.username)
     user = users.login(session, ctx.login_throttle, form.username, form.password, address)
     token, lifetime = tokens.login_token(user, ctx.settings)
     return LoginOut(access_token=token, expires_in=lifetime)
@@ -61,6 +65,7 @@ def register(body: SignUp, session: DbSession, ctx: Ctx) -> UserOut:
     """Create an account yourself. Only when the installation has open sign-up; otherwise admins invite."""
     if not ctx.settings.open_signup:
         raise Forbidden("Sign-up is closed on this installation; ask an administrator for an account.")
+    sso_accounts.check_password_login(ctx.settings, str(body.email))
     user = users.create_user(session, ctx.settings, email=body.email, password=body.password, name=body.name)
     return UserOut.model_validate(user)
 

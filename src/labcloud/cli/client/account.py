@@ -51,8 +51,20 @@ def login(
     token: str | None = typer.Option(
         None, "--token", help="Store this API token (checked with the server) instead of logging in."
     ),
+    sso: bool = typer.Option(
+        False, "--sso", help="Log in through the server's single sign-on provider (in a browser)."
+    ),
+    provider: str | None = typer.Option(
+        None, "--provider", help="With --sso: which provider, when the server has several."
+    ),
+    no_browser: bool = typer.Option(
+        False, "--no-browser", help="With --sso: print the address to open rather than open a browser."
+    ),
 ) -> None:
-    """Log in and store a personal API token for this machine (in the client config file, mode 0600)."""
+    """Log in and store a personal API token for this machine (in the client config file, mode 0600).
+
+    With --sso the provider's device login is used where it offers one (a code to enter in any browser),
+    else a browser on this machine."""
     config = ClientConfig.load()
     target = resolve(config, server).server
     with connect(target) as client:
@@ -61,16 +73,26 @@ def login(
             me = client.me()
             new = ClientConfig(server=target, token=token, email=me["email"])
         else:
-            if not email:
-                if not sys.stdin.isatty():
-                    raise fail("pass --email (no terminal to ask on)")
-                email = typer.prompt("Email")
-            password = _read_password(password_stdin)
-            try:
-                client.login(email, password)
-            except ClientError as exc:
-                raise report(exc, login_hint=False) from None
-            admin = bool(client.me().get("is_admin"))  # an admin's CLI can manage users and workers
+            if sso:
+                from labcloud.cli.client.sso_login import choose_provider, sso_token
+
+                try:
+                    client.token = sso_token(client, choose_provider(client, provider), not no_browser)
+                except ClientError as exc:
+                    raise report(exc, login_hint=False) from None
+            else:
+                if not email:
+                    if not sys.stdin.isatty():
+                        raise fail("pass --email (no terminal to ask on)")
+                    email = typer.prompt("Email")
+                password = _read_password(password_stdin)
+                try:
+                    client.login(email, password)
+                except ClientError as exc:
+                    raise report(exc, login_hint=False) from None
+            me = client.me()
+            email = str(me["email"])
+            admin = bool(me.get("is_admin"))  # an admin's CLI can manage users and workers
             scopes = [*TOKEN_SCOPES, "admin"] if admin else TOKEN_SCOPES
             created = client.create_token(f"cli@{socket.gethostname()}", scopes)
             new = ClientConfig(

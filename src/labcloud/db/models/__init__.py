@@ -31,6 +31,8 @@ from labcloud.db.models.projects import ProjectRole as ProjectRole
 from labcloud.db.models.projects import Quota as Quota
 from labcloud.db.models.projects import QuotaRequest as QuotaRequest
 from labcloud.db.models.projects import UsageRecord as UsageRecord
+from labcloud.db.models.sso import SsoIdentity as SsoIdentity
+from labcloud.db.models.sso import SsoUsedToken as SsoUsedToken
 from labcloud.db.models.usage import UsageSample as UsageSample
 from labcloud.db.models.workers import DeviceSample as DeviceSample
 from labcloud.db.models.workers import DeviceSchema as DeviceSchema

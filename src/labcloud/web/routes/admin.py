@@ -14,7 +14,7 @@ from labcloud import security
 from labcloud.errors import Conflict, InvalidInput
 from labcloud.request_scope import Ctx, DbSession
 from labcloud.runtime import Runtime
-from labcloud.services import users
+from labcloud.services import sso_accounts, users
 from labcloud.services import workers as worker_service
 from labcloud.settings import Settings
 from labcloud.web import session as web_session
@@ -239,6 +239,7 @@ def _user_page(
         "errors": {},
         "issued": None,
         "min_password_length": ctx.settings.min_password_length,
+        "identities": sso_accounts.identities(session, user),
         **extra,
     }
     return render(request, "admin_user.html", context, status)

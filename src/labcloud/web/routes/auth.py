@@ -9,11 +9,12 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request, Response
 
 from labcloud.errors import Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from labcloud.request_scope import Ctx, DbSession
-from labcloud.services import sessions, users
+from labcloud.services import sessions, sso_accounts, users
 from labcloud.settings import Settings
 from labcloud.web import session as web_session
 from labcloud.web.deps import FormUser, PageRoute, redirect, safe_next
 from labcloud.web.rendering import render
+from labcloud.web.routes import sso as sso_web
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def _login_page(
             "error": error,
             "notice": notice,
             "next": safe_next(next_url),
+            **sso_web.login_context(ctx.settings),
         },
         status,
     )
@@ -69,8 +71,9 @@ def login(
         raise Forbidden("The login form has expired or did not come from this site. Reload it and try again.")
     address = request.client.host if request.client else "unknown"
     try:
+        sso_accounts.check_password_login(ctx.settings, email)
         user = users.login(session, ctx.login_throttle, email, password, address)
-    except (TooManyRequests, Unauthorized) as exc:
+    except (TooManyRequests, Unauthorized, Forbidden) as exc:
         response = _login_page(request, ctx, next, email, exc.detail, exc.status)
         if "Retry-After" in exc.headers:
             response.headers["Retry-After"] = exc.headers["Retry-After"]
@@ -82,13 +85,13 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, principal: FormUser, session: DbSession) -> Response:
+def logout(request: Request, principal: FormUser, session: DbSession, ctx: Ctx) -> Response:
     """Ends the session on the server (its cookie, wherever copied, is worth nothing after this) and the
     tokens the page was given for its own API calls."""
     if principal.session_id is not None:
         sessions.end(session, principal.session_id)
     request.state.renewed = None  # not renewed on the way out
-    response = redirect("/login")
+    response = sso_web.provider_logout(request, ctx.settings) or redirect("/login")
     web_session.clear(response)
     return response
 
