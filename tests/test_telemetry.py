@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from labcloud.db.models import Job
 from labcloud.services import claims, lifecycle
 from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
-from labcloud.telemetry import metrics
+from labcloud.telemetry import logs, metrics
 from live_server import login_headers, serve, server_env
 from test_worker_api import bearer, claim, register, submit
 
@@ -67,6 +68,16 @@ def test_json_logs_name_the_request_of_every_line(
         assert r.status_code == 201, r.text
         fresh = r.headers["x-request-id"]
         assert fresh != "x" * 129 and len(fresh) == 32
+        # A fleet's routine calls stay out of the access log; a refused one is written.
+        r = httpx.post(f"{url}/api/v1/workers", json={"name": "quiet-rig"}, headers=headers)
+        worker = {"Authorization": f"Bearer {r.json()['token']}"}
+        beat = httpx.post(f"{url}/api/v1/worker/heartbeat", json={}, headers=worker)
+        took = httpx.post(
+            f"{url}/api/v1/worker/claim", json={"free": {"cpus": 1}, "wait_s": 0}, headers=worker
+        )
+        bad = {"Authorization": "Bearer lcw_not-a-token"}
+        refused = httpx.post(f"{url}/api/v1/worker/heartbeat", json={}, headers=bad)
+        assert (beat.status_code, took.status_code, refused.status_code) == (200, 204, 401)
 
     lines = _json_lines(log_path)  # every line, uvicorn's own too
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
@@ -78,8 +89,31 @@ def test_json_logs_name_the_request_of_every_line(
     assert access["method"] == "POST" and access["path"] == "/api/v1/users" and access["status"] == 201
     second = [line for line in lines if line.get("request_id") == fresh]
     assert any("second@example.org" in line["message"] for line in second)
+    worker_lines = [line for line in lines if "/api/v1/worker/" in str(line.get("path"))]
+    assert [(line["path"], line["status"]) for line in worker_lines] == [("/api/v1/worker/heartbeat", 401)]
     # lines outside any request (start, dispatch) carry no id
     assert any("ready" in line["message"] and "request_id" not in line for line in lines)
+
+
+def test_routine_worker_calls_are_logged_when_asked() -> None:
+    access = logging.getLogger("uvicorn.access")
+
+    def kept(path: str, status: int) -> bool:
+        record = access.makeRecord(access.name, logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', None, None)
+        record.args = ("127.0.0.1:1", "POST", path, "1.1", status)
+        return access.filter(record) is not False
+
+    try:
+        logs.quiet_worker_calls(True)
+        logs.quiet_worker_calls(True)  # once is enough: no second filter
+        assert sum(isinstance(f, logs.QuietWorkerCalls) for f in access.filters) == 1
+        assert not kept("/api/v1/worker/heartbeat", 200) and not kept("/api/v1/worker/claim", 204)
+        assert kept("/api/v1/worker/heartbeat", 401) and kept("/api/v1/worker/claim", 500)
+        assert kept("/api/v1/jobs", 201)
+        logs.quiet_worker_calls(False)  # access_log_worker_calls = true
+        assert kept("/api/v1/worker/heartbeat", 200)
+    finally:
+        logs.quiet_worker_calls(False)
 
 
 def _queue_waits(app: str) -> float:

@@ -39,6 +39,7 @@ from labcloud.http.guard import Utf8Addresses
 from labcloud.runtime import Runtime, prepare_database
 from labcloud.services.audit import AuditScopeMiddleware
 from labcloud.settings import Settings
+from labcloud.telemetry import logs
 from labcloud.telemetry.asgi import RequestTelemetry
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         except Exception as exc:  # reported by /readyz until it answers
             log.error("the file store (%s) cannot be reached: %s", ctx.storage.kind, exc)
         app.state.ctx = ctx
+        logs.quiet_worker_calls(not settings.access_log_worker_calls)  # (uvicorn set its loggers up by now)
         if dispatch:
             ctx.start_dispatch()
         log.info("labcloud %s ready (database: %s)", __version__, ctx.db.engine.dialect.name)

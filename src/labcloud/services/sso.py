@@ -15,13 +15,14 @@ import hashlib
 import secrets
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import OAuth2Client
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -32,6 +33,10 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.models import SsoUsedToken
 from labcloud.settings import SsoProvider
+
+with warnings.catch_warnings():  # Authlib's httpx client would rather have httpx2; labcloud uses httpx
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import OAuth2Client
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]

@@ -115,6 +115,11 @@ class Settings(
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log_worker_calls: bool = Field(
+        False,
+        description="Also write remote workers' answered heartbeats and claims to the access log (refusals "
+        "and errors always are): a fleet makes many a second.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one JSON object a line (time, level, logger, message, request_id)."
     )

@@ -25,6 +25,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+ROUTINE_WORKER_CALLS = frozenset({"/api/v1/worker/heartbeat", "/api/v1/worker/claim"})
+
+
+class QuietWorkerCalls(logging.Filter):
+    """Leaves out of the access log the answered heartbeats and claims of remote workers: a fleet of 500
+    devices makes 50 of them a second, which say nothing an operator reads (the metrics count them) and
+    cost the server more to write than the rest of their handling. Refusals and errors stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and args[2] in ROUTINE_WORKER_CALLS:
+            status = args[4]
+            return not (isinstance(status, int) and status < 400)
+        return True
+
+
+def quiet_worker_calls(quiet: bool) -> None:
+    """Put :class:`QuietWorkerCalls` on uvicorn's access log (or take it off)."""
+    access = logging.getLogger("uvicorn.access")
+    for old in [f for f in access.filters if isinstance(f, QuietWorkerCalls)]:
+        access.removeFilter(old)
+    if quiet:
+        access.addFilter(QuietWorkerCalls())
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time (UTC, ISO 8601), level, logger, message, request_id when in a request,
     exception when there is one; an access log line also as method, path, status and client."""
@@ -58,4 +83,5 @@ def configure(level: str, fmt: str) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    logging.captureWarnings(True)  # a library's warning is a log line too (JSON in the JSON format)
     root.setLevel(level.upper())
