@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from conftest import Account
 from jobs_helpers import write_app
 from labcloud.settings import Settings
+from test_web import browser_login, csrf_of
 from test_worker_api import bearer, claim, register
 
 MODEL = {
@@ -214,3 +215,33 @@ def test_cancel_all_cancels_queued_and_running_jobs_and_leaves_ended_ones(
     assert pclient.post(f"/api/v1/worker/jobs/{running['id']}/finish", json=cancelled, headers=rt).is_success
     end = pclient.get(f"/api/v1/sweeps/{made['id']}", headers=user.headers).json()
     assert (end["state"], end["done"]) == ("partial", 1.0)
+
+
+def test_a_sweeps_page_shows_its_progress_and_jobs_and_cancels_all(
+    app: Any, pclient: TestClient, settings: Settings, user: Account, make_user: Any
+) -> None:
+    model_app(pclient, settings)
+    made = sweep(pclient, user, name="curve", params={"tau_m": 3}, grid={"i_ext": [0.25, 0.5, 0.75]}).json()
+    browser = browser_login(app, user.email, user.password)
+    where = f"/sweeps/{made['id']}"
+    listed = browser.get("/sweeps").text
+    assert where in listed and "curve" in listed
+    page = browser.get(where).text
+    assert "0 of 3 ended" in page and 'hx-get="' + where + '/progress"' in page  # live until all end
+    rows = page.split('id="sweep-jobs"')[1]
+    assert '<th scope="col">i_ext</th>' in rows and all(
+        f"<td>{v}</td>" in rows for v in ("0.25", "0.5", "0.75")
+    )
+    assert "tau_m=3" in page  # shared, said once
+    job_id = jobs_of(pclient, user, made["id"])[0]["id"]
+    assert f'part of sweep <a href="{where}">' in browser.get(f"/jobs/{job_id}").text
+    r = browser.post(where + "/cancel", data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    assert r.status_code == 303
+    ended = browser.get(where).text
+    assert "3 of 3 ended" in ended and 'data-state="cancelled"' in ended
+    assert "hx-get" not in ended.split('id="sweep-progress"')[1][:200] and 'id="cancel-sweep"' not in ended
+    only = browser.get(where, params={"state": "cancelled"}).text.split('id="sweep-jobs"')[1]
+    assert only.count("<tr>") == 4  # the header and the three
+    other = make_user()
+    stranger = browser_login(app, other.email, other.password)
+    assert stranger.get(where).status_code == 404

@@ -30,6 +30,7 @@ from labcloud.web.routes import (
     project_budget,
     projects,
     search,
+    sweeps,
     webhooks,
 )
 
@@ -42,6 +43,7 @@ def install(app: FastAPI) -> None:
         files,
         jobs,
         device_sessions,
+        sweeps,
         projects,
         project_budget,
         account,
