@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from conftest import Account
 from jobs_helpers import write_app
@@ -72,6 +73,10 @@ def test_a_grid_makes_a_job_for_every_combination(
     assert all(j["group_id"] == made["id"] and j["state"] == "queued" for j in jobs)
     assert [j["name"] for j in jobs][:2] == ["f-i curve [1/6]", "f-i curve [2/6]"]
     assert sorted(j["run_number"] for j in jobs) == list(range(1, 7))  # each its own number
+    history = pclient.get(f"/api/v1/jobs/{jobs[5]['id']}/events", headers=user.headers).json()
+    assert [(e["from_state"], e["to_state"], e["message"]) for e in history] == [
+        (None, "queued", "submitted")
+    ]
     listed = pclient.get("/api/v1/sweeps", headers=user.headers).json()["items"]
     assert [(s["id"], s["total"]) for s in listed] == [(made["id"], 6)]
     one = pclient.get(f"/api/v1/sweeps/{made['id']}", headers=user.headers).json()
@@ -245,3 +250,27 @@ def test_a_sweeps_page_shows_its_progress_and_jobs_and_cancels_all(
     other = make_user()
     stranger = browser_login(app, other.email, other.password)
     assert stranger.get(where).status_code == 404
+
+
+def test_a_sweep_is_inserted_in_bulk_whatever_its_size(
+    pclient: TestClient, settings: Settings, user: Account
+) -> None:
+    """As many statements for a hundred jobs as for two: not the single submit's path once per job."""
+    model_app(pclient, settings)
+    engine = pclient.app.state.ctx.db.engine  # type: ignore[attr-defined]
+    counted: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        counted.append(statement)
+
+    sizes = {}
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for n in (2, 100):
+            counted.clear()
+            r = sweep(pclient, user, params={"tau_m": 1}, grid={"i_ext": [i / 100 for i in range(n)]})
+            assert r.status_code == 201, r.text
+            sizes[n] = len(counted)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert sizes[100] <= sizes[2], sizes  # (the first submit also looks up what later ones find cached)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from labcloud import registry
@@ -277,10 +277,15 @@ def queue_all(
         jobs.append(job)
     session.add_all(jobs)
     session.add_all(JobTag(job_id=j.id, key=k, value=v) for j in jobs for k, v in j.tags.items())
-    session.add_all(
-        JobEvent(job_id=j.id, from_state=None, to_state=JobState.QUEUED, message="submitted") for j in jobs
-    )
     session.flush()
+    # (the events' ids are the database's: as ORM objects they would go in one INSERT each)
+    session.execute(
+        insert(JobEvent),
+        [
+            {"job_id": j.id, "from_state": None, "to_state": JobState.QUEUED, "message": "submitted"}
+            for j in jobs
+        ],
+    )
     if template.inputs:  # the inputs' content is read once and pinned for every job alike
         job_inputs.pin(session, user, jobs[0])
         pinned = job_inputs.pinned(session, jobs[0].id)
