@@ -5,8 +5,9 @@ Target (issue, 2-core machine): the 1,000 jobs complete in under 15 s.
 
 Against a real ``labcloud serve`` (see harness.py) with the default local capacity (all CPUs; each job
 asks for 0.01 of one), after three warm-up jobs. The client polls the sweep's rolled-up progress every
-100 ms; the span is measured by the server's own timestamps too (the sweep's creation to its last job's
-end).
+0.5 s; the span is measured by the server's own timestamps too (the sweep's creation to its last job's
+end). The CPU time of the server and of its jobs' processes is counted too: on this shared machine other
+work changes the wall time from run to run, and their sum / 2 is what two idle cores would need at least.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ versions:
         resources: {cpus: 0.01, memory_mb: 16, gpus: 0, timeout_s: 60}
 """
 JOBS = 1000
+POLL_S = 0.5  # (the server answers each poll: every 100 ms cost it seconds of CPU over a run)
 JOBS_QUICK = 200
 TARGETS = {"sweep": "1,000 trivial jobs succeed in < 15 s"}
 
@@ -73,7 +75,7 @@ def measure_sweep(backend: str, quick: bool) -> list[Result]:
         while sweep["state"] in ("queued", "running"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the sweep did not end in 300 s: {sweep['counts']}")
-            time.sleep(0.1)
+            time.sleep(POLL_S)
             sweep = c.get(f"/api/v1/sweeps/{sweep['id']}").json()
         wall_s = time.perf_counter() - start
         own_s, children_s = (b - a for a, b in zip(cpu0, _cpu(server.process.pid), strict=True))
@@ -98,7 +100,7 @@ def measure_sweep(backend: str, quick: bool) -> list[Result]:
             target=TARGETS["sweep"],
             notes=f"{count} `true` jobs (cpus 0.01) in one POST /api/v1/sweeps (grid of one parameter), "
             "default local capacity; all_succeeded_s from the POST to the client seeing the sweep ended "
-            "(polled every 100 ms); server_span_s from the sweep's created_at to its last job's finished_at; "
+            "(polled every 0.5 s); server_span_s from the sweep's created_at to its last job's finished_at; "
             "server_cpu_s: the server process's CPU time meanwhile, job_processes_cpu_s its children's (each "
             "job's supervisor, sandbox and command; PostgreSQL's own not counted): on 2 idle cores the run "
             "takes at least their sum / 2",
