@@ -274,3 +274,19 @@ def test_a_sweep_is_inserted_in_bulk_whatever_its_size(
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert sizes[100] <= sizes[2], sizes  # (the first submit also looks up what later ones find cached)
+
+
+def test_in_a_project_that_cuts_time_limits_each_job_is_cut_to_what_is_left(
+    pclient: TestClient, settings: Settings, admin: Account, user: Account
+) -> None:
+    model_app(pclient, settings)  # each job: 0.1 CPUs for 600 s at most, 1/60 CPU-hour
+    assert pclient.post(
+        "/api/v1/projects", json={"name": "Cut", "slug": "cut"}, headers=user.headers
+    ).is_success
+    assert pclient.patch("/api/v1/projects/cut", json={"over_quota": "cut"}, headers=user.headers).is_success
+    quota = {"limit": 2.5 / 60, "period": "none"}  # two and a half jobs' worth
+    assert pclient.put("/api/v1/projects/cut/quotas/cpu_hours", json=quota, headers=admin.headers).is_success
+    made = sweep(pclient, user, project="cut", params={"tau_m": 1}, grid={"i_ext": [1, 2, 3]})
+    assert made.status_code == 201, made.text
+    limits = [j["resources"]["timeout_s"] for j in jobs_of(pclient, user, made.json()["id"])]
+    assert limits[:2] == [600, 600] and 299 <= limits[2] <= 300  # (the rest, to the second)

@@ -186,7 +186,8 @@ def submit(
     )
     template: Job | None = None
     try:
-        template = job_service.prepare(session, settings, apps, user, sub, ceiling=ceiling)
+        if resolved is not None:  # (else its problem is told already)
+            template = job_service.prepare(session, settings, apps, user, sub, ceiling=ceiling)
     except InvalidInput as exc:
         problems.add(
             [
