@@ -25,6 +25,7 @@ from bench import (
     bench_jobs,
     bench_me,
     bench_path,
+    bench_sweeps,
     bench_trust,
     bench_web,
     bench_workers,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[list[str], bool], list[Result]]] = {
     "path": bench_path.run,
     "containers": bench_containers.run,
     "devices": bench_devices.run,
+    "sweeps": bench_sweeps.run,
 }
 
 

@@ -28,7 +28,7 @@ from labcloud.execution.scheduler import Scheduler
 from labcloud.execution.wakeups import Waker, Wakeups
 from labcloud.ratelimit import LoginThrottle
 from labcloud.registry import AppRegistry, bundled_apps_dir
-from labcloud.services import audit, device_sessions, maintenance
+from labcloud.services import audit, device_sessions, maintenance, sweeps
 from labcloud.services import jobs as job_service
 from labcloud.services import tes as tes_service
 from labcloud.services import users as user_service
@@ -327,6 +327,27 @@ class Runtime:
         for job in cancelled:
             found = self.executors.get(job.executor)
             if found is not None:
+                found.cancel(job.id)
+        return group
+
+    def submit_sweep(self, session: Session, user: User, req: sweeps.SweepRequest) -> JobGroup:
+        """Queue every job of a sweep, all or none, in one transaction; the dispatchers are woken once."""
+        maintenance.refuse_new_work(self.db.engine)
+        group = sweeps.submit(session, self.settings, self.apps, user, req, ceiling=self.ceiling)
+        self._done(session)
+        return group
+
+    def cancel_sweep(self, session: Session, user: User, group_id: uuid.UUID) -> JobGroup:
+        """Cancel every job of a sweep that has not ended (by whoever may manage its jobs)."""
+        group = sweeps.get(session, user, group_id)
+        active = sweeps.active_ids(session, group)
+        if active:  # (a sweep's jobs are all its owner's, in its project: one check for all)
+            job_service.get_job(session, user, active[0], MANAGE)
+        cancelled = sweeps.cancel_all(session, active)
+        session.commit()
+        for job in cancelled:
+            found = self.executors.get(job.executor)
+            if found is not None and job.state == JobState.CANCELLING:
                 found.cancel(job.id)
         return group
 

@@ -199,6 +199,27 @@ def cancel_session(session_id: str) -> Call:
     return Call("POST", f"/sessions/{quote(session_id, safe='')}/cancel")
 
 
+def submit_sweep(body: dict[str, Any]) -> Call:
+    return Call("POST", "/sweeps", json=body)
+
+
+def sweeps(project: str | None = None) -> Call:
+    return Call("GET", "/sweeps", params={"project": project} if project else None)
+
+
+def sweep(sweep_id: str) -> Call:
+    return Call("GET", f"/sweeps/{quote(sweep_id, safe='')}")
+
+
+def sweep_jobs(sweep_id: str, cursor: str | None = None, limit: int = 100) -> Call:
+    params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+    return Call("GET", f"/sweeps/{quote(sweep_id, safe='')}/jobs", params=params)
+
+
+def cancel_sweep(sweep_id: str) -> Call:
+    return Call("POST", f"/sweeps/{quote(sweep_id, safe='')}/cancel")
+
+
 def inputs(job_id: str) -> Call:
     return Call("GET", f"{_job(job_id)}/inputs")
 

@@ -13,6 +13,7 @@ from labcloud.client.typed_jobs import Job as Job
 from labcloud.client.typed_jobs import Jobs as Jobs
 from labcloud.client.typed_projects import Projects as Projects
 from labcloud.client.typed_sessions import Sessions
+from labcloud.client.typed_sweeps import Sweeps
 
 __all__ = ["Client", "Files", "Job", "Jobs", "Projects"]
 
@@ -33,6 +34,7 @@ class Client:
         self.jobs = Jobs(self)
         self.projects = Projects(self)
         self.sessions = Sessions(self)
+        self.sweeps = Sweeps(self)
 
     @classmethod
     def from_env(cls, server: str | None = None, *, timeout: float = 30.0) -> Client:

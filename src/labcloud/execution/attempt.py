@@ -156,7 +156,8 @@ class AttemptDir:
         found = Collected()
         real_work = os.path.realpath(self.work) + os.sep
         try:
-            root = _Dir.open(self.work).enter(folder)
+            with _Dir.open(self.work) as work:  # (closed: a folder left open is a descriptor per job)
+                root = work.enter(folder)
         except _NotADirectory:
             found.refused = (
                 "the output folder was replaced by something that is not a folder; nothing was kept"

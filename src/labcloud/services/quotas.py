@@ -146,11 +146,15 @@ def reserve(
     job: Job,
     defaults: Mapping[Any, Any] | None = None,
     min_cut_s: float = MIN_CUT_S,
+    count: int = 1,
 ) -> None:
     """Hold the job's worst case in each of its project's quotas (the job is about to be queued, in the
     caller's transaction): QuotaExceeded when one cannot give it, or the job's time limit is cut to what is
     left when the project says so (not below ``min_cut_s``). ``defaults``: the installation's default
-    quotas."""
+    quotas. ``count``: as many jobs alike as that (a sweep's), held together, all or none; ``job`` gets one
+    job's hold (give it to each; a project that cuts time limits takes them one by one)."""
+    if count > 1 and project.over_quota == "cut":
+        raise ValueError("a project that cuts time limits holds each job on its own")
     ensure_defaults(session, project, defaults or {})
     quotas = _of(session, project.id)
     if not quotas:
@@ -168,7 +172,7 @@ def reserve(
     asked = {q.id: (q, want[q.resource]) for q in quotas if want[q.resource] > 0}
     if asked:
         # One statement holds it in every quota, each only if it fits: all rows or the job does not fit.
-        amount = case({i: a for i, (_, a) in asked.items()}, value=Quota.id, else_=0.0)
+        amount = case({i: a * count for i, (_, a) in asked.items()}, value=Quota.id, else_=0.0)
         spent_now = Quota.resource.in_(SPENT_AT_SUBMIT)
         held = session.scalars(
             update(Quota)
@@ -184,7 +188,7 @@ def reserve(
         if refused:  # (the request's transaction undoes the holds that fitted)
             quota, a = refused[0]
             session.refresh(quota)
-            raise _refusal(project, quota, a)
+            raise _refusal(project, quota, a * count, count)
         _warn(session, project.id, [q.resource for q, _ in asked.values()], project.slug)
     hold = {q.resource: a for q, a in asked.values() if q.resource not in SPENT_AT_SUBMIT}
     if job.quota_hold and "cut_timeout_s" in job.quota_hold:
@@ -230,7 +234,7 @@ def _cut_to_fit(job: Job, quotas: list[Quota], min_cut_s: float) -> None:
     job.quota_hold = {"cut_timeout_s": float(cut)}
 
 
-def _refusal(project: Project, quota: Quota, amount: float) -> QuotaExceeded:
+def _refusal(project: Project, quota: Quota, amount: float, count: int = 1) -> QuotaExceeded:
     left = max(quota.limit - quota.used - quota.reserved, 0.0)
     unit = UNITS[quota.resource]
     what = "at most" if quota.resource in TIME else "up to"
@@ -240,7 +244,8 @@ def _refusal(project: Project, quota: Quota, amount: float) -> QuotaExceeded:
         when = " this month" if quota.period == "monthly" else " today"
     return QuotaExceeded(
         f"Project {project.slug!r} has {_num(left)} of its {_num(quota.limit)} {unit} of {quota.resource} "
-        f"left{when}; this job needs {what} {_num(amount)}. Ask the project's managers or an admin for more "
+        f"left{when}; {'this job needs' if count == 1 else f'these {count} jobs need'} {what} "
+        f"{_num(amount)}. Ask the project's managers or an admin for more "
         "(a quota request), or ask for less (a shorter time limit, fewer CPUs).",
         extra={
             "quota": quota.resource,

@@ -69,3 +69,9 @@ class DispatchSettings(BaseModel):
         '[{"gpus_min": 1, "executor": "slurm", "queue": "gpu"}]. An entrypoint\'s own executor wins.',
     )
     scheduler_interval_s: float = Field(1.0, gt=0, description="Longest pause between dispatch rounds.")
+    sweep_max_jobs: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most jobs one sweep may make (its grid's combinations or sets).",
+    )

@@ -31,6 +31,7 @@ from labcloud.web.routes import (
     projects,
     search,
     sso,
+    sweeps,
     webhooks,
 )
 
@@ -44,6 +45,7 @@ def install(app: FastAPI) -> None:
         files,
         jobs,
         device_sessions,
+        sweeps,
         projects,
         project_budget,
         account,

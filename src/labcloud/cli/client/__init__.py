@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from labcloud.cli.client import account, apps, data, device_sessions, jobs, projects, quotas
+from labcloud.cli.client import account, apps, data, device_sessions, jobs, projects, quotas, sweeps
 from labcloud.client.errors import ClientError
 
 __all__ = ["ClientError", "register"]
@@ -17,11 +17,12 @@ __all__ = ["ClientError", "register"]
 
 def register(app: typer.Typer) -> None:
     """Add login, logout, whoami, apps, upload, files, submit, jobs, status, logs, cancel, rerun, download,
-    projects, sessions, quota, usage."""
+    projects, sessions, sweep, quota, usage."""
     account.register(app)
     apps.register(app)
     data.register(app)
     jobs.register(app)
     projects.register(app)
     device_sessions.register(app)
+    sweeps.register(app)
     quotas.register(app)
