@@ -30,6 +30,10 @@ from labcloud.services.job_states import JobState
 from labcloud.telemetry import metrics
 
 USAGE_TTL_S = 5.0
+# Rest between two rounds: while submits arrive faster than this, each round takes all of them, rather than
+# every submit paying for a round that reads the whole queue again. It is what a job may wait at most,
+# beyond the round in progress, when it comes right after one.
+MIN_GAP_S = 0.02
 
 
 class Scheduler(Loop):
@@ -39,7 +43,7 @@ class Scheduler(Loop):
     def __init__(
         self, db: Database, executor: Executor, interval_s: float = 1.0, half_life_h: float = 0.0
     ) -> None:
-        super().__init__(f"dispatch-{executor.name}", interval_s)
+        super().__init__(f"dispatch-{executor.name}", interval_s, min_gap_s=MIN_GAP_S)
         self.db = db
         self.executor = executor
         self.half_life_h = half_life_h  # of projects' usage in the order (0: usage does not count)

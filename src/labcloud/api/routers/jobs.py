@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from labcloud.api import job_list
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
 from labcloud.api.job_schemas import (
     AttemptOut,
@@ -98,7 +99,7 @@ def list_jobs(
     order: Literal["newest", "oldest"] = Query("newest", description="Newest first, or oldest first."),
     limit: PageLimit = DEFAULT_PAGE_SIZE,
     cursor: PageCursor = None,
-) -> PageOut[JobOut]:
+) -> Response:
     flt = job_service.JobFilter(
         states=list(dict.fromkeys(state)),
         app=app,
@@ -110,9 +111,7 @@ def list_jobs(
         everyone=everyone,
         oldest_first=order == "oldest",
     )
-    page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
-    names = job_service.names_of(session, page.items)
-    return PageOut[JobOut].of(page, lambda job: _out(job, ctx, session, names=names))
+    return job_list.list_response(ctx, session, principal.user, flt, limit=limit, cursor=cursor)
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="One job")
