@@ -332,6 +332,14 @@ def names_of(session: Session, jobs: Sequence[Job]) -> Names:
     return Names(projects.slugs(session, [job.project_id for job in jobs]), owners, workers, named)
 
 
+def names_of_submitted(session: Session, user: User, job: Job) -> Names:
+    """:func:`names_of` for a job ``user`` has just queued in this session: its project is at hand, its owner
+    is the user, no worker holds it yet."""
+    project = session.get(Project, job.project_id)
+    named = targets.workers_of(session, [job.id]) if job.targeted else {}
+    return Names({job.project_id: project.slug if project else ""}, {user.id: user.email}, {}, named)
+
+
 def events(session: Session, job: Job) -> list[JobEvent]:
     return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)))
 
