@@ -426,7 +426,7 @@ def measure_end_to_end(backend: str, quick: bool) -> list[Result]:
 
 
 JOB_COLUMNS = [
-    "id", "owner_id", "name", "app", "version", "entrypoint", "spec", "spec_hash", "params", "inputs", "env",
+    "id", "owner_id", "project_id", "name", "app", "version", "entrypoint", "spec", "spec_hash", "params", "inputs", "env",
     "resources", "tags", "state", "reason", "message", "exit_code", "progress", "attempts", "max_attempts",
     "executor", "executor_ref", "usage", "rerun_of", "created_at", "updated_at", "started_at", "finished_at",
 ]  # fmt: skip
@@ -448,6 +448,7 @@ def job_rows(
     usage = {"wall_s": 0.004, "cpu_s": 0.001, "peak_memory_mb": 1.2}
     fixed = {
         "owner_id": owner,
+        "project_id": uuid.UUID(template["project_id"]),
         "app": template["app"],
         "version": template["version"],
         "entrypoint": template["entrypoint"],
