@@ -12,7 +12,7 @@ from fastapi import Response
 from pydantic import TypeAdapter
 from pydantic_core import from_json
 from sqlalchemy import Row, Select, Text, cast, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from labcloud.api.job_schemas import JobOut
 from labcloud.api.schemas import PageOut
@@ -36,6 +36,8 @@ LISTED: tuple[Any, ...] = (
     Job.worker_id, Job.targeted,
     Project.slug.label("project"), User.email.label("owner"), Worker.name.label("worker"),
 )  # fmt: skip
+# What executors read to say why a queued job waits (the spec, for one, is loaded if one asks for it).
+WAIT_COLUMNS = (Job.state, Job.attempts, Job.executor, Job.resources, Job.worker_id, Job.targeted)
 # The page's statement without its filters, built once.
 LISTING: Select[Any] = (
     select(*LISTED)
@@ -85,7 +87,7 @@ def wait_messages(ctx: Runtime, session: Session, rows: Sequence[Row[Any]]) -> l
             continue
         kind = (row.executor, row.spec_hash, row.resources, row.id if row.targeted else None)
         if kind not in known:
-            job = session.get(Job, row.id)
+            job = session.get(Job, row.id, options=[load_only(*WAIT_COLUMNS)])
             known[kind] = ctx.wait_reason(job) if job is not None else None
         out.append(known[kind] or row.message)
     return out
