@@ -426,9 +426,10 @@ def measure_end_to_end(backend: str, quick: bool) -> list[Result]:
 
 
 JOB_COLUMNS = [
-    "id", "owner_id", "project_id", "name", "app", "version", "entrypoint", "spec", "spec_hash", "params", "inputs", "env",
-    "resources", "tags", "state", "reason", "message", "exit_code", "progress", "attempts", "max_attempts",
-    "executor", "executor_ref", "usage", "rerun_of", "created_at", "updated_at", "started_at", "finished_at",
+    "id", "owner_id", "project_id", "name", "app", "version", "entrypoint", "spec", "spec_hash", "params",
+    "inputs", "env", "resources", "tags", "state", "reason", "message", "exit_code", "progress", "attempts",
+    "max_attempts", "executor", "executor_ref", "usage", "rerun_of", "created_at", "updated_at", "started_at",
+    "finished_at",
 ]  # fmt: skip
 ENDINGS = (  # state, reason, message, exit_code; by row number modulo 100
     [("succeeded", None, "0 output files", 0)] * 90
