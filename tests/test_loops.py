@@ -75,3 +75,23 @@ def test_stop_is_prompt_waits_for_the_step_in_progress_and_a_stopped_loop_starts
 def test_a_loop_needs_a_step() -> None:
     with pytest.raises(TypeError, match="needs a step"):
         Loop("nothing", 1)
+
+
+def test_wake_ups_within_the_rest_after_a_step_become_one_step() -> None:
+    steps: list[float] = []
+    loop = Loop("rested", 600, lambda: steps.append(time.monotonic()), min_gap_s=0.3)
+    loop.start()
+    try:
+        loop.wake()
+        eventually(lambda: len(steps) == 1, 5, "the woken step")
+        for _ in range(50):  # a burst of submits, each waking the dispatcher
+            loop.wake()
+            time.sleep(0.002)
+        eventually(lambda: len(steps) == 2, 5, "the step after the rest")
+        time.sleep(0.4)
+        assert len(steps) == 2  # one step for the whole burst
+        assert steps[1] - steps[0] >= 0.3  # not before the rest was over
+        loop.wake()  # rested: a wake-up steps at once
+        eventually(lambda: len(steps) == 3, 5, "the next woken step")
+    finally:
+        loop.stop()

@@ -507,3 +507,28 @@ def test_engine_reports_are_bounded(pclient: TestClient, admin: Account) -> None
         r = pclient.post("/api/v1/worker/heartbeat", json=body, headers=bearer(token))
         assert r.status_code == 422, (str(body)[:80], r.status_code)
     heartbeat(pclient, token, **engine("docker", *(f"img/{i}:1" for i in range(1000))))
+
+
+def test_a_page_of_queued_jobs_says_why_each_waits(
+    pclient: TestClient, settings: Settings, admin: Account, user: Account
+) -> None:
+    """Why a queued job waits is worked out once per kind of job on a page: jobs of one kind share it, and
+    each kind (other labels, other named workers, a held job) still says its own."""
+    write_app(settings.effective_apps_dir, "board", ["true"], labels={"platform": "spinnaker"})
+    pclient.app.state.ctx.apps.refresh(force=True)  # type: ignore[attr-defined]
+    register(pclient, admin, "rig-1")
+    plain = [submit(pclient, user)["id"] for _ in range(3)]
+    boards = [submit(pclient, user, app="board", params={})["id"] for _ in range(2)]
+    named = submit(pclient, user, workers=["rig-1"])["id"]
+    expected = {i: "waiting for a worker" for i in plain}
+    expected |= {i: "waiting for a worker with platform=spinnaker" for i in boards}
+    expected[named] = "waiting for worker rig-1 (down)"
+    held = claim(pclient, register(pclient, admin, "rig-2"))
+    assert held is not None and held["id"] == plain[0]
+    page = pclient.get("/api/v1/jobs", params={"limit": 10}, headers=user.headers).json()["items"]
+    listed = {j["id"]: j["message"] for j in page}
+    assert listed[plain[0]] != "waiting for a worker"  # held by a worker: its own message, not a wait
+    del listed[plain[0]], expected[plain[0]]
+    assert listed == expected
+    for job_id, message in expected.items():  # the same words as the job's own page
+        assert pclient.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()["message"] == message

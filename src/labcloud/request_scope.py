@@ -7,12 +7,15 @@ through the thread pool each.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from labcloud.http.guard import adopt_session
 from labcloud.runtime import Runtime
 from labcloud.settings import Settings
 
@@ -26,12 +29,43 @@ async def get_settings(ctx: Annotated[Runtime, Depends(get_runtime)]) -> Setting
     return ctx.settings
 
 
-def get_session(ctx: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
+async def get_session(
+    request: Request, ctx: Annotated[Runtime, Depends(get_runtime)]
+) -> AsyncIterator[Session]:
     """One transaction per request: committed when the handler succeeds, rolled back otherwise; before
     the answer (see ``DbSession``), so a commit that fails (a locked database) is an error answer (503,
-    see :mod:`labcloud.http.problems`), never a success for a write that did not happen."""
-    with ctx.db.session() as session:
+    see :mod:`labcloud.http.problems`), never a success for a write that did not happen.
+
+    The session is made on the event loop (that does no I/O) or is the one the route's gate opened for
+    this request (:func:`labcloud.http.guard.hand_over_session`); only its end, the commit, goes through
+    the thread pool."""
+    session = adopt_session(request) or ctx.db.sessions()
+    try:
         yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(discard, session)
+        raise
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(_commit, session)
+
+
+def _commit(session: Session) -> None:
+    """Commit and close (a commit that fails rolls back, closes and raises)."""
+    try:
+        session.commit()
+    except BaseException:
+        discard(session)
+        raise
+    session.close()
+
+
+def discard(session: Session) -> None:
+    """Roll back and close."""
+    try:
+        session.rollback()
+    finally:
+        session.close()
 
 
 Ctx = Annotated[Runtime, Depends(get_runtime)]

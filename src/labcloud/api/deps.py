@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from labcloud.errors import Forbidden, Unauthorized
-from labcloud.http.guard import gate
+from labcloud.http.guard import gate, hand_over_session
 from labcloud.request_scope import AppSettings, Ctx, DbSession
 from labcloud.runtime import Runtime
 from labcloud.security import Scope
@@ -37,24 +38,42 @@ def bearer_credential(request: Request) -> str | None:
     return credential if scheme.lower() == "bearer" and credential else None
 
 
+GATE_PRINCIPAL = "labcloud_gate_principal"
+
+
 def bearer_gate(request: Request, ctx: Runtime) -> None:
-    """Before a body is read: the bearer credential must authenticate (401 otherwise)."""
+    """Before a body is read: the bearer credential must authenticate (401 otherwise). The session it
+    was checked in becomes the request's (:func:`~labcloud.http.guard.hand_over_session`), the caller with
+    it: nothing is written before the route runs, and the credential is not looked up a second time."""
     credential = bearer_credential(request)
     if not credential:
         raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
-    with ctx.db.sessions() as session:  # a look only: nothing is written, nothing committed
-        tokens.authenticate_bearer(session, ctx.settings, credential)
+    session = ctx.db.sessions()
+    try:
+        principal = tokens.authenticate_bearer(session, ctx.settings, credential)
+    except BaseException:
+        session.close()
+        raise
+    hand_over_session(request, session)
+    setattr(request.state, GATE_PRINCIPAL, (credential, session, principal))
 
 
 @gate(bearer_gate)
-def get_principal(
+async def get_principal(
+    request: Request,
     session: DbSession,
     settings: AppSettings,
     credential: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
+    """Who calls, from the bearer credential, checked against the database on every request: by the
+    route's gate in this same session when it has one, else here (one trip through the thread pool)."""
     if not credential:
         raise Unauthorized("Authentication is required: send 'Authorization: Bearer <token>'.")
-    return tokens.authenticate_bearer(session, settings, credential)
+    gated = getattr(request.state, GATE_PRINCIPAL, None)
+    if gated is not None and gated[0] == credential and gated[1] is session:
+        principal: Principal = gated[2]
+        return principal
+    return await run_in_threadpool(tokens.authenticate_bearer, session, settings, credential)
 
 
 def _check_scope(principal: Principal, scope: Scope) -> Principal:

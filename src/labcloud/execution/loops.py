@@ -24,7 +24,8 @@ class Loop:
     """``step`` every ``interval_s`` seconds, in a daemon thread named ``labcloud-<name>``.
 
     Subclass and override :meth:`step`, or pass ``step``. ``step_first``: the first step runs as soon as the
-    loop starts, rather than after the first interval.
+    loop starts, rather than after the first interval. ``min_gap_s``: after a step the loop rests this long
+    before a wake-up can start the next, so a burst of wake-ups (a submit each) becomes one step.
     """
 
     def __init__(
@@ -34,12 +35,14 @@ class Loop:
         step: Callable[[], None] | None = None,
         *,
         step_first: bool = False,
+        min_gap_s: float = 0.0,
     ) -> None:
         if step is None and type(self).step is Loop.step:
             raise TypeError(f"loop {name!r} needs a step: pass one or override Loop.step")
         self.name = name
         self.interval_s = interval_s
         self.step_first = step_first
+        self.min_gap_s = min(min_gap_s, interval_s)
         self._step = step
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -88,6 +91,9 @@ class Loop:
 
     def _pause(self, stop: threading.Event) -> bool:
         """Wait for the next round; True when the loop is stopping."""
-        self._wake.wait(self.interval_s)
+        # Resting, the thread is not woken by each wake-up: they stay set for the next round.
+        if self.min_gap_s > 0 and stop.wait(self.min_gap_s):
+            return True
+        self._wake.wait(self.interval_s - self.min_gap_s)
         self._wake.clear()
         return stop.is_set()

@@ -35,6 +35,10 @@ from labcloud.telemetry import metrics
 
 USAGE_TTL_S = 5.0
 BATCH = 32  # a lone user's jobs offered in one round
+# Rest between two rounds: while submits arrive faster than this, each round takes all of them, rather than
+# every submit paying for a round that reads the whole queue again. It is what a job may wait at most,
+# beyond the round in progress, when it comes right after one.
+MIN_GAP_S = 0.02
 
 
 class Scheduler(Loop):
@@ -44,7 +48,7 @@ class Scheduler(Loop):
     def __init__(
         self, db: Database, executor: Executor, interval_s: float = 1.0, half_life_h: float = 0.0
     ) -> None:
-        super().__init__(f"dispatch-{executor.name}", interval_s)
+        super().__init__(f"dispatch-{executor.name}", interval_s, min_gap_s=MIN_GAP_S)
         self.db = db
         self.executor = executor
         self.half_life_h = half_life_h  # of projects' usage in the order (0: usage does not count)
@@ -71,12 +75,12 @@ class Scheduler(Loop):
         started = 0
         passed_over: list[Resources] = []  # what this round could not fit, in the order of the line
         waiting: set[uuid.UUID] = set()  # users whose job did not fit: their later ones wait behind it
-        for owner_id, job_id in self._candidates():
+        for owner_id, job_id, resources in self._candidates():
             if self.stopping:
                 break
             if owner_id in waiting:
                 continue
-            outcome = self._claim(job_id, owner_id, passed_over)
+            outcome = self._claim(job_id, owner_id, resources, passed_over)
             if outcome == "started":
                 started += 1
             elif outcome == "waits":
@@ -85,7 +89,7 @@ class Scheduler(Loop):
                 return started, True
         return started, False
 
-    def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID, Resources]]:
         queued = (
             (Job.state == JobState.QUEUED)
             & (Job.executor == self.executor.name)
@@ -94,16 +98,25 @@ class Scheduler(Loop):
         with self.db.session() as session:
             owners = session.scalars(select(Job.owner_id).where(queued).distinct()).all()
             if len(owners) == 1:  # a line of one: their oldest jobs, in order
-                alone = select(Job.id).where(queued, Job.owner_id == owners[0]).order_by(Job.id).limit(BATCH)
-                return [(owners[0], job_id) for job_id in session.scalars(alone)]
+                alone = (
+                    select(Job.id, Job.resources)
+                    .where(queued, Job.owner_id == owners[0])
+                    .order_by(Job.id)
+                    .limit(BATCH)
+                )
+                return [(owners[0], job_id, resources) for job_id, resources in session.execute(alone)]
             # Each user's oldest queued job: one index lookup per user (PostgreSQL has no min() of uuid).
-            rows: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = []
+            rows: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, Resources]] = []
             for owner in owners:
-                oldest = select(Job.id, Job.project_id).where(queued, Job.owner_id == owner).order_by(Job.id)
+                oldest = (
+                    select(Job.id, Job.project_id, Job.resources)
+                    .where(queued, Job.owner_id == owner)
+                    .order_by(Job.id)
+                )
                 found = session.execute(oldest.limit(1)).first()
                 if found is not None:
-                    rows.append((owner, found[0], found[1]))
-            usage = self._project_usage(session, [project for _, _, project in rows])
+                    rows.append((owner, found[0], found[1], found[2]))
+            usage = self._project_usage(session, [project for _, _, project, _ in rows])
         running = self.executor.running_per_owner()
         # Fewest running first; then the project that used least lately; then the user served longest
         # ago (round robin); then the oldest job.
@@ -115,7 +128,7 @@ class Scheduler(Loop):
                 r[1],
             )
         )
-        return [(owner, job_id) for owner, job_id, _ in rows]
+        return [(owner, job_id, resources) for owner, job_id, _, resources in rows]
 
     def _project_usage(self, session: Session, projects: list[uuid.UUID]) -> dict[uuid.UUID, float]:
         """The projects' decayed usage, read at most every USAGE_TTL_S (it changes slowly)."""
@@ -130,18 +143,20 @@ class Scheduler(Loop):
             self._usage = (now, cached)
         return cached
 
-    def _claim(self, job_id: uuid.UUID, owner_id: uuid.UUID, passed_over: list[Resources]) -> str:
-        """Start one job if it fits and nobody before it in this round's line now would: "started",
-        "waits" (does not fit; remembered in ``passed_over``), "gone" (no longer queued) or "room_freed"
-        (a job passed over earlier fits now: capacity freed during the round)."""
+    def _claim(
+        self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources, passed_over: list[Resources]
+    ) -> str:
+        """Start one job (of these ``resources``) if it fits and nobody before it in this round's line now
+        would: "started", "waits" (does not fit; remembered in ``passed_over``), "gone" (no longer queued)
+        or "room_freed" (a job passed over earlier fits now: capacity freed during the round). One that
+        does not fit is not loaded (a full machine: a round reads no job)."""
+        if not self.executor.fits_now(resources):
+            passed_over.append(resources)
+            return "waits"
         with self.db.session() as session:
             job = session.get(Job, job_id)
             if job is None or job.state != JobState.QUEUED:
                 return "gone"
-            resources = job.resources
-            if not self.executor.fits_now(resources):
-                passed_over.append(resources)
-                return "waits"
             if any(self.executor.fits_now(earlier) for earlier in passed_over):
                 return "room_freed"
             taken = time.perf_counter()

@@ -7,8 +7,9 @@ In one process a submit wakes the dispatcher and the waiting worker claims direc
 replicas on PostgreSQL the submit may land on a replica that does not dispatch, and the worker's long
 poll may wait on a third; each replica therefore also sends a NOTIFY on one channel and LISTENs on it,
 waking its own waiters when another replica says so. Without it they would only find the work at their
-next round (the scheduler's interval, a claim's recheck). SQLite has a single machine and no channel:
-nothing is sent there.
+next round (the scheduler's interval, a claim's recheck). The NOTIFY goes from a thread of its own, one
+for however many submits came while the last one was being sent: a submit does not wait for it. SQLite
+has a single machine and no channel: nothing is sent there.
 """
 
 from __future__ import annotations
@@ -87,17 +88,41 @@ class Wakeups(Loop):
         self.me = secrets.token_hex(8)  # our own notifications come back to us: ignore them
         self.enabled = db.engine.dialect.name == "postgresql"
         self._listening = threading.Event()
+        self._pending = threading.Event()
+        self._sender: threading.Thread | None = None
 
     def start(self) -> None:
         if not self.enabled:
             return
         super().start()
+        if self._sender is None:
+            self._sender = threading.Thread(
+                target=self._send_pending, name="labcloud-wakeups-send", daemon=True
+            )
+            self._sender.start()
         self._listening.wait(5)  # ready before the server answers, so no wake-up is missed at start
 
     def stop(self, timeout_s: float = 5.0) -> None:
         super().stop(timeout_s)
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.join(timeout=timeout_s)  # it sees the stop within STOP_CHECK_S
 
     def send(self) -> None:
+        """Tell the other replicas, soon (from the sending thread), once for every wake-up until then."""
+        if self.enabled:
+            self._pending.set()
+
+    def _send_pending(self) -> None:
+        while not self.stopping:
+            if self._pending.wait(STOP_CHECK_S):
+                self._pending.clear()
+                self.send_now()
+        if self._pending.is_set():  # the last wake-ups before stopping
+            self._pending.clear()
+            self.send_now()
+
+    def send_now(self) -> None:
         """Tell the other replicas; a failure only costs them the wait until their next round."""
         if not self.enabled:
             return

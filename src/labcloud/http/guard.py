@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
+import anyio
 from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
@@ -39,6 +40,7 @@ Gate = Callable[[Request, Any], None]  # (request, Runtime): raises to refuse; r
 # the event loop; for callers that come back every few seconds (workers' heartbeats and claims).
 Known = Callable[[Request, Any], bool]
 GATE_ATTRIBUTE = "labcloud_gate"
+GATE_SESSION = "labcloud_gate_session"  # request.state: the database session a gate authenticated in
 KNOWN_ATTRIBUTE = "labcloud_known"
 MAX_JSON_DEPTH = 64
 MAX_REPORTED = 50  # bad strings named in one answer
@@ -60,6 +62,30 @@ def gate(check: Gate, known: Known | None = None) -> Callable[[F], F]:
         return dependency
 
     return mark
+
+
+def hand_over_session(request: Request, session: Any) -> None:
+    """A gate leaves the database session it authenticated the caller in to the request (its
+    ``DbSession`` takes it: :func:`adopt_session`), so the caller is not looked up twice; one that nobody
+    takes is rolled back and closed once the route is done (or failed before it ran)."""
+    setattr(request.state, GATE_SESSION, session)
+
+
+def adopt_session(request: Request) -> Any:
+    """The session a gate left for this request, now the caller's to end; None if there is none."""
+    session = getattr(request.state, GATE_SESSION, None)
+    if session is not None:
+        setattr(request.state, GATE_SESSION, None)
+    return session
+
+
+def _release_session(request: Request) -> None:
+    session = adopt_session(request)
+    if session is not None:
+        try:
+            session.rollback()
+        finally:
+            session.close()
 
 
 def find_gate(dependant: Dependant) -> Gate | None:
@@ -213,13 +239,18 @@ def guarded(
 
     async def guarded_handler(request: Request) -> Response:
         ctx = request.app.state.ctx
-        if check is not None and not (known is not None and known(request, ctx)):
-            await run_in_threadpool(check, request, ctx)
-        limit = ctx.settings.max_json_body_bytes
-        check_declared_length(request, limit)
-        bounded = Request(request.scope, bounded_receive(request.receive, limit))
-        await check_json_body(bounded)
-        return await handler(bounded)
+        try:
+            if check is not None and not (known is not None and known(request, ctx)):
+                await run_in_threadpool(check, request, ctx)
+            limit = ctx.settings.max_json_body_bytes
+            check_declared_length(request, limit)
+            bounded = Request(request.scope, bounded_receive(request.receive, limit))
+            await check_json_body(bounded)
+            return await handler(bounded)
+        finally:
+            if getattr(request.state, GATE_SESSION, None) is not None:
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(_release_session, request)
 
     return guarded_handler
 

@@ -277,7 +277,13 @@ def output(session: Session, user: User, job_id: uuid.UUID, rel: str) -> FileEnt
 
 def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, cursor: str | None) -> Page[Job]:
     # The entrypoint spec is the bulkiest column and listings do not show it.
-    stmt: Select[Any] = select(Job).options(defer(Job.spec))
+    stmt = filtered(session, user, flt, select(Job).options(defer(Job.spec)))
+    return paginate(session, stmt, Job.id, limit=limit, cursor=cursor, newest_first=not flt.oldest_first)
+
+
+def filtered(session: Session, user: User, flt: JobFilter, stmt: Select[Any]) -> Select[Any]:
+    """``stmt`` (a select from jobs) narrowed to the jobs ``flt`` asks for among those ``user`` may list:
+    their own by default, a project's (with a role in it), everyone's (administrators)."""
     if flt.everyone and not user.is_admin:
         raise Forbidden("Only administrators see every user's jobs.")
     if flt.project:
@@ -298,7 +304,7 @@ def list_jobs(session: Session, user: User, flt: JobFilter, *, limit: int, curso
         stmt = stmt.where(Job.created_at >= flt.created_after)
     if flt.created_before:
         stmt = stmt.where(Job.created_at < flt.created_before)
-    return paginate(session, stmt, Job.id, limit=limit, cursor=cursor, newest_first=not flt.oldest_first)
+    return stmt
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,14 @@ def names_of(session: Session, jobs: Sequence[Job]) -> Names:
         workers = {i: n for i, n in rows}
     named = targets.workers_of(session, [job.id for job in jobs if job.targeted])
     return Names(projects.slugs(session, [job.project_id for job in jobs]), owners, workers, named)
+
+
+def names_of_submitted(session: Session, user: User, job: Job) -> Names:
+    """:func:`names_of` for a job ``user`` has just queued in this session: its project is at hand, its owner
+    is the user, no worker holds it yet."""
+    project = session.get(Project, job.project_id)
+    named = targets.workers_of(session, [job.id]) if job.targeted else {}
+    return Names({job.project_id: project.slug if project else ""}, {user.id: user.email}, {}, named)
 
 
 def events(session: Session, job: Job) -> list[JobEvent]:

@@ -48,12 +48,15 @@ def paginate(
     limit: int,
     cursor: str | None,
     newest_first: bool,
+    rows: bool = False,
 ) -> Page[Any]:
+    """A page of ``stmt``'s entities, or with ``rows`` of its plain rows (each with an ``id``), read on the
+    session's connection without the ORM in between."""
     if cursor:
         after = decode_cursor(cursor)
         stmt = stmt.where(id_column < after if newest_first else id_column > after)
     stmt = stmt.order_by(id_column.desc() if newest_first else id_column.asc()).limit(limit + 1)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+    found = list(session.connection().execute(stmt) if rows else session.scalars(stmt))
+    more = len(found) > limit
+    found = found[:limit]
+    return Page(found, encode_cursor(found[-1].id) if more and found else None)

@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from labcloud.api import job_list
 from labcloud.api.deps import Ctx, DbSession, PageCursor, PageLimit, Reader, StreamReader, Writer
 from labcloud.api.job_schemas import (
     AttemptOut,
@@ -61,9 +62,14 @@ def _out(
     out.owner = names.owners.get(job.owner_id, "")
     out.worker = names.workers.get(job.worker_id) if job.worker_id is not None else None
     out.workers = names.targets.get(job.id, [])
-    if isinstance(out, JobDetail):
+    if isinstance(out, JobDetail) and job.attempts > 0:  # (a job that never ran has no attempt to show)
         out.attempt_history = [AttemptOut.model_validate(r) for r in accounting.attempts(session, job)]
     return out
+
+
+def _json(out: JobOut, status_code: int = status.HTTP_200_OK) -> Response:
+    """``out`` as FastAPI would send it for the route's response model, without checking it again."""
+    return Response(out.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 @router.post(
@@ -73,9 +79,10 @@ def _out(
     operation_id="submit_job",
     summary="Submit a job",
 )
-def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> JobOut:
+def submit(body: JobSubmit, principal: Writer, session: DbSession, ctx: Ctx) -> Response:
     job = ctx.submit(session, principal.user, job_service.Submission(**body.model_dump()))
-    return _out(job, ctx, session, detail=True)
+    names = job_service.names_of_submitted(session, principal.user, job)
+    return _json(_out(job, ctx, session, detail=True, names=names), status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=PageOut[JobOut], summary="List your jobs, newest first")
@@ -98,7 +105,7 @@ def list_jobs(
     order: Literal["newest", "oldest"] = Query("newest", description="Newest first, or oldest first."),
     limit: PageLimit = DEFAULT_PAGE_SIZE,
     cursor: PageCursor = None,
-) -> PageOut[JobOut]:
+) -> Response:
     flt = job_service.JobFilter(
         states=list(dict.fromkeys(state)),
         app=app,
@@ -110,14 +117,12 @@ def list_jobs(
         everyone=everyone,
         oldest_first=order == "oldest",
     )
-    page = job_service.list_jobs(session, principal.user, flt, limit=limit, cursor=cursor)
-    names = job_service.names_of(session, page.items)
-    return PageOut[JobOut].of(page, lambda job: _out(job, ctx, session, names=names))
+    return job_list.list_response(ctx, session, principal.user, flt, limit=limit, cursor=cursor)
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="One job")
-def get_job(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> JobOut:
-    return _out(job_service.get_job(session, principal.user, job_id), ctx, session, detail=True)
+def get_job(job_id: uuid.UUID, principal: Reader, session: DbSession, ctx: Ctx) -> Response:
+    return _json(_out(job_service.get_job(session, principal.user, job_id), ctx, session, detail=True))
 
 
 @router.post(
