@@ -4,6 +4,9 @@ unlinks an identity, and with passwords turned off there is no password to reset
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -278,3 +281,27 @@ def test_without_passwords_there_is_none_to_reset_or_set(settings: Settings, op:
     settings.password_login = True  # with passwords, the same pages work
     with TestClient(create_app(settings)) as client:
         assert client.get("/login/forgot").status_code == 200
+
+
+def test_an_admin_gets_back_in_from_the_shell_without_passwords(
+    settings: Settings, op: TokenProvider
+) -> None:
+    """Single sign-on broken and passwords off: ``labcloud admin token`` prints an administrator's API
+    token, which the API takes (API tokens keep working)."""
+    settings.password_login = False
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABCLOUD_")}
+    env.update(LABCLOUD_HOME=str(settings.home), LABCLOUD_DATABASE_URL=settings.effective_database_url)
+    env["LABCLOUD_PASSWORD_LOGIN"] = "false"
+    with TestClient(create_app(settings)) as client:  # (the first administrator is made)
+        cli = [sys.executable, "-m", "labcloud.cli", "admin", "token"]
+        done = subprocess.run(
+            [*cli, "root@example.org"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        secret = done.stdout.strip().splitlines()[-1]
+        me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"}).json()
+        assert me["email"] == "root@example.org" and me["is_admin"] is True
+        nobody = subprocess.run(
+            [*cli, "nobody@example.org"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert nobody.returncode == 1 and "no active administrator" in nobody.stderr
