@@ -221,6 +221,15 @@ def test_roles_given_by_hand_are_never_taken_by_a_login(
     _login(client, op, groups=[])
     assert _roles(client, admin)["ada@lab.example"] == "owner"
     assert _is_admin(client, admin, "ada@lab.example")  # (an administrator by hand before the claim said so)
+    # Granted by the claim, then taken and given again by hand: the administrator's now, not the claim's.
+    assert client.patch(f"/api/v1/users/{ada}", json={"is_admin": False}, headers=admin.headers).is_success
+    client.cookies.clear()
+    _login(client, op, groups=["lab-admins"])
+    assert client.patch(f"/api/v1/users/{ada}", json={"is_admin": False}, headers=admin.headers).is_success
+    assert client.patch(f"/api/v1/users/{ada}", json={"is_admin": True}, headers=admin.headers).is_success
+    client.cookies.clear()
+    _login(client, op, groups=[])
+    assert _is_admin(client, admin, "ada@lab.example")
 
 
 # ------------------------------------------------------------------------------------------------ unlink

@@ -185,6 +185,9 @@ def apply_roles(
     want = bool(values & set(provider.admin_values))
     target = want or base
     granted["admin"] = want and not base
+    if not target and user.is_admin and user.is_active and users.active_admins(session) <= 1:
+        log.warning("sso %s: %s stays an administrator, the last one", provider.name, user.email)
+        target, granted["admin"] = True, True  # (taken back at a later login, once there is another)
     if target != user.is_admin:
         user.is_admin = target
         details = {"email": user.email, "admin": target, "sso": provider.name}
