@@ -36,6 +36,9 @@ class TokenProvider:
     keys: list[RSAKey] = field(default_factory=lambda: [new_key()])
     make: Callable[[], str] | None = None
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    device: bool = False  # offers a device login (RFC 8628) ...
+    device_pending: bool = True  # ... not approved yet while this is true
+    device_requests: int = 0
 
     def sign(self, claims: dict[str, Any], key: RSAKey | None = None) -> str:
         key = key or self.keys[0]
@@ -83,6 +86,7 @@ def token_provider() -> Iterator[TokenProvider]:
                         "authorization_endpoint": f"{op.url}/authorize",
                         "token_endpoint": f"{op.url}/token",
                         "jwks_uri": f"{op.url}/jwks",
+                        **({"device_authorization_endpoint": f"{op.url}/device"} if op.device else {}),
                     }
                 )
             elif self.path == "/jwks":
@@ -94,7 +98,15 @@ def token_provider() -> Iterator[TokenProvider]:
             length = int(self.headers.get("Content-Length", "0"))
             form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
             form["authorization"] = self.headers.get("Authorization", "")
+            if self.path == "/device":
+                op.device_requests += 1
+                code = {"device_code": "dc-1", "user_code": "ABCD-EFGH", "expires_in": 600, "interval": 5}
+                self._json({**code, "verification_uri": f"{op.url}/activate"})
+                return
             op.token_requests.append(form)
+            if form.get("grant_type", "").endswith("device_code") and op.device_pending:
+                self._json({"error": "authorization_pending"}, 400)
+                return
             assert op.make is not None
             self._json({"access_token": "opaque", "token_type": "Bearer", "id_token": op.make()})
 

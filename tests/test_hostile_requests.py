@@ -204,6 +204,8 @@ def test_every_route_with_a_parsed_body_authenticates_before_reading_it() -> Non
         "/api/v1/auth/register",
         "/api/v1/auth/password-reset",
         "/api/v1/auth/password-reset/confirm",
+        "/api/v1/auth/sso/device/token",  # (throttled per address, like the password login)
+        "/api/v1/auth/sso/cli-token",
         "/login",
         "/login/forgot",
         "/login/set-password",

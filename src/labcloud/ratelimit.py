@@ -81,6 +81,37 @@ class LoginThrottle:
             raise self._refusal(wait, "for this account from your address")
         return attempt
 
+    def begin_sso(self, address: str) -> None:
+        """Count a single sign-on request from ``address`` (each asks the provider something), or refuse it
+        with 429 before the provider is asked. It counts like a failed password login of the address: a
+        login that succeeds gives its requests back (:meth:`sso_succeeded`), an abandoned or refused one
+        keeps them."""
+        self._clean_up()
+        wait = self._take(_key("sso-address", address), self.address)
+        if wait is not None:
+            retry_after = max(1, math.ceil(wait))
+            raise TooManyRequests(
+                f"Too many single sign-on requests from your address; try again in {retry_after} seconds.",
+                retry_after=retry_after,
+            )
+
+    def sso_succeeded(self, address: str, requests: int = 1) -> None:
+        """Give back ``requests`` counted by :meth:`begin_sso` (a login done, or a device login that is
+        still waiting for its user)."""
+        for _ in range(requests):
+            self._give_back(_key("sso-address", address))
+
+    def pace(self, name: str, seconds: float) -> None:
+        """At most about one request a ``seconds`` under ``name`` (a device login's polls): a faster one is
+        refused with 429 until the delay is over, one at the pace is never."""
+        # Tries within 0.9 x seconds of the last count up (delays 1, 2, 4 s ...); one at the pace starts over.
+        wait = self._take(_key("pace", name), _Limit(1, max(0.5, 0.9 * seconds)))
+        if wait is not None:
+            retry_after = max(1, math.ceil(wait))
+            raise TooManyRequests(
+                f"Polling too fast; ask again in {retry_after} seconds.", retry_after=retry_after
+            )
+
     def succeeded(self, attempt: Attempt) -> None:
         """The password was right: the account's count at this address starts again, and the try is not
         held against the address."""

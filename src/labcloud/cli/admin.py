@@ -59,3 +59,46 @@ def create_user(
         )
     if generated:
         typer.echo(f"password: {generated}")
+
+
+@app.command("token")
+def admin_token(
+    email: str = typer.Argument(..., help="The administrator's email."),
+    name: str = typer.Option("recovery", help="The token's name."),
+    days: int = typer.Option(1, min=1, help="Days until it expires."),
+) -> None:
+    """Print a new personal API token (read, write, admin) of an administrator: a way back in when single
+    sign-on fails and passwords are turned off (password_login = false). The token is shown once."""
+    from datetime import timedelta
+
+    from labcloud.db.types import utcnow
+    from labcloud.errors import LabcloudError
+    from labcloud.runtime import Runtime, SchemaOutOfDate, prepare_database
+    from labcloud.security import ALL_SCOPES, Scope
+    from labcloud.services import audit, tokens, users
+
+    settings = load_settings()
+    ctx = Runtime.create(settings)
+    try:
+        prepare_database(ctx)
+        with audit.scoped(audit.shell_scope()), ctx.db.session() as session:
+            user = users.find_by_email(session, users.normalise_email(email))
+            if user is None or not user.is_admin or not user.is_active:
+                raise fail(f"{email} is no active administrator here (labcloud admin create-user --admin)")
+            _row, secret = tokens.create_api_token(
+                session,
+                settings,
+                user,
+                name=name,
+                scopes=list(ALL_SCOPES),
+                expires_at=utcnow() + timedelta(days=days),
+                caller_scopes=[s.value for s in Scope],
+            )
+    except SchemaOutOfDate as exc:
+        raise fail(str(exc)) from None
+    except LabcloudError as exc:
+        raise fail(exc.detail) from None
+    finally:
+        ctx.db.dispose()
+    say(f"token for {user.email}, expires in {days} day(s); use it as Authorization: Bearer ...")
+    typer.echo(secret)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from labcloud.db.models import Job, Project, ProjectMember, ProjectRole, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
-from labcloud.services import audit
+from labcloud.services import audit, sso_grants
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38}[a-z0-9])$")
 PERSONAL = "personal"  # what a user may call their personal project where a project is asked for
@@ -271,6 +271,7 @@ def set_member(
     if touches_high and not access.may(Action.OWN):
         raise Forbidden("Only the project's owners make or change managers and owners.")
     was = None if current is None else ProjectRole(current.role).value
+    sso_grants.forget(session, target.id, project_id=project.id)  # (given by hand now)
     if current is None:
         current = ProjectMember(project_id=project.id, user_id=target.id, role=role)
         session.add(current)
@@ -308,6 +309,7 @@ def remove_member(session: Session, actor: User, project: Project, target: User)
     if ProjectRole(current.role) == ProjectRole.OWNER:
         _keep_an_owner(session, project, target)
     details = {"project": project.slug, "member": target.email, "from": ProjectRole(current.role).value}
+    sso_grants.forget(session, target.id, project_id=project.id)  # (taken by hand)
     session.delete(current)
     session.flush()
     audit.record(session, "project.member_removed", "project", project.id, details)

@@ -4,13 +4,15 @@
 - Otherwise an account with the same e-mail is linked to it, only when the provider says the e-mail is
   verified (``email_verified``, or ``trust_email`` for a provider that verifies all).
 - Otherwise an account is made, when the provider allows the e-mail's domain (``allowed_domains``).
-- Each login, the claim ``roles_claim`` may make the user an administrator and a member of projects.
+- Each login, the claim ``roles_claim`` makes the user an administrator and a member of projects, and takes
+  back what it granted earlier but gives no more (never what was given by hand).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from typing import Any
 
 from sqlalchemy import select
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 from labcloud import security
 from labcloud.db.models import Project, ProjectMember, ProjectRole, SsoIdentity, User
 from labcloud.db.types import utcnow
-from labcloud.errors import Forbidden
+from labcloud.errors import Forbidden, NotFound
 from labcloud.services import audit, users
 from labcloud.services.projects import RANK
 from labcloud.services.sso import LoginRefused
@@ -35,6 +37,15 @@ def check_password_login(settings: Settings, email: str) -> None:
         raise Forbidden("Passwords are turned off on this installation: log in with single sign-on.")
     if not settings.password_allowed_for(email):
         raise Forbidden("Accounts of this e-mail domain log in with single sign-on, not a password.")
+
+
+def check_passwords_on(settings: Settings) -> None:
+    """Refuse setting or resetting a password where nobody logs in with one."""
+    if not settings.password_login:
+        raise Forbidden(
+            "This server signs in through single sign-on: passwords are turned off, so there is none to "
+            "reset or set here."
+        )
 
 
 def _verified(provider: SsoProvider, claims: dict[str, Any]) -> bool:
@@ -71,7 +82,7 @@ def account_for(session: Session, settings: Settings, provider: SsoProvider, cla
     identity.last_login_at = user.last_login_at = utcnow()
     if email and identity.email != email:
         identity.email = email
-    apply_roles(session, provider, claims, user)
+    apply_roles(session, provider, claims, user, identity)
     return user
 
 
@@ -139,14 +150,9 @@ def claim_values(provider: SsoProvider, claims: dict[str, Any]) -> set[str]:
     return set()
 
 
-def apply_roles(session: Session, provider: SsoProvider, claims: dict[str, Any], user: User) -> None:
-    """Make the user an administrator and a member of projects as their claim says. Only adds or raises:
-    what an administrator gave by hand is not taken away by a login."""
-    values = claim_values(provider, claims)
-    if values & set(provider.admin_values) and not user.is_admin:
-        user.is_admin = True
-        details = {"email": user.email, "admin": True, "sso": provider.name}
-        audit.record(session, "user.role_changed", "user", user.id, details)
+def _wanted_projects(session: Session, provider: SsoProvider, values: set[str]) -> dict[str, ProjectRole]:
+    """Project id → the highest role the claim's values map to."""
+    wanted: dict[str, ProjectRole] = {}
     for value, target in provider.project_roles.items():
         if value not in values:
             continue
@@ -156,20 +162,88 @@ def apply_roles(session: Session, provider: SsoProvider, claims: dict[str, Any],
         if project is None or project.personal_user_id is not None:
             log.warning("sso %s: project %r of claim value %r does not exist", provider.name, slug, value)
             continue
-        current = session.get(ProjectMember, (project.id, user.id))
-        if current is not None and RANK[ProjectRole(current.role)] >= RANK[role]:
+        key = str(project.id)
+        if key not in wanted or RANK[role] > RANK[wanted[key]]:
+            wanted[key] = role
+    return wanted
+
+
+def apply_roles(
+    session: Session, provider: SsoProvider, claims: dict[str, Any], user: User, identity: SsoIdentity
+) -> None:
+    """Roles follow the claim (when the provider has a ``roles_claim``): the login makes the user an
+    administrator and a member of projects as the claim says now, and takes back what this identity's claim
+    granted at an earlier login but no longer gives (a raised role goes back to what it was). What was given
+    by hand stays: a grant changed by hand since the claim gave it is no longer the claim's."""
+    if not provider.roles_claim:
+        return
+    values = claim_values(provider, claims)
+    before: dict[str, Any] = dict(identity.granted or {})
+    granted: dict[str, Any] = {"admin": False, "projects": {}}
+    # Administrator: the claim's grant is taken back only while it still stands as the claim left it.
+    base = False if (before.get("admin") and user.is_admin) else user.is_admin
+    want = bool(values & set(provider.admin_values))
+    target = want or base
+    granted["admin"] = want and not base
+    if not target and user.is_admin and user.is_active and users.active_admins(session) <= 1:
+        log.warning("sso %s: %s stays an administrator, the last one", provider.name, user.email)
+        target, granted["admin"] = True, True  # (taken back at a later login, once there is another)
+    if target != user.is_admin:
+        user.is_admin = target
+        details = {"email": user.email, "admin": target, "sso": provider.name}
+        audit.record(session, "user.role_changed", "user", user.id, details)
+    wanted = _wanted_projects(session, provider, values)
+    earlier: dict[str, dict[str, Any]] = dict(before.get("projects") or {})
+    for key in sorted(set(wanted) | set(earlier)):
+        project = session.get(Project, uuid.UUID(key))
+        if project is None:
             continue
-        was = None if current is None else ProjectRole(current.role).value
-        if current is None:
-            session.add(ProjectMember(project_id=project.id, user_id=user.id, role=role))
+        member = session.get(ProjectMember, (project.id, user.id))
+        current = None if member is None else ProjectRole(member.role)
+        gave = earlier.get(key)
+        if gave is not None and current is not None and current.value == gave.get("role"):
+            was = gave.get("was")
+            base_role = None if was is None else ProjectRole(was)  # the claim's grant, as it left it
         else:
-            current.role = role
+            base_role = current
+        role = wanted.get(key)
+        if role is not None and (base_role is None or RANK[role] > RANK[base_role]):
+            new: ProjectRole | None = role
+            granted["projects"][key] = {
+                "role": role.value,
+                "was": None if base_role is None else base_role.value,
+            }
+        else:
+            new = base_role
+        if new == current:
+            continue
+        if member is None:
+            session.add(ProjectMember(project_id=project.id, user_id=user.id, role=new))
+        elif new is None:
+            session.delete(member)
+        else:
+            member.role = new
         session.flush()
         details = {
             "project": project.slug,
             "member": user.email,
-            "from": was,
-            "to": role.value,
+            "from": None if current is None else current.value,
+            "to": None if new is None else new.value,
             "sso": provider.name,
         }
         audit.record(session, "project.role_changed", "project", project.id, details)
+    identity.granted = granted
+
+
+def unlink(session: Session, user: User, identity_id: uuid.UUID) -> SsoIdentity:
+    """Take an identity from its account: its logins no longer reach the account, until it links again by
+    the rules of a first login. What its claim granted stays, as if given by hand."""
+    identity = session.get(SsoIdentity, identity_id)
+    if identity is None or identity.user_id != user.id:
+        raise NotFound("This account has no such identity.")
+    session.delete(identity)
+    session.flush()
+    details = {"email": user.email, "provider": identity.provider, "identity_email": identity.email}
+    audit.record(session, "sso.unlinked", "user", user.id, details)
+    log.info("%s: identity at %s unlinked", user.email, identity.provider)
+    return identity

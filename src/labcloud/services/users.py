@@ -15,7 +15,7 @@ from labcloud.db.models import User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthorized
 from labcloud.ratelimit import LoginThrottle
-from labcloud.services import audit, sessions
+from labcloud.services import audit, sessions, sso_grants
 from labcloud.services.pagination import Page, paginate
 from labcloud.settings import Settings
 
@@ -125,7 +125,7 @@ def change_password(
     log.info("password changed for %s", user.email)
 
 
-def _active_admins(session: Session) -> int:
+def active_admins(session: Session) -> int:
     stmt = select(func.count()).select_from(User).where(User.is_admin.is_(True), User.is_active.is_(True))
     return session.scalar(stmt) or 0
 
@@ -142,11 +142,12 @@ def admin_update(
 ) -> User:
     """An admin's change to an account. The last active admin cannot be demoted or deactivated."""
     loses_admin = user.is_admin and user.is_active and (is_admin is False or is_active is False)
-    if loses_admin and _active_admins(session) <= 1:
+    if loses_admin and active_admins(session) <= 1:
         raise Conflict("This is the last active admin; promote another user first.")
     update_profile(user, name=name)
     if is_admin is not None and is_admin != user.is_admin:
         user.is_admin = is_admin
+        sso_grants.forget(session, user.id, admin=True)  # (given or taken by hand now)
         audit.record(session, "user.role_changed", "user", user.id, {"email": user.email, "admin": is_admin})
     if is_active is not None and is_active != user.is_active:
         user.is_active = is_active

@@ -78,10 +78,12 @@ class ResetOut(BaseModel):
     "/password-reset",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ResetOut,
-    responses=problems(409),
-    summary="Mail a link to set a new password (the same answer whether or not the account exists)",
+    responses=problems(403, 409),
+    summary="Mail a link to set a new password (the same answer whether or not the account exists; 403 "
+    "when passwords are turned off)",
 )
 def password_reset(body: ResetIn, session: DbSession, ctx: Ctx, background: BackgroundTasks) -> ResetOut:
+    sso_accounts.check_passwords_on(ctx.settings)
     if not ctx.settings.smtp_url:
         raise Conflict("This installation sends no e-mail; ask an administrator to set your password.")
     user = users.reset_requested(session, ctx.settings, body.email)
@@ -103,9 +105,11 @@ def _send(mail: users.LinkMail, settings: Settings) -> None:
     "/password-reset/confirm",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problems(422),
-    summary="Set your password with the token of a reset or invitation link (it works once)",
+    responses=problems(403, 422),
+    summary="Set your password with the token of a reset or invitation link (it works once; 403 when "
+    "passwords are turned off)",
 )
 def set_password(body: SetPasswordIn, session: DbSession, ctx: Ctx) -> Response:
+    sso_accounts.check_passwords_on(ctx.settings)
     users.set_password_by_token(session, ctx.settings, body.token, body.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -83,6 +83,17 @@ def _refusal(session: Session, provider: str, exc: LoginRefused) -> LabcloudErro
     return _ERRORS.get(exc.status, Unauthorized)(exc.message)
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _give_back(session: Session, ctx: Runtime, address: str, requests: int) -> None:
+    """A login done: its requests are not held against the address (committed first: the throttle writes
+    apart from this request's transaction)."""
+    session.commit()
+    ctx.login_throttle.sso_succeeded(address, requests)
+
+
 def _provider(ctx: Runtime, name: str) -> SsoProvider:
     provider = ctx.settings.sso_provider(name)
     if provider is None:
@@ -106,18 +117,20 @@ def providers(ctx: Ctx) -> list[ProviderOut]:
 @router.post(
     "/{name}/device",
     response_model=DeviceOut,
-    responses=problems(404, 409, 502),
+    responses=problems(404, 409, 429, 502),
     summary="Start a device login at the provider (409 when it offers none: use the loopback login)",
 )
-def device_start(name: str, ctx: Ctx, session: DbSession) -> DeviceOut:
+def device_start(request: Request, name: str, ctx: Ctx, session: DbSession) -> DeviceOut:
     provider = _provider(ctx, name)
+    ctx.login_throttle.begin_sso(_address(request))  # (given back when the login succeeds)
     try:
         answer = sso.device_start(provider)
     except LoginRefused as exc:
         raise _refusal(session, name, exc) from None
     expires = min(int(answer.get("expires_in") or 600), 1800)
+    interval = max(1, int(answer.get("interval") or 5))
     handle = sso_handles.seal(
-        {"p": provider.name, "dc": str(answer["device_code"])},
+        {"p": provider.name, "dc": str(answer["device_code"]), "i": interval},
         ctx.settings,
         sso_handles.DEVICE_AUDIENCE,
         expires,
@@ -128,7 +141,7 @@ def device_start(name: str, ctx: Ctx, session: DbSession) -> DeviceOut:
         verification_uri=str(answer.get("verification_uri") or answer.get("verification_url") or ""),
         verification_uri_complete=answer.get("verification_uri_complete"),
         expires_in=expires,
-        interval=max(1, int(answer.get("interval") or 5)),
+        interval=interval,
     )
 
 
@@ -137,34 +150,45 @@ def device_start(name: str, ctx: Ctx, session: DbSession) -> DeviceOut:
     response_model=LoginOut,
     responses={
         202: {"model": DevicePending, "description": "Not approved yet: ask again after the interval."},
-        **problems(401, 403, 410),
+        **problems(401, 403, 410, 429),
     },
-    summary="The login token once the device login is approved (202 until then)",
+    summary="The login token once the device login is approved (202 until then; 429 when polled faster "
+    "than its interval)",
 )
-def device_token(body: DeviceTokenIn, session: DbSession, ctx: Ctx) -> Any:
+def device_token(request: Request, body: DeviceTokenIn, session: DbSession, ctx: Ctx) -> Any:
+    address = _address(request)
+    ctx.login_throttle.begin_sso(address)
     pending = sso_handles.unseal(body.handle, ctx.settings, sso_handles.DEVICE_AUDIENCE)
     if pending is None:
         raise Gone("This device login has expired or did not start here; start again.")
     provider = _provider(ctx, str(pending["p"]))
+    ctx.login_throttle.pace(f"sso-poll\0{body.handle}", float(pending.get("i") or 5))
     try:
         verified = sso.device_poll(session, provider, str(pending["dc"]))
         if verified is None:
+            _give_back(session, ctx, address, 1)  # (waiting is no failure)
             return JSONResponse({"status": "pending"}, status_code=202)
         user = sso_accounts.account_for(session, ctx.settings, provider, verified.claims)
     except LoginRefused as exc:
         raise _refusal(session, provider.name, exc) from None
-    return _logged_in(session, ctx, user, provider.name)
+    done = _logged_in(session, ctx, user, provider.name)
+    _give_back(session, ctx, address, 2)  # this poll, and the start
+    return done
 
 
 @router.post(
     "/cli-token",
     response_model=LoginOut,
-    responses=problems(401),
+    responses=problems(401, 429),
     summary="Trade the one-time code of a loopback login (and its PKCE verifier) for a login token",
 )
-def cli_token(body: CliCodeIn, session: DbSession, ctx: Ctx) -> LoginOut:
+def cli_token(request: Request, body: CliCodeIn, session: DbSession, ctx: Ctx) -> LoginOut:
+    address = _address(request)
+    ctx.login_throttle.begin_sso(address)
     try:
         user = sso_handles.redeem_cli_code(session, ctx.settings, body.code, body.verifier)
     except LoginRefused as exc:
         raise _refusal(session, "loopback", exc) from None
-    return _logged_in(session, ctx, user, "loopback")
+    done = _logged_in(session, ctx, user, "loopback")
+    _give_back(session, ctx, address, 1)
+    return done

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
-from fastapi import APIRouter, BackgroundTasks, Query, status
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from pydantic import BaseModel, ConfigDict
 
 from labcloud import security
 from labcloud.api.deps import Admin, AppSettings, DbSession, PageCursor, PageLimit
@@ -13,7 +15,7 @@ from labcloud.api.openapi import problems
 from labcloud.api.schemas import PageOut, UserCreate, UserCreated, UserOut, UserUpdate
 from labcloud.errors import Conflict
 from labcloud.http.guard import GuardedRoute
-from labcloud.services import users
+from labcloud.services import sso_accounts, users
 from labcloud.services.pagination import DEFAULT_PAGE_SIZE
 from labcloud.settings import Settings
 
@@ -99,3 +101,38 @@ def update_user(
     if "storage_limit_bytes" in body.model_fields_set:  # an explicit null restores the default
         users.set_storage_limit(user, body.storage_limit_bytes)
     return UserOut.model_validate(user)
+
+
+class IdentityOut(BaseModel):
+    id: uuid.UUID
+    provider: str
+    email: str
+    created_at: datetime
+    last_login_at: datetime | None
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+@router.get(
+    "/{user_id}/sso-identities",
+    response_model=list[IdentityOut],
+    summary="The user's identities at single sign-on providers",
+)
+def list_identities(user_id: uuid.UUID, _admin: Admin, session: DbSession) -> list[IdentityOut]:
+    user = users.get_user(session, user_id)
+    return [IdentityOut.model_validate(i) for i in sso_accounts.identities(session, user)]
+
+
+@router.delete(
+    "/{user_id}/sso-identities/{identity_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(404),
+    summary="Unlink an identity: its logins no longer reach this account (until it links again by the rules "
+    "of a first login)",
+)
+def unlink_identity(
+    user_id: uuid.UUID, identity_id: uuid.UUID, _admin: Admin, session: DbSession
+) -> Response:
+    sso_accounts.unlink(session, users.get_user(session, user_id), identity_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from labcloud.db.models.base import Base
@@ -27,6 +28,9 @@ class SsoIdentity(Base):
     email: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # What the provider's roles claim granted at the last login, to take back when the claim stops giving it:
+    # {"admin": true, "projects": {"<project id>": {"role": "manager", "was": "viewer" | null}}}.
+    granted: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class SsoUsedToken(Base):

@@ -326,3 +326,17 @@ def _send_link(mail: users.LinkMail, settings: Settings) -> None:
         mail.send(settings)
     except Exception as exc:  # (logged: the admin can send another)
         log.warning("password mail to %s not sent: %s", mail.to, exc)
+
+
+@router.post("/admin/users/{user_id}/sso-identities/{identity_id}/unlink")
+def unlink_identity(
+    user_id: uuid.UUID, identity_id: uuid.UUID, _admin: AdminForm, session: DbSession, ctx: Ctx
+) -> Response:
+    """Its logins no longer reach this account (until it links again by the rules of a first login)."""
+    user = users.get_user(session, user_id)
+    identity = sso_accounts.unlink(session, user, identity_id)
+    response = redirect(f"/admin/users/{user_id}")
+    web_session.flash(
+        response, ctx.settings, f"{user.email}: the identity at {identity.provider} is unlinked."
+    )
+    return response

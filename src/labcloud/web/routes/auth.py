@@ -116,6 +116,7 @@ def _check_csrf(request: Request, csrf_token: str) -> None:
 
 @router.get("/login/forgot")
 def forgot_form(request: Request, ctx: Ctx) -> Response:
+    sso_accounts.check_passwords_on(ctx.settings)
     return _anonymous_form(request, ctx, "password_forgot.html", {"mail": bool(ctx.settings.smtp_url)})
 
 
@@ -129,6 +130,7 @@ def forgot(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """The same answer whether or not the account exists (nobody learns who has one)."""
+    sso_accounts.check_passwords_on(ctx.settings)
     _check_csrf(request, csrf_token)
     user = users.reset_requested(session, ctx.settings, email) if ctx.settings.smtp_url else None
     if user is not None:
@@ -150,6 +152,7 @@ def _send(mail: users.LinkMail, settings: Settings) -> None:
 
 @router.get("/login/set-password")
 def set_password_form(request: Request, ctx: Ctx) -> Response:
+    sso_accounts.check_passwords_on(ctx.settings)
     return _anonymous_form(
         request, ctx, "password_set.html", {"token": request.query_params.get("token", "")[:2000]}
     )
@@ -164,6 +167,7 @@ def set_password(
     password: Annotated[str, Form(max_length=1000)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
+    sso_accounts.check_passwords_on(ctx.settings)
     _check_csrf(request, csrf_token)
     try:
         users.set_password_by_token(session, ctx.settings, token, password)

@@ -35,6 +35,10 @@ def _provider(ctx: Ctx, name: str) -> SsoProvider:
     return provider
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _callback_url(settings: Settings, provider: SsoProvider) -> str:
     return f"{settings.public_url.rstrip('/')}/login/sso/{provider.name}/callback"
 
@@ -76,6 +80,7 @@ def start(request: Request, name: str, ctx: Ctx, session: DbSession) -> Response
         cli_port.isdigit() and 1024 <= int(cli_port) <= 65535 and _CHALLENGE.fullmatch(challenge)
     ):
         raise NotFound("This command-line login link is not valid.")
+    ctx.login_throttle.begin_sso(_address(request))  # (given back when the login succeeds)
     try:
         url, pending = sso.start(provider, _callback_url(ctx.settings, provider))
     except LoginRefused as exc:
@@ -106,6 +111,8 @@ def start(request: Request, name: str, ctx: Ctx, session: DbSession) -> Response
 def callback(request: Request, name: str, ctx: Ctx, session: DbSession) -> Response:
     """The provider's answer: checked, then the account it names is logged in (or the refusal shown)."""
     provider = _provider(ctx, name)
+    address = _address(request)
+    ctx.login_throttle.begin_sso(address)
     params = request.query_params
     pending = sso_handles.unseal(
         request.cookies.get(PENDING_COOKIE, ""), ctx.settings, sso_handles.PENDING_AUDIENCE
@@ -130,6 +137,8 @@ def callback(request: Request, name: str, ctx: Ctx, session: DbSession) -> Respo
     audit.record(
         session, "login.succeeded", "user", user.id, {"sso": provider.name}, actor=audit.Actor.of_user(user)
     )
+    session.commit()  # (before the throttle, which writes apart from this transaction)
+    ctx.login_throttle.sso_succeeded(address, 2)  # this answer, and the start
     if pending.get("cli"):
         code = sso_handles.issue_cli_code(ctx.settings, user, str(pending["ch"]))
         response: Response = RedirectResponse(f"http://127.0.0.1:{int(pending['cli'])}/?code={code}", 303)
