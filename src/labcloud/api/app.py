@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -46,6 +48,14 @@ from labcloud.telemetry.asgi import RequestTelemetry
 log = logging.getLogger(__name__)
 
 
+def _no_opentelemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry hooks, off where this FastAPI has them: labcloud's metrics are its own
+    (labcloud.telemetry), and the hooks looked for a configured provider on every request."""
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
     settings = settings or Settings()
 
@@ -69,6 +79,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             ctx.db.dispose()
 
     app = FastAPI(
+        **_no_opentelemetry(),
         title="labcloud",
         version=__version__,
         description="Run a lab's analysis tools as a web service.",

@@ -201,14 +201,32 @@ def json_string_problems(document: Any) -> list[dict[str, Any]]:
     return errors
 
 
+def plainly_text(body: bytes) -> bool:
+    """Whether a JSON body can hold no string that is not text and no nesting past MAX_JSON_DEPTH, by its
+    bytes alone: ASCII without a \\u escape (the only ways to a lone surrogate are those escapes and the
+    non-ASCII bytes of an encoded one) and without NUL (UTF-16 and UTF-32 bodies, whose escapes are not
+    contiguous bytes), and no more brackets than that depth."""
+    return (
+        body.isascii()
+        and b"\\u" not in body
+        and b"\x00" not in body
+        and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
+    )
+
+
 async def check_json_body(request: Request) -> None:
     """Parse a JSON body once (FastAPI reuses the result) and refuse strings that are not text."""
-    if not _is_json(request) or not await request.body():
+    if not _is_json(request):
+        return
+    body = await request.body()
+    if not body:
         return
     try:
         document = await request.json()
     except (ValueError, RecursionError):
         return  # FastAPI answers malformed JSON itself, with the position of the error
+    if plainly_text(body):  # most bodies (a heartbeat): nothing to walk
+        return
     errors = json_string_problems(document)
     if errors:
         fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
