@@ -102,7 +102,6 @@ def claim(
             except Conflict:  # cancelled, or taken by a claimer that did not lock
                 raced = True
                 continue
-            session.refresh(job)
             try:
                 inputs, task = staging(session, settings, storage, job)
             except InvalidInput as exc:
