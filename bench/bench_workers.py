@@ -1,5 +1,5 @@
 """Remote workers: trivial jobs/s through 1, 4 and 8 workers, submit -> started with an idle worker, and
-claim latency with 100,000 queued jobs and 16 concurrent claimers.
+claim latency: one claimer over 1,000 queued jobs, and 16 concurrent claimers over 100,000.
 
 Targets (issue 5): submit -> started p50 <= 100 ms with an idle worker; every job runs exactly once;
 claim latency p50/p99 with 100,000 queued jobs and 16 claimers on PostgreSQL.
