@@ -1,5 +1,5 @@
 """Remote workers: trivial jobs/s through 1, 4 and 8 workers, submit -> started with an idle worker, and
-claim latency with 100,000 queued jobs and 16 concurrent claimers.
+claim latency: one claimer over 1,000 queued jobs, and 16 concurrent claimers over 100,000.
 
 Targets (issue 5): submit -> started p50 <= 100 ms with an idle worker; every job runs exactly once;
 claim latency p50/p99 with 100,000 queued jobs and 16 claimers on PostgreSQL.
@@ -70,7 +70,8 @@ versions:
 TARGETS = {
     "throughput": "every job exactly once",
     "started": "p50 <= 100 ms",
-    "claims": "p50/p99 with 100,000 queued, 16 claimers (PostgreSQL)",
+    "claim": "p50 <= 3 ms with 1,000 queued, 1 claimer",
+    "claims": "p50 <= 15 ms and >= 300 claims/s with 100,000 queued, 16 claimers",
 }
 WORKER_COUNTS = (1, 4, 8)
 JOBS = {1: 300, 4: 1000, 8: 2000}
@@ -81,6 +82,9 @@ STARTED_JOBS = 50
 QUEUED = 100_000
 QUEUED_QUICK = 10_000
 CLAIMERS = 16
+ONE_QUEUED = 1_000  # one claimer, a short queue: the claim's own cost
+ONE_CLAIMS = 300
+ONE_CLAIMS_QUICK = 60
 CLAIMS_EACH = 150
 CLAIMS_EACH_QUICK = 30
 LABCLOUD = [sys.executable, "-m", "labcloud.cli"]
@@ -304,8 +308,10 @@ def measure_started(backend: str, quick: bool) -> list[Result]:
 
 def load_queued(js: JobsServer, template: dict[str, Any], owner: uuid.UUID, count: int) -> None:
     """``count`` queued jobs for the pull executor, straight into the database, oldest first."""
+    columns = [*JOB_COLUMNS, "project_id"]
     fixed = {
         "owner_id": owner,
+        "project_id": uuid.UUID(template["project_id"]),
         "app": template["app"],
         "version": template["version"],
         "entrypoint": template["entrypoint"],
@@ -338,14 +344,14 @@ def load_queued(js: JobsServer, template: dict[str, Any], owner: uuid.UUID, coun
             for i in range(done, min(count, done + LOAD_BATCH)):
                 now = datetime.now(UTC)
                 values = fixed | {"id": new_id(), "name": f"queued-{i}", "created_at": now, "updated_at": now}
-                rows.append(tuple(values[col] for col in JOB_COLUMNS))
+                rows.append(tuple(values[col] for col in columns))
             done += len(rows)
             yield rows
 
     if js.backend == "sqlite":
         conn = sqlite3.connect(js.sqlite_path, timeout=30)
         try:
-            sql = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
+            sql = f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
             for rows in batches():
                 conn.executemany(sql, ([_sqlite_value(v) for v in row] for row in rows))
                 conn.commit()
@@ -354,16 +360,22 @@ def load_queued(js: JobsServer, template: dict[str, Any], owner: uuid.UUID, coun
             conn.close()
         return
     with psycopg.connect(js.pg_dsn, autocommit=True) as pg:
-        with pg.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
+        with pg.cursor() as cur, cur.copy(f"COPY jobs ({', '.join(columns)}) FROM STDIN") as copy:
             for rows in batches():
                 for row in rows:
                     copy.write_row(row)
         pg.execute("VACUUM (ANALYZE) jobs")
 
 
-def measure_claims(backend: str, quick: bool) -> list[Result]:
-    queued = QUEUED_QUICK if quick else QUEUED
-    each = CLAIMS_EACH_QUICK if quick else CLAIMS_EACH
+def measure_claim(backend: str, quick: bool) -> list[Result]:
+    return measure_claims(backend, quick, ONE_QUEUED, 1, ONE_CLAIMS_QUICK if quick else ONE_CLAIMS)
+
+
+def measure_claims(
+    backend: str, quick: bool, queued: int = 0, claimers: int = CLAIMERS, each: int = 0
+) -> list[Result]:
+    queued = queued or (QUEUED_QUICK if quick else QUEUED)
+    each = each or (CLAIMS_EACH_QUICK if quick else CLAIMS_EACH)
     samples: list[float] = []
     claimed: list[str] = []
     empties: list[int] = []
@@ -380,7 +392,7 @@ def measure_claims(backend: str, quick: bool) -> list[Result]:
         load_queued(js, template, owner, queued)
         load_s = time.perf_counter() - t0
         tokens = []
-        for i in range(CLAIMERS):
+        for i in range(claimers):
             r = c.post("/api/v1/workers", json={"name": f"claimer-{i}"})
             r.raise_for_status()
             tokens.append(r.json()["token"])
@@ -420,7 +432,7 @@ def measure_claims(backend: str, quick: bool) -> list[Result]:
                 empties.append(empty)
                 errors.append(failed)
 
-        elapsed = threaded(CLAIMERS, claimer)
+        elapsed = threaded(claimers, claimer)
         if len(set(claimed)) != len(claimed):
             raise RuntimeError("a job was claimed twice")
     metrics = latency_summary(samples) | {
@@ -433,11 +445,11 @@ def measure_claims(backend: str, quick: bool) -> list[Result]:
     }
     return [
         Result(
-            f"workers: claim latency ({CLAIMERS} claimers)",
+            f"workers: claim latency ({claimers} claimer{'s' if claimers > 1 else ''})",
             backend,
             metrics,
-            target=TARGETS["claims"] if backend == "postgresql" else "(for comparison)",
-            notes=f"{queued:,} queued pull jobs inserted directly; {CLAIMERS} threads, each its own worker "
+            target=TARGETS["claims" if claimers > 1 else "claim"],
+            notes=f"{queued:,} queued pull jobs inserted directly; {claimers} threads, each its own worker "
             f"token and keep-alive connection, {each} timed claims each (after 5) with wait_s=0, nothing "
             "finished (leases of an hour); every claimed id distinct; empty_answers: 204s although jobs were "
             "queued (all candidates taken by concurrent claimers); server_errors: 5xx answers and dropped "
@@ -451,6 +463,7 @@ def measure_claims(backend: str, quick: bool) -> list[Result]:
 MEASUREMENTS: dict[str, Callable[[str, bool], list[Result]]] = {
     "throughput": measure_throughput,
     "started": measure_started,
+    "claim": measure_claim,
     "claims": measure_claims,
 }
 

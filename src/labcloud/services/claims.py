@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
 from labcloud.db.models import FileEntry, Job, JobInput, Worker, WorkerState
+from labcloud.db.models.jobs import QUEUED_PULL
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.registry.spec_parts import Resources
 from labcloud.services import job_inputs, job_logs, lifecycle, maintenance, targets, tes_run
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
@@ -45,6 +47,8 @@ CANDIDATES = 32  # queued jobs looked at per claim
 IMAGE_AFFINITY_S = 30.0  # a container job waits this long for a worker that has its image (see above)
 PULL = "pull"
 _SQLITE_CLAIMS = threading.Lock()
+# The partial index's own condition, as literals: a prepared statement (PostgreSQL's generic plan) can use it.
+_QUEUED_PULL = text(f"jobs.{QUEUED_PULL.replace(' AND ', ' AND jobs.')}")
 
 
 def claim_turn(dialect: str) -> AbstractContextManager[Any]:
@@ -77,31 +81,27 @@ def claim(
     if maintenance.current(session.get_bind().engine).enabled:
         return None
     have = worker.labels  # what an admin registered; labels a worker claims for itself count for nothing
-    stmt = (
-        select(Job)
-        .where(Job.state == JobState.QUEUED, Job.executor == PULL, targets.claimable_by(worker.id))
-        .order_by(Job.id)
-        .limit(CANDIDATES)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
+    stmt = candidates_query(worker.id, session.get_bind().dialect.name)
     images = ImagePreference(session, settings, worker)
     for _ in range(3):  # look again when every fitting candidate went to a faster claimer
-        candidates = list(session.scalars(stmt))
+        found = [Candidate(*row) for row in session.execute(stmt)]
         # another worker's lost job first, then the container jobs whose image this worker has
-        candidates.sort(key=lambda j: (j.previous_worker_id == worker.id, not images.has(j)))
+        found.sort(key=lambda c: (c.previous_worker_id == worker.id, not images.has(c)))
         raced = False
-        for job in candidates:
-            if not job.resources.fits_in(free) or not _labels_match(job.spec.get("labels") or {}, have):
+        for candidate in found:
+            if not candidate.resources.fits_in(free) or not _labels_match(candidate.labels or {}, have):
                 continue
-            if is_container(job) and (not worker.engines or images.leave_to_others(job)):
+            if candidate.container and (not worker.engines or images.leave_to_others(candidate)):
+                continue
+            job = session.get(Job, candidate.id, populate_existing=True)  # the one row taken, in full
+            if job is None:
+                raced = True
                 continue
             try:
                 hold(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
             except Conflict:  # cancelled, or taken by a claimer that did not lock
                 raced = True
                 continue
-            session.refresh(job)
             try:
                 inputs, task = staging(session, settings, storage, job)
             except InvalidInput as exc:
@@ -117,6 +117,46 @@ def claim(
         if not raced:
             return None
     return None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a claim reads of a queued job to decide whether to take it: a few narrow columns, no ORM
+    object (only the job taken is loaded in full)."""
+
+    id: uuid.UUID
+    resources: Resources
+    labels: dict[str, Any] | None
+    runtime: str | None
+    image: str | None
+    previous_worker_id: uuid.UUID | None
+    updated_at: datetime
+
+    @property
+    def container(self) -> bool:
+        return self.runtime == "container"
+
+
+def candidates_query(worker_id: uuid.UUID, dialect: str) -> Select[Any]:
+    """The oldest queued pull jobs ``worker_id`` may take, as :class:`Candidate` rows. On PostgreSQL they
+    are locked ``FOR UPDATE SKIP LOCKED``: concurrent claimers each see other rows instead of waiting."""
+    stmt = (
+        select(
+            Job.id,
+            Job.resources,
+            Job.spec["labels"],
+            Job.spec["runtime"].as_string(),
+            Job.spec["image"].as_string(),
+            Job.previous_worker_id,
+            Job.updated_at,
+        )
+        .where(_QUEUED_PULL, targets.claimable_by(worker_id))  # ix_jobs_queued_pull: in id order
+        .order_by(Job.id)
+        .limit(CANDIDATES)
+    )
+    if dialect == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return stmt
 
 
 def any_queued(db: Database) -> bool:
@@ -192,14 +232,14 @@ class ImagePreference:
         self.now = utcnow()
         self._others: list[tuple[dict[str, str], set[str]]] | None = None
 
-    def has(self, job: Job) -> bool:
-        return is_container(job) and image_key(str(job.spec.get("image") or "")) in self.mine
+    def has(self, job: Candidate) -> bool:
+        return job.container and image_key(job.image or "") in self.mine
 
-    def leave_to_others(self, job: Job) -> bool:
+    def leave_to_others(self, job: Candidate) -> bool:
         if self.has(job) or self.now - job.updated_at > timedelta(seconds=IMAGE_AFFINITY_S):
             return False
-        wanted = image_key(str(job.spec.get("image") or ""))
-        required = job.spec.get("labels") or {}
+        wanted = image_key(job.image or "")
+        required = job.labels or {}
         return any(wanted in images and _labels_match(required, labels) for labels, images in self._live())
 
     def _live(self) -> list[tuple[dict[str, str], set[str]]]:

@@ -6,7 +6,20 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, Uuid, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from labcloud.db.models.base import Base
@@ -14,6 +27,11 @@ from labcloud.db.types import EnumText, ResourcesJSON, UTCDateTime, new_id, utcn
 from labcloud.registry.spec_parts import Resources
 from labcloud.services.executor_refs import ExecutorRef, ExecutorRefText
 from labcloud.services.job_states import FailureReason, JobState
+
+# The jobs pull workers may claim: a partial index holds only these, in claim order (services.claims puts the
+# same literal condition in its query, so a prepared statement can use the index too).
+QUEUED_PULL = "state = 'queued' AND executor = 'pull'"
+_QUEUED_PULL = text(QUEUED_PULL)
 
 
 class Job(Base):
@@ -25,6 +43,7 @@ class Job(Base):
         Index("ix_jobs_state_owner_id_id", "state", "owner_id", "id"),
         Index("ix_jobs_state_executor_id", "state", "executor", "id"),  # claims by remote workers
         Index("ix_jobs_project_id_id", "project_id", "id"),  # a project's jobs, newest first
+        Index("ix_jobs_queued_pull", "id", sqlite_where=_QUEUED_PULL, postgresql_where=_QUEUED_PULL),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
