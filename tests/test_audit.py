@@ -195,17 +195,17 @@ def test_projects_quotas_deletions_workers_and_maintenance(
 
     r = client.post("/api/v1/jobs", json={"app": "hello", "params": {"times": 1}}, headers=user.headers)
     job_id = r.json()["id"]
-    client.post(f"/api/v1/jobs/{job_id}/cancel", headers=user.headers)
+    cancel = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=user.headers)
     from live_server import eventually
 
-    eventually(
-        lambda: (
-            client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()["state"]
-            in ("succeeded", "failed", "cancelled")
-        ),
-        60,
-        "the job to end",
-    )
+    seen: list[str] = []  # every state seen, for the failure's message
+
+    def ended() -> bool:
+        seen.append(client.get(f"/api/v1/jobs/{job_id}", headers=user.headers).json()["state"])
+        return seen[-1] in ("succeeded", "failed", "cancelled")
+
+    eventually(ended, 60, f"the job to end (cancel answered {cancel.status_code}: {cancel.text[:300]})")
+    assert seen[-1] in ("succeeded", "failed", "cancelled"), sorted(set(seen))
     assert client.delete(f"/api/v1/jobs/{job_id}", headers=user.headers).status_code == 204
     assert _one(client, admin, "job.deleted", target=f"job:{job_id}")["details"]["app"] == "hello"
 
