@@ -199,9 +199,15 @@ def _busy_note(session: Session, other: Job) -> str:
 
 def get(session: Session, user: User, group_id: uuid.UUID) -> JobGroup:
     """The session if ``user`` may see it (its owner, its project's members, administrators)."""
+    return visible_group(session, user, group_id, KIND, "session")
+
+
+def visible_group(session: Session, user: User, group_id: uuid.UUID, kind: str, noun: str) -> JobGroup:
+    """A job group of ``kind`` (a session, a sweep) if ``user`` may see it: its owner, its project's members,
+    administrators; else NotFound, as for one that does not exist."""
     group = session.get(JobGroup, group_id)
-    if group is None or group.kind != KIND or not _may_see(session, user, group):
-        raise NotFound(f"You have no session with id {group_id}.")
+    if group is None or group.kind != kind or not _may_see(session, user, group):
+        raise NotFound(f"You have no {noun} with id {group_id}.")
     return group
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from labcloud import registry
 from labcloud.db.models import Job, JobEvent, JobGroup, JobInput, JobTag, Project, User
 from labcloud.db.types import new_id
-from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.errors import Conflict, InvalidInput
 from labcloud.services import device_sessions, job_inputs, projects, quotas
 from labcloud.services import jobs as job_service
 from labcloud.services.job_checks import Problems
@@ -315,16 +315,7 @@ def _copies(rows: Sequence[JobInput], jobs: Sequence[Job]) -> Iterator[JobInput]
 
 def get(session: Session, user: User, group_id: uuid.UUID) -> JobGroup:
     """The sweep if ``user`` may see it (its owner, its project's members, administrators)."""
-    group = session.get(JobGroup, group_id)
-    if group is None or group.kind != KIND or not _may_see(session, user, group):
-        raise NotFound(f"You have no sweep with id {group_id}.")
-    return group
-
-
-def _may_see(session: Session, user: User, group: JobGroup) -> bool:
-    if group.owner_id == user.id or user.is_admin:
-        return True
-    return projects.role_of(session, user.id, group.project_id) is not None
+    return device_sessions.visible_group(session, user, group_id, KIND, "sweep")
 
 
 def counts_of(session: Session, group_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
