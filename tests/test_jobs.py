@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import threading
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -237,6 +238,41 @@ def test_cancel_running_and_queued_jobs(client: TestClient, settings: Settings, 
         e["to_state"] for e in client.get(f"/api/v1/jobs/{first['id']}/events", headers=user.headers).json()
     ]
     assert history[-2:] == ["cancelling", "cancelled"]
+
+
+def test_a_cancel_while_the_executor_takes_the_job_ends_it(
+    client: TestClient, user: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher has handed the job over (staging) and the runner's thread has not read it yet when the
+    cancel lands: the job is cancelled, never left cancelling with no runner to end it."""
+    from labcloud.execution.executors.local import LocalExecutor
+
+    taken, release = threading.Event(), threading.Event()
+    original = LocalExecutor._run
+
+    def held(self: LocalExecutor, job_id: uuid.UUID) -> None:
+        taken.set()
+        assert release.wait(30)
+        original(self, job_id)
+
+    monkeypatch.setattr(LocalExecutor, "_run", held)
+    job = submit(client, user, {"app": "hello", "params": {"times": 1}})
+    assert taken.wait(30)
+    r = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=user.headers)
+    assert r.status_code == 200 and r.json()["state"] == "cancelling", r.text
+    release.set()
+
+    def ended() -> dict[str, Any] | None:
+        found: dict[str, Any] = client.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()
+        return found if found["state"] in ("cancelled", "succeeded", "failed") else None
+
+    done = eventually(ended, 20, "the cancelled job to end")
+    assert done["state"] == "cancelled", done
+    assert done["message"].startswith("cancelled"), done
+    assert (
+        "cancelled before it started"
+        in client.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+    )
 
 
 def test_another_users_job_is_not_found(client: TestClient, user: Account, make_user: Any) -> None:

@@ -124,6 +124,12 @@ def unplanned(reporter: Reporter, message: str, plan: JobPlan | None = None) -> 
     return end
 
 
+def cancelled_before_start(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
+    """End an attempt cancelled before anything was made for it (its cancel came while it was handed over)."""
+    append_log(plan, "cancelled before it started")
+    return _finish(plan, reporter, RunEnd("cancelled", message="cancelled before it started"))
+
+
 def run(plan: JobPlan, reporter: Reporter) -> RunEnd | None:
     """Run one attempt from an empty folder to its reported end; the end, or None when the job was taken
     away (nothing more was reported)."""

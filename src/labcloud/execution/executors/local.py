@@ -160,18 +160,22 @@ class LocalExecutor(Executor):
     def _run(self, job_id: uuid.UUID) -> None:
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.STAGING:
+            if job is None or job.state not in (JobState.STAGING, JobState.CANCELLING):
                 return
             plan = self._plan(job)
             reporter = self._reporter(job)
+            cancelled = job.state == JobState.CANCELLING  # between its hand-over and now: ended here
             problem: str | None = None
             try:
-                plan.inputs = self._inputs(session, job)
-                reporter.outputs = self._task(session, job, plan, inputs=True)
+                if not cancelled:
+                    plan.inputs = self._inputs(session, job)
+                    reporter.outputs = self._task(session, job, plan, inputs=True)
             except LabcloudError as exc:
                 problem = f"the inputs could not be staged: {exc.detail}"
         _clear_earlier_attempts(plan.folder.path)
-        if problem is not None:
+        if cancelled:
+            runner.cancelled_before_start(plan, reporter)
+        elif problem is not None:
             runner.unplanned(reporter, problem, plan)
         else:
             runner.run(plan, reporter)
