@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ versions:
 JOBS = 1000
 POLL_S = 0.5  # (the server answers each poll: every 100 ms cost it seconds of CPU over a run)
 JOBS_QUICK = 200
-TARGETS = {"sweep": "1,000 trivial jobs succeed in < 15 s"}
+TARGETS = {"sweep": "1,000 trivial jobs succeed in < 15 s", "sweep_cold": "(the same, for comparison)"}
 
 
 @contextmanager
@@ -55,9 +56,10 @@ def sweep_server(
             yield server, {"Authorization": f"Bearer {server.admin_token()}"}
 
 
-def measure_sweep(backend: str, quick: bool) -> list[Result]:
+def measure_sweep(backend: str, quick: bool, warm: bool = True) -> list[Result]:
     count = JOBS_QUICK if quick else JOBS
-    with sweep_server(backend) as (server, headers), server.client(headers=headers) as c:
+    env = {"LABCLOUD_WARM_LAUNCHER": "true" if warm else "false"}
+    with sweep_server(backend, env) as (server, headers), server.client(headers=headers) as c:
         for i in range(3):  # warm-up: imports, the sandbox's first start
             r = c.post("/api/v1/jobs", json={"app": APP, "params": {"i": i}})
             r.raise_for_status()
@@ -84,7 +86,8 @@ def measure_sweep(backend: str, quick: bool) -> list[Result]:
     succeeded = sweep["counts"].get("succeeded", 0)
     return [
         Result(
-            "sweeps: 1,000 trivial jobs as one sweep" if not quick else f"sweeps: {count} trivial jobs",
+            ("sweeps: 1,000 trivial jobs as one sweep" if not quick else f"sweeps: {count} trivial jobs")
+            + ("" if warm else " (cold supervisors)"),
             backend,
             {
                 "jobs": float(sweep["total"]),
@@ -99,7 +102,13 @@ def measure_sweep(backend: str, quick: bool) -> list[Result]:
             },
             target=TARGETS["sweep"],
             notes=f"{count} `true` jobs (cpus 0.01) in one POST /api/v1/sweeps (grid of one parameter), "
-            "default local capacity; all_succeeded_s from the POST to the client seeing the sweep ended "
+            "default local capacity; "
+            + (
+                "supervisors forked by the warm launcher (the default); "
+                if warm
+                else "each supervisor a new interpreter (warm_launcher = false); "
+            )
+            + "all_succeeded_s from the POST to the client seeing the sweep ended "
             "(polled every 0.5 s); server_span_s from the sweep's created_at to its last job's finished_at; "
             "server_cpu_s: the server process's CPU time meanwhile, job_processes_cpu_s its children's (each "
             "job's supervisor, sandbox and command; PostgreSQL's own not counted): on 2 idle cores the run "
@@ -109,8 +118,18 @@ def measure_sweep(backend: str, quick: bool) -> list[Result]:
 
 
 def _cpu(pid: int) -> tuple[float, float]:
-    """The CPU seconds of a process and of its children that ended (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """The CPU seconds of a process, and of its children: those that ended, and the ones that live (the
+    launcher) with their own ended children (the supervisors it forked) (``/proc/<pid>/stat``)."""
+    own, ended = _times(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own, ended + sum(sum(_times(int(child))) for child in children)
+
+
+def _times(pid: int) -> tuple[float, float]:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
     tick = os.sysconf("SC_CLK_TCK")
     utime, stime, cutime, cstime = (int(x) / tick for x in fields[11:15])
     return utime + stime, cutime + cstime
@@ -135,4 +154,5 @@ def _last_finished(c: Any, sweep_id: str) -> float:
 
 
 def run(backends: list[str], quick: bool = False) -> list[Result]:
-    return run_all("sweeps", {"sweep": measure_sweep}, TARGETS, backends, quick)
+    cold = partial(measure_sweep, warm=False)
+    return run_all("sweeps", {"sweep": measure_sweep, "sweep_cold": cold}, TARGETS, backends, quick)

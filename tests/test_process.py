@@ -500,6 +500,65 @@ def test_killed_supervisor_is_lost_and_takes_the_job_along(tmp_path: Path, sandb
     assert wait_until(lambda: marked_processes(marker) == [], timeout=5)
 
 
+# --- the warm launcher --------------------------------------------------------------------------------
+
+
+WAIT_FOR_GO = """
+    import os, time
+    print("waiting", flush=True)
+    while not os.path.exists("go"):
+        time.sleep(0.01)
+    raise SystemExit(7)
+"""
+
+
+def test_supervisors_are_forked_by_the_launcher_and_outlive_it(tmp_path: Path) -> None:
+    from labcloud.execution import supervise
+    from labcloud.execution.process import LAUNCHER
+
+    assert LAUNCHER.enabled
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = make_spec(tmp_path / "first", py(WAIT_FOR_GO))
+    handle = launch(first)
+    launcher = LAUNCHER._proc
+    assert launcher is not None and launcher.poll() is None
+    info = supervise.read_stat(handle.pid)
+    assert info is not None and info.ppid == launcher.pid
+    assert info.session == handle.pid  # a session of its own: not the launcher's, not ours
+    assert wait_until(lambda: "waiting" in first.log_path.read_text())
+
+    launcher.kill()  # the launcher dies (a server that stops, or a crash): its supervisors run on
+    launcher.wait()
+    assert is_alive(handle)
+    # The next launch starts another launcher.
+    second = make_spec(tmp_path / "second", ["sh", "-c", "echo second"])
+    result = run(second, Recorder())
+    assert (result.outcome, result.exit_code) == ("exited", 0)
+    assert LAUNCHER._proc is not None and LAUNCHER._proc.pid != launcher.pid
+
+    (first.cwd / "go").touch()
+    result = watch(handle, first, Recorder())
+    assert (result.outcome, result.exit_code) == ("exited", 7)
+    assert not is_alive(handle)
+
+
+def test_without_the_launcher_each_supervisor_is_an_interpreter_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labcloud.execution import supervise
+    from labcloud.execution.process import LAUNCHER
+
+    monkeypatch.setattr(LAUNCHER, "enabled", False)
+    spec = make_spec(tmp_path, py(WAIT_FOR_GO))
+    handle = launch(spec)
+    info = supervise.read_stat(handle.pid)
+    assert info is not None and info.ppid == os.getpid()
+    (spec.cwd / "go").touch()
+    result = watch(handle, spec, Recorder())
+    assert (result.outcome, result.exit_code) == ("exited", 7)
+
+
 # --- handles ------------------------------------------------------------------------------------------
 
 

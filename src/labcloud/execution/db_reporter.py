@@ -102,7 +102,7 @@ class DatabaseReporter:
 
     def keep(self, collected: Collected, succeeded: bool) -> str | None:
         """Store the copies of the outputs (the index is written with the job's end, in one transaction)."""
-        if succeeded:
+        if succeeded and collected.files:  # (with nothing to store, the end goes through it in one commit)
             with self.db.session() as session:  # a crash from here on resumes from "finishing"
                 job = self._job(session)
                 if job is None:

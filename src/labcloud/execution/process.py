@@ -17,6 +17,7 @@ import os
 import py_compile
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -326,22 +327,39 @@ def launch(spec: LaunchSpec) -> Handle:
         "image": spec.image,
         "steps": spec.steps,
     }
+    proc: subprocess.Popen[bytes] | None = None
+    handle: Handle | None = None
     try:
         # 0600: the job's environment may hold its access token.
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f)
-        with open(spec.log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-S", supervisor_program(), str(spec_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,  # the supervisor's own problems (a traceback) end up in the job log
-                stderr=log,
-                pass_fds=(ready_w, lock_fd),
-                start_new_session=True,  # not in the server's process group or session: survives its death
-                cwd="/",
-                env={"PATH": os.defpath},  # nothing of the server's environment (secrets) leaks
-            )
+        # The supervisor's own problems (a traceback) end up in the job log.
+        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                started = LAUNCHER.start(spec_file, (ready_w, lock_fd, log_fd))
+            except _Unanswered:
+                started = None  # it may have started: the ready pipe tells, and its lock finds it
+                proc_unknown = True
+            else:
+                proc_unknown = False
+            if started is not None:
+                pid, ticks = started
+                handle = Handle(pid=pid, create_time=ticks / _CLK_TCK, boot_id=supervise.boot_id())
+            elif not proc_unknown:  # no launcher here: an interpreter of its own
+                proc = subprocess.Popen(
+                    [sys.executable, "-S", supervisor_program(), str(spec_file)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    pass_fds=(ready_w, lock_fd),
+                    start_new_session=True,  # not in the server's process group or session: survives it
+                    cwd="/",
+                    env={"PATH": os.defpath},  # nothing of the server's environment (secrets) leaks
+                )
+        finally:
+            os.close(log_fd)
     except BaseException:
         os.close(ready_r)
         spec_file.unlink(missing_ok=True)
@@ -349,23 +367,132 @@ def launch(spec: LaunchSpec) -> Handle:
     finally:
         os.close(ready_w)
         os.close(lock_fd)  # the supervisor's copy holds the lock from now on
-    with _children_lock:
-        _children[proc.pid] = proc
-    # Read the identity while the supervisor is our unreaped child: its pid cannot be reused yet.
-    handle = Handle(pid=proc.pid, create_time=_create_time(proc.pid) or 0.0, boot_id=supervise.boot_id())
+    if proc is not None:
+        with _children_lock:
+            _children[proc.pid] = proc
+        # Read the identity while the supervisor is our unreaped child: its pid cannot be reused yet.
+        handle = Handle(pid=proc.pid, create_time=_create_time(proc.pid) or 0.0, boot_id=supervise.boot_id())
     try:
         ready = _await_ready(ready_r, READY_TIMEOUT_S)
     finally:
         os.close(ready_r)
-    if not ready:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    if ready and handle is None:
+        handle = find_supervisor(spec.status_path)
+    if not ready or handle is None:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            status = f"exit status {proc.returncode}"
+        else:
+            if handle is not None:
+                sup = Pidfd(handle)
+                sup.send(signal.SIGKILL)
+                sup.close()
+            status = "started by the launcher"
         spec_file.unlink(missing_ok=True)
-        raise LaunchError(
-            f"job supervisor did not start (exit status {proc.returncode}); see the end of {spec.log_path}"
-        )
+        raise LaunchError(f"job supervisor did not start ({status}); see the end of {spec.log_path}")
     return handle
+
+
+class _Unanswered(Exception):
+    """The launcher took a request and died (or hung) before it answered."""
+
+
+class Launcher:
+    """This process's warm launcher (see the end of ``supervise.py``): started at the first launch, again
+    when it died. Where it cannot start, each supervisor is a new interpreter (``enabled`` False: always)."""
+
+    RETRY_AFTER_S = 60.0
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._failed_at: float | None = None
+
+    def start(self, spec_file: Path, fds: tuple[int, int, int]) -> tuple[int, int] | None:
+        """Ask for a supervisor of ``spec_file`` (with its ready, lock and log descriptors): its pid and
+        start time in clock ticks; None when there is no launcher (nothing was started)."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            for _ in range(2):
+                sock = self._sock or self._open()
+                if sock is None:
+                    return None
+                try:
+                    socket.send_fds(sock, [str(spec_file).encode()], list(fds))
+                except OSError:  # it had died: nothing was asked of it, so a new one may be
+                    self._close()
+                    continue
+                try:
+                    answer = sock.recv(256).decode()
+                except OSError:
+                    answer = ""
+                if not answer:
+                    self._close()
+                    raise _Unanswered
+                if answer.startswith("error"):
+                    raise LaunchError(f"the job launcher could not start a supervisor: {answer}")
+                pid, ticks = answer.split()
+                return int(pid), int(ticks)
+            return None
+
+    def stop(self) -> None:
+        """Let the launcher go (it exits when its socket closes) and reap it; the supervisors it started
+        run on. The next launch starts a new one."""
+        with self._lock:
+            proc = self._proc
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            self._proc = None
+        if proc is not None:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def _open(self) -> socket.socket | None:
+        if self._failed_at is not None and time.monotonic() - self._failed_at < self.RETRY_AFTER_S:
+            return None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-S", supervisor_program(), "--launcher", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # a Ctrl-C at the server's terminal is the server's
+                cwd="/",
+                env={"PATH": os.defpath},  # nothing of the server's environment (secrets) leaks
+            )
+        except OSError:
+            ours.close()
+            self._failed_at = time.monotonic()
+            return None
+        finally:
+            theirs.close()
+        ours.settimeout(READY_TIMEOUT_S)
+        self._sock, self._failed_at = ours, None
+        return ours
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()  # a launcher still alive reads the end and exits
+            self._sock = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            with _children_lock:
+                _children[self._proc.pid] = self._proc  # reaped with the supervisors
+            self._proc = None
+
+
+LAUNCHER = Launcher()
 
 
 def _await_ready(fd: int, timeout: float) -> bool:

@@ -136,6 +136,42 @@ def descendants(root: int, table: dict[int, ProcInfo]) -> list[ProcInfo]:
     return out
 
 
+def below(root: int) -> list[ProcInfo]:
+    """All processes below ``root``, parents before children, through the kernel's lists of each thread's
+    children: what a job left behind costs a few reads, not a scan of every process on the host."""
+    out: list[ProcInfo] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in threads:
+            try:
+                fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                data = b""
+                while chunk := os.read(fd, 65536):
+                    data += chunk
+            except OSError:
+                data = b""
+            finally:
+                os.close(fd)
+            for child in data.split():
+                info = read_stat(int(child))
+                if info is not None:
+                    out.append(info)
+                    todo.append(info.pid)
+    return out
+
+
+# The kernel lists each thread's children (CONFIG_PROC_CHILDREN, on in the common distributions' kernels).
+CHILD_LISTS = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
 # --- the supervisor -----------------------------------------------------------------------------------
 
 
@@ -488,7 +524,7 @@ class Supervisor:
                 self.main_status = status
 
     def _tree(self) -> list[ProcInfo]:
-        return descendants(self.me, process_table())
+        return below(self.me) if CHILD_LISTS else descendants(self.me, process_table())
 
     def _bwrap_pids(self, tree: list[ProcInfo]) -> set[int]:
         """The outer bwrap and the sandbox's pid 1 (also bwrap); empty without a sandbox."""
@@ -1067,9 +1103,11 @@ class Supervisor:
                 os.close(fd)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], fds: dict[str, int] | None = None) -> int:
+    """Supervise the job of the spec file ``argv[1]``; ``fds``: the ready and lock descriptors when they are
+    not the numbers the spec names (a supervisor forked by the launcher received its own)."""
     if len(argv) != 2:
-        print("usage: supervise.py SPEC.json", file=sys.stderr)
+        print("usage: supervise.py SPEC.json | supervise.py --launcher FD", file=sys.stderr)
         return 2
     with open(argv[1], "rb") as f:
         spec = json.load(f)
@@ -1077,6 +1115,7 @@ def main(argv: list[str]) -> int:
     if spec.get("version") != SPEC_VERSION:
         print(f"supervise.py: unsupported spec version {spec.get('version')}", file=sys.stderr)
         return 2
+    spec.update(fds or {})
     for name in ("ready_fd", "lock_fd"):
         if spec.get(name) is not None:
             os.set_inheritable(spec[name], False)  # not for the job
@@ -1087,5 +1126,92 @@ def main(argv: list[str]) -> int:
     os._exit(0)
 
 
+# --- the warm launcher --------------------------------------------------------------------------------
+#
+# Starting a supervisor as a new interpreter costs some 15 ms of CPU (the interpreter, then this module's
+# imports); a job that runs for milliseconds costs little more than that. So a server starts one launcher
+# (``supervise.py --launcher FD``), which has all of this imported, and asks it for each job: the launcher
+# forks, and the child runs main() as a supervisor started afresh would. A request is one packet on a
+# SOCK_SEQPACKET socket: the spec file's path, with the job's ready, lock and log descriptors attached
+# (SCM_RIGHTS); the answer is "<pid> <start time in clock ticks>", read while the child cannot have been
+# reaped yet, so that the pair names it and no later process. The launcher exits when the server's end of
+# the socket closes (also when the server dies); the supervisors it forked run on, in sessions of their own.
+
+LAUNCH_FDS = ("ready_fd", "lock_fd", "log_fd")
+
+
+def launcher(sock_fd: int) -> int:
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the server's to handle
+    signal.signal(signal.SIGCHLD, _reap)  # supervisors that ended are not left as zombies
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 4096, len(LAUNCH_FDS))
+        except OSError:
+            return 0
+        if not message:
+            return 0  # the server is gone
+        if len(fds) != len(LAUNCH_FDS):
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"error: expected the ready, lock and log descriptors")
+            continue
+        # No reaping until the child's start time is read: a reaped pid could be someone else's by then.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _launched(sock, message.decode(), dict(zip(LAUNCH_FDS, fds, strict=True)))
+            info = read_stat(pid)
+            answer = f"{pid} {info.starttime if info is not None else 0}"
+        except OSError as exc:
+            answer = f"error: {exc}"
+        finally:
+            for fd in fds:
+                os.close(fd)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        sock.send(answer.encode())
+
+
+def _reap(signum: int, frame: object) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _launched(sock: Any, spec_path: str, fds: dict[str, int]) -> None:
+    """In the launcher's child: become a supervisor as one started on its own would be, and never return."""
+    code = 1
+    try:
+        sock.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.setsid()  # not in the launcher's session: a supervisor outlives it and the server
+        log_fd = fds.pop("log_fd")
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log_fd, 1)  # our own problems (a traceback) go to the job's log
+        os.dup2(log_fd, 2)
+        os.close(null)
+        os.close(log_fd)
+        code = main(["supervise.py", spec_path], fds)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--launcher":
+        sys.exit(launcher(int(sys.argv[2])))
     sys.exit(main(sys.argv))

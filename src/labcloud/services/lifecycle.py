@@ -89,6 +89,7 @@ def transition(
     values.update(changes)
     if message or target in MESSAGE_ALWAYS:
         values["message"] = message
+    attempts = job.attempts  # (the update below changes the job in the session too)
     result = session.execute(update(Job).where(Job.id == job.id, Job.state == current).values(**values))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(job)
@@ -97,7 +98,7 @@ def transition(
         JobEvent(job_id=job.id, at=now, from_state=current, to_state=target, reason=reason, message=message)
     )
     webhooks.emit_state_change(session, job, current.value, target.value, reason, message)
-    metrics.job_moved(session, job, current, target, now)  # (job as it was; counted once this commits)
+    metrics.job_moved(session, job, current, target, now, attempts)  # (counted once this commits)
     for key, value in values.items():
         setattr(job, key, value)
     if target in TERMINAL:  # the attempt's usage is recorded and charged; what the job held goes back

@@ -100,17 +100,28 @@ def emit_state_change(
     """A job changed state: its event, in the caller's transaction, but only when some active subscription
     of the job's owner or project asks for it (one query on the indexed owner and project), so that the
     job path pays for no row nobody will read."""
-    mine = (WebhookSubscription.owner_id == job.owner_id) & WebhookSubscription.project_id.is_(None)
-    wanted = session.scalar(
-        select(WebhookSubscription.id)
-        .where(
-            or_(mine, WebhookSubscription.project_id == job.project_id),
-            WebhookSubscription.state == "active",
-            cast(WebhookSubscription.events, Text).contains(f'"{STATE_CHANGED}"'),
+    # Asked once a transaction for an owner and project (a job's end moves it twice in one).
+    tx = session.get_transaction()
+    memo = session.info.get("state_changes_wanted")
+    if memo is None or memo[0] is not tx:
+        memo = session.info["state_changes_wanted"] = (tx, {})
+    asked: dict[tuple[uuid.UUID, uuid.UUID | None], bool] = memo[1]
+    key = (job.owner_id, job.project_id)
+    if key not in asked:
+        mine = (WebhookSubscription.owner_id == job.owner_id) & WebhookSubscription.project_id.is_(None)
+        asked[key] = (
+            session.scalar(
+                select(WebhookSubscription.id)
+                .where(
+                    or_(mine, WebhookSubscription.project_id == job.project_id),
+                    WebhookSubscription.state == "active",
+                    cast(WebhookSubscription.events, Text).contains(f'"{STATE_CHANGED}"'),
+                )
+                .limit(1)
+            )
+            is not None
         )
-        .limit(1)
-    )
-    if wanted is None:
+    if not asked[key]:
         return
     session.add(
         Event(

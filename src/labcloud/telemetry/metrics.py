@@ -153,11 +153,14 @@ def _within(tx: SessionTransaction | None, savepoint: SessionTransaction) -> boo
 # --- what is counted ----------------------------------------------------------------------------------------
 
 
-def job_moved(session: Session, job: Job, current: JobState, target: JobState, now: datetime) -> None:
-    """A job's state change (``job`` as it was before it), observed into the wait and run histograms once
-    it commits. Called by :func:`labcloud.services.lifecycle.transition`, which makes every change."""
+def job_moved(
+    session: Session, job: Job, current: JobState, target: JobState, now: datetime, attempts: int
+) -> None:
+    """A job's state change, observed into the wait and run histograms once it commits (``attempts``: the
+    job's count before the change). Called by :func:`labcloud.services.lifecycle.transition`, which makes
+    every change."""
     if current == JobState.QUEUED and target == JobState.STAGING:
-        waited = (now - _queued_since(session, job)).total_seconds()
+        waited = (now - _queued_since(session, job, attempts)).total_seconds()
         app = job.app
         after_commit(session, lambda: QUEUE_WAIT.labels(app).observe(max(waited, 0.0)))
     elif target in TERMINAL and current in ACTIVE and job.started_at is not None:
@@ -166,10 +169,10 @@ def job_moved(session: Session, job: Job, current: JobState, target: JobState, n
         after_commit(session, lambda: RUN_SECONDS.labels(app, outcome).observe(max(ran, 0.0)))
 
 
-def _queued_since(session: Session, job: Job) -> datetime:
-    """When the job last entered the queue: at submission for its first attempt, else when it was queued
+def _queued_since(session: Session, job: Job, attempts: int) -> datetime:
+    """When the job last entered the queue: at submission before its first attempt, else when it was queued
     again (a Slurm or Celery job counts its attempt while still queued, so it is looked up too)."""
-    if job.attempts == 0:
+    if attempts == 0:
         return job.created_at
     since: Any = session.scalar(
         select(func.max(JobEvent.at)).where(

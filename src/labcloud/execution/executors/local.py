@@ -27,7 +27,7 @@ from labcloud import registry
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
 from labcloud.errors import LabcloudError
-from labcloud.execution import container_run, engine_probe, runner
+from labcloud.execution import container_run, engine_probe, process, runner
 from labcloud.execution.attempt import AttemptDir
 from labcloud.execution.db_reporter import DatabaseReporter
 from labcloud.execution.executors.base import Executor
@@ -59,6 +59,7 @@ class LocalExecutor(Executor):
         self._threads: dict[uuid.UUID, threading.Thread] = {}
         self._detach = threading.Event()  # set when this server stops leading: runners let go of their jobs
         self.sandboxing = resolve_sandboxing(settings.sandbox, settings.job_user)
+        process.LAUNCHER.enabled = settings.warm_launcher
         self.engines = engine_probe.probe(*settings.container_settings())
         log.log(
             logging.ERROR if self.sandboxing.refuse else logging.INFO,
@@ -253,6 +254,7 @@ class LocalExecutor(Executor):
         deadline = time.monotonic() + 10
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        process.LAUNCHER.stop()
 
     def recover(self) -> None:
         """Take up every local job that was active when the last server stopped: running ones where they
