@@ -1,12 +1,14 @@
 """Run every benchmark, print one table and write JSON to bench/results/.
 
 python -m bench.run [--backend sqlite --backend postgresql] [--only NAME] [--quick]
+python -m bench.run --compare [RESULTS.json]   the performance targets beside one run's numbers
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from bench import (
     bench_trust,
     bench_web,
     bench_workers,
+    compare,
 )
 from bench.harness import Result
 
@@ -56,8 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="fewer requests: a smoke run, not for quoting")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--compare",
+        nargs="?",
+        const="",
+        metavar="RESULTS.json",
+        help="run what the table of performance targets needs and print it (or print it from a results file)",
+    )
     args = parser.parse_args(argv)
     backends = args.backend or ["sqlite", "postgresql"]
+    if args.compare:
+        compare.show(json.loads(Path(args.compare).read_text())["results"], backends)
+        return 0
+    if args.compare is not None:
+        args.only = args.only or list(compare.BENCHMARKS)
+        os.environ.setdefault("LABCLOUD_BENCH_JOBS", compare.JOBS_MEASUREMENTS)
     results: list[Result] = []
     for name in args.only or list(BENCHMARKS):
         results += BENCHMARKS[name](backends, args.quick)
@@ -82,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2))
     (args.out / "latest.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {path}")
+    if args.compare is not None:
+        compare.show(report["results"], backends)
     return 0
 
 
 def _cpus() -> int:
-    import os
-
     return os.cpu_count() or 0
 
 

@@ -34,7 +34,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Event, Job, User
@@ -207,14 +207,37 @@ class MailSender(Loop):
         self._wait_until: dict[Any, float] = {}  # a user whose last send failed
 
     def step(self) -> None:
-        window = timedelta(seconds=self.settings.mail_digest_window_s)
+        """Only what is due is read: a user's job ends wait until the oldest of them is a digest window old
+        (read again every second while they wait, a thousand jobs' ends cost a second of CPU a minute)."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.mail_digest_window_s)
+        waiting_users = [u for u, until in self._wait_until.items() if until > time.monotonic()]
         with self.db.session() as session:
-            pending = list(
-                session.scalars(select(Event).where(Event.mailed.is_(False)).order_by(Event.id).limit(500))
+            session.execute(  # the events nobody is mailed about
+                update(Event)
+                .where(Event.mailed.is_(False), or_(Event.kind.not_in(MAILED), Event.user_id.is_(None)))
+                .values(mailed=True)
             )
-            nothing = [e.id for e in pending if e.kind not in MAILED or e.user_id is None]
-            if nothing:
-                session.execute(update(Event).where(Event.id.in_(nothing)).values(mailed=True))
+            due_users = (
+                select(Event.user_id)
+                .where(Event.mailed.is_(False), Event.kind.in_(JOB_EVENTS), Event.created_at <= cutoff)
+                .distinct()
+            )
+            if waiting_users:
+                due_users = due_users.where(Event.user_id.not_in(waiting_users))
+            pending = list(
+                session.scalars(
+                    select(Event)
+                    .where(
+                        Event.mailed.is_(False),
+                        or_(
+                            Event.kind.in_((PAUSED_EVENT, chat.RETRY)),
+                            Event.kind.in_(JOB_EVENTS) & Event.user_id.in_(due_users),
+                        ),
+                    )
+                    .order_by(Event.id)
+                    .limit(500)
+                )
+            )
         for event in pending:
             waiting = self._wait_until.get(event.user_id, 0.0) > time.monotonic()
             if event.kind == PAUSED_EVENT and event.user_id is not None and not waiting:
@@ -225,9 +248,8 @@ class MailSender(Loop):
         for event in pending:
             if event.kind in JOB_EVENTS and event.user_id is not None:
                 by_user[event.user_id].append(event)
-        now = utcnow()
         for user_id, events in by_user.items():
-            if events[0].created_at > now - window or self._wait_until.get(user_id, 0.0) > time.monotonic():
+            if self._wait_until.get(user_id, 0.0) > time.monotonic():
                 continue
             self._mail(user_id, events)
 
