@@ -162,6 +162,8 @@ class Staged:
 def for_staging(session: Session, job: Job) -> dict[str, Staged]:
     """Each input's pinned files, if its owner may still read where they came from. A job queued before
     inputs were pinned is pinned now."""
+    if not job.inputs:
+        return {}
     owner = session.get(User, job.owner_id)
     if owner is None:
         raise InvalidInput.field(["inputs"], "the job's owner is gone")

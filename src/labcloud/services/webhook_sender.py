@@ -40,31 +40,47 @@ def fan_out(session: Session) -> int:
     )
     made = 0
     now = utcnow()
+    active: dict[tuple[Any, Any], list[WebhookSubscription]] = {}  # (a round's events share their owners)
     for event in events:
-        for sub in _wanting(session, event):
+        for sub in _wanting(session, event, active):
             session.add(
                 WebhookDelivery(
                     event_id=event.id, subscription_id=sub.id, state="pending", next_try_at=now, tries=[]
                 )
             )
             made += 1
-        event.fanned_out = True
+    if events:
+        session.execute(
+            update(Event)
+            .where(Event.id.in_([e.id for e in events]))
+            .values(fanned_out=True)
+            .execution_options(synchronize_session=False)
+        )
     session.flush()
     return made
 
 
-def _wanting(session: Session, event: Event) -> list[WebhookSubscription]:
+def _wanting(
+    session: Session, event: Event, active: dict[tuple[Any, Any], list[WebhookSubscription]]
+) -> list[WebhookSubscription]:
     if event.subscription_id is not None:  # a test: its own subscription, paused or not
         found = session.get(WebhookSubscription, event.subscription_id)
         return [found] if found is not None else []
-    whose = [WebhookSubscription.owner_id == event.user_id] if event.user_id else []
-    if event.project_id is not None:
-        whose.append(WebhookSubscription.project_id == event.project_id)
-    if not whose:
-        return []
-    rows = session.scalars(
-        select(WebhookSubscription).where(WebhookSubscription.state == "active", or_(*whose))
-    )
+    key = (event.user_id, event.project_id)
+    if key not in active:
+        whose = [WebhookSubscription.owner_id == event.user_id] if event.user_id else []
+        if event.project_id is not None:
+            whose.append(WebhookSubscription.project_id == event.project_id)
+        active[key] = (
+            list(
+                session.scalars(
+                    select(WebhookSubscription).where(WebhookSubscription.state == "active", or_(*whose))
+                )
+            )
+            if whose
+            else []
+        )
+    rows = active[key]
     wanted = []
     for sub in rows:
         # A user's own webhook hears of their jobs; a project's webhook, of the project's.
