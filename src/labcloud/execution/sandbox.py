@@ -109,6 +109,7 @@ def _real(p: Path | str) -> Path:
     return Path(os.path.realpath(p))
 
 
+@functools.cache
 def software_paths() -> tuple[Path, ...]:
     """This interpreter's installation and the labcloud packages: a job's ``python`` must work even when
     they sit in a hidden folder (a scratch clone under /tmp, a venv in a home, pyenv under /root)."""

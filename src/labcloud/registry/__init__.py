@@ -3,7 +3,7 @@
 Pure Python: no HTTP, no database.
 """
 
-from labcloud.registry.entrypoint import EntrypointSpec
+from labcloud.registry.entrypoint import EntrypointSpec, stored_entrypoint
 from labcloud.registry.jobs import (
     job_environment,
     render_command,
@@ -43,6 +43,7 @@ __all__ = [
     "render_command",
     "render_text",
     "render_value",
+    "stored_entrypoint",
     "validate_inputs",
     "validate_params",
     "version_key",

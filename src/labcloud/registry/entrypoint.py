@@ -3,6 +3,7 @@ schema, inputs, outputs, environment, resources and where it runs, with every ch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -231,3 +232,14 @@ def check_json_data(value: Any, loc: tuple[str | int, ...]) -> None:
         raise SpecError(f"{value!r} is not a JSON number", loc)
     elif value is not None and not isinstance(value, str | int | float | bool):
         raise SpecError(f"{value!r} is a YAML {type(value).__name__}, not JSON data; quote it", loc)
+
+
+@functools.lru_cache(maxsize=256)
+def _stored(text: str) -> EntrypointSpec:
+    return EntrypointSpec.model_validate(json.loads(text))
+
+
+def stored_entrypoint(spec: dict[str, Any]) -> EntrypointSpec:
+    """The entrypoint a job stored (its snapshot of the spec), checked once per distinct spec: every job of
+    a sweep would otherwise check the same parameter schema again. The result is shared: never change it."""
+    return _stored(json.dumps(spec, sort_keys=True))

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from labcloud.db.models import Job, JobEvent, Project
 from labcloud.db.types import utcnow
@@ -89,18 +90,23 @@ def transition(
     values.update(changes)
     if message or target in MESSAGE_ALWAYS:
         values["message"] = message
-    attempts = job.attempts  # (the update below changes the job in the session too)
-    result = session.execute(update(Job).where(Job.id == job.id, Job.state == current).values(**values))
+    attempts = job.attempts
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == current)
+        .values(**values)
+        .execution_options(synchronize_session=False)  # (the job is told below, as written)
+    )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(job)
         raise Conflict(f"Job {job.id} changed state to {job.state} meanwhile.")
+    for key, value in values.items():  # what the row holds now, with nothing left to write
+        set_committed_value(job, key, value)
     session.add(
         JobEvent(job_id=job.id, at=now, from_state=current, to_state=target, reason=reason, message=message)
     )
     webhooks.emit_state_change(session, job, current.value, target.value, reason, message)
     metrics.job_moved(session, job, current, target, now, attempts)  # (counted once this commits)
-    for key, value in values.items():
-        setattr(job, key, value)
     if target in TERMINAL:  # the attempt's usage is recorded and charged; what the job held goes back
         if current in ACTIVE:
             accounting.attempt_ended(session, job, target.value, changes)

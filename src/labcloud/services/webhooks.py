@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Text, cast, func, or_, select
+from sqlalchemy import Text, bindparam, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from labcloud.db.models import Event, Job, Project, User, WebhookDelivery, WebhookSubscription
@@ -94,6 +94,22 @@ def emit_job_end(session: Session, job: Job) -> None:
     )
 
 
+# Built once (asked at every change of every job's state): an active subscription of the owner's own, or of
+# the project's, that asks for state changes.
+_WANTS_STATE_CHANGES = (
+    select(WebhookSubscription.id)
+    .where(
+        or_(
+            (WebhookSubscription.owner_id == bindparam("owner")) & WebhookSubscription.project_id.is_(None),
+            WebhookSubscription.project_id == bindparam("project"),
+        ),
+        WebhookSubscription.state == "active",
+        cast(WebhookSubscription.events, Text).contains(f'"{STATE_CHANGED}"'),
+    )
+    .limit(1)
+)
+
+
 def emit_state_change(
     session: Session, job: Job, from_state: str, to_state: str, reason: str | None, message: str
 ) -> None:
@@ -108,19 +124,8 @@ def emit_state_change(
     asked: dict[tuple[uuid.UUID, uuid.UUID | None], bool] = memo[1]
     key = (job.owner_id, job.project_id)
     if key not in asked:
-        mine = (WebhookSubscription.owner_id == job.owner_id) & WebhookSubscription.project_id.is_(None)
-        asked[key] = (
-            session.scalar(
-                select(WebhookSubscription.id)
-                .where(
-                    or_(mine, WebhookSubscription.project_id == job.project_id),
-                    WebhookSubscription.state == "active",
-                    cast(WebhookSubscription.events, Text).contains(f'"{STATE_CHANGED}"'),
-                )
-                .limit(1)
-            )
-            is not None
-        )
+        found = session.scalar(_WANTS_STATE_CHANGES, {"owner": job.owner_id, "project": job.project_id})
+        asked[key] = found is not None
     if not asked[key]:
         return
     session.add(

@@ -177,7 +177,7 @@ class JobRun:
 
     def _plan(self, log_path: Path) -> JobPlan:
         a = self.assignment
-        spec = registry.EntrypointSpec.model_validate(a["spec"])
+        spec = registry.stored_entrypoint(a["spec"])
         inputs: dict[str, InputSource] = {}
         for slot, source in (a.get("inputs") or {}).items():
             files: list[tuple[str, Writer]] = [

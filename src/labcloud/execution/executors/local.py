@@ -213,7 +213,7 @@ class LocalExecutor(Executor):
         plan = JobPlan(
             job_id=str(job.id),
             attempt=job.attempts,
-            spec=registry.EntrypointSpec.model_validate(job.spec),
+            spec=registry.stored_entrypoint(job.spec),
             params=dict(job.params),
             inputs={},
             env=dict(job.env),
