@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Float, bindparam, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -276,15 +276,38 @@ def release(session: Session, job: Job) -> None:
         job.quota_hold = None
 
 
+# The statements of every job's end, built once (with their parameters bound at each use).
+_CHARGE = (
+    update(Quota)
+    .where(Quota.project_id == bindparam("project"), Quota.resource == bindparam("the_resource"))
+    .values(used=Quota.used + bindparam("amount", type_=Float))
+)
+_spent = Quota.used + Quota.reserved
+_level = case(
+    (Quota.limit <= 0, 100),
+    (_spent >= Quota.limit - 1e-9, 100),
+    (_spent >= Quota.limit * WARN_AT, 80),
+    else_=0,
+)
+_WARN = (
+    update(Quota)
+    .where(
+        Quota.project_id == bindparam("project"),
+        Quota.resource.in_(bindparam("resources", expanding=True)),
+        _level != Quota.warned_level,
+    )
+    .values(warned_level=_level)
+    .returning(Quota.resource, Quota.limit, Quota.used, Quota.reserved, Quota.warned_level)
+    .execution_options(synchronize_session=False)
+)
+
+
 def charge(session: Session, project_id: Any, cpu_hours: float, gpu_hours: float) -> None:
     """Add what an attempt used to its project's time quotas (whatever their limit: it was spent)."""
     spent = {r: a for r, a in (("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours)) if a > 0}
     if spent:
-        session.execute(
-            update(Quota)
-            .where(Quota.project_id == project_id, Quota.resource.in_(list(spent)))
-            .values(used=Quota.used + case(spent, value=Quota.resource, else_=0.0))
-            .execution_options(synchronize_session=False)
+        session.connection().execute(
+            _CHARGE, [{"project": project_id, "the_resource": r, "amount": a} for r, a in spent.items()]
         )
         _warn(session, project_id, list(spent), None)
 
@@ -292,20 +315,7 @@ def charge(session: Session, project_id: Any, cpu_hours: float, gpu_hours: float
 def _warn(session: Session, project_id: Any, resources: list[str], slug: str | None) -> None:
     """Note the level of use of these quotas (one statement, which touches only those whose level moved)
     and write a quota.warning event for each that reached 80% or all of its limit."""
-    spent = Quota.used + Quota.reserved
-    level = case(
-        (Quota.limit <= 0, 100),
-        (spent >= Quota.limit - 1e-9, 100),
-        (spent >= Quota.limit * WARN_AT, 80),
-        else_=0,
-    )
-    moved = session.execute(
-        update(Quota)
-        .where(Quota.project_id == project_id, Quota.resource.in_(resources), level != Quota.warned_level)
-        .values(warned_level=level)
-        .returning(Quota.resource, Quota.limit, Quota.used, Quota.reserved, Quota.warned_level)
-        .execution_options(synchronize_session=False)
-    ).all()
+    moved = session.execute(_WARN, {"project": project_id, "resources": resources}).all()
     told = [row for row in moved if row.warned_level > 0]
     if not told:
         return
