@@ -185,6 +185,17 @@ def test_every_state_change_of_a_job_is_delivered_and_written_only_when_asked_fo
     db.dispose()
     assert kinds == ["job.succeeded"]
 
+    # Whom nobody listens to is remembered for a moment, but a subscription made now is heard at once.
+    later = Receiver()
+    subscribe(client, quiet, later.url, ["job.state_changed"])
+    third = client.post("/api/v1/jobs", json={"app": "quick"}, headers=quiet.headers).json()
+    wait_for_end(client, third["id"], quiet.headers)
+    eventually(
+        lambda: any(b["data"]["to"] == "succeeded" for b in later.bodies()), 30, "the new subscriber's events"
+    )
+    assert any(b["data"]["from"] == "queued" for b in later.bodies())  # from its very first change
+    later.server.shutdown()
+
 
 def test_a_quota_crossing_80_percent_and_reaching_its_limit_is_told_once_each(
     hooked: Settings, receiver: Receiver, make_user: Any, admin: Account, request: pytest.FixtureRequest

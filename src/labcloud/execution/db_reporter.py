@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
+from labcloud.db.models.jobs import without_definition
 from labcloud.errors import Conflict, LabcloudError
 from labcloud.execution.attempt import Collected
 from labcloud.execution.process import Handle
@@ -55,7 +56,7 @@ class DatabaseReporter:
 
     def _job(self, session: Session) -> Job | None:
         """The job while this attempt is its current one, else None (and the job is gone for us)."""
-        job = session.get(Job, self.job_id)
+        job = session.get(Job, self.job_id, options=without_definition())
         if job is None or job.attempts != self.attempt:
             self._gone = True
             return None

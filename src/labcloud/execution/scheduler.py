@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
+from labcloud.db.models.jobs import without_definition
 from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
@@ -154,7 +155,7 @@ class Scheduler(Loop):
             passed_over.append(resources)
             return "waits"
         with self.db.session() as session:
-            job = session.get(Job, job_id)
+            job = session.get(Job, job_id, options=without_definition())
             if job is None or job.state != JobState.QUEUED:
                 return "gone"
             if any(self.executor.fits_now(earlier) for earlier in passed_over):

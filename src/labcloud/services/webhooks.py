@@ -13,6 +13,7 @@ address each try connects to) unless ``webhook_allow_private``; redirects are no
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from labcloud.errors import InvalidInput, NotFound
 from labcloud.services import file_store, projects, quotas, url_fetch
 from labcloud.services.projects import Action
 from labcloud.settings import Settings
+from labcloud.telemetry.metrics import after_commit
 
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
 
@@ -94,6 +96,21 @@ def emit_job_end(session: Session, job: Job) -> None:
     )
 
 
+# Whether anyone hears of an owner's and project's state changes, as last asked, and until when that answer
+# holds: asked at every change of every job's state, it is remembered for a moment, and forgotten when this
+# process makes or changes a subscription (another replica's new subscription is heard of within that
+# moment).
+WANTED_TTL_S = 2.0
+_state_changes_wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[bool, float]] = {}
+
+
+def _forget_wanted(session: Session) -> None:
+    """Subscriptions change in this transaction: what was remembered of them is forgotten now and again
+    once it commits (a job moving meanwhile may have asked before it did)."""
+    _state_changes_wanted.clear()
+    after_commit(session, _state_changes_wanted.clear)
+
+
 # Built once (asked at every change of every job's state): an active subscription of the owner's own, or of
 # the project's, that asks for state changes.
 _WANTS_STATE_CHANGES = (
@@ -116,17 +133,12 @@ def emit_state_change(
     """A job changed state: its event, in the caller's transaction, but only when some active subscription
     of the job's owner or project asks for it (one query on the indexed owner and project), so that the
     job path pays for no row nobody will read."""
-    # Asked once a transaction for an owner and project (a job's end moves it twice in one).
-    tx = session.get_transaction()
-    memo = session.info.get("state_changes_wanted")
-    if memo is None or memo[0] is not tx:
-        memo = session.info["state_changes_wanted"] = (tx, {})
-    asked: dict[tuple[uuid.UUID, uuid.UUID | None], bool] = memo[1]
     key = (job.owner_id, job.project_id)
-    if key not in asked:
+    known = _state_changes_wanted.get(key)
+    if known is None or known[1] < time.monotonic():
         found = session.scalar(_WANTS_STATE_CHANGES, {"owner": job.owner_id, "project": job.project_id})
-        asked[key] = found is not None
-    if not asked[key]:
+        known = _state_changes_wanted[key] = (found is not None, time.monotonic() + WANTED_TTL_S)
+    if not known[0]:
         return
     session.add(
         Event(
@@ -187,6 +199,7 @@ def subscribe(
     )
     session.add(found)
     session.flush()
+    _forget_wanted(session)
     return found
 
 
@@ -222,6 +235,7 @@ def change(
         if active:
             found.failures_in_a_row = 0
     session.flush()
+    _forget_wanted(session)
     return found
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, defer, mapped_column
 
 from labcloud.db.models.base import Base
 from labcloud.db.types import EnumText, ResourcesJSON, UTCDateTime, new_id, utcnow
@@ -100,6 +100,12 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # When retention deleted its outputs (the job itself stays, with its history and log).
     outputs_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+def without_definition() -> tuple[Any, ...]:
+    """Loader options for a job read to move its state (dispatching it, recording its run): its largest
+    JSON, what it runs and with what, is left unread (and read if anything asks for it after all)."""
+    return (defer(Job.spec), defer(Job.params), defer(Job.inputs), defer(Job.env), defer(Job.tags))
 
 
 class RetentionRun(Base):
