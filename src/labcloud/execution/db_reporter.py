@@ -177,7 +177,9 @@ class DatabaseReporter:
                 replaced = job_files.index_outputs(session, self.settings, space, self.job_id, self._stored)
                 if self.outputs is not None:
                     self.outputs.record(session, self._placed)
-            lifecycle.record_end(session, job, end, tes_run.count_outputs(session, job))
+            # (a first attempt that stored nothing has no outputs: nothing to count)
+            counted = self._stored or self.outputs is not None or job.attempts > 1
+            lifecycle.record_end(session, job, end, tes_run.count_outputs(session, job) if counted else 0)
         return replaced
 
     def _drop_stored(self) -> None:

@@ -34,7 +34,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Event, Job, User
@@ -197,6 +197,33 @@ def compose_paused(settings: Settings, webhook: dict[str, Any]) -> tuple[str, st
     return subject, text, html_body
 
 
+# The sender's statements, built once (it asks every second): mark the events nobody is mailed about; read
+# what is due (a user's job ends once the oldest is a digest window old, webhook pauses, chat retries).
+_MARK_UNMAILED = (
+    update(Event)
+    .where(Event.mailed.is_(False), or_(Event.kind.not_in(MAILED), Event.user_id.is_(None)))
+    .values(mailed=True)
+    .execution_options(synchronize_session=False)
+)
+_DUE_USERS = (
+    select(Event.user_id)
+    .where(Event.mailed.is_(False), Event.kind.in_(JOB_EVENTS), Event.created_at <= bindparam("cutoff"))
+    .distinct()
+)
+_DUE = (
+    select(Event)
+    .where(
+        Event.mailed.is_(False),
+        or_(
+            Event.kind.in_((PAUSED_EVENT, chat.RETRY)),
+            Event.kind.in_(JOB_EVENTS) & Event.user_id.in_(_DUE_USERS),
+        ),
+    )
+    .order_by(Event.id)
+    .limit(500)
+)
+
+
 class MailSender(Loop):
     """On the leader: mails each user's ended jobs once their digest window has passed."""
 
@@ -210,34 +237,9 @@ class MailSender(Loop):
         """Only what is due is read: a user's job ends wait until the oldest of them is a digest window old
         (read again every second while they wait, a thousand jobs' ends cost a second of CPU a minute)."""
         cutoff = utcnow() - timedelta(seconds=self.settings.mail_digest_window_s)
-        waiting_users = [u for u, until in self._wait_until.items() if until > time.monotonic()]
         with self.db.session() as session:
-            session.execute(  # the events nobody is mailed about
-                update(Event)
-                .where(Event.mailed.is_(False), or_(Event.kind.not_in(MAILED), Event.user_id.is_(None)))
-                .values(mailed=True)
-            )
-            due_users = (
-                select(Event.user_id)
-                .where(Event.mailed.is_(False), Event.kind.in_(JOB_EVENTS), Event.created_at <= cutoff)
-                .distinct()
-            )
-            if waiting_users:
-                due_users = due_users.where(Event.user_id.not_in(waiting_users))
-            pending = list(
-                session.scalars(
-                    select(Event)
-                    .where(
-                        Event.mailed.is_(False),
-                        or_(
-                            Event.kind.in_((PAUSED_EVENT, chat.RETRY)),
-                            Event.kind.in_(JOB_EVENTS) & Event.user_id.in_(due_users),
-                        ),
-                    )
-                    .order_by(Event.id)
-                    .limit(500)
-                )
-            )
+            session.execute(_MARK_UNMAILED)
+            pending = list(session.scalars(_DUE, {"cutoff": cutoff}))
         for event in pending:
             waiting = self._wait_until.get(event.user_id, 0.0) > time.monotonic()
             if event.kind == PAUSED_EVENT and event.user_id is not None and not waiting:

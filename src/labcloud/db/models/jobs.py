@@ -105,7 +105,10 @@ class Job(Base):
 def without_definition() -> tuple[Any, ...]:
     """Loader options for a job read to move its state (dispatching it, recording its run): its largest
     JSON, what it runs and with what, is left unread (and read if anything asks for it after all)."""
-    return (defer(Job.spec), defer(Job.params), defer(Job.inputs), defer(Job.env), defer(Job.tags))
+    return _WITHOUT_DEFINITION
+
+
+_WITHOUT_DEFINITION = (defer(Job.spec), defer(Job.params), defer(Job.inputs), defer(Job.env), defer(Job.tags))
 
 
 class RetentionRun(Base):
