@@ -95,6 +95,38 @@ def test_spike_detection_on_an_uploaded_trace(client: TestClient, settings: Sett
     assert len(rows) == 30  # the sample trace holds 30 spikes
 
 
+def test_a_sweeps_jobs_each_get_its_inputs_and_tags(client: TestClient, settings: Settings, user: Account) -> None:
+    sample = Path(__import__("labcloud_demo").__file__).parent / "samples" / "trace.csv"
+    put_file(client, user, "recordings/a.csv", sample.read_bytes())
+    body = {
+        "app": "spikes",
+        "grid": {"threshold": [5, 6, 7]},
+        "inputs": {"trace": "recordings/a.csv"},
+        "tags": {"study": "thresholds"},
+    }
+    r = client.post("/api/v1/sweeps", json=body, headers=user.headers)
+    assert r.status_code == 201, r.text
+    made = r.json()
+
+    def ended() -> dict[str, Any] | None:
+        got: dict[str, Any] = client.get(f"/api/v1/sweeps/{made['id']}", headers=user.headers).json()
+        return got if got["state"] not in ("queued", "running") else None
+
+    done = eventually(ended, 120, "the sweep to end")
+    assert done["counts"] == {"succeeded": 3}, done
+    jobs = client.get(f"/api/v1/sweeps/{made['id']}/jobs", headers=user.headers).json()["items"]
+    assert sorted(j["params"]["threshold"] for j in jobs) == [5, 6, 7]
+    for j in jobs:
+        job = client.get(f"/api/v1/jobs/{j['id']}", headers=user.headers).json()
+        assert job["tags"] == {"study": "thresholds"} and job["inputs"] == {"trace": "recordings/a.csv"}
+        outputs = client.get(f"/api/v1/jobs/{j['id']}/outputs", headers=user.headers).json()
+        assert "spikes.csv" in [o["path"] for o in outputs]
+    tagged = client.get("/api/v1/jobs", params={"tag": "study=thresholds"}, headers=user.headers).json()
+    assert len(tagged["items"]) == 3
+    other = client.get("/api/v1/jobs", params={"tag": "study=other"}, headers=user.headers).json()
+    assert other["items"] == []
+
+
 def test_bad_submissions_name_what_is_wrong(client: TestClient, user: Account) -> None:
     r = client.post(
         "/api/v1/jobs",
