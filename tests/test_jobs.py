@@ -95,7 +95,9 @@ def test_spike_detection_on_an_uploaded_trace(client: TestClient, settings: Sett
     assert len(rows) == 30  # the sample trace holds 30 spikes
 
 
-def test_a_sweeps_jobs_each_get_its_inputs_and_tags(client: TestClient, settings: Settings, user: Account) -> None:
+def test_a_sweeps_jobs_each_get_its_inputs_and_tags(
+    client: TestClient, settings: Settings, user: Account
+) -> None:
     sample = Path(__import__("labcloud_demo").__file__).parent / "samples" / "trace.csv"
     put_file(client, user, "recordings/a.csv", sample.read_bytes())
     body = {
