@@ -63,7 +63,7 @@ import redis
 from celery import Celery
 
 from bench.bench_jobs import ACTIVE_QUERY, JobsServer, threaded, ts
-from bench.harness import Result, percentile, run_all, running_server
+from bench.harness import Result, percentile, reachable, run_all, running_server
 from labcloud.worker.celery_app import create_app
 from testing.daemons import clean_env
 from testing.slurm import SlurmCluster, slurm_cluster
@@ -421,6 +421,7 @@ def measure_slurm(backend: str, quick: bool) -> list[Result]:
         tempfile.TemporaryDirectory(prefix="lcb-slurm-") as tmp,
         slurm_cluster(Path(tmp) / "c") as cluster,
     ):
+        reachable(Path(tmp))
         env = {
             "LABCLOUD_EXECUTOR": "slurm",
             "LABCLOUD_SLURM_POLL_S": str(SLURM_POLL_S),
@@ -583,6 +584,7 @@ def measure_celery(backend: str, quick: bool) -> list[Result]:
         stack.callback(store.close)
         stack.callback(lambda: [store.delete(k) for k in store.scan_iter(match=f"*{prefix}*")])
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="labcloud-bench-celery-")))
+        reachable(tmp)
         env = {
             "LABCLOUD_EXECUTOR": "celery",
             "LABCLOUD_CELERY_BROKER_URL": REDIS,

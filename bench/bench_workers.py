@@ -43,7 +43,7 @@ from bench.bench_jobs import (
     ts,
     wait_terminal,
 )
-from bench.harness import Result, latency_summary, run_all, running_server
+from bench.harness import Result, latency_summary, reachable, run_all, running_server
 from labcloud.db.types import new_id
 
 SINK_APP = "bench-sink"
@@ -102,6 +102,7 @@ class WorkerFleet:
     @contextmanager
     def start(cls, js: JobsServer, count: int, *args: str) -> Iterator[WorkerFleet]:
         with tempfile.TemporaryDirectory(prefix="labcloud-bench-workers-") as tmp:
+            reachable(Path(tmp))
             fleet = cls(js, Path(tmp), [])
             try:
                 with js.client() as c:
@@ -204,6 +205,9 @@ def through(backend: str, count: int, n_jobs: int) -> Result:
         WorkerFleet.start(js, count, "--sandbox", "off"),
     ):
         sink = Path(tmp) / "sink.txt"
+        reachable(Path(tmp))
+        sink.touch(mode=0o666)
+        sink.chmod(0o666)  # (the jobs run as the job user, without a sandbox: they append to it)
         with js.client() as c:
             for _ in range(2 * count):  # warm-up: every worker's first job
                 wait_terminal(c, submit_sink(c, "")["id"], 60)

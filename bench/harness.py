@@ -133,6 +133,12 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[index]
 
 
+def reachable(folder: Path) -> None:
+    """A scratch folder the job user may pass through (runners started as root run jobs as that user when
+    the sandbox is off, and refuse a job folder it could not reach)."""
+    folder.chmod(0o711)
+
+
 def latency_summary(samples_s: list[float]) -> dict[str, float]:
     ms = [s * 1000 for s in samples_s]
     return {
