@@ -45,6 +45,7 @@ def engine_apps(apps_dir: Path) -> None:
         resources=SMALL,
     )
     write_app(apps_dir, "e-fail", [SH, "-c", "echo failing; exit 3"], resources=SMALL)
+    write_app(apps_dir, "e-id", [SH, "-c", 'id; echo ok > "$LABCLOUD_OUTPUT/ok.txt"'], resources=SMALL)
     write_app(
         apps_dir,
         "e-big",

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,6 +140,20 @@ def test_jobs_run_on_celery_workers_with_inputs_outputs_and_log(
     # the engine's worker row holds the jobs; nobody can use its token
     engine = c.worker_info("celery executor")
     assert engine["labels"] == {"executor": "celery"} and engine["state"] == "active"
+
+
+def test_a_celery_worker_without_a_sandbox_lets_the_job_user_reach_its_job(
+    rc: CeleryCluster, open_scratch: Path
+) -> None:
+    """Run as root with the sandbox off, jobs run as the job user: the worker's own folder (locked 0700)
+    lets that user through to its job's folder, and the job runs as that user."""
+    rc.start_celery_worker("plain", work_dir=open_scratch / "runs", sandbox="off")
+    job = rc.submit("e-id")
+    done = rc.wait_end(job["id"])
+    assert done["state"] == "succeeded", (done, rc.log(job["id"]))
+    assert done["message"].startswith("1 output file"), done
+    if os.geteuid() == 0:
+        assert "uid=65534" in rc.log(job["id"])  # nobody, not root
 
 
 def test_each_resource_class_has_its_queue_and_waits_for_a_worker_on_it(rc: CeleryCluster) -> None:

@@ -361,6 +361,7 @@ def celery_worker(
     )  # a killed worker's jobs went to other runners
     os.environ.update(
         LABCLOUD_RUNNER_WORK_DIR=str(work_dir / "jobs"),
+        LABCLOUD_RUNNER_TOP=str(work_dir),  # (locked 0700: a job user is let through it to its job)
         LABCLOUD_RUNNER_SANDBOX=runner.sandbox,
         LABCLOUD_RUNNER_JOB_USER=runner.job_user,
         LABCLOUD_RUNNER_KILL_GRACE=str(runner.kill_grace),

@@ -50,6 +50,7 @@ def run_job(server: str, job_id: str, token: str) -> dict[str, Any]:
         grace_s=float(os.environ.get("LABCLOUD_RUNNER_KILL_GRACE", "5")),
         wait_held_s=float(os.environ.get("LABCLOUD_RUNNER_WAIT_HELD_S", "3600")),
         engines=engine_options.probe(ContainerSettings()),  # one probe per worker process (its settings are)
+        top=Path(os.environ["LABCLOUD_RUNNER_TOP"]) if os.environ.get("LABCLOUD_RUNNER_TOP") else None,
     )
     return {"ran": outcome.ran, "state": outcome.state, "message": outcome.message}
 

@@ -46,10 +46,13 @@ def run_one(
     wait_held_s: float = 3600.0,
     stop: threading.Event | None = None,
     engines: EngineProbe | None = None,
+    top: Path | None = None,
 ) -> Outcome:
     """Take job ``job_id`` with ``token`` and run it to its end. ``stop`` (set from outside, e.g. by a
     signal) kills the job's process and reports nothing more: the engine's state then tells the server.
-    ``engines``: the container engine of this machine (None: container apps cannot run here)."""
+    ``engines``: the container engine of this machine (None: container apps cannot run here). ``top``: the
+    worker's own folder holding ``work_dir`` (from it down, a job user without a sandbox is let through to
+    its job's folder); ``work_dir`` itself by default."""
     stop = stop or threading.Event()
     assignment = _take(api, job_id, token, wait_held_s, stop)
     if assignment is None:
@@ -63,6 +66,7 @@ def run_one(
         RunSettings(
             api=api,
             jobs_dir=work_dir,
+            work_dir=top,
             sandboxing=sandboxing,
             hidden=(work_dir.resolve(),),
             grace_s=grace_s,
