@@ -312,7 +312,7 @@ def measure_started(backend: str, quick: bool) -> list[Result]:
 
 def load_queued(js: JobsServer, template: dict[str, Any], owner: uuid.UUID, count: int) -> None:
     """``count`` queued jobs for the pull executor, straight into the database, oldest first."""
-    columns = [*JOB_COLUMNS, "project_id"]
+    columns = list(JOB_COLUMNS)
     fixed = {
         "owner_id": owner,
         "project_id": uuid.UUID(template["project_id"]),
