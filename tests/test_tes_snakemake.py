@@ -86,8 +86,7 @@ def test_snakemake_runs_a_workflow_through_tes(
         seaweedfs.endpoint_url,
         "--storage-s3-access-key",
         seaweedfs.access_key,
-        "--storage-s3-secret-key",
-        seaweedfs.secret_key,
+        f"--storage-s3-secret-key={seaweedfs.secret_key}",  # (one form for a key that starts with "-")
         "--container-image",
         image,
         "--jobs",
