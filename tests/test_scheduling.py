@@ -13,6 +13,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session
 
@@ -21,10 +22,11 @@ from jobs_helpers import TERMINAL, follow_log, py, wait_for_end, write_app
 from labcloud.api.app import create_app
 from labcloud.db.engine import Database
 from labcloud.db.models import Job, UsageRecord, User
+from labcloud.db.models.jobs import WAITING_CLAUSE
 from labcloud.db.types import utcnow
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.process import Handle
-from labcloud.execution.scheduler import Scheduler
+from labcloud.execution.scheduler import Scheduler, owners_waiting
 from labcloud.registry.spec_parts import Resources
 from labcloud.services import lifecycle, projects
 from labcloud.services.job_states import JobState
@@ -230,6 +232,36 @@ def test_the_project_that_used_least_lately_goes_first(
                 session.execute(sa_update(Job).where(Job.id == job_id).values(state="queued", attempts=0))
         assert scheduler.dispatch() == 1
         assert executor.started == [ids[first.email][0]], f"half-life {half_life_h}: wrong job first"
+    db.dispose()
+
+
+def test_the_line_is_each_users_oldest_waiting_job_read_from_the_dispatch_index(
+    client: TestClient, settings: Settings, make_user: Any
+) -> None:
+    """Alice has three jobs waiting, bob one waiting and one already staged, carol only jobs of another
+    executor: the line is alice's oldest and bob's waiting one. Who waits is found by index seeks from one
+    owner to the next (the dispatch index), not by reading every queued job's row."""
+    alice, bob, carol = (make_user(f"{n}@example.org") for n in ("alice", "bob", "carol"))
+    db = Database(settings)
+    alice_jobs = [_queue_one_each(db, [alice], _OneSlot.name)[0][1][0] for _ in range(3)]
+    bob_staged, bob_waiting = (_queue_one_each(db, [bob], _OneSlot.name)[0][1][0] for _ in range(2))
+    _queue_one_each(db, [carol, carol], "elsewhere")
+    with db.session() as session:
+        session.execute(sa_update(Job).where(Job.id == bob_staged).values(state="staging", attempts=1))
+    scheduler = Scheduler(db, cast(Executor, _OneSlot()))
+    line = {job_id: owner for owner, job_id, _ in scheduler._candidates()}
+    assert line == {alice_jobs[0]: alice.id, bob_waiting: bob.id}
+    assert scheduler.dispatch() == 1
+
+    owners = owners_waiting((WAITING_CLAUSE, Job.executor == _OneSlot.name))
+    sql = str(owners.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with db.session() as session:
+        if backend() == "postgresql":
+            session.execute(text("SET LOCAL enable_seqscan = off"))  # a few rows: the plan it takes at scale
+            plan = "\n".join(row[0] for row in session.execute(text(f"EXPLAIN {sql}")))
+        else:
+            plan = "\n".join(str(row[-1]) for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+    assert "ix_jobs_waiting_executor_owner_id_id" in plan, plan
     db.dispose()
 
 

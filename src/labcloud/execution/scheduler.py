@@ -20,12 +20,12 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, TextClause, select
 from sqlalchemy.orm import Session
 
 from labcloud.db.engine import Database
 from labcloud.db.models import Job
-from labcloud.db.models.jobs import without_definition
+from labcloud.db.models.jobs import WAITING_CLAUSE, without_definition
 from labcloud.errors import Conflict
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
@@ -91,17 +91,13 @@ class Scheduler(Loop):
         return started, False
 
     def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID, Resources]]:
-        queued = (
-            (Job.state == JobState.QUEUED)
-            & (Job.executor == self.executor.name)
-            & Job.worker_id.is_(None)  # not yet handed to an engine's own queue
-        )
+        waiting = (WAITING_CLAUSE, Job.executor == self.executor.name)  # ix_jobs_waiting_executor_owner_id_id
         with self.db.session() as session:
-            owners = session.scalars(select(Job.owner_id).where(queued).distinct()).all()
+            owners = session.scalars(owners_waiting(waiting)).all()
             if len(owners) == 1:  # a line of one: their oldest jobs, in order
                 alone = (
                     select(Job.id, Job.resources)
-                    .where(queued, Job.owner_id == owners[0])
+                    .where(*waiting, Job.owner_id == owners[0])
                     .order_by(Job.id)
                     .limit(BATCH)
                 )
@@ -111,7 +107,7 @@ class Scheduler(Loop):
             for owner in owners:
                 oldest = (
                     select(Job.id, Job.project_id, Job.resources)
-                    .where(queued, Job.owner_id == owner)
+                    .where(*waiting, Job.owner_id == owner)
                     .order_by(Job.id)
                 )
                 found = session.execute(oldest.limit(1)).first()
@@ -169,3 +165,20 @@ class Scheduler(Loop):
         self.executor.submit(job_id, owner_id, resources)
         metrics.DISPATCH_SECONDS.labels(self.executor.name).observe(time.perf_counter() - taken)
         return "started"
+
+
+def owners_waiting(waiting: tuple[ColumnElement[bool] | TextClause, ...]) -> Select[uuid.UUID]:
+    """Who has jobs waiting, read as a loose index scan: from each owner to the next one up, one seek each in
+    the dispatch index, rather than every queued job's row (which a DISTINCT reads: a dispatcher woken by
+    each of ten thousand submits would read them all each time)."""
+    first = select(Job.owner_id).where(*waiting).order_by(Job.owner_id).limit(1).scalar_subquery()
+    owners = select(first.label("owner_id")).cte("owners", recursive=True)
+    following = (
+        select(Job.owner_id)
+        .where(*waiting, Job.owner_id > owners.c.owner_id)
+        .order_by(Job.owner_id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    owners = owners.union_all(select(following).where(owners.c.owner_id.is_not(None)))
+    return select(owners.c.owner_id).where(owners.c.owner_id.is_not(None))

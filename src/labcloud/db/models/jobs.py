@@ -32,6 +32,12 @@ from labcloud.services.job_states import FailureReason, JobState
 # same literal condition in its query, so a prepared statement can use the index too).
 QUEUED_PULL = "state = 'queued' AND executor = 'pull'"
 _QUEUED_PULL = text(QUEUED_PULL)
+# The jobs a dispatcher may start: queued, not yet in an engine's own queue. Its partial index leads with
+# the executor and the owner, so that who waits is found by skipping from one owner to the next (one index
+# seek each, however many jobs they queued), and each owner's oldest job by one more.
+WAITING_HERE = "state = 'queued' AND worker_id IS NULL"
+WAITING_CLAUSE = text(f"jobs.{WAITING_HERE.replace(' AND ', ' AND jobs.')}")
+_WAITING_HERE = text(WAITING_HERE)
 
 
 class Job(Base):
@@ -44,6 +50,14 @@ class Job(Base):
         Index("ix_jobs_state_executor_id", "state", "executor", "id"),  # claims by remote workers
         Index("ix_jobs_project_id_id", "project_id", "id"),  # a project's jobs, newest first
         Index("ix_jobs_queued_pull", "id", sqlite_where=_QUEUED_PULL, postgresql_where=_QUEUED_PULL),
+        Index(
+            "ix_jobs_waiting_executor_owner_id_id",
+            "executor",
+            "owner_id",
+            "id",
+            sqlite_where=_WAITING_HERE,
+            postgresql_where=_WAITING_HERE,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
