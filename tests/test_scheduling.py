@@ -101,6 +101,8 @@ def test_a_queued_job_starts_as_soon_as_the_running_one_ends(settings: Settings)
         waiting = client.post("/api/v1/jobs", json={"app": "nap"}, headers=admin).json()["id"]
         reason = client.get(f"/api/v1/jobs/{waiting}", headers=admin).json()["message"]
         assert state(waiting) == "queued" and "waiting for capacity" in reason, reason
+        listed = {j["id"]: j["message"] for j in client.get("/api/v1/jobs", headers=admin).json()["items"]}
+        assert listed[waiting] == reason, "the listing says why it waits as the job's own page does"
         (settings.home / "jobs" / gate / "attempt-1" / "work" / "open").touch()
         eventually(lambda: state(gate) == "succeeded", 30, "the gate job to end")
         eventually(lambda: state(waiting) == "succeeded", 20, "the waiting job to start and end")

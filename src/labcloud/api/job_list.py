@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, load_only
 from labcloud.api.job_schemas import JobOut
 from labcloud.api.schemas import PageOut
 from labcloud.db.models import Job, Project, User, Worker
+from labcloud.registry.spec_parts import Resources
 from labcloud.runtime import Runtime
 from labcloud.services import jobs as job_service
 from labcloud.services import targets
@@ -87,7 +88,20 @@ def wait_messages(ctx: Runtime, session: Session, rows: Sequence[Row[Any]]) -> l
             continue
         kind = (row.executor, row.spec_hash, row.resources, row.id if row.targeted else None)
         if kind not in known:
-            job = session.get(Job, row.id, options=[load_only(*WAIT_COLUMNS)])
+            job = _as_waiting(ctx, session, row)
             known[kind] = ctx.wait_reason(job) if job is not None else None
         out.append(known[kind] or row.message)
     return out
+
+
+def _as_waiting(ctx: Runtime, session: Session, row: Row[Any]) -> Job | None:
+    """The queued job as its executor reads it to say why it waits: made from the page's row (no query), or
+    read again where the executor looks at its spec too (the page leaves the spec out)."""
+    found = ctx.executors.get(row.executor)
+    if found is not None and found.wait_reads_spec:
+        return session.get(Job, row.id, options=[load_only(*WAIT_COLUMNS)])
+    resources = Resources.model_validate_json(row.resources) if row.resources is not None else None
+    values = {"resources": resources} | {
+        c.key: getattr(row, c.key) for c in WAIT_COLUMNS if c.key != "resources"
+    }
+    return Job(id=row.id, **values)

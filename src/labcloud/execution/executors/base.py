@@ -38,6 +38,8 @@ class Executor(abc.ABC):
     # True: its jobs run on remote workers, which report their container engines with each heartbeat;
     # whether container apps can run is then theirs to say as well as this server's engine's.
     engines_on_workers: ClassVar[bool] = False
+    # True: :meth:`wait_reason` reads the job's spec (listings, which leave the spec out, then read it).
+    wait_reads_spec: ClassVar[bool] = False
 
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage

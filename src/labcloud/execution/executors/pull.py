@@ -24,6 +24,7 @@ class PullExecutor(Executor):
     name = "pull"
     dispatched = False  # workers claim their jobs
     engines_on_workers = True  # and run container jobs on their own engines
+    wait_reads_spec = True  # the labels and runtime a worker must have
 
     def duties(self) -> list[Loop]:
         return [Loop("leases", max(0.2, self.settings.lease_seconds / 10), self.expire_leases)]
