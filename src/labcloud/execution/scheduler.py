@@ -13,6 +13,8 @@ between two checks), the round starts again from the top, so the room goes to wh
 When only one user has queued work (a sweep of a thousand jobs, say), a round offers that user's oldest
 jobs in order, up to ``BATCH`` of them, from one query, and stops at the first that does not fit: the line
 of one is the same, without asking the database who is in it again for every job.
+After a round that started nothing (the machine is full), the next one reads just the first job of that
+line: a wake-up per submit then costs one row, not a batch that cannot start.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Scheduler(Loop):
         self.half_life_h = half_life_h  # of projects' usage in the order (0: usage does not count)
         self._last_served: dict[uuid.UUID, float] = {}
         self._usage: tuple[float, dict[uuid.UUID, float]] = (0.0, {})
+        # How many of a lone user's jobs the next round reads: BATCH while jobs start, one after a round
+        # that started none (the machine is full: each wake-up by a submit then reads one queued job).
+        self._offer = BATCH
 
     def step(self) -> None:
         self.dispatch()
@@ -76,7 +81,7 @@ class Scheduler(Loop):
         started = 0
         passed_over: list[Resources] = []  # what this round could not fit, in the order of the line
         waiting: set[uuid.UUID] = set()  # users whose job did not fit: their later ones wait behind it
-        for owner_id, job_id, resources in self._candidates():
+        for owner_id, job_id, resources in self._candidates(self._offer):
             if self.stopping:
                 break
             if owner_id in waiting:
@@ -88,9 +93,10 @@ class Scheduler(Loop):
                 waiting.add(owner_id)
             elif outcome == "room_freed":
                 return started, True
+        self._offer = BATCH if started else 1
         return started, False
 
-    def _candidates(self) -> list[tuple[uuid.UUID, uuid.UUID, Resources]]:
+    def _candidates(self, offer: int = BATCH) -> list[tuple[uuid.UUID, uuid.UUID, Resources]]:
         waiting = (WAITING_CLAUSE, Job.executor == self.executor.name)  # ix_jobs_waiting_executor_owner_id_id
         with self.db.session() as session:
             owners = session.scalars(owners_waiting(waiting)).all()
@@ -99,7 +105,7 @@ class Scheduler(Loop):
                     select(Job.id, Job.resources)
                     .where(*waiting, Job.owner_id == owners[0])
                     .order_by(Job.id)
-                    .limit(BATCH)
+                    .limit(offer)
                 )
                 return [(owners[0], job_id, resources) for job_id, resources in session.execute(alone)]
             # Each user's oldest queued job: one index lookup per user (PostgreSQL has no min() of uuid).
