@@ -669,3 +669,27 @@ def test_the_supervisor_s_bytecode_is_cached_per_installation(
         assert pyc.parent == tmp_path / "cache" / "labcloud" and pyc.suffix == ".pyc", pyc
         code = marshal.loads(pyc.read_bytes()[16:])
         assert code.co_filename == str(installs[name][0]), (name, code.co_filename)
+
+
+def test_a_server_with_more_than_1024_descriptors_open_still_runs_jobs(tmp_path: Path) -> None:
+    """A busy server (hundreds of instruments long-polling, each a socket) holds descriptors past 1,024,
+    where ``select()`` cannot wait. The job's ready pipe and its supervisor's pidfd get such numbers here:
+    the job must still start and be followed to its end."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard >= 1400, f"the hard limit on descriptors is {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:  # the lowest free numbers are all taken: new ones come above
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        spec = make_spec(tmp_path, py("print('ran past 1024')"))
+        rec = Recorder()
+        result = run(spec, rec)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert result.outcome == "exited" and result.exit_code == 0, result.message
+    assert rec.text == "ran past 1024\n"

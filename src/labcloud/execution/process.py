@@ -189,8 +189,7 @@ class Pidfd:
         if self.gone:
             return True
         if self.fd is not None:
-            readable, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))
-            self.gone = bool(readable)
+            self.gone = readable(self.fd, timeout)
         else:
             deadline = time.monotonic() + timeout
             while is_alive(self.handle) and time.monotonic() < deadline:
@@ -495,13 +494,21 @@ class Launcher:
 LAUNCHER = Launcher()
 
 
+def readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` is readable within ``timeout`` seconds. ``poll``, not ``select``: a busy server holds
+    descriptors numbered past 1,024 (``FD_SETSIZE``), where ``select`` refuses to wait."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(timeout, 0.0) * 1000))
+
+
 def _await_ready(fd: int, timeout: float) -> bool:
     """Wait for the supervisor's "ok" (sent once its signal handlers are in place and the job started)."""
     deadline = time.monotonic() + timeout
     data = b""
     while b"\n" not in data:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+        if remaining <= 0 or not readable(fd, remaining):
             return False
         chunk = os.read(fd, 64)
         if not chunk:
