@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import py_compile
-import select
 import signal
 import socket
 import subprocess
@@ -189,7 +188,7 @@ class Pidfd:
         if self.gone:
             return True
         if self.fd is not None:
-            self.gone = readable(self.fd, timeout)
+            self.gone = supervise.readable([self.fd], timeout)
         else:
             deadline = time.monotonic() + timeout
             while is_alive(self.handle) and time.monotonic() < deadline:
@@ -494,21 +493,13 @@ class Launcher:
 LAUNCHER = Launcher()
 
 
-def readable(fd: int, timeout: float) -> bool:
-    """Whether ``fd`` is readable within ``timeout`` seconds. ``poll``, not ``select``: a busy server holds
-    descriptors numbered past 1,024 (``FD_SETSIZE``), where ``select`` refuses to wait."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(max(timeout, 0.0) * 1000))
-
-
 def _await_ready(fd: int, timeout: float) -> bool:
     """Wait for the supervisor's "ok" (sent once its signal handlers are in place and the job started)."""
     deadline = time.monotonic() + timeout
     data = b""
     while b"\n" not in data:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not readable(fd, remaining):
+        if remaining <= 0 or not supervise.readable([fd], remaining):
             return False
         chunk = os.read(fd, 64)
         if not chunk:

@@ -71,13 +71,13 @@ class ProcInfo:
         return self.state in ("Z", "X", "x")
 
 
-def _poll(fds: list[int], timeout: float) -> list[tuple[int, int]]:
-    """Wait up to ``timeout`` seconds for one of ``fds`` to be readable (``poll``: no limit on their
-    numbers, as ``select`` has at 1,024)."""
+def readable(fds: list[int], timeout: float) -> bool:
+    """Whether one of ``fds`` is readable within ``timeout`` seconds. ``poll``, not ``select``: a busy
+    server holds descriptors numbered past 1,024 (``FD_SETSIZE``), where ``select`` refuses to wait."""
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
-    return poller.poll(max(timeout, 0.0) * 1000)
+    return bool(poller.poll(max(timeout, 0.0) * 1000))
 
 
 def read_stat(pid: int) -> ProcInfo | None:
@@ -622,7 +622,7 @@ class Supervisor:
         """Whether the job's main process is over."""
         if self.main_status is not None:
             return True
-        return self.job_pidfd is not None and bool(_poll([self.job_pidfd], 0))
+        return self.job_pidfd is not None and readable([self.job_pidfd], 0)
 
     def _sample_memory(self) -> float:
         """Total RSS of the job's tree in bytes; also tracks the peak."""
@@ -751,7 +751,7 @@ class Supervisor:
         """Sleep until a signal arrives (child exit, cancel) or ``timeout`` passes."""
         if timeout > 0:
             fds = [self.wake_r] if self.job_pidfd is None else [self.wake_r, self.job_pidfd]
-            _poll(fds, timeout)
+            readable(fds, timeout)
         try:
             while os.read(self.wake_r, 512):
                 pass
