@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -311,7 +312,14 @@ def test_wrap_command_mount_order(layout: Layout) -> None:
     assert argv[0] == bwrap_path()
     assert argv[-3:] == ["--", "prog", "--arg"]
     joined = " ".join(argv)
-    assert joined.startswith(f"{argv[0]} --ro-bind / / --dev /dev --proc /proc --perms 0755 --tmpfs /home")
+    # The host is shown folder by folder, never a hidden one: no mount of the host under /tmp, /run,
+    # /var/lib... is copied into the sandbox. Its own root holds the mount points, read-only once made.
+    assert "--ro-bind / /" not in joined and "--ro-bind-try /usr /usr " in joined
+    assert " --perms 0755 --dir /var " in joined and "--ro-bind-try /var/cache /var/cache " in joined
+    for private in HOST_PRIVATE:
+        assert f"-bind-try {private} " not in joined and f"-bind-try {private}/" not in joined
+    assert " --dev /dev --proc /proc --perms 0755 --tmpfs /home " in joined
+    assert joined.index("--remount-ro / ") > joined.index(f"--bind {layout.job} {layout.job}")
     assert "--perms 1777 --tmpfs /tmp " in joined  # private, and writable by a job user
     hide = joined.index(f"--tmpfs {layout.data}")
     # The data dir is hidden: the folders down to the job's are made for the bind, enterable by a job user.
@@ -341,6 +349,66 @@ def test_wrap_command_mount_order(layout: Layout) -> None:
     assert argv[argv.index("--chdir") + 1] == str(layout.job)
     with_net = wrap_command(["prog"], SandboxPolicy(writable=(), hidden=(), network=True), layout.job)
     assert "--unshare-net" not in with_net
+
+
+@pytest.fixture
+def busy_mounts(tmp_path: Path) -> Iterator[Path]:
+    """A folder under /tmp (hidden from jobs) where mounts come and go all the time, as under a container
+    engine's folder while it starts and stops containers: a shared mount, so each change reaches every copy
+    of it, a sandbox's included. Needs root (the tests run as root in CI)."""
+    assert os.geteuid() == 0, "this test mounts file systems: run the tests as root"
+    folder = tmp_path / "engine"
+    points = [folder / f"container-{i}" for i in range(4)]
+    for point in points:
+        point.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    subprocess.run(["mount", "--make-shared", str(folder)], check=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    stop = threading.Event()
+    cycles = [0]
+
+    def churn() -> None:
+        while not stop.is_set():
+            for point in points:
+                libc.mount(b"none", str(point).encode(), b"tmpfs", 0, None)
+            for point in points:
+                libc.umount2(str(point).encode(), 0)
+            cycles[0] += 1
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        yield folder
+    finally:
+        stop.set()
+        thread.join(10)
+        for point in points:
+            libc.umount2(str(point).encode(), 2)  # MNT_DETACH: whatever is left
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
+    assert cycles[0] > 10, "the mounts did not change while the sandboxes started"
+
+
+def test_sandboxes_start_while_mounts_under_a_hidden_folder_come_and_go(
+    busy_mounts: Path, tmp_path: Path
+) -> None:
+    """Mounts under a hidden folder (a container engine's, under /tmp or /var/lib) never enter a sandbox: a
+    job starts however busy they are, and finds none of them. Copying the host's every mount made about half
+    of these starts fail ("Unable to apply mount flags: remount ...: Invalid argument")."""
+    job = tmp_path / "job"
+    job.mkdir()
+    argv = wrap_command(
+        ["sh", "-c", "cat /proc/self/mountinfo"],
+        SandboxPolicy(writable=(job,), hidden=(), user=JOB_USER),
+        job,
+    )
+    failed, leaked = [], 0
+    for _ in range(60):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            failed.append(out.stderr.strip())
+        leaked += str(busy_mounts) in out.stdout
+    assert failed == []
+    assert leaked == 0
 
 
 def test_hidden_path_inside_the_job_folder_stays_hidden(layout: Layout) -> None:

@@ -127,8 +127,6 @@ SHM = Path("/dev/shm")
 
 def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> list[str]:
     """The bwrap command line for ``argv`` (no availability check)."""
-    args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-
     # Mount operations ordered parent-before-child; at equal paths "writable" comes after "hidden" and
     # therefore wins; "readonly" re-exposes a host folder inside a hidden one.
     ops: dict[Path, int] = {}
@@ -154,6 +152,9 @@ def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> lis
                 return parent
         return None
 
+    # The host's folders, read-only, except the hidden ones, which are never copied in (see _host_view).
+    cut = {p for p, kind in ops.items() if kind == HIDE and p.is_dir() and nearest_mounted(p) is None}
+    args = [bwrap, *_host_view(cut - {SHM}), "--dev", "/dev", "--proc", "/proc"]
     for path, kind in sorted(ops.items(), key=lambda item: (len(item[0].parts), item[1], str(item[0]))):
         above = nearest_mounted(path)
         in_hidden = above is not None and ops[above] == HIDE
@@ -175,6 +176,7 @@ def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> lis
                     args += ["--perms", "0755", "--dir", str(step)]
         args += ["--bind" if kind == BIND_RW else "--ro-bind", str(path), str(path)]
 
+    args += ["--remount-ro", "/"]  # the sandbox's own root, holding the mount points above
     args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not policy.network:
         args.append("--unshare-net")
@@ -193,6 +195,48 @@ def _build(bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path) -> lis
     if policy.user is not None:
         args += _drop_to(policy.user)
     return args + list(argv)
+
+
+def _host_view(cut: set[Path]) -> list[str]:
+    """bwrap arguments that show the host's file system read-only, without the folders in ``cut``.
+
+    ``--ro-bind / /`` would copy every mount of the host, those under hidden folders too, and then remount
+    each read-only. Container engines keep their containers' overlays and name spaces there (under /run,
+    /var/lib, a home or /tmp), and one that changes or goes away meanwhile fails the sandbox's start (bwrap:
+    "Unable to apply mount flags: remount ... Invalid argument"), for as long as that engine is busy. Instead,
+    every folder above a hidden one is made afresh in the sandbox's root (same mode) and its other entries are
+    bound one by one: nothing under a hidden folder is ever copied, so no mount there can get in the way.
+    """
+    above = {parent for c in cut for parent in c.parents}
+    args: list[str] = []
+
+    def walk(folder: Path) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:  # cannot list it: show it whole, as before; the hidden folders are covered anyway
+            args.extend(["--ro-bind-try", str(folder), str(folder)])
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if path in cut or path in _FRESH:
+                continue
+            try:
+                if entry.is_symlink():
+                    args.extend(["--symlink", os.readlink(path), str(path)])
+                elif path in above and entry.is_dir(follow_symlinks=False):
+                    mode = entry.stat(follow_symlinks=False).st_mode & 0o7777
+                    args.extend(["--perms", f"{mode:04o}", "--dir", str(path)])
+                    walk(path)
+                else:
+                    args.extend(["--ro-bind-try", str(path), str(path)])
+            except OSError:  # gone since it was listed
+                continue
+
+    walk(Path("/"))
+    return args
+
+
+_FRESH = (Path("/dev"), Path("/proc"))  # the sandbox's own
 
 
 def _drop_to(user: JobUser) -> list[str]:
