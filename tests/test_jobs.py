@@ -309,6 +309,44 @@ def test_a_cancel_while_the_executor_takes_the_job_ends_it(
     )
 
 
+def test_a_crashed_runner_ends_its_job_even_when_the_first_writes_of_that_end_fail(
+    client: TestClient, user: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner of a local job raised (a bug, the database gone): the job fails as a system error with
+    the reason, never stays active until the next restart, even when recording that end fails at first
+    (what broke the runner often breaks the next write too)."""
+    from sqlalchemy.exc import OperationalError
+
+    from labcloud.execution.executors import local
+    from labcloud.services import lifecycle
+
+    def crash(self: local.LocalExecutor, job_id: uuid.UUID) -> None:
+        raise RuntimeError("the runner broke")
+
+    tries: list[uuid.UUID] = []
+    end_without_report = lifecycle.end_without_report
+
+    def flaky_end(session: Any, job: Any, reason: Any, message: str) -> bool:
+        tries.append(job.id)
+        if len(tries) <= 2:
+            raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        return end_without_report(session, job, reason, message)
+
+    monkeypatch.setattr(local.LocalExecutor, "_run", crash)
+    monkeypatch.setattr(local.lifecycle, "end_without_report", flaky_end)
+    job = submit(client, user, {"app": "hello", "params": {"times": 1}})
+
+    def ended() -> dict[str, Any] | None:
+        found: dict[str, Any] = client.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()
+        return found if found["state"] in ("cancelled", "succeeded", "failed") else None
+
+    done = eventually(ended, 30, "the job whose runner crashed to end")
+    assert done["state"] == "failed", done
+    assert done["reason"] == "system_error", done
+    assert "internal error: RuntimeError: the runner broke" in done["message"], done
+    assert len(tries) >= 3 and set(tries) == {uuid.UUID(job["id"])}
+
+
 def test_another_users_job_is_not_found(client: TestClient, user: Account, make_user: Any) -> None:
     job = submit(client, user, {"app": "hello", "params": {"times": 1}})
     other: Account = make_user()

@@ -44,6 +44,9 @@ from labcloud.storage.base import Storage
 log = logging.getLogger(__name__)
 
 
+END_RETRY_MAX_S = 5.0  # the longest wait between tries to record a crashed runner's end
+
+
 class LocalExecutor(Executor):
     name = "local"
 
@@ -140,15 +143,7 @@ class LocalExecutor(Executor):
             target(job_id)
         except Exception as exc:  # never leave a job hanging in an active state
             log.exception("job %s: runner crashed", job_id)
-            with self.db.session() as session:
-                job = session.get(Job, job_id)
-                if job is not None:
-                    lifecycle.end_without_report(
-                        session,
-                        job,
-                        FailureReason.SYSTEM_ERROR,
-                        f"internal error: {type(exc).__name__}: {exc}",
-                    )
+            self._end_crashed(job_id, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._held.pop(job_id, None)
@@ -157,6 +152,28 @@ class LocalExecutor(Executor):
             # Once per job end, after its resources are given back: a queued job may fit now (also this
             # one, queued again after a lost run), here and on the other replicas.
             self.notify()
+
+    def _end_crashed(self, job_id: uuid.UUID, message: str) -> None:
+        """Fail (or queue again) a job whose runner crashed. What made it crash (the database gone, full or
+        locked) may fail this write too: it is tried again until it commits, while the job's resources stay
+        held, so the job is never left active with nobody following it. Only a server that stops gives up
+        (the next one takes the job up on start)."""
+        stopping = self._detach
+        delay = 0.1
+        while True:
+            try:
+                with self.db.session() as session:
+                    job = session.get(Job, job_id)
+                    if job is not None:
+                        lifecycle.end_without_report(session, job, FailureReason.SYSTEM_ERROR, message)
+                return
+            except Exception as exc:
+                if stopping.is_set():
+                    log.error("job %s: its end was not recorded (%s); the next start ends it", job_id, exc)
+                    return
+                log.warning("job %s: recording its end failed (%s); again in %.1f s", job_id, exc, delay)
+            stopping.wait(delay)
+            delay = min(delay * 2, END_RETRY_MAX_S)
 
     def _run(self, job_id: uuid.UUID) -> None:
         with self.db.session() as session:
