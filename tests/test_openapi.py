@@ -278,6 +278,7 @@ def test_an_assignment_keeps_every_key_the_claim_gives() -> None:
         env={},
         resources=Resources(),
         image=None,
+        state="staging",
     )
     claimed = SimpleNamespace(
         job=job, token="lcj_x", token_expires_at=datetime.now(UTC), inputs={}, task=None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 import uuid
@@ -103,6 +104,54 @@ def test_a_job_through_the_protocol(pclient: TestClient, admin: Account, user: A
     )
     late = pclient.post(f"/api/v1/worker/jobs/{job['id']}/progress", json={"fraction": 1}, headers=jt)
     assert late.status_code == 409 and late.json()["type"].endswith("fenced")
+
+
+def test_a_job_in_two_calls_started_with_its_claim_and_its_log_sent_with_its_end(
+    pclient: TestClient, admin: Account, user: Account
+) -> None:
+    """A worker that asks to start at once a job with nothing to stage gets it running (no start call),
+    and its finish may carry the log's last bytes (no log call): claim and finish are the whole run. A job
+    with inputs still stages first; a worker that does not ask gets the first protocol's staging."""
+    token = register(pclient, admin, "rig-1")
+    job = submit(pclient, user)
+    got = claim(pclient, token, start=True)
+    assert got is not None and got["id"] == job["id"]
+    assert got["state"] == "running" and "finish_log" in got["features"]
+    assert pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == "running"
+    jt = bearer(got["token"])
+    finish = f"/api/v1/worker/jobs/{job['id']}/finish"
+    end = {"outcome": "exited", "exit_code": 0, "usage": {"wall_s": 0.1}}
+
+    log = b"hello from far away\n"
+    tail = {"offset": len(log), "data": base64.b64encode(b"the end\n").decode()}
+    gap = pclient.post(finish, json={**end, "log": tail}, headers=jt)  # the log's first bytes never came
+    assert gap.status_code == 409 and gap.json() == {"size": 0}
+    assert pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == "running"
+    bad = pclient.post(finish, json={**end, "log": {"offset": -1, "data": "not base64!"}}, headers=jt)
+    assert bad.status_code == 422
+    assert {tuple(e["loc"]) for e in bad.json()["errors"]} == {("log", "offset")}
+    bad = pclient.post(finish, json={**end, "log": {"offset": 0, "data": "not base64!"}}, headers=jt)
+    assert bad.status_code == 422 and [tuple(e["loc"]) for e in bad.json()["errors"]] == [("log", "data")]
+    whole = {"offset": 0, "data": base64.b64encode(log + b"the end\n").decode()}
+    done = pclient.post(finish, json={**end, "log": whole}, headers=jt)
+    assert done.json() == {"state": "succeeded"}, done.text
+    assert (
+        pclient.get(f"/api/v1/jobs/{job['id']}/logs", headers=user.headers).text
+        == "hello from far away\nthe end\n"
+    )
+    history = [
+        e["to_state"] for e in pclient.get(f"/api/v1/jobs/{job['id']}/events", headers=user.headers).json()
+    ]
+    assert history == ["queued", "staging", "running", "finishing", "succeeded"]
+
+    r = pclient.put("/api/v1/files/trace.csv", content=b"t,v\n0,1\n", headers=user.headers)
+    assert r.status_code == 201, r.text
+    with_inputs = submit(pclient, user, app="spikes", params={"threshold": 5}, inputs={"trace": "trace.csv"})
+    plain = submit(pclient, user)
+    first = claim(pclient, token, start=True)
+    assert first is not None and first["id"] == with_inputs["id"] and first["state"] == "staging"
+    second = claim(pclient, token)  # the first protocol: no start asked
+    assert second is not None and second["id"] == plain["id"] and second["state"] == "staging"
 
 
 def test_a_lost_lease_requeues_and_fences_the_late_worker(

@@ -458,6 +458,31 @@ def test_log_shipper_sends_every_byte_in_order_batched_and_after_a_loss(tmp_path
     assert shipper.offset == path.stat().st_size
 
 
+def test_log_shipper_hands_the_log_s_last_bytes_over_for_the_finish(tmp_path: Path) -> None:
+    """hand_over sends all but the last ``limit`` bytes and returns those (for the finish to carry); when
+    the server lost bytes meanwhile, send_from sends again from where it says, and nothing is missing."""
+    path = tmp_path / "job.log"
+    stored, send, _ = _fake_log_server(drop_once_at=10**9)
+    shipper = LogShipper(path, send, interval_s=0.05, max_chunk=4096).start()
+    body = b"".join(f"line {i} {'y' * (i % 70)}\n".encode() for i in range(3000))
+    path.write_bytes(body)
+    offset, rest = shipper.hand_over(limit=1000, timeout=10)
+    assert len(rest) == 1000 and offset == len(stored) == len(body) - len(rest)
+    assert bytes(stored) + rest == body
+
+    short = tmp_path / "short.log"
+    short.write_bytes(b"")
+    held, send2, _ = _fake_log_server(drop_once_at=10**9)
+    quiet = LogShipper(short, send2, interval_s=60).start()  # it looks once at the start, then waits
+    short.write_bytes(b"only a line\n")
+    offset, rest = quiet.hand_over(limit=1000, timeout=10)
+    assert offset == len(held) and bytes(held) + rest == b"only a line\n"
+
+    del stored[5000:]  # the server lost its tail: the finish was answered with its size
+    shipper.send_from(len(stored))
+    assert bytes(stored) == body
+
+
 def test_log_shipper_close_raises_what_stopped_it(tmp_path: Path) -> None:
     path = tmp_path / "job.log"
     path.write_bytes(b"hello\n")

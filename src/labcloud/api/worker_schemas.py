@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from labcloud.api.job_schemas import ResourcesOut
 from labcloud.execution.engine_options import MAX_ENGINES, MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
+from labcloud.protocol import FINISH_LOG, FINISH_LOG_MAX
 
 MAX_WAIT_S = 30.0  # the longest a claim waits for a job
 
@@ -98,6 +99,11 @@ class ClaimIn(BaseModel):
     free: Resources
     labels: dict[str, str] = Field(default_factory=dict)
     wait_s: float = Field(20.0, ge=0, le=MAX_WAIT_S)
+    start: bool = Field(
+        False,
+        description="start at once a job with nothing to stage (no inputs, not a task, no container): "
+        "its assignment's state is then 'running', and no start call follows",
+    )
 
 
 class StepEnd(BaseModel):
@@ -110,6 +116,18 @@ class StepEnd(BaseModel):
     finished_at: float | None = Field(None, ge=0)
     log_start: int | None = Field(None, ge=0)
     log_end: int | None = Field(None, ge=0)
+
+
+class FinishLog(BaseModel):
+    """The end of the attempt's log, sent with the finish instead of in a call of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offset: int = Field(ge=0, le=2**62, description="where the bytes start in this attempt's log")
+    data: str = Field(
+        max_length=(FINISH_LOG_MAX + 2) // 3 * 4,
+        description=f"the bytes, base64 (at most {FINISH_LOG_MAX} once decoded)",
+    )
 
 
 class FinishIn(BaseModel):
@@ -142,6 +160,11 @@ class FinishIn(BaseModel):
     )
     steps: list[StepEnd] | None = Field(
         None, max_length=100, description="a task's executors: each one's exit code, times and log stretch"
+    )
+    log: FinishLog | None = Field(
+        None,
+        description=f"the log's last bytes, written before the end is recorded (servers whose assignments "
+        f"name the feature '{FINISH_LOG}')",
     )
 
 
@@ -215,6 +238,16 @@ class Assignment(BaseModel):
     inputs: dict[str, AssignedInput]
     image: str | None = Field(description="A rerun's container image, by content id: it runs the same.")
     task: AssignedTask | None = Field(None, description="A GA4GH TES task: its executors, files and outputs.")
+    state: str = Field(
+        "staging",
+        description="'running' when the claim started the job (it asked to start one with nothing to stage): "
+        "no start call follows",
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        description=f"What this server takes beyond the first protocol: '{FINISH_LOG}', a finish carrying "
+        "the log's last bytes",
+    )
 
 
 class ClaimOut(BaseModel):

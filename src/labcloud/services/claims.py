@@ -34,6 +34,7 @@ from labcloud.db.models import FileEntry, Job, JobInput, Worker, WorkerState
 from labcloud.db.models.jobs import QUEUED_PULL
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, NotFound
+from labcloud.protocol import FINISH_LOG
 from labcloud.registry.spec_parts import Resources
 from labcloud.services import job_inputs, job_logs, lifecycle, maintenance, targets, tes_run
 from labcloud.services.executor_refs import AttemptRef
@@ -73,9 +74,11 @@ def claim(
     worker: Worker,
     free: dict[str, float],
     labels: dict[str, str],
+    start: bool = False,
 ) -> Claimed | None:
     """Take the oldest queued job this worker can run, or None (always None in maintenance: workers
-    finish what they hold and take nothing new)."""
+    finish what they hold and take nothing new). ``start``: a job with nothing to stage (no inputs, not a
+    task, no container) runs from the claim on, and the worker makes no start call for it."""
     if worker.state != WorkerState.ACTIVE:
         return None
     if maintenance.current(session.get_bind().engine).enabled:
@@ -113,6 +116,8 @@ def claim(
                 log_base=job_logs.open_attempt(settings, job.id, job.attempts, worker.name)
             )
             token, expires = issue_job_token(settings, job, worker)
+            if start and not inputs and task is None and not candidate.container:
+                lifecycle.transition(session, job, JobState.RUNNING)
             return Claimed(job, token, expires, inputs, task)
         if not raced:
             return None
@@ -302,6 +307,8 @@ def assignment(claimed: Claimed) -> dict[str, Any]:
         "inputs": claimed.inputs,
         "task": claimed.task,
         "image": job.image,  # a rerun's container image, by content id: it runs the same
+        "state": str(job.state),  # running: started with the claim (no start call follows)
+        "features": [FINISH_LOG],  # what this server takes beyond the first protocol
     }
 
 

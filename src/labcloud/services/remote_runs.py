@@ -18,6 +18,14 @@ from labcloud.services.job_states import JobState
 from labcloud.settings import Settings
 
 
+class LogGap(Exception):
+    """A chunk of the log starts past the bytes the server holds (``size``): send from there first."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the server holds {size} bytes of the log")
+        self.size = size
+
+
 def start(session: Session, settings: Settings, credential: str, job_id: uuid.UUID) -> str:
     """Staging is done: the job runs (unless it was cancelled meanwhile); its state."""
     job, _ = job_tokens.held_job(session, settings, credential, job_id)
@@ -53,10 +61,18 @@ def finish(
     job_id: uuid.UUID,
     end: RunEnd,
     steps: list[dict[str, Any]] | None = None,
+    log_end: tuple[int, bytes] | None = None,
 ) -> str:
     """The run ended (its outputs are stored): record the end; the job's state. A task's ``steps`` name
-    their stretches of this attempt's log, which are moved to where it begins in the job's log."""
+    their stretches of this attempt's log, which are moved to where it begins in the job's log.
+    ``log_end`` (offset, bytes): the log's last chunk, written first; :class:`LogGap` (nothing recorded)
+    when it starts past what the server holds."""
     job, _ = job_tokens.held_job(session, settings, credential, job_id)
+    if log_end is not None:
+        offset, data = log_end
+        appended = job_logs.append(settings, job_id, executor_refs.log_base(job.executor_ref), offset, data)
+        if appended.gap:
+            raise LogGap(appended.size)
     if steps is not None:
         base = executor_refs.log_base(job.executor_ref)
         end = dataclasses.replace(end, steps=[_shifted(step, base) for step in steps])

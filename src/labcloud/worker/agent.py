@@ -357,7 +357,7 @@ class WorkerAgent:
                     "POST",
                     "/claim",
                     token=self.config.token,
-                    json={"free": free, "labels": self.config.labels, "wait_s": wait_s},
+                    json={"free": free, "labels": self.config.labels, "wait_s": wait_s, "start": True},
                     until=self.stopping,
                     accept=(204,),
                     timeout=httpx.Timeout(30.0 + wait_s, connect=10.0, pool=None),

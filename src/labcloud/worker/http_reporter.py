@@ -5,6 +5,7 @@ by its SHA-256) and the end; the reporter of :mod:`labcloud.execution.runner` fo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ from labcloud.execution.attempt import Collected
 from labcloud.execution.process import Handle
 from labcloud.execution.run_end import RunEnd
 from labcloud.execution.runner import JobPlan
+from labcloud.protocol import FINISH_LOG, FINISH_LOG_MAX
 from labcloud.worker import record
 from labcloud.worker.api import Abandoned, Fenced, WorkerApi, WorkerApiError, file_chunks, quote_path
 from labcloud.worker.logship import LogShipper, ProgressSender
@@ -40,8 +42,10 @@ class HttpReporter:
         self.plan: JobPlan | None = None
 
     def begin(self) -> bool:
-        answer = self.api.json("POST", f"/jobs/{self.run.id}/start", **self.run.call("start"), json={})
-        state = (answer or {}).get("state")
+        state = self.run.assignment.get("state")
+        if state != "running":  # not started with its claim: say so now
+            answer = self.api.json("POST", f"/jobs/{self.run.id}/start", **self.run.call("start"), json={})
+            state = (answer or {}).get("state")
         if state == "cancelling":
             return False
         if state != "running":
@@ -91,9 +95,22 @@ class HttpReporter:
 
     def finish(self, end: RunEnd) -> None:
         self.sender.stop()
-        self.shipper.close()  # every byte of the log is with the server before the end is
         body = finish_body(end)
-        answer = self.api.json("POST", f"/jobs/{self.run.id}/finish", **self.run.call("finish"), json=body)
+        # Every byte of the log is with the server before the end is: its last bytes come with the end
+        # itself where the server takes them, else the log is sent whole first.
+        if FINISH_LOG in self.run.assignment.get("features", ()):
+            offset, rest = self.shipper.hand_over(FINISH_LOG_MAX)
+            if rest:
+                body["log"] = {"offset": offset, "data": base64.b64encode(rest).decode()}
+        else:
+            self.shipper.close()
+        call = self.run.call("finish")
+        response = self.api.call("POST", f"/jobs/{self.run.id}/finish", **call, json=body, accept=(409,))
+        if response.status_code == 409:  # the server lacks earlier bytes of the log: those first
+            self.shipper.send_from(int(response.json()["size"]))
+            body.pop("log", None)
+            response = self.api.call("POST", f"/jobs/{self.run.id}/finish", **call, json=body)
+        answer = response.json() if response.content else None
         self.run.final_state = str((answer or {}).get("state", ""))
         log.info(
             "%s: %s (%s%s)",

@@ -40,6 +40,8 @@ class LogShipper:
         self.max_chunk = max_chunk
         self.offset = 0
         self.error: BaseException | None = None
+        self._hold_back: int | None = None  # hand_over: leave at most this many bytes unsent
+        self._rest = b""
         self._final = threading.Event()
         self._wake = threading.Event()
         self._fd: int | None = None
@@ -61,6 +63,25 @@ class LogShipper:
         if self.error is not None:
             raise self.error
 
+    def hand_over(self, limit: int, timeout: float | None = None) -> tuple[int, bytes]:
+        """Like :meth:`close`, but the last bytes (at most ``limit``) are not sent: they are returned with
+        their offset, for the caller to send with its last call (the job's finish)."""
+        self._hold_back = limit
+        self.close(timeout)
+        return self.offset, self._rest
+
+    def send_from(self, offset: int) -> None:
+        """Send the file from ``offset`` on, here and now (once the thread has stopped): the server asked
+        for earlier bytes than those handed over."""
+        self.offset = offset
+        try:
+            if not self._ship_available():
+                raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
     def stop(self) -> None:
         """Stop without waiting for anything to be sent (the job was taken away)."""
         self._final.set()
@@ -71,6 +92,9 @@ class LogShipper:
         try:
             while True:
                 final = self._final.is_set()
+                if final and self._hold_back is not None:
+                    self._rest = self._ship_down_to(self._hold_back)
+                    return
                 if self._ship_available():
                     stalls = 0
                     if final:
@@ -95,6 +119,24 @@ class LogShipper:
             except FileNotFoundError:
                 return b""
         return os.pread(self._fd, self.max_chunk, self.offset)
+
+    def _ship_down_to(self, limit: int) -> bytes:
+        """Send until at most ``limit`` bytes of the file are left unsent; those bytes."""
+        refused = 0
+        while self._read():  # (opens the file) bytes are left
+            assert self._fd is not None
+            left = os.fstat(self._fd).st_size - self.offset
+            if left <= limit:
+                return os.pread(self._fd, left, self.offset)
+            before = self.offset
+            self.offset = self.send(before, os.pread(self._fd, min(self.max_chunk, left - limit), before))
+            if self.offset > before:
+                refused = 0
+                continue
+            refused += 1
+            if refused >= 3:
+                raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
+        return b""
 
     def _ship_available(self) -> bool:
         """Send until caught up with the file (True), or until the server stops taking bytes (False)."""

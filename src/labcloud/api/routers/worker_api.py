@@ -116,7 +116,9 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
         idle = watch.known_idle(since)
         if idle is None:
             idle = await run_in_threadpool(watch.idle, since)
-        found = None if idle else await run_in_threadpool(_try_claim, ctx, credential, free, body.labels)
+        found = None
+        if not idle:
+            found = await run_in_threadpool(_try_claim, ctx, credential, free, body.labels, body.start)
         if found is not None:
             return found
         remaining = deadline - loop.time()
@@ -128,10 +130,10 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
             return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[str, str]) -> Any:
+def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[str, str], start: bool) -> Any:
     with claims.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
         worker = workers.authenticate(session, credential)
-        claimed = claims.claim(session, ctx.settings, ctx.storage, worker, free, labels)
+        claimed = claims.claim(session, ctx.settings, ctx.storage, worker, free, labels, start)
         if claimed is None:
             return None
         return {"job": claims.assignment(claimed)}

@@ -6,6 +6,8 @@ remote_runs`, ``claims``, ``handover``, ``tes_run``, ``file_store``); the gate a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from labcloud.errors import InvalidInput, NotFound
 from labcloud.execution.run_end import RunEnd
 from labcloud.http.downloads import send_file
 from labcloud.http.guard import GuardedRoute, read_body
+from labcloud.protocol import FINISH_LOG_MAX
 from labcloud.services import (
     claims,
     file_store,
@@ -177,11 +180,7 @@ async def log(job_id: uuid.UUID, request: Request, credential: Credential, ctx: 
         remote_runs.append_log, ctx.db, ctx.settings, credential, job_id, offset, data
     )
     if appended.gap:
-        return Response(
-            status_code=status.HTTP_409_CONFLICT,
-            content=f'{{"size": {appended.size}}}',
-            media_type="application/json",
-        )
+        return _log_gap(appended.size)
     return {"size": appended.size}
 
 
@@ -248,10 +247,16 @@ def _held_owner(ctx: Ctx, credential: str, job_id: uuid.UUID) -> files.Space:
 @router.post(
     "/jobs/{job_id}/finish",
     response_model=StateOut,
-    responses=problems(409),
+    responses={
+        409: {
+            **problems(409)[409],
+            "description": "fenced (the job is no longer this runner's); or, as {\"size\": n}, the log's end "
+            "starts past the n bytes the server holds: send the log from there, then finish again",
+        }
+    },
     summary="The run ended; outputs are uploaded",
 )
-def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) -> dict[str, str]:
+def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) -> Any:
     end = RunEnd(
         body.outcome,
         body.exit_code,
@@ -262,5 +267,28 @@ def finish(job_id: uuid.UUID, body: FinishIn, credential: Credential, ctx: Ctx) 
         image=body.image,
     )
     steps = None if body.steps is None else [step.model_dump() for step in body.steps]
-    with ctx.db.session() as session:
-        return {"state": remote_runs.finish(session, ctx.settings, credential, job_id, end, steps)}
+    log_end = None if body.log is None else (body.log.offset, _log_bytes(body.log.data, ctx))
+    try:
+        with ctx.db.session() as session:
+            state = remote_runs.finish(session, ctx.settings, credential, job_id, end, steps, log_end)
+    except remote_runs.LogGap as gap:
+        return _log_gap(gap.size)
+    return {"state": state}
+
+
+def _log_bytes(data: str, ctx: Ctx) -> bytes:
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise InvalidInput.field(["log", "data"], "base64 of the log's bytes") from None
+    limit = min(FINISH_LOG_MAX, ctx.settings.max_log_chunk_bytes)
+    if len(raw) > limit:
+        raise InvalidInput.field(["log", "data"], f"at most {limit} bytes once decoded")
+    return raw
+
+
+def _log_gap(size: int) -> Response:
+    """409 with the bytes of the log the server holds: the runner sends from there."""
+    return Response(
+        status_code=status.HTTP_409_CONFLICT, content=f'{{"size": {size}}}', media_type="application/json"
+    )
