@@ -25,12 +25,14 @@ from labcloud.execution.sandbox import (
     JobUser,
     SandboxPolicy,
     bwrap_path,
+    mounts_below,
     resolve_job_user,
     resolve_sandboxing,
     sandbox_problem,
     software_paths,
     unreachable,
     wrap_command,
+    wrap_commands,
 )
 from labcloud.execution.watch import run
 
@@ -308,7 +310,11 @@ def test_wrap_command_mount_order(layout: Layout) -> None:
         hidden=(layout.data, layout.config, layout.database),
         readonly=(layout.root,),
     )
-    argv = wrap_command(["prog", "--arg"], policy, layout.job)
+    first, retry = wrap_commands(["prog", "--arg"], policy, layout.job)
+    # Nothing mounted below a hidden folder: the host's root is bound whole (quicker), and the sandbox is
+    # started again folder by folder if it fails over a mount. Else folder by folder at once.
+    assert (first[1:4] == ["--ro-bind", "/", "/"]) == (retry is not None)
+    argv = retry or first
     assert argv[0] == bwrap_path()
     assert argv[-3:] == ["--", "prog", "--arg"]
     joined = " ".join(argv)
@@ -409,6 +415,42 @@ def test_sandboxes_start_while_mounts_under_a_hidden_folder_come_and_go(
         leaked += str(busy_mounts) in out.stdout
     assert failed == []
     assert leaked == 0
+
+
+def test_what_is_mounted_below_a_folder_is_read_from_the_mount_table(tmp_path: Path) -> None:
+    assert os.geteuid() == 0, "this test mounts file systems: run the tests as root"
+    busy, quiet = tmp_path / "with a space" / "busy", tmp_path / "quiet"
+    (busy / "inner").mkdir(parents=True)
+    quiet.mkdir()
+    assert not mounts_below({busy}) and not mounts_below({quiet}) and not mounts_below(set())
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(busy / "inner")], check=True)
+    try:
+        assert mounts_below({busy}) and mounts_below({busy / "inner"}) and mounts_below({quiet, busy})
+        assert not mounts_below({quiet}) and not mounts_below({busy / "inn"})
+    finally:
+        subprocess.run(["umount", str(busy / "inner")], check=True)
+    assert not mounts_below({busy})
+
+
+def test_a_sandbox_that_fails_over_a_mount_starts_again_folder_by_folder(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole root was bound (nothing was mounted below a hidden folder when the job was set up) and
+    bwrap failed over a mount: the supervisor starts the sandbox again from the argv that shows the host
+    folder by folder, and the job runs."""
+    from labcloud.execution import process
+
+    def whole_then_split(argv: list[str], policy: SandboxPolicy, cwd: Path) -> Any:
+        _, split = wrap_commands(argv, policy, cwd)
+        split = split or wrap_commands(argv, policy, cwd)[0]
+        # A whole-root start that fails the way a vanished mount does ("No such file or directory").
+        failing = [split[0], "--ro-bind", str(layout.root / "gone"), "/gone", *split[1:]]
+        return failing, split
+
+    monkeypatch.setattr(process, "wrap_commands", whole_then_split)
+    result, seen = run_sandboxed(layout, "import json; print(json.dumps('ran'))")
+    assert seen == "ran" and result.exit_code == 0
+    assert "starting it again" in (layout.job / "job.log").read_text()
 
 
 def test_hidden_path_inside_the_job_folder_stays_hidden(layout: Layout) -> None:

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from labcloud.execution import supervise
 from labcloud.execution.run_end import Outcome
-from labcloud.execution.sandbox import JobUser, SandboxPolicy, wrap_command
+from labcloud.execution.sandbox import JobUser, SandboxPolicy, wrap_commands
 
 __all__ = [
     "Handle",
@@ -293,7 +293,11 @@ def launch(spec: LaunchSpec) -> Handle:
         raise ValueError("empty command")
     if spec.user is not None and (spec.sandbox is not None or spec.container is not None or spec.steps):
         raise ValueError("a job user of its own only for a command run without a sandbox")
-    argv = wrap_command(spec.argv, spec.sandbox, spec.cwd) if spec.sandbox is not None else list(spec.argv)
+    argv, retry_argv = (
+        wrap_commands(spec.argv, spec.sandbox, spec.cwd)
+        if spec.sandbox is not None
+        else (list(spec.argv), None)
+    )
     spec.status_path.unlink(missing_ok=True)  # a stale result would end watch() at once
     lock_fd = os.open(lock_file(spec.status_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -306,6 +310,7 @@ def launch(spec: LaunchSpec) -> Handle:
     payload = {
         "version": supervise.SPEC_VERSION,
         "argv": argv,
+        "retry_argv": retry_argv,  # a sandbox that failed over a changing mount starts again with this
         "cwd": str(spec.cwd),
         "env": dict(spec.env),
         "log_path": str(spec.log_path),

@@ -437,6 +437,7 @@ class Supervisor:
         self.memory_mb: int | None = spec.get("memory_mb")
         self.grace_s: float = float(spec.get("grace_s", 5.0))
         self.sandboxed = bool(spec.get("sandboxed"))
+        self.last_try = True  # False while a sandbox that fails over a changing mount is started again
         # A container job: our child is the engine's client; the engine enforces the memory limit and we
         # stop, inspect and remove the container with these command lines (see execution/containers.py).
         self.container: dict[str, list[str]] | None = spec.get("container")
@@ -859,15 +860,23 @@ class Supervisor:
         if self.spec.get("steps"):
             return self._run_steps(self.spec["steps"])
         for tries in range(1, SANDBOX_TRIES):
+            self.last_try = False
             result = self._run_once()
-            if not (self.sandboxed and self.reason is None and _mounts_changed(result)):
+            if not self._tries_again(result):
                 return result
             # bubblewrap copies the host's mounts; one that went away meanwhile (a container's, another
             # sandbox's) fails the copy. Nothing of the job ran: start it again.
             self._log("the host's mounts changed while the sandbox was set up; starting it again")
+            if self.spec.get("retry_argv"):  # without copying the mounts below the hidden folders
+                self.spec["argv"] = self.spec["retry_argv"]
             self._reset()
             time.sleep(0.05 * 2**tries)  # a container engine busy mounting settles within a second or so
+        self.last_try = True
         return self._run_once()
+
+    def _tries_again(self, result: dict[str, Any]) -> bool:
+        """Whether this failed start is followed by another (then nothing of it is recorded or told)."""
+        return not self.last_try and self.sandboxed and self.reason is None and _mounts_changed(result)
 
     def _reset(self) -> None:
         """Forget a sandbox that failed to start, before starting again."""
@@ -1095,8 +1104,9 @@ class Supervisor:
             result["image"] = self.image_id
         if steps is not None:
             result["steps"] = steps
-        self._write_status(result)
-        self._notify_ready()
+        if not self._tries_again(result):  # a start that is tried again is no result yet
+            self._write_status(result)
+            self._notify_ready()
         return result
 
     def _notify_ready(self) -> None:
