@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -134,6 +135,14 @@ def _build(
     folder (:func:`_host_view`); False: bind its root whole, which copies every mount of the host; None:
     split only when something is mounted below a hidden folder now (whole is faster: a sandbox sets up
     in about half the time)."""
+    return _commands(bwrap, argv, policy, cwd, split)[0]
+
+
+def _commands(
+    bwrap: str, argv: list[str], policy: SandboxPolicy, cwd: Path, split: bool | None
+) -> tuple[list[str], list[str] | None]:
+    """:func:`_build`'s command line, and the one that shows the host folder by folder when that one binds
+    the root whole (else None)."""
     # Mount operations ordered parent-before-child; at equal paths "writable" comes after "hidden" and
     # therefore wins; "readonly" re-exposes a host folder inside a hidden one.
     ops: dict[Path, int] = {}
@@ -162,10 +171,7 @@ def _build(
     # The host's folders, read-only, except the hidden ones, which are never copied in (see _host_view).
     cut = {p for p, kind in ops.items() if kind == HIDE and p.is_dir() and nearest_mounted(p) is None}
     cut.discard(SHM)  # the sandbox's /dev is its own
-    if split is None:
-        split = mounts_below(cut)
-    host = _host_view(cut) if split else WHOLE_ROOT
-    args = [bwrap, *host, "--dev", "/dev", "--proc", "/proc"]
+    args: list[str] = []  # the mounts over the host's view
     for path, kind in sorted(ops.items(), key=lambda item: (len(item[0].parts), item[1], str(item[0]))):
         above = nearest_mounted(path)
         in_hidden = above is not None and ops[above] == HIDE
@@ -187,8 +193,7 @@ def _build(
                     args += ["--perms", "0755", "--dir", str(step)]
         args += ["--bind" if kind == BIND_RW else "--ro-bind", str(path), str(path)]
 
-    if split:
-        args += ["--remount-ro", "/"]  # the sandbox's own root, holding the mount points above
+    mounts, args = args, []
     args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not policy.network:
         args.append("--unshare-net")
@@ -206,10 +211,30 @@ def _build(
     ]
     if policy.user is not None:
         args += _drop_to(policy.user)
-    return args + list(argv)
+    args += argv
+
+    def command(split: bool) -> list[str]:
+        if not split:
+            return [bwrap, *WHOLE_ROOT, "--dev", "/dev", "--proc", "/proc", *mounts, *args]
+        # the sandbox's own root holds the mount points of the host's folders: read-only once they are made
+        view = _host_view(cut)
+        return [bwrap, *view, "--dev", "/dev", "--proc", "/proc", *mounts, "--remount-ro", "/", *args]
+
+    if split is None:
+        split = mounts_below(cut)
+    return command(split), None if split else command(True)
+
+
+VIEW_TTL_S = 2.0  # how long a listing of the host's folders serves the sandboxes that start
 
 
 def _host_view(cut: set[Path]) -> list[str]:
+    """:func:`_listed_view`, listed again at most every :data:`VIEW_TTL_S` (each job's start needs it)."""
+    return list(_listed_view(frozenset(cut), int(time.monotonic() // VIEW_TTL_S)))
+
+
+@functools.lru_cache(maxsize=8)
+def _listed_view(cut: frozenset[Path], _period: int) -> tuple[str, ...]:
     """bwrap arguments that show the host's file system read-only, without the folders in ``cut``.
 
     ``--ro-bind / /`` would copy every mount of the host, those under hidden folders too, and then remount
@@ -245,7 +270,7 @@ def _host_view(cut: set[Path]) -> list[str]:
                 continue
 
     walk(Path("/"))
-    return args
+    return tuple(args)
 
 
 _FRESH = (Path("/dev"), Path("/proc"))  # the sandbox's own
@@ -334,10 +359,7 @@ def wrap_commands(argv: list[str], policy: SandboxPolicy, cwd: Path) -> tuple[li
     exe = bwrap_path(policy.user)
     if exe is None:
         raise SandboxUnavailable(sandbox_problem(policy.user) or "bwrap unavailable")
-    first = _build(exe, argv, policy, cwd)
-    if first[1:4] != WHOLE_ROOT:
-        return first, None
-    return first, _build(exe, argv, policy, cwd, split=True)
+    return _commands(exe, argv, policy, cwd, None)
 
 
 # --- which user, whether a sandbox: decided once for the server, a worker or a runner --------------------
