@@ -510,6 +510,63 @@ def _api(handler: Any) -> WorkerApi:
     return WorkerApi("http://server.test", transport=httpx.MockTransport(handler))
 
 
+@pytest.mark.parametrize("refusal", [409, 413, 422])
+def test_a_finish_whose_log_end_is_refused_sends_the_log_on_its_own_then_the_end(
+    tmp_path: Path, refusal: int
+) -> None:
+    """409: the server lacks earlier bytes of the log (it says how many it has); 413, 422: it takes no
+    log this large with the end. The worker sends the log through the log call from there, then the end
+    without it: every byte of the log reaches the server before the end, in order."""
+    from types import SimpleNamespace
+
+    from labcloud.execution.run_end import RunEnd
+    from labcloud.worker.http_reporter import HttpReporter
+
+    body = b"".join(f"line {i}\n".encode() for i in range(500))
+    held, finishes = bytearray(), []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/log"):
+            offset = int(request.headers["log-offset"])
+            if offset > len(held):
+                return httpx.Response(409, json={"size": len(held)})
+            held[offset:] = request.content
+            return httpx.Response(200, json={"size": len(held)})
+        sent = json.loads(request.content)
+        finishes.append(sent)
+        if "log" in sent:
+            if refusal == 409:
+                held[:] = held[:20]  # the server lost part of what it had
+                return httpx.Response(409, json={"size": len(held)})
+            return httpx.Response(refusal, json={"detail": "too large"})
+        return httpx.Response(200, json={"state": "succeeded"})
+
+    api = _api(server)
+    log_path = tmp_path / "job.log"
+    log_path.write_bytes(body[:50])
+    run = SimpleNamespace(
+        id="j1",
+        api=api,
+        assignment={"features": ["finish_log"]},
+        final_state="",
+        call=lambda what: {"token": "lcj_x", "job_call": True, "what": what},
+    )
+    shipper = LogShipper(log_path, lambda o, d: _post(api, o, d), interval_s=60).start()
+    eventually(lambda: len(held) == 50, 10, "the log's first bytes to be sent")  # then it waits a minute
+    log_path.write_bytes(body)
+    reporter = HttpReporter(run, shipper, ProgressSender(lambda f: None))  # type: ignore[arg-type]
+    reporter.finish(RunEnd("exited", 0, ""))
+    assert run.final_state == "succeeded"
+    assert ["log" in f for f in finishes] == [True, False]
+    assert bytes(held) == body
+
+
+def _post(api: WorkerApi, offset: int, data: bytes) -> int:
+    from labcloud.worker.http_reporter import post_log
+
+    return post_log(api, "j1", {"token": "lcj_x", "job_call": True}, offset, data)
+
+
 def test_api_retries_what_may_pass_and_stops_on_what_will_not() -> None:
     answers = iter([httpx.Response(503), httpx.Response(502), httpx.Response(200, json={"ok": True})])
     api = _api(lambda request: next(answers))

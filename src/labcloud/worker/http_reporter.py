@@ -105,10 +105,14 @@ class HttpReporter:
         else:
             self.shipper.close()
         call = self.run.call("finish")
-        response = self.api.call("POST", f"/jobs/{self.run.id}/finish", **call, json=body, accept=(409,))
-        if response.status_code == 409:  # the server lacks earlier bytes of the log: those first
-            self.shipper.send_from(int(response.json()["size"]))
-            body.pop("log", None)
+        refused = (409, 413, 422) if "log" in body else ()
+        response = self.api.call("POST", f"/jobs/{self.run.id}/finish", **call, json=body, accept=refused)
+        if response.status_code in refused:
+            # 409: the server lacks earlier bytes of the log; 413, 422: it takes no log this large with the
+            # end (its limits are set lower). The log goes on its own, then the end without it.
+            held = response.json().get("size") if response.status_code == 409 else None
+            self.shipper.send_from(int(held) if held is not None else int(body["log"]["offset"]))
+            body.pop("log")
             response = self.api.call("POST", f"/jobs/{self.run.id}/finish", **call, json=body)
         answer = response.json() if response.content else None
         self.run.final_state = str((answer or {}).get("state", ""))

@@ -282,7 +282,7 @@ def _log_bytes(data: str, ctx: Ctx) -> bytes:
     except binascii.Error:
         raise InvalidInput.field(["log", "data"], "base64 of the log's bytes") from None
     limit = min(FINISH_LOG_MAX, ctx.settings.max_log_chunk_bytes)
-    if len(raw) > limit:
+    if len(raw) > limit:  # (a worker then sends the log on its own, in chunks it may)
         raise InvalidInput.field(["log", "data"], f"at most {limit} bytes once decoded")
     return raw
 
