@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from labcloud.execution.host_view import mounts_below
 from labcloud.execution.process import LaunchSpec, Limits, ProcessResult
 from labcloud.execution.sandbox import (
     HOST_PRIVATE,
     JobUser,
     SandboxPolicy,
     bwrap_path,
-    mounts_below,
     resolve_job_user,
     resolve_sandboxing,
     sandbox_problem,
