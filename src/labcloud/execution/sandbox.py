@@ -247,14 +247,16 @@ def _probe(user: JobUser | None) -> tuple[str | None, str | None]:
     if user is not None and shutil.which("setpriv") is None:
         return None, "setpriv (util-linux) is not installed"
     true = shutil.which("true") or "/bin/true"
-    cmd = _build(exe, [true], SandboxPolicy(writable=(), hidden=(), user=user), Path("/"))
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20, env={})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"bwrap self-test failed: {exc}"
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
-        return None, f"bwrap self-test failed: {err}"
+    policy = SandboxPolicy(writable=(), hidden=(), user=user)
+    for split in (False, True):  # both ways of showing the host must work here
+        cmd = _build(exe, [true], policy, Path("/"), split)
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20, env={})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"bwrap self-test failed: {exc}"
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+            return None, f"bwrap self-test failed: {err}"
     return exe, None
 
 
