@@ -133,6 +133,7 @@ LAYERS: dict[str, str] = {
     "labcloud.execution.process": RUNNER,
     "labcloud.execution.watch": RUNNER,
     "labcloud.execution.sandbox": RUNNER,
+    "labcloud.execution.host_view": RUNNER,
     "labcloud.execution.supervise": RUNNER,
     "labcloud.execution.container_job": RUNNER,
     "labcloud.execution.containers": RUNNER,
@@ -151,6 +152,7 @@ LAYERS: dict[str, str] = {
     "labcloud.registry": SUPPORT,
     "labcloud.storage": SUPPORT,
     "labcloud.errors": SUPPORT,
+    "labcloud.protocol": SUPPORT,  # what both ends of the worker protocol name (a server's features)
     "labcloud.security": SUPPORT,
     "labcloud.ratelimit": SUPPORT,
     "labcloud.cli": SUPPORT,
