@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -463,10 +464,26 @@ def test_log_shipper_hands_the_log_s_last_bytes_over_for_the_finish(tmp_path: Pa
     the server lost bytes meanwhile, send_from sends again from where it says, and nothing is missing."""
     path = tmp_path / "job.log"
     stored, send, _ = _fake_log_server(drop_once_at=10**9)
-    shipper = LogShipper(path, send, interval_s=0.05, max_chunk=4096).start()
     body = b"".join(f"line {i} {'y' * (i % 70)}\n".encode() for i in range(3000))
-    path.write_bytes(body)
-    offset, rest = shipper.hand_over(limit=1000, timeout=10)
+    path.write_bytes(body[:1])
+    entered, gate = threading.Event(), threading.Event()
+
+    def gated(offset: int, data: bytes) -> int:
+        entered.set()
+        assert gate.wait(10)
+        return send(offset, data)
+
+    # The hand-over comes while the shipper is busy sending (held at its first byte, the rest of the log
+    # written meanwhile): it still leaves the last bytes for the finish, whenever it comes.
+    shipper = LogShipper(path, gated, interval_s=0.05, max_chunk=4096).start()
+    assert entered.wait(10)
+    with open(path, "ab") as fh:
+        fh.write(body[1:])
+    with ThreadPoolExecutor(1) as pool:
+        handing = pool.submit(shipper.hand_over, 1000, 10)
+        eventually(lambda: shipper._hold_back is not None, 10, "the hand-over to be asked for")
+        gate.set()
+        offset, rest = handing.result(timeout=20)
     assert len(rest) == 1000 and offset == len(stored) == len(body) - len(rest)
     assert bytes(stored) + rest == body
 

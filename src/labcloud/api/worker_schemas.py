@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from labcloud.api.job_schemas import ResourcesOut
 from labcloud.execution.engine_options import MAX_ENGINES, MAX_IMAGES, MAX_PROBLEM, MAX_REFERENCE
 from labcloud.protocol import FINISH_LOG, FINISH_LOG_MAX
+from labcloud.services.job_logs import MAX_OFFSET
 
 MAX_WAIT_S = 30.0  # the longest a claim waits for a job
 
@@ -123,7 +124,7 @@ class FinishLog(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    offset: int = Field(ge=0, le=2**62, description="where the bytes start in this attempt's log")
+    offset: int = Field(ge=0, le=MAX_OFFSET, description="where the bytes start in this attempt's log")
     data: str = Field(
         max_length=(FINISH_LOG_MAX + 2) // 3 * 4,
         description=f"the bytes, base64 (at most {FINISH_LOG_MAX} once decoded)",

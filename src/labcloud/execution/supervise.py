@@ -859,8 +859,9 @@ class Supervisor:
         self.t0 = time.monotonic()
         if self.spec.get("steps"):
             return self._run_steps(self.spec["steps"])
-        for tries in range(1, SANDBOX_TRIES):
-            self.last_try = False
+        tries = 1
+        while True:
+            self.last_try = tries == SANDBOX_TRIES
             result = self._run_once()
             if not self._tries_again(result):
                 return result
@@ -871,8 +872,7 @@ class Supervisor:
                 self.spec["argv"] = self.spec["retry_argv"]
             self._reset()
             time.sleep(0.05 * 2**tries)  # a container engine busy mounting settles within a second or so
-        self.last_try = True
-        return self._run_once()
+            tries += 1
 
     def _tries_again(self, result: dict[str, Any]) -> bool:
         """Whether this failed start is followed by another (then nothing of it is recorded or told)."""

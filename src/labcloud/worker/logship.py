@@ -74,6 +74,7 @@ class LogShipper:
         """Send the file from ``offset`` on, here and now (once the thread has stopped): the server asked
         for earlier bytes than those handed over."""
         self.offset = offset
+        self._hold_back = None
         try:
             if not self._ship_available():
                 raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
@@ -93,7 +94,10 @@ class LogShipper:
             while True:
                 final = self._final.is_set()
                 if final and self._hold_back is not None:
-                    self._rest = self._ship_down_to(self._hold_back)
+                    if not self._ship_available():
+                        raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
+                    left = self._unsent()
+                    self._rest = os.pread(self._fd, left, self.offset) if self._fd is not None else b""
                     return
                 if self._ship_available():
                     stalls = 0
@@ -112,38 +116,23 @@ class LogShipper:
                 os.close(self._fd)
                 self._fd = None
 
-    def _read(self) -> bytes:
+    def _unsent(self) -> int:
+        """How many bytes the file holds past what the server has (0 while there is no file)."""
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                return b""
-        return os.pread(self._fd, self.max_chunk, self.offset)
-
-    def _ship_down_to(self, limit: int) -> bytes:
-        """Send until at most ``limit`` bytes of the file are left unsent; those bytes."""
-        refused = 0
-        while self._read():  # (opens the file) bytes are left
-            assert self._fd is not None
-            left = os.fstat(self._fd).st_size - self.offset
-            if left <= limit:
-                return os.pread(self._fd, left, self.offset)
-            before = self.offset
-            self.offset = self.send(before, os.pread(self._fd, min(self.max_chunk, left - limit), before))
-            if self.offset > before:
-                refused = 0
-                continue
-            refused += 1
-            if refused >= 3:
-                raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
-        return b""
+                return 0
+        return max(0, os.fstat(self._fd).st_size - self.offset)
 
     def _ship_available(self) -> bool:
-        """Send until caught up with the file (True), or until the server stops taking bytes (False)."""
+        """Send until caught up with the file (True), or until the server stops taking bytes (False). After
+        :meth:`hand_over` (also when it comes while this runs) the last bytes it asked for stay unsent."""
         refused = 0
-        while data := self._read():
+        while (extra := self._unsent() - (self._hold_back or 0)) > 0:
+            assert self._fd is not None
             before = self.offset
-            self.offset = self.send(before, data)
+            self.offset = self.send(before, os.pread(self._fd, min(self.max_chunk, extra), before))
             if self.offset > before:
                 refused = 0
                 continue
