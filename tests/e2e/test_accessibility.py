@@ -56,7 +56,7 @@ JOB_TIMEOUT_S = 90
 USER_EMAIL = "marie-sklodowska.researcher@neuroscience-department.example.org"
 USER_PASSWORD = "a11y-user-password"
 USER_NAME = "Marie Skłodowska-Curie (Institute of Experimental Neuroscience)"
-SLEEP = "import time; print('working', flush=True); time.sleep(600)"
+SLEEP = "import time; print('still', 'working', flush=True); time.sleep(600)"
 PROJECT = "Visual cortex recordings 2025"
 
 
@@ -100,7 +100,7 @@ def world(live_server: LiveServer) -> Iterator[World]:
                         "command": [
                             "python",
                             "-c",
-                            "import time; print('working', flush=True); time.sleep(600)",
+                            "import time; print('still', 'working', flush=True); time.sleep(600)",
                         ],
                         "parameters": {"type": "object", "properties": {}},
                         "resources": {"cpus": 1, "memory_mb": 128, "timeout_s": 900},
@@ -360,7 +360,7 @@ def _add_webhook(page: Page, world: World) -> None:
 def _running_job(page: Page, world: World) -> None:
     page.goto(f"/jobs/{world.running}")
     expect(page.locator("#job-status")).to_have_attribute("data-state", "running")
-    expect(page.locator("#log")).to_contain_text("working")
+    expect(page.locator("#log")).to_contain_text("still working")
 
 
 def _admin_apps(page: Page, world: World) -> None:

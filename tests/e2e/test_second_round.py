@@ -83,11 +83,13 @@ def _log_in(page: Page, email: str, password: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(live_server: LiveServer) -> World:
-    # two apps of this module's own: one that waits, one that writes an output before it waits
+    # two apps of this module's own: one that waits, one that writes an output before it waits. Each
+    # prints its line in pieces: the log shows the command line first, and a test waiting for the line
+    # must not take the command's own text for it (a cancel then came before the output was written)
     waiting = {
         "description": "Print a line, then wait",
         "runtime": "process",
-        "command": ["python", "-c", "import time; print('working', flush=True); time.sleep(600)"],
+        "command": ["python", "-c", "import time; print('still', 'working', flush=True); time.sleep(600)"],
         "parameters": {"type": "object", "properties": {}},
         "resources": {"cpus": 1, "memory_mb": 128, "timeout_s": 900},
     }
@@ -98,7 +100,7 @@ def world(live_server: LiveServer) -> World:
             "python",
             "-c",
             "import pathlib, sys, time; pathlib.Path(sys.argv[1], 'partial.txt').write_text('half done');"
-            " print('wrote partial.txt', flush=True); time.sleep(600)",
+            " print('wrote', 'partial.txt', flush=True); time.sleep(600)",
             "{output}",
         ],
     }
@@ -598,7 +600,7 @@ def test_an_ended_session_logs_in_again_onto_the_whole_page(own_browser: Any, ap
         assert page.evaluate("() => document.doctype !== null && document.styleSheets.length > 0")
         assert page.locator("header.top").evaluate("el => getComputedStyle(el).display") == "flex"
         expect(page.locator("#job-status")).to_have_count(1)
-        expect(page.locator("#log")).to_contain_text("working")
+        expect(page.locator("#log")).to_contain_text("still working")
         screenshot(page, "second-08-logged-in-again")
 
         # the same with a button pressed (a form, not a poll): back on the page, not on an error
@@ -677,7 +679,7 @@ def test_a_cancelled_job_says_once_what_it_kept(page: Page, api: httpx.Client) -
                 "data-state", "running", timeout=JOB_TIMEOUT_S * 1000
             )
             expect(page.locator("#log")).to_contain_text(
-                "wrote partial.txt" if job is wrote else "working", timeout=JOB_TIMEOUT_S * 1000
+                "wrote partial.txt" if job is wrote else "still working", timeout=JOB_TIMEOUT_S * 1000
             )
             page.get_by_role("button", name="Cancel").click()
             expect(page.locator(".flash")).to_have_text("Cancel requested.")
