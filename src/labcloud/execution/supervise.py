@@ -14,6 +14,7 @@ Stdlib only and no labcloud imports: it runs by file path with ``-S`` to start i
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -218,7 +219,9 @@ def _bwrap_start_error(first_line: str) -> str | None:
     return f"sandbox failed to start: {detail}"
 
 
+@functools.cache
 def boot_id() -> str:
+    """This boot's id (it names the boot a process handle belongs to; read once per process)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()

@@ -196,7 +196,7 @@ class LocalExecutor(Executor):
             cancelled = job.state == JobState.CANCELLING  # between its hand-over and now: ended here
             problem: str | None = None
             try:
-                if not cancelled:
+                if job.state == JobState.STAGING:  # (running: admitted with nothing to stage, see admit)
                     plan.inputs = self._inputs(session, job)
                     reporter.outputs = self._task(session, job, plan, inputs=True)
             except LabcloudError as exc:
