@@ -41,6 +41,8 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
 
 @pytest.fixture
 def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
-    """The session's cluster; every job still queued or running is cancelled after the test."""
+    """The session's cluster, empty: every job still queued or running is cancelled before the test (one
+    left by a module that used the cluster without this fixture held a CPU a test's job needed) and after."""
+    slurm_cluster.cancel_all()
     yield slurm_cluster
     slurm_cluster.cancel_all()

@@ -698,6 +698,7 @@ def slurm_escapes(tmp_path_factory: pytest.TempPathFactory, slurm_cluster: Slurm
         yield cluster
 
 
+@pytest.mark.usefixtures("slurm")  # what it left in Slurm is cancelled with the test
 @pytest.mark.slurm
 @pytest.mark.db_agnostic
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -707,6 +708,7 @@ def test_slurm_jobs_cannot_escape_through_their_outputs(
     _remote_escape(slurm_escapes, make_canary(tmp_path / "canary"), attack, app="e-escape")
 
 
+@pytest.mark.usefixtures("slurm")  # its Slurm jobs (a victim that sleeps 120 s) end with the test
 @pytest.mark.slurm
 @pytest.mark.db_agnostic
 def test_slurm_jobs_learn_nothing_of_the_host_or_other_jobs(
