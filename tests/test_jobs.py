@@ -20,7 +20,6 @@ from sqlalchemy import delete
 from conftest import Account
 from jobs_helpers import follow_log, py, wait_for_end, write_app
 from labcloud.db.models import JobInput
-from labcloud.execution.executors.local import LocalExecutor
 from labcloud.execution.sandbox import Sandboxing
 from labcloud.services import job_logs
 from labcloud.services.job_states import JobState
@@ -94,27 +93,6 @@ def test_spike_detection_on_an_uploaded_trace(client: TestClient, settings: Sett
     assert archive.read("spikes.png")[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(io.StringIO(archive.read("spikes.csv").decode())))
     assert len(rows) == 30  # the sample trace holds 30 spikes
-
-
-def test_a_job_with_nothing_to_stage_runs_from_its_admission(
-    client: TestClient, settings: Settings, user: Account, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The dispatcher's one transaction takes a job with nothing to stage on to running (its runner writes
-    nothing to start it); a job with inputs stays staging until its runner has staged them."""
-    handed: list[uuid.UUID] = []
-    monkeypatch.setattr(LocalExecutor, "submit", lambda self, job_id, owner, resources: handed.append(job_id))
-    sample = Path(__import__("labcloud_demo").__file__).parent / "samples" / "trace.csv"
-    put_file(client, user, "recordings/a.csv", sample.read_bytes())
-    bare = submit(client, user, {"app": "hello", "params": {"name": "Ada"}})
-    staged = submit(client, user, {"app": "spikes", "inputs": {"trace": "recordings/a.csv"}})
-    eventually(lambda: len(handed) == 2, 30, "both jobs to be handed to their runner")
-    states = {
-        job["id"]: client.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"]
-        for job in (bare, staged)
-    }
-    assert states == {bare["id"]: "running", staged["id"]: "staging"}
-    history = client.get(f"/api/v1/jobs/{bare['id']}/events", headers=user.headers).json()
-    assert [e["to_state"] for e in history] == ["queued", "staging", "running"]  # the history is whole
 
 
 def test_a_sweeps_jobs_each_get_its_inputs_and_tags(

@@ -67,8 +67,6 @@ class DatabaseReporter:
             job = self._job(session)
             if job is None:
                 return False
-            if job.state == JobState.RUNNING:  # started when it was admitted (nothing to stage)
-                return True
             try:
                 lifecycle.transition(session, job, JobState.RUNNING)
             except Conflict:  # cancelled while staging

@@ -116,17 +116,6 @@ class LocalExecutor(Executor):
 
     # ------------------------------------------------------------------------------------- running
 
-    def admit(self, session: Session, job: Job) -> None:
-        """Staging, as every executor's; a job with nothing to stage (no inputs, no container, not a task)
-        goes on to running in the same transaction: its runner then starts it without a write of its own
-        (one commit less per job, which on SQLite waits its turn for the one write lock)."""
-        super().admit(session, job)
-        inputs, runtime = session.execute(
-            select(Job.inputs, Job.spec["runtime"].as_string()).where(Job.id == job.id)
-        ).one()
-        if not inputs and runtime != "container":
-            lifecycle.transition(session, job, JobState.RUNNING)
-
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
         self._hold(job_id, owner_id, resources, self._run)
 
@@ -189,14 +178,14 @@ class LocalExecutor(Executor):
     def _run(self, job_id: uuid.UUID) -> None:
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state not in (JobState.STAGING, JobState.RUNNING, JobState.CANCELLING):
+            if job is None or job.state not in (JobState.STAGING, JobState.CANCELLING):
                 return
             plan = self._plan(job)
             reporter = self._reporter(job)
             cancelled = job.state == JobState.CANCELLING  # between its hand-over and now: ended here
             problem: str | None = None
             try:
-                if job.state == JobState.STAGING:  # (running: admitted with nothing to stage, see admit)
+                if not cancelled:
                     plan.inputs = self._inputs(session, job)
                     reporter.outputs = self._task(session, job, plan, inputs=True)
             except LabcloudError as exc:
