@@ -78,10 +78,15 @@ versions:
     entrypoints:
       run:
         command: ["true"]
+        parameters:
+          type: object
+          properties:
+            i: {type: integer, minimum: 0}
         resources: {cpus: 1, memory_mb: 16, gpus: 0, timeout_s: 60}
 """
 TARGETS = {
     "slurm": "labcloud >= 80% of raw sbatch jobs/s",
+    "slurm_sweep": "labcloud sweep >= 90% of a raw sbatch --array",
     "celery": "labcloud >= 80% of plain Celery tasks/s",
 }
 LATENCY_TARGET = "reported beside the engine's own"
@@ -226,6 +231,30 @@ def labcloud_round(js: JobsServer, count: int, timeout_s: float, worker_pid: int
         raise RuntimeError(f"{len(jobs)} of {count} labcloud jobs found, {len(bad)} not succeeded: {shown}")
     end = max(ts(j["finished_at"]).timestamp() for j in jobs)
     return Round(count, t0, end, machine, server, worker)
+
+
+def labcloud_sweep_round(js: JobsServer, count: int, timeout_s: float) -> Round:
+    """``count`` trivial jobs as one sweep (``POST /api/v1/sweeps``); all must succeed."""
+    cpu0, server0 = busy_cpu_s(), tree_cpu_s(server_pid(js))
+    t0 = time.time()
+    with js.client() as c:
+        r = c.post("/api/v1/sweeps", json={"app": APP, "grid": {"i": list(range(count))}}, timeout=60)
+        if r.status_code != 201:
+            raise RuntimeError(f"sweep: {r.status_code} {r.text[:500]}")
+        sweep_id = r.json()["id"]
+        deadline = time.monotonic() + timeout_s
+        while (seen := c.get(f"/api/v1/sweeps/{sweep_id}").json())["done"] < 1.0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"sweep of {count} jobs not ended within {timeout_s:g} s: {seen['counts']}"
+                )
+            time.sleep(LABCLOUD_POLL_S)
+        machine, server = busy_cpu_s() - cpu0, tree_cpu_s(server_pid(js)) - server0
+        if seen["counts"] != {"succeeded": count}:
+            raise RuntimeError(f"sweep of {count} jobs ended {seen['counts']}")
+        jobs = c.get(f"/api/v1/sweeps/{sweep_id}/jobs", params={"limit": 200}).json()["items"]
+    end = max(ts(j["finished_at"]).timestamp() for j in jobs)
+    return Round(count, t0, end, machine, server)
 
 
 def labcloud_single(js: JobsServer, lat: Latencies, timeout_s: float) -> None:
@@ -384,6 +413,35 @@ def raw_round(cluster: SlurmCluster, count: int, tag: str, timeout_s: float) -> 
     return Round(count, t0, end, machine)
 
 
+def raw_array_round(cluster: SlurmCluster, count: int, tag: str, timeout_s: float) -> Round:
+    """One ``sbatch --array=0-<count - 1> --wrap true``; done when squeue lists none of its tasks."""
+    name = f"raw-array-{tag}"
+    cpu0 = busy_cpu_s()
+    t0 = time.time()
+    out = cluster.run(
+        "sbatch", "--parsable", f"--job-name={name}", f"--array=0-{count - 1}", *RAW_SBATCH,
+        f"--output={cluster.root}/raw-%A_%a.out", "--wrap", "true",
+    ).stdout  # fmt: skip
+    array_id = out.strip().split(";")[0]
+    deadline = time.monotonic() + timeout_s
+    while any(i.split("_")[0] == array_id for i in listed(cluster)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"raw array of {count} did not end within {timeout_s:g} s")
+        time.sleep(DONE_POLL_S)
+    end = time.time()
+    machine = busy_cpu_s() - cpu0
+    deadline = time.monotonic() + 10
+    while True:  # the completion file names each task by its own job id, under the array's name
+        rows = cluster.run("sacct", "-c", "-n", "-P", "-o", "JobName,State,ExitCode").stdout.splitlines()
+        ok = sum(1 for row in rows if row == f"{name}|COMPLETED|0:0")
+        if ok == count or time.monotonic() > deadline:
+            break
+        time.sleep(DONE_POLL_S)
+    if ok != count:
+        raise RuntimeError(f"only {ok} of {count} raw array tasks COMPLETED with exit 0:0")
+    return Round(count, t0, end, machine)
+
+
 def raw_single(cluster: SlurmCluster, lat: Latencies, slurm_s: list[float], tag: str) -> None:
     """One raw batch job on an idle node: until squeue no longer says PENDING; and until its command ran
     (``date`` into a file instead of ``true``: when the batch script really started)."""
@@ -415,6 +473,8 @@ def measure_slurm(backend: str, quick: bool) -> list[Result]:
     timeout_s = max(180.0, count * 5.0)
     raw: list[Round] = []
     lc: list[Round] = []
+    raw_arrays: list[Round] = []
+    sweeps: list[Round] = []
     lat = Latencies()
     slurm_s: list[float] = []
     with (
@@ -441,6 +501,10 @@ def measure_slurm(backend: str, quick: bool) -> list[Result]:
                 wait_drained(cluster)
                 lc.append(labcloud_round(js, count, timeout_s))
                 wait_drained(cluster)
+                raw_arrays.append(raw_array_round(cluster, count, str(i), timeout_s))
+                wait_drained(cluster)
+                sweeps.append(labcloud_sweep_round(js, count, timeout_s))
+                wait_drained(cluster)
             for i in range(samples):
                 raw_single(cluster, lat, slurm_s, str(i))
                 wait_drained(cluster)
@@ -459,6 +523,20 @@ def measure_slurm(backend: str, quick: bool) -> list[Result]:
         f"{cluster.cpus} CPUs; rounds alternate raw, labcloud; medians; {per_round(lc, raw, 'raw')}; "
         "machine_cpu = whole machine busy CPU during the round / N (Slurm daemons, runners, server)",
     )
+    sweep = Result(
+        "engines: slurm sweep jobs/s",
+        backend,
+        throughput_metrics(sweeps, raw_arrays, "raw_array")
+        | {
+            "vs_raw_sbatch_each": round(statistics.median(r.jobs_per_s for r in sweeps) / through_raw(raw), 3)
+        },
+        target=TARGETS["slurm_sweep"],
+        notes=f"{count} `true` jobs per round: labcloud as one sweep (POST /api/v1/sweeps, a grid of "
+        f"{count}: it goes to Slurm as one job array), raw as one `sbatch --array=0-{count - 1} --wrap true` "
+        "with the same options; rounds alternate with the rounds above; "
+        f"{per_round(sweeps, raw_arrays, 'raw array')}; "
+        "vs_raw_sbatch_each: the sweep against the raw rounds of single sbatch calls above",
+    )
     latency = Result(
         "engines: slurm submit -> running",
         backend,
@@ -476,7 +554,11 @@ def measure_slurm(backend: str, quick: bool) -> list[Result]:
         "raw_command: before sbatch -> the batch script's command ran (`date` into a file); "
         "raw_slurm_submit_to_start: Slurm's SubmitTime -> StartTime, whole seconds only",
     )
-    return [through, latency]
+    return [through, sweep, latency]
+
+
+def through_raw(rounds: list[Round]) -> float:
+    return statistics.median(r.jobs_per_s for r in rounds)
 
 
 # -------------------------------------------------------------------------------------------- Celery

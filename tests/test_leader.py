@@ -58,9 +58,9 @@ def replicas(
         "nap",
         py("""
         import os, time
-        print("begin", flush=True)
+        print("be" + "gin", flush=True)  # (the log's command line does not hold the word it prints)
         time.sleep(float(os.environ.get("LABCLOUD_PARAM_SECONDS", "0")))
-        print("end", flush=True)
+        print("e" + "nd", flush=True)
     """),
         parameters={"type": "object", "properties": {"seconds": {"type": "number", "default": 0}}},
         resources={"cpus": 0.1, "memory_mb": 64, "timeout_s": 60},
@@ -97,6 +97,10 @@ def _wait_end(url: str, headers: dict[str, str], job_id: str) -> dict[str, Any]:
     )
 
 
+def _log(url: str, headers: dict[str, str], job_id: str) -> str:
+    return httpx.get(f"{url}/api/v1/jobs/{job_id}/logs", headers=headers).text
+
+
 def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Replicas) -> None:
     first = replicas.start("first")
     second = replicas.start("second")
@@ -111,6 +115,9 @@ def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Re
     # the leader dies while a job it started is running
     running = _submit(second, headers, 3)
     eventually(lambda: _job(second, headers, running)["state"] == "running", 60, "the long job to start")
+    # its own first line: its command runs (a leader killed between "running" and the command's start
+    # leaves nothing to follow, and the job rightly runs again as a second attempt)
+    eventually(lambda: "\nbegin\n" in _log(second, headers, running), 30, "the long job's first line")
     replicas.kill(first)
     assert eventually(lambda: replicas.leaders() == [second], 30, "the second replica to take over")
 
@@ -119,8 +126,8 @@ def test_one_replica_dispatches_and_another_takes_over_when_it_dies(replicas: Re
     for job_id in (running, after):
         end = _wait_end(second, headers, job_id)
         assert end["state"] == "succeeded" and end["attempts"] == 1, end
-    log = httpx.get(f"{second}/api/v1/jobs/{running}/logs", headers=headers).text
-    assert "begin" in log and "end" in log, log
+    log = _log(second, headers, running)
+    assert "\nbegin\n" in log and "\nend\n" in log, log
 
     # a replica started later waits its turn
     third = replicas.start("third")

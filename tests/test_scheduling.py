@@ -146,6 +146,7 @@ class _FreesMidRound:
 
     name = "mid-round"
     dispatched = True
+    submit_lot = 0
 
     def __init__(self) -> None:
         self.full = True

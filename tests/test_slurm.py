@@ -240,6 +240,76 @@ def test_a_job_sbatch_refuses_fails_with_slurm_s_words(sc: Cluster) -> None:
     assert "node configuration is not available" in done["message"], done  # Slurm's words, either way
 
 
+def wait_sweep(sc: Cluster, sweep_id: str, timeout: float = 60) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        seen: dict[str, Any] = sc.api("GET", f"/sweeps/{sweep_id}")
+        return seen if seen["done"] == 1.0 else None
+
+    found: dict[str, Any] = eventually(ended, timeout, f"sweep {sweep_id} to end")
+    return found
+
+
+def slurm_ids_of_sweep(sc: Cluster, sweep_id: str) -> dict[str, str]:
+    """Each job of a sweep → the Slurm job its (last) attempt ran as, from its attempt history."""
+    jobs = sc.api("GET", f"/sweeps/{sweep_id}/jobs", params={"limit": 200})["items"]
+    return {job["id"]: sc.job(job["id"])["attempt_history"][-1]["ran_on"] for job in jobs}
+
+
+def test_a_sweep_runs_as_one_slurm_job_array(sc: Cluster, slurm: SlurmCluster) -> None:
+    """One sbatch for the sweep: each job is a task of one array, runs with its own token and reports as
+    itself; Slurm ran every task under the sweep's name."""
+    sets = [{"seconds": n / 10} for n in range(5)]
+    sweep = sc.api("POST", "/sweeps", json={"app": "e-sleep", "sets": sets})
+    done = wait_sweep(sc, sweep["id"])
+    assert done["counts"] == {"succeeded": 5}, done
+    ran_as = slurm_ids_of_sweep(sc, sweep["id"])
+    arrays = {where.removeprefix("Slurm job ").split("_")[0] for where in ran_as.values()}
+    assert len(arrays) == 1, ran_as  # one array...
+    tasks = sorted(int(where.split("_")[1]) for where in ran_as.values())
+    assert tasks == [0, 1, 2, 3, 4], ran_as  # ...a task for each job
+    for job_id in ran_as:
+        assert f"started {job_id}" in sc.log(job_id) and "finished" in sc.log(job_id)
+        assert sc.http.get(f"/api/v1/jobs/{job_id}/outputs/done.txt").text == "done\n"
+    (array,) = arrays
+    shown = slurm.run("scontrol", "show", "job", "-o", array).stdout
+    assert f"JobName=labcloud-sweep-{sweep['id']}" in shown and "JobState=COMPLETED" in shown, shown
+
+
+def test_a_pending_sweep_waits_as_array_tasks_and_cancels_out_of_slurm(
+    sc: Cluster, slurm: SlurmCluster
+) -> None:
+    """Tasks Slurm holds pending (one whole-node job runs at a time) show Slurm's reason under their own
+    ``<array>_<task>`` id; cancelling the sweep takes the pending tasks out of Slurm at once and stops the
+    running one through its runner."""
+    whole_node = {"cpus": slurm.cpus, "memory_mb": 64}
+    sweep = sc.api(
+        "POST", "/sweeps", json={"app": "e-sleep", "grid": {"seconds": [60, 61, 62]}, "resources": whole_node}
+    )
+    jobs = sc.api("GET", f"/sweeps/{sweep['id']}/jobs", params={"limit": 10})["items"]
+
+    def two_waiting() -> list[dict[str, Any]] | None:
+        seen = [sc.job(job["id"]) for job in jobs]
+        waiting = [job for job in seen if job["message"].startswith("waiting: Resources (Slurm job ")]
+        running = [job for job in seen if job["state"] == "running"]
+        return seen if len(waiting) == 2 and len(running) == 1 else None
+
+    seen = eventually(two_waiting, 60, "one task running and two waiting in Slurm")
+    pending = [job["message"].split("Slurm job ")[1].rstrip(")") for job in seen if job["state"] == "queued"]
+    assert all("_" in slurm_id for slurm_id in pending), pending
+    assert len({slurm_id.split("_")[0] for slurm_id in pending}) == 1, pending  # tasks of one array
+    listed = slurm.run("squeue", "-h", "-r", "-o", "%i").stdout.split()
+    assert set(pending) <= set(listed), (pending, listed)
+
+    sc.api("POST", f"/sweeps/{sweep['id']}/cancel")
+    eventually(
+        lambda: not set(pending) & set(slurm.run("squeue", "-h", "-r", "-o", "%i").stdout.split()),
+        10,
+        "the pending tasks' scancel",
+    )
+    done = wait_sweep(sc, sweep["id"], timeout=30)
+    assert done["counts"] == {"cancelled": 3}, done
+
+
 @pytest.mark.containers
 def test_a_container_job_runs_as_a_slurm_batch_job(
     slurm_podman_server: Cluster, slurm: SlurmCluster, podman_cli: EngineCLI

@@ -26,6 +26,7 @@ class _Cpus:
 
     name = "cpus"
     dispatched = True
+    submit_lot = 0
 
     def __init__(self, cpus: float) -> None:
         self.free = cpus
@@ -104,4 +105,31 @@ def test_a_lone_users_job_that_does_not_fit_keeps_their_later_ones_behind_it(
     executor = _Cpus(3)
     assert Scheduler(db, cast(Executor, executor)).dispatch() == 1
     assert executor.started == [small], "a later, smaller job went ahead of the one that waits"
+    db.dispose()
+
+
+class _Lots(_Cpus):
+    """An engine that takes what the dispatcher admits in lots (Slurm's job arrays)."""
+
+    def __init__(self, cpus: float, lot: int) -> None:
+        super().__init__(cpus)
+        self.submit_lot = lot
+        self.lots: list[list[uuid.UUID]] = []
+
+    def submit_many(self, admitted: list[tuple[uuid.UUID, uuid.UUID, Resources]]) -> None:
+        self.lots.append([job_id for job_id, _, _ in admitted])
+        for job_id, owner_id, resources in admitted:
+            self.submit(job_id, owner_id, resources)
+
+
+def test_an_engine_that_takes_lots_gets_every_admitted_job_once_in_order(
+    client: TestClient, settings: Settings, user: Account
+) -> None:
+    """Full lots as soon as they fill, the rest when the dispatch ends (here: the next job does not fit)."""
+    db = Database(settings)
+    ids = _queue(db, user, [1.0] * 25 + [50.0] + [1.0])
+    executor = _Lots(40, lot=10)
+    assert Scheduler(db, cast(Executor, executor)).dispatch() == 25
+    assert [len(lot) for lot in executor.lots] == [10, 10, 5]
+    assert executor.started == ids[:25]  # each once, in the order they were queued
     db.dispose()

@@ -40,6 +40,10 @@ class Executor(abc.ABC):
     engines_on_workers: ClassVar[bool] = False
     # True: :meth:`wait_reason` reads the job's spec (listings, which leave the spec out, then read it).
     wait_reads_spec: ClassVar[bool] = False
+    # > 0: the scheduler hands this executor the jobs it admits in lots of up to this many
+    # (:meth:`submit_many`) rather than one by one as it admits them; an engine that queues takes a lot in
+    # fewer calls (a sweep as one Slurm job array).
+    submit_lot: int = 0
 
     def __init__(
         self, settings: Settings, db: Database, notify: Callable[[], None], storage: Storage
@@ -77,6 +81,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
         """Start running a job the scheduler has just claimed (state: staging)."""
+
+    def submit_many(self, admitted: list[tuple[uuid.UUID, uuid.UUID, Resources]]) -> None:
+        """Start running jobs the scheduler has just claimed: (job id, owner id, resources) each."""
+        for job_id, owner_id, resources in admitted:
+            self.submit(job_id, owner_id, resources)
 
     def running_per_owner(self) -> dict[uuid.UUID, int]:
         """How many jobs of each user this executor holds (for fair dispatch); by default its active jobs."""

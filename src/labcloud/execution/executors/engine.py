@@ -12,12 +12,13 @@ from __future__ import annotations
 import abc
 import logging
 import uuid
+from collections.abc import Hashable
 from typing import ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labcloud.db.models import Job, JobEvent
+from labcloud.db.models import Job, JobEvent, Worker
 from labcloud.execution.executors.base import Executor
 from labcloud.execution.loops import Loop
 from labcloud.registry.spec_parts import Resources
@@ -77,32 +78,67 @@ class EngineExecutor(Executor):
         job.queue = self.queue_for(job) or None
 
     def submit(self, job_id: uuid.UUID, owner_id: uuid.UUID, resources: Resources) -> None:
+        self.submit_many([(job_id, owner_id, resources)])
+
+    def submit_many(self, admitted: list[tuple[uuid.UUID, uuid.UUID, Resources]]) -> None:
+        """Send jobs the scheduler has just admitted to the engine: those :meth:`batch_key` groups together
+        in one call each (:meth:`send_together`, a Slurm job array), the others one by one."""
+        job_ids = [job_id for job_id, _, _ in admitted]
         with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None or not handover.in_engine_queue(job):
-                return  # cancelled in between
+            jobs = [
+                job
+                for job in session.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.id))
+                if handover.in_engine_queue(job)  # the others were cancelled in between
+            ]
             worker = handover.engine_worker(session, self.name)
-            token = handover.handover_token(self.settings, job, worker)
-            queue = job.queue or ""
-            try:
-                engine_id = self.send(job, token, queue)
-            except EngineRefused as exc:
-                log.warning("%s refused job %s: %s", self.name, job_id, exc)
+            groups: dict[Hashable, list[Job]] = {}
+            for job in jobs:
+                key = self.batch_key(job)
+                groups.setdefault(key if key is not None else job.id, []).append(job)
+            for group in groups.values():
+                self._send_group(session, group, worker)
+                session.commit()  # each group's engine ids kept as soon as they are known
+
+    def _send_group(self, session: Session, group: list[Job], worker: Worker) -> None:
+        tokens = [handover.handover_token(self.settings, job, worker) for job in group]
+        queue = group[0].queue or ""
+        try:
+            if len(group) == 1:
+                engine_ids = [self.send(group[0], tokens[0], queue)]
+            else:
+                engine_ids = self.send_together(list(zip(group, tokens, strict=True)), queue)
+        except EngineRefused as exc:
+            log.warning("%s refused %d job(s) from %s: %s", self.name, len(group), group[0].id, exc)
+            for job in group:
                 settle(session, job, FailureReason.REJECTED, f"{self.name} refused the job: {exc}")
-                return
-            except Exception as exc:
-                log.exception("handing job %s to %s failed", job_id, self.name)
+            return
+        except Exception as exc:
+            log.exception("handing %d job(s) from %s to %s failed", len(group), group[0].id, self.name)
+            for job in group:
                 settle(session, job, FailureReason.WORKER_LOST, f"could not hand it to {self.name}: {exc}")
-                self.notify()
-                return
-            session.refresh(job)
-            job.executor_ref = self.ref_type(
-                log_base=executor_refs.log_base(job.executor_ref), engine_id=engine_id
-            )
-            if handover.in_engine_queue(job):
-                job.message = self.waiting_message(queue)
-            elif job.state == JobState.CANCELLED:  # cancelled while it was being sent
-                self.withdraw(engine_id)
+            self.notify()
+            return
+        for job, engine_id in zip(group, engine_ids, strict=True):
+            self._sent(session, job, engine_id, queue)
+
+    def _sent(self, session: Session, job: Job, engine_id: str, queue: str) -> None:
+        """Keep what the engine calls the job; one cancelled while it was being sent is taken back."""
+        session.refresh(job)
+        log_base = executor_refs.log_base(job.executor_ref)
+        job.executor_ref = self.ref_type(log_base=log_base, engine_id=engine_id)
+        if handover.in_engine_queue(job):
+            job.message = self.waiting_message(queue)
+        elif job.state == JobState.CANCELLED:
+            self.withdraw(engine_id)
+
+    def batch_key(self, job: Job) -> Hashable | None:
+        """Jobs with the same key (not None) go to the engine in one :meth:`send_together`; None: alone."""
+        return None
+
+    def send_together(self, jobs: list[tuple[Job, str]], queue: str) -> list[str]:
+        """Send jobs (with their tokens) that :meth:`batch_key` put together in one call; what the engine
+        calls each, in order. Raise :class:`EngineRefused` when the engine says no to them."""
+        return [self.send(job, token, queue) for job, token in jobs]
 
     def cancel(self, job_id: uuid.UUID) -> None:
         """Cancelled in the engine's queue (at once, by the API): take it out of there too. Taken by a

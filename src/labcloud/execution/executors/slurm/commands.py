@@ -54,6 +54,8 @@ class SlurmCommands:
             args.append(f"--gres=gpu:{job.gpus}")
         if job.partition:
             args.append(f"--partition={job.partition}")
+        if job.tasks:
+            args.append(f"--array=0-{job.tasks - 1}")
         return [*args, *self.options.extra_args]
 
     def submit(self, job: BatchJob) -> str:
@@ -70,7 +72,8 @@ class SlurmCommands:
         self._run("scancel", slurm_id)
 
     def queue(self) -> dict[str, tuple[str, str]]:
-        done = self._run("squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%r")
+        # -r: an array's tasks one per line (1234_5), pending ones too
+        done = self._run("squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r")
         if done.returncode != 0:
             raise RuntimeError(f"squeue failed: {_last_line(done.stderr)}")
         out = {}

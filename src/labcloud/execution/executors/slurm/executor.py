@@ -4,6 +4,12 @@ Resources map to ``--cpus-per-task``, ``--mem``, ``--gres=gpu:N``, ``--time`` (t
 time to stage and upload) and ``--partition`` (the job's queue). The job token travels in the batch job's
 environment (``--export`` names only it and PATH: nothing else of the server's environment leaves).
 
+A sweep's jobs that the dispatcher admits together and that ask Slurm for the same (resources, partition,
+container or not) go as one job array of up to ``slurm_array_max`` tasks: one sbatch, and one line each in
+``squeue -r`` (``<array id>_<task>``, what labcloud then calls the job's Slurm job). The batch script picks
+the task's job and token by ``SLURM_ARRAY_TASK_ID``: the tokens are in the script rather than in its
+environment, which Slurm keeps alike (readable by the submitting account and Slurm's administrators).
+
 Every ``slurm_poll_s`` the leader reads ``squeue``: a pending job's reason becomes its message ("waiting:
 Resources"); a job Slurm no longer lists while labcloud still thinks it runs is looked up with ``scontrol``
 (or ``sacct``) and settled by how Slurm ended it: time limit, out of memory, node failure (retried),
@@ -19,6 +25,8 @@ import shlex
 import sys
 import time
 import uuid
+from collections.abc import Hashable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,7 @@ from sqlalchemy import select
 from labcloud.db.models import Job
 from labcloud.execution import engine_options
 from labcloud.execution.executors.engine import EngineExecutor, settle
-from labcloud.execution.executors.slurm.batch import OUTPUT, BatchJob, Ended, SlurmClient
+from labcloud.execution.executors.slurm.batch import ARRAY_OUTPUT, BatchJob, Ended, SlurmClient, output_path
 from labcloud.execution.executors.slurm.commands import SlurmCommands
 from labcloud.execution.executors.slurm.rest import SlurmRest
 from labcloud.execution.executors.slurm.settings import SlurmSettings
@@ -51,6 +59,7 @@ class SlurmExecutor(EngineExecutor):
         super().__init__(*args, **kwargs)
         self.options = SlurmSettings()
         self.client: SlurmClient = open_client(self.options)
+        self.submit_lot = self.options.array_max
 
     def poll_interval(self) -> float:
         return self.options.poll_s
@@ -63,20 +72,40 @@ class SlurmExecutor(EngineExecutor):
     def waiting_message(self, queue: str) -> str:
         return f"waiting in Slurm{f' partition {queue}' if queue else ''}"
 
-    def batch_script(self, job: Job) -> str:
+    def runner_line(self, job: Job, job_id: str) -> str:
+        """The command that runs the job's runner (``job_id``: the job's id, or a shell word naming it)."""
         command = self.settings.runner_command or f"{shlex.quote(sys.executable)} -m labcloud.worker.runjob"
         containers = ""
         if (job.spec or {}).get("runtime") == "container":  # the server's engine settings, as its sandbox's
             containers = " ".join(shlex.quote(a) for a in engine_options.runner_options(self.settings)) + " "
         return (
-            "#!/bin/sh\n"
-            f"# labcloud job {job.id}, attempt {job.attempts}\n"
             f"exec {command} --server {shlex.quote(self.settings.effective_runner_url)} "
-            f"--job {job.id} --work-dir {shlex.quote(self.settings.runner_work_dir)} "
+            f"--job {job_id} --work-dir {shlex.quote(self.settings.runner_work_dir)} "
             f"--sandbox {shlex.quote(self.settings.sandbox)} "
             f"--job-user {shlex.quote(self.settings.job_user)} "
             f"{containers}"
             f"--kill-grace {self.settings.kill_grace_s:g}\n"
+        )
+
+    def batch_script(self, job: Job) -> str:
+        head = f"#!/bin/sh\n# labcloud job {job.id}, attempt {job.attempts}\n"
+        return head + self.runner_line(job, str(job.id))
+
+    def array_script(self, jobs: list[tuple[Job, str]]) -> str:
+        """One script for an array's tasks: task N runs the N-th job, with its token."""
+        first = jobs[0][0]
+        cases = "".join(
+            f"{n}) job={job.id} LABCLOUD_JOB_TOKEN={shlex.quote(token)} ;;  # attempt {job.attempts}\n"
+            for n, (job, token) in enumerate(jobs)
+        )
+        return (
+            "#!/bin/sh\n"
+            f"# labcloud sweep {first.group_id}: {len(jobs)} jobs, one per array task\n"
+            'case "$SLURM_ARRAY_TASK_ID" in\n'
+            f"{cases}"
+            '*) echo "labcloud: array task $SLURM_ARRAY_TASK_ID has no job" >&2; exit 1 ;;\n'
+            "esac\n"
+            "export LABCLOUD_JOB_TOKEN\n" + self.runner_line(first, '"$job"')
         )
 
     def batch_job(self, job: Job, token: str, queue: str) -> BatchJob:
@@ -95,6 +124,33 @@ class SlurmExecutor(EngineExecutor):
 
     def send(self, job: Job, token: str, queue: str) -> str:
         return self.client.submit(self.batch_job(job, token, queue))
+
+    def batch_key(self, job: Job) -> Hashable | None:
+        """A sweep's jobs that Slurm would be asked the same of go together, as one job array."""
+        if job.group_id is None or self.options.array_max < 2:
+            return None
+        asks = self.batch_job(job, "", job.queue or "")
+        container = (job.spec or {}).get("runtime") == "container"
+        return (job.group_id, asks.cpus, asks.memory_mb, asks.gpus, asks.minutes, asks.partition, container)
+
+    def send_together(self, jobs: list[tuple[Job, str]], queue: str) -> list[str]:
+        """One job array per ``array_max`` jobs; each job's Slurm id is its task's, ``<array id>_<task>``."""
+        ids: list[str] = []
+        size = self.options.array_max
+        for start in range(0, len(jobs), size):
+            part = jobs[start : start + size]
+            first, _ = part[0]
+            array = replace(
+                self.batch_job(first, "", queue),
+                name=f"labcloud-sweep-{first.group_id}",
+                script=self.array_script(part),
+                environment={"PATH": os.environ.get("PATH", DEFAULT_PATH)},
+                output=ARRAY_OUTPUT,
+                tasks=len(part),
+            )
+            array_id = self.client.submit(array)
+            ids += [f"{array_id}_{n}" for n in range(len(part))]
+        return ids
 
     def withdraw(self, engine_id: str) -> None:
         self.client.cancel(engine_id)
@@ -140,7 +196,7 @@ class SlurmExecutor(EngineExecutor):
             job = session.get(Job, job_id)
             if job is None or executor_refs.engine_id(job.executor_ref) != slurm_id:
                 return False
-            tail = _output_tail(f"labcloud-{job.id}")
+            tail = _output_tail(output_path(f"labcloud-{job.id}", slurm_id))
             reason, message = explain(ended, slurm_id, taken=job.lease_expires_at is not None, output=tail)
             if reason == FailureReason.STAGING_FAILED and tail:
                 message += f": {tail}"
@@ -184,10 +240,10 @@ def open_client(options: SlurmSettings) -> SlurmClient:
     return SlurmCommands(options)
 
 
-def _output_tail(name: str, limit: int = 600) -> str:
+def _output_tail(path: str, limit: int = 600) -> str:
     """The end of a batch job's output, where it is readable here (one machine, or a shared /tmp)."""
     try:
-        data = Path(OUTPUT.replace("%x", name)).read_bytes()[-limit:]
+        data = Path(path).read_bytes()[-limit:]
     except OSError:
         return ""
     return " | ".join(line for line in data.decode(errors="replace").splitlines() if line.strip())[-limit:]

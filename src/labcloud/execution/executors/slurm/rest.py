@@ -59,6 +59,7 @@ FINISHED = frozenset(
     }
 )
 INVALID_JOB_ID = 2017  # ESLURM_INVALID_JOB_ID
+NOT_FOUND = 9002  # slurmrestd's "Unable to find JobId=1234_5": an array task it does not know
 
 
 class SlurmRest:
@@ -88,6 +89,8 @@ class SlurmRest:
             props["gres"] = f"gpu:{job.gpus}"
         if job.partition:
             props["partition"] = job.partition
+        if job.tasks:
+            props["array"] = f"0-{job.tasks - 1}"
         return props | self.extra
 
     def submit(self, job: BatchJob) -> str:
@@ -125,18 +128,19 @@ class SlurmRest:
         for job in answer.get("jobs") or []:
             state = str(job.get("job_state") or "")
             if job.get("user_name") == user and state not in FINISHED:
-                out[str(job.get("job_id"))] = (state, str(job.get("state_reason") or "None"))
+                for slurm_id in slurm_ids(job):
+                    out[slurm_id] = (state, str(job.get("state_reason") or "None"))
         return out
 
     def ended(self, slurm_id: str) -> Ended | None:
         answer = self._call("GET", f"/slurm/{self.api}/job/{slurm_id}")
         errors = answer.get("errors") or []
         if errors:
-            if _numbers(errors) == {INVALID_JOB_ID}:
+            if _numbers(errors) == {INVALID_JOB_ID} or ("_" in slurm_id and _numbers(errors) == {NOT_FOUND}):
                 return None  # slurmctld no longer remembers it (MinJobAge); without slurmdbd, nobody does
             raise RuntimeError(f"slurmrestd could not show Slurm job {slurm_id}: {describe(errors)}")
-        for job in answer.get("jobs") or []:
-            if str(job.get("job_id")) == slurm_id:
+        for job in answer.get("jobs") or []:  # an array's task may come with its siblings
+            if slurm_id in slurm_ids(job):
                 return Ended(str(job.get("job_state") or ""), exit_code(job.get("exit_code")))
         return None
 
@@ -180,6 +184,23 @@ class SlurmRest:
             status, text = response.status_code, response.text[:300]
             raise RuntimeError(f"slurmrestd answered {method} {path} with HTTP {status}: {text!r}")
         return answer
+
+
+def slurm_ids(job: dict[str, Any]) -> list[str]:
+    """What labcloud calls the Slurm job(s) of one record: its id; for an array's task ``<array>_<task>``;
+    for an array's pending tasks, still one record (``array_task_string`` "3-9,12"), each of them."""
+    array, task, pending = job.get("array_job_id"), job.get("array_task_id"), job.get("array_task_string")
+    if not array:
+        return [str(job.get("job_id"))]
+    if task is not None:
+        return [f"{array}_{task}"]
+    out = []
+    for part in str(pending or "").split("%")[0].split(","):  # "%4": at most 4 at once
+        first, _, last = part.partition("-")
+        if first.isdigit() and (not last or last.split(":")[0].isdigit()):
+            step = int(last.split(":")[1]) if ":" in last else 1
+            out += [f"{array}_{n}" for n in range(int(first), int(last.split(":")[0] or first) + 1, step)]
+    return out
 
 
 def exit_code(raw: Any) -> str:

@@ -20,6 +20,13 @@ class SlurmSettings(PluginSettings):
     runner_memory_mb: int = Field(
         256, ge=0, description="Added to a job's --mem: the runner beside the job counts in Slurm's limit."
     )
+    array_max: int = Field(
+        256,
+        ge=1,
+        le=1000,
+        description="A sweep's jobs alike in resources go to Slurm as job arrays of up to this many tasks "
+        "(1: each job its own sbatch). Keep it within the cluster's MaxArraySize.",
+    )
     rest_url: str = Field(
         "", description="Submit and watch through slurmrestd at this URL instead of the commands (JWT auth)."
     )
