@@ -28,6 +28,7 @@ from labcloud.db.types import utcnow
 from labcloud.errors import InvalidInput
 from labcloud.services import files, storage_limits
 from labcloud.services.storage_limits import TooLarge
+from labcloud.services.write_behind import WriteBehind
 from labcloud.settings import Settings
 from labcloud.storage.base import Storage
 from labcloud.telemetry import metrics
@@ -96,6 +97,7 @@ async def receive(
             os.fdatasync(fh.fileno())
             unsynced = 0
 
+    writes = WriteBehind()  # the next MiB arrives while the last one is hashed and written
     try:
         async for chunk in body:
             size += len(chunk)
@@ -106,14 +108,18 @@ async def receive(
             pending += chunk
             if len(pending) >= WRITE_BUFFER:
                 full, pending = pending, bytearray()
-                await run_in_threadpool(flush, full)
+                await writes.put(flush, full)
+        await writes.drain()
         await run_in_threadpool(flush, pending)
         await run_in_threadpool(_finish, fh)
         if length is not None and size != length:
             raise InvalidInput.field(["header", "content-length"], f"got {size} bytes of {length} announced")
     except BaseException:
-        fh.close()
-        tmp.unlink(missing_ok=True)
+        try:
+            await writes.settle()
+        finally:
+            fh.close()
+            tmp.unlink(missing_ok=True)
         raise
     return tmp, size, digest.hexdigest()
 

@@ -26,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from labcloud.errors import Conflict, NotFound
 from labcloud.services import storage_limits
+from labcloud.services.write_behind import WriteBehind
 from labcloud.settings import Settings
 
 WRITE_BUFFER = 1 << 20  # bytes collected from the body before one write to disk
@@ -129,7 +130,7 @@ def start(fh: io.FileIO, offset: int) -> None:
     fh.seek(offset)
 
 
-def _write(fh: io.FileIO, data: bytes, hashes: list[Any]) -> None:
+def _write(fh: io.FileIO, data: bytes | bytearray, hashes: list[Any]) -> None:
     """Hash and write one buffer (in a worker thread: hashlib lets go of the GIL on large inputs)."""
     for digest in hashes:
         digest.update(data)
@@ -156,15 +157,16 @@ async def receive(
 ) -> tuple[int, bool] | None:
     """Write the body at the file's position: (bytes written and fsynced, whether the body broke off).
 
-    At most :data:`WRITE_BUFFER` bytes are held at a time. None when the body broke off under a checksum
-    (then nothing was kept). A body that passes ``length`` is refused whole (413). On any other failure
-    the file is cut back to ``offset``.
+    At most two buffers of :data:`WRITE_BUFFER` bytes are held at a time (one written while the next fills).
+    None when the body broke off under a checksum (then nothing was kept). A body that passes ``length``
+    is refused whole (413). On any other failure the file is cut back to ``offset``.
     """
     buffer = bytearray()
     count = 0
     interrupted = False
     hashes = [h for h in (digest, check) if h is not None]
     iterator = aiter(body)
+    writes = WriteBehind()
     try:
         while True:
             try:
@@ -183,16 +185,20 @@ async def receive(
                 )
             buffer += chunk
             if len(buffer) >= WRITE_BUFFER:
-                await run_in_threadpool(_write, fh, bytes(buffer), hashes)
-                buffer.clear()
+                full, buffer = buffer, bytearray()
+                await writes.put(_write, fh, full, hashes)  # the next MiB arrives meanwhile
+        await writes.drain()
         if interrupted and check is not None:
             await run_in_threadpool(discard, fh, offset)
             return None
         if buffer:
-            await run_in_threadpool(_write, fh, bytes(buffer), hashes)
+            await run_in_threadpool(_write, fh, buffer, hashes)
         await run_in_threadpool(_sync, fh)
     except BaseException:
-        with contextlib.suppress(OSError):
-            discard(fh, offset)  # blocking, but only on this rare path (also when cancelled)
+        try:
+            await writes.settle()  # no thread writes while the file is cut back
+        finally:
+            with contextlib.suppress(OSError):
+                discard(fh, offset)  # blocking, but only on this rare path (also when cancelled)
         raise
     return count, interrupted
