@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from labcloud.execution import engine_probe
 from labcloud.execution.engine_probe import EngineProbe
-from labcloud.settings import ContainerSettings
+
+if TYPE_CHECKING:
+    from labcloud.settings import ContainerSettings
 
 MAX_ENGINES = 4  # engines one heartbeat reports
 MAX_IMAGES = 1000  # image references one engine reports
@@ -45,6 +45,10 @@ def settings_from(
 ) -> ContainerSettings:
     """The options given (None: not given) over the ``LABCLOUD_*`` variables over the defaults, checked as
     the server checks its own; ValueError with every problem in words."""
+    from pydantic import ValidationError  # (a runner of a job that is no container job never loads these)
+
+    from labcloud.settings import ContainerSettings
+
     given: dict[str, Any] = {}
     try:
         if engine is not None:
@@ -66,6 +70,13 @@ def settings_from(
 def probe(settings: ContainerSettings) -> EngineProbe:
     """The one probe of these settings in this process."""
     return engine_probe.probe(*settings.container_settings())
+
+
+def probe_when_asked() -> EngineProbe:
+    """The probe of the ``LABCLOUD_*`` variables' settings, read when a container job first asks for the
+    engine: a runner of any other job never loads the settings (a tenth of a second of a short-lived
+    runner's start-up). Settings it cannot take become the reason there is no engine."""
+    return engine_probe.DeferredProbe(lambda: probe(settings_from()))
 
 
 def runner_options(settings: ContainerSettings) -> list[str]:

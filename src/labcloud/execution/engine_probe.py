@@ -8,7 +8,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from labcloud.execution.containers import ENGINE_KINDS, Engine, EngineKind, EngineUnavailable
@@ -90,6 +90,25 @@ class EngineProbe:
                 except EngineUnavailable as exc:
                     self._problem = str(exc)
             return self._engine, self._problem
+
+
+class DeferredProbe(EngineProbe):
+    """A probe made when first asked, by ``make`` (ValueError: why there is no engine)."""
+
+    def __init__(self, make: Callable[[], EngineProbe]) -> None:
+        super().__init__("auto")
+        self._make = make
+        self._made: EngineProbe | None = None
+        self._refused = ""
+
+    def get(self) -> tuple[Engine | None, str]:
+        with self._lock:
+            if self._made is None and not self._refused:
+                try:
+                    self._made = self._make()
+                except ValueError as exc:
+                    self._refused = f"container engine settings: {exc}"
+        return self._made.get() if self._made is not None else (None, self._refused)
 
 
 @functools.cache

@@ -8,10 +8,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from labcloud.settings import ContainerSettings
 from labcloud.worker.status import StatusSource
+
+if TYPE_CHECKING:  # (the runner of one job imports this module, and loads no settings unless it must)
+    from labcloud.settings import ContainerSettings
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1

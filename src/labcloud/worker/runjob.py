@@ -39,7 +39,6 @@ def run_here(
     containers: ContainerSettings | None = None,
 ) -> int:
     from labcloud.execution import engine_options
-    from labcloud.settings import ContainerSettings
     from labcloud.worker.api import WorkerApi
     from labcloud.worker.config import configure_logging
     from labcloud.worker.single import run_one
@@ -66,7 +65,7 @@ def run_here(
             job_user=job_user,
             grace_s=kill_grace,
             stop=stop,
-            engines=engine_options.probe(containers or ContainerSettings()),
+            engines=engine_options.probe(containers) if containers else engine_options.probe_when_asked(),
         )
     finally:
         api.close()
@@ -74,6 +73,10 @@ def run_here(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # httpx imports its own command line (click, rich, pygments: some 50 ms) where those are installed, as
+    # they are beside labcloud's CLI; this process never uses it. A None module makes that import fail, and
+    # httpx then goes without (its documented fallback).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     parser = argparse.ArgumentParser(prog="labcloud run-job", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", required=True, help="the labcloud server's URL (its worker API)")
     parser.add_argument("--job", required=True, help="the job's id")
@@ -89,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from labcloud.execution import engine_options
 
-    try:
-        containers = engine_options.settings_from(
-            args.container_engine, args.docker_host, args.podman_options, args.container_run_options
-        )
-    except ValueError as exc:
-        parser.error(f"container engine: {exc}")
+    given = (args.container_engine, args.docker_host, args.podman_options, args.container_run_options)
+    containers = None  # none given (only a container job's batch script gives them): read when asked
+    if any(option is not None for option in given):
+        try:
+            containers = engine_options.settings_from(*given)
+        except ValueError as exc:
+            parser.error(f"container engine: {exc}")
     return run_here(
         args.server,
         args.job,
