@@ -77,7 +77,7 @@ class LogShipper:
         self._hold_back = None
         try:
             if not self._ship_available():
-                raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
+                raise self._refused()
         finally:
             if self._fd is not None:
                 os.close(self._fd)
@@ -95,7 +95,7 @@ class LogShipper:
                 final = self._final.is_set()
                 if final and self._hold_back is not None:
                     if not self._ship_available():
-                        raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
+                        raise self._refused()
                     left = self._unsent()
                     self._rest = os.pread(self._fd, left, self.offset) if self._fd is not None else b""
                     return
@@ -106,7 +106,7 @@ class LogShipper:
                 else:
                     stalls += 1
                     if final and stalls > MAX_STALLS:
-                        raise RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
+                        raise self._refused()
                 self._wake.wait(self.interval_s)
                 self._wake.clear()
         except BaseException as exc:
@@ -115,6 +115,9 @@ class LogShipper:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+    def _refused(self) -> RuntimeError:
+        return RuntimeError(f"the server keeps refusing the log at byte {self.offset}")
 
     def _unsent(self) -> int:
         """How many bytes the file holds past what the server has (0 while there is no file)."""
