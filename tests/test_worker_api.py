@@ -16,8 +16,9 @@ from sqlalchemy import update
 from conftest import Account
 from jobs_helpers import write_app
 from labcloud.api.app import create_app
+from labcloud.db.engine import Database
 from labcloud.db.models import Job, Worker
-from labcloud.services import claims
+from labcloud.services import claims, handover
 from labcloud.settings import Settings
 
 FREE = {"cpus": 4, "memory_mb": 8192, "gpus": 0}
@@ -152,6 +153,41 @@ def test_a_job_in_two_calls_started_with_its_claim_and_its_log_sent_with_its_end
     assert first is not None and first["id"] == with_inputs["id"] and first["state"] == "staging"
     second = claim(pclient, token)  # the first protocol: no start asked
     assert second is not None and second["id"] == plain["id"] and second["state"] == "staging"
+
+
+def _handed_to_engine(settings: Settings, job_id: str) -> str:
+    """Hand a queued job to an engine's queue, as the Slurm executor does; the job token its runner gets."""
+    db = Database(settings)
+    try:
+        with db.session() as session:
+            job = session.get(Job, uuid.UUID(job_id))
+            assert job is not None
+            worker = handover.engine_worker(session, "slurm")
+            handover.hand_over(session, settings, job, worker)
+            return handover.handover_token(settings, job, worker)
+    finally:
+        db.dispose()
+
+
+def test_a_runner_s_take_starts_at_once_a_job_with_nothing_to_stage(
+    pclient: TestClient, settings: Settings, user: Account
+) -> None:
+    """As with a claim's start: the runner Slurm or Celery started asks, and a job with nothing to stage is
+    running from its take (no start call); one with inputs still stages; a runner that does not ask (an
+    older one) gets staging."""
+    r = pclient.put("/api/v1/files/trace.csv", content=b"t,v\n0,1\n", headers=user.headers)
+    assert r.status_code == 201, r.text
+    plain, older = submit(pclient, user), submit(pclient, user)
+    with_inputs = submit(pclient, user, app="spikes", params={"threshold": 5}, inputs={"trace": "trace.csv"})
+    for job, state in ((plain, "running"), (with_inputs, "staging")):
+        token = _handed_to_engine(settings, job["id"])
+        r = pclient.post(f"/api/v1/worker/jobs/{job['id']}/take?start=true", headers=bearer(token))
+        assert r.status_code == 200, r.text
+        assert r.json()["job"]["state"] == state
+        assert pclient.get(f"/api/v1/jobs/{job['id']}", headers=user.headers).json()["state"] == state
+    token = _handed_to_engine(settings, older["id"])
+    r = pclient.post(f"/api/v1/worker/jobs/{older['id']}/take", headers=bearer(token))
+    assert r.status_code == 200 and r.json()["job"]["state"] == "staging", r.text
 
 
 def test_a_lost_lease_requeues_and_fences_the_late_worker(

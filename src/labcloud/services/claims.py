@@ -116,12 +116,17 @@ def claim(
                 log_base=job_logs.open_attempt(settings, job.id, job.attempts, worker.name)
             )
             token, expires = issue_job_token(settings, job, worker)
-            if start and not inputs and task is None and not candidate.container:
+            if start and nothing_to_stage(inputs, task, candidate.container):
                 lifecycle.transition(session, job, JobState.RUNNING)
             return Claimed(job, token, expires, inputs, task)
         if not raced:
             return None
     return None
+
+
+def nothing_to_stage(inputs: object, task: object, container: bool) -> bool:
+    """A job a runner can start at once, when it asked to: no inputs to fetch, not a task, no image."""
+    return not inputs and task is None and not container
 
 
 @dataclass(frozen=True)

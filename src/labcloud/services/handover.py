@@ -21,7 +21,7 @@ from labcloud.db.models import Job, Worker
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, LabcloudError
 from labcloud.services import executor_refs, job_logs, lifecycle
-from labcloud.services.claims import Claimed, hold, staging
+from labcloud.services.claims import Claimed, hold, nothing_to_stage, staging
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import Fenced, issue_job_token, token_job
@@ -81,9 +81,16 @@ class Held(LabcloudError):
 
 
 def take(
-    session: Session, settings: Settings, storage: Storage, credential: str, job_id: uuid.UUID
+    session: Session,
+    settings: Settings,
+    storage: Storage,
+    credential: str,
+    job_id: uuid.UUID,
+    *,
+    start: bool = False,
 ) -> Claimed:
-    """A runner an engine started asks for its job: the assignment, and the lease starts."""
+    """A runner an engine started asks for its job: the assignment, and the lease starts. ``start``: a job
+    with nothing to stage runs from the take on, and the runner makes no start call for it."""
     job, worker, attempt = token_job(session, settings, credential, job_id)
     now = utcnow()
     lease = now + timedelta(seconds=settings.lease_seconds)
@@ -127,4 +134,6 @@ def take(
         )
         raise Fenced(exc.detail) from None
     token, expires = issue_job_token(settings, job, worker)
+    if start and nothing_to_stage(inputs, task, (job.spec or {}).get("runtime") == "container"):
+        lifecycle.transition(session, job, JobState.RUNNING)
     return Claimed(job, token, expires, inputs, task)

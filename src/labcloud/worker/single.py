@@ -101,7 +101,13 @@ def _take(
     while True:
         try:
             response = api.call(
-                "POST", f"/jobs/{job_id}/take", token=token, job_call=True, until=stop, accept=(409,)
+                "POST",
+                # start: a job with nothing to stage runs from the take on (an older server: staging)
+                f"/jobs/{job_id}/take?start=true",
+                token=token,
+                job_call=True,
+                until=stop,
+                accept=(409,),
             )
         except (Fenced, Abandoned) as exc:
             log.info("job %s: %s", job_id, getattr(exc, "detail", "") or exc)

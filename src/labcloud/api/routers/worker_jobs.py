@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -63,9 +63,19 @@ CHUNK = 1 << 20
         }
     },
 )
-def take(job_id: uuid.UUID, credential: Credential, ctx: Ctx) -> dict[str, Any]:
+def take(
+    job_id: uuid.UUID,
+    credential: Credential,
+    ctx: Ctx,
+    start: bool = Query(
+        False,
+        description="start at once a job with nothing to stage (no inputs, not a task, no container): "
+        "its assignment's state is then 'running', and no start call follows",
+    ),
+) -> dict[str, Any]:
+    # (a query, not a body: a body's gate wants the job held already, and this is how it gets held)
     with claims.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
-        claimed = handover.take(session, ctx.settings, ctx.storage, credential, job_id)
+        claimed = handover.take(session, ctx.settings, ctx.storage, credential, job_id, start=start)
         return {"job": claims.assignment(claimed)}
 
 
