@@ -361,6 +361,20 @@ def test_drain_and_revoke(pclient: TestClient, admin: Account, user: Account) ->
     )  # re-queued
 
 
+def test_a_revoked_token_is_refused_by_a_claim_that_finds_nothing_to_take(
+    pclient: TestClient, admin: Account
+) -> None:
+    """The gate remembers a token it let in; a claim that takes nothing (the queue is empty, so no claim is
+    tried in the database) still looks it up before answering or waiting."""
+    token = register(pclient, admin, "rig")
+    assert claim(pclient, token) is None  # let in, and remembered
+    worker_id = pclient.get("/api/v1/workers", headers=admin.headers).json()["items"][0]["id"]
+    assert pclient.post(f"/api/v1/workers/{worker_id}/revoke", headers=admin.headers).status_code == 200
+    for wait_s in (0, 1):
+        r = pclient.post("/api/v1/worker/claim", json={"free": FREE, "wait_s": wait_s}, headers=bearer(token))
+        assert r.status_code == 401, r.text
+
+
 def test_worker_tokens_are_admin_made_and_only_open_worker_endpoints(
     pclient: TestClient, admin: Account, user: Account
 ) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from labcloud.settings import Settings
+
+_T = TypeVar("_T")
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
@@ -62,3 +64,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def keep(session: Session, obj: _T) -> _T:
+    """Hold ``obj`` for as long as ``session`` lives. A session remembers the rows it loaded only while
+    something else refers to them: a request that looks the same row up again in another function would
+    read it again."""
+    session.info.setdefault("kept", []).append(obj)
+    return obj

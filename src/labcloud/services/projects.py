@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from labcloud.db.engine import keep
 from labcloud.db.models import Job, Project, ProjectMember, ProjectRole, User
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -149,10 +150,10 @@ def by_slug(session: Session, user: User, slug: str, action: Action = Action.REA
 def for_submit(session: Session, user: User, slug: str | None) -> Project:
     """Where a new job of the user goes: the named project (they must be allowed to run jobs in it), or
     their personal one."""
-    if not slug:
-        return personal(session, user)
+    if not slug:  # (kept: queueing the job and answering its submit look the project up again)
+        return keep(session, personal(session, user))
     try:
-        return by_slug(session, user, slug, Action.RUN)
+        return keep(session, by_slug(session, user, slug, Action.RUN))
     except NotFound as exc:
         raise InvalidInput.field(["body", "project"], exc.detail) from None
     except Forbidden as exc:

@@ -108,8 +108,9 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_s
     free = body.free.model_dump()
-    if getattr(request.state, "remembered", False):  # let in by a remembered token: is it still good?
-        await run_in_threadpool(_worker_id, ctx, credential)
+    # Let in by a remembered token: is it still good? A claim's own attempt checks it in the database
+    # (revoked: 401); only a claim that answers or waits without one looks it up by itself.
+    unchecked = bool(getattr(request.state, "remembered", False))
     watch = ctx.queue_watch
     while True:
         since = ctx.waker.generation
@@ -119,8 +120,12 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
         found = None
         if not idle:
             found = await run_in_threadpool(_try_claim, ctx, credential, free, body.labels, body.start)
+            unchecked = False
         if found is not None:
             return found
+        if unchecked:
+            await run_in_threadpool(_worker_id, ctx, credential)
+            unchecked = False
         remaining = deadline - loop.time()
         if remaining <= 0 or await request.is_disconnected():
             return Response(status_code=status.HTTP_204_NO_CONTENT)
