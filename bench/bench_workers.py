@@ -64,6 +64,7 @@ versions:
           type: object
           properties:
             sink: {type: string, default: ""}
+            i: {type: integer, default: 0}
         resources: {cpus: 1, memory_mb: 16, gpus: 0, timeout_s: 60}
 """,
 }
@@ -72,6 +73,7 @@ TARGETS = {
     "started": "p50 <= 100 ms",
     "claim": "p50 <= 3 ms with 1,000 queued, 1 claimer",
     "claims": "p50 <= 15 ms and >= 300 claims/s with 100,000 queued, 16 claimers",
+    "sweep": "none of its own (the local executor's: 1,000 in < 15 s)",
 }
 WORKER_COUNTS = (1, 4, 8)
 JOBS = {1: 300, 4: 1000, 8: 2000}
@@ -100,7 +102,7 @@ class WorkerFleet:
 
     @classmethod
     @contextmanager
-    def start(cls, js: JobsServer, count: int, *args: str) -> Iterator[WorkerFleet]:
+    def start(cls, js: JobsServer, count: int, *args: str, cpus: int = SLOTS) -> Iterator[WorkerFleet]:
         with tempfile.TemporaryDirectory(prefix="labcloud-bench-workers-") as tmp:
             reachable(Path(tmp))
             fleet = cls(js, Path(tmp), [])
@@ -109,7 +111,7 @@ class WorkerFleet:
                     for i in range(count):
                         r = c.post("/api/v1/workers", json={"name": f"bench-{uuid.uuid4().hex[:8]}-{i}"})
                         r.raise_for_status()
-                        fleet._spawn(i, r.json()["token"], args)
+                        fleet._spawn(i, r.json()["token"], args, cpus)
                 for i in range(count):
                     fleet.wait_connected(i)
                 yield fleet
@@ -119,7 +121,7 @@ class WorkerFleet:
     def log(self, i: int) -> Path:
         return self.root / f"worker-{i}.log"
 
-    def _spawn(self, i: int, token: str, args: tuple[str, ...]) -> None:
+    def _spawn(self, i: int, token: str, args: tuple[str, ...], cpus: int) -> None:
         env = {**self.server.server.env, "LABCLOUD_WORKER_TOKEN": token}
         command = [
             *LABCLOUD,
@@ -129,7 +131,7 @@ class WorkerFleet:
             "--work-dir",
             str(self.root / f"w{i}"),
             "--cpus",
-            str(SLOTS),
+            str(cpus),
             "--memory-mb",
             "4096",
             "--log-level",
@@ -264,6 +266,66 @@ def submit_sink(c: httpx.Client, sink: str) -> dict[str, Any]:
         raise RuntimeError(f"submit: {r.status_code} {r.text[:500]}")
     job: dict[str, Any] = r.json()
     return job
+
+
+# -------------------------------------------------------------------------------------------- sweep
+
+SWEEP_JOBS = 1000
+SWEEP_WORKERS = 4
+SWEEP_SLOTS = 4  # each worker's --cpus: its claims may take up to 4 of the sweep's 1-CPU jobs at once
+
+
+def measure_sweep(backend: str, quick: bool) -> list[Result]:
+    """One sweep of trivial jobs through 4 workers with room for 4 jobs each, until all have ended."""
+    count = 200 if quick else SWEEP_JOBS
+    with (
+        pull_server(backend) as js,
+        tempfile.TemporaryDirectory(prefix="labcloud-bench-sink-") as tmp,
+        WorkerFleet.start(js, SWEEP_WORKERS, "--sandbox", "off", cpus=SWEEP_SLOTS),
+        js.client() as c,
+    ):
+        sink = Path(tmp) / "sink.txt"
+        reachable(Path(tmp))
+        sink.touch(mode=0o666)
+        sink.chmod(0o666)  # (the jobs run as the job user, without a sandbox: they append to it)
+        for _ in range(2 * SWEEP_WORKERS):  # warm-up
+            wait_terminal(c, submit_sink(c, "")["id"], 60)
+        body = {"app": SINK_APP, "params": {"sink": str(sink)}, "grid": {"i": list(range(count))}}
+        start = time.perf_counter()
+        r = c.post("/api/v1/sweeps", json=body, timeout=120)
+        submit_s = time.perf_counter() - start
+        if r.status_code != 201:
+            raise RuntimeError(f"submit sweep: {r.status_code} {r.text[:500]}")
+        sweep: dict[str, Any] = r.json()
+        deadline = time.monotonic() + max(120.0, count * 0.5)
+        while sweep["state"] in ("queued", "running"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sweep did not end in time: {sweep['counts']}")
+            time.sleep(0.2)
+            sweep = c.get(f"/api/v1/sweeps/{sweep['id']}").json()
+        wall_s = time.perf_counter() - start
+        runs = Counter(sink.read_text().split()) if sink.exists() else Counter()
+    if len(runs) != count or set(runs.values()) != {1}:
+        raise RuntimeError(f"not exactly once: {len(runs)} of {count} ran, counts {set(runs.values())}")
+    return [
+        Result(
+            f"workers: {count:,} trivial jobs as one sweep, {SWEEP_WORKERS} workers",
+            backend,
+            {
+                "jobs": float(sweep["total"]),
+                "succeeded": float(sweep["counts"].get("succeeded", 0)),
+                "submit_s": round(submit_s, 3),
+                "all_ended_s": round(wall_s, 2),
+                "jobs_per_s": round(count / wall_s, 1),
+            },
+            target=TARGETS["sweep"],
+            notes=f"one POST /api/v1/sweeps of {count} jobs (1 CPU each) to {SWEEP_WORKERS} "
+            f"`labcloud worker` processes with --cpus {SWEEP_SLOTS} --sandbox off, whose claims take as "
+            "many jobs as fit; "
+            "all_ended_s from the POST to the client seeing the sweep ended (polled every 0.2 s); the sink "
+            "file is counted: every job exactly once",
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------------------ started
@@ -469,6 +531,7 @@ MEASUREMENTS: dict[str, Callable[[str, bool], list[Result]]] = {
     "started": measure_started,
     "claim": measure_claim,
     "claims": measure_claims,
+    "sweep": measure_sweep,
 }
 
 

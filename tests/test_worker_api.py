@@ -190,6 +190,43 @@ def test_a_runner_s_take_starts_at_once_a_job_with_nothing_to_stage(
     assert r.status_code == 200 and r.json()["job"]["state"] == "staging", r.text
 
 
+def test_a_claim_takes_as_many_jobs_as_fit_together_each_its_own_attempt(
+    pclient: TestClient, admin: Account, user: Account
+) -> None:
+    token = register(pclient, admin, "rig")
+    ids = [submit(pclient, user, resources={"cpus": 1, "memory_mb": 100})["id"] for _ in range(5)]
+    free = {"cpus": 3, "memory_mb": 8192, "gpus": 0}
+    r = pclient.post(
+        "/api/v1/worker/claim",
+        json={"free": free, "wait_s": 0, "max_jobs": 16, "start": True},
+        headers=bearer(token),
+    )
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    taken = [answer["job"], *answer["more"]]
+    assert [a["id"] for a in taken] == ids[:3]  # the oldest three: as many as the 3 CPUs hold
+    assert len({a["token"] for a in taken}) == 3
+    for a in taken:  # each job's own token reports for it, and for no other
+        assert a["state"] == "running" and a["attempt"] == 1
+        r = pclient.post(f"/api/v1/worker/jobs/{a['id']}/heartbeat", json={}, headers=bearer(a["token"]))
+        assert r.status_code == 200, r.text
+    other = pclient.post(
+        f"/api/v1/worker/jobs/{ids[1]}/heartbeat", json={}, headers=bearer(taken[0]["token"])
+    )
+    assert other.status_code in (401, 403, 404)
+    # "max_jobs" bounds it too; one asked by default, with nothing in "more"
+    r = pclient.post(
+        "/api/v1/worker/claim", json={"free": free, "wait_s": 0, "max_jobs": 1}, headers=bearer(token)
+    )
+    assert r.status_code == 200 and r.json()["job"]["id"] == ids[3] and r.json()["more"] == []
+    one = claim(pclient, token)
+    assert one is not None and one["id"] == ids[4]
+    r = pclient.post(
+        "/api/v1/worker/claim", json={"free": free, "wait_s": 0, "max_jobs": 17}, headers=bearer(token)
+    )
+    assert r.status_code == 422 and "max_jobs" in r.text
+
+
 def test_a_lost_lease_requeues_and_fences_the_late_worker(
     pclient: TestClient, settings: Settings, admin: Account, user: Account
 ) -> None:

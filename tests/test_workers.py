@@ -259,6 +259,17 @@ def test_many_quick_jobs_through_several_workers_run_exactly_once(cl: Cluster, o
     )
 
 
+def test_a_worker_with_room_for_several_jobs_takes_them_in_one_claim(cl: Cluster, open_scratch: Path) -> None:
+    sink = open_sink(open_scratch)
+    ids = [cl.submit("w-quick", {"sink": str(sink)})["id"] for _ in range(5)]  # 1 CPU each
+    worker = cl.start_worker("batch", "--sandbox", "off", cpus=4, work_dir=open_scratch / "batch")
+    for job_id in ids:
+        assert cl.wait_end(job_id)["state"] == "succeeded"
+    assert "took 4 jobs in one claim" in worker.log()  # as many as fit in its 4 CPUs, then the fifth
+    assert Counter(sink_lines(sink)) == dict.fromkeys(ids, 1)
+    assert {name for job_id in ids for name in cl.ran_on(job_id)} == {"batch"}
+
+
 def test_a_stopped_worker_is_fenced_when_it_comes_back(cl: Cluster, open_scratch: Path) -> None:
     sink = open_sink(open_scratch)
     first = cl.start_worker("stop-a", "--sandbox", "off", work_dir=open_scratch / "stop-a")

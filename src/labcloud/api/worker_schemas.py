@@ -15,6 +15,7 @@ from labcloud.protocol import FINISH_LOG, FINISH_LOG_MAX
 from labcloud.services.job_logs import MAX_OFFSET
 
 MAX_WAIT_S = 30.0  # the longest a claim waits for a job
+MAX_CLAIM_JOBS = 16  # the most jobs one claim takes
 
 
 class Resources(BaseModel):
@@ -104,6 +105,13 @@ class ClaimIn(BaseModel):
         False,
         description="start at once a job with nothing to stage (no inputs, not a task, no container): "
         "its assignment's state is then 'running', and no start call follows",
+    )
+    max_jobs: int = Field(
+        1,
+        ge=1,
+        le=MAX_CLAIM_JOBS,
+        description="take up to this many jobs that fit in 'free' together, in one claim: the first in "
+        "'job', the others in 'more'",
     )
 
 
@@ -253,6 +261,9 @@ class Assignment(BaseModel):
 
 class ClaimOut(BaseModel):
     job: Assignment
+    more: list[Assignment] = Field(
+        default_factory=list, description="the other jobs taken when the claim asked for several (max_jobs)"
+    )
 
 
 class LeaseOut(BaseModel):

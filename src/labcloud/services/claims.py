@@ -24,7 +24,7 @@ import uuid
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
@@ -75,53 +75,69 @@ def claim(
     free: dict[str, float],
     labels: dict[str, str],
     start: bool = False,
-) -> Claimed | None:
-    """Take the oldest queued job this worker can run, or None (always None in maintenance: workers
-    finish what they hold and take nothing new). ``start``: a job with nothing to stage (no inputs, not a
-    task, no container) runs from the claim on, and the worker makes no start call for it."""
+    most: int = 1,
+) -> list[Claimed]:
+    """Take the oldest queued jobs this worker can run, up to ``most`` that fit in ``free`` together, each
+    as its own attempt with its own token; none in maintenance (workers finish what they hold and take
+    nothing new). ``start``: a job with nothing to stage (no inputs, not a task, no container) runs from
+    the claim on, and the worker makes no start call for it."""
     if worker.state != WorkerState.ACTIVE:
-        return None
+        return []
     if maintenance.current(session.get_bind().engine).enabled:
-        return None
+        return []
     have = worker.labels  # what an admin registered; labels a worker claims for itself count for nothing
     stmt = candidates_query(worker.id, session.get_bind().dialect.name)
     images = ImagePreference(session, settings, worker)
+    room = dict(free)
+    taken: list[Claimed] = []
     for _ in range(3):  # look again when every fitting candidate went to a faster claimer
         found = [Candidate(*row) for row in session.execute(stmt)]
         # another worker's lost job first, then the container jobs whose image this worker has
         found.sort(key=lambda c: (c.previous_worker_id == worker.id, not images.has(c)))
         raced = False
         for candidate in found:
-            if not candidate.resources.fits_in(free) or not _labels_match(candidate.labels or {}, have):
+            if len(taken) >= most:
+                return taken
+            if not candidate.resources.fits_in(room) or not _labels_match(candidate.labels or {}, have):
                 continue
             if candidate.container and (not worker.engines or images.leave_to_others(candidate)):
                 continue
-            job = session.get(Job, candidate.id, populate_existing=True)  # the one row taken, in full
-            if job is None:
-                raced = True
-                continue
-            try:
-                hold(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
-            except Conflict:  # cancelled, or taken by a claimer that did not lock
-                raced = True
-                continue
-            try:
-                inputs, task = staging(session, settings, storage, job)
-            except InvalidInput as exc:
-                lifecycle.transition(
-                    session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
-                )
-                continue
-            job.executor_ref = AttemptRef(
-                log_base=job_logs.open_attempt(settings, job.id, job.attempts, worker.name)
-            )
-            token, expires = issue_job_token(settings, job, worker)
-            if start and nothing_to_stage(inputs, task, candidate.container):
-                lifecycle.transition(session, job, JobState.RUNNING)
-            return Claimed(job, token, expires, inputs, task)
-        if not raced:
-            return None
-    return None
+            got = _take(session, settings, storage, worker, candidate, start)
+            if isinstance(got, Claimed):
+                taken.append(got)
+                for key, need in candidate.resources.needs().items():
+                    room[key] = float(room.get(key) or 0) - need
+            else:
+                raced = raced or got == "raced"
+        if taken or not raced:
+            return taken
+    return taken
+
+
+def _take(
+    session: Session, settings: Settings, storage: Storage, worker: Worker, candidate: Candidate, start: bool
+) -> Claimed | Literal["raced", "failed"]:
+    """The candidate as ``worker``'s next attempt; "raced" when someone moved it first, "failed" when what
+    it reads is gone (the job fails)."""
+    job = session.get(Job, candidate.id, populate_existing=True)  # the one row taken, in full
+    if job is None:
+        return "raced"
+    try:
+        hold(session, job, worker, utcnow() + timedelta(seconds=settings.lease_seconds))
+    except Conflict:  # cancelled, or taken by a claimer that did not lock
+        return "raced"
+    try:
+        inputs, task = staging(session, settings, storage, job)
+    except InvalidInput as exc:
+        lifecycle.transition(
+            session, job, JobState.FAILED, reason=FailureReason.STAGING_FAILED, message=exc.detail
+        )
+        return "failed"
+    job.executor_ref = AttemptRef(log_base=job_logs.open_attempt(settings, job.id, job.attempts, worker.name))
+    token, expires = issue_job_token(settings, job, worker)
+    if start and nothing_to_stage(inputs, task, candidate.container):
+        lifecycle.transition(session, job, JobState.RUNNING)
+    return Claimed(job, token, expires, inputs, task)
 
 
 def nothing_to_stage(inputs: object, task: object, container: bool) -> bool:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_S = 5.0
 
 
+CLAIM_MOST = 16  # jobs one claim may take (as many as fit in what is free; the server's most)
 BUSY_CLAIM_WAIT_S = 5.0  # a claim made while jobs run waits less: their end frees capacity it cannot see
 
 
@@ -357,7 +358,13 @@ class WorkerAgent:
                     "POST",
                     "/claim",
                     token=self.config.token,
-                    json={"free": free, "labels": self.config.labels, "wait_s": wait_s, "start": True},
+                    json={
+                        "free": free,
+                        "labels": self.config.labels,
+                        "wait_s": wait_s,
+                        "start": True,
+                        "max_jobs": CLAIM_MOST,
+                    },
                     until=self.stopping,
                     accept=(204,),
                     timeout=httpx.Timeout(30.0 + wait_s, connect=10.0, pool=None),
@@ -376,8 +383,12 @@ class WorkerAgent:
             backoff.reset()
             if response.status_code == 204 or not response.content:
                 continue
-            assignment = response.json().get("job")
-            if assignment:
+            answer = response.json()
+            # (a server that predates claims of several jobs answers one, without "more")
+            assignments = [a for a in [answer.get("job"), *(answer.get("more") or [])] if a]
+            if len(assignments) > 1:
+                log.info("took %d jobs in one claim", len(assignments))
+            for assignment in assignments:
                 self._start(settings, assignment)
 
     def _start(self, settings: RunSettings, assignment: dict[str, Any]) -> None:

@@ -119,7 +119,9 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
             idle = await run_in_threadpool(watch.idle, since)
         found = None
         if not idle:
-            found = await run_in_threadpool(_try_claim, ctx, credential, free, body.labels, body.start)
+            found = await run_in_threadpool(
+                _try_claim, ctx, credential, free, body.labels, body.start, body.max_jobs
+            )
             unchecked = False
         if found is not None:
             return found
@@ -135,10 +137,13 @@ async def claim(body: ClaimIn, request: Request, credential: Credential, ctx: Ct
             return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _try_claim(ctx: Ctx, credential: str, free: dict[str, float], labels: dict[str, str], start: bool) -> Any:
+def _try_claim(
+    ctx: Ctx, credential: str, free: dict[str, float], labels: dict[str, str], start: bool, most: int
+) -> Any:
     with claims.claim_turn(ctx.db.engine.dialect.name), ctx.db.session() as session:
         worker = workers.authenticate(session, credential)
-        claimed = claims.claim(session, ctx.settings, ctx.storage, worker, free, labels, start)
-        if claimed is None:
+        taken = claims.claim(session, ctx.settings, ctx.storage, worker, free, labels, start, most)
+        if not taken:
             return None
-        return {"job": claims.assignment(claimed)}
+        first, *more = (claims.assignment(claimed) for claimed in taken)
+        return {"job": first, "more": more}
