@@ -67,19 +67,7 @@ def measure_sweep(backend: str, quick: bool, warm: bool = True) -> list[Result]:
         body = {"app": APP, "name": "bench", "grid": {"i": list(range(count))}}
         assert server.process is not None
         cpu0 = _cpu(server.process.pid)
-        start = time.perf_counter()
-        r = c.post("/api/v1/sweeps", json=body, timeout=120)
-        submit_s = time.perf_counter() - start
-        if r.status_code != 201:
-            raise RuntimeError(f"submit sweep: {r.status_code} {r.text[:500]}")
-        sweep: dict[str, Any] = r.json()
-        deadline = time.monotonic() + 300
-        while sweep["state"] in ("queued", "running"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the sweep did not end in 300 s: {sweep['counts']}")
-            time.sleep(POLL_S)
-            sweep = c.get(f"/api/v1/sweeps/{sweep['id']}").json()
-        wall_s = time.perf_counter() - start
+        sweep, submit_s, wall_s = run_sweep(c, body, 300, POLL_S)
         own_s, children_s = (b - a for a, b in zip(cpu0, _cpu(server.process.pid), strict=True))
         finished = _last_finished(c, sweep["id"])
     span_s = finished - _ts(sweep["created_at"])
@@ -115,6 +103,26 @@ def measure_sweep(backend: str, quick: bool, warm: bool = True) -> list[Result]:
             "takes at least their sum / 2",
         )
     ]
+
+
+def run_sweep(
+    c: Any, body: dict[str, Any], timeout_s: float, poll_s: float
+) -> tuple[dict[str, Any], float, float]:
+    """POST the sweep, then poll it until it has ended: the sweep as last seen, the POST's seconds, and the
+    seconds from the POST until the sweep was seen ended."""
+    start = time.perf_counter()
+    r = c.post("/api/v1/sweeps", json=body, timeout=120)
+    submit_s = time.perf_counter() - start
+    if r.status_code != 201:
+        raise RuntimeError(f"submit sweep: {r.status_code} {r.text[:500]}")
+    sweep: dict[str, Any] = r.json()
+    deadline = time.monotonic() + timeout_s
+    while sweep["state"] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sweep did not end in {timeout_s:g} s: {sweep['counts']}")
+        time.sleep(poll_s)
+        sweep = c.get(f"/api/v1/sweeps/{sweep['id']}").json()
+    return sweep, submit_s, time.perf_counter() - start
 
 
 def _cpu(pid: int) -> tuple[float, float]:

@@ -43,6 +43,7 @@ from bench.bench_jobs import (
     ts,
     wait_terminal,
 )
+from bench.bench_sweeps import run_sweep
 from bench.harness import Result, latency_summary, reachable, run_all, running_server
 from labcloud.db.types import new_id
 
@@ -291,19 +292,7 @@ def measure_sweep(backend: str, quick: bool) -> list[Result]:
         for _ in range(2 * SWEEP_WORKERS):  # warm-up
             wait_terminal(c, submit_sink(c, "")["id"], 60)
         body = {"app": SINK_APP, "params": {"sink": str(sink)}, "grid": {"i": list(range(count))}}
-        start = time.perf_counter()
-        r = c.post("/api/v1/sweeps", json=body, timeout=120)
-        submit_s = time.perf_counter() - start
-        if r.status_code != 201:
-            raise RuntimeError(f"submit sweep: {r.status_code} {r.text[:500]}")
-        sweep: dict[str, Any] = r.json()
-        deadline = time.monotonic() + max(120.0, count * 0.5)
-        while sweep["state"] in ("queued", "running"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the sweep did not end in time: {sweep['counts']}")
-            time.sleep(0.2)
-            sweep = c.get(f"/api/v1/sweeps/{sweep['id']}").json()
-        wall_s = time.perf_counter() - start
+        sweep, submit_s, wall_s = run_sweep(c, body, max(120.0, count * 0.5), 0.2)
         runs = Counter(sink.read_text().split()) if sink.exists() else Counter()
     if len(runs) != count or set(runs.values()) != {1}:
         raise RuntimeError(f"not exactly once: {len(runs)} of {count} ran, counts {set(runs.values())}")
