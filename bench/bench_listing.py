@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from bench.bench_jobs import TRUE_APP, capacity_held, jobs_server, submit, threaded
-from bench.harness import Result, Server, latency_summary
+from bench.harness import Result, Server, latency_summary, wait_ready
 from testing.daemons import free_port
 
 HOLD = {"LABCLOUD_LOCAL_CPUS": "1"}
@@ -181,16 +181,7 @@ def second_replica(server: Server) -> Iterator[str]:
     proc = subprocess.Popen(cli, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the second replica did not start")
-            time.sleep(0.1)
+        wait_ready(url, proc, "the second replica did not start")
         yield url
     finally:
         proc.terminate()

@@ -100,20 +100,26 @@ def running_server(backend: str, extra_env: dict[str, str] | None = None) -> Ite
             log.close()  # the child has its own copy
         server = Server(backend, f"http://127.0.0.1:{port}", env, home, proc)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"labcloud serve did not start on {backend}")
-                time.sleep(0.1)
+            wait_ready(server.url, proc, f"labcloud serve did not start on {backend}")
             yield server
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], failure: str, timeout_s: float = 60) -> None:
+    """Until the server at ``url`` answers ``/readyz``; RuntimeError(``failure``) if its process ends first
+    or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.1)
 
 
 @dataclass

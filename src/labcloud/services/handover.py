@@ -21,7 +21,7 @@ from labcloud.db.models import Job, Worker
 from labcloud.db.types import utcnow
 from labcloud.errors import Conflict, InvalidInput, LabcloudError
 from labcloud.services import executor_refs, job_logs, lifecycle
-from labcloud.services.claims import Claimed, hold, nothing_to_stage, staging
+from labcloud.services.claims import Claimed, hold, is_container, nothing_to_stage, staging
 from labcloud.services.executor_refs import AttemptRef
 from labcloud.services.job_states import ACTIVE, FailureReason, JobState
 from labcloud.services.job_tokens import Fenced, issue_job_token, token_job
@@ -134,6 +134,6 @@ def take(
         )
         raise Fenced(exc.detail) from None
     token, expires = issue_job_token(settings, job, worker)
-    if start and nothing_to_stage(inputs, task, (job.spec or {}).get("runtime") == "container"):
+    if start and nothing_to_stage(inputs, task, is_container(job)):
         lifecycle.transition(session, job, JobState.RUNNING)
     return Claimed(job, token, expires, inputs, task)
